@@ -1,0 +1,248 @@
+"""Benchmark: the closed loop at fleet scale: N ISO 15118 (modelled HLC) stations, one csms, one worker.
+
+    .venv/bin/python benchmarks/loop_fleet.py [--stations 500] [--limit-share 0.4] [--window 60]
+
+Starts a private redis-server, `evfleet csms` (smart charging on, API off) and `evfleet optimizer`
+as separate processes, provisions N random stations (evse_sim `random_fleet`, every EV speaks
+modelled ISO 15118) on one site whose limit is `--limit-share` of the installed EVSE power, then
+runs the fleet in this process in real time (speed 1, so the csms, the worker and the stations
+share one clock). Every EV plugs in within a minute after the ramp-up. It measures, from the event
+stream and Redis:
+
+- latency from each `tx.started` to the first accepted plan-based TxProfile of the session
+  (p50 / p95 / max), and to any accepted profile (interim or plan);
+- worker: plans written, solve seconds (last, max), status;
+- csms: SetChargingProfile calls, answers, interim profiles, K16 skips;
+- the highest sum over EVSEs of the limits the csms had applied (sampled every 0.5 s) against the
+  site limit;
+- CPU seconds of the csms and worker processes over the window.
+
+Prints a table and writes JSON (``--out``, default benchmarks/results/loop_fleet.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import ocpp.messages  # noqa: E402
+
+from csms.clock import ScaledClock  # noqa: E402
+from csms.store.client import connect_redis  # noqa: E402
+from csms.store.embedded import EmbeddedRedis, free_port  # noqa: E402
+from csms.store.keys import Keys  # noqa: E402
+from csms.store.provisioning import provision_station  # noqa: E402
+from evse_sim.fleet import FleetConfig, FleetRunner  # noqa: E402
+from evse_sim.scenarios import Scenario, random_fleet  # noqa: E402
+
+PASSWORD = "bench-password-1"
+K = Keys()
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scenario(n: int, arrive_after_s: float, seed: int) -> Scenario:
+    """Random stations; every EV speaks ISO 15118, arrives within a minute after the ramp, stays 6 h."""
+    base = random_fleet(n, seed=seed, hlc_share=1.0, start=datetime.now(UTC))
+    rng = random.Random(seed)
+    evs = []
+    for ev in base.evs:
+        arrival = arrive_after_s + rng.uniform(0, 60)
+        evs.append(ev.model_copy(update={"arrival_min": arrival / 60, "departure_min": arrival / 60 + 360,
+                                         "hlc": True}))
+    return base.model_copy(update={"evs": evs})
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """q-quantile (0..1) or None."""
+    if not values:
+        return None
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+
+async def applied_sum_w(redis: Any, pairs: list[tuple[str, int]], now_s: float) -> float:
+    """Sum of the limits in force now of every applied profile record."""
+    pipe = redis.pipeline(transaction=False)
+    for sid, eid in pairs:
+        pipe.get(K.applied_profile(sid, eid))
+    total = 0.0
+    for raw in await pipe.execute():
+        if not raw:
+            continue
+        series = json.loads(raw).get("applied_series_w") or []
+        if not series:
+            continue
+        current = series[0][1]
+        for t, w in series:
+            if t > now_s:
+                break
+            current = w
+        total += current
+    return total
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    ocpp.messages.ASYNC_VALIDATION = False
+    n = args.stations
+    ramp_s = n / args.ramp_per_s + 5
+    scen = scenario(n, ramp_s, args.seed)
+    site_id = scen.site.id
+    evse_kw = sum(e.max_power_kw for s in scen.stations for e in s.evses)
+    limit_kw = round(evse_kw * args.limit_share, 1)
+    pairs = [(s.id, i + 1) for s in scen.stations for i in range(len(s.evses))]
+    redis_server = EmbeddedRedis().start()
+    procs: list[subprocess.Popen[bytes]] = []
+    redis = connect_redis(redis_server.url)
+    try:
+        for st in scen.stations:
+            await provision_station(redis, K, st.id, PASSWORD, site_id=site_id, iterations=1000)
+        for st in scen.stations:  # EVSE facts (what a NotifyReport would give)
+            for i, e in enumerate(st.evses, start=1):
+                await redis.hset(K.station_evse(st.id, i), mapping={
+                    "max_power_w": str(e.max_power_kw * 1000), "phases": str(e.phases),
+                    "rate_unit": "A" if e.kind == "AC" else "W"})
+        await redis.hset(K.site(site_id), mapping={"limit_kw": str(limit_kw)})
+        await redis.sadd(K.sites(), site_id)
+        port = free_port()
+        env = dict(os.environ, EVFLEET_API_ENABLED="false", EVFLEET_SMART_CHARGING="true",
+                   EVFLEET_HEARTBEAT_INTERVAL_S="300", EVFLEET_LOG_LEVEL="WARNING",
+                   EVFLEET_INTERIM_PROFILE_AFTER_S=str(args.interim_s))
+        exe = str(Path(sys.executable).with_name("evfleet"))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        log = open(args.out.with_suffix(".log"), "wb")  # noqa: SIM115
+        procs.append(subprocess.Popen([exe, "csms", "--host", "127.0.0.1", "--port", str(port),
+                                       "--redis-url", redis_server.url, "--node-id", "bench-node"],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([exe, "optimizer", "--redis-url", redis_server.url,
+                                       "--log-level", "WARNING", "--debounce-s", str(args.debounce_s)],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.2)
+        clock = ScaledClock(datetime.now(UTC), speed=1.0)
+        await redis.hset(K.clock(), mapping=clock.spec().to_dict())
+        runner = FleetRunner(scen, clock, FleetConfig(
+            f"ws://127.0.0.1:{port}/ocpp", password=PASSWORD, ramp_per_s=args.ramp_per_s, tick_real_s=1.0,
+            response_timeout_s=60, backoff_base_s=1.0, backoff_max_s=10.0))
+        run_task = asyncio.create_task(runner.run(timedelta(days=1)))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        cpu0 = [cpu_s(p.pid) for p in procs]
+        max_sum = 0.0
+        samples = 0
+        while loop.time() - t0 < ramp_s + 60 + args.window:
+            await asyncio.sleep(0.5)
+            max_sum = max(max_sum, await applied_sum_w(redis, pairs, clock.timestamp()))
+            samples += 1
+        cpu1 = [cpu_s(p.pid) for p in procs]
+        elapsed = loop.time() - t0
+        runner.stop()
+        await asyncio.wait_for(run_task, 60)
+        events = await redis.xrange(K.events())
+        started: dict[str, datetime] = {}
+        first_any: dict[str, datetime] = {}
+        first_plan: dict[str, datetime] = {}
+        counts: dict[str, int] = {}
+        plans: list[dict[str, Any]] = []
+        for _id, f in events:
+            t, txid, ts = f["type"], f.get("transaction_id", ""), datetime.fromisoformat(f["ts"])
+            counts[t] = counts.get(t, 0) + 1
+            data = json.loads(f.get("data") or "{}")
+            if t == "tx.started":
+                started.setdefault(txid, ts)
+            elif t == "profile.answered" and data.get("status") == "Accepted":
+                first_any.setdefault(txid, ts)
+                if str(data.get("kind", "")).startswith("plan"):
+                    first_plan.setdefault(txid, ts)
+            elif t == "schedule.planned" and f.get("site_id") == site_id:
+                plans.append(data)
+        lat_plan = [(first_plan[t] - s).total_seconds() for t, s in started.items() if t in first_plan]
+        lat_any = [(first_any[t] - s).total_seconds() for t, s in started.items() if t in first_any]
+        kinds: dict[str, int] = {}
+        for _id, f in events:
+            if f["type"] == "profile.sent":
+                k = json.loads(f["data"]).get("kind", "")
+                kinds[k] = kinds.get(k, 0) + 1
+        skipped = 0
+        for txid in started:
+            skipped += int(await redis.hget(K.session_loop(txid), "replans_skipped") or 0)
+        solve = [float(p.get("solve_s", 0)) for p in plans]
+        return {
+            "stations": n, "evses": len(pairs), "sessions_started": len(started),
+            "site_limit_kw": limit_kw, "installed_kw": round(evse_kw, 1),
+            "max_applied_sum_kw": round(max_sum / 1000, 2), "applied_samples": samples,
+            "within_site_limit": max_sum <= limit_kw * 1000 + 1,
+            "sessions_with_plan_profile": len(lat_plan),
+            "plug_to_plan_profile_s_p50": pct(lat_plan, 0.5),
+            "plug_to_plan_profile_s_p95": pct(lat_plan, 0.95),
+            "plug_to_plan_profile_s_max": pct(lat_plan, 1.0),
+            "plug_to_any_profile_s_p50": pct(lat_any, 0.5), "plug_to_any_profile_s_p95": pct(lat_any, 0.95),
+            "plans": len(plans), "plan_status": sorted({str(p.get("status")) for p in plans}),
+            "solve_s_median": round(statistics.median(solve), 3) if solve else None,
+            "solve_s_max": round(max(solve), 3) if solve else None,
+            "profiles_sent": counts.get("profile.sent", 0), "profiles_by_kind": kinds,
+            "profile_answers": counts.get("profile.answered", 0), "k16_skipped": skipped,
+            "needs_events": counts.get("ev.charging_needs", 0),
+            "elapsed_s": round(elapsed, 1),
+            "csms_cpu_s": round(cpu1[0] - cpu0[0], 1), "worker_cpu_s": round(cpu1[1] - cpu0[1], 1),
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        await redis.aclose()
+        redis_server.stop()
+
+
+def main() -> None:
+    """Parse arguments, run, print and save."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stations", type=int, default=500)
+    parser.add_argument("--limit-share", type=float, default=0.4, help="site limit / installed EVSE power")
+    parser.add_argument("--window", type=float, default=60.0,
+                        help="real seconds after every EV is plugged in")
+    parser.add_argument("--ramp-per-s", type=float, default=50.0)
+    parser.add_argument("--interim-s", type=float, default=5.0)
+    parser.add_argument("--debounce-s", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "loop_fleet.json")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    result = asyncio.run(run(args))
+    args.out.write_text(json.dumps(result, indent=1))
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    print(f"(JSON: {args.out})")
+
+
+if __name__ == "__main__":
+    main()

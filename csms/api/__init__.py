@@ -1,0 +1,1 @@
+"""csms api service (see csms/context.py)."""

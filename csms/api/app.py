@@ -1,0 +1,159 @@
+"""The operator web app: `/api/v1` (JSON), `/api/v1/live` (Server-Sent Events), `/metrics`,
+the dashboard at `/` and OpenAPI at `/docs`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from csms.api import metrics
+from csms.api.calls import CommandClientCaller, StationCaller
+from csms.api.deps import ApiDeps, deps_of, require_stream
+from csms.api.errors import install_error_handlers
+from csms.api.live import LiveHub
+from csms.api.reader import StateReader
+from csms.api.routes import act, read
+from csms.api.site_inputs import SiteInputWriter
+from csms.api.tokens import Role, TokenStore
+from csms.clock import Clock
+from csms.commands import CommandClient
+from csms.store.keys import Keys
+
+STATIC_DIR = resources.files("csms.api") / "static"
+SSE_PING_S = 15.0
+
+
+def build_deps(redis: Any, keys: Keys, clock: Clock, *, auth: bool = True, default_site: str = "default",
+               default_limit_kw: float | None = None, caller: StationCaller | None = None,
+               call_timeout_s: float = 30.0, tick_s: float = 1.0) -> ApiDeps:
+    """Wire the API's readers and writers over one Redis client."""
+    reader = StateReader(redis, keys, clock, default_site, default_limit_kw)
+    return ApiDeps(redis=redis, keys=keys, clock=clock, reader=reader,
+                   writer=SiteInputWriter(redis, keys, clock), tokens=TokenStore(redis, keys, clock),
+                   caller=caller or CommandClientCaller(CommandClient(redis, keys, clock, call_timeout_s)),
+                   hub=LiveHub(reader, tick_s=tick_s), auth=auth, call_timeout_s=call_timeout_s)
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    """The FastAPI app over `deps`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deps.hub.ensure_started()
+        try:
+            yield
+        finally:
+            await deps.hub.stop()
+
+    app = FastAPI(title="evfleet operator API", version="1",
+                  description="Stations, sessions, transactions, sites, id tokens and actions of an "
+                              "evfleet CSMS. Bearer tokens: "
+                              "`evfleet tokens create NAME --role viewer|operator`.",
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.deps = deps
+    install_error_handlers(app)
+    metrics.load_ocpp_metrics()
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.API_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        metrics.API_LATENCY.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    app.include_router(read)
+    app.include_router(act)
+
+    @app.get("/api/v1/live", tags=["live"], summary="Server-Sent Events: aggregated live updates")
+    async def live(request: Request, _: Any = Depends(require_stream(Role.VIEWER))) -> StreamingResponse:
+        """`snapshot` once, then one `delta` per tick with changed stations, sessions, events and sites."""
+        return StreamingResponse(_sse(request, deps_of(request)), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        """OCPP, operator and optimizer series in the Prometheus text format."""
+        await metrics.refresh_site_metrics(deps.reader)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/healthz", tags=["metrics"], summary="Liveness: Redis reachable")
+    async def healthz() -> dict[str, Any]:
+        """`{"ok": true}` when Redis answers."""
+        await deps.redis.ping()
+        return {"ok": True}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The dashboard page."""
+        return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    _install_docs(app)
+    return app
+
+
+def swagger_assets_dir() -> str | None:
+    """Swagger UI files shipped by the `swagger-ui-py` package (no CDN needed), if installed."""
+    try:
+        import swagger_ui
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(swagger_ui.__file__), "static")
+    return path if os.path.exists(os.path.join(path, "swagger-ui-bundle.js")) else None
+
+
+def _install_docs(app: FastAPI) -> None:
+    """OpenAPI UI at /docs, served from local files so it works without internet."""
+    assets = swagger_assets_dir()
+    if assets:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """Swagger UI over /openapi.json."""
+        if not assets:  # fall back to FastAPI's CDN assets
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="evfleet operator API")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="evfleet operator API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+
+def _sse_frame(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
+
+
+async def _sse(request: Request, deps: ApiDeps) -> AsyncIterator[bytes]:
+    """One client's event stream: a snapshot, then the hub's deltas and pings."""
+    sub = deps.hub.subscribe()
+    try:
+        sites = await deps.reader.sites()
+        yield _sse_frame("snapshot", {"type": "snapshot", "ts": deps.clock.now().isoformat(), "sites": sites})
+        while True:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(SSE_PING_S):
+                    message = await sub.queue.get()
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                yield b": ping\n\n"
+                continue
+            if message.get("type") == "close":
+                return
+            yield _sse_frame("delta", message)
+    finally:
+        deps.hub.unsubscribe(sub)

@@ -1,0 +1,84 @@
+"""What request handlers share (one `ApiDeps` per app) and the bearer-token auth dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from csms.api.calls import StationCaller
+from csms.api.errors import Forbidden, Unauthorized
+from csms.api.live import LiveHub
+from csms.api.reader import StateReader
+from csms.api.site_inputs import SiteInputWriter
+from csms.api.tokens import ROLE_RANK, Role, TokenInfo, TokenStore
+from csms.clock import Clock
+from csms.store.keys import Keys
+
+bearer = HTTPBearer(auto_error=False, description="API token from `evfleet tokens create`")
+
+ANONYMOUS = TokenInfo(token_hash="", name="anonymous (auth disabled)", role=Role.OPERATOR, created_at="")
+
+
+@dataclass
+class ApiDeps:
+    """Handles of one API app."""
+
+    redis: Any
+    keys: Keys
+    clock: Clock
+    reader: StateReader
+    writer: SiteInputWriter
+    tokens: TokenStore
+    caller: StationCaller
+    hub: LiveHub
+    auth: bool = True
+    call_timeout_s: float = 30.0
+
+
+def deps_of(request: Request) -> ApiDeps:
+    """The app's `ApiDeps`."""
+    deps: ApiDeps = request.app.state.deps
+    return deps
+
+
+async def authenticate(deps: ApiDeps, token: str | None, needed: Role) -> TokenInfo:
+    """The token's identity if it may act with `needed`; Unauthorized/Forbidden otherwise."""
+    if not deps.auth:
+        return ANONYMOUS
+    if not token:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    info = await deps.tokens.lookup(token)
+    if info is None:
+        raise Unauthorized("unknown or revoked API token")
+    if ROLE_RANK[info.role] < ROLE_RANK[needed]:
+        raise Forbidden(f"token {info.name!r} has role {info.role.value}; this needs {needed.value}",
+                        {"role": info.role.value, "required": needed.value})
+    return info
+
+
+def require(role: Role) -> Callable[..., Awaitable[TokenInfo]]:
+    """A dependency that admits tokens with at least `role`."""
+
+    async def dependency(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenInfo:
+        token = credentials.credentials if credentials else None
+        info = await authenticate(deps_of(request), token, role)
+        request.state.token = info
+        return info
+
+    return dependency
+
+
+def require_stream(role: Role) -> Callable[..., Awaitable[TokenInfo]]:
+    """Like `require`, but also accepts `?access_token=` (EventSource cannot send headers)."""
+
+    async def dependency(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenInfo:
+        token = credentials.credentials if credentials else request.query_params.get("access_token")
+        return await authenticate(deps_of(request), token, role)
+
+    return dependency

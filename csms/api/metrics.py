@@ -1,0 +1,117 @@
+"""Operator-level Prometheus metrics, served with the csms node's OCPP metrics on /metrics.
+
+Values read from Redis (active sessions, site power and limit, the optimizer's latest plan
+per site) are refreshed right before each scrape by `refresh_site_metrics` and exposed by
+one collector registered on the default registry. The OCPP metrics of `csms.metrics`
+(connected stations, messages by action and result, handler latency) live in the same
+registry when that module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from csms.api.reader import StateReader
+from csms.api.views import parse_time
+
+log = logging.getLogger(__name__)
+
+PLAN_STATUSES = ("optimal", "fallback", "infeasible", "error")
+
+API_REQUESTS = Counter("evfleet_api_requests_total", "operator API requests",
+                       ["method", "route", "status"])
+API_LATENCY = Histogram("evfleet_api_request_seconds", "operator API request latency", ["route"],
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+
+
+@dataclass
+class SiteSnapshot:
+    """What the collector exposes; replaced as a whole on each refresh."""
+
+    active_sessions: int = 0
+    sites: list[dict[str, Any]] = field(default_factory=list)
+    now_ts: float = 0.0
+
+
+class OperatorCollector(Collector):
+    """Exposes the latest `SiteSnapshot` as gauges."""
+
+    def __init__(self) -> None:
+        self.snapshot = SiteSnapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        """Gauge families for the current snapshot."""
+        snap = self.snapshot
+        active = GaugeMetricFamily("evfleet_active_sessions", "charging sessions not yet ended")
+        active.add_metric([], snap.active_sessions)
+        yield active
+        power = GaugeMetricFamily("evfleet_site_power_kw", "site load: sum of live session power (kW)",
+                                  labels=["site"])
+        limit = GaugeMetricFamily("evfleet_site_limit_kw", "site power limit (kW)", labels=["site"])
+        planned = GaugeMetricFamily("evfleet_site_planned_kw", "optimizer's planned site load now (kW)",
+                                    labels=["site"])
+        sessions = GaugeMetricFamily("evfleet_site_active_sessions", "live sessions per site",
+                                     labels=["site"])
+        solve = GaugeMetricFamily("evfleet_optimizer_solve_seconds", "solve time of the latest site plan",
+                                  labels=["site"])
+        status = GaugeMetricFamily("evfleet_optimizer_status",
+                                   "1 for the status of the latest site plan", labels=["site", "status"])
+        age = GaugeMetricFamily("evfleet_optimizer_plan_age_seconds", "clock time since the latest plan",
+                                labels=["site"])
+        objective = GaugeMetricFamily("evfleet_optimizer_objective", "objective of the latest site plan",
+                                      labels=["site"])
+        for site in snap.sites:
+            sid = site["site_id"]
+            power.add_metric([sid], site["power_kw"])
+            sessions.add_metric([sid], site["active_sessions"])
+            if site["limit_kw"] is not None:
+                limit.add_metric([sid], site["limit_kw"])
+            if site["planned_kw_now"] is not None:
+                planned.add_metric([sid], site["planned_kw_now"])
+            opt = site.get("optimizer")
+            if not opt:
+                continue
+            if isinstance(opt.get("solve_s"), int | float):
+                solve.add_metric([sid], float(opt["solve_s"]))
+            if isinstance(opt.get("objective"), int | float):
+                objective.add_metric([sid], float(opt["objective"]))
+            current = str(opt.get("status") or "unknown")
+            for name in sorted({*PLAN_STATUSES, current}):
+                status.add_metric([sid, name], 1.0 if name == current else 0.0)
+            computed = parse_time(opt.get("computed_at"))
+            if computed is not None:
+                age.add_metric([sid], max(0.0, snap.now_ts - computed.timestamp()))
+        yield from (power, limit, planned, sessions, solve, status, age, objective)
+
+
+COLLECTOR = OperatorCollector()
+REGISTRY.register(COLLECTOR)
+
+
+def load_ocpp_metrics() -> bool:
+    """Import the csms node's OCPP metrics module so its series share the registry."""
+    try:
+        importlib.import_module("csms.metrics")
+    except ImportError:
+        return False
+    return True
+
+
+async def refresh_site_metrics(reader: StateReader) -> None:
+    """Read the operator values from Redis into the collector."""
+    sites = await reader.sites()
+    active = len(await reader.active_tx_ids())
+    COLLECTOR.snapshot = SiteSnapshot(active_sessions=active, sites=sites, now_ts=reader.clock.timestamp())
+
+
+def render(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """Prometheus text exposition of the registry."""
+    return generate_latest(registry)

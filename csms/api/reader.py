@@ -1,0 +1,306 @@
+"""Thin async reader over the documented Redis keys (docs/redis-schema.md) for the API,
+the live feed, metrics and MQTT. Reads only; views are built by `csms.api.views`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from csms.api import views
+from csms.clock import Clock
+from csms.events import Event
+from csms.store.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+def s(value: Any) -> str:
+    """A Redis reply value as str (clients may or may not decode responses)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def sdict(raw: Any) -> dict[str, str]:
+    """A Redis hash reply as dict[str, str]."""
+    return {s(k): s(v) for k, v in (raw or {}).items()}
+
+
+async def stream_tail_id(redis: Any, key: str) -> str:
+    """Id of the newest stream entry ("0-0" if empty): the start for XREAD without gaps.
+
+    XREAD with "$" would skip entries written between two calls while no event was seen yet.
+    """
+    last = await redis.xrevrange(key, count=1)
+    return s(last[0][0]) if last else "0-0"
+
+
+async def read_new_events(redis: Any, key: str, last_id: str, block_ms: int,
+                          count: int = 2000) -> tuple[str, list[tuple[str, Event]]]:
+    """Events after `last_id` ("$" = from now on, without gaps), blocking up to `block_ms`.
+
+    Returns the new last id and (entry id, event) pairs; malformed entries are logged and skipped.
+    """
+    if last_id == "$":
+        last_id = await stream_tail_id(redis, key)
+    reply = await redis.xread({key: last_id}, count=count, block=block_ms)
+    events: list[tuple[str, Event]] = []
+    for _stream, entries in reply or []:
+        for entry_id, fields in entries:
+            last_id = s(entry_id)
+            try:
+                events.append((last_id, Event.from_fields(fields)))
+            except (ValueError, KeyError) as err:
+                log.warning("skipping malformed event %s on %s: %s", last_id, key, err)
+    return last_id, events
+
+
+class StateReader:
+    """Reads stations, sessions, transactions and sites from Redis."""
+
+    def __init__(self, redis: Any, keys: Keys, clock: Clock, default_site: str = "default",
+                 default_limit_kw: float | None = None, site_cache_s: float = 5.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.default_site = default_site
+        self.default_limit_kw = default_limit_kw
+        self.site_cache_s = site_cache_s
+        self._site_of: dict[str, str] = {}
+        self._site_of_at = float("-inf")
+
+    # --- stations -----------------------------------------------------------------------
+    async def station_ids(self) -> list[str]:
+        """Provisioned station ids, sorted."""
+        return sorted(s(m) for m in await self.redis.smembers(self.keys.stations()))
+
+    async def station_exists(self, station_id: str) -> bool:
+        """True if the station is provisioned or has state."""
+        if await self.redis.sismember(self.keys.stations(), station_id):
+            return True
+        return bool(await self.redis.exists(self.keys.station(station_id)))
+
+    async def stations(self, station_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Station documents (pipelined: 3 round trips whatever the count)."""
+        ids = list(station_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self.keys.station(sid))
+            pipe.hgetall(self.keys.station_connectors(sid))
+        replies = await pipe.execute()
+        raws = [sdict(r) for r in replies[0::2]]
+        connectors = [views.connectors_view(sdict(r)) for r in replies[1::2]]
+        pipe = self.redis.pipeline(transaction=False)
+        wanted: list[tuple[int, int]] = []
+        for i, (sid, conns) in enumerate(zip(ids, connectors, strict=True)):
+            for eid in conns:
+                wanted.append((i, eid))
+                pipe.hgetall(self.keys.station_evse(sid, eid))
+        evse_raws = [sdict(r) for r in await pipe.execute()] if wanted else []
+        per_station: list[list[dict[str, Any]]] = [[] for _ in ids]
+        for (i, eid), raw in zip(wanted, evse_raws, strict=True):
+            per_station[i].append(views.evse_view(eid, raw, connectors[i][eid]))
+        tx_ids = [e["transaction_id"] for evses in per_station for e in evses if e["transaction_id"]]
+        powers = await self._tx_power_w(tx_ids)
+        for evses in per_station:
+            for e in evses:
+                p = powers.get(e["transaction_id"] or "")
+                e["power_kw"] = None if p is None else round(p / 1000.0, 4)
+        return [views.station_view(sid, raw, evses, self.default_site)
+                for sid, raw, evses in zip(ids, raws, per_station, strict=True)]
+
+    async def station(self, station_id: str) -> dict[str, Any] | None:
+        """One station document, None if unknown."""
+        if not await self.station_exists(station_id):
+            return None
+        return (await self.stations([station_id]))[0]
+
+    async def _tx_power_w(self, tx_ids: list[str]) -> dict[str, float]:
+        """power_w of each transaction that has one."""
+        if not tx_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for tx in tx_ids:
+            pipe.hget(self.keys.transaction(tx), "power_w")
+        out = {}
+        for tx, value in zip(tx_ids, await pipe.execute(), strict=True):
+            power = views.to_float(s(value))
+            if power is not None:
+                out[tx] = power
+        return out
+
+    async def station_sites(self, station_ids: list[str]) -> dict[str, str]:
+        """site_id of each station (the default site when unset)."""
+        if not station_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in station_ids:
+            pipe.hget(self.keys.station(sid), "site_id")
+        return {sid: s(v) or self.default_site
+                for sid, v in zip(station_ids, await pipe.execute(), strict=True)}
+
+    async def all_station_sites(self) -> dict[str, str]:
+        """site_id of every provisioned station, cached for `site_cache_s` (sites rarely move)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._site_of_at > self.site_cache_s:
+            self._site_of = await self.station_sites(await self.station_ids())
+            self._site_of_at = now
+        return self._site_of
+
+    # --- sessions and transactions -------------------------------------------------------
+    async def active_tx_ids(self) -> set[str]:
+        """Transactions not yet Ended."""
+        return {s(m) for m in await self.redis.smembers(self.keys.transactions_active())}
+
+    async def all_tx_ids(self) -> list[str]:
+        """Every transaction id, newest start first."""
+        return [s(m) for m in await self.redis.zrevrange(self.keys.transactions_by_start(), 0, -1)]
+
+    async def tx_exists(self, transaction_id: str) -> bool:
+        """True if the transaction hash exists."""
+        return bool(await self.redis.exists(self.keys.transaction(transaction_id)))
+
+    async def sessions(self, tx_ids: list[str], active: set[str] | None = None) -> list[dict[str, Any]]:
+        """Session documents for those transactions (needs, plan and profile for live ones)."""
+        if not tx_ids:
+            return []
+        active = await self.active_tx_ids() if active is None else active
+        pipe = self.redis.pipeline(transaction=False)
+        for tx in tx_ids:
+            pipe.hgetall(self.keys.transaction(tx))
+        txs = [sdict(r) for r in await pipe.execute()]
+        known = await self.all_station_sites()
+        station_ids = sorted({t.get("station_id", "") for t in txs if t.get("station_id")} - set(known))
+        sites = {**known, **await self.station_sites(station_ids)}
+        pipe = self.redis.pipeline(transaction=False)
+        has_evse = []
+        for t in txs:
+            sid, eid = t.get("station_id", ""), views.to_int(t.get("evse_id"))
+            has_evse.append(bool(sid) and eid is not None)
+            if sid and eid is not None:
+                pipe.get(self.keys.charging_needs(sid, eid))
+                pipe.get(self.keys.planned_schedule(sid, eid))
+                pipe.get(self.keys.applied_profile(sid, eid))
+                pipe.get(self.keys.ev_schedule(sid, eid))
+        extra = iter(await pipe.execute() if any(has_evse) else [])
+        pipe = self.redis.pipeline(transaction=False)  # K15-K17 loop record (csms/smart_charging)
+        for tx in tx_ids:
+            pipe.hgetall(self.keys.session_loop(tx))
+        loops = [sdict(r) for r in await pipe.execute()]
+        out = []
+        for tx, t, with_docs, loop in zip(tx_ids, txs, has_evse, loops, strict=True):
+            docs = [views.load_json(next(extra)) for _ in range(4)] if with_docs else [None] * 4
+            site = sites.get(t.get("station_id", ""), self.default_site)
+            out.append(views.session_view(tx, t, tx in active, site, *docs) | {"loop": views.loop_view(loop)})
+        return out
+
+    async def session_meter(self, transaction_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """The latest `limit` meter samples of a transaction, oldest first."""
+        raw = await self.redis.lrange(self.keys.transaction_meter(transaction_id), -limit, -1)
+        return [d for d in (views.load_json(s(x)) for x in raw) if isinstance(d, dict)]
+
+    async def transaction(self, transaction_id: str) -> dict[str, Any] | None:
+        """The raw stored transaction: hash fields, stored TransactionEvents and seqNos."""
+        raw = sdict(await self.redis.hgetall(self.keys.transaction(transaction_id)))
+        if not raw:
+            return None
+        events = await self.redis.lrange(self.keys.transaction_events(transaction_id), 0, -1)
+        return {"transaction_id": transaction_id, "record": raw,
+                "live": bool(await self.redis.sismember(self.keys.transactions_active(), transaction_id)),
+                "events": [views.load_json(s(e)) for e in events]}
+
+    async def transactions(self, tx_ids: list[str]) -> list[dict[str, Any]]:
+        """Transaction records (hash fields) for a page of ids."""
+        pipe = self.redis.pipeline(transaction=False)
+        for tx in tx_ids:
+            pipe.hgetall(self.keys.transaction(tx))
+        active = await self.active_tx_ids()
+        return [{"transaction_id": tx, "live": tx in active, "record": sdict(r)}
+                for tx, r in zip(tx_ids, await pipe.execute(), strict=True)]
+
+    # --- sites --------------------------------------------------------------------------
+    async def site_ids(self) -> list[str]:
+        """Known sites (the SET plus the default site), sorted."""
+        ids = {s(m) for m in await self.redis.smembers(self.keys.sites())}
+        ids.add(self.default_site)
+        return sorted(ids)
+
+    async def site_loads(self, site_of: dict[str, str] | None = None) -> dict[str, tuple[float, int]]:
+        """Per site: (sum of live session power in kW, number of live sessions)."""
+        active = sorted(await self.active_tx_ids())
+        pipe = self.redis.pipeline(transaction=False)
+        for tx in active:
+            pipe.hmget(self.keys.transaction(tx), ["station_id", "power_w"])
+        rows = [(s(a), views.to_float(s(b))) for a, b in await pipe.execute()] if active else []
+        known = site_of or {}
+        unknown = sorted({sid for sid, _ in rows if sid and sid not in known})
+        sites = {**known, **await self.station_sites(unknown)}
+        loads: dict[str, tuple[float, int]] = {}
+        for sid, power_w in rows:
+            site = sites.get(sid, self.default_site)
+            kw, n = loads.get(site, (0.0, 0))
+            loads[site] = (kw + (power_w or 0.0) / 1000.0, n + 1)
+        return loads
+
+    async def site_station_ids(self, site_id: str) -> list[str]:
+        """Stations on a site: the site SET plus stations whose hash names the site."""
+        members = {s(m) for m in await self.redis.smembers(self.keys.site_stations(site_id))}
+        for sid, site in (await self.all_station_sites()).items():
+            if site == site_id:
+                members.add(sid)
+        return sorted(members)
+
+    async def sites(self, site_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """Site documents: limit, current load, planned load now, optimizer status, prices."""
+        ids = await self.site_ids() if site_ids is None else site_ids
+        site_of = await self.all_station_sites()
+        loads = await self.site_loads(site_of)
+        counts: dict[str, int] = {}
+        for site in site_of.values():
+            counts[site] = counts.get(site, 0) + 1
+        pipe = self.redis.pipeline(transaction=False)
+        for site in ids:
+            pipe.hgetall(self.keys.site(site))
+            pipe.get(self.keys.site_plan(site))
+            pipe.get(self.keys.site_prices(site))
+        replies = await pipe.execute()
+        now_ts = self.clock.timestamp()
+        out = []
+        for i, site in enumerate(ids):
+            raw, plan, prices = sdict(replies[3 * i]), replies[3 * i + 1], replies[3 * i + 2]
+            kw, n = loads.get(site, (0.0, 0))
+            default_limit = self.default_limit_kw if site == self.default_site else None
+            out.append(views.site_view(site, raw, kw, n, counts.get(site, 0), views.load_json(plan),
+                                       views.load_json(prices), now_ts, default_limit))
+        return out
+
+    async def site_exists(self, site_id: str) -> bool:
+        """True for the default site, a site in the SET, or one with a hash."""
+        if site_id == self.default_site:
+            return True
+        if await self.redis.sismember(self.keys.sites(), site_id):
+            return True
+        return bool(await self.redis.exists(self.keys.site(site_id)))
+
+    async def site_plan(self, site_id: str) -> Any:
+        """The optimizer's latest site plan document, or None."""
+        return views.load_json(await self.redis.get(self.keys.site_plan(site_id)))
+
+    # --- id tokens ----------------------------------------------------------------------
+    async def id_tokens(self) -> list[str]:
+        """Known id tokens, sorted."""
+        return sorted(s(m) for m in await self.redis.smembers(self.keys.id_tokens()))
+
+    async def id_token_docs(self, tokens: list[str]) -> list[dict[str, Any]]:
+        """{id_token, type, status, group_id} for each token."""
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tokens:
+            pipe.hgetall(self.keys.id_token(t))
+        out = []
+        for t, raw in zip(tokens, await pipe.execute(), strict=True):
+            fields = sdict(raw)
+            out.append({"id_token": t, "type": fields.get("type") or None,
+                        "status": fields.get("status") or None, "group_id": fields.get("group_id") or None})
+        return out

@@ -1,0 +1,413 @@
+"""`/api/v1` resources (viewer role) and actions (operator role)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from csms.api.calls import call_or_raise
+from csms.api.deps import ApiDeps, deps_of, require
+from csms.api.errors import Conflict, InvalidInput, NotFound
+from csms.api.live import FEED_SKIP, event_summary
+from csms.api.reader import s
+from csms.api.schemas import (
+    AvailabilityIn,
+    IdTokenCreate,
+    IdTokenIn,
+    RemoteStartIn,
+    RemoteStopIn,
+    ResetIn,
+    SetProfileIn,
+    TriggerIn,
+)
+from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
+from csms.api.tokens import Role, TokenInfo
+from csms.api.views import paginate, session_summary
+from csms.events import Event
+
+read = APIRouter(prefix="/api/v1", dependencies=[Depends(require(Role.VIEWER))])
+act = APIRouter(prefix="/api/v1", dependencies=[Depends(require(Role.OPERATOR))])
+
+Limit = Query(100, ge=1, le=1000, description="page size")
+Offset = Query(0, ge=0, description="items to skip")
+StationStatus = Literal["Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable",
+                        "Available", "Unknown"]
+
+
+# --- identity -----------------------------------------------------------------------------
+@read.get("/whoami", tags=["auth"], summary="The calling token's name and role")
+async def whoami(request: Request) -> dict[str, Any]:
+    """Name and role of the bearer token (dashboard login check)."""
+    info: TokenInfo = request.state.token
+    return {"name": info.name, "role": info.role.value, "auth": deps_of(request).auth}
+
+
+# --- stations -----------------------------------------------------------------------------
+@read.get("/stations", tags=["stations"], summary="Stations with status, EVSEs and connectors")
+async def list_stations(request: Request, limit: int = Limit, offset: int = Offset,
+                        status: StationStatus | None = Query(None, description="overall status filter"),
+                        site_id: str | None = None,
+                        q: str | None = Query(None, max_length=64, description="station id contains")
+                        ) -> dict[str, Any]:
+    """A page of stations (sorted by id) plus counts per status over the site/search filter."""
+    deps = deps_of(request)
+    ids = await deps.reader.station_ids()
+    if q:
+        ids = [i for i in ids if q.lower() in i.lower()]
+    docs = await deps.reader.stations(ids)
+    if site_id:
+        docs = [d for d in docs if d["site_id"] == site_id]
+    counts: dict[str, int] = {}
+    for d in docs:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    if status:
+        docs = [d for d in docs if d["status"] == status]
+    return {**paginate(docs, limit, offset), "counts": counts}
+
+
+async def _station_or_404(deps: ApiDeps, station_id: str) -> dict[str, Any]:
+    doc = await deps.reader.station(station_id)
+    if doc is None:
+        raise NotFound(f"unknown station {station_id!r}", {"station_id": station_id})
+    return doc
+
+
+@read.get("/stations/{station_id}", tags=["stations"], summary="One station")
+async def get_station(request: Request, station_id: str) -> dict[str, Any]:
+    """Station document with its live sessions."""
+    deps = deps_of(request)
+    doc = await _station_or_404(deps, station_id)
+    tx_ids = [e["transaction_id"] for e in doc["evses"] if e["transaction_id"]]
+    doc["sessions"] = [session_summary(x) for x in await deps.reader.sessions(tx_ids)]
+    return doc
+
+
+# --- sessions and transactions ------------------------------------------------------------
+async def _tx_ids(deps: ApiDeps, state: str) -> list[str]:
+    active = await deps.reader.active_tx_ids()
+    if state == "live":
+        ordered = [t for t in await deps.reader.all_tx_ids() if t in active]
+        return ordered + sorted(active - set(ordered))
+    ids = await deps.reader.all_tx_ids()
+    return [t for t in ids if t not in active] if state == "ended" else ids
+
+
+@read.get("/sessions", tags=["sessions"], summary="Charging sessions (live, ended or all)")
+async def list_sessions(request: Request, limit: int = Limit, offset: int = Offset,
+                        state: Literal["live", "ended", "all"] = "live",
+                        station_id: str | None = None, site_id: str | None = None) -> dict[str, Any]:
+    """Sessions newest first: energy, power, SoC, needs, departure, progress, applied limit."""
+    deps = deps_of(request)
+    ids = await _tx_ids(deps, state)
+    if station_id or site_id:
+        docs = await deps.reader.sessions(ids)
+        docs = [d for d in docs if (not station_id or d["station_id"] == station_id)
+                and (not site_id or d["site_id"] == site_id)]
+        page = paginate(docs, limit, offset)
+    else:
+        page = paginate(ids, limit, offset)
+        page["items"] = await deps.reader.sessions(page["items"])
+    page["items"] = [session_summary(d) for d in page["items"]]
+    return page
+
+
+@read.get("/sessions/{transaction_id}", tags=["sessions"], summary="One session with schedules and meter")
+async def get_session(request: Request, transaction_id: str,
+                      samples: int = Query(500, ge=0, le=5000, description="meter samples to include")
+                      ) -> dict[str, Any]:
+    """Session with charging needs, planned schedule, applied profile, EV schedule and meter samples."""
+    deps = deps_of(request)
+    if not await deps.reader.tx_exists(transaction_id):
+        raise NotFound(f"unknown session {transaction_id!r}", {"transaction_id": transaction_id})
+    doc = (await deps.reader.sessions([transaction_id]))[0]
+    doc["meter"] = await deps.reader.session_meter(transaction_id, samples) if samples else []
+    return doc
+
+
+@read.get("/transactions", tags=["transactions"], summary="Stored transaction records")
+async def list_transactions(request: Request, limit: int = Limit, offset: int = Offset,
+                            state: Literal["live", "ended", "all"] = "all") -> dict[str, Any]:
+    """Transaction records as stored (newest first)."""
+    deps = deps_of(request)
+    page = paginate(await _tx_ids(deps, state), limit, offset)
+    page["items"] = await deps.reader.transactions(page["items"])
+    return page
+
+
+@read.get("/transactions/{transaction_id}", tags=["transactions"], summary="One transaction with its events")
+async def get_transaction(request: Request, transaction_id: str) -> dict[str, Any]:
+    """Transaction record plus every stored TransactionEvent payload in arrival order."""
+    doc = await deps_of(request).reader.transaction(transaction_id)
+    if doc is None:
+        raise NotFound(f"unknown transaction {transaction_id!r}", {"transaction_id": transaction_id})
+    return doc
+
+
+# --- sites --------------------------------------------------------------------------------
+def _site_id(site_id: str) -> str:
+    try:
+        return check_site_id(site_id)
+    except InvalidSiteId as err:
+        raise InvalidInput(str(err), {"site_id": site_id}) from err
+
+
+@read.get("/sites", tags=["sites"], summary="Sites: limit, current and planned load")
+async def list_sites(request: Request, limit: int = Limit, offset: int = Offset) -> dict[str, Any]:
+    """Every site with limit, live load (sum of session power), planned load now, optimizer state."""
+    return paginate(await deps_of(request).reader.sites(), limit, offset)
+
+
+async def _site_or_404(deps: ApiDeps, site_id: str) -> dict[str, Any]:
+    if not await deps.reader.site_exists(site_id):
+        raise NotFound(f"unknown site {site_id!r}", {"site_id": site_id})
+    return (await deps.reader.sites([site_id]))[0]
+
+
+@read.get("/sites/{site_id}", tags=["sites"], summary="One site with its plan and prices")
+async def get_site(request: Request, site_id: str) -> dict[str, Any]:
+    """Site document including the optimizer's planned load series and the price series."""
+    return await _site_or_404(deps_of(request), site_id)
+
+
+@read.get("/sites/{site_id}/history", tags=["sites"], summary="Recent site load samples")
+async def site_history(request: Request, site_id: str) -> dict[str, Any]:
+    """Site power, limit and planned load sampled by this API process (for the dashboard chart)."""
+    deps = deps_of(request)
+    await _site_or_404(deps, site_id)
+    return {"site_id": site_id, "samples": deps.hub.site_history(site_id)}
+
+
+@act.put("/sites/{site_id}/limit", tags=["sites"], summary="Set a site power limit")
+async def set_site_limit(request: Request, site_id: str, body: SiteLimitInput) -> dict[str, Any]:
+    """Store the limit and append a `site.limit` event (the optimizer re-plans)."""
+    deps = deps_of(request)
+    await deps.writer.set_limit(_site_id(site_id), body, source="api")
+    return (await deps.reader.sites([site_id]))[0]
+
+
+@act.put("/sites/{site_id}/prices", tags=["sites"], summary="Set a site price series")
+async def set_site_prices(request: Request, site_id: str, body: PriceSeriesInput) -> dict[str, Any]:
+    """Store the price series and append a `site.prices` event (the optimizer re-plans)."""
+    deps = deps_of(request)
+    doc = await deps.writer.set_prices(_site_id(site_id), body, source="api")
+    return {"site_id": site_id, "prices": doc}
+
+
+# --- id tokens ----------------------------------------------------------------------------
+@read.get("/id-tokens", tags=["id tokens"], summary="Known id tokens")
+async def list_id_tokens(request: Request, limit: int = Limit, offset: int = Offset) -> dict[str, Any]:
+    """Id tokens with type, status and group."""
+    deps = deps_of(request)
+    page = paginate(await deps.reader.id_tokens(), limit, offset)
+    page["items"] = await deps.reader.id_token_docs(page["items"])
+    return page
+
+
+@read.get("/id-tokens/{id_token}", tags=["id tokens"], summary="One id token")
+async def get_id_token(request: Request, id_token: str) -> dict[str, Any]:
+    """The token's authorization record."""
+    deps = deps_of(request)
+    if not await deps.redis.sismember(deps.keys.id_tokens(), id_token):
+        raise NotFound(f"unknown id token {id_token!r}", {"id_token": id_token})
+    return (await deps.reader.id_token_docs([id_token]))[0]
+
+
+async def _store_id_token(deps: ApiDeps, id_token: str, body: IdTokenIn) -> dict[str, Any]:
+    mapping = {"type": body.type, "status": body.status, "group_id": body.group_id or ""}
+    pipe = deps.redis.pipeline(transaction=True)
+    pipe.delete(deps.keys.id_token(id_token))
+    pipe.hset(deps.keys.id_token(id_token), mapping=mapping)
+    pipe.sadd(deps.keys.id_tokens(), id_token)
+    await pipe.execute()
+    return (await deps.reader.id_token_docs([id_token]))[0]
+
+
+@act.post("/id-tokens", tags=["id tokens"], status_code=201, summary="Add an id token")
+async def create_id_token(request: Request, body: IdTokenCreate) -> dict[str, Any]:
+    """Add a token; 409 if it exists."""
+    deps = deps_of(request)
+    if await deps.redis.sismember(deps.keys.id_tokens(), body.id_token):
+        raise Conflict(f"id token {body.id_token!r} exists; use PUT to change it",
+                       {"id_token": body.id_token})
+    return await _store_id_token(deps, body.id_token, IdTokenIn(type=body.type, status=body.status,
+                                                                 group_id=body.group_id))
+
+
+@act.put("/id-tokens/{id_token}", tags=["id tokens"], summary="Create or replace an id token")
+async def put_id_token(request: Request, id_token: str, body: IdTokenIn) -> dict[str, Any]:
+    """Create or replace the token's record."""
+    if not id_token or len(id_token) > 36 or ":" in id_token or id_token.strip() != id_token:
+        raise InvalidInput("id token must be 1-36 characters without ':' or spaces", {"id_token": id_token})
+    return await _store_id_token(deps_of(request), id_token, body)
+
+
+@act.delete("/id-tokens/{id_token}", tags=["id tokens"], status_code=204, summary="Remove an id token")
+async def delete_id_token(request: Request, id_token: str) -> Response:
+    """Remove the token; 404 if unknown."""
+    deps = deps_of(request)
+    if not await deps.redis.sismember(deps.keys.id_tokens(), id_token):
+        raise NotFound(f"unknown id token {id_token!r}", {"id_token": id_token})
+    pipe = deps.redis.pipeline(transaction=True)
+    pipe.delete(deps.keys.id_token(id_token))
+    pipe.srem(deps.keys.id_tokens(), id_token)
+    await pipe.execute()
+    return Response(status_code=204)
+
+
+# --- events -------------------------------------------------------------------------------
+@read.get("/events", tags=["events"], summary="Latest events from the stream")
+async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
+                      station_id: str | None = None, type: str | None = None,
+                      feed: bool = Query(False, description="skip meter.values and tx.updated")
+                      ) -> dict[str, Any]:
+    """The newest `limit` events (newest first), optionally for one station, of one type, or feed-worthy."""
+    deps = deps_of(request)
+    out: list[dict[str, Any]] = []
+    last = "+"
+    while len(out) < limit:
+        batch = await deps.redis.xrevrange(deps.keys.events(), max=last, min="-", count=500)
+        if not batch:
+            break
+        for entry_id, fields in batch:
+            eid = s(entry_id)
+            if eid == last:
+                continue
+            try:
+                ev = Event.from_fields(fields)
+            except (ValueError, KeyError):
+                continue
+            if (station_id and ev.station_id != station_id) or (type and ev.type.value != type):
+                continue
+            if feed and ev.type.value in FEED_SKIP:
+                continue
+            out.append(event_summary(eid, ev))
+            if len(out) >= limit:
+                break
+        last = s(batch[-1][0])
+        if len(batch) < 500:
+            break
+    return {"items": out, "total": len(out), "limit": limit, "offset": 0}
+
+
+# --- actions ------------------------------------------------------------------------------
+TimeoutQ = Query(None, gt=0, le=300, description="seconds to wait for the station (default: settings)")
+
+
+async def _call(request: Request, station_id: str, action: str, payload: dict[str, Any],
+                timeout_s: float | None) -> dict[str, Any]:
+    deps = deps_of(request)
+    await _station_or_404(deps, station_id)
+    reply = await call_or_raise(deps.caller, station_id, action, payload, timeout_s or deps.call_timeout_s)
+    status = (reply.payload or {}).get("status")
+    return {**reply.to_dict(), "status": status, "accepted": status in ("Accepted", "Scheduled", None)}
+
+
+@act.post("/stations/{station_id}/remote-start", tags=["actions"], summary="RequestStartTransaction")
+async def remote_start(request: Request, station_id: str, body: RemoteStartIn,
+                       timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Ask the station to start a transaction for an id token."""
+    payload: dict[str, Any] = {"idToken": {"idToken": body.id_token, "type": body.id_token_type},
+                               "remoteStartId": body.remote_start_id if body.remote_start_id is not None
+                               else secrets.randbelow(2**31 - 1) + 1}
+    if body.evse_id is not None:
+        payload["evseId"] = body.evse_id
+    if body.charging_profile is not None:
+        payload["chargingProfile"] = body.charging_profile.to_ocpp()
+    return await _call(request, station_id, "RequestStartTransaction", payload, timeout_s)
+
+
+@act.post("/stations/{station_id}/remote-stop", tags=["actions"], summary="RequestStopTransaction")
+async def remote_stop(request: Request, station_id: str, body: RemoteStopIn,
+                      timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Ask the station to stop a transaction."""
+    return await _call(request, station_id, "RequestStopTransaction",
+                       {"transactionId": body.transaction_id}, timeout_s)
+
+
+@act.post("/sessions/{transaction_id}/stop", tags=["actions"], summary="Stop a live session")
+async def stop_session(request: Request, transaction_id: str,
+                       timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """RequestStopTransaction to the station the session runs on."""
+    deps = deps_of(request)
+    station_id = s(await deps.redis.hget(deps.keys.transaction(transaction_id), "station_id"))
+    if not station_id:
+        raise NotFound(f"unknown session {transaction_id!r}", {"transaction_id": transaction_id})
+    if not await deps.redis.sismember(deps.keys.transactions_active(), transaction_id):
+        raise Conflict(f"session {transaction_id} has already ended", {"transaction_id": transaction_id})
+    return await _call(request, station_id, "RequestStopTransaction", {"transactionId": transaction_id},
+                       timeout_s)
+
+
+@act.post("/stations/{station_id}/reset", tags=["actions"], summary="Reset")
+async def reset(request: Request, station_id: str, body: ResetIn,
+                timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Reset the station or one EVSE (Immediate or OnIdle)."""
+    payload: dict[str, Any] = {"type": body.type}
+    if body.evse_id is not None:
+        payload["evseId"] = body.evse_id
+    return await _call(request, station_id, "Reset", payload, timeout_s)
+
+
+def _evse(evse_id: int | None, connector_id: int | None) -> dict[str, Any] | None:
+    if evse_id is None:
+        return None
+    evse: dict[str, Any] = {"id": evse_id}
+    if connector_id is not None:
+        evse["connectorId"] = connector_id
+    return evse
+
+
+@act.post("/stations/{station_id}/availability", tags=["actions"], summary="ChangeAvailability")
+async def change_availability(request: Request, station_id: str, body: AvailabilityIn,
+                              timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Make the station, an EVSE or a connector Operative or Inoperative."""
+    payload: dict[str, Any] = {"operationalStatus": body.operational_status}
+    evse = _evse(body.evse_id, body.connector_id)
+    if evse:
+        payload["evse"] = evse
+    return await _call(request, station_id, "ChangeAvailability", payload, timeout_s)
+
+
+@act.post("/stations/{station_id}/trigger", tags=["actions"], summary="TriggerMessage")
+async def trigger_message(request: Request, station_id: str, body: TriggerIn,
+                          timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Ask the station to send a message now (StatusNotification, MeterValues, ...)."""
+    payload: dict[str, Any] = {"requestedMessage": body.requested_message}
+    evse = _evse(body.evse_id, body.connector_id)
+    if evse:
+        payload["evse"] = evse
+    return await _call(request, station_id, "TriggerMessage", payload, timeout_s)
+
+
+@act.post("/stations/{station_id}/charging-profiles", tags=["actions"], summary="SetChargingProfile")
+async def set_charging_profile(request: Request, station_id: str, body: SetProfileIn,
+                               timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Send a charging profile to an EVSE (0 = station-wide)."""
+    return await _call(request, station_id, "SetChargingProfile",
+                       {"evseId": body.evse_id, "chargingProfile": body.charging_profile.to_ocpp()},
+                       timeout_s)
+
+
+@act.delete("/stations/{station_id}/charging-profiles", tags=["actions"], summary="ClearChargingProfile")
+async def clear_charging_profile(
+        request: Request, station_id: str,
+        profile_id: int | None = Query(None, ge=0, description="clear this profile id"),
+        evse_id: int | None = Query(None, ge=0),
+        purpose: Literal["ChargingStationExternalConstraints", "ChargingStationMaxProfile",
+                         "TxDefaultProfile", "TxProfile"] | None = None,
+        stack_level: int | None = Query(None, ge=0),
+        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
+    """Clear profiles by id or by criteria (EVSE, purpose, stack level); at least one is needed."""
+    payload: dict[str, Any] = {}
+    if profile_id is not None:
+        payload["chargingProfileId"] = profile_id
+    criteria = {k: v for k, v in (("evseId", evse_id), ("chargingProfilePurpose", purpose),
+                                  ("stackLevel", stack_level)) if v is not None}
+    if criteria:
+        payload["chargingProfileCriteria"] = criteria
+    if not payload:
+        raise InvalidInput("give profile_id or at least one of evse_id, purpose, stack_level")
+    return await _call(request, station_id, "ClearChargingProfile", payload, timeout_s)

@@ -1,0 +1,284 @@
+"""Composition root of a csms node.
+
+Public names: `running_csms` (async context manager for tests, the demo and embedding),
+`run_csms` (what `evfleet csms` / `python -m csms` run), `CsmsNode`, `DEFAULT_SERVICES`,
+`supervise`.
+
+    async with running_csms(settings, clock=clock) as node:
+        node.ocpp_port, node.url, node.ctx, node.station_url("CP-1"), node.redis_url
+
+A node: connects to Redis (or starts an embedded redis-server when `redis_url` is unset,
+stopped on exit), serves OCPP on `/ocpp/{id}`, runs the command executor, refreshes its
+heartbeat key `node:{id}` (TTL 15 s) and runs the services `csms.api.service.run`,
+`csms.telemetry.service.run` and `csms.smart_charging.service.run` with the `CsmsContext`.
+After each Accepted BootNotification the node asks the station for its device model
+(GetBaseReport through the executor, setting `fetch_device_model_on_boot`), so EVSE max
+power and phases are known without anyone else asking. A service that raises is logged
+and restarted with backoff; it never takes OCPP down. On
+exit every connection is closed (1001), this node's stations are marked offline and the
+heartbeat key is deleted.
+
+`ctx.redis` is a `redis.asyncio.Redis` with `decode_responses=True` (pool of
+`redis_max_connections`). Replies to commands are awaited on a second client of the node
+(pool of `reply_max_connections`, client name `evfleet-replies`) that `commands` uses, so
+calls in flight never hold connections the OCPP handlers need; it is closed on exit. `ctx.extras` holds
+`registry` (connected stations), `commands` (a `CommandClient`), `redis_url` and
+`store` (`StateStore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from csms.clock import Clock, RealClock
+from csms.commands import REPLY_MAX_CONNECTIONS, CommandClient
+from csms.context import CsmsContext, Service
+from csms.protocol.commands import CommandExecutor
+from csms.protocol.env import NodeEnv
+from csms.protocol.registry import Registry
+from csms.protocol.server import OcppServer
+from csms.settings import CsmsSettings
+from csms.store.client import MAX_CONNECTIONS, as_str, connect_redis
+from csms.store.embedded import EmbeddedRedis
+from csms.store.keys import Keys
+from csms.store.state import StateStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICES: tuple[str, ...] = (
+    "csms.api.service:run",
+    "csms.telemetry.service:run",
+    "csms.smart_charging.service:run",
+)
+NODE_TTL_S = 15
+NODE_REFRESH_S = 5.0
+EMBEDDED_URL_FILE = "redis.url"
+
+
+@dataclass
+class CsmsNode:
+    """A running node (what `running_csms` yields)."""
+
+    ctx: CsmsContext
+    server: OcppServer
+    registry: Registry
+    executor: CommandExecutor
+    redis_url: str
+    embedded: EmbeddedRedis | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def ocpp_port(self) -> int:
+        """Bound OCPP port."""
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        """Base URL stations connect to (append the station id)."""
+        scheme = "wss" if self.server.tls else "ws"
+        host = self.ctx.settings.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        return f"{scheme}://{host}:{self.ocpp_port}/ocpp/"
+
+    def station_url(self, station_id: str) -> str:
+        """URL of one station's endpoint."""
+        return self.url + station_id
+
+    @property
+    def commands(self) -> CommandClient:
+        """A CommandClient on this node's Redis."""
+        client = self.ctx.extras["commands"]
+        assert isinstance(client, CommandClient)
+        return client
+
+
+def default_node_id() -> str:
+    """hostname-pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_service(spec: str) -> Service:
+    """Import `module:function`."""
+    module_name, _, attr = spec.partition(":")
+    service: Service = getattr(importlib.import_module(module_name), attr or "run")
+    return service
+
+
+async def supervise(name: str, spec: str | Service, ctx: CsmsContext, first_backoff_s: float = 1.0,
+                    max_backoff_s: float = 60.0) -> None:
+    """Run a service; log and restart it with exponential backoff when it raises."""
+    backoff_s = first_backoff_s
+    while True:
+        try:
+            service = load_service(spec) if isinstance(spec, str) else spec
+            await service(ctx)
+            log.info("service %s finished", name)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("service %s crashed; restarting in %.0f s", name, backoff_s)
+        await asyncio.sleep(backoff_s)
+        backoff_s = min(max_backoff_s, backoff_s * 2)
+
+
+async def _heartbeat(redis: Redis, keys: Keys, node_id: str, info: dict[str, object],
+                     stopping: asyncio.Event) -> None:
+    """Keep `node:{id}` alive (real time: the TTL is enforced by Redis in real time)."""
+    while not stopping.is_set():
+        try:
+            await redis.set(keys.node(node_id), json.dumps(info), ex=NODE_TTL_S)
+        except Exception:
+            log.exception("node heartbeat write failed")
+        await asyncio.sleep(NODE_REFRESH_S)
+
+
+def _start_embedded(settings: CsmsSettings) -> EmbeddedRedis:
+    if settings.data_dir is not None:
+        data_dir = Path(settings.data_dir) / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = EmbeddedRedis(data_dir=str(data_dir), persist=True).start()
+        (Path(settings.data_dir) / EMBEDDED_URL_FILE).write_text(server.url + "\n")
+        return server
+    return EmbeddedRedis().start()
+
+
+async def _stop_tasks(tasks: Sequence[asyncio.Task[None]], timeout_s: float = 10.0) -> None:
+    """Cancel tasks and wait for them, cancelling again while they linger (a library that
+    swallows one cancellation must not hang the shutdown); log what failed or stayed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pending = {t for t in tasks if not t.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+    if pending:
+        log.error("tasks still running after %.0f s: %s", timeout_s, [t.get_name() for t in pending])
+
+
+async def _mark_offline(redis: Redis, keys: Keys, now: str, node_id: str | None = None) -> int:
+    """Mark stations offline that are recorded online on `node_id`, or (None) on any node whose
+    heartbeat key has expired (a crashed node). Returns how many."""
+    sids = sorted(as_str(s) for s in await redis.smembers(keys.stations()))
+    pipe = redis.pipeline(transaction=False)
+    for sid in sids:
+        pipe.hmget(keys.station(sid), ["online", "node"])
+    rows = await pipe.execute()
+    alive: dict[str, bool] = {}
+    count = 0
+    for sid, (online, node) in zip(sids, rows, strict=True):
+        if online != "1" or not node:
+            continue
+        if node_id is None:
+            if node not in alive:
+                alive[node] = bool(await redis.exists(keys.node(node)))
+            if alive[node]:
+                continue
+        elif node != node_id:
+            continue
+        await redis.hset(keys.station(sid), mapping={"online": "0", "last_seen": now})
+        count += 1
+    return count
+
+
+@contextlib.asynccontextmanager
+async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
+                       services: Sequence[str | Service] | None = None,
+                       service_backoff_s: float = 1.0, redis_max_connections: int = MAX_CONNECTIONS,
+                       reply_max_connections: int = REPLY_MAX_CONNECTIONS) -> AsyncIterator[CsmsNode]:
+    """Start a node, yield it, stop it cleanly (see module docstring)."""
+    clock = clock or RealClock()
+    node_id = settings.node_id or default_node_id()
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        embedded = await asyncio.to_thread(_start_embedded, settings)
+        log.info("embedded redis-server at %s", embedded.url)
+    redis_url = settings.redis_url or (embedded.url if embedded else "")
+    redis = connect_redis(redis_url, max_connections=redis_max_connections)
+    # callers bound their own wait (CommandClient.call), so no pool timeout here
+    reply_redis = connect_redis(redis_url, max_connections=reply_max_connections, pool_timeout_s=None,
+                                client_name="evfleet-replies")
+    keys = Keys(settings.redis_prefix)
+    server: OcppServer | None = None
+    executor: CommandExecutor | None = None
+    stopping = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await redis.ping()
+        store = StateStore(redis, keys, clock, node_id)
+        env = NodeEnv(settings=settings, clock=clock, keys=keys, store=store, node_id=node_id)
+        registry = Registry()
+        server = OcppServer(env, registry)
+        await server.start()
+        executor = CommandExecutor(env, registry, redis)
+        if settings.fetch_device_model_on_boot:
+            env.boot_accepted.append(executor.fetch_device_model)
+        ctx = CsmsContext(settings=settings, redis=redis, keys=keys, clock=clock, node_id=node_id,
+                          ocpp_port=server.port)
+        commands = CommandClient(redis, keys, clock, settings.call_timeout_s, reply_redis=reply_redis)
+        ctx.extras.update(registry=registry, commands=commands, redis_url=redis_url, store=store)
+        info: dict[str, object] = {"node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
+                                   "ocpp_port": server.port, "started_at": clock.now().isoformat()}
+        await redis.set(keys.node(node_id), json.dumps(info), ex=NODE_TTL_S)
+        stale = await _mark_offline(redis, keys, clock.now().isoformat())
+        if stale:
+            log.warning("marked %d stations of crashed csms nodes offline", stale)
+        tasks.append(asyncio.create_task(_heartbeat(redis, keys, node_id, info, stopping),
+                                         name="node-heartbeat"))
+        tasks.append(asyncio.create_task(executor.run(), name="command-executor"))
+        if services is None:
+            services = DEFAULT_SERVICES if settings.run_services else ()
+        for spec in services:
+            name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
+            tasks.append(asyncio.create_task(supervise(name, spec, ctx, service_backoff_s),
+                                              name=f"service-{name}"))
+        node = CsmsNode(ctx=ctx, server=server, registry=registry, executor=executor, redis_url=redis_url,
+                        embedded=embedded, tasks=tasks)
+        log.info("csms node %s up: OCPP on port %s", node_id, server.port)
+        yield node
+    finally:
+        stopping.set()
+        if executor is not None:
+            executor.stopping = True
+        await _stop_tasks(tasks)
+        if server is not None:
+            await server.close()
+        try:
+            swept = await _mark_offline(redis, keys, clock.now().isoformat(), node_id)
+            if swept:
+                log.info("marked %d stations offline", swept)
+            await redis.delete(keys.node(node_id))
+        except RedisError as err:  # Redis gone (an external one down): one line, the node key expires
+            log.error("could not clean up node state in Redis (stations of node %s stay online until "
+                      "another node starts): %s", node_id, err)
+        await reply_redis.aclose()
+        await redis.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+            if settings.data_dir is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    (Path(settings.data_dir) / EMBEDDED_URL_FILE).unlink()
+        log.info("csms node %s stopped", node_id)
+
+
+async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Event) -> None:
+    """Run a node until `stop` is set (SIGINT/SIGTERM in the CLI)."""
+    async with running_csms(settings, clock=clock) as node:
+        log.info("stations connect to %s{station_id}", node.url)
+        await stop.wait()

@@ -1,0 +1,58 @@
+"""The `evfleet` command line: one Typer app; each package registers its own commands.
+
+- `csms/cli_commands.py`: `evfleet csms`, `evfleet stations ...`
+- `csms/api/cli.py`: `evfleet tokens ...`
+- `evse_sim/cli.py`: `evfleet sim`
+- `optimizer/cli.py`: `evfleet optimize`
+- `optimizer/worker_cli.py`: `evfleet optimizer` (the worker)
+- `evse_sim/iso15118/cli.py`: `evfleet iso15118 ...` (Josev environment, bridge)
+- `evse_sim/demo/cli.py`: `evfleet demo`
+
+Modules import heavy dependencies (Pyomo, FastAPI, ...) inside command bodies so that
+`evfleet --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="evfleet",
+    help="evfleet: OCPP 2.0.1 CSMS, fleet schedule optimizer and EVSE simulator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_all() -> None:
+    from csms.api.cli import register as register_tokens
+    from csms.cli_commands import register as register_csms
+    from evse_sim.cli import register as register_sim
+    from evse_sim.demo.cli import register as register_demo
+    from evse_sim.iso15118.cli import register as register_iso15118
+    from optimizer.cli import register as register_optimizer
+    from optimizer.worker_cli import register as register_worker
+
+    register_csms(app)
+    register_tokens(app)
+    register_sim(app)
+    register_optimizer(app)
+    register_worker(app)
+    register_iso15118(app)
+    register_demo(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Entry point of the `evfleet` console script."""
+    app()
+
+
+def run_csms_main() -> None:
+    """Entry point of `python -m csms`: the same as `evfleet csms`."""
+    import sys
+
+    app(["csms", *sys.argv[1:]], prog_name="python -m csms")

@@ -1,0 +1,274 @@
+"""`evfleet csms`, `evfleet stations ...`, `evfleet sites ...`, `evfleet idtokens ...`.
+
+Management commands use `--redis-url` / `EVFLEET_REDIS_URL` / `--config`; without one they
+use the embedded Redis of `evfleet csms` in the data dir (`--data-dir`, `EVFLEET_DATA_DIR`,
+default `$XDG_DATA_HOME/evfleet`): the running one if `evfleet csms` is up, else they start
+it briefly themselves (state persists there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+stations_app = typer.Typer(help="Provision charging stations (id, password, site).", no_args_is_help=True)
+sites_app = typer.Typer(help="Sites and their grid limits.", no_args_is_help=True)
+idtokens_app = typer.Typer(help="Id tokens (RFID cards, ...) for Authorize.", no_args_is_help=True)
+
+ConfigOpt = typer.Option(None, "--config", help="TOML configuration file ([csms] table or top level)")
+RedisUrlOpt = typer.Option(None, "--redis-url", help="Redis URL (default: EVFLEET_REDIS_URL, --config, "
+                                                     "else the embedded Redis in the data dir)")
+PrefixOpt = typer.Option(None, "--redis-prefix", help="key prefix (default: evfleet)")
+DataDirOpt = typer.Option(None, "--data-dir", help="embedded Redis home (default $XDG_DATA_HOME/evfleet)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the root app."""
+    app.command("csms")(csms)
+    app.add_typer(stations_app, name="stations")
+    app.add_typer(sites_app, name="sites")
+    app.add_typer(idtokens_app, name="idtokens")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(config: Path | None, **flags: Any) -> Any:
+    from pydantic import ValidationError
+
+    from csms.settings import ConfigFileError, load_settings
+
+    try:
+        return load_settings(config, **flags)
+    except ConfigFileError as err:
+        _fail(str(err))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        _fail(f"invalid configuration: {problems}")
+
+
+def csms(
+    config: Path | None = ConfigOpt,
+    host: str | None = typer.Option(None, help="OCPP listen address (default 0.0.0.0)"),
+    port: int | None = typer.Option(None, help="OCPP WebSocket port (default 9000; 0 = any free port)"),
+    redis_url: str | None = RedisUrlOpt,
+    redis_prefix: str | None = PrefixOpt,
+    data_dir: Path | None = DataDirOpt,
+    node_id: str | None = typer.Option(None, help="node id (default hostname-pid)"),
+    tls_cert: Path | None = typer.Option(None, help="server certificate PEM (security profile 2)"),
+    tls_key: Path | None = typer.Option(None, help="server private key PEM"),
+    auto_register: bool | None = typer.Option(None, "--auto-register/--no-auto-register",
+                                              help="DEVELOPMENT: accept unknown stations"),
+    accept_all_tokens: bool | None = typer.Option(None, "--accept-all-tokens/--no-accept-all-tokens"),
+    api: bool | None = typer.Option(None, "--api/--no-api", help="serve the operator API and dashboard"),
+    api_host: str | None = typer.Option(None, help="operator API listen address (default 127.0.0.1)"),
+    api_port: int | None = typer.Option(None, help="operator API port (default 8080; 0 = any free port)"),
+    api_auth: bool | None = typer.Option(None, "--api-auth/--no-api-auth",
+                                         help="require bearer tokens on /api (--no-api-auth: development)"),
+    mqtt_url: str | None = typer.Option(None, help="MQTT broker mqtt://host:port (default: off)"),
+    services: bool | None = typer.Option(None, "--services/--no-services",
+                                         help="run API, telemetry and smart charging here (off: OCPP only)"),
+    smart_charging: bool | None = typer.Option(None, "--smart-charging/--no-smart-charging",
+                                               help="run the smart-charging loop"),
+    site_limit_kw: float | None = typer.Option(None, "--site-limit-kw",
+                                               help="grid limit of sites created implicitly (default 100)"),
+    log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR"),
+    log_json: bool | None = typer.Option(None, "--log-json/--log-text", help="JSON log lines"),
+) -> None:
+    """Run a csms node (OCPP 2.0.1 server, command executor, API, telemetry, smart charging)."""
+    from csms.clock import RealClock
+    from csms.logs import configure_logging
+    from csms.settings import default_data_dir
+
+    settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
+                         data_dir=data_dir, node_id=node_id, tls_cert=tls_cert, tls_key=tls_key,
+                         auto_register=auto_register, accept_all_tokens=accept_all_tokens,
+                         api_enabled=api, api_host=api_host, api_port=api_port, api_auth=api_auth,
+                         mqtt_url=mqtt_url, run_services=services, smart_charging=smart_charging,
+                         default_site_limit_kw=site_limit_kw, log_level=log_level, log_json=log_json)
+    if settings.redis_url is None and settings.data_dir is None:
+        settings = settings.model_copy(update={"data_dir": default_data_dir()})
+    configure_logging(settings.log_level, settings.log_json)
+    log = logging.getLogger("csms")
+    if settings.auto_register:
+        log.warning("auto_register is ON: unknown stations are accepted (development only)")
+
+    async def main() -> None:
+        from csms.app import run_csms
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_csms(settings, RealClock(), stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        _fail(f"cannot start the csms: {err}", 1)
+    except Exception as err:  # a clear message instead of a traceback; details in the log
+        log.exception("csms failed")
+        _fail(f"csms failed: {type(err).__name__}: {err}", 1)
+
+
+# --- management commands --------------------------------------------------------------------
+
+def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_dir: Path | None,
+         op: Callable[[Any, Any, Any], Awaitable[T]]) -> T:
+    """Run `op(redis, keys, settings)` against the configured (or embedded) Redis."""
+    from redis.exceptions import RedisError
+
+    from csms.store.provisioning import ProvisioningError
+
+    settings = _settings(config, redis_url=redis_url, redis_prefix=prefix, data_dir=data_dir)
+
+    async def go() -> T:
+        from csms.store.admin import admin_redis
+        from csms.store.keys import Keys
+
+        async with admin_redis(settings) as client:
+            return await op(client, Keys(settings.redis_prefix), settings)
+
+    try:
+        return asyncio.run(go())
+    except ProvisioningError as err:
+        _fail(str(err))
+    except RedisError as err:
+        _fail(f"Redis error: {err}", 1)
+    raise AssertionError("unreachable")
+
+
+@stations_app.command("add")
+def stations_add(
+    station_id: str = typer.Argument(..., help="station identity (1-48 chars A-Z a-z 0-9 . _ -)"),
+    password: str = typer.Option(..., "--password", prompt=True, hide_input=True,
+                                 help="HTTP Basic password, 8-40 characters"),
+    site: str | None = typer.Option(None, "--site", help="site id (default: keep, or 'default')"),
+    compat: bool = typer.Option(False, "--compat/--strict",
+                                help="accept (log and count) schema violations from this station"),
+    profile: int = typer.Option(1, "--profile", min=1, max=2,
+                                help="security profile: 1 (ws) or 2 (wss only)"),
+    iterations: int = typer.Option(100_000, "--iterations", min=1_000,
+                                   help="PBKDF2 iterations (lower only for long random passwords)"),
+    config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+    redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
+) -> None:
+    """Add a station or change its password/site/compat switch (stored as a salted hash)."""
+    from csms.store.provisioning import provision_station
+
+    async def op(redis: Any, keys: Any, settings: Any) -> None:
+        await provision_station(redis, keys, station_id, password, site, compat=compat,
+                                security_profile=profile, iterations=iterations,
+                                default_site_limit_kw=settings.default_site_limit_kw)
+
+    _run(config, redis_url, redis_prefix, data_dir, op)
+    typer.echo(f"station {station_id} provisioned (profile {profile}{', compat' if compat else ''})")
+
+
+@stations_app.command("list")
+def stations_list(config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+                  redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List provisioned stations with their state."""
+    import json
+
+    from csms.store.provisioning import list_stations
+
+    rows: list[dict[str, Any]] = _run(config, redis_url, redis_prefix, data_dir,
+                                      lambda r, k, s: list_stations(r, k))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no stations provisioned")
+        return
+    typer.echo(f"{'station':<20} {'site':<12} {'online':<6} {'compat':<6} {'vendor/model':<28} last_seen")
+    for row in rows:
+        vm = f"{row.get('vendor', '')}/{row.get('model', '')}".strip("/")
+        typer.echo(f"{row['station_id']:<20} {row.get('site_id', ''):<12} "
+                   f"{'yes' if row.get('online') == '1' else 'no':<6} "
+                   f"{'yes' if row.get('compat') == '1' else 'no':<6} {vm:<28} {row.get('last_seen', '')}")
+
+
+@stations_app.command("remove")
+def stations_remove(station_id: str = typer.Argument(...), config: Path | None = ConfigOpt,
+                    redis_url: str | None = RedisUrlOpt, redis_prefix: str | None = PrefixOpt,
+                    data_dir: Path | None = DataDirOpt) -> None:
+    """Remove a station (its transactions are kept); a connected one is disconnected and refused
+    on reconnect."""
+    from csms.protocol.commands import request_disconnect
+    from csms.store.client import as_str
+    from csms.store.provisioning import remove_station
+
+    async def op(redis: Any, keys: Any, settings: Any) -> tuple[bool, str]:
+        online, node = (as_str(v) for v in await redis.hmget(keys.station(station_id), ["online", "node"]))
+        if not await remove_station(redis, keys, station_id):
+            return False, ""
+        if online != "1" or not node or not await redis.exists(keys.node(node)):
+            return True, ""
+        # credentials are gone, so it cannot reconnect; close the live connection on its node
+        reply = await request_disconnect(redis, keys, station_id, node, "station removed")
+        if reply is None:
+            return True, f"; node {node} did not confirm the disconnect in time"
+        if reply.outcome.value == "result":
+            return True, f"; disconnected from node {node}"
+        return True, f"; disconnect on node {node}: {reply.outcome.value}"
+
+    removed, note = _run(config, redis_url, redis_prefix, data_dir, op)
+    if not removed:
+        _fail(f"unknown station {station_id!r}", 1)
+    typer.echo(f"station {station_id} removed{note}")
+
+
+@stations_app.command("compat")
+def stations_compat(station_id: str = typer.Argument(...),
+                    on: bool = typer.Option(..., "--on/--off", help="compatibility mode on or off"),
+                    config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+                    redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
+    """Switch a station's schema-compatibility mode."""
+    from csms.store.provisioning import set_station_compat
+
+    _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: set_station_compat(r, k, station_id, on))
+    typer.echo(f"station {station_id}: compat {'on' if on else 'off'}")
+
+
+@sites_app.command("set")
+def sites_set(site_id: str = typer.Argument(...),
+              limit_kw: float = typer.Option(..., "--limit-kw", help="grid connection limit in kW"),
+              name: str | None = typer.Option(None, "--name"),
+              config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+              redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
+    """Create or update a site and its limit."""
+    from csms.store.provisioning import set_site_limit
+
+    _run(config, redis_url, redis_prefix, data_dir,
+         lambda r, k, s: set_site_limit(r, k, site_id, limit_kw, name=name))
+    typer.echo(f"site {site_id}: limit {limit_kw:g} kW")
+
+
+@idtokens_app.command("add")
+def idtokens_add(id_token: str = typer.Argument(...),
+                 status: str = typer.Option("Accepted", help="Accepted, Blocked, Expired, Invalid, ..."),
+                 token_type: str = typer.Option("ISO14443", "--type"),
+                 group_id: str | None = typer.Option(None, "--group"),
+                 config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+                 redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
+    """Store an id token for Authorize."""
+    from csms.core.authorization import KNOWN_STATUSES
+    from csms.store.provisioning import add_id_token
+
+    if status not in KNOWN_STATUSES:
+        _fail(f"status must be one of {', '.join(sorted(KNOWN_STATUSES))}")
+    _run(config, redis_url, redis_prefix, data_dir,
+         lambda r, k, s: add_id_token(r, k, id_token, status, token_type, group_id))
+    typer.echo(f"id token {id_token}: {status}")

@@ -1,0 +1,217 @@
+"""Calls to stations from any process, through Redis (caller side of the command protocol).
+
+Public names: `CommandClient`, `CommandRequest`, `CommandReply`, `Outcome`, `CommandError`,
+`StationOfflineError`, `CommandTimeoutError`, `StationCallError`, `InvalidCommandError`,
+`dedicated_client`, `REPLY_MAX_CONNECTIONS`.
+
+Usage::
+
+    client = CommandClient(redis, Keys("evfleet"))
+    reply = await client.call("CP-1", "SetChargingProfile", {"evseId": 1, "chargingProfile": {...}})
+    if reply.ok: print(reply.payload["status"])          # the station's answer
+    else: print(reply.outcome, reply.error)              # offline / timeout / call_error / invalid
+    payload = (await client.call(...)).raise_for_outcome()  # or raise a typed CommandError
+
+Waiting for replies: `call` LPUSHes the request on the shared client (`redis`) but BRPOPs
+the reply on a separate client (`reply_redis`), so that thousands of calls in flight (each
+holding one connection for up to its timeout) never take connections from the OCPP
+handlers' pool. A node passes its own reply client (csms/app.py, closed on shutdown);
+without one the client opens a dedicated pool on the same server at the first call
+(`REPLY_MAX_CONNECTIONS`, waiting calls queue for a connection) and `aclose()` closes it.
+
+Errors (all `CommandError`): `StationOfflineError` (station not connected or its node is
+gone), `CommandTimeoutError` (no answer in time), `StationCallError` (station answered with
+a CALLERROR; `.code`), `InvalidCommandError` (unknown action / payload breaks the schema).
+See docs/redis-schema.md for the wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from csms.clock import Clock
+from csms.store.client import as_str
+from csms.store.keys import Keys
+
+REPLY_TTL_S = 60
+CALLER_GRACE_S = 5.0
+REPLY_MAX_CONNECTIONS = 1024
+"""Connections a reply client opens at most (one per call waiting for its reply); more calls
+in flight queue for a free connection, within their own timeout."""
+
+
+class Outcome(StrEnum):
+    """How a command ended."""
+
+    RESULT = "result"
+    CALL_ERROR = "call_error"
+    TIMEOUT = "timeout"
+    OFFLINE = "offline"
+    INVALID = "invalid"
+
+
+class CommandRequest(BaseModel):
+    """One request LPUSHed to `node:{node}:commands`."""
+
+    request_id: str
+    station_id: str
+    action: str
+    payload: dict[str, Any]
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    reply_to: str
+    sent_at: str = ""
+
+
+class CommandError(Exception):
+    """A command did not produce a station result."""
+
+    def __init__(self, reply: CommandReply) -> None:
+        super().__init__(f"{reply.action} to {reply.station_id}: {reply.outcome.value}"
+                         + (f" {reply.error}" if reply.error else ""))
+        self.reply = reply
+
+
+class StationOfflineError(CommandError):
+    """The station is not connected (or the node holding it is gone)."""
+
+
+class CommandTimeoutError(CommandError):
+    """The station (or its node) did not answer in time."""
+
+
+class StationCallError(CommandError):
+    """The station answered with a CALLERROR."""
+
+    @property
+    def code(self) -> str:
+        """OCPP-J error code the station sent (e.g. NotImplemented)."""
+        return str((self.reply.error or {}).get("code", ""))
+
+
+class InvalidCommandError(CommandError):
+    """The request was refused before sending (unknown action, schema violation)."""
+
+
+_ERRORS: dict[Outcome, type[CommandError]] = {
+    Outcome.OFFLINE: StationOfflineError, Outcome.TIMEOUT: CommandTimeoutError,
+    Outcome.CALL_ERROR: StationCallError, Outcome.INVALID: InvalidCommandError,
+}
+
+
+class CommandReply(BaseModel):
+    """The one reply to a request."""
+
+    request_id: str
+    station_id: str
+    action: str
+    outcome: Outcome
+    payload: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    answered_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True if the station answered with a CALLRESULT."""
+        return self.outcome is Outcome.RESULT
+
+    def raise_for_outcome(self) -> dict[str, Any]:
+        """The station's payload, or raise the matching CommandError."""
+        if self.outcome is Outcome.RESULT:
+            return self.payload or {}
+        raise _ERRORS[self.outcome](self)
+
+
+class CommandClient:
+    """Sends CALLs to stations through whichever csms node holds their connection."""
+
+    def __init__(self, redis: Redis, keys: Keys, clock: Clock | None = None,
+                 default_timeout_s: float = 30.0, reply_redis: Redis | None = None,
+                 reply_max_connections: int = REPLY_MAX_CONNECTIONS) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.default_timeout_s = default_timeout_s
+        self._reply_redis = reply_redis
+        self._owns_reply_redis = False
+        self.reply_max_connections = reply_max_connections
+
+    @property
+    def reply_redis(self) -> Redis:
+        """The client replies are awaited on (BRPOP); never the shared client's pool."""
+        if self._reply_redis is None:
+            self._reply_redis = dedicated_client(self.redis, self.reply_max_connections)
+            self._owns_reply_redis = True
+        return self._reply_redis
+
+    async def aclose(self) -> None:
+        """Close the reply client if this CommandClient opened it (a given one stays open)."""
+        if self._owns_reply_redis and self._reply_redis is not None:
+            await self._reply_redis.aclose()
+            self._reply_redis = None
+            self._owns_reply_redis = False
+
+    def _now(self) -> str:
+        return (self.clock.now() if self.clock else datetime.now(UTC)).isoformat()
+
+    def _local(self, request_id: str, station_id: str, action: str, outcome: Outcome,
+               description: str) -> CommandReply:
+        return CommandReply(request_id=request_id, station_id=station_id, action=action, outcome=outcome,
+                            error={"code": outcome.value, "description": description, "details": {}},
+                            answered_at=self._now())
+
+    async def call(self, station_id: str, action: str, payload: dict[str, Any],
+                   timeout_s: float | None = None) -> CommandReply:
+        """Ask for one CALL (camelCase payload) and wait for the reply (never raises for outcomes)."""
+        timeout_s = timeout_s or self.default_timeout_s
+        request_id = str(uuid.uuid4())
+        raw_online, raw_node = await self.redis.hmget(self.keys.station(station_id), ["online", "node"])
+        online, node = as_str(raw_online), as_str(raw_node)
+        if online != "1" or not node:
+            return self._local(request_id, station_id, action, Outcome.OFFLINE, "station is not connected")
+        if not await self.redis.exists(self.keys.node(node)):
+            return self._local(request_id, station_id, action, Outcome.OFFLINE,
+                               f"csms node {node} holding the station is not alive")
+        reply_to = self.keys.command_reply(request_id)
+        request = CommandRequest(request_id=request_id, station_id=station_id, action=action,
+                                 payload=payload, timeout_s=timeout_s, reply_to=reply_to,
+                                 sent_at=self._now())
+        reply_redis = self.reply_redis
+        await self.redis.lpush(self.keys.node_commands(node), request.model_dump_json())
+        # the node may first finish earlier calls queued for this station; the reply pool may make
+        # this call wait for a connection first, so the whole wait is bounded, not only the BRPOP
+        wait_s = timeout_s + CALLER_GRACE_S
+        try:
+            async with asyncio.timeout(wait_s + 1.0):
+                got = await reply_redis.brpop([reply_to], timeout=wait_s)
+        except (TimeoutError, RedisTimeoutError):
+            got = None
+        if got is None:
+            return self._local(request_id, station_id, action, Outcome.TIMEOUT,
+                               f"no reply from node {node} within {wait_s:g} s")
+        return CommandReply.model_validate(json.loads(got[1]))
+
+    async def call_checked(self, station_id: str, action: str, payload: dict[str, Any],
+                           timeout_s: float | None = None) -> dict[str, Any]:
+        """Like `call`, but return the station's payload or raise a typed CommandError."""
+        return (await self.call(station_id, action, payload, timeout_s)).raise_for_outcome()
+
+
+def dedicated_client(redis: Redis, max_connections: int = REPLY_MAX_CONNECTIONS) -> Redis:
+    """A new client on the same server and options as `redis`, with its own blocking pool
+    (`max_connections`, waiting for a free connection without a pool timeout)."""
+    pool = redis.connection_pool
+    # no socket read timeout: a BRPOP blocks for as long as the call may take (redis-py's default
+    # socket_timeout of 5 s would cut every call a station answers slower); callers bound the wait
+    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+    own = BlockingConnectionPool(connection_class=pool.connection_class, max_connections=max_connections,
+                                 timeout=None, **kwargs)
+    return Redis.from_pool(own)

@@ -1,0 +1,268 @@
+"""Node side of the command protocol: executes calls to the stations this node holds.
+
+Public names: `CommandExecutor`, `DISCONNECT_ACTION`, `request_disconnect`.
+
+`run()` BRPOPs `node:{node}:commands`; each request is validated (known CSMS->station
+action, payload valid against the OCPP 2.0.1 schema), appended to its station's FIFO and
+sent by that station's worker task, one CALL at a time. Every request gets exactly one
+reply LPUSHed to `reply_to` (TTL 60 s) and a `command.result` event; a timeout is
+reported and the queue moves on; nothing is retried.
+
+One internal action is not an OCPP CALL: `_Disconnect` (`DISCONNECT_ACTION`, payload
+`{"reason": str}`) closes the station's connection on this node (1008, the reason) and
+replies `result` `{"status": "Disconnected"}` (`offline` if the station is not connected
+here). `evfleet stations remove` sends it through `request_disconnect`.
+
+The node itself sends calls through the same queues with `call_local` (request with an
+empty `reply_to`: the reply is handed back in process, still recorded as `command.result`).
+`fetch_device_model` (wired to every Accepted BootNotification when the setting
+`fetch_device_model_on_boot` is on) sends GetBaseReport FullInventory from a task; the
+station's NotifyReport then stores EVSE `max_power_w` / `phases`. A refusal, CALLERROR or
+timeout is logged and counted (`evfleet_device_model_fetches_total`), never more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from csms import metrics
+from csms.commands import REPLY_TTL_S, CommandReply, CommandRequest, Outcome, dedicated_client
+from csms.events import EventType
+from csms.logs import log_context
+from csms.protocol.env import NodeEnv
+from csms.protocol.framing import CSMS_ACTIONS, schema_violation
+from csms.protocol.registry import Registry
+from csms.protocol.station import StationClosed
+from csms.store.client import as_str
+from csms.store.keys import Keys
+from csms.store.state import event_fields
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_ACTION = "_Disconnect"
+CLOSE_REMOVED = 1008  # policy violation: the station is no longer provisioned
+
+
+async def request_disconnect(redis: Redis, keys: Keys, station_id: str, node_id: str, reason: str,
+                             timeout_s: float = 10.0) -> CommandReply | None:
+    """Ask node `node_id` to close `station_id`'s connection; its reply, None if none in time."""
+    request_id = str(uuid.uuid4())
+    req = CommandRequest(request_id=request_id, station_id=station_id, action=DISCONNECT_ACTION,
+                         payload={"reason": reason}, timeout_s=timeout_s,
+                         reply_to=keys.command_reply(request_id))
+    await redis.lpush(keys.node_commands(node_id), req.model_dump_json())
+    reply_redis = dedicated_client(redis, max_connections=1)  # no 5 s socket timeout on the BRPOP
+    try:
+        got = await reply_redis.brpop([req.reply_to], timeout=timeout_s)
+    finally:
+        await reply_redis.aclose()
+    return None if got is None else CommandReply.model_validate(json.loads(as_str(got[1])))
+
+
+class CommandExecutor:
+    """Per-station FIFO queues and worker tasks of one node."""
+
+    def __init__(self, env: NodeEnv, registry: Registry, redis: Redis) -> None:
+        self.env = env
+        self.registry = registry
+        self.redis = redis
+        self._queues: dict[str, asyncio.Queue[CommandRequest]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._closers: set[asyncio.Task[None]] = set()
+        self._local: dict[str, asyncio.Future[CommandReply]] = {}
+        self.stopping = False  # set by the node at shutdown (the loop also ends on cancellation)
+
+    async def run(self) -> None:
+        """Consume the node's command list until cancelled."""
+        key = self.env.keys.node_commands(self.env.node_id)
+        try:
+            while not self.stopping:
+                got = await self.redis.brpop([key], timeout=1)
+                if got is not None:
+                    await self.submit_raw(as_str(got[1]))
+        finally:
+            workers = [t for t in [*self._workers.values(), *self._closers] if not t.done()]
+            self.stopping = True
+            for task in workers:
+                task.cancel()
+            if workers:
+                await asyncio.wait(workers, timeout=5)
+            await self._drain_all()
+
+    async def submit_raw(self, raw: str) -> None:
+        """Validate one request and queue it (or reply at once if it cannot be sent)."""
+        try:
+            req = CommandRequest.model_validate(json.loads(raw))
+        except (ValueError, ValidationError) as err:
+            log.error("unreadable command request dropped (no reply_to): %s", str(err)[:200])
+            return
+        await self.submit(req)
+
+    async def submit(self, req: CommandRequest) -> None:
+        """Queue one parsed request (or reply at once if it cannot be sent)."""
+        if req.action == DISCONNECT_ACTION:
+            task = asyncio.create_task(self._disconnect(req), name=f"disconnect-{req.station_id}")
+            self._closers.add(task)
+            task.add_done_callback(self._closers.discard)
+            return
+        if req.action not in CSMS_ACTIONS:
+            await self.reply(req, Outcome.INVALID, error={
+                "code": "NotImplemented", "description": f"{req.action!r} is not a CSMS-to-station action"})
+            return
+        violation = schema_violation(req.action, req.payload)
+        if violation is not None:
+            await self.reply(req, Outcome.INVALID, error={
+                "code": violation.code.value, "description": violation.description})
+            return
+        if self.registry.get(req.station_id) is None:
+            await self.reply(req, Outcome.OFFLINE, error={
+                "code": "offline", "description": f"station not connected to node {self.env.node_id}"})
+            return
+        queue = self._queues.setdefault(req.station_id, asyncio.Queue())
+        queue.put_nowait(req)
+        worker = self._workers.get(req.station_id)
+        if worker is None or worker.done():
+            self._workers[req.station_id] = asyncio.create_task(
+                self._worker(req.station_id, queue), name=f"commands-{req.station_id}")
+
+    async def call_local(self, station_id: str, action: str, payload: dict[str, Any],
+                         timeout_s: float | None = None) -> CommandReply:
+        """Send a CALL to a station of this node through its queue and return the reply
+        (never raises for outcomes; the reply is not pushed to Redis)."""
+        timeout_s = timeout_s or self.env.settings.call_timeout_s
+        req = CommandRequest(request_id=str(uuid.uuid4()), station_id=station_id, action=action,
+                             payload=payload, timeout_s=timeout_s, reply_to="",
+                             sent_at=self.env.clock.now().isoformat())
+        fut: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
+        self._local[req.request_id] = fut
+        try:
+            await self.submit(req)
+            return await fut
+        finally:
+            self._local.pop(req.request_id, None)
+
+    def fetch_device_model(self, station_id: str) -> None:
+        """Start a task asking the station for its device model (GetBaseReport FullInventory)."""
+        if self.stopping:
+            return
+        task = asyncio.create_task(self._fetch_device_model(station_id), name=f"device-model-{station_id}")
+        self._closers.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._closers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _fetch_device_model(self, station_id: str) -> None:
+        request_id = uuid.uuid4().int % 2**31
+        with log_context(station_id=station_id):
+            reply = await self.call_local(station_id, "GetBaseReport",
+                                          {"requestId": request_id, "reportBase": "FullInventory"})
+            status = str((reply.payload or {}).get("status", "")) if reply.ok else ""
+            outcome = status if reply.ok else reply.outcome.value
+            metrics.DEVICE_MODEL_FETCHES.labels(outcome or "unknown").inc()
+            if status == "Accepted":
+                log.info("device model of %s requested (GetBaseReport %d)", station_id, request_id)
+            elif reply.ok:
+                log.warning("station %s refused GetBaseReport FullInventory (%s): EVSE max power stays "
+                            "unknown until it sends a NotifyReport", station_id, status)
+            else:
+                log.warning("GetBaseReport FullInventory to %s failed (%s: %s): EVSE max power stays "
+                            "unknown until it sends a NotifyReport", station_id, reply.outcome.value,
+                            (reply.error or {}).get("description", ""))
+
+    async def _worker(self, station_id: str, queue: asyncio.Queue[CommandRequest]) -> None:
+        """Send a station's calls in order; exits when its queue is empty."""
+        with log_context(station_id=station_id):
+            while not queue.empty():
+                req = queue.get_nowait()
+                try:
+                    await self._execute(req)
+                except asyncio.CancelledError:
+                    await self.reply(req, Outcome.OFFLINE, error={
+                        "code": "offline", "description": "csms node shutting down"})
+                    raise
+                except Exception as err:  # a bug must not stall the queue
+                    log.exception("command %s %s failed", req.action, req.request_id)
+                    await self.reply(req, Outcome.CALL_ERROR, error={
+                        "code": "InternalError", "description": f"{type(err).__name__} in csms"})
+
+    async def _disconnect(self, req: CommandRequest) -> None:
+        """Close a station's connection (internal `_Disconnect`), then reply."""
+        handler = self.registry.get(req.station_id)
+        if handler is None:
+            await self.reply(req, Outcome.OFFLINE, error={
+                "code": "offline", "description": f"station not connected to node {self.env.node_id}"})
+            return
+        reason = str(req.payload.get("reason") or "disconnected by the operator")
+        reason = reason.encode()[:120].decode(errors="ignore")  # a close reason is at most 123 bytes
+        log.warning("closing the connection of station %s: %s", req.station_id, reason)
+        await handler._connection.close(CLOSE_REMOVED, reason)
+        await self.reply(req, Outcome.RESULT, payload={"status": "Disconnected"})
+
+    async def _execute(self, req: CommandRequest) -> None:
+        handler = self.registry.get(req.station_id)
+        if handler is None:
+            await self.reply(req, Outcome.OFFLINE, error={
+                "code": "offline", "description": "station disconnected before the call was sent"})
+            return
+        started = time.perf_counter()
+        try:
+            out = await handler.call_raw(req.action, req.payload, req.timeout_s)
+        except StationClosed:
+            await self.reply(req, Outcome.OFFLINE, error={
+                "code": "offline", "description": "connection closed before the station answered"})
+            return
+        metrics.OUTBOUND_CALL_SECONDS.labels(req.action).observe(time.perf_counter() - started)
+        error = None
+        if out.outcome != "result":
+            error = {"code": out.error_code or out.outcome, "description": out.error_description,
+                     "details": out.error_details or {}}
+        await self.reply(req, Outcome(out.outcome), payload=out.payload, error=error)
+
+    async def reply(self, req: CommandRequest, outcome: Outcome, payload: dict[str, Any] | None = None,
+                    error: dict[str, Any] | None = None) -> None:
+        """Push the one reply and a `command.result` event."""
+        metrics.OUTBOUND_CALLS.labels(req.action, outcome.value).inc()
+        if error is not None:
+            error.setdefault("details", {})
+        reply = CommandReply(request_id=req.request_id, station_id=req.station_id, action=req.action,
+                             outcome=outcome, payload=payload, error=error,
+                             answered_at=self.env.clock.now().isoformat())
+        handler = self.registry.get(req.station_id)
+        site_id = handler.site_id if handler is not None else ""
+        evse_id = req.payload.get("evseId")
+        pipe = self.redis.pipeline(transaction=True)
+        if req.reply_to:  # empty for the node's own calls (call_local)
+            pipe.lpush(req.reply_to, reply.model_dump_json())
+            pipe.expire(req.reply_to, REPLY_TTL_S)
+        pipe.xadd(self.env.keys.events(), event_fields(  # type: ignore[arg-type]
+            EventType.COMMAND_RESULT, self.env.clock.now(), req.station_id,
+            evse_id if isinstance(evse_id, int) else None, "", site_id,
+            {"request_id": req.request_id, "action": req.action, "outcome": outcome.value,
+             "payload": payload, "error": error}), maxlen=100_000, approximate=True)
+        try:
+            await pipe.execute()
+        finally:
+            local = self._local.get(req.request_id)
+            if local is not None and not local.done():
+                local.set_result(reply)
+        log.info("command %s %s -> %s", req.action, req.request_id, outcome.value)
+
+    async def _drain_all(self) -> None:
+        for queue in self._queues.values():
+            while not queue.empty():
+                req = queue.get_nowait()
+                with contextlib.suppress(Exception):
+                    await self.reply(req, Outcome.OFFLINE, error={
+                        "code": "offline", "description": "csms node shutting down"})

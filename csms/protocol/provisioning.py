@@ -1,0 +1,75 @@
+"""Block B (provisioning): BootNotification, Heartbeat, NotifyReport.
+
+Public names: `ProvisioningBlock`, `evse_facts_from_report`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import call_result
+from ocpp.v201.enums import Action
+
+from csms.events import EventType
+from csms.protocol.base import BlockBase
+
+
+def evse_facts_from_report(report_data: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, str]]:
+    """EVSE hardware facts from NotifyReport data: `EVSE.Power` maxLimit -> max_power_w,
+    `EVSE.SupplyPhases` -> phases (camelCase reportData entries)."""
+    facts: dict[int, dict[str, str]] = {}
+    for item in report_data:
+        comp = item.get("component") or {}
+        evse = comp.get("evse") or {}
+        if comp.get("name") != "EVSE" or "id" not in evse:
+            continue
+        name = (item.get("variable") or {}).get("name")
+        eid = int(evse["id"])
+        chars = item.get("variableCharacteristics") or {}
+        actual = next((a.get("value") for a in item.get("variableAttribute") or []
+                       if a.get("type", "Actual") == "Actual"), None)
+        try:
+            if name == "Power" and chars.get("maxLimit") is not None:
+                facts.setdefault(eid, {})["max_power_w"] = repr(float(chars["maxLimit"]))
+            elif name == "SupplyPhases" and actual not in (None, ""):
+                facts.setdefault(eid, {})["phases"] = str(int(float(actual)))
+        except (TypeError, ValueError):
+            continue
+    return facts
+
+
+class ProvisioningBlock(BlockBase):
+    """B01-B04, B07-B08."""
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
+                                   **_: Any) -> call_result.BootNotification:
+        """Store vendor/model/serial/firmware; Accepted with the configured heartbeat interval."""
+        interval = self.env.settings.heartbeat_interval_s
+        cs = self.payload.get("chargingStation", {})
+        info = {"vendor": cs.get("vendorName"), "model": cs.get("model"),
+                "serial_number": cs.get("serialNumber"), "firmware_version": cs.get("firmwareVersion")}
+        await self.env.store.boot(self.id, self.site_id, info, reason, interval)
+        for callback in self.env.boot_accepted:  # run once the answer is on the wire
+            self.after_answer(functools.partial(callback, self.id))
+        return call_result.BootNotification(current_time=self.now_iso(), interval=interval, status="Accepted")
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        """Record `last_seen`; answer the clock time."""
+        await self.env.store.seen(self.id)
+        return call_result.Heartbeat(current_time=self.now_iso())
+
+    @on(Action.notify_report)
+    async def on_notify_report(self, request_id: int, seq_no: int, **_: Any) -> call_result.NotifyReport:
+        """Record the report as an event; keep EVSE max power / phases when reported."""
+        data = self.payload.get("reportData") or []
+        for evse_id, facts in evse_facts_from_report(data).items():
+            await self.env.store.set_evse_facts(self.id, evse_id, facts)
+        await self.env.store.record_event(EventType.REPORT, self.id, self.site_id, {
+            "request_id": request_id, "seq_no": seq_no, "tbc": self.payload.get("tbc", False),
+            "generated_at": self.payload.get("generatedAt"), "report_data": data})
+        return call_result.NotifyReport()

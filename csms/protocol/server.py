@@ -1,0 +1,212 @@
+"""The OCPP WebSocket endpoint `/ocpp/{station_id}` (subprotocol `ocpp2.0.1`).
+
+Public names: `OcppServer`, `SUBPROTOCOL`, `build_tls_context`.
+
+Handshake (before any OCPP frame): path must be `/ocpp/{id}` (else 404), the client must
+offer `ocpp2.0.1` (else 400), HTTP Basic credentials must match the station's salted hash
+(username = station id; else 401 with `WWW-Authenticate`). A station provisioned for
+security profile 2 is refused on a plain (non-TLS) listener. A second connection with the
+same id replaces the first, which is closed with code 1000 ("replaced by a newer
+connection"). Frames larger than `max_frame_bytes` close the connection (1009); a station
+that keeps exceeding its message rate is closed with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import ssl
+from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from csms import metrics
+from csms.core.security import BasicAuthError, parse_basic_auth, verify_password
+from csms.logs import log_context
+from csms.protocol.env import NodeEnv
+from csms.protocol.registry import Registry
+from csms.protocol.station import FloodError, StationHandler
+from csms.store.client import as_str
+from csms.store.provisioning import (
+    ProvisioningError,
+    get_credentials,
+    provision_station,
+    validate_station_id,
+)
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp2.0.1"
+PATH_PREFIX = "/ocpp/"
+CLOSE_REPLACED = 1000
+CLOSE_POLICY = 1008
+LISTEN_BACKLOG = 2048  # a whole fleet reconnects at once after a restart (kernel caps at somaxconn)
+
+
+def build_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """Server TLS context (TLS >= 1.2) for security profile 2."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _offered_subprotocols(headers: Headers) -> list[str]:
+    return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
+
+
+async def _discard_incoming(conn: ServerConnection) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in conn:
+            pass
+
+
+class OcppServer:
+    """WebSocket server + the station handlers of one node."""
+
+    def __init__(self, env: NodeEnv, registry: Registry) -> None:
+        self.env = env
+        self.registry = registry
+        self.tls = env.settings.tls_cert is not None
+        self._server: Server | None = None
+        self._auth: dict[ServerConnection, tuple[str, int]] = {}
+        self._verified: dict[str, str] = {}  # station id -> fingerprint of a verified password+hash
+        self._closers: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with port 0)."""
+        assert self._server is not None, "server not started"
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        s = self.env.settings
+        tls_ctx = None
+        if s.tls_cert is not None:
+            if s.tls_key is None:
+                raise ValueError("tls_cert is set but tls_key is not")
+            tls_ctx = build_tls_context(str(s.tls_cert), str(s.tls_key))
+        self._server = await serve(
+            self._handle, s.host, s.port, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            process_request=self._process_request, max_size=s.max_frame_bytes, ssl=tls_ctx,
+            compression=None, logger=logging.getLogger("websockets.server"),
+            backlog=LISTEN_BACKLOG, open_timeout=s.handshake_timeout_s)
+        log.info("OCPP server listening on %s:%s (%s)", s.host, self.port, "wss" if tls_ctx else "ws")
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection (1001) and wait for the handlers."""
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        for task in list(self._closers):
+            with contextlib.suppress(ConnectionClosed):
+                await task
+
+    # --- handshake ------------------------------------------------------------------
+    def _refuse(self, conn: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
+        metrics.HANDSHAKE_REFUSALS.labels(reason).inc()
+        log.warning("handshake refused (%s) from %s: %s", status.value, conn.remote_address, text)
+        response = conn.respond(status, text + "\n")
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Basic realm="evfleet", charset="UTF-8"'
+        return response
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if not path.startswith(PATH_PREFIX) or "/" in path[len(PATH_PREFIX):]:
+            return self._refuse(conn, HTTPStatus.NOT_FOUND, "path", "use /ocpp/{station_id}")
+        station_id = unquote(path[len(PATH_PREFIX):])
+        try:
+            validate_station_id(station_id)
+        except ProvisioningError as err:
+            return self._refuse(conn, HTTPStatus.NOT_FOUND, "path", str(err))
+        if SUBPROTOCOL not in _offered_subprotocols(request.headers):
+            return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
+                                f"Sec-WebSocket-Protocol must offer {SUBPROTOCOL}")
+        with log_context(station_id=station_id):
+            return await self._authenticate(conn, request, station_id)
+
+    async def _authenticate(self, conn: ServerConnection, request: Request,
+                            station_id: str) -> Response | None:
+        env = self.env
+        try:
+            user, password = parse_basic_auth(request.headers.get("Authorization"))
+        except BasicAuthError as err:
+            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "no_auth", str(err))
+        if user != station_id:
+            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "user_mismatch",
+                                "Basic username must be the station id")
+        stored = await get_credentials(env.store.redis, env.keys, station_id)
+        if stored is None and env.settings.auto_register:
+            try:
+                await provision_station(env.store.redis, env.keys, station_id, password,
+                                        default_site_limit_kw=env.settings.default_site_limit_kw)
+            except ProvisioningError as err:
+                return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "auto_register", str(err))
+            log.warning("auto-registered unknown station %s (development switch auto_register)", station_id)
+            stored = await get_credentials(env.store.redis, env.keys, station_id)
+        if stored is None:
+            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "unknown_station", "unknown station")
+        cred, profile = stored
+        fingerprint = hashlib.sha256(f"{cred.salt_hex}:{cred.hash_hex}:{password}".encode()).hexdigest()
+        if self._verified.get(station_id) != fingerprint:
+            if not await asyncio.to_thread(verify_password, password, cred):
+                return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "bad_password", "wrong password")
+            self._verified[station_id] = fingerprint
+        if profile >= 2 and not self.tls:
+            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "profile", "security profile 2 requires TLS")
+        self._auth[conn] = (station_id, profile)
+        return None
+
+    # --- connection -----------------------------------------------------------------
+    async def _handle(self, conn: ServerConnection) -> None:
+        station_id, profile = self._auth.pop(conn)
+        env = self.env
+        with log_context(station_id=station_id):
+            site_id = as_str(await env.store.redis.hget(env.keys.station(station_id), "site_id")) or \
+                env.settings.default_site
+            handler = StationHandler(station_id, conn, env, site_id, security_profile=max(
+                profile, 2 if self.tls else 1))
+            old = self.registry.replace(handler)
+            remote = f"{conn.remote_address[0]}:{conn.remote_address[1]}" if conn.remote_address else ""
+            await env.store.station_connected(station_id, site_id, handler.conn_id, remote,
+                                              handler.security_profile)
+            if old is not None:
+                log.warning("new connection replaces the previous one")
+                metrics.OCPP_DISCONNECTS.labels("replaced").inc()
+                task = asyncio.create_task(
+                    old._connection.close(CLOSE_REPLACED, "replaced by a newer connection"))
+                self._closers.add(task)
+                task.add_done_callback(self._closers.discard)
+            log.info("station connected from %s", remote)
+            code: int | None = None
+            reason = ""
+            try:
+                await handler.start()
+            except FloodError as err:
+                log.warning("disconnecting flooding station: %s", err)
+                metrics.OCPP_DISCONNECTS.labels("flood").inc()
+                # discard what the station still sends so its Close frame is read promptly
+                drain = asyncio.create_task(_discard_incoming(conn))
+                await conn.close(CLOSE_POLICY, "message rate limit exceeded")
+                drain.cancel()
+            except ConnectionClosed:
+                pass
+            finally:
+                self.registry.remove(handler)
+                if conn.close_code is not None:
+                    code, reason = conn.close_code, conn.close_reason or ""
+                try:
+                    await asyncio.shield(env.store.station_disconnected(
+                        station_id, site_id, handler.conn_id, code, reason))
+                except Exception:
+                    log.exception("could not mark the station offline")
+                log.info("station disconnected (code %s %s)", code, reason)

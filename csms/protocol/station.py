@@ -1,0 +1,260 @@
+"""`StationHandler`: one connected charging station = the block mixins + ocpp.v201.ChargePoint.
+
+Public names: `StationHandler`, `CallOutcome`, `StationClosed`.
+
+The `ocpp` library's own routing is replaced (`route_message`) because it ignores frames
+that are not JSON, answers unknown actions with NotSupported and has no compatibility mode.
+Here every bad frame gets the CALLERROR `csms.protocol.framing` names, a station in
+compatibility mode (`station:{sid}` `compat`=1) has schema violations counted and its
+message processed anyway, and a CALLRESULT/CALLERROR that answers nothing is logged and
+counted. Handlers run one at a time on the receive loop; outbound CALLs (`call_raw`) are
+sent only from the command executor's per-station task, never from inside a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.v201 import ChargePoint
+from ocpp.v201.enums import Action
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from csms import metrics
+from csms.core.ratelimit import TokenBucket
+from csms.errors import PayloadValueError
+from csms.logs import log_context
+from csms.protocol.authorization import AuthorizationBlock
+from csms.protocol.availability import AvailabilityBlock
+from csms.protocol.diagnostics import DiagnosticsBlock
+from csms.protocol.env import NodeEnv
+from csms.protocol.framing import (
+    STATION_ACTIONS,
+    CallFrame,
+    ErrorCode,
+    ErrorFrame,
+    FrameError,
+    ResultFrame,
+    call_error_json,
+    call_json,
+    call_result_json,
+    parse_frame,
+    schema_violation,
+)
+from csms.protocol.meter_values import MeterValuesBlock
+from csms.protocol.provisioning import ProvisioningBlock
+from csms.protocol.smart_charging import SmartChargingBlock
+from csms.protocol.transactions import TransactionsBlock
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1024)
+def _snake(key: str) -> str:
+    return str(camel_to_snake_case({key: None}).popitem()[0])
+
+
+def top_level_snake_case(payload: dict[str, Any]) -> dict[str, Any]:
+    """Handler kwargs: top-level keys in snake_case (like the ocpp library), nested values unchanged
+    (handlers read nested structures from `self.payload`, camelCase as received)."""
+    return {_snake(k): v for k, v in payload.items()}
+
+
+class StationClosed(Exception):
+    """The station's connection closed while a CALL was outstanding."""
+
+
+class FloodError(Exception):
+    """The station kept sending faster than its rate limit allows."""
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """Result of one outbound CALL: `result` payload, `call_error`, or `timeout`."""
+
+    outcome: str
+    payload: dict[str, Any] | None = None
+    error_code: str = ""
+    error_description: str = ""
+    error_details: dict[str, Any] | None = None
+
+
+class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, AvailabilityBlock,
+                     MeterValuesBlock, SmartChargingBlock, DiagnosticsBlock, ChargePoint):
+    """The csms side of one station connection."""
+
+    def __init__(self, station_id: str, connection: ServerConnection, env: NodeEnv, site_id: str,
+                 security_profile: int = 1) -> None:
+        super().__init__(station_id, connection, response_timeout=env.settings.call_timeout_s, logger=log)
+        self.env = env
+        self.site_id = site_id
+        self.security_profile = security_profile
+        self.conn_id = uuid.uuid4().hex
+        # camelCase payload of the CALL being handled; handlers get its top-level keys as snake_case
+        # kwargs and read nested structures from here
+        self.payload: dict[str, Any] = {}
+        s = env.settings
+        self._bucket = TokenBucket(s.rate_limit_per_s, s.rate_limit_burst, s.flood_disconnect_after,
+                                   time.monotonic())
+        self._pending: dict[str, asyncio.Future[ResultFrame | ErrorFrame]] = {}
+        self._after_answer: list[Callable[[], None]] = []
+        self._call_lock = asyncio.Lock()
+
+    # --- receive loop ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Receive and route messages until the connection closes or the station floods."""
+        with log_context(station_id=self.id):
+            try:
+                async for raw in self._connection:
+                    decision = self._bucket.take(time.monotonic())
+                    if decision.wait_s > 0:
+                        metrics.OCPP_THROTTLED.inc()
+                        # a station that waits for each answer (e.g. flushing its offline queue) is
+                        # only slowed down; one that keeps sending without waiting is flooding
+                        if decision.disconnect and self._frames_waiting() > 0:
+                            raise FloodError(f"{decision.throttled_in_row} messages over the rate limit, "
+                                             f"{self._frames_waiting()} more queued")
+                        await asyncio.sleep(decision.wait_s)
+                    await self.route_message(raw)
+            finally:
+                for fut in self._pending.values():
+                    if not fut.done():
+                        fut.set_exception(StationClosed(self.id))
+
+    def _frames_waiting(self) -> int:
+        """Frames received from the station but not read yet (websockets' receive buffer)."""
+        frames = getattr(getattr(self._connection, "recv_messages", None), "frames", None)
+        return len(frames) if frames is not None else 1  # unknown: assume the worst
+
+    async def route_message(self, raw: str | bytes) -> None:
+        """Route one frame (replaces the ocpp library's routing; see module docstring)."""
+        frame = parse_frame(raw)
+        if isinstance(frame, FrameError):
+            await self._refuse(frame, raw)
+        elif isinstance(frame, CallFrame):
+            with log_context(message_id=frame.unique_id):
+                await self._handle_call_frame(frame)
+        else:
+            fut = self._pending.get(frame.unique_id)
+            if fut is None or fut.done():
+                metrics.OCPP_PROTOCOL_ERRORS.labels("UnmatchedResponse").inc()
+                log.warning("response %s answers no outstanding CALL; ignored", frame.unique_id)
+                return
+            fut.set_result(frame)
+
+    async def _refuse(self, err: FrameError, raw: str | bytes | None) -> None:
+        metrics.OCPP_PROTOCOL_ERRORS.labels(err.code.value).inc()
+        if err.action:
+            metrics.OCPP_MESSAGES.labels(err.action if err.action in STATION_ACTIONS else "unknown",
+                                         err.code.value).inc()
+        log.warning("refused frame (%s): %s", err.code.value, err.description)
+        if err.reply:
+            await self._send(call_error_json(err.unique_id, err.code.value, err.description))
+        excerpt = (raw if isinstance(raw, str) else repr(raw))[:200] if raw is not None else ""
+        await self.env.store.protocol_error(self.id, self.site_id, {
+            "code": err.code.value, "description": err.description, "message_id": err.unique_id,
+            "action": err.action, "frame": excerpt})
+
+    def after_answer(self, callback: Callable[[], None]) -> None:
+        """Run `callback` right after the answer to the CALL being handled was sent (a handler
+        uses it to start follow-up work the station must only see after the answer)."""
+        self._after_answer.append(callback)
+
+    async def _handle_call_frame(self, frame: CallFrame) -> None:
+        self._after_answer.clear()
+        started = time.perf_counter()
+        action = frame.action
+        handlers = self.route_map.get(action)
+        if handlers is None or "_on_action" not in handlers:
+            code = ErrorCode.NOT_SUPPORTED if action in STATION_ACTIONS or action in _ALL_ACTIONS \
+                else ErrorCode.NOT_IMPLEMENTED
+            await self._refuse(FrameError(frame.unique_id, code, f"action {action!r} is not handled",
+                                          action=action if code is ErrorCode.NOT_SUPPORTED else ""), None)
+            return
+        violation = schema_violation(action, frame.payload)
+        if violation is not None:
+            if not await self._compat_mode():
+                await self._refuse(FrameError(frame.unique_id, violation.code, violation.description,
+                                              action=action), None)
+                return
+            metrics.OCPP_SCHEMA_VIOLATIONS.labels(action).inc()
+            await self.env.store.count_violation(self.id, action)
+            log.warning("compat mode: accepting %s despite %s: %s", action, violation.code.value,
+                        violation.description)
+        self.payload = frame.payload
+        try:
+            result = handlers["_on_action"](**top_level_snake_case(frame.payload))
+            if asyncio.iscoroutine(result):
+                result = await result
+            response = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
+        except TypeError as err:
+            if violation is None:
+                raise
+            await self._refuse(FrameError(frame.unique_id, violation.code,
+                                          f"{violation.description} ({err})", action=action), None)
+            return
+        except PayloadValueError as err:
+            await self._refuse(FrameError(frame.unique_id, ErrorCode.PROPERTY_CONSTRAINT_VIOLATION,
+                                          str(err), action=action), None)
+            return
+        except Exception as err:
+            log.exception("handler for %s failed", action)
+            metrics.OCPP_MESSAGES.labels(action, "InternalError").inc()
+            await self._send(call_error_json(frame.unique_id, ErrorCode.INTERNAL_ERROR.value,
+                                             f"{type(err).__name__} while handling {action}"))
+            return
+        finally:
+            self.payload = {}
+        await self._send(call_result_json(frame.unique_id, response))
+        metrics.OCPP_MESSAGES.labels(action, "accepted" if violation is None else "compat").inc()
+        metrics.OCPP_HANDLER_SECONDS.labels(action).observe(time.perf_counter() - started)
+        callbacks, self._after_answer = self._after_answer, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a follow-up must never break the receive loop
+                log.exception("follow-up of %s failed", action)
+
+    async def _compat_mode(self) -> bool:
+        value = await self.env.store.redis.hget(self.env.keys.station(self.id), "compat")
+        return value == "1"
+
+    # --- outbound calls (only from the command executor's per-station task) ---------
+    async def call_raw(self, action: str, payload: dict[str, Any], timeout_s: float) -> CallOutcome:
+        """Send one CALL (camelCase payload) and wait for its answer; one at a time per station."""
+        async with self._call_lock:
+            unique_id = str(uuid.uuid4())
+            fut: asyncio.Future[ResultFrame | ErrorFrame] = asyncio.get_running_loop().create_future()
+            self._pending[unique_id] = fut
+            try:
+                await self._send(call_json(unique_id, action, payload))
+                answer = await asyncio.wait_for(fut, timeout_s)
+            except TimeoutError:
+                return CallOutcome("timeout", error_description=f"no answer within {timeout_s:g} s")
+            except ConnectionClosed as err:
+                raise StationClosed(self.id) from err
+            finally:
+                self._pending.pop(unique_id, None)
+        if isinstance(answer, ErrorFrame):
+            return CallOutcome("call_error", error_code=answer.code, error_description=answer.description,
+                               error_details=answer.details)
+        violation = schema_violation(action, answer.payload, request=False)
+        if violation is not None and not await self._compat_mode():
+            return CallOutcome("call_error", payload=answer.payload, error_code=violation.code.value,
+                               error_description=f"station answer violates the schema: "
+                                                 f"{violation.description}")
+        return CallOutcome("result", payload=answer.payload)
+
+    async def _send(self, message: str) -> None:
+        await self._connection.send(message)
+
+
+_ALL_ACTIONS = frozenset(a.value for a in Action)

@@ -1,0 +1,129 @@
+"""CSMS configuration: flags > environment (`EVFLEET_*`) > TOML file > defaults.
+
+The only place the environment is read. Build once with `load_settings()` and pass the
+frozen object down.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigFileError(ValueError):
+    """The TOML configuration file is missing or invalid."""
+
+
+class CsmsSettings(BaseSettings):
+    """Every setting of a csms node (env var = `EVFLEET_` + upper-case field name)."""
+
+    model_config = SettingsConfigDict(env_prefix="EVFLEET_", frozen=True, extra="forbid")
+
+    # --- state store -------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None, description="Redis URL; unset = start an embedded redis-server on a private port")
+    redis_prefix: str = Field("evfleet", description="prefix of every Redis key")
+    node_id: str | None = Field(None, description="csms node id; unset = hostname-pid")
+    data_dir: Path | None = Field(
+        None, description="embedded Redis data dir (persistent); unset = `evfleet csms` uses "
+                          "$XDG_DATA_HOME/evfleet, library use a temporary dir")
+
+    # --- OCPP server -------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = Field(9000, ge=0, le=65535, description="OCPP WebSocket port")
+    tls_cert: Path | None = Field(None, description="server certificate (PEM) for security profile 2")
+    tls_key: Path | None = Field(None, description="private key (PEM) for security profile 2")
+    auto_register: bool = Field(False, description="development: accept unknown stations")
+    accept_all_tokens: bool = Field(False, description="Authorize accepts any id token")
+    heartbeat_interval_s: int = Field(300, ge=1)
+    handshake_timeout_s: float = Field(
+        60.0, gt=0, description="time a station's WebSocket handshake (incl. password check) may take")
+    max_frame_bytes: int = Field(65536, ge=1024, description="largest accepted WebSocket frame")
+    rate_limit_per_s: float = Field(50.0, gt=0, description="sustained messages per second per station")
+    rate_limit_burst: int = Field(200, ge=1, description="messages allowed in a burst")
+    flood_disconnect_after: int = Field(
+        100, ge=1, description="throttled messages after which a flooding station is disconnected")
+    call_timeout_s: float = Field(30.0, gt=0, description="timeout of a CALL to a station")
+    fetch_device_model_on_boot: bool = Field(
+        True, description="after a BootNotification is accepted, ask the station for its device model "
+                          "(GetBaseReport FullInventory) so EVSE max power / phases are known")
+    run_services: bool = Field(
+        True, description="run the API, telemetry and smart-charging services in this process "
+                          "(off: an OCPP-only node)")
+    default_site: str = "default"
+    default_site_limit_kw: float = Field(100.0, gt=0)
+
+    # --- operator API, dashboard, metrics ----------------------------------------------
+    api_enabled: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    api_auth: bool = Field(True, description="require bearer tokens on /api")
+
+    # --- MQTT telemetry ---------------------------------------------------------------
+    mqtt_url: str | None = Field(None, description="mqtt://host:port; unset = MQTT off")
+    mqtt_topic_prefix: str = "evfleet"
+
+    # --- smart charging ----------------------------------------------------------------
+    smart_charging: bool = True
+    interim_profile_after_s: float = Field(
+        5.0, gt=0, description="send a safe interim profile if no plan arrives within this time")
+    replan_threshold_kw: float = Field(
+        0.5, ge=0, description="K16: re-send a TxProfile only when a limit moves by more")
+    fallback_limit_kw: float | None = Field(
+        None, description="safe per-EVSE limit when the optimizer is silent (unset = fair share)")
+
+    # --- logging -----------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_has_no_colon(cls, value: str) -> str:
+        if not value or ":" in value:
+            raise ValueError("redis_prefix must be non-empty and contain no ':'")
+        return value
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/evfleet (default ~/.local/share/evfleet): the CLI's embedded Redis home."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "evfleet"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file (top-level keys, or a `[csms]` table)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigFileError(f"config file not found: {path}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigFileError(f"config file {path} is not valid TOML: {err}") from err
+    table = data.get("csms", data)
+    if not isinstance(table, dict):
+        raise ConfigFileError(f"config file {path}: [csms] must be a table")
+    return table
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> CsmsSettings:
+    """Settings with precedence flags > environment > TOML file > defaults.
+
+    `flags` whose value is None are ignored (an unset CLI option).
+    """
+    from_file = read_toml(config_file) if config_file else {}
+    explicit = {k: v for k, v in flags.items() if v is not None}
+
+    class _FileSettings(CsmsSettings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings,  # type: ignore[no-untyped-def]
+                                       dotenv_settings, file_secret_settings):
+            return (init_settings, env_settings)
+
+    merged_env = _FileSettings(**explicit)  # flags + env
+    values = {**from_file, **merged_env.model_dump(exclude_unset=True)}
+    return CsmsSettings(**values)

@@ -1,0 +1,1 @@
+"""csms smart_charging service (see csms/context.py)."""

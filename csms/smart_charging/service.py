@@ -1,0 +1,820 @@
+"""Smart-charging service of a csms node: plans -> SetChargingProfile, K15-K17, fail-safe.
+
+Runs inside every csms node (`run(ctx)`), reads `evfleet:events` with plain XREAD (every node
+sees every event) and acts only for the sites whose lease (`lease:smart-charging:{site}`,
+`SET NX PX`, renewed) it holds, so exactly one node applies a site's plans; the calls reach
+stations held by any node through the command protocol (`CommandClient`). Per site, work is
+serialised in one task (a queue), so plan application, interim profiles and K17 re-sends never
+interleave.
+
+- `schedule.planned`: turn the site plan into TxProfiles (`optimizer.profiles`), drop changes
+  below `replan_threshold_kw` (K16 churn control, counted), order them with
+  `planner.next_batch` (decreases confirmed before increases; sum of applied limits within the
+  site limit at every instant, offline stations at their last applied limit) and send them.
+- `tx.started` / `ev.charging_needs`: if no plan-based profile reaches the session within
+  `interim_profile_after_s`, send an interim profile (fair share of the remaining headroom,
+  capped by `fallback_limit_kw`); the real one follows when the plan arrives (K15).
+- `ev.charging_schedule`: K17 check of the EV's own plan against the limits we sent; a breach
+  is logged, counted (`evfleet_k17_schedule_violations_total`) and our profile re-sent.
+- every answer is recorded in `profile:{sid}:{eid}` and `applied_limit_w`; NotImplemented or
+  NotSupported marks the EVSE `steerable=0` (budgeted at its maximum by the optimizer).
+- per-session counters in `tx:{txid}:loop` (docs/redis-schema.md).
+
+Interim and lease timers use real seconds (they measure how long the optimizer and nodes take,
+not simulated time); every timestamp written comes from the shared clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+
+from csms.clock import Clock
+from csms.commands import CommandClient, CommandReply, Outcome
+from csms.context import CsmsContext
+from csms.events import Event, EventType
+from csms.settings import CsmsSettings
+from csms.smart_charging import planner
+from csms.smart_charging.planner import Series
+from csms.store.keys import Keys
+from csms.store.state import event_fields
+from optimizer.profiles import (
+    DEFAULT_VOLTAGE_V,
+    EvLimits,
+    EvseElectrical,
+    ProfileError,
+    build_tx_profile,
+    parse_ts,
+    profile_series_w,
+    stable_profile_id,
+)
+from optimizer.snapshot import DEFAULT_MAX_POWER_W, site_station_ids
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+K17_VIOLATIONS = Counter("evfleet_k17_schedule_violations_total",
+                         "EV charging schedules (NotifyEVChargingSchedule) above the limits we sent")
+PROFILES_SENT = Counter("evfleet_smart_charging_profiles_sent_total", "TxProfiles sent", ["kind"])
+PROFILES_ANSWERED = Counter("evfleet_smart_charging_profile_answers_total", "Answers to TxProfiles",
+                            ["result"])
+CHURN_SKIPPED = Counter("evfleet_k16_replans_skipped_total",
+                        "Re-planned schedules not sent because no limit moved by more than the threshold")
+
+STREAM_MAXLEN = 100_000
+NOT_STEERABLE_CODES = {"NotImplemented", "NotSupported"}
+MAX_ROUNDS = 8
+
+
+@dataclass
+class EvseInfo:
+    """What the service needs to know about one EVSE right now."""
+
+    station_id: str
+    evse_id: int
+    online: bool
+    steerable: bool
+    electrical: EvseElectrical
+    transaction_id: str
+    record: dict[str, Any] | None
+    needs: dict[str, Any] | None
+    default_w: float | None = None
+    """Limit of the TxDefaultProfile the station accepted (None = none installed)."""
+
+    @property
+    def key(self) -> str:
+        """`sid/eid`."""
+        return f"{self.station_id}/{self.evse_id}"
+
+    def applied(self, now_s: float) -> Series:
+        """The series counted against the site limit now (see module doc)."""
+        if not self.transaction_id:
+            return planner.constant(0.0, now_s)
+        if not self.steerable:
+            return planner.constant(self.electrical.max_power_w, now_s)
+        rec = self.record
+        if rec and rec.get("transaction_id") == self.transaction_id and rec.get("applied_series_w"):
+            return [(float(t), float(v)) for t, v in rec["applied_series_w"]]
+        if self.default_w is not None:
+            return planner.constant(min(self.default_w, self.electrical.max_power_w), now_s)
+        return planner.constant(self.electrical.max_power_w, now_s)
+
+    def has_profile(self) -> bool:
+        """An accepted profile for the running transaction exists."""
+        rec = self.record
+        return bool(rec and rec.get("transaction_id") == self.transaction_id and rec.get("applied_series_w"))
+
+    def ev_limits(self) -> EvLimits:
+        """The EV's limits from its charging needs (this session's only)."""
+        n = self.needs if self.needs and self.needs.get("transaction_id") == self.transaction_id else {}
+        return EvLimits(min_current_a=n.get("ev_min_current_a"), max_current_a=n.get("ev_max_current_a"),
+                        min_power_w=n.get("ev_min_power_w"), max_power_w=n.get("ev_max_power_w"),
+                        max_schedule_tuples=n.get("max_schedule_tuples"))
+
+
+@dataclass
+class _Site:
+    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+def _f(value: Any, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+class SmartChargingService:
+    """The service's state and loop (one per csms node)."""
+
+    def __init__(self, redis: Redis, keys: Keys, clock: Clock, settings: CsmsSettings, node_id: str,
+                 commands: CommandClient | None = None, lease_ttl_s: float = 15.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.settings = settings
+        self.node_id = node_id
+        self.commands = commands or CommandClient(redis, keys, clock, settings.call_timeout_s)
+        self.lease_ttl_s = lease_ttl_s
+        self.sites: dict[str, _Site] = {}
+        self.held: set[str] = set()
+        self._station_site: dict[str, str] = {}
+        self._timers: set[asyncio.Task[None]] = set()
+        self._known_evses: set[tuple[str, int]] = set()
+        self._interim_due: dict[str, dict[tuple[str, int], str]] = {}
+
+    # --- leases -------------------------------------------------------------------------
+    async def holds(self, site_id: str) -> bool:
+        """True if this node holds (or just took) the site's lease."""
+        key = self.keys.smart_charging_lease(site_id)
+        ttl_ms = int(self.lease_ttl_s * 1000)
+        if await self.redis.set(key, self.node_id, nx=True, px=ttl_ms):
+            if site_id not in self.held:
+                self.held.add(site_id)
+                self.enqueue(site_id, "reconcile", None)
+            return True
+        owner = await self.redis.get(key)
+        if owner == self.node_id:
+            await self.redis.pexpire(key, ttl_ms)
+            self.held.add(site_id)
+            return True
+        self.held.discard(site_id)
+        return False
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            for site_id in list(self.held):
+                await self.holds(site_id)
+
+    # --- event intake -------------------------------------------------------------------
+    async def site_of(self, event: Event) -> str:
+        """The site an event belongs to."""
+        if event.site_id:
+            return event.site_id
+        if event.station_id not in self._station_site:
+            site = await self.redis.hget(self.keys.station(event.station_id), "site_id")
+            self._station_site[event.station_id] = str(site) if site else self.settings.default_site
+        return self._station_site[event.station_id]
+
+    def enqueue(self, site_id: str, kind: str, payload: Any) -> None:
+        """Hand work to the site's serial task."""
+        site = self.sites.setdefault(site_id, _Site())
+        site.queue.put_nowait((kind, payload))
+        if site.task is None or site.task.done():
+            site.task = asyncio.create_task(self._site_loop(site_id, site), name=f"smart-charging:{site_id}")
+
+    async def dispatch(self, event: Event) -> None:
+        """Route one stream event to its site's task (only for sites this node holds)."""
+        relevant = {EventType.SCHEDULE_PLANNED, EventType.TX_STARTED, EventType.TX_ENDED,
+                    EventType.EV_CHARGING_NEEDS, EventType.EV_CHARGING_SCHEDULE, EventType.STATION_BOOTED,
+                    EventType.SITE_LIMIT}
+        if event.type == EventType.CONNECTOR_STATUS and self.settings.fallback_limit_kw is not None:
+            evse = (event.station_id, event.evse_id or 0)
+            if evse[1] and evse not in self._known_evses:  # a new EVSE: the default share shrinks
+                self._known_evses.add(evse)
+                site_id = await self.site_of(event)
+                if await self.holds(site_id):
+                    self.enqueue(site_id, EventType.STATION_BOOTED.value, event)
+            return
+        if event.type not in relevant:
+            return
+        if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Rejected":
+            return
+        site_id = await self.site_of(event)
+        if not await self.holds(site_id):
+            return
+        if event.type in (EventType.TX_STARTED, EventType.EV_CHARGING_NEEDS):
+            if event.type == EventType.EV_CHARGING_NEEDS:
+                await self._needs_received(event)
+            self._start_interim_timer(site_id, event)
+        self.enqueue(site_id, event.type.value, event)
+
+    async def _site_loop(self, site_id: str, site: _Site) -> None:
+        while True:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(60):
+                    kind, payload = await site.queue.get()
+            except TimeoutError:
+                return
+            try:
+                await self._handle(site_id, kind, payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad event must not stop the site's loop; it is logged with context
+                log.exception("smart charging: %s on site %s failed", kind, site_id)
+
+    async def _handle(self, site_id: str, kind: str, payload: Any) -> None:
+        if kind == "reconcile":
+            await self.ensure_defaults(site_id)
+            await self.apply_plan(site_id)
+        elif kind == EventType.SCHEDULE_PLANNED.value:
+            await self.apply_plan(site_id)
+        elif kind == EventType.SITE_LIMIT.value:
+            await self.enforce_limit(site_id)
+            await self.ensure_defaults(site_id)
+        elif kind == EventType.STATION_BOOTED.value:
+            await self.ensure_defaults(site_id)
+        elif kind == "interim":
+            await self.send_interims(site_id)
+        elif kind == EventType.TX_ENDED.value:
+            await self._tx_ended(payload)
+        elif kind == EventType.EV_CHARGING_SCHEDULE.value:
+            await self.check_ev_schedule(site_id, payload)
+
+    def _start_interim_timer(self, site_id: str, event: Event) -> None:
+        if event.evse_id is None or not event.transaction_id:
+            return
+        key, txid = (event.station_id, int(event.evse_id)), event.transaction_id
+
+        async def fire() -> None:
+            await asyncio.sleep(self.settings.interim_profile_after_s)
+            due = self._interim_due.setdefault(site_id, {})
+            first = not due
+            due[key] = txid
+            if first:  # one queue item handles every interim that falls due meanwhile
+                self.enqueue(site_id, "interim", None)
+
+        task = asyncio.create_task(fire())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    # --- reading state ------------------------------------------------------------------
+    async def site_limit_w(self, site_id: str) -> float:
+        """The site's import limit in W."""
+        limit = await self.redis.hget(self.keys.site(site_id), "limit_kw")
+        return _f(limit, self.settings.default_site_limit_kw) * 1000.0
+
+    async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
+        """Every EVSE of the site that matters for the budget, with its current state."""
+
+        stations = await site_station_ids(self.redis, self.keys, site_id, self.settings.default_site)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in stations:
+            pipe.hgetall(self.keys.station(sid))
+            pipe.hkeys(self.keys.station_connectors(sid))
+        raw = await pipe.execute()
+        pairs: list[tuple[str, int, dict[str, str]]] = []
+        active = [str(t) for t in await self.redis.smembers(self.keys.transactions_active())]
+        tx_pipe = self.redis.pipeline(transaction=False)
+        for txid in active:
+            tx_pipe.hmget(self.keys.transaction(txid), ["station_id", "evse_id"])
+        tx_evses: dict[str, set[int]] = {}
+        for sid_eid in await tx_pipe.execute():
+            if sid_eid[0] and str(sid_eid[1] or "").isdigit():
+                tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
+        for i, sid in enumerate(stations):
+            eids = {int(f.split("/", 1)[0]) for f in raw[2 * i + 1] if f.split("/", 1)[0].isdigit()}
+            eids |= tx_evses.get(sid, set())
+            pairs += [(sid, eid, raw[2 * i]) for eid in sorted(eids) if eid > 0]
+        return await self._infos(pairs)
+
+    async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
+        """State of a few EVSEs (without reading the whole site)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, _ in pairs:
+            pipe.hgetall(self.keys.station(sid))
+        stations = await pipe.execute()
+        return await self._infos([(sid, eid, st) for (sid, eid), st in zip(pairs, stations, strict=True)])
+
+    async def _infos(self, pairs: list[tuple[str, int, dict[str, str]]]) -> dict[str, EvseInfo]:
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, eid, _ in pairs:
+            pipe.hgetall(self.keys.station_evse(sid, eid))
+            pipe.get(self.keys.applied_profile(sid, eid))
+            pipe.get(self.keys.charging_needs(sid, eid))
+        raw = await pipe.execute()
+        out: dict[str, EvseInfo] = {}
+        for i, (sid, eid, station) in enumerate(pairs):
+            h, rec, needs = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+            unit = h.get("rate_unit") or "A"
+            info = EvseInfo(
+                station_id=sid, evse_id=eid, online=station.get("online") == "1",
+                steerable=h.get("steerable", "1") != "0",
+                electrical=EvseElectrical(
+                    rate_unit="W" if unit == "W" else "A", phases=int(_f(h.get("phases"), 3)),
+                    voltage_v=_f(h.get("voltage_v"), DEFAULT_VOLTAGE_V),
+                    max_power_w=_f(h.get("max_power_w"), 0.0) or DEFAULT_MAX_POWER_W),
+                transaction_id=h.get("transaction_id", ""),
+                record=json.loads(rec) if rec else None, needs=json.loads(needs) if needs else None,
+                default_w=_f(h.get("default_limit_w"), -1.0) if h.get("default_limit_w") else None)
+            out[info.key] = info
+        return out
+
+    # --- plan application (K15 delivery, K16) ---------------------------------------------
+    async def apply_plan(self, site_id: str) -> dict[str, int]:
+        """Bring the stations of a site to its latest plan, safely ordered. Returns counters."""
+        raw = await self.redis.get(self.keys.site_plan(site_id))
+        stats = {"sent": 0, "accepted": 0, "skipped": 0, "blocked": 0, "failed": 0}
+        if not raw:
+            return stats
+        plan = json.loads(raw)
+        t_real = time.perf_counter()
+        now_s = self.clock.timestamp()
+        evses = await self.site_evses(site_id)
+        applied = {k: e.applied(now_s) for k, e in evses.items()}
+        planned: dict[str, Series] = {}
+        payloads: dict[str, dict[str, Any]] = {}
+        start = parse_ts(plan["start"])
+        for key, limits_kw in plan.get("evses", {}).items():
+            info = evses.get(key)
+            txid = plan.get("transactions", {}).get(key)
+            if (info is None or not info.online or not info.steerable or not txid
+                    or info.transaction_id != txid):
+                continue
+            try:
+                payload = build_tx_profile(
+                    evse_id=info.evse_id, transaction_id=txid, start=start, step_s=int(plan["step_s"]),
+                    limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(),
+                    profile_id=stable_profile_id(info.station_id, info.evse_id), prices=plan.get("prices"))
+            except ProfileError as err:
+                log.warning("plan %s: cannot build a profile for %s: %s", plan["plan_id"], key, err)
+                continue
+            payloads[key] = payload
+            planned[key] = self._abs_series(payload, info)
+        budget_w = _f(plan.get("limit_kw"), 0.0) * 1000.0 or await self.site_limit_w(site_id)
+        budget_w = min(budget_w, await self.site_limit_w(site_id))
+        threshold_w = self.settings.replan_threshold_kw * 1000.0
+        # interim profiles always give way to the plan (K15 follow-up): no churn filter for them
+        churnable = {k: v for k, v in applied.items() if k in planned and evses[k].has_profile()
+                     and (evses[k].record or {}).get("kind") == "plan"}
+        decision = planner.churn_filter(churnable, planned, budget_w, threshold_w, now_s)
+        target = {k: applied[k] for k in applied}
+        target.update(decision.target)
+        if decision.skipped:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in decision.skipped:
+                pipe.hincrby(self.keys.session_loop(evses[key].transaction_id), "replans_skipped", 1)
+            await pipe.execute()
+            stats["skipped"] += len(decision.skipped)
+            CHURN_SKIPPED.inc(len(decision.skipped))
+        stats_run = await self._execute(site_id, evses, applied, target, payloads, budget_w, plan["plan_id"],
+                                        "plan")
+        for k, v in stats_run.items():
+            stats[k] += v
+        log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan["plan_id"],
+                 time.perf_counter() - t_real, stats)
+        return stats
+
+    def _abs_series(self, payload: Mapping[str, Any], info: EvseInfo) -> Series:
+        start, periods = profile_series_w(dict(payload), info.electrical.voltage_v, info.electrical.phases)
+        t0 = start.timestamp()
+        return [(t0 + s, w) for s, w in periods]
+
+    async def _execute(self, site_id: str, evses: dict[str, EvseInfo], applied: dict[str, Series],
+                       target: dict[str, Series], payloads: dict[str, dict[str, Any]], budget_w: float,
+                       plan_id: str, kind: str) -> dict[str, int]:
+        """Send batches from `planner.next_batch` until nothing more can move."""
+        stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+        for _ in range(MAX_ROUNDS):
+            now_s = self.clock.timestamp()
+            batch = planner.next_batch(applied, target, budget_w, now_s)
+            if not batch:
+                break
+            sends = []
+            for change in batch:
+                info = evses[change.key]
+                payload = payloads[change.key] if change.final else self._step_payload(
+                    info, change.series, payloads[change.key])
+                step_kind = kind if change.final else kind + "-step"
+                sends.append(self._send(site_id, info, payload, plan_id, step_kind))
+            results = await asyncio.gather(*sends)
+            stats["sent"] += len(batch)
+            for change, (ok, series) in zip(batch, results, strict=True):
+                if ok:
+                    applied[change.key] = series
+                    stats["accepted"] += 1
+                else:
+                    applied[change.key] = series
+                    target[change.key] = series
+                    stats["failed"] += 1
+        now_s = self.clock.timestamp()
+        stats["blocked"] = sum(1 for k in target
+                               if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
+        return stats
+
+    def _step_payload(self, info: EvseInfo, series: Series, final_payload: dict[str, Any]) -> dict[str, Any]:
+        """A TxProfile for an intermediate (decreasing) step, never above `series` at any instant."""
+        profile = final_payload["chargingProfile"]
+        start = parse_ts(profile["chargingSchedule"][0]["startSchedule"])
+        step_s = 60
+        end_s = max([t for t, _ in series] + [self.clock.timestamp()]) + step_s
+        limits_kw = [w / 1000.0 for w in planner.series_to_steps(series, start.timestamp(), step_s, end_s)]
+        return build_tx_profile(
+            evse_id=info.evse_id, transaction_id=profile["transactionId"], start=start, step_s=step_s,
+            limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(), profile_id=profile["id"])
+
+    async def _send(self, site_id: str, info: EvseInfo, payload: dict[str, Any], plan_id: str,
+                    kind: str) -> tuple[bool, Series]:
+        """Send one TxProfile, record the answer; (accepted, series now counted for the EVSE)."""
+        now_s = self.clock.timestamp()
+        old = info.applied(now_s)
+        new = self._abs_series(payload, info)
+        txid = payload["chargingProfile"]["transactionId"]
+        sent_at = self.clock.now().isoformat()
+        await self._event(EventType.PROFILE_SENT, site_id, info, txid, {
+            "plan_id": plan_id, "kind": kind, "profile_id": payload["chargingProfile"]["id"],
+            "periods": len(payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]),
+            "limit_w": planner.value_at(new, now_s)})
+        PROFILES_SENT.labels(kind).inc()
+        reply = await self.commands.call(info.station_id, "SetChargingProfile", payload,
+                                         timeout_s=self.settings.call_timeout_s)
+        accepted, steerable, counted = self._outcome(reply, old, new, now_s)
+        status = (reply.payload or {}).get("status") if reply.ok else reply.outcome.value
+        PROFILES_ANSWERED.labels(str(status)).inc()
+        prev = info.record or {}
+        was_plan_profile = prev.get("transaction_id") == txid and prev.get("kind") == "plan"
+        record = {
+            "plan_id": plan_id, "kind": kind if accepted else prev.get("kind", ""), "transaction_id": txid,
+            "profile": payload, "status": status, "outcome": reply.outcome.value, "error": reply.error,
+            "sent_at": sent_at, "answered_at": self.clock.now().isoformat(),
+            "limit_w": planner.value_at(counted, self.clock.timestamp()),
+            "applied_series_w": [[t, w] for t, w in counted],
+            "accepted_profile": payload if accepted else prev.get("accepted_profile"),
+        }
+        if not accepted and prev.get("transaction_id") != txid:
+            record["kind"] = ""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.applied_profile(info.station_id, info.evse_id), json.dumps(record, default=str))
+        evse_fields: dict[Any, Any] = {"applied_limit_w": repr(record["limit_w"])}
+        if not steerable:
+            evse_fields["steerable"] = "0"
+        pipe.hset(self.keys.station_evse(info.station_id, info.evse_id), mapping=evse_fields)
+        loop_key = self.keys.session_loop(txid)
+        pipe.hincrby(loop_key, "schedules_sent", 1)
+        pipe.hset(loop_key, mapping={"last_schedule_sent_at": sent_at, "last_schedule_status": str(status),
+                                     "last_plan_id": plan_id})
+        if kind.startswith("interim"):
+            pipe.hincrby(loop_key, "interim_sent", 1)
+        if accepted and was_plan_profile:
+            pipe.hincrby(loop_key, "renegotiations", 1)
+        pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
+            EventType.PROFILE_ANSWERED, self.clock.now(), info.station_id, info.evse_id, txid, site_id,
+            {"plan_id": plan_id, "kind": kind, "status": status, "outcome": reply.outcome.value,
+             "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}),
+            maxlen=STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
+        info.record = record
+        if not steerable:
+            info.steerable = False
+            log.warning("station %s EVSE %s cannot be steered (%s): budgeted at its maximum",
+                        info.station_id, info.evse_id, (reply.error or {}).get("code"))
+        return accepted, counted
+
+    def _outcome(self, reply: CommandReply, old: Series, new: Series,
+                 now_s: float) -> tuple[bool, bool, Series]:
+        """(accepted, steerable, series to count) for a station's answer."""
+        if reply.ok:
+            if (reply.payload or {}).get("status") == "Accepted":
+                return True, True, new
+            return False, True, old
+        code = str((reply.error or {}).get("code", ""))
+        if reply.outcome is Outcome.CALL_ERROR and code in NOT_STEERABLE_CODES:
+            return False, False, old
+        if reply.outcome is Outcome.TIMEOUT:  # unknown whether it applied: count the higher one
+            return False, True, planner.pointwise(old, new, now_s, "max")
+        return False, True, old
+
+    async def _event(self, etype: EventType, site_id: str, info: EvseInfo, txid: str,
+                     data: Mapping[str, Any]) -> None:
+        await self.redis.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
+            etype, self.clock.now(), info.station_id, info.evse_id, txid, site_id, data),
+            maxlen=STREAM_MAXLEN, approximate=True)
+
+    # --- fail-safe: a lower site limit is honoured at once, optimizer or not --------------------
+    async def enforce_limit(self, site_id: str) -> dict[str, int]:
+        """If the applied limits exceed the (new) site limit, scale the steerable ones down now.
+
+        Every steerable, online session's applied series is multiplied by one factor so the sum
+        fits the site limit at every instant (fixed loads, i.e. unsteerable and offline EVSEs,
+        count as they are). All changes are decreases, sent in one batch; the optimizer's next
+        plan then redistributes the power.
+        """
+        stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+        evses = await self.site_evses(site_id)
+        now_s = self.clock.timestamp()
+        budget_w = await self.site_limit_w(site_id)
+        applied = {k: e.applied(now_s) for k, e in evses.items()}
+        movable = [k for k, e in evses.items() if e.transaction_id and e.online and e.steerable]
+        fixed = [applied[k] for k in applied if k not in movable]
+        points = planner.grid(list(applied.values()), now_s)
+        fixed_load = planner.total(fixed, points)
+        movable_load = planner.total([applied[k] for k in movable], points)
+        if not movable or all(f + m <= budget_w + 1.0 for f, m in zip(fixed_load, movable_load, strict=True)):
+            return stats
+        factor = min((max(0.0, budget_w - f) / m) if m > 0 else 1.0
+                     for f, m in zip(fixed_load, movable_load, strict=True))
+        factor = max(0.0, min(1.0, factor))
+        target = dict(applied)
+        payloads: dict[str, dict[str, Any]] = {}
+        for key in movable:
+            info = evses[key]
+            scaled = [(t, w * factor) for t, w in applied[key]]
+            base = (info.record or {}).get("accepted_profile") if info.has_profile() else None
+            if base is None:
+                base = build_tx_profile(
+                    evse_id=info.evse_id, transaction_id=info.transaction_id, start=self.clock.now(),
+                    step_s=900, limits_kw=[0.0], evse=info.electrical, ev=info.ev_limits(),
+                    profile_id=stable_profile_id(info.station_id, info.evse_id))
+            payload = self._step_payload(info, scaled, base)
+            payloads[key] = payload
+            target[key] = self._abs_series(payload, info)
+        log.warning("site %s: applied limits exceed the site limit %.0f W; scaling sessions by %.3f now",
+                    site_id, budget_w, factor)
+        return await self._execute(site_id, evses, applied, target, payloads, budget_w,
+                                   f"limit-{int(now_s)}", "limit")
+
+    # --- fail-safe default profiles (opt-in: fallback_limit_kw) -------------------------------
+    async def ensure_defaults(self, site_id: str) -> int:
+        """Install/lower a TxDefaultProfile on every EVSE of the site; returns profiles sent.
+
+        Only when `fallback_limit_kw` is set: limit = min(fallback_limit_kw, site limit / EVSEs on
+        the site, EVSE max). A session then draws at most that until its TxProfile arrives, and
+        the defaults of all EVSEs together stay within the site limit. Defaults are only
+        installed or lowered here (never raised), so every change is a decrease.
+        """
+        if self.settings.fallback_limit_kw is None:
+            return 0
+        evses = await self.site_evses(site_id)
+        if not evses:
+            return 0
+        share_w = min(self.settings.fallback_limit_kw * 1000.0, await self.site_limit_w(site_id) / len(evses))
+        sends = []
+        for info in evses.values():
+            limit_w = min(share_w, info.electrical.max_power_w)
+            if not info.online or not info.steerable:
+                continue
+            if info.default_w is not None and info.default_w <= limit_w + 1.0:
+                continue
+            sends.append(self._send_default(site_id, info, limit_w))
+        results = await asyncio.gather(*sends)
+        return len(results)
+
+    async def _send_default(self, site_id: str, info: EvseInfo, limit_w: float) -> bool:
+        """One TxDefaultProfile (stack level 0, one period); record `default_limit_w` if accepted."""
+        from optimizer.profiles import floor1, iso_z, power_to_unit
+
+        unit_limit = power_to_unit(limit_w, info.electrical, EvLimits())
+        pid = stable_profile_id(info.station_id, info.evse_id) + 0x40000000
+        period: dict[str, Any] = {"startPeriod": 0, "limit": floor1(unit_limit)}
+        if info.electrical.rate_unit == "A":
+            period["numberPhases"] = info.electrical.phases
+        payload = {"evseId": info.evse_id, "chargingProfile": {
+            "id": pid, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Absolute", "chargingSchedule": [{
+                "id": pid, "startSchedule": iso_z(self.clock.now()),
+                "chargingRateUnit": info.electrical.rate_unit, "chargingSchedulePeriod": [period]}]}}
+        counted_w = float(self._abs_series(payload, info)[0][1])
+        await self._event(EventType.PROFILE_SENT, site_id, info, "", {
+            "kind": "default", "profile_id": pid, "periods": 1, "limit_w": counted_w})
+        PROFILES_SENT.labels("default").inc()
+        reply = await self.commands.call(info.station_id, "SetChargingProfile", payload,
+                                         timeout_s=self.settings.call_timeout_s)
+        zero = planner.constant(0.0)
+        accepted, steerable, _ = self._outcome(reply, zero, zero, 0.0)
+        status = (reply.payload or {}).get("status") if reply.ok else reply.outcome.value
+        PROFILES_ANSWERED.labels(str(status)).inc()
+        fields: dict[Any, Any] = {}
+        if accepted:
+            fields["default_limit_w"] = repr(counted_w)
+        if not steerable:
+            fields["steerable"] = "0"
+        if fields:
+            await self.redis.hset(self.keys.station_evse(info.station_id, info.evse_id), mapping=fields)
+        await self._event(EventType.PROFILE_ANSWERED, site_id, info, "", {
+            "kind": "default", "status": status, "outcome": reply.outcome.value, "error": reply.error,
+            "steerable": steerable, "limit_w": counted_w if accepted else None})
+        return accepted
+
+    # --- fail-safe interim profile (K15) -------------------------------------------------
+    async def send_interims(self, site_id: str) -> int:
+        """Interim profiles for the due sessions that still have no accepted profile; returns sent.
+
+        Each gets an equal share of the headroom left by everything else counted (site limit
+        minus the other EVSEs' applied limits, highest from now on), split among all sessions of
+        the site still without a profile, capped by the EVSE maximum and `fallback_limit_kw`.
+        A session that already has a plan (or earlier interim) profile keeps it.
+        """
+        due = self._interim_due.pop(site_id, {})
+        if not due:
+            return 0
+        infos = await self.evse_infos(list(due))
+        todo = [i for i in infos.values() if i.transaction_id == due[(i.station_id, i.evse_id)]
+                and i.online and i.steerable and not i.has_profile()]
+        if not todo:
+            return 0
+        evses = await self.site_evses(site_id)
+        now_s = self.clock.timestamp()
+
+        def waiting(e: EvseInfo) -> bool:
+            return bool(e.transaction_id and e.online and e.steerable and not e.has_profile())
+
+        pending = [e for e in evses.values() if waiting(e)]
+        others = [e.applied(now_s) for e in evses.values() if not waiting(e)]
+        other_load = max(planner.total(others, planner.grid(others, now_s))) if others else 0.0
+        fallback_w = self.settings.fallback_limit_kw * 1000.0 if self.settings.fallback_limit_kw else None
+        budget_w = await self.site_limit_w(site_id)
+        sends = []
+        for info in todo:
+            limit_w = planner.fair_share_w(budget_w, other_load, max(1, len(pending)),
+                                           info.electrical.max_power_w, fallback_w)
+            payload = build_tx_profile(
+                evse_id=info.evse_id, transaction_id=info.transaction_id, start=self.clock.now(), step_s=900,
+                limits_kw=[limit_w / 1000], evse=info.electrical, ev=info.ev_limits(),
+                profile_id=stable_profile_id(info.station_id, info.evse_id))
+            sends.append(self._send(site_id, info, payload, f"interim-{info.transaction_id}", "interim"))
+            log.info("interim profile %.0f W for %s tx %s (no plan after %.1f s)", limit_w, info.key,
+                     info.transaction_id, self.settings.interim_profile_after_s)
+        results = await asyncio.gather(*sends)
+        return sum(1 for ok, _ in results if ok)
+
+    # --- K15 bookkeeping, tx end, K17 -------------------------------------------------------
+    async def _needs_received(self, event: Event) -> None:
+        txid = event.transaction_id
+        if not txid:
+            return
+        energy = await self.redis.hget(self.keys.transaction(txid), "energy_wh")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(self.keys.session_loop(txid), "needs_received", 1)
+        pipe.hset(self.keys.session_loop(txid), mapping={
+            "needs_received_at": event.ts.isoformat(), "energy_at_needs_wh": str(_f(energy, 0.0)),
+            "departure_time": str(event.data.get("departure_time") or ""),
+            "energy_amount_wh": str(event.data.get("energy_amount_wh") or "")})
+        await pipe.execute()
+
+    async def _tx_ended(self, event: Event) -> None:
+        if event.evse_id is None:
+            return
+        key = self.keys.applied_profile(event.station_id, event.evse_id)
+        raw = await self.redis.get(key)
+        if not raw:
+            return
+        record = json.loads(raw)
+        if record.get("transaction_id") != event.transaction_id:
+            return
+        now_s = self.clock.timestamp()
+        record.update({"kind": "ended", "applied_series_w": [[now_s, 0.0]], "limit_w": 0.0})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(key, json.dumps(record, default=str))
+        pipe.hset(self.keys.station_evse(event.station_id, event.evse_id), "applied_limit_w", "0.0")
+        await pipe.execute()
+
+    async def check_ev_schedule(self, site_id: str, event: Event) -> dict[str, Any] | None:
+        """K17: compare the EV's plan with the profile we applied; record; on breach count + re-send."""
+        if event.evse_id is None:
+            return None
+        infos = await self.evse_infos([(event.station_id, int(event.evse_id))])
+        info = infos.get(f"{event.station_id}/{event.evse_id}")
+        txid = event.transaction_id
+        loop_key = self.keys.session_loop(txid) if txid else None
+        if loop_key:
+            await self.redis.hincrby(loop_key, "ev_plans_received", 1)
+        if info is None or not info.has_profile():
+            return None
+        sent_payload = (info.record or {}).get("accepted_profile")
+        if not sent_payload:
+            return None
+        ours = self._abs_series(sent_payload, info)
+        ev_plan = ev_plan_series(event.data, info.electrical)
+        if ev_plan is None:
+            return None
+        now_s = self.clock.timestamp()
+        tol_w = max(50.0, 0.1 * info.electrical.w_per_a())  # one 0.1 A rounding step
+        result = planner.check_ev_plan(ev_plan, ours, now_s, tol_w)
+        key = self.keys.ev_schedule(info.station_id, info.evse_id)
+        raw = await self.redis.get(key)
+        record = json.loads(raw) if raw else dict(event.data)
+        record.update({"within_limits": result.within_limits,
+                       "worst_excess_w": round(result.worst_excess_w, 1),
+                       "checked_at": self.clock.now().isoformat()})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(key, json.dumps(record, default=str))
+        if loop_key:
+            pipe.hset(loop_key, mapping={"ev_plan_received_at": event.ts.isoformat(),
+                                         "ev_plan_within_limits": "1" if result.within_limits else "0"})
+            if not result.within_limits:
+                pipe.hincrby(loop_key, "k17_violations", 1)
+        await pipe.execute()
+        if not result.within_limits:
+            K17_VIOLATIONS.inc()
+            digest = hashlib.sha1(json.dumps(sent_payload, sort_keys=True).encode()).hexdigest()[:16]
+            again = bool(loop_key) and await self.redis.hget(str(loop_key), "k17_resent_profile") == digest
+            log.warning("K17: EV plan on %s/%s (tx %s) exceeds our limit by %.0f W at %s; %s",
+                        info.station_id, info.evse_id, txid, result.worst_excess_w, result.at_s,
+                        "breach persists after a re-send: not re-sending the same profile again" if again
+                        else "re-sending profile")
+            if again:  # no endless re-send/renegotiation cycle with an EV that ignores the limits
+                return record
+            if loop_key:
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.hincrby(loop_key, "k17_resent", 1)
+                pipe.hset(loop_key, "k17_resent_profile", digest)
+                await pipe.execute()
+            await self._send(site_id, info, sent_payload, str((info.record or {}).get("plan_id", "")),
+                             str((info.record or {}).get("kind") or "plan"))
+        return record
+
+    # --- main loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Follow the event stream until cancelled."""
+        renew = asyncio.create_task(self._renew_leases())
+        # start at the current tail id (not "$" on every call: no event lost between two reads)
+        tail = await self.redis.xrevrange(self.keys.events(), count=1)
+        last_id: str = str(tail[0][0]) if tail else "0-0"
+        try:
+            sites = {str(s) for s in await self.redis.smembers(self.keys.sites())}
+            sites.add(self.settings.default_site)
+            for site_id in sorted(sites):
+                await self.holds(site_id)
+            while True:
+                resp: Any = await self.redis.xread({self.keys.events(): last_id}, count=500, block=1000)
+                _raise_if_cancelling()
+                for _stream, entries in resp or []:
+                    for entry_id, fields in entries:
+                        last_id = entry_id
+                        try:
+                            event = Event.from_fields(fields)
+                        except (ValueError, KeyError) as err:
+                            log.warning("smart charging: skipping malformed event %s: %s", entry_id, err)
+                            continue
+                        await self.dispatch(event)
+        finally:
+            renew.cancel()
+            for site in self.sites.values():
+                if site.task:
+                    site.task.cancel()
+            for t in list(self._timers):
+                t.cancel()
+            with contextlib.suppress(Exception):
+                for site_id in list(self.held):
+                    if await self.redis.get(self.keys.smart_charging_lease(site_id)) == self.node_id:
+                        await self.redis.delete(self.keys.smart_charging_lease(site_id))
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed (asyncio.wait_for race in Python 3.11)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def ev_plan_series(data: Mapping[str, Any], evse: EvseElectrical) -> Series | None:
+    """The EV's own plan (NotifyEVChargingSchedule record) as an absolute series in W."""
+    schedule = data.get("schedule") or {}
+    periods = schedule.get("chargingSchedulePeriod") or []
+    if not periods:
+        return None
+    base = schedule.get("startSchedule") or data.get("time_base")
+    if not base:
+        return None
+    t0 = parse_ts(str(base)).timestamp()
+    unit = schedule.get("chargingRateUnit", "W")
+    out: Series = []
+    for p in periods:
+        limit = float(p["limit"])
+        watts = limit * evse.voltage_v * (p.get("numberPhases") or evse.phases) if unit == "A" else limit
+        out.append((t0 + int(p["startPeriod"]), watts))
+    return sorted(out)
+
+
+async def run(ctx: CsmsContext) -> None:
+    """Run the smart-charging service of this csms node until cancelled."""
+    if not ctx.settings.smart_charging:
+        log.info("smart charging disabled (EVFLEET_SMART_CHARGING=0)")
+        return
+    service = SmartChargingService(ctx.redis, ctx.keys, ctx.clock, ctx.settings, ctx.node_id,
+                                   commands=ctx.extras.get("commands"))  # the node's (own reply pool)
+    ctx.extras["smart_charging"] = service
+    await service.run()

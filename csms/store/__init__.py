@@ -1,0 +1,1 @@
+"""State store: Redis keys, streams and the embedded Redis server."""

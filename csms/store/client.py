@@ -1,0 +1,49 @@
+"""Connecting to Redis. Every csms-side client uses `decode_responses=True` (str in, str out).
+
+Public names: `connect_redis`, `as_str`, `as_str_dict`, `hmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+MAX_CONNECTIONS = 1024
+"""Connections one client opens at most; more concurrent commands queue for a free one."""
+POOL_TIMEOUT_S = 20.0
+"""How long a command waits for a free connection before `ConnectionError("No connection available.")`."""
+
+
+def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
+                  pool_timeout_s: float | None = POOL_TIMEOUT_S, **kwargs: object) -> Redis:
+    """An asyncio Redis client for `url` that returns `str` values.
+
+    Its pool is a `BlockingConnectionPool`: when thousands of station handlers await Redis at
+    once (mass connect/disconnect), the excess waits up to `pool_timeout_s` for a connection
+    instead of failing with MaxConnectionsError as a plain pool does at its cap (None: wait as
+    long as it takes, for clients whose callers bound the wait themselves). Closing the
+    client (`aclose()`) closes the pool. The hiredis parser is used when installed.
+    """
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout_s,
+                                           decode_responses=True, health_check_interval=30,
+                                           **kwargs)
+    return Redis.from_pool(pool)
+
+
+def as_str(value: str | bytes | None) -> str:
+    """A Redis reply value as str ("" for None); our clients already decode, this helps typing."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def as_str_dict(value: Mapping[Any, Any]) -> dict[str, str]:
+    """A Redis hash reply as dict[str, str]."""
+    return {as_str(k): as_str(v) for k, v in value.items()}
+
+
+def hmap(mapping: Mapping[str, str]) -> Mapping[Any, Any]:
+    """A str mapping typed for redis-py's HSET `mapping=` (its key type is invariant)."""
+    return mapping

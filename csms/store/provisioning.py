@@ -1,0 +1,157 @@
+"""Station and site provisioning in Redis (used by `evfleet stations ...`, the API and tests).
+
+Public names: `provision_station`, `remove_station`, `list_stations`, `get_credentials`,
+`set_station_compat`, `set_site_limit`, `add_id_token`, `validate_station_id`,
+`ProvisioningError`, `StationIdError`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from csms.core.security import (
+    DEFAULT_ITERATIONS,
+    PasswordHash,
+    check_password_policy,
+    hash_password,
+)
+from csms.store.client import as_str, as_str_dict, hmap
+from csms.store.keys import Keys
+
+STATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,47}$")
+
+
+class ProvisioningError(ValueError):
+    """A provisioning request is invalid (bad id, bad password, unknown station...)."""
+
+
+class StationIdError(ProvisioningError):
+    """A station id is not acceptable (1-48 chars of A-Z a-z 0-9 . _ -, starting alphanumeric)."""
+
+
+def validate_station_id(station_id: str) -> str:
+    """Return `station_id` or raise StationIdError."""
+    if not STATION_ID_RE.match(station_id or ""):
+        raise StationIdError(
+            f"invalid station id {station_id!r}: use 1-48 characters A-Z a-z 0-9 . _ - "
+            "(starting with a letter or digit)")
+    return station_id
+
+
+def _now_iso(now: datetime | None) -> str:
+    return (now or datetime.now(UTC)).isoformat()
+
+
+async def provision_station(redis: Redis, keys: Keys, station_id: str, password: str,
+                            site_id: str | None = None, *, compat: bool = False,
+                            security_profile: int = 1, iterations: int = DEFAULT_ITERATIONS,
+                            now: datetime | None = None,
+                            default_site_limit_kw: float | None = None) -> None:
+    """Create or update a station with a salted password hash (idempotent; keeps its state).
+
+    `site_id` None keeps the current site (new stations go to `default`).
+    """
+    validate_station_id(station_id)
+    try:
+        check_password_policy(password)
+    except ValueError as err:
+        raise ProvisioningError(str(err)) from err
+    if security_profile not in (1, 2):
+        raise ProvisioningError(f"security profile must be 1 or 2, got {security_profile}")
+    cred = hash_password(password, iterations=iterations)
+    old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
+    site = site_id or old_site or "default"
+    validate_station_id(site)  # same alphabet for site ids
+    pipe = redis.pipeline(transaction=True)
+    pipe.sadd(keys.stations(), station_id)
+    pipe.hset(keys.station_credentials(station_id),
+              mapping=hmap({**cred.to_fields(), "security_profile": str(security_profile)}))
+    pipe.hset(keys.station(station_id), mapping={"site_id": site, "compat": "1" if compat else "0"})
+    pipe.hsetnx(keys.station(station_id), "registered_at", _now_iso(now))
+    pipe.hsetnx(keys.station(station_id), "online", "0")
+    if old_site and old_site != site:
+        pipe.srem(keys.site_stations(old_site), station_id)
+    pipe.sadd(keys.site_stations(site), station_id)
+    pipe.sadd(keys.sites(), site)
+    pipe.hsetnx(keys.site(site), "name", site)
+    if default_site_limit_kw is not None:
+        pipe.hsetnx(keys.site(site), "limit_kw", repr(float(default_site_limit_kw)))
+    await pipe.execute()
+
+
+async def remove_station(redis: Redis, keys: Keys, station_id: str) -> bool:
+    """Delete a station's provisioning and live state (transactions are kept). False if unknown."""
+    if not await redis.sismember(keys.stations(), station_id):
+        return False
+    site = as_str(await redis.hget(keys.station(station_id), "site_id"))
+    evse_keys = [k async for k in redis.scan_iter(match=f"{keys.station(station_id)}:evse:*")]
+    pipe = redis.pipeline(transaction=True)
+    pipe.srem(keys.stations(), station_id)
+    pipe.delete(keys.station(station_id), keys.station_credentials(station_id),
+                keys.station_connectors(station_id), keys.station_violations(station_id), *evse_keys)
+    if site:
+        pipe.srem(keys.site_stations(site), station_id)
+    await pipe.execute()
+    return True
+
+
+async def get_credentials(redis: Redis, keys: Keys, station_id: str) -> tuple[PasswordHash, int] | None:
+    """(stored hash, security profile) of a provisioned station, or None."""
+    fields = as_str_dict(await redis.hgetall(keys.station_credentials(station_id)))
+    if not fields:
+        return None
+    try:
+        return PasswordHash.from_fields(fields), int(fields.get("security_profile", "1"))
+    except (KeyError, ValueError):
+        return None
+
+
+async def list_stations(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every provisioned station with its station hash (sorted by id), without credentials."""
+    ids = sorted(as_str(s) for s in await redis.smembers(keys.stations()))
+    pipe = redis.pipeline(transaction=False)
+    for sid in ids:
+        pipe.hgetall(keys.station(sid))
+    rows = await pipe.execute()
+    return [{"station_id": sid, **as_str_dict(row)} for sid, row in zip(ids, rows, strict=True)]
+
+
+async def set_station_compat(redis: Redis, keys: Keys, station_id: str, compat: bool) -> None:
+    """Switch a station's schema-compatibility mode (takes effect on its next message)."""
+    if not await redis.sismember(keys.stations(), station_id):
+        raise ProvisioningError(f"unknown station {station_id!r}")
+    await redis.hset(keys.station(station_id), "compat", "1" if compat else "0")
+
+
+async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float,
+                         name: str | None = None, now: datetime | None = None) -> None:
+    """Create or update a site and its grid limit (kW)."""
+    validate_station_id(site_id)
+    if not limit_kw > 0:
+        raise ProvisioningError(f"site limit must be > 0 kW, got {limit_kw}")
+    pipe = redis.pipeline(transaction=True)
+    pipe.sadd(keys.sites(), site_id)
+    mapping = {"limit_kw": repr(float(limit_kw)), "updated_at": _now_iso(now)}
+    if name:
+        mapping["name"] = name
+    pipe.hset(keys.site(site_id), mapping=hmap(mapping))
+    pipe.hsetnx(keys.site(site_id), "name", site_id)
+    await pipe.execute()
+
+
+async def add_id_token(redis: Redis, keys: Keys, id_token: str, status: str = "Accepted",
+                       token_type: str = "ISO14443", group_id: str | None = None) -> None:
+    """Store an id token for Authorize (status Accepted, Blocked, Expired, Invalid, ...)."""
+    if not id_token or len(id_token) > 36:
+        raise ProvisioningError("id token must be 1-36 characters")
+    pipe = redis.pipeline(transaction=True)
+    pipe.sadd(keys.id_tokens(), id_token)
+    mapping = {"type": token_type, "status": status}
+    if group_id:
+        mapping["group_id"] = group_id
+    pipe.hset(keys.id_token(id_token), mapping=hmap(mapping))
+    await pipe.execute()

@@ -1,0 +1,367 @@
+"""The node-side write path: every state change an OCPP handler makes, plus its stream event.
+
+Public names: `StateStore`, `event_fields`, `STREAM_MAXLEN`, `SUPERSEDED_REASON`.
+
+Each method writes the state and appends the `evfleet:events` entry in one MULTI
+transaction or one Lua script (all or nothing). TransactionEvent is written by a script that
+checks the transaction's seqNo set first, so a replay racing with the original is applied once.
+A transaction starting on an EVSE whose previous transaction never ended ends that one in the
+same script (`stopped_reason` "Other", `superseded_by`, a `tx.ended` event with `superseded: true`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from csms.clock import Clock
+from csms.core.metering import MeterSample
+from csms.core.timeutil import iso
+from csms.core.transactions import TxDecision, TxEvent, TxState, decide_transaction_event
+from csms.events import Event, EventType
+from csms.store.client import as_str, as_str_dict, hmap
+from csms.store.keys import Keys
+
+STREAM_MAXLEN = 100_000
+SUPERSEDED_REASON = "Other"
+"""`stopped_reason` of a transaction ended because a new one started on its EVSE (OCPP ReasonEnum)."""
+
+_MARK_OFFLINE = """
+if redis.call('HGET', KEYS[1], 'node') == ARGV[1] and redis.call('HGET', KEYS[1], 'conn_id') == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'online', '0', 'last_seen', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+# KEYS: tx, seqnos[, evse hash]; returns the tx hash, seqNo seen, seqNo count, EVSE's active tx id
+_READ_TX = """
+local evse_tx = ''
+if KEYS[3] then evse_tx = redis.call('HGET', KEYS[3], 'transaction_id') or '' end
+return {redis.call('HGETALL', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1]),
+        redis.call('SCARD', KEYS[2]), evse_tx}
+"""
+
+# KEYS: tx, seqnos, events list, meter list, active set, by-start zset, evse hash, station hash, stream,
+#       superseded tx (the EVSE's previous, never ended transaction; = KEYS[1] if none)
+# ARGV: seqNo count seen by the reader, seqNo, JSON spec (StateStore._tx_write_spec)
+_WRITE_TX = """
+if redis.call('SCARD', KEYS[2]) ~= tonumber(ARGV[1]) or redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
+  return 0
+end
+local s = cjson.decode(ARGV[3])
+if s.supersede and (redis.call('HGET', KEYS[7], 'transaction_id') or '') ~= s.supersede.txid then
+  return 0  -- the EVSE's transaction changed since the read: read and decide again
+end
+if s.supersede and redis.call('SREM', KEYS[5], s.supersede.txid) == 1 then
+  local sh = {}
+  for k, v in pairs(s.supersede.fields) do sh[#sh + 1] = k; sh[#sh + 1] = v end
+  redis.call('HSET', KEYS[10], unpack(sh))
+  redis.call('HSET', KEYS[7], 'last_transaction_id', s.supersede.txid)
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', s.maxlen, '*', unpack(s.supersede.event))
+end
+local hs = {}
+for k, v in pairs(s.fields) do hs[#hs + 1] = k; hs[#hs + 1] = v end
+redis.call('HSET', KEYS[1], unpack(hs))
+if s.offline then redis.call('HINCRBY', KEYS[1], 'offline_events', 1) end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[3], s.raw)
+if s.sample then redis.call('RPUSH', KEYS[4], s.sample) end
+if s.start_score then redis.call('ZADD', KEYS[6], s.start_score, s.txid) end
+if s.activate then redis.call('SADD', KEYS[5], s.txid) end
+if s.ended then redis.call('SREM', KEYS[5], s.txid) end
+if s.evse then
+  if s.ended then
+    redis.call('HSET', KEYS[7], 'last_transaction_id', s.txid)
+    if redis.call('HGET', KEYS[7], 'transaction_id') == s.txid then
+      redis.call('HSET', KEYS[7], 'transaction_id', '')
+    end
+  elseif s.first then
+    redis.call('HSET', KEYS[7], 'transaction_id', s.txid)
+    redis.call('HSETNX', KEYS[7], 'max_power_w', '0')
+  end
+  if s.phases then redis.call('HSET', KEYS[7], 'phases_used', s.phases) end
+end
+redis.call('HSET', KEYS[8], 'last_seen', s.now)
+for _, ev in ipairs(s.events) do
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', s.maxlen, '*', unpack(ev))
+end
+return 1
+"""
+
+
+def event_fields(event_type: EventType, ts: datetime, station_id: str = "", evse_id: int | None = None,
+                 transaction_id: str = "", site_id: str = "", data: Mapping[str, Any] | None = None,
+                 ) -> dict[str, str]:
+    """Flat stream fields of one event (see csms/events.py)."""
+    return Event(type=event_type, station_id=station_id, evse_id=evse_id, transaction_id=transaction_id,
+                 site_id=site_id, ts=ts, data=dict(data or {})).to_fields()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class StateStore:
+    """Writes of one csms node (stateless apart from handles; safe to share)."""
+
+    def __init__(self, redis: Redis, keys: Keys, clock: Clock, node_id: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.node_id = node_id
+        self._mark_offline = redis.register_script(_MARK_OFFLINE)
+        self._read_tx = redis.register_script(_READ_TX)
+        self._write_tx = redis.register_script(_WRITE_TX)
+
+    def _xadd(self, pipe: Pipeline | Redis, fields: dict[str, str]) -> None:
+        pipe.xadd(self.keys.events(), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+    def _event(self, pipe: Pipeline, event_type: EventType, station_id: str, site_id: str,
+               evse_id: int | None = None, transaction_id: str = "",
+               data: Mapping[str, Any] | None = None) -> None:
+        self._xadd(pipe, event_fields(event_type, self.clock.now(), station_id, evse_id, transaction_id,
+                                      site_id, data))
+
+    # --- reads --------------------------------------------------------------------
+    async def station_info(self, station_id: str) -> dict[str, str]:
+        """The station hash (empty if unknown)."""
+        return as_str_dict(await self.redis.hgetall(self.keys.station(station_id)))
+
+    async def evse_transaction(self, station_id: str, evse_id: int) -> str:
+        """Active transaction id on an EVSE ("" if none)."""
+        return as_str(await self.redis.hget(self.keys.station_evse(station_id, evse_id), "transaction_id"))
+
+    async def id_token_status(self, id_token: str) -> dict[str, str]:
+        """Stored id token record (empty if unknown)."""
+        return as_str_dict(await self.redis.hgetall(self.keys.id_token(id_token)))
+
+    # --- connection lifecycle -----------------------------------------------------
+    async def station_connected(self, station_id: str, site_id: str, conn_id: str,
+                                remote: str, security_profile: int) -> None:
+        """Mark a station online on this node."""
+        now = self.clock.now().isoformat()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.station(station_id), mapping=hmap({
+            "online": "1", "node": self.node_id, "conn_id": conn_id, "connected_at": now,
+            "last_seen": now, "remote_addr": remote, "security_profile": str(security_profile)}))
+        self._event(pipe, EventType.STATION_CONNECTED, station_id, site_id,
+                    data={"node": self.node_id, "remote_addr": remote})
+        await pipe.execute()
+
+    async def station_disconnected(self, station_id: str, site_id: str, conn_id: str, code: int | None,
+                                   reason: str) -> bool:
+        """Mark a station offline if this connection still owns it. True if it did."""
+        now = self.clock.now().isoformat()
+        done = await self._mark_offline(keys=[self.keys.station(station_id)],
+                                        args=[self.node_id, conn_id, now])
+        if done:
+            pipe = self.redis.pipeline(transaction=True)
+            self._event(pipe, EventType.STATION_DISCONNECTED, station_id, site_id,
+                        data={"node": self.node_id, "code": code, "reason": reason})
+            await pipe.execute()
+        return bool(done)
+
+    # --- B: provisioning ----------------------------------------------------------
+    async def boot(self, station_id: str, site_id: str, info: Mapping[str, str], reason: str,
+                   heartbeat_interval_s: int) -> None:
+        """Store a BootNotification (vendor, model, serial, firmware, reason)."""
+        now = self.clock.now().isoformat()
+        fields = {k: v for k, v in info.items() if v is not None}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.station(station_id), mapping=hmap({
+            **fields, "boot_reason": reason, "last_boot": now, "last_seen": now,
+            "heartbeat_interval_s": str(heartbeat_interval_s)}))
+        self._event(pipe, EventType.STATION_BOOTED, station_id, site_id, data={**fields, "reason": reason})
+        await pipe.execute()
+
+    async def seen(self, station_id: str) -> None:
+        """Update `last_seen` (Heartbeat)."""
+        await self.redis.hset(self.keys.station(station_id), "last_seen", self.clock.now().isoformat())
+
+    # --- G: availability ----------------------------------------------------------
+    async def connector_status(self, station_id: str, site_id: str, evse_id: int, connector_id: int,
+                               status: str, station_ts: str) -> None:
+        """Store a StatusNotification."""
+        now = self.clock.now().isoformat()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.station_connectors(station_id), f"{evse_id}/{connector_id}",
+                  _dumps({"status": status, "updated_at": now, "station_ts": station_ts}))
+        pipe.hsetnx(self.keys.station_evse(station_id, evse_id), "transaction_id", "")
+        pipe.hsetnx(self.keys.station_evse(station_id, evse_id), "max_power_w", "0")
+        pipe.hset(self.keys.station(station_id), "last_seen", now)
+        self._event(pipe, EventType.CONNECTOR_STATUS, station_id, site_id, evse_id,
+                    data={"connector_id": connector_id, "status": status, "station_ts": station_ts})
+        await pipe.execute()
+
+    async def set_evse_facts(self, station_id: str, evse_id: int, facts: Mapping[str, str]) -> None:
+        """Record EVSE hardware facts (max_power_w, phases, voltage_v, rate_unit)."""
+        if facts:
+            await self.redis.hset(self.keys.station_evse(station_id, evse_id), mapping=hmap(facts))
+
+    # --- E: transactions ----------------------------------------------------------
+    async def transaction_event(self, station_id: str, site_id: str, ev: TxEvent,
+                                raw: Mapping[str, Any]) -> TxDecision:
+        """Apply one TransactionEvent atomically; a replayed seqNo changes nothing.
+
+        Read (one script), decide in Python (`csms.core.transactions`), write (one script that
+        first checks that no other event of this transaction was stored meanwhile, else the
+        read-decide-write is repeated): two round trips, all-or-nothing.
+        """
+        k = self.keys
+        txid = ev.transaction_id
+        tx_key, seq_key = k.transaction(txid), k.transaction_seqnos(txid)
+        read_keys = [tx_key, seq_key]
+        if ev.evse_id is not None:
+            read_keys.append(k.station_evse(station_id, ev.evse_id))
+        for _ in range(100):
+            raw_fields, raw_seen, stored, evse_txid = await self._read_tx(keys=read_keys,
+                                                                          args=[str(ev.seq_no)])
+            current = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
+            decision = decide_transaction_event(current, bool(raw_seen), ev)
+            if decision.replay:
+                return decision
+            evse_id = ev.evse_id if ev.evse_id is not None else (
+                int(current["evse_id"]) if current.get("evse_id") else None)
+            spec = self._tx_write_spec(station_id, site_id, ev, decision, evse_id, raw)
+            evse_key = k.station_evse(station_id, evse_id) if evse_id is not None else tx_key
+            stale = as_str(evse_txid)
+            superseded_key = tx_key
+            if decision.first_seen and not decision.ended_now and evse_id is not None and stale \
+                    and stale != txid:
+                spec["supersede"] = await self._supersede_spec(station_id, site_id, evse_id, stale, ev)
+                superseded_key = k.transaction(stale)
+            done = await self._write_tx(
+                keys=[tx_key, seq_key, k.transaction_events(txid), k.transaction_meter(txid),
+                      k.transactions_active(), k.transactions_by_start(), evse_key, k.station(station_id),
+                      k.events(), superseded_key],
+                args=[str(stored), str(ev.seq_no), _dumps(spec)])
+            if done:
+                return decision
+        raise RuntimeError(f"transaction {txid}: too many concurrent writers")
+
+    async def _supersede_spec(self, station_id: str, site_id: str, evse_id: int, stale_txid: str,
+                              ev: TxEvent) -> dict[str, Any]:
+        """How `_WRITE_TX` ends `stale_txid`, the EVSE's transaction that never got its Ended, when
+        `ev` starts a new one there: state Ended, stopped_reason `Other`, `ended_at` the new
+        transaction's start time (event time, like every tx time), `superseded_by`, and a
+        `tx.ended` event whose data says `superseded: true`. The script applies it only if the
+        stale id is still the EVSE's transaction and still in `tx:active`."""
+        old = as_str_dict(await self.redis.hgetall(self.keys.transaction(stale_txid)))
+        ended_at = iso(ev.timestamp)
+        fields = {"state": TxState.ENDED.value, "stopped_reason": SUPERSEDED_REASON, "ended_at": ended_at,
+                  "superseded_by": ev.transaction_id}
+        data: dict[str, Any] = {
+            "event_type": TxState.ENDED.value, "seq_no": None, "trigger_reason": "",
+            "offline": False, "timestamp": ended_at, "state": TxState.ENDED.value,
+            "charging_state": old.get("charging_state"), "id_token": old.get("id_token"),
+            "connector_id": int(old["connector_id"]) if old.get("connector_id") else None,
+            "duplicate_end": False, "stopped_reason": SUPERSEDED_REASON, "superseded": True,
+            "superseded_by": ev.transaction_id,
+        }
+        for name in ("energy_wh", "power_w", "current_a", "soc"):
+            data[name] = float(old[name]) if old.get(name) else None
+        event = event_fields(EventType.TX_ENDED, self.clock.now(), station_id, evse_id, stale_txid, site_id,
+                             data)
+        return {"txid": stale_txid, "fields": fields,
+                "event": [item for pair in event.items() for item in pair]}
+
+    def _tx_write_spec(self, station_id: str, site_id: str, ev: TxEvent, d: TxDecision,
+                       evse_id: int | None, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Everything `_WRITE_TX` applies (no JSON nulls: cjson turns them into truthy values)."""
+        txid = ev.transaction_id
+        fields = dict(d.fields)
+        if d.first_seen:
+            fields.update(station_id=station_id, offline_events="0")
+        spec: dict[str, Any] = {"txid": txid, "fields": fields, "raw": _dumps(raw),
+                                "now": self.clock.now().isoformat(), "maxlen": str(STREAM_MAXLEN),
+                                "offline": ev.offline, "first": d.first_seen, "ended": d.ended_now,
+                                "activate": d.first_seen and not d.ended_now, "evse": evse_id is not None}
+        if d.store_sample and ev.sample is not None:
+            spec["sample"] = _dumps(ev.sample.to_dict())
+        if d.start_score is not None:
+            spec["start_score"] = repr(d.start_score)
+        if ev.number_of_phases:
+            spec["phases"] = str(ev.number_of_phases)
+        data: dict[str, Any] = {
+            "event_type": ev.event_type.value, "seq_no": ev.seq_no, "trigger_reason": ev.trigger_reason,
+            "offline": ev.offline, "timestamp": ev.timestamp.isoformat(), "state": d.fields.get("state"),
+            "charging_state": ev.charging_state, "id_token": ev.id_token,
+            "connector_id": ev.connector_id, "duplicate_end": d.duplicate_end,
+        }
+        if ev.sample is not None:
+            data.update({n: getattr(ev.sample, n) for n in ("energy_wh", "power_w", "current_a", "soc")})
+        if d.ended_now:
+            data["stopped_reason"] = d.fields.get("stopped_reason")
+        emits = d.emit or ([EventType.TX_UPDATED] if ev.sample is not None else [])
+        now = self.clock.now()
+        spec["events"] = [
+            [item for pair in event_fields(t, now, station_id, evse_id, txid, site_id, data).items()
+             for item in pair] for t in emits]
+        return spec
+
+    # --- J: meter values ------------------------------------------------------------
+    async def meter_values(self, station_id: str, site_id: str, evse_id: int, sample: MeterSample) -> str:
+        """Store MeterValues: appended to the EVSE's active transaction if any. Returns its id."""
+        k = self.keys
+        txid = await self.evse_transaction(station_id, evse_id) if evse_id else ""
+        pipe = self.redis.pipeline(transaction=True)
+        if txid:
+            pipe.rpush(k.transaction_meter(txid), _dumps(sample.to_dict()))
+            vals = {n: repr(float(getattr(sample, n))) for n in ("energy_wh", "power_w", "current_a", "soc")
+                    if getattr(sample, n) is not None}
+            if vals:
+                pipe.hset(k.transaction(txid), mapping=hmap(vals))
+        if evse_id and sample.voltage_v is not None:
+            pipe.hset(k.station_evse(station_id, evse_id), "voltage_v", repr(float(sample.voltage_v)))
+        pipe.hset(k.station(station_id), "last_seen", self.clock.now().isoformat())
+        self._event(pipe, EventType.METER_VALUES, station_id, site_id, evse_id or None, txid,
+                    sample.to_dict())
+        await pipe.execute()
+        return txid
+
+    # --- K: ISO 15118 needs and schedules -------------------------------------------
+    async def charging_needs(self, station_id: str, site_id: str, evse_id: int, txid: str,
+                             record: Mapping[str, Any]) -> None:
+        """Store an EV's charging needs and emit `ev.charging_needs`."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.charging_needs(station_id, evse_id), _dumps(record))
+        data = {k: v for k, v in record.items() if k != "raw"}
+        self._event(pipe, EventType.EV_CHARGING_NEEDS, station_id, site_id, evse_id, txid, data)
+        await pipe.execute()
+
+    async def ev_schedule(self, station_id: str, site_id: str, evse_id: int, txid: str,
+                          record: Mapping[str, Any]) -> None:
+        """Store an EV's own schedule and emit `ev.charging_schedule`."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.ev_schedule(station_id, evse_id), _dumps(record))
+        self._event(pipe, EventType.EV_CHARGING_SCHEDULE, station_id, site_id, evse_id, txid, dict(record))
+        await pipe.execute()
+
+    # --- everything else: event only ----------------------------------------------
+    async def record_event(self, event_type: EventType, station_id: str, site_id: str,
+                           data: Mapping[str, Any], evse_id: int | None = None,
+                           transaction_id: str = "", station_fields: Mapping[str, str] | None = None,
+                           ) -> None:
+        """Append an event (optionally with station hash fields) atomically."""
+        pipe = self.redis.pipeline(transaction=True)
+        if station_fields:
+            pipe.hset(self.keys.station(station_id), mapping=hmap(station_fields))
+        self._event(pipe, event_type, station_id, site_id, evse_id, transaction_id, data)
+        await pipe.execute()
+
+    async def count_violation(self, station_id: str, action: str) -> None:
+        """Count a schema violation accepted in compatibility mode."""
+        await self.redis.hincrby(self.keys.station_violations(station_id), action, 1)
+
+    async def protocol_error(self, station_id: str, site_id: str, data: Mapping[str, Any]) -> None:
+        """Append a `protocol.error` event (bad input from a station; nothing else is stored)."""
+        pipe = self.redis.pipeline(transaction=True)
+        self._event(pipe, EventType.PROTOCOL_ERROR, station_id, site_id, data=data)
+        await pipe.execute()

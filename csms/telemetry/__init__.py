@@ -1,0 +1,1 @@
+"""csms telemetry service (see csms/context.py)."""

@@ -1,0 +1,26 @@
+"""Entry point of the MQTT telemetry service for the composition root (on when mqtt_url is set)."""
+
+from __future__ import annotations
+
+import logging
+
+from csms.api.reader import StateReader
+from csms.api.site_inputs import SiteInputWriter
+from csms.context import CsmsContext
+from csms.telemetry.bridge import MqttBridge
+
+log = logging.getLogger(__name__)
+
+
+async def run(ctx: CsmsContext) -> None:
+    """Bridge the event stream to MQTT and MQTT site inputs to Redis until cancelled."""
+    settings = ctx.settings
+    if not settings.mqtt_url:
+        return
+    reader = StateReader(ctx.redis, ctx.keys, ctx.clock, settings.default_site,
+                         settings.default_site_limit_kw)
+    bridge = MqttBridge(reader, SiteInputWriter(ctx.redis, ctx.keys, ctx.clock), settings.mqtt_url,
+                        prefix=settings.mqtt_topic_prefix, client_id=f"evfleet-{ctx.node_id}")
+    ctx.extras["mqtt_bridge"] = bridge
+    log.info("mqtt: bridging to %s (prefix %s)", settings.mqtt_url, settings.mqtt_topic_prefix)
+    await bridge.run()

@@ -1,0 +1,339 @@
+"""`evfleet sim`: run a simulated fleet against a CSMS with live progress (see docs/simulator.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evse_sim.hlc import HlcLink
+    from evse_sim.station import SimStation
+
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90m', '24h', '2d', '3600' (seconds) -> timedelta; raises typer.BadParameter."""
+    match = DURATION_RE.match(text)
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration like 3600, 90m, 24h or 2d")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def read_password_file(path: Path) -> tuple[str | None, dict[str, str]]:
+    """A password file: one line = shared password; or lines 'station_id password' / 'station_id:password'."""
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    except OSError as err:
+        raise typer.BadParameter(f"cannot read password file {path}: {err}") from err
+    if len(lines) == 1 and not re.search(r"[\s:]", lines[0]):
+        return lines[0], {}
+    per_station: dict[str, str] = {}
+    for ln in lines:
+        sid, _, pwd = ln.replace(":", " ", 1).partition(" ")
+        if not pwd.strip():
+            raise typer.BadParameter(f"password file {path}: line {ln!r} is not 'station_id password'")
+        per_station[sid] = pwd.strip()
+    return None, per_station
+
+
+HLC_MODES = ("basic", "modelled", "none")
+
+
+def hlc_factory(mode: str) -> Callable[[SimStation], HlcLink | None] | None:
+    """The fleet's per-station HLC link for `--hlc` (None: the fleet's default, `BasicHlc`)."""
+    if mode == "modelled":
+        from evse_sim.iso15118.link import ModelledHlcLink
+
+        return lambda station: ModelledHlcLink()
+    if mode in ("basic", "none"):  # none: no EV is an HLC EV, so the link is never used
+        return None
+    raise ValueError(f"unknown HLC mode {mode!r} (one of {', '.join(HLC_MODES)})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `evfleet sim` to the root app."""
+
+    @app.command("sim")
+    def sim(
+        csms: str = typer.Option(..., "--csms", help="CSMS base URL, e.g. ws://127.0.0.1:9000/ocpp"),
+        stations: int | None = typer.Option(
+            None, "--stations", min=1, help="fleet size (default: the scenario's)"
+        ),
+        scenario: str = typer.Option(
+            "seed001", "--scenario", help="seed001 | seed003 | seed004 | random | path to a scenario JSON"
+        ),
+        seed: int | None = typer.Option(None, "--seed", help="generator seed"),
+        speed: float = typer.Option(1.0, "--speed", min=0.001, help="simulated seconds per real second"),
+        duration: str | None = typer.Option(
+            None, "--duration", help="simulated time to run (90m, 24h...); default: the scenario horizon"
+        ),
+        start: str = typer.Option(
+            "scenario", "--start", help="'scenario' (its own start), 'now', or ISO time"
+        ),
+        password: str | None = typer.Option(
+            None, "--password", help="Basic-auth password (security profile 1/2)"
+        ),
+        password_file: Path | None = typer.Option(
+            None, "--password-file", help="shared or per-station passwords"
+        ),
+        tls_ca: Path | None = typer.Option(
+            None, "--tls-ca", help="CA certificate for wss:// (security profile 2)"
+        ),
+        ramp_per_s: float = typer.Option(
+            50.0, "--ramp-per-s", min=0.0, help="stations started per second (0 = all)"
+        ),
+        tick: float = typer.Option(0.5, "--tick", min=0.01, help="real seconds between simulation steps"),
+        meter_interval: int = typer.Option(60, "--meter-interval", min=0, help="TxUpdatedInterval [clock s]"),
+        aligned_interval: int = typer.Option(
+            300, "--aligned-interval", min=0, help="MeterValues interval [clock s], 0 = off"
+        ),
+        hlc: str = typer.Option(
+            "basic",
+            "--hlc",
+            help="ISO 15118 link of HLC EVs: basic (announce needs, follow the limit), modelled "
+            "(the modelled ISO 15118-2 session: SAScheduleList, EV's own plan) or none (no HLC EVs)",
+        ),
+        no_hlc: bool = typer.Option(False, "--no-hlc", help="same as --hlc none"),
+        authorize: bool = typer.Option(
+            False, "--authorize", help="send Authorize for EV id tokens; charge once Accepted"
+        ),
+        drop_rate: float = typer.Option(
+            0.0, "--drop-rate", min=0.0, help="fault injection: link drops per station per simulated hour"
+        ),
+        drop_seconds: float = typer.Option(
+            10.0, "--drop-seconds", min=0.0, help="real seconds a dropped station stays offline"
+        ),
+        clock_redis: str | None = typer.Option(
+            None,
+            "--clock-redis",
+            help="share the clock via evfleet:clock in this Redis (join it or publish ours)",
+        ),
+        provision_redis: str | None = typer.Option(
+            None, "--provision-redis", help="first provision the stations in this csms Redis"
+        ),
+        report: Path | None = typer.Option(None, "--report", help="write a JSON summary (stats + visits)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no live display; print the summary only"),
+        log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
+    ) -> None:
+        """Run a simulated fleet of OCPP 2.0.1 stations and EVs against a CSMS."""
+        from evse_sim.scenarios import ScenarioError, load_scenario
+
+        logging.basicConfig(
+            level=getattr(logging, log_level.upper(), logging.WARNING),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("ocpp").setLevel(max(logging.WARNING, logging.getLogger().level))
+        if not re.match(r"^wss?://", csms):
+            raise typer.BadParameter("must start with ws:// or wss://", param_hint="--csms")
+        if tls_ca is not None and not tls_ca.exists():
+            raise typer.BadParameter(f"{tls_ca} does not exist", param_hint="--tls-ca")
+        shared: str | None = password
+        per_station: dict[str, str] = {}
+        if password_file is not None:
+            shared, per_station = read_password_file(password_file)
+        try:
+            scen = load_scenario(scenario, stations=stations, seed=seed)
+        except ScenarioError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        hlc_mode = hlc.strip().lower()
+        if hlc_mode not in HLC_MODES:
+            raise typer.BadParameter(
+                f"{hlc!r} is not one of {', '.join(HLC_MODES)}", param_hint="--hlc"
+            )
+        if no_hlc:
+            if hlc_mode not in ("basic", "none"):
+                raise typer.BadParameter(f"--no-hlc contradicts --hlc {hlc_mode}", param_hint="--hlc")
+            hlc_mode = "none"
+        if hlc_mode == "none":
+            scen = scen.model_copy(update={"evs": [e.model_copy(update={"hlc": False}) for e in scen.evs]})
+        wanted = parse_duration(duration) if duration else None
+        try:
+            summary = asyncio.run(
+                _run(
+                    scen,
+                    csms,
+                    speed,
+                    wanted,
+                    start,
+                    shared,
+                    per_station,
+                    tls_ca,
+                    ramp_per_s,
+                    tick,
+                    meter_interval,
+                    aligned_interval,
+                    clock_redis,
+                    provision_redis,
+                    quiet,
+                    drop_rate,
+                    drop_seconds,
+                    authorize,
+                    hlc_mode,
+                )
+            )
+        except (OSError, ValueError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        if report is not None:
+            report.write_text(json.dumps(summary, indent=1, default=str))
+        stats = summary["stats"]
+        typer.echo(
+            f"{stats['stations']} stations, {stats['visits_started']} EV visits, "
+            f"{stats['energy_kwh']:.1f} kWh delivered, {stats['sent']} messages sent, "
+            f"{stats['errors']} errors"
+        )
+
+
+async def _run(
+    scen: Any,
+    csms: str,
+    speed: float,
+    duration: timedelta | None,
+    start: str,
+    password: str | None,
+    passwords: dict[str, str],
+    tls_ca: Path | None,
+    ramp_per_s: float,
+    tick: float,
+    meter_interval: int,
+    aligned_interval: int,
+    clock_redis: str | None,
+    provision_redis: str | None,
+    quiet: bool,
+    drop_rate: float = 0.0,
+    drop_seconds: float = 10.0,
+    authorize: bool = False,
+    hlc_mode: str = "basic",
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    import ocpp.messages
+
+    from csms.clock import ClockSpec, RealClock, ScaledClock
+    from evse_sim.fleet import FleetConfig, FleetRunner
+
+    ocpp.messages.ASYNC_VALIDATION = False  # validate inline: no thread hop per message at fleet scale
+    clock: ScaledClock | None = None
+    redis = None
+    if clock_redis:
+        from csms.store.client import as_str_dict, connect_redis
+        from csms.store.keys import Keys
+
+        redis = connect_redis(clock_redis)
+        spec = as_str_dict(await redis.hgetall(Keys().clock()))
+        if spec:
+            clock = ScaledClock.from_spec(ClockSpec.from_dict(spec))
+            scen = scen.at(clock.now())
+    if clock is None:
+        if start == "scenario":
+            anchor = scen.start
+        elif start == "now":
+            anchor = RealClock().now().replace(microsecond=0)
+        else:
+            try:
+                anchor = datetime.fromisoformat(start)
+            except ValueError as err:
+                raise ValueError(f"--start: {start!r} is not 'scenario', 'now' or an ISO time") from err
+            if anchor.tzinfo is None:
+                anchor = anchor.replace(tzinfo=UTC)
+        scen = scen.at(anchor)
+        clock = ScaledClock(anchor, speed)
+        if redis is not None:
+            from csms.store.client import hmap
+            from csms.store.keys import Keys
+
+            await redis.hset(Keys().clock(), mapping=hmap(clock.spec().to_dict()))
+    if provision_redis:
+        await _provision(provision_redis, scen, password, passwords)
+    runner = FleetRunner(
+        scen,
+        clock,
+        FleetConfig(
+            csms,
+            password=password,
+            passwords=passwords,
+            tls_ca=str(tls_ca) if tls_ca else None,
+            ramp_per_s=ramp_per_s,
+            tick_real_s=tick,
+            tx_updated_interval_s=meter_interval,
+            aligned_interval_s=aligned_interval,
+            drop_rate_per_h=drop_rate,
+            drop_real_s=drop_seconds,
+            authorize=authorize,
+        ),
+        hlc_factory=hlc_factory(hlc_mode),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.stop)
+    display = None if quiet else asyncio.create_task(_live(runner))
+    try:
+        stats = await runner.run(duration)
+    finally:
+        if display is not None:
+            display.cancel()
+            await asyncio.gather(display, return_exceptions=True)
+        if redis is not None:
+            await redis.aclose()
+    return {
+        "scenario": scen.name,
+        "stations": len(scen.stations),
+        "speed": speed,
+        "stats": asdict(stats),
+        "visits": [asdict(v) for v in runner.visits()],
+    }
+
+
+async def _provision(url: str, scen: Any, password: str | None, passwords: dict[str, str]) -> None:
+    from csms.store.client import connect_redis
+    from csms.store.keys import Keys
+    from csms.store.provisioning import provision_station
+
+    redis = connect_redis(url)
+    try:
+        for st in scen.stations:
+            pwd = passwords.get(st.id, password)
+            if not pwd:
+                raise ValueError(f"--provision-redis needs a password for {st.id}")
+            await provision_station(redis, Keys(), st.id, pwd, site_id=scen.site.id)
+    finally:
+        await redis.aclose()
+
+
+async def _live(runner: Any) -> None:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    def render() -> Text:
+        s = runner.stats()
+        when = s.sim_time.strftime("%Y-%m-%d %H:%M") if s.sim_time else "-"
+        text = Text()
+        text.append(f"evfleet sim {runner.scenario.name}  ", style="bold")
+        text.append(f"{when}\n")
+        text.append(
+            f"online {s.connected}/{s.stations}  EVs {s.plugged}  charging {s.charging}  "
+            f"{s.power_kw:,.0f} kW  {s.energy_kwh:,.1f} kWh delivered\n"
+        )
+        text.append(f"sent {s.sent}  received {s.received}  queued {s.queued}  ")
+        text.append(f"errors {s.errors}", style="red" if s.errors else "")
+        if s.drops:
+            text.append(f"  link drops {s.drops}")
+        return text
+
+    with Live(render(), console=Console(stderr=True), refresh_per_second=2, transient=False) as live:
+        while True:
+            await asyncio.sleep(0.5)
+            live.update(render())

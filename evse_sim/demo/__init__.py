@@ -1,0 +1,1 @@
+"""`evfleet demo`: the closed loop (csms + optimizer + simulated fleet) on an embedded Redis."""

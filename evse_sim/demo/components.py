@@ -1,0 +1,234 @@
+"""Adapters from the demo to the other packages: fleet scenario, csms, optimizer worker, fleet runner.
+
+Every import of another package's runtime happens here, so a missing or renamed piece is
+reported as one clear `ComponentError` naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from csms.clock import ScaledClock
+from csms.store.keys import Keys
+from evse_sim.demo.config import DemoConfig, DemoConfigError
+from evse_sim.demo.replay import CarSpec, car_spec
+from evse_sim.demo.report import PriceSeries
+
+log = logging.getLogger("evfleet.demo")
+
+STATION_PASSWORD = "demo-station-secret-1"  # noqa: S105 - local demo only, on a private Redis
+
+
+class ComponentError(RuntimeError):
+    """A component the demo needs is missing or failed to start."""
+
+
+def need(module: str, what: str) -> Any:
+    """Import `module` or raise ComponentError naming the component (`what`)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ComponentError(f"{what} is not available ({module}: {err})") from err
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """The demo's fleet: stations, cars (the same for both runs), site limit and prices."""
+
+    station_ids: list[str]
+    cars: list[CarSpec]
+    id_tokens: dict[str, str]
+    site_limit_kw: float
+    prices: PriceSeries
+    site_id: str
+    start: datetime
+    sim: Any = None  # the simulator's own fleet description, handed to its runner
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def connect(url: str) -> Redis:
+    """A Redis client with str responses."""
+    from csms.store.client import connect_redis
+
+    return connect_redis(url)
+
+
+def build_plan(cfg: DemoConfig) -> FleetPlan:
+    """The scenario scaled to `cfg.stations`, moved to `cfg.start` (default: today, same time of day).
+
+    Every car gets an id token (``DEMO-{car id}`` unless the scenario has one), so its
+    transactions can be found in Redis; the site limit is the scenario's lowest headroom
+    (a constant the csms and the optimizer both respect); prices are the scenario's.
+    """
+    scenarios = need("evse_sim.scenarios", "the simulator's scenarios (evse_sim.scenarios)")
+    try:
+        scenario = scenarios.load_scenario(cfg.scenario, stations=cfg.stations, seed=cfg.seed)
+    except (scenarios.ScenarioError, ValueError) as err:
+        raise DemoConfigError(f"--scenario {cfg.scenario!r}: {err}") from err
+    start = cfg.start or datetime.combine(cfg.today, scenario.start.timetz())
+    evs = [e.model_copy(update={"id_token": e.id_token or f"DEMO-{e.id}"[:36]}) for e in scenario.evs]
+    scenario = scenario.at(start).model_copy(update={"evs": evs})
+    evse_specs = {(st.id, i): e.spec() for st in scenario.stations for i, e in enumerate(st.evses, start=1)}
+    first = scenario.stations[0]
+    cars = [car_spec(ev.spec(start), ev.station or "", ev.evse,
+                     evse_specs.get((ev.station or "", ev.evse), first.evses[0].spec()))
+            for ev in scenario.evs]
+    limits = scenario.series("import_limit_kw")
+    prices = PriceSeries(start, scenario.step_minutes, tuple(scenario.series("import_price")))
+    return FleetPlan(
+        station_ids=[st.id for st in scenario.stations], cars=cars,
+        id_tokens={ev.id: ev.id_token for ev in scenario.evs}, site_limit_kw=float(min(limits)),
+        prices=prices, site_id=scenario.site.id or "default", start=start, sim=scenario,
+        notes={"scenario": scenario.name, "description": scenario.description, "source": scenario.source,
+               "scenario_headroom_kw": [min(limits), max(limits)]},
+    )
+
+
+async def provision(redis: Redis, keys: Keys, cfg: DemoConfig, plan: FleetPlan, clock: ScaledClock) -> None:
+    """Shared clock, site limit and prices, stations with credentials, the cars' id tokens."""
+    from csms.store.provisioning import add_id_token, provision_station, set_site_limit
+
+    spec: dict[Any, Any] = clock.spec().to_dict()
+    await redis.hset(keys.clock(), mapping=spec)
+    now = clock.now()
+    await set_site_limit(redis, keys, plan.site_id, plan.site_limit_kw, name="demo depot", now=now)
+    await redis.set(keys.site_prices(plan.site_id), json.dumps(plan.prices.repeated(3).to_json()))
+    for sid in plan.station_ids:
+        await provision_station(redis, keys, sid, STATION_PASSWORD, plan.site_id, iterations=1000, now=now)
+    for token in sorted(set(plan.id_tokens.values())):
+        await add_id_token(redis, keys, token)
+
+
+@contextlib.asynccontextmanager
+async def csms_running(redis_url: str, keys: Keys, clock: ScaledClock, cfg: DemoConfig, plan: FleetPlan,
+                       ocpp_port: int, api_port: int) -> AsyncIterator[Any]:
+    """The csms (OCPP server, smart charging, dashboard without auth) until the block exits."""
+    app = need("csms.app", "the csms composition root (csms.app.running_csms)")
+    from csms.settings import load_settings
+
+    settings = load_settings(
+        redis_url=redis_url, redis_prefix=keys.prefix, host="127.0.0.1", port=ocpp_port,
+        api_host="127.0.0.1", api_port=api_port, api_auth=False,
+        default_site=plan.site_id, default_site_limit_kw=plan.site_limit_kw,
+        heartbeat_interval_s=3600, log_level="WARNING",
+        # real seconds: about two simulated minutes before a plug-in without a plan gets an interim
+        interim_profile_after_s=max(0.1, 120.0 / cfg.speed),
+        # default profiles on every EVSE (site limit / EVSEs): a plug-in never draws the EVSE maximum
+        # before its first TxProfile, and the site limit holds even while the loop catches up
+        fallback_limit_kw=max(c.max_kw for c in plan.cars) if plan.cars else None,
+    )
+    async with app.running_csms(settings, clock=clock) as running:
+        yield running
+
+
+async def start_csms(redis_url: str, keys: Keys, clock: ScaledClock, cfg: DemoConfig, plan: FleetPlan,
+                     ocpp_port: int, api_port: int) -> tuple[asyncio.Task[None], asyncio.Event]:
+    """The csms in its own task (so its shutdown can be bounded); returns once it is serving."""
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def body() -> None:
+        async with csms_running(redis_url, keys, clock, cfg, plan, ocpp_port, api_port) as node:
+            ready.set_result(node)
+            await stop.wait()
+
+    task = asyncio.create_task(body(), name="csms")
+    await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        exc = task.exception() if not task.cancelled() else None
+        raise ComponentError(f"the csms did not start: {type(exc).__name__}: {exc}") from exc
+    return task, stop
+
+
+async def stop_csms(task: asyncio.Task[None], stop: asyncio.Event, timeout_s: float = 20.0) -> None:
+    """Let the csms close its connections and services; cancel it if that takes too long."""
+    stop.set()
+    await asyncio.wait({task}, timeout=timeout_s)
+    await stop_task(task)
+
+
+async def run_worker(redis_url: str, keys: Keys, clock: ScaledClock, cfg: DemoConfig,
+                     plan: FleetPlan) -> None:
+    """The optimizer worker until cancelled, on its own Redis connection and the shared clock.
+
+    Debounce and maximum delay are real seconds: at `speed` x they are scaled down so a
+    plug-in is planned within a few simulated minutes.
+    """
+    worker = need("optimizer.worker", "the optimizer worker (optimizer.worker.OptimizerWorker)")
+    debounce_s = min(1.0, 60.0 / cfg.speed)  # at most one simulated minute
+    wcfg = worker.WorkerConfig(
+        sites=(plan.site_id,), strategy=cfg.strategy, debounce_s=debounce_s,
+        max_delay_s=max(0.2, 5 * debounce_s), default_site=plan.site_id, default_limit_kw=plan.site_limit_kw,
+        consumer="demo-worker",
+    )
+    redis = connect(redis_url)
+    try:
+        await worker.OptimizerWorker(redis, keys, wcfg, clock=clock).run()
+    finally:
+        await redis.aclose()
+
+
+def fleet_timing(speed: float) -> dict[str, float]:
+    """Simulator timings for a clock speed: a tick every ~30 simulated s, meter values every 5 min."""
+    return {
+        "tick_real_s": max(0.02, min(0.5, 30.0 / speed)),
+        "tx_updated_interval_s": 300,
+        "aligned_interval_s": 900,
+        "heartbeat_s": 3600,
+    }
+
+
+async def run_fleet(csms_url: str, clock: ScaledClock, cfg: DemoConfig, plan: FleetPlan) -> None:
+    """The simulated fleet (evse_sim.fleet.FleetRunner) until cancelled; stations stop cleanly."""
+    fleet = need("evse_sim.fleet", "the simulator's fleet runner (evse_sim.fleet.FleetRunner)")
+    timing = fleet_timing(cfg.speed)
+    config = fleet.FleetConfig(
+        csms_url=csms_url, password=STATION_PASSWORD, ramp_per_s=50.0, seed=cfg.seed,
+        tick_real_s=timing["tick_real_s"], tx_updated_interval_s=int(timing["tx_updated_interval_s"]),
+        aligned_interval_s=int(timing["aligned_interval_s"]), heartbeat_s=int(timing["heartbeat_s"]),
+        backoff_base_s=0.2, backoff_max_s=5.0,
+    )
+    runner = fleet.FleetRunner(plan.sim, clock, config)
+    # The orchestrator ends the run (cancel) at the end of the window; `run` stops every station.
+    await runner.run(duration=cfg.duration * 2 + timedelta(days=1))
+
+
+STOP_TIMEOUT_S = 20.0  # real seconds a component gets to stop after being cancelled
+
+
+async def stop_task(task: asyncio.Task[None], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Cancel `task` and wait for it (bounded); a component's own crash is logged, not re-raised."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=timeout_s)
+        if not task.done():
+            log.error("%s did not stop within %.0f s of being cancelled; cancelling again",
+                      task.get_name(), timeout_s)
+            task.cancel()
+            await asyncio.wait({task}, timeout=5.0)
+            if not task.done():
+                log.error("%s still running; leaving it to the event loop's shutdown", task.get_name())
+                return
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves, not just the component
+    except Exception:
+        log.exception("%s failed", task.get_name())
+
+
+def first_midnight(start: datetime) -> datetime:
+    """Midnight (UTC) of the day `start` falls on."""
+    return start.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -1,0 +1,418 @@
+"""Real ISO 15118-2 on the wire: an EVSE whose SECC and EV's EVCC are Josev processes.
+
+`JosevHlc` has the same station-facing API as `ModelledHlc` (start, on_tx_profile, stop,
+ev_limit_w, counters), so a station uses either. Underneath:
+
+    station (main venv, pydantic 2)                 network namespace (unshare -rn)
+    JosevHlc --- Unix socket, JSON lines ---+       +- vethS<n> <-- SDP/TCP/EXI --> vethE<n> -+
+      - SECC asks "schedules" (needs)  <----+-------+- Josev SECC process (.iso15118-venv)     |
+      - SECC reports "power_delivery"  <----+       +- Josev EVCC process (spawned at plug-in)-+
+      - EVCC asks "ev_params" / "plan" / "continue"
+      - pushes "renegotiate" (to SECC) and "stop" (to EVCC)
+
+The SECC side turns the EV's ChargeParameterDiscoveryReq into NotifyEVChargingNeeds, waits
+at most `SeccConfig.schedule_wait_s` for the TxProfile (Josev breaks if its schedule hook
+says "still processing", and its own hook times out at 1.5 s), else offers the default
+schedule and pushes a renegotiation when the profile comes. The EVCC side lets the
+simulated EV (`plan_ev_profile`, the same code as the modelled EV) pick a tuple and plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from csms.clock import Clock
+from evse_sim.iso15118.hlc import HlcStationPort
+from evse_sim.iso15118.messages import (
+    AcEvChargeParameter,
+    ChargeParameterDiscoveryReq,
+    EnergyTransferMode,
+    EvNeeds,
+    PMaxScheduleEntry,
+    ProfileEntry,
+    SalesTariff,
+    SalesTariffEntry,
+    SAScheduleTuple,
+)
+from evse_sim.iso15118.netns import Capability, Iso15118UnavailableError, NetnsHolder, check, runner_argv
+from evse_sim.iso15118.schedules import (
+    EvPlan,
+    default_sa_schedules,
+    ev_schedule_payload,
+    needs_payload,
+    plan_ev_profile,
+    profile_power_at,
+    profile_to_sa_schedules,
+)
+from evse_sim.iso15118.session import SeccConfig
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+STAGGER_S = 0.5  # minimum gap between two Josev process starts (each starts a JVM: CPU-heavy)
+
+
+class _Stagger:
+    """Spaces out Josev process starts in this process, so JVM start-ups do not pile up."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    async def wait(self) -> None:
+        """Return when this start may go."""
+        loop = asyncio.get_running_loop()
+        if loop not in self.locks:
+            self.locks = {loop: asyncio.Lock()}  # one event loop at a time (tests make new ones)
+        async with self.locks[loop]:
+            delay = self.last + STAGGER_S - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.last = time.monotonic()
+
+
+_stagger = _Stagger()
+
+
+# --- pure JSON conversions of schedule tuples (the bridge's wire format) -----------------
+def tuples_to_json(tuples: tuple[SAScheduleTuple, ...]) -> list[dict[str, Any]]:
+    """SAScheduleTuples -> bridge JSON."""
+    out: list[dict[str, Any]] = []
+    for t in tuples:
+        tariff = None
+        if t.sales_tariff is not None:
+            tariff = {"id": t.sales_tariff.sales_tariff_id, "levels": t.sales_tariff.num_e_price_levels,
+                      "entries": [[e.start_s, e.e_price_level, e.duration_s, e.price_per_kwh]
+                                  for e in t.sales_tariff.entries]}
+        out.append({"id": t.sa_schedule_tuple_id,
+                    "pmax": [[e.start_s, e.pmax_w, e.duration_s] for e in t.pmax_schedule], "tariff": tariff})
+    return out
+
+
+def tuples_from_json(data: list[dict[str, Any]]) -> tuple[SAScheduleTuple, ...]:
+    """Bridge JSON -> SAScheduleTuples."""
+    out = []
+    for t in data:
+        tariff = None
+        if t.get("tariff"):
+            tr = t["tariff"]
+            tariff = SalesTariff(tr["id"], tuple(SalesTariffEntry(int(s), lvl, d, price)
+                                                 for s, lvl, d, price in tr["entries"]), tr.get("levels"))
+        out.append(SAScheduleTuple(int(t["id"]), tuple(PMaxScheduleEntry(int(s), float(w), d)
+                                                       for s, w, d in t["pmax"]), tariff))
+    return tuple(out)
+
+
+def needs_from_josev(data: dict[str, Any], phases: int) -> ChargeParameterDiscoveryReq:
+    """The SECC runner's view of the EV's ChargeParameterDiscoveryReq -> our message."""
+    mode = str(data.get("energy_mode") or "AC_three_phase").removesuffix("_core")
+    return ChargeParameterDiscoveryReq(
+        EnergyTransferMode(mode) if mode in EnergyTransferMode._value2member_map_ else
+        (EnergyTransferMode.AC_SINGLE_PHASE if phases == 1 else EnergyTransferMode.AC_THREE_PHASE),
+        AcEvChargeParameter(data.get("departure_time_s"), float(data.get("e_amount_wh") or 0),
+                            float(data.get("ev_max_voltage_v") or 400),
+                            float(data.get("ev_max_current_a") or 0),
+                            float(data.get("ev_min_current_a") or 0)),
+        data.get("max_entries"))
+
+
+class _Conn:
+    """One runner's connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.writer.write((json.dumps(msg) + "\n").encode())
+
+
+class JosevHlc:
+    """One EVSE with real ISO 15118-2: Josev SECC + Josev EVCC in a namespace, bridged to the station."""
+
+    def __init__(self, port: HlcStationPort, clock: Clock, config: SeccConfig, name: str | None = None,
+                 workdir: Path | None = None, capability: Capability | None = None) -> None:
+        self.port = port
+        self.clock = clock
+        self.config = config
+        self.index = next(_ids)
+        self.name = name or f"evse{self.index}"
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="evfleet-josev-"))
+        self.capability = capability
+        self.iface_secc = f"vS{self.index}"
+        self.iface_ev = f"vE{self.index}"
+        self.socket_path = self.workdir / "bridge.sock"
+        self.holder: NetnsHolder | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._secc: _Conn | None = None
+        self._evcc: _Conn | None = None
+        self._secc_ready = asyncio.Event()
+        self._evcc_ready = asyncio.Event()
+        self._profile_event = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.needs: EvNeeds | None = None
+        self.needs_set_at = 0.0
+        self.profile: dict[str, Any] | None = None
+        self.profile_version = 0
+        self.offered_version = -1
+        self.offered: tuple[SAScheduleTuple, ...] = ()
+        self.offered_at = 0.0
+        self.last_needs: ChargeParameterDiscoveryReq | None = None
+        self.needs_received_at = 0.0
+        self.state = "idle"
+        self.plan: EvPlan | None = None
+        self.plan_time_base = 0.0
+        self.plans: list[EvPlan] = []
+        self.stop_requested = False
+        self.needs_sent = 0
+        self.schedules_sent = 0
+        self.schedule_offers = 0
+        self.default_offers = 0
+        self.renegotiations = 0
+        self.renegotiations_requested = 0
+        self.ended: str | None = None
+        self.errors: list[str] = []
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def open(self, timeout_s: float = 30.0) -> None:
+        """Create the namespace + veth pair, the bridge socket and the SECC process; wait until ready."""
+        cap = self.capability or check()
+        if not cap.ok:
+            raise Iso15118UnavailableError(cap.explain())
+        assert cap.unshare is not None
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path))
+        self.holder = NetnsHolder(cap.unshare, [(self.iface_secc, self.iface_ev)])
+        await self.holder.start()
+        lim = self.config.limits
+        argv = runner_argv("secc", self.socket_path, [(self.name, self.iface_secc)],
+                           evse_max_power_w=lim.evse_max_power_w, voltage_v=lim.voltage_v, phases=lim.phases)
+        await _stagger.wait()
+        await self.holder.spawn(argv, self.workdir / "secc.log")
+        try:
+            await asyncio.wait_for(self._secc_ready.wait(), timeout_s)
+        except TimeoutError as err:
+            log_path = self.workdir / "secc.log"
+            raise Iso15118UnavailableError(f"Josev SECC did not start; see {log_path}") from err
+
+    def start(self, needs: EvNeeds) -> None:
+        """The EV plugs in: spawn its Josev EVCC (SDP, then the ISO 15118-2 session)."""
+        self.needs = needs
+        self.needs_set_at = self.clock.timestamp()
+        self.stop_requested = False
+        self._evcc_ready.clear()
+        self._spawn_task(self._start_evcc())
+
+    async def _start_evcc(self) -> None:
+        assert self.holder is not None
+        mode = self.needs.energy_transfer_mode.value if self.needs else "AC_three_phase"
+        argv = runner_argv("evcc", self.socket_path, [(self.name, self.iface_ev)], energy_mode=mode)
+        await _stagger.wait()
+        self._record("evcc_spawn", {})
+        await self.holder.spawn(argv, self.workdir / f"evcc-{len(self.plans)}.log")
+
+    async def wait_evcc_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until the EVCC process connected to the bridge."""
+        await asyncio.wait_for(self._evcc_ready.wait(), timeout_s)
+
+    def on_tx_profile(self, profile: dict[str, Any]) -> None:
+        """The station accepted a TxProfile: answer a waiting SECC, or push a renegotiation."""
+        self.profile = profile
+        self.profile_version += 1
+        self._record("tx_profile", {"version": self.profile_version})
+        if self.state == "waiting_schedule":
+            self._profile_event.set()
+        elif self.state in ("offered", "charging") and self._secc is not None:
+            self.renegotiations_requested += 1
+            self._secc.send({"op": "renegotiate"})
+
+    def update_needs(self, needs: EvNeeds, renegotiate: bool = False) -> None:
+        """Refresh the EV's needs (used at the next ChargeParameterDiscoveryReq)."""
+        if renegotiate:
+            raise NotImplementedError("EV-initiated renegotiation is only modelled (no Josev EVCC hook)")
+        self.needs = needs
+        self.needs_set_at = self.clock.timestamp()
+
+    def stop(self) -> None:
+        """The EV wants to stop: the EVCC ends its charge loop (PowerDelivery Stop, SessionStop)."""
+        self.stop_requested = True
+        if self._evcc is not None:
+            self._evcc.send({"op": "stop"})
+
+    def ev_limit_w(self, now_s: float) -> float | None:
+        """What the EV's own plan lets it draw at clock time `now_s` (None before a plan)."""
+        if self.plan is None:
+            return None
+        return profile_power_at(self.plan.profile, now_s - self.plan_time_base)
+
+    async def close(self) -> None:
+        """Stop the Josev processes and the namespace, remove the socket."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self.holder is not None:
+            await self.holder.close()
+            self.holder = None
+        for conn in (self._secc, self._evcc):
+            if conn is not None:
+                conn.writer.close()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    # --- bridge server --------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(reader, writer)
+        role = ""
+        try:
+            while line := await reader.readline():
+                msg = json.loads(line)
+                op = msg.get("op")
+                if op == "hello":
+                    role = msg.get("role", "")
+                    if role == "secc":
+                        self._secc = conn
+                    else:
+                        self._evcc = conn
+                    self._record("hello", msg)
+                elif op == "ready":
+                    (self._secc_ready if role == "secc" else self._evcc_ready).set()
+                elif "id" in msg:
+                    self._spawn_task(self._answer(conn, msg))
+                else:
+                    self._on_notice(role, msg)
+        except (ConnectionError, json.JSONDecodeError) as err:
+            self.errors.append(f"bridge {role}: {err!r}")
+        finally:
+            if role == "evcc" and self._evcc is conn:
+                self._evcc = None
+                self._record("evcc_gone", {})
+
+    async def _answer(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        op = msg["op"]
+        result: Any
+        if op == "schedules":
+            result = {"tuples": tuples_to_json(await self._schedules(msg["needs"]))}
+        elif op == "ev_params":
+            result = self._ev_params()
+        elif op == "plan":
+            result = self._plan(tuples_from_json(msg["tuples"]))
+        elif op == "continue":
+            result = not self.stop_requested
+        else:
+            self.errors.append(f"unknown bridge request {op!r}")
+            result = None
+        conn.send({"id": msg["id"], "result": result})
+
+    async def _schedules(self, raw_needs: dict[str, Any]) -> tuple[SAScheduleTuple, ...]:
+        now = self.clock.timestamp()
+        req = needs_from_josev(raw_needs, self.config.limits.phases)
+        self._record("needs", raw_needs)
+        if self.last_needs is None or req.ac_ev_charge_parameter != self.last_needs.ac_ev_charge_parameter:
+            payload = needs_payload(self.config.evse_id, req, self.clock.now())
+            self.needs_sent += 1
+            self._spawn_task(self.port.notify_ev_charging_needs(self.config.evse_id, payload))
+        self.last_needs = req
+        self.needs_received_at = now
+        if self.profile is None or self.profile_version == self.offered_version:
+            self.state = "waiting_schedule"
+            self._profile_event.clear()
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._profile_event.wait(), self.config.schedule_wait_s)
+            self._record("schedule_wait", {"waited_s": round(time.monotonic() - started, 3)})
+        departure = req.ac_ev_charge_parameter.departure_time_s
+        self.offered_at = self.clock.timestamp()
+        if self.profile is not None and self.profile_version != self.offered_version:
+            tuples = profile_to_sa_schedules(self.profile, self.clock.now(), self.config.limits, departure,
+                                             req.max_entries_sa_schedule_tuple)
+            self.offered_version = self.profile_version
+        else:
+            tuples = default_sa_schedules(self.config.limits.evse_max_power_w, departure)
+            self.offered_version = -1
+            self.default_offers += 1
+        self.schedule_offers += 1
+        self.offered = tuples
+        self.state = "offered"
+        self._record("offered", {"default": self.offered_version == -1, "tuples": tuples_to_json(tuples)})
+        return tuples
+
+    def _ev_params(self) -> dict[str, Any]:
+        n = self.needs
+        if n is None:
+            raise Iso15118UnavailableError("EVCC asked for needs before the EV plugged in")
+        return {"departure_time_s": self._departure_left_s(), "e_amount_wh": n.energy_wh,
+                "ev_max_current_a": n.ev_max_current_a, "ev_min_current_a": n.ev_min_current_a,
+                "ev_max_voltage_v": n.ev_max_voltage_v}
+
+    def _departure_left_s(self) -> int | None:
+        """Seconds to departure now (the needs give it relative to when they were set)."""
+        if self.needs is None or not self.needs.departure_time_s:
+            return None
+        return max(1, int(self.needs.departure_time_s - (self.clock.timestamp() - self.needs_set_at)))
+
+    def _plan(self, tuples: tuple[SAScheduleTuple, ...]) -> dict[str, Any]:
+        assert self.needs is not None
+        n = self.needs
+        plan = plan_ev_profile(tuples, n.energy_wh, n.ev_max_power_w, self._departure_left_s())
+        self.plan = plan
+        self.plan_time_base = self.clock.timestamp()
+        self.plans.append(plan)
+        self._record("ev_plan", {"tuple_id": plan.sa_schedule_tuple_id,
+                                 "entries": [[e.start_s, e.max_power_w] for e in plan.profile]})
+        return {"tuple_id": plan.sa_schedule_tuple_id,
+                "entries": [[e.start_s, e.max_power_w] for e in plan.profile]}
+
+    def _on_notice(self, role: str, msg: dict[str, Any]) -> None:
+        op = msg.get("op", "")
+        self._record(op, msg)
+        if op == "power_delivery":
+            progress = msg.get("charge_progress")
+            if progress == "Start":
+                self.state = "charging"
+                if msg.get("entries"):
+                    profile = tuple(ProfileEntry(int(s), float(w)) for s, w in msg["entries"])
+                    time_base = datetime.fromtimestamp(self.offered_at, UTC)
+                    payload = ev_schedule_payload(self.config.evse_id, time_base, int(msg["tuple_id"]),
+                                                  profile)
+                    self.schedules_sent += 1
+                    self._spawn_task(self.port.notify_ev_charging_schedule(self.config.evse_id, payload))
+                if self.profile is not None and self.profile_version != self.offered_version:
+                    # a profile came between the offer and PowerDelivery: renegotiate at once
+                    self.renegotiations_requested += 1
+                    if self._secc is not None:
+                        self._secc.send({"op": "renegotiate"})
+            elif progress == "Renegotiate":
+                self.renegotiations += 1
+                self.state = "renegotiating"
+            elif progress == "Stop":
+                self.state = "stopped"
+        elif op == "session_ended":
+            self.ended = str(msg.get("reason"))
+            self.state = "idle"
+
+    def _record(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((self.clock.timestamp(), kind, data))
+        if self.on_event is not None:
+            self.on_event(kind, data)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ISO 15118 bridge task on %s failed: %r", self.name, task.exception())
+            self.errors.append(repr(task.exception()))

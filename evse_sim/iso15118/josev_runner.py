@@ -1,0 +1,531 @@
+"""Runs Josev (`iso15118` 0.31.2) SECCs or EVCCs bridged to an evfleet station. NOT for the main venv.
+
+This file runs under `.iso15118-venv/bin/python` (pydantic 1.10, Java EXI codec) as a
+plain script; it imports only the standard library and `iso15118`. Three sub-commands:
+
+- `netns --pair vethS0:vethE0 ...`: inside a fresh network namespace (`unshare -rn`),
+  create the veth pairs, bring them up with IPv6 link-local addresses (DAD off), then
+  spawn children in that namespace on request: one JSON command per stdin line
+  (`{"spawn": [argv...], "log": path}`); exits (killing its children) on stdin EOF.
+- `secc --bridge SOCK --port NAME=IFACE ...`: one SECC handler per interface, one JVM.
+- `evcc --bridge SOCK --port NAME=IFACE`: one EVCC session on the interface.
+
+Each SECC/EVCC opens its own JSON-lines connection to the bridge (a Unix socket served by
+the evfleet station in the main venv, see `evse_sim/iso15118/bridge.py`) and says hello
+`{"op": "hello", "role": ..., "name": ...}`. Requests carry an `id`; the bridge answers
+`{"id": n, "result": ...}`. The bridge pushes `{"op": "renegotiate"}` and `{"op": "stop"}`.
+
+Josev 0.31.2 quirks designed around here:
+- returning None ("still processing") from `get_sa_schedule_list` breaks the session, so
+  the SECC always answers within `SCHEDULE_WAIT_S` with the bridge's schedule or a default;
+- the EV's ChargingProfile (PowerDeliveryReq) is not handed to the controller, so
+  `PowerDelivery.process_message` is wrapped to forward it;
+- the SECC never sets EVSENotification=ReNegotiation itself; `ChargingStatus` is wrapped
+  so that `get_ac_evse_status` raises it only in a ChargingStatusRes;
+- the Java codec is slow when cold: `warm_up_codec` runs a few encode/decode cycles first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("evfleet.josev")
+SCHEDULE_WAIT_S = 1.5
+BRIDGE_TIMEOUT_S = 5.0
+
+
+# --- bridge client ----------------------------------------------------------------------
+class BridgeClient:
+    """JSON-lines client to the evfleet bridge; request/response plus pushed notifications."""
+
+    def __init__(self, path: str, role: str, name: str) -> None:
+        self.path, self.role, self.name = path, role, name
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future] = {}
+        self.on_push: Any = None
+
+    async def connect(self) -> None:
+        """Connect and say hello."""
+        self._reader, self._writer = await asyncio.open_unix_connection(self.path)
+        asyncio.get_running_loop().create_task(self._read_loop())
+        self.notify("hello", role=self.role, name=self.name, pid=os.getpid())
+
+    def notify(self, op: str, **data: Any) -> None:
+        """Send a one-way message."""
+        assert self._writer is not None
+        self._writer.write((json.dumps({"op": op, **data}) + "\n").encode())
+
+    async def request(self, op: str, timeout_s: float, **data: Any) -> Any:
+        """Send a request and wait for its result (raises asyncio.TimeoutError)."""
+        assert self._writer is not None
+        self._next_id += 1
+        rid = self._next_id
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._writer.write((json.dumps({"id": rid, "op": op, **data}) + "\n").encode())
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._pending.pop(rid, None)
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        while True:
+            line = await self._reader.readline()
+            if not line:
+                log.error("bridge closed the connection; exiting")
+                os._exit(3)
+            msg = json.loads(line)
+            if "id" in msg and msg["id"] in self._pending:
+                fut = self._pending[msg["id"]]
+                if not fut.done():
+                    fut.set_result(msg.get("result"))
+            elif self.on_push is not None:
+                self.on_push(msg)
+
+
+# --- value conversions (Josev pydantic-1 models <-> plain JSON) ------------------------
+def pv(cls: Any, value: float, unit: str) -> Any:
+    """A Josev PhysicalValue with the finest multiplier in [-3, 3] that fits a 16-bit value."""
+    for multiplier in range(-3, 4):
+        scaled = round(value / 10 ** multiplier)
+        if abs(scaled) <= 32767:
+            return cls(multiplier=multiplier, value=int(scaled), unit=unit)
+    raise ValueError(f"{value} {unit} does not fit an ISO 15118-2 physical value")
+
+
+def tuples_to_josev(data: list[dict]) -> list[Any]:
+    """Bridge JSON tuples -> Josev SAScheduleTuple models."""
+    from iso15118.shared.messages.datatypes import PVPMax, PVStartValue
+    from iso15118.shared.messages.enums import UnitSymbol
+    from iso15118.shared.messages.iso15118_2.datatypes import (
+        ConsumptionCost,
+        Cost,
+        CostKind,
+        PMaxSchedule,
+        PMaxScheduleEntry,
+        RelativeTimeInterval,
+        SalesTariff,
+        SalesTariffEntry,
+        SAScheduleTuple,
+    )
+
+    out = []
+    for t in data:
+        entries = [PMaxScheduleEntry(p_max=pv(PVPMax, w, UnitSymbol.WATT),
+                                     time_interval=RelativeTimeInterval(
+                                         start=int(s), duration=None if d is None else min(int(d), 86400)))
+                   for s, w, d in t["pmax"]]
+        tariff = None
+        if t.get("tariff"):
+            tr = t["tariff"]
+            tariff_entries = []
+            for s, level, d, price in tr["entries"]:
+                cost = None
+                if price is not None:
+                    cost = [ConsumptionCost(start_value=PVStartValue(multiplier=0, value=0, unit="Wh"),
+                                            cost=[Cost(cost_kind=CostKind.RELATIVE_PRICE_PERCENTAGE,
+                                                       amount=int(round(price)), amount_multiplier=0)])]
+                tariff_entries.append(SalesTariffEntry(
+                    e_price_level=level if level is not None else (None if cost else 1),
+                    time_interval=RelativeTimeInterval(start=int(s),
+                                                       duration=None if d is None else min(int(d), 86400)),
+                    consumption_cost=cost))
+            tariff = SalesTariff(id="id1", sales_tariff_id=tr["id"], num_e_price_levels=tr.get("levels"),
+                                 sales_tariff_entry=tariff_entries)
+        out.append(SAScheduleTuple(sa_schedule_tuple_id=t["id"], sales_tariff=tariff,
+                                   p_max_schedule=PMaxSchedule(schedule_entries=entries)))
+    return out
+
+
+def tuples_from_josev(tuples: list[Any]) -> list[dict]:
+    """Josev SAScheduleTuple models -> bridge JSON tuples."""
+    out = []
+    for t in tuples:
+        pmax = [[e.time_interval.start, e.p_max.get_decimal_value(), e.time_interval.duration]
+                for e in t.p_max_schedule.schedule_entries]
+        tariff = None
+        if t.sales_tariff is not None:
+            entries = []
+            for e in t.sales_tariff.sales_tariff_entry:
+                price = None
+                if e.consumption_cost and e.consumption_cost[0].cost:
+                    c = e.consumption_cost[0].cost[0]
+                    price = c.amount * 10 ** (c.amount_multiplier or 0)
+                entries.append([e.time_interval.start, e.e_price_level, e.time_interval.duration, price])
+            tariff = {"id": t.sales_tariff.sales_tariff_id, "levels": t.sales_tariff.num_e_price_levels,
+                      "entries": entries}
+        out.append({"id": t.sa_schedule_tuple_id, "pmax": pmax, "tariff": tariff})
+    return out
+
+
+# --- SECC side ------------------------------------------------------------------------
+def make_secc_controller(bridge: BridgeClient, evse_max_power_w: float, voltage_v: float,
+                         phases: int) -> Any:
+    """A SimEVSEController whose schedule, status and EV-profile hooks go through the bridge."""
+    from iso15118.secc.controller.simulator import SimEVSEController
+    from iso15118.shared.messages.datatypes import (
+        EVSENotification,
+        PVEVSEMaxCurrent,
+        PVEVSEMaxCurrentLimit,
+        PVEVSENominalVoltage,
+        PVPMax,
+    )
+    from iso15118.shared.messages.enums import UnitSymbol
+    from iso15118.shared.messages.iso15118_2.datatypes import (
+        ACEVSEChargeParameter,
+        ACEVSEStatus,
+        PMaxSchedule,
+        PMaxScheduleEntry,
+        RelativeTimeInterval,
+        SAScheduleTuple,
+    )
+
+    max_current_a = evse_max_power_w / (voltage_v * phases)
+
+    class BridgedEVSEController(SimEVSEController):
+        """The evfleet station behind a Josev SECC."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.renegotiate = False
+            self.in_charging_status = False
+
+        async def get_evse_id(self, protocol: Any) -> str:
+            return "DE*EVF*E" + bridge.name.replace("-", "")[:20]
+
+        def _default(self, departure_time: int) -> list[Any]:
+            horizon = min(departure_time or 86400, 86400)
+            entry = PMaxScheduleEntry(p_max=pv(PVPMax, evse_max_power_w, UnitSymbol.WATT),
+                                      time_interval=RelativeTimeInterval(start=0, duration=horizon))
+            schedule = PMaxSchedule(schedule_entries=[entry])
+            return [SAScheduleTuple(sa_schedule_tuple_id=1, p_max_schedule=schedule)]
+
+        async def get_sa_schedule_list(self, ev_data_context: Any, is_free_charging_service: bool,
+                                       max_schedule_entries: Any, departure_time: int = 0) -> Any:
+            limits = ev_data_context.rated_limits.ac_limits
+            needs = {
+                "departure_time_s": departure_time or None,
+                "e_amount_wh": ev_data_context.target_energy_request,
+                "ev_max_current_a": getattr(limits, "max_charge_current", None),
+                "ev_min_current_a": getattr(limits, "min_charge_current", None),
+                "ev_max_voltage_v": getattr(limits, "max_voltage", None),
+                "energy_mode": str(getattr(ev_data_context.selected_energy_mode, "value", "AC_three_phase")),
+                "max_entries": max_schedule_entries,
+            }
+            started = time.monotonic()
+            try:
+                result = await bridge.request("schedules", SCHEDULE_WAIT_S, needs=needs)
+            except TimeoutError:
+                log.warning("bridge gave no schedule within %.1f s: offering the default", SCHEDULE_WAIT_S)
+                result = None
+            tuples = tuples_to_josev(result["tuples"]) if result and result.get("tuples") else None
+            log.info("SAScheduleList after %.3f s: %s", time.monotonic() - started,
+                     "bridge" if tuples else "default")
+            return tuples or self._default(departure_time)
+
+        async def get_ac_evse_status(self) -> Any:
+            notification = EVSENotification.NONE
+            if self.renegotiate and self.in_charging_status:
+                notification = EVSENotification.RE_NEGOTIATION
+                self.renegotiate = False
+                bridge.notify("renegotiation_requested")
+            return ACEVSEStatus(notification_max_delay=0, evse_notification=notification, rcd=False)
+
+        async def get_ac_charge_params_v2(self) -> Any:
+            return ACEVSEChargeParameter(
+                ac_evse_status=await self.get_ac_evse_status(),
+                evse_nominal_voltage=pv(PVEVSENominalVoltage, voltage_v, UnitSymbol.VOLTAGE),
+                evse_max_current=pv(PVEVSEMaxCurrent, max_current_a, UnitSymbol.AMPERE))
+
+        async def get_evse_max_current_limit(self) -> Any:
+            return pv(PVEVSEMaxCurrentLimit, max_current_a, "A")
+
+        async def session_ended(self, current_state: str, reason: str) -> None:
+            bridge.notify("session_ended", state=str(current_state), reason=str(reason))
+            await super().session_ended(current_state, reason)
+
+    controller = BridgedEVSEController()
+
+    def on_push(msg: dict) -> None:
+        if msg.get("op") == "renegotiate":
+            controller.renegotiate = True
+    bridge.on_push = on_push
+    return controller
+
+
+_patched = False
+
+
+def patch_secc_states() -> None:
+    """Wrap Josev's PowerDelivery/ChargingStatus SECC states (see the module docstring)."""
+    global _patched
+    if _patched:
+        return
+    _patched = True
+    from iso15118.secc.states import iso15118_2_states as states
+
+    original_pd = states.PowerDelivery.process_message
+    original_cs = states.ChargingStatus.process_message
+
+    async def power_delivery(self: Any, message: Any, message_exi: bytes = None) -> None:  # type: ignore[assignment]
+        await original_pd(self, message, message_exi)
+        body = getattr(message, "body", None)
+        req = getattr(body, "power_delivery_req", None) if body is not None else None
+        controller = self.comm_session.evse_controller
+        hook = getattr(controller, "bridge_power_delivery", None)
+        from iso15118.shared.states import Terminate
+        if req is not None and hook is not None and self.next_state is not Terminate:
+            entries = None
+            if req.charging_profile is not None:
+                entries = [[e.start, e.max_power.get_decimal_value()]
+                           for e in req.charging_profile.profile_entries]
+            hook(str(req.charge_progress.value), req.sa_schedule_tuple_id, entries)
+
+    async def charging_status(self: Any, message: Any, message_exi: bytes = None) -> None:  # type: ignore[assignment]
+        controller = self.comm_session.evse_controller
+        controller.in_charging_status = True
+        try:
+            await original_cs(self, message, message_exi)
+        finally:
+            controller.in_charging_status = False
+
+    states.PowerDelivery.process_message = power_delivery
+    states.ChargingStatus.process_message = charging_status
+
+
+def warm_up_codec(codec: Any, rounds: int = 30) -> float:
+    """Encode/decode a SessionSetupReq a few times so the JVM has compiled the codec; return seconds."""
+    from iso15118.shared.exi_codec import EXI
+    from iso15118.shared.messages.enums import Namespace
+    from iso15118.shared.messages.iso15118_2.body import Body, SessionSetupReq
+    from iso15118.shared.messages.iso15118_2.header import MessageHeader
+    from iso15118.shared.messages.iso15118_2.msgdef import V2GMessage
+    from iso15118.shared.settings import load_shared_settings, shared_settings
+
+    if not shared_settings:
+        load_shared_settings(os.path.join(os.path.dirname(os.path.abspath(__file__)), "no-such.env"))
+    EXI().set_exi_codec(codec)
+    msg = V2GMessage(header=MessageHeader(session_id="00"),
+                     body=Body(session_setup_req=SessionSetupReq(evcc_id="0A0B0C0D0E0F")))
+    started = time.monotonic()
+    for _ in range(rounds):
+        EXI().from_exi(EXI().to_exi(msg, Namespace.ISO_V2_MSG_DEF), Namespace.ISO_V2_MSG_DEF)
+    return time.monotonic() - started
+
+
+def quiet_josev_logs() -> None:
+    """Josev logs every message at INFO; keep it at INFO only when EVFLEET_JOSEV_DEBUG is set."""
+    if not os.environ.get("EVFLEET_JOSEV_DEBUG"):
+        for name in ("iso15118.shared.exi_codec", "iso15118.shared.comm_session", "iso15118.shared.states"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+async def run_secc(args: argparse.Namespace) -> None:
+    """Start one SECC handler per NAME=IFACE, sharing one Java codec."""
+    os.environ.update({"PROTOCOLS": "ISO_15118_2", "AUTH_MODES": "EIM", "FREE_CHARGING_SERVICE": "False",
+                       "ALLOW_CERT_INSTALL_SERVICE": "False", "LOG_LEVEL": args.log_level,
+                       "MESSAGE_LOG_JSON": "False"})
+    from iso15118.secc import SECCHandler
+    from iso15118.secc.controller.interface import ServiceStatus
+    from iso15118.secc.secc_settings import Config
+    from iso15118.shared.exificient_exi_codec import ExificientEXICodec
+
+    patch_secc_states()
+    codec = ExificientEXICodec()
+    quiet_josev_logs()
+    log.info("SECC codec warm-up took %.2f s", warm_up_codec(codec))
+    handlers = []
+    for port in args.port:
+        name, iface = port.split("=", 1)
+        bridge = BridgeClient(args.bridge, "secc", name)
+        await bridge.connect()
+        controller = make_secc_controller(bridge, args.evse_max_power_w, args.voltage_v, args.phases)
+        controller.bridge_power_delivery = _power_delivery_forwarder(bridge)
+        await controller.set_status(ServiceStatus.STARTING)
+        config = Config()
+        config.load_envs(os.path.join(os.path.dirname(os.path.abspath(__file__)), "no-such.env"))
+        handlers.append(SECCHandler(exi_codec=codec, evse_controller=controller, config=config).start(iface))
+        bridge.notify("ready", iface=iface)
+    await asyncio.gather(*handlers)
+
+
+def _iso_mode(mode: str) -> str:
+    """OCPP energy transfer mode (AC_three_phase) -> ISO 15118-2 name (AC_three_phase_core)."""
+    return mode if mode.endswith("_core") else f"{mode}_core"
+
+
+def _power_delivery_forwarder(bridge: BridgeClient) -> Any:
+    def forward(charge_progress: str, tuple_id: int, entries: list | None) -> None:
+        bridge.notify("power_delivery", charge_progress=charge_progress, tuple_id=tuple_id, entries=entries)
+    return forward
+
+
+# --- EVCC side --------------------------------------------------------------------------
+def make_evcc_controller(bridge: BridgeClient, evcc_config: Any) -> Any:
+    """A SimEVController whose needs, schedule choice and loop come from the simulated EV."""
+    from iso15118.evcc.controller.interface import ChargeParamsV2
+    from iso15118.evcc.controller.simulator import SimEVController
+    from iso15118.shared.messages.datatypes import (
+        PVEAmount,
+        PVEVMaxCurrent,
+        PVEVMaxVoltage,
+        PVEVMinCurrent,
+        PVPMax,
+    )
+    from iso15118.shared.messages.enums import UnitSymbol
+    from iso15118.shared.messages.iso15118_2.datatypes import (
+        ACEVChargeParameter,
+        ChargeProgress,
+        ChargingProfile,
+        ProfileEntryDetails,
+    )
+
+    class BridgedEVController(SimEVController):
+        """The simulated evfleet EV behind a Josev EVCC."""
+
+        def __init__(self) -> None:
+            super().__init__(evcc_config)
+            self.stop = False
+
+        async def get_charge_params_v2(self, protocol: Any) -> Any:
+            n = await bridge.request("ev_params", BRIDGE_TIMEOUT_S)
+            ac = ACEVChargeParameter(
+                departure_time=int(n["departure_time_s"] or 0),
+                e_amount=pv(PVEAmount, n["e_amount_wh"], UnitSymbol.WATT_HOURS),
+                ev_max_voltage=pv(PVEVMaxVoltage, n["ev_max_voltage_v"], UnitSymbol.VOLTAGE),
+                ev_max_current=pv(PVEVMaxCurrent, n["ev_max_current_a"], UnitSymbol.AMPERE),
+                ev_min_current=pv(PVEVMinCurrent, n["ev_min_current_a"], UnitSymbol.AMPERE))
+            return ChargeParamsV2(await self.get_energy_transfer_mode(protocol), ac, None)
+
+        async def process_sa_schedules_v2(self, sa_schedules: list[Any]) -> Any:
+            plan = await bridge.request("plan", BRIDGE_TIMEOUT_S, tuples=tuples_from_josev(sa_schedules))
+            entries = [ProfileEntryDetails(start=int(s), max_power=pv(PVPMax, w, UnitSymbol.WATT))
+                       for s, w in plan["entries"]]
+            return ChargeProgress.START, plan["tuple_id"], ChargingProfile(profile_entries=entries)
+
+        async def continue_charging(self) -> bool:
+            if self.stop:
+                return False
+            return bool(await bridge.request("continue", BRIDGE_TIMEOUT_S))
+
+        async def charge_loop_delay(self) -> int:
+            return 1
+
+    controller = BridgedEVController()
+
+    def on_push(msg: dict) -> None:
+        if msg.get("op") == "stop":
+            controller.stop = True
+    bridge.on_push = on_push
+    return controller
+
+
+async def run_evcc(args: argparse.Namespace) -> None:
+    """Run one EVCC session on the interface (SDP, TCP, ISO 15118-2 AC with EIM)."""
+    from iso15118.evcc import EVCCHandler
+    from iso15118.evcc.evcc_config import EVCCConfig
+    from iso15118.shared.exificient_exi_codec import ExificientEXICodec
+
+    codec = ExificientEXICodec()
+    quiet_josev_logs()
+    log.info("EVCC codec warm-up took %.2f s", warm_up_codec(codec))
+    name, iface = args.port[0].split("=", 1)
+    bridge = BridgeClient(args.bridge, "evcc", name)
+    await bridge.connect()
+    config = EVCCConfig(**{"supportedProtocols": ["ISO_15118_2"], "supportedEnergyServices": ["AC"],
+                           "useTls": False, "enforceTls": False, "isCertInstallNeeded": False,
+                           "energyTransferMode": _iso_mode(args.energy_mode), "sdpRetryCycles": 5,
+                           "chargeLoopCycle": 1000000, "chargeLoopDelay": 1})
+    config.load_raw_values()
+    controller = make_evcc_controller(bridge, config)
+    bridge.notify("ready", iface=iface)
+    await EVCCHandler(evcc_config=config, iface=iface, exi_codec=codec, ev_controller=controller).start()
+
+
+# --- network namespace holder ---------------------------------------------------------
+def _sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def run_netns(args: argparse.Namespace) -> None:
+    """Create veth pairs in the current (fresh) namespace; spawn children on stdin commands."""
+    _sh("ip", "link", "set", "lo", "up")
+    for pair in args.pair:
+        a, b = pair.split(":")
+        _sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        for iface in (a, b):
+            try:
+                with open(f"/proc/sys/net/ipv6/conf/{iface}/accept_dad", "w") as f:
+                    f.write("0")
+            except OSError as err:  # DAD then just takes ~2 s
+                print(json.dumps({"warning": f"cannot disable DAD on {iface}: {err}"}), flush=True)
+            _sh("ip", "link", "set", iface, "up")
+    deadline = time.monotonic() + 10
+    wanted = {i for p in args.pair for i in p.split(":")}
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "-6", "-o", "addr", "show", "scope", "link"], capture_output=True,
+                             text=True).stdout
+        ready = {line.split()[1].split("@")[0] for line in out.splitlines() if "tentative" not in line}
+        if wanted <= ready:
+            break
+        time.sleep(0.05)
+    else:
+        print(json.dumps({"error": "link-local addresses did not come up"}), flush=True)
+        sys.exit(2)
+    print(json.dumps({"ready": sorted(wanted)}), flush=True)
+    children: list[subprocess.Popen] = []
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        logf = open(cmd["log"], "ab") if cmd.get("log") else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(cmd["spawn"], stdout=logf, stderr=subprocess.STDOUT, env=cmd.get("env"))
+        children.append(proc)
+        print(json.dumps({"spawned": proc.pid}), flush=True)
+    for proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in children:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    """Command line of the runner."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    ns = sub.add_parser("netns")
+    ns.add_argument("--pair", action="append", required=True)
+    for role in ("secc", "evcc"):
+        p = sub.add_parser(role)
+        p.add_argument("--bridge", required=True)
+        p.add_argument("--port", action="append", required=True, help="NAME=IFACE")
+        p.add_argument("--log-level", default="INFO")
+        p.add_argument("--evse-max-power-w", type=float, default=11000.0)
+        p.add_argument("--voltage-v", type=float, default=230.0)
+        p.add_argument("--phases", type=int, default=3)
+        p.add_argument("--energy-mode", default="AC_three_phase")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.cmd == "netns":
+        run_netns(args)
+    elif args.cmd == "secc":
+        asyncio.run(run_secc(args))
+    else:
+        asyncio.run(run_evcc(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""ISO 15118 links for `evse_sim.station.SimStation` (its `evse_sim.hlc.HlcLink` seam).
+
+- `ModelledHlcLink`: every HLC EV runs the modelled ISO 15118-2 session (`ModelledHlc`):
+  cheap, for fleets of thousands.
+- `JosevHlcLink`: every EVSE of the station has a real Josev SECC and, per visit, a real
+  Josev EVCC on its own veth pair (`JosevHlc`); call `await link.open(station)` first.
+
+Both relay NotifyEVChargingNeeds / NotifyEVChargingSchedule through the station's queue and
+make the EV follow its own plan by capping its draw (`set_ev_limit`) at each period change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ocpp.charge_point import camel_to_snake_case
+
+from csms.clock import Clock
+from evse_sim.hlc import BasicHlc, HlcContext, charging_needs_from_ev
+from evse_sim.iso15118.hlc import ModelledHlc
+from evse_sim.iso15118.messages import EvNeeds
+from evse_sim.iso15118.schedules import SecLimits
+from evse_sim.iso15118.session import SeccConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from evse_sim.iso15118.bridge import JosevHlc
+    from evse_sim.smart_charging import ChargingProfile
+    from evse_sim.station import SimStation
+
+
+class _Session(Protocol):
+    def on_tx_profile(self, profile: dict[str, Any]) -> None: ...
+    def stop(self) -> None: ...
+    def ev_limit_w(self, now_s: float) -> float | None: ...
+
+
+class StationPort:
+    """`HlcStationPort` over a SimStation's outbound queue (payloads camelCase -> snake_case)."""
+
+    def __init__(self, station: SimStation) -> None:
+        self.station = station
+
+    async def notify_ev_charging_needs(self, evse_id: int, payload: dict[str, Any]) -> None:
+        """Queue NotifyEVChargingNeeds."""
+        self.station.queue_charging_needs(evse_id, camel_to_snake_case(payload["chargingNeeds"]),
+                                          payload.get("maxScheduleTuples"))
+
+    async def notify_ev_charging_schedule(self, evse_id: int, payload: dict[str, Any]) -> None:
+        """Queue NotifyEVChargingSchedule."""
+        time_base = datetime.fromisoformat(payload["timeBase"].replace("Z", "+00:00"))
+        self.station.queue_ev_charging_schedule(evse_id, camel_to_snake_case(payload["chargingSchedule"]),
+                                                time_base)
+
+
+def ev_needs(ctx: HlcContext, max_entries: int | None = 24) -> EvNeeds:
+    """The EV's needs for the ISO 15118 model, from the station's view of the EV (AC)."""
+    needs = charging_needs_from_ev(ctx, max_entries or 24)
+    ac = needs["ac_charging_parameters"]
+    departure = datetime.fromisoformat(needs["departure_time"].replace("Z", "+00:00"))
+    departure_s = int((departure - ctx.now).total_seconds())
+    phases = min(ctx.ev.spec.ac_phases, ctx.evse.phases)
+    return EvNeeds(departure_time_s=departure_s if departure_s > 0 else None,
+                   energy_wh=float(ac["energy_amount"]),
+                   ev_max_current_a=float(ac["ev_max_current"]), ev_min_current_a=float(ac["ev_min_current"]),
+                   ev_max_voltage_v=float(ac["ev_max_voltage"]), phases=phases, voltage_v=ctx.evse.voltage_v,
+                   max_entries_sa_schedule_tuple=max_entries, evcc_id=f"EVCC{ctx.ev.spec.ev_id}"[:20])
+
+
+def secc_config(ctx_evse_id: int, max_power_w: float, voltage_v: float, phases: int,
+                schedule_wait_s: float, enforce_pmax: bool) -> SeccConfig:
+    """SECC configuration for one EVSE."""
+    return SeccConfig(evse_id=ctx_evse_id, limits=SecLimits(max_power_w, voltage_v, phases),
+                      schedule_wait_s=schedule_wait_s, enforce_pmax=enforce_pmax)
+
+
+class _Follower:
+    """Makes the EV follow its own plan: re-caps its draw at every period boundary of the plan."""
+
+    def __init__(self, station: SimStation, evse_id: int, clock: Clock, session: _Session) -> None:
+        self.station, self.evse_id, self.clock, self.session = station, evse_id, clock, session
+        self.changed = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def poke(self) -> None:
+        """The plan changed."""
+        self.changed.set()
+
+    async def _run(self) -> None:
+        while True:
+            now = self.clock.timestamp()
+            limit = self.session.ev_limit_w(now)
+            self.station.set_ev_limit(self.evse_id, limit)
+            wait_s = self._next_change_s(now)
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s / max(self.clock.speed, 1e-9)):
+                    await self.changed.wait()
+
+    def _next_change_s(self, now: float) -> float:
+        follow = getattr(self.session, "follow", None)
+        plan = getattr(self.session, "plan", None) or getattr(follow, "plan", None)
+        base = getattr(self.session, "plan_time_base", None)
+        if base is None and follow is not None:
+            base = follow.time_base
+        if plan is None or base is None:
+            return 3600.0
+        rel = now - base
+        upcoming = [e.start_s - rel for e in plan.profile if e.start_s > rel + 1e-6]
+        return max(0.05, min(upcoming)) if upcoming else 3600.0
+
+    def cancel(self) -> None:
+        """Stop following (EV left)."""
+        self.task.cancel()
+
+
+class ModelledHlcLink:
+    """HlcLink running the modelled ISO 15118-2 session for each HLC EV of one station."""
+
+    def __init__(self, schedule_wait_s: float = 1.5, loop_interval_s: float = 1.0,
+                 enforce_pmax: bool = True, max_entries: int | None = 24,
+                 ev_ignores_pmax: bool = False) -> None:
+        self.ev_ignores_pmax = ev_ignores_pmax  # with enforce_pmax=False a bad EV plan reaches the csms
+        self.schedule_wait_s = schedule_wait_s
+        self.loop_interval_s = loop_interval_s
+        self.enforce_pmax = enforce_pmax
+        self.max_entries = max_entries
+        self.sessions: dict[int, ModelledHlc] = {}
+        self.history: list[ModelledHlc] = []
+        self._followers: dict[int, _Follower] = {}
+        self._basic = BasicHlc()
+
+    def on_plug_in(self, ctx: HlcContext) -> None:
+        """Start the EV's HLC session (AC); DC EVSEs only announce needs (no DC model yet)."""
+        if ctx.evse.kind.value != "AC":
+            self._basic.on_plug_in(ctx)
+            return
+        station = ctx.station
+        cfg = secc_config(ctx.evse_id, ctx.evse.max_power_w, ctx.evse.voltage_v, ctx.evse.phases,
+                          self.schedule_wait_s, self.enforce_pmax)
+        hlc = ModelledHlc(StationPort(station), station.clock, cfg, self.loop_interval_s,
+                          ev_ignores_pmax=self.ev_ignores_pmax)
+        self.sessions[ctx.evse_id] = hlc
+        self.history.append(hlc)
+        follower = _Follower(station, ctx.evse_id, station.clock, hlc)
+        self._followers[ctx.evse_id] = follower
+        hlc.on_event = lambda side, cmd: follower.poke() if type(cmd).__name__ == "FollowPlan" else None
+        hlc.start(ev_needs(ctx, self.max_entries))
+
+    def on_profile(self, ctx: HlcContext, profile: ChargingProfile) -> None:
+        """Hand the accepted TxProfile to the SECC (answer or renegotiate)."""
+        hlc = self.sessions.get(ctx.evse_id)
+        if hlc is not None:
+            hlc.on_tx_profile(profile.to_ocpp())
+
+    def on_unplug(self, ctx: HlcContext) -> None:
+        """End the session and stop following the plan."""
+        hlc = self.sessions.pop(ctx.evse_id, None)
+        follower = self._followers.pop(ctx.evse_id, None)
+        if follower is not None:
+            follower.cancel()
+        if hlc is not None:
+            hlc.stop()
+            hlc.close()
+
+
+class JosevHlcLink:
+    """HlcLink whose SECCs and EVCCs are real Josev processes (one veth pair per EVSE)."""
+
+    def __init__(self, schedule_wait_s: float = 1.2, workdir: Any = None) -> None:
+        self.schedule_wait_s = schedule_wait_s
+        self.workdir = workdir
+        self.sessions: dict[int, JosevHlc] = {}
+        self._followers: dict[int, _Follower] = {}
+
+    async def open(self, station: SimStation) -> None:
+        """Start one namespace, veth pair and Josev SECC per EVSE of `station` (raises if impossible)."""
+        from pathlib import Path
+
+        from evse_sim.iso15118.bridge import JosevHlc
+
+        for evse_id, st in station.evses.items():
+            spec = st.spec
+            cfg = secc_config(evse_id, spec.max_power_w, spec.voltage_v, spec.phases, self.schedule_wait_s,
+                              True)
+            workdir = None
+            if self.workdir is not None:
+                workdir = Path(self.workdir) / f"{station.id}-{evse_id}"
+                workdir.mkdir(parents=True, exist_ok=True)
+            hlc = JosevHlc(StationPort(station), station.clock, cfg, name=f"{station.id}-{evse_id}",
+                           workdir=workdir)
+            self.sessions[evse_id] = hlc
+            await hlc.open()
+
+    def on_plug_in(self, ctx: HlcContext) -> None:
+        """Spawn the EV's Josev EVCC on the EVSE's veth pair."""
+        hlc = self.sessions[ctx.evse_id]
+        follower = _Follower(ctx.station, ctx.evse_id, ctx.station.clock, hlc)
+        self._followers[ctx.evse_id] = follower
+        hlc.on_event = lambda kind, data: follower.poke() if kind == "ev_plan" else None
+        hlc.start(ev_needs(ctx, None))
+
+    def on_profile(self, ctx: HlcContext, profile: ChargingProfile) -> None:
+        """Hand the TxProfile to the bridge (answers the SECC or pushes a renegotiation)."""
+        hlc = self.sessions.get(ctx.evse_id)
+        if hlc is not None:
+            hlc.on_tx_profile(profile.to_ocpp())
+
+    def on_unplug(self, ctx: HlcContext) -> None:
+        """The EV stops its session."""
+        follower = self._followers.pop(ctx.evse_id, None)
+        if follower is not None:
+            follower.cancel()
+        hlc = self.sessions.get(ctx.evse_id)
+        if hlc is not None:
+            hlc.stop()
+
+    async def close(self) -> None:
+        """Stop every Josev process and namespace."""
+        for follower in self._followers.values():
+            follower.cancel()
+        for hlc in self.sessions.values():
+            await hlc.close()

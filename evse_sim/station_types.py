@@ -1,0 +1,167 @@
+"""Data types of a simulated station: configuration, connection settings, live state, counters.
+
+Re-exported by `evse_sim.station`; kept apart so the station module holds behaviour only.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from evse_sim.ev import Ev
+from evse_sim.evse import EvseSpec
+
+
+class StationError(RuntimeError):
+    """A station operation that is impossible in the current state (e.g. plugging into a busy EVSE)."""
+
+
+QUIRKS = {
+    "no_smart_charging": "answers every smart-charging request with CALLERROR NotImplemented "
+    "(a CSMS must budget it at its maximum)",
+    "duplicate_ended": "sends TransactionEvent Ended twice (second with the next seqNo)",
+}
+"""Behaviours of real chargers a station can imitate (`StationConfig.quirks`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StationConfig:
+    """Static description of a station."""
+
+    station_id: str
+    evses: tuple[EvseSpec, ...] = (EvseSpec(),)
+    vendor: str = "evfleet"
+    model: str = "SimStation"
+    serial_number: str = ""
+    firmware_version: str = "0.1.0"
+    heartbeat_s: int = 300
+    tx_updated_interval_s: int = 60
+    aligned_interval_s: int = 300
+    boot_on_reconnect: bool = False
+    quirks: frozenset[str] = frozenset()
+    authorize: bool = False
+    """Send Authorize for an EV's id token and charge only once Accepted (C01); offline: authorize locally."""
+
+    def __post_init__(self) -> None:
+        if not self.station_id or "/" in self.station_id:
+            raise ValueError(f"invalid station id {self.station_id!r}")
+        if not self.evses:
+            raise ValueError("a station needs at least one EVSE")
+        unknown = set(self.quirks) - set(QUIRKS)
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
+
+    @property
+    def hw_max_w(self) -> float:
+        """Sum of the EVSE maxima [W]."""
+        return sum(e.max_power_w for e in self.evses)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionConfig:
+    """How to reach the CSMS: URL, credentials, TLS and retry timing (real seconds)."""
+
+    csms_url: str
+    password: str | None = None
+    tls_ca: str | None = None
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    response_timeout_s: float = 30.0
+    open_timeout_s: float = 20.0
+    ping_interval_s: float | None = None
+
+    @property
+    def security_profile(self) -> int:
+        """0 = none, 1 = Basic auth over ws://, 2 = Basic auth over TLS."""
+        if self.csms_url.startswith("wss://"):
+            return 2
+        return 1 if self.password else 0
+
+    def url_for(self, station_id: str) -> str:
+        """WebSocket URL of one station."""
+        return f"{self.csms_url.rstrip('/')}/{station_id}"
+
+    def headers_for(self, station_id: str) -> dict[str, str]:
+        """HTTP headers of the handshake (Basic auth when a password is set)."""
+        if not self.password:
+            return {}
+        token = base64.b64encode(f"{station_id}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS context for wss:// (custom CA if given)."""
+        if not self.csms_url.startswith("wss://"):
+            return None
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else ssl.create_default_context()
+
+
+@dataclass(slots=True)
+class TxState:
+    """A running transaction on an EVSE."""
+
+    transaction_id: str
+    started_at: datetime
+    charging_state: str = "EVConnected"
+    seq_no: int = 0
+    id_token: dict[str, str] | None = None
+    remote_start_id: int | None = None
+    last_update: datetime | None = None
+    authorized: bool = True
+
+
+@dataclass(slots=True)
+class EvseState:
+    """Live state of one EVSE (one connector)."""
+
+    spec: EvseSpec
+    status: str = "Available"
+    operative: bool = True
+    pending_inoperative: bool = False
+    ev: Ev | None = None
+    tx: TxState | None = None
+    energy_wh: float = 0.0
+    power_w: float = 0.0
+    offered_w: float = 0.0
+    limit_w: float = 0.0
+    last_limit_w: float = 0.0
+    ev_limit_w: float | None = None
+
+
+@dataclass(slots=True)
+class OutMsg:
+    """A queued outbound CALL; persistent ones (TransactionEvent) survive disconnects."""
+
+    payload: Any
+    persistent: bool = False
+    on_result: Callable[[Any], None] | None = None
+
+
+@dataclass(slots=True)
+class StationStats:
+    """Counters of one station (read by the fleet's progress display)."""
+
+    sent: int = 0
+    received: int = 0
+    errors: int = 0
+    connects: int = 0
+    boots: int = 0
+    offline_events_sent: int = 0
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class VisitLog:
+    """What happened to one EV visit (for scenario reports)."""
+
+    ev_id: str
+    station_id: str
+    evse_id: int
+    plugged_at: datetime
+    left_at: datetime | None = None
+    delivered_wh: float = 0.0
+    need_wh: float = 0.0
+    transaction_id: str = ""

@@ -1,0 +1,1 @@
+"""evfleet optimizer: fleet charging schedules (Pyomo + HiGHS), baselines and the worker."""

@@ -1,0 +1,200 @@
+"""`evfleet optimize`: solve an instance file and write the schedule, or compare all strategies.
+
+Errors are one clear message on stderr and exit code 2 (no traceback): unreadable file, invalid
+JSON, an instance that fails validation (the message names the field), an unknown strategy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from optimizer.problem import Instance, Schedule
+
+COMPARE_SERVICE_TIME_MAX_EVS = 100
+"""--compare runs the service_time MILP only up to this many EVs (or when it is the instance's kind)."""
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the root app."""
+    app.command(name="optimize")(optimize)
+
+
+def optimize(
+    input_path: Path = typer.Option(
+        ..., "--input", "-i", help="Instance JSON file (docs/optimizer-format.md)."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the schedule JSON."),
+    strategy: str | None = typer.Option(
+        None,
+        "--strategy",
+        "-s",
+        help="cost, profit, service_time, uncontrolled, equal_share, edf, llf or smallest_first "
+        "(default: the instance's objective kind).",
+    ),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Solver time limit per solve, in seconds."
+    ),
+    compare: bool = typer.Option(
+        False, "--compare", help="Run every strategy and print one comparison table."
+    ),
+) -> None:
+    """Solve a fleet charging instance (LP/MILP with HiGHS) or compare it against the baselines."""
+    from rich.console import Console
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        if output is None and not compare:
+            raise CliError("give --output FILE for the schedule, or --compare for a table")
+        inst = read_instance(input_path)
+        _run(inst, output, strategy, time_limit, compare)
+    except CliError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+
+
+def read_instance(path: Path) -> Instance:
+    """Read and validate an instance file; raises CliError with the failing fields named."""
+    from pydantic import ValidationError
+
+    from optimizer.problem import Instance
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read instance file {str(path)!r}: {exc.strerror or exc}") from exc
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    try:
+        return Instance.model_validate(raw)
+    except ValidationError as exc:
+        raise CliError(f"{path}: invalid instance:\n{format_validation_error(exc)}") from exc
+
+
+def format_validation_error(exc: Exception) -> str:
+    """One line per pydantic error: `field.path: message`."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(instance)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _run(
+    inst: Instance, output: Path | None, strategy: str | None, time_limit: float | None, compare: bool
+) -> None:
+    from rich.console import Console
+
+    from optimizer.solve import solve
+    from optimizer.strategies import STRATEGIES
+
+    console = Console() if Console().is_terminal else Console(width=160)
+    name = strategy or inst.objective.kind
+    if name not in STRATEGIES:
+        raise CliError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    if time_limit is not None and time_limit <= 0:
+        raise CliError("--time-limit must be > 0 seconds")
+    if compare:
+        schedules = compare_strategies(inst, time_limit)
+        console.print(comparison_table(inst, schedules))
+        chosen = schedules.get(name) or solve(inst, name, time_limit)
+    else:
+        chosen = solve(inst, name, time_limit)
+        console.print(summary_line(chosen), highlight=False)
+    if output is not None:
+        write_schedule(chosen, output)
+        console.print(f"schedule ({chosen.strategy}, {chosen.status}) written to {output}", highlight=False)
+
+
+def compare_strategies(inst: Instance, time_limit: float | None) -> dict[str, Schedule]:
+    """Every strategy on the instance (service_time only for small instances or when it is the kind)."""
+    from optimizer.solve import solve
+    from optimizer.strategies import STRATEGIES
+
+    out: dict[str, Schedule] = {}
+    for name in STRATEGIES:
+        if (
+            name == "service_time"
+            and inst.objective.kind != "service_time"
+            and len(inst.evs) > COMPARE_SERVICE_TIME_MAX_EVS
+        ):
+            continue
+        if name == "profit" and inst.objective.kind == "cost":
+            continue  # same model as cost, reported as -cost
+        if name == "cost" and inst.objective.kind == "profit":
+            continue
+        out[name] = solve(inst, name, time_limit)
+    return out
+
+
+def comparison_table(inst: Instance, schedules: dict[str, Schedule]) -> object:
+    """A Rich table: one row per strategy, the cost objective and the metrics side by side."""
+    from rich.table import Table
+
+    shape = f"{len(inst.evs)} EVs, {inst.steps} x {inst.step_minutes:g} min"
+    table = Table(title=f"{shape}, objective {inst.objective.kind}")
+    for col in (
+        "strategy",
+        "status",
+        "total cost",
+        "energy cost",
+        "peak kW",
+        "unmet kWh",
+        "met %",
+        "service h",
+        "PV self %",
+        "CO2 kg",
+        "seconds",
+    ):
+        table.add_column(col, justify="left" if col in ("strategy", "status") else "right")
+    for name, s in schedules.items():
+        m = s.metrics
+        table.add_row(
+            name,
+            s.status.value,
+            f"{m.total_cost:.2f}",
+            f"{m.energy_cost:.2f}",
+            f"{m.peak_grid_kw:.1f}",
+            f"{m.unmet_kwh:.2f}",
+            "-" if m.soc_compliance is None else f"{100 * m.soc_compliance:.0f}",
+            f"{m.service_time_h:.2f}",
+            "-" if m.pv_self_consumption is None else f"{100 * m.pv_self_consumption:.1f}",
+            "-" if m.co2_kg is None else f"{m.co2_kg:.1f}",
+            f"{m.build_seconds + m.solve_seconds:.3f}",
+        )
+    return table
+
+
+def summary_line(s: Schedule) -> str:
+    """One line describing a schedule."""
+    m = s.metrics
+    obj = "-" if s.objective_value is None else f"{s.objective_value:.4f}"
+    text = (
+        f"{s.strategy}: {s.status.value}, objective {obj}, energy cost {m.energy_cost:.2f}, "
+        f"peak {m.peak_grid_kw:.1f} kW, unmet {m.unmet_kwh:.2f} kWh, "
+        f"build {m.build_seconds:.3f} s, solve {m.solve_seconds:.3f} s"
+    )
+    return f"{text}\n  {s.message}" if s.message else text
+
+
+def write_schedule(schedule: Schedule, path: Path) -> None:
+    """Write a schedule as JSON; raises CliError if the file cannot be written."""
+    try:
+        path.write_text(schedule.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write schedule file {str(path)!r}: {exc.strerror or exc}") from exc

@@ -1,0 +1,373 @@
+"""The cost/profit LP built directly from numpy arrays into HiGHS (no Pyomo): the fast path.
+
+Same formulation as `optimizer.model.pyomo_model` (tests check equal objectives), written as
+column blocks and COO row blocks over index arrays, with no Python loop over EVs or steps:
+
+columns  p[e,t] (where p_max>0), d[e,t] (where d_max>0), z[e,k] (battery energy, V2G EVs only),
+         imp[t], exp[t], curt[t], b⁺[s,t], b⁻[s,t], B[s,t] (end of step t), unmet[e] (soft needs), peak
+rows     site balance   Σ_e (p − d)[e,t] + Σ_s (b⁺ − b⁻)[s,t] + curt[t] − imp[t] + exp[t] = pv[t] − base[t]
+         energy need    need_e ≤ Σ_t η_e Δt p[e,t] + unmet[e] ≤ capacity_e − initial_e      (charge-only EVs)
+         V2G dynamics   z[e,t+1] − z[e,t] − Δt (η_e p[e,t] − d[e,t]/η_e) = 0, z[e,arrival] = initial_e,
+                        z[e,departure] + unmet[e] ≥ initial_e + need_e, min_kwh ≤ z ≤ capacity
+         storage        B[s,t] − B[s,t−1] − Δt (η_s b⁺[s,t] − b⁻[s,t]/η_s) = 0,  B[s,T] ≥ final_s
+         peak           peak − imp[t] ≥ 0
+Stages: `build_lp(data) -> LinearProgram` (arrays), `solve_lp_model` (passModel + run),
+`assign_lp_solution` (column values -> (E,T) arrays).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+
+from optimizer.evaluate import make_schedule
+from optimizer.model.data import FloatArray, IntArray, ProblemData
+from optimizer.model.pyomo_model import TIME_PREFERENCE, tie_break_weight
+from optimizer.problem import Instance, Schedule, SolveStatus
+
+INF = highspy.kHighsInf
+IPM_OPTIMALITY_TOLERANCE = 1e-7
+
+
+@dataclass
+class LinearProgram:
+    """An LP in arrays: columns with cost and bounds, rows in COO form with bounds, named column blocks."""
+
+    cost: list[FloatArray] = field(default_factory=list)
+    col_lo: list[FloatArray] = field(default_factory=list)
+    col_hi: list[FloatArray] = field(default_factory=list)
+    blocks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    n_col: int = 0
+    rows: list[IntArray] = field(default_factory=list)
+    cols: list[IntArray] = field(default_factory=list)
+    vals: list[FloatArray] = field(default_factory=list)
+    row_lo: list[FloatArray] = field(default_factory=list)
+    row_hi: list[FloatArray] = field(default_factory=list)
+    n_row: int = 0
+    cost_offset: float = 0.0
+
+    def add_columns(
+        self, name: str, cost: FloatArray, lo: FloatArray | float, hi: FloatArray | float
+    ) -> IntArray:
+        """Append a block of columns; returns their indices."""
+        n = len(cost)
+        self.blocks[name] = (self.n_col, self.n_col + n)
+        self.cost.append(np.asarray(cost, dtype=float))
+        self.col_lo.append(np.broadcast_to(np.asarray(lo, dtype=float), (n,)))
+        self.col_hi.append(np.broadcast_to(np.asarray(hi, dtype=float), (n,)))
+        idx = np.arange(self.n_col, self.n_col + n, dtype=np.int64)
+        self.n_col += n
+        return idx
+
+    def add_rows(self, lo: FloatArray, hi: FloatArray) -> IntArray:
+        """Append a block of rows (entries come from `add_entries`); returns their indices."""
+        n = len(lo)
+        self.row_lo.append(np.asarray(lo, dtype=float))
+        self.row_hi.append(np.asarray(hi, dtype=float))
+        idx = np.arange(self.n_row, self.n_row + n, dtype=np.int64)
+        self.n_row += n
+        return idx
+
+    def add_entries(self, rows: IntArray, cols: IntArray, vals: FloatArray | float) -> None:
+        """Add coefficients A[rows, cols] = vals (COO)."""
+        self.rows.append(np.asarray(rows, dtype=np.int64))
+        self.cols.append(np.asarray(cols, dtype=np.int64))
+        self.vals.append(np.broadcast_to(np.asarray(vals, dtype=float), (len(rows),)))
+
+    def block(self, name: str) -> slice:
+        """Slice of a named column block."""
+        a, b = self.blocks[name]
+        return slice(a, b)
+
+
+def build_lp(data: ProblemData) -> LinearProgram:
+    """Build the cost LP (kinds cost and profit; no charger assignment) from the data arrays."""
+    if data.needs_assignment or data.kind == "service_time":
+        raise ValueError("build_lp handles cost/profit LPs with fixed chargers only")
+    lp = LinearProgram()
+    pe, pt = np.nonzero(data.p_max_kw > 0)
+    de, dtt = np.nonzero(data.d_max_kw > 0)
+    w = tie_break_weight(data, 0.0)  # interior point: the central solution is flat and stable already
+    dt, steps = data.dt_h, data.steps
+    p_cols = lp.add_columns("p", w * dt * TIME_PREFERENCE * pt / steps, 0.0, data.p_max_kw[pe, pt])
+    d_cols = lp.add_columns("d", np.full(len(de), data.degradation_per_kwh * dt), 0.0, data.d_max_kw[de, dtt])
+    t_all = np.arange(steps)
+    imp = lp.add_columns("imp", dt * data.import_price, 0.0, data.import_limit_kw)
+    exp = lp.add_columns("exp", -dt * data.export_price, 0.0, data.export_limit_kw)
+    curt = lp.add_columns("curt", np.zeros(steps), 0.0, data.pv_kw)
+    site = add_site_balance(lp, data, p_cols, pt, d_cols, dtt, imp, exp, curt, t_all)
+    add_storage(lp, data, site)
+    unmet = None
+    if data.unmet_penalty_per_kwh is not None:
+        unmet = lp.add_columns("unmet", data.unmet_penalty_per_kwh * data.priority, 0.0, data.need_kwh)
+    add_energy_need(lp, data, p_cols, pe, pt, d_cols, de, dtt, unmet)
+    add_peak(lp, data, imp, w)
+    return lp
+
+
+def add_site_balance(
+    lp: LinearProgram,
+    data: ProblemData,
+    p_cols: IntArray,
+    pt: IntArray,
+    d_cols: IntArray,
+    dtt: IntArray,
+    imp: IntArray,
+    exp: IntArray,
+    curt: IntArray,
+    t_all: IntArray,
+) -> IntArray:
+    """Σ_e p[e,t] − Σ_e d[e,t] + curt[t] − imp[t] + exp[t] (+ storage) = pv[t] − base[t]; returns the rows."""
+    rhs = data.pv_kw - data.base_load_kw
+    rows = lp.add_rows(rhs, rhs)
+    lp.add_entries(rows[pt], p_cols, 1.0)
+    lp.add_entries(rows[dtt], d_cols, -1.0)
+    lp.add_entries(rows, curt, 1.0)
+    lp.add_entries(rows, imp, -1.0)
+    lp.add_entries(rows, exp, 1.0)
+    return rows
+
+
+def add_storage(lp: LinearProgram, data: ProblemData, site_rows: IntArray) -> None:
+    """B[s,t] − B[s,t−1] − Δt(η b⁺[s,t] − b⁻[s,t]/η) = 0 with B[s,−1] = initial, B[s,T−1] ≥ final."""
+    n_s, steps, dt = data.n_storage, data.steps, data.dt_h
+    if n_s == 0:
+        return
+    size = n_s * steps
+    s_idx = np.repeat(np.arange(n_s), steps)
+    t_idx = np.tile(np.arange(steps), n_s)
+    bch = lp.add_columns("bch", np.zeros(size), 0.0, data.st_max_charge_kw[s_idx])
+    bdis = lp.add_columns("bdis", np.zeros(size), 0.0, data.st_max_discharge_kw[s_idx])
+    lo_soc = np.zeros(size)
+    last = t_idx == steps - 1
+    lo_soc[last] = data.st_final_kwh[s_idx[last]]
+    soc = lp.add_columns("bsoc", np.zeros(size), lo_soc, data.st_capacity_kwh[s_idx])
+    lp.add_entries(site_rows[t_idx], bch, 1.0)
+    lp.add_entries(site_rows[t_idx], bdis, -1.0)
+    rhs = np.where(t_idx == 0, data.st_initial_kwh[s_idx], 0.0)
+    rows = lp.add_rows(rhs, rhs)
+    eta = data.st_efficiency[s_idx]
+    lp.add_entries(rows, soc, 1.0)
+    has_prev = t_idx > 0
+    lp.add_entries(rows[has_prev], soc[has_prev] - 1, -1.0)
+    lp.add_entries(rows, bch, -dt * eta)
+    lp.add_entries(rows, bdis, dt / eta)
+
+
+def add_energy_need(
+    lp: LinearProgram,
+    data: ProblemData,
+    p_cols: IntArray,
+    pe: IntArray,
+    pt: IntArray,
+    d_cols: IntArray,
+    de: IntArray,
+    dtt: IntArray,
+    unmet: IntArray | None,
+) -> None:
+    """need_e ≤ Σ_t η Δt p[e,t] + unmet_e ≤ room_e for charge-only EVs; SOC dynamics for V2G EVs."""
+    dt, eta = data.dt_h, data.efficiency
+    v2g = data.d_max_kw.any(axis=1) if data.n_ev else np.zeros(0, dtype=bool)
+    room = data.capacity_kwh - data.initial_kwh
+    # charge-only EVs: one ranged row each
+    plain = np.flatnonzero(~v2g)
+    row_of = np.full(data.n_ev, -1, dtype=np.int64)
+    row_of[plain] = lp.add_rows(data.need_kwh[plain], room[plain])
+    sel = row_of[pe] >= 0
+    lp.add_entries(row_of[pe[sel]], p_cols[sel], dt * eta[pe[sel]])
+    if unmet is not None:
+        lp.add_entries(row_of[plain], unmet[plain], 1.0)
+    if v2g.any():
+        _add_v2g_dynamics(lp, data, np.flatnonzero(v2g), p_cols, pe, pt, d_cols, de, dtt, unmet)
+
+
+def _add_v2g_dynamics(
+    lp: LinearProgram,
+    data: ProblemData,
+    evs: IntArray,
+    p_cols: IntArray,
+    pe: IntArray,
+    pt: IntArray,
+    d_cols: IntArray,
+    de: IntArray,
+    dtt: IntArray,
+    unmet: IntArray | None,
+) -> None:
+    """z[e,t+1] = z[e,t] + Δt(η p − d/η), z(arrival) = initial, min ≤ z ≤ capacity, z(departure) ≥ target."""
+    dt, eta = data.dt_h, data.efficiency
+    lengths = data.departure[evs] - data.arrival[evs]
+    owner = np.repeat(evs, lengths)
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    step = np.arange(lengths.sum()) - first + np.repeat(data.arrival[evs], lengths)
+    # z column k is the energy at the END of step `step[k]` of EV `owner[k]`
+    z = lp.add_columns("z", np.zeros(len(owner)), data.min_kwh[owner], data.capacity_kwh[owner])
+    is_first = step == data.arrival[owner]
+    rhs = np.where(is_first, data.initial_kwh[owner], 0.0)
+    rows = lp.add_rows(rhs, rhs)
+    lp.add_entries(rows, z, 1.0)
+    lp.add_entries(rows[~is_first], z[~is_first] - 1, -1.0)
+    key = np.full((data.n_ev, data.steps), -1, dtype=np.int64)
+    key[owner, step] = rows
+    sel = key[pe, pt] >= 0
+    lp.add_entries(key[pe[sel], pt[sel]], p_cols[sel], -dt * eta[pe[sel]])
+    sel_d = key[de, dtt] >= 0
+    lp.add_entries(key[de[sel_d], dtt[sel_d]], d_cols[sel_d], dt / eta[de[sel_d]])
+    last = np.flatnonzero(step == data.departure[owner] - 1)
+    target = data.initial_kwh[owner[last]] + data.need_kwh[owner[last]]
+    need_rows = lp.add_rows(target, np.full(len(last), INF))
+    lp.add_entries(need_rows, z[last], 1.0)
+    if unmet is not None:
+        lp.add_entries(need_rows, unmet[owner[last]], 1.0)
+
+
+def add_peak(lp: LinearProgram, data: ProblemData, imp: IntArray, w: float) -> None:
+    """peak − imp[t] ≥ 0; cost peak_price + w·Δt (demand charge and tie-break)."""
+    peak = lp.add_columns("peak", np.array([data.peak_price_per_kw + w * data.dt_h]), 0.0, INF)
+    rows = lp.add_rows(np.zeros(data.steps), np.full(data.steps, INF))
+    lp.add_entries(rows, np.full(data.steps, peak[0]), 1.0)
+    lp.add_entries(rows, imp, -1.0)
+
+
+@dataclass(frozen=True)
+class LpResult:
+    """Outcome of an LP solve: status name, whether values exist, objective, column values, timings."""
+
+    status: str
+    optimal: bool
+    has_solution: bool
+    objective: float | None
+    x: FloatArray
+    translate_s: float
+    solve_s: float
+    solve_cpu_s: float
+    """CPU time of this process during the solve (less sensitive than wall time to other load)."""
+
+
+def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpResult:
+    """Pass the arrays to HiGHS (rowwise CSR) and solve; never raises for infeasible or time-limited LPs."""
+    t0 = time.perf_counter()
+    rows = np.concatenate(lp.rows) if lp.rows else np.zeros(0, dtype=np.int64)
+    cols = np.concatenate(lp.cols) if lp.cols else np.zeros(0, dtype=np.int64)
+    vals = np.concatenate(lp.vals) if lp.vals else np.zeros(0)
+    order = np.lexsort((cols, rows))
+    start = np.zeros(lp.n_row + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=lp.n_row), out=start[1:])
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    # interior point without crossover: fastest here at every size measured (benchmarks/optimizer_scaling.py)
+    # and its solution lies in the middle of the optimal face, so equal-cost optima come out flat and stable.
+    h.setOptionValue("solver", "ipm")
+    h.setOptionValue("run_crossover", "off")
+    h.setOptionValue("ipm_optimality_tolerance", IPM_OPTIMALITY_TOLERANCE)
+    if time_limit_s is not None:
+        h.setOptionValue("time_limit", float(time_limit_s))
+
+    def flat(parts: list[FloatArray]) -> FloatArray:
+        return np.ascontiguousarray(np.concatenate(parts), dtype=float)
+
+    passed = h.passModel(
+        lp.n_col,
+        lp.n_row,
+        len(vals),
+        2,  # MatrixFormat.kRowwise
+        1,  # ObjSense.kMinimize
+        lp.cost_offset,
+        flat(lp.cost),
+        flat(lp.col_lo),
+        flat(lp.col_hi),
+        flat(lp.row_lo),
+        flat(lp.row_hi),
+        start,
+        cols[order].astype(np.int32),
+        vals[order],
+        np.zeros(lp.n_col, dtype=np.int32),
+    )
+    if passed == highspy.HighsStatus.kError:
+        raise RuntimeError("HiGHS rejected the LP arrays (passModel)")
+    t1 = time.perf_counter()
+    c1 = time.process_time()
+    h.run()
+    status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kUnknown:
+        # IPX without crossover could not certify the solution (seen on small, degenerate LPs): finish with
+        # crossover, which ends at an optimal vertex
+        h.setOptionValue("run_crossover", "on")
+        h.run()
+        status = h.getModelStatus()
+    sol = h.getSolution()
+    has = bool(sol.value_valid)
+    x = np.asarray(sol.col_value, dtype=float) if has else np.zeros(lp.n_col)
+    t2 = time.perf_counter()
+    cpu = time.process_time() - c1
+    return LpResult(
+        status=h.modelStatusToString(status),
+        optimal=status == highspy.HighsModelStatus.kOptimal,
+        has_solution=has and status == highspy.HighsModelStatus.kOptimal,
+        objective=float(h.getInfo().objective_function_value) if has else None,
+        x=x,
+        translate_s=t1 - t0,
+        solve_s=t2 - t1,
+        solve_cpu_s=cpu,
+    )
+
+
+def assign_lp_solution(
+    lp: LinearProgram, data: ProblemData, x: FloatArray
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """(ev_kw net of V2G, storage_kw, assignment) from the LP's column values."""
+    ev_kw = np.zeros((data.n_ev, data.steps))
+    pe, pt = np.nonzero(data.p_max_kw > 0)
+    ev_kw[pe, pt] = x[lp.block("p")]
+    de, dtt = np.nonzero(data.d_max_kw > 0)
+    ev_kw[de, dtt] -= x[lp.block("d")]
+    st_kw = np.zeros((data.n_storage, data.steps))
+    if data.n_storage:
+        st_kw = (x[lp.block("bch")] - x[lp.block("bdis")]).reshape(data.n_storage, data.steps)
+    assign = np.where(data.available, data.ev_charger[:, None], -1).astype(np.int64)
+    return ev_kw, st_kw, assign
+
+
+def lp_cost(lp: LinearProgram, data: ProblemData, x: FloatArray) -> float:
+    """The cost objective without the tie-break terms."""
+    dt = data.dt_h
+    cost = float(dt * (data.import_price @ x[lp.block("imp")] - data.export_price @ x[lp.block("exp")]))
+    cost += data.peak_price_per_kw * float(x[lp.block("peak")][0])
+    cost += data.degradation_per_kwh * dt * float(x[lp.block("d")].sum())
+    if "unmet" in lp.blocks:
+        assert data.unmet_penalty_per_kwh is not None
+        cost += float(data.unmet_penalty_per_kwh * (data.priority @ x[lp.block("unmet")]))
+    return cost
+
+
+def solve_lp(
+    instance: Instance, data: ProblemData, time_limit_s: float | None, prep_s: float = 0.0
+) -> Schedule:
+    """Build, solve, read back; falls back to a baseline when HiGHS has no solution."""
+    from optimizer.solve import fallback_schedule, reported_objective
+
+    t0 = time.perf_counter()
+    lp = build_lp(data)
+    build_s = prep_s + time.perf_counter() - t0
+    res = solve_lp_model(lp, time_limit_s)
+    if not res.has_solution:
+        return fallback_schedule(instance, f"HiGHS found no solution ({res.status})")
+    t1 = time.perf_counter()
+    ev_kw, st_kw, assign = assign_lp_solution(lp, data, res.x)
+    extract_s = time.perf_counter() - t1
+    return make_schedule(
+        instance,
+        data,
+        strategy=data.kind,
+        status=SolveStatus.OPTIMAL if res.optimal else SolveStatus.FEASIBLE,
+        message="" if res.optimal else f"HiGHS stopped ({res.status})",
+        ev_kw=ev_kw,
+        st_kw=st_kw,
+        assign=assign,
+        objective_value=reported_objective(data.kind, lp_cost(lp, data, res.x)),
+        build_s=build_s,
+        solve_s=res.translate_s + res.solve_s + extract_s,
+    )

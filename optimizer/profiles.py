@@ -1,0 +1,286 @@
+"""Per-EVSE schedule -> OCPP 2.0.1 ChargingProfile (pure: data in, data out).
+
+The profiles built here are ones real chargers accept:
+
+- purpose `TxProfile` bound to the running transaction, kind `Absolute`, `startSchedule` set
+  (the last period continues until the transaction ends: no `duration`);
+- periods in the station's rate unit: `A` per phase with `numberPhases` (limit_a =
+  power_w / (voltage_v * phases)) or `W`; limits are rounded *down* to one decimal (the schema
+  allows one digit fraction), so rounding never raises a limit;
+- at most the EV's `maxScheduleTuples` periods: adjacent periods are merged taking the MIN
+  limit (`compress_periods`), so compression never raises the limit at any instant;
+- the EV's maximum current/power caps every period; a limit below the EV's minimum becomes 0
+  (pause) rather than being raised to the minimum (raising would break the site budget);
+- optionally a `salesTariff` built from the site's price series (K15), with price levels and
+  a relative price percentage per entry (OCPP 2.0.1 has no absolute-price cost kind).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+DEFAULT_VOLTAGE_V = 230.0
+DEFAULT_MAX_SCHEDULE_TUPLES = 24
+"""Periods allowed when the EV did not say (ISO 15118-2 EVs commonly accept 24 PMax entries)."""
+TX_PROFILE_STACK_LEVEL = 1
+"""Stack level of our TxProfiles (above a station's own level-0 defaults)."""
+
+RateUnit = Literal["A", "W"]
+Period = tuple[int, float]
+"""(start_s from schedule start, limit) of one charging schedule period."""
+
+
+class ProfileError(ValueError):
+    """A schedule cannot be turned into a valid charging profile (with the reason)."""
+
+
+@dataclass(frozen=True)
+class EvseElectrical:
+    """How an EVSE is steered: rate unit, phases, voltage and hardware maximum."""
+
+    rate_unit: RateUnit = "W"
+    phases: int = 3
+    voltage_v: float = DEFAULT_VOLTAGE_V
+    max_power_w: float = 22_000.0
+
+    def w_per_a(self) -> float:
+        """Watts per ampere of per-phase current limit."""
+        return self.voltage_v * max(1, self.phases)
+
+
+@dataclass(frozen=True)
+class EvLimits:
+    """What the EV said in NotifyEVChargingNeeds (all optional)."""
+
+    min_current_a: float | None = None
+    max_current_a: float | None = None
+    min_power_w: float | None = None
+    max_power_w: float | None = None
+    max_schedule_tuples: int | None = None
+
+
+def floor1(value: float) -> float:
+    """Round down to one decimal (never up), tolerating float noise."""
+    return math.floor(value * 10.0 + 1e-9) / 10.0
+
+
+def stable_profile_id(station_id: str, evse_id: int) -> int:
+    """A stable positive int32 profile id per EVSE, so a newer TxProfile replaces the older one."""
+    return (zlib.crc32(f"{station_id}/{evse_id}".encode()) & 0x3FFFFFFF) + 1
+
+
+def iso_z(ts: datetime) -> str:
+    """OCPP date-time: UTC, seconds precision, trailing Z."""
+    return ts.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_equal(periods: Sequence[Period]) -> list[Period]:
+    """Drop periods whose limit equals the previous one."""
+    out: list[Period] = []
+    for start, limit in periods:
+        if out and out[-1][1] == limit:
+            continue
+        out.append((start, limit))
+    return out
+
+
+def compress_periods(periods: Sequence[Period], end_s: int, max_periods: int) -> list[Period]:
+    """At most `max_periods` periods, merging adjacent ones with the MIN limit (never raises).
+
+    Greedy: repeatedly merge the adjacent pair whose merge loses the least energy
+    (sum of duration * (limit - min)). `end_s` closes the last period for that cost.
+    """
+    if max_periods < 1:
+        raise ProfileError(f"max_periods must be >= 1, got {max_periods}")
+    out = merge_equal(periods)
+    while len(out) > max_periods:
+        best_i, best_loss = 0, math.inf
+        for i in range(len(out) - 1):
+            s0, l0 = out[i]
+            s1, l1 = out[i + 1]
+            e1 = out[i + 2][0] if i + 2 < len(out) else max(end_s, s1 + 1)
+            low = min(l0, l1)
+            loss = (s1 - s0) * (l0 - low) + (e1 - s1) * (l1 - low)
+            if loss < best_loss:
+                best_i, best_loss = i, loss
+        s0, l0 = out[best_i]
+        l1 = out[best_i + 1][1]
+        out[best_i : best_i + 2] = [(s0, min(l0, l1))]
+        out = merge_equal(out)
+    return out
+
+
+def value_at(periods: Sequence[Period], t_s: float) -> float:
+    """Limit in force at `t_s` (the last period continues; before the first: the first)."""
+    current = periods[0][1]
+    for start, limit in periods:
+        if start <= t_s:
+            current = limit
+        else:
+            break
+    return current
+
+
+def power_to_unit(power_w: float, evse: EvseElectrical, ev: EvLimits) -> float:
+    """A power limit in the station's rate unit, capped by EVSE and EV, floored; below EV min -> 0."""
+    power_w = max(0.0, min(power_w, evse.max_power_w))
+    if evse.rate_unit == "A":
+        limit = power_w / evse.w_per_a()
+        if ev.max_current_a is not None:
+            limit = min(limit, ev.max_current_a)
+        limit = floor1(limit)
+        if ev.min_current_a is not None and 0 < limit < ev.min_current_a:
+            limit = 0.0
+        return limit
+    if ev.max_power_w is not None:
+        power_w = min(power_w, ev.max_power_w)
+    limit = floor1(power_w)
+    if ev.min_power_w is not None and 0 < limit < ev.min_power_w:
+        limit = 0.0
+    return limit
+
+
+def unit_to_power_w(limit: float, unit: str, phases: int | None, voltage_v: float) -> float:
+    """Inverse of `power_to_unit` (without caps): a period limit back in W."""
+    if unit == "A":
+        return limit * voltage_v * max(1, phases or 3)
+    return limit
+
+
+def build_sales_tariff(prices: Sequence[float], step_s: int, max_entries: int,
+                       tariff_id: int = 1, max_levels: int = 8) -> dict[str, Any] | None:
+    """A SalesTariff (relative time intervals from startSchedule) from per-step prices.
+
+    Each entry has an `ePriceLevel` (1 = cheapest of `numEPriceLevels`) and a
+    `RelativePricePercentage` cost (price as a percentage of the mean price). Returns None
+    when there are no prices or the mean price is not positive. Levels are coarsened until
+    the entries fit `max_entries`; if they still do not, the tariff covers only the first
+    `max_entries` entries (ISO 15118 lets a tariff be shorter than the schedule).
+    """
+    if not prices or max_entries < 1:
+        return None
+    mean = sum(prices) / len(prices)
+    if mean <= 0:
+        return None
+    distinct = sorted(set(prices))
+    for levels in range(min(max_levels, len(distinct)), 0, -1):
+        entries = _tariff_entries(prices, step_s, distinct, levels, mean)
+        if len(entries) <= max_entries:
+            break
+    entries = entries[:max_entries]
+    return {
+        "id": max(1, min(255, tariff_id)),
+        "numEPriceLevels": max(e["ePriceLevel"] for e in entries),
+        "salesTariffEntry": entries,
+    }
+
+
+def _tariff_entries(prices: Sequence[float], step_s: int, distinct: Sequence[float],
+                    levels: int, mean: float) -> list[dict[str, Any]]:
+    lo, hi = distinct[0], distinct[-1]
+    width = (hi - lo) / levels if hi > lo else 1.0
+
+    def level(p: float) -> int:
+        return min(levels, int((p - lo) / width) + 1) if hi > lo else 1
+
+    runs: list[list[Any]] = []  # [start_step, n_steps, level, price_sum]
+    for i, p in enumerate(prices):
+        lv = level(p)
+        if runs and runs[-1][2] == lv:
+            runs[-1][1] += 1
+            runs[-1][3] += p
+        else:
+            runs.append([i, 1, lv, p])
+    return [
+        {
+            "relativeTimeInterval": {"start": start * step_s, "duration": n * step_s},
+            "ePriceLevel": lv,
+            "consumptionCost": [{"startValue": 0, "cost": [
+                {"costKind": "RelativePricePercentage", "amount": round(100 * (total / n) / mean)}]}],
+        }
+        for start, n, lv, total in runs
+    ]
+
+
+def periods_from_limits_kw(limits_kw: Sequence[float], step_s: int, evse: EvseElectrical,
+                           ev: EvLimits) -> list[Period]:
+    """Per-step kW limits -> merged periods in the station's unit (caps and floors applied)."""
+    if not limits_kw:
+        raise ProfileError("a schedule needs at least one step")
+    if step_s <= 0:
+        raise ProfileError(f"step_s must be positive, got {step_s}")
+    return merge_equal([(i * step_s, power_to_unit(kw * 1000.0, evse, ev))
+                        for i, kw in enumerate(limits_kw)])
+
+
+def build_tx_profile(*, evse_id: int, transaction_id: str, start: datetime, step_s: int,
+                     limits_kw: Sequence[float], evse: EvseElectrical, ev: EvLimits,
+                     profile_id: int, prices: Sequence[float] | None = None,
+                     stack_level: int = TX_PROFILE_STACK_LEVEL) -> dict[str, Any]:
+    """SetChargingProfile request payload (camelCase) for a running transaction's schedule."""
+    if not transaction_id:
+        raise ProfileError("a TxProfile needs the running transaction's id")
+    max_periods = ev.max_schedule_tuples or DEFAULT_MAX_SCHEDULE_TUPLES
+    end_s = len(limits_kw) * step_s
+    periods = compress_periods(periods_from_limits_kw(limits_kw, step_s, evse, ev), end_s, max_periods)
+    schedule: dict[str, Any] = {
+        "id": profile_id,
+        "startSchedule": iso_z(start),
+        "chargingRateUnit": evse.rate_unit,
+        "chargingSchedulePeriod": [_period_json(s, lim, evse) for s, lim in periods],
+    }
+    min_rate = ev.min_current_a if evse.rate_unit == "A" else ev.min_power_w
+    if min_rate:
+        schedule["minChargingRate"] = floor1(min_rate)
+    if prices:
+        tariff = build_sales_tariff(list(prices)[: len(limits_kw)], step_s, max_periods,
+                                    tariff_id=profile_id % 255 + 1)
+        if tariff is not None:
+            schedule["salesTariff"] = tariff
+    return {
+        "evseId": evse_id,
+        "chargingProfile": {
+            "id": profile_id,
+            "stackLevel": stack_level,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Absolute",
+            "transactionId": transaction_id,
+            "chargingSchedule": [schedule],
+        },
+    }
+
+
+def _period_json(start_s: int, limit: float, evse: EvseElectrical) -> dict[str, Any]:
+    period: dict[str, Any] = {"startPeriod": int(start_s), "limit": limit}
+    if evse.rate_unit == "A":
+        period["numberPhases"] = evse.phases
+    return period
+
+
+def profile_series_w(payload: dict[str, Any], voltage_v: float = DEFAULT_VOLTAGE_V,
+                     default_phases: int = 3) -> tuple[datetime, list[Period]]:
+    """(startSchedule, periods in W) of a SetChargingProfile payload or a bare ChargingProfile."""
+    profile = payload.get("chargingProfile", payload)
+    schedule = profile["chargingSchedule"][0]
+    start = parse_ts(schedule["startSchedule"])
+    unit = schedule["chargingRateUnit"]
+    periods = [(int(p["startPeriod"]),
+                unit_to_power_w(float(p["limit"]), unit, p.get("numberPhases", default_phases), voltage_v))
+               for p in schedule["chargingSchedulePeriod"]]
+    return start, periods
+
+
+def parse_ts(value: str) -> datetime:
+    """ISO 8601 (with Z or offset) -> aware UTC datetime."""
+    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def limit_w_at(start: datetime, periods: Sequence[Period], at: datetime) -> float:
+    """Limit in W in force at `at` of a schedule starting at `start`."""
+    return value_at(periods, (at - start) / timedelta(seconds=1))

@@ -1,0 +1,421 @@
+"""A site's state -> an optimizer `Instance` over a rolling horizon (pure) + a thin Redis reader.
+
+`build_instance(site, now, cfg)` is pure: it takes `SiteState` (what Redis says about the
+site: limit, prices, EVSEs, running sessions, charging needs, past session energies) and
+returns the `Instance` plus the mapping from EV ids back to EVSEs. `read_site(redis, keys,
+site_id, now)` is the only function here that touches Redis.
+
+Defaults (docs/smart-charging.md, "Defaults and forecasts"):
+
+- departure: the EV's `departureTime` from NotifyEVChargingNeeds; otherwise session start +
+  `default_dwell_h` (8 h); never earlier than now + `min_dwell_h` (an EV still plugged in
+  after its announced departure keeps charging);
+- energy: the EV's `energyAmount` minus what the meter delivered since the needs arrived;
+  without needs, 0 once the transaction reports `SuspendedEV` (the EV refuses the power offered:
+  it is full), else the seed-001 Gamma-law forecast k*theta of the driver's (id token's) past session
+  energies when at least `min_history` are known (the weekday's own law when it has that
+  many, as seed 001 fits weekday models); otherwise `default_energy_kwh`; always capped by
+  what the EV can take before departure (max power * dwell);
+- steerable=0 EVSEs (a SetChargingProfile answered NotImplemented/NotSupported) with a
+  session are budgeted at their maximum, offline stations at the highest limit of their last
+  applied profile (their maximum if a session runs and no profile is known): both are a fixed
+  `base_load_kw` the optimizer plans around, not EVs it steers;
+- needs are soft (`unmet_penalty_per_kwh`, far above any price), so a solve is never
+  infeasible because an EV asks for more than fits;
+- a tiny time preference (1e-6 per kWh per step) is added to the LP's prices: cost-equal optima
+  are many (flat price windows), and without it each rolling re-plan could place an EV's
+  charging in later equal-price steps again and again, so it would never be delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from optimizer.problem import Instance
+from optimizer.profiles import DEFAULT_VOLTAGE_V, parse_ts
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from csms.store.keys import Keys
+
+DEFAULT_MAX_POWER_W = 22_000.0
+"""EVSE maximum assumed when the station did not report one (`max_power_w` missing or 0)."""
+DEFAULT_PRICE = 0.25
+"""Import price per kWh used when a site has no price series (flat: the plan only spreads load)."""
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """Horizon and defaults of the rolling-horizon instance."""
+
+    horizon_steps: int = 96
+    step_minutes: int = 15
+    default_dwell_h: float = 8.0
+    min_dwell_h: float = 0.5
+    default_energy_kwh: float = 20.0
+    default_capacity_kwh: float = 100.0
+    default_max_power_w: float = DEFAULT_MAX_POWER_W
+    min_history: int = 3
+    unmet_penalty_per_kwh: float = 10.0
+    strategy_kind: str = "cost"
+    time_preference_per_step: float = 1e-6
+    """Added to the LP's price per kWh for each step into the horizon (not to the tariff sent to
+    EVs): among equal prices the earliest steps win, so rolling re-plans do not keep sliding an
+    EV's charging to later equal-price steps it never reaches."""
+
+
+@dataclass(frozen=True)
+class EvseState:
+    """One EVSE as Redis describes it."""
+
+    station_id: str
+    evse_id: int
+    online: bool = True
+    steerable: bool = True
+    max_power_w: float = 11_000.0
+    phases: int = 3
+    voltage_v: float = DEFAULT_VOLTAGE_V
+    rate_unit: str = "W"
+    transaction_id: str = ""
+    applied_max_w: float | None = None
+    """Highest limit from now on of the last profile the station accepted (None = none known)."""
+
+    @property
+    def key(self) -> str:
+        """`sid/eid`, the EVSE's id in plans and instances."""
+        return f"{self.station_id}/{self.evse_id}"
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A running transaction and what the EV said about its needs."""
+
+    transaction_id: str
+    station_id: str
+    evse_id: int
+    started_at: datetime
+    id_token: str = ""
+    energy_wh: float = 0.0
+    power_w: float = 0.0
+    soc: float | None = None
+    needs: Mapping[str, Any] | None = None
+    energy_at_needs_wh: float | None = None
+    """Meter energy of the transaction when the needs arrived (None = unknown, use 0)."""
+    charging_state: str = ""
+    """OCPP chargingState of the transaction (`SuspendedEV`: the EV takes no energy although offered)."""
+
+    @property
+    def key(self) -> str:
+        """`sid/eid` of the EVSE the session runs on."""
+        return f"{self.station_id}/{self.evse_id}"
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """Everything about one site the instance is built from."""
+
+    site_id: str
+    limit_kw: float
+    evses: Sequence[EvseState]
+    sessions: Sequence[SessionState]
+    prices: Mapping[str, Any] | None = None
+    history_kwh: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)
+    """id token -> [(weekday 0=Monday, delivered kWh), ...] of past sessions."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The instance and how to map its results back to EVSEs."""
+
+    instance: Instance
+    ev_evse: dict[str, str]
+    """EV id (transaction id) -> `sid/eid`."""
+    fixed_load_kw: float
+    notes: dict[str, str]
+    """EV id -> how departure/energy were obtained (needs, forecast, default)."""
+    prices: list[float]
+
+
+def floor_to_step(now: datetime, step_minutes: int) -> datetime:
+    """Start of the step containing `now`."""
+    step_s = step_minutes * 60
+    ts = math.floor(now.timestamp() / step_s) * step_s
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def resample_prices(prices: Mapping[str, Any] | None, start: datetime, step_minutes: int,
+                    steps: int) -> list[float]:
+    """Import price per horizon step from the site's price series.
+
+    The price of a step is the series value in force at the step's start; before the series:
+    its first value; after it: the value 24 h earlier (day-ahead prices repeat daily) if the
+    series covers a day, else its last value. No series: `DEFAULT_PRICE` everywhere.
+    """
+    if not prices or not prices.get("import_price"):
+        return [DEFAULT_PRICE] * steps
+    series = [float(p) for p in prices["import_price"]]
+    p_start = parse_ts(str(prices["start"]))
+    p_step_s = float(prices.get("step_minutes", step_minutes)) * 60
+    span_s = p_step_s * len(series)
+    out = []
+    for i in range(steps):
+        offset = (start + timedelta(minutes=i * step_minutes) - p_start).total_seconds()
+        if offset >= span_s and span_s >= 86_400:
+            offset -= math.ceil((offset - span_s + 1) / 86_400) * 86_400
+        idx = min(len(series) - 1, max(0, int(offset // p_step_s)))
+        out.append(series[idx])
+    return out
+
+
+def gamma_fit(samples: Sequence[float]) -> tuple[float, float]:
+    """Method-of-moments Gamma(k, theta) of positive samples (k = mean^2/var, theta = var/mean)."""
+    mean = statistics.fmean(samples)
+    var = statistics.pvariance(samples) if len(samples) > 1 else 0.0
+    if mean <= 0:
+        raise ValueError("gamma_fit needs a positive mean")
+    if var <= 1e-12:
+        return 1e6, mean / 1e6
+    return mean * mean / var, var / mean
+
+
+def forecast_energy_kwh(history: Sequence[tuple[int, float]], weekday: int, min_history: int) -> float | None:
+    """Seed 001 next-day forecast E = k * theta of the weekday's (or all days') Gamma law."""
+    same_day = [e for d, e in history if d == weekday and e > 0]
+    pool = same_day if len(same_day) >= min_history else [e for _, e in history if e > 0]
+    if len(pool) < min_history:
+        return None
+    k, theta = gamma_fit(pool)
+    return k * theta
+
+
+def ev_max_power_w(evse: EvseState, needs: Mapping[str, Any] | None) -> float:
+    """The EVSE maximum, capped by the EV's own max current/power from its needs."""
+    limit = evse.max_power_w
+    if needs:
+        if needs.get("ev_max_current_a"):
+            limit = min(limit, float(needs["ev_max_current_a"]) * evse.voltage_v * max(1, evse.phases))
+        if needs.get("ev_max_power_w"):
+            limit = min(limit, float(needs["ev_max_power_w"]))
+    return max(limit, 1.0)
+
+
+def _departure(session: SessionState, now: datetime, cfg: SnapshotConfig) -> tuple[datetime, str]:
+    needs = session.needs or {}
+    if needs.get("departure_time"):
+        dep, how = parse_ts(str(needs["departure_time"])), "needs"
+    else:
+        dep, how = session.started_at + timedelta(hours=cfg.default_dwell_h), "default"
+    earliest = now + timedelta(hours=cfg.min_dwell_h)
+    if dep < earliest:
+        dep, how = earliest, how + "+min_dwell"
+    return dep, how
+
+
+def _energy_kwh(session: SessionState, now: datetime, cfg: SnapshotConfig,
+                history: Sequence[tuple[int, float]]) -> tuple[float, str]:
+    needs = session.needs or {}
+    if needs.get("energy_amount_wh") is not None:
+        since = max(0.0, session.energy_wh - (session.energy_at_needs_wh or 0.0))
+        return max(0.0, float(needs["energy_amount_wh"]) - since) / 1000.0, "needs"
+    if session.charging_state == "SuspendedEV":
+        return 0.0, "ev_full"  # no needs announced and the EV refuses the power offered: it is full
+    delivered = session.energy_wh / 1000.0
+    forecast = forecast_energy_kwh(history, session.started_at.weekday(), cfg.min_history)
+    if forecast is not None:
+        return max(0.0, forecast - delivered), "gamma_forecast"
+    return max(0.0, cfg.default_energy_kwh - delivered), "default"
+
+
+def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snapshot:
+    """The rolling-horizon instance of a site at `now` (see module doc for the defaults)."""
+    start = floor_to_step(now, cfg.step_minutes)
+    step_h = cfg.step_minutes / 60.0
+    steps = cfg.horizon_steps
+    evses = {e.key: e for e in site.evses}
+    fixed_w = 0.0
+    chargers: list[dict[str, Any]] = []
+    evs: list[dict[str, Any]] = []
+    ev_evse: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    sessions = {s.key: s for s in site.sessions}
+    for key, evse in sorted(evses.items()):
+        session = sessions.get(key)
+        if not evse.online:
+            fixed_w += evse.applied_max_w if evse.applied_max_w is not None else (
+                evse.max_power_w if session else 0.0)
+            continue
+        if not evse.steerable:
+            fixed_w += evse.max_power_w if session else 0.0
+            continue
+        chargers.append({"id": key, "max_kw": max(evse.max_power_w, 1.0) / 1000.0})
+    charger_ids = {str(c["id"]) for c in chargers}
+    for key, session in sorted(sessions.items()):
+        if key not in charger_ids:
+            continue
+        evse = evses[key]
+        dep, dep_how = _departure(session, now, cfg)
+        departure = min(steps, max(1, math.ceil((dep - start).total_seconds() / (step_h * 3600))))
+        max_kw = ev_max_power_w(evse, session.needs) / 1000.0
+        energy, e_how = _energy_kwh(session, now, cfg, site.history_kwh.get(session.id_token, ()))
+        reachable = max_kw * (departure * step_h - (now - start).total_seconds() / 3600)
+        energy = round(max(0.0, min(energy, reachable)), 6)
+        capacity = max(cfg.default_capacity_kwh, energy + 1e-3)
+        evs.append({"id": session.transaction_id, "charger": key, "arrival": 0, "departure": departure,
+                    "energy_kwh": energy, "max_kw": max_kw, "capacity_kwh": capacity})
+        ev_evse[session.transaction_id] = key
+        notes[session.transaction_id] = f"departure={dep_how} energy={e_how}"
+    fixed_kw = fixed_w / 1000.0
+    prices = resample_prices(site.prices, start, cfg.step_minutes, steps)
+    instance = Instance.model_validate({
+        "start": start, "step_minutes": cfg.step_minutes, "steps": steps,
+        "site": {"import_limit_kw": max(0.0, site.limit_kw),
+                 "base_load_kw": min(fixed_kw, max(0.0, site.limit_kw))},
+        "tariff": {"import_price": [p + cfg.time_preference_per_step * i for i, p in enumerate(prices)]},
+        "chargers": chargers, "evs": evs,
+        "objective": {"kind": cfg.strategy_kind, "unmet_penalty_per_kwh": cfg.unmet_penalty_per_kwh},
+    })
+    return Snapshot(instance, ev_evse, fixed_kw, notes, prices)
+
+
+# --- Redis reader (the only I/O in this module) -----------------------------------------------
+
+def _f(value: Any, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
+                           default_site: str = "default") -> list[str]:
+    """Stations of a site: its station set, plus provisioned stations whose hash names the site."""
+    members = {str(m) for m in await redis.smembers(keys.site_stations(site_id))}
+    all_ids = sorted(str(m) for m in await redis.smembers(keys.stations()))
+    if all_ids:
+        pipe = redis.pipeline(transaction=False)
+        for sid in all_ids:
+            pipe.hget(keys.station(sid), "site_id")
+        for sid, sid_site in zip(all_ids, await pipe.execute(), strict=True):
+            if (sid_site or default_site) == site_id:
+                members.add(sid)
+    return sorted(members)
+
+
+async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
+                    default_limit_kw: float = 100.0, default_site: str = "default",
+                    default_max_power_w: float = DEFAULT_MAX_POWER_W) -> SiteState:
+    """Read one site's state from Redis (decode_responses=True client)."""
+    site = await redis.hgetall(keys.site(site_id))
+    limit_kw = _f(site.get("limit_kw"), default_limit_kw)
+    prices_raw = await redis.get(keys.site_prices(site_id))
+    prices = json.loads(prices_raw) if prices_raw else None
+    station_ids = await site_station_ids(redis, keys, site_id, default_site)
+    pipe = redis.pipeline(transaction=False)
+    for sid in station_ids:
+        pipe.hgetall(keys.station(sid))
+        pipe.hkeys(keys.station_connectors(sid))
+    raw = await pipe.execute()
+    stations = {sid: raw[2 * i] for i, sid in enumerate(station_ids)}
+    evse_ids: dict[str, set[int]] = {sid: set() for sid in station_ids}
+    for i, sid in enumerate(station_ids):
+        for fld in raw[2 * i + 1]:
+            head = str(fld).split("/", 1)[0]
+            if head.isdigit() and int(head) > 0:
+                evse_ids[sid].add(int(head))
+    active_list = sorted(str(t) for t in await redis.smembers(keys.transactions_active()))
+    pipe = redis.pipeline(transaction=False)
+    for txid in active_list:
+        pipe.hgetall(keys.transaction(txid))
+    tx_hashes = dict(zip(active_list, await pipe.execute(), strict=True))
+    for tx in tx_hashes.values():
+        sid = tx.get("station_id", "")
+        if sid in evse_ids and str(tx.get("evse_id", "")).isdigit():
+            evse_ids[sid].add(int(tx["evse_id"]))
+    pairs = [(sid, eid) for sid in station_ids for eid in sorted(evse_ids[sid])]
+    pipe = redis.pipeline(transaction=False)
+    for sid, eid in pairs:
+        pipe.hgetall(keys.station_evse(sid, eid))
+        pipe.get(keys.applied_profile(sid, eid))
+        pipe.get(keys.charging_needs(sid, eid))
+    raw = await pipe.execute()
+    evses: list[EvseState] = []
+    needs_by_key: dict[str, dict[str, Any]] = {}
+    for i, (sid, eid) in enumerate(pairs):
+        h, profile_raw, needs_raw = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
+        applied = _applied_max_w(profile_raw, now)
+        evses.append(EvseState(
+            station_id=sid, evse_id=eid,
+            online=stations[sid].get("online", "0") == "1",
+            steerable=h.get("steerable", "1") != "0",
+            max_power_w=_f(h.get("max_power_w"), 0.0) or default_max_power_w,
+            phases=int(_f(h.get("phases"), 3)),
+            voltage_v=_f(h.get("voltage_v"), DEFAULT_VOLTAGE_V),
+            rate_unit=h.get("rate_unit") or "W",
+            transaction_id=h.get("transaction_id", ""),
+            applied_max_w=applied,
+        ))
+        if needs_raw:
+            needs_by_key[f"{sid}/{eid}"] = json.loads(needs_raw)
+    pipe = redis.pipeline(transaction=False)
+    for txid in active_list:
+        pipe.hget(keys.session_loop(txid), "energy_at_needs_wh")
+    at_needs = dict(zip(active_list, await pipe.execute(), strict=True))
+    sessions: list[SessionState] = []
+    tokens: set[str] = set()
+    for txid, tx in tx_hashes.items():
+        sid = tx.get("station_id", "")
+        if sid not in stations or not str(tx.get("evse_id", "")).isdigit() or tx.get("state") == "Ended":
+            continue
+        key = f"{sid}/{int(tx['evse_id'])}"
+        needs = needs_by_key.get(key)
+        if needs and needs.get("transaction_id") not in ("", None, txid):
+            needs = None  # needs of an earlier session on this EVSE
+        started = tx.get("started_at") or tx.get("updated_at")
+        sessions.append(SessionState(
+            transaction_id=txid, station_id=sid, evse_id=int(tx["evse_id"]),
+            started_at=parse_ts(started) if started else now,
+            id_token=tx.get("id_token", ""), energy_wh=_f(tx.get("energy_wh"), 0.0),
+            power_w=_f(tx.get("power_w"), 0.0),
+            soc=_f(tx.get("soc"), 0.0) if tx.get("soc") else None,
+            needs=needs,
+            energy_at_needs_wh=_f(at_needs.get(txid), 0.0) if needs else None,
+            charging_state=str(tx.get("charging_state") or ""),
+        ))
+        if tx.get("id_token"):
+            tokens.add(tx["id_token"])
+    history: dict[str, list[tuple[int, float]]] = {}
+    if tokens:
+        pipe = redis.pipeline(transaction=False)
+        token_list = sorted(tokens)
+        for tok in token_list:
+            pipe.lrange(keys.energy_history(tok), 0, -1)
+        for tok, rows in zip(token_list, await pipe.execute(), strict=True):
+            history[tok] = [(int(r["weekday"]), float(r["energy_kwh"])) for r in map(json.loads, rows)]
+    return SiteState(site_id=site_id, limit_kw=limit_kw, evses=evses, sessions=sessions, prices=prices,
+                     history_kwh=history)
+
+
+def _applied_max_w(profile_raw: str | None, now: datetime) -> float | None:
+    """Highest limit from `now` on of the last accepted profile record (None if none)."""
+    if not profile_raw:
+        return None
+    record = json.loads(profile_raw)
+    series = record.get("applied_series_w")
+    if not series:
+        return None
+    now_s = now.timestamp()
+    current = series[0][1]
+    peak = None
+    for t, v in series:
+        if t <= now_s:
+            current = v
+        else:
+            peak = v if peak is None else max(peak, v)
+    return max(current, peak) if peak is not None else current

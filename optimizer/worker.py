@@ -1,0 +1,381 @@
+"""The optimizer worker: session events in, per-EVSE schedules out (docs/smart-charging.md).
+
+Loop:
+1. `XREADGROUP` the `evfleet:events` stream as consumer group `optimizer` (several workers
+   share the stream; each entry goes to one worker) and `XACK` each entry once handled.
+2. Events that change what a site should do mark it dirty: `tx.started`, `tx.ended`,
+   `ev.charging_needs`, `site.limit`, `site.prices`, `station.connected/disconnected`,
+   `profile.answered` with a steerable change, and `meter.values` whose power drifts from
+   the plan by more than `meter_drift_kw` (at most once per `drift_min_interval_s`). The
+   rolling horizon also re-plans a site when its plan's first step has passed.
+3. A dirty site is solved once it has been quiet for `debounce_s` (or dirty for
+   `max_delay_s`), under a per-site lease (`SET NX PX`) so only one worker solves a site at a
+   time; a worker that misses the lease retries later, reading fresh state.
+4. The solve runs in a thread with a time limit; on timeout or error the worker falls back to
+   a safe baseline (`optimizer.solve.fallback_schedule`) and says so (`status: fallback`).
+5. It writes `schedule:{sid}:{eid}` per EVSE, `site:{id}:plan` and appends `schedule.planned`
+   in one MULTI; the csms smart-charging service turns that into SetChargingProfile calls.
+
+Debounce and lease timing use the event loop's monotonic time (real seconds: a solve costs
+real CPU whatever the simulation speed); every timestamp written comes from the shared clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from csms.clock import Clock, ClockSpec, RealClock, ScaledClock
+from csms.events import Event, EventType
+from csms.store.keys import Keys
+from csms.store.state import event_fields
+from optimizer.min_power import enforce_min_power, ev_min_kw
+from optimizer.problem import Schedule
+from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance, read_site
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+GROUP = "optimizer"
+STREAM_MAXLEN = 100_000
+HISTORY_LEN = 60
+
+TRIGGERS = {
+    EventType.TX_STARTED, EventType.TX_ENDED, EventType.EV_CHARGING_NEEDS, EventType.SITE_LIMIT,
+    EventType.SITE_PRICES, EventType.STATION_CONNECTED, EventType.STATION_DISCONNECTED,
+}
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of one optimizer worker (flags of `evfleet optimizer`)."""
+
+    sites: tuple[str, ...] = ()
+    """Sites this worker solves (empty = every site)."""
+    strategy: str = "cost"
+    horizon_steps: int = 96
+    step_minutes: int = 15
+    debounce_s: float = 1.0
+    max_delay_s: float = 5.0
+    solve_timeout_s: float = 10.0
+    meter_drift_kw: float = 2.0
+    drift_min_interval_s: float = 60.0
+    lease_ttl_s: float = 60.0
+    default_limit_kw: float = 100.0
+    default_site: str = "default"
+    consumer: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
+    block_ms: int = 200
+
+    def snapshot_config(self) -> SnapshotConfig:
+        """The instance-building settings."""
+        return SnapshotConfig(horizon_steps=self.horizon_steps, step_minutes=self.step_minutes,
+                              strategy_kind=self.strategy if self.strategy in (
+                                  "cost", "profit", "service_time") else "cost")
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id: str, limit_kw: float,
+                   computed_at: datetime, solve_s: float, strategy: str) -> tuple[dict[str, Any],
+                                                                                   dict[str, dict[str, Any]]]:
+    """(site plan, {`sid/eid`: per-EVSE schedule}) documents of docs/redis-schema.md."""
+    inst = snap.instance
+    step_s = int(round(inst.step_minutes * 60))
+    start = inst.start.isoformat()
+    status = schedule.status.value
+    evses: dict[str, list[float]] = {}
+    per_evse: dict[str, dict[str, Any]] = {}
+    for ev_id, key in snap.ev_evse.items():
+        limits = [round(max(0.0, p), 3) for p in schedule.ev_power_kw.get(ev_id, [0.0] * inst.steps)]
+        evses[key] = limits
+        per_evse[key] = {
+            "plan_id": plan_id, "site_id": site_id, "transaction_id": ev_id, "start": start,
+            "step_s": step_s, "limits_kw": limits, "strategy": strategy, "status": status,
+            "computed_at": computed_at.isoformat(), "note": snap.notes.get(ev_id, ""),
+            "unmet_kwh": round(schedule.ev_unmet_kwh.get(ev_id, 0.0), 3),
+        }
+    planned = [round(snap.fixed_load_kw + sum(v[t] for v in evses.values()), 3) for t in range(inst.steps)]
+    plan = {
+        "plan_id": plan_id, "site_id": site_id, "start": start, "step_s": step_s, "planned_kw": planned,
+        "limit_kw": limit_kw, "fixed_load_kw": round(snap.fixed_load_kw, 3), "strategy": strategy,
+        "status": status, "message": schedule.message, "objective": schedule.objective_value,
+        "computed_at": computed_at.isoformat(), "solve_s": round(solve_s, 4), "evses": evses,
+        "transactions": {key: ev_id for ev_id, key in snap.ev_evse.items()},
+        "prices": snap.prices,
+    }
+    return plan, per_evse
+
+
+def planned_kw_at(plan: Mapping[str, Any], key: str, at: datetime) -> float | None:
+    """The plan's limit for EVSE `key` at `at` (None if the EVSE is not in the plan)."""
+    limits = plan.get("evses", {}).get(key)
+    if not limits:
+        return None
+    start = datetime.fromisoformat(plan["start"])
+    i = int((at - start).total_seconds() // plan["step_s"])
+    return float(limits[min(max(i, 0), len(limits) - 1)])
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+@dataclass
+class _SiteState:
+    first_dirty: float | None = None
+    last_dirty: float | None = None
+    last_solve: float = -1e18
+    plan: dict[str, Any] | None = None
+    reasons: set[str] = field(default_factory=set)
+
+
+class OptimizerWorker:
+    """One worker process's loop (see module doc)."""
+
+    def __init__(self, redis: Redis, keys: Keys, cfg: WorkerConfig, clock: Clock | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cfg = cfg
+        self._fixed_clock = clock
+        self.clock: Clock = clock or RealClock()
+        self.sites: dict[str, _SiteState] = {}
+        self._station_site: dict[str, str] = {}
+        self._release = redis.register_script(_RELEASE)
+        self.solves = 0
+        self.fallbacks = 0
+
+    # -- setup ---------------------------------------------------------------------------
+    async def refresh_clock(self) -> None:
+        """Follow the shared ClockSpec in `evfleet:clock` (unless a clock was injected)."""
+        if self._fixed_clock is not None:
+            return
+        spec = await self.redis.hgetall(self.keys.clock())
+        if spec:
+            self.clock = ScaledClock.from_spec(ClockSpec.from_dict({str(k): str(v) for k, v in spec.items()}))
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (from the stream's end) if it does not exist."""
+        try:
+            await self.redis.xgroup_create(self.keys.events(), GROUP, id="$", mkstream=True)
+        except Exception as err:  # BUSYGROUP: another worker created it
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    async def ack_stale(self, min_idle_ms: int = 60_000) -> int:
+        """Acknowledge entries a dead worker left pending (start-up re-plans every site anyway)."""
+        acked, start = 0, "0-0"
+        while True:
+            resp: Any = await self.redis.xautoclaim(self.keys.events(), GROUP, self.cfg.consumer,
+                                                    min_idle_time=min_idle_ms, start_id=start, count=1000)
+            start, ids = str(resp[0]), [entry_id for entry_id, _ in resp[1]]
+            if ids:
+                await self.redis.xack(self.keys.events(), GROUP, *ids)
+                acked += len(ids)
+            if start in ("0-0", "0"):
+                return acked
+
+    async def known_sites(self) -> list[str]:
+        """Sites to plan: the site set plus the default site, filtered by `cfg.sites`."""
+        sites = {str(s) for s in await self.redis.smembers(self.keys.sites())} | {self.cfg.default_site}
+        if self.cfg.sites:
+            sites &= set(self.cfg.sites)
+        return sorted(sites)
+
+    def _mine(self, site_id: str) -> bool:
+        return not self.cfg.sites or site_id in self.cfg.sites
+
+    def mark_dirty(self, site_id: str, reason: str) -> None:
+        """Ask for a (debounced) re-solve of a site."""
+        if not self._mine(site_id):
+            return
+        st = self.sites.setdefault(site_id, _SiteState())
+        now = asyncio.get_running_loop().time()
+        st.first_dirty = st.first_dirty if st.first_dirty is not None else now
+        st.last_dirty = now
+        st.reasons.add(reason)
+
+    # -- events --------------------------------------------------------------------------
+    async def site_of(self, event: Event) -> str:
+        """The site an event belongs to."""
+        if event.site_id:
+            return event.site_id
+        if not event.station_id:
+            return self.cfg.default_site
+        if event.station_id not in self._station_site:
+            site = await self.redis.hget(self.keys.station(event.station_id), "site_id")
+            self._station_site[event.station_id] = str(site) if site else self.cfg.default_site
+        return self._station_site[event.station_id]
+
+    async def handle(self, event: Event) -> None:
+        """Update the worker's view from one event."""
+        site = await self.site_of(event)
+        if event.type in TRIGGERS:
+            self.mark_dirty(site, event.type.value)
+        if event.type == EventType.TX_ENDED and event.transaction_id:
+            await self.record_history(event.transaction_id)
+        elif event.type == EventType.PROFILE_ANSWERED and event.data.get("steerable") is False:
+            self.mark_dirty(site, "steerable")
+        elif event.type == EventType.METER_VALUES and event.evse_id and "power_w" in event.data:
+            self._check_drift(site, event)
+
+    def _check_drift(self, site: str, event: Event) -> None:
+        st = self.sites.get(site)
+        if st is None or st.plan is None or event.data.get("power_w") is None:
+            return
+        planned = planned_kw_at(st.plan, f"{event.station_id}/{event.evse_id}", self.clock.now())
+        if planned is None:
+            return
+        drift_kw = abs(float(event.data["power_w"]) / 1000.0 - planned)
+        now = asyncio.get_running_loop().time()
+        if drift_kw > self.cfg.meter_drift_kw and now - st.last_solve >= self.cfg.drift_min_interval_s:
+            self.mark_dirty(site, "meter_drift")
+
+    async def record_history(self, txid: str) -> None:
+        """Append an ended session's energy to its driver's history (seed-001 forecast input)."""
+        tx = await self.redis.hgetall(self.keys.transaction(txid))
+        token = tx.get("id_token")
+        if not token or not tx.get("energy_wh"):
+            return
+        ended = tx.get("ended_at") or self.clock.now().isoformat()
+        started = datetime.fromisoformat(str(tx.get("started_at") or ended).replace("Z", "+00:00"))
+        row = json.dumps({"ended_at": ended, "weekday": started.weekday(),
+                          "energy_kwh": round(float(tx["energy_wh"]) / 1000.0, 3)})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(self.keys.energy_history(str(token)), row)
+        pipe.ltrim(self.keys.energy_history(str(token)), 0, HISTORY_LEN - 1)
+        await pipe.execute()
+
+    # -- solving -------------------------------------------------------------------------
+    async def solve_site(self, site_id: str) -> dict[str, Any] | None:
+        """Snapshot, solve (thread, time limit, fallback) and write a site's plan; None if leased."""
+        lease_key = self.keys.optimizer_lease(site_id)
+        token = f"{self.cfg.consumer}:{uuid.uuid4().hex[:6]}"
+        if not await self.redis.set(lease_key, token, nx=True, px=int(self.cfg.lease_ttl_s * 1000)):
+            return None
+        try:
+            return await self._solve_and_write(site_id)
+        finally:
+            await self._release(keys=[lease_key], args=[token])
+
+    async def _solve_and_write(self, site_id: str) -> dict[str, Any]:
+        await self.refresh_clock()
+        now = self.clock.now()
+        state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
+                                self.cfg.default_site)
+        snap = build_instance(state, now, self.cfg.snapshot_config())
+        t0 = time.perf_counter()
+        schedule = await self._solve(snap)
+        schedule = enforce_min_power(snap.instance, schedule, ev_min_kw(state))  # 0 or >= EV minimum
+        solve_s = time.perf_counter() - t0
+        plan_id = f"{site_id}-{uuid.uuid4().hex[:10]}"
+        plan, per_evse = plan_documents(site_id, snap, schedule, plan_id=plan_id, limit_kw=state.limit_kw,
+                                        computed_at=self.clock.now(), solve_s=solve_s,
+                                        strategy=self.cfg.strategy)
+        if not state.prices:  # no tariff on the site: the csms sends limits only (no salesTariff)
+            plan["prices"] = None
+        previous_raw = await self.redis.get(self.keys.site_plan(site_id))
+        previous = json.loads(previous_raw) if previous_raw else {}
+        pipe = self.redis.pipeline(transaction=True)
+        for key in previous.get("evses", {}):
+            if key not in per_evse:
+                sid, eid = key.rsplit("/", 1)
+                pipe.delete(self.keys.planned_schedule(sid, int(eid)))
+        for key, doc in per_evse.items():
+            sid, eid = key.rsplit("/", 1)
+            pipe.set(self.keys.planned_schedule(sid, int(eid)), json.dumps(doc, separators=(",", ":")))
+        pipe.set(self.keys.site_plan(site_id), json.dumps(plan, separators=(",", ":")))
+        pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
+            EventType.SCHEDULE_PLANNED, self.clock.now(), site_id=site_id,
+            data={"plan_id": plan_id, "status": plan["status"], "strategy": plan["strategy"],
+                  "solve_s": plan["solve_s"], "evses": len(per_evse), "objective": plan["objective"],
+                  "message": plan["message"]}), maxlen=STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
+        self.solves += 1
+        if schedule.status.value == "fallback":
+            self.fallbacks += 1
+            log.warning("site %s: fallback plan %s (%s)", site_id, plan_id, schedule.message)
+        else:
+            log.info("site %s: plan %s %s in %.3fs for %d EVs", site_id, plan_id, plan["status"], solve_s,
+                     len(per_evse))
+        return plan
+
+    async def _solve(self, snap: Snapshot) -> Schedule:
+        from optimizer.solve import fallback_schedule, solve
+
+        inst = snap.instance
+        timeout = self.cfg.solve_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(solve, inst, self.cfg.strategy, timeout),
+                                          timeout + min(2.0, timeout))
+        except TimeoutError:
+            return fallback_schedule(inst, f"solve did not finish within {timeout:g}s")
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume events and solve dirty sites until cancelled (or `stop` is set)."""
+        await self.ensure_group()
+        stale = await self.ack_stale()
+        if stale:
+            log.info("acknowledged %d events left pending by stopped workers", stale)
+        await self.refresh_clock()
+        for site in await self.known_sites():
+            self.mark_dirty(site, "startup")
+        while stop is None or not stop.is_set():
+            await self._read_events()
+            await self._solve_due()
+
+    async def _read_events(self) -> None:
+        resp: Any = await self.redis.xreadgroup(GROUP, self.cfg.consumer, {self.keys.events(): ">"},
+                                                count=500, block=self.cfg.block_ms)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # a cancellation swallowed by a library wait_for race
+            raise asyncio.CancelledError
+        for _stream, entries in resp or []:
+            ids = []
+            for entry_id, fields in entries:
+                ids.append(entry_id)
+                try:
+                    event = Event.from_fields(fields)
+                except (ValueError, KeyError) as err:
+                    log.warning("skipping malformed event %s: %s", entry_id, err)
+                    continue
+                await self.handle(event)
+            if ids:
+                await self.redis.xack(self.keys.events(), GROUP, *ids)
+
+    async def _solve_due(self) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        clock_now = self.clock.now()
+        for site_id, st in list(self.sites.items()):
+            if st.plan is not None and st.first_dirty is None:
+                start = datetime.fromisoformat(st.plan["start"])
+                if clock_now >= start + timedelta(seconds=st.plan["step_s"]):
+                    self.mark_dirty(site_id, "rolling_horizon")
+            if st.first_dirty is None or st.last_dirty is None:
+                continue
+            quiet = loop_now - st.last_dirty >= self.cfg.debounce_s
+            overdue = loop_now - st.first_dirty >= self.cfg.max_delay_s
+            if not (quiet or overdue):
+                continue
+            reasons = sorted(st.reasons)
+            st.first_dirty = st.last_dirty = None
+            st.reasons = set()
+            plan = await self.solve_site(site_id)
+            if plan is None:  # another worker holds the lease: try again shortly with fresh state
+                self.mark_dirty(site_id, "lease_busy")
+                st.first_dirty = loop_now - self.cfg.max_delay_s + 0.5
+                continue
+            st.plan = plan
+            st.last_solve = asyncio.get_running_loop().time()
+            log.debug("site %s solved for %s", site_id, ",".join(reasons))

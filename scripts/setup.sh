@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up evfleet in ./.venv. `--dev` also installs the test tools and the system
+# packages the test suite drives for real (Chromium, Mosquitto, Java, iproute2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+  echo "evfleet needs Python 3.11 or newer (found $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+stamp=".venv/.evfleet-installed${extras}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "==> installing evfleet${extras} into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+  touch "$stamp"
+fi
+
+if [ "${1:-}" = "--dev" ]; then
+  need=()
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing system packages: ${need[*]}"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+      echo "warning: missing ${need[*]}; install them (Debian: apt-get install ${need[*]}) or the tests that need them are skipped" >&2
+    fi
+  fi
+  if [ -x scripts/setup-iso15118.sh ]; then
+    bash scripts/setup-iso15118.sh
+  fi
+fi

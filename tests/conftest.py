@@ -1,0 +1,130 @@
+"""Shared fixtures: real Redis and MQTT servers on private ports, started and stopped here."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.runners
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from csms.store.embedded import EmbeddedRedis, free_port
+
+ARTIFACTS = Path(os.environ.get("EVFLEET_TEST_ARTIFACTS", "test-artifacts"))
+STUCK_TASK_GRACE_S = 15.0
+_stuck_tasks: list[str] = []
+
+
+def _cancel_all_tasks_bounded(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio.runners._cancel_all_tasks, but a task that ignores cancellation cannot hang the run.
+
+    A test's event loop is closed by cancelling every task left and waiting for them; one task that
+    swallows CancelledError would block the whole suite forever. Here it gets STUCK_TASK_GRACE_S,
+    then its stack is printed and the session is marked failed (see pytest_sessionfinish).
+    """
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    _done, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=STUCK_TASK_GRACE_S))
+    for task in pending:
+        _stuck_tasks.append(repr(task))
+        print(f"\nstuck task ignored cancellation for {STUCK_TASK_GRACE_S} s: {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    for task in tasks - pending:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler({"message": "unhandled exception during test loop shutdown",
+                                         "exception": task.exception(), "task": task})
+
+
+asyncio.runners._cancel_all_tasks = _cancel_all_tasks_bounded  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any task ignored cancellation at loop shutdown (a product bug)."""
+    if _stuck_tasks:
+        print(f"\n{len(_stuck_tasks)} task(s) ignored cancellation at event-loop shutdown:", file=sys.stderr)
+        for task in _stuck_tasks:
+            print(f"  {task}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A private redis-server for the whole test session (never the machine's own)."""
+    server = EmbeddedRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """URL of the private Redis, flushed before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+class MqttBroker:
+    """A private MQTT broker process (Mosquitto) on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="evfleet-mqtt-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """mqtt:// URL of the broker."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> MqttBroker:
+        """Start Mosquitto with an anonymous listener on the private port."""
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(binary):
+            pytest.skip("no mosquitto binary (scripts/test.sh installs it)")
+        conf = Path(self.dir) / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        """Stop the broker and remove its directory."""
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> Iterator[MqttBroker]:
+    """A private MQTT broker for the whole test session."""
+    broker = MqttBroker().start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Directory for test artifacts (screenshots, reports)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,111 @@
+"""Bad input from a station: the right CALLERROR, connection kept, nothing stored; compat mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from csms.store.client import as_str
+from csms.store.keys import Keys
+from csms.store.provisioning import set_station_compat
+from tests.csms.helpers import RawStation, stream_events
+
+BOOT_OK = {"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V"}}
+
+
+async def state_keys(redis: Redis) -> set[str]:
+    """Keys other than the ones a connected, booted station already has."""
+    return {as_str(k) for k in await redis.keys("evfleet:*") if k != "evfleet:events"}
+
+
+async def assert_still_connected(st: RawStation) -> None:
+    assert (await st.ok("Heartbeat", {}))["currentTime"]
+
+
+@pytest.mark.parametrize("frame,code,uid", [
+    ("this is not json", "RpcFrameworkError", "-1"),
+    ('{"not": "an array"}', "RpcFrameworkError", "-1"),
+    ('[2, "bad-1", "Heartbeat"', "RpcFrameworkError", "-1"),
+    ('[9, "bad-2", "Heartbeat", {}]', "MessageTypeNotSupported", "bad-2"),
+    ('[2, "bad-3", "Heartbeat"]', "RpcFrameworkError", "bad-3"),
+    ('[2, "bad-4", "Heartbeat", "payload"]', "FormatViolation", "bad-4"),
+    ('[2, "bad-5", "MakeCoffee", {}]', "NotImplemented", "bad-5"),
+    ('[2, "bad-6", "Reset", {"type": "Immediate"}]', "NotSupported", "bad-6"),
+    (b"\xff\xfe not utf-8", "RpcFrameworkError", "-1"),
+    ('[2, "' + "x" * 40 + '", "Heartbeat", {}]', "RpcFrameworkError", "-1"),
+])
+async def test_bad_frames_get_callerror_and_connection_is_kept(
+        station: RawStation, redis: Redis, frame: str | bytes, code: str, uid: str) -> None:
+    before = await state_keys(redis)
+    answer = await station.send_raw(frame, expect_id=uid)
+    assert answer[0] == 4 and answer[1] == uid and answer[2] == code, answer
+    assert isinstance(answer[3], str) and isinstance(answer[4], dict)
+    await assert_still_connected(station)
+    assert await state_keys(redis) == before
+    errors = await stream_events(redis, {"protocol.error"})
+    assert errors[-1]["data"]["code"] == code and errors[-1]["station_id"] == "CP-1"
+
+
+@pytest.mark.parametrize("action,payload,code", [
+    ("BootNotification", {"reason": "PowerUp"}, "OccurrenceConstraintViolation"),
+    ("BootNotification", {**BOOT_OK, "reason": 5}, "TypeConstraintViolation"),
+    ("BootNotification", {**BOOT_OK, "reason": "Bored"}, "PropertyConstraintViolation"),
+    ("BootNotification", {**BOOT_OK, "color": "red"}, "FormatViolation"),
+    ("TransactionEvent", {"eventType": "Started", "timestamp": "2026-01-01T00:00:00Z",
+                          "triggerReason": "Authorized", "seqNo": "zero",
+                          "transactionInfo": {"transactionId": "tx-bad"}}, "TypeConstraintViolation"),
+    ("StatusNotification", {"timestamp": "2026-01-01T00:00:00Z", "connectorStatus": "Exploded",
+                            "evseId": 1, "connectorId": 1}, "PropertyConstraintViolation"),
+])
+async def test_schema_violations_refused_nothing_stored(station: RawStation, redis: Redis, action: str,
+                                                        payload: dict[str, object], code: str) -> None:
+    before = await state_keys(redis)
+    vendor_before = await redis.hget("evfleet:station:CP-1", "vendor")
+    answer = await station.call(action, payload)
+    assert answer[0] == 4 and answer[2] == code, answer
+    await assert_still_connected(station)
+    assert await state_keys(redis) == before
+    assert await redis.hget("evfleet:station:CP-1", "vendor") == vendor_before
+    assert await redis.exists("evfleet:tx:tx-bad") == 0
+
+
+async def test_callresult_to_nothing_is_ignored_and_logged(station: RawStation, redis: Redis,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    before = await state_keys(redis)
+    await station.send_raw(json.dumps([3, "never-asked", {"status": "Accepted"}]))
+    await station.send_raw(json.dumps([4, "never-asked-2", "GenericError", "x", {}]))
+    await assert_still_connected(station)
+    assert station.unsolicited == []  # no reply to a CALLRESULT/CALLERROR
+    assert await state_keys(redis) == before
+    assert "answers no outstanding CALL" in caplog.text
+
+
+async def test_compat_mode_accepts_and_counts_violations(station: RawStation, redis: Redis,
+                                                         keys: Keys) -> None:
+    await set_station_compat(redis, keys, "CP-1", True)
+    bad_boot = {**BOOT_OK, "reason": "Bored", "chargingStation": {"model": "M2", "vendorName": "V2",
+                                                                  "colour": "red"}}
+    reply = await station.ok("BootNotification", bad_boot)
+    assert reply["status"] == "Accepted"
+    assert await redis.hget("evfleet:station:CP-1", "vendor") == "V2"
+    await station.ok("BootNotification", bad_boot)
+    assert await redis.hgetall("evfleet:station:CP-1:violations") == {"BootNotification": "2"}
+    # a violation the handler cannot work around is still refused with its code
+    answer = await station.call("StatusNotification", {"timestamp": "2026-01-01T00:00:00Z"})
+    assert answer[0] == 4 and answer[2] == "OccurrenceConstraintViolation"
+    await set_station_compat(redis, keys, "CP-1", False)
+    assert (await station.call("BootNotification", bad_boot))[2] == "PropertyConstraintViolation"
+
+
+async def test_impossible_value_refused_connection_kept(station: RawStation, redis: Redis) -> None:
+    # schema-valid but semantically impossible: timestamp that is not a date
+    answer = await station.call("TransactionEvent", {
+        "eventType": "Started", "timestamp": "yesterday-ish", "triggerReason": "Authorized", "seqNo": 0,
+        "transactionInfo": {"transactionId": "tx-weird"}})
+    assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation"
+    await asyncio.sleep(0)
+    await assert_still_connected(station)
+    assert await redis.exists("evfleet:tx:tx-weird") == 0

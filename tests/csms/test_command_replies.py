@@ -1,0 +1,101 @@
+"""Command replies are awaited on their own Redis pool: calls in flight never starve OCPP handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from csms.app import running_csms
+from csms.commands import CommandClient, CommandReply, Outcome
+from csms.store.client import connect_redis
+from csms.store.keys import Keys
+from tests.csms.conftest import PASSWORD, make_settings
+from tests.csms.helpers import RawStation, wait_for
+from tests.csms.test_station_messages import tx_event
+
+MAIN_POOL = 8
+REPLY_POOL = 16
+PENDING_CALLS = 40  # more than both pools together
+
+
+async def _clients(redis: Redis, name: str | None = None, cmd: str | None = None) -> int:
+    rows = await redis.client_list()
+    return sum(1 for c in rows
+               if (name is None or c.get("name") == name) and (cmd is None or c.get("cmd") == cmd))
+
+
+async def test_saturated_reply_pool_does_not_stall_ocpp_handlers(
+        redis_url: str, redis: Redis, provision: Callable[..., Awaitable[None]]) -> None:
+    settings = make_settings(redis_url)
+    async with running_csms(settings, services=[], redis_max_connections=MAIN_POOL,
+                            reply_max_connections=REPLY_POOL) as node:
+        await provision("CP-1", site_id="depot")
+        st = await RawStation.connect(node.url, "CP-1", PASSWORD)
+        await st.ok("BootNotification", {"reason": "PowerUp",
+                                         "chargingStation": {"model": "M1", "vendorName": "V1"}})
+        # the station never answers: every call stays in flight, waiting for its reply
+        calls = [asyncio.create_task(node.commands.call("CP-1", "GetBaseReport",
+                                                        {"requestId": i, "reportBase": "FullInventory"},
+                                                        timeout_s=30))
+                 for i in range(PENDING_CALLS)]
+        try:
+            async def saturated() -> bool:
+                return int((await redis.info("clients"))["blocked_clients"]) >= MAIN_POOL
+
+            await wait_for(saturated, timeout=10)
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            answer = await st.call("TransactionEvent", tx_event("Started", 0, txid="tx-busy", energy_kwh=1.0),
+                                   timeout=5)
+            elapsed_s = time.monotonic() - started
+            assert answer[0] == 3, answer
+            assert elapsed_s < 2.0
+            assert await redis.hget("evfleet:tx:tx-busy", "energy_wh") == "1000.0"
+            assert await redis.hget("evfleet:station:CP-1:evse:1", "transaction_id") == "tx-busy"
+            # the reply pool is full (the other calls queue for a connection), none of it on the main pool
+            assert await _clients(redis, "evfleet-replies", "brpop") == REPLY_POOL
+            assert not any(t.done() for t in calls)
+        finally:
+            for t in calls:
+                t.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+        await st.close()
+    assert await _clients(redis, "evfleet-replies") == 0  # closed with the node
+
+
+async def test_queued_calls_get_their_replies_once_the_pool_frees(
+        redis_url: str, provision: Callable[..., Awaitable[None]]) -> None:
+    settings = make_settings(redis_url)
+    async with running_csms(settings, services=[], reply_max_connections=2) as node:
+        await provision("CP-1")
+        st = await RawStation.connect(node.url, "CP-1", PASSWORD)
+        await st.ok("BootNotification", {"reason": "PowerUp",
+                                         "chargingStation": {"model": "M1", "vendorName": "V1"}})
+        st.auto_answer["GetBaseReport"] = {"status": "Accepted"}
+        replies: list[CommandReply] = await asyncio.gather(*(
+            node.commands.call("CP-1", "GetBaseReport", {"requestId": i, "reportBase": "FullInventory"},
+                               timeout_s=10) for i in range(10)))
+        assert [r.outcome for r in replies] == [Outcome.RESULT] * 10
+        await st.close()
+
+
+async def test_client_without_reply_client_opens_and_closes_its_own(redis_url: str, keys: Keys) -> None:
+    shared = connect_redis(redis_url, client_name="shared-test")
+    client = CommandClient(shared, keys, reply_max_connections=3)
+    try:
+        reply_redis = client.reply_redis
+        assert reply_redis is not shared and reply_redis.connection_pool is not shared.connection_pool
+        assert reply_redis.connection_pool.max_connections == 3
+        assert await reply_redis.brpop(["evfleet:test:none"], timeout=0.1) is None
+        assert await reply_redis.get("x") is None  # same server, same options (str replies)
+    finally:
+        await client.aclose()
+        await shared.aclose()
+    probe = connect_redis(redis_url)
+    try:
+        assert await _clients(probe, "shared-test") == 0
+    finally:
+        await probe.aclose()

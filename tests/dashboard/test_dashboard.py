@@ -1,0 +1,171 @@
+"""The dashboard in headless Chromium against a running csms with simulated stations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.api.harness import live_csms
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason="Debian chromium not installed at /usr/bin/chromium (scripts/setup.sh --dev)"),
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Debian Chromium through Playwright (never `playwright install`)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser: Any,
+                                                         artifacts_dir: Path) -> None:
+    async with live_csms(redis_url, ["CS-1", "CS-2", "CS-3"]) as live:
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{live.api_url}/#token={live.viewer}")
+        for sid in ("CS-1", "CS-2", "CS-3"):
+            await page.wait_for_selector(f'.tile[data-sid="{sid}"].s-Available', timeout=10_000)
+        assert "token=" not in page.url  # the token is dropped from the address bar
+        await page.wait_for_selector("#conn.on", timeout=10_000)
+        assert await page.text_content("#who") == "viewer (viewer)"
+        assert await page.is_hidden("#limit-form")  # operator-only controls hidden for a viewer
+        await page.evaluate("window.__noReload = 42")
+        before = await page.text_content("#site-power")
+
+        tx_id = live.stations[1].plug_in(1, live.ev(hours=3))
+        await page.wait_for_selector('.tile[data-sid="CS-2"].s-Charging', timeout=15_000)
+        await page.wait_for_selector(f'#session-table tr[data-tx="{tx_id}"]', timeout=15_000)
+        await page.wait_for_function(
+            "() => parseFloat(document.getElementById('site-power').textContent) > 1", timeout=15_000)
+        assert await page.evaluate("window.__noReload") == 42  # updated in place, no reload
+        after = await page.text_content("#site-power")
+        assert before != after
+        await page.wait_for_selector("#events li", timeout=10_000)
+        await page.screenshot(path=str(artifacts_dir / "dashboard-overview.png"), full_page=True)
+
+        await page.click(f'#session-table tr[data-tx="{tx_id}"]')
+        await page.wait_for_selector("#session-view:not([hidden])")
+        await page.wait_for_function(
+            f"() => document.getElementById('xv-id').textContent === '{tx_id}'", timeout=10_000)
+        await page.screenshot(path=str(artifacts_dir / "dashboard-session.png"), full_page=True)
+        await page.goto(f"{live.api_url}/#/station/CS-2")
+        await page.wait_for_function("() => document.getElementById('sv-id').textContent === 'CS-2'",
+                                     timeout=10_000)
+        assert "Occupied" in (await page.text_content("#sv-evses")) or "Charging" in (
+            await page.text_content("#sv-status"))
+        await page.screenshot(path=str(artifacts_dir / "dashboard-station.png"), full_page=True)
+        assert errors == []
+        assert (artifacts_dir / "dashboard-overview.png").stat().st_size > 10_000
+
+
+async def test_dashboard_asks_for_a_token(redis_url: str, browser: Any) -> None:
+    async with live_csms(redis_url, ["CS-9"]) as live:
+        page = await browser.new_page()
+        await page.goto(live.api_url + "/")
+        await page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+        await page.fill("#token-input", "wrong")
+        await page.click("#login-form button")
+        await page.wait_for_function(
+            "() => document.getElementById('login-error').textContent.includes('token')")
+        await page.fill("#token-input", live.operator)
+        await page.click("#login-form button")
+        await page.wait_for_selector('.tile[data-sid="CS-9"]', timeout=10_000)
+        assert await page.is_visible("#limit-form")  # operator sees the controls
+
+
+async def test_dashboard_with_1000_stations_stays_usable(redis_url: str, browser: Any,
+                                                         artifacts_dir: Path) -> None:
+    """1,000 seeded stations: paged grid, counts over all, a burst of 1,000 status events lands
+    in place and the page keeps answering quickly."""
+    import time
+    from datetime import UTC, datetime
+
+    import uvicorn  # noqa: F401  (served by the csms API service below)
+    from redis.asyncio import Redis
+
+    from csms.api.tokens import TokenStore
+    from csms.clock import RealClock
+    from csms.store.keys import Keys
+    from tests.dashboard.fleet import seed_fleet, status_burst
+
+    keys = Keys("evfleet")
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        now = datetime.now(UTC)
+        await seed_fleet(redis, keys, 1000, now)
+        token, _ = await TokenStore(redis, keys, RealClock()).create("ops", "operator")
+        async with _api_only(redis_url) as api_url:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            t0 = time.monotonic()
+            await page.goto(f"{api_url}/#token={token}")
+            await page.wait_for_selector('.tile[data-sid="CS-0000"]', timeout=20_000)
+            load_s = time.monotonic() - t0
+            assert await page.locator("#station-grid .tile").count() == 200  # paged, not 1,000 nodes
+            assert "all 1000" in (await page.text_content("#status-chips") or "")
+            await page.wait_for_selector("#conn.on", timeout=10_000)
+            ids = [f"CS-{i:04d}" for i in range(1000)]
+            await status_burst(redis, keys, ids, "Faulted", datetime.now(UTC))
+            await page.wait_for_function(
+                "() => document.querySelectorAll('#station-grid .tile.s-Faulted').length >= 190",
+                timeout=20_000)
+            t1 = time.monotonic()
+            await page.evaluate("1 + 1")
+            assert time.monotonic() - t1 < 1.0  # main thread not stuck
+            assert load_s < 15
+            await page.screenshot(path=str(artifacts_dir / "dashboard-1000-stations.png"))
+            assert errors == []
+    finally:
+        await redis.aclose()
+
+
+def _api_only(redis_url: str) -> Any:
+    """The csms API service alone (no OCPP traffic needed) on a free port."""
+    import contextlib
+
+    from csms.app import running_csms
+    from csms.settings import CsmsSettings
+
+    @contextlib.asynccontextmanager
+    async def run() -> Any:
+        settings = CsmsSettings(redis_url=redis_url, host="127.0.0.1", port=0, node_id="scale-node",
+                                api_host="127.0.0.1", api_port=0, smart_charging=False)
+        async with running_csms(settings, services=["csms.api.service:run"]) as node:
+            from tests.waiting import until
+            await until(lambda: node.ctx.api_port, 10)
+            yield f"http://127.0.0.1:{node.ctx.api_port}"
+
+    return run()
+
+
+async def test_openapi_docs_render_offline(redis_url: str, browser: Any) -> None:
+    """/docs works without internet: Swagger UI comes from the installed package, not a CDN."""
+    async with _api_only(redis_url) as api_url:
+        page = await browser.new_page()
+        outside: list[str] = []
+        page.on("request", lambda req: outside.append(req.url) if not req.url.startswith(api_url) else None)
+        await page.goto(f"{api_url}/docs")
+        await page.wait_for_selector(".swagger-ui .info .title", timeout=15_000)
+        assert "evfleet operator API" in (await page.text_content(".swagger-ui .info .title") or "")
+        await page.wait_for_selector("text=RequestStartTransaction", timeout=10_000)
+        assert outside == []

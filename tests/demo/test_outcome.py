@@ -1,0 +1,92 @@
+"""The demo's two runs from scenario cars and measured transactions (pure, no Redis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from evse_sim.demo.collect import MeasuredTransaction, parse_meter_entry, transaction_from_fields
+from evse_sim.demo.config import DemoConfig, DemoConfigError, parse_duration
+from evse_sim.demo.metering import MeterSample
+from evse_sim.demo.outcome import compute_runs, match_transactions
+from evse_sim.demo.replay import CarSpec
+from evse_sim.demo.report import PriceSeries
+
+T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def car(cid: str, station: str, arrive: float, leave: float, need_kwh: float = 11.0) -> CarSpec:
+    return CarSpec(cid, station, 1, at(arrive), at(leave), 100.0, 0.2, 0.2 + need_kwh / 100.0, 11.0,
+                   efficiency=1.0)
+
+
+def tx(txid: str, station: str, start: float, samples: list[tuple[float, float]], token: str = "",
+       end: float | None = None) -> MeasuredTransaction:
+    return MeasuredTransaction(txid, station, 1, token, at(start), None if end is None else at(end),
+                               tuple(MeterSample(at(m), wh) for m, wh in samples))
+
+
+def test_match_by_token_then_by_evse_and_time() -> None:
+    cars = [car("a", "CS1", 0, 60), car("b", "CS1", 120, 240), car("c", "CS2", 10, 300)]
+    txs = [tx("t1", "CS1", 1, [(1, 0), (60, 1000)]), tx("t2", "CS1", 121, [(121, 0)]),
+           tx("t3", "CS9", 15, [(15, 0)], token="TOK-C")]
+    found = match_transactions(cars, txs, {"c": "TOK-C"})
+    assert [t.transaction_id for t in found["a"]] == ["t1"]
+    assert [t.transaction_id for t in found["b"]] == ["t2"]
+    assert [t.transaction_id for t in found["c"]] == ["t3"]
+
+
+def test_compute_runs_measures_optimized_and_replays_the_same_cars() -> None:
+    # car a arrives at 12:00 (price 0.4), needs 11 kWh; the measured run charged it in the
+    # cheap hour 13:00-14:00 (price 0.1); uncontrolled charges it at once.
+    prices = PriceSeries(T0, 60, (0.4, 0.1, 0.4, 0.4))
+    cars = [car("a", "CS1", 0, 180), car("late", "CS2", 500, 600)]
+    txs = [tx("t1", "CS1", 0, [(0, 0), (60, 0), (120, 11000), (180, 11000)], end=180)]
+    runs = compute_runs(cars, txs, {}, prices, 20.0, T0, at(240), "cost", {"scenario": "t"})
+    assert runs.optimized.energy_cost == pytest.approx(1.1)
+    assert runs.uncontrolled.energy_cost == pytest.approx(4.4)
+    assert runs.report["summary"]["saving_percent"] == pytest.approx(75.0)
+    assert runs.report["cars"] == 1 and runs.report["cars_after_window"] == 1
+    assert runs.optimized.cars[0].delivered_kwh == pytest.approx(11.0)
+    assert runs.uncontrolled.cars[0].delivered_kwh == pytest.approx(11.0)
+    assert not runs.optimized.limit_exceeded
+    assert runs.report["runs"]["optimized"]["cars_without_transaction"] == []
+
+
+def test_car_without_transaction_is_accounted_as_zero_and_short() -> None:
+    prices = PriceSeries(T0, 60, (0.2,))
+    runs = compute_runs([car("a", "CS1", 0, 60)], [], {}, prices, 20.0, T0, at(120), "cost", {})
+    assert runs.optimized.cars[0].delivered_kwh == 0.0
+    assert runs.optimized.cars_short == ("a",)
+    assert runs.report["runs"]["optimized"]["cars_without_transaction"] == ["a"]
+
+
+def test_redis_fields_parse_into_a_transaction() -> None:
+    fields = {b"station_id": b"CS1", b"evse_id": b"1", b"id_token": b"T",
+              b"started_at": b"2026-03-02T12:00:00Z"}
+    meter = [b'{"ts": "2026-03-02T12:00:00+00:00", "energy_wh": 100.0}', b'{"ts": "2026-03-02T12:30:00Z",'
+             b' "energy_wh": 2100}', b'{"ts": "2026-03-02T12:31:00Z", "power_w": 5}', b"not json"]
+    parsed = transaction_from_fields("t1", fields, meter)
+    assert parsed.station_id == "CS1" and parsed.evse_id == 1 and parsed.started_at == T0
+    assert parsed.delivered_kwh == pytest.approx(2.0)
+    assert parse_meter_entry('{"energy_wh": 1}') is None
+
+
+def test_duration_and_config_validation() -> None:
+    assert parse_duration("24h") == timedelta(hours=24)
+    assert parse_duration("90m") == timedelta(minutes=90)
+    assert parse_duration("1d") == timedelta(days=1)
+    assert parse_duration("6") == timedelta(hours=6)
+    for bad in ("", "abc", "5m", "30d", "-1h"):
+        with pytest.raises(DemoConfigError):
+            parse_duration(bad)
+    with pytest.raises(DemoConfigError, match="--stations"):
+        DemoConfig(stations=0)
+    with pytest.raises(DemoConfigError, match="--speed"):
+        DemoConfig(speed=0)
+    assert DemoConfig(duration=timedelta(hours=24), speed=720).wall_seconds == pytest.approx(120)

@@ -1,0 +1,92 @@
+"""Local fixtures: a csms node with smart charging, an optimizer worker, a site, provisioned stations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from csms.app import CsmsNode, running_csms
+from csms.clock import Clock, RealClock
+from csms.settings import CsmsSettings
+from csms.store.client import connect_redis
+from csms.store.keys import Keys
+from csms.store.provisioning import provision_station
+from optimizer.worker import OptimizerWorker, WorkerConfig
+
+PASSWORD = "iso15118-test-pass"
+SITE = "depot"
+KEYS = Keys("evfleet")
+
+
+@dataclass
+class Loop:
+    """A running csms node (+ optional optimizer worker) and its Redis."""
+
+    node: CsmsNode
+    redis: Redis
+    redis_url: str
+    clock: Clock
+    worker_task: asyncio.Task[None] | None = None
+
+    async def provision(self, station_ids: list[str]) -> None:
+        """Provision stations on the site (cheap hashing for tests)."""
+        for sid in station_ids:
+            await provision_station(self.redis, KEYS, sid, PASSWORD, site_id=SITE, iterations=1000)
+
+    async def set_limit(self, limit_kw: float) -> None:
+        """Change the site limit and emit site.limit (what the API/MQTT do)."""
+        from csms.events import EventType
+        from csms.store.state import event_fields
+
+        await self.redis.hset(KEYS.site(SITE), mapping={"limit_kw": repr(limit_kw)})
+        await self.redis.xadd(KEYS.events(), event_fields(  # type: ignore[arg-type]
+            EventType.SITE_LIMIT, datetime.now(UTC), site_id=SITE, data={"limit_kw": limit_kw}))
+
+    async def json(self, key: str) -> dict[str, Any]:
+        """A JSON string key, {} when missing."""
+        raw = await self.redis.get(key)
+        return json.loads(raw) if raw else {}
+
+
+@contextlib.asynccontextmanager
+async def csms_loop(redis_url: str, limit_kw: float = 22.0, worker: bool = True, smart_charging: bool = True,
+                    **settings: Any) -> AsyncIterator[Loop]:
+    """csms node (smart-charging service on) + optimizer worker, on a fresh site."""
+    base: dict[str, Any] = dict(redis_url=redis_url, host="127.0.0.1", port=0, node_id="iso-node",
+                                api_enabled=False, heartbeat_interval_s=300, interim_profile_after_s=5.0,
+                                replan_threshold_kw=0.5, call_timeout_s=10.0, smart_charging=smart_charging)
+    base.update(settings)
+    redis = connect_redis(redis_url)
+    await redis.hset(KEYS.site(SITE), mapping={"limit_kw": repr(limit_kw), "name": "Depot"})
+    await redis.sadd(KEYS.sites(), SITE)
+    clock = RealClock()
+    services = ["csms.smart_charging.service:run"] if smart_charging else []
+    async with running_csms(CsmsSettings(**base), clock=clock, services=services) as node:
+        lp = Loop(node, redis, redis_url, clock)
+        worker_redis = connect_redis(redis_url)
+        if worker:
+            cfg = WorkerConfig(debounce_s=0.2, max_delay_s=1.0, solve_timeout_s=10.0, block_ms=100)
+            lp.worker_task = asyncio.create_task(OptimizerWorker(worker_redis, KEYS, cfg, clock=clock).run())
+        try:
+            yield lp
+        finally:
+            if lp.worker_task is not None:
+                lp.worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lp.worker_task
+            await worker_redis.aclose()
+            await redis.aclose()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio only."""
+    return "asyncio"

@@ -1,0 +1,117 @@
+"""Done-when e2e (issue 7): csms + optimizer + one simulated station whose EVCC and SECC are real Josev.
+
+The EV's departure time and energy reach the csms as NotifyEVChargingNeeds; the optimizer's
+schedule reaches the EV as an SAScheduleList it follows; a re-plan (site limit drop) triggers
+a renegotiation the EV completes; each EV plan comes back as NotifyEVChargingSchedule.
+Skipped (with the reason) only where namespaces/veth, Java or the Josev venv are impossible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evse_sim.ev import Ev, EvSpec
+from evse_sim.evse import EvseSpec
+from evse_sim.iso15118.link import JosevHlcLink
+from evse_sim.iso15118.netns import check
+from evse_sim.station import ConnectionConfig, SimStation, StationConfig
+from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop
+from tests.waiting import until
+
+CAP = check()
+pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(120),
+              pytest.mark.skipif(not CAP.ok, reason=CAP.explain())]
+
+
+def _pmax_at(tuples: list[dict[str, Any]], t_s: float) -> float:
+    value = 0.0
+    for start, w, _ in tuples[0]["pmax"]:
+        if start <= t_s:
+            value = float(w)
+    return value
+
+
+async def test_real_iso15118_schedule_loop_end_to_end(redis_url: str, artifacts_dir: Path) -> None:
+    workdir = artifacts_dir / "iso15118-e2e"
+    workdir.mkdir(parents=True, exist_ok=True)
+    async with csms_loop(redis_url, limit_kw=11.0) as lp:
+        await lp.provision(["ISO-1"])
+        cfg = StationConfig("ISO-1", (EvseSpec.ac(11.0),), tx_updated_interval_s=10, aligned_interval_s=0)
+        conn = ConnectionConfig(lp.node.url, password=PASSWORD, backoff_base_s=0.05, backoff_max_s=0.3,
+                                response_timeout_s=10)
+        link = JosevHlcLink(workdir=workdir)
+        station = SimStation(cfg, conn, lp.clock, hlc=link, rng=random.Random(3))
+        runner = asyncio.create_task(station.run(tick_s=1.0))
+        try:
+            await link.open(station)  # namespace + veth pair + Josev SECC (JVM warmed up)
+            await until(lambda: station.online, 20, "station online")
+            hlc = link.sessions[1]
+            now = lp.clock.now()
+            departure = now + timedelta(hours=5)
+            ev = Ev(EvSpec("EV-1", "ID.4", 77.0, 0.3, 0.8, 11.0, 100.0, now, departure, hlc=True))
+            tx_id = station.plug_in(1, ev)
+
+            # 1. the EV's departure time and energy reach the csms (NotifyEVChargingNeeds)
+            needs = await until(lambda: lp.json(KEYS.charging_needs("ISO-1", 1)), 40, "needs stored")
+            assert needs["transaction_id"] == tx_id
+            stored_departure = datetime.fromisoformat(needs["departure_time"].replace("Z", "+00:00"))
+            assert abs((stored_departure - departure).total_seconds()) < 30
+            assert needs["energy_amount_wh"] == round(ev.remaining_need_wh / ev.spec.efficiency, -1) or \
+                abs(needs["energy_amount_wh"] - ev.remaining_need_wh / ev.spec.efficiency) < 100
+            assert needs["ev_max_current_a"] == 15  # 11 kW / (3 x 230 V), as the EVCC sent it
+
+            # 2. the optimizer's schedule reaches the EV as an SAScheduleList it follows
+            await until(lambda: hlc.offered_version > 0 and hlc.state == "charging", 30,
+                        "an SAScheduleList built from the TxProfile, accepted by the EV")
+            profile_record = await lp.json(KEYS.applied_profile("ISO-1", 1))
+            assert profile_record.get("status") == "Accepted"
+            offered = [d for _, k, d in hlc.events if k == "offered" and not d["default"]]
+            assert offered, hlc.events
+            plan = hlc.plan
+            assert plan is not None
+            first_offer = offered[0]["tuples"]
+            assert plan.sa_schedule_tuple_id == first_offer[0]["id"]
+            assert all(e.max_power_w <= _pmax_at(first_offer, e.start_s) + 1 for e in plan.profile)
+            await until(lambda: station.evses[1].ev_limit_w is not None, 5, "EV follows its plan")
+            ev_sched = await until(lambda: lp.json(KEYS.ev_schedule("ISO-1", 1)), 15, "EV schedule stored")
+            assert ev_sched["transaction_id"] == tx_id
+
+            # 3. a later re-plan (site limit 11 -> 4 kW) triggers a renegotiation the EV completes
+            renegotiations_before = hlc.renegotiations
+            plans_before = len(hlc.plans)
+            await lp.set_limit(4.0)
+            await until(lambda: hlc.renegotiations > renegotiations_before and len(hlc.plans) > plans_before
+                        and hlc.state == "charging", 40, "renegotiation completed")
+            last_offer = [d for _, k, d in hlc.events if k == "offered"][-1]["tuples"]
+            assert _pmax_at(last_offer, 0) <= 4_000 + 1
+            assert hlc.plan is not None and hlc.plan.profile[0].max_power_w <= 4_000 + 1
+
+            # 4. the EV's new plan comes back as NotifyEVChargingSchedule
+            async def new_ev_schedule() -> dict[str, object]:
+                doc = await lp.json(KEYS.ev_schedule("ISO-1", 1))
+                schedule: Any = doc.get("schedule") or {}
+                periods = schedule.get("chargingSchedulePeriod", [])
+                return doc if periods and periods[0]["limit"] <= 4_000 + 1 else {}
+
+            doc = await until(new_ev_schedule, 15, "the renegotiated EV plan at the csms")
+            assert doc["transaction_id"] == tx_id
+            assert hlc.errors == [], hlc.errors
+            station.unplug(1)
+            await until(lambda: hlc.ended is not None, 15, "SessionStop")
+        except BaseException:
+            for hlc in link.sessions.values():  # the bridge's event log makes failures readable
+                print("bridge events:", [(round(t, 2), k, str(d)[:200]) for t, k, d in hlc.events])
+            raise
+        finally:
+            await link.close()
+            station.stop()
+            try:
+                await asyncio.wait_for(runner, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                runner.cancel()

@@ -1,0 +1,112 @@
+"""optimizer.snapshot: site state -> rolling-horizon Instance (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from optimizer.snapshot import (
+    EvseState,
+    SessionState,
+    SiteState,
+    SnapshotConfig,
+    build_instance,
+    forecast_energy_kwh,
+    gamma_fit,
+    resample_prices,
+)
+
+NOW = datetime(2026, 1, 5, 18, 7, tzinfo=UTC)  # a Monday
+
+
+def _site(**kw: object) -> SiteState:
+    evses = [
+        EvseState("cs1", 1, max_power_w=22_000, rate_unit="A"),
+        EvseState("cs2", 1, max_power_w=11_000),
+        EvseState("cs3", 1, max_power_w=7_000, steerable=False),
+        EvseState("cs4", 1, max_power_w=11_000, online=False, applied_max_w=4_000),
+        EvseState("cs5", 1, max_power_w=11_000),  # idle
+    ]
+    sessions = [
+        SessionState("tx1", "cs1", 1, NOW - timedelta(hours=1), energy_wh=5_000,
+                     needs={"departure_time": "2026-01-06T06:00:00Z", "energy_amount_wh": 30_000,
+                            "ev_max_current_a": 16, "transaction_id": "tx1"},
+                     energy_at_needs_wh=1_000),
+        SessionState("tx2", "cs2", 1, NOW - timedelta(hours=2), id_token="T2", energy_wh=2_000),
+        SessionState("tx3", "cs3", 1, NOW, energy_wh=0),
+        SessionState("tx4", "cs4", 1, NOW, energy_wh=0),
+    ]
+    return SiteState(site_id="s", limit_kw=50, evses=evses, sessions=sessions, **kw)  # type: ignore[arg-type]
+
+
+def test_instance_from_site_state() -> None:
+    snap = build_instance(_site(), NOW, SnapshotConfig())
+    inst = snap.instance
+    assert inst.start == datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
+    assert inst.steps == 96 and inst.step_minutes == 15
+    assert {c.id for c in inst.chargers} == {"cs1/1", "cs2/1", "cs5/1"}
+    # steerable=0 with a session at its max, offline at its last applied limit
+    assert snap.fixed_load_kw == pytest.approx(7 + 4)
+    assert inst.site.base_load_kw == pytest.approx(11)
+    evs = {e.id: e for e in inst.evs}
+    assert set(evs) == {"tx1", "tx2"}
+    # needs: departure 06:00 next day = 12 h after 18:00 -> step 48; 30 kWh - (5-1) kWh delivered
+    assert evs["tx1"].departure == 48
+    assert evs["tx1"].energy_kwh == pytest.approx(26.0)
+    assert evs["tx1"].max_kw == pytest.approx(16 * 230 * 3 / 1000)
+    # default: started 16:07 + 8 h = 00:07 -> ceil -> step 25; default 20 kWh - 2 delivered
+    assert evs["tx2"].departure == 25
+    assert evs["tx2"].energy_kwh == pytest.approx(18.0)
+    assert snap.notes["tx2"] == "departure=default energy=default"
+    assert snap.ev_evse == {"tx1": "cs1/1", "tx2": "cs2/1"}
+    assert inst.objective.unmet_penalty_per_kwh == 10.0
+
+
+def test_gamma_forecast_used_with_history() -> None:
+    history = {"T2": [(0, 10.0), (0, 14.0), (0, 12.0), (3, 40.0)]}
+    snap = build_instance(_site(history_kwh=history), NOW, SnapshotConfig())
+    ev = next(e for e in snap.instance.evs if e.id == "tx2")
+    assert ev.energy_kwh == pytest.approx(12.0 - 2.0)  # Monday law: mean 12
+    assert snap.notes["tx2"].endswith("energy=gamma_forecast")
+
+
+def test_energy_capped_by_what_fits_and_overdue_departure() -> None:
+    site = SiteState("s", 50, [EvseState("a", 1, max_power_w=3_700)], [
+        SessionState("t", "a", 1, NOW - timedelta(hours=9),
+                     needs={"departure_time": "2026-01-05T17:00:00Z", "energy_amount_wh": 80_000})])
+    snap = build_instance(site, NOW, SnapshotConfig())
+    ev = snap.instance.evs[0]
+    # departure already past: now + 30 min -> 18:37 -> step 3 (ceil)
+    assert ev.departure == 3
+    assert ev.energy_kwh == pytest.approx(3.7 * (0.75 - 7 / 60), rel=1e-6)
+
+
+def test_gamma_fit_and_forecast() -> None:
+    k, theta = gamma_fit([10.0, 20.0, 30.0])
+    assert k * theta == pytest.approx(20.0)
+    assert k == pytest.approx(400 / (200 / 3))
+    assert forecast_energy_kwh([(1, 5.0)], 1, 3) is None
+    assert forecast_energy_kwh([(1, 5.0), (2, 7.0), (3, 9.0)], 1, 3) == pytest.approx(7.0)
+
+
+def test_price_resampling() -> None:
+    prices = {"start": "2026-01-05T00:00:00Z", "step_minutes": 60,
+              "import_price": [float(h) for h in range(24)]}
+    out = resample_prices(prices, datetime(2026, 1, 5, 22, 0, tzinfo=UTC), 15, 12)
+    assert out[:4] == [22.0] * 4
+    assert out[4:8] == [23.0] * 4
+    assert out[8:12] == [0.0] * 4  # next day repeats the daily series
+    assert resample_prices(None, NOW, 15, 2) == [0.25, 0.25]
+
+
+def test_ev_without_needs_that_refuses_power_is_full() -> None:
+    full = SessionState("t", "a", 1, NOW - timedelta(hours=1), energy_wh=8_800, charging_state="SuspendedEV")
+    hlc = SessionState("h", "b", 1, NOW - timedelta(hours=1), charging_state="SuspendedEV",
+                       needs={"energy_amount_wh": 5_000, "departure_time": "2026-01-06T06:00:00Z"})
+    site = SiteState("s", 50, [EvseState("a", 1), EvseState("b", 1)], [full, hlc])
+    snap = build_instance(site, NOW, SnapshotConfig())
+    evs = {e.id: e for e in snap.instance.evs}
+    assert evs["t"].energy_kwh == 0.0 and snap.notes["t"].endswith("energy=ev_full")
+    # an ISO 15118 EV pausing under its own plan keeps its announced need
+    assert evs["h"].energy_kwh == pytest.approx(5.0)

@@ -1,0 +1,238 @@
+"""optimizer.worker over a real Redis: plan documents, lease, fallback, debounce, history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from csms.clock import RealClock
+from csms.events import Event, EventType
+from csms.store.client import connect_redis
+from csms.store.keys import Keys
+from csms.store.state import event_fields
+from optimizer.problem import Instance, Schedule
+from optimizer.worker import OptimizerWorker, WorkerConfig
+
+K = Keys("evfleet")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = connect_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _seed(redis: Redis, n: int = 2, limit_kw: float = 20.0, prices: bool = True) -> None:
+    now = datetime.now(UTC)
+    await redis.sadd(K.sites(), "depot")
+    await redis.hset(K.site("depot"), mapping={"limit_kw": str(limit_kw)})
+    if prices:
+        await redis.set(K.site_prices("depot"), json.dumps({
+            "start": (now - timedelta(hours=1)).isoformat(), "step_minutes": 60,
+            "import_price": [0.4, 0.4, 0.1, 0.1, 0.1, 0.1, 0.3, 0.3] * 3}))
+    for i in range(1, n + 1):
+        sid, tx = f"CP-{i}", f"tx-{i}"
+        await redis.sadd(K.stations(), sid)
+        await redis.hset(K.station(sid), mapping={"site_id": "depot", "online": "1"})
+        await redis.hset(K.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
+        await redis.sadd(K.transactions_active(), tx)
+        await redis.hset(K.transaction(tx), mapping={
+            "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
+            "started_at": now.isoformat(), "energy_wh": "0"})
+        await redis.set(K.charging_needs(sid, 1), json.dumps({
+            "transaction_id": tx, "departure_time": (now + timedelta(hours=4)).isoformat(),
+            "energy_amount_wh": 15_000, "ev_max_current_a": 16}))
+
+
+def _worker(redis: Redis, **kw: Any) -> OptimizerWorker:
+    cfg = WorkerConfig(**{"debounce_s": 0.1, "max_delay_s": 0.5, "block_ms": 50, **kw})
+    return OptimizerWorker(redis, K, cfg, clock=RealClock())
+
+
+async def test_solve_writes_schedules_plan_and_event(redis: Redis) -> None:
+    await _seed(redis)
+    plan = await _worker(redis).solve_site("depot")
+    assert plan is not None and plan["status"] == "optimal"
+    site_plan = json.loads(await redis.get(K.site_plan("depot")))
+    assert site_plan["plan_id"] == plan["plan_id"] and site_plan["limit_kw"] == 20.0
+    assert set(site_plan["evses"]) == {"CP-1/1", "CP-2/1"}
+    assert site_plan["solve_s"] >= 0 and site_plan["strategy"] == "cost" and site_plan["prices"]
+    assert max(site_plan["planned_kw"]) <= 20.0 + 1e-6
+    for i in (1, 2):
+        doc = json.loads(await redis.get(K.planned_schedule(f"CP-{i}", 1)))
+        assert doc["transaction_id"] == f"tx-{i}" and doc["step_s"] == 900 and len(doc["limits_kw"]) == 96
+        # the energy need is met before departure (4 h from now: within the first 17 steps)
+        assert sum(doc["limits_kw"]) * 0.25 == pytest.approx(15.0, abs=1e-3)
+        assert not any(doc["limits_kw"][17:])
+        assert max(doc["limits_kw"]) <= 16 * 230 * 3 / 1000 + 1e-6
+    events = [Event.from_fields(f) for _, f in await redis.xrange(K.events())]
+    planned = [e for e in events if e.type is EventType.SCHEDULE_PLANNED]
+    assert planned and planned[-1].site_id == "depot" and planned[-1].data["plan_id"] == plan["plan_id"]
+    assert await redis.get(K.optimizer_lease("depot")) is None  # lease released
+
+
+async def test_no_prices_no_sales_tariff_and_stale_schedule_removed(redis: Redis) -> None:
+    await _seed(redis, prices=False)
+    worker = _worker(redis)
+    await worker.solve_site("depot")
+    assert json.loads(await redis.get(K.site_plan("depot")))["prices"] is None
+    await redis.srem(K.transactions_active(), "tx-2")
+    await redis.hset(K.transaction("tx-2"), "state", "Ended")
+    await worker.solve_site("depot")
+    assert await redis.get(K.planned_schedule("CP-2", 1)) is None
+    assert await redis.get(K.planned_schedule("CP-1", 1)) is not None
+
+
+async def test_lease_held_elsewhere_skips_solve(redis: Redis) -> None:
+    await _seed(redis)
+    await redis.set(K.optimizer_lease("depot"), "other-worker", px=5000)
+    assert await _worker(redis).solve_site("depot") is None
+    assert await redis.get(K.site_plan("depot")) is None
+
+
+async def test_solver_timeout_falls_back_and_says_so(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optimizer.solve
+
+    real = optimizer.solve.solve
+
+    def slow(instance: Instance, strategy: str | None = None, time_limit_s: float | None = None) -> Schedule:
+        time.sleep(1.0)
+        return real(instance, strategy, time_limit_s)
+
+    monkeypatch.setattr(optimizer.solve, "solve", slow)
+    await _seed(redis)
+    plan = await _worker(redis, solve_timeout_s=0.2).solve_site("depot")
+    assert plan is not None and plan["status"] == "fallback"
+    assert "0.2" in plan["message"]
+    doc = json.loads(await redis.get(K.planned_schedule("CP-1", 1)))
+    assert doc["status"] == "fallback"
+    assert max(json.loads(await redis.get(K.site_plan("depot")))["planned_kw"]) <= 20.0 + 1e-6
+
+
+async def test_events_debounced_into_one_solve_and_history_recorded(redis: Redis) -> None:
+    await _seed(redis)
+    worker = _worker(redis, debounce_s=0.3, max_delay_s=2.0)
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 10
+        while worker.solves < 2 and time.monotonic() < deadline:  # startup: default + depot
+            await asyncio.sleep(0.05)
+        assert worker.solves == 2
+        for i in range(5):
+            await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), "CP-1", 1,
+                                                      f"tx-x{i}", "depot"))
+            await asyncio.sleep(0.05)
+        # tx-1 ends: its energy goes to the driver's history (seed-001 forecast input)
+        await redis.hset(K.transaction("tx-1"), mapping={"energy_wh": "12500", "state": "Ended",
+                                                         "ended_at": datetime.now(UTC).isoformat()})
+        await redis.xadd(K.events(), event_fields(EventType.TX_ENDED, datetime.now(UTC), "CP-1", 1,
+                                                  "tx-1", "depot"))
+        while worker.solves < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
+        assert worker.solves == 3  # six events within the debounce window -> one re-solve
+        rows = [json.loads(r) for r in await redis.lrange(K.energy_history("T1"), 0, -1)]
+        assert rows and rows[0]["energy_kwh"] == 12.5
+        pending = await redis.xpending(K.events(), "optimizer")
+        assert pending["pending"] == 0  # every entry acknowledged
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_two_workers_never_solve_a_site_at_once(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optimizer.solve
+
+    real = optimizer.solve.solve
+    running = 0
+    overlap = False
+
+    def tracked(instance: Instance, strategy: str | None = None,
+                time_limit_s: float | None = None) -> Schedule:
+        nonlocal running, overlap
+        running += 1
+        overlap = overlap or running > 1
+        time.sleep(0.3)
+        try:
+            return real(instance, strategy, time_limit_s)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(optimizer.solve, "solve", tracked)
+    await _seed(redis)
+    w1, w2 = _worker(redis, consumer="w1"), _worker(redis, consumer="w2")
+    plans = await asyncio.gather(w1.solve_site("depot"), w2.solve_site("depot"))
+    assert sum(p is not None for p in plans) == 1  # the other found the lease taken
+    assert not overlap
+
+
+def test_worker_cli_bad_input_gives_clear_errors() -> None:
+    from typer.testing import CliRunner
+
+    from csms.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["optimizer"], env={"EVFLEET_REDIS_URL": ""})
+    assert res.exit_code == 2 and "--redis-url" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["optimizer", "--redis-url", "redis://127.0.0.1:1/0", "--strategy", "magic"])
+    assert res.exit_code == 2 and "unknown strategy 'magic'" in res.output
+    res = runner.invoke(app, ["optimizer", "--redis-url", "redis://127.0.0.1:1/0"])
+    assert res.exit_code == 1 and "cannot reach Redis" in res.output and "Traceback" not in res.output
+
+
+async def test_meter_drift_beyond_threshold_marks_site_dirty(redis: Redis) -> None:
+    await _seed(redis)
+    worker = _worker(redis, meter_drift_kw=2.0, drift_min_interval_s=0.0)
+    plan = await worker.solve_site("depot")
+    assert plan is not None
+    from optimizer.worker import _SiteState
+
+    worker.sites["depot"] = _SiteState(plan=plan)
+    planned_kw = plan["evses"]["CP-1/1"][0]
+
+    def meter(power_w: float) -> Event:
+        return Event(type=EventType.METER_VALUES, station_id="CP-1", evse_id=1, site_id="depot",
+                     ts=datetime.now(UTC), data={"power_w": power_w})
+
+    await worker.handle(meter(planned_kw * 1000 + 1500))  # within 2 kW of the plan
+    assert worker.sites["depot"].first_dirty is None
+    await worker.handle(meter(planned_kw * 1000 + 2500))  # beyond
+    assert worker.sites["depot"].reasons == {"meter_drift"}
+
+
+async def test_entries_left_pending_by_a_dead_worker_are_acknowledged(redis: Redis) -> None:
+    worker = _worker(redis, consumer="dead")
+    await worker.ensure_group()
+    for i in range(3):
+        await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), "CP-1", 1,
+                                                  f"tx-{i}", "depot"))
+    await redis.xreadgroup("optimizer", "dead", {K.events(): ">"}, count=10)  # read, never acked
+    assert (await redis.xpending(K.events(), "optimizer"))["pending"] == 3
+    assert await _worker(redis, consumer="new").ack_stale(min_idle_ms=0) == 3
+    assert (await redis.xpending(K.events(), "optimizer"))["pending"] == 0
+
+
+def test_worker_config_precedence_flags_env_file(tmp_path: Any) -> None:
+    from optimizer.worker_cli import WorkerConfigError, read_config, resolve
+
+    cfg = tmp_path / "evfleet.toml"
+    cfg.write_text('[optimizer]\nredis_url = "redis://file:6379/0"\nstrategy = "edf"\ndebounce_s = 3.0\n')
+    merged = resolve({"redis_url": None, "strategy": "cost", "site": []}, read_config(cfg))
+    assert merged["redis_url"] == "redis://file:6379/0"  # from the file
+    assert merged["strategy"] == "cost"  # the flag wins
+    assert merged["debounce_s"] == 3.0 and merged["horizon_steps"] == 96  # file, then default
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optimizer]\nsolver = 'x'\n")
+    with pytest.raises(WorkerConfigError, match="unknown keys solver"):
+        read_config(bad)
+    with pytest.raises(WorkerConfigError, match="not found"):
+        read_config(tmp_path / "missing.toml")

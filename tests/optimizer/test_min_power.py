@@ -1,0 +1,60 @@
+"""optimizer.min_power: an EV with a minimum power charges at 0 or at least that, within the site limit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from optimizer.min_power import enforce_min_power, needs_reshaping
+from optimizer.problem import Instance, Schedule
+from optimizer.solve import solve
+
+START = datetime(2026, 3, 2, 22, tzinfo=UTC)
+
+
+def instance(limit_kw: float = 20.0, prices: list[float] | None = None) -> Instance:
+    return Instance.model_validate({
+        "start": START, "step_minutes": 60, "steps": 6,
+        "site": {"import_limit_kw": limit_kw},
+        "tariff": {"import_price": prices or [0.3, 0.1, 0.1, 0.1, 0.1, 0.3]},
+        "chargers": [{"id": "A", "max_kw": 11}, {"id": "B", "max_kw": 11}],
+        "evs": [{"id": "a", "charger": "A", "arrival": 0, "departure": 6, "energy_kwh": 8, "max_kw": 11,
+                 "capacity_kwh": 60},
+                {"id": "b", "charger": "B", "arrival": 0, "departure": 6, "energy_kwh": 30, "max_kw": 11,
+                 "capacity_kwh": 60}],
+    })
+
+
+def schedule(a: list[float], b: list[float]) -> Schedule:
+    """A real solver Schedule with the EVs' power replaced by `a` and `b`."""
+    solved = solve(instance(), "cost")
+    return solved.model_copy(update={"ev_power_kw": {"a": a, "b": b}, "message": ""})
+
+
+def test_thin_plan_is_packed_into_the_cheapest_steps_at_the_minimum_or_more() -> None:
+    inst = instance()
+    out = enforce_min_power(inst, schedule([0, 2, 2, 2, 2, 0], [0, 7.5, 7.5, 7.5, 7.5, 0]), {"a": 4.14})
+    a = out.ev_power_kw["a"]
+    assert not needs_reshaping(a, 4.14)
+    assert sum(a) == pytest.approx(8.0, abs=4.14)  # energy kept (at most one minimum step more)
+    assert sum(a) >= 8.0
+    assert all(p == 0 or p >= 4.14 for p in a)
+    assert a[0] == 0 and a[5] == 0  # only cheap steps
+    for t in range(6):
+        assert a[t] + out.ev_power_kw["b"][t] <= 20.0 + 1e-9  # site limit holds
+    assert out.ev_power_kw["b"] == [0, 7.5, 7.5, 7.5, 7.5, 0]  # EVs without a minimum are untouched
+    assert "reshaped" in out.message
+
+
+def test_site_limit_is_never_exceeded_when_room_is_short() -> None:
+    inst = instance(limit_kw=10.0)
+    out = enforce_min_power(inst, schedule([1, 1, 1, 1, 1, 1], [8, 8, 8, 8, 8, 8]), {"a": 4.14})
+    a = out.ev_power_kw["a"]
+    assert all(a[t] + 8 <= 10.0 + 1e-9 for t in range(6))
+    assert all(p == 0 for p in a)  # nowhere room for the minimum: pause rather than break the limit
+
+
+def test_plan_already_at_or_above_the_minimum_is_returned_unchanged() -> None:
+    plan = schedule([0, 5, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0])
+    assert enforce_min_power(instance(), plan, {"a": 4.14}) is plan

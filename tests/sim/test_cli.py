@@ -1,0 +1,171 @@
+"""`evfleet sim` as a user runs it: a subprocess against a csms, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from csms.app import running_csms
+from csms.cli import app
+from csms.clock import RealClock
+from csms.settings import CsmsSettings
+from csms.store.client import connect_redis
+from csms.store.keys import Keys
+from evse_sim.cli import parse_duration, read_password_file
+
+EVFLEET = str(Path(sys.executable).with_name("evfleet"))
+
+
+def test_bad_input_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["sim", "--csms", "http://127.0.0.1:1/ocpp"])
+    assert res.exit_code == 2 and "ws:// or wss://" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--scenario", "nope"])
+    assert res.exit_code == 2 and "unknown scenario 'nope'" in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "josev"])
+    assert res.exit_code == 2 and "'josev' is not one of basic, modelled, none" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "modelled", "--no-hlc"])
+    assert res.exit_code == 2 and "--no-hlc contradicts --hlc modelled" in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--duration", "ten minutes"])
+    assert res.exit_code == 2 and "not a duration" in res.output
+    bad = tmp_path / "pw.txt"
+    bad.write_text("SIM-1\nSIM-2 x y\n")
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--password-file", str(bad)])
+    assert res.exit_code == 2 and "is not 'station_id password'" in res.output
+
+
+def test_duration_and_password_file_parsing(tmp_path: Path) -> None:
+    assert parse_duration("90m").total_seconds() == 5400
+    assert parse_duration("2d").total_seconds() == 172800
+    assert parse_duration("15").total_seconds() == 15
+    f = tmp_path / "p"
+    f.write_text("shared-password\n")
+    assert read_password_file(f) == ("shared-password", {})
+    f.write_text("# comment\nA pw-a-123\nB:pw-b-456\n")
+    assert read_password_file(f) == (None, {"A": "pw-a-123", "B": "pw-b-456"})
+
+
+async def test_sim_command_runs_a_fleet_against_the_csms(redis_url: str, tmp_path: Path) -> None:
+    fields: dict[str, Any] = dict(
+        redis_url=redis_url,
+        host="127.0.0.1",
+        port=0,
+        node_id="cli-test",
+        api_enabled=False,
+        smart_charging=False,
+    )
+    report = tmp_path / "report.json"
+    redis = connect_redis(redis_url)
+    try:
+        async with running_csms(CsmsSettings(**fields), clock=RealClock(), services=[]) as node:
+            proc = await asyncio.create_subprocess_exec(
+                EVFLEET,
+                "sim",
+                "--csms",
+                node.url,
+                "--scenario",
+                "seed004",
+                "--stations",
+                "8",
+                "--speed",
+                "600",
+                "--duration",
+                "20m",
+                "--start",
+                "now",
+                "--password",
+                "cli-password-1",
+                "--provision-redis",
+                redis_url,
+                "--clock-redis",
+                redis_url,
+                "--tick",
+                "0.1",
+                "--quiet",
+                "--report",
+                str(report),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+        assert "8 stations, 8 EV visits" in out.decode()
+        summary = json.loads(report.read_text())
+        assert summary["stats"]["errors"] == 0, summary["station_errors"]
+        assert summary["stats"]["energy_kwh"] > 5
+        assert len(summary["visits"]) == 8
+        booted = [
+            await redis.hget(Keys().station(f"S004-{i}{sfx}"), "vendor")
+            for i in range(1, 5)
+            for sfx in ("", "-c2")
+        ]
+        assert booted == ["evfleet"] * 8
+        clock_spec = await redis.hgetall(Keys().clock())  # the simulator published its clock
+        assert float(clock_spec["speed"]) == 600.0
+    finally:
+        await redis.aclose()
+
+
+STATION_IDS = [f"S004-{i}{sfx}" for i in range(1, 5) for sfx in ("", "-c2")]
+
+
+async def _run_sim(redis_url: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    """`evfleet sim` on seed004 (8 stations, every EV an HLC EV) against a csms; the JSON report."""
+    fields: dict[str, Any] = dict(
+        redis_url=redis_url, host="127.0.0.1", port=0, node_id="cli-hlc", api_enabled=False,
+        smart_charging=False,
+    )
+    report = tmp_path / "report.json"
+    # seed004's EVs arrive at time 0, before their stations are connected: their Started and
+    # NotifyEVChargingNeeds wait in the offline queue and are delivered on connect
+    scenario = "seed004"
+    async with running_csms(CsmsSettings(**fields), clock=RealClock(), services=[]) as node:
+        proc = await asyncio.create_subprocess_exec(
+            EVFLEET, "sim", "--csms", node.url, "--scenario", str(scenario), "--stations", "8",
+            "--speed", "300", "--duration", "15m", "--start", "now", "--password", "cli-password-1",
+            "--provision-redis", redis_url, "--tick", "0.1", "--quiet", "--report", str(report), *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    assert "8 stations, 8 EV visits" in out.decode(), out.decode()
+    summary: dict[str, Any] = json.loads(report.read_text())
+    assert summary["stats"]["errors"] == 0, summary
+    assert summary["stats"]["energy_kwh"] > 2
+    return summary
+
+
+async def _count_keys(redis_url: str, key_for: Any) -> int:
+    redis = connect_redis(redis_url)
+    try:
+        return sum([await redis.exists(key_for(sid, 1)) for sid in STATION_IDS])
+    finally:
+        await redis.aclose()
+
+
+async def test_sim_hlc_modelled_runs_the_iso15118_session(redis_url: str, tmp_path: Path) -> None:
+    await _run_sim(redis_url, tmp_path, "--hlc", "modelled")
+    keys = Keys()
+    assert await _count_keys(redis_url, keys.charging_needs) == 8
+    # only the modelled ISO 15118-2 session has the EV send its own plan (NotifyEVChargingSchedule)
+    assert await _count_keys(redis_url, keys.ev_schedule) == 8
+
+
+async def test_sim_hlc_basic_announces_needs_without_ev_plan(redis_url: str, tmp_path: Path) -> None:
+    await _run_sim(redis_url, tmp_path)  # --hlc basic is the default
+    keys = Keys()
+    assert await _count_keys(redis_url, keys.charging_needs) == 8
+    assert await _count_keys(redis_url, keys.ev_schedule) == 0
+
+
+async def test_sim_hlc_none_makes_every_ev_a_non_hlc_ev(redis_url: str, tmp_path: Path) -> None:
+    await _run_sim(redis_url, tmp_path, "--hlc", "none")
+    keys = Keys()
+    assert await _count_keys(redis_url, keys.charging_needs) == 0
+    assert await _count_keys(redis_url, keys.ev_schedule) == 0

@@ -1,0 +1,68 @@
+"""End to end: a non-HLC EV that fills up reports 0 W and SuspendedEV through the csms, and the
+optimizer snapshot read from Redis then plans no energy for it (instead of its 20 kWh default)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+from csms.app import running_csms
+from csms.clock import ScaledClock
+from csms.store.client import connect_redis
+from csms.store.provisioning import provision_station
+from evse_sim.ev import Ev, EvSpec
+from evse_sim.evse import EvseSpec
+from evse_sim.hlc import BasicHlc
+from evse_sim.station import ConnectionConfig, SimStation, StationConfig
+from optimizer.snapshot import SnapshotConfig, build_instance, read_site
+from tests.sim.test_csms_integration import KEYS, PASSWORD, settings, until
+
+START = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
+
+
+async def test_full_ev_reports_suspended_ev_and_snapshot_plans_nothing(redis_url: str) -> None:
+    clock = ScaledClock(START, speed=120.0)
+    redis = connect_redis(redis_url)
+    try:
+        await provision_station(redis, KEYS, "FULL-1", PASSWORD, site_id="depot", iterations=1000)
+        async with running_csms(settings(redis_url), clock=clock, services=[]) as node:
+            cfg = StationConfig(
+                "FULL-1", (EvseSpec.ac(11.0),), tx_updated_interval_s=60, aligned_interval_s=0
+            )
+            conn = ConnectionConfig(
+                node.url, password=PASSWORD, backoff_base_s=0.05, backoff_max_s=0.3, response_timeout_s=5
+            )
+            station = SimStation(cfg, conn, clock, hlc=BasicHlc(), rng=random.Random(5))
+            runner = asyncio.create_task(station.run(tick_s=10.0))
+            try:
+                await until(lambda: station.online)
+                now = clock.now()
+                # 30 kWh, 0.50 -> 0.55: ~1.6 kWh from the grid, full after ~9 simulated minutes at 11 kW
+                ev = Ev(EvSpec("EV-F", "m", 30.0, 0.5, 0.55, 11.0, 50.0, now, now + timedelta(hours=8)))
+                tx_id = station.plug_in(1, ev)
+                tx_key = KEYS.transaction(tx_id)
+                await until(lambda: _field(redis, tx_key, "charging_state", "Charging"), timeout_s=5)
+                site = await read_site(redis, KEYS, "depot", clock.now())
+                snap = build_instance(site, clock.now(), SnapshotConfig())
+                assert snap.instance.evs[0].energy_kwh > 15.0  # while charging: the 20 kWh default
+                await until(lambda: _field(redis, tx_key, "charging_state", "SuspendedEV"), timeout_s=15)
+                assert ev.full
+                tx = await redis.hgetall(tx_key)
+                assert float(tx["power_w"]) == 0.0
+                assert 1_500 < float(tx["energy_wh"]) < 1_800
+                site = await read_site(redis, KEYS, "depot", clock.now())
+                snap = build_instance(site, clock.now(), SnapshotConfig())
+                [planned] = snap.instance.evs
+                assert planned.energy_kwh == 0.0
+                assert snap.notes[tx_id].endswith("energy=ev_full")
+            finally:
+                station.stop()
+                await asyncio.wait_for(runner, 10)
+    finally:
+        await redis.aclose()
+
+
+async def _field(redis: object, key: str, name: str, value: str) -> bool:
+    got = await redis.hget(key, name)  # type: ignore[attr-defined]
+    return bool(got == value)
