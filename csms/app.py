@@ -57,8 +57,9 @@ from csms.store.state import StateStore
 
 log = logging.getLogger(__name__)
 
+API_SERVICE = "csms.api.service:run"
 DEFAULT_SERVICES: tuple[str, ...] = (
-    "csms.api.service:run",
+    API_SERVICE,
     "csms.telemetry.service:run",
     "csms.smart_charging.service:run",
 )
@@ -132,6 +133,17 @@ async def supervise(name: str, spec: str | Service, ctx: CsmsContext, first_back
             log.exception("service %s crashed; restarting in %.0f s", name, backoff_s)
         await asyncio.sleep(backoff_s)
         backoff_s = min(max_backoff_s, backoff_s * 2)
+
+
+def _bind_api(settings: CsmsSettings) -> socket.socket:
+    """The operator API's listening socket; OSError naming the address when it cannot bind."""
+    from csms.api.service import bind_socket
+
+    try:
+        return bind_socket(settings.api_host, settings.api_port)
+    except OSError as err:
+        raise OSError(err.errno, f"operator API address {settings.api_host}:{settings.api_port}: "
+                                 f"{err.strerror} (choose another with --api-port or api_port)") from err
 
 
 async def _heartbeat(redis: Redis, keys: Keys, node_id: str, info: dict[str, object],
@@ -219,6 +231,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     executor: CommandExecutor | None = None
     stopping = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    api_socket: socket.socket | None = None
     try:
         await redis.ping()
         store = StateStore(redis, keys, clock, node_id)
@@ -244,6 +257,11 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         tasks.append(asyncio.create_task(executor.run(), name="command-executor"))
         if services is None:
             services = DEFAULT_SERVICES if settings.run_services else ()
+        if settings.api_enabled and API_SERVICE in services:
+            # bound here so a busy port stops the start with a clear error (not a retry loop)
+            api_socket = _bind_api(settings)
+            ctx.api_port = int(api_socket.getsockname()[1])
+            ctx.extras["api_socket"] = api_socket
         for spec in services:
             name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
             tasks.append(asyncio.create_task(supervise(name, spec, ctx, service_backoff_s),
@@ -257,6 +275,8 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         if executor is not None:
             executor.stopping = True
         await _stop_tasks(tasks)
+        if api_socket is not None:  # the API service closes it; not when the start failed first
+            api_socket.close()
         if server is not None:
             await server.close()
         try:

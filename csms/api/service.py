@@ -53,7 +53,8 @@ async def run(ctx: CsmsContext) -> None:
                       default_site=settings.default_site, default_limit_kw=settings.default_site_limit_kw,
                       caller=caller, call_timeout_s=settings.call_timeout_s)
     app = create_app(deps)
-    sock = bind_socket(settings.api_host, settings.api_port)
+    # the node binds it before the services start (a busy port fails the start); a restart rebinds
+    sock = ctx.extras.pop("api_socket", None) or bind_socket(settings.api_host, settings.api_port)
     ctx.api_port = int(sock.getsockname()[1])
     ctx.extras["api_deps"] = deps
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",

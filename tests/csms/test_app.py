@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -102,6 +103,26 @@ async def test_cli_process_stops_cleanly_on_signal(redis_url: str, redis: Redis,
     assert "Traceback" not in output and "could not clean up" not in output, output
     assert await redis.hget("evfleet:station:CP-1", "online") == "0"
     assert await redis.exists("evfleet:node:cli-node") == 0
+
+
+async def test_cli_fails_fast_with_a_message_when_the_api_port_is_taken(
+        redis_url: str, redis: Redis) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy_port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "EVFLEET_REDIS_URL": redis_url,
+               "EVFLEET_NODE_ID": "busy-node"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "csms", "--port", "0", "--host", "127.0.0.1",
+            "--api-host", "127.0.0.1", "--api-port", str(busy_port),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(REPO))
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    output = out.decode() + err.decode()
+    assert proc.returncode == 1, output
+    assert f"operator API address 127.0.0.1:{busy_port}" in output, output
+    assert "Traceback" not in output, output
+    assert await redis.exists("evfleet:node:busy-node") == 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
