@@ -79,6 +79,13 @@ class EV(_Model):
     )
     priority: float = Field(default=1.0, gt=0, description="Weight of this EV's unmet-energy penalty.")
     v2g: bool = Field(default=False, description="The EV may discharge (needs a bidirectional charger).")
+    reference_kw: list[float | None] | None = Field(
+        default=None,
+        description="Charge power a previous solve planned for this EV, one value per step of this "
+        "instance (null inside the list = no reference for that step) [kW]. With objective.stickiness the "
+        "optimizer stays near it wherever that costs (almost) nothing, so rolling re-plans do not move "
+        "EVs for no gain (OCPP K16). null = no reference.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EV:
@@ -140,6 +147,11 @@ class Objective(_Model):
         "solved to a vertex (simplex, MILP), 0 for the large LP solved by interior point (its central "
         "solution is already flat and stable, see docs/optimizer.md).",
     )
+    stickiness: NonNegativeFloat = Field(
+        default=1e-3,
+        description="Cost per kWh of deviation from an EV's reference_kw, relative to the largest price; "
+        "0 ignores the references. Small enough that any real price difference wins over staying put.",
+    )
 
 
 class Instance(_Model):
@@ -183,6 +195,9 @@ class Instance(_Model):
                 raise ValueError(f"{where}.departure: {ev.departure} is beyond steps={self.steps}")
             if ev.charger is not None and ev.charger not in chargers:
                 raise ValueError(f"{where}.charger: unknown charger id {ev.charger!r}")
+            if ev.reference_kw is not None and len(ev.reference_kw) != self.steps:
+                raise ValueError(f"{where}.reference_kw: has {len(ev.reference_kw)} values, "
+                                 f"expected steps={self.steps}")
             if ev.charger is None and not chargers:
                 raise ValueError(f"{where}.charger: null (assign one) but the instance has no chargers")
         _check_fixed_overlaps(self.evs)

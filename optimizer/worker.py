@@ -38,6 +38,7 @@ from csms.store.keys import Keys
 from csms.store.state import event_fields
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
+from optimizer.reference import with_references
 from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance, read_site
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class WorkerConfig:
     default_site: str = "default"
     consumer: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
     block_ms: int = 200
+    stickiness: float = 1e-3
+    """K16: cost per kWh (relative to the largest price) of moving an EV away from its previous plan."""
 
     def snapshot_config(self) -> SnapshotConfig:
         """The instance-building settings."""
@@ -274,7 +277,10 @@ class OptimizerWorker:
         now = self.clock.now()
         state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
                                 self.cfg.default_site)
-        snap = build_instance(state, now, self.cfg.snapshot_config())
+        previous_raw = await self.redis.get(self.keys.site_plan(site_id))
+        previous = json.loads(previous_raw) if previous_raw else {}
+        snap = with_references(build_instance(state, now, self.cfg.snapshot_config()), previous,
+                               self.cfg.stickiness)
         t0 = time.perf_counter()
         schedule = await self._solve(snap)
         schedule = enforce_min_power(snap.instance, schedule, ev_min_kw(state))  # 0 or >= EV minimum
@@ -285,8 +291,6 @@ class OptimizerWorker:
                                         strategy=self.cfg.strategy)
         if not state.prices:  # no tariff on the site: the csms sends limits only (no salesTariff)
             plan["prices"] = None
-        previous_raw = await self.redis.get(self.keys.site_plan(site_id))
-        previous = json.loads(previous_raw) if previous_raw else {}
         pipe = self.redis.pipeline(transaction=True)
         for key in previous.get("evses", {}):
             if key not in per_evse:

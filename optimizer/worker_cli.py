@@ -19,7 +19,7 @@ import typer
 DEFAULTS: dict[str, Any] = {
     "redis_url": None, "redis_prefix": "evfleet", "site": [], "strategy": "cost", "horizon_steps": 96,
     "step_minutes": 15, "debounce_s": 1.0, "solve_timeout_s": 10.0, "meter_drift_kw": 2.0, "consumer": None,
-    "log_level": "INFO",
+    "stickiness": 1e-3, "log_level": "INFO",
 }
 
 
@@ -77,6 +77,10 @@ def register(app: typer.Typer) -> None:
                                                      help="[default: 10]"),
         meter_drift_kw: float | None = typer.Option(None, "--meter-drift-kw", min=0.0, help="[default: 2]"),
         consumer: str | None = typer.Option(None, "--consumer", help="consumer name (default: host-pid)"),
+        stickiness: float | None = typer.Option(
+            None, "--stickiness", min=0.0,
+            help="K16: cost per kWh, relative to the largest price, of moving an EV off its previous plan "
+                 "(0 = re-plan from scratch) [default: 0.001]"),
         log_level: str | None = typer.Option(None, "--log-level", envvar="EVFLEET_LOG_LEVEL",
                                              help="[default: INFO]"),
     ) -> None:
@@ -90,7 +94,8 @@ def register(app: typer.Typer) -> None:
             v = resolve(dict(redis_url=redis_url, redis_prefix=redis_prefix, site=site, strategy=strategy,
                              horizon_steps=horizon_steps, step_minutes=step_minutes, debounce_s=debounce_s,
                              solve_timeout_s=solve_timeout_s, meter_drift_kw=meter_drift_kw,
-                             consumer=consumer, log_level=log_level), read_config(config))
+                             consumer=consumer, stickiness=stickiness, log_level=log_level),
+                         read_config(config))
         except WorkerConfigError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
@@ -109,7 +114,7 @@ def register(app: typer.Typer) -> None:
                 sites=tuple(v["site"]), strategy=v["strategy"], horizon_steps=int(v["horizon_steps"]),
                 step_minutes=int(v["step_minutes"]), debounce_s=float(v["debounce_s"]),
                 max_delay_s=max(5.0, float(v["debounce_s"]) * 5), solve_timeout_s=float(v["solve_timeout_s"]),
-                meter_drift_kw=float(v["meter_drift_kw"]),
+                meter_drift_kw=float(v["meter_drift_kw"]), stickiness=float(v["stickiness"]),
                 consumer=v["consumer"] or f"{os.uname().nodename}-{os.getpid()}",
             )
         except (TypeError, ValueError) as err:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from optimizer.problem import Instance, PerStep
+from optimizer.problem import EV, Instance, PerStep
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -81,6 +81,10 @@ class ProblemData:
     unmet_penalty_per_kwh: float | None
     degradation_per_kwh: float
     tie_break: float | None
+    reference_kw: FloatArray
+    """(E, T): power a previous solve planned (NaN = no reference)."""
+    stickiness: float
+    """Cost per kWh of deviation from `reference_kw`, relative to `price_scale` (0 = off)."""
 
     @property
     def n_ev(self) -> int:
@@ -107,6 +111,11 @@ class ProblemData:
         """A typical price magnitude (for tie-break weights and default penalties)."""
         scale = float(np.max(np.abs(np.concatenate([self.import_price, self.export_price, [0.0]]))))
         return scale if scale > 0 else 1.0
+
+    @property
+    def stickiness_weight(self) -> float:
+        """Absolute cost per kWh of deviation from `reference_kw` (0 = off)."""
+        return self.stickiness * self.price_scale
 
 
 def build_data(inst: Instance) -> ProblemData:
@@ -191,4 +200,16 @@ def build_data(inst: Instance) -> ProblemData:
         unmet_penalty_per_kwh=obj.unmet_penalty_per_kwh,
         degradation_per_kwh=obj.degradation_per_kwh,
         tie_break=obj.tie_break,
+        reference_kw=_references(evs, steps),
+        stickiness=obj.stickiness,
     )
+
+
+def _references(evs: list[EV], steps: int) -> FloatArray:
+    """(E, T) reference powers, NaN where an EV has none."""
+    ref = np.full((len(evs), steps), np.nan)
+    for e, ev in enumerate(evs):
+        if ev.reference_kw is not None:
+            ref[e] = [np.nan if v is None else v for v in ev.reference_kw]
+    return ref
+

@@ -4,13 +4,15 @@ Same formulation as `optimizer.model.pyomo_model` (tests check equal objectives)
 column blocks and COO row blocks over index arrays, with no Python loop over EVs or steps:
 
 columns  p[e,t] (where p_max>0), d[e,t] (where d_max>0), z[e,k] (battery energy, V2G EVs only),
-         imp[t], exp[t], curt[t], b⁺[s,t], b⁻[s,t], B[s,t] (end of step t), unmet[e] (soft needs), peak
+         imp[t], exp[t], curt[t], b⁺[s,t], b⁻[s,t], B[s,t] (end of step t), unmet[e] (soft needs), peak,
+         dev⁺[e,t], dev⁻[e,t] (deviation from a reference plan)
 rows     site balance   Σ_e (p − d)[e,t] + Σ_s (b⁺ − b⁻)[s,t] + curt[t] − imp[t] + exp[t] = pv[t] − base[t]
          energy need    need_e ≤ Σ_t η_e Δt p[e,t] + unmet[e] ≤ capacity_e − initial_e      (charge-only EVs)
          V2G dynamics   z[e,t+1] − z[e,t] − Δt (η_e p[e,t] − d[e,t]/η_e) = 0, z[e,arrival] = initial_e,
                         z[e,departure] + unmet[e] ≥ initial_e + need_e, min_kwh ≤ z ≤ capacity
          storage        B[s,t] − B[s,t−1] − Δt (η_s b⁺[s,t] − b⁻[s,t]/η_s) = 0,  B[s,T] ≥ final_s
          peak           peak − imp[t] ≥ 0
+         stickiness     p[e,t] − dev⁺[e,t] + dev⁻[e,t] = reference[e,t]   (EVs with a previous plan)
 Stages: `build_lp(data) -> LinearProgram` (arrays), `solve_lp_model` (passModel + run),
 `assign_lp_solution` (column values -> (E,T) arrays).
 """
@@ -105,6 +107,7 @@ def build_lp(data: ProblemData) -> LinearProgram:
         unmet = lp.add_columns("unmet", data.unmet_penalty_per_kwh * data.priority, 0.0, data.need_kwh)
     add_energy_need(lp, data, p_cols, pe, pt, d_cols, de, dtt, unmet)
     add_peak(lp, data, imp, w)
+    add_stickiness(lp, data, p_cols, pe, pt)
     return lp
 
 
@@ -229,6 +232,25 @@ def add_peak(lp: LinearProgram, data: ProblemData, imp: IntArray, w: float) -> N
     rows = lp.add_rows(np.zeros(data.steps), np.full(data.steps, INF))
     lp.add_entries(rows, np.full(data.steps, peak[0]), 1.0)
     lp.add_entries(rows, imp, -1.0)
+
+
+def add_stickiness(
+    lp: LinearProgram, data: ProblemData, p_cols: IntArray, pe: IntArray, pt: IntArray
+) -> None:
+    """p[e,t] − dev⁺[e,t] + dev⁻[e,t] = ref[e,t] where EV e has a reference; cost λΔt(dev⁺ + dev⁻)."""
+    lam = data.stickiness_weight
+    ref = data.reference_kw[pe, pt]
+    sel = ~np.isnan(ref)
+    if lam <= 0 or not sel.any():
+        return
+    target = np.clip(ref[sel], 0.0, data.p_max_kw[pe[sel], pt[sel]])
+    cost = np.full(len(target), lam * data.dt_h)
+    up = lp.add_columns("dev_up", cost, 0.0, INF)
+    down = lp.add_columns("dev_down", cost, 0.0, INF)
+    rows = lp.add_rows(target, target)
+    lp.add_entries(rows, p_cols[sel], 1.0)
+    lp.add_entries(rows, up, -1.0)
+    lp.add_entries(rows, down, 1.0)
 
 
 @dataclass(frozen=True)

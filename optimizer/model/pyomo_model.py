@@ -53,6 +53,7 @@ def build_model(
     add_site_balance(m, data)
     add_storage_balance(m, data)
     add_peak(m, data)
+    add_stickiness(m, data)
     if data.needs_assignment:
         add_charger_assignment(m, data, relax_assignment, per_charger)
     if data.kind == "service_time":
@@ -334,6 +335,25 @@ def cost_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Expression:
     return expr
 
 
+def add_stickiness(m: pyo.ConcreteModel, data: ProblemData) -> None:
+    """p[e,t] − dev⁺[e,t] + dev⁻[e,t] = ref[e,t] on R = {(e,t) ∈ P with a reference}."""
+    ref = data.reference_kw
+    pairs = [(e, t) for e, t in m.P if not np.isnan(ref[e, t])] if data.stickiness_weight > 0 else []
+    m.R = pyo.Set(dimen=2, initialize=pairs)
+    m.dev_up = pyo.Var(m.R, bounds=(0.0, None))
+    m.dev_down = pyo.Var(m.R, bounds=(0.0, None))
+    target = np.clip(np.nan_to_num(ref), 0.0, data.p_max_kw)
+    m.stickiness = pyo.Constraint(
+        m.R, rule=lambda m, e, t: m.p[e, t] - m.dev_up[e, t] + m.dev_down[e, t] == float(target[e, t]))
+
+
+def stickiness_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Expression | float:
+    """λ Δt Σ_R (dev⁺ + dev⁻), λ = stickiness × largest price."""
+    if not len(m.R):
+        return 0.0
+    return data.stickiness_weight * data.dt_h * sum(m.dev_up[e, t] + m.dev_down[e, t] for e, t in m.R)
+
+
 def tie_break_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Expression:
     """w·(Δt·peak + 0.01 Σ_{e,t} (t/T) p[e,t] Δt), w = tie_break × largest price: lower peak, then earlier."""
     w = tie_break_weight(data, VERTEX_TIE_BREAK)
@@ -342,7 +362,7 @@ def tie_break_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Express
 
 
 def add_objective(m: pyo.ConcreteModel, data: ProblemData) -> None:
-    """cost/profit: min cost + tie-break.
+    """cost/profit: min cost + tie-break + stickiness.
 
     service_time: min Σ (1 − done[e,t]) Δt + Σ_e penalty·priority_e·unmet[e] + 1e-6 × normalised cost,
     the penalty read in hours per kWh (an unmet kWh weighs like that many hours of service).
@@ -350,6 +370,7 @@ def add_objective(m: pyo.ConcreteModel, data: ProblemData) -> None:
     cost = cost_expression(m, data)
     if tie_break_weight(data, VERTEX_TIE_BREAK) > 0:
         cost = cost + tie_break_expression(m, data)
+    cost = cost + stickiness_expression(m, data)
     if data.kind == "service_time":
         # EV e finishing in step c (done from c on) is served for c + 1 steps after arrival
         served = float(np.count_nonzero(data.need_kwh > 0)) * data.dt_h

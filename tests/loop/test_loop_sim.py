@@ -55,7 +55,7 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
                             api_enabled=False, heartbeat_interval_s=120, interim_profile_after_s=0.5)
     stations: list[SimStation] = []
     tasks: list[asyncio.Task[None]] = []
-    over: list[tuple[str, float]] = []
+    over: list[tuple[str, float, dict[str, tuple[float, str]], float]] = []
     samples = 0
     try:
         async with running_csms(settings, clock=clock, services=["csms.smart_charging.service:run"]) as node:
@@ -73,33 +73,59 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
             await _until(lambda: all(s.online for s in stations), what="stations online")
 
             async def monitor() -> None:
+                """Sample what the csms counts against the limit and what the stations draw, every 20 ms."""
                 nonlocal samples
                 drawn_over_since: float | None = None
+                counted_over_since: float | None = None
+                previous: tuple[frozenset[str], float] | None = None
                 while True:
+                    # one MULTI: an atomic snapshot of every record and session (separate reads could
+                    # see an old decrease and a new increase at once, which never coexisted)
+                    pipe = redis.pipeline(transaction=True)
+                    for sid in ids:
+                        pipe.get(K.applied_profile(sid, 1))
+                        pipe.hmget(K.station_evse(sid, 1), ["transaction_id", "default_limit_w"])
+                    raw = await pipe.execute()
+                    # read after the snapshot: the csms keeps the sum within the limit from the
+                    # instant it sends on, and every record in the snapshot was written by then
                     now = clock.now()
-                    # the limits the csms applied (its records) and what the stations enforce
-                    applied = 0.0
-                    # one MGET: an atomic snapshot of every record (two GETs could see an old
-                    # decrease and a new increase at once, which never coexisted)
-                    for raw in await redis.mget([K.applied_profile(sid, 1) for sid in ids]):
-                        if raw:
-                            rec = json.loads(raw)
+                    parts: dict[str, tuple[float, str]] = {}
+                    for i, (sid, st) in enumerate(zip(ids, stations, strict=True)):
+                        rec = json.loads(raw[2 * i]) if raw[2 * i] else None
+                        txid, default_w = raw[2 * i + 1]
+                        if not txid:
+                            continue
+                        if rec and rec["transaction_id"] == txid:
                             series = [(t, w) for t, w in rec["applied_series_w"]]
-                            applied += value_at(series, now.timestamp())
+                            label = f"{rec['kind']}:{rec['plan_id']}"
+                            parts[sid] = (value_at(series, now.timestamp()), label)
+                        else:  # no profile for this session yet: it may draw its default or EVSE maximum
+                            cap_w = float(default_w) if default_w else st.config.evses[0].max_power_w
+                            parts[sid] = (cap_w, "unprofiled")
+                    counted = sum(w for w, _ in parts.values())
                     drawn = sum(s.evses[1].power_w for s in stations)
-                    # what the stations draw is bounded once every session has a profile from us
-                    # (before its first one a plug-in draws the EVSE maximum: docs, known limits)
-                    # and the station has had a tick (0.5 s real) to apply it: over for more than 1 s
-                    profiled = all(_has_profile(s) for s in stations if s.evses[1].tx is not None)
                     samples += 1
                     t_real = asyncio.get_running_loop().time()
+                    sessions = frozenset(f"{sid}:{raw[2 * i + 1][0]}" for i, sid in enumerate(ids)
+                                         if raw[2 * i + 1][0])
+                    # a plug-in may take the count over the limit (the new session is not steered yet);
+                    # from then on the csms only lowers limits until the count fits, and soon
+                    over_limit = counted > LIMIT_KW * 1000 + 1
+                    counted_over_since = (counted_over_since or t_real) if over_limit else None
+                    raised_while_over = (over_limit and previous is not None and previous[0] == sessions
+                                         and counted > previous[1] + 1)
+                    previous = (sessions, counted)
+                    # what the stations draw is bounded once every session has a profile from us and
+                    # the station has had a tick (0.5 s real) to apply it: over for more than 1 s
+                    profiled = all(_has_profile(s) for s in stations if s.evses[1].tx is not None)
                     if profiled and drawn > LIMIT_KW * 1000 + 1:
                         drawn_over_since = drawn_over_since or t_real
                     else:
                         drawn_over_since = None
-                    lasting = drawn_over_since is not None and t_real - drawn_over_since > 1.0
-                    if applied > LIMIT_KW * 1000 + 1 or lasting:
-                        over.append((now.isoformat(), max(applied, drawn)))
+                    lasting = ((drawn_over_since is not None and t_real - drawn_over_since > 1.0)
+                               or (counted_over_since is not None and t_real - counted_over_since > 3.0))
+                    if raised_while_over or lasting:
+                        over.append((now.isoformat(), max(counted, drawn), parts, drawn))
                     await asyncio.sleep(0.02)
 
             tasks.append(asyncio.create_task(monitor()))
