@@ -13,6 +13,9 @@ import numpy.typing as npt
 
 from optimizer.problem import EV, Instance, PerStep
 
+STICKINESS_PRICE_FLOOR = 0.1
+"""Price per kWh that stickiness is scaled by at least (see ProblemData.stickiness_weight)."""
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -114,8 +117,12 @@ class ProblemData:
 
     @property
     def stickiness_weight(self) -> float:
-        """Absolute cost per kWh of deviation from `reference_kw` (0 = off)."""
-        return self.stickiness * self.price_scale
+        """Absolute cost per kWh of deviation from `reference_kw` (0 = off).
+
+        Relative to the largest price, but at least to STICKINESS_PRICE_FLOOR: on a site without a
+        tariff the LP's only prices are tiny time preferences, which would otherwise outweigh it.
+        """
+        return self.stickiness * max(self.price_scale, STICKINESS_PRICE_FLOOR)
 
 
 def build_data(inst: Instance) -> ProblemData:
