@@ -149,8 +149,9 @@ class Objective(_Model):
     )
     stickiness: NonNegativeFloat = Field(
         default=1e-3,
-        description="Cost per kWh of deviation from an EV's reference_kw, relative to the largest price; "
-        "0 ignores the references. Small enough that any real price difference wins over staying put.",
+        description="Cost per kWh of deviation from an EV's reference_kw, relative to the largest price "
+        "(taken as at least 0.1 per kWh); 0 ignores the references. Small enough that any real price "
+        "difference wins over staying put.",
     )
 
 

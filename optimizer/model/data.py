@@ -87,7 +87,7 @@ class ProblemData:
     reference_kw: FloatArray
     """(E, T): power a previous solve planned (NaN = no reference)."""
     stickiness: float
-    """Cost per kWh of deviation from `reference_kw`, relative to `price_scale` (0 = off)."""
+    """Cost per kWh of deviation from `reference_kw`, relative to prices (0 = off; `stickiness_weight`)."""
 
     @property
     def n_ev(self) -> int:
@@ -219,4 +219,3 @@ def _references(evs: list[EV], steps: int) -> FloatArray:
         if ev.reference_kw is not None:
             ref[e] = [np.nan if v is None else v for v in ev.reference_kw]
     return ref
-
