@@ -24,23 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from optimizer.problem import Instance  # noqa: E402
+from optimizer.cases.rolling import STEP_H, flat_site  # noqa: E402
 from optimizer.solve import solve  # noqa: E402
-
-STEP_H = 0.25
-
-
-def instance(n: int, steps: int, need_kwh: list[float], departures: list[int], shift: int,
-             refs: list[list[float | None]] | None, stickiness: float) -> Instance:
-    """The site `shift` steps later, each EV needing `need_kwh`, optionally with references."""
-    evs = [{"id": f"EV{i}", "charger": f"C{i}", "arrival": 0, "departure": departures[i] - shift,
-            "energy_kwh": need_kwh[i], "max_kw": 11.0, "capacity_kwh": 100.0, "initial_kwh": 10.0,
-            "reference_kw": refs[i] if refs else None} for i in range(n)]
-    return Instance.model_validate({
-        "start": "2026-01-01T00:00:00Z", "step_minutes": 60 * STEP_H, "steps": steps,
-        "site": {"import_limit_kw": 0.4 * n * 11}, "tariff": {"import_price": 0.25},
-        "chargers": [{"id": f"C{i}", "max_kw": 11.0} for i in range(n)], "evs": evs,
-        "objective": {"unmet_penalty_per_kwh": 10, "stickiness": stickiness}})
 
 
 def main() -> None:
@@ -56,13 +41,13 @@ def main() -> None:
     rng = random.Random(1)
     departures = [rng.randint(12, steps) for _ in range(n)]
     energies = [rng.uniform(5, 40) for _ in range(n)]
-    first = solve(instance(n, steps, energies, departures, 0, None, 0.0))
+    first = solve(flat_site(steps, energies, departures))
     p0 = np.array([first.ev_power_kw[f"EV{i}"] for i in range(n)])
     need = [max(0.0, energies[i] - p0[i, 0] * STEP_H) for i in range(n)]
     refs: list[list[float | None]] = [[*p0[i, 1:], None] for i in range(n)]
     rows: list[dict[str, Any]] = []
     for label, stickiness in (("from scratch", 0.0), ("with reference", 1e-3)):
-        inst = instance(n, steps, need, departures, 1, refs, stickiness)
+        inst = flat_site(steps, need, departures, shift=1, refs=refs, stickiness=stickiness)
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from optimizer.cases.rolling import STEP_H, flat_site
 from optimizer.problem import Instance
 from optimizer.reference import reference_for
 from optimizer.solve import solve
@@ -86,29 +87,18 @@ def test_cost_with_a_reference_is_within_the_stickiness_bound(seed: int) -> None
 
 def test_rolling_replan_keeps_every_ev_on_its_plan_with_references() -> None:
     """One step later, with each EV's need reduced by what it drew, nothing material changes (K16)."""
-    n, steps, step_h = 120, 32, 0.25
+    n, steps, step_h = 120, 32, STEP_H
     rng = random.Random(1)
     departures = [rng.randint(12, steps) for _ in range(n)]
     energies = [rng.uniform(5, 30) for _ in range(n)]
 
-    def instance(shift: int, need: list[float], refs: list[list[float | None]] | None,
-                 stickiness: float) -> Instance:
-        evs = [{"id": f"EV{i}", "charger": f"C{i}", "arrival": 0, "departure": departures[i] - shift,
-                "energy_kwh": need[i], "max_kw": 11.0, "capacity_kwh": 100.0, "initial_kwh": 10.0,
-                "reference_kw": refs[i] if refs else None} for i in range(n)]
-        return Instance.model_validate({
-            "start": "2026-01-01T00:00:00Z", "step_minutes": 15, "steps": steps,
-            "site": {"import_limit_kw": 0.4 * n * 11}, "tariff": {"import_price": 0.25},
-            "chargers": [{"id": f"C{i}", "max_kw": 11.0} for i in range(n)], "evs": evs,
-            "objective": {"unmet_penalty_per_kwh": 10, "stickiness": stickiness}})
-
-    first = solve(instance(0, energies, None, 0.0))
+    first = solve(flat_site(steps, energies, departures))
     p0 = np.array([first.ev_power_kw[f"EV{i}"] for i in range(n)])
     need = [max(0.0, energies[i] - p0[i, 0] * step_h) for i in range(n)]
     refs: list[list[float | None]] = [[*p0[i, 1:], None] for i in range(n)]
     moved: dict[float, int] = {}
     for stickiness in (0.0, 1e-3):
-        again = solve(instance(1, need, refs, stickiness))
+        again = solve(flat_site(steps, need, departures, shift=1, refs=refs, stickiness=stickiness))
         assert again.status.value == "optimal"
         p1 = np.array([again.ev_power_kw[f"EV{i}"] for i in range(n)])
         moved[stickiness] = int((np.abs(p1[:, :-1] - p0[:, 1:]).max(axis=1) > 0.5).sum())
