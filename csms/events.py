@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from csms.core.jsonsafe import load_stored
+
 
 class EventType(StrEnum):
     """Every event type on the stream."""
@@ -80,5 +82,12 @@ class Event(BaseModel):
             transaction_id=f.get("transaction_id", ""),
             site_id=f.get("site_id", ""),
             ts=datetime.fromisoformat(f["ts"]),
-            data=json.loads(f.get("data") or "{}"),
+            data=_data(f.get("data")),
         )
+
+
+def _data(text: str | None) -> dict[str, Any]:
+    """An event's data as stored; one that cannot be shown safely (too deep, not an object)
+    becomes a note instead of failing every reader."""
+    value = load_stored(text, default={})
+    return value if isinstance(value, dict) else {"value": value}

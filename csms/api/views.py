@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import math
 from datetime import datetime
 from typing import Any
+
+from csms.core.jsonsafe import load_stored
 
 # Overall station status, worst first: the grid colour of a station.
 STATUS_ORDER = ("Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable", "Available",
@@ -12,13 +14,14 @@ STATUS_ORDER = ("Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unava
 
 
 def to_float(value: str | None) -> float | None:
-    """Float from a Redis string field, None when empty or not a number."""
+    """Float from a Redis string field, None when empty, not a number or not finite."""
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def to_int(value: str | None) -> int | None:
@@ -29,12 +32,7 @@ def to_int(value: str | None) -> int | None:
 
 def load_json(value: str | bytes | None) -> Any:
     """Parsed JSON of a STRING key, None when absent or corrupt."""
-    if value is None or value == "":
-        return None
-    try:
-        return json.loads(value)
-    except (ValueError, TypeError):
-        return None
+    return load_stored(value)
 
 
 def parse_time(value: str | None) -> datetime | None:

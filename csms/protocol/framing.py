@@ -4,9 +4,14 @@ Public names: `CallFrame`, `ResultFrame`, `ErrorFrame`, `FrameError`, `parse_fra
 `schema_violation`, `call_error_json`, `call_result_json`, `call_json`, `ErrorCode`,
 `STATION_ACTIONS`, `CSMS_ACTIONS`.
 
-Error codes (OCPP-J 2.0.1, Part 4 §4.2.3 table "Valid Error Codes"):
+Error codes (OCPP-J 2.0.1, Part 4 §4.2.3 table "Valid Error Codes"; 2.0.1 names it
+`FormatViolation`, OCPP 1.6 called it `FormationViolation`):
 - frame is not JSON, not an array, or its message id cannot be read -> `RpcFrameworkError`,
   message id "-1" when unreadable;
+- JSON nested deeper than `MAX_JSON_DEPTH` -> `FormatViolation` (checked before parsing, so
+  deep input never reaches a recursive parser or validator);
+- `NaN`, `Infinity`, `-Infinity` or a number that overflows to infinity (`1e400`): not JSON
+  (RFC 8259 §6) -> `FormatViolation`;
 - message type number other than 2/3/4 -> `MessageTypeNotSupported`;
 - CALL with missing elements -> `RpcFrameworkError`; payload not an object -> `FormatViolation`;
 - action unknown to OCPP 2.0.1 -> `NotImplemented`; known but not accepted from a station
@@ -14,26 +19,37 @@ Error codes (OCPP-J 2.0.1, Part 4 §4.2.3 table "Valid Error Codes"):
 - schema: missing required field or too few/many items -> `OccurrenceConstraintViolation`;
   wrong JSON type -> `TypeConstraintViolation`; bad value (enum, length, range, pattern)
   -> `PropertyConstraintViolation`; unknown property -> `FormatViolation`.
+- the schema's intent, beyond what the JSON files spell out: an `integer` is a 32-bit signed
+  integer (OCPP 2.0.1 Part 2 §2.1.1 "Primitive datatypes"), a `number` stays within
+  +-`MAX_DECIMAL`, and a `date-time` must be an RFC 3339 date-time (a missing offset is read
+  as UTC) -> `PropertyConstraintViolation`; a fractional value for an `integer` ->
+  `TypeConstraintViolation`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import fastjsonschema
-from jsonschema import Draft4Validator
+from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
 from ocpp.messages import get_validator
 from ocpp.v201.enums import Action
 
+from csms.core.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, loads_finite
+
 OCPP_VERSION = "2.0.1"
 MAX_MESSAGE_ID_CHARS = 36
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_DECIMAL = 1e15  # |decimal| bound: far above any power, energy or current a site can see
 
 
 class ErrorCode(StrEnum):
@@ -107,12 +123,26 @@ class FrameError:
 Frame = CallFrame | ResultFrame | ErrorFrame
 
 
+_HEAD = re.compile(r'\s*\[\s*(-?\d+)\s*,\s*"([^"\\]{1,36})"')
+
+
+def _too_deep(text: str) -> FrameError:
+    """The error for an over-deep frame; its message id is read without parsing the frame."""
+    head = _HEAD.match(text)
+    description = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    if head is None:
+        return FrameError("-1", ErrorCode.FORMAT_VIOLATION, description)
+    return FrameError(head.group(2), ErrorCode.FORMAT_VIOLATION, description, reply=head.group(1) == "2")
+
+
 def parse_frame(raw: str | bytes) -> Frame | FrameError:
     """Parse one WebSocket message into a frame, or the error to answer."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-        msg = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+        if depth_exceeds(text):
+            return _too_deep(text)
+        msg, non_finite = loads_finite(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return FrameError("-1", ErrorCode.RPC_FRAMEWORK_ERROR, "message is not valid JSON")
     if not isinstance(msg, list) or not msg:
         return FrameError("-1", ErrorCode.RPC_FRAMEWORK_ERROR, "message is not a non-empty JSON array")
@@ -128,6 +158,10 @@ def parse_frame(raw: str | bytes) -> Frame | FrameError:
         return FrameError("-1", ErrorCode.RPC_FRAMEWORK_ERROR,
                           "message id is missing, not a string or longer than 36 characters",
                           reply=mtype == 2)
+    if non_finite:
+        return FrameError(uid, ErrorCode.FORMAT_VIOLATION,
+                          "NaN, Infinity or a number out of range is not valid JSON", reply=mtype == 2,
+                          action=msg[2] if mtype == 2 and len(msg) > 2 and isinstance(msg[2], str) else "")
     if mtype == 2:
         if len(msg) != 4 or not isinstance(msg[2], str):
             return FrameError(uid, ErrorCode.RPC_FRAMEWORK_ERROR,
@@ -180,21 +214,61 @@ def _inline_refs(node: Any, definitions: dict[str, Any], depth: int = 0) -> Any:
     return node
 
 
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)?\Z")
+
+
+def is_date_time(value: object) -> bool:
+    """RFC 3339 date-time (offset optional, read as UTC) that is a real calendar moment."""
+    if not isinstance(value, str):
+        return True  # the type keyword judges non-strings
+    if _RFC3339.match(value) is None:
+        return False
+    try:
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+_FORMATS = FormatChecker(formats=())
+_FORMATS.checks("date-time")(is_date_time)
+
+
+_TYPE_BOUNDS: dict[str, tuple[float, float]] = {"integer": (INT32_MIN, INT32_MAX),
+                                               "number": (-MAX_DECIMAL, MAX_DECIMAL)}
+
+
+def _bounded(node: Any) -> Any:
+    """Add the implicit bounds of OCPP primitive types: int32 for `integer`, +-MAX_DECIMAL for
+    `number` (explicit schema bounds are kept when tighter)."""
+    if isinstance(node, list):
+        return [_bounded(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _bounded(v) for k, v in node.items()}
+    bounds = _TYPE_BOUNDS.get(str(node.get("type")))
+    if bounds is not None:
+        out["minimum"] = max(bounds[0], out.get("minimum", bounds[0]))
+        out["maximum"] = min(bounds[1], out.get("maximum", bounds[1]))
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def _validator(action: str, request: bool) -> Draft4Validator:
     """The ocpp library's schema for `action`, with $refs inlined (ref resolution dominated the
-    validation time), as a cached Draft 4 validator."""
+    validation time) and the implicit type bounds added, as a cached Draft 4 validator that
+    checks `date-time`."""
     schema = get_validator(2 if request else 3, action, OCPP_VERSION).schema
-    return Draft4Validator(_inline_refs(schema, dict(schema.get("definitions", {}))))
+    inlined = _bounded(_inline_refs(schema, dict(schema.get("definitions", {}))))
+    return Draft4Validator(inlined, format_checker=_FORMATS)
 
 
 @functools.lru_cache(maxsize=256)
 def _fast_check(action: str, request: bool) -> Callable[[Any], Any]:
     """The same schema compiled to Python by fastjsonschema (about 30x faster than jsonschema on
     TransactionEvent); used to accept valid payloads quickly, jsonschema names the error."""
-    # formats are not checked, like the jsonschema validator (no format checker)
     return fastjsonschema.compile(_validator(action, request).schema, use_default=False,
-                                  use_formats=False)
+                                  use_formats=True, formats={"date-time": is_date_time})
 
 
 def schema_violation(action: str, payload: dict[str, Any], request: bool = True) -> FrameError | None:
@@ -213,7 +287,9 @@ def schema_violation(action: str, payload: dict[str, Any], request: bool = True)
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(payload)"
-    return FrameError("", _code_for(error), f"{where}: {error.message}"[:255], action=action)
+    message = error.message if len(error.message) <= 160 else \
+        f"value violates {error.validator!r} {str(error.validator_value)[:60]}"
+    return FrameError("", _code_for(error), f"{where}: {message}"[:255], action=action)
 
 
 def call_error_json(unique_id: str, code: str, description: str,

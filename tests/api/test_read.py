@@ -134,3 +134,21 @@ async def test_events_endpoint_filters(client: httpx.AsyncClient, tokens: Tokens
     assert [e["type"] for e in r.json()["items"]] == ["station.disconnected"]
     r = await client.get("/api/v1/events", params={"limit": 1}, headers=tokens.viewer)
     assert [e["type"] for e in r.json()["items"]] == ["meter.values"]
+
+
+async def test_events_endpoint_survives_any_stored_payload(client: httpx.AsyncClient, tokens: Tokens,
+                                                           redis: Redis) -> None:
+    """A payload stored before input checks existed (300 deep, NaN, a bare list) is shown as a note,
+    never as a 500 for the whole list."""
+    base = {"station_id": "CS1", "evse_id": "", "transaction_id": "", "site_id": "depot",
+            "ts": "2026-03-02T17:00:00+00:00"}
+    await redis.xadd("evfleet:events", {**base, "type": "data_transfer",
+                                        "data": '{"data":' + "[" * 300 + "]" * 300 + "}"})
+    await redis.xadd("evfleet:events", {**base, "type": "meter.values", "data": '{"power_w":NaN}'})
+    await redis.xadd("evfleet:events", {**base, "type": "report", "data": "[1,2]"})
+    r = await client.get("/api/v1/events", headers=tokens.viewer)
+    assert r.status_code == 200, r.text
+    assert [e["data"] for e in r.json()["items"]] == [
+        {"value": [1, 2]}, {"power_w": None}, {"omitted": "nested deeper than 32 levels"}]
+    r = await client.get("/api/v1/events", params={"feed": True}, headers=tokens.viewer)
+    assert r.status_code == 200

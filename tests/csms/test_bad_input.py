@@ -109,3 +109,83 @@ async def test_impossible_value_refused_connection_kept(station: RawStation, red
     await asyncio.sleep(0)
     await assert_still_connected(station)
     assert await redis.exists("evfleet:tx:tx-weird") == 0
+
+
+DEEP = "[" * 990 + "]" * 990
+TX_OK = {"eventType": "Started", "timestamp": "2026-01-01T00:00:00Z", "triggerReason": "Authorized",
+         "seqNo": 0, "transactionInfo": {"transactionId": "tx-hostile"}, "evse": {"id": 1, "connectorId": 1}}
+
+
+@pytest.mark.parametrize("frame,code,uid", [
+    ('[2, "nan-1", "Heartbeat", {"x": NaN}]', "FormatViolation", "nan-1"),
+    ('[2, "inf-1", "TransactionEvent", {"seqNo": Infinity}]', "FormatViolation", "inf-1"),
+    ('[2, "inf-2", "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", '
+     '"sampledValue": [{"value": -Infinity}]}]}]', "FormatViolation", "inf-2"),
+    ('[2, "ovf-1", "MeterValues", {"evseId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", '
+     '"sampledValue": [{"value": 1e400}]}]}]', "FormatViolation", "ovf-1"),
+    ('[2, "deep-1", "DataTransfer", {"vendorId": "v", "data": ' + DEEP + '}]', "FormatViolation", "deep-1"),
+    ('[2, "deep-2", "DataTransfer", {"vendorId": "v", "data": ' + "[" * 40 + "]" * 40 + '}]',
+     "FormatViolation", "deep-2"),
+    (DEEP, "FormatViolation", "-1"),
+    ("[" * 60000, "FormatViolation", "-1"),
+])
+async def test_non_json_numbers_and_deep_nesting_are_format_violations(
+        station: RawStation, redis: Redis, frame: str, code: str, uid: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    before = await state_keys(redis)
+    events_before = await redis.xlen("evfleet:events")
+    answer = await station.send_raw(frame, expect_id=uid)
+    assert answer[0] == 4 and answer[1] == uid and answer[2] == code, answer
+    await assert_still_connected(station)
+    assert await state_keys(redis) == before
+    assert await redis.exists("evfleet:tx:tx-hostile") == 0
+    # only the protocol.error event was added: nothing from the frame itself
+    added = await redis.xrevrange("evfleet:events", count=await redis.xlen("evfleet:events") - events_before)
+    assert [f["type"] for _, f in added] == ["protocol.error"]
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
+@pytest.mark.parametrize("path,value,code", [
+    ("seqNo", 1e308, "TypeConstraintViolation"),
+    ("seqNo", 10**30, "PropertyConstraintViolation"),
+    ("seqNo", 2**31, "PropertyConstraintViolation"),
+    ("seqNo", 2.5, "TypeConstraintViolation"),
+    ("seqNo", True, "TypeConstraintViolation"),
+    ("timestamp", "yesterday-ish", "PropertyConstraintViolation"),
+    ("timestamp", "2026-02-30T10:00:00Z", "PropertyConstraintViolation"),
+    ("timestamp", "2026-01-01", "PropertyConstraintViolation"),
+    ("timestamp", "2026-01-01T00:00:00Z\n", "PropertyConstraintViolation"),
+    ("numberOfPhasesUsed", -(2**40), "PropertyConstraintViolation"),
+])
+async def test_out_of_range_and_non_dates_refused(station: RawStation, redis: Redis, path: str,
+                                                  value: object, code: str) -> None:
+    before = await state_keys(redis)
+    answer = await station.call("TransactionEvent", {**TX_OK, path: value})
+    assert answer[0] == 4 and answer[2] == code, answer
+    await assert_still_connected(station)
+    assert await state_keys(redis) == before
+    assert await redis.exists("evfleet:tx:tx-hostile") == 0
+
+
+async def test_non_dates_refused_in_every_message_not_only_transactions(station: RawStation,
+                                                                        redis: Redis) -> None:
+    before = await state_keys(redis)
+    for action, payload in [
+        ("StatusNotification", {"timestamp": "soon", "connectorStatus": "Available", "evseId": 1,
+                                "connectorId": 1}),
+        ("SecurityEventNotification", {"type": "x", "timestamp": "2026-13-01T00:00:00Z"}),
+        ("NotifyEvent", {"generatedAt": "now", "seqNo": 0, "eventData": []}),
+    ]:
+        answer = await station.call(action, payload)
+        assert answer[0] == 4 and answer[2] in ("PropertyConstraintViolation",
+                                                "OccurrenceConstraintViolation"), (action, answer)
+    assert await state_keys(redis) == before
+    kinds = [f["type"] for _, f in await redis.xrange("evfleet:events")]
+    assert "security.event" not in kinds and "report" not in kinds
+
+
+async def test_valid_edge_values_still_accepted(station: RawStation, redis: Redis) -> None:
+    await station.ok("TransactionEvent", {**TX_OK, "seqNo": 2**31 - 1,
+                                          "timestamp": "2026-01-01T01:00:00.123+01:00"})
+    assert await redis.exists("evfleet:tx:tx-hostile") == 1
+    await station.ok("DataTransfer", {"vendorId": "v", "data": {"a": [[[[1.5e3, "x"]]]]}})
