@@ -70,7 +70,7 @@ def water_fill(caps: FloatArray, budget: float) -> FloatArray:
 def run_baseline(data: ProblemData, name: str) -> tuple[FloatArray, FloatArray, IntArray]:
     """(ev_kw (E,T), storage_kw (S,T), assignment (E,T)) of baseline `name`."""
     key = _KEYS[name]
-    n_ev, steps, dt = data.n_ev, data.steps, data.dt_h
+    n_ev, steps, dt = data.n_ev, data.steps, data.step_h
     ev_kw = np.zeros((n_ev, steps))
     assign = np.full((n_ev, steps), -1, dtype=np.int64)
     remaining = data.need_kwh.copy()
@@ -84,7 +84,7 @@ def run_baseline(data: ProblemData, name: str) -> tuple[FloatArray, FloatArray, 
         order = np.flatnonzero(active)
         order = order[np.argsort(key(data, t, remaining, prev)[order], kind="stable")]
         caps, chosen = _plug(data, t, order, prev, fixed)
-        want = np.minimum(caps, remaining[chosen] / (data.efficiency[chosen] * dt))
+        want = np.minimum(caps, remaining[chosen] / (data.efficiency[chosen] * dt[t]))
         if name == "equal_share":
             power = water_fill(want, headroom[t])
         else:
@@ -92,7 +92,7 @@ def run_baseline(data: ProblemData, name: str) -> tuple[FloatArray, FloatArray, 
                 want, np.maximum(headroom[t] - np.concatenate([[0.0], np.cumsum(want)[:-1]]), 0.0)
             )
         ev_kw[chosen, t] = power
-        remaining[chosen] -= power * data.efficiency[chosen] * dt
+        remaining[chosen] -= power * data.efficiency[chosen] * dt[t]
         remaining[remaining < 1e-9] = 0.0
         pool_chosen = chosen[~fixed[chosen]]
         assign[pool_chosen, t] = prev[pool_chosen]

@@ -21,7 +21,7 @@ def diagnose(data: ProblemData, limit: int = 5) -> list[str]:
             f"import limit {data.import_limit_kw[t]:g} kW before any EV charges"
         )
     if data.unmet_penalty_per_kwh is None and data.n_ev:
-        reach = (data.p_max_kw * data.efficiency[:, None]).sum(axis=1) * data.dt_h
+        reach = (data.p_max_kw * data.efficiency[:, None] * data.step_h).sum(axis=1)
         for e in np.flatnonzero(reach < data.need_kwh - 1e-6)[:limit]:
             out.append(
                 f"ev {data.ev_ids[e]}: needs {data.need_kwh[e]:g} kWh but can take at most "
@@ -29,7 +29,7 @@ def diagnose(data: ProblemData, limit: int = 5) -> list[str]:
             )
         headroom = np.maximum(data.import_limit_kw - data.base_load_kw + data.pv_kw, 0.0)
         st_kwh = float((data.st_initial_kwh - data.st_final_kwh).clip(min=0).sum())
-        total_reach = float(headroom.sum() * data.dt_h * data.efficiency.max()) + st_kwh
+        total_reach = float((headroom * data.step_h).sum() * data.efficiency.max()) + st_kwh
         if data.need_kwh.sum() > total_reach + 1e-6:
             out.append(
                 f"the EVs need {data.need_kwh.sum():g} kWh in total but the site can deliver at most "

@@ -42,7 +42,7 @@ def ev_energy_trajectory(data: ProblemData, ev_kw: FloatArray) -> FloatArray:
     """(E, T+1) battery energy: column t is the energy at the start of step t."""
     charge = np.maximum(ev_kw, 0.0) * data.efficiency[:, None]
     discharge = np.maximum(-ev_kw, 0.0) / data.efficiency[:, None]
-    delta = (charge - discharge) * data.dt_h
+    delta = (charge - discharge) * data.step_h
     out = np.empty((data.n_ev, data.steps + 1))
     out[:, 0] = 0.0
     np.cumsum(delta, axis=1, out=out[:, 1:])
@@ -52,7 +52,7 @@ def ev_energy_trajectory(data: ProblemData, ev_kw: FloatArray) -> FloatArray:
 def storage_trajectory(data: ProblemData, st_kw: FloatArray) -> FloatArray:
     """(S, T+1) storage energy: column t is the energy at the start of step t."""
     eff = data.st_efficiency[:, None]
-    delta = (np.maximum(st_kw, 0.0) * eff - np.maximum(-st_kw, 0.0) / eff) * data.dt_h
+    delta = (np.maximum(st_kw, 0.0) * eff - np.maximum(-st_kw, 0.0) / eff) * data.step_h
     out = np.empty((data.n_storage, data.steps + 1))
     out[:, 0] = 0.0
     np.cumsum(delta, axis=1, out=out[:, 1:])
@@ -63,7 +63,8 @@ def service_times_h(data: ProblemData, ev_kw: FloatArray) -> FloatArray:
     """(E,): hours from arrival until the need is met (interpolated within the step; departure if never)."""
     delivered = ev_energy_trajectory(data, ev_kw) - data.initial_kwh[:, None]
     need = data.need_kwh
-    out = (data.departure - data.arrival).astype(float) * data.dt_h
+    begin = np.concatenate([[0.0], np.cumsum(data.step_h)])  # hours from start to the start of step t
+    out = begin[data.departure] - begin[data.arrival]
     if data.n_ev == 0:
         return out
     reached = delivered[:, 1:] >= (need - TOL_KWH)[:, None]
@@ -73,7 +74,7 @@ def service_times_h(data: ProblemData, ev_kw: FloatArray) -> FloatArray:
     before, after = delivered[rows, t], delivered[rows, t + 1]
     step = np.where(after > before, after - before, 1.0)
     frac = np.clip(np.where(after > before, (need - before) / step, 1.0), 0.0, 1.0)
-    out = np.where(done, (t - data.arrival + frac) * data.dt_h, out)
+    out = np.where(done, begin[t] + frac * data.step_h[t] - begin[data.arrival], out)
     return np.where(need <= TOL_KWH, 0.0, out)
 
 
@@ -82,7 +83,7 @@ def compute_metrics(
 ) -> tuple[Metrics, FloatArray, FloatArray]:
     """Metrics of a schedule, plus per-EV final energy and unmet energy."""
     flows = grid_flows(data, ev_kw, st_kw)
-    dt = data.dt_h
+    dt = data.step_h
     traj = ev_energy_trajectory(data, ev_kw)
     final = traj[np.arange(data.n_ev), data.departure] if data.n_ev else np.zeros(0)
     unmet = np.maximum(data.need_kwh - (final - data.initial_kwh), 0.0)
@@ -93,9 +94,9 @@ def compute_metrics(
     pv_self = (
         None if pv_total <= 0 else float((data.pv_kw - flows.curtailed_kw - pv_exported).sum() / pv_total)
     )
-    discharged = float(np.maximum(-ev_kw, 0.0).sum() * dt)
+    discharged = float((np.maximum(-ev_kw, 0.0) * dt).sum())
     energy_cost = float(
-        (data.import_price * flows.import_kw - data.export_price * flows.export_kw).sum() * dt
+        ((data.import_price * flows.import_kw - data.export_price * flows.export_kw) * dt).sum()
     )
     penalty = (
         0.0
@@ -112,7 +113,7 @@ def compute_metrics(
         unmet_kwh=float(unmet.sum()),
         delivered_kwh=float((final - data.initial_kwh).sum()),
         pv_self_consumption=pv_self,
-        co2_kg=float((flows.import_kw * data.co2_g_per_kwh).sum() * dt / 1000.0) if data.has_co2 else None,
+        co2_kg=float((flows.import_kw * data.co2_g_per_kwh * dt).sum() / 1000.0) if data.has_co2 else None,
         demand_charge=data.peak_price_per_kw * peak,
         v2g_discharged_kwh=discharged,
         degradation_cost=data.degradation_per_kwh * discharged,
@@ -204,6 +205,7 @@ def make_schedule(
         start=inst.start,
         step_minutes=inst.step_minutes,
         steps=inst.steps,
+        first_step_minutes=inst.first_step_minutes,
         ev_power_kw={ev_id: row.tolist() for ev_id, row in zip(data.ev_ids, ev_kw, strict=True)},
         storage_power_kw={sid: row.tolist() for sid, row in zip(data.storage_ids, st_kw, strict=True)},
         grid_kw=flows.net_kw.tolist(),

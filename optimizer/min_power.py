@@ -33,7 +33,7 @@ def needs_reshaping(power_kw: list[float], min_kw: float) -> bool:
 def enforce_min_power(instance: Instance, schedule: Schedule, min_kw: Mapping[str, float]) -> Schedule:
     """`schedule` with every EV in `min_kw` charging at 0 or at least its minimum (see module doc)."""
     steps = instance.steps
-    step_h = instance.step_minutes / 60.0
+    step_hours = instance.step_hours()
     limit = _per_step(instance.site.import_limit_kw, steps)
     prices = _per_step(instance.tariff.import_price, steps)
     base = _per_step(instance.site.base_load_kw, steps)
@@ -50,7 +50,7 @@ def enforce_min_power(instance: Instance, schedule: Schedule, min_kw: Mapping[st
             continue
         if any(p < 0 for p in plan):
             continue  # V2G plans are left alone
-        energy_kwh = sum(plan) * step_h
+        energy_kwh = sum(p * h for p, h in zip(plan, step_hours, strict=True))
         for t in range(steps):
             used[t] -= plan[t]
             plan[t] = 0.0
@@ -62,10 +62,10 @@ def enforce_min_power(instance: Instance, schedule: Schedule, min_kw: Mapping[st
             room_kw = min(ev_max, limit[t] - used[t])
             if room_kw < floor_kw - TOLERANCE_KW:
                 continue
-            p = max(floor_kw, min(room_kw, energy_kwh / step_h))
+            p = max(floor_kw, min(room_kw, energy_kwh / step_hours[t]))
             plan[t] = p
             used[t] += p
-            energy_kwh -= p * step_h
+            energy_kwh -= p * step_hours[t]
         reshaped += 1
     if not reshaped:
         return schedule

@@ -11,7 +11,7 @@ kWh in the tariff's currency, CO2 intensity in g/kWh.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -158,9 +158,20 @@ class Objective(_Model):
 class Instance(_Model):
     """One fleet scheduling problem over a horizon of `steps` steps."""
 
-    start: datetime = Field(description="Start of step 0 (ISO 8601).")
+    start: datetime = Field(
+        description="Start of step 0 of the step grid (ISO 8601); first_step_minutes makes step 0 partial."
+    )
     step_minutes: float = Field(gt=0)
     steps: int = Field(gt=0, le=10_000)
+    first_step_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="Length of step 0 when the horizon starts inside a step (a rolling re-plan made after "
+        "the step began): step 0 covers only the last first_step_minutes of [start, start + step_minutes), "
+        "i.e. the horizon begins at start + step_minutes - first_step_minutes; step k >= 1 still starts at "
+        "start + k * step_minutes. Power is power in every step, so step 0 holds power x "
+        "first_step_minutes of energy. null = step_minutes (all steps full).",
+    )
     site: Site
     tariff: Tariff
     chargers: list[Charger] = Field(default_factory=list)
@@ -170,8 +181,22 @@ class Instance(_Model):
 
     @property
     def dt_h(self) -> float:
-        """Step length in hours."""
+        """Step length in hours (of steps 1..; step 0 may be shorter, see `step_hours`)."""
         return self.step_minutes / 60.0
+
+    def step_hours(self) -> list[float]:
+        """Length of every step in hours (step 0 is `first_step_minutes` when set)."""
+        out = [self.dt_h] * self.steps
+        if self.first_step_minutes is not None:
+            out[0] = self.first_step_minutes / 60.0
+        return out
+
+    @property
+    def horizon_start(self) -> datetime:
+        """When the horizon begins: `start`, or later within step 0 when `first_step_minutes` is set."""
+        if self.first_step_minutes is None:
+            return self.start
+        return self.start + timedelta(minutes=self.step_minutes - self.first_step_minutes)
 
     @field_validator("chargers")
     @classmethod
@@ -184,6 +209,9 @@ class Instance(_Model):
         for path, value in _per_step_fields(self):
             if isinstance(value, list) and len(value) != self.steps:
                 raise ValueError(f"{path}: has {len(value)} values, expected steps={self.steps}")
+        if self.first_step_minutes is not None and self.first_step_minutes > self.step_minutes + 1e-9:
+            raise ValueError(f"first_step_minutes ({self.first_step_minutes:g}) exceeds step_minutes "
+                             f"({self.step_minutes:g})")
         for name in ("import_limit_kw", "export_limit_kw", "base_load_kw", "pv_kw"):
             if min(_as_list(getattr(self.site, name), self.steps)) < 0:
                 raise ValueError(f"site.{name}: values must be >= 0")
@@ -308,6 +336,9 @@ class Schedule(_Model):
     start: datetime
     step_minutes: float
     steps: int
+    first_step_minutes: float | None = Field(
+        default=None, description="Length of step 0 when shorter than step_minutes (as in the instance)."
+    )
     ev_power_kw: dict[str, list[float]] = Field(
         description="Per EV id: power at the charger per step [kW], negative = V2G discharge."
     )

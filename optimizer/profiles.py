@@ -218,16 +218,52 @@ def periods_from_limits_kw(limits_kw: Sequence[float], step_s: int, evse: EvseEl
                         for i, kw in enumerate(limits_kw)])
 
 
+def periods_from(periods: Sequence[Period], offset_s: int) -> list[Period]:
+    """The periods from `offset_s` on, re-based so the one in force at `offset_s` starts at 0."""
+    if offset_s <= 0:
+        return list(periods)
+    out = [(0, value_at(periods, offset_s))]
+    out += [(s - offset_s, lim) for s, lim in periods if s > offset_s]
+    return merge_equal(out)
+
+
+def _tariff_from(tariff: dict[str, Any], offset_s: int) -> dict[str, Any] | None:
+    """A SalesTariff re-based to start `offset_s` later (entries that ended before are dropped)."""
+    entries = []
+    for entry in tariff["salesTariffEntry"]:
+        interval = entry["relativeTimeInterval"]
+        begin, end = int(interval["start"]), int(interval["start"]) + int(interval.get("duration", 0))
+        if "duration" in interval and end <= offset_s:
+            continue
+        moved = {"start": max(0, begin - offset_s)}
+        if "duration" in interval:
+            moved["duration"] = end - offset_s - moved["start"]
+        entries.append({**entry, "relativeTimeInterval": moved})
+    if not entries:
+        return None
+    return {**tariff, "salesTariffEntry": entries}
+
+
 def build_tx_profile(*, evse_id: int, transaction_id: str, start: datetime, step_s: int,
                      limits_kw: Sequence[float], evse: EvseElectrical, ev: EvLimits,
                      profile_id: int, prices: Sequence[float] | None = None,
-                     stack_level: int = TX_PROFILE_STACK_LEVEL) -> dict[str, Any]:
-    """SetChargingProfile request payload (camelCase) for a running transaction's schedule."""
+                     stack_level: int = TX_PROFILE_STACK_LEVEL,
+                     now: datetime | None = None) -> dict[str, Any]:
+    """SetChargingProfile request payload (camelCase) for a running transaction's schedule.
+
+    `limits_kw[i]` applies from `start + i * step_s`. With `now` later than `start`, the profile starts
+    at `now` (whole seconds) with the limit in force then: nothing of it lies in the past.
+    """
     if not transaction_id:
         raise ProfileError("a TxProfile needs the running transaction's id")
     max_periods = ev.max_schedule_tuples or DEFAULT_MAX_SCHEDULE_TUPLES
-    end_s = len(limits_kw) * step_s
-    periods = compress_periods(periods_from_limits_kw(limits_kw, step_s, evse, ev), end_s, max_periods)
+    offset_s = 0
+    if now is not None and now > start:
+        offset_s = min(int((now - start).total_seconds()), len(limits_kw) * step_s - 1)
+    end_s = len(limits_kw) * step_s - offset_s
+    periods = periods_from(periods_from_limits_kw(limits_kw, step_s, evse, ev), offset_s)
+    periods = compress_periods(periods, end_s, max_periods)
+    start = start + timedelta(seconds=offset_s)
     schedule: dict[str, Any] = {
         "id": profile_id,
         "startSchedule": iso_z(start),
@@ -240,6 +276,8 @@ def build_tx_profile(*, evse_id: int, transaction_id: str, start: datetime, step
     if prices:
         tariff = build_sales_tariff(list(prices)[: len(limits_kw)], step_s, max_periods,
                                     tariff_id=profile_id % 255 + 1)
+        if tariff is not None and offset_s:
+            tariff = _tariff_from(tariff, offset_s)
         if tariff is not None:
             schedule["salesTariff"] = tariff
     return {

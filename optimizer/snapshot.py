@@ -234,10 +234,17 @@ def _energy_kwh(session: SessionState, now: datetime, cfg: SnapshotConfig,
 
 
 def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snapshot:
-    """The rolling-horizon instance of a site at `now` (see module doc for the defaults)."""
+    """The rolling-horizon instance of a site at `now` (see module doc for the defaults).
+
+    The horizon starts at `now`: step 0 is the rest of the step `now` falls in (`first_step_minutes`),
+    so a plan made late in a step never counts energy before now. An EV's last step is the last one
+    that ends by its departure (rounded down), so no energy is counted after it leaves.
+    """
     start = floor_to_step(now, cfg.step_minutes)
     step_h = cfg.step_minutes / 60.0
     steps = cfg.horizon_steps
+    elapsed_h = (now - start).total_seconds() / 3600.0
+    first_step_minutes = (step_h - elapsed_h) * 60.0 if elapsed_h > 1e-9 else None
     evses = {e.key: e for e in site.evses}
     fixed_w = 0.0
     chargers: list[dict[str, Any]] = []
@@ -261,10 +268,11 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
             continue
         evse = evses[key]
         dep, dep_how = _departure(session, now, cfg)
-        departure = min(steps, max(1, math.ceil((dep - start).total_seconds() / (step_h * 3600))))
+        # the last step that ends by departure (no energy is counted after the EV left)
+        departure = min(steps, max(1, math.floor((dep - start).total_seconds() / (step_h * 3600) + 1e-9)))
         max_kw = ev_max_power_w(evse, session.needs) / 1000.0
         energy, e_how = _energy_kwh(session, now, cfg, site.history_kwh.get(session.id_token, ()))
-        reachable = max_kw * (departure * step_h - (now - start).total_seconds() / 3600)
+        reachable = max_kw * (departure * step_h - elapsed_h)
         energy = round(max(0.0, min(energy, reachable)), 6)
         capacity = max(cfg.default_capacity_kwh, energy + 1e-3)
         evs.append({"id": session.transaction_id, "charger": key, "arrival": 0, "departure": departure,
@@ -275,6 +283,7 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
     prices = resample_prices(site.prices, start, cfg.step_minutes, steps)
     instance = Instance.model_validate({
         "start": start, "step_minutes": cfg.step_minutes, "steps": steps,
+        "first_step_minutes": first_step_minutes,
         "site": {"import_limit_kw": max(0.0, site.limit_kw),
                  "base_load_kw": min(fixed_kw, max(0.0, site.limit_kw))},
         "tariff": {"import_price": [p + cfg.time_preference_per_step * i for i, p in enumerate(prices)]},

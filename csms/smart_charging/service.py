@@ -358,7 +358,8 @@ class SmartChargingService:
                 payload = build_tx_profile(
                     evse_id=info.evse_id, transaction_id=txid, start=start, step_s=int(plan["step_s"]),
                     limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(),
-                    profile_id=stable_profile_id(info.station_id, info.evse_id), prices=plan.get("prices"))
+                    profile_id=stable_profile_id(info.station_id, info.evse_id), prices=plan.get("prices"),
+                    now=self.clock.now())
             except ProfileError as err:
                 log.warning("plan %s: cannot build a profile for %s: %s", plan["plan_id"], key, err)
                 continue

@@ -36,6 +36,9 @@ class ProblemData:
 
     steps: int
     dt_h: float
+    """Nominal step length [h] (steps 1..)."""
+    step_h: FloatArray
+    """(T,): length of each step [h]; step 0 is shorter when the horizon starts inside a step."""
     ev_ids: list[str]
     charger_ids: list[str]
     storage_ids: list[str]
@@ -167,6 +170,7 @@ def build_data(inst: Instance) -> ProblemData:
     return ProblemData(
         steps=steps,
         dt_h=inst.dt_h,
+        step_h=np.asarray(inst.step_hours(), dtype=float),
         ev_ids=[e.id for e in evs],
         charger_ids=[c.id for c in inst.chargers],
         storage_ids=[s.id for s in st],

@@ -93,9 +93,9 @@ def build_lp(data: ProblemData) -> LinearProgram:
     pe, pt = np.nonzero(data.p_max_kw > 0)
     de, dtt = np.nonzero(data.d_max_kw > 0)
     w = tie_break_weight(data, 0.0)  # interior point: the central solution is flat and stable already
-    dt, steps = data.dt_h, data.steps
-    p_cols = lp.add_columns("p", w * dt * TIME_PREFERENCE * pt / steps, 0.0, data.p_max_kw[pe, pt])
-    d_cols = lp.add_columns("d", np.full(len(de), data.degradation_per_kwh * dt), 0.0, data.d_max_kw[de, dtt])
+    dt, steps = data.step_h, data.steps
+    p_cols = lp.add_columns("p", w * dt[pt] * TIME_PREFERENCE * pt / steps, 0.0, data.p_max_kw[pe, pt])
+    d_cols = lp.add_columns("d", data.degradation_per_kwh * dt[dtt], 0.0, data.d_max_kw[de, dtt])
     t_all = np.arange(steps)
     imp = lp.add_columns("imp", dt * data.import_price, 0.0, data.import_limit_kw)
     exp = lp.add_columns("exp", -dt * data.export_price, 0.0, data.export_limit_kw)
@@ -136,7 +136,7 @@ def add_site_balance(
 
 def add_storage(lp: LinearProgram, data: ProblemData, site_rows: IntArray) -> None:
     """B[s,t] − B[s,t−1] − Δt(η b⁺[s,t] − b⁻[s,t]/η) = 0 with B[s,−1] = initial, B[s,T−1] ≥ final."""
-    n_s, steps, dt = data.n_storage, data.steps, data.dt_h
+    n_s, steps = data.n_storage, data.steps
     if n_s == 0:
         return
     size = n_s * steps
@@ -156,6 +156,7 @@ def add_storage(lp: LinearProgram, data: ProblemData, site_rows: IntArray) -> No
     lp.add_entries(rows, soc, 1.0)
     has_prev = t_idx > 0
     lp.add_entries(rows[has_prev], soc[has_prev] - 1, -1.0)
+    dt = data.step_h[t_idx]
     lp.add_entries(rows, bch, -dt * eta)
     lp.add_entries(rows, bdis, dt / eta)
 
@@ -172,7 +173,7 @@ def add_energy_need(
     unmet: IntArray | None,
 ) -> None:
     """need_e ≤ Σ_t η Δt p[e,t] + unmet_e ≤ room_e for charge-only EVs; SOC dynamics for V2G EVs."""
-    dt, eta = data.dt_h, data.efficiency
+    dt, eta = data.step_h, data.efficiency
     v2g = data.d_max_kw.any(axis=1) if data.n_ev else np.zeros(0, dtype=bool)
     room = data.capacity_kwh - data.initial_kwh
     # charge-only EVs: one ranged row each
@@ -180,7 +181,7 @@ def add_energy_need(
     row_of = np.full(data.n_ev, -1, dtype=np.int64)
     row_of[plain] = lp.add_rows(data.need_kwh[plain], room[plain])
     sel = row_of[pe] >= 0
-    lp.add_entries(row_of[pe[sel]], p_cols[sel], dt * eta[pe[sel]])
+    lp.add_entries(row_of[pe[sel]], p_cols[sel], dt[pt[sel]] * eta[pe[sel]])
     if unmet is not None:
         lp.add_entries(row_of[plain], unmet[plain], 1.0)
     if v2g.any():
@@ -200,7 +201,7 @@ def _add_v2g_dynamics(
     unmet: IntArray | None,
 ) -> None:
     """z[e,t+1] = z[e,t] + Δt(η p − d/η), z(arrival) = initial, min ≤ z ≤ capacity, z(departure) ≥ target."""
-    dt, eta = data.dt_h, data.efficiency
+    dt, eta = data.step_h, data.efficiency
     lengths = data.departure[evs] - data.arrival[evs]
     owner = np.repeat(evs, lengths)
     first = np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -215,9 +216,9 @@ def _add_v2g_dynamics(
     key = np.full((data.n_ev, data.steps), -1, dtype=np.int64)
     key[owner, step] = rows
     sel = key[pe, pt] >= 0
-    lp.add_entries(key[pe[sel], pt[sel]], p_cols[sel], -dt * eta[pe[sel]])
+    lp.add_entries(key[pe[sel], pt[sel]], p_cols[sel], -dt[pt[sel]] * eta[pe[sel]])
     sel_d = key[de, dtt] >= 0
-    lp.add_entries(key[de[sel_d], dtt[sel_d]], d_cols[sel_d], dt / eta[de[sel_d]])
+    lp.add_entries(key[de[sel_d], dtt[sel_d]], d_cols[sel_d], dt[dtt[sel_d]] / eta[de[sel_d]])
     last = np.flatnonzero(step == data.departure[owner] - 1)
     target = data.initial_kwh[owner[last]] + data.need_kwh[owner[last]]
     need_rows = lp.add_rows(target, np.full(len(last), INF))
@@ -244,7 +245,7 @@ def add_stickiness(
     if lam <= 0 or not sel.any():
         return
     target = np.clip(ref[sel], 0.0, data.p_max_kw[pe[sel], pt[sel]])
-    cost = np.full(len(target), lam * data.dt_h)
+    cost = lam * data.step_h[pt[sel]]
     up = lp.add_columns("dev_up", cost, 0.0, INF)
     down = lp.add_columns("dev_down", cost, 0.0, INF)
     rows = lp.add_rows(target, target)
@@ -355,10 +356,12 @@ def assign_lp_solution(
 
 def lp_cost(lp: LinearProgram, data: ProblemData, x: FloatArray) -> float:
     """The cost objective without the tie-break terms."""
-    dt = data.dt_h
-    cost = float(dt * (data.import_price @ x[lp.block("imp")] - data.export_price @ x[lp.block("exp")]))
+    dt = data.step_h
+    cost = float((dt * data.import_price) @ x[lp.block("imp")])
+    cost -= float((dt * data.export_price) @ x[lp.block("exp")])
     cost += data.peak_price_per_kw * float(x[lp.block("peak")][0])
-    cost += data.degradation_per_kwh * dt * float(x[lp.block("d")].sum())
+    _, dtt = np.nonzero(data.d_max_kw > 0)
+    cost += data.degradation_per_kwh * float(dt[dtt] @ x[lp.block("d")])
     if "unmet" in lp.blocks:
         assert data.unmet_penalty_per_kwh is not None
         cost += float(data.unmet_penalty_per_kwh * (data.priority @ x[lp.block("unmet")]))

@@ -115,14 +115,14 @@ def _d(m: pyo.ConcreteModel, e: int, t: int) -> pyo.Expression | float:
 
 def add_ev_energy_balance(m: pyo.ConcreteModel, data: ProblemData) -> None:
     """E[e,arrival] = initial_e;  E[e,t+1] = E[e,t] + (η_e p[e,t] − d[e,t]/η_e) Δt for t < departure."""
-    eta, dt = data.efficiency, data.dt_h
+    eta, dt = data.efficiency, data.step_h
 
     def rule(m: pyo.ConcreteModel, e: int, t: int) -> pyo.Expression:
         if t == data.arrival[e]:
             return m.energy[e, t] == float(data.initial_kwh[e])
-        return (
-            m.energy[e, t] == m.energy[e, t - 1] + (eta[e] * _p(m, e, t - 1) - _d(m, e, t - 1) / eta[e]) * dt
-        )
+        return m.energy[e, t] == m.energy[e, t - 1] + (
+            eta[e] * _p(m, e, t - 1) - _d(m, e, t - 1) / eta[e]
+        ) * float(dt[t - 1])
 
     m.ev_energy_balance = pyo.Constraint(m.EK, rule=rule)
 
@@ -160,12 +160,14 @@ def add_site_balance(m: pyo.ConcreteModel, data: ProblemData) -> None:
 
 def add_storage_balance(m: pyo.ConcreteModel, data: ProblemData) -> None:
     """B[s,0] = initial_s;  B[s,t+1] = B[s,t] + (η_s b⁺[s,t] − b⁻[s,t]/η_s) Δt;  B[s,T] ≥ final_s."""
-    eta, dt = data.st_efficiency, data.dt_h
+    eta, dt = data.st_efficiency, data.step_h
 
     def rule(m: pyo.ConcreteModel, s: int, t: int) -> pyo.Expression:
         if t == 0:
             return m.bsoc[s, 0] == float(data.st_initial_kwh[s])
-        return m.bsoc[s, t] == m.bsoc[s, t - 1] + (eta[s] * m.bch[s, t - 1] - m.bdis[s, t - 1] / eta[s]) * dt
+        return m.bsoc[s, t] == m.bsoc[s, t - 1] + (
+            eta[s] * m.bch[s, t - 1] - m.bdis[s, t - 1] / eta[s]
+        ) * float(dt[t - 1])
 
     m.storage_balance = pyo.Constraint(m.S, m.T1, rule=rule)
     m.storage_final = pyo.Constraint(
@@ -301,13 +303,13 @@ def add_service_time(m: pyo.ConcreteModel, data: ProblemData) -> None:
             if t == data.departure[e] - 1:
                 m.done[e, t].fix(1)
     # tightening (valid for every solution): an EV cannot finish before full power would let it ...
-    rate_kwh = data.p_max_kw * data.efficiency[:, None] * data.dt_h
+    rate_kwh = data.p_max_kw * data.efficiency[:, None] * data.step_h
     cum_rate = np.cumsum(rate_kwh, axis=1)
     for e, t in pairs:
         if cum_rate[e, t] < data.need_kwh[e] - 1e-9:
             m.done[e, t].fix(0)
     # ... and the EVs done by step t cannot need more energy than the site could deliver by then
-    site_kwh = np.cumsum(np.maximum(data.import_limit_kw - data.base_load_kw + data.pv_kw, 0.0)) * data.dt_h
+    site_kwh = np.cumsum(np.maximum(data.import_limit_kw - data.base_load_kw + data.pv_kw, 0.0) * data.step_h)
     eta_max = float(data.efficiency.max()) if data.n_ev else 1.0
     by_t: dict[int, list[int]] = {}
     for e, t in pairs:
@@ -316,22 +318,23 @@ def add_service_time(m: pyo.ConcreteModel, data: ProblemData) -> None:
         pyo.Set(initialize=sorted(by_t)),
         rule=lambda m, t: (
             sum(float(data.need_kwh[e]) * m.done[e, t] for e in by_t[t])
-            <= float(site_kwh[t] * eta_max + (data.d_max_kw[:, : t + 1].sum() * data.dt_h))
+            <= float(site_kwh[t] * eta_max + (data.d_max_kw[:, : t + 1] * data.step_h[: t + 1]).sum())
         ),
     )
 
 
 def cost_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Expression:
     """Σ_t Δt (λ_t imp[t] − μ_t exp[t]) + peak_price·peak + Σ_e penalty·priority_e·unmet[e] + wear·Σ d Δt."""
-    dt = data.dt_h
+    dt = data.step_h
     expr = sum(
-        dt * (float(data.import_price[t]) * m.imp[t] - float(data.export_price[t]) * m.exp[t]) for t in m.T
+        float(dt[t]) * (float(data.import_price[t]) * m.imp[t] - float(data.export_price[t]) * m.exp[t])
+        for t in m.T
     )
     expr += data.peak_price_per_kw * m.peak
     if data.unmet_penalty_per_kwh is not None:
         expr += sum(data.unmet_penalty_per_kwh * float(data.priority[e]) * m.unmet[e] for e in m.E)
     if data.degradation_per_kwh:
-        expr += data.degradation_per_kwh * dt * sum(m.d[e, t] for e, t in m.D)
+        expr += data.degradation_per_kwh * sum(float(dt[t]) * m.d[e, t] for e, t in m.D)
     return expr
 
 
@@ -351,7 +354,8 @@ def stickiness_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Expres
     """λ Δt Σ_R (dev⁺ + dev⁻), λ = stickiness × largest price."""
     if not len(m.R):
         return 0.0
-    return data.stickiness_weight * data.dt_h * sum(m.dev_up[e, t] + m.dev_down[e, t] for e, t in m.R)
+    dt = data.step_h
+    return data.stickiness_weight * sum(float(dt[t]) * (m.dev_up[e, t] + m.dev_down[e, t]) for e, t in m.R)
 
 
 def tie_break_expression(m: pyo.ConcreteModel, data: ProblemData) -> pyo.Expression:

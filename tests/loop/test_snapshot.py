@@ -45,6 +45,7 @@ def test_instance_from_site_state() -> None:
     inst = snap.instance
     assert inst.start == datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
     assert inst.steps == 96 and inst.step_minutes == 15
+    assert inst.first_step_minutes == pytest.approx(8.0) and inst.horizon_start == NOW  # starts at now
     assert {c.id for c in inst.chargers} == {"cs1/1", "cs2/1", "cs5/1"}
     # steerable=0 with a session at its max, offline at its last applied limit
     assert snap.fixed_load_kw == pytest.approx(7 + 4)
@@ -55,8 +56,8 @@ def test_instance_from_site_state() -> None:
     assert evs["tx1"].departure == 48
     assert evs["tx1"].energy_kwh == pytest.approx(26.0)
     assert evs["tx1"].max_kw == pytest.approx(16 * 230 * 3 / 1000)
-    # default: started 16:07 + 8 h = 00:07 -> ceil -> step 25; default 20 kWh - 2 delivered
-    assert evs["tx2"].departure == 25
+    # default: started 16:07 + 8 h = 00:07 -> rounded down -> step 24 (ends 00:00); 20 kWh - 2 delivered
+    assert evs["tx2"].departure == 24
     assert evs["tx2"].energy_kwh == pytest.approx(18.0)
     assert snap.notes["tx2"] == "departure=default energy=default"
     assert snap.ev_evse == {"tx1": "cs1/1", "tx2": "cs2/1"}
@@ -77,9 +78,9 @@ def test_energy_capped_by_what_fits_and_overdue_departure() -> None:
                      needs={"departure_time": "2026-01-05T17:00:00Z", "energy_amount_wh": 80_000})])
     snap = build_instance(site, NOW, SnapshotConfig())
     ev = snap.instance.evs[0]
-    # departure already past: now + 30 min -> 18:37 -> step 3 (ceil)
-    assert ev.departure == 3
-    assert ev.energy_kwh == pytest.approx(3.7 * (0.75 - 7 / 60), rel=1e-6)
+    # departure already past: now + 30 min -> 18:37 -> step 2 (rounded down: ends 18:30)
+    assert ev.departure == 2
+    assert ev.energy_kwh == pytest.approx(3.7 * (0.5 - 7 / 60), rel=1e-6)
 
 
 def test_gamma_fit_and_forecast() -> None:
