@@ -42,6 +42,9 @@ from csms.protocol.env import NodeEnv
 from csms.protocol.framing import CSMS_ACTIONS, schema_violation
 from csms.protocol.registry import Registry
 from csms.protocol.station import StationClosed
+from csms.protocol.v16.commands import command_error_16
+from csms.protocol.v16.configuration import fetch_configuration
+from csms.protocol.v16.station import StationHandler16
 from csms.store.client import as_str
 from csms.store.keys import Keys
 from csms.store.state import event_fields
@@ -114,12 +117,16 @@ class CommandExecutor:
             self._closers.add(task)
             task.add_done_callback(self._closers.discard)
             return
-        if req.action not in CSMS_ACTIONS:
+        if isinstance(self.registry.get(req.station_id), StationHandler16):
+            error = command_error_16(req.action, req.payload)  # 1.6 request, or a 2.0.1 one it translates
+            if error is not None:
+                await self.reply(req, Outcome.INVALID, error=error)
+                return
+        elif req.action not in CSMS_ACTIONS:
             await self.reply(req, Outcome.INVALID, error={
                 "code": "NotImplemented", "description": f"{req.action!r} is not a CSMS-to-station action"})
             return
-        violation = schema_violation(req.action, req.payload)
-        if violation is not None:
+        elif (violation := schema_violation(req.action, req.payload)) is not None:
             await self.reply(req, Outcome.INVALID, error={
                 "code": violation.code.value, "description": violation.description})
             return
@@ -151,7 +158,8 @@ class CommandExecutor:
             self._local.pop(req.request_id, None)
 
     def fetch_device_model(self, station_id: str) -> None:
-        """Start a task asking the station for its device model (GetBaseReport FullInventory)."""
+        """Start a task asking the station for its device model (GetBaseReport FullInventory; an
+        OCPP 1.6 station: GetConfiguration, `csms.protocol.v16.configuration`)."""
         if self.stopping:
             return
         task = asyncio.create_task(self._fetch_device_model(station_id), name=f"device-model-{station_id}")
@@ -164,6 +172,11 @@ class CommandExecutor:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _fetch_device_model(self, station_id: str) -> None:
+        if isinstance(self.registry.get(station_id), StationHandler16):
+            with log_context(station_id=station_id):
+                ok = await fetch_configuration(self.call_local, self.env.store, station_id)
+            metrics.DEVICE_MODEL_FETCHES.labels("Accepted" if ok else "failed").inc()
+            return
         request_id = uuid.uuid4().int % 2**31
         with log_context(station_id=station_id):
             reply = await self.call_local(station_id, "GetBaseReport",
@@ -218,7 +231,7 @@ class CommandExecutor:
             return
         started = time.perf_counter()
         try:
-            out = await handler.call_raw(req.action, req.payload, req.timeout_s)
+            out = await handler.send_command(req.action, req.payload, req.timeout_s)
         except StationClosed:
             await self.reply(req, Outcome.OFFLINE, error={
                 "code": "offline", "description": "connection closed before the station answered"})

@@ -1,9 +1,10 @@
-"""The OCPP WebSocket endpoint `/ocpp/{station_id}` (subprotocol `ocpp2.0.1`).
+"""The OCPP WebSocket endpoint `/ocpp/{station_id}` (subprotocol `ocpp2.0.1` or `ocpp1.6`).
 
 Public names: `OcppServer`, `SUBPROTOCOL`, `build_tls_context`.
 
 Handshake (before any OCPP frame): path must be `/ocpp/{id}` (else 404), the client must
-offer `ocpp2.0.1` (else 400), HTTP Basic credentials must match the station's salted hash
+offer `ocpp2.0.1` or `ocpp1.6` (else 400; 2.0.1 preferred, a station pinned to one version
+must offer that one, `csms.protocol.versions`), HTTP Basic credentials must match the station's salted hash
 (username = station id; else 401 with `WWW-Authenticate`). A station provisioned for
 security profile 2 is refused on a plain (non-TLS) listener. A second connection with the
 same id replaces the first, which is closed with code 1000 ("replaced by a newer
@@ -18,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import ssl
+from collections.abc import Sequence
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
@@ -25,13 +27,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from csms import metrics
 from csms.core.security import BasicAuthError, parse_basic_auth, verify_password
 from csms.logs import log_context
 from csms.protocol.env import NodeEnv
 from csms.protocol.registry import Registry
-from csms.protocol.station import FloodError, StationHandler
+from csms.protocol.station import FloodError, StationConnection, StationHandler
+from csms.protocol.v16.station import StationHandler16
+from csms.protocol.versions import PIN_FIELD, SUBPROTOCOLS, choose_subprotocol
 from csms.store.client import as_str
 from csms.store.provisioning import (
     ProvisioningError,
@@ -76,6 +81,7 @@ class OcppServer:
         self.tls = env.settings.tls_cert is not None
         self._server: Server | None = None
         self._auth: dict[ServerConnection, tuple[str, int]] = {}
+        self._chosen: dict[ServerConnection, str] = {}  # subprotocol chosen for an authenticated handshake
         self._verified: dict[str, str] = {}  # station id -> fingerprint of a verified password+hash
         self._closers: set[asyncio.Task[None]] = set()
 
@@ -95,7 +101,8 @@ class OcppServer:
                 raise ValueError("tls_cert is set but tls_key is not")
             tls_ctx = build_tls_context(str(s.tls_cert), str(s.tls_key))
         self._server = await serve(
-            self._handle, s.host, s.port, subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            self._handle, s.host, s.port, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=self._select_subprotocol,
             process_request=self._process_request, max_size=s.max_frame_bytes, ssl=tls_ctx,
             compression=None, logger=logging.getLogger("websockets.server"),
             backlog=LISTEN_BACKLOG, open_timeout=s.handshake_timeout_s)
@@ -128,11 +135,28 @@ class OcppServer:
             validate_station_id(station_id)
         except ProvisioningError as err:
             return self._refuse(conn, HTTPStatus.NOT_FOUND, "path", str(err))
-        if SUBPROTOCOL not in _offered_subprotocols(request.headers):
+        offered = _offered_subprotocols(request.headers)
+        if choose_subprotocol(offered) is None:
             return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
-                                f"Sec-WebSocket-Protocol must offer {SUBPROTOCOL}")
+                                f"Sec-WebSocket-Protocol must offer {' or '.join(SUBPROTOCOLS)}")
         with log_context(station_id=station_id):
-            return await self._authenticate(conn, request, station_id)
+            refused = await self._authenticate(conn, request, station_id)
+            if refused is not None:
+                return refused
+            pinned = as_str(await self.env.store.redis.hget(self.env.keys.station(station_id), PIN_FIELD))
+            chosen = choose_subprotocol(offered, pinned)
+            if chosen is None:
+                self._auth.pop(conn, None)
+                return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
+                                    f"station is pinned to OCPP {pinned}; offer ocpp{pinned}")
+            self._chosen[conn] = chosen
+            return None
+
+    def _select_subprotocol(self, conn: ServerConnection,
+                            offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        """The subprotocol `_process_request` chose (websockets calls this after it)."""
+        chosen = self._chosen.pop(conn, None)
+        return Subprotocol(chosen) if chosen else None
 
     async def _authenticate(self, conn: ServerConnection, request: Request,
                             station_id: str) -> Response | None:
@@ -173,12 +197,13 @@ class OcppServer:
         with log_context(station_id=station_id):
             site_id = as_str(await env.store.redis.hget(env.keys.station(station_id), "site_id")) or \
                 env.settings.default_site
-            handler = StationHandler(station_id, conn, env, site_id, security_profile=max(
-                profile, 2 if self.tls else 1))
+            cls: type[StationConnection] = \
+                StationHandler16 if conn.subprotocol == "ocpp1.6" else StationHandler
+            handler = cls(station_id, conn, env, site_id, security_profile=max(profile, 2 if self.tls else 1))
             old = self.registry.replace(handler)
             remote = f"{conn.remote_address[0]}:{conn.remote_address[1]}" if conn.remote_address else ""
             await env.store.station_connected(station_id, site_id, handler.conn_id, remote,
-                                              handler.security_profile)
+                                              handler.security_profile, handler.ocpp_version)
             if old is not None:
                 log.warning("new connection replaces the previous one")
                 metrics.OCPP_DISCONNECTS.labels("replaced").inc()

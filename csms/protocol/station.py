@@ -1,6 +1,11 @@
-"""`StationHandler`: one connected charging station = the block mixins + ocpp.v201.ChargePoint.
+"""`StationHandler`: one connected OCPP 2.0.1 charging station = the block mixins + ocpp.v201.ChargePoint.
 
-Public names: `StationHandler`, `CallOutcome`, `StationClosed`.
+Public names: `StationConnection`, `StationHandler`, `CallOutcome`, `StationClosed`.
+
+`StationConnection` is the version-independent part (receive loop, routing, rate limit,
+outbound CALLs); a version's handler adds its block mixins and says which schemas and
+error-code names it uses (`ocpp_version`, `check_schema`, `wire_code`, `known_actions`);
+the OCPP 1.6J handler is `csms.protocol.v16.station.StationHandler16`.
 
 The `ocpp` library's own routing is replaced (`route_message`) because it ignores frames
 that are not JSON, answers unknown actions with NotSupported and has no compatibility mode.
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ocpp.charge_point import ChargePoint as BaseChargePoint
 from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
 from ocpp.v201 import ChargePoint
 from ocpp.v201.enums import Action
@@ -34,6 +40,7 @@ from csms.errors import PayloadValueError
 from csms.logs import log_context
 from csms.protocol.authorization import AuthorizationBlock
 from csms.protocol.availability import AvailabilityBlock
+from csms.protocol.base import BlockBase
 from csms.protocol.diagnostics import DiagnosticsBlock
 from csms.protocol.env import NodeEnv
 from csms.protocol.framing import (
@@ -87,9 +94,23 @@ class CallOutcome:
     error_details: dict[str, Any] | None = None
 
 
-class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, AvailabilityBlock,
-                     MeterValuesBlock, SmartChargingBlock, DiagnosticsBlock, ChargePoint):
-    """The csms side of one station connection."""
+class StationConnection(BlockBase, BaseChargePoint):
+    """The csms side of one station connection, whatever its OCPP version."""
+
+    ocpp_version = "2.0.1"
+    known_actions: frozenset[str] = frozenset()
+    """Every action of the version (an unknown one is NotImplemented, a known one not handled
+    NotSupported)."""
+    station_actions: frozenset[str] = frozenset()
+    """Actions a station sends in this version (metrics label them by name)."""
+
+    def check_schema(self, action: str, payload: dict[str, Any], request: bool = True) -> FrameError | None:
+        """The schema violation of a payload in this version (None if valid)."""
+        raise NotImplementedError
+
+    def wire_code(self, code: ErrorCode) -> str:
+        """How this version spells a CALLERROR code on the wire."""
+        return code.value
 
     def __init__(self, station_id: str, connection: ServerConnection, env: NodeEnv, site_id: str,
                  security_profile: int = 1) -> None:
@@ -153,14 +174,14 @@ class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, A
     async def _refuse(self, err: FrameError, raw: str | bytes | None) -> None:
         metrics.OCPP_PROTOCOL_ERRORS.labels(err.code.value).inc()
         if err.action:
-            metrics.OCPP_MESSAGES.labels(err.action if err.action in STATION_ACTIONS else "unknown",
+            metrics.OCPP_MESSAGES.labels(err.action if err.action in self.station_actions else "unknown",
                                          err.code.value).inc()
         log.warning("refused frame (%s): %s", err.code.value, err.description)
         if err.reply:
-            await self._send(call_error_json(err.unique_id, err.code.value, err.description))
+            await self._send(call_error_json(err.unique_id, self.wire_code(err.code), err.description))
         excerpt = (raw if isinstance(raw, str) else repr(raw))[:200] if raw is not None else ""
         await self.env.store.protocol_error(self.id, self.site_id, {
-            "code": err.code.value, "description": err.description, "message_id": err.unique_id,
+            "code": self.wire_code(err.code), "description": err.description, "message_id": err.unique_id,
             "action": err.action, "frame": excerpt})
 
     def after_answer(self, callback: Callable[[], None]) -> None:
@@ -174,12 +195,11 @@ class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, A
         action = frame.action
         handlers = self.route_map.get(action)
         if handlers is None or "_on_action" not in handlers:
-            code = ErrorCode.NOT_SUPPORTED if action in STATION_ACTIONS or action in _ALL_ACTIONS \
-                else ErrorCode.NOT_IMPLEMENTED
+            code = ErrorCode.NOT_SUPPORTED if action in self.known_actions else ErrorCode.NOT_IMPLEMENTED
             await self._refuse(FrameError(frame.unique_id, code, f"action {action!r} is not handled",
                                           action=action if code is ErrorCode.NOT_SUPPORTED else ""), None)
             return
-        violation = schema_violation(action, frame.payload)
+        violation = self.check_schema(action, frame.payload)
         if violation is not None:
             if not await self._compat_mode():
                 await self._refuse(FrameError(frame.unique_id, violation.code, violation.description,
@@ -208,7 +228,7 @@ class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, A
         except Exception as err:
             log.exception("handler for %s failed", action)
             metrics.OCPP_MESSAGES.labels(action, "InternalError").inc()
-            await self._send(call_error_json(frame.unique_id, ErrorCode.INTERNAL_ERROR.value,
+            await self._send(call_error_json(frame.unique_id, self.wire_code(ErrorCode.INTERNAL_ERROR),
                                              f"{type(err).__name__} while handling {action}"))
             return
         finally:
@@ -246,15 +266,30 @@ class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, A
         if isinstance(answer, ErrorFrame):
             return CallOutcome("call_error", error_code=answer.code, error_description=answer.description,
                                error_details=answer.details)
-        violation = schema_violation(action, answer.payload, request=False)
+        violation = self.check_schema(action, answer.payload, request=False)
         if violation is not None and not await self._compat_mode():
-            return CallOutcome("call_error", payload=answer.payload, error_code=violation.code.value,
-                               error_description=f"station answer violates the schema: "
-                                                 f"{violation.description}")
+            return CallOutcome("call_error", payload=answer.payload,
+                               error_code=self.wire_code(violation.code),
+                               error_description=f"station answer breaks the schema: {violation.description}")
         return CallOutcome("result", payload=answer.payload)
+
+    async def send_command(self, action: str, payload: dict[str, Any], timeout_s: float) -> CallOutcome:
+        """A command of the command protocol (validated by the executor): `call_raw` here; a
+        version may translate it first (`StationHandler16`)."""
+        return await self.call_raw(action, payload, timeout_s)
 
     async def _send(self, message: str) -> None:
         await self._connection.send(message)
 
 
-_ALL_ACTIONS = frozenset(a.value for a in Action)
+class StationHandler(ProvisioningBlock, TransactionsBlock, AuthorizationBlock, AvailabilityBlock,
+                     MeterValuesBlock, SmartChargingBlock, DiagnosticsBlock, StationConnection, ChargePoint):
+    """The csms side of one OCPP 2.0.1 station connection."""
+
+    ocpp_version = "2.0.1"
+    known_actions = frozenset(a.value for a in Action) | STATION_ACTIONS
+    station_actions = STATION_ACTIONS
+
+    def check_schema(self, action: str, payload: dict[str, Any], request: bool = True) -> FrameError | None:
+        """Violation of the OCPP 2.0.1 schema (csms.protocol.framing)."""
+        return schema_violation(action, payload, request=request)

@@ -36,6 +36,14 @@ class Keys:
         """HASH: per-EVSE state (active tx id, max_power_w, phases, rate_unit, last applied limit)."""
         return f"{self.prefix}:station:{station_id}:evse:{evse_id}"
 
+    def station_tx_counter(self, station_id: str) -> str:
+        """STRING counter: the last OCPP 1.6 transactionId the csms assigned to the station (INCR)."""
+        return f"{self.prefix}:station:{station_id}:tx-counter"
+
+    def station_tx_start(self, station_id: str, digest: str) -> str:
+        """STRING (TTL): the transactionId given to one OCPP 1.6 StartTransaction (replays get it again)."""
+        return f"{self.prefix}:station:{station_id}:tx-start:{digest}"
+
     def station_violations(self, station_id: str) -> str:
         """HASH: action -> count of schema violations accepted in compatibility mode."""
         return f"{self.prefix}:station:{station_id}:violations"

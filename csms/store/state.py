@@ -144,15 +144,16 @@ class StateStore:
 
     # --- connection lifecycle -----------------------------------------------------
     async def station_connected(self, station_id: str, site_id: str, conn_id: str,
-                                remote: str, security_profile: int) -> None:
-        """Mark a station online on this node."""
+                                remote: str, security_profile: int, ocpp_version: str = "2.0.1") -> None:
+        """Mark a station online on this node (and the OCPP version it speaks)."""
         now = self.clock.now().isoformat()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.station(station_id), mapping=hmap({
             "online": "1", "node": self.node_id, "conn_id": conn_id, "connected_at": now,
-            "last_seen": now, "remote_addr": remote, "security_profile": str(security_profile)}))
+            "last_seen": now, "remote_addr": remote, "security_profile": str(security_profile),
+            "ocpp_version": ocpp_version}))
         self._event(pipe, EventType.STATION_CONNECTED, station_id, site_id,
-                    data={"node": self.node_id, "remote_addr": remote})
+                    data={"node": self.node_id, "remote_addr": remote, "ocpp_version": ocpp_version})
         await pipe.execute()
 
     async def station_disconnected(self, station_id: str, site_id: str, conn_id: str, code: int | None,

@@ -42,7 +42,7 @@ async def test_handshake_refusals(node: CsmsNode, provision: Provision, redis: R
     url = node.station_url("CP-1")
     status, body, _ = await refused(url, additional_headers=good)  # no subprotocol offered
     assert status == 400 and "ocpp2.0.1" in body
-    status, _, _ = await refused(url, additional_headers=good, subprotocols=["ocpp1.6"])
+    status, _, _ = await refused(url, additional_headers=good, subprotocols=["ocpp1.5"])  # 1.6 and 2.0.1 only
     assert status == 400
     status, _, headers = await refused(url, subprotocols=["ocpp2.0.1"])  # no credentials
     assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
