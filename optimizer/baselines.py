@@ -10,6 +10,8 @@ order, never more than an EV's remaining need. Storage stays idle (so a `final_k
 - `edf`: earliest departure first.
 - `llf`: least laxity first (time left minus time still needed at full power).
 - `smallest_first`: smallest remaining need first (seed 004's ordering result).
+- `fcfs`: seed 003's baseline as the paper defines it: arrival order, a charger held until departure
+  (`optimizer.fcfs`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from optimizer.model.data import FloatArray, IntArray, ProblemData
 
-BASELINES = ("uncontrolled", "equal_share", "edf", "llf", "smallest_first")
+BASELINES = ("uncontrolled", "equal_share", "edf", "llf", "smallest_first", "fcfs")
 
 OrderKey = Callable[[ProblemData, int, FloatArray, IntArray], FloatArray]
 
@@ -69,6 +71,10 @@ def water_fill(caps: FloatArray, budget: float) -> FloatArray:
 
 def run_baseline(data: ProblemData, name: str) -> tuple[FloatArray, FloatArray, IntArray]:
     """(ev_kw (E,T), storage_kw (S,T), assignment (E,T)) of baseline `name`."""
+    if name == "fcfs":
+        from optimizer.fcfs import run_fcfs
+
+        return run_fcfs(data)
     key = _KEYS[name]
     n_ev, steps, dt = data.n_ev, data.steps, data.step_h
     ev_kw = np.zeros((n_ev, steps))

@@ -37,7 +37,7 @@ def optimize(
         None,
         "--strategy",
         "-s",
-        help="cost, profit, service_time, uncontrolled, equal_share, edf, llf or smallest_first "
+        help="cost, profit, service_time, uncontrolled, equal_share, edf, llf, smallest_first or fcfs "
         "(default: the instance's objective kind).",
     ),
     time_limit: float | None = typer.Option(

@@ -1,12 +1,15 @@
 """`solve(instance, strategy)`: the one entry point. Never raises for infeasible or time-limited solves.
 
 Routing:
-- baselines (`uncontrolled`, `equal_share`, `edf`, `llf`, `smallest_first`): pure numpy greedy;
+- baselines (`uncontrolled`, `equal_share`, `edf`, `llf`, `smallest_first`, `fcfs`): pure numpy greedy;
 - `cost` / `profit` without charger assignment: the LP built directly from numpy arrays into HiGHS
   (`optimizer.model.highs_lp`, fast at 10,000 EVs);
-- charger assignment (EVs with `charger: null`) and `service_time`: the Pyomo MILP
+- charger assignment (EVs with `charger: null`), cost/profit: the strong assignment MILP built directly
+  into HiGHS (`optimizer.model.assignment`, slot cuts, LP relaxation + rounding as warm start, time
+  budget, proven gap; `optimizer.model.assignment_solve`);
+- `service_time`, and everything with `backend="pyomo"`: the Pyomo reference model
   (`optimizer.model.pyomo_model`) with a MIP gap and time limit; if it finds no solution in time,
-  the LP relaxation plus rounding (`optimizer.model.rounding`);
+  the LP relaxation plus rounding;
 - anything else failing (infeasible hard needs, solver error): a safe baseline, status `fallback`,
   with the reason in `message`.
 """
@@ -130,6 +133,10 @@ def _optimize(instance: Instance, time_limit_s: float | None, mip_rel_gap: float
     t0 = time.perf_counter()
     data = build_data(instance)
     prep_s = time.perf_counter() - t0
+    if backend == "auto" and data.needs_assignment and data.kind != "service_time":
+        from optimizer.model.assignment_solve import solve_assignment
+
+        return solve_assignment(instance, data, time_limit_s, mip_rel_gap, prep_s)
     milp = data.kind == "service_time" or data.needs_assignment
     if backend == "pyomo" or milp:
         from optimizer.model.pyomo_solve import solve_with_pyomo
