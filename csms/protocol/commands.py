@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from csms import metrics
 from csms.commands import REPLY_TTL_S, CommandReply, CommandRequest, Outcome, dedicated_client
@@ -89,9 +90,13 @@ class CommandExecutor:
         key = self.env.keys.node_commands(self.env.node_id)
         try:
             while not self.stopping:
-                got = await self.redis.brpop([key], timeout=1)
-                if got is not None:
-                    await self.submit_raw(as_str(got[1]))
+                try:
+                    got = await self.redis.brpop([key], timeout=1)
+                    if got is not None:
+                        await self.submit_raw(as_str(got[1]))
+                except RedisError as err:  # Redis restarting: wait and go on, never stop consuming
+                    log.warning("command list unreadable (%s); retrying in 1 s", err)
+                    await asyncio.sleep(1.0)
         finally:
             workers = [t for t in [*self._workers.values(), *self._closers] if not t.done()]
             self.stopping = True

@@ -8,8 +8,11 @@ must offer that one, `csms.protocol.versions`), HTTP Basic credentials must matc
 (username = station id; else 401 with `WWW-Authenticate`). A station provisioned for
 security profile 2 is refused on a plain (non-TLS) listener. A second connection with the
 same id replaces the first, which is closed with code 1000 ("replaced by a newer
-connection"). Frames larger than `max_frame_bytes` close the connection (1009); a station
-that keeps exceeding its message rate is closed with 1008.
+connection"). While Redis cannot be read or written, a handshake is answered 503 with
+`Retry-After`, and a connection whose message could not be stored is closed with 1013
+without an answer to that message (see `csms.protocol.station`). Frames larger than
+`max_frame_bytes` close the connection (1009); a station that keeps exceeding its message
+rate is closed with 1008.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from csms.protocol.registry import Registry
 from csms.protocol.station import FloodError, StationConnection, StationHandler
 from csms.protocol.v16.station import StationHandler16
 from csms.protocol.versions import PIN_FIELD, SUBPROTOCOLS, choose_subprotocol
-from csms.store.client import as_str
+from csms.store.client import StoreUnavailable, as_str, store_unavailable
 from csms.store.provisioning import (
     ProvisioningError,
     get_credentials,
@@ -51,6 +54,7 @@ SUBPROTOCOL = "ocpp2.0.1"
 PATH_PREFIX = "/ocpp/"
 CLOSE_REPLACED = 1000
 CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
 LISTEN_BACKLOG = 2048  # a whole fleet reconnects at once after a restart (kernel caps at somaxconn)
 
 
@@ -140,10 +144,20 @@ class OcppServer:
             return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
                                 f"Sec-WebSocket-Protocol must offer {' or '.join(SUBPROTOCOLS)}")
         with log_context(station_id=station_id):
-            refused = await self._authenticate(conn, request, station_id)
-            if refused is not None:
-                return refused
-            pinned = as_str(await self.env.store.redis.hget(self.env.keys.station(station_id), PIN_FIELD))
+            try:
+                refused = await self._authenticate(conn, request, station_id)
+                if refused is not None:
+                    return refused
+                pinned = as_str(await self.env.store.redis.hget(self.env.keys.station(station_id),
+                                                                PIN_FIELD))
+            except Exception as err:
+                if not store_unavailable(err):
+                    raise
+                self._auth.pop(conn, None)
+                response = self._refuse(conn, HTTPStatus.SERVICE_UNAVAILABLE, "store_unavailable",
+                                        "state store unavailable; try again later")
+                response.headers["Retry-After"] = "5"
+                return response
             chosen = choose_subprotocol(offered, pinned)
             if chosen is None:
                 self._auth.pop(conn, None)
@@ -216,6 +230,12 @@ class OcppServer:
             reason = ""
             try:
                 await handler.start()
+            except StoreUnavailable as err:
+                log.warning("state store unavailable (%s): closing without an answer so the station "
+                            "keeps its messages queued", err)
+                metrics.OCPP_DISCONNECTS.labels("store_unavailable").inc()
+                with contextlib.suppress(ConnectionClosed):
+                    await conn.close(CLOSE_TRY_AGAIN, "state store unavailable; try again later")
             except FloodError as err:
                 log.warning("disconnecting flooding station: %s", err)
                 metrics.OCPP_DISCONNECTS.labels("flood").inc()

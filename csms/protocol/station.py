@@ -12,7 +12,11 @@ that are not JSON, answers unknown actions with NotSupported and has no compatib
 Here every bad frame gets the CALLERROR `csms.protocol.framing` names, a station in
 compatibility mode (`station:{sid}` `compat`=1) has schema violations counted and its
 message processed anyway, and a CALLRESULT/CALLERROR that answers nothing is logged and
-counted. Handlers run one at a time on the receive loop; outbound CALLs (`call_raw`) are
+counted. When Redis cannot store (down, restarting, loading, out of memory), the CALL being
+handled is not answered: `start` raises `StoreUnavailable` and the server closes the connection
+with 1013 (try again later), so the station keeps its TransactionEvents queued and sends them
+again after reconnecting (a write that reached Redis before the failure is then a replay,
+stored once). Handlers run one at a time on the receive loop; outbound CALLs (`call_raw`) are
 sent only from the command executor's per-station task, never from inside a handler.
 """
 
@@ -60,6 +64,7 @@ from csms.protocol.meter_values import MeterValuesBlock
 from csms.protocol.provisioning import ProvisioningBlock
 from csms.protocol.smart_charging import SmartChargingBlock
 from csms.protocol.transactions import TransactionsBlock
+from csms.store.client import StoreUnavailable, store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +149,12 @@ class StationConnection(BlockBase, BaseChargePoint):
                             raise FloodError(f"{decision.throttled_in_row} messages over the rate limit, "
                                              f"{self._frames_waiting()} more queued")
                         await asyncio.sleep(decision.wait_s)
-                    await self.route_message(raw)
+                    try:
+                        await self.route_message(raw)
+                    except Exception as err:
+                        if store_unavailable(err):
+                            raise StoreUnavailable(f"{type(err).__name__}: {err}") from err
+                        raise
             finally:
                 for fut in self._pending.values():
                     if not fut.done():
@@ -226,6 +236,8 @@ class StationConnection(BlockBase, BaseChargePoint):
                                           str(err), action=action), None)
             return
         except Exception as err:
+            if store_unavailable(err):
+                raise  # no answer: the station keeps the message queued (see module docstring)
             log.exception("handler for %s failed", action)
             metrics.OCPP_MESSAGES.labels(action, "InternalError").inc()
             await self._send(call_error_json(frame.unique_id, self.wire_code(ErrorCode.INTERNAL_ERROR),

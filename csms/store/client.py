@@ -1,6 +1,7 @@
 """Connecting to Redis. Every csms-side client uses `decode_responses=True` (str in, str out).
 
-Public names: `connect_redis`, `as_str`, `as_str_dict`, `hmap`.
+Public names: `connect_redis`, `as_str`, `as_str_dict`, `hmap`, `store_unavailable`,
+`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
 
 MAX_CONNECTIONS = 1024
@@ -30,6 +32,33 @@ def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
                                            decode_responses=True, health_check_interval=30,
                                            **kwargs)
     return Redis.from_pool(pool)
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot take writes now (down, restarting, loading, read-only, out of memory or
+    disk): the caller must not answer as if the write happened."""
+
+
+_UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, rx.ReadOnlyError,
+                rx.OutOfMemoryError, rx.ExecAbortError, rx.MasterDownError, rx.TryAgainError,
+                rx.ClusterDownError)
+_UNAVAILABLE_REPLIES = ("MISCONF", "OOM", "LOADING", "READONLY", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN",
+                        "CLUSTERDOWN", "EXECABORT")
+
+
+def store_unavailable(err: BaseException) -> bool:
+    """Whether `err` (or what it was raised from) says Redis cannot store now, as opposed to a bug
+    or a bad command: the condition a TransactionEvent must stay unanswered in."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (StoreUnavailable, *_UNAVAILABLE)):
+            return True
+        if isinstance(current, rx.ResponseError) and str(current).startswith(_UNAVAILABLE_REPLIES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def as_str(value: str | bytes | None) -> str:

@@ -198,7 +198,11 @@ async def test_stations_of_a_crashed_node_are_marked_offline_at_start(
         assert await redis.hget("evfleet:station:CP-B", "online") == "1"
 
 
-async def test_redis_outage_gives_internal_error_then_recovers(tmp_path: Path) -> None:
+async def test_redis_outage_gives_no_answer_and_close_then_recovers(tmp_path: Path) -> None:
+    """Not stored, so not acknowledged: no CALLERROR (a station drops a refused message), the
+    connection is closed with 1013 and handshakes get 503 until Redis is back."""
+    from websockets.exceptions import InvalidStatus
+
     from csms.store.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(data_dir=str(tmp_path), persist=True).start()
@@ -209,12 +213,18 @@ async def test_redis_outage_gives_internal_error_then_recovers(tmp_path: Path) -
             st = await RawStation.connect(node.url, "CP-R", PASSWORD)
             await st.ok("Heartbeat", {})
             await asyncio.to_thread(server.stop)
-            answer = await st.call("StatusNotification", {"timestamp": "2026-01-01T00:00:00Z",
-                                                          "connectorStatus": "Available", "evseId": 1,
-                                                          "connectorId": 1}, timeout=15)
-            assert answer[0] == 4 and answer[2] == "InternalError"  # not stored, so not acknowledged
+            with pytest.raises(ConnectionError):
+                await st.call("StatusNotification", {"timestamp": "2026-01-01T00:00:00Z",
+                                                     "connectorStatus": "Available", "evseId": 1,
+                                                     "connectorId": 1}, timeout=15)
+            await asyncio.wait_for(st.ws.wait_closed(), 5)
+            assert st.ws.close_code == 1013 and st.unsolicited == []
+            with pytest.raises(InvalidStatus) as refused:
+                await RawStation.connect(node.url, "CP-R", PASSWORD)
+            assert refused.value.response.status_code == 503
             await asyncio.to_thread(server.start)
-            await st.ok("Heartbeat", {})  # same connection, Redis back
+            st = await RawStation.connect(node.url, "CP-R", PASSWORD)
+            await st.ok("Heartbeat", {})  # Redis back: a new connection is served
             await st.close()
     finally:
         server.stop()
