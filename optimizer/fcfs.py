@@ -27,7 +27,7 @@ from optimizer.model.data import FloatArray, IntArray, ProblemData
 
 def run_fcfs(data: ProblemData) -> tuple[FloatArray, FloatArray, IntArray]:
     """(ev_kw (E,T), storage_kw (S,T) = 0, assignment (E,T)) of the paper's FCFS baseline."""
-    n_ev, steps, dt = data.n_ev, data.steps, data.dt_h
+    n_ev, steps = data.n_ev, data.steps
     ev_kw = np.zeros((n_ev, steps))
     assign = np.full((n_ev, steps), -1, dtype=np.int64)
     remaining = data.need_kwh.copy()
@@ -36,6 +36,7 @@ def run_fcfs(data: ProblemData) -> tuple[FloatArray, FloatArray, IntArray]:
     queue = [int(e) for e in np.lexsort((np.arange(n_ev), data.arrival)) if data.pool[e]]
     headroom = np.maximum(data.import_limit_kw - data.base_load_kw + data.pv_kw, 0.0)
     for t in range(steps):
+        dt = float(data.step_h[t])
         for c in np.flatnonzero(holder >= 0).tolist():
             if not data.available[holder[c], t]:
                 holder[c] = -1

@@ -81,11 +81,11 @@ def build_assignment_milp(data: ProblemData, *, cuts: bool = True, symmetry: boo
         raise ValueError("build_assignment_milp handles cost/profit only")
     lp = LinearProgram()
     w = tie_break_weight(data, VERTEX_TIE_BREAK)
-    dt, steps = data.dt_h, data.steps
+    dt, steps = data.step_h, data.steps  # step 0 may be shorter (a horizon starting inside a step)
     pe, pt = np.nonzero(data.p_max_kw > 0)
     de, dtt = np.nonzero(data.d_max_kw > 0)
-    p_cols = lp.add_columns("p", w * dt * TIME_PREFERENCE * pt / steps, 0.0, data.p_max_kw[pe, pt])
-    d_cols = lp.add_columns("d", np.full(len(de), data.degradation_per_kwh * dt), 0.0, data.d_max_kw[de, dtt])
+    p_cols = lp.add_columns("p", w * dt[pt] * TIME_PREFERENCE * pt / steps, 0.0, data.p_max_kw[pe, pt])
+    d_cols = lp.add_columns("d", data.degradation_per_kwh * dt[dtt], 0.0, data.d_max_kw[de, dtt])
     imp = lp.add_columns("imp", dt * data.import_price, 0.0, data.import_limit_kw)
     exp = lp.add_columns("exp", -dt * data.export_price, 0.0, data.export_limit_kw)
     curt = lp.add_columns("curt", np.zeros(steps), 0.0, data.pv_kw)
@@ -189,7 +189,7 @@ def slot_energy_kwh(milp: AssignmentMilp, data: ProblemData) -> FloatArray:
     """(E,): the most energy one charging slot can bring EV e [kWh] (0 for EVs not assigned)."""
     out = np.zeros(data.n_ev)
     cap = np.minimum(data.ev_max_kw[milp.xe], milp.class_kw[milp.xk])
-    np.maximum.at(out, milp.xe, cap * data.efficiency[milp.xe] * data.dt_h)
+    np.maximum.at(out, milp.xe, cap * data.efficiency[milp.xe] * data.step_h[milp.xt])
     return out
 
 

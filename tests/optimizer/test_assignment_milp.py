@@ -104,3 +104,13 @@ def test_time_budget_returns_a_feasible_schedule_with_its_gap() -> None:
     s = solve(inst, time_limit_s=0.05)
     assert s.status in (SolveStatus.FEASIBLE, SolveStatus.OPTIMAL) and s.mip_gap is not None
     assert check_schedule(inst, s) == []
+
+
+def test_partial_first_step_matches_the_reference_model() -> None:
+    """A horizon starting 20 min into an hourly step: same optimum as the Pyomo model (step 0 is shorter)."""
+    inst = company_fleet(step_minutes=60, seed=3).model_copy(update={"first_step_minutes": 20.0})
+    inst = type(inst).model_validate(inst.model_dump())
+    strong, ref = solve(inst), solve(inst, backend="pyomo")
+    assert strong.status == SolveStatus.OPTIMAL and ref.status == SolveStatus.OPTIMAL
+    assert strong.metrics.total_cost == pytest.approx(ref.metrics.total_cost, rel=2e-4)
+    assert check_schedule(inst, strong) == []
