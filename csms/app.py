@@ -42,7 +42,15 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from csms.clock import Clock, RealClock
+from csms.clock import (
+    Clock,
+    RealClock,
+    ScaledClock,
+    acquire_clock,
+    describe,
+    keep_clock_alive,
+    read_shared_clock,
+)
 from csms.commands import REPLY_MAX_CONNECTIONS, CommandClient
 from csms.context import CsmsContext, Service
 from csms.protocol.commands import CommandExecutor
@@ -209,13 +217,33 @@ async def _mark_offline(redis: Redis, keys: Keys, now: str, node_id: str | None 
     return count
 
 
+async def _node_clock(redis: Redis, keys: Keys, settings: CsmsSettings, node_id: str,
+                      given: Clock | None) -> Clock:
+    """The node's clock: the one it was handed (demo, tests), else the deployment's one time source.
+
+    `clock_speed` 1 (the default) is real time and refuses a live simulated clock in this Redis;
+    another speed joins the live clock of that speed or starts one (see `csms.clock.acquire_clock`).
+    """
+    if given is not None:
+        return given
+    clock, created = await acquire_clock(redis, keys.clock(), settings.clock_speed, f"csms:{node_id}",
+                                         settings.clock_start)
+    if isinstance(clock, ScaledClock):
+        log.warning("simulated clock: %gx, now %s (%s)", clock.speed, clock.now().isoformat(),
+                    "started here" if created else "joined")
+    else:
+        shared = await read_shared_clock(redis, keys.clock())
+        if shared is not None:
+            log.warning("ignoring %s in %s: running in real time", describe(shared), keys.clock())
+    return clock
+
+
 @contextlib.asynccontextmanager
 async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
                        services: Sequence[str | Service] | None = None,
                        service_backoff_s: float = 1.0, redis_max_connections: int = MAX_CONNECTIONS,
                        reply_max_connections: int = REPLY_MAX_CONNECTIONS) -> AsyncIterator[CsmsNode]:
     """Start a node, yield it, stop it cleanly (see module docstring)."""
-    clock = clock or RealClock()
     node_id = settings.node_id or default_node_id()
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
@@ -234,6 +262,10 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     api_socket: socket.socket | None = None
     try:
         await redis.ping()
+        clock = await _node_clock(redis, keys, settings, node_id, clock)
+        if isinstance(clock, ScaledClock):
+            tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
+                                             name="clock-heartbeat"))
         store = StateStore(redis, keys, clock, node_id)
         env = NodeEnv(settings=settings, clock=clock, keys=keys, store=store, node_id=node_id)
         registry = Registry()
@@ -280,7 +312,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         if server is not None:
             await server.close()
         try:
-            swept = await _mark_offline(redis, keys, clock.now().isoformat(), node_id)
+            swept = await _mark_offline(redis, keys, (clock or RealClock()).now().isoformat(), node_id)
             if swept:
                 log.info("marked %d stations offline", swept)
             await redis.delete(keys.node(node_id))

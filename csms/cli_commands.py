@@ -84,9 +84,15 @@ def csms(
                                                help="grid limit of sites created implicitly (default 100)"),
     log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR"),
     log_json: bool | None = typer.Option(None, "--log-json/--log-text", help="JSON log lines"),
+    clock_speed: float | None = typer.Option(
+        None, "--clock-speed", min=0.001,
+        help="simulated seconds per real second for what-if studies with `evfleet sim` (default 1: real "
+             "time); the clock is shared with the optimizer and the simulator through Redis"),
+    clock_start: str | None = typer.Option(
+        None, "--clock-start", help="ISO time at which a new simulated clock starts (default now)"),
 ) -> None:
     """Run a csms node (OCPP 2.0.1 server, command executor, API, telemetry, smart charging)."""
-    from csms.clock import RealClock
+    from csms.clock import ClockConflict
     from csms.logs import configure_logging
     from csms.settings import default_data_dir
 
@@ -95,7 +101,8 @@ def csms(
                          auto_register=auto_register, accept_all_tokens=accept_all_tokens,
                          api_enabled=api, api_host=api_host, api_port=api_port, api_auth=api_auth,
                          mqtt_url=mqtt_url, run_services=services, smart_charging=smart_charging,
-                         default_site_limit_kw=site_limit_kw, log_level=log_level, log_json=log_json)
+                         default_site_limit_kw=site_limit_kw, log_level=log_level, log_json=log_json,
+                         clock_speed=clock_speed, clock_start=clock_start)
     if settings.redis_url is None and settings.data_dir is None:
         settings = settings.model_copy(update={"data_dir": default_data_dir()})
     configure_logging(settings.log_level, settings.log_json)
@@ -110,10 +117,13 @@ def csms(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_csms(settings, RealClock(), stop)
+        await run_csms(settings, None, stop)
 
     try:
         asyncio.run(main())
+    except ClockConflict as err:
+        _fail(f"cannot start the csms: {err}; join it with --clock-speed {err.live_speed:g}, "
+              "or stop the process that runs it", 1)
     except OSError as err:
         _fail(f"cannot start the csms: {err}", 1)
     except Exception as err:  # a clear message instead of a traceback; details in the log

@@ -12,7 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -102,7 +102,9 @@ class ScaledClock:
     @classmethod
     def from_spec(cls, spec: ClockSpec) -> ScaledClock:
         """Build the clock another process described with `spec()`."""
-        return cls(datetime.fromtimestamp(spec.sim_anchor, UTC), spec.speed, spec.real_anchor)
+        clock = cls(datetime.fromtimestamp(spec.sim_anchor, UTC), spec.speed, spec.real_anchor)
+        clock._sim_anchor = spec.sim_anchor  # exact, so `clock.spec() == spec`
+        return clock
 
     def spec(self) -> ClockSpec:
         """Anchor and speed, for sharing with other processes."""
@@ -132,3 +134,104 @@ class ScaledClock:
     def sleep_until_delta(self, target: datetime) -> timedelta:
         """Simulated time left until `target` (negative if past)."""
         return target - self.now()
+
+
+# --- one time source per deployment ----------------------------------------------------------
+#
+# A simulated clock is shared through one Redis HASH (`Keys.clock()`): its spec, its `owner` and a
+# TTL that every process running on it refreshes (`CLOCK_HEARTBEAT_S`). When the last of them stops,
+# the key expires within `CLOCK_TTL_S` and every follower returns to real time. A key without a TTL
+# (left by an older version, or written by hand) is stale and never joined. `redis` below is a
+# `redis.asyncio.Redis` (decoded or not); this module does not import redis.
+
+CLOCK_TTL_S = 15
+CLOCK_HEARTBEAT_S = 5.0
+
+
+class ClockConflict(RuntimeError):
+    """The deployment's time source and the one this process was asked to use disagree."""
+
+    def __init__(self, message: str, live_speed: float) -> None:
+        super().__init__(message)
+        self.live_speed = live_speed
+
+
+@dataclass(frozen=True)
+class SharedClock:
+    """What `evfleet:clock` holds now: the spec and who created it; `live` is False for a stale key."""
+
+    spec: ClockSpec
+    owner: str
+    live: bool
+
+
+async def read_shared_clock(redis: Any, key: str) -> SharedClock | None:
+    """The shared clock in `key`, or None when there is none (or it cannot be read as a clock)."""
+    raw = await redis.hgetall(key)
+    if not raw:
+        return None
+    data = {_text(k): _text(v) for k, v in raw.items()}
+    try:
+        spec = ClockSpec.from_dict(data)
+    except (KeyError, ValueError):
+        return SharedClock(ClockSpec(0.0, 0.0, 1.0), data.get("owner", "?"), live=False)
+    ttl_ms = await redis.pttl(key)
+    return SharedClock(spec, data.get("owner", "?"), live=isinstance(ttl_ms, int) and ttl_ms > 0)
+
+
+async def publish_shared_clock(redis: Any, key: str, spec: ClockSpec, owner: str) -> None:
+    """Write `spec` as the deployment's clock, owned by `owner`, with its TTL."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping={**spec.to_dict(), "owner": owner})
+        pipe.expire(key, CLOCK_TTL_S)
+        await pipe.execute()
+
+
+def describe(clock: SharedClock) -> str:
+    """One phrase naming a shared clock for messages: speed, owner and whether it is live."""
+    state = "live" if clock.live else "stale (no heartbeat)"
+    return f"a {clock.spec.speed:g}x simulated clock owned by {clock.owner} ({state})"
+
+
+async def acquire_clock(redis: Any, key: str, speed: float | None, owner: str,
+                        start: datetime | None = None) -> tuple[Clock, bool]:
+    """The clock this process must run on, and whether it created (and so publishes) it.
+
+    One rule for every process (csms, sim, demo): with no speed asked, join a live shared clock or
+    run in real time; with a speed, join the live shared clock of that speed, refuse one of another
+    speed, or start (and publish) a new one at `start` (default now). Real time (speed 1) refuses a
+    live simulated clock. A stale key is never joined: it is replaced when this process starts a
+    clock, and otherwise left for its TTL-less owner to clean up (the caller warns).
+    """
+    shared = await read_shared_clock(redis, key)
+    live = shared if shared is not None and shared.live else None
+    if live is not None:
+        if speed is None or speed == live.spec.speed:
+            return ScaledClock.from_spec(live.spec), False
+        raise ClockConflict(f"this Redis already runs {describe(live)}, not the {speed:g}x asked for",
+                            live.spec.speed)
+    if speed is None or speed == 1.0:
+        return RealClock(), False
+    clock = ScaledClock(start, speed)
+    await publish_shared_clock(redis, key, clock.spec(), owner)
+    return clock, True
+
+
+async def keep_clock_alive(redis: Any, key: str, spec: ClockSpec,
+                           interval_s: float = CLOCK_HEARTBEAT_S) -> None:
+    """Refresh the shared clock's TTL while this process runs on it (until cancelled).
+
+    Stops refreshing (and returns) if the key now holds another clock: this process then keeps
+    its own spec, but no longer keeps a foreign clock alive.
+    """
+    while True:
+        shared = await read_shared_clock(redis, key)
+        if shared is None or shared.spec != spec:
+            return
+        await redis.expire(key, CLOCK_TTL_S)
+        await asyncio.sleep(interval_s)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

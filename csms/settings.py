@@ -7,6 +7,7 @@ frozen object down.
 from __future__ import annotations
 
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +55,11 @@ class CsmsSettings(BaseSettings):
     run_services: bool = Field(
         True, description="run the API, telemetry and smart-charging services in this process "
                           "(off: an OCPP-only node)")
+    clock_speed: float = Field(
+        1.0, gt=0, description="1 = real time; another value runs this deployment on a simulated clock "
+                               "that many times faster (what-if studies), shared through Redis")
+    clock_start: datetime | None = Field(
+        None, description="simulated time at which a new simulated clock starts (default: now)")
     default_site: str = "default"
     default_site_limit_kw: float = Field(100.0, gt=0)
 
@@ -79,6 +85,12 @@ class CsmsSettings(BaseSettings):
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+
+    @field_validator("clock_start")
+    @classmethod
+    def _aware_start(cls, value: datetime | None) -> datetime | None:
+        """A naive --clock-start is UTC."""
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @field_validator("redis_prefix")
     @classmethod

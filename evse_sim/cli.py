@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import signal
 from collections.abc import Callable
@@ -74,7 +75,11 @@ def register(app: typer.Typer) -> None:
             "seed001", "--scenario", help="seed001 | seed003 | seed004 | random | path to a scenario JSON"
         ),
         seed: int | None = typer.Option(None, "--seed", help="generator seed"),
-        speed: float = typer.Option(1.0, "--speed", min=0.001, help="simulated seconds per real second"),
+        speed: float | None = typer.Option(
+            None, "--speed", min=0.001,
+            help="simulated seconds per real second (default 1, or the speed of the clock joined with "
+            "--clock-redis); the csms must run on the same clock (see docs/simulator.md)",
+        ),
         duration: str | None = typer.Option(
             None, "--duration", help="simulated time to run (90m, 24h...); default: the scenario horizon"
         ),
@@ -117,10 +122,16 @@ def register(app: typer.Typer) -> None:
         clock_redis: str | None = typer.Option(
             None,
             "--clock-redis",
-            help="share the clock via evfleet:clock in this Redis (join it or publish ours)",
+            help="run on the deployment's clock in this csms Redis: join the live simulated clock "
+            "(`evfleet csms --clock-speed`), or start one there",
         ),
         provision_redis: str | None = typer.Option(
             None, "--provision-redis", help="first provision the stations in this csms Redis"
+        ),
+        site: str = typer.Option(
+            "default", "--site",
+            help="csms site the stations are provisioned on (with --provision-redis; default: the csms's "
+            "default site, whose limit `evfleet sites set default` sets)",
         ),
         report: Path | None = typer.Option(None, "--report", help="write a JSON summary (stats + visits)"),
         quiet: bool = typer.Option(False, "--quiet", help="no live display; print the summary only"),
@@ -175,7 +186,7 @@ def register(app: typer.Typer) -> None:
                     meter_interval,
                     aligned_interval,
                     clock_redis,
-                    provision_redis,
+                    (provision_redis, site) if provision_redis else None,
                     quiet,
                     drop_rate,
                     drop_seconds,
@@ -199,7 +210,7 @@ def register(app: typer.Typer) -> None:
 async def _run(
     scen: Any,
     csms: str,
-    speed: float,
+    speed: float | None,
     duration: timedelta | None,
     start: str,
     password: str | None,
@@ -210,7 +221,7 @@ async def _run(
     meter_interval: int,
     aligned_interval: int,
     clock_redis: str | None,
-    provision_redis: str | None,
+    provision: tuple[str, str] | None,
     quiet: bool,
     drop_rate: float = 0.0,
     drop_seconds: float = 10.0,
@@ -221,42 +232,32 @@ async def _run(
 
     import ocpp.messages
 
-    from csms.clock import ClockSpec, RealClock, ScaledClock
+    from csms.clock import RealClock, ScaledClock, keep_clock_alive
     from evse_sim.fleet import FleetConfig, FleetRunner
 
     ocpp.messages.ASYNC_VALIDATION = False  # validate inline: no thread hop per message at fleet scale
-    clock: ScaledClock | None = None
+    if start == "scenario":
+        anchor = scen.start
+    elif start == "now":
+        anchor = RealClock().now().replace(microsecond=0)
+    else:
+        try:
+            anchor = datetime.fromisoformat(start)
+        except ValueError as err:
+            raise ValueError(f"--start: {start!r} is not 'scenario', 'now' or an ISO time") from err
+        if anchor.tzinfo is None:
+            anchor = anchor.replace(tzinfo=UTC)
     redis = None
+    heartbeat: asyncio.Task[None] | None = None
     if clock_redis:
-        from csms.store.client import as_str_dict, connect_redis
-        from csms.store.keys import Keys
-
-        redis = connect_redis(clock_redis)
-        spec = as_str_dict(await redis.hgetall(Keys().clock()))
-        if spec:
-            clock = ScaledClock.from_spec(ClockSpec.from_dict(spec))
-            scen = scen.at(clock.now())
-    if clock is None:
-        if start == "scenario":
-            anchor = scen.start
-        elif start == "now":
-            anchor = RealClock().now().replace(microsecond=0)
-        else:
-            try:
-                anchor = datetime.fromisoformat(start)
-            except ValueError as err:
-                raise ValueError(f"--start: {start!r} is not 'scenario', 'now' or an ISO time") from err
-            if anchor.tzinfo is None:
-                anchor = anchor.replace(tzinfo=UTC)
+        clock, redis = await _join_clock(clock_redis, speed, anchor)
+        scen = scen.at(clock.now())
+        heartbeat = asyncio.create_task(keep_clock_alive(redis, _clock_key(), clock.spec()))
+    else:
+        clock = ScaledClock(anchor, speed or 1.0)
         scen = scen.at(anchor)
-        clock = ScaledClock(anchor, speed)
-        if redis is not None:
-            from csms.store.client import hmap
-            from csms.store.keys import Keys
-
-            await redis.hset(Keys().clock(), mapping=hmap(clock.spec().to_dict()))
-    if provision_redis:
-        await _provision(provision_redis, scen, password, passwords)
+    if provision is not None:
+        await _provision(*provision, scen, password, passwords)
     runner = FleetRunner(
         scen,
         clock,
@@ -272,6 +273,7 @@ async def _run(
             drop_rate_per_h=drop_rate,
             drop_real_s=drop_seconds,
             authorize=authorize,
+            max_clock_skew_s=max(CLOCK_SKEW_MIN_S, CLOCK_SKEW_REAL_S * clock.speed),
         ),
         hlc_factory=hlc_factory(hlc_mode),
     )
@@ -282,21 +284,63 @@ async def _run(
     try:
         stats = await runner.run(duration)
     finally:
-        if display is not None:
-            display.cancel()
-            await asyncio.gather(display, return_exceptions=True)
+        for task in (display, heartbeat):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if redis is not None:
             await redis.aclose()
+    if runner.clock_error is not None:
+        raise ClockMismatch(
+            f"{runner.clock_error}; run the csms with --clock-speed {clock.speed:g} and the sim with "
+            "--clock-redis URL, or the sim in real time (--speed 1 --start now)")
     return {
         "scenario": scen.name,
         "stations": len(scen.stations),
-        "speed": speed,
+        "speed": clock.speed,
         "stats": asdict(stats),
         "visits": [asdict(v) for v in runner.visits()],
     }
 
 
-async def _provision(url: str, scen: Any, password: str | None, passwords: dict[str, str]) -> None:
+CLOCK_SKEW_MIN_S = 300.0  # the CSMS's currentTime may be this far off our clock [clock s] ...
+CLOCK_SKEW_REAL_S = 5.0  # ... or this many real seconds of answer latency, whichever is more
+
+
+class ClockMismatch(ValueError):
+    """The CSMS under test does not run on the simulation's clock."""
+
+
+def _clock_key() -> str:
+    from csms.store.keys import Keys
+
+    return Keys().clock()
+
+
+async def _join_clock(url: str, speed: float | None, anchor: datetime) -> tuple[Any, Any]:
+    """The deployment's clock in the Redis at `url` (joined or started at `anchor`), and the client."""
+    import socket
+
+    from csms.clock import ClockConflict, ScaledClock, acquire_clock
+    from csms.store.client import connect_redis
+
+    redis = connect_redis(url)
+    try:
+        clock, _created = await acquire_clock(redis, _clock_key(), speed, f"sim:{socket.gethostname()}:"
+                                              f"{os.getpid()}", anchor)
+    except ClockConflict as err:
+        await redis.aclose()
+        raise ClockMismatch(f"--speed {speed:g}: {err}; drop --speed to join it") from None
+    except BaseException:
+        await redis.aclose()
+        raise
+    if not isinstance(clock, ScaledClock):  # real time: a 1x scaled clock anchored now, shared by nobody
+        clock = ScaledClock(clock.now(), 1.0)
+    return clock, redis
+
+
+async def _provision(url: str, site_id: str, scen: Any, password: str | None,
+                     passwords: dict[str, str]) -> None:
     from csms.store.client import connect_redis
     from csms.store.keys import Keys
     from csms.store.provisioning import provision_station
@@ -307,7 +351,7 @@ async def _provision(url: str, scen: Any, password: str | None, passwords: dict[
             pwd = passwords.get(st.id, password)
             if not pwd:
                 raise ValueError(f"--provision-redis needs a password for {st.id}")
-            await provision_station(redis, Keys(), st.id, pwd, site_id=scen.site.id)
+            await provision_station(redis, Keys(), st.id, pwd, site_id=site_id)
     finally:
         await redis.aclose()
 

@@ -50,6 +50,7 @@ class FleetConfig:
     drop_rate_per_h: float = 0.0
     authorize: bool = False
     drop_real_s: float = 10.0
+    max_clock_skew_s: float | None = None  # stop when the CSMS's currentTime is further off (None: no check)
 
     def connection_for(self, station_id: str) -> ConnectionConfig:
         """Connection settings of one station (its own password if listed)."""
@@ -144,6 +145,7 @@ class FleetRunner:
         self.ramp_done_at: float | None = None
         self.started_at: float | None = None
         self.all_connected_after_s: float | None = None
+        self.clock_error: str | None = None
         self._init_free()
 
     def _init_free(self) -> None:
@@ -228,11 +230,27 @@ class FleetRunner:
             for station in self.stations.values():
                 station.tick(now)
                 online += station.online
+            self._check_clock(now)
             if self.all_connected_after_s is None and online == len(self.stations) and self.started_at:
                 self.all_connected_after_s = asyncio.get_running_loop().time() - self.started_at
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can lose a cancel
                 async with asyncio.timeout(self.config.tick_real_s):
                     await self._stopping.wait()
+
+    def _check_clock(self, now: datetime) -> None:
+        """Stop the run when the CSMS is not on the fleet's clock (see FleetConfig.max_clock_skew_s)."""
+        limit = self.config.max_clock_skew_s
+        if limit is None or self.clock_error is not None:
+            return
+        for station in self.stations.values():
+            skew = station.csms_clock_skew_s
+            if skew is not None and abs(skew) > limit:
+                theirs = now + timedelta(seconds=skew)
+                self.clock_error = (
+                    f"the csms is not on this simulation's clock: it answered {station.id} with "
+                    f"{theirs:%Y-%m-%d %H:%M:%S}Z while the fleet's time is {now:%Y-%m-%d %H:%M:%S}Z")
+                self.stop()
+                return
 
     async def run(self, duration: timedelta | None = None) -> FleetStats:
         """Run until `duration` of clock time has passed (default: the scenario horizon) or `stop()`."""

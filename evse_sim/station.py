@@ -33,7 +33,7 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import websockets
@@ -118,6 +118,7 @@ class SimStation:
         self._closing: asyncio.Task[None] | None = None
         self._last_tick: datetime | None = None
         self._last_heartbeat: datetime | None = None
+        self.csms_clock_skew_s: float | None = None  # CSMS time - our time at its last currentTime [s]
         self._last_aligned: datetime | None = None
 
     # ------------------------------------------------------------------ EV visits
@@ -260,7 +261,7 @@ class SimStation:
             self._last_heartbeat = now
             # a slow CSMS gets one Heartbeat at a time, not a backlog of them
             if not any(type(m.payload) is call.Heartbeat for m in self._queue):
-                self.queue(call.Heartbeat())
+                self.queue(call.Heartbeat(), on_result=self._on_heartbeat_result)
 
     def _apply_limits(self, now: datetime) -> None:
         """Recompute each EVSE's offered power from the composite limit (and the station cap)."""
@@ -669,6 +670,21 @@ class SimStation:
             self.heartbeat_s = int(result.interval) or self.heartbeat_s
             self.device.put("OCPPCommCtrlr", "HeartbeatInterval", str(self.heartbeat_s))
 
+    def _on_heartbeat_result(self, result: Any) -> None:
+        self._note_csms_time(getattr(result, "current_time", None))
+
+    def _note_csms_time(self, current_time: str | None) -> None:
+        """Remember how far the CSMS's clock (BootNotification/Heartbeat currentTime) is from ours."""
+        if not current_time:
+            return
+        try:
+            theirs = datetime.fromisoformat(current_time.replace("Z", "+00:00"))
+        except ValueError:
+            return
+        if theirs.tzinfo is None:
+            theirs = theirs.replace(tzinfo=UTC)
+        self.csms_clock_skew_s = (theirs - self.clock.now()).total_seconds()
+
     def _on_variable_change(self, key: VarKey, value: str) -> None:
         component, _evse, name = key
         if (component, name) == ("OCPPCommCtrlr", "HeartbeatInterval"):
@@ -802,6 +818,7 @@ class SimStation:
             self.stats.sent += 1
             self.stats.boots += 1
             interval = int(getattr(result, "interval", 0) or 0)
+            self._note_csms_time(getattr(result, "current_time", None))
             if result.status == "Accepted":
                 self.heartbeat_s = interval or self.heartbeat_s
                 self.device.put("OCPPCommCtrlr", "HeartbeatInterval", str(self.heartbeat_s))

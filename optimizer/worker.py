@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from csms.clock import Clock, ClockSpec, RealClock, ScaledClock
+from csms.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
 from csms.events import Event, EventType
 from csms.store.keys import Keys
 from csms.store.state import event_fields
@@ -153,6 +153,7 @@ class OptimizerWorker:
         self.cfg = cfg
         self._fixed_clock = clock
         self.clock: Clock = clock or RealClock()
+        self._ignored_stale: ClockSpec | None = None
         self.sites: dict[str, _SiteState] = {}
         self._station_site: dict[str, str] = {}
         self._release = redis.register_script(_RELEASE)
@@ -164,9 +165,18 @@ class OptimizerWorker:
         """Follow the shared ClockSpec in `evfleet:clock` (unless a clock was injected)."""
         if self._fixed_clock is not None:
             return
-        spec = await self.redis.hgetall(self.keys.clock())
-        if spec:
-            self.clock = ScaledClock.from_spec(ClockSpec.from_dict({str(k): str(v) for k, v in spec.items()}))
+        shared = await read_shared_clock(self.redis, self.keys.clock())
+        if shared is not None and shared.live:
+            if not isinstance(self.clock, ScaledClock) or self.clock.spec() != shared.spec:
+                log.info("following %s", describe(shared))
+                self.clock = ScaledClock.from_spec(shared.spec)
+            return
+        if shared is not None and shared.spec != self._ignored_stale:
+            log.warning("ignoring %s in %s: planning in real time", describe(shared), self.keys.clock())
+            self._ignored_stale = shared.spec
+        if isinstance(self.clock, ScaledClock):
+            log.info("the shared clock is gone: back to real time")
+            self.clock = RealClock()
 
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's end) if it does not exist."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from csms.clock import ScaledClock
+from csms.clock import ScaledClock, publish_shared_clock
 from csms.store.keys import Keys
 from evse_sim.demo.config import DemoConfig, DemoConfigError
 from evse_sim.demo.replay import CarSpec, car_spec
@@ -98,8 +98,7 @@ async def provision(redis: Redis, keys: Keys, cfg: DemoConfig, plan: FleetPlan, 
     """Shared clock, site limit and prices, stations with credentials, the cars' id tokens."""
     from csms.store.provisioning import add_id_token, provision_station, set_site_limit
 
-    spec: dict[Any, Any] = clock.spec().to_dict()
-    await redis.hset(keys.clock(), mapping=spec)
+    await publish_shared_clock(redis, keys.clock(), clock.spec(), "demo")  # its csms node keeps it alive
     now = clock.now()
     await set_site_limit(redis, keys, plan.site_id, plan.site_limit_kw, name="demo depot", now=now)
     await redis.set(keys.site_prices(plan.site_id), json.dumps(plan.prices.repeated(3).to_json()))

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from csms.app import running_csms
 from csms.cli import app
-from csms.clock import RealClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
 from csms.store.keys import Keys
@@ -63,7 +62,8 @@ async def test_sim_command_runs_a_fleet_against_the_csms(redis_url: str, tmp_pat
     report = tmp_path / "report.json"
     redis = connect_redis(redis_url)
     try:
-        async with running_csms(CsmsSettings(**fields), clock=RealClock(), services=[]) as node:
+        # the csms runs the deployment's simulated clock; the simulator joins it through Redis
+        async with running_csms(CsmsSettings(**fields, clock_speed=600), services=[]) as node:
             proc = await asyncio.create_subprocess_exec(
                 EVFLEET,
                 "sim",
@@ -106,8 +106,8 @@ async def test_sim_command_runs_a_fleet_against_the_csms(redis_url: str, tmp_pat
             for sfx in ("", "-c2")
         ]
         assert booted == ["evfleet"] * 8
-        clock_spec = await redis.hgetall(Keys().clock())  # the simulator published its clock
-        assert float(clock_spec["speed"]) == 600.0
+        clock_spec = await redis.hgetall(Keys().clock())  # one clock, owned by the csms
+        assert float(clock_spec["speed"]) == 600.0 and clock_spec["owner"] == "csms:cli-test"
     finally:
         await redis.aclose()
 
@@ -125,10 +125,10 @@ async def _run_sim(redis_url: str, tmp_path: Path, *extra: str) -> dict[str, Any
     # seed004's EVs arrive at time 0, before their stations are connected: their Started and
     # NotifyEVChargingNeeds wait in the offline queue and are delivered on connect
     scenario = "seed004"
-    async with running_csms(CsmsSettings(**fields), clock=RealClock(), services=[]) as node:
+    async with running_csms(CsmsSettings(**fields, clock_speed=300), services=[]) as node:
         proc = await asyncio.create_subprocess_exec(
             EVFLEET, "sim", "--csms", node.url, "--scenario", str(scenario), "--stations", "8",
-            "--speed", "300", "--duration", "15m", "--start", "now", "--password", "cli-password-1",
+            "--speed", "300", "--duration", "15m", "--clock-redis", redis_url, "--password", "cli-password-1",
             "--provision-redis", redis_url, "--tick", "0.1", "--quiet", "--report", str(report), *extra,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
