@@ -1,7 +1,11 @@
 """Structured logging: every line carries the station id and OCPP message id in context.
 
 Public names: `configure_logging`, `station_id_var`, `message_id_var`, `JsonFormatter`,
-`log_context`.
+`log_context`, `redact`, `RedactFilter`.
+
+No secrets in logs: the handler `configure_logging` installs rewrites every line so that the
+password of any `scheme://user:password@host` URL (Redis, MQTT, ...) reads `***`; code that
+logs a configured URL also passes it through `redact` itself.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -18,6 +23,31 @@ station_id_var: ContextVar[str] = ContextVar("station_id", default="-")
 message_id_var: ContextVar[str] = ContextVar("message_id", default="-")
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "station_id", "message_id"}
+
+
+_URL_SECRET = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL's user info replaced by `***`."""
+    return _URL_SECRET.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+class RedactFilter(logging.Filter):
+    """Redact URL passwords in the formatted message (and the exception text) of each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message when it holds a URL password."""
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if redact(text) != text:
+                record.exc_text = redact(text)
+                record.exc_info = None
+        return True
 
 
 class ContextFilter(logging.Filter):
@@ -48,6 +78,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
         return json.dumps(out, default=str)
 
 
@@ -58,6 +90,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Configure the root logger once (stderr; JSON lines or text)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter())
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

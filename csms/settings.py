@@ -68,6 +68,10 @@ class CsmsSettings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
     api_auth: bool = Field(True, description="require bearer tokens on /api")
+    api_header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this (slowloris)")
+    api_keepalive_timeout_s: float = Field(
+        5.0, gt=0, description="an idle keep-alive API connection is closed after this")
 
     # --- MQTT telemetry ---------------------------------------------------------------
     mqtt_url: str | None = Field(None, description="mqtt://host:port; unset = MQTT off")

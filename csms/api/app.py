@@ -32,6 +32,15 @@ from csms.store.keys import Keys
 
 STATIC_DIR = resources.files("csms.api") / "static"
 SSE_PING_S = 15.0
+SSE_RECHECK_S = 1.0
+"""How often an open live feed re-checks its token: a revoked token's feed ends within this."""
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP_DOCS = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                    "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin"}
 
 
 def build_deps(redis: Any, keys: Keys, clock: Clock, *, auth: bool = True, default_site: str = "default",
@@ -69,6 +78,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def _count(request: Request, call_next: Any) -> Response:
         started = time.perf_counter()
         response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers.setdefault("Content-Security-Policy",
+                                    CSP_DOCS if request.url.path == "/docs" else CSP)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.API_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
@@ -81,7 +94,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get("/api/v1/live", tags=["live"], summary="Server-Sent Events: aggregated live updates")
     async def live(request: Request, _: Any = Depends(require_stream(Role.VIEWER))) -> StreamingResponse:
         """`snapshot` once, then one `delta` per tick with changed stations, sessions, events and sites."""
-        return StreamingResponse(_sse(request, deps_of(request)), media_type="text/event-stream",
+        token = getattr(request.state, "stream_token", None)
+        return StreamingResponse(_sse(request, deps_of(request), token), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics")
@@ -137,20 +151,33 @@ def _sse_frame(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
-async def _sse(request: Request, deps: ApiDeps) -> AsyncIterator[bytes]:
-    """One client's event stream: a snapshot, then the hub's deltas and pings."""
+async def _sse(request: Request, deps: ApiDeps, token: str | None = None) -> AsyncIterator[bytes]:
+    """One client's event stream: a snapshot, then the hub's deltas and pings. With a `token`,
+    the feed ends (event `revoked`) within SSE_RECHECK_S of the token's revocation."""
     sub = deps.hub.subscribe()
+    loop = asyncio.get_running_loop()
     try:
         sites = await deps.reader.sites()
         yield _sse_frame("snapshot", {"type": "snapshot", "ts": deps.clock.now().isoformat(), "sites": sites})
+        last_ping = checked = loop.time()
         while True:
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                async with asyncio.timeout(SSE_PING_S):
+                async with asyncio.timeout(SSE_RECHECK_S):
                     message = await sub.queue.get()
             except TimeoutError:
-                if await request.is_disconnected():
+                message = None
+            now = loop.time()
+            if token is not None and now - checked >= SSE_RECHECK_S:
+                checked = now
+                if await deps.tokens.lookup(token) is None:
+                    yield _sse_frame("revoked", {"type": "revoked", "detail": "API token revoked"})
                     return
-                yield b": ping\n\n"
+            if message is None:
+                if now - last_ping >= SSE_PING_S:
+                    last_ping = now
+                    if await request.is_disconnected():
+                        return
+                    yield b": ping\n\n"
                 continue
             if message.get("type") == "close":
                 return

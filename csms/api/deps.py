@@ -79,6 +79,9 @@ def require_stream(role: Role) -> Callable[..., Awaitable[TokenInfo]]:
     async def dependency(request: Request,
                          credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenInfo:
         token = credentials.credentials if credentials else request.query_params.get("access_token")
-        return await authenticate(deps_of(request), token, role)
+        info = await authenticate(deps_of(request), token, role)
+        if deps_of(request).auth:
+            request.state.stream_token = token  # the feed re-checks it, so revocation ends it
+        return info
 
     return dependency

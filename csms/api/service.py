@@ -3,6 +3,11 @@
 Binds `settings.api_host:settings.api_port` (port 0 = a free port, written back to
 `ctx.api_port`), runs until cancelled, then stops the live feed and closes connections.
 Signals are left to the composition root.
+
+Slow clients cannot hold connections: the request line and headers of every request must
+arrive within `api_header_timeout_s` (uvicorn has no such timeout; `HeaderTimeoutH11Protocol`
+adds it, against slowloris), and an idle keep-alive connection is closed after
+`api_keepalive_timeout_s`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import socket
 from collections.abc import Generator
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from csms.api.app import build_deps, create_app
 from csms.api.calls import CommandClientCaller
@@ -30,6 +36,54 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         """Do not install signal handlers."""
         yield
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for the request line and headers of each request."""
+
+    header_timeout_s = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _waiting_for_headers(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self._waiting_for_headers() and not self.transport.is_closing():
+            log.info("api: closing a connection whose request headers took over %.0f s",
+                     self.header_timeout_s)
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the header deadline of the first request."""
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        """Start the deadline when a new request begins; stop it once its headers are in."""
+        if self._header_timer is None and self._waiting_for_headers():
+            self._arm_header_timer()
+        super().data_received(data)
+        if not self._waiting_for_headers():
+            self._disarm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the deadline with the connection."""
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+
+def http_protocol(header_timeout_s: float) -> type[HeaderTimeoutH11Protocol]:
+    """The protocol class uvicorn instantiates, with this header deadline."""
+    return type("HeaderTimeoutH11", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -58,7 +112,10 @@ async def run(ctx: CsmsContext) -> None:
     ctx.api_port = int(sock.getsockname()[1])
     ctx.extras["api_deps"] = deps
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=2, proxy_headers=False)
+                            timeout_graceful_shutdown=2, proxy_headers=False,
+                            http=http_protocol(settings.api_header_timeout_s),
+                            timeout_keep_alive=max(1, round(settings.api_keepalive_timeout_s)),
+                            server_header=False)
     server = EmbeddedServer(config)
     log.info("operator API on http://%s:%d (auth %s)", settings.api_host, ctx.api_port,
              "on" if settings.api_auth else "OFF")

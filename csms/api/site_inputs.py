@@ -18,7 +18,7 @@ from csms.clock import Clock
 from csms.events import Event, EventType
 from csms.store.keys import Keys
 
-SITE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+SITE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 STREAM_MAXLEN = 100_000
 MAX_PRICE_STEPS = 2016  # two weeks of 10-minute steps
 

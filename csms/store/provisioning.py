@@ -22,7 +22,7 @@ from csms.core.security import (
 from csms.store.client import as_str, as_str_dict, hmap
 from csms.store.keys import Keys
 
-STATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,47}$")
+STATION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,47}\Z")
 
 
 class ProvisioningError(ValueError):

@@ -7,6 +7,7 @@ import logging
 from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
 from csms.context import CsmsContext
+from csms.logs import redact
 from csms.telemetry.bridge import MqttBridge
 
 log = logging.getLogger(__name__)
@@ -22,5 +23,5 @@ async def run(ctx: CsmsContext) -> None:
     bridge = MqttBridge(reader, SiteInputWriter(ctx.redis, ctx.keys, ctx.clock), settings.mqtt_url,
                         prefix=settings.mqtt_topic_prefix, client_id=f"evfleet-{ctx.node_id}")
     ctx.extras["mqtt_bridge"] = bridge
-    log.info("mqtt: bridging to %s (prefix %s)", settings.mqtt_url, settings.mqtt_topic_prefix)
+    log.info("mqtt: bridging to %s (prefix %s)", redact(settings.mqtt_url), settings.mqtt_topic_prefix)
     await bridge.run()

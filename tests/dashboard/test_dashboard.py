@@ -41,6 +41,9 @@ async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # the strict Content-Security-Policy must not block anything the dashboard does
+        page.on("console", lambda msg: errors.append(msg.text)
+                if msg.type == "error" and "Content Security Policy" in msg.text else None)
         await page.goto(f"{live.api_url}/#token={live.viewer}")
         for sid in ("CS-1", "CS-2", "CS-3"):
             await page.wait_for_selector(f'.tile[data-sid="{sid}"].s-Available', timeout=10_000)

@@ -16,6 +16,7 @@
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
       if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+      else if (k === "style") e.style.cssText = v;  // CSSOM: allowed by the strict CSP, an attribute is not
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
     }
     for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
