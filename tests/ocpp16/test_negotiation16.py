@@ -88,6 +88,12 @@ async def test_v16_bad_input_gets_the_16_callerror_codes(node: CsmsNode, provisi
                                            "timestamp": now()}) == "TypeConstraintViolation"
     assert await code("StatusNotification", {"connectorId": 1, "errorCode": "NoError",
                                              "status": "Dancing"}) == "PropertyConstraintViolation"
+    assert await code("StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 2**40,
+                                           "timestamp": now()}) == "PropertyConstraintViolation"  # int32
+    assert await code("StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0,
+                                           "timestamp": "yesterday"}) == "PropertyConstraintViolation"
+    frame = await st.send_raw('[2, "nan-1", "Heartbeat", {"x": NaN}]', expect_id="nan-1")
+    assert frame[2] == "FormationViolation"
     assert await code("Heartbeat", {"extra": 1}) == "FormationViolation"  # unknown property
     assert await code("Heartbeat", []) == "FormationViolation"  # payload not an object
     assert await code("TransactionEvent", {}) == "NotImplemented"  # a 2.0.1 action: unknown in 1.6

@@ -10,8 +10,10 @@ The codes are the 2.0.1 ones (`csms.protocol.framing.ErrorCode`) spelled as OCPP
 
 Schema errors: missing required field -> OccurenceConstraintViolation, wrong JSON type ->
 TypeConstraintViolation, bad value (enum, length, range) -> PropertyConstraintViolation,
-unknown property -> FormationViolation. `multipleOf` (0.1 on charging limits) is not checked:
-binary floats make 16.1 fail it; the csms floors the limits it sends to 0.1 itself.
+unknown property -> FormationViolation. As for 2.0.1 (`csms.protocol.framing`), an `integer`
+is int32, a `number` within +-MAX_DECIMAL and a `date-time` a real RFC 3339 date-time
+(PropertyConstraintViolation). `multipleOf` (0.1 on charging limits) is not checked: binary
+floats make 16.1 fail it; the csms floors the limits it sends to 0.1 itself.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from typing import Any
 
 import fastjsonschema
 import ocpp.v16
-from jsonschema import Draft4Validator
+from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
 from ocpp.v16.enums import Action
 
-from csms.protocol.framing import ErrorCode, FrameError
+from csms.protocol.framing import INT32_MAX, INT32_MIN, MAX_DECIMAL, ErrorCode, FrameError, is_date_time
 
 SUBPROTOCOL_16 = "ocpp1.6"
 _SCHEMAS = Path(ocpp.v16.__file__).parent / "schemas"
@@ -69,12 +71,24 @@ def _code_for(error: SchemaError) -> ErrorCode:
     return ErrorCode.FORMAT_VIOLATION
 
 
-def _without_multiple_of(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_multiple_of(v) for k, v in node.items() if k != "multipleOf"}
+_BOUNDS: dict[str, tuple[float, float]] = {"integer": (INT32_MIN, INT32_MAX),
+                                           "number": (-MAX_DECIMAL, MAX_DECIMAL)}
+_FORMATS = FormatChecker(formats=())
+_FORMATS.checks("date-time")(is_date_time)
+
+
+def _prepared(node: Any) -> Any:
+    """The schema without `multipleOf`, with the implicit int32 / decimal bounds."""
     if isinstance(node, list):
-        return [_without_multiple_of(v) for v in node]
-    return node
+        return [_prepared(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _prepared(v) for k, v in node.items() if k != "multipleOf"}
+    bounds = _BOUNDS.get(str(node.get("type")))
+    if bounds is not None:
+        out["minimum"] = max(bounds[0], out.get("minimum", bounds[0]))
+        out["maximum"] = min(bounds[1], out.get("maximum", bounds[1]))
+    return out
 
 
 @functools.lru_cache(maxsize=128)
@@ -85,12 +99,13 @@ def _validator(action: str, request: bool) -> Draft4Validator:
         raise KeyError(action)
     path = _SCHEMAS / f"{action}{'' if request else 'Response'}.json"
     schema = json.loads(path.read_text(encoding="utf-8-sig"))
-    return Draft4Validator(_without_multiple_of(schema))
+    return Draft4Validator(_prepared(schema), format_checker=_FORMATS)
 
 
 @functools.lru_cache(maxsize=128)
 def _fast_check(action: str, request: bool) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(_validator(action, request).schema, use_default=False, use_formats=False)
+    return fastjsonschema.compile(_validator(action, request).schema, use_default=False, use_formats=True,
+                                  formats={"date-time": is_date_time})
 
 
 def check_schema_16(action: str, payload: dict[str, Any], request: bool = True) -> FrameError | None:
