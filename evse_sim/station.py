@@ -762,12 +762,14 @@ class SimStation:
 
     async def _session(self) -> bool:
         """One connection: handshake, boot, then serve until it closes. True if it got connected."""
+        from evse_sim.ocpp16_link import StationLink16
         from evse_sim.ocpp_link import StationLink
 
         conn = self.connection
+        v16 = self.config.ocpp_version == "1.6"
         ws = await websockets.connect(
             conn.url_for(self.id),
-            subprotocols=[websockets.Subprotocol("ocpp2.0.1")],
+            subprotocols=[websockets.Subprotocol("ocpp1.6" if v16 else "ocpp2.0.1")],
             additional_headers=conn.headers_for(self.id),
             ssl=conn.ssl_context(),
             open_timeout=conn.open_timeout_s,
@@ -776,7 +778,9 @@ class SimStation:
         )
         self._ws = ws
         self.stats.connects += 1
-        link = StationLink(self, ws, conn.response_timeout_s)
+        link: StationLink | StationLink16 = (StationLink16 if v16 else StationLink)(
+            self, ws, conn.response_timeout_s
+        )
         self._link = link
         reader = asyncio.create_task(link.start())
         try:

@@ -45,12 +45,16 @@ class StationConfig:
     quirks: frozenset[str] = frozenset()
     authorize: bool = False
     """Send Authorize for an EV's id token and charge only once Accepted (C01); offline: authorize locally."""
+    ocpp_version: str = "2.0.1"
+    """"2.0.1", or "1.6" (OCPP 1.6J, `evse_sim.ocpp16_link`: same EVs, profiles and queue)."""
 
     def __post_init__(self) -> None:
         if not self.station_id or "/" in self.station_id:
             raise ValueError(f"invalid station id {self.station_id!r}")
         if not self.evses:
             raise ValueError("a station needs at least one EVSE")
+        if self.ocpp_version not in ("2.0.1", "1.6"):
+            raise ValueError(f"ocpp_version must be 2.0.1 or 1.6, got {self.ocpp_version!r}")
         unknown = set(self.quirks) - set(QUIRKS)
         if unknown:
             raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")

@@ -159,3 +159,38 @@ async def add_station16(lp: Loop, station_id: str, **kwargs: Any) -> Station16:
     lp.stations[station_id] = cp  # type: ignore[assignment]
     lp.active[station_id] = False
     return cp
+
+
+class SiteMonitor:
+    """Samples, every 20 ms, the sum of the limits in force at every station with a running session
+    (a station without any accepted profile counts at its maximum, like a car plugged into it)."""
+
+    def __init__(self, lp: Loop, grace_s: float = 1.0) -> None:
+        self.lp = lp
+        self.grace_s = grace_s
+        self.samples = 0
+        self.max_sum_w = 0.0
+        self.violations: list[tuple[str, float, float]] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        bound_w, seen_w, lowered_at = 0.0, 0.0, -1e9
+        loop = asyncio.get_running_loop()
+        while True:
+            limit_w = await self.lp.site_limit_w()
+            if limit_w < seen_w:
+                lowered_at = loop.time()
+            seen_w = limit_w
+            if limit_w >= bound_w or loop.time() - lowered_at > self.grace_s:
+                bound_w = limit_w
+            now = datetime.now(UTC)
+            total = sum(cp.limit_w_at(now, self.lp.active[sid]) for sid, cp in self.lp.stations.items())
+            self.samples += 1
+            self.max_sum_w = max(self.max_sum_w, total)
+            if total > max(limit_w, bound_w) + 1.0:
+                self.violations.append((iso(now), total, max(limit_w, bound_w)))
+            await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self.task.cancel()
