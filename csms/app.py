@@ -61,6 +61,7 @@ from csms.settings import CsmsSettings
 from csms.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from csms.store.embedded import EmbeddedRedis
 from csms.store.keys import Keys
+from csms.store.quota import EventQuota
 from csms.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,9 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         if isinstance(clock, ScaledClock):
             tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
                                              name="clock-heartbeat"))
-        store = StateStore(redis, keys, clock, node_id)
+        quota = EventQuota(redis, keys, clock, settings.station_event_quota_per_hour,
+                           settings.station_event_max_bytes)
+        store = StateStore(redis, keys, clock, node_id, quota=quota)
         env = NodeEnv(settings=settings, clock=clock, keys=keys, store=store, node_id=node_id)
         registry = Registry()
         server = OcppServer(env, registry)

@@ -2,7 +2,8 @@
 
 Public names: `CONNECTED_STATIONS`, `OCPP_MESSAGES`, `OCPP_HANDLER_SECONDS`,
 `OCPP_PROTOCOL_ERRORS`, `OCPP_SCHEMA_VIOLATIONS`, `OCPP_THROTTLED`, `OCPP_DISCONNECTS`,
-`HANDSHAKE_REFUSALS`, `OUTBOUND_CALLS`, `OUTBOUND_CALL_SECONDS`, `DEVICE_MODEL_FETCHES`.
+`HANDSHAKE_REFUSALS`, `OUTBOUND_CALLS`, `OUTBOUND_CALL_SECONDS`, `DEVICE_MODEL_FETCHES`,
+`EVENTS_DROPPED`, `EVENTS_TRIMMED`.
 """
 
 from __future__ import annotations
@@ -31,3 +32,8 @@ DEVICE_MODEL_FETCHES = Counter("evfleet_device_model_fetches_total",
                                "GetBaseReport requests sent after a boot, by how they ended "
                                "(Accepted, the station's other status, call_error, timeout, offline)",
                                ["outcome"])
+EVENTS_DROPPED = Counter("evfleet_station_events_dropped_total",
+                         "Station-generated events not stored: the station is over its hourly quota",
+                         ["type"])
+EVENTS_TRIMMED = Counter("evfleet_station_events_trimmed_total",
+                         "Station-generated events stored without their large fields", ["type"])

@@ -49,6 +49,12 @@ class CsmsSettings(BaseSettings):
     flood_disconnect_after: int = Field(
         100, ge=1, description="throttled messages after which a flooding station is disconnected")
     call_timeout_s: float = Field(30.0, gt=0, description="timeout of a CALL to a station")
+    station_event_quota_per_hour: int = Field(
+        3600, ge=1, description="station-generated events (DataTransfer, security, reports, log/firmware "
+                                "status, protocol errors) stored per station and hour; more are counted, "
+                                "not stored")
+    station_event_max_bytes: int = Field(
+        16384, ge=256, description="larger data of such an event is stored as a note with its size")
     fetch_device_model_on_boot: bool = Field(
         True, description="after a BootNotification is accepted, ask the station for its device model "
                           "(GetBaseReport FullInventory) so EVSE max power / phases are known")

@@ -44,6 +44,10 @@ class Keys:
         """STRING (TTL): the transactionId given to one OCPP 1.6 StartTransaction (replays get it again)."""
         return f"{self.prefix}:station:{station_id}:tx-start:{digest}"
 
+    def station_quota(self, station_id: str, hour: int) -> str:
+        """STRING counter: station-generated events stored in POSIX hour `hour` (expires after 2 h)."""
+        return f"{self.prefix}:station:{station_id}:quota:{hour}"
+
     def station_violations(self, station_id: str) -> str:
         """HASH: action -> count of schema violations accepted in compatibility mode."""
         return f"{self.prefix}:station:{station_id}:violations"

@@ -26,6 +26,7 @@ from csms.core.transactions import TxDecision, TxEvent, TxState, decide_transact
 from csms.events import Event, EventType
 from csms.store.client import as_str, as_str_dict, hmap
 from csms.store.keys import Keys
+from csms.store.quota import EventQuota
 
 STREAM_MAXLEN = 100_000
 SUPERSEDED_REASON = "Other"
@@ -111,11 +112,13 @@ def _dumps(value: Any) -> str:
 class StateStore:
     """Writes of one csms node (stateless apart from handles; safe to share)."""
 
-    def __init__(self, redis: Redis, keys: Keys, clock: Clock, node_id: str) -> None:
+    def __init__(self, redis: Redis, keys: Keys, clock: Clock, node_id: str,
+                 quota: EventQuota | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.clock = clock
         self.node_id = node_id
+        self.quota = quota  # per-station limit on station-generated events (None: unlimited)
         self._mark_offline = redis.register_script(_MARK_OFFLINE)
         self._read_tx = redis.register_script(_READ_TX)
         self._write_tx = redis.register_script(_WRITE_TX)
@@ -350,19 +353,22 @@ class StateStore:
                            data: Mapping[str, Any], evse_id: int | None = None,
                            transaction_id: str = "", station_fields: Mapping[str, str] | None = None,
                            ) -> None:
-        """Append an event (optionally with station hash fields) atomically."""
+        """Append an event (optionally with station hash fields) atomically; a station-generated
+        event over the station's quota is not appended (`csms.store.quota`)."""
+        admitted = dict(data) if self.quota is None else await self.quota.admit(station_id, event_type, data)
         pipe = self.redis.pipeline(transaction=True)
         if station_fields:
             pipe.hset(self.keys.station(station_id), mapping=hmap(station_fields))
-        self._event(pipe, event_type, station_id, site_id, evse_id, transaction_id, data)
-        await pipe.execute()
+        if admitted is not None:
+            self._event(pipe, event_type, station_id, site_id, evse_id, transaction_id, admitted)
+        if station_fields or admitted is not None:
+            await pipe.execute()
 
     async def count_violation(self, station_id: str, action: str) -> None:
         """Count a schema violation accepted in compatibility mode."""
         await self.redis.hincrby(self.keys.station_violations(station_id), action, 1)
 
     async def protocol_error(self, station_id: str, site_id: str, data: Mapping[str, Any]) -> None:
-        """Append a `protocol.error` event (bad input from a station; nothing else is stored)."""
-        pipe = self.redis.pipeline(transaction=True)
-        self._event(pipe, EventType.PROTOCOL_ERROR, station_id, site_id, data=data)
-        await pipe.execute()
+        """Append a `protocol.error` event (bad input from a station; nothing else is stored),
+        within the station's quota."""
+        await self.record_event(EventType.PROTOCOL_ERROR, station_id, site_id, data)

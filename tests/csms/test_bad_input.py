@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from csms.app import running_csms
 from csms.store.client import as_str
 from csms.store.keys import Keys
 from csms.store.provisioning import set_station_compat
+from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation, stream_events
 
 BOOT_OK = {"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V"}}
 
 
 async def state_keys(redis: Redis) -> set[str]:
-    """Keys other than the ones a connected, booted station already has."""
-    return {as_str(k) for k in await redis.keys("evfleet:*") if k != "evfleet:events"}
+    """Keys other than the ones a connected, booted station already has (the stream and the
+    station's quota counter are bookkeeping of refusals, not state from the frame)."""
+    return {as_str(k) for k in await redis.keys("evfleet:*")
+            if k != "evfleet:events" and ":quota:" not in as_str(k)}
 
 
 async def assert_still_connected(st: RawStation) -> None:
@@ -189,3 +194,33 @@ async def test_valid_edge_values_still_accepted(station: RawStation, redis: Redi
                                           "timestamp": "2026-01-01T01:00:00.123+01:00"})
     assert await redis.exists("evfleet:tx:tx-hostile") == 1
     await station.ok("DataTransfer", {"vendorId": "v", "data": {"a": [[[[1.5e3, "x"]]]]}})
+
+
+async def test_station_storage_quota(redis_url: str, redis: Redis, provision: Any) -> None:
+    """DataTransfers, malformed frames and other station-generated events are stored only up to the
+    station's hourly quota, big data is stored as a note; transactions are never dropped."""
+    settings = make_settings(redis_url, station_event_quota_per_hour=20, station_event_max_bytes=1024)
+    async with running_csms(settings, services=[]) as node:
+        await provision("CP-Q")
+        await provision("CP-OK")
+        st = await RawStation.connect(node.url, "CP-Q", PASSWORD)
+        other = await RawStation.connect(node.url, "CP-OK", PASSWORD)
+        big = "x" * 60_000
+        for i in range(30):
+            reply = await st.ok("DataTransfer", {"vendorId": "v", "messageId": f"m{i}", "data": big})
+            assert reply["status"] == "UnknownVendorId"
+        for i in range(10):
+            await st.send_raw(f'[2, "bad-{i}", "Heartbeat", {{"x": NaN}}]', expect_id=f"bad-{i}")
+        await st.ok("TransactionEvent", {**TX_OK, "transactionInfo": {"transactionId": "tx-quota"}})
+        await other.ok("DataTransfer", {"vendorId": "v", "data": "small"})
+        entries = [f for _, f in await redis.xrange("evfleet:events")]
+        mine = [f for f in entries
+                if f["station_id"] == "CP-Q" and f["type"] in ("data_transfer", "protocol.error")]
+        assert len(mine) == 20 and all(f["type"] == "data_transfer" for f in mine)
+        assert all(len(f["data"]) < 1024 and "omitted" in json.loads(f["data"]) for f in mine)
+        assert json.loads(mine[0]["data"])["message_id"] == "m0"
+        assert sum(len(f["data"]) for f in entries) < 100_000  # not 30 x 60 KB
+        assert await redis.exists("evfleet:tx:tx-quota") == 1  # state is never dropped by the quota
+        assert any(f["station_id"] == "CP-OK" and f["type"] == "data_transfer" for f in entries)
+        await st.close()
+        await other.close()
