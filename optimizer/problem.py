@@ -78,6 +78,16 @@ class EV(_Model):
         default=1.0, gt=0, le=1, description="Charger-to-battery efficiency (both directions)."
     )
     priority: float = Field(default=1.0, gt=0, description="Weight of this EV's unmet-energy penalty.")
+    session_need_kwh: NonNegativeFloat | None = Field(
+        default=None,
+        description="The whole estimated need of this charging session [kWh], when a rolling re-plan "
+        "already delivered part of it (session_delivered_kwh). Only robustness.energy_margin reads it: "
+        "the plan then targets (1 + margin) x session_need_kwh in total, so the margin does not shrink "
+        "to nothing as the estimate is delivered. null = energy_kwh is the whole need.",
+    )
+    session_delivered_kwh: NonNegativeFloat = Field(
+        default=0.0, description="Energy delivered in this session before the horizon [kWh]."
+    )
     v2g: bool = Field(default=False, description="The EV may discharge (needs a bidirectional charger).")
     reference_kw: list[float | None] | None = Field(
         default=None,
@@ -155,6 +165,26 @@ class Objective(_Model):
     )
 
 
+class Robustness(_Model):
+    """How this site plans for departures and energy needs it only knows as estimates (seed 001/003).
+
+    Both margins are off by default (plan on the estimates). The optimizer plans with them; the
+    schedule's unmet energy is then measured against the planned (margin-inflated) need and departure.
+    """
+
+    energy_margin: NonNegativeFloat = Field(
+        default=0.0,
+        description="Safety margin on energy needs: plan each EV's need x (1 + energy_margin), capped at "
+        "its battery room (capacity_kwh - initial_kwh). 0 = plan the estimate.",
+    )
+    departure_margin_minutes: NonNegativeFloat = Field(
+        default=0.0,
+        description="Chance-constrained departure: plan each EV to leave this many minutes earlier than its "
+        "estimated departure (rounded up to whole steps, never before arrival + 1 step). With departures "
+        "~ N(estimate, sigma), z_(1-alpha) x sigma keeps P(leaves before the plan ends) <= alpha. 0 = off.",
+    )
+
+
 class Instance(_Model):
     """One fleet scheduling problem over a horizon of `steps` steps."""
 
@@ -178,6 +208,10 @@ class Instance(_Model):
     evs: list[EV] = Field(default_factory=list)
     storage: list[Storage] = Field(default_factory=list)
     objective: Objective = Field(default_factory=lambda: Objective.model_validate({}))
+    robustness: Robustness = Field(
+        default_factory=lambda: Robustness.model_validate({}),
+        description="Safety margins on uncertain energy needs and departures (per site).",
+    )
 
     @property
     def dt_h(self) -> float:

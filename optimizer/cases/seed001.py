@@ -55,13 +55,25 @@ def household_load_kw(n_cars: int, steps: int = STEPS) -> np.ndarray:
     return shape * 2.2 * n_cars
 
 
-def fleet(n_cars: int = 278, seed: int = 1) -> Instance:
-    """The seed 001 fleet scaled to `n_cars` (model mix kept): overnight sessions, headroom, ToU prices."""
-    rng = np.random.default_rng(seed)
+def model_index(rng: np.random.Generator, n_cars: int) -> np.ndarray:
+    """Index into FLEET_MODELS of every car (the paper's exact counts at 278 cars, else drawn by share)."""
     counts = np.array([m[3] for m in FLEET_MODELS], dtype=float)
     model_idx = rng.choice(len(FLEET_MODELS), size=n_cars, p=counts / counts.sum())
     if n_cars == 278:
         model_idx = np.repeat(np.arange(len(FLEET_MODELS)), counts.astype(int))
+    return model_idx
+
+
+def consumption_kwh_per_km(n_cars: int = 278, seed: int = 1) -> np.ndarray:
+    """Consumption of every car of `fleet(n_cars, seed)` [kWh/km] (for need forecasts from the Gamma law)."""
+    idx = model_index(np.random.default_rng(seed), n_cars)
+    return np.array([FLEET_MODELS[i][2] for i in idx])
+
+
+def fleet(n_cars: int = 278, seed: int = 1) -> Instance:
+    """The seed 001 fleet scaled to `n_cars` (model mix kept): overnight sessions, headroom, ToU prices."""
+    rng = np.random.default_rng(seed)
+    model_idx = model_index(rng, n_cars)
     battery = np.array([FLEET_MODELS[i][1] for i in model_idx])
     per_km = np.array([FLEET_MODELS[i][2] for i in model_idx])
     km = rng.gamma(GAMMA_SHAPE, GAMMA_SCALE_KM, size=n_cars)

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from optimizer.problem import EV, Instance, PerStep
+from optimizer.robust import planned_evs
 
 STICKINESS_PRICE_FLOOR = 0.1
 """Price per kWh that stickiness is scaled by at least (see ProblemData.stickiness_weight)."""
@@ -135,7 +136,7 @@ def build_data(inst: Instance) -> ProblemData:
     charger_index = {c.id: i for i, c in enumerate(inst.chargers)}
     charger_max = np.array([c.max_kw for c in inst.chargers], dtype=float)
     charger_bidir = np.array([c.bidirectional for c in inst.chargers], dtype=bool)
-    evs = inst.evs
+    evs = planned_evs(inst)  # the site's safety margins (Instance.robustness), if any
     ev_charger = np.array(
         [charger_index[e.charger] if e.charger is not None else -1 for e in evs], dtype=np.int64
     )
