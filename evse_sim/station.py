@@ -472,6 +472,13 @@ class SimStation:
         return HlcContext(self, evse_id, st.spec, st.ev, st.tx.transaction_id, now)
 
     # ------------------------------------------------------------------ used by HLC links
+    def hlc_context(self, evse_id: int) -> HlcContext | None:
+        """The HLC view of the EV on `evse_id` now (None when no EV with a transaction is there)."""
+        st = self.evses.get(evse_id)
+        if st is None or st.ev is None or st.tx is None:
+            return None
+        return self._hlc_ctx(evse_id, self.clock.now())
+
     def queue_charging_needs(
         self, evse_id: int, needs: dict[str, Any], max_schedule_tuples: int | None
     ) -> None:

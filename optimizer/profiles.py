@@ -11,8 +11,9 @@ The profiles built here are ones real chargers accept:
   limit (`compress_periods`), so compression never raises the limit at any instant;
 - the EV's maximum current/power caps every period; a limit below the EV's minimum becomes 0
   (pause) rather than being raised to the minimum (raising would break the site budget);
-- optionally a `salesTariff` built from the site's price series (K15), with price levels and
-  a relative price percentage per entry (OCPP 2.0.1 has no absolute-price cost kind).
+- optionally a `salesTariff` built from the site's price series (K15), with price levels only
+  (no consumptionCost: real ISO 15118-2 SECCs such as Josev 0.31.2 cannot EXI-encode it, and
+  the session then fails in ChargeParameterDiscovery; docs/iso15118.md).
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def build_sales_tariff(prices: Sequence[float], step_s: int, max_entries: int,
                        tariff_id: int = 1, max_levels: int = 8) -> dict[str, Any] | None:
     """A SalesTariff (relative time intervals from startSchedule) from per-step prices.
 
-    Each entry has an `ePriceLevel` (1 = cheapest of `numEPriceLevels`) and a
-    `RelativePricePercentage` cost (price as a percentage of the mean price). Returns None
+    Each entry has an `ePriceLevel` (1 = cheapest of `numEPriceLevels`) and no consumptionCost
+    (what real SECCs can encode; see the module docstring). Returns None
     when there are no prices or the mean price is not positive. Levels are coarsened until
     the entries fit `max_entries`; if they still do not, the tariff covers only the first
     `max_entries` entries (ISO 15118 lets a tariff be shorter than the schedule).
@@ -197,13 +198,8 @@ def _tariff_entries(prices: Sequence[float], step_s: int, distinct: Sequence[flo
         else:
             runs.append([i, 1, lv, p])
     return [
-        {
-            "relativeTimeInterval": {"start": start * step_s, "duration": n * step_s},
-            "ePriceLevel": lv,
-            "consumptionCost": [{"startValue": 0, "cost": [
-                {"costKind": "RelativePricePercentage", "amount": round(100 * (total / n) / mean)}]}],
-        }
-        for start, n, lv, total in runs
+        {"relativeTimeInterval": {"start": start * step_s, "duration": n * step_s}, "ePriceLevel": lv}
+        for start, n, lv, _total in runs
     ]
 
 

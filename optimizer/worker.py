@@ -55,6 +55,11 @@ TRIGGERS = {
     EventType.SITE_PRICES, EventType.STATION_CONNECTED, EventType.STATION_DISCONNECTED,
 }
 
+def _unchanged_needs(event: Event) -> bool:
+    """A needs event that changes nothing to plan: rejected, or a repeat of the session's request."""
+    return event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") in ("Rejected", "Repeated")
+
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -234,7 +239,7 @@ class OptimizerWorker:
     async def handle(self, event: Event) -> None:
         """Update the worker's view from one event."""
         site = await self.site_of(event)
-        if event.type in TRIGGERS:
+        if event.type in TRIGGERS and not _unchanged_needs(event):
             self.mark_dirty(site, event.type.value)
         if event.type == EventType.TX_ENDED and event.transaction_id:
             await self.record_history(event.transaction_id)

@@ -15,7 +15,7 @@ from ocpp.routing import on
 from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
-from csms.core.charging_needs import charging_needs_record, ev_schedule_record
+from csms.core.charging_needs import charging_needs_record, ev_schedule_record, is_repeated_request
 from csms.events import EventType
 from csms.protocol.base import BlockBase
 
@@ -25,7 +25,8 @@ class SmartChargingBlock(BlockBase):
 
     @on(Action.notify_ev_charging_needs)
     async def on_notify_ev_charging_needs(self, evse_id: int, **_: Any) -> call_result.NotifyEVChargingNeeds:
-        """Rejected without an active transaction on the EVSE; else store the needs and answer
+        """Rejected without an active transaction on the EVSE; a repeat of the session's request
+        (`is_repeated_request`) is Accepted and changes nothing; else store the needs and answer
         Processing (a schedule will follow, smart charging on) or Accepted."""
         eid = int(evse_id)
         txid = await self.env.store.evse_transaction(self.id, eid)
@@ -34,10 +35,13 @@ class SmartChargingBlock(BlockBase):
                 "status": "Rejected", "reason": "no active transaction on this EVSE"}, evse_id=eid)
             return call_result.NotifyEVChargingNeeds(
                 status="Rejected", status_info={"reason_code": "NoTransaction"})
-        record = charging_needs_record(self.payload, txid, self.now_iso())
-        status = "Processing" if self.env.settings.smart_charging else "Accepted"
-        record["status"] = status
-        await self.env.store.charging_needs(self.id, self.site_id, eid, txid, record)
+        stored, meter_wh = await self.env.store.session_needs(self.id, eid, txid)
+        record = charging_needs_record(self.payload, txid, self.now_iso(), meter_wh)
+        repeated = is_repeated_request(stored, record, meter_wh)
+        # a repeat changes nothing: the current schedule stands (Accepted), no re-plan, no profile
+        status = "Processing" if self.env.settings.smart_charging and not repeated else "Accepted"
+        record["status"] = "Repeated" if repeated else status
+        await self.env.store.charging_needs(self.id, self.site_id, eid, txid, record, repeated=repeated)
         return call_result.NotifyEVChargingNeeds(status=status)
 
     @on(Action.notify_ev_charging_schedule)

@@ -213,6 +213,10 @@ class SmartChargingService:
             return
         if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Rejected":
             return
+        if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Repeated":
+            if event.transaction_id:  # the same request again: counted, nothing re-planned or reset
+                await self.redis.hincrby(self.keys.session_loop(event.transaction_id), "needs_repeated", 1)
+            return
         site_id = await self.site_of(event)
         if not await self.holds(site_id):
             return
@@ -456,7 +460,12 @@ class SmartChargingService:
         status = (reply.payload or {}).get("status") if reply.ok else reply.outcome.value
         PROFILES_ANSWERED.labels(str(status)).inc()
         prev = info.record or {}
-        was_plan_profile = prev.get("transaction_id") == txid and prev.get("kind") == "plan"
+        loop_key = self.keys.session_loop(txid)
+        renegotiates = accepted and planner.max_abs_diff_w(old, counted, now_s) > 1.0
+        if renegotiates:  # an ISO 15118 EV (it sent needs) that already has a schedule renegotiates
+            needs_n, plans_n = await self.redis.hmget(loop_key, ["needs_received", "ev_plans_received"])
+            had_profile = prev.get("transaction_id") == txid and bool(prev.get("accepted_profile"))
+            renegotiates = _f(needs_n, 0.0) > 0 and (had_profile or _f(plans_n, 0.0) > 0)
         record = {
             "plan_id": plan_id, "kind": kind if accepted else prev.get("kind", ""), "transaction_id": txid,
             "profile": payload, "status": status, "outcome": reply.outcome.value, "error": reply.error,
@@ -473,13 +482,12 @@ class SmartChargingService:
         if not steerable:
             evse_fields["steerable"] = "0"
         pipe.hset(self.keys.station_evse(info.station_id, info.evse_id), mapping=evse_fields)
-        loop_key = self.keys.session_loop(txid)
         pipe.hincrby(loop_key, "schedules_sent", 1)
         pipe.hset(loop_key, mapping={"last_schedule_sent_at": sent_at, "last_schedule_status": str(status),
                                      "last_plan_id": plan_id})
         if kind.startswith("interim"):
             pipe.hincrby(loop_key, "interim_sent", 1)
-        if accepted and was_plan_profile:
+        if renegotiates:
             pipe.hincrby(loop_key, "renegotiations", 1)
         pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
             EventType.PROFILE_ANSWERED, self.clock.now(), info.station_id, info.evse_id, txid, site_id,
@@ -666,7 +674,9 @@ class SmartChargingService:
         txid = event.transaction_id
         if not txid:
             return
-        energy = await self.redis.hget(self.keys.transaction(txid), "energy_wh")
+        energy = event.data.get("meter_wh")  # metered when the needs came (the csms node wrote it)
+        if energy is None:
+            energy = await self.redis.hget(self.keys.transaction(txid), "energy_wh")
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(self.keys.session_loop(txid), "needs_received", 1)
         pipe.hset(self.keys.session_loop(txid), mapping={
@@ -712,6 +722,14 @@ class SmartChargingService:
         if ev_plan is None:
             return None
         now_s = self.clock.timestamp()
+        if loop_key:
+            await self.redis.hincrby(loop_key, "k17_checks", 1)
+        if _planned_before(event.data, (info.record or {}).get("sent_at")):
+            # made for the profile before the one now applied: the station renegotiates onto the new
+            # one anyway, so a breach here is not the EV's, and re-sending would renegotiate twice
+            if loop_key:
+                await self.redis.hincrby(loop_key, "k17_stale", 1)
+            return None
         tol_w = max(50.0, 0.1 * info.electrical.w_per_a())  # one 0.1 A rounding step
         result = planner.check_ev_plan(ev_plan, ours, now_s, tol_w)
         key = self.keys.ev_schedule(info.station_id, info.evse_id)
@@ -789,6 +807,17 @@ def _raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _planned_before(data: Mapping[str, Any], sent_at: Any) -> bool:
+    """The EV's plan (its time base: when the station offered the schedule) predates our profile."""
+    base = data.get("time_base") or (data.get("schedule") or {}).get("startSchedule")
+    if not base or not sent_at:
+        return False
+    try:
+        return parse_ts(str(base)).timestamp() < parse_ts(str(sent_at)).timestamp() - 1.0
+    except ValueError:
+        return False
 
 
 def ev_plan_series(data: Mapping[str, Any], evse: EvseElectrical) -> Series | None:

@@ -331,11 +331,30 @@ class StateStore:
         return txid
 
     # --- K: ISO 15118 needs and schedules -------------------------------------------
+    async def session_needs(self, station_id: str, evse_id: int, txid: str) -> tuple[dict[str, Any] | None,
+                                                                                     float | None]:
+        """(needs stored for this session or None, the session's metered energy in Wh or None)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.charging_needs(station_id, evse_id))
+        pipe.hget(self.keys.transaction(txid), "energy_wh")
+        raw, energy = await pipe.execute()
+        needs = json.loads(raw) if raw else None
+        if needs is not None and needs.get("transaction_id") != txid:
+            needs = None
+        try:
+            meter = float(energy) if energy not in (None, "", b"") else None
+        except (TypeError, ValueError):
+            meter = None
+        return needs, meter
+
     async def charging_needs(self, station_id: str, site_id: str, evse_id: int, txid: str,
-                             record: Mapping[str, Any]) -> None:
-        """Store an EV's charging needs and emit `ev.charging_needs`."""
+                             record: Mapping[str, Any], repeated: bool = False) -> None:
+        """Store an EV's charging needs and emit `ev.charging_needs`; a repeated request (same as
+        the stored one, see `csms.core.charging_needs.is_repeated_request`) is only recorded as an
+        event with status `Repeated`: the stored request and its energy accounting stay."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.charging_needs(station_id, evse_id), _dumps(record))
+        if not repeated:
+            pipe.set(self.keys.charging_needs(station_id, evse_id), _dumps(record))
         data = {k: v for k, v in record.items() if k != "raw"}
         self._event(pipe, EventType.EV_CHARGING_NEEDS, station_id, site_id, evse_id, txid, data)
         await pipe.execute()

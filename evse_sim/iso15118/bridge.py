@@ -44,6 +44,7 @@ from evse_sim.iso15118.messages import (
     SalesTariffEntry,
     SAScheduleTuple,
 )
+from evse_sim.iso15118.needs import NeedsReference, is_new_request
 from evse_sim.iso15118.netns import Capability, Iso15118UnavailableError, NetnsHolder, check, runner_argv
 from evse_sim.iso15118.schedules import (
     EvPlan,
@@ -53,6 +54,7 @@ from evse_sim.iso15118.schedules import (
     plan_ev_profile,
     profile_power_at,
     profile_to_sa_schedules,
+    same_offer,
 )
 from evse_sim.iso15118.session import SeccConfig
 
@@ -167,6 +169,11 @@ class JosevHlc:
         self.offered_at = 0.0
         self.last_needs: ChargeParameterDiscoveryReq | None = None
         self.needs_received_at = 0.0
+        self.needs_ref: NeedsReference | None = None  # the request last forwarded to the CSMS
+        self.needs_repeated = 0
+        self.meter: Callable[[], float | None] | None = None  # EVSE energy register (Wh)
+        self.needs_source: Callable[[], EvNeeds | None] | None = None  # what the EV still needs, now
+        self.failed = False  # the HLC session failed: the EV dropped its plan (basic charging)
         self.state = "idle"
         self.plan: EvPlan | None = None
         self.plan_time_base = 0.0
@@ -209,6 +216,12 @@ class JosevHlc:
         self.needs = needs
         self.needs_set_at = self.clock.timestamp()
         self.stop_requested = False
+        self.failed = False
+        self.plan = None
+        self.needs_ref = None
+        self.last_needs = None
+        self.profile = None
+        self.offered_version = -1
         self._evcc_ready.clear()
         self._spawn_task(self._start_evcc())
 
@@ -226,14 +239,29 @@ class JosevHlc:
 
     def on_tx_profile(self, profile: dict[str, Any]) -> None:
         """The station accepted a TxProfile: answer a waiting SECC, or push a renegotiation."""
+        offered = self.profile if self.offered_version == self.profile_version else None
         self.profile = profile
         self.profile_version += 1
         self._record("tx_profile", {"version": self.profile_version})
         if self.state == "waiting_schedule":
             self._profile_event.set()
         elif self.state in ("offered", "charging") and self._secc is not None:
+            if offered is not None and self._same_offer(offered, profile):
+                self.offered_version = self.profile_version  # same SAScheduleList: nothing to renegotiate
+                self._record("renegotiation_skipped", {"version": self.profile_version})
+                return
             self.renegotiations_requested += 1
             self._secc.send({"op": "renegotiate"})
+
+    def _same_offer(self, offered: dict[str, Any], profile: dict[str, Any]) -> bool:
+        req = self.last_needs
+        departure, max_entries = None, None
+        if req is not None:
+            departure = req.ac_ev_charge_parameter.departure_time_s
+            if departure:
+                departure = max(1, int(departure - (self.clock.timestamp() - self.needs_received_at)))
+            max_entries = req.max_entries_sa_schedule_tuple
+        return same_offer(offered, profile, self.clock.now(), self.config.limits, departure, max_entries)
 
     def update_needs(self, needs: EvNeeds, renegotiate: bool = False) -> None:
         """Refresh the EV's needs (used at the next ChargeParameterDiscoveryReq)."""
@@ -250,7 +278,7 @@ class JosevHlc:
 
     def ev_limit_w(self, now_s: float) -> float | None:
         """What the EV's own plan lets it draw at clock time `now_s` (None before a plan)."""
-        if self.plan is None:
+        if self.plan is None or self.failed:
             return None
         return profile_power_at(self.plan.profile, now_s - self.plan_time_base)
 
@@ -297,6 +325,8 @@ class JosevHlc:
             if role == "evcc" and self._evcc is conn:
                 self._evcc = None
                 self._record("evcc_gone", {})
+                if not self.stop_requested and self.state not in ("stopped", "idle"):
+                    self._fail(f"EVCC process ended in state {self.state}")
 
     async def _answer(self, conn: _Conn, msg: dict[str, Any]) -> None:
         op = msg["op"]
@@ -318,13 +348,18 @@ class JosevHlc:
         now = self.clock.timestamp()
         req = needs_from_josev(raw_needs, self.config.limits.phases)
         self._record("needs", raw_needs)
-        if self.last_needs is None or req.ac_ev_charge_parameter != self.last_needs.ac_ev_charge_parameter:
+        meter_wh = self.meter() if self.meter is not None else None
+        new_request = is_new_request(self.needs_ref, req, now, meter_wh)  # same rule as the modelled SECC
+        if new_request:
+            self.needs_ref = NeedsReference(req, now, meter_wh)
             payload = needs_payload(self.config.evse_id, req, self.clock.now())
             self.needs_sent += 1
             self._spawn_task(self.port.notify_ev_charging_needs(self.config.evse_id, payload))
+        else:
+            self.needs_repeated += 1
         self.last_needs = req
         self.needs_received_at = now
-        if self.profile is None or self.profile_version == self.offered_version:
+        if self.profile is None or (self.profile_version == self.offered_version and new_request):
             self.state = "waiting_schedule"
             self._profile_event.clear()
             started = time.monotonic()
@@ -333,7 +368,7 @@ class JosevHlc:
             self._record("schedule_wait", {"waited_s": round(time.monotonic() - started, 3)})
         departure = req.ac_ev_charge_parameter.departure_time_s
         self.offered_at = self.clock.timestamp()
-        if self.profile is not None and self.profile_version != self.offered_version:
+        if self.profile is not None:  # a new profile, or (same request / none in time) the current one
             tuples = profile_to_sa_schedules(self.profile, self.clock.now(), self.config.limits, departure,
                                              req.max_entries_sa_schedule_tuple)
             self.offered_version = self.profile_version
@@ -348,6 +383,9 @@ class JosevHlc:
         return tuples
 
     def _ev_params(self) -> dict[str, Any]:
+        fresh = self.needs_source() if self.needs_source is not None else None
+        if fresh is not None:  # the EV reports what it still needs, departure from now
+            self.needs, self.needs_set_at = fresh, self.clock.timestamp()
         n = self.needs
         if n is None:
             raise Iso15118UnavailableError("EVCC asked for needs before the EV plugged in")
@@ -368,7 +406,7 @@ class JosevHlc:
         self.plan = plan
         self.plan_time_base = self.clock.timestamp()
         self.plans.append(plan)
-        self._record("ev_plan", {"tuple_id": plan.sa_schedule_tuple_id,
+        self._record("ev_plan", {"tuple_id": plan.sa_schedule_tuple_id, "received": tuples_to_json(tuples),
                                  "entries": [[e.start_s, e.max_power_w] for e in plan.profile]})
         return {"tuple_id": plan.sa_schedule_tuple_id,
                 "entries": [[e.start_s, e.max_power_w] for e in plan.profile]}
@@ -399,7 +437,17 @@ class JosevHlc:
                 self.state = "stopped"
         elif op == "session_ended":
             self.ended = str(msg.get("reason"))
+            if not self.stop_requested and self.state != "stopped":
+                self._fail(f"session ended: {self.ended}")
             self.state = "idle"
+
+    def _fail(self, reason: str) -> None:
+        """The HLC session failed while the EV is plugged in: it drops its plan (basic charging)."""
+        if self.failed:
+            return
+        self.failed = True
+        self.errors.append(reason)
+        self._record("hlc_failed", {"reason": reason})
 
     def _record(self, kind: str, data: dict[str, Any]) -> None:
         self.events.append((self.clock.timestamp(), kind, data))

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from csms.clock import Clock
-from evse_sim.iso15118.messages import EvNeeds
+from evse_sim.iso15118.messages import AuthorizationRes, EvNeeds, PowerDeliveryRes
 from evse_sim.iso15118.schedules import profile_power_at
 from evse_sim.iso15118.session import (
     CancelTimer,
@@ -63,8 +63,12 @@ class ModelledHlc:
     """One EVSE's modelled HLC session: a `SeccSession` and an `EvccSession` wired together."""
 
     def __init__(self, port: HlcStationPort, clock: Clock, config: SeccConfig,
-                 loop_interval_s: float = 1.0, latency_s: float = 0.0, ev_ignores_pmax: bool = False) -> None:
+                 loop_interval_s: float = 1.0, latency_s: float = 0.0, ev_ignores_pmax: bool = False,
+                 meter: Callable[[], float | None] | None = None,
+                 needs_source: Callable[[], EvNeeds | None] | None = None) -> None:
         self.port = port
+        self.meter = meter  # the EVSE's energy register (Wh): tells repeated needs from new ones
+        self.needs_source = needs_source  # the EV's needs now (what it still needs) for each request
         self.clock = clock
         self.config = config
         self.latency_s = latency_s
@@ -128,10 +132,21 @@ class ModelledHlc:
         """Completed renegotiations (PowerDelivery(Renegotiate) accepted by the SECC)."""
         return self.secc.renegotiations
 
+    @property
+    def renegotiations_requested(self) -> int:
+        """Renegotiations the SECC triggered (EVSENotification=ReNegotiation for a new offer)."""
+        return self.secc.renegotiations_requested
+
+    @property
+    def failed(self) -> bool:
+        """The HLC session failed: the EV charges without its ISO 15118 plan (basic charging)."""
+        return self.ended is not None and not self.ended.ok
+
     # --- wiring -------------------------------------------------------------------------
     def _secc(self, event: Any) -> None:
         try:
-            commands = self.secc.handle(event, self.clock.timestamp())
+            meter_wh = self.meter() if self.meter is not None else None
+            commands = self.secc.handle(event, self.clock.timestamp(), meter_wh)
         except ProtocolError as err:
             self._fail("secc", err)
             return
@@ -139,6 +154,10 @@ class ModelledHlc:
 
     def _ev(self, event: Any) -> None:
         try:
+            if self.needs_source is not None and isinstance(event, (AuthorizationRes, PowerDeliveryRes)):
+                needs = self.needs_source()  # what the EV still needs, before its next request
+                if needs is not None:
+                    self.evcc.set_needs(needs, self.clock.timestamp())
             commands = self.evcc.handle(event, self.clock.timestamp())
         except ProtocolError as err:
             self._fail("evcc", err)

@@ -106,13 +106,15 @@ def pv(cls: Any, value: float, unit: str) -> Any:
 
 
 def tuples_to_josev(data: list[dict]) -> list[Any]:
-    """Bridge JSON tuples -> Josev SAScheduleTuple models."""
-    from iso15118.shared.messages.datatypes import PVPMax, PVStartValue
+    """Bridge JSON tuples -> Josev SAScheduleTuple models.
+
+    SalesTariff entries carry price levels only: Josev 0.31.2's SECC EXI-encodes the SalesTariff
+    on its own to sign it, and that fails for any ConsumptionCost (Java codec: `JSONObject
+    ["Multiplier"] is not a string`), which ends the session in ChargeParameterDiscovery.
+    """
+    from iso15118.shared.messages.datatypes import PVPMax
     from iso15118.shared.messages.enums import UnitSymbol
     from iso15118.shared.messages.iso15118_2.datatypes import (
-        ConsumptionCost,
-        Cost,
-        CostKind,
         PMaxSchedule,
         PMaxScheduleEntry,
         RelativeTimeInterval,
@@ -130,19 +132,13 @@ def tuples_to_josev(data: list[dict]) -> list[Any]:
         tariff = None
         if t.get("tariff"):
             tr = t["tariff"]
-            tariff_entries = []
-            for s, level, d, price in tr["entries"]:
-                cost = None
-                if price is not None:
-                    cost = [ConsumptionCost(start_value=PVStartValue(multiplier=0, value=0, unit="Wh"),
-                                            cost=[Cost(cost_kind=CostKind.RELATIVE_PRICE_PERCENTAGE,
-                                                       amount=int(round(price)), amount_multiplier=0)])]
-                tariff_entries.append(SalesTariffEntry(
-                    e_price_level=level if level is not None else (None if cost else 1),
-                    time_interval=RelativeTimeInterval(start=int(s),
-                                                       duration=None if d is None else min(int(d), 86400)),
-                    consumption_cost=cost))
-            tariff = SalesTariff(id="id1", sales_tariff_id=tr["id"], num_e_price_levels=tr.get("levels"),
+            tariff_entries = [SalesTariffEntry(
+                e_price_level=level if level is not None else 1,
+                time_interval=RelativeTimeInterval(start=int(s),
+                                                   duration=None if d is None else min(int(d), 86400)))
+                for s, level, d, _price in tr["entries"]]
+            levels = max([tr.get("levels") or 0] + [e.e_price_level for e in tariff_entries])
+            tariff = SalesTariff(id="id1", sales_tariff_id=tr["id"], num_e_price_levels=levels,
                                  sales_tariff_entry=tariff_entries)
         out.append(SAScheduleTuple(sa_schedule_tuple_id=t["id"], sales_tariff=tariff,
                                    p_max_schedule=PMaxSchedule(schedule_entries=entries)))
@@ -454,6 +450,54 @@ async def run_evcc(args: argparse.Namespace) -> None:
     await EVCCHandler(evcc_config=config, iface=iface, exi_codec=codec, ev_controller=controller).start()
 
 
+# --- encode check -------------------------------------------------------------------------
+def run_encode(args: argparse.Namespace) -> None:
+    """Read bridge JSON tuples on stdin; EXI-encode them as Josev's SECC does (the SalesTariff on its
+    own for the signature, then the ChargeParameterDiscoveryRes); print {"ok": ..., "bytes"/"error"}."""
+    from iso15118.shared.exi_codec import EXI
+    from iso15118.shared.exificient_exi_codec import ExificientEXICodec
+    from iso15118.shared.messages.datatypes import EVSENotification, PVEVSEMaxCurrent, PVEVSENominalVoltage
+    from iso15118.shared.messages.enums import EVSEProcessing, Namespace, UnitSymbol
+    from iso15118.shared.messages.iso15118_2.body import Body, ChargeParameterDiscoveryRes
+    from iso15118.shared.messages.iso15118_2.datatypes import (
+        ACEVSEChargeParameter,
+        ACEVSEStatus,
+        ResponseCode,
+        SAScheduleList,
+    )
+    from iso15118.shared.messages.iso15118_2.header import MessageHeader
+    from iso15118.shared.messages.iso15118_2.msgdef import V2GMessage
+    from iso15118.shared.settings import load_shared_settings, shared_settings
+
+    if not shared_settings:
+        load_shared_settings(os.path.join(os.path.dirname(os.path.abspath(__file__)), "no-such.env"))
+    quiet_josev_logs()
+    logging.getLogger("iso15118.shared.exi_codec").setLevel(logging.CRITICAL)
+    EXI().set_exi_codec(ExificientEXICodec())
+    try:
+        tuples = tuples_to_josev(json.loads(sys.stdin.read()))
+        size = 0
+        for t in tuples:
+            if t.sales_tariff is not None:
+                size += len(EXI().to_exi(t.sales_tariff, Namespace.ISO_V2_MSG_DEF))
+        status = ACEVSEStatus(notification_max_delay=0, evse_notification=EVSENotification.NONE, rcd=False)
+        ac = ACEVSEChargeParameter(ac_evse_status=status,
+                                   evse_nominal_voltage=pv(PVEVSENominalVoltage, 230, UnitSymbol.VOLTAGE),
+                                   evse_max_current=pv(PVEVSEMaxCurrent, 16, UnitSymbol.AMPERE))
+        res = ChargeParameterDiscoveryRes(response_code=ResponseCode.OK,
+                                          evse_processing=EVSEProcessing.FINISHED,
+                                          sa_schedule_list=SAScheduleList(schedule_tuples=tuples),
+                                          ac_charge_parameter=ac)
+        msg = V2GMessage(header=MessageHeader(session_id="00AB12CD34EF5678"),
+                         body=Body(charge_parameter_discovery_res=res))
+        exi = EXI().to_exi(msg, Namespace.ISO_V2_MSG_DEF)
+        back = EXI().from_exi(exi, Namespace.ISO_V2_MSG_DEF)
+        decoded = tuples_from_josev(back.body.charge_parameter_discovery_res.sa_schedule_list.schedule_tuples)
+        print(json.dumps({"ok": True, "bytes": size + len(exi), "decoded": decoded}), flush=True)
+    except Exception as err:  # noqa: BLE001 - the answer is the error
+        print(json.dumps({"ok": False, "error": f"{type(err).__name__}: {err}"}), flush=True)
+
+
 # --- network namespace holder ---------------------------------------------------------
 def _sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
@@ -508,6 +552,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     ns = sub.add_parser("netns")
     ns.add_argument("--pair", action="append", required=True)
+    sub.add_parser("encode")
     for role in ("secc", "evcc"):
         p = sub.add_parser(role)
         p.add_argument("--bridge", required=True)
@@ -521,6 +566,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cmd == "netns":
         run_netns(args)
+    elif args.cmd == "encode":
+        run_encode(args)
     elif args.cmd == "secc":
         asyncio.run(run_secc(args))
     else:

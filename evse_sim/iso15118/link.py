@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +24,7 @@ from evse_sim.hlc import BasicHlc, HlcContext, charging_needs_from_ev
 from evse_sim.iso15118.hlc import ModelledHlc
 from evse_sim.iso15118.messages import EvNeeds
 from evse_sim.iso15118.schedules import SecLimits
-from evse_sim.iso15118.session import SeccConfig
+from evse_sim.iso15118.session import FollowPlan, SeccConfig, SessionEnded
 
 if TYPE_CHECKING:  # pragma: no cover
     from evse_sim.iso15118.bridge import JosevHlc
@@ -67,6 +68,22 @@ def ev_needs(ctx: HlcContext, max_entries: int | None = 24) -> EvNeeds:
                    ev_max_current_a=float(ac["ev_max_current"]), ev_min_current_a=float(ac["ev_min_current"]),
                    ev_max_voltage_v=float(ac["ev_max_voltage"]), phases=phases, voltage_v=ctx.evse.voltage_v,
                    max_entries_sa_schedule_tuple=max_entries, evcc_id=f"EVCC{ctx.ev.spec.ev_id}"[:20])
+
+
+def needs_source(station: SimStation, evse_id: int, max_entries: int | None) -> Callable[[], EvNeeds | None]:
+    """What the EV on `evse_id` still needs, now (None once it left)."""
+    def read() -> EvNeeds | None:
+        ctx = station.hlc_context(evse_id)
+        return None if ctx is None else ev_needs(ctx, max_entries)
+    return read
+
+
+def meter_of(station: SimStation, evse_id: int) -> Callable[[], float | None]:
+    """The EVSE's energy register (Wh) as the SECC reads it."""
+    def read() -> float | None:
+        st = station.evses.get(evse_id)
+        return None if st is None else float(st.energy_wh)
+    return read
 
 
 def secc_config(ctx_evse_id: int, max_power_w: float, voltage_v: float, phases: int,
@@ -140,13 +157,16 @@ class ModelledHlcLink:
         station = ctx.station
         cfg = secc_config(ctx.evse_id, ctx.evse.max_power_w, ctx.evse.voltage_v, ctx.evse.phases,
                           self.schedule_wait_s, self.enforce_pmax)
+        evse_id, max_entries = ctx.evse_id, self.max_entries
         hlc = ModelledHlc(StationPort(station), station.clock, cfg, self.loop_interval_s,
-                          ev_ignores_pmax=self.ev_ignores_pmax)
+                          ev_ignores_pmax=self.ev_ignores_pmax, meter=meter_of(station, evse_id),
+                          needs_source=needs_source(station, evse_id, max_entries))
         self.sessions[ctx.evse_id] = hlc
         self.history.append(hlc)
         follower = _Follower(station, ctx.evse_id, station.clock, hlc)
         self._followers[ctx.evse_id] = follower
-        hlc.on_event = lambda side, cmd: follower.poke() if type(cmd).__name__ == "FollowPlan" else None
+        # a new plan, or the session ended (after a failure the EV drops its plan: basic charging)
+        hlc.on_event = lambda _s, cmd: follower.poke() if isinstance(cmd, FollowPlan | SessionEnded) else None
         hlc.start(ev_needs(ctx, self.max_entries))
 
     def on_profile(self, ctx: HlcContext, profile: ChargingProfile) -> None:
@@ -197,9 +217,12 @@ class JosevHlcLink:
     def on_plug_in(self, ctx: HlcContext) -> None:
         """Spawn the EV's Josev EVCC on the EVSE's veth pair."""
         hlc = self.sessions[ctx.evse_id]
-        follower = _Follower(ctx.station, ctx.evse_id, ctx.station.clock, hlc)
-        self._followers[ctx.evse_id] = follower
-        hlc.on_event = lambda kind, data: follower.poke() if kind == "ev_plan" else None
+        station, evse_id = ctx.station, ctx.evse_id
+        follower = _Follower(station, evse_id, station.clock, hlc)
+        self._followers[evse_id] = follower
+        hlc.on_event = lambda kind, data: follower.poke() if kind in ("ev_plan", "hlc_failed") else None
+        hlc.meter = meter_of(station, evse_id)
+        hlc.needs_source = needs_source(station, evse_id, None)
         hlc.start(ev_needs(ctx, None))
 
     def on_profile(self, ctx: HlcContext, profile: ChargingProfile) -> None:

@@ -161,6 +161,16 @@ def profile_to_sa_schedules(profile: dict[str, Any], now: datetime, limits: SecL
     return tuple(tuples)
 
 
+def same_offer(old: dict[str, Any], new: dict[str, Any], now: datetime, limits: SecLimits,
+               departure_time_s: int | None = None, max_entries: int | None = None) -> bool:
+    """True when two TxProfiles give the same SAScheduleList at `now` (no reason to renegotiate)."""
+    try:
+        return profile_to_sa_schedules(old, now, limits, departure_time_s, max_entries) == \
+            profile_to_sa_schedules(new, now, limits, departure_time_s, max_entries)
+    except (ScheduleConversionError, KeyError, TypeError, ValueError):
+        return False
+
+
 def _sales_tariff(raw: dict[str, Any] | None, offset_s: float, horizon_s: int,
                   cap_entries: int) -> SalesTariff | None:
     if not raw:
@@ -173,23 +183,43 @@ def _sales_tariff(raw: dict[str, Any] | None, offset_s: float, horizon_s: int,
                if i + 1 < len(raw_entries) else None)
         if (nxt is not None and nxt <= 0) or rel >= horizon_s:
             continue
-        price: float | None = None
-        costs = entry.get("consumptionCost") or []
-        if costs and costs[0].get("cost"):
-            cost = costs[0]["cost"][0]
-            price = float(cost["amount"]) * 10 ** int(cost.get("amountMultiplier") or 0)
-        entries.append(SalesTariffEntry(max(0, int(round(rel))), entry.get("ePriceLevel"), None, price))
+        entries.append(SalesTariffEntry(max(0, int(round(rel))), entry.get("ePriceLevel"), None,
+                                        _entry_price(entry)))
     if not entries:
         return None
-    entries = entries[:cap_entries]
+    entries = _levels_only(entries[:cap_entries])
     last = entries[-1]
     entries[-1] = SalesTariffEntry(last.start_s, last.e_price_level, horizon_s - last.start_s,
                                    last.price_per_kwh)
     tariff_id = raw.get("id")
     valid_id = isinstance(tariff_id, int) and 1 <= tariff_id <= 255
+    levels = max(int(raw.get("numEPriceLevels") or 0), *(e.e_price_level or 0 for e in entries))
     return SalesTariff(sales_tariff_id=int(tariff_id) if valid_id and tariff_id is not None else 1,
-                       entries=tuple(entries), num_e_price_levels=raw.get("numEPriceLevels"),
+                       entries=tuple(entries), num_e_price_levels=levels,
                        description=raw.get("salesTariffDescription"))
+
+
+def _entry_price(entry: dict[str, Any]) -> float | None:
+    costs = entry.get("consumptionCost") or []
+    if costs and costs[0].get("cost"):
+        cost = costs[0]["cost"][0]
+        return float(cost["amount"]) * 10 ** int(cost.get("amountMultiplier") or 0)
+    return None
+
+
+def _levels_only(entries: list[SalesTariffEntry]) -> list[SalesTariffEntry]:
+    """Price levels only, no ConsumptionCost: what a real SECC can send (Josev 0.31.2 fails to
+    EXI-encode a SalesTariff with ConsumptionCost when it signs it). An entry with a price but no
+    level gets the rank of its price among the tariff's prices (1 = cheapest)."""
+    prices = sorted({e.price_per_kwh for e in entries if e.price_per_kwh is not None})
+    rank = {p: i + 1 for i, p in enumerate(prices)}
+    out = []
+    for e in entries:
+        level = e.e_price_level
+        if level is None:
+            level = rank.get(e.price_per_kwh, 1) if e.price_per_kwh is not None else 1
+        out.append(SalesTariffEntry(e.start_s, min(255, max(0, int(level))), e.duration_s, None))
+    return out
 
 
 def _price_at(tariff: SalesTariff | None, t_s: float) -> float:

@@ -53,6 +53,7 @@ from evse_sim.iso15118.messages import (
     SessionStopReq,
     SessionStopRes,
 )
+from evse_sim.iso15118.needs import NeedsReference, is_new_request
 from evse_sim.iso15118.schedules import (
     EvPlan,
     SecLimits,
@@ -62,6 +63,7 @@ from evse_sim.iso15118.schedules import (
     plan_ev_profile,
     profile_respects_pmax,
     profile_to_sa_schedules,
+    same_offer,
 )
 
 
@@ -222,6 +224,9 @@ class SeccSession:
         self.renegotiations = 0
         self.needs: ChargeParameterDiscoveryReq | None = None
         self.needs_at: float = 0.0
+        self.needs_ref: NeedsReference | None = None  # the request last forwarded to the CSMS
+        self.needs_repeated = 0  # ChargeParameterDiscoveryReqs that repeated the same request
+        self.renegotiations_requested = 0  # ReNegotiation notifications raised (one per new offer)
         self.history: list[str] = []
 
     def _next(self, event: SeccEvent) -> SeccState:
@@ -230,14 +235,15 @@ class SeccSession:
             raise RemoteProtocolError(f"SECC in state {self.state} cannot take {type(event).__name__}")
         return SECC_TRANSITIONS[key]
 
-    def handle(self, event: SeccEvent, now_s: float) -> list[Command]:
-        """Apply one event at clock time `now_s`; return the commands to carry out."""
+    def handle(self, event: SeccEvent, now_s: float, meter_wh: float | None = None) -> list[Command]:
+        """Apply one event at clock time `now_s` (EVSE meter `meter_wh`); return the commands to carry out."""
         if isinstance(event, CsmsProfile):
             return self._on_profile(event, now_s)
         if isinstance(event, ScheduleTimeout):
             if self.state != SeccState.SCHEDULE_PENDING:
                 return []  # a late timer after the profile already answered: nothing to do
-            return self._offer(now_s, from_profile=False)
+            # no (new) TxProfile in time: the current one still holds; the default only before any
+            return self._offer(now_s, from_profile=self.profile is not None)
         if self.state == SeccState.ENDED:
             raise RemoteProtocolError(f"session ended; got {type(event).__name__}")
         next_state = self._next(event)
@@ -255,7 +261,7 @@ class SeccSession:
             self.state = next_state
             return [Send(AuthorizationRes(ResponseCode.OK, EvseProcessing.FINISHED))]
         if isinstance(event, ChargeParameterDiscoveryReq):
-            return self._on_charge_parameter_discovery(event, now_s, next_state)
+            return self._on_charge_parameter_discovery(event, now_s, next_state, meter_wh)
         if isinstance(event, PowerDeliveryReq):
             return self._on_power_delivery(event, now_s)
         if isinstance(event, ChargingStatusReq):
@@ -278,16 +284,20 @@ class SeccSession:
         return lim.evse_max_power_w / (lim.voltage_v * lim.phases)
 
     def _on_charge_parameter_discovery(self, req: ChargeParameterDiscoveryReq, now_s: float,
-                                       next_state: SeccState) -> list[Command]:
+                                       next_state: SeccState, meter_wh: float | None) -> list[Command]:
         commands: list[Command] = []
-        changed = self.needs is None or _needs_differ(self.needs, req)
+        changed = is_new_request(self.needs_ref, req, now_s, meter_wh)
         self.needs = req
         self.needs_at = now_s
         self.state = next_state
-        if changed:
+        if not changed:
+            self.needs_repeated += 1
+        else:
+            self.needs_ref = NeedsReference(req, now_s, meter_wh)
             received_at = datetime.fromtimestamp(now_s, UTC)
             commands.append(NotifyChargingNeeds(needs_payload(self.config.evse_id, req, received_at)))
-        if self.profile is not None and self.profile_version != self.offered_version:
+        if self.profile is not None and (self.profile_version != self.offered_version or not changed):
+            # a profile not offered yet, or the same request again: the current profile answers it
             return commands + self._offer(now_s, from_profile=True)
         commands.append(StartTimer("schedule_wait", self.config.schedule_wait_s))
         return commands
@@ -315,14 +325,31 @@ class SeccSession:
         return [CancelTimer("schedule_wait"), Send(res)]
 
     def _on_profile(self, event: CsmsProfile, now_s: float) -> list[Command]:
+        offered = self.profile if self.offered_version == self.profile_version else None
         self.profile = event.profile
         self.profile_version += 1
         if self.state == SeccState.SCHEDULE_PENDING:
             self._next(event)
             return self._offer(now_s, from_profile=True)
         if self.state in (SeccState.SCHEDULE_OFFERED, SeccState.CHARGING):
+            if offered is not None and self.config.enforce_pmax and self._same_offer(offered, now_s):
+                self.offered_version = self.profile_version  # same SAScheduleList: nothing to renegotiate
+                return []
+            if not self.renegotiation_pending:
+                self.renegotiations_requested += 1
             self.renegotiation_pending = True
         return []
+
+    def _same_offer(self, offered: dict[str, Any], now_s: float) -> bool:
+        assert self.profile is not None
+        departure, max_entries = None, None
+        if self.needs is not None:
+            departure = self.needs.ac_ev_charge_parameter.departure_time_s
+            if departure:
+                departure = max(1, int(departure - (now_s - self.needs_at)))
+            max_entries = self.needs.max_entries_sa_schedule_tuple
+        return same_offer(offered, self.profile, datetime.fromtimestamp(now_s, UTC), self.config.limits,
+                          departure, max_entries)
 
     def _on_power_delivery(self, req: PowerDeliveryReq, now_s: float) -> list[Command]:
         if req.charge_progress == ChargeProgress.STOP:
@@ -361,13 +388,6 @@ class SeccSession:
     def _fail(self, reason: str, code: ResponseCode) -> list[Command]:
         self.state = SeccState.ENDED
         return [Send(PowerDeliveryRes(code)), SessionEnded(False, reason)]
-
-
-def _needs_differ(a: ChargeParameterDiscoveryReq, b: ChargeParameterDiscoveryReq) -> bool:
-    pa, pb = a.ac_ev_charge_parameter, b.ac_ev_charge_parameter
-    return (abs(pa.e_amount_wh - pb.e_amount_wh) > 100 or pa.ev_max_current_a != pb.ev_max_current_a
-            or pa.ev_min_current_a != pb.ev_min_current_a
-            or (pa.departure_time_s is None) != (pb.departure_time_s is None))
 
 
 # --- EVCC -------------------------------------------------------------------------------

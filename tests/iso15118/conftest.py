@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -48,7 +48,14 @@ class Loop:
 
         await self.redis.hset(KEYS.site(SITE), mapping={"limit_kw": repr(limit_kw)})
         await self.redis.xadd(KEYS.events(), event_fields(  # type: ignore[arg-type]
-            EventType.SITE_LIMIT, datetime.now(UTC), site_id=SITE, data={"limit_kw": limit_kw}))
+            EventType.SITE_LIMIT, self.clock.now(), site_id=SITE, data={"limit_kw": limit_kw}))
+
+    async def set_prices(self, start: datetime, step_minutes: int, import_price: list[float]) -> None:
+        """Store a price series and emit site.prices (what the API/MQTT do)."""
+        from csms.api.site_inputs import PriceSeriesInput, SiteInputWriter
+
+        await SiteInputWriter(self.redis, KEYS, self.clock).set_prices(
+            SITE, PriceSeriesInput(start=start, step_minutes=step_minutes, import_price=import_price), "test")
 
     async def json(self, key: str) -> dict[str, Any]:
         """A JSON string key, {} when missing."""
@@ -58,7 +65,7 @@ class Loop:
 
 @contextlib.asynccontextmanager
 async def csms_loop(redis_url: str, limit_kw: float = 22.0, worker: bool = True, smart_charging: bool = True,
-                    **settings: Any) -> AsyncIterator[Loop]:
+                    clock: Clock | None = None, **settings: Any) -> AsyncIterator[Loop]:
     """csms node (smart-charging service on) + optimizer worker, on a fresh site."""
     base: dict[str, Any] = dict(redis_url=redis_url, host="127.0.0.1", port=0, node_id="iso-node",
                                 api_enabled=False, heartbeat_interval_s=300, interim_profile_after_s=5.0,
@@ -67,7 +74,7 @@ async def csms_loop(redis_url: str, limit_kw: float = 22.0, worker: bool = True,
     redis = connect_redis(redis_url)
     await redis.hset(KEYS.site(SITE), mapping={"limit_kw": repr(limit_kw), "name": "Depot"})
     await redis.sadd(KEYS.sites(), SITE)
-    clock = RealClock()
+    clock = clock or RealClock()
     services = ["csms.smart_charging.service:run"] if smart_charging else []
     async with running_csms(CsmsSettings(**base), clock=clock, services=services) as node:
         lp = Loop(node, redis, redis_url, clock)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY
 
@@ -224,3 +224,50 @@ async def test_lower_site_limit_is_enforced_without_the_optimizer(redis_url: str
             await lp.wait_for(lambda i=i: _kind_is(lp, f"CP-{i}", "limit"), timeout=5, what="scaled profiles")
         assert sum(cp.limit_w_at(datetime.now(UTC)) for cp in cps) <= 8_000 + 1
         assert lp.violations == [], lp.violations[:3]  # within the grace after the cut, never after
+
+
+async def test_repeated_needs_keep_the_request_and_send_nothing(redis_url: str) -> None:
+    """A needs message that only repeats the request (same absolute departure, energy = what is left)
+    re-plans nothing, sends no profile and keeps the session's energy accounting; a real change does."""
+    async with closed_loop(redis_url, limit_kw=20.0, replan_threshold_kw=0.5) as lp:
+        cp = await lp.add_station("CP-1")
+        await cp.start_tx("tx-1")
+        lp.active["CP-1"] = True
+        departure = later(3)
+        assert await cp.needs(departure, 15_000) == "Processing"
+        await lp.wait_for(lambda: _kind_is(lp, "CP-1", "plan"), what="plan profile")
+        await asyncio.sleep(1.5)  # the worker's debounce: nothing else pending
+        sent_before = len(cp.profiles)
+        loop_before = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        plans_before = await lp.redis.xlen(lp.keys.events())
+        # the EV repeats its needs (an ISO 15118 renegotiation): departure drifted by seconds
+        assert await cp.needs(departure + timedelta(seconds=20), 15_000) == "Accepted"
+
+        async def counted() -> bool:
+            h = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+            return int(h.get("needs_repeated", 0)) == 1
+
+        await lp.wait_for(counted, what="repeat counted")
+        await asyncio.sleep(2.0)  # longer than the worker's debounce: a re-plan would have happened
+        assert len(cp.profiles) == sent_before
+        loop_after = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        assert loop_after["needs_received"] == loop_before["needs_received"] == "1"
+        assert loop_after["energy_at_needs_wh"] == loop_before["energy_at_needs_wh"]
+        stored = json.loads(await lp.redis.get(lp.keys.charging_needs("CP-1", 1)))
+        assert stored["energy_amount_wh"] == 15_000 and stored["status"] == "Processing"
+        events = await lp.redis.xrange(lp.keys.events(), min="-", max="+")
+        planned = [f for _, f in events[plans_before:] if f["type"] == "schedule.planned"]
+        assert planned == []
+        # a real change (one hour earlier, more energy) is a new request: stored and re-planned
+        mark = await lp.redis.xlen(lp.keys.events())
+        assert await cp.needs(departure - timedelta(hours=1), 20_000) == "Processing"
+
+        async def replanned() -> bool:
+            events = await lp.redis.xrange(lp.keys.events(), min="-", max="+")
+            return any(f["type"] == "schedule.planned" for _, f in events[mark:])
+
+        await lp.wait_for(replanned, what="re-plan for the new request")
+        loop_new = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        assert loop_new["needs_received"] == "2"
+        stored = json.loads(await lp.redis.get(lp.keys.charging_needs("CP-1", 1)))
+        assert stored["energy_amount_wh"] == 20_000
