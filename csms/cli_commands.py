@@ -170,16 +170,26 @@ def stations_add(
                                 help="security profile: 1 (ws) or 2 (wss only)"),
     iterations: int = typer.Option(100_000, "--iterations", min=1_000,
                                    help="PBKDF2 iterations (lower only for long random passwords)"),
+    ocpp: str | None = typer.Option(None, "--ocpp",
+                                    help="OCPP version the station must speak: 1.6, 2.0.1, or auto (it "
+                                         "chooses; 2.0.1 when it offers both). Default: keep"),
     config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
     redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
 ) -> None:
     """Add a station or change its password/site/compat switch (stored as a salted hash)."""
+    from csms.protocol.versions import PIN_VALUES
     from csms.store.provisioning import provision_station
+    from csms.store.v16 import set_ocpp_version
+
+    if ocpp is not None and ocpp not in PIN_VALUES:
+        _fail(f"--ocpp must be one of {', '.join(PIN_VALUES)}, got {ocpp!r}")
 
     async def op(redis: Any, keys: Any, settings: Any) -> None:
         await provision_station(redis, keys, station_id, password, site, compat=compat,
                                 security_profile=profile, iterations=iterations,
                                 default_site_limit_kw=settings.default_site_limit_kw)
+        if ocpp is not None:
+            await set_ocpp_version(redis, keys, station_id, ocpp)
 
     _run(config, redis_url, redis_prefix, data_dir, op)
     typer.echo(f"station {station_id} provisioned (profile {profile}{', compat' if compat else ''})")

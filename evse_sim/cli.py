@@ -113,6 +113,10 @@ def register(app: typer.Typer) -> None:
         authorize: bool = typer.Option(
             False, "--authorize", help="send Authorize for EV id tokens; charge once Accepted"
         ),
+        ocpp: str = typer.Option(
+            "2.0.1", "--ocpp", help="OCPP version of the stations: 2.0.1, 1.6 (OCPP 1.6J) or mixed "
+            "(every second station 1.6J)"
+        ),
         drop_rate: float = typer.Option(
             0.0, "--drop-rate", min=0.0, help="fault injection: link drops per station per simulated hour"
         ),
@@ -137,7 +141,8 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no live display; print the summary only"),
         log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
     ) -> None:
-        """Run a simulated fleet of OCPP 2.0.1 stations and EVs against a CSMS."""
+        """Run a simulated fleet of OCPP 2.0.1 and/or 1.6J stations and EVs against a CSMS."""
+        from evse_sim.fleet import OCPP_CHOICES
         from evse_sim.scenarios import ScenarioError, load_scenario
 
         logging.basicConfig(
@@ -158,6 +163,8 @@ def register(app: typer.Typer) -> None:
         except ScenarioError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
+        if ocpp not in OCPP_CHOICES:
+            raise typer.BadParameter(f"{ocpp!r} is not one of {', '.join(OCPP_CHOICES)}", param_hint="--ocpp")
         hlc_mode = hlc.strip().lower()
         if hlc_mode not in HLC_MODES:
             raise typer.BadParameter(
@@ -192,6 +199,7 @@ def register(app: typer.Typer) -> None:
                     drop_seconds,
                     authorize,
                     hlc_mode,
+                    ocpp,
                 )
             )
         except (OSError, ValueError) as err:
@@ -227,6 +235,7 @@ async def _run(
     drop_seconds: float = 10.0,
     authorize: bool = False,
     hlc_mode: str = "basic",
+    ocpp_version: str = "2.0.1",
 ) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -274,6 +283,7 @@ async def _run(
             drop_real_s=drop_seconds,
             authorize=authorize,
             max_clock_skew_s=max(CLOCK_SKEW_MIN_S, CLOCK_SKEW_REAL_S * clock.speed),
+            ocpp=ocpp_version,
         ),
         hlc_factory=hlc_factory(hlc_mode),
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.hlc import BasicHlc, HlcLink
 from evse_sim.scenarios.model import Scenario
 from evse_sim.station import ConnectionConfig, SimStation, StationError, VisitLog
+
+OCPP_CHOICES = ("2.0.1", "1.6", "mixed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,18 @@ class FleetConfig:
     authorize: bool = False
     drop_real_s: float = 10.0
     max_clock_skew_s: float | None = None  # stop when the CSMS's currentTime is further off (None: no check)
+    ocpp: str = "2.0.1"
+    """OCPP version of the stations: "2.0.1", "1.6" or "mixed" (every second station 1.6J)."""
+
+    def __post_init__(self) -> None:
+        if self.ocpp not in OCPP_CHOICES:
+            raise ValueError(f"ocpp must be one of {', '.join(OCPP_CHOICES)}, got {self.ocpp!r}")
+
+    def ocpp_version_for(self, index: int) -> str:
+        """The OCPP version of the `index`-th station (0-based)."""
+        if self.ocpp == "mixed":
+            return "1.6" if index % 2 == 1 else "2.0.1"
+        return self.ocpp
 
     def connection_for(self, station_id: str) -> ConnectionConfig:
         """Connection settings of one station (its own password if listed)."""
@@ -111,12 +126,15 @@ class FleetRunner:
         self._fault_rng = random.Random(config.seed + 1)
         self.drops = 0
         self.stations: dict[str, SimStation] = {}
-        for model in scenario.stations:
-            station_cfg = model.config(
-                tx_updated_interval_s=config.tx_updated_interval_s,
-                aligned_interval_s=config.aligned_interval_s,
-                heartbeat_s=config.heartbeat_s,
-                authorize=config.authorize,
+        for index, model in enumerate(scenario.stations):
+            station_cfg = dataclasses.replace(
+                model.config(
+                    tx_updated_interval_s=config.tx_updated_interval_s,
+                    aligned_interval_s=config.aligned_interval_s,
+                    heartbeat_s=config.heartbeat_s,
+                    authorize=config.authorize,
+                ),
+                ocpp_version=config.ocpp_version_for(index),
             )
             station = SimStation(
                 station_cfg,

@@ -41,6 +41,7 @@ def demo(
     api_port: int = typer.Option(0, help="dashboard/API port (0: 8080 if free, else a free port)"),
     seed: int = typer.Option(1, help="random seed of the fleet"),
     start: str = typer.Option("", help="simulated start, ISO 8601 (default: today, scenario's time of day)"),
+    ocpp: str = typer.Option("2.0.1", help="OCPP version of the stations: 2.0.1, 1.6 (OCPP 1.6J) or mixed"),
 ) -> None:
     """Run the closed loop (embedded Redis, csms + dashboard, optimizer, fleet) and write a report."""
     from rich.console import Console
@@ -53,7 +54,7 @@ def demo(
             scenario=scenario, stations=stations, speed=speed, strategy=strategy,
             duration=parse_duration(duration), start=_parse_start(start), today=RealClock().now().date(),
             open_browser=not no_browser,
-            output_dir=output, ocpp_port=port, api_port=api_port, seed=seed,
+            output_dir=output, ocpp_port=port, api_port=api_port, seed=seed, ocpp=ocpp,
         )
         _check_strategy(cfg.strategy)
     except DemoConfigError as err:

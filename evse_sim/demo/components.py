@@ -195,7 +195,7 @@ async def run_fleet(csms_url: str, clock: ScaledClock, cfg: DemoConfig, plan: Fl
         csms_url=csms_url, password=STATION_PASSWORD, ramp_per_s=50.0, seed=cfg.seed,
         tick_real_s=timing["tick_real_s"], tx_updated_interval_s=int(timing["tx_updated_interval_s"]),
         aligned_interval_s=int(timing["aligned_interval_s"]), heartbeat_s=int(timing["heartbeat_s"]),
-        backoff_base_s=0.2, backoff_max_s=5.0,
+        backoff_base_s=0.2, backoff_max_s=5.0, ocpp=cfg.ocpp,
     )
     runner = fleet.FleetRunner(plan.sim, clock, config)
     # The orchestrator ends the run (cancel) at the end of the window; `run` stops every station.

@@ -51,6 +51,7 @@ class DemoConfig:
     seed: int = 1
     meter_interval_s: float = 60.0  # simulated seconds between meter values
     load_step_s: float = 60.0  # resolution of the measured load series
+    ocpp: str = "2.0.1"  # OCPP version of the stations: 2.0.1, 1.6 or mixed
 
     def __post_init__(self) -> None:
         if not 1 <= self.stations <= 500:
@@ -60,6 +61,8 @@ class DemoConfig:
         for name, port in (("--port", self.ocpp_port), ("--api-port", self.api_port)):
             if not 0 <= port <= 65535:
                 raise DemoConfigError(f"{name} must be within 0..65535, got {port}")
+        if self.ocpp not in ("2.0.1", "1.6", "mixed"):
+            raise DemoConfigError(f"--ocpp must be 2.0.1, 1.6 or mixed, got {self.ocpp!r}")
         if self.start is not None and self.start.tzinfo is None:
             raise DemoConfigError("start must be timezone-aware")
 
