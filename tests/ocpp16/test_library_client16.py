@@ -70,6 +70,9 @@ async def test_v16_station_boots_transacts_gets_a_plan_profile_and_is_stopped_re
         assert prof["transactionId"] == txid and prof["chargingSchedule"]["chargingRateUnit"] == "A"
         assert 1 <= len(prof["chargingSchedule"]["chargingSchedulePeriod"]) <= 3
         assert lp.violations == [] and lp.max_sum_w <= 20_000 + 1
+        # a 1.6 car gives no needs: the plan says how departure and energy were estimated
+        sched = json.loads(await lp.redis.get(k.planned_schedule("V16-1", 1)) or "{}")
+        assert sched["note"].startswith("departure=") and "needs" not in sched["note"], sched["note"]
 
         # GetCompositeSchedule through the command protocol, in the 2.0.1 shape the csms uses
         reply = await lp.node.commands.call("V16-1", "GetCompositeSchedule", {"duration": 3600, "evseId": 1})
