@@ -1,6 +1,11 @@
-"""Benchmark: N concurrent OCPP 2.0.1 stations against one csms process (not a test).
+"""Benchmark: N concurrent OCPP 2.0.1 and/or 1.6J stations against one csms process (not a test).
 
     .venv/bin/python benchmarks/csms_throughput.py --stations 1000 --clients 2 --duration 15
+    .venv/bin/python benchmarks/csms_throughput.py --stations 2000 --ocpp mixed   # 1,000 of each
+
+`--ocpp 1.6` makes every station OCPP 1.6J, `mixed` every second one (the table then has a
+row per version; CPU per message is over both). A 1.6J station's "TransactionEvent" phase is
+its transaction messages: StartTransaction once, then MeterValues with its transactionId.
 
 Starts a private Redis, provisions N stations, runs `python -m csms` as a separate process
 (OCPP only: `EVFLEET_RUN_SERVICES=false`), and `--clients` client processes that each open
@@ -34,6 +39,32 @@ sys.path.insert(0, str(REPO))
 
 MESSAGES = ("Heartbeat", "MeterValues", "TransactionEvent")
 PASSWORD = "bench-password-1"
+OCPP_CHOICES = ("2.0.1", "1.6", "mixed")
+
+
+def version_of(index: int, ocpp: str) -> str:
+    """OCPP version of station `index` for `--ocpp`."""
+    return "1.6" if ocpp == "1.6" or (ocpp == "mixed" and index % 2 == 1) else "2.0.1"
+
+
+def _payload16(action: str, seq: int, txid: int | None) -> tuple[str, dict[str, Any]]:
+    """(1.6 action, payload) of a station's `seq`-th message of a phase."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sampled = [
+        {"value": f"{1.5 + seq * 0.01:.2f}", "measurand": "Energy.Active.Import.Register", "unit": "kWh"},
+        {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "10.1", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+        {"value": "10.0", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
+        {"value": "9.9", "measurand": "Current.Import", "phase": "L3", "unit": "A"},
+    ]
+    if action == "Heartbeat":
+        return "Heartbeat", {}
+    if action == "TransactionEvent" and txid is None:
+        return "StartTransaction", {"connectorId": 1, "idTag": "BENCH", "meterStart": 1500, "timestamp": ts}
+    mv: dict[str, Any] = {"connectorId": 1, "meterValue": [{"timestamp": ts, "sampledValue": sampled}]}
+    if action == "TransactionEvent":
+        mv["transactionId"] = txid
+    return "MeterValues", mv
 
 
 # --- client process ---------------------------------------------------------------------------
@@ -60,17 +91,19 @@ def _payload(action: str, sid: str, seq: int) -> dict[str, Any]:
 
 async def _station(url: str, sid: str, plan: list[dict[str, Any]], t0_fut: asyncio.Future[float],
                    results: dict[str, list[float]], errors: dict[str, int], n_total: int,
-                   connected: list[int]) -> None:
+                   connected: list[int], version: str = "2.0.1") -> None:
     from websockets.asyncio.client import connect
 
     token = base64.b64encode(f"{sid}:{PASSWORD}".encode()).decode()
-    ws = await connect(url + sid, subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+    ws = await connect(url + sid, subprotocols=["ocpp1.6" if version == "1.6" else "ocpp2.0.1"],  # type: ignore[list-item]
                        additional_headers={"Authorization": f"Basic {token}"}, open_timeout=120,
                        max_queue=None, ping_interval=None, compression=None)
     counter = 0
 
+    answer: dict[str, Any] = {}
+
     async def call(action: str, payload: dict[str, Any]) -> float:
-        nonlocal counter
+        nonlocal counter, answer
         counter += 1
         uid = f"{sid}-{counter}"
         start = time.perf_counter()
@@ -81,10 +114,15 @@ async def _station(url: str, sid: str, plan: list[dict[str, Any]], t0_fut: async
                 break
         if msg[0] != 3:
             raise RuntimeError(f"{action}: {msg}")
+        answer = msg[2]
         return time.perf_counter() - start
 
-    await call("BootNotification", {"reason": "PowerUp",
-                                    "chargingStation": {"model": "B", "vendorName": "B"}})
+    if version == "1.6":
+        await call("BootNotification", {"chargePointVendor": "B", "chargePointModel": "B"})
+    else:
+        await call("BootNotification", {"reason": "PowerUp",
+                                        "chargingStation": {"model": "B", "vendorName": "B"}})
+    txid: int | None = None
     connected[0] += 1
     t0 = await t0_fut
     seq = 0
@@ -95,7 +133,7 @@ async def _station(url: str, sid: str, plan: list[dict[str, Any]], t0_fut: async
         next_at = start + (hash(sid) % 1000) / 1000.0 * interval
         while time.time() < start:
             await asyncio.sleep(start - time.time())
-        lat = results.setdefault(phase["name"], [])
+        lat = results.setdefault(f"{phase['name']}|{version}", [])
         while True:
             now = time.time()
             if interval:
@@ -105,9 +143,16 @@ async def _station(url: str, sid: str, plan: list[dict[str, Any]], t0_fut: async
             if time.time() >= end:
                 break
             try:
-                lat.append(await call(action, _payload(action, sid, seq)))
+                if version == "1.6":
+                    name16, payload16 = _payload16(action, seq, txid)
+                    lat.append(await call(name16, payload16))
+                    if name16 == "StartTransaction":
+                        txid = int(answer["transactionId"])
+                else:
+                    lat.append(await call(action, _payload(action, sid, seq)))
             except Exception:
-                errors[phase["name"]] = errors.get(phase["name"], 0) + 1
+                key = f"{phase['name']}|{version}"
+                errors[key] = errors.get(key, 0) + 1
             if action == "TransactionEvent":
                 seq += 1
     await ws.close()
@@ -122,9 +167,10 @@ async def _client_main(args: argparse.Namespace) -> None:
     connected = [0]
     t0_fut: asyncio.Future[float] = loop.create_future()
     tasks = []
-    for sid in sids:  # connection ramp: about 500 handshakes per second per client
+    for i, sid in zip(range(args.first, args.first + args.count), sids, strict=True):
+        # connection ramp: about 500 handshakes per second per client
         tasks.append(asyncio.create_task(_station(cfg["url"], sid, cfg["plan"], t0_fut, results, errors,
-                                                  cfg["n_total"], connected)))
+                                                  cfg["n_total"], connected, version_of(i, cfg["ocpp"]))))
         await asyncio.sleep(0.002)
     while connected[0] + sum(1 for t in tasks if t.done()) < len(sids):
         await asyncio.sleep(0.1)
@@ -187,6 +233,8 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/csms_throughput.json"))
     p.add_argument("--profile", type=Path, default=None, help="write a cProfile of the csms process here")
     p.add_argument("--only", choices=MESSAGES, default=None, help="run the phases of one message type")
+    p.add_argument("--ocpp", choices=OCPP_CHOICES, default="2.0.1",
+                   help="OCPP version of the stations (mixed: every second station 1.6J)")
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -236,7 +284,7 @@ def main() -> None:
                 plan.append({"name": f"{action}/{mode}", "action": action, "rate": rate,
                              "start": start, "end": start + args.duration})
                 start += args.duration + 1.0
-        cfg = {"url": url, "plan": plan, "n_total": args.stations}
+        cfg = {"url": url, "plan": plan, "n_total": args.stations, "ocpp": args.ocpp}
         connect_started = time.time()
         for c in clients:
             assert c.stdin is not None
@@ -280,24 +328,29 @@ def main() -> None:
             if o["failures"]:
                 print("client failures:", o["failures"])
         rows = []
+        versions = sorted({version_of(i, args.ocpp) for i in range(args.stations)}, reverse=True)
         for phase in plan:
-            lat = merged.get(phase["name"], [])
-            rows.append({
-                "phase": phase["name"], "messages": len(lat), "errors": errors.get(phase["name"], 0),
-                "msg_per_s": len(lat) / args.duration,
-                "p50_ms": _pct(lat, 0.50) * 1000, "p95_ms": _pct(lat, 0.95) * 1000,
-                "p99_ms": _pct(lat, 0.99) * 1000, "max_ms": max(lat) * 1000 if lat else float("nan"),
-                "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
-                "csms_cpu_us_per_msg": cpu[phase["name"]][0] / len(lat) * 1e6 if lat else float("nan"),
-                "redis_cpu_us_per_msg": cpu[phase["name"]][1] / len(lat) * 1e6 if lat else float("nan"),
-            })
+            total = sum(len(merged.get(f"{phase['name']}|{v}", [])) for v in versions)
+            for v in versions:
+                lat = merged.get(f"{phase['name']}|{v}", [])
+                rows.append({
+                    "phase": phase["name"] + (f" {v}" if len(versions) > 1 else ""), "ocpp": v,
+                    "messages": len(lat), "errors": errors.get(f"{phase['name']}|{v}", 0),
+                    "msg_per_s": len(lat) / args.duration,
+                    "p50_ms": _pct(lat, 0.50) * 1000, "p95_ms": _pct(lat, 0.95) * 1000,
+                    "p99_ms": _pct(lat, 0.99) * 1000, "max_ms": max(lat) * 1000 if lat else float("nan"),
+                    "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+                    "csms_cpu_us_per_msg": cpu[phase["name"]][0] / total * 1e6 if total else float("nan"),
+                    "redis_cpu_us_per_msg": cpu[phase["name"]][1] / total * 1e6 if total else float("nan"),
+                })
         print()
-        print(f"{args.stations} stations, {args.clients} client processes, {args.duration:g}s per phase, "
+        print(f"{args.stations} stations (OCPP {args.ocpp}), {args.clients} client processes, "
+              f"{args.duration:g}s per phase, "
               f"paced offered load {args.rate:g} msg/s, cpus={os.cpu_count()}")
-        print(f"{'phase':<30}{'msgs':>8}{'err':>5}{'msg/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        print(f"{'phase':<36}{'msgs':>8}{'err':>5}{'msg/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
               f"{'max ms':>9}{'csms us':>9}{'redis us':>9}")
         for row in rows:
-            print(f"{row['phase']:<30}{row['messages']:>8}{row['errors']:>5}{row['msg_per_s']:>9.0f}"
+            print(f"{row['phase']:<36}{row['messages']:>8}{row['errors']:>5}{row['msg_per_s']:>9.0f}"
                   f"{row['p50_ms']:>9.1f}{row['p95_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['max_ms']:>9.1f}"
                   f"{row['csms_cpu_us_per_msg']:>9.0f}{row['redis_cpu_us_per_msg']:>9.0f}")
         print("(csms us / redis us: CPU microseconds per answered message in the csms and redis-server "
@@ -305,7 +358,7 @@ def main() -> None:
         load = os.getloadavg()
         print(f"load average during the run: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) "
               f"on {os.cpu_count()} cpus")
-        result = {"load_average_1m_5m": [load[0], load[1]],
+        result = {"load_average_1m_5m": [load[0], load[1]], "ocpp": args.ocpp,
                   "stations": args.stations, "clients": args.clients, "duration_s": args.duration,
                   "paced_rate_msg_per_s": args.rate, "pbkdf2_iterations": args.iterations,
                   "stations_online": online, "connect_s": connect_s, "failed_stations": failed,
