@@ -43,8 +43,11 @@ def adjusted(o: Outcome, sc: Scenario) -> float:
     """Cost with unmet energy bought at the peak price and energy beyond the need credited at night price."""
     excess = np.maximum(o.delivered_kwh - sc.true_need, 0.0)
     # battery-side kWh bought at the grid: / efficiency
-    return o.cost + float(UNMET_PRICE * (o.unmet_kwh / sc.efficiency).sum()) - float(
-        EXCESS_CREDIT * (excess / sc.efficiency).sum())
+    return (
+        o.cost
+        + float(UNMET_PRICE * (o.unmet_kwh / sc.efficiency).sum())
+        - float(EXCESS_CREDIT * (excess / sc.efficiency).sum())
+    )
 
 
 def summary(rows: dict[str, list[tuple[float, float, np.ndarray]]]) -> dict[str, dict[str, float]]:
@@ -73,9 +76,12 @@ def print_summary(done: int, s: dict[str, dict[str, float]], seconds: float) -> 
     """One line per strategy."""
     print(f"after {done} runs ({seconds:.0f} s, load {os.getloadavg()[0]:.1f}):")
     for name, v in s.items():
-        print(f"  {name:>13}: cost {v['cost']:8.2f}  kept raw {100 * v['kept_raw']:6.1f} %  adjusted "
-              f"{100 * v['kept_adjusted']:6.1f} %  unmet/car {v['unmet_per_car_kwh']:.2f} kWh (p95 "
-              f"{v['unmet_p95_kwh']:.2f})  cars short {100 * v['cars_unmet_share']:.1f} %", flush=True)
+        print(
+            f"  {name:>13}: cost {v['cost']:8.2f}  kept raw {100 * v['kept_raw']:6.1f} %  adjusted "
+            f"{100 * v['kept_adjusted']:6.1f} %  unmet/car {v['unmet_per_car_kwh']:.2f} kWh (p95 "
+            f"{v['unmet_p95_kwh']:.2f})  cars short {100 * v['cars_unmet_share']:.1f} %",
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -95,7 +101,11 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     model = UncertaintyModel()
     rows: dict[str, list[tuple[float, float, np.ndarray]]] = {
-        "uncontrolled": [], "perfect": [], "rolling": [], "rolling_robust": []}
+        "uncontrolled": [],
+        "perfect": [],
+        "rolling": [],
+        "rolling_robust": [],
+    }
     t0 = time.perf_counter()
     solves = 0
     for run in range(1, args.runs + 1):
@@ -111,8 +121,13 @@ def main() -> int:
             solves += o.solves
         if run % 50 == 0 or run == args.runs:
             print_summary(run, summary(rows), time.perf_counter() - t0)
-    result: dict[str, Any] = {"runs": args.runs, "cars": args.cars, "solves": solves,
-                              "seconds": time.perf_counter() - t0, "summary": summary(rows)}
+    result: dict[str, Any] = {
+        "runs": args.runs,
+        "cars": args.cars,
+        "solves": solves,
+        "seconds": time.perf_counter() - t0,
+        "summary": summary(rows),
+    }
     print(f"{solves} LP solves in {result['seconds']:.0f} s")
     if args.output:
         args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

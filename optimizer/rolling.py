@@ -61,30 +61,43 @@ def sub_instance(
     """The instance of the cars `cars` from step t to the end (arrival relative to t, each on its charger)."""
     steps = base.steps - t
     session_need = need if session_need is None else session_need
-    price = np.asarray(base.tariff.import_price, dtype=float)[t:] if isinstance(
-        base.tariff.import_price, list) else np.full(steps, float(base.tariff.import_price))
+    price = (
+        np.asarray(base.tariff.import_price, dtype=float)[t:]
+        if isinstance(base.tariff.import_price, list)
+        else np.full(steps, float(base.tariff.import_price))
+    )
     limit = base.site.import_limit_kw
     limit_t = list(limit[t:]) if isinstance(limit, list) else limit
     evs = [
         {
-            "id": f"e{e}", "charger": f"c{e}", "arrival": max(int(sc.arrival[e]) - t, 0),
-            "departure": int(departure[i]) - t, "energy_kwh": float(need[i]), "max_kw": float(sc.max_kw[e]),
-            "capacity_kwh": float(sc.capacity[e]), "initial_kwh": float(initial[i]),
-            "efficiency": float(sc.efficiency[e]), "session_delivered_kwh": float(delivered[i]),
+            "id": f"e{e}",
+            "charger": f"c{e}",
+            "arrival": max(int(sc.arrival[e]) - t, 0),
+            "departure": int(departure[i]) - t,
+            "energy_kwh": float(need[i]),
+            "max_kw": float(sc.max_kw[e]),
+            "capacity_kwh": float(sc.capacity[e]),
+            "initial_kwh": float(initial[i]),
+            "efficiency": float(sc.efficiency[e]),
+            "session_delivered_kwh": float(delivered[i]),
             "session_need_kwh": float(session_need[i]),
         }
         for i, e in enumerate(cars.tolist())
     ]
     pref = 0.0 if perfect else TIME_PREFERENCE_PER_STEP
-    return Instance.model_validate({
-        "start": base.start, "step_minutes": base.step_minutes, "steps": steps,
-        "site": {"import_limit_kw": limit_t},
-        "tariff": {"import_price": (price + pref * np.arange(steps)).tolist()},
-        "chargers": [{"id": f"c{e}", "max_kw": float(sc.max_kw[e])} for e in cars.tolist()],
-        "evs": evs,
-        "objective": {"kind": "cost", "unmet_penalty_per_kwh": UNMET_PENALTY_PER_KWH, "stickiness": 0.0},
-        "robustness": robustness.model_dump(),
-    })
+    return Instance.model_validate(
+        {
+            "start": base.start,
+            "step_minutes": base.step_minutes,
+            "steps": steps,
+            "site": {"import_limit_kw": limit_t},
+            "tariff": {"import_price": (price + pref * np.arange(steps)).tolist()},
+            "chargers": [{"id": f"c{e}", "max_kw": float(sc.max_kw[e])} for e in cars.tolist()],
+            "evs": evs,
+            "objective": {"kind": "cost", "unmet_penalty_per_kwh": UNMET_PENALTY_PER_KWH, "stickiness": 0.0},
+            "robustness": robustness.model_dump(),
+        }
+    )
 
 
 def _unmet(sc: Scenario, delivered: FloatArray) -> FloatArray:
@@ -114,8 +127,18 @@ def rolling(base: Instance, sc: Scenario, robustness: Robustness | None = None) 
         if present.size and state != known:
             room = sc.capacity[present] - sc.initial[present] - delivered[present]
             need = np.clip(sc.est_need[present] - delivered[present], 0.0, np.maximum(room, 0.0))
-            inst = sub_instance(base, sc, t, present, need, est_dep, sc.initial[present] + delivered[present],
-                                delivered[present], robust, sc.est_need[present])
+            inst = sub_instance(
+                base,
+                sc,
+                t,
+                present,
+                need,
+                est_dep,
+                sc.initial[present] + delivered[present],
+                delivered[present],
+                robust,
+                sc.est_need[present],
+            )
             sched = solve(inst, "cost")
             plan = {int(e): sched.ev_power_kw[f"e{e}"] for e in present.tolist()}
             plan_t, known, solves = t, state, solves + 1
@@ -133,8 +156,18 @@ def rolling(base: Instance, sc: Scenario, robustness: Robustness | None = None) 
 def perfect_foresight(base: Instance, sc: Scenario) -> Outcome:
     """One cost LP with the true needs and departures."""
     cars = np.arange(sc.n)
-    inst = sub_instance(base, sc, 0, cars, sc.true_need, sc.true_departure, sc.initial, np.zeros(sc.n),
-                        Robustness(), perfect=True)
+    inst = sub_instance(
+        base,
+        sc,
+        0,
+        cars,
+        sc.true_need,
+        sc.true_departure,
+        sc.initial,
+        np.zeros(sc.n),
+        Robustness(),
+        perfect=True,
+    )
     sched = solve(inst, "cost")
     kw = np.array([sched.ev_power_kw[f"e{e}"] for e in cars])
     delivered = (kw * sc.efficiency[:, None]).sum(axis=1) * base.dt_h
@@ -145,8 +178,18 @@ def perfect_foresight(base: Instance, sc: Scenario) -> Outcome:
 def uncontrolled(base: Instance, sc: Scenario) -> Outcome:
     """Full power from plug-in until the true need is met or the car leaves (site headroom respected)."""
     cars = np.arange(sc.n)
-    inst = sub_instance(base, sc, 0, cars, sc.true_need, sc.true_departure, sc.initial, np.zeros(sc.n),
-                        Robustness(), perfect=True)
+    inst = sub_instance(
+        base,
+        sc,
+        0,
+        cars,
+        sc.true_need,
+        sc.true_departure,
+        sc.initial,
+        np.zeros(sc.n),
+        Robustness(),
+        perfect=True,
+    )
     sched = solve(inst, "uncontrolled")
     kw = np.array([sched.ev_power_kw[f"e{e}"] for e in cars])
     delivered = (kw * sc.efficiency[:, None]).sum(axis=1) * base.dt_h
