@@ -128,3 +128,33 @@ async def test_mixed_site_of_16_and_201_stays_under_its_limit_through_replans(re
         assert all(len(p["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]) <= 4
                    for p in c.raw_profiles)
         assert dumb.limit_w_at(datetime.now(UTC)) == MAX_W  # never steered, counted at its maximum
+
+
+def test_every_operator_api_call_reaches_a_16_station_as_a_valid_16_request() -> None:
+    """The payloads the operator API sends (tests/api/test_actions.py) translate to valid 1.6 requests."""
+    import pytest
+
+    from csms.protocol.v16.commands import command_error_16, translate
+    from csms.protocol.v16.schemas import check_schema_16
+    from csms.protocol.v16.smart_charging import ProfileTranslationError
+    from tests.api.test_actions import CASES
+
+    station = {"ocpp16_rate_units": "A", "ocpp16_max_periods": "1"}
+    seen = set()
+    for _method, _path, _body, action, payload in CASES:
+        if action == "RequestStopTransaction":  # 1.6 transaction ids are integers
+            payload = {**payload, "transactionId": "12"}
+        if action == "SetChargingProfile":
+            payload = {**payload, "chargingProfile": {**payload["chargingProfile"], "transactionId": "12"}}
+        assert command_error_16(action, payload) is None, (action, payload)
+        tr = translate(action, payload, station)
+        assert check_schema_16(tr.action, tr.payload) is None, (action, tr)
+        seen.add(tr.action)
+    assert seen == {"RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
+                    "TriggerMessage", "SetChargingProfile", "ClearChargingProfile"}
+    # 1.6 resets the whole charge point only; a non-integer transaction id has no 1.6 meaning
+    with pytest.raises(ProfileTranslationError):
+        translate("Reset", {"type": "OnIdle", "evseId": 1}, station)
+    with pytest.raises(ProfileTranslationError):
+        translate("RequestStopTransaction", {"transactionId": "TX1"}, station)
+    assert command_error_16("GetVariables", {"getVariableData": []}) is not None

@@ -98,7 +98,25 @@ def _stop(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
 
 
 def _reset(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
+    if p.get("evseId") is not None:
+        raise ProfileTranslationError("OCPP 1.6 resets the whole charge point only (no evseId)")
     return Translated("Reset", {"type": "Hard" if p["type"] == "Immediate" else "Soft"}, _same)
+
+
+_TRIGGER_16 = {"BootNotification": "BootNotification", "Heartbeat": "Heartbeat", "MeterValues": "MeterValues",
+               "StatusNotification": "StatusNotification",
+               "FirmwareStatusNotification": "FirmwareStatusNotification",
+               "LogStatusNotification": "DiagnosticsStatusNotification", "TransactionEvent": "MeterValues"}
+
+
+def _trigger(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
+    message = _TRIGGER_16.get(str(p["requestedMessage"]))
+    if message is None:
+        raise ProfileTranslationError(f"OCPP 1.6 cannot trigger {p['requestedMessage']}")
+    out: dict[str, Any] = {"requestedMessage": message}
+    if (p.get("evse") or {}).get("id") is not None:
+        out["connectorId"] = int(p["evse"]["id"])
+    return Translated("TriggerMessage", out, _same)
 
 
 def _availability(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
@@ -117,6 +135,7 @@ TRANSLATORS: dict[str, Callable[[Mapping[str, Any], Mapping[str, str]], Translat
     "SetChargingProfile": _set_profile, "ClearChargingProfile": _clear_profile,
     "GetCompositeSchedule": _composite, "RequestStartTransaction": _start, "RequestStopTransaction": _stop,
     "Reset": _reset, "ChangeAvailability": _availability, "UnlockConnector": _unlock,
+    "TriggerMessage": _trigger,
 }
 TRANSLATED_ACTIONS = frozenset(TRANSLATORS)
 
