@@ -7,8 +7,9 @@ The profiles built here are ones real chargers accept:
 - periods in the station's rate unit: `A` per phase with `numberPhases` (limit_a =
   power_w / (voltage_v * phases)) or `W`; limits are rounded *down* to one decimal (the schema
   allows one digit fraction), so rounding never raises a limit;
-- at most the EV's `maxScheduleTuples` periods: adjacent periods are merged taking the MIN
-  limit (`compress_periods`), so compression never raises the limit at any instant;
+- at most the EV's `maxScheduleTuples` periods (`optimizer.compression.compress_periods`): merged
+  periods keep the energy the plan allowed before it ends (never less), cheapest merge first, so a
+  costlier slot is opened only when fewer tuples leave no other way;
 - the EV's maximum current/power caps every period; a limit below the EV's minimum becomes 0
   (pause) rather than being raised to the minimum (raising would break the site budget);
 - optionally a `salesTariff` built from the site's price series (K15), with price levels only
@@ -25,6 +26,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from optimizer.compression import (  # noqa: F401 (Period, merge_equal re-exported)
+    Period,
+    compress_periods,
+    done_time,
+    energy_between,
+    merge_equal,
+)
+
 DEFAULT_VOLTAGE_V = 230.0
 DEFAULT_MAX_SCHEDULE_TUPLES = 24
 """Periods allowed when the EV did not say (ISO 15118-2 EVs commonly accept 24 PMax entries)."""
@@ -32,8 +41,6 @@ TX_PROFILE_STACK_LEVEL = 1
 """Stack level of our TxProfiles (above a station's own level-0 defaults)."""
 
 RateUnit = Literal["A", "W"]
-Period = tuple[int, float]
-"""(start_s from schedule start, limit) of one charging schedule period."""
 
 
 class ProfileError(ValueError):
@@ -78,42 +85,6 @@ def stable_profile_id(station_id: str, evse_id: int) -> int:
 def iso_z(ts: datetime) -> str:
     """OCPP date-time: UTC, seconds precision, trailing Z."""
     return ts.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def merge_equal(periods: Sequence[Period]) -> list[Period]:
-    """Drop periods whose limit equals the previous one."""
-    out: list[Period] = []
-    for start, limit in periods:
-        if out and out[-1][1] == limit:
-            continue
-        out.append((start, limit))
-    return out
-
-
-def compress_periods(periods: Sequence[Period], end_s: int, max_periods: int) -> list[Period]:
-    """At most `max_periods` periods, merging adjacent ones with the MIN limit (never raises).
-
-    Greedy: repeatedly merge the adjacent pair whose merge loses the least energy
-    (sum of duration * (limit - min)). `end_s` closes the last period for that cost.
-    """
-    if max_periods < 1:
-        raise ProfileError(f"max_periods must be >= 1, got {max_periods}")
-    out = merge_equal(periods)
-    while len(out) > max_periods:
-        best_i, best_loss = 0, math.inf
-        for i in range(len(out) - 1):
-            s0, l0 = out[i]
-            s1, l1 = out[i + 1]
-            e1 = out[i + 2][0] if i + 2 < len(out) else max(end_s, s1 + 1)
-            low = min(l0, l1)
-            loss = (s1 - s0) * (l0 - low) + (e1 - s1) * (l1 - low)
-            if loss < best_loss:
-                best_i, best_loss = i, loss
-        s0, l0 = out[best_i]
-        l1 = out[best_i + 1][1]
-        out[best_i : best_i + 2] = [(s0, min(l0, l1))]
-        out = merge_equal(out)
-    return out
 
 
 def value_at(periods: Sequence[Period], t_s: float) -> float:
@@ -258,7 +229,13 @@ def build_tx_profile(*, evse_id: int, transaction_id: str, start: datetime, step
         offset_s = min(int((now - start).total_seconds()), len(limits_kw) * step_s - 1)
     end_s = len(limits_kw) * step_s - offset_s
     periods = periods_from(periods_from_limits_kw(limits_kw, step_s, evse, ev), offset_s)
-    periods = compress_periods(periods, end_s, max_periods)
+    price_periods = None
+    if prices:
+        price_periods = periods_from([(i * step_s, float(p)) for i, p in enumerate(prices)], offset_s)
+    try:
+        periods = compress_periods(periods, end_s, max_periods, price_periods)
+    except ValueError as err:
+        raise ProfileError(str(err)) from err
     start = start + timedelta(seconds=offset_s)
     schedule: dict[str, Any] = {
         "id": profile_id,
@@ -318,3 +295,21 @@ def parse_ts(value: str) -> datetime:
 def limit_w_at(start: datetime, periods: Sequence[Period], at: datetime) -> float:
     """Limit in W in force at `at` of a schedule starting at `start`."""
     return value_at(periods, (at - start) / timedelta(seconds=1))
+
+
+def energy_report(*, start: datetime, step_s: int, limits_kw: Sequence[float], payload: dict[str, Any],
+                  evse: EvseElectrical) -> tuple[float, float]:
+    """(planned kWh, allowed kWh) from the profile's start until the plan's last charging step ends.
+
+    Planned: the plan's per-step limits; allowed: the profile as sent (after unit conversion,
+    rounding, caps and compression to the EV's maxScheduleTuples). The csms reports both with every
+    profile it sends, so an EV offered less than its plan is visible.
+    """
+    sent_at, periods = profile_series_w(payload, evse.voltage_v, evse.phases)
+    plan_end_s = len(limits_kw) * step_s
+    offset_s = (sent_at - start).total_seconds()
+    plan_w = [(i * step_s, kw * 1000.0) for i, kw in enumerate(limits_kw)]
+    done_s = done_time(plan_w, plan_end_s)  # the plan's last charging step ends (<= departure)
+    planned = energy_between(plan_w, plan_end_s, offset_s, done_s) / 3.6e6
+    allowed = energy_between(periods, plan_end_s, 0.0, done_s - offset_s) / 3.6e6
+    return round(planned, 3), round(allowed, 3)

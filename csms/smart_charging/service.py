@@ -53,6 +53,7 @@ from optimizer.profiles import (
     EvseElectrical,
     ProfileError,
     build_tx_profile,
+    energy_report,
     parse_ts,
     profile_series_w,
     stable_profile_id,
@@ -154,6 +155,8 @@ class SmartChargingService:
         self._timers: set[asyncio.Task[None]] = set()
         self._known_evses: set[tuple[str, int]] = set()
         self._interim_due: dict[str, dict[tuple[str, int], str]] = {}
+        self._plan_energy: dict[int, tuple[float, float]] = {}
+        """id(payload) -> (planned kWh, allowed kWh) of the plan profiles being sent (profile.sent data)."""
 
     # --- leases -------------------------------------------------------------------------
     async def holds(self, site_id: str) -> bool:
@@ -369,6 +372,9 @@ class SmartChargingService:
                 continue
             payloads[key] = payload
             planned[key] = self._abs_series(payload, info)
+            self._plan_energy[id(payload)] = energy_report(start=start, step_s=int(plan["step_s"]),
+                                                           limits_kw=limits_kw, payload=payload,
+                                                           evse=info.electrical)
         budget_w = _f(plan.get("limit_kw"), 0.0) * 1000.0 or await self.site_limit_w(site_id)
         budget_w = min(budget_w, await self.site_limit_w(site_id))
         threshold_w = self.settings.replan_threshold_kw * 1000.0
@@ -385,8 +391,12 @@ class SmartChargingService:
             await pipe.execute()
             stats["skipped"] += len(decision.skipped)
             CHURN_SKIPPED.inc(len(decision.skipped))
-        stats_run = await self._execute(site_id, evses, applied, target, payloads, budget_w, plan["plan_id"],
-                                        "plan")
+        try:
+            stats_run = await self._execute(site_id, evses, applied, target, payloads, budget_w,
+                                            plan["plan_id"], "plan")
+        finally:
+            for payload in payloads.values():
+                self._plan_energy.pop(id(payload), None)
         for k, v in stats_run.items():
             stats[k] += v
         log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan["plan_id"],
@@ -441,6 +451,11 @@ class SmartChargingService:
             evse_id=info.evse_id, transaction_id=profile["transactionId"], start=start, step_s=step_s,
             limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(), profile_id=profile["id"])
 
+    def _energy_fields(self, payload: dict[str, Any]) -> dict[str, float]:
+        """planned_kwh / allowed_kwh of a plan profile (what the plan gives, what the profile allows)."""
+        report = self._plan_energy.get(id(payload))
+        return {} if report is None else {"planned_kwh": report[0], "allowed_kwh": report[1]}
+
     async def _send(self, site_id: str, info: EvseInfo, payload: dict[str, Any], plan_id: str,
                     kind: str) -> tuple[bool, Series]:
         """Send one TxProfile, record the answer; (accepted, series now counted for the EVSE)."""
@@ -452,7 +467,7 @@ class SmartChargingService:
         await self._event(EventType.PROFILE_SENT, site_id, info, txid, {
             "plan_id": plan_id, "kind": kind, "profile_id": payload["chargingProfile"]["id"],
             "periods": len(payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]),
-            "limit_w": planner.value_at(new, now_s)})
+            "limit_w": planner.value_at(new, now_s), **self._energy_fields(payload)})
         PROFILES_SENT.labels(kind).inc()
         reply = await self.commands.call(info.station_id, "SetChargingProfile", payload,
                                          timeout_s=self.settings.call_timeout_s)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ocpp.v201 import call
 
+from optimizer.compression import done_time, energy_between
 from optimizer.profiles import (
     EvLimits,
     EvseElectrical,
@@ -17,6 +18,7 @@ from optimizer.profiles import (
     build_sales_tariff,
     build_tx_profile,
     compress_periods,
+    energy_report,
     floor1,
     power_to_unit,
     profile_series_w,
@@ -39,29 +41,50 @@ def period_lists(draw: st.DrawFn) -> tuple[list[tuple[int, float]], int]:
     return list(zip(starts, limits, strict=True)), end
 
 
-@settings(max_examples=300, deadline=None)
-@given(period_lists(), st.integers(1, 12))
-def test_compression_never_raises_and_respects_count(data: tuple[list[tuple[int, float]], int],
-                                                     max_periods: int) -> None:
+@st.composite
+def price_lists(draw: st.DrawFn, end: int) -> list[tuple[int, float]] | None:
+    """None (flat) or a random step price series over [0, end]."""
+    if draw(st.booleans()):
+        return None
+    step = draw(st.sampled_from([300, 900, 3600]))
+    n = end // step + 1
+    values = draw(st.lists(st.sampled_from([0.09, 0.16, 0.24, 0.4]), min_size=n, max_size=n))
+    return [(i * step, v) for i, v in enumerate(values)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(period_lists(), st.integers(1, 12), st.data())
+def test_compression_never_allows_less_energy_than_planned(data: tuple[list[tuple[int, float]], int],
+                                                           max_periods: int, more: st.DataObject) -> None:
     periods, end = data
-    out = compress_periods(periods, end, max_periods)
+    prices = more.draw(price_lists(end))
+    out = compress_periods(periods, end, max_periods, prices)
     assert 1 <= len(out) <= max_periods
     assert out[0][0] == 0
     assert [s for s, _ in out] == sorted({s for s, _ in out})
-    # every instant: check at every original breakpoint and midpoints
-    probes = {s for s, _ in periods} | {s + 0.5 for s, _ in periods} | {end - 0.5}
-    for t in probes:
-        assert value_at(out, t) <= value_at(periods, t) + 1e-9
+    assert {s for s, _ in out} <= {s for s, _ in periods}  # boundaries are the plan's
+    assert all(lim <= max(v for _, v in periods) for _, lim in out)  # EV/EVSE caps still hold
+    done = done_time(periods, end)
+    planned = energy_between(periods, end, 0, done)
+    assert energy_between(out, end, 0, done) >= planned - 1e-6  # before the plan's last charge ends
 
 
-def test_compression_merges_cheapest_pair() -> None:
-    periods = [(0, 10.0), (900, 9.9), (1800, 0.0), (2700, 10.0)]
-    # merging 10.0/9.9 loses 0.1*900; anything with the 0 loses far more
-    assert compress_periods(periods, 3600, 3) == [(0, 9.9), (1800, 0.0), (2700, 10.0)]
+def test_compression_merges_by_cost_and_keeps_energy() -> None:
+    # 0-4 h expensive (plan: 0), 4-6 h and 6-8 h cheap (16 and 15.9 A), nothing after 8 h
+    periods = [(0, 0.0), (14_400, 16.0), (21_600, 15.9), (28_800, 0.0)]
+    prices = [(0, 0.4), (14_400, 0.09), (28_800, 0.24)]
+    out = compress_periods(periods, 86_400, 3, prices)
+    assert out[0] == (0, 0.0)  # the expensive slot stays closed
+    assert energy_between(out, 86_400, 0, 28_800) >= energy_between(periods, 86_400, 0, 28_800)
+    # the issue's case: 3 tuples for a plan with a peak gap; the old MIN merge allowed 7.6 of 10.69 kWh
+    plan = [(0, 16.0), (1800, 0.0), (5400, 16.0), (9000, 10.0), (12_600, 0.0)]
+    out = compress_periods(plan, 86_400, 3, [(0, 0.09), (1800, 0.4), (5400, 0.09)])
+    assert len(out) <= 3
+    assert energy_between(out, 86_400, 0, 12_600) >= energy_between(plan, 86_400, 0, 12_600)
 
 
 def test_compression_rejects_zero_periods() -> None:
-    with pytest.raises(ProfileError):
+    with pytest.raises(ValueError):
         compress_periods([(0, 1.0)], 10, 0)
 
 
@@ -137,3 +160,19 @@ def test_sales_tariff_fits_entry_cap_by_coarsening() -> None:
     assert len(tariff["salesTariffEntry"]) <= 4
     assert build_sales_tariff([], 900, 4) is None
     assert build_sales_tariff([0.0, 0.0], 900, 4) is None
+
+
+def test_energy_report_of_a_compressed_profile() -> None:
+    # 6.9 kW for 30 min, a 1 h pause at the peak price, then 11 kW for 1 h and 6.9 kW for 1 h; 3 tuples
+    limits = [6.9] * 2 + [0.0] * 4 + [11.0] * 4 + [6.9] * 4 + [0.0] * 10
+    prices = [0.09] * 2 + [0.40] * 4 + [0.09] * 8 + [0.24] * 10
+    now = datetime(2026, 1, 5, 22, 5, tzinfo=UTC)
+    evse = EvseElectrical(rate_unit="A", phases=3)
+    payload = build_tx_profile(evse_id=1, transaction_id="tx", start=START, step_s=900, limits_kw=limits,
+                               evse=evse, ev=EvLimits(max_schedule_tuples=3), profile_id=1, prices=prices,
+                               now=now)
+    assert len(payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]) <= 3
+    planned, allowed = energy_report(start=START, step_s=900, limits_kw=limits, payload=payload,
+                                     evse=evse)
+    assert planned == pytest.approx(6.9 * 25 / 60 + 11.0 + 6.9, abs=1e-3)  # from now (22:05) on
+    assert allowed >= planned - 0.01  # the old MIN merge allowed far less
