@@ -1,12 +1,15 @@
 """Seed 003 reproduced: the paper's FCFS baseline and the MILP, with certainty and under uncertainty.
 
-    .venv/bin/python benchmarks/seed003_reproduction.py [--runs 1000] [--minutes 15] [--output FILE]
+    .venv/bin/python benchmarks/seed003_reproduction.py [--runs 1000] [--minutes 15] [--replan-runs N]
+        [--output FILE]
 
 Certainty: `fcfs` (the paper's baseline, `optimizer/fcfs.py`), our `uncontrolled` and the assignment
 MILP on `company_fleet(step_minutes)`. Uncertainty (the paper's scenario): the MILP plans once on the
 forecast; PV, factory load, prices and the EVs' initial SOC are then drawn `runs` times around it
 (`optimizer.open_loop.ForecastErrors`) and the plan is executed on each draw (`open_loop.execute`);
-FCFS, which needs no forecast, runs on each draw. Reported: means over the runs of the site energy
+FCFS, which needs no forecast, runs on each draw. With `--replan-runs N`, the first N draws are also run
+closed loop, re-planning the MILP every step on what is known by then (`optimizer/replan.py`), as the
+worker does. Reported: means over the runs of the site energy
 cost, the total cost (energy + priority-weighted unmet penalty 0.5/kWh), SOC compliance (share of EVs
 reaching their required SOC, the paper's metric), unmet energy, peak and CO2; with certainty also the
 cost attributable to the EVs (site cost minus the same site without EVs, its BESS idle for the
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from optimizer.cases.seed003 import company_fleet  # noqa: E402
 from optimizer.open_loop import ForecastErrors, execute, realise  # noqa: E402
 from optimizer.problem import Schedule  # noqa: E402
+from optimizer.replan import run_replanned  # noqa: E402
 from optimizer.solve import solve  # noqa: E402
 
 PAPER = {
@@ -81,6 +85,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--minutes", type=int, default=15)
     ap.add_argument("--seed", type=int, default=2025)
+    ap.add_argument("--replan-runs", type=int, default=0, help="also re-plan every step on the first N draws")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
     inst = company_fleet(step_minutes=args.minutes)
@@ -102,17 +107,26 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     errors = ForecastErrors()
     runs: dict[str, list[dict[str, float]]] = {"fcfs": [], "milp (day-ahead plan)": []}
+    both: dict[str, list[dict[str, float]]] = {k: [] for k in (*runs, "milp (re-planned)")}
     t0 = time.perf_counter()
-    for _ in range(args.runs):
+    for i in range(args.runs):
         real = realise(inst, errors, rng)
         runs["fcfs"].append(figures(solve(real, "fcfs")))
         runs["milp (day-ahead plan)"].append(figures(execute(plan, real)))
+        if i < args.replan_runs:
+            both["fcfs"].append(runs["fcfs"][-1])
+            both["milp (day-ahead plan)"].append(runs["milp (day-ahead plan)"][-1])
+            both["milp (re-planned)"].append(figures(run_replanned(inst, real)))
     uncertainty = {k: mean(v) for k, v in runs.items()}
+    replanned = {k: mean(v) for k, v in both.items()} if args.replan_runs else {}
     show(
         f"uncertainty: means over {args.runs} draws ({time.perf_counter() - t0:.0f} s, "
         f"load {os.getloadavg()[0]:.1f}), errors {errors}",
         uncertainty,
     )
+    if replanned:
+        show(f"uncertainty, the first {args.replan_runs} draws, with the MILP re-planned every step "
+             f"(optimizer/replan.py)", replanned)
     f, c = certainty["fcfs"], certainty["milp"]
     uf, um = uncertainty["fcfs"], uncertainty["milp (day-ahead plan)"]
 
@@ -129,6 +143,7 @@ def main() -> int:
         out: dict[str, Any] = {
             "certainty": certainty,
             "uncertainty": uncertainty,
+            "replanned": replanned,
             "paper": PAPER,
             "runs": args.runs,
             "minutes": args.minutes,
