@@ -21,6 +21,7 @@ app = typer.Typer(
     help="evfleet: OCPP 2.0.1 CSMS, fleet schedule optimizer and EVSE simulator.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 

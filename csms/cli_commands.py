@@ -69,7 +69,8 @@ def csms(
     tls_key: Path | None = typer.Option(None, help="server private key PEM"),
     auto_register: bool | None = typer.Option(None, "--auto-register/--no-auto-register",
                                               help="DEVELOPMENT: accept unknown stations"),
-    accept_all_tokens: bool | None = typer.Option(None, "--accept-all-tokens/--no-accept-all-tokens"),
+    accept_all_tokens: bool | None = typer.Option(None, "--accept-all-tokens/--no-accept-all-tokens",
+                                                  help="DEVELOPMENT: Authorize accepts unknown id tokens"),
     api: bool | None = typer.Option(None, "--api/--no-api", help="serve the operator API and dashboard"),
     api_host: str | None = typer.Option(None, help="operator API listen address (default 127.0.0.1)"),
     api_port: int | None = typer.Option(None, help="operator API port (default 8080; 0 = any free port)"),
@@ -138,7 +139,7 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
     """Run `op(redis, keys, settings)` against the configured (or embedded) Redis."""
     from redis.exceptions import RedisError
 
-    from csms.store.provisioning import ProvisioningError
+    from csms.store.provisioning import ProvisioningError, UnknownEntryError
 
     settings = _settings(config, redis_url=redis_url, redis_prefix=prefix, data_dir=data_dir)
 
@@ -151,6 +152,8 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
 
     try:
         return asyncio.run(go())
+    except UnknownEntryError as err:
+        _fail(str(err), 1)
     except ProvisioningError as err:
         _fail(str(err))
     except RedisError as err:
@@ -221,7 +224,7 @@ def stations_list(config: Path | None = ConfigOpt, redis_url: str | None = Redis
 
 
 @stations_app.command("remove")
-def stations_remove(station_id: str = typer.Argument(...), config: Path | None = ConfigOpt,
+def stations_remove(station_id: str = typer.Argument(..., help="station id"), config: Path | None = ConfigOpt,
                     redis_url: str | None = RedisUrlOpt, redis_prefix: str | None = PrefixOpt,
                     data_dir: Path | None = DataDirOpt) -> None:
     """Remove a station (its transactions are kept); a connected one is disconnected and refused
@@ -251,7 +254,7 @@ def stations_remove(station_id: str = typer.Argument(...), config: Path | None =
 
 
 @stations_app.command("compat")
-def stations_compat(station_id: str = typer.Argument(...),
+def stations_compat(station_id: str = typer.Argument(..., help="station id"),
                     on: bool = typer.Option(..., "--on/--off", help="compatibility mode on or off"),
                     config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
                     redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
@@ -265,7 +268,7 @@ def stations_compat(station_id: str = typer.Argument(...),
 @sites_app.command("set")
 def sites_set(site_id: str = typer.Argument(...),
               limit_kw: float = typer.Option(..., "--limit-kw", help="grid connection limit in kW"),
-              name: str | None = typer.Option(None, "--name"),
+              name: str | None = typer.Option(None, "--name", help="display name (default: the site id)"),
               config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
               redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
     """Create or update a site and its limit."""
@@ -277,10 +280,11 @@ def sites_set(site_id: str = typer.Argument(...),
 
 
 @idtokens_app.command("add")
-def idtokens_add(id_token: str = typer.Argument(...),
+def idtokens_add(id_token: str = typer.Argument(..., help="id token (1-36 characters)"),
                  status: str = typer.Option("Accepted", help="Accepted, Blocked, Expired, Invalid, ..."),
-                 token_type: str = typer.Option("ISO14443", "--type"),
-                 group_id: str | None = typer.Option(None, "--group"),
+                 token_type: str = typer.Option("ISO14443", "--type",
+                                                help="OCPP IdTokenEnumType: ISO14443, ISO15693, eMAID, ..."),
+                 group_id: str | None = typer.Option(None, "--group", help="group id token (OCPP groupIdToken)"),
                  config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
                  redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
     """Store an id token for Authorize."""
@@ -292,3 +296,69 @@ def idtokens_add(id_token: str = typer.Argument(...),
     _run(config, redis_url, redis_prefix, data_dir,
          lambda r, k, s: add_id_token(r, k, id_token, status, token_type, group_id))
     typer.echo(f"id token {id_token}: {status}")
+
+
+@sites_app.command("list")
+def sites_list(config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+               redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
+               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List sites with their limit and number of stations."""
+    import json
+
+    from csms.store.provisioning import list_sites
+
+    rows: list[dict[str, Any]] = _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: list_sites(r, k))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no sites")
+        return
+    typer.echo(f"{'site':<20} {'limit kW':>9} {'stations':>8}  name")
+    for row in rows:
+        limit = f"{float(row['limit_kw']):g}" if row.get("limit_kw") else "unset"
+        typer.echo(f"{row['site_id']:<20} {limit:>9} {row['stations']:>8}  {row.get('name', '')}")
+
+
+@sites_app.command("remove")
+def sites_remove(site_id: str = typer.Argument(..., help="site id"), config: Path | None = ConfigOpt,
+                 redis_url: str | None = RedisUrlOpt, redis_prefix: str | None = PrefixOpt,
+                 data_dir: Path | None = DataDirOpt) -> None:
+    """Remove a site that has no stations (its limit, name and prices)."""
+    from csms.store.provisioning import remove_site
+
+    _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: remove_site(r, k, site_id))
+    typer.echo(f"site {site_id} removed")
+
+
+@idtokens_app.command("list")
+def idtokens_list(config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+                  redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List the known id tokens with their type, status and group."""
+    import json
+
+    from csms.store.provisioning import list_id_tokens
+
+    rows = _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: list_id_tokens(r, k))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no id tokens")
+        return
+    typer.echo(f"{'id token':<38} {'type':<10} {'status':<10} group")
+    for row in rows:
+        typer.echo(f"{row['id_token']:<38} {row.get('type', ''):<10} {row.get('status', ''):<10} "
+                   f"{row.get('group_id', '')}")
+
+
+@idtokens_app.command("remove")
+def idtokens_remove(id_token: str = typer.Argument(..., help="id token"), config: Path | None = ConfigOpt,
+                    redis_url: str | None = RedisUrlOpt, redis_prefix: str | None = PrefixOpt,
+                    data_dir: Path | None = DataDirOpt) -> None:
+    """Forget an id token (Authorize answers Unknown from now on)."""
+    from csms.store.provisioning import remove_id_token
+
+    _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: remove_id_token(r, k, id_token))
+    typer.echo(f"id token {id_token} removed")

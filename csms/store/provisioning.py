@@ -29,6 +29,10 @@ class ProvisioningError(ValueError):
     """A provisioning request is invalid (bad id, bad password, unknown station...)."""
 
 
+class UnknownEntryError(ProvisioningError):
+    """The station, site or id token named does not exist."""
+
+
 class StationIdError(ProvisioningError):
     """A station id is not acceptable (1-48 chars of A-Z a-z 0-9 . _ -, starting alphanumeric)."""
 
@@ -123,7 +127,7 @@ async def list_stations(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
 async def set_station_compat(redis: Redis, keys: Keys, station_id: str, compat: bool) -> None:
     """Switch a station's schema-compatibility mode (takes effect on its next message)."""
     if not await redis.sismember(keys.stations(), station_id):
-        raise ProvisioningError(f"unknown station {station_id!r}")
+        raise UnknownEntryError(f"unknown station {station_id!r}")
     await redis.hset(keys.station(station_id), "compat", "1" if compat else "0")
 
 
@@ -155,3 +159,48 @@ async def add_id_token(redis: Redis, keys: Keys, id_token: str, status: str = "A
         mapping["group_id"] = group_id
     pipe.hset(keys.id_token(id_token), mapping=hmap(mapping))
     await pipe.execute()
+
+
+async def list_sites(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
+    """Every site (sorted by id) with its hash and the number of stations on it."""
+    ids = sorted(as_str(s) for s in await redis.smembers(keys.sites()))
+    pipe = redis.pipeline(transaction=False)
+    for site_id in ids:
+        pipe.hgetall(keys.site(site_id))
+        pipe.scard(keys.site_stations(site_id))
+    replies = await pipe.execute()
+    return [{"site_id": site_id, **as_str_dict(replies[2 * i]), "stations": int(replies[2 * i + 1])}
+            for i, site_id in enumerate(ids)]
+
+
+async def remove_site(redis: Redis, keys: Keys, site_id: str) -> None:
+    """Remove an empty site (its limit, name and prices); refused while stations are on it."""
+    if not await redis.sismember(keys.sites(), site_id):
+        raise UnknownEntryError(f"unknown site {site_id!r}")
+    on_site = await redis.scard(keys.site_stations(site_id))
+    if on_site:
+        raise ProvisioningError(f"site {site_id!r} still has {on_site} station(s): move or remove them first")
+    pipe = redis.pipeline(transaction=True)
+    pipe.srem(keys.sites(), site_id)
+    pipe.delete(keys.site(site_id), keys.site_prices(site_id))
+    await pipe.execute()
+
+
+async def list_id_tokens(redis: Redis, keys: Keys) -> list[dict[str, str]]:
+    """Every known id token (sorted) with its type, status and group."""
+    tokens = sorted(as_str(t) for t in await redis.smembers(keys.id_tokens()))
+    pipe = redis.pipeline(transaction=False)
+    for token in tokens:
+        pipe.hgetall(keys.id_token(token))
+    rows = await pipe.execute()
+    return [{"id_token": token, **as_str_dict(row)} for token, row in zip(tokens, rows, strict=True)]
+
+
+async def remove_id_token(redis: Redis, keys: Keys, id_token: str) -> None:
+    """Forget an id token: Authorize answers it Unknown from now on."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.srem(keys.id_tokens(), id_token)
+    pipe.delete(keys.id_token(id_token))
+    removed, _ = await pipe.execute()
+    if not removed:
+        raise UnknownEntryError(f"unknown id token {id_token!r}")
