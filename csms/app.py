@@ -218,6 +218,18 @@ async def _mark_offline(redis: Redis, keys: Keys, now: str, node_id: str | None 
     return count
 
 
+async def _clean_up_node(redis: Redis, keys: Keys, clock: Clock, node_id: str) -> None:
+    """Mark the node's stations offline and drop its key (best effort: Redis may be gone)."""
+    try:
+        swept = await _mark_offline(redis, keys, clock.now().isoformat(), node_id)
+        if swept:
+            log.info("marked %d stations offline", swept)
+        await redis.delete(keys.node(node_id))
+    except RedisError as err:  # Redis gone (an external one down): one line, the node key expires
+        log.error("could not clean up node state in Redis (stations of node %s stay online until "
+                  "another node starts): %s", node_id, err)
+
+
 async def _node_clock(redis: Redis, keys: Keys, settings: CsmsSettings, node_id: str,
                       given: Clock | None) -> Clock:
     """The node's clock: the one it was handed (demo, tests), else the deployment's one time source.
@@ -261,6 +273,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     stopping = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     api_socket: socket.socket | None = None
+    started = False
     try:
         await redis.ping()
         clock = await _node_clock(redis, keys, settings, node_id, clock)
@@ -304,6 +317,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         node = CsmsNode(ctx=ctx, server=server, registry=registry, executor=executor, redis_url=redis_url,
                         embedded=embedded, tasks=tasks)
         log.info("csms node %s up: OCPP on port %s", node_id, server.port)
+        started = True
         yield node
     finally:
         stopping.set()
@@ -312,16 +326,9 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         await _stop_tasks(tasks)
         if api_socket is not None:  # the API service closes it; not when the start failed first
             api_socket.close()
-        if server is not None:
+        if server is not None:  # not when the start failed first (Redis unreachable, clock refused)
             await server.close()
-        try:
-            swept = await _mark_offline(redis, keys, (clock or RealClock()).now().isoformat(), node_id)
-            if swept:
-                log.info("marked %d stations offline", swept)
-            await redis.delete(keys.node(node_id))
-        except RedisError as err:  # Redis gone (an external one down): one line, the node key expires
-            log.error("could not clean up node state in Redis (stations of node %s stay online until "
-                      "another node starts): %s", node_id, err)
+            await _clean_up_node(redis, keys, clock or RealClock(), node_id)
         await reply_redis.aclose()
         await redis.aclose()
         if embedded is not None:
@@ -329,7 +336,8 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
             if settings.data_dir is not None:
                 with contextlib.suppress(FileNotFoundError):
                     (Path(settings.data_dir) / EMBEDDED_URL_FILE).unlink()
-        log.info("csms node %s stopped", node_id)
+        if started:
+            log.info("csms node %s stopped", node_id)
 
 
 async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Event) -> None:

@@ -48,8 +48,29 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point of the `evfleet` console script."""
-    app()
+    """Entry point of the `evfleet` console script (exit codes: docs/csms.md, "Exit codes").
+
+    Usage errors (bad flags or values) print one line and exit 2, like every error of ours.
+    """
+    import sys
+
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as err:  # click's UsageError / ClickException (typer vendors click)
+        if type(err).__name__ == "NoArgsIsHelpError":  # `evfleet` or a group alone: its help
+            typer.echo(err.format_message(), err=True)
+            sys.exit(2)
+        ctx = getattr(err, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        hint = " (see --help)" if getattr(err, "exit_code", 1) == 2 else ""
+        typer.echo(f"error: {where}{err.format_message()}{hint}", err=True)
+        sys.exit(getattr(err, "exit_code", 1))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def run_csms_main() -> None:

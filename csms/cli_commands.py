@@ -93,8 +93,10 @@ def csms(
         None, "--clock-start", help="ISO time at which a new simulated clock starts (default now)"),
 ) -> None:
     """Run a csms node (OCPP 2.0.1 server, command executor, API, telemetry, smart charging)."""
+    from redis.exceptions import RedisError
+
     from csms.clock import ClockConflict
-    from csms.logs import configure_logging
+    from csms.logs import configure_logging, redact
     from csms.settings import default_data_dir
 
     settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
@@ -122,6 +124,8 @@ def csms(
 
     try:
         asyncio.run(main())
+    except RedisError as err:  # unreachable, refused, wrong password: one line, no traceback
+        _fail(f"cannot use Redis at {redact(settings.redis_url or 'the embedded Redis')}: {err}", 1)
     except ClockConflict as err:
         _fail(f"cannot start the csms: {err}; join it with --clock-speed {err.live_speed:g}, "
               "or stop the process that runs it", 1)
@@ -139,7 +143,7 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
     """Run `op(redis, keys, settings)` against the configured (or embedded) Redis."""
     from redis.exceptions import RedisError
 
-    from csms.store.provisioning import ProvisioningError, UnknownEntryError
+    from csms.store.provisioning import ProvisioningConflict, ProvisioningError
 
     settings = _settings(config, redis_url=redis_url, redis_prefix=prefix, data_dir=data_dir)
 
@@ -152,7 +156,7 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
 
     try:
         return asyncio.run(go())
-    except UnknownEntryError as err:
+    except ProvisioningConflict as err:
         _fail(str(err), 1)
     except ProvisioningError as err:
         _fail(str(err))
@@ -284,7 +288,8 @@ def idtokens_add(id_token: str = typer.Argument(..., help="id token (1-36 charac
                  status: str = typer.Option("Accepted", help="Accepted, Blocked, Expired, Invalid, ..."),
                  token_type: str = typer.Option("ISO14443", "--type",
                                                 help="OCPP IdTokenEnumType: ISO14443, ISO15693, eMAID, ..."),
-                 group_id: str | None = typer.Option(None, "--group", help="group id token (OCPP groupIdToken)"),
+                 group_id: str | None = typer.Option(None, "--group",
+                                                     help="group id token (OCPP groupIdToken)"),
                  config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
                  redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt) -> None:
     """Store an id token for Authorize."""
@@ -307,7 +312,8 @@ def sites_list(config: Path | None = ConfigOpt, redis_url: str | None = RedisUrl
 
     from csms.store.provisioning import list_sites
 
-    rows: list[dict[str, Any]] = _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: list_sites(r, k))
+    rows: list[dict[str, Any]] = _run(config, redis_url, redis_prefix, data_dir,
+                                      lambda r, k, s: list_sites(r, k))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

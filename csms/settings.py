@@ -102,6 +102,14 @@ class CsmsSettings(BaseSettings):
         """A naive --clock-start is UTC."""
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        """Refuse a URL redis-py cannot open, at start and in one line (not deep in a connect)."""
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("redis_prefix")
     @classmethod
     def _prefix_has_no_colon(cls, value: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -103,6 +104,9 @@ def register(app: typer.Typer) -> None:
             typer.echo("error: --redis-url (or EVFLEET_REDIS_URL, or redis_url in --config) is required",
                        err=True)
             raise typer.Exit(2)
+        if not str(v["redis_url"]).startswith(("redis://", "rediss://", "unix://")):
+            typer.echo("error: --redis-url must start with redis://, rediss:// or unix://", err=True)
+            raise typer.Exit(2)
         if v["strategy"] not in STRATEGIES:
             typer.echo(f"error: unknown strategy {v['strategy']!r}; choose one of: {', '.join(STRATEGIES)}",
                        err=True)
@@ -125,7 +129,8 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             pass
         except (OSError, RedisConnectionError) as err:
-            typer.echo(f"error: cannot reach Redis at {v['redis_url']}: {err}", err=True)
+            where = re.sub(r"//[^/@]*@", "//***@", str(v["redis_url"]))  # no password in the message
+            typer.echo(f"error: cannot reach Redis at {where}: {err}", err=True)
             raise typer.Exit(1) from err
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up evfleet in ./.venv. `--dev` also installs the test tools and the system
-# packages the test suite drives for real (Chromium, Mosquitto, Java, iproute2).
+# Set up evfleet in ./.venv. `--demo` adds the demo's chart (matplotlib); `--dev` also installs
+# the test tools and the system packages the test suite drives for real (Chromium, Mosquitto,
+# Java, iproute2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--demo" ] && extras="[demo]"  # matplotlib for the demo's chart
 stamp=".venv/.evfleet-installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing evfleet${extras} into .venv"

@@ -29,8 +29,8 @@ class ProvisioningError(ValueError):
     """A provisioning request is invalid (bad id, bad password, unknown station...)."""
 
 
-class UnknownEntryError(ProvisioningError):
-    """The station, site or id token named does not exist."""
+class ProvisioningConflict(ProvisioningError):
+    """A well-formed request that the stored state refuses (unknown station/site/id token, site in use)."""
 
 
 class StationIdError(ProvisioningError):
@@ -127,7 +127,7 @@ async def list_stations(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
 async def set_station_compat(redis: Redis, keys: Keys, station_id: str, compat: bool) -> None:
     """Switch a station's schema-compatibility mode (takes effect on its next message)."""
     if not await redis.sismember(keys.stations(), station_id):
-        raise UnknownEntryError(f"unknown station {station_id!r}")
+        raise ProvisioningConflict(f"unknown station {station_id!r}")
     await redis.hset(keys.station(station_id), "compat", "1" if compat else "0")
 
 
@@ -176,10 +176,10 @@ async def list_sites(redis: Redis, keys: Keys) -> list[dict[str, Any]]:
 async def remove_site(redis: Redis, keys: Keys, site_id: str) -> None:
     """Remove an empty site (its limit, name and prices); refused while stations are on it."""
     if not await redis.sismember(keys.sites(), site_id):
-        raise UnknownEntryError(f"unknown site {site_id!r}")
+        raise ProvisioningConflict(f"unknown site {site_id!r}")
     on_site = await redis.scard(keys.site_stations(site_id))
     if on_site:
-        raise ProvisioningError(f"site {site_id!r} still has {on_site} station(s): move or remove them first")
+        raise ProvisioningConflict(f"site {site_id!r} still has {on_site} station(s): move or remove them")
     pipe = redis.pipeline(transaction=True)
     pipe.srem(keys.sites(), site_id)
     pipe.delete(keys.site(site_id), keys.site_prices(site_id))
@@ -203,4 +203,4 @@ async def remove_id_token(redis: Redis, keys: Keys, id_token: str) -> None:
     pipe.delete(keys.id_token(id_token))
     removed, _ = await pipe.execute()
     if not removed:
-        raise UnknownEntryError(f"unknown id token {id_token!r}")
+        raise ProvisioningConflict(f"unknown id token {id_token!r}")

@@ -166,7 +166,7 @@ def peak_change(reduction_percent: float) -> str:
     return f"peak {abs(reduction_percent):.1f} % {word}"
 
 
-def print_summary(console: Any, report: dict[str, Any], report_path: Path, chart_path: Path) -> None:
+def print_summary(console: Any, report: dict[str, Any], report_path: Path, chart_path: Path | None) -> None:
     """The figures of the report as a table."""
     from rich.table import Table
 
@@ -196,4 +196,6 @@ def print_summary(console: Any, report: dict[str, Any], report_path: Path, chart
         console.print(f"[yellow]warning:[/] the optimized run delivered "
                       f"{s['optimized_energy_shortfall_kwh']:.1f} kWh less than uncontrolled and left "
                       f"{opt['cars_short']['count']} cars short: the saving is not like for like")
-    console.print(f"report: {report_path}  chart: {chart_path}")
+    chart = chart_path if chart_path is not None else (
+        "not drawn: matplotlib is missing (pip install -e '.[demo]'; scripts/demo.sh does)")
+    console.print(f"report: {report_path}  chart: {chart}")

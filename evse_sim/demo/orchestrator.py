@@ -9,6 +9,7 @@ stop is the reverse; the report is computed from what is left in Redis before Re
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ class DemoOutcome:
     """Where the report went and what it says."""
 
     report_path: Path
-    chart_path: Path
+    chart_path: Path | None
     report: dict[str, Any]
     interrupted: bool
     wall_s: float
@@ -187,12 +188,14 @@ def _compute(cfg: DemoConfig, plan: components.FleetPlan, txs: list[MeasuredTran
                         plan.start + timedelta(seconds=whole), cfg.strategy, meta, load_step_s=step)
 
 
-def write_report(cfg: DemoConfig, runs: DemoRuns) -> tuple[Path, Path]:
-    """report.json and report.png into the output directory."""
+def write_report(cfg: DemoConfig, runs: DemoRuns) -> tuple[Path, Path | None]:
+    """report.json and report.png into the output directory (no chart without the `demo` extra)."""
     out = cfg.output_dir
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "report.json"
     report_path.write_text(json.dumps(runs.report, indent=2) + "\n")
+    if importlib.util.find_spec("matplotlib") is None:
+        return report_path, None
     chart_path = render_chart(runs.optimized, runs.uncontrolled, runs.prices, out / "report.png",
                               title=f"evfleet demo ({cfg.scenario}, {cfg.strategy})")
     return report_path, chart_path
