@@ -273,9 +273,13 @@ class MqttBridge:
                     MQTT_CONNECTED.set(1)
                     backoff_s = 0.5
                     log.info("mqtt: connected to %s:%d", self.address.host, self.address.port)
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._publish(client))
-                        group.create_task(self._listen(client))
+                    try:
+                        async with asyncio.TaskGroup() as group:
+                            group.create_task(self._publish(client))
+                            group.create_task(self._listen(client))
+                    except asyncio.CancelledError:  # clean shutdown: the last will only covers a crash
+                        await self._say_offline(client)
+                        raise
             except asyncio.CancelledError:
                 raise
             except (aiomqtt.MqttError, OSError, ExceptionGroup) as err:
@@ -288,6 +292,14 @@ class MqttBridge:
                 MQTT_CONNECTED.set(0)
             await asyncio.sleep(backoff_s * (0.8 + 0.4 * random.random()))
             backoff_s = min(self.backoff_max_s, backoff_s * 2)
+
+    async def _say_offline(self, client: aiomqtt.Client) -> None:
+        """Publish the retained `offline` status before a clean disconnect (bounded: 2 s)."""
+        try:
+            offline = client.publish(self.topics.bridge_status(), "offline", qos=1, retain=True)
+            await asyncio.wait_for(offline, 2)
+        except (aiomqtt.MqttError, TimeoutError) as err:
+            log.warning("mqtt: could not publish offline status on shutdown: %s", _reason(err))
 
     async def _publish(self, client: aiomqtt.Client) -> None:
         while True:
@@ -322,7 +334,7 @@ class MqttBridge:
             log.warning("mqtt: refused %s on %s: %s", kind, topic, err)
             self.enqueue([Message(self.topics.site_input_error(site_id, kind), _json({
                 "error": str(err), "topic": topic, "payload": payload[:512].decode("utf-8", "replace"),
-                "ts": self.reader.clock.now().isoformat()}))])
+                "ts": self.reader.clock.now().isoformat()}), coalesce=False)])
             return False
         try:
             if isinstance(value.value, SiteLimitInput):
@@ -337,7 +349,7 @@ class MqttBridge:
             log.error("mqtt: could not store %s for site %s: %s", kind, site_id, err)
             self.enqueue([Message(self.topics.site_input_error(site_id, kind), _json({
                 "error": f"not stored, Redis unavailable: {err}", "topic": topic,
-                "ts": self.reader.clock.now().isoformat()}))])
+                "ts": self.reader.clock.now().isoformat()}), coalesce=False)])
             return False
         MQTT_INBOUND.labels(kind, "accepted").inc()
         log.info("mqtt: %s for site %s accepted: %s", kind, site_id, data)

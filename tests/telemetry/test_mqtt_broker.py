@@ -120,6 +120,23 @@ async def test_telemetry_from_a_running_csms_and_a_limit_from_mqtt_reach_redis(
         assert not any(e.type is EventType.SITE_LIMIT for e in new)
 
 
+async def test_clean_shutdown_leaves_offline_retained_and_every_error_is_published(
+        redis_url: str, mqtt_broker: MqttBroker) -> None:
+    prefix = _prefix()
+    async with watch(mqtt_broker.port, f"{prefix}/#") as w:
+        async with live_csms(redis_url, ["CS-1"], services=["csms.telemetry.service:run"],
+                             mqtt_url=mqtt_broker.url, mqtt_topic_prefix=prefix):
+            await until(lambda: w.last(f"{prefix}/status") == "online", 10)
+            assert w.client is not None
+            for bad in (b"{oops", b"-5", b'{"limit_kw": "x"}'):  # three refusals in a row
+                await w.client.publish(f"{prefix}/sites/depot/limit/set", bad, qos=1)
+            await until(lambda: len(w.messages.get(f"{prefix}/sites/depot/limit/error", [])) == 3, 10)
+        await until(lambda: w.last(f"{prefix}/status") == "offline", 10)
+    # a client that connects later reads the retained status: offline, not a stale online
+    async with watch(mqtt_broker.port, f"{prefix}/status") as late:
+        await until(lambda: late.last(f"{prefix}/status") == "offline", 10)
+
+
 async def _limit_is(redis: Redis, site: str, value: float) -> bool:
     raw = await redis.hget(KEYS.site(site), "limit_kw")
     return raw is not None and float(raw) == value

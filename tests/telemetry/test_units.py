@@ -39,6 +39,24 @@ def test_outbox_requeue_puts_a_failed_message_first_unless_superseded() -> None:
     assert box.take() == Message("b", "2")
 
 
+def test_outbox_keeps_every_event_on_a_topic_but_only_the_latest_state() -> None:
+    box = Outbox(max_messages=5)
+    for i in range(3):  # three refused inputs on one error topic: each one is news
+        box.put(Message("s/limit/error", f"e{i}", coalesce=False))
+    box.put(Message("s/power", "1"))
+    box.put(Message("s/power", "2"))  # state: the newer value replaces the waiting one
+    taken = [box.take() for _ in range(4)]
+    assert [m.payload for m in taken if m] == ["e0", "e1", "e2", "2"]
+    assert box.take() is None
+    for i in range(7):  # still bounded: the oldest events go first
+        box.put(Message("s/limit/error", f"x{i}", coalesce=False))
+    assert len(box) == 5 and box.dropped == 2
+    first = box.take()
+    assert first is not None and first.payload == "x2"
+    box.requeue(first)
+    assert len(box) == 5 and box.take() == first
+
+
 @pytest.mark.parametrize(("payload", "limit"), [(b'{"limit_kw": 42.5}', 42.5), (b"17", 17.0)])
 def test_limit_payloads(payload: bytes, limit: float) -> None:
     parsed = parse_site_input("depot", "limit", payload)
