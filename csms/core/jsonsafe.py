@@ -1,11 +1,14 @@
 """JSON from untrusted or stored text without recursion, NaN or Infinity, pure.
 
-Public names: `MAX_JSON_DEPTH`, `depth_exceeds`, `loads_finite`, `load_stored`, `TOO_DEEP`.
+Public names: `MAX_JSON_DEPTH`, `depth_exceeds`, `loads_finite`, `load_stored`, `TOO_DEEP`,
+`has_lone_surrogate`.
 
 Python's `json` accepts `NaN`/`Infinity` (not JSON, RFC 8259 §6), turns `1e400` into `inf`, and
 recurses once per nesting level (a deep document raises RecursionError in the parser or later in
-a validator or serializer). Station frames are checked with `depth_exceeds` and `loads_finite`
-before anything else sees them; stored documents are read back with `load_stored`, so a value
+a validator or serializer), and decodes `"\ud800"` into a string that cannot be encoded as UTF-8
+(RFC 8259 §8.2: unpaired surrogates), which fails later when the string is stored. Station
+frames are checked with `depth_exceeds`, `loads_finite` and `has_lone_surrogate` before anything
+else sees them; stored documents are read back with `load_stored`, so a value
 that slipped in earlier can never make an API answer fail.
 """
 
@@ -55,6 +58,20 @@ def loads_finite(text: str | bytes) -> tuple[Any, bool]:
         return value
 
     return json.loads(text, parse_constant=constant, parse_float=number), bool(bad)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def has_lone_surrogate(text: str, value: Any) -> bool:
+    """Whether `value` (parsed from JSON `text`) holds a string with an unpaired UTF-16 surrogate."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def load_stored(text: str | bytes | None, default: Any = None, limit: int = MAX_JSON_DEPTH) -> Any:

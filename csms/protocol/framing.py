@@ -11,7 +11,8 @@ Error codes (OCPP-J 2.0.1, Part 4 §4.2.3 table "Valid Error Codes"; 2.0.1 names
 - JSON nested deeper than `MAX_JSON_DEPTH` -> `FormatViolation` (checked before parsing, so
   deep input never reaches a recursive parser or validator);
 - `NaN`, `Infinity`, `-Infinity` or a number that overflows to infinity (`1e400`): not JSON
-  (RFC 8259 §6) -> `FormatViolation`;
+  (RFC 8259 §6) -> `FormatViolation`; a string with an unpaired surrogate (`"\ud800"`, RFC 8259
+  §8.2, cannot be stored as UTF-8) -> `FormatViolation`;
 - message type number other than 2/3/4 -> `MessageTypeNotSupported`;
 - CALL with missing elements -> `RpcFrameworkError`; payload not an object -> `FormatViolation`;
 - action unknown to OCPP 2.0.1 -> `NotImplemented`; known but not accepted from a station
@@ -44,7 +45,7 @@ from jsonschema.exceptions import best_match
 from ocpp.messages import get_validator
 from ocpp.v201.enums import Action
 
-from csms.core.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, loads_finite
+from csms.core.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, has_lone_surrogate, loads_finite
 
 OCPP_VERSION = "2.0.1"
 MAX_MESSAGE_ID_CHARS = 36
@@ -147,7 +148,7 @@ def parse_frame(raw: str | bytes) -> Frame | FrameError:
     if not isinstance(msg, list) or not msg:
         return FrameError("-1", ErrorCode.RPC_FRAMEWORK_ERROR, "message is not a non-empty JSON array")
     uid = msg[1] if len(msg) > 1 and isinstance(msg[1], str) and 0 < len(msg[1]) <= MAX_MESSAGE_ID_CHARS \
-        else None
+        and msg[1].isprintable() else None
     mtype = msg[0]
     if type(mtype) is not int or mtype not in (2, 3, 4):
         if uid is None:
@@ -156,12 +157,16 @@ def parse_frame(raw: str | bytes) -> Frame | FrameError:
                           f"message type {mtype!r} is not supported")
     if uid is None:
         return FrameError("-1", ErrorCode.RPC_FRAMEWORK_ERROR,
-                          "message id is missing, not a string or longer than 36 characters",
+                          "message id is missing, not a printable string or longer than 36 characters",
                           reply=mtype == 2)
+    action = msg[2] if mtype == 2 and len(msg) > 2 and isinstance(msg[2], str) else ""
     if non_finite:
         return FrameError(uid, ErrorCode.FORMAT_VIOLATION,
                           "NaN, Infinity or a number out of range is not valid JSON", reply=mtype == 2,
-                          action=msg[2] if mtype == 2 and len(msg) > 2 and isinstance(msg[2], str) else "")
+                          action=action)
+    if has_lone_surrogate(text, msg):
+        return FrameError(uid, ErrorCode.FORMAT_VIOLATION, "string with an unpaired UTF-16 surrogate",
+                          reply=mtype == 2, action=action)
     if mtype == 2:
         if len(msg) != 4 or not isinstance(msg[2], str):
             return FrameError(uid, ErrorCode.RPC_FRAMEWORK_ERROR,
