@@ -13,7 +13,7 @@ from ocpp.v16.enums import Action
 
 from csms.events import EventType
 from csms.protocol.base import BlockBase
-from csms.protocol.v16.mapping import connector_status
+from csms.protocol.v16.mapping import connector_status, status_event
 
 
 class AvailabilityBlock16(BlockBase):
@@ -33,6 +33,10 @@ class AvailabilityBlock16(BlockBase):
             return call_result.StatusNotification()
         await self.env.store.connector_status(self.id, self.site_id, int(connector_id), 1,
                                               connector_status(status), ts)
+        txid = await self.env.store.evse_transaction(self.id, int(connector_id))
+        event = status_event(txid, int(connector_id), status, ts) if txid else None
+        if event is not None:  # the running transaction's charging state
+            await self.env.store.transaction_event(self.id, self.site_id, event, self.payload)
         if error_code != "NoError" or status != connector_status(status):
             await self.env.store.record_event(EventType.REPORT, self.id, self.site_id, {
                 "kind": "StatusNotification", **detail}, evse_id=int(connector_id))

@@ -1,13 +1,16 @@
 """OCPP 1.6J payloads -> the shapes the store keeps for every station, pure.
 
 Public names: `boot_info`, `connector_status`, `charging_state`, `id_tag_status`,
-`meter_values_201`, `start_digest`, `start_event`, `stop_event`, `START_SEQ_NO`, `STOP_SEQ_NO`.
+`meter_values_201`, `start_digest`, `start_event`, `stop_event`, `status_event`, `START_SEQ_NO`,
+`STOP_SEQ_NO`.
 
 Connectors are EVSEs: 1.6 connector N is EVSE N, connector 1 (connector 0, the charge point
 itself, has no EVSE). A 1.6 transaction is stored as a 2.0.1 one: StartTransaction is its
 `Started` event (seqNo 0), StopTransaction its `Ended` event (seqNo `STOP_SEQ_NO`), so a
 replayed Start or Stop is the same (transaction, seqNo) and is not applied twice; MeterValues
-in between go to the EVSE's transaction like 2.0.1 MeterValues.
+in between go to the EVSE's transaction like 2.0.1 MeterValues; a StatusNotification while it
+runs is an `Updated` event carrying the charging state (SuspendedEV tells the optimizer that a
+car without ISO 15118 is full).
 """
 
 from __future__ import annotations
@@ -90,6 +93,22 @@ def meter_values_201(meter_values: list[Mapping[str, Any]]) -> list[dict[str, An
         if svs:
             out.append({"timestamp": mv.get("timestamp"), "sampledValue": svs})
     return out
+
+
+def status_event(transaction_id: str, connector_id: int, status16: str, timestamp: str) -> TxEvent | None:
+    """The `Updated` TxEvent a StatusNotification means for the connector's running transaction
+    (its charging state: Charging, SuspendedEV, SuspendedEVSE, EVConnected), None if none.
+
+    1.6 has no seqNo: the event's is derived from the notification's time in ms (a resent
+    notification is a replay; never 0 or `STOP_SEQ_NO`)."""
+    state = charging_state(status16)
+    if state is None:
+        return None
+    ts = parse_ts(timestamp)
+    seq = 1 + int(ts.timestamp() * 1000) % (STOP_SEQ_NO - 2)
+    return TxEvent(transaction_id=transaction_id, event_type=TxState.UPDATED, seq_no=seq, timestamp=ts,
+                   trigger_reason="ChargingStateChanged", charging_state=state, evse_id=connector_id,
+                   connector_id=1)
 
 
 def start_digest(payload: Mapping[str, Any]) -> str:
