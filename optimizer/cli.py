@@ -46,12 +46,22 @@ def optimize(
     compare: bool = typer.Option(
         False, "--compare", help="Run every strategy and print one comparison table."
     ),
+    evaluate: str | None = typer.Option(
+        None,
+        "--evaluate",
+        help="rolling: Monte Carlo of rolling re-plans under uncertain departures and needs, against "
+        "perfect foresight and uncontrolled charging (docs/optimizer.md, 'Planning under uncertainty').",
+    ),
+    runs: int = typer.Option(100, "--runs", help="Monte Carlo runs for --evaluate."),
 ) -> None:
     """Solve a fleet charging instance (LP/MILP with HiGHS) or compare it against the baselines."""
     from rich.console import Console
 
     err = Console(stderr=True, soft_wrap=True)
     try:
+        if evaluate is not None:
+            evaluate_rolling(read_instance(input_path), evaluate, runs)
+            return
         if output is None and not compare:
             raise CliError("give --output FILE for the schedule, or --compare for a table")
         inst = read_instance(input_path)
@@ -59,6 +69,42 @@ def optimize(
     except CliError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
+
+
+def evaluate_rolling(inst: Instance, mode: str, runs: int) -> None:
+    """`--evaluate rolling`: the Monte Carlo of `optimizer.rolling.monte_carlo`, printed as a table."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from optimizer.problem import Robustness
+    from optimizer.rolling import monte_carlo
+    from optimizer.uncertainty import UncertaintyModel
+
+    if mode != "rolling":
+        raise CliError(f"unknown evaluation {mode!r}; the only one is 'rolling'")
+    if runs < 1:
+        raise CliError("--runs must be >= 1")
+    if any(ev.charger is None for ev in inst.evs) or inst.storage or not inst.evs:
+        raise CliError("--evaluate rolling needs EVs, each on a fixed charger, and no storage")
+    robust = inst.robustness
+    if robust == Robustness():
+        robust = Robustness(energy_margin=1.0, departure_margin_minutes=60.0)
+    res = monte_carlo(inst, runs, np.random.default_rng(0), UncertaintyModel(), robust)
+    table = Table(title=f"{len(inst.evs)} EVs, {runs} runs; rolling_robust: {robust}")
+    for col in ("strategy", "EV energy cost", "saving kept", "adjusted", "unmet kWh/EV", "p95", "EVs short"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for name, v in res.items():
+        table.add_row(
+            name,
+            f"{v.cost:.2f}",
+            f"{100 * v.kept_raw:.1f} %",
+            f"{100 * v.kept_adjusted:.1f} %",
+            f"{v.unmet_per_car_kwh:.2f}",
+            f"{v.unmet_p95_kwh:.2f}",
+            f"{100 * v.cars_unmet_share:.1f} %",
+        )
+    Console(width=160).print(table)
 
 
 def read_instance(path: Path) -> Instance:

@@ -13,11 +13,14 @@ For one `optimizer.uncertainty.Scenario` on a site whose EVs each have their own
 - `perfect_foresight`: one cost LP with the true needs and departures (the best any plan could do).
 - `uncontrolled`: full power from plug-in until the true need is met (seed 001's reference).
 
-Costs are energy costs Σ_t price_t Δt Σ_e p[e,t]; unmet energy per car is true need − delivered.
+Costs are the EVs' energy costs Σ_t price_t Δt Σ_e p[e,t] (the site's base load and PV, if any, are
+planned around but not counted); unmet energy per car is true need − delivered. `monte_carlo` runs all
+four on many draws and `summarise` gives the share of the perfect-foresight saving each keeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +29,7 @@ from optimizer.evaluate import TOL_KWH
 from optimizer.model.data import FloatArray
 from optimizer.problem import Instance, Robustness
 from optimizer.solve import solve
-from optimizer.uncertainty import Scenario
+from optimizer.uncertainty import Scenario, UncertaintyModel, draw_scenario
 
 UNMET_PENALTY_PER_KWH = 10.0
 """As the worker's `SnapshotConfig.unmet_penalty_per_kwh`: far above any price, so needs come first."""
@@ -66,8 +69,10 @@ def sub_instance(
         if isinstance(base.tariff.import_price, list)
         else np.full(steps, float(base.tariff.import_price))
     )
-    limit = base.site.import_limit_kw
-    limit_t = list(limit[t:]) if isinstance(limit, list) else limit
+    site = {
+        k: (v[t:] if isinstance(v, list) else v)
+        for k, v in base.site.model_dump().items()
+    }
     evs = [
         {
             "id": f"e{e}",
@@ -90,7 +95,7 @@ def sub_instance(
             "start": base.start,
             "step_minutes": base.step_minutes,
             "steps": steps,
-            "site": {"import_limit_kw": limit_t},
+            "site": site,
             "tariff": {"import_price": (price + pref * np.arange(steps)).tolist()},
             "chargers": [{"id": f"c{e}", "max_kw": float(sc.max_kw[e])} for e in cars.tolist()],
             "evs": evs,
@@ -195,3 +200,73 @@ def uncontrolled(base: Instance, sc: Scenario) -> Outcome:
     delivered = (kw * sc.efficiency[:, None]).sum(axis=1) * base.dt_h
     cost = float((_prices(base) * kw.sum(axis=0)).sum() * base.dt_h)
     return Outcome(cost, delivered, _unmet(sc, delivered))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One strategy over many runs."""
+
+    cost: float
+    kept_raw: float
+    kept_adjusted: float
+    unmet_per_car_kwh: float
+    unmet_p95_kwh: float
+    cars_unmet_share: float
+
+
+def adjusted_cost(o: Outcome, sc: Scenario, high_price: float, low_price: float) -> float:
+    """Cost with unmet energy bought at `high_price` and energy beyond the true need credited at
+    `low_price` (it saves that much charging next time), both per kWh at the grid (÷ η)."""
+    excess = np.maximum(o.delivered_kwh - sc.true_need, 0.0)
+    return o.cost + float(high_price * (o.unmet_kwh / sc.efficiency).sum()) - float(
+        low_price * (excess / sc.efficiency).sum()
+    )
+
+
+def summarise(rows: dict[str, list[tuple[float, float, FloatArray]]]) -> dict[str, Summary]:
+    """rows[strategy] = [(cost, adjusted cost, unmet per car)] per run; needs `uncontrolled` and `perfect`.
+
+    Saving kept = (C_unc − C)/(C_unc − C_pf) over the sums of all runs (raw and adjusted).
+    """
+    def total(name: str, i: int) -> float:
+        return float(sum(r[i] for r in rows[name]))
+
+    out = {}
+    for name, rs in rows.items():
+        unmet = np.concatenate([r[2] for r in rs])
+        out[name] = Summary(
+            cost=total(name, 0) / len(rs),
+            kept_raw=(total("uncontrolled", 0) - total(name, 0))
+            / (total("uncontrolled", 0) - total("perfect", 0)),
+            kept_adjusted=(total("uncontrolled", 1) - total(name, 1))
+            / (total("uncontrolled", 1) - total("perfect", 1)),
+            unmet_per_car_kwh=float(unmet.mean()),
+            unmet_p95_kwh=float(np.percentile(unmet, 95)),
+            cars_unmet_share=float((unmet > 0.5).mean()),
+        )
+    return out
+
+
+def monte_carlo(
+    base: Instance,
+    runs: int,
+    rng: np.random.Generator,
+    model: UncertaintyModel,
+    robust: Robustness,
+    kwh_per_km: FloatArray | None = None,
+    progress: Callable[[int, dict[str, Summary]], None] | None = None,
+) -> dict[str, Summary]:
+    """`runs` draws; on each: uncontrolled, perfect foresight, rolling, rolling with `robust`."""
+    price = _prices(base)
+    rows: dict[str, list[tuple[float, float, FloatArray]]] = {
+        "uncontrolled": [], "perfect": [], "rolling": [], "rolling_robust": []}
+    for run in range(1, runs + 1):
+        sc = draw_scenario(base, kwh_per_km, model, rng)
+        outcomes = {"uncontrolled": uncontrolled(base, sc), "perfect": perfect_foresight(base, sc),
+                    "rolling": rolling(base, sc), "rolling_robust": rolling(base, sc, robust)}
+        for name, o in outcomes.items():
+            rows[name].append((o.cost, adjusted_cost(o, sc, float(price.max()), float(price.min())),
+                               o.unmet_kwh))
+        if progress is not None and (run % 50 == 0 or run == runs):
+            progress(run, summarise(rows))
+    return summarise(rows)

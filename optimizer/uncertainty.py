@@ -61,9 +61,14 @@ class Scenario:
 
 
 def draw_scenario(
-    base: Instance, kwh_per_km: FloatArray, model: UncertaintyModel, rng: np.random.Generator
+    base: Instance, kwh_per_km: FloatArray | None, model: UncertaintyModel, rng: np.random.Generator
 ) -> Scenario:
-    """One Monte Carlo draw for the fleet of `base` (each EV on its own charger; arrivals kept)."""
+    """One Monte Carlo draw for the fleet of `base` (each EV on its own charger; arrivals kept).
+
+    With `kwh_per_km` (a seed 001 fleet) needs follow the Gamma law in km times the car's consumption;
+    without it (any instance) each EV's `energy_kwh` is taken as the forecast (the law's mean) and the
+    truth is forecast × Gamma(k, 1/k), the same law scaled to that mean.
+    """
     evs = base.evs
     n, steps = len(evs), base.steps
     arrival = np.array([e.arrival for e in evs], dtype=np.int64)
@@ -71,9 +76,14 @@ def draw_scenario(
     capacity = np.array([e.capacity_kwh for e in evs], dtype=float)
     iso = rng.random(n) < model.iso15118_share
     cap_need = model.max_need_share * capacity
-    km = rng.gamma(model.gamma_shape, model.gamma_scale_km, size=n)
-    true_need = np.minimum(km * kwh_per_km, cap_need)
-    mean_need = np.minimum(model.gamma_shape * model.gamma_scale_km * kwh_per_km, cap_need)
+    if kwh_per_km is not None:
+        km = rng.gamma(model.gamma_shape, model.gamma_scale_km, size=n)
+        true_need = np.minimum(km * kwh_per_km, cap_need)
+        mean_need = np.minimum(model.gamma_shape * model.gamma_scale_km * kwh_per_km, cap_need)
+    else:
+        mean_need = np.array([e.energy_kwh for e in evs], dtype=float)
+        ratio = rng.gamma(model.gamma_shape, 1.0 / model.gamma_shape, size=n)
+        true_need = np.minimum(mean_need * ratio, cap_need)
     reported = true_need * np.clip(1.0 + rng.normal(0.0, model.iso_energy_rel_sigma, size=n), 0.0, None)
     est_need = np.where(iso, np.minimum(reported, cap_need), mean_need)
     step_min = base.step_minutes

@@ -80,3 +80,21 @@ def test_bad_files_and_names(tmp_path: Path) -> None:
         res = runner.invoke(app, ["optimize", *args])
         assert res.exit_code == 2, (args, res.output)
         assert text in res.output and "Traceback" not in res.output
+
+
+def test_evaluate_rolling_prints_the_saving_kept(tmp_path: Path) -> None:
+    """--evaluate rolling runs the Monte Carlo and prints one row per strategy; bad input is one line."""
+    from optimizer.cases.seed001 import fleet
+
+    inst = tmp_path / "fleet.json"
+    inst.write_text(fleet(6).model_dump_json())
+    res = runner.invoke(app, ["optimize", "-i", str(inst), "--evaluate", "rolling", "--runs", "1"])
+    assert res.exit_code == 0, res.output
+    for row in ("uncontrolled", "perfect", "rolling", "rolling_robust", "saving kept"):
+        assert row in res.output
+    bad = runner.invoke(app, ["optimize", "-i", str(inst), "--evaluate", "stochastic"])
+    assert bad.exit_code == 2 and "unknown evaluation" in bad.output
+    pool = runner.invoke(
+        app, ["optimize", "-i", str(EXAMPLES / "seed003-company-fleet.json"), "--evaluate", "rolling"]
+    )
+    assert pool.exit_code == 2 and "fixed charger" in pool.output
