@@ -10,6 +10,14 @@ solve (HiGHS interior point, no crossover), extract (column values -> (EV, step)
 1,000 EVs. Then the seed 003 MILP (20 EVs, 4 chargers, PV, BESS) at 60- and 15-minute steps;
 `--per-charger` also times it with one binary per charger instead of per charger class.
 Targets (issue 4, 2-core machine): 1,000 EVs < 1 s total, 10,000 EVs < 10 s, seed 003 MILP < 10 s.
+
+Beside it, on the same instance, **direct highspy**: the plain fleet LP (charge power columns, one
+energy row per EV, one site row per step, price x Δt on the power) built with numpy and solved by
+`highspy` with HiGHS's defaults and with interior point without crossover; `ratio` is our build+solve
+(what `evfleet optimize` reports) over the faster of the two (issue 12 target: <= 1.3 at every size).
+CPU seconds are shown too (less sensitive than wall time to other load on the machine).
+Then a worker re-plan of `--replan` sessions (site state -> instance -> solve with the previous plan
+as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000.
 """
 
 from __future__ import annotations
@@ -75,6 +83,121 @@ def lp_stages(inst: Instance) -> dict[str, float]:
     return out
 
 
+def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
+    """The plain fleet LP straight into highspy (`solver`: choose = HiGHS's default; ipm = no crossover)."""
+    import highspy
+    import numpy as np
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    d = build_data(inst)
+    pe, pt = np.nonzero(d.p_max_kw > 0)
+    n, steps, n_ev = len(pe), d.steps, d.n_ev
+    rows = np.concatenate([pe, n_ev + pt])
+    cols = np.concatenate([np.arange(n), np.arange(n)])
+    vals = np.concatenate([d.efficiency[pe] * d.step_h[pt], np.ones(n)])
+    order = np.lexsort((cols, rows))
+    start = np.zeros(n_ev + steps + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n_ev + steps), out=start[1:])
+    row_lo = np.concatenate([d.need_kwh, np.full(steps, -highspy.kHighsInf)])
+    row_hi = np.concatenate([d.capacity_kwh - d.initial_kwh, d.import_limit_kw - d.base_load_kw])
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    if solver == "ipm":
+        h.setOptionValue("solver", "ipm")
+        h.setOptionValue("run_crossover", "off")
+    h.passModel(n, n_ev + steps, 2 * n, 2, 1, float(d.import_price * d.step_h @ d.base_load_kw),
+                d.import_price[pt] * d.step_h[pt], np.zeros(n), d.p_max_kw[pe, pt], row_lo, row_hi, start,
+                cols[order].astype(np.int32), vals[order], np.zeros(n, dtype=np.int32))
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"direct highspy: {h.modelStatusToString(h.getModelStatus())}")
+    return {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0,
+            "objective": float(h.getInfo().objective_function_value)}
+
+
+def ours(inst: Instance) -> dict[str, float]:
+    """`optimizer.solve` as `evfleet optimize` runs it: build+solve as it reports them, wall and CPU."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    s = solve(inst, "cost")
+    if s.status != SolveStatus.OPTIMAL:
+        raise RuntimeError(s.message)
+    return {"build_solve": s.metrics.build_seconds + s.metrics.solve_seconds,
+            "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0,
+            "objective": float(s.objective_value or 0.0)}
+
+
+def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
+    """Our build+solve beside direct highspy on the same instances (medians of `runs`)."""
+    print("\nbuild+solve beside direct highspy on the same LP, median of", runs, "runs [s]")
+    print(f"{'EVs':>6} {'ours':>7} {'ours CPU':>8} {'hs default':>10} {'hs ipm':>7} {'hs CPU':>7} "
+          f"{'ratio':>6} {'ratio CPU':>9} {'obj rel diff':>12} {'load':>5}")
+    out: dict[int, dict[str, float]] = {}
+    for n in sizes:
+        inst = fleet(n)
+        mine = median_of([ours(inst) for _ in range(runs)])
+        hs_default = median_of([direct_highspy(inst, "choose") for _ in range(runs)])
+        hs_ipm = median_of([direct_highspy(inst, "ipm") for _ in range(runs)])
+        best = min(hs_default["wall"], hs_ipm["wall"])
+        best_cpu = min(hs_default["cpu"], hs_ipm["cpu"])
+        rel = abs(mine["objective"] - hs_default["objective"]) / max(abs(hs_default["objective"]), 1e-9)
+        row = {"ours_build_solve": mine["build_solve"], "ours_wall": mine["wall"], "ours_cpu": mine["cpu"],
+               "highspy_default": hs_default["wall"], "highspy_ipm": hs_ipm["wall"],
+               "highspy_best_cpu": best_cpu, "ratio": mine["build_solve"] / best,
+               "ratio_cpu": mine["cpu"] / best_cpu, "objective_rel_diff": rel}
+        out[n] = row
+        print(f"{n:>6} {mine['build_solve']:>7.3f} {mine['cpu']:>8.3f} {hs_default['wall']:>10.3f} "
+              f"{hs_ipm['wall']:>7.3f} {best_cpu:>7.3f} {row['ratio']:>6.2f} {row['ratio_cpu']:>9.2f} "
+              f"{rel:>12.1e} {load_average():>5}")
+        sys.stdout.flush()
+    return out
+
+
+def replan(n: int, runs: int) -> dict[str, float]:
+    """A worker re-plan of `n` sessions (pure path), previous plan as reference; median seconds per stage."""
+    from datetime import UTC, datetime, timedelta
+
+    from optimizer.min_power import enforce_min_power, ev_min_kw
+    from optimizer.reference import with_references
+    from optimizer.snapshot import EvseState, SessionState, SiteState, SnapshotConfig, build_instance
+    from optimizer.worker import plan_documents
+
+    now = datetime(2026, 1, 5, 18, 7, tzinfo=UTC)
+    evses = [EvseState(f"cs{i:05d}", 1, max_power_w=11_000, rate_unit="A") for i in range(n)]
+    sessions = [SessionState(f"tx{i:05d}", f"cs{i:05d}", 1, now - timedelta(minutes=i % 120),
+                             energy_wh=1000.0 * (i % 7),
+                             needs={"departure_time": (now + timedelta(hours=8 + i % 6)).isoformat(),
+                                    "energy_amount_wh": 10_000 + 1000 * (i % 30),
+                                    "transaction_id": f"tx{i:05d}"},
+                             energy_at_needs_wh=0.0) for i in range(n)]
+    prices = {"start": "2026-01-05T00:00:00Z", "step_minutes": 60,
+              "import_price": [0.09] * 7 + [0.16] * 10 + [0.24] * 4 + [0.16] * 2 + [0.09]}
+    site = SiteState("s", 3.5 * n, evses, sessions, prices=prices)
+    cfg = SnapshotConfig()
+    previous: dict[str, object] = {}
+    stages: list[dict[str, float]] = []
+    for k in range(runs + 1):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        snap = with_references(build_instance(site, now, cfg), previous, 1e-3)
+        t1 = time.perf_counter()
+        schedule = solve(snap.instance, "cost")
+        t2 = time.perf_counter()
+        schedule = enforce_min_power(snap.instance, schedule, ev_min_kw(site))
+        plan, _ = plan_documents("s", snap, schedule, plan_id=f"p{k}", limit_kw=site.limit_kw,
+                                 computed_at=now, solve_s=t2 - t1, strategy="cost")
+        t3 = time.perf_counter()
+        if k:  # the first solve has no previous plan; re-plans have one
+            stages.append({"snapshot": t1 - t0, "solve": t2 - t1, "documents": t3 - t2, "total": t3 - t0,
+                           "cpu": time.process_time() - c0})
+        previous = plan
+    med = median_of(stages)
+    print(f"\nworker re-plan of {n} sessions (previous plan as reference), median of {runs} [s]: "
+          f"snapshot {med['snapshot']:.3f}, solve {med['solve']:.3f}, documents {med['documents']:.3f}, "
+          f"total {med['total']:.3f} (CPU {med['cpu']:.3f}), load {load_average()}")
+    return med
+
+
 def pyomo_lp(inst: Instance) -> dict[str, float]:
     """The same LP through the Pyomo reference model: build and solve (incl. translation) [s]."""
     from optimizer.model.pyomo_model import build_model, solve_model
@@ -123,6 +246,10 @@ def main() -> int:
         "--per-charger", action="store_true", help="also time seed 003 with one binary per charger (slow)"
     )
     ap.add_argument("--output", type=Path, default=None)
+    ap.add_argument("--compare", type=int, nargs="*", default=[1000, 10000],
+                    help="sizes for build+solve beside direct highspy (default 1000 10000)")
+    ap.add_argument("--replan", type=int, default=1000, help="sessions in the worker re-plan (0 = skip)")
+    ap.add_argument("--no-milp", action="store_true", help="skip the seed 003 MILP")
     args = ap.parse_args()
     report: dict[str, Any] = {"lp": {}, "pyomo_lp": {}, "milp": {}}
 
@@ -156,6 +283,14 @@ def main() -> int:
             print(f"{n:>6}  build {r['build']:.3f}  solve {r['solve']:.3f}  total {r['total']:.3f}")
             sys.stdout.flush()
 
+    if args.compare:
+        report["side_by_side"] = side_by_side(args.compare, args.runs)
+    if args.replan:
+        report["replan"] = replan(args.replan, args.runs)
+    if args.no_milp:
+        if args.output:
+            args.output.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        return 0
     print("\nseed 003 MILP (20 EVs, 4 chargers, PV, BESS), median of", args.runs, "runs [s]")
     for minutes in (60, 15):
         inst = company_fleet(step_minutes=minutes)

@@ -32,6 +32,9 @@ def needs_reshaping(power_kw: list[float], min_kw: float) -> bool:
 
 def enforce_min_power(instance: Instance, schedule: Schedule, min_kw: Mapping[str, float]) -> Schedule:
     """`schedule` with every EV in `min_kw` charging at 0 or at least its minimum (see module doc)."""
+    if not any(ev_id in schedule.ev_power_kw and needs_reshaping(schedule.ev_power_kw[ev_id], kw)
+               for ev_id, kw in min_kw.items() if kw > 0):
+        return schedule  # nothing between 0 and a minimum (the common case): no copy, no work
     steps = instance.steps
     step_hours = instance.step_hours()
     limit = _per_step(instance.site.import_limit_kw, steps)

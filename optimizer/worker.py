@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from csms.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
 from csms.events import Event, EventType
 from csms.store.keys import Keys
@@ -107,8 +109,11 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
     status = schedule.status.value
     evses: dict[str, list[float]] = {}
     per_evse: dict[str, dict[str, Any]] = {}
-    for ev_id, key in snap.ev_evse.items():
-        limits = [round(max(0.0, p), 3) for p in schedule.ev_power_kw.get(ev_id, [0.0] * inst.steps)]
+    zeros = [0.0] * inst.steps
+    power = np.array([schedule.ev_power_kw.get(ev_id, zeros) for ev_id in snap.ev_evse], dtype=float)
+    power = np.round(np.maximum(power.reshape(len(snap.ev_evse), inst.steps), 0.0), 3)
+    for (ev_id, key), row in zip(snap.ev_evse.items(), power.tolist(), strict=True):
+        limits = row
         evses[key] = limits
         per_evse[key] = {
             "plan_id": plan_id, "site_id": site_id, "transaction_id": ev_id, "start": start,
@@ -116,7 +121,7 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
             "computed_at": computed_at.isoformat(), "note": snap.notes.get(ev_id, ""),
             "unmet_kwh": round(schedule.ev_unmet_kwh.get(ev_id, 0.0), 3),
         }
-    planned = [round(snap.fixed_load_kw + sum(v[t] for v in evses.values()), 3) for t in range(inst.steps)]
+    planned = np.round(snap.fixed_load_kw + power.sum(axis=0), 3).tolist()
     plan = {
         "plan_id": plan_id, "site_id": site_id, "start": start, "step_s": step_s, "planned_kw": planned,
         "limit_kw": limit_kw, "fixed_load_kw": round(snap.fixed_load_kw, 3), "strategy": strategy,
