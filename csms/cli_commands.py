@@ -176,7 +176,8 @@ def stations_add(
     profile: int = typer.Option(1, "--profile", min=1, max=2,
                                 help="security profile: 1 (ws) or 2 (wss only)"),
     iterations: int = typer.Option(100_000, "--iterations", min=1_000,
-                                   help="PBKDF2 iterations (lower only for long random passwords)"),
+                                   help="PBKDF2 iterations for passwords under 16 characters "
+                                        "(16+ characters use a fast keyed hash)"),
     ocpp: str | None = typer.Option(None, "--ocpp",
                                     help="OCPP version the station must speak: 1.6, 2.0.1, or auto (it "
                                          "chooses; 2.0.1 when it offers both). Default: keep"),

@@ -35,11 +35,12 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from csms.clock import Clock
 from csms.store.client import as_str
+from csms.store.client import dedicated_client as store_dedicated_client
 from csms.store.keys import Keys
 
 REPLY_TTL_S = 60
@@ -208,10 +209,6 @@ class CommandClient:
 def dedicated_client(redis: Redis, max_connections: int = REPLY_MAX_CONNECTIONS) -> Redis:
     """A new client on the same server and options as `redis`, with its own blocking pool
     (`max_connections`, waiting for a free connection without a pool timeout)."""
-    pool = redis.connection_pool
     # no socket read timeout: a BRPOP blocks for as long as the call may take (redis-py's default
     # socket_timeout of 5 s would cut every call a station answers slower); callers bound the wait
-    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-    own = BlockingConnectionPool(connection_class=pool.connection_class, max_connections=max_connections,
-                                 timeout=None, **kwargs)
-    return Redis.from_pool(own)
+    return store_dedicated_client(redis, max_connections, socket_timeout=None)

@@ -43,6 +43,22 @@ class CsmsSettings(BaseSettings):
     heartbeat_interval_s: int = Field(300, ge=1)
     handshake_timeout_s: float = Field(
         60.0, gt=0, description="time a station's WebSocket handshake (incl. password check) may take")
+    handshake_queue_size: int = Field(
+        10_000, ge=1, description="handshakes waiting for their credential check; beyond it a "
+                                  "station gets HTTP 503 with Retry-After at once (no timeout)")
+    boot_timeout_s: float = Field(
+        120.0, gt=0, description="close a connection of a station that never booted (no accepted "
+                                 "BootNotification, ever) if it sends none within this time")
+    ocpp_max_connections: int = Field(
+        10_000, ge=1, description="OCPP connections (incl. handshakes) this node holds; beyond: HTTP 503")
+    login_failure_delay_s: float = Field(
+        1.0, ge=0, description="a wrong password or unknown station is answered after this time "
+                               "(the same for both: ids cannot be probed)")
+    login_free_failures: int = Field(
+        3, ge=0, description="failed logins per station id or IP before the backoff grows")
+    login_backoff_max_s: float = Field(60.0, ge=0, description="longest delay of a failed login's answer")
+    login_max_pending_per_ip: int = Field(
+        20, ge=1, description="delayed failed logins one IP may have waiting; beyond: HTTP 429")
     max_frame_bytes: int = Field(65536, ge=1024, description="largest accepted WebSocket frame")
     rate_limit_per_s: float = Field(50.0, gt=0, description="sustained messages per second per station")
     rate_limit_burst: int = Field(200, ge=1, description="messages allowed in a burst")
@@ -78,6 +94,9 @@ class CsmsSettings(BaseSettings):
         10.0, gt=0, description="a request's line and headers must arrive within this (slowloris)")
     api_keepalive_timeout_s: float = Field(
         5.0, gt=0, description="an idle keep-alive API connection is closed after this")
+    api_max_connections: int = Field(
+        200, ge=1, description="concurrent API/dashboard connections; beyond: HTTP 503 (its own budget, "
+                               "apart from the stations' ocpp_max_connections)")
 
     # --- MQTT telemetry ---------------------------------------------------------------
     mqtt_url: str | None = Field(None, description="mqtt://host:port; unset = MQTT off")

@@ -1,7 +1,8 @@
 """Entry point of the operator API for the composition root: serve the app on uvicorn.
 
 Binds `settings.api_host:settings.api_port` (port 0 = a free port, written back to
-`ctx.api_port`), runs until cancelled, then stops the live feed and closes connections.
+`ctx.api_port`), holds at most `api_max_connections` connections (503 beyond), runs until
+cancelled, then stops the live feed and closes connections.
 Signals are left to the composition root.
 
 Slow clients cannot hold connections: the request line and headers of every request must
@@ -111,11 +112,12 @@ async def run(ctx: CsmsContext) -> None:
     sock = ctx.extras.pop("api_socket", None) or bind_socket(settings.api_host, settings.api_port)
     ctx.api_port = int(sock.getsockname()[1])
     ctx.extras["api_deps"] = deps
+    # its own connection budget (HTTP 503 beyond it), apart from the stations' ocpp_max_connections
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2, proxy_headers=False,
                             http=http_protocol(settings.api_header_timeout_s),
                             timeout_keep_alive=max(1, round(settings.api_keepalive_timeout_s)),
-                            server_header=False)
+                            server_header=False, limit_concurrency=settings.api_max_connections)
     server = EmbeddedServer(config)
     log.info("operator API on http://%s:%d (auth %s)", settings.api_host, ctx.api_port,
              "on" if settings.api_auth else "OFF")

@@ -5,6 +5,7 @@ Public names: `BlockBase`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ class BlockBase:
     env: NodeEnv
     site_id: str
     payload: dict[str, Any]
+    booted: asyncio.Event
+    """Set once a BootNotification was accepted on this connection."""
 
     def after_answer(self, callback: Callable[[], None]) -> None:
         """Run `callback` right after the answer to the CALL being handled was sent."""

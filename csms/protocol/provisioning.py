@@ -53,6 +53,7 @@ class ProvisioningBlock(BlockBase):
         info = {"vendor": cs.get("vendorName"), "model": cs.get("model"),
                 "serial_number": cs.get("serialNumber"), "firmware_version": cs.get("firmwareVersion")}
         await self.env.store.boot(self.id, self.site_id, info, reason, interval)
+        self.booted.set()
         for callback in self.env.boot_accepted:  # run once the answer is on the wire
             self.after_answer(functools.partial(callback, self.id))
         return call_result.BootNotification(current_time=self.now_iso(), interval=interval, status="Accepted")

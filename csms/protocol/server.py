@@ -2,26 +2,30 @@
 
 Public names: `OcppServer`, `SUBPROTOCOL`, `build_tls_context`.
 
-Handshake (before any OCPP frame): path must be `/ocpp/{id}` (else 404), the client must
-offer `ocpp2.0.1` or `ocpp1.6` (else 400; 2.0.1 preferred, a station pinned to one version
-must offer that one, `csms.protocol.versions`), HTTP Basic credentials must match the station's salted hash
-(username = station id; else 401 with `WWW-Authenticate`). A station provisioned for
-security profile 2 is refused on a plain (non-TLS) listener. A second connection with the
-same id replaces the first, which is closed with code 1000 ("replaced by a newer
-connection"). While Redis cannot be read or written, a handshake is answered 503 with
-`Retry-After`, and a connection whose message could not be stored is closed with 1013
-without an answer to that message (see `csms.protocol.station`). Frames larger than
-`max_frame_bytes` close the connection (1009); a station that keeps exceeding its message
-rate is closed with 1008.
+Handshake (before any OCPP frame), in this order: the node's OCPP connection budget
+(`ocpp_max_connections`, else 503), path `/ocpp/{id}` (else 404), a supported subprotocol
+offered (`ocpp2.0.1` or `ocpp1.6`, else 400; `csms.protocol.versions`), HTTP Basic
+credentials with username = station id (else 401 with `WWW-Authenticate`), then the login
+itself through the `HandshakeGate` (bounded FIFO queue, batched credential reads, backoff on
+failures; 401 "invalid credentials" for an unknown station and a wrong password alike,
+429/503 with Retry-After when backed off, busy or while Redis cannot be read), and last the
+station's version pin (a station pinned to one version must offer that one, else 400). A
+station provisioned for security profile 2 is refused on a plain (non-TLS) listener. A
+second connection with the same id replaces the first, which is closed with code 1000
+("replaced by a newer connection"). A station that never booted and sends no
+BootNotification within `boot_timeout_s` is closed with 1008. A connection whose message
+could not be stored is closed with 1013 without an answer to that message (see
+`csms.protocol.station`). Frames larger than `max_frame_bytes` close the connection (1009);
+a station that keeps exceeding its message rate is closed with 1008.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import ssl
+import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
@@ -33,20 +37,16 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from csms import metrics
-from csms.core.security import BasicAuthError, parse_basic_auth, verify_password
+from csms.core.security import BasicAuthError, parse_basic_auth
 from csms.logs import log_context
 from csms.protocol.env import NodeEnv
+from csms.protocol.handshake import Admitted, HandshakeGate, Refused
 from csms.protocol.registry import Registry
 from csms.protocol.station import FloodError, StationConnection, StationHandler
 from csms.protocol.v16.station import StationHandler16
-from csms.protocol.versions import PIN_FIELD, SUBPROTOCOLS, choose_subprotocol
-from csms.store.client import StoreUnavailable, as_str, store_unavailable
-from csms.store.provisioning import (
-    ProvisioningError,
-    get_credentials,
-    provision_station,
-    validate_station_id,
-)
+from csms.protocol.versions import SUBPROTOCOLS, choose_subprotocol
+from csms.store.client import StoreUnavailable
+from csms.store.provisioning import ProvisioningError, validate_station_id
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,12 @@ class OcppServer:
         self.registry = registry
         self.tls = env.settings.tls_cert is not None
         self._server: Server | None = None
-        self._auth: dict[ServerConnection, tuple[str, int]] = {}
-        self._chosen: dict[ServerConnection, str] = {}  # subprotocol chosen for an authenticated handshake
-        self._verified: dict[str, str] = {}  # station id -> fingerprint of a verified password+hash
+        # logins admitted by process_request, taken by _handle (weak: a client may vanish between)
+        self._auth: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()
+        # subprotocol chosen for an admitted handshake, taken by _select_subprotocol
+        self._chosen: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
+        self._open: set[ServerConnection] = set()  # handshaking or open, until the socket closes
+        self.gate = HandshakeGate(env.store.redis, env.keys, env.settings, self.tls)
         self._closers: set[asyncio.Task[None]] = set()
 
     @property
@@ -104,10 +107,11 @@ class OcppServer:
             if s.tls_key is None:
                 raise ValueError("tls_cert is set but tls_key is not")
             tls_ctx = build_tls_context(str(s.tls_cert), str(s.tls_key))
+        await self.gate.start()
         self._server = await serve(
             self._handle, s.host, s.port, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            select_subprotocol=self._select_subprotocol,
-            process_request=self._process_request, max_size=s.max_frame_bytes, ssl=tls_ctx,
+            select_subprotocol=self._select_subprotocol, process_request=self._process_request,
+            max_size=s.max_frame_bytes, ssl=tls_ctx,
             compression=None, logger=logging.getLogger("websockets.server"),
             backlog=LISTEN_BACKLOG, open_timeout=s.handshake_timeout_s)
         log.info("OCPP server listening on %s:%s (%s)", s.host, self.port, "wss" if tls_ctx else "ws")
@@ -117,20 +121,30 @@ class OcppServer:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
+        await self.gate.close()
         for task in list(self._closers):
             with contextlib.suppress(ConnectionClosed):
                 await task
 
     # --- handshake ------------------------------------------------------------------
-    def _refuse(self, conn: ServerConnection, status: HTTPStatus, reason: str, text: str) -> Response:
+    def _refuse(self, conn: ServerConnection, status: HTTPStatus, reason: str, text: str,
+                retry_after_s: int | None = None) -> Response:
         metrics.HANDSHAKE_REFUSALS.labels(reason).inc()
-        log.warning("handshake refused (%s) from %s: %s", status.value, conn.remote_address, text)
+        log.warning("handshake refused (%s %s) from %s: %s", status.value, reason, conn.remote_address, text)
         response = conn.respond(status, text + "\n")
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Basic realm="evfleet", charset="UTF-8"'
+        if retry_after_s is not None:
+            response.headers["Retry-After"] = str(retry_after_s)
         return response
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        budget = self.env.settings.ocpp_max_connections
+        if len(self._open) >= budget:
+            return self._refuse(conn, HTTPStatus.SERVICE_UNAVAILABLE, "connection_budget",
+                                f"csms node holds its maximum of {budget} OCPP connections", 30)
+        self._open.add(conn)
+        conn.connection_lost_waiter.add_done_callback(lambda _: self._open.discard(conn))
         path = urlsplit(request.path).path
         if not path.startswith(PATH_PREFIX) or "/" in path[len(PATH_PREFIX):]:
             return self._refuse(conn, HTTPStatus.NOT_FOUND, "path", "use /ocpp/{station_id}")
@@ -144,25 +158,15 @@ class OcppServer:
             return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
                                 f"Sec-WebSocket-Protocol must offer {' or '.join(SUBPROTOCOLS)}")
         with log_context(station_id=station_id):
-            try:
-                refused = await self._authenticate(conn, request, station_id)
-                if refused is not None:
-                    return refused
-                pinned = as_str(await self.env.store.redis.hget(self.env.keys.station(station_id),
-                                                                PIN_FIELD))
-            except Exception as err:
-                if not store_unavailable(err):
-                    raise
-                self._auth.pop(conn, None)
-                response = self._refuse(conn, HTTPStatus.SERVICE_UNAVAILABLE, "store_unavailable",
-                                        "state store unavailable; try again later")
-                response.headers["Retry-After"] = "5"
-                return response
-            chosen = choose_subprotocol(offered, pinned)
+            verdict = await self._authenticate(conn, request, station_id)
+            if isinstance(verdict, Response):
+                return verdict
+            chosen = choose_subprotocol(offered, verdict.pinned)
             if chosen is None:
-                self._auth.pop(conn, None)
+                verdict.settled()
                 return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
-                                    f"station is pinned to OCPP {pinned}; offer ocpp{pinned}")
+                                    f"station is pinned to OCPP {verdict.pinned}; offer ocpp{verdict.pinned}")
+            self._auth[conn] = verdict
             self._chosen[conn] = chosen
             return None
 
@@ -173,8 +177,7 @@ class OcppServer:
         return Subprotocol(chosen) if chosen else None
 
     async def _authenticate(self, conn: ServerConnection, request: Request,
-                            station_id: str) -> Response | None:
-        env = self.env
+                            station_id: str) -> Response | Admitted:
         try:
             user, password = parse_basic_auth(request.headers.get("Authorization"))
         except BasicAuthError as err:
@@ -182,38 +185,25 @@ class OcppServer:
         if user != station_id:
             return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "user_mismatch",
                                 "Basic username must be the station id")
-        stored = await get_credentials(env.store.redis, env.keys, station_id)
-        if stored is None and env.settings.auto_register:
-            try:
-                await provision_station(env.store.redis, env.keys, station_id, password,
-                                        default_site_limit_kw=env.settings.default_site_limit_kw)
-            except ProvisioningError as err:
-                return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "auto_register", str(err))
-            log.warning("auto-registered unknown station %s (development switch auto_register)", station_id)
-            stored = await get_credentials(env.store.redis, env.keys, station_id)
-        if stored is None:
-            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "unknown_station", "unknown station")
-        cred, profile = stored
-        fingerprint = hashlib.sha256(f"{cred.salt_hex}:{cred.hash_hex}:{password}".encode()).hexdigest()
-        if self._verified.get(station_id) != fingerprint:
-            if not await asyncio.to_thread(verify_password, password, cred):
-                return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "bad_password", "wrong password")
-            self._verified[station_id] = fingerprint
-        if profile >= 2 and not self.tls:
-            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "profile", "security profile 2 requires TLS")
-        self._auth[conn] = (station_id, profile)
-        return None
+        ip = str(conn.remote_address[0]) if conn.remote_address else ""
+        verdict = await self.gate.check(station_id, password, ip, conn.connection_lost_waiter.done)
+        if isinstance(verdict, Refused):
+            return self._refuse(conn, verdict.status, verdict.reason, verdict.text, verdict.retry_after_s)
+        return verdict
 
     # --- connection -----------------------------------------------------------------
     async def _handle(self, conn: ServerConnection) -> None:
-        station_id, profile = self._auth.pop(conn)
+        admitted = self._auth.pop(conn)
+        if conn.connection_lost_waiter.done():  # the client left right after the handshake
+            admitted.settled()
+            return
+        station_id, site_id = admitted.station_id, admitted.site_id
         env = self.env
         with log_context(station_id=station_id):
-            site_id = as_str(await env.store.redis.hget(env.keys.station(station_id), "site_id")) or \
-                env.settings.default_site
             cls: type[StationConnection] = \
                 StationHandler16 if conn.subprotocol == "ocpp1.6" else StationHandler
-            handler = cls(station_id, conn, env, site_id, security_profile=max(profile, 2 if self.tls else 1))
+            handler = cls(station_id, conn, env, site_id,
+                          security_profile=max(admitted.profile, 2 if self.tls else 1))
             old = self.registry.replace(handler)
             remote = f"{conn.remote_address[0]}:{conn.remote_address[1]}" if conn.remote_address else ""
             await env.store.station_connected(station_id, site_id, handler.conn_id, remote,
@@ -225,9 +215,11 @@ class OcppServer:
                     old._connection.close(CLOSE_REPLACED, "replaced by a newer connection"))
                 self._closers.add(task)
                 task.add_done_callback(self._closers.discard)
+            admitted.settled()
             log.info("station connected from %s", remote)
             code: int | None = None
             reason = ""
+            watchdog = None if admitted.booted else asyncio.create_task(self._boot_watchdog(handler))
             try:
                 await handler.start()
             except StoreUnavailable as err:
@@ -246,6 +238,9 @@ class OcppServer:
             except ConnectionClosed:
                 pass
             finally:
+                admitted.settled()
+                if watchdog is not None:
+                    watchdog.cancel()
                 self.registry.remove(handler)
                 if conn.close_code is not None:
                     code, reason = conn.close_code, conn.close_reason or ""
@@ -255,3 +250,14 @@ class OcppServer:
                 except Exception:
                     log.exception("could not mark the station offline")
                 log.info("station disconnected (code %s %s)", code, reason)
+
+    async def _boot_watchdog(self, handler: StationConnection) -> None:
+        """Close the connection of a never-booted station that sends no BootNotification in time."""
+        timeout_s = self.env.settings.boot_timeout_s
+        try:
+            await asyncio.wait_for(handler.booted.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("no BootNotification within %g s; closing the connection", timeout_s)
+            metrics.OCPP_DISCONNECTS.labels("no_boot").inc()
+            with contextlib.suppress(ConnectionClosed):
+                await handler._connection.close(CLOSE_POLICY, f"no BootNotification within {timeout_s:g} s")

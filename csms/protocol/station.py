@@ -127,6 +127,7 @@ class StationConnection(BlockBase, BaseChargePoint):
         # camelCase payload of the CALL being handled; handlers get its top-level keys as snake_case
         # kwargs and read nested structures from here
         self.payload: dict[str, Any] = {}
+        self.booted = asyncio.Event()
         s = env.settings
         self._bucket = TokenBucket(s.rate_limit_per_s, s.rate_limit_burst, s.flood_disconnect_after,
                                    time.monotonic())

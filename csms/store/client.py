@@ -1,7 +1,7 @@
 """Connecting to Redis. Every csms-side client uses `decode_responses=True` (str in, str out).
 
-Public names: `connect_redis`, `as_str`, `as_str_dict`, `hmap`, `store_unavailable`,
-`StoreUnavailable`.
+Public names: `connect_redis`, `dedicated_client`, `as_str`, `as_str_dict`, `hmap`,
+`store_unavailable`, `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,21 @@ def store_unavailable(err: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def dedicated_client(redis: Redis, max_connections: int, **overrides: object) -> Redis:
+    """A client to the same server and options as `redis` (connection options replaced by
+    `overrides`, e.g. `client_name`) with its own blocking pool and no pool timeout.
+
+    For a path whose concurrency its owner bounds (the handshake gate's one worker, command
+    replies): its commands never wait behind thousands of station handlers for a connection of
+    the shared pool.
+    """
+    shared = redis.connection_pool
+    kwargs = {**shared.connection_kwargs, **overrides}
+    pool = BlockingConnectionPool(connection_class=shared.connection_class, max_connections=max_connections,
+                                  timeout=None, **kwargs)
+    return Redis.from_pool(pool)
 
 
 def as_str(value: str | bytes | None) -> str:

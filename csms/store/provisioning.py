@@ -2,7 +2,7 @@
 
 Public names: `provision_station`, `remove_station`, `list_stations`, `get_credentials`,
 `set_station_compat`, `set_site_limit`, `add_id_token`, `validate_station_id`,
-`ProvisioningError`, `StationIdError`.
+`rehash_credentials`, `ProvisioningError`, `StationIdError`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ async def provision_station(redis: Redis, keys: Keys, station_id: str, password:
                             default_site_limit_kw: float | None = None) -> None:
     """Create or update a station with a salted password hash (idempotent; keeps its state).
 
-    `site_id` None keeps the current site (new stations go to `default`).
+    `site_id` None keeps the current site (new stations go to `default`). Passwords of 16+
+    characters are stored with the fast keyed hash, shorter ones with PBKDF2 at `iterations`
+    (see `csms.core.security`).
     """
     validate_station_id(station_id)
     try:
@@ -112,6 +114,22 @@ async def get_credentials(redis: Redis, keys: Keys, station_id: str) -> tuple[Pa
         return PasswordHash.from_fields(fields), int(fields.get("security_profile", "1"))
     except (KeyError, ValueError):
         return None
+
+
+_REHASH = """
+if redis.call('HGET', KEYS[1], 'hash') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'scheme', ARGV[2], 'iterations', ARGV[3], 'salt', ARGV[4], 'hash', ARGV[5])
+return 1
+"""
+
+
+async def rehash_credentials(redis: Redis, keys: Keys, station_id: str, old: PasswordHash,
+                             new: PasswordHash) -> bool:
+    """Replace a station's stored hash `old` by `new` unless it changed meanwhile (a password
+    change between the login and this write wins). True if replaced."""
+    done = await redis.eval(_REHASH, 1, keys.station_credentials(station_id), old.hash_hex, new.scheme,
+                            str(new.iterations), new.salt_hex, new.hash_hex)
+    return bool(done)
 
 
 async def list_stations(redis: Redis, keys: Keys) -> list[dict[str, Any]]:

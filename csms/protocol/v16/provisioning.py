@@ -26,6 +26,7 @@ class ProvisioningBlock16(BlockBase):
         The node then reads the station's configuration (GetConfiguration) from a task."""
         interval = self.env.settings.heartbeat_interval_s
         await self.env.store.boot(self.id, self.site_id, boot_info(self.payload), "", interval)
+        self.booted.set()
         for callback in self.env.boot_accepted:  # run once the answer is on the wire
             self.after_answer(functools.partial(callback, self.id))
         return call_result.BootNotification(current_time=self.now_iso(), interval=interval, status="Accepted")
