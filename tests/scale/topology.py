@@ -1,0 +1,148 @@
+"""The compose topology as local processes: HAProxy in front of csms nodes, optimizer workers, one Redis.
+
+Every part is the real thing: `haproxy` (Debian package, installed by `scripts/setup.sh --dev`),
+`evfleet csms` and `evfleet optimizer` processes, the test session's private redis-server. Ports
+are free ports on 127.0.0.1. `deploy/haproxy/haproxy.cfg` is the template the production compose
+uses; here its servers are the local nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from csms.store.embedded import free_port
+
+EVFLEET = str(Path(sys.executable).with_name("evfleet"))
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Node:
+    """One `evfleet csms` process."""
+
+    node_id: str
+    ocpp_port: int
+    api_port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, no offline marking."""
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@dataclass
+class Worker:
+    """One `evfleet optimizer` process."""
+
+    consumer: str
+    proc: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@dataclass
+class Topology:
+    """HAProxy on `ocpp_port` in front of `nodes`; `workers` on the same Redis."""
+
+    redis_url: str
+    ocpp_port: int
+    nodes: list[Node] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    haproxy: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base OCPP URL through HAProxy (append the station id)."""
+        return f"ws://127.0.0.1:{self.ocpp_port}/ocpp/"
+
+    def node(self, node_id: str) -> Node:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+
+def haproxy_config(ocpp_port: int, nodes: list[Node], stats_port: int) -> str:
+    """The HAProxy config of deploy/haproxy/haproxy.cfg with `nodes` as servers."""
+    template = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+    servers = "\n".join(
+        f"    server {n.node_id} 127.0.0.1:{n.ocpp_port} check port {n.api_port} maxconn 5000" for n in nodes)
+    head, _, _ = template.partition("    # servers")
+    head = head.replace("bind :9000", f"bind 127.0.0.1:{ocpp_port}")
+    head = head.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
+    head = head.replace("maxconn 50000", "maxconn 8000")  # within this machine's fd limit
+    return head + servers + "\n"
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    out = log.open("ab")
+    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+async def _until_healthy(url: str, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with httpx.AsyncClient() as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url, timeout=2)).status_code == 200:
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{url} not healthy within {timeout_s} s")
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0) -> AsyncIterator[Topology]:
+    """Start HAProxy, `nodes` csms nodes and `workers` optimizer workers; stop (SIGKILL) them all after."""
+    env = {**os.environ, "HOME": str(tmp), "EVFLEET_LOG_LEVEL": "INFO"}
+    topo = Topology(redis_url, free_port())
+    try:
+        for i in range(1, nodes + 1):
+            node_id, ocpp_port, api_port = f"node-{i}", free_port(), free_port()
+            proc = _spawn([EVFLEET, "csms", "--redis-url", redis_url, "--host", "127.0.0.1",
+                           "--port", str(ocpp_port), "--api-port", str(api_port), "--node-id", node_id,
+                           "--no-api-auth"], tmp / f"{node_id}.log", env)
+            topo.nodes.append(Node(node_id, ocpp_port, api_port, proc))
+        for node in topo.nodes:
+            await _until_healthy(f"{node.api}/healthz")
+        for i in range(1, workers + 1):
+            consumer = f"worker-{i}"
+            proc = _spawn([EVFLEET, "optimizer", "--redis-url", redis_url, "--consumer", consumer,
+                           "--debounce-s", "0.2"], tmp / f"{consumer}.log", env)
+            topo.workers.append(Worker(consumer, proc))
+        stats_port = free_port()
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port))
+        topo.haproxy = _spawn([HAPROXY, "-f", str(cfg), "-db"], tmp / "haproxy.log", env)
+        await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz")
+        yield topo
+    finally:
+        procs = [n.proc for n in topo.nodes] + [w.proc for w in topo.workers]
+        procs += [topo.haproxy] if topo.haproxy is not None else []
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
