@@ -38,6 +38,7 @@ from csms.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_
 from csms.events import Event, EventType
 from csms.store.keys import Keys
 from csms.store.state import event_fields
+from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
 from optimizer.reference import with_references
@@ -355,9 +356,27 @@ class OptimizerWorker:
         await self.refresh_clock()
         for site in await self.known_sites():
             self.mark_dirty(site, "startup")
-        while stop is None or not stop.is_set():
-            await self._read_events()
-            await self._solve_due()
+        presence = asyncio.create_task(peers.keep_alive(self.redis, self.keys, self.cfg.consumer),
+                                       name="optimizer-presence")
+        watched = asyncio.get_running_loop().time()
+        try:
+            while stop is None or not stop.is_set():
+                await self._read_events()
+                if asyncio.get_running_loop().time() - watched >= peers.WATCH_S:
+                    watched = asyncio.get_running_loop().time()
+                    await self._take_over_dead_peers()
+                await self._solve_due()
+        finally:
+            presence.cancel()
+            await asyncio.gather(presence, return_exceptions=True)
+
+    async def _take_over_dead_peers(self) -> None:
+        """Re-plan every site when another worker died (see optimizer.peers)."""
+        for dead in await peers.dead_peers(self.redis, self.keys, GROUP, self.cfg.consumer):
+            sites = await self.known_sites()
+            if await peers.rescue(self.redis, self.keys, GROUP, self.cfg.consumer, dead, sites):
+                for site in sites:
+                    self.mark_dirty(site, f"worker {dead} died")
 
     async def _read_events(self) -> None:
         resp: Any = await self.redis.xreadgroup(GROUP, self.cfg.consumer, {self.keys.events(): ">"},

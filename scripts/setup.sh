@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up evfleet in ./.venv. `--demo` adds the demo's chart (matplotlib); `--dev` also installs
 # the test tools and the system packages the test suite drives for real (Chromium, Mosquitto,
-# Java, iproute2).
+# Java, iproute2, HAProxy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,7 @@ if [ "${1:-}" = "--dev" ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "==> installing system packages: ${need[*]}"

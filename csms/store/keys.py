@@ -167,6 +167,14 @@ class Keys:
         """STRING (PX TTL): the optimizer worker currently solving a site."""
         return f"{self.prefix}:lease:optimizer:{site_id}"
 
+    def optimizer_alive(self, consumer: str) -> str:
+        """STRING (EX TTL): present while the optimizer worker `consumer` runs (its heartbeat)."""
+        return f"{self.prefix}:optimizer:alive:{consumer}"
+
+    def optimizer_rescue(self, consumer: str) -> str:
+        """STRING (EX TTL): the worker that took over a dead worker's pending events and sites."""
+        return f"{self.prefix}:optimizer:rescue:{consumer}"
+
     def smart_charging_lease(self, site_id: str) -> str:
         """STRING (PX TTL): the csms node that applies a site's plans."""
         return f"{self.prefix}:lease:smart-charging:{site_id}"

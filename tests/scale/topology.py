@@ -76,8 +76,19 @@ class Topology:
         """Base OCPP URL through HAProxy (append the station id)."""
         return f"ws://127.0.0.1:{self.ocpp_port}/ocpp/"
 
+    tmp: Path = Path(".")
+    env: dict[str, str] = field(default_factory=dict)
+
     def node(self, node_id: str) -> Node:
         return next(n for n in self.nodes if n.node_id == node_id)
+
+    def start_worker(self, consumer: str, debounce_s: float = 0.2) -> Worker:
+        """Start one more `evfleet optimizer` process on the topology's Redis."""
+        proc = _spawn([EVFLEET, "optimizer", "--redis-url", self.redis_url, "--consumer", consumer,
+                       "--debounce-s", str(debounce_s)], self.tmp / f"{consumer}.log", self.env)
+        worker = Worker(consumer, proc)
+        self.workers.append(worker)
+        return worker
 
 
 def haproxy_config(ocpp_port: int, nodes: list[Node], stats_port: int) -> str:
@@ -113,7 +124,7 @@ async def _until_healthy(url: str, timeout_s: float = 30.0) -> None:
 async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0) -> AsyncIterator[Topology]:
     """Start HAProxy, `nodes` csms nodes and `workers` optimizer workers; stop (SIGKILL) them all after."""
     env = {**os.environ, "HOME": str(tmp), "EVFLEET_LOG_LEVEL": "INFO"}
-    topo = Topology(redis_url, free_port())
+    topo = Topology(redis_url, free_port(), tmp=tmp, env=env)
     try:
         for i in range(1, nodes + 1):
             node_id, ocpp_port, api_port = f"node-{i}", free_port(), free_port()
@@ -124,10 +135,7 @@ async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0) 
         for node in topo.nodes:
             await _until_healthy(f"{node.api}/healthz")
         for i in range(1, workers + 1):
-            consumer = f"worker-{i}"
-            proc = _spawn([EVFLEET, "optimizer", "--redis-url", redis_url, "--consumer", consumer,
-                           "--debounce-s", "0.2"], tmp / f"{consumer}.log", env)
-            topo.workers.append(Worker(consumer, proc))
+            topo.start_worker(f"worker-{i}")
         stats_port = free_port()
         cfg = tmp / "haproxy.cfg"
         cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port))
