@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from csms.api import metrics
@@ -98,7 +98,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return StreamingResponse(_sse(request, deps_of(request), token), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """OCPP, operator and optimizer series in the Prometheus text format."""
         await metrics.refresh_site_metrics(deps.reader)

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from csms.api.calls import StationCaller
-from csms.api.errors import Forbidden, Unauthorized
+from csms.api.errors import Forbidden, InvalidInput, Unauthorized
 from csms.api.live import LiveHub
 from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
@@ -58,6 +58,32 @@ async def authenticate(deps: ApiDeps, token: str | None, needed: Role) -> TokenI
         raise Forbidden(f"token {info.name!r} has role {info.role.value}; this needs {needed.value}",
                         {"role": info.role.value, "required": needed.value})
     return info
+
+
+def _declared_query(route: Any) -> frozenset[str]:
+    cached: frozenset[str] | None = getattr(route, "_evfleet_query_names", None)
+    if cached is not None:
+        return cached
+    names: set[str] = set()
+    stack = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        names.update(p.alias for p in dependant.query_params)
+        stack.extend(dependant.dependencies)
+    route._evfleet_query_names = frozenset(names)
+    return route._evfleet_query_names
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """Refuse query parameters the operation does not declare (422), so a typo such as
+    `?limt=5` or `?station=CS1` is an error instead of a silently unfiltered answer."""
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return
+    unknown = sorted(set(request.query_params) - _declared_query(route))
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)[:200]}",
+                           {"unknown": unknown[:20], "allowed": sorted(_declared_query(route))})
 
 
 def require(role: Role) -> Callable[..., Awaitable[TokenInfo]]:

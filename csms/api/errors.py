@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,34 @@ class StationTimeout(ApiError):
 _STATUS_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 415: "unsupported_media_type",
-    422: "validation_error", 429: "too_many_requests", 500: "internal_error",
+    422: "validation_error", 429: "too_many_requests", 500: "internal_error", 502: "station_call_failed",
+    504: "station_timeout",
 }
+
+
+class ErrorDetail(BaseModel):
+    """The `error` member of every 4xx/5xx body."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx response body: `{"error": {"code", "message", "details"}}`."""
+
+    error: ErrorDetail
+
+
+def _documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse, "description": _STATUS_CODES.get(code, "error").replace("_", " ")}
+            for code in codes}
+
+
+READ_ERRORS = _documented(400, 401, 403, 404, 422)
+"""Documented error answers of read operations (viewer token)."""
+ACT_ERRORS = _documented(400, 401, 403, 404, 409, 422, 502, 504)
+"""Documented error answers of operations that change state or call a station (operator token)."""
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from csms.api.calls import call_or_raise
-from csms.api.deps import ApiDeps, deps_of, require
-from csms.api.errors import Conflict, InvalidInput, NotFound
+from csms.api.deps import ApiDeps, deps_of, reject_unknown_query, require
+from csms.api.errors import ACT_ERRORS, READ_ERRORS, Conflict, InvalidInput, NotFound
 from csms.api.live import FEED_SKIP, event_summary
 from csms.api.reader import s
 from csms.api.schemas import (
@@ -28,9 +28,17 @@ from csms.api.tokens import Role, TokenInfo
 from csms.api.views import paginate, session_summary
 from csms.events import Event
 
-read = APIRouter(prefix="/api/v1", dependencies=[Depends(require(Role.VIEWER))])
-act = APIRouter(prefix="/api/v1", dependencies=[Depends(require(Role.OPERATOR))])
+read = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
+                dependencies=[Depends(require(Role.VIEWER)), Depends(reject_unknown_query)])
+act = APIRouter(prefix="/api/v1", responses=ACT_ERRORS,
+                dependencies=[Depends(require(Role.OPERATOR)), Depends(reject_unknown_query)])
 
+StationIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,47}$",
+                                    description="station id (letters, digits, `._-`, up to 48)")]
+SiteIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$",
+                                 description="site id (letters, digits, `_.-`, up to 64)")]
+IdTokenPath = Annotated[str, Path(pattern=r"^[^\s:]{1,36}$", description="id token (1-36, no ':' or spaces)")]
+TransactionIdPath = Annotated[str, Path(min_length=1, max_length=36, description="OCPP transactionId")]
 Limit = Query(100, ge=1, le=1000, description="page size")
 Offset = Query(0, ge=0, description="items to skip")
 StationStatus = Literal["Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable",
@@ -76,7 +84,7 @@ async def _station_or_404(deps: ApiDeps, station_id: str) -> dict[str, Any]:
 
 
 @read.get("/stations/{station_id}", tags=["stations"], summary="One station")
-async def get_station(request: Request, station_id: str) -> dict[str, Any]:
+async def get_station(request: Request, station_id: StationIdPath) -> dict[str, Any]:
     """Station document with its live sessions."""
     deps = deps_of(request)
     doc = await _station_or_404(deps, station_id)
@@ -115,7 +123,7 @@ async def list_sessions(request: Request, limit: int = Limit, offset: int = Offs
 
 
 @read.get("/sessions/{transaction_id}", tags=["sessions"], summary="One session with schedules and meter")
-async def get_session(request: Request, transaction_id: str,
+async def get_session(request: Request, transaction_id: TransactionIdPath,
                       samples: int = Query(500, ge=0, le=5000, description="meter samples to include")
                       ) -> dict[str, Any]:
     """Session with charging needs, planned schedule, applied profile, EV schedule and meter samples."""
@@ -138,7 +146,7 @@ async def list_transactions(request: Request, limit: int = Limit, offset: int = 
 
 
 @read.get("/transactions/{transaction_id}", tags=["transactions"], summary="One transaction with its events")
-async def get_transaction(request: Request, transaction_id: str) -> dict[str, Any]:
+async def get_transaction(request: Request, transaction_id: TransactionIdPath) -> dict[str, Any]:
     """Transaction record plus every stored TransactionEvent payload in arrival order."""
     doc = await deps_of(request).reader.transaction(transaction_id)
     if doc is None:
@@ -167,13 +175,13 @@ async def _site_or_404(deps: ApiDeps, site_id: str) -> dict[str, Any]:
 
 
 @read.get("/sites/{site_id}", tags=["sites"], summary="One site with its plan and prices")
-async def get_site(request: Request, site_id: str) -> dict[str, Any]:
+async def get_site(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
     """Site document including the optimizer's planned load series and the price series."""
     return await _site_or_404(deps_of(request), site_id)
 
 
 @read.get("/sites/{site_id}/history", tags=["sites"], summary="Recent site load samples")
-async def site_history(request: Request, site_id: str) -> dict[str, Any]:
+async def site_history(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
     """Site power, limit and planned load sampled by this API process (for the dashboard chart)."""
     deps = deps_of(request)
     await _site_or_404(deps, site_id)
@@ -181,7 +189,7 @@ async def site_history(request: Request, site_id: str) -> dict[str, Any]:
 
 
 @act.put("/sites/{site_id}/limit", tags=["sites"], summary="Set a site power limit")
-async def set_site_limit(request: Request, site_id: str, body: SiteLimitInput) -> dict[str, Any]:
+async def set_site_limit(request: Request, site_id: SiteIdPath, body: SiteLimitInput) -> dict[str, Any]:
     """Store the limit and append a `site.limit` event (the optimizer re-plans)."""
     deps = deps_of(request)
     await deps.writer.set_limit(_site_id(site_id), body, source="api")
@@ -189,7 +197,7 @@ async def set_site_limit(request: Request, site_id: str, body: SiteLimitInput) -
 
 
 @act.put("/sites/{site_id}/prices", tags=["sites"], summary="Set a site price series")
-async def set_site_prices(request: Request, site_id: str, body: PriceSeriesInput) -> dict[str, Any]:
+async def set_site_prices(request: Request, site_id: SiteIdPath, body: PriceSeriesInput) -> dict[str, Any]:
     """Store the price series and append a `site.prices` event (the optimizer re-plans)."""
     deps = deps_of(request)
     doc = await deps.writer.set_prices(_site_id(site_id), body, source="api")
@@ -207,7 +215,7 @@ async def list_id_tokens(request: Request, limit: int = Limit, offset: int = Off
 
 
 @read.get("/id-tokens/{id_token}", tags=["id tokens"], summary="One id token")
-async def get_id_token(request: Request, id_token: str) -> dict[str, Any]:
+async def get_id_token(request: Request, id_token: IdTokenPath) -> dict[str, Any]:
     """The token's authorization record."""
     deps = deps_of(request)
     if not await deps.redis.sismember(deps.keys.id_tokens(), id_token):
@@ -237,15 +245,13 @@ async def create_id_token(request: Request, body: IdTokenCreate) -> dict[str, An
 
 
 @act.put("/id-tokens/{id_token}", tags=["id tokens"], summary="Create or replace an id token")
-async def put_id_token(request: Request, id_token: str, body: IdTokenIn) -> dict[str, Any]:
-    """Create or replace the token's record."""
-    if not id_token or len(id_token) > 36 or ":" in id_token or id_token.strip() != id_token:
-        raise InvalidInput("id token must be 1-36 characters without ':' or spaces", {"id_token": id_token})
+async def put_id_token(request: Request, id_token: IdTokenPath, body: IdTokenIn) -> dict[str, Any]:
+    """Create or replace the token's record (the path pattern checks the token)."""
     return await _store_id_token(deps_of(request), id_token, body)
 
 
 @act.delete("/id-tokens/{id_token}", tags=["id tokens"], status_code=204, summary="Remove an id token")
-async def delete_id_token(request: Request, id_token: str) -> Response:
+async def delete_id_token(request: Request, id_token: IdTokenPath) -> Response:
     """Remove the token; 404 if unknown."""
     deps = deps_of(request)
     if not await deps.redis.sismember(deps.keys.id_tokens(), id_token):
@@ -296,7 +302,7 @@ async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
 TimeoutQ = Query(None, gt=0, le=300, description="seconds to wait for the station (default: settings)")
 
 
-async def _call(request: Request, station_id: str, action: str, payload: dict[str, Any],
+async def _call(request: Request, station_id: StationIdPath, action: str, payload: dict[str, Any],
                 timeout_s: float | None) -> dict[str, Any]:
     deps = deps_of(request)
     await _station_or_404(deps, station_id)
@@ -306,7 +312,7 @@ async def _call(request: Request, station_id: str, action: str, payload: dict[st
 
 
 @act.post("/stations/{station_id}/remote-start", tags=["actions"], summary="RequestStartTransaction")
-async def remote_start(request: Request, station_id: str, body: RemoteStartIn,
+async def remote_start(request: Request, station_id: StationIdPath, body: RemoteStartIn,
                        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Ask the station to start a transaction for an id token."""
     payload: dict[str, Any] = {"idToken": {"idToken": body.id_token, "type": body.id_token_type},
@@ -320,7 +326,7 @@ async def remote_start(request: Request, station_id: str, body: RemoteStartIn,
 
 
 @act.post("/stations/{station_id}/remote-stop", tags=["actions"], summary="RequestStopTransaction")
-async def remote_stop(request: Request, station_id: str, body: RemoteStopIn,
+async def remote_stop(request: Request, station_id: StationIdPath, body: RemoteStopIn,
                       timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Ask the station to stop a transaction."""
     return await _call(request, station_id, "RequestStopTransaction",
@@ -328,7 +334,7 @@ async def remote_stop(request: Request, station_id: str, body: RemoteStopIn,
 
 
 @act.post("/sessions/{transaction_id}/stop", tags=["actions"], summary="Stop a live session")
-async def stop_session(request: Request, transaction_id: str,
+async def stop_session(request: Request, transaction_id: TransactionIdPath,
                        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """RequestStopTransaction to the station the session runs on."""
     deps = deps_of(request)
@@ -342,7 +348,7 @@ async def stop_session(request: Request, transaction_id: str,
 
 
 @act.post("/stations/{station_id}/reset", tags=["actions"], summary="Reset")
-async def reset(request: Request, station_id: str, body: ResetIn,
+async def reset(request: Request, station_id: StationIdPath, body: ResetIn,
                 timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Reset the station or one EVSE (Immediate or OnIdle)."""
     payload: dict[str, Any] = {"type": body.type}
@@ -361,7 +367,7 @@ def _evse(evse_id: int | None, connector_id: int | None) -> dict[str, Any] | Non
 
 
 @act.post("/stations/{station_id}/availability", tags=["actions"], summary="ChangeAvailability")
-async def change_availability(request: Request, station_id: str, body: AvailabilityIn,
+async def change_availability(request: Request, station_id: StationIdPath, body: AvailabilityIn,
                               timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Make the station, an EVSE or a connector Operative or Inoperative."""
     payload: dict[str, Any] = {"operationalStatus": body.operational_status}
@@ -372,7 +378,7 @@ async def change_availability(request: Request, station_id: str, body: Availabil
 
 
 @act.post("/stations/{station_id}/trigger", tags=["actions"], summary="TriggerMessage")
-async def trigger_message(request: Request, station_id: str, body: TriggerIn,
+async def trigger_message(request: Request, station_id: StationIdPath, body: TriggerIn,
                           timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Ask the station to send a message now (StatusNotification, MeterValues, ...)."""
     payload: dict[str, Any] = {"requestedMessage": body.requested_message}
@@ -383,7 +389,7 @@ async def trigger_message(request: Request, station_id: str, body: TriggerIn,
 
 
 @act.post("/stations/{station_id}/charging-profiles", tags=["actions"], summary="SetChargingProfile")
-async def set_charging_profile(request: Request, station_id: str, body: SetProfileIn,
+async def set_charging_profile(request: Request, station_id: StationIdPath, body: SetProfileIn,
                                timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Send a charging profile to an EVSE (0 = station-wide)."""
     return await _call(request, station_id, "SetChargingProfile",
@@ -393,7 +399,7 @@ async def set_charging_profile(request: Request, station_id: str, body: SetProfi
 
 @act.delete("/stations/{station_id}/charging-profiles", tags=["actions"], summary="ClearChargingProfile")
 async def clear_charging_profile(
-        request: Request, station_id: str,
+        request: Request, station_id: StationIdPath,
         profile_id: int | None = Query(None, ge=0, description="clear this profile id"),
         evse_id: int | None = Query(None, ge=0),
         purpose: Literal["ChargingStationExternalConstraints", "ChargingStationMaxProfile",

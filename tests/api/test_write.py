@@ -55,7 +55,7 @@ async def test_set_prices_writes_document_and_event(client: httpx.AsyncClient, t
      "import_price"),
     ("/api/v1/sites/depot/prices", {"start": "2026-01-01T00:00:00Z", "step_minutes": 15,
                                     "import_price": [1, 2], "export_price": [1]}, "as many steps"),
-    ("/api/v1/sites/bad%20site/limit", {"limit_kw": 5}, "invalid site id"),
+    ("/api/v1/sites/bad%20site/limit", {"limit_kw": 5}, "path.site_id"),
 ])
 async def test_invalid_site_input_gets_422_and_changes_nothing(
         client: httpx.AsyncClient, tokens: Tokens, redis: Redis, path: str, body: dict[str, object],
