@@ -101,6 +101,9 @@ class CsmsSettings(BaseSettings):
     # --- MQTT telemetry ---------------------------------------------------------------
     mqtt_url: str | None = Field(None, description="mqtt://host:port; unset = MQTT off")
     mqtt_topic_prefix: str = "evfleet"
+    service_lease_ttl_s: float = Field(
+        10.0, gt=0, description="lease of once-per-deployment services (the MQTT bridge): a dead "
+                                "holder is replaced by another node within about 1.3 x this")
 
     # --- smart charging ----------------------------------------------------------------
     smart_charging: bool = True

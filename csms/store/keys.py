@@ -175,6 +175,10 @@ class Keys:
         """STRING (EX TTL): the worker that took over a dead worker's pending events and sites."""
         return f"{self.prefix}:optimizer:rescue:{consumer}"
 
+    def service_lease(self, service: str) -> str:
+        """STRING (PX TTL): the csms node that runs a once-per-deployment service (e.g. the MQTT bridge)."""
+        return f"{self.prefix}:lease:service:{service}"
+
     def smart_charging_lease(self, site_id: str) -> str:
         """STRING (PX TTL): the csms node that applies a site's plans."""
         return f"{self.prefix}:lease:smart-charging:{site_id}"

@@ -7,6 +7,7 @@ import logging
 from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
 from csms.context import CsmsContext
+from csms.leases import run_singleton
 from csms.logs import redact
 from csms.telemetry.bridge import MqttBridge
 
@@ -16,12 +17,22 @@ log = logging.getLogger(__name__)
 async def run(ctx: CsmsContext) -> None:
     """Bridge the event stream to MQTT and MQTT site inputs to Redis until cancelled."""
     settings = ctx.settings
-    if not settings.mqtt_url:
+    mqtt_url = settings.mqtt_url
+    if not mqtt_url:
         return
     reader = StateReader(ctx.redis, ctx.keys, ctx.clock, settings.default_site,
                          settings.default_site_limit_kw)
-    bridge = MqttBridge(reader, SiteInputWriter(ctx.redis, ctx.keys, ctx.clock), settings.mqtt_url,
+    bridge = MqttBridge(reader, SiteInputWriter(ctx.redis, ctx.keys, ctx.clock), mqtt_url,
                         prefix=settings.mqtt_topic_prefix, client_id=f"evfleet-{ctx.node_id}")
-    ctx.extras["mqtt_bridge"] = bridge
-    log.info("mqtt: bridging to %s (prefix %s)", redact(settings.mqtt_url), settings.mqtt_topic_prefix)
-    await bridge.run()
+
+    async def serve() -> None:
+        ctx.extras["mqtt_bridge"] = bridge
+        log.info("mqtt: bridging to %s (prefix %s)", redact(mqtt_url), settings.mqtt_topic_prefix)
+        try:
+            await bridge.run()
+        finally:
+            ctx.extras.pop("mqtt_bridge", None)
+
+    # one bridge per deployment: every node may be configured with it, one node runs it
+    await run_singleton(ctx.redis, ctx.keys.service_lease(f"mqtt-bridge:{settings.mqtt_topic_prefix}"),
+                        ctx.node_id, settings.service_lease_ttl_s, serve)

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -239,3 +240,42 @@ async def test_ocpp_traffic_flows_while_the_broker_is_down(redis_url: str) -> No
         bridge = live.node.ctx.extras["mqtt_bridge"]
         await until(lambda: len(bridge.outbox) > 0, 10)
         assert not bridge.connected and len(bridge.outbox) <= bridge.outbox.max_messages
+
+
+async def test_one_bridge_per_deployment_and_another_node_takes_over(
+        redis_url: str, mqtt_broker: MqttBroker) -> None:
+    """Two nodes configured with the same broker and prefix run one bridge between them (a lease)."""
+    from csms.app import running_csms
+    from tests.csms.conftest import make_settings
+
+    prefix = _prefix()
+    lease = KEYS.service_lease(f"mqtt-bridge:{prefix}")
+
+    def settings(node_id: str) -> Any:
+        return make_settings(redis_url, node_id=node_id, mqtt_url=mqtt_broker.url, mqtt_topic_prefix=prefix,
+                             service_lease_ttl_s=1.5)
+
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    service = ["csms.telemetry.service:run"]
+    async with watch(mqtt_broker.port, f"{prefix}/status") as w, \
+            running_csms(settings("node-b"), services=service) as b:
+        async with running_csms(settings("node-a"), services=service) as a:
+            await until(lambda: redis.get(lease), 10, "a bridge took the lease")
+            holder, standby = (a, b) if await redis.get(lease) == "node-a" else (b, a)
+            await until(lambda: "mqtt_bridge" in holder.ctx.extras, 5)
+            await asyncio.sleep(2)  # several renewal rounds: the other node stays on standby
+            assert "mqtt_bridge" not in standby.ctx.extras
+            await until(lambda: w.last(f"{prefix}/status") == "online", 10)
+            # the lease is taken from the holder (as after a stall past its TTL): it stops bridging
+            await redis.set(lease, "someone-else", px=3000)
+            await until(lambda: "mqtt_bridge" not in holder.ctx.extras, 5, "the holder stops")
+            await redis.delete(lease)
+            await until(lambda: redis.get(lease), 5, "a node takes the free lease")
+        # node-a stopped cleanly: if it held the lease, it released it and node-b took over
+        await until(lambda: _is(redis.get(lease), "node-b"), 5, "node-b bridges")
+        await until(lambda: "mqtt_bridge" in b.ctx.extras, 5)
+    await redis.aclose()
+
+
+async def _is(value: Any, expected: str) -> bool:
+    return await value == expected
