@@ -42,6 +42,16 @@ if [ "${1:-}" = "--dev" ]; then
       echo "warning: missing ${need[*]}; install them (Debian: apt-get install ${need[*]}) or the tests that need them are skipped" >&2
     fi
   fi
+  # the independent OCPP 2.0.1 test station (npm ocpp-rpc, strict mode): tests/thirdparty
+  rpc=tests/thirdparty/ocpp-rpc
+  if command -v npm >/dev/null 2>&1; then
+    if [ ! -f "$rpc/node_modules/.package-lock.json" ] || [ "$rpc/package-lock.json" -nt "$rpc/node_modules/.package-lock.json" ]; then
+      echo "==> installing the ocpp-rpc test station (npm ci)"
+      (cd "$rpc" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  else
+    echo "warning: node/npm missing (Node 18+); the ocpp-rpc station test is skipped" >&2
+  fi
   if [ -x scripts/setup-iso15118.sh ]; then
     bash scripts/setup-iso15118.sh
   fi
