@@ -228,3 +228,65 @@ def test_k8s_says_what_the_deploy_files_say() -> None:
                 assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "evfleet-secrets"
             if container["name"] == "redis":
                 assert "$(REDIS_PASSWORD)" in container["args"]
+
+
+def _acl(user: str, access: str) -> list[str]:
+    rules: dict[str, list[tuple[str, str]]] = {}
+    current = ""
+    for line in _strip((DEPLOY / "mosquitto/acl").read_text()):
+        words = line.split()
+        if words[0] == "user":
+            current = words[1]
+        elif words[0] == "topic":
+            rules.setdefault(current, []).append((words[1], words[2]))
+    return [pattern for kind, pattern in rules.get(user, []) if kind in (access, "readwrite")]
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    p, t = pattern.split("/"), topic.split("/")
+    for i, part in enumerate(p):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(p) == len(t)
+
+
+def test_acl_lets_the_csms_publish_every_topic_it_has() -> None:
+    """Every topic `csms.telemetry.topics.Topics` can build is writable by `csms` and by nobody else
+    but `csms`; a new topic without its ACL line fails here, not silently in production."""
+    import inspect
+    import itertools
+
+    from csms.events import EventType
+    from csms.telemetry import topics as t
+
+    samples: dict[str, list[str]] = {
+        "station_id": ["CS-1"], "site_id": ["depot"], "transaction_id": ["TX-1"],
+        "event_type": [e.value for e in EventType], "kind": ["limit", "prices"],
+    }
+    keys = {"station_measure": t.STATION_MEASURES, "session_measure": t.SESSION_MEASURES,
+            "site_measure": t.SITE_MEASURES}
+    topics = t.Topics("evfleet")
+    built: list[str] = []
+    for name, method in inspect.getmembers(topics, inspect.ismethod):
+        if name.startswith("_") or name in ("site_input_set", "parse_input_topic"):
+            continue
+        params = list(inspect.signature(method).parameters)
+        values: list[list[str]] = []
+        for param in params:
+            if param == "key":
+                values.append([m.key for m in keys[name]])
+            else:
+                assert param in samples, f"Topics.{name}({param}): add sample values to this test"
+                values.append(samples[param])
+
+        built += [method(*combo) for combo in itertools.product(*values)]
+    assert len(built) > 20
+    for topic in built:
+        assert any(_matches(p, topic) for p in _acl("csms", "write")), f"csms may not publish {topic}"
+        assert not any(_matches(p, topic) for p in _acl("grid", "write")), topic
+    for kind in ("limit", "prices"):
+        assert any(_matches(p, f"evfleet/sites/depot/{kind}/set") for p in _acl("grid", "write"))
+        assert not any(_matches(p, f"evfleet/sites/depot/{kind}/set") for p in _acl("csms", "write"))
+    assert _acl("viewer", "write") == []
