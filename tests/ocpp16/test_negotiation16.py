@@ -140,3 +140,32 @@ async def test_v16_start_replay_same_id_and_commands_checked_against_16(
                                      {"transactionId": str(first["transactionId"])})
     assert reply.ok and reply.payload == {"status": "Accepted"}
     await st.close()
+
+
+async def test_v16_profile_answer_not_supported_is_a_not_supported_callerror(
+        node: CsmsNode, provision: Provision) -> None:
+    """A 1.6 SetChargingProfile answered `NotSupported` reaches the caller as CALLERROR NotSupported,
+    which the smart-charging service treats as 'cannot be steered' (budget at the maximum)."""
+    await provision("CP-NS")
+    st = await connect16(node, "CP-NS")
+    await st.ok("BootNotification", BOOT16)
+    got: list[Any] = []
+
+    def answer(msg: list[Any]) -> list[Any]:
+        got.append(msg[3])
+        return [3, msg[1], {"status": "NotSupported"}]
+
+    st.auto_answer["SetChargingProfile"] = answer
+    profile = {"id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile",
+               "chargingProfileKind": "Absolute", "chargingSchedule": [{
+                   "id": 1, "startSchedule": now(), "chargingRateUnit": "W",
+                   "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7400.0}]}]}
+    reply = await node.commands.call("CP-NS", "SetChargingProfile", {"evseId": 1, "chargingProfile": profile})
+    assert reply.outcome.value == "call_error" and reply.error is not None
+    assert reply.error["code"] == "NotSupported"
+    [sent] = got  # the station got the 1.6 shape (no period cap or unit restriction known: as planned)
+    assert sent["connectorId"] == 1
+    assert sent["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+    assert sent["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 7400.0}]
+    await st.close()
