@@ -168,7 +168,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         counts: dict[str, int] = {}
         plans: list[dict[str, Any]] = []
         for _id, f in events:
-            t, txid, ts = f["type"], f.get("transaction_id", ""), datetime.fromisoformat(f["ts"])
+            t, txid, ts = f["type"], f.get("tx_ref", ""), datetime.fromisoformat(f["ts"])
             counts[t] = counts.get(t, 0) + 1
             data = json.loads(f.get("data") or "{}")
             if t == "tx.started":

@@ -1,9 +1,12 @@
 """Typed events appended to the `evfleet:events` Redis Stream on every state change.
 
 Stream entry fields are flat strings: ``type``, ``station_id``, ``evse_id`` (may be
-empty), ``transaction_id`` (may be empty), ``site_id`` (may be empty), ``ts`` (ISO 8601,
-clock time) and ``data`` (JSON object). Consumers (optimizer worker, dashboard, MQTT
-publisher) read it with consumer groups or XREAD.
+empty), ``transaction_id`` (the station's OCPP transactionId, may be empty), ``tx_ref`` (the
+transaction's key in evfleet, `csms.store.keys.tx_ref`: station, id and generation; empty
+when there is no transaction), ``site_id`` (may be empty), ``ts`` (ISO 8601, clock time) and
+``data`` (JSON object). A transactionId is unique only within its station: consumers identify
+a transaction by ``tx_ref`` (or station_id + transaction_id), never by transaction_id alone.
+Consumers (optimizer worker, dashboard, MQTT publisher) read it with consumer groups or XREAD.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Event(BaseModel):
     station_id: str = ""
     evse_id: int | None = None
     transaction_id: str = ""
+    tx_ref: str = ""
     site_id: str = ""
     ts: datetime
     data: dict[str, Any] = Field(default_factory=dict)
@@ -65,6 +69,7 @@ class Event(BaseModel):
             "station_id": self.station_id,
             "evse_id": "" if self.evse_id is None else str(self.evse_id),
             "transaction_id": self.transaction_id,
+            "tx_ref": self.tx_ref,
             "site_id": self.site_id,
             "ts": self.ts.isoformat(),
             "data": json.dumps(self.data, separators=(",", ":"), default=str),
@@ -80,6 +85,7 @@ class Event(BaseModel):
             station_id=f.get("station_id", ""),
             evse_id=int(f["evse_id"]) if f.get("evse_id") else None,
             transaction_id=f.get("transaction_id", ""),
+            tx_ref=f.get("tx_ref", ""),
             site_id=f.get("site_id", ""),
             ts=datetime.fromisoformat(f["ts"]),
             data=_data(f.get("data")),

@@ -94,5 +94,5 @@ def ev_min_kw(site: SiteState) -> dict[str, float]:
         elif needs.get("ev_min_current_a") and evse is not None:
             min_w = float(needs["ev_min_current_a"]) * evse.voltage_v * max(1, evse.phases)
         if min_w > 0:
-            out[session.transaction_id] = min_w * 1.001 / 1000.0
+            out[session.tx_ref] = min_w * 1.001 / 1000.0
     return out

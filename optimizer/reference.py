@@ -15,12 +15,12 @@ from typing import Any
 from optimizer.snapshot import Snapshot
 
 
-def reference_for(previous_plan: Mapping[str, Any], key: str, transaction_id: str, start: datetime,
+def reference_for(previous_plan: Mapping[str, Any], key: str, tx_ref: str, start: datetime,
                   step_s: float, steps: int) -> list[float | None] | None:
     """The previous plan's limits for EVSE `key` on the new step grid; None when it planned another
-    transaction there, used another step length or does not overlap the new horizon."""
+    transaction (`tx_ref`) there, used another step length or does not overlap the new horizon."""
     limits = previous_plan.get("evses", {}).get(key)
-    if not limits or previous_plan.get("transactions", {}).get(key) != transaction_id:
+    if not limits or previous_plan.get("transactions", {}).get(key) != tx_ref:
         return None
     if abs(float(previous_plan.get("step_s", 0)) - step_s) > 1e-6:
         return None

@@ -84,6 +84,7 @@ class EvseState:
     voltage_v: float = DEFAULT_VOLTAGE_V
     rate_unit: str = "W"
     transaction_id: str = ""
+    """The running transaction's OCPP transactionId (unique only within the station)."""
     applied_max_w: float | None = None
     """Highest limit from now on of the last profile the station accepted (None = none known)."""
 
@@ -97,7 +98,8 @@ class EvseState:
 class SessionState:
     """A running transaction and what the EV said about its needs."""
 
-    transaction_id: str
+    tx_ref: str
+    """The transaction's key (station, transactionId, generation): the EV's id in the instance."""
     station_id: str
     evse_id: int
     started_at: datetime
@@ -136,7 +138,7 @@ class Snapshot:
 
     instance: Instance
     ev_evse: dict[str, str]
-    """EV id (transaction id) -> `sid/eid`."""
+    """EV id (the transaction's tx_ref) -> `sid/eid`."""
     fixed_load_kw: float
     notes: dict[str, str]
     """EV id -> how departure/energy were obtained (needs, forecast, default)."""
@@ -275,10 +277,10 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
         reachable = max_kw * (departure * step_h - elapsed_h)
         energy = round(max(0.0, min(energy, reachable)), 6)
         capacity = max(cfg.default_capacity_kwh, energy + 1e-3)
-        evs.append({"id": session.transaction_id, "charger": key, "arrival": 0, "departure": departure,
+        evs.append({"id": session.tx_ref, "charger": key, "arrival": 0, "departure": departure,
                     "energy_kwh": energy, "max_kw": max_kw, "capacity_kwh": capacity})
-        ev_evse[session.transaction_id] = key
-        notes[session.transaction_id] = f"departure={dep_how} energy={e_how}"
+        ev_evse[session.tx_ref] = key
+        notes[session.tx_ref] = f"departure={dep_how} energy={e_how}"
     fixed_kw = fixed_w / 1000.0
     prices = resample_prices(site.prices, start, cfg.step_minutes, steps)
     instance = Instance.model_validate({
@@ -338,7 +340,7 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             head = str(fld).split("/", 1)[0]
             if head.isdigit() and int(head) > 0:
                 evse_ids[sid].add(int(head))
-    active_list = sorted(str(t) for t in await redis.smembers(keys.transactions_active()))
+    active_list = sorted(str(t) for t in await redis.smembers(keys.transactions_active()))  # tx refs
     pipe = redis.pipeline(transaction=False)
     for txid in active_list:
         pipe.hgetall(keys.transaction(txid))
@@ -384,11 +386,11 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             continue
         key = f"{sid}/{int(tx['evse_id'])}"
         needs = needs_by_key.get(key)
-        if needs and needs.get("transaction_id") not in ("", None, txid):
+        if needs and needs.get("tx_ref") != txid:
             needs = None  # needs of an earlier session on this EVSE
         started = tx.get("started_at") or tx.get("updated_at")
         sessions.append(SessionState(
-            transaction_id=txid, station_id=sid, evse_id=int(tx["evse_id"]),
+            tx_ref=txid, station_id=sid, evse_id=int(tx["evse_id"]),
             started_at=parse_ts(started) if started else now,
             id_token=tx.get("id_token", ""), energy_wh=_f(tx.get("energy_wh"), 0.0),
             power_w=_f(tx.get("power_w"), 0.0),

@@ -117,7 +117,7 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
         limits = row
         evses[key] = limits
         per_evse[key] = {
-            "plan_id": plan_id, "site_id": site_id, "transaction_id": ev_id, "start": start,
+            "plan_id": plan_id, "site_id": site_id, "tx_ref": ev_id, "start": start,
             "step_s": step_s, "limits_kw": limits, "strategy": strategy, "status": status,
             "computed_at": computed_at.isoformat(), "note": snap.notes.get(ev_id, ""),
             "unmet_kwh": round(schedule.ev_unmet_kwh.get(ev_id, 0.0), 3),
@@ -247,8 +247,8 @@ class OptimizerWorker:
         site = await self.site_of(event)
         if event.type in TRIGGERS and not _unchanged_needs(event):
             self.mark_dirty(site, event.type.value)
-        if event.type == EventType.TX_ENDED and event.transaction_id:
-            await self.record_history(event.transaction_id)
+        if event.type == EventType.TX_ENDED and event.tx_ref:
+            await self.record_history(event.tx_ref)
         elif event.type == EventType.PROFILE_ANSWERED and event.data.get("steerable") is False:
             self.mark_dirty(site, "steerable")
         elif event.type == EventType.METER_VALUES and event.evse_id and "power_w" in event.data:
@@ -266,9 +266,9 @@ class OptimizerWorker:
         if drift_kw > self.cfg.meter_drift_kw and now - st.last_solve >= self.cfg.drift_min_interval_s:
             self.mark_dirty(site, "meter_drift")
 
-    async def record_history(self, txid: str) -> None:
-        """Append an ended session's energy to its driver's history (seed-001 forecast input)."""
-        tx = await self.redis.hgetall(self.keys.transaction(txid))
+    async def record_history(self, ref: str) -> None:
+        """Append an ended session's energy (`ref`: its tx_ref) to its driver's history (seed-001 input)."""
+        tx = await self.redis.hgetall(self.keys.transaction(ref))
         token = tx.get("id_token")
         if not token or not tx.get("energy_wh"):
             return

@@ -30,6 +30,7 @@ def event_summary(entry_id: str, event: Event) -> dict[str, Any]:
     """A feed line for the dashboard."""
     return {"id": entry_id, "type": event.type.value, "station_id": event.station_id or None,
             "evse_id": event.evse_id, "transaction_id": event.transaction_id or None,
+            "tx_ref": event.tx_ref or None,
             "site_id": event.site_id or None, "ts": event.ts.isoformat(), "data": event.data}
 
 
@@ -64,8 +65,8 @@ class Pending:
         self.events += 1
         if event.station_id:
             self.stations.add(event.station_id)
-        if event.transaction_id:
-            self.sessions.add(event.transaction_id)
+        if event.tx_ref:
+            self.sessions.add(event.tx_ref)
         if event.type.value not in FEED_SKIP:
             self.feed.append(event_summary(entry_id, event))
 

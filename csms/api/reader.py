@@ -11,7 +11,7 @@ from typing import Any
 from csms.api import views
 from csms.clock import Clock
 from csms.events import Event
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,11 @@ class StateReader:
         per_station: list[list[dict[str, Any]]] = [[] for _ in ids]
         for (i, eid), raw in zip(wanted, evse_raws, strict=True):
             per_station[i].append(views.evse_view(eid, raw, connectors[i][eid]))
-        tx_ids = [e["transaction_id"] for evses in per_station for e in evses if e["transaction_id"]]
+        tx_ids = [e["tx_ref"] for evses in per_station for e in evses if e["tx_ref"]]
         powers = await self._tx_power_w(tx_ids)
         for evses in per_station:
             for e in evses:
-                p = powers.get(e["transaction_id"] or "")
+                p = powers.get(e["tx_ref"] or "")
                 e["power_kw"] = None if p is None else round(p / 1000.0, 4)
         return [views.station_view(sid, raw, evses, self.default_site)
                 for sid, raw, evses in zip(ids, raws, per_station, strict=True)]
@@ -149,18 +149,32 @@ class StateReader:
             self._site_of_at = now
         return self._site_of
 
-    # --- sessions and transactions -------------------------------------------------------
+    # --- sessions and transactions (by tx_ref: station, transactionId, generation) --------
     async def active_tx_ids(self) -> set[str]:
-        """Transactions not yet Ended."""
+        """Refs of the transactions not yet Ended."""
         return {s(m) for m in await self.redis.smembers(self.keys.transactions_active())}
 
     async def all_tx_ids(self) -> list[str]:
-        """Every transaction id, newest start first."""
+        """Every transaction ref, newest start first."""
         return [s(m) for m in await self.redis.zrevrange(self.keys.transactions_by_start(), 0, -1)]
 
-    async def tx_exists(self, transaction_id: str) -> bool:
+    async def tx_exists(self, ref: str) -> bool:
         """True if the transaction hash exists."""
-        return bool(await self.redis.exists(self.keys.transaction(transaction_id)))
+        return bool(await self.redis.exists(self.keys.transaction(ref)))
+
+    async def latest_generation(self, station_id: str, transaction_id: str) -> int:
+        """The latest generation of a station's transactionId (1 unless the station reused it)."""
+        raw = s(await self.redis.hget(self.keys.transaction_generations(station_id), transaction_id))
+        return int(raw) if raw.isdigit() else 1
+
+    async def resolve_tx(self, station_id: str, transaction_id: str,
+                         generation: int | None = None) -> str | None:
+        """The ref of a station's transaction (its latest generation by default); None if unknown."""
+        latest = await self.latest_generation(station_id, transaction_id)
+        if generation is not None and generation > latest:
+            return None
+        ref = tx_ref(station_id, transaction_id, generation or latest)
+        return ref if await self.tx_exists(ref) else None
 
     async def sessions(self, tx_ids: list[str], active: set[str] | None = None) -> list[dict[str, Any]]:
         """Session documents for those transactions (needs, plan and profile for live ones)."""
@@ -196,29 +210,32 @@ class StateReader:
             out.append(views.session_view(tx, t, tx in active, site, *docs) | {"loop": views.loop_view(loop)})
         return out
 
-    async def session_meter(self, transaction_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    async def session_meter(self, ref: str, limit: int = 500) -> list[dict[str, Any]]:
         """The latest `limit` meter samples of a transaction, oldest first."""
-        raw = await self.redis.lrange(self.keys.transaction_meter(transaction_id), -limit, -1)
+        raw = await self.redis.lrange(self.keys.transaction_meter(ref), -limit, -1)
         return [d for d in (views.load_json(s(x)) for x in raw) if isinstance(d, dict)]
 
-    async def transaction(self, transaction_id: str) -> dict[str, Any] | None:
-        """The raw stored transaction: hash fields, stored TransactionEvents and seqNos."""
-        raw = sdict(await self.redis.hgetall(self.keys.transaction(transaction_id)))
+    async def transaction(self, ref: str) -> dict[str, Any] | None:
+        """The raw stored transaction: hash fields, stored TransactionEvents, and how many
+        generations its transactionId has at its station."""
+        raw = sdict(await self.redis.hgetall(self.keys.transaction(ref)))
         if not raw:
             return None
-        events = await self.redis.lrange(self.keys.transaction_events(transaction_id), 0, -1)
-        return {"transaction_id": transaction_id, "record": raw,
-                "live": bool(await self.redis.sismember(self.keys.transactions_active(), transaction_id)),
+        events = await self.redis.lrange(self.keys.transaction_events(ref), 0, -1)
+        ident = views.tx_identity(ref, raw)
+        generations = await self.latest_generation(ident["station_id"], ident["transaction_id"])
+        live = bool(await self.redis.sismember(self.keys.transactions_active(), ref))
+        return {**ident, "generations": generations, "record": raw, "live": live,
                 "events": [views.load_json(s(e)) for e in events]}
 
     async def transactions(self, tx_ids: list[str]) -> list[dict[str, Any]]:
-        """Transaction records (hash fields) for a page of ids."""
+        """Transaction records (hash fields) for a page of refs."""
         pipe = self.redis.pipeline(transaction=False)
         for tx in tx_ids:
             pipe.hgetall(self.keys.transaction(tx))
         active = await self.active_tx_ids()
-        return [{"transaction_id": tx, "live": tx in active, "record": sdict(r)}
-                for tx, r in zip(tx_ids, await pipe.execute(), strict=True)]
+        rows = [(tx, sdict(r)) for tx, r in zip(tx_ids, await pipe.execute(), strict=True)]
+        return [{**views.tx_identity(tx, r), "live": tx in active, "record": r} for tx, r in rows]
 
     # --- sites --------------------------------------------------------------------------
     async def site_ids(self) -> list[str]:

@@ -88,7 +88,7 @@ async def get_station(request: Request, station_id: StationIdPath) -> dict[str, 
     """Station document with its live sessions."""
     deps = deps_of(request)
     doc = await _station_or_404(deps, station_id)
-    tx_ids = [e["transaction_id"] for e in doc["evses"] if e["transaction_id"]]
+    tx_ids = [e["tx_ref"] for e in doc["evses"] if e["tx_ref"]]
     doc["sessions"] = [session_summary(x) for x in await deps.reader.sessions(tx_ids)]
     return doc
 
@@ -122,16 +122,32 @@ async def list_sessions(request: Request, limit: int = Limit, offset: int = Offs
     return page
 
 
-@read.get("/sessions/{transaction_id}", tags=["sessions"], summary="One session with schedules and meter")
-async def get_session(request: Request, transaction_id: TransactionIdPath,
+GenerationQ = Query(None, ge=1, description="which use of a reused transactionId (default: the latest)")
+
+
+async def _tx_or_404(deps: ApiDeps, station_id: str, transaction_id: str, generation: int | None,
+                     what: str = "transaction") -> str:
+    """The ref of a station's transaction; 404 if that station has no such transaction."""
+    ref = await deps.reader.resolve_tx(station_id, transaction_id, generation)
+    if ref is None:
+        ctx: dict[str, Any] = {"station_id": station_id, "transaction_id": transaction_id}
+        if generation is not None:
+            ctx["generation"] = generation
+        raise NotFound(f"unknown {what} {transaction_id!r} of station {station_id!r}", ctx)
+    return ref
+
+
+@read.get("/sessions/{station_id}/{transaction_id}", tags=["sessions"],
+          summary="One session with schedules and meter")
+async def get_session(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
+                      generation: int | None = GenerationQ,
                       samples: int = Query(500, ge=0, le=5000, description="meter samples to include")
                       ) -> dict[str, Any]:
     """Session with charging needs, planned schedule, applied profile, EV schedule and meter samples."""
     deps = deps_of(request)
-    if not await deps.reader.tx_exists(transaction_id):
-        raise NotFound(f"unknown session {transaction_id!r}", {"transaction_id": transaction_id})
-    doc = (await deps.reader.sessions([transaction_id]))[0]
-    doc["meter"] = await deps.reader.session_meter(transaction_id, samples) if samples else []
+    ref = await _tx_or_404(deps, station_id, transaction_id, generation, "session")
+    doc = (await deps.reader.sessions([ref]))[0]
+    doc["meter"] = await deps.reader.session_meter(ref, samples) if samples else []
     return doc
 
 
@@ -145,12 +161,16 @@ async def list_transactions(request: Request, limit: int = Limit, offset: int = 
     return page
 
 
-@read.get("/transactions/{transaction_id}", tags=["transactions"], summary="One transaction with its events")
-async def get_transaction(request: Request, transaction_id: TransactionIdPath) -> dict[str, Any]:
+@read.get("/transactions/{station_id}/{transaction_id}", tags=["transactions"],
+          summary="One transaction with its events")
+async def get_transaction(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
+                          generation: int | None = GenerationQ) -> dict[str, Any]:
     """Transaction record plus every stored TransactionEvent payload in arrival order."""
-    doc = await deps_of(request).reader.transaction(transaction_id)
+    deps = deps_of(request)
+    doc = await deps.reader.transaction(await _tx_or_404(deps, station_id, transaction_id, generation))
     if doc is None:
-        raise NotFound(f"unknown transaction {transaction_id!r}", {"transaction_id": transaction_id})
+        raise NotFound(f"unknown transaction {transaction_id!r} of station {station_id!r}",
+                       {"station_id": station_id, "transaction_id": transaction_id})
     return doc
 
 
@@ -333,16 +353,15 @@ async def remote_stop(request: Request, station_id: StationIdPath, body: RemoteS
                        {"transactionId": body.transaction_id}, timeout_s)
 
 
-@act.post("/sessions/{transaction_id}/stop", tags=["actions"], summary="Stop a live session")
-async def stop_session(request: Request, transaction_id: TransactionIdPath,
+@act.post("/sessions/{station_id}/{transaction_id}/stop", tags=["actions"], summary="Stop a live session")
+async def stop_session(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
                        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """RequestStopTransaction to the station the session runs on."""
+    """RequestStopTransaction to the station the session runs on (its latest use of the id)."""
     deps = deps_of(request)
-    station_id = s(await deps.redis.hget(deps.keys.transaction(transaction_id), "station_id"))
-    if not station_id:
-        raise NotFound(f"unknown session {transaction_id!r}", {"transaction_id": transaction_id})
-    if not await deps.redis.sismember(deps.keys.transactions_active(), transaction_id):
-        raise Conflict(f"session {transaction_id} has already ended", {"transaction_id": transaction_id})
+    ref = await _tx_or_404(deps, station_id, transaction_id, None, "session")
+    if not await deps.redis.sismember(deps.keys.transactions_active(), ref):
+        raise Conflict(f"session {transaction_id} of station {station_id} has already ended",
+                       {"station_id": station_id, "transaction_id": transaction_id})
     return await _call(request, station_id, "RequestStopTransaction", {"transactionId": transaction_id},
                        timeout_s)
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from csms.core.jsonsafe import load_stored
+from csms.store.keys import parse_tx_ref
 
 # Overall station status, worst first: the grid colour of a station.
 STATUS_ORDER = ("Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable", "Available",
@@ -69,6 +70,7 @@ def evse_view(evse_id: int, raw: dict[str, str], connectors: list[dict[str, Any]
     return {
         "evse_id": evse_id,
         "transaction_id": raw.get("transaction_id") or None,
+        "tx_ref": raw.get("tx_ref") or None,
         "max_power_w": to_float(raw.get("max_power_w")),
         "phases": to_int(raw.get("phases")),
         "voltage_v": to_float(raw.get("voltage_v")),
@@ -123,31 +125,43 @@ def station_view(station_id: str, raw: dict[str, str], evses: list[dict[str, Any
     }
 
 
-def _for_tx(doc: Any, transaction_id: str) -> dict[str, Any] | None:
-    """The JSON document if it belongs to that transaction (keys per EVSE are overwritten)."""
+def _for_tx(doc: Any, ref: str) -> dict[str, Any] | None:
+    """The JSON document if it belongs to the transaction `ref` (keys per EVSE are overwritten)."""
     if not isinstance(doc, dict):
         return None
-    owner = doc.get("transaction_id")
-    if owner not in (None, "", transaction_id):
+    owner = doc.get("tx_ref")
+    if owner not in (None, "", ref):
         return None
     return doc
 
 
-def session_view(transaction_id: str, tx: dict[str, str], live: bool, site_id: str,
+def tx_identity(ref: str, record: dict[str, str] | None = None) -> dict[str, Any]:
+    """`station_id`, `transaction_id` (the station's own id), `generation` and `tx_ref` of a ref
+    (a member left by a version before refs is shown with its stored station)."""
+    try:
+        r = parse_tx_ref(ref)
+    except ValueError:
+        return {"station_id": (record or {}).get("station_id") or None, "transaction_id": ref,
+                "generation": 1, "tx_ref": ref}
+    return {"station_id": r.station_id, "transaction_id": r.transaction_id, "generation": r.generation,
+            "tx_ref": ref}
+
+
+def session_view(ref: str, tx: dict[str, str], live: bool, site_id: str,
                  needs: Any = None, planned: Any = None, profile: Any = None,
                  ev_schedule: Any = None) -> dict[str, Any]:
-    """A charging session: the transaction plus the EV's needs, the plan and the applied profile."""
+    """A charging session (`ref`: its tx_ref): the transaction plus the EV's needs, the plan and
+    the applied profile."""
     energy_wh = to_float(tx.get("energy_wh"))
     power_w = to_float(tx.get("power_w"))
-    needs_doc = _for_tx(needs, transaction_id)
+    needs_doc = _for_tx(needs, ref)
     needed_wh = to_float(str(needs_doc.get("energy_amount_wh"))) if needs_doc else None
     progress = None
     if needed_wh and needed_wh > 0 and energy_wh is not None:
         progress = round(min(energy_wh / needed_wh, 1.0), 4)
     evse_id = to_int(tx.get("evse_id"))
     return {
-        "transaction_id": transaction_id,
-        "station_id": tx.get("station_id") or None,
+        **tx_identity(ref, tx),
         "evse_id": evse_id,
         "connector_id": to_int(tx.get("connector_id")),
         "site_id": site_id,
@@ -167,14 +181,14 @@ def session_view(transaction_id: str, tx: dict[str, str], live: bool, site_id: s
         "departure_time": needs_doc.get("departure_time") if needs_doc else None,
         "progress": progress,
         "charging_needs": needs_doc,
-        "planned_schedule": _for_tx(planned, transaction_id) if live else None,
-        "applied_profile": _for_tx(profile, transaction_id) if live else None,
-        "ev_schedule": _for_tx(ev_schedule, transaction_id) if live else None,
+        "planned_schedule": _for_tx(planned, ref) if live else None,
+        "applied_profile": _for_tx(profile, ref) if live else None,
+        "ev_schedule": _for_tx(ev_schedule, ref) if live else None,
     }
 
 
 def loop_view(loop: dict[str, str]) -> dict[str, Any]:
-    """What the K15-K17 loop did for a session (`tx:{txid}:loop`, see docs/smart-charging.md)."""
+    """What the K15-K17 loop did for a session (`tx:{ref}:loop`, see docs/smart-charging.md)."""
     counts = ("needs_received", "schedules_sent", "interim_sent", "renegotiations", "replans_skipped",
               "ev_plans_received", "k17_violations", "k17_resent")
     out: dict[str, Any] = {k: int(loop.get(k) or 0) for k in counts}

@@ -33,15 +33,18 @@ def _num(params: Mapping[str, Any], key: str) -> float | None:
 
 
 def charging_needs_record(payload: Mapping[str, Any], transaction_id: str,
-                          received_at: str, meter_wh: float | None = None) -> dict[str, Any]:
+                          received_at: str, meter_wh: float | None = None,
+                          tx_ref: str = "") -> dict[str, Any]:
     """The `needs:{sid}:{eid}` JSON (docs/redis-schema.md) from a camelCase request payload;
-    `meter_wh` is the session's metered energy when the needs came (None = unknown)."""
+    `meter_wh` is the session's metered energy when the needs came (None = unknown); `tx_ref`
+    names the session the needs belong to (a transactionId alone is only unique per station)."""
     needs = payload.get("chargingNeeds") or {}
     ac = needs.get("acChargingParameters") or {}
     dc = needs.get("dcChargingParameters") or {}
     params = ac or dc
     record: dict[str, Any] = {
         "transaction_id": transaction_id,
+        "tx_ref": tx_ref,
         "received_at": received_at,
         "departure_time": needs.get("departureTime"),
         "energy_amount_wh": _num(params, "energyAmount"),
@@ -87,7 +90,8 @@ def is_repeated_request(stored: Mapping[str, Any] | None, record: Mapping[str, A
     request (its amount minus the energy metered since it came; without meter readings, any
     amount not above the stored one). Anything else is a new request.
     """
-    if not stored or stored.get("transaction_id") != record.get("transaction_id"):
+    if not stored or (stored.get("tx_ref"), stored.get("transaction_id")) != (
+            record.get("tx_ref"), record.get("transaction_id")):
         return False
     if any(stored.get(k) != record.get(k) for k in ("requested_energy_transfer", "max_schedule_tuples")):
         return False
@@ -106,13 +110,15 @@ def is_repeated_request(stored: Mapping[str, Any] | None, record: Mapping[str, A
     return abs(float(new) - left) <= tol
 
 
-def ev_schedule_record(payload: Mapping[str, Any], transaction_id: str, received_at: str) -> dict[str, Any]:
+def ev_schedule_record(payload: Mapping[str, Any], transaction_id: str, received_at: str,
+                       tx_ref: str = "") -> dict[str, Any]:
     """The `ev-schedule:{sid}:{eid}` JSON from a NotifyEVChargingSchedule payload.
 
     `within_limits` stays None here: the smart-charging service performs the K17 check.
     """
     return {
         "transaction_id": transaction_id,
+        "tx_ref": tx_ref,
         "received_at": received_at,
         "time_base": payload.get("timeBase"),
         "schedule": payload.get("chargingSchedule"),

@@ -49,7 +49,7 @@ class MeterSample:
     extra: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the `tx:{txid}:meter` list entry)."""
+        """JSON-ready dict (the `tx:{ref}:meter` list entry)."""
         out = asdict(self)
         if not out["extra"]:
             del out["extra"]

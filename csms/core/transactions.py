@@ -1,10 +1,15 @@
 """The transaction state machine (OCPP 2.0.1 block E), pure: tx record + event -> decision.
 
-Public names: `TxEvent`, `TxDecision`, `decide_transaction_event`, `TxState`,
-`TX_TRANSITIONS`.
+Public names: `TxEvent`, `TxDecision`, `decide_transaction_event`, `starts_new_generation`,
+`belongs_to_earlier_generation`, `seq_member`, `TxState`, `TX_TRANSITIONS`.
 
-Rules (ARCHITECTURE "No transaction data is lost"):
-- a (transactionId, seqNo) already stored is a replay: answered, nothing re-applied;
+Rules (ARCHITECTURE "No transaction data is lost"); a transaction is (station, transactionId,
+generation), the store scopes every id by the station the event came from:
+- a (seqNo, eventType) already stored for the transaction is a replay: answered, nothing re-applied;
+- counter reset: a `Started` that reuses the id of an earlier transaction of the station (see
+  `starts_new_generation`) is a new transaction, stored as the id's next generation; the old
+  one stays as it was, and events older than the new one's start still go to the old one
+  (`belongs_to_earlier_generation`; docs/csms.md);
 - `Ended` is final: a later `Updated` (offline queue delivered late) or a second `Ended`
   (some chargers send it twice) is stored in the event list but does not reopen or re-end;
 - meter readings and charging state only move forward in time: an older event (offline
@@ -83,6 +88,47 @@ class TxDecision:
     duplicate_end: bool = False
     start_score: float | None = None
     store_sample: bool = False
+
+
+def seq_member(ev: TxEvent) -> str:
+    """The member of `tx:{ref}:seqnos` that makes `ev` a replay when seen again."""
+    return f"{ev.seq_no}:{ev.event_type.value}"
+
+
+def starts_new_generation(current: Mapping[str, str], seen: bool, ev: TxEvent) -> bool:
+    """True if `ev` starts a new transaction that reuses the id of the one stored in `current`.
+
+    Chargers that restart their transaction counter (after a reboot, a counter wrap or a
+    replacement controller) send `Started` with an id they used before. That is a new
+    transaction, not a replay, when:
+    - the stored one has Ended and the event is timestamped at or after that end and after that
+      start (a late, offline-queued Started of the old transaction is older than its end; a
+      replay of it carries its original timestamp), or
+    - the stored one never got its Ended (the charger lost it), the event's (seqNo, Started) is
+      already stored, it is timestamped after everything stored for the transaction and names
+      the same EVSE: a replay repeats the original timestamp, so only a new use of the id is
+      later; the old transaction is then superseded like any transaction whose EVSE starts
+      another one.
+    The seqNo alone decides nothing: the new transaction restarts at 0 like the old one did.
+    """
+    if ev.event_type is not TxState.STARTED or not current:
+        return False
+    ended_at, started_at = current.get("ended_at"), current.get("started_at")
+    if started_at and ev.timestamp <= parse_ts(started_at):
+        return False
+    if _cur_state(current) is TxState.ENDED:
+        return not (ended_at and ev.timestamp < parse_ts(ended_at))
+    updated_at = current.get("updated_at")
+    same_evse = ev.evse_id is not None and current.get("evse_id") == str(ev.evse_id)
+    return seen and same_evse and bool(updated_at) and ev.timestamp > parse_ts(str(updated_at))
+
+
+def belongs_to_earlier_generation(current: Mapping[str, str], ev: TxEvent) -> bool:
+    """True if `ev` is older than the start of `current`, a later use of its id (generation > 1):
+    a late or replayed event of the earlier transaction, stored there, never in the new one."""
+    started_at = current.get("started_at")
+    return int(current.get("generation") or 1) > 1 and bool(started_at) and \
+        ev.timestamp < parse_ts(str(started_at))
 
 
 def _cur_state(current: Mapping[str, str]) -> TxState | None:

@@ -18,6 +18,7 @@ from ocpp.v201.enums import Action
 from csms.core.charging_needs import charging_needs_record, ev_schedule_record, is_repeated_request
 from csms.events import EventType
 from csms.protocol.base import BlockBase
+from csms.store.keys import parse_tx_ref
 
 
 class SmartChargingBlock(BlockBase):
@@ -29,19 +30,20 @@ class SmartChargingBlock(BlockBase):
         (`is_repeated_request`) is Accepted and changes nothing; else store the needs and answer
         Processing (a schedule will follow, smart charging on) or Accepted."""
         eid = int(evse_id)
-        txid = await self.env.store.evse_transaction(self.id, eid)
-        if not txid:
+        ref = await self.env.store.evse_transaction(self.id, eid)
+        if not ref:
             await self.env.store.record_event(EventType.EV_CHARGING_NEEDS, self.id, self.site_id, {
                 "status": "Rejected", "reason": "no active transaction on this EVSE"}, evse_id=eid)
             return call_result.NotifyEVChargingNeeds(
                 status="Rejected", status_info={"reason_code": "NoTransaction"})
-        stored, meter_wh = await self.env.store.session_needs(self.id, eid, txid)
-        record = charging_needs_record(self.payload, txid, self.now_iso(), meter_wh)
+        stored, meter_wh = await self.env.store.session_needs(self.id, eid, ref)
+        txid = parse_tx_ref(ref).transaction_id
+        record = charging_needs_record(self.payload, txid, self.now_iso(), meter_wh, ref)
         repeated = is_repeated_request(stored, record, meter_wh)
         # a repeat changes nothing: the current schedule stands (Accepted), no re-plan, no profile
         status = "Processing" if self.env.settings.smart_charging and not repeated else "Accepted"
         record["status"] = "Repeated" if repeated else status
-        await self.env.store.charging_needs(self.id, self.site_id, eid, txid, record, repeated=repeated)
+        await self.env.store.charging_needs(self.id, self.site_id, eid, ref, record, repeated=repeated)
         return call_result.NotifyEVChargingNeeds(status=status)
 
     @on(Action.notify_ev_charging_schedule)
@@ -49,9 +51,10 @@ class SmartChargingBlock(BlockBase):
                                              ) -> call_result.NotifyEVChargingSchedule:
         """Store the EV's own schedule and emit `ev.charging_schedule` (K17 check: smart charging)."""
         eid = int(evse_id)
-        txid = await self.env.store.evse_transaction(self.id, eid)
-        record = ev_schedule_record(self.payload, txid, self.now_iso())
-        await self.env.store.ev_schedule(self.id, self.site_id, eid, txid, record)
+        ref = await self.env.store.evse_transaction(self.id, eid)
+        txid = parse_tx_ref(ref).transaction_id if ref else ""
+        record = ev_schedule_record(self.payload, txid, self.now_iso(), ref)
+        await self.env.store.ev_schedule(self.id, self.site_id, eid, ref, record)
         return call_result.NotifyEVChargingSchedule(status="Accepted")
 
     @on(Action.report_charging_profiles)

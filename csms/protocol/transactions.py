@@ -51,7 +51,8 @@ def tx_event_from_payload(p: Mapping[str, Any]) -> TxEvent:
 
 
 class TransactionsBlock(AuthorizationBlock):
-    """E01-E15: idempotent on (transactionId, seqNo); offline events accepted in order."""
+    """E01-E15: a transaction is this station's (transactionId, generation); idempotent on
+    (transactionId, seqNo, eventType); offline events accepted in order."""
 
     @on(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, seq_no: int,
@@ -60,7 +61,8 @@ class TransactionsBlock(AuthorizationBlock):
         ev = tx_event_from_payload(self.payload)
         decision = await self.env.store.transaction_event(self.id, self.site_id, ev, self.payload)
         if decision.replay:
-            log.info("TransactionEvent %s seqNo %s is a replay; not re-applied", ev.transaction_id, seq_no)
+            log.info("TransactionEvent %s %s seqNo %s of %s is a replay; not re-applied", event_type,
+                     ev.transaction_id, seq_no, self.id)
         if ev.id_token or ev.id_token_type:
             status = await self.token_status(ev.id_token or "", ev.id_token_type)
             return call_result.TransactionEvent(id_token_info={"status": status})

@@ -18,7 +18,10 @@ interleave.
   is logged, counted (`evfleet_k17_schedule_violations_total`) and our profile re-sent.
 - every answer is recorded in `profile:{sid}:{eid}` and `applied_limit_w`; NotImplemented or
   NotSupported marks the EVSE `steerable=0` (budgeted at its maximum by the optimizer).
-- per-session counters in `tx:{txid}:loop` (docs/redis-schema.md).
+- per-session counters in `tx:{ref}:loop` (docs/redis-schema.md).
+
+A session is identified by its `tx_ref` (station, transactionId, generation) in plans, records
+and events; the station's own transactionId only goes into the profiles sent to it.
 
 Interim and lease timers use real seconds (they measure how long the optimizer and nodes take,
 not simulated time); every timestamp written comes from the shared clock.
@@ -88,10 +91,13 @@ class EvseInfo:
     steerable: bool
     electrical: EvseElectrical
     transaction_id: str
+    """The running transaction's OCPP transactionId ("" if none): what profiles carry."""
     record: dict[str, Any] | None
     needs: dict[str, Any] | None
     default_w: float | None = None
     """Limit of the TxDefaultProfile the station accepted (None = none installed)."""
+    tx_ref: str = ""
+    """The running transaction's `tx_ref` ("" if none): its identity in plans and records."""
 
     @property
     def key(self) -> str:
@@ -100,12 +106,12 @@ class EvseInfo:
 
     def applied(self, now_s: float) -> Series:
         """The series counted against the site limit now (see module doc)."""
-        if not self.transaction_id:
+        if not self.tx_ref:
             return planner.constant(0.0, now_s)
         if not self.steerable:
             return planner.constant(self.electrical.max_power_w, now_s)
         rec = self.record
-        if rec and rec.get("transaction_id") == self.transaction_id and rec.get("applied_series_w"):
+        if rec and rec.get("tx_ref") == self.tx_ref and rec.get("applied_series_w"):
             return [(float(t), float(v)) for t, v in rec["applied_series_w"]]
         if self.default_w is not None:
             return planner.constant(min(self.default_w, self.electrical.max_power_w), now_s)
@@ -114,11 +120,11 @@ class EvseInfo:
     def has_profile(self) -> bool:
         """An accepted profile for the running transaction exists."""
         rec = self.record
-        return bool(rec and rec.get("transaction_id") == self.transaction_id and rec.get("applied_series_w"))
+        return bool(rec and rec.get("tx_ref") == self.tx_ref and rec.get("applied_series_w"))
 
     def ev_limits(self) -> EvLimits:
         """The EV's limits from its charging needs (this session's only)."""
-        n = self.needs if self.needs and self.needs.get("transaction_id") == self.transaction_id else {}
+        n = self.needs if self.needs and self.needs.get("tx_ref") == self.tx_ref else {}
         return EvLimits(min_current_a=n.get("ev_min_current_a"), max_current_a=n.get("ev_max_current_a"),
                         min_power_w=n.get("ev_min_power_w"), max_power_w=n.get("ev_max_power_w"),
                         max_schedule_tuples=n.get("max_schedule_tuples"))
@@ -217,8 +223,8 @@ class SmartChargingService:
         if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Rejected":
             return
         if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Repeated":
-            if event.transaction_id:  # the same request again: counted, nothing re-planned or reset
-                await self.redis.hincrby(self.keys.session_loop(event.transaction_id), "needs_repeated", 1)
+            if event.tx_ref:  # the same request again: counted, nothing re-planned or reset
+                await self.redis.hincrby(self.keys.session_loop(event.tx_ref), "needs_repeated", 1)
             return
         site_id = await self.site_of(event)
         if not await self.holds(site_id):
@@ -262,9 +268,9 @@ class SmartChargingService:
             await self.check_ev_schedule(site_id, payload)
 
     def _start_interim_timer(self, site_id: str, event: Event) -> None:
-        if event.evse_id is None or not event.transaction_id:
+        if event.evse_id is None or not event.tx_ref:
             return
-        key, txid = (event.station_id, int(event.evse_id)), event.transaction_id
+        key, txid = (event.station_id, int(event.evse_id)), event.tx_ref
 
         async def fire() -> None:
             await asyncio.sleep(self.settings.interim_profile_after_s)
@@ -336,7 +342,8 @@ class SmartChargingService:
                     max_power_w=_f(h.get("max_power_w"), 0.0) or DEFAULT_MAX_POWER_W),
                 transaction_id=h.get("transaction_id", ""),
                 record=json.loads(rec) if rec else None, needs=json.loads(needs) if needs else None,
-                default_w=_f(h.get("default_limit_w"), -1.0) if h.get("default_limit_w") else None)
+                default_w=_f(h.get("default_limit_w"), -1.0) if h.get("default_limit_w") else None,
+                tx_ref=h.get("tx_ref", ""))
             out[info.key] = info
         return out
 
@@ -357,13 +364,14 @@ class SmartChargingService:
         start = parse_ts(plan["start"])
         for key, limits_kw in plan.get("evses", {}).items():
             info = evses.get(key)
-            txid = plan.get("transactions", {}).get(key)
-            if (info is None or not info.online or not info.steerable or not txid
-                    or info.transaction_id != txid):
+            ref = plan.get("transactions", {}).get(key)
+            if (info is None or not info.online or not info.steerable or not ref
+                    or info.tx_ref != ref):
                 continue
             try:
                 payload = build_tx_profile(
-                    evse_id=info.evse_id, transaction_id=txid, start=start, step_s=int(plan["step_s"]),
+                    evse_id=info.evse_id, transaction_id=info.transaction_id, start=start,
+                    step_s=int(plan["step_s"]),
                     limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(),
                     profile_id=stable_profile_id(info.station_id, info.evse_id), prices=plan.get("prices"),
                     now=self.clock.now())
@@ -387,7 +395,7 @@ class SmartChargingService:
         if decision.skipped:
             pipe = self.redis.pipeline(transaction=False)
             for key in decision.skipped:
-                pipe.hincrby(self.keys.session_loop(evses[key].transaction_id), "replans_skipped", 1)
+                pipe.hincrby(self.keys.session_loop(evses[key].tx_ref), "replans_skipped", 1)
             await pipe.execute()
             stats["skipped"] += len(decision.skipped)
             CHURN_SKIPPED.inc(len(decision.skipped))
@@ -462,9 +470,9 @@ class SmartChargingService:
         now_s = self.clock.timestamp()
         old = info.applied(now_s)
         new = self._abs_series(payload, info)
-        txid = payload["chargingProfile"]["transactionId"]
+        txid, ref = payload["chargingProfile"]["transactionId"], info.tx_ref
         sent_at = self.clock.now().isoformat()
-        await self._event(EventType.PROFILE_SENT, site_id, info, txid, {
+        await self._event(EventType.PROFILE_SENT, site_id, info, ref, {
             "plan_id": plan_id, "kind": kind, "profile_id": payload["chargingProfile"]["id"],
             "periods": len(payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]),
             "limit_w": planner.value_at(new, now_s), **self._energy_fields(payload)})
@@ -475,21 +483,22 @@ class SmartChargingService:
         status = (reply.payload or {}).get("status") if reply.ok else reply.outcome.value
         PROFILES_ANSWERED.labels(str(status)).inc()
         prev = info.record or {}
-        loop_key = self.keys.session_loop(txid)
+        loop_key = self.keys.session_loop(ref)
         renegotiates = accepted and planner.max_abs_diff_w(old, counted, now_s) > 1.0
         if renegotiates:  # an ISO 15118 EV (it sent needs) that already has a schedule renegotiates
             needs_n, plans_n = await self.redis.hmget(loop_key, ["needs_received", "ev_plans_received"])
-            had_profile = prev.get("transaction_id") == txid and bool(prev.get("accepted_profile"))
+            had_profile = prev.get("tx_ref") == ref and bool(prev.get("accepted_profile"))
             renegotiates = _f(needs_n, 0.0) > 0 and (had_profile or _f(plans_n, 0.0) > 0)
         record = {
             "plan_id": plan_id, "kind": kind if accepted else prev.get("kind", ""), "transaction_id": txid,
+            "tx_ref": ref,
             "profile": payload, "status": status, "outcome": reply.outcome.value, "error": reply.error,
             "sent_at": sent_at, "answered_at": self.clock.now().isoformat(),
             "limit_w": planner.value_at(counted, self.clock.timestamp()),
             "applied_series_w": [[t, w] for t, w in counted],
             "accepted_profile": payload if accepted else prev.get("accepted_profile"),
         }
-        if not accepted and prev.get("transaction_id") != txid:
+        if not accepted and prev.get("tx_ref") != ref:
             record["kind"] = ""
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.keys.applied_profile(info.station_id, info.evse_id), json.dumps(record, default=str))
@@ -505,7 +514,7 @@ class SmartChargingService:
         if renegotiates:
             pipe.hincrby(loop_key, "renegotiations", 1)
         pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
-            EventType.PROFILE_ANSWERED, self.clock.now(), info.station_id, info.evse_id, txid, site_id,
+            EventType.PROFILE_ANSWERED, self.clock.now(), info.station_id, info.evse_id, ref, site_id,
             {"plan_id": plan_id, "kind": kind, "status": status, "outcome": reply.outcome.value,
              "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}),
             maxlen=STREAM_MAXLEN, approximate=True)
@@ -531,10 +540,10 @@ class SmartChargingService:
             return False, True, planner.pointwise(old, new, now_s, "max")
         return False, True, old
 
-    async def _event(self, etype: EventType, site_id: str, info: EvseInfo, txid: str,
+    async def _event(self, etype: EventType, site_id: str, info: EvseInfo, ref: str,
                      data: Mapping[str, Any]) -> None:
         await self.redis.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
-            etype, self.clock.now(), info.station_id, info.evse_id, txid, site_id, data),
+            etype, self.clock.now(), info.station_id, info.evse_id, ref, site_id, data),
             maxlen=STREAM_MAXLEN, approximate=True)
 
     # --- fail-safe: a lower site limit is honoured at once, optimizer or not --------------------
@@ -551,7 +560,7 @@ class SmartChargingService:
         now_s = self.clock.timestamp()
         budget_w = await self.site_limit_w(site_id)
         applied = {k: e.applied(now_s) for k, e in evses.items()}
-        movable = [k for k, e in evses.items() if e.transaction_id and e.online and e.steerable]
+        movable = [k for k, e in evses.items() if e.tx_ref and e.online and e.steerable]
         fixed = [applied[k] for k in applied if k not in movable]
         points = planner.grid(list(applied.values()), now_s)
         fixed_load = planner.total(fixed, points)
@@ -655,7 +664,7 @@ class SmartChargingService:
         if not due:
             return 0
         infos = await self.evse_infos(list(due))
-        todo = [i for i in infos.values() if i.transaction_id == due[(i.station_id, i.evse_id)]
+        todo = [i for i in infos.values() if i.tx_ref == due[(i.station_id, i.evse_id)]
                 and i.online and i.steerable and not i.has_profile()]
         if not todo:
             return 0
@@ -663,7 +672,7 @@ class SmartChargingService:
         now_s = self.clock.timestamp()
 
         def waiting(e: EvseInfo) -> bool:
-            return bool(e.transaction_id and e.online and e.steerable and not e.has_profile())
+            return bool(e.tx_ref and e.online and e.steerable and not e.has_profile())
 
         pending = [e for e in evses.values() if waiting(e)]
         others = [e.applied(now_s) for e in evses.values() if not waiting(e)]
@@ -678,15 +687,15 @@ class SmartChargingService:
                 evse_id=info.evse_id, transaction_id=info.transaction_id, start=self.clock.now(), step_s=900,
                 limits_kw=[limit_w / 1000], evse=info.electrical, ev=info.ev_limits(),
                 profile_id=stable_profile_id(info.station_id, info.evse_id))
-            sends.append(self._send(site_id, info, payload, f"interim-{info.transaction_id}", "interim"))
+            sends.append(self._send(site_id, info, payload, f"interim-{info.tx_ref}", "interim"))
             log.info("interim profile %.0f W for %s tx %s (no plan after %.1f s)", limit_w, info.key,
-                     info.transaction_id, self.settings.interim_profile_after_s)
+                     info.tx_ref, self.settings.interim_profile_after_s)
         results = await asyncio.gather(*sends)
         return sum(1 for ok, _ in results if ok)
 
     # --- K15 bookkeeping, tx end, K17 -------------------------------------------------------
     async def _needs_received(self, event: Event) -> None:
-        txid = event.transaction_id
+        txid = event.tx_ref
         if not txid:
             return
         energy = event.data.get("meter_wh")  # metered when the needs came (the csms node wrote it)
@@ -708,7 +717,7 @@ class SmartChargingService:
         if not raw:
             return
         record = json.loads(raw)
-        if record.get("transaction_id") != event.transaction_id:
+        if record.get("tx_ref") != event.tx_ref:
             return
         now_s = self.clock.timestamp()
         record.update({"kind": "ended", "applied_series_w": [[now_s, 0.0]], "limit_w": 0.0})
@@ -723,7 +732,7 @@ class SmartChargingService:
             return None
         infos = await self.evse_infos([(event.station_id, int(event.evse_id))])
         info = infos.get(f"{event.station_id}/{event.evse_id}")
-        txid = event.transaction_id
+        txid = event.tx_ref
         loop_key = self.keys.session_loop(txid) if txid else None
         if loop_key:
             await self.redis.hincrby(loop_key, "ev_plans_received", 1)

@@ -7,6 +7,37 @@ All names start with a configurable prefix (default ``evfleet``). Build names on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import quote, unquote
+
+
+class TxRef(NamedTuple):
+    """One stored transaction: OCPP makes `transaction_id` unique only within `station_id`, and a
+    charger that restarts its counter reuses it, so a reused id gets the next `generation`."""
+
+    station_id: str
+    transaction_id: str
+    generation: int = 1
+
+
+def tx_ref(station_id: str, transaction_id: str, generation: int = 1) -> str:
+    """The transaction's key inside evfleet: ``{station_id}:{transaction_id}`` with the id
+    percent-encoded (so it holds no ``:``), plus ``:{generation}`` from the second generation on.
+
+    Station ids never contain ``:`` (`csms.store.provisioning.STATION_ID_RE`), so the ref is
+    unambiguous and `parse_tx_ref` inverts it.
+    """
+    ref = f"{station_id}:{quote(transaction_id, safe='')}"
+    return ref if generation <= 1 else f"{ref}:{generation}"
+
+
+def parse_tx_ref(ref: str) -> TxRef:
+    """(station_id, transaction_id, generation) of a ref built by `tx_ref` (ValueError otherwise)."""
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (
+            len(parts) == 3 and not parts[2].isdigit()):
+        raise ValueError(f"not a transaction ref: {ref!r}")
+    return TxRef(parts[0], unquote(parts[1]), int(parts[2]) if len(parts) == 3 else 1)
 
 
 @dataclass(frozen=True)
@@ -33,7 +64,7 @@ class Keys:
         return f"{self.prefix}:station:{station_id}:connectors"
 
     def station_evse(self, station_id: str, evse_id: int) -> str:
-        """HASH: per-EVSE state (active tx id, max_power_w, phases, rate_unit, last applied limit)."""
+        """HASH: per-EVSE state (active tx ref and id, max_power_w, phases, rate_unit, last applied limit)."""
         return f"{self.prefix}:station:{station_id}:evse:{evse_id}"
 
     def station_tx_counter(self, station_id: str) -> str:
@@ -52,30 +83,34 @@ class Keys:
         """HASH: action -> count of schema violations accepted in compatibility mode."""
         return f"{self.prefix}:station:{station_id}:violations"
 
-    # --- transactions ---------------------------------------------------------------
-    def transaction(self, transaction_id: str) -> str:
-        """HASH: transaction state (station_id, evse_id, id_token, started_at, energy_wh, ...)."""
-        return f"{self.prefix}:tx:{transaction_id}"
+    # --- transactions (keyed by `tx_ref`: station, transactionId, generation) ----------
+    def transaction(self, ref: str) -> str:
+        """HASH: transaction state (station_id, transaction_id, generation, evse_id, energy_wh, ...)."""
+        return f"{self.prefix}:tx:{ref}"
 
-    def transaction_seqnos(self, transaction_id: str) -> str:
-        """SET of seqNo values already stored (replay idempotency)."""
-        return f"{self.prefix}:tx:{transaction_id}:seqnos"
+    def transaction_seqnos(self, ref: str) -> str:
+        """SET of ``{seqNo}:{eventType}`` already stored (replay idempotency)."""
+        return f"{self.prefix}:tx:{ref}:seqnos"
 
-    def transaction_events(self, transaction_id: str) -> str:
+    def transaction_events(self, ref: str) -> str:
         """LIST of the stored TransactionEvent payloads (JSON), in arrival order."""
-        return f"{self.prefix}:tx:{transaction_id}:events"
+        return f"{self.prefix}:tx:{ref}:events"
 
-    def transaction_meter(self, transaction_id: str) -> str:
+    def transaction_meter(self, ref: str) -> str:
         """LIST of meter samples JSON {ts, energy_wh, power_w, current_a, soc}."""
-        return f"{self.prefix}:tx:{transaction_id}:meter"
+        return f"{self.prefix}:tx:{ref}:meter"
 
     def transactions_active(self) -> str:
-        """SET of transaction ids not yet Ended."""
+        """SET of transaction refs not yet Ended."""
         return f"{self.prefix}:tx:active"
 
     def transactions_by_start(self) -> str:
-        """ZSET transaction id scored by start POSIX time (all transactions)."""
+        """ZSET transaction ref scored by start POSIX time (all transactions)."""
         return f"{self.prefix}:tx:by-start"
+
+    def transaction_generations(self, station_id: str) -> str:
+        """HASH transactionId -> latest generation (only ids the station reused after an Ended)."""
+        return f"{self.prefix}:station:{station_id}:tx-generations"
 
     # --- ISO 15118 / smart charging ----------------------------------------------------
     def charging_needs(self, station_id: str, evse_id: int) -> str:
@@ -159,9 +194,9 @@ class Keys:
         """LIST JSON {ended_at, weekday, energy_kwh} of a driver's past sessions (newest first, capped)."""
         return f"{self.prefix}:history:{id_token}"
 
-    def session_loop(self, transaction_id: str) -> str:
+    def session_loop(self, ref: str) -> str:
         """HASH: what the K15-K17 loop did for a session (needs, schedules sent, EV plan, renegotiations)."""
-        return f"{self.prefix}:tx:{transaction_id}:loop"
+        return f"{self.prefix}:tx:{ref}:loop"
 
     def optimizer_lease(self, site_id: str) -> str:
         """STRING (PX TTL): the optimizer worker currently solving a site."""

@@ -3,8 +3,10 @@
 Public names: `StateStore`, `event_fields`, `STREAM_MAXLEN`, `SUPERSEDED_REASON`.
 
 Each method writes the state and appends the `evfleet:events` entry in one MULTI
-transaction or one Lua script (all or nothing). TransactionEvent is written by a script that
-checks the transaction's seqNo set first, so a replay racing with the original is applied once.
+transaction or one Lua script (all or nothing). Transactions are keyed by `tx_ref` (station,
+transactionId, generation; `csms.store.keys`). TransactionEvent is written by a script that
+checks the transaction's (seqNo, eventType) set first, so a replay racing with the original is
+applied once; a charger's reused id (counter reset) starts the id's next generation.
 A transaction starting on an EVSE whose previous transaction never ended ends that one in the
 same script (`stopped_reason` "Other", `superseded_by`, a `tx.ended` event with `superseded: true`).
 """
@@ -22,10 +24,18 @@ from redis.asyncio.client import Pipeline
 from csms.clock import Clock
 from csms.core.metering import MeterSample
 from csms.core.timeutil import iso
-from csms.core.transactions import TxDecision, TxEvent, TxState, decide_transaction_event
+from csms.core.transactions import (
+    TxDecision,
+    TxEvent,
+    TxState,
+    belongs_to_earlier_generation,
+    decide_transaction_event,
+    seq_member,
+    starts_new_generation,
+)
 from csms.events import Event, EventType
 from csms.store.client import as_str, as_str_dict, hmap
-from csms.store.keys import Keys
+from csms.store.keys import Keys, parse_tx_ref, tx_ref
 from csms.store.quota import EventQuota
 
 STREAM_MAXLEN = 100_000
@@ -41,30 +51,36 @@ return 0
 """
 
 
-# KEYS: tx, seqnos[, evse hash]; returns the tx hash, seqNo seen, seqNo count, EVSE's active tx id
+# KEYS: generations hash, tx, seqnos[, evse hash]; ARGV: transactionId, seqnos member
+# returns: the tx hash, member seen, member count, the EVSE's active tx ref, the id's latest generation
 _READ_TX = """
 local evse_tx = ''
-if KEYS[3] then evse_tx = redis.call('HGET', KEYS[3], 'transaction_id') or '' end
-return {redis.call('HGETALL', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1]),
-        redis.call('SCARD', KEYS[2]), evse_tx}
+if KEYS[4] then evse_tx = redis.call('HGET', KEYS[4], 'tx_ref') or '' end
+return {redis.call('HGETALL', KEYS[2]), redis.call('SISMEMBER', KEYS[3], ARGV[2]),
+        redis.call('SCARD', KEYS[3]), evse_tx, redis.call('HGET', KEYS[1], ARGV[1]) or '1'}
 """
 
 # KEYS: tx, seqnos, events list, meter list, active set, by-start zset, evse hash, station hash, stream,
-#       superseded tx (the EVSE's previous, never ended transaction; = KEYS[1] if none)
-# ARGV: seqNo count seen by the reader, seqNo, JSON spec (StateStore._tx_write_spec)
+#       superseded tx (the EVSE's previous, never ended transaction; = KEYS[1] if none), generations hash
+# ARGV: member count seen by the reader, seqnos member, JSON spec (StateStore._tx_write_spec),
+#       transactionId, generation seen by the reader
 _WRITE_TX = """
+if (redis.call('HGET', KEYS[11], ARGV[4]) or '1') ~= ARGV[5] then
+  return 0  -- the id started a new generation since the read: read and decide again
+end
 if redis.call('SCARD', KEYS[2]) ~= tonumber(ARGV[1]) or redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then
   return 0
 end
 local s = cjson.decode(ARGV[3])
-if s.supersede and (redis.call('HGET', KEYS[7], 'transaction_id') or '') ~= s.supersede.txid then
+if s.supersede and (redis.call('HGET', KEYS[7], 'tx_ref') or '') ~= s.supersede.ref then
   return 0  -- the EVSE's transaction changed since the read: read and decide again
 end
-if s.supersede and redis.call('SREM', KEYS[5], s.supersede.txid) == 1 then
+if s.generation then redis.call('HSET', KEYS[11], ARGV[4], s.generation) end
+if s.supersede and redis.call('SREM', KEYS[5], s.supersede.ref) == 1 then
   local sh = {}
   for k, v in pairs(s.supersede.fields) do sh[#sh + 1] = k; sh[#sh + 1] = v end
   redis.call('HSET', KEYS[10], unpack(sh))
-  redis.call('HSET', KEYS[7], 'last_transaction_id', s.supersede.txid)
+  redis.call('HSET', KEYS[7], 'last_tx_ref', s.supersede.ref, 'last_transaction_id', s.supersede.txid)
   redis.call('XADD', KEYS[9], 'MAXLEN', '~', s.maxlen, '*', unpack(s.supersede.event))
 end
 local hs = {}
@@ -74,17 +90,17 @@ if s.offline then redis.call('HINCRBY', KEYS[1], 'offline_events', 1) end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('RPUSH', KEYS[3], s.raw)
 if s.sample then redis.call('RPUSH', KEYS[4], s.sample) end
-if s.start_score then redis.call('ZADD', KEYS[6], s.start_score, s.txid) end
-if s.activate then redis.call('SADD', KEYS[5], s.txid) end
-if s.ended then redis.call('SREM', KEYS[5], s.txid) end
+if s.start_score then redis.call('ZADD', KEYS[6], s.start_score, s.ref) end
+if s.activate then redis.call('SADD', KEYS[5], s.ref) end
+if s.ended then redis.call('SREM', KEYS[5], s.ref) end
 if s.evse then
   if s.ended then
-    redis.call('HSET', KEYS[7], 'last_transaction_id', s.txid)
-    if redis.call('HGET', KEYS[7], 'transaction_id') == s.txid then
-      redis.call('HSET', KEYS[7], 'transaction_id', '')
+    redis.call('HSET', KEYS[7], 'last_tx_ref', s.ref, 'last_transaction_id', s.txid)
+    if redis.call('HGET', KEYS[7], 'tx_ref') == s.ref then
+      redis.call('HSET', KEYS[7], 'tx_ref', '', 'transaction_id', '')
     end
   elseif s.first then
-    redis.call('HSET', KEYS[7], 'transaction_id', s.txid)
+    redis.call('HSET', KEYS[7], 'tx_ref', s.ref, 'transaction_id', s.txid)
     redis.call('HSETNX', KEYS[7], 'max_power_w', '0')
   end
   if s.phases then redis.call('HSET', KEYS[7], 'phases_used', s.phases) end
@@ -98,11 +114,13 @@ return 1
 
 
 def event_fields(event_type: EventType, ts: datetime, station_id: str = "", evse_id: int | None = None,
-                 transaction_id: str = "", site_id: str = "", data: Mapping[str, Any] | None = None,
+                 ref: str = "", site_id: str = "", data: Mapping[str, Any] | None = None,
                  ) -> dict[str, str]:
-    """Flat stream fields of one event (see csms/events.py)."""
+    """Flat stream fields of one event (see csms/events.py); `ref` is the transaction's `tx_ref`
+    ("" for none), from which the event's `transaction_id` is taken."""
+    transaction_id = parse_tx_ref(ref).transaction_id if ref else ""
     return Event(type=event_type, station_id=station_id, evse_id=evse_id, transaction_id=transaction_id,
-                 site_id=site_id, ts=ts, data=dict(data or {})).to_fields()
+                 tx_ref=ref, site_id=site_id, ts=ts, data=dict(data or {})).to_fields()
 
 
 def _dumps(value: Any) -> str:
@@ -127,10 +145,9 @@ class StateStore:
         pipe.xadd(self.keys.events(), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
 
     def _event(self, pipe: Pipeline, event_type: EventType, station_id: str, site_id: str,
-               evse_id: int | None = None, transaction_id: str = "",
+               evse_id: int | None = None, ref: str = "",
                data: Mapping[str, Any] | None = None) -> None:
-        self._xadd(pipe, event_fields(event_type, self.clock.now(), station_id, evse_id, transaction_id,
-                                      site_id, data))
+        self._xadd(pipe, event_fields(event_type, self.clock.now(), station_id, evse_id, ref, site_id, data))
 
     # --- reads --------------------------------------------------------------------
     async def station_info(self, station_id: str) -> dict[str, str]:
@@ -138,8 +155,8 @@ class StateStore:
         return as_str_dict(await self.redis.hgetall(self.keys.station(station_id)))
 
     async def evse_transaction(self, station_id: str, evse_id: int) -> str:
-        """Active transaction id on an EVSE ("" if none)."""
-        return as_str(await self.redis.hget(self.keys.station_evse(station_id, evse_id), "transaction_id"))
+        """The `tx_ref` of the EVSE's active transaction ("" if none)."""
+        return as_str(await self.redis.hget(self.keys.station_evse(station_id, evse_id), "tx_ref"))
 
     async def id_token_status(self, id_token: str) -> dict[str, str]:
         """Stored id token record (empty if unknown)."""
@@ -197,6 +214,7 @@ class StateStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.station_connectors(station_id), f"{evse_id}/{connector_id}",
                   _dumps({"status": status, "updated_at": now, "station_ts": station_ts}))
+        pipe.hsetnx(self.keys.station_evse(station_id, evse_id), "tx_ref", "")
         pipe.hsetnx(self.keys.station_evse(station_id, evse_id), "transaction_id", "")
         pipe.hsetnx(self.keys.station_evse(station_id, evse_id), "max_power_w", "0")
         pipe.hset(self.keys.station(station_id), "last_seen", now)
@@ -212,55 +230,74 @@ class StateStore:
     # --- E: transactions ----------------------------------------------------------
     async def transaction_event(self, station_id: str, site_id: str, ev: TxEvent,
                                 raw: Mapping[str, Any]) -> TxDecision:
-        """Apply one TransactionEvent atomically; a replayed seqNo changes nothing.
+        """Apply one TransactionEvent of `station_id` atomically; a replay changes nothing.
 
-        Read (one script), decide in Python (`csms.core.transactions`), write (one script that
-        first checks that no other event of this transaction was stored meanwhile, else the
-        read-decide-write is repeated): two round trips, all-or-nothing.
+        The transaction is (station_id, transactionId, generation): another station's
+        transaction with the same id is never read or written. Read (one script), decide in
+        Python (`csms.core.transactions`), write (one script that first checks that no other
+        event of this transaction, and no new generation of its id, was stored meanwhile, else
+        the read-decide-write is repeated): two round trips, all-or-nothing.
         """
         k = self.keys
-        txid = ev.transaction_id
-        tx_key, seq_key = k.transaction(txid), k.transaction_seqnos(txid)
-        read_keys = [tx_key, seq_key]
-        if ev.evse_id is not None:
-            read_keys.append(k.station_evse(station_id, ev.evse_id))
+        txid, member = ev.transaction_id, seq_member(ev)
+        gen_key = k.transaction_generations(station_id)
+        latest = gen = 1
         for _ in range(100):
-            raw_fields, raw_seen, stored, evse_txid = await self._read_tx(keys=read_keys,
-                                                                          args=[str(ev.seq_no)])
+            ref = tx_ref(station_id, txid, gen)
+            read_keys = [gen_key, k.transaction(ref), k.transaction_seqnos(ref)]
+            if ev.evse_id is not None:
+                read_keys.append(k.station_evse(station_id, ev.evse_id))
+            raw_fields, raw_seen, stored, evse_ref, raw_latest = await self._read_tx(
+                keys=read_keys, args=[txid, member])
+            if int(raw_latest) != latest:  # the id was reused: start from its latest generation
+                latest = gen = int(raw_latest)
+                continue
             current = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
-            decision = decide_transaction_event(current, bool(raw_seen), ev)
-            if decision.replay:
-                return decision
+            if belongs_to_earlier_generation(current, ev):
+                gen -= 1
+                continue
+            seen, previous = bool(raw_seen), ""
             evse_id = ev.evse_id if ev.evse_id is not None else (
                 int(current["evse_id"]) if current.get("evse_id") else None)
-            spec = self._tx_write_spec(station_id, site_id, ev, decision, evse_id, raw)
+            if gen == latest and starts_new_generation(current, seen, ev):  # counter reset: new tx
+                previous, ref = ref, tx_ref(station_id, txid, gen + 1)
+                current, seen, stored = {}, False, 0
+            decision = decide_transaction_event(current, seen, ev)
+            if decision.replay:
+                return decision
+            spec = self._tx_write_spec(station_id, site_id, ev, decision, evse_id, raw, ref)
+            if previous:
+                spec["generation"] = str(gen + 1)
+                spec["fields"]["previous_tx_ref"] = previous
+            tx_key = k.transaction(ref)
             evse_key = k.station_evse(station_id, evse_id) if evse_id is not None else tx_key
-            stale = as_str(evse_txid)
+            stale = as_str(evse_ref)
             superseded_key = tx_key
             if decision.first_seen and not decision.ended_now and evse_id is not None and stale \
-                    and stale != txid:
-                spec["supersede"] = await self._supersede_spec(station_id, site_id, evse_id, stale, ev)
+                    and stale != ref:
+                spec["supersede"] = await self._supersede_spec(station_id, site_id, evse_id, stale, ev, ref)
                 superseded_key = k.transaction(stale)
             done = await self._write_tx(
-                keys=[tx_key, seq_key, k.transaction_events(txid), k.transaction_meter(txid),
+                keys=[tx_key, k.transaction_seqnos(ref), k.transaction_events(ref), k.transaction_meter(ref),
                       k.transactions_active(), k.transactions_by_start(), evse_key, k.station(station_id),
-                      k.events(), superseded_key],
-                args=[str(stored), str(ev.seq_no), _dumps(spec)])
+                      k.events(), superseded_key, gen_key],
+                args=[str(stored), member, _dumps(spec), txid, str(latest)])
             if done:
                 return decision
-        raise RuntimeError(f"transaction {txid}: too many concurrent writers")
+        raise RuntimeError(f"transaction {txid} of {station_id}: too many concurrent writers")
 
-    async def _supersede_spec(self, station_id: str, site_id: str, evse_id: int, stale_txid: str,
-                              ev: TxEvent) -> dict[str, Any]:
-        """How `_WRITE_TX` ends `stale_txid`, the EVSE's transaction that never got its Ended, when
+    async def _supersede_spec(self, station_id: str, site_id: str, evse_id: int, stale_ref: str,
+                              ev: TxEvent, new_ref: str) -> dict[str, Any]:
+        """How `_WRITE_TX` ends `stale_ref`, the EVSE's transaction that never got its Ended, when
         `ev` starts a new one there: state Ended, stopped_reason `Other`, `ended_at` the new
-        transaction's start time (event time, like every tx time), `superseded_by`, and a
-        `tx.ended` event whose data says `superseded: true`. The script applies it only if the
-        stale id is still the EVSE's transaction and still in `tx:active`."""
-        old = as_str_dict(await self.redis.hgetall(self.keys.transaction(stale_txid)))
+        transaction's start time (event time, like every tx time), `superseded_by` (the new
+        transactionId; `superseded_by_ref` its ref), and a `tx.ended` event whose data says
+        `superseded: true`. The script applies it only if the stale ref is still the EVSE's
+        transaction and still in `tx:active`."""
+        old = as_str_dict(await self.redis.hgetall(self.keys.transaction(stale_ref)))
         ended_at = iso(ev.timestamp)
         fields = {"state": TxState.ENDED.value, "stopped_reason": SUPERSEDED_REASON, "ended_at": ended_at,
-                  "superseded_by": ev.transaction_id}
+                  "superseded_by": ev.transaction_id, "superseded_by_ref": new_ref}
         data: dict[str, Any] = {
             "event_type": TxState.ENDED.value, "seq_no": None, "trigger_reason": "",
             "offline": False, "timestamp": ended_at, "state": TxState.ENDED.value,
@@ -271,19 +308,19 @@ class StateStore:
         }
         for name in ("energy_wh", "power_w", "current_a", "soc"):
             data[name] = float(old[name]) if old.get(name) else None
-        event = event_fields(EventType.TX_ENDED, self.clock.now(), station_id, evse_id, stale_txid, site_id,
+        event = event_fields(EventType.TX_ENDED, self.clock.now(), station_id, evse_id, stale_ref, site_id,
                              data)
-        return {"txid": stale_txid, "fields": fields,
+        return {"ref": stale_ref, "txid": parse_tx_ref(stale_ref).transaction_id, "fields": fields,
                 "event": [item for pair in event.items() for item in pair]}
 
     def _tx_write_spec(self, station_id: str, site_id: str, ev: TxEvent, d: TxDecision,
-                       evse_id: int | None, raw: Mapping[str, Any]) -> dict[str, Any]:
+                       evse_id: int | None, raw: Mapping[str, Any], ref: str) -> dict[str, Any]:
         """Everything `_WRITE_TX` applies (no JSON nulls: cjson turns them into truthy values)."""
-        txid = ev.transaction_id
         fields = dict(d.fields)
         if d.first_seen:
-            fields.update(station_id=station_id, offline_events="0")
-        spec: dict[str, Any] = {"txid": txid, "fields": fields, "raw": _dumps(raw),
+            fields.update(station_id=station_id, offline_events="0", tx_ref=ref,
+                          generation=str(parse_tx_ref(ref).generation))
+        spec: dict[str, Any] = {"ref": ref, "txid": ev.transaction_id, "fields": fields, "raw": _dumps(raw),
                                 "now": self.clock.now().isoformat(), "maxlen": str(STREAM_MAXLEN),
                                 "offline": ev.offline, "first": d.first_seen, "ended": d.ended_now,
                                 "activate": d.first_seen and not d.ended_now, "evse": evse_id is not None}
@@ -306,13 +343,13 @@ class StateStore:
         emits = d.emit or ([EventType.TX_UPDATED] if ev.sample is not None else [])
         now = self.clock.now()
         spec["events"] = [
-            [item for pair in event_fields(t, now, station_id, evse_id, txid, site_id, data).items()
+            [item for pair in event_fields(t, now, station_id, evse_id, ref, site_id, data).items()
              for item in pair] for t in emits]
         return spec
 
     # --- J: meter values ------------------------------------------------------------
     async def meter_values(self, station_id: str, site_id: str, evse_id: int, sample: MeterSample) -> str:
-        """Store MeterValues: appended to the EVSE's active transaction if any. Returns its id."""
+        """Store MeterValues: appended to the EVSE's active transaction if any. Returns its tx_ref."""
         k = self.keys
         txid = await self.evse_transaction(station_id, evse_id) if evse_id else ""
         pipe = self.redis.pipeline(transaction=True)
@@ -331,15 +368,15 @@ class StateStore:
         return txid
 
     # --- K: ISO 15118 needs and schedules -------------------------------------------
-    async def session_needs(self, station_id: str, evse_id: int, txid: str) -> tuple[dict[str, Any] | None,
-                                                                                     float | None]:
-        """(needs stored for this session or None, the session's metered energy in Wh or None)."""
+    async def session_needs(self, station_id: str, evse_id: int, ref: str) -> tuple[dict[str, Any] | None,
+                                                                                    float | None]:
+        """(needs stored for the session `ref` (its tx_ref) or None, its metered energy in Wh or None)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.charging_needs(station_id, evse_id))
-        pipe.hget(self.keys.transaction(txid), "energy_wh")
+        pipe.hget(self.keys.transaction(ref), "energy_wh")
         raw, energy = await pipe.execute()
         needs = json.loads(raw) if raw else None
-        if needs is not None and needs.get("transaction_id") != txid:
+        if needs is not None and needs.get("tx_ref") != ref:
             needs = None
         try:
             meter = float(energy) if energy not in (None, "", b"") else None
@@ -349,9 +386,10 @@ class StateStore:
 
     async def charging_needs(self, station_id: str, site_id: str, evse_id: int, txid: str,
                              record: Mapping[str, Any], repeated: bool = False) -> None:
-        """Store an EV's charging needs and emit `ev.charging_needs`; a repeated request (same as
-        the stored one, see `csms.core.charging_needs.is_repeated_request`) is only recorded as an
-        event with status `Repeated`: the stored request and its energy accounting stay."""
+        """Store an EV's charging needs and emit `ev.charging_needs` (`txid`: the session's tx_ref);
+        a repeated request (same as the stored one, see `csms.core.charging_needs.is_repeated_request`)
+        is only recorded as an event with status `Repeated`: the stored request and its energy
+        accounting stay."""
         pipe = self.redis.pipeline(transaction=True)
         if not repeated:
             pipe.set(self.keys.charging_needs(station_id, evse_id), _dumps(record))
@@ -361,7 +399,7 @@ class StateStore:
 
     async def ev_schedule(self, station_id: str, site_id: str, evse_id: int, txid: str,
                           record: Mapping[str, Any]) -> None:
-        """Store an EV's own schedule and emit `ev.charging_schedule`."""
+        """Store an EV's own schedule and emit `ev.charging_schedule` (`txid`: the session's tx_ref)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(self.keys.ev_schedule(station_id, evse_id), _dumps(record))
         self._event(pipe, EventType.EV_CHARGING_SCHEDULE, station_id, site_id, evse_id, txid, dict(record))
@@ -370,16 +408,16 @@ class StateStore:
     # --- everything else: event only ----------------------------------------------
     async def record_event(self, event_type: EventType, station_id: str, site_id: str,
                            data: Mapping[str, Any], evse_id: int | None = None,
-                           transaction_id: str = "", station_fields: Mapping[str, str] | None = None,
+                           ref: str = "", station_fields: Mapping[str, str] | None = None,
                            ) -> None:
-        """Append an event (optionally with station hash fields) atomically; a station-generated
-        event over the station's quota is not appended (`csms.store.quota`)."""
+        """Append an event (optionally with station hash fields) atomically (`ref`: a tx_ref); a
+        station-generated event over the station's quota is not appended (`csms.store.quota`)."""
         admitted = dict(data) if self.quota is None else await self.quota.admit(station_id, event_type, data)
         pipe = self.redis.pipeline(transaction=True)
         if station_fields:
             pipe.hset(self.keys.station(station_id), mapping=hmap(station_fields))
         if admitted is not None:
-            self._event(pipe, event_type, station_id, site_id, evse_id, transaction_id, admitted)
+            self._event(pipe, event_type, station_id, site_id, evse_id, ref, admitted)
         if station_fields or admitted is not None:
             await pipe.execute()
 

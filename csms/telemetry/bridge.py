@@ -110,11 +110,11 @@ def station_messages(topics: Topics, doc: dict[str, Any]) -> list[Message]:
 
 def session_messages(topics: Topics, doc: dict[str, Any]) -> list[Message]:
     """Session JSON plus its plain-value measures."""
-    tx = doc["transaction_id"]
+    sid, tx = doc["station_id"], doc["transaction_id"]
     summary = session_summary(doc)
-    out = [Message(topics.session(tx), _json(summary))]
-    out += [Message(topics.session_measure(tx, m.key), format_value(m.value_fn(summary)), retain=m.retain)
-            for m in SESSION_MEASURES]
+    out = [Message(topics.session(sid, tx), _json(summary))]
+    out += [Message(topics.session_measure(sid, tx, m.key), format_value(m.value_fn(summary)),
+                    retain=m.retain) for m in SESSION_MEASURES]
     return out
 
 
@@ -143,7 +143,8 @@ def event_message(topics: Topics, event: Event) -> Message:
     """A notable event as JSON."""
     return Message(topics.event(event.type.value), _json({
         "type": event.type.value, "station_id": event.station_id or None, "evse_id": event.evse_id,
-        "transaction_id": event.transaction_id or None, "site_id": event.site_id or None,
+        "transaction_id": event.transaction_id or None, "tx_ref": event.tx_ref or None,
+        "site_id": event.site_id or None,
         "ts": event.ts.isoformat(), "data": event.data}))
 
 
@@ -186,8 +187,8 @@ class MqttBridge:
         for subject in EVENT_SUBJECTS.get(event.type, ()):
             if subject is Subject.STATION and event.station_id:
                 self._stale.stations.add(event.station_id)
-            elif subject is Subject.SESSION and event.transaction_id:
-                self._stale.sessions.add(event.transaction_id)
+            elif subject is Subject.SESSION and event.tx_ref:
+                self._stale.sessions.add(event.tx_ref)
             elif subject is Subject.SITE:
                 if event.site_id:
                     self._stale.sites.add(event.site_id)

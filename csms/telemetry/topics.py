@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 from csms.events import EventType
 
@@ -104,13 +105,14 @@ class Topics:
         """Plain value of one station measure."""
         return f"{self.prefix}/stations/{station_id}/{key}"
 
-    def session(self, transaction_id: str) -> str:
-        """JSON session document."""
-        return f"{self.prefix}/sessions/{transaction_id}"
+    def session(self, station_id: str, transaction_id: str) -> str:
+        """JSON session document (a transactionId is unique only within its station; it is
+        percent-encoded, so ``/``, ``+`` and ``#`` in it never make extra levels or wildcards)."""
+        return f"{self.prefix}/sessions/{station_id}/{quote(transaction_id, safe='')}"
 
-    def session_measure(self, transaction_id: str, key: str) -> str:
+    def session_measure(self, station_id: str, transaction_id: str, key: str) -> str:
         """Plain value of one session measure."""
-        return f"{self.prefix}/sessions/{transaction_id}/{key}"
+        return f"{self.session(station_id, transaction_id)}/{key}"
 
     def site_power(self, site_id: str) -> str:
         """JSON site load document (retained)."""

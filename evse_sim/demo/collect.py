@@ -24,6 +24,7 @@ class MeasuredTransaction:
     """One transaction as the csms stored it, with its cumulative energy readings."""
 
     transaction_id: str
+    """The csms's key of the transaction (its `tx_ref`: station, transactionId, generation)."""
     station_id: str
     evse_id: int
     id_token: str
@@ -76,7 +77,7 @@ def _float(value: Any, default: float = 0.0) -> float:
 
 
 def parse_meter_entry(raw: Any) -> MeterSample | None:
-    """One `tx:{txid}:meter` list entry -> MeterSample (None without a time or an energy reading)."""
+    """One `tx:{ref}:meter` list entry -> MeterSample (None without a time or an energy reading)."""
     try:
         data = json.loads(_s(raw))
     except json.JSONDecodeError:
@@ -91,7 +92,7 @@ def parse_meter_entry(raw: Any) -> MeterSample | None:
 
 def transaction_from_fields(transaction_id: str, fields: Mapping[Any, Any],
                             meter: list[Any]) -> MeasuredTransaction:
-    """Build a MeasuredTransaction from a `tx:{txid}` hash and its meter list."""
+    """Build a MeasuredTransaction from a `tx:{ref}` hash and its meter list."""
     f = {_s(k): _s(v) for k, v in fields.items()}
     samples = tuple(s for s in (parse_meter_entry(m) for m in meter) if s is not None)
     return MeasuredTransaction(

@@ -19,7 +19,7 @@ from csms.api.deps import ApiDeps
 from csms.api.tokens import TokenStore
 from csms.clock import RealClock
 from csms.events import Event, EventType
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 
 KEYS = Keys("evfleet")
 
@@ -97,34 +97,39 @@ async def seed_station(redis: Redis, sid: str, *, site: str = "depot", online: b
 async def seed_session(redis: Redis, txid: str, sid: str, eid: int = 1, *, power_w: float = 11000,
                        energy_wh: float = 5000, live: bool = True, needs_wh: float = 20000,
                        started: datetime | None = None) -> None:
-    """Write a transaction, its needs, plan and profile as the csms/optimizer would."""
+    """Write a transaction (station `sid`'s id `txid`), its needs, plan and profile as the
+    csms/optimizer would."""
     start = started or datetime.now(UTC) - timedelta(minutes=30)
-    await redis.hset(KEYS.transaction(txid), mapping={
+    ref = tx_ref(sid, txid)
+    await redis.hset(KEYS.transaction(ref), mapping={
+        "transaction_id": txid, "tx_ref": ref, "generation": "1",
         "station_id": sid, "evse_id": str(eid), "connector_id": "1", "id_token": "TAG1",
         "state": "Updated" if live else "Ended", "charging_state": "Charging" if live else "Idle",
         "started_at": iso(start), "updated_at": iso(datetime.now(UTC)),
         "ended_at": "" if live else iso(datetime.now(UTC)), "stopped_reason": "" if live else "Local",
         "energy_wh": str(energy_wh), "power_w": str(power_w), "current_a": "16", "soc": "42",
         "last_seq_no": "3", "offline_events": "0"})
-    await redis.zadd(KEYS.transactions_by_start(), {txid: start.timestamp()})
-    await redis.rpush(KEYS.transaction_events(txid), json.dumps({"eventType": "Started", "seqNo": 0}))
+    await redis.zadd(KEYS.transactions_by_start(), {ref: start.timestamp()})
+    await redis.rpush(KEYS.transaction_events(ref), json.dumps({"eventType": "Started", "seqNo": 0}))
     for i in range(3):
-        await redis.rpush(KEYS.transaction_meter(txid), json.dumps({
+        await redis.rpush(KEYS.transaction_meter(ref), json.dumps({
             "ts": iso(start + timedelta(minutes=i)), "energy_wh": 1000 * i, "power_w": power_w,
             "current_a": 16, "soc": 40 + i}))
     if live:
-        await redis.sadd(KEYS.transactions_active(), txid)
-        await redis.hset(KEYS.station_evse(sid, eid), "transaction_id", txid)
+        await redis.sadd(KEYS.transactions_active(), ref)
+        await redis.hset(KEYS.station_evse(sid, eid), mapping={"transaction_id": txid, "tx_ref": ref})
         departure = datetime.now(UTC) + timedelta(hours=4)
         await redis.set(KEYS.charging_needs(sid, eid), json.dumps({
-            "transaction_id": txid, "received_at": iso(start), "departure_time": iso(departure),
+            "transaction_id": txid, "tx_ref": ref, "received_at": iso(start),
+            "departure_time": iso(departure),
             "energy_amount_wh": needs_wh, "ev_max_current_a": 32, "max_schedule_tuples": 24}))
         await redis.set(KEYS.planned_schedule(sid, eid), json.dumps({
-            "plan_id": "p1", "site_id": "depot", "transaction_id": txid, "start": iso(start), "step_s": 900,
+            "plan_id": "p1", "site_id": "depot", "tx_ref": ref, "start": iso(start), "step_s": 900,
             "limits_kw": [11.0, 7.0, 7.0, 3.5], "strategy": "cost", "status": "optimal",
             "computed_at": iso(start)}))
         await redis.set(KEYS.applied_profile(sid, eid), json.dumps({
-            "plan_id": "p1", "profile": {"id": 1}, "status": "Accepted", "sent_at": iso(start),
+            "plan_id": "p1", "transaction_id": txid, "tx_ref": ref, "profile": {"id": 1},
+            "status": "Accepted", "sent_at": iso(start),
             "answered_at": iso(start), "limit_w": 11000}))
 
 
@@ -144,7 +149,8 @@ async def seed_site(redis: Redis, site: str = "depot", limit_kw: float = 50.0, *
 
 async def add_event(redis: Redis, type_: EventType, sid: str = "", txid: str = "", **data: Any) -> None:
     """Append an event to the stream."""
-    ev = Event(type=type_, station_id=sid, transaction_id=txid, ts=datetime.now(UTC), data=data)
+    ev = Event(type=type_, station_id=sid, transaction_id=txid, tx_ref=tx_ref(sid, txid) if txid else "",
+               ts=datetime.now(UTC), data=data)
     await redis.xadd(KEYS.events(), ev.to_fields())
 
 

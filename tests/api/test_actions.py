@@ -33,7 +33,7 @@ CASES: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
                                  "evseId": 1}),
     ("post", "/api/v1/stations/CS1/remote-stop", {"transaction_id": "TX1"},
      "RequestStopTransaction", {"transactionId": "TX1"}),
-    ("post", "/api/v1/sessions/TX1/stop", None, "RequestStopTransaction", {"transactionId": "TX1"}),
+    ("post", "/api/v1/sessions/CS1/TX1/stop", None, "RequestStopTransaction", {"transactionId": "TX1"}),
     ("post", "/api/v1/stations/CS1/reset", {"type": "Immediate"}, "Reset", {"type": "Immediate"}),
     ("post", "/api/v1/stations/CS1/availability", {"operational_status": "Inoperative", "evse_id": 1,
                                                    "connector_id": 1},
@@ -180,6 +180,6 @@ async def test_unknown_station_and_ended_session(client: httpx.AsyncClient, toke
     r = await client.post("/api/v1/stations/NOPE/reset", json={}, headers=tokens.operator)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     await seed_session(redis, "TXE", "CS1", 2, live=False)
-    r = await client.post("/api/v1/sessions/TXE/stop", headers=tokens.operator)
+    r = await client.post("/api/v1/sessions/CS1/TXE/stop", headers=tokens.operator)
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     assert node.requests == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from redis.asyncio import Redis
 
+from csms.store.keys import tx_ref
 from tests.api.harness import KEYS, live_csms
 from tests.waiting import until
 
@@ -19,14 +20,15 @@ async def test_api_over_tcp_shows_stations_sessions_and_acts_on_real_stations(re
             assert all(s["online"] and s["vendor"] == "evfleet" for s in page["items"])
 
             tx_id = live.stations[0].plug_in(1, live.ev(hours=5))
-            await until(lambda: live.redis.sismember(KEYS.transactions_active(), tx_id))
+            ref = tx_ref("CS-1", tx_id)
+            await until(lambda: live.redis.sismember(KEYS.transactions_active(), ref))
 
             async def charging() -> bool:
-                r = await http.get(f"/api/v1/sessions/{tx_id}", headers=viewer)
+                r = await http.get(f"/api/v1/sessions/CS-1/{tx_id}", headers=viewer)
                 return r.status_code == 200 and (r.json()["power_kw"] or 0) > 1
 
             await until(charging, 10)
-            session = (await http.get(f"/api/v1/sessions/{tx_id}", headers=viewer)).json()
+            session = (await http.get(f"/api/v1/sessions/CS-1/{tx_id}", headers=viewer)).json()
             assert session["live"] and session["station_id"] == "CS-1" and session["evse_id"] == 1
             assert session["energy_needed_kwh"] and session["departure_time"]
             site = (await http.get("/api/v1/sites/depot", headers=viewer)).json()
@@ -38,9 +40,9 @@ async def test_api_over_tcp_shows_stations_sessions_and_acts_on_real_stations(re
             r = await http.post("/api/v1/stations/CS-2/trigger", json={"requested_message": "Heartbeat"},
                                 headers=operator)
             assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
-            r = await http.post(f"/api/v1/sessions/{tx_id}/stop", headers=operator)
+            r = await http.post(f"/api/v1/sessions/CS-1/{tx_id}/stop", headers=operator)
             assert r.status_code == 200 and r.json()["status"] == "Accepted", r.text
-            await until(lambda: _field_is(live.redis, KEYS.transaction(tx_id), "state", "Ended"), 10)
+            await until(lambda: _field_is(live.redis, KEYS.transaction(ref), "state", "Ended"), 10)
 
             # a station that went away: 409 with a clear body
             live.stations[1].stop()

@@ -83,23 +83,34 @@ async def test_sessions_live_ended_all(client: httpx.AsyncClient, tokens: Tokens
 
 async def test_session_detail_has_schedule_profile_needs_and_meter(
         client: httpx.AsyncClient, tokens: Tokens, depot: None) -> None:
-    r = await client.get("/api/v1/sessions/TX1", headers=tokens.viewer)
+    r = await client.get("/api/v1/sessions/CS1/TX1", headers=tokens.viewer)
     assert r.status_code == 200
     doc = r.json()
+    assert (doc["station_id"], doc["transaction_id"], doc["generation"], doc["tx_ref"]) == (
+        "CS1", "TX1", 1, "CS1:TX1")
     assert doc["planned_schedule"]["limits_kw"] == [11.0, 7.0, 7.0, 3.5]
     assert doc["applied_profile"]["status"] == "Accepted"
     assert doc["charging_needs"]["energy_amount_wh"] == 20000
     assert len(doc["meter"]) == 3 and doc["meter"][-1]["soc"] == 42
-    assert (await client.get("/api/v1/sessions/NOPE", headers=tokens.viewer)).status_code == 404
+    assert (await client.get("/api/v1/sessions/CS1/NOPE", headers=tokens.viewer)).status_code == 404
+    # a transactionId is the station's own: CS2 has no TX1
+    r = await client.get("/api/v1/sessions/CS2/TX1", headers=tokens.viewer)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    for generation, code in ((2, 404), (0, 422), (1, 200)):
+        r = await client.get(f"/api/v1/sessions/CS1/TX1?generation={generation}", headers=tokens.viewer)
+        assert r.status_code == code
 
 
 async def test_transactions_list_and_detail(client: httpx.AsyncClient, tokens: Tokens, depot: None) -> None:
     page = (await client.get("/api/v1/transactions", headers=tokens.viewer)).json()
     assert page["total"] == 2
     assert {t["transaction_id"]: t["live"] for t in page["items"]} == {"TX1": True, "TX0": False}
-    doc = (await client.get("/api/v1/transactions/TX1", headers=tokens.viewer)).json()
+    assert {t["station_id"] for t in page["items"]} == {"CS1", "CS2"}
+    doc = (await client.get("/api/v1/transactions/CS1/TX1", headers=tokens.viewer)).json()
     assert doc["record"]["station_id"] == "CS1" and doc["events"] == [{"eventType": "Started", "seqNo": 0}]
-    assert (await client.get("/api/v1/transactions/NOPE", headers=tokens.viewer)).status_code == 404
+    assert doc["station_id"] == "CS1" and doc["generation"] == 1 and doc["generations"] == 1
+    assert (await client.get("/api/v1/transactions/CS1/NOPE", headers=tokens.viewer)).status_code == 404
+    assert (await client.get("/api/v1/transactions/CS2/TX1", headers=tokens.viewer)).status_code == 404
 
 
 async def test_sites_have_load_limit_plan_and_optimizer(

@@ -48,9 +48,11 @@ def test_planned_kw_at_picks_the_current_step() -> None:
 
 def test_session_ignores_per_evse_documents_of_another_transaction() -> None:
     tx = {"station_id": "CS1", "evse_id": "1", "energy_wh": "5000", "power_w": "7400"}
-    needs = {"transaction_id": "OTHER", "energy_amount_wh": 10000}
-    profile = {"transaction_id": "TX1", "limit_w": 7400}
-    doc = session_view("TX1", tx, True, "depot", needs=needs, profile=profile)
+    # same transactionId, another station's (or an earlier) session: not this session's needs
+    needs = {"transaction_id": "TX1", "tx_ref": "CS2:TX1", "energy_amount_wh": 10000}
+    profile = {"transaction_id": "TX1", "tx_ref": "CS1:TX1", "limit_w": 7400}
+    doc = session_view("CS1:TX1", tx, True, "depot", needs=needs, profile=profile)
+    assert (doc["station_id"], doc["transaction_id"], doc["generation"]) == ("CS1", "TX1", 1)
     assert doc["charging_needs"] is None and doc["progress"] is None and doc["energy_needed_kwh"] is None
     assert doc["power_kw"] == 7.4 and doc["energy_kwh"] == 5.0
     summary = session_summary(doc)
@@ -59,8 +61,9 @@ def test_session_ignores_per_evse_documents_of_another_transaction() -> None:
 
 def test_session_progress_is_capped_and_past_sessions_drop_live_documents() -> None:
     tx = {"station_id": "CS1", "evse_id": "1", "energy_wh": "30000"}
-    needs = {"transaction_id": "TX1", "energy_amount_wh": 20000,
+    needs = {"transaction_id": "TX1", "tx_ref": "CS1:TX1:2", "energy_amount_wh": 20000,
              "departure_time": "2026-01-01T08:00:00+00:00"}
-    doc = session_view("TX1", tx, False, "depot", needs=needs, planned={"transaction_id": "TX1"})
+    doc = session_view("CS1:TX1:2", tx, False, "depot", needs=needs, planned={"tx_ref": "CS1:TX1:2"})
+    assert doc["generation"] == 2 and doc["transaction_id"] == "TX1"
     assert doc["progress"] == 1.0 and doc["departure_time"] == "2026-01-01T08:00:00+00:00"
     assert doc["planned_schedule"] is None and doc["live"] is False

@@ -74,7 +74,7 @@ async def test_schema_violations_refused_nothing_stored(station: RawStation, red
     await assert_still_connected(station)
     assert await state_keys(redis) == before
     assert await redis.hget("evfleet:station:CP-1", "vendor") == vendor_before
-    assert await redis.exists("evfleet:tx:tx-bad") == 0
+    assert await redis.exists("evfleet:tx:CP-1:tx-bad") == 0
 
 
 async def test_callresult_to_nothing_is_ignored_and_logged(station: RawStation, redis: Redis,
@@ -113,7 +113,7 @@ async def test_impossible_value_refused_connection_kept(station: RawStation, red
     assert answer[0] == 4 and answer[2] == "PropertyConstraintViolation"
     await asyncio.sleep(0)
     await assert_still_connected(station)
-    assert await redis.exists("evfleet:tx:tx-weird") == 0
+    assert await redis.exists("evfleet:tx:CP-1:tx-weird") == 0
 
 
 DEEP = "[" * 990 + "]" * 990
@@ -143,7 +143,7 @@ async def test_non_json_numbers_and_deep_nesting_are_format_violations(
     assert answer[0] == 4 and answer[1] == uid and answer[2] == code, answer
     await assert_still_connected(station)
     assert await state_keys(redis) == before
-    assert await redis.exists("evfleet:tx:tx-hostile") == 0
+    assert await redis.exists("evfleet:tx:CP-1:tx-hostile") == 0
     # only the protocol.error event was added: nothing from the frame itself
     added = await redis.xrevrange("evfleet:events", count=await redis.xlen("evfleet:events") - events_before)
     assert [f["type"] for _, f in added] == ["protocol.error"]
@@ -169,7 +169,7 @@ async def test_out_of_range_and_non_dates_refused(station: RawStation, redis: Re
     assert answer[0] == 4 and answer[2] == code, answer
     await assert_still_connected(station)
     assert await state_keys(redis) == before
-    assert await redis.exists("evfleet:tx:tx-hostile") == 0
+    assert await redis.exists("evfleet:tx:CP-1:tx-hostile") == 0
 
 
 async def test_non_dates_refused_in_every_message_not_only_transactions(station: RawStation,
@@ -192,7 +192,7 @@ async def test_non_dates_refused_in_every_message_not_only_transactions(station:
 async def test_valid_edge_values_still_accepted(station: RawStation, redis: Redis) -> None:
     await station.ok("TransactionEvent", {**TX_OK, "seqNo": 2**31 - 1,
                                           "timestamp": "2026-01-01T01:00:00.123+01:00"})
-    assert await redis.exists("evfleet:tx:tx-hostile") == 1
+    assert await redis.exists("evfleet:tx:CP-1:tx-hostile") == 1
     await station.ok("DataTransfer", {"vendorId": "v", "data": {"a": [[[[1.5e3, "x"]]]]}})
 
 
@@ -220,7 +220,7 @@ async def test_station_storage_quota(redis_url: str, redis: Redis, provision: An
         assert all(len(f["data"]) < 1024 and "omitted" in json.loads(f["data"]) for f in mine)
         assert json.loads(mine[0]["data"])["message_id"] == "m0"
         assert sum(len(f["data"]) for f in entries) < 100_000  # not 30 x 60 KB
-        assert await redis.exists("evfleet:tx:tx-quota") == 1  # state is never dropped by the quota
+        assert await redis.exists("evfleet:tx:CP-Q:tx-quota") == 1  # state is never dropped by the quota
         assert any(f["station_id"] == "CP-OK" and f["type"] == "data_transfer" for f in entries)
         await st.close()
         await other.close()

@@ -53,7 +53,7 @@ async def test_saturated_reply_pool_does_not_stall_ocpp_handlers(
             elapsed_s = time.monotonic() - started
             assert answer[0] == 3, answer
             assert elapsed_s < 2.0
-            assert await redis.hget("evfleet:tx:tx-busy", "energy_wh") == "1000.0"
+            assert await redis.hget("evfleet:tx:CP-1:tx-busy", "energy_wh") == "1000.0"
             assert await redis.hget("evfleet:station:CP-1:evse:1", "transaction_id") == "tx-busy"
             # the reply pool is full (the other calls queue for a connection), none of it on the main pool
             assert await _clients(redis, "evfleet-replies", "brpop") == REPLY_POOL

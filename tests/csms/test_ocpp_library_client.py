@@ -50,7 +50,7 @@ async def test_ocpp_library_station_boots_transacts_and_answers_calls(
         meter_value=[{"timestamp": "2026-01-01T08:00:00Z", "sampled_value": [{"value": 2.0,
                       "unit_of_measure": {"unit": "kWh"}}]}]), suppress=False)
     assert started is not None
-    assert await redis.hget("evfleet:tx:lib-tx", "energy_wh") == "2000.0"
+    assert await redis.hget("evfleet:tx:LIB-1:lib-tx", "energy_wh") == "2000.0"
     reply = await node.commands.call("LIB-1", "SetChargingProfile", {"evseId": 1, "chargingProfile": {
         "id": 3, "stackLevel": 1, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
         "transactionId": "lib-tx", "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",

@@ -201,7 +201,7 @@ async def _run_outages(server: AofRedis) -> None:
                 by_tx.setdefault(txid, set()).add(seq)
             for txid, seqs in by_tx.items():
                 stored = [json.loads(raw)["seqNo"] for raw in
-                          await redis.lrange(KEYS.transaction_events(txid), 0, -1)]
+                          await redis.lrange(KEYS.transaction_events(f"{st.station_id}:{txid}"), 0, -1)]
                 checked += len(seqs)
                 lost += len(seqs - set(stored))
                 duplicated += len(stored) - len(set(stored))

@@ -107,7 +107,7 @@ async def test_full_transaction_with_replays_offline_and_double_end(station: Raw
     reply = await station.ok("TransactionEvent", started)
     assert reply["idTokenInfo"]["status"] == "Accepted"
     assert await redis.hget("evfleet:station:CP-1:evse:1", "transaction_id") == "tx-1"
-    assert await redis.sismember("evfleet:tx:active", "tx-1")
+    assert await redis.sismember("evfleet:tx:active", "CP-1:tx-1")
     # replay of the Started: answered, not re-applied
     assert (await station.ok("TransactionEvent", started))["idTokenInfo"]["status"] == "Accepted"
     await station.ok("TransactionEvent", tx_event("Updated", 1, ts="2026-01-01T08:10:00Z",
@@ -122,18 +122,19 @@ async def test_full_transaction_with_replays_offline_and_double_end(station: Raw
     await station.ok("TransactionEvent", ended)
     await station.ok("TransactionEvent", ended)  # replay
     await station.ok("TransactionEvent", {**ended, "seqNo": 4})  # chargers that send Ended twice
-    tx = await redis.hgetall("evfleet:tx:tx-1")
+    tx = await redis.hgetall("evfleet:tx:CP-1:tx-1")
     assert tx["state"] == "Ended" and tx["stopped_reason"] == "EVDisconnected"
     assert tx["energy_wh"] == "5000.0" and tx["power_w"] == "7000.0" and tx["id_token"] == "CARD-1"
     assert tx["offline_events"] == "1" and tx["last_seq_no"] == "4" and tx["station_id"] == "CP-1"
     assert tx["started_at"] == "2026-01-01T08:00:00+00:00" and tx["ended_at"] == "2026-01-01T08:30:00+00:00"
-    assert await redis.smembers("evfleet:tx:tx-1:seqnos") == {"0", "1", "2", "3", "4"}
-    stored = [json.loads(e) for e in await redis.lrange("evfleet:tx:tx-1:events", 0, -1)]
+    assert await redis.smembers("evfleet:tx:CP-1:tx-1:seqnos") == {
+        "0:Started", "1:Updated", "2:Updated", "3:Ended", "4:Ended"}
+    stored = [json.loads(e) for e in await redis.lrange("evfleet:tx:CP-1:tx-1:events", 0, -1)]
     assert [e["seqNo"] for e in stored] == [0, 1, 2, 3, 4]
-    meter = [json.loads(m) for m in await redis.lrange("evfleet:tx:tx-1:meter", 0, -1)]
+    meter = [json.loads(m) for m in await redis.lrange("evfleet:tx:CP-1:tx-1:meter", 0, -1)]
     assert [m["energy_wh"] for m in meter] == [1000.0, 2500.0, 4000.0, 5000.0, 5000.0]
-    assert not await redis.sismember("evfleet:tx:active", "tx-1")
-    assert await redis.zscore("evfleet:tx:by-start", "tx-1") is not None
+    assert not await redis.sismember("evfleet:tx:active", "CP-1:tx-1")
+    assert await redis.zscore("evfleet:tx:by-start", "CP-1:tx-1") is not None
     evse = await redis.hgetall("evfleet:station:CP-1:evse:1")
     assert evse["transaction_id"] == "" and evse["last_transaction_id"] == "tx-1"
     types = [e["type"] for e in await stream_events(redis, {"tx.started", "tx.updated", "tx.ended"})]
@@ -149,7 +150,7 @@ async def test_meter_values_go_to_the_active_transaction(station: RawStation, re
         {"value": 3.3, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "kWh"}},
         {"value": 11, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "kW"}},
         {"value": 230, "measurand": "Voltage"}]}]})
-    tx = await redis.hgetall("evfleet:tx:tx-m")
+    tx = await redis.hgetall("evfleet:tx:CP-1:tx-m")
     assert tx["energy_wh"] == "3300.0" and tx["power_w"] == "11000.0"
     assert await redis.hget("evfleet:station:CP-1:evse:1", "voltage_v") == "230.0"
     ev = (await stream_events(redis, {"meter.values"}))[-1]
@@ -260,11 +261,11 @@ async def test_start_on_an_evse_with_a_stale_transaction_ends_the_stale_one(
         station: RawStation, redis: Any) -> None:
     await station.ok("TransactionEvent", tx_event("Started", 0, txid="old", energy_kwh=1.0, idToken={
         "idToken": "CARD-1", "type": "ISO14443"}))
-    assert await redis.sismember("evfleet:tx:active", "old")
+    assert await redis.sismember("evfleet:tx:active", "CP-1:old")
     # the station lost "old"'s Ended (e.g. reboot) and starts a new transaction on the same EVSE
     await station.ok("TransactionEvent", tx_event("Started", 0, txid="new", ts="2026-01-01T09:00:00Z"))
-    assert set(await redis.smembers("evfleet:tx:active")) == {"new"}
-    old = await redis.hgetall("evfleet:tx:old")
+    assert set(await redis.smembers("evfleet:tx:active")) == {"CP-1:new"}
+    old = await redis.hgetall("evfleet:tx:CP-1:old")
     assert old["state"] == "Ended" and old["stopped_reason"] == "Other"
     assert old["superseded_by"] == "new" and old["ended_at"].startswith("2026-01-01T09:00:00")
     evse = await redis.hgetall("evfleet:station:CP-1:evse:1")
@@ -279,7 +280,7 @@ async def test_start_on_an_evse_with_a_stale_transaction_ends_the_stale_one(
     # a replay of the new Started and the late Ended of the old one change nothing more
     await station.ok("TransactionEvent", tx_event("Started", 0, txid="new", ts="2026-01-01T09:00:00Z"))
     await station.ok("TransactionEvent", tx_event("Ended", 1, txid="old", ts="2026-01-01T08:30:00Z"))
-    assert set(await redis.smembers("evfleet:tx:active")) == {"new"}
+    assert set(await redis.smembers("evfleet:tx:active")) == {"CP-1:new"}
     assert await redis.hget("evfleet:station:CP-1:evse:1", "transaction_id") == "new"
     types = [f["type"] for _, f in await redis.xrange("evfleet:events") if f["type"] == "tx.ended"]
     assert types == ["tx.ended"]
@@ -291,6 +292,6 @@ async def test_a_second_event_of_the_same_transaction_supersedes_nothing(
     await station.ok("TransactionEvent", tx_event("Updated", 1, txid="t1", ts="2026-01-01T08:05:00Z"))
     await station.ok("TransactionEvent", tx_event("Ended", 2, txid="t1", ts="2026-01-01T08:10:00Z"))
     await station.ok("TransactionEvent", tx_event("Started", 0, txid="t2", ts="2026-01-01T08:20:00Z"))
-    assert (await redis.hgetall("evfleet:tx:t1"))["stopped_reason"] != "Other"
-    assert "superseded_by" not in await redis.hgetall("evfleet:tx:t1")
-    assert set(await redis.smembers("evfleet:tx:active")) == {"t2"}
+    assert (await redis.hgetall("evfleet:tx:CP-1:t1"))["stopped_reason"] != "Other"
+    assert "superseded_by" not in await redis.hgetall("evfleet:tx:CP-1:t1")
+    assert set(await redis.smembers("evfleet:tx:active")) == {"CP-1:t2"}

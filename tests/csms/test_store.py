@@ -33,13 +33,13 @@ async def test_concurrent_events_and_replays_are_applied_exactly_once(redis: Red
     decisions = await asyncio.gather(*(s.transaction_event("CP-1", "site", e, {"seqNo": e.seq_no})
                                        for e, s in work))
     assert sum(1 for d in decisions if not d.replay) == n
-    tx = await redis.hgetall("evfleet:tx:race")
+    tx = await redis.hgetall("evfleet:tx:CP-1:race")
     assert tx["state"] == "Ended" and tx["last_seq_no"] == str(n - 1)
     assert tx["energy_wh"] == repr(float((n - 1) * 10))
-    stored = [json.loads(x)["seqNo"] for x in await redis.lrange("evfleet:tx:race:events", 0, -1)]
+    stored = [json.loads(x)["seqNo"] for x in await redis.lrange("evfleet:tx:CP-1:race:events", 0, -1)]
     assert sorted(stored) == list(range(n))
-    assert await redis.scard("evfleet:tx:race:seqnos") == n
-    assert not await redis.sismember("evfleet:tx:active", "race")
+    assert await redis.scard("evfleet:tx:CP-1:race:seqnos") == n
+    assert not await redis.sismember("evfleet:tx:active", "CP-1:race")
     entries: Any = await redis.xrange("evfleet:events")
     types = [f["type"] for _, f in entries]
     assert types.count("tx.started") == 1 and types.count("tx.ended") == 1

@@ -9,14 +9,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from csms.events import Event, EventType
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 
 STATUSES = ("Available", "Occupied", "Faulted", "Unavailable")
 
 
 async def seed_fleet(redis: Any, keys: Keys, n_stations: int, now: datetime, *, charging_share: float = 0.6,
                      sites: tuple[str, ...] = ("depot",), seed: int = 1) -> list[str]:
-    """Write N stations (2 EVSEs each), live sessions on a share of them, sites and plans; return tx ids."""
+    """Write N stations (2 EVSEs each), live sessions on a share of them, sites and plans; return the
+    sessions' tx refs. Like chargers that count, every station names its EVSE n transaction "n"."""
     rng = random.Random(seed)
     tx_ids: list[str] = []
     pipe = redis.pipeline(transaction=False)
@@ -46,9 +47,10 @@ async def seed_fleet(redis: Any, keys: Keys, n_stations: int, now: datetime, *, 
             status = "Occupied" if charging else rng.choice(STATUSES[:1] * 8 + STATUSES[2:])
             pipe.hset(keys.station_connectors(sid), f"{eid}/1",
                       json.dumps({"status": status, "updated_at": now.isoformat()}))
-            tx = f"TX-{i:04d}-{eid}" if charging else ""
+            txid = str(eid) if charging else ""
+            tx = tx_ref(sid, txid) if charging else ""
             pipe.hset(keys.station_evse(sid, eid), mapping={
-                "transaction_id": tx, "max_power_w": "22000", "phases": "3", "rate_unit": "A",
+                "transaction_id": txid, "tx_ref": tx, "max_power_w": "22000", "phases": "3", "rate_unit": "A",
                 "applied_limit_w": "11000", "steerable": "1"})
             if not charging:
                 continue
@@ -56,7 +58,8 @@ async def seed_fleet(redis: Any, keys: Keys, n_stations: int, now: datetime, *, 
             start = now - timedelta(minutes=rng.randint(1, 240))
             energy_wh = rng.uniform(1000, 40000)
             pipe.hset(keys.transaction(tx), mapping={
-                "station_id": sid, "evse_id": str(eid), "connector_id": "1", "id_token": f"TAG{i}",
+                "station_id": sid, "transaction_id": txid, "tx_ref": tx, "generation": "1",
+                "evse_id": str(eid), "connector_id": "1", "id_token": f"TAG{i}",
                 "state": "Updated", "charging_state": "Charging", "started_at": start.isoformat(),
                 "updated_at": now.isoformat(), "energy_wh": f"{energy_wh:.0f}",
                 "power_w": f"{rng.uniform(3000, 11000):.0f}", "current_a": "16",
@@ -64,11 +67,12 @@ async def seed_fleet(redis: Any, keys: Keys, n_stations: int, now: datetime, *, 
             pipe.sadd(keys.transactions_active(), tx)
             pipe.zadd(keys.transactions_by_start(), {tx: start.timestamp()})
             pipe.set(keys.charging_needs(sid, eid), json.dumps({
-                "transaction_id": tx,
+                "transaction_id": txid, "tx_ref": tx,
                 "departure_time": (now + timedelta(hours=rng.uniform(1, 10))).isoformat(),
                 "energy_amount_wh": energy_wh + rng.uniform(5000, 50000)}))
             pipe.set(keys.applied_profile(sid, eid), json.dumps({
-                "transaction_id": tx, "status": "Accepted", "limit_w": 11000, "sent_at": now.isoformat()}))
+                "transaction_id": txid, "tx_ref": tx, "status": "Accepted", "limit_w": 11000,
+                "sent_at": now.isoformat()}))
     await pipe.execute()
     return tx_ids
 

@@ -56,7 +56,8 @@ async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser
 
         tx_id = live.stations[1].plug_in(1, live.ev(hours=3))
         await page.wait_for_selector('.tile[data-sid="CS-2"].s-Charging', timeout=15_000)
-        await page.wait_for_selector(f'#session-table tr[data-tx="{tx_id}"]', timeout=15_000)
+        ref = f"CS-2:{tx_id}"  # the session's tx_ref: a transactionId is unique only within its station
+        await page.wait_for_selector(f'#session-table tr[data-tx="{ref}"]', timeout=15_000)
         await page.wait_for_function(
             "() => parseFloat(document.getElementById('site-power').textContent) > 1", timeout=15_000)
         assert await page.evaluate("window.__noReload") == 42  # updated in place, no reload
@@ -65,7 +66,7 @@ async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser
         await page.wait_for_selector("#events li", timeout=10_000)
         await page.screenshot(path=str(artifacts_dir / "dashboard-overview.png"), full_page=True)
 
-        await page.click(f'#session-table tr[data-tx="{tx_id}"]')
+        await page.click(f'#session-table tr[data-tx="{ref}"]')
         await page.wait_for_selector("#session-view:not([hidden])")
         await page.wait_for_function(
             f"() => document.getElementById('xv-id').textContent === '{tx_id}'", timeout=10_000)
@@ -114,7 +115,7 @@ async def test_dashboard_with_1000_stations_stays_usable(redis_url: str, browser
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
         now = datetime.now(UTC)
-        await seed_fleet(redis, keys, 1000, now)
+        refs = await seed_fleet(redis, keys, 1000, now)
         token, _ = await TokenStore(redis, keys, RealClock()).create("ops", "operator")
         async with _api_only(redis_url) as api_url:
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -126,6 +127,10 @@ async def test_dashboard_with_1000_stations_stays_usable(redis_url: str, browser
             load_s = time.monotonic() - t0
             assert await page.locator("#station-grid .tile").count() == 200  # paged, not 1,000 nodes
             assert "all 1000" in (await page.text_content("#status-chips") or "")
+            # ~1,200 live sessions that all use transactionIds "1" and "2": every one is listed
+            await page.wait_for_function(
+                f"() => document.getElementById('session-total').textContent === '{len(refs)}'",
+                timeout=10_000)
             await page.wait_for_selector("#conn.on", timeout=10_000)
             ids = [f"CS-{i:04d}" for i in range(1000)]
             await status_burst(redis, keys, ids, "Faulted", datetime.now(UTC))

@@ -202,5 +202,5 @@ async def _loops(lp: Any, links: dict[str, ModelledHlcLink], ids: list[str]) -> 
     out = {}
     for sid in ids:
         tx = str((links[sid].history[0].secc.profile or {}).get("transactionId"))
-        out[sid] = dict(await lp.redis.hgetall(KEYS.session_loop(tx)))
+        out[sid] = dict(await lp.redis.hgetall(KEYS.session_loop(f"{sid}:{tx}")))
     return out

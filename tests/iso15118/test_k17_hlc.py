@@ -37,7 +37,7 @@ async def test_k17_ev_plan_above_profile_is_flagged_counted_and_profile_resent(r
                 txs[station.id] = station.plug_in(1, ev)
 
             async def loop_of(sid: str) -> dict[str, str]:
-                raw: dict[Any, Any] = await lp.redis.hgetall(KEYS.session_loop(txs[sid]))
+                raw: dict[Any, Any] = await lp.redis.hgetall(KEYS.session_loop(f"{sid}:{txs[sid]}"))
                 return {str(k): str(v) for k, v in raw.items()}
 
             async def bad_caught() -> bool:

@@ -16,7 +16,7 @@ async def _schedule(lp: object, sid: str, txid: str) -> dict[str, object]:
     assert isinstance(lp, Loop)
     raw = await lp.redis.get(lp.keys.planned_schedule(sid, 1))
     doc = json.loads(raw) if raw else {}
-    return doc if doc.get("transaction_id") == txid else {}
+    return doc if doc.get("tx_ref") == f"{sid}:{txid}" else {}
 
 
 async def test_plug_in_with_needs_gets_scheduled_profile_within_site_limit(redis_url: str) -> None:
@@ -72,7 +72,7 @@ async def test_plug_in_with_needs_gets_scheduled_profile_within_site_limit(redis
         assert lp.samples > 20
         assert lp.violations == [], lp.violations[:5]
         assert lp.max_sum_w <= 20_000 + 1
-        loop1 = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        loop1 = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
         assert loop1["needs_received"] == "1" and int(loop1["schedules_sent"]) >= 1
         events = await lp.redis.xrange(lp.keys.events())
         types = [f["type"] for _, f in events]

@@ -32,7 +32,7 @@ async def test_interim_profiles_when_optimizer_is_down_then_plan_follows(redis_u
             await lp.wait_for(lambda i=i: _kind_is(lp, f"CP-{i}", "interim"), what="interim recorded")
             rec = await _record(lp, f"CP-{i}")
             assert rec["kind"] == "interim" and rec["status"] == "Accepted"
-            loop_hash = await lp.redis.hgetall(lp.keys.session_loop(f"tx-{i}"))
+            loop_hash = await lp.redis.hgetall(lp.keys.session_loop(f"CP-{i}:tx-{i}"))
             assert loop_hash["interim_sent"] == "1"
         # the optimizer comes back: the real TxProfiles follow the interim ones
         lp.start_worker()
@@ -70,7 +70,7 @@ async def test_k16_small_replan_is_not_sent_material_one_is(redis_url: str) -> N
         await lp.set_limit(20.0)
 
         async def skipped() -> bool:
-            h = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+            h = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
             return int(h.get("replans_skipped", 0)) >= 1
 
         await lp.wait_for(skipped, what="a skipped re-plan")
@@ -82,7 +82,7 @@ async def test_k16_small_replan_is_not_sent_material_one_is(redis_url: str) -> N
         assert cp.limit_w_at(datetime.now(UTC)) <= 5_000
 
         async def renegotiated() -> bool:  # recorded once the csms has the station's answer
-            h = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+            h = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
             return int(h.get("renegotiations", 0)) >= 1
 
         await lp.wait_for(renegotiated, what="renegotiation counted")
@@ -118,7 +118,7 @@ async def test_k17_breach_is_counted_and_profile_resent(redis_url: str) -> None:
         await lp.wait_for(lambda: len(cp.profiles) > n_before, what="re-sent profile")
         assert cp.profiles[-1] == ours
         assert _k17_count() == k17_before + 1
-        h = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        h = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
         assert h["k17_violations"] == "1" and h["k17_resent"] == "1" and h["ev_plan_within_limits"] == "0"
         assert h["ev_plans_received"] == "2"
         # the EV ignores the re-sent profile and reports the same breach: counted, not re-sent again
@@ -126,13 +126,13 @@ async def test_k17_breach_is_counted_and_profile_resent(redis_url: str) -> None:
         await cp.ev_schedule([(0, 32.0)], now)
 
         async def counted_twice() -> bool:
-            h = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+            h = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
             return h.get("k17_violations") == "2"
 
         await lp.wait_for(counted_twice, what="second breach counted")
         await asyncio.sleep(0.3)
         assert len(cp.profiles) == n_after
-        assert (await lp.redis.hgetall(lp.keys.session_loop("tx-1")))["k17_resent"] == "1"
+        assert (await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1")))["k17_resent"] == "1"
         # the operator API shows what the loop did for the session
         import httpx
 
@@ -142,7 +142,7 @@ async def test_k17_breach_is_counted_and_profile_resent(redis_url: str) -> None:
         deps = build_deps(lp.redis, lp.keys, RealClock(), auth=False)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(deps)),
                                      base_url="http://api") as api:
-            resp = await api.get("/api/v1/sessions/tx-1", params={"samples": 0})
+            resp = await api.get("/api/v1/sessions/CP-1/tx-1", params={"samples": 0})
         await deps.hub.stop()
         assert resp.status_code == 200, resp.text
         loop = resp.json()["loop"]

@@ -16,7 +16,7 @@ from csms.app import running_csms
 from csms.clock import ScaledClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import provision_station
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
@@ -84,7 +84,7 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
                     pipe = redis.pipeline(transaction=True)
                     for sid in ids:
                         pipe.get(K.applied_profile(sid, 1))
-                        pipe.hmget(K.station_evse(sid, 1), ["transaction_id", "default_limit_w"])
+                        pipe.hmget(K.station_evse(sid, 1), ["tx_ref", "default_limit_w"])
                     raw = await pipe.execute()
                     # read after the snapshot: the csms keeps the sum within the limit from the
                     # instant it sends on, and every record in the snapshot was written by then
@@ -95,7 +95,7 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
                         txid, default_w = raw[2 * i + 1]
                         if not txid:
                             continue
-                        if rec and rec["transaction_id"] == txid:
+                        if rec and rec.get("tx_ref") == txid:
                             series = [(t, w) for t, w in rec["applied_series_w"]]
                             label = f"{rec['kind']}:{rec['plan_id']}"
                             parts[sid] = (value_at(series, now.timestamp()), label)
@@ -138,8 +138,8 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
             # the optimizer's TxProfile reaches the station, which enforces it
             await _until(lambda: _kind(redis, "SIM-1", "plan"), what="plan profile at SIM-1")
             sched = json.loads(str(await redis.get(K.planned_schedule("SIM-1", 1))))
-            assert sched["transaction_id"] == tx1
-            loop1 = await redis.hgetall(K.session_loop(tx1))
+            assert sched["tx_ref"] == tx_ref("SIM-1", tx1)
+            loop1 = await redis.hgetall(K.session_loop(tx_ref("SIM-1", tx1)))
             assert loop1["needs_received"] == "1"
             ev2 = Ev(EvSpec("EV-2", "Zoe", 52.0, 0.3, 0.9, 22.0, 50.0, clock.now(),
                             clock.now() + timedelta(hours=3), hlc=True))
@@ -151,7 +151,7 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
                 now = clock.now()
                 for sid, st, tx in (("SIM-1", stations[0], tx1), ("SIM-2", stations[1], tx2)):
                     doc = json.loads(str(await redis.get(K.planned_schedule(sid, 1))))
-                    if doc["transaction_id"] != tx:
+                    if doc["tx_ref"] != tx_ref(sid, tx):
                         continue
                     start = datetime.fromisoformat(doc["start"])
                     step = int((now - start).total_seconds() // doc["step_s"])
@@ -162,7 +162,7 @@ async def test_sim_stations_follow_the_optimized_schedule_within_site_limit(redi
             assert over == [], over[:5]
             # the EVs charge: energy flows where the plan says so
             energy = 0.0
-            for t in (tx1, tx2):
+            for t in (tx_ref("SIM-1", tx1), tx_ref("SIM-2", tx2)):
                 energy += float(await redis.hget(K.transaction(t), "energy_wh") or 0)
             plan = json.loads(str(await redis.get(K.site_plan("depot"))))
             if max(plan["planned_kw"][:2]) > 0:

@@ -38,17 +38,19 @@ async def _seed(redis: Redis, n: int = 2, limit_kw: float = 20.0, prices: bool =
         await redis.set(K.site_prices("depot"), json.dumps({
             "start": (now - timedelta(hours=1)).isoformat(), "step_minutes": 60,
             "import_price": [0.4, 0.4, 0.1, 0.1, 0.1, 0.1, 0.3, 0.3] * 3}))
-    for i in range(1, n + 1):
-        sid, tx = f"CP-{i}", f"tx-{i}"
+    for i in range(1, n + 1):  # every station counts its transactions: all run transactionId "1"
+        sid, tx = f"CP-{i}", f"CP-{i}:1"
         await redis.sadd(K.stations(), sid)
         await redis.hset(K.station(sid), mapping={"site_id": "depot", "online": "1"})
-        await redis.hset(K.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
+        await redis.hset(K.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": "1",
+                                                          "tx_ref": tx})
         await redis.sadd(K.transactions_active(), tx)
         await redis.hset(K.transaction(tx), mapping={
-            "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
+            "station_id": sid, "transaction_id": "1", "tx_ref": tx, "evse_id": "1", "state": "Started",
+            "id_token": f"T{i}",
             "started_at": now.isoformat(), "energy_wh": "0"})
         await redis.set(K.charging_needs(sid, 1), json.dumps({
-            "transaction_id": tx, "departure_time": (now + timedelta(hours=4)).isoformat(),
+            "transaction_id": "1", "tx_ref": tx, "departure_time": (now + timedelta(hours=4)).isoformat(),
             "energy_amount_wh": 15_000, "ev_max_current_a": 16}))
 
 
@@ -68,7 +70,7 @@ async def test_solve_writes_schedules_plan_and_event(redis: Redis) -> None:
     assert max(site_plan["planned_kw"]) <= 20.0 + 1e-6
     for i in (1, 2):
         doc = json.loads(await redis.get(K.planned_schedule(f"CP-{i}", 1)))
-        assert doc["transaction_id"] == f"tx-{i}" and doc["step_s"] == 900 and len(doc["limits_kw"]) == 96
+        assert doc["tx_ref"] == f"CP-{i}:1" and doc["step_s"] == 900 and len(doc["limits_kw"]) == 96
         # the energy need is met before departure (4 h from now: within the first 17 steps)
         assert sum(doc["limits_kw"]) * 0.25 == pytest.approx(15.0, abs=1e-3)
         assert not any(doc["limits_kw"][17:])
@@ -84,8 +86,8 @@ async def test_no_prices_no_sales_tariff_and_stale_schedule_removed(redis: Redis
     worker = _worker(redis)
     await worker.solve_site("depot")
     assert json.loads(await redis.get(K.site_plan("depot")))["prices"] is None
-    await redis.srem(K.transactions_active(), "tx-2")
-    await redis.hset(K.transaction("tx-2"), "state", "Ended")
+    await redis.srem(K.transactions_active(), "CP-2:1")
+    await redis.hset(K.transaction("CP-2:1"), "state", "Ended")
     await worker.solve_site("depot")
     assert await redis.get(K.planned_schedule("CP-2", 1)) is None
     assert await redis.get(K.planned_schedule("CP-1", 1)) is not None
@@ -128,13 +130,13 @@ async def test_events_debounced_into_one_solve_and_history_recorded(redis: Redis
         assert worker.solves == 2
         for i in range(5):
             await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), "CP-1", 1,
-                                                      f"tx-x{i}", "depot"))
+                                                      f"CP-1:x{i}", "depot"))
             await asyncio.sleep(0.05)
         # tx-1 ends: its energy goes to the driver's history (seed-001 forecast input)
-        await redis.hset(K.transaction("tx-1"), mapping={"energy_wh": "12500", "state": "Ended",
+        await redis.hset(K.transaction("CP-1:1"), mapping={"energy_wh": "12500", "state": "Ended",
                                                          "ended_at": datetime.now(UTC).isoformat()})
         await redis.xadd(K.events(), event_fields(EventType.TX_ENDED, datetime.now(UTC), "CP-1", 1,
-                                                  "tx-1", "depot"))
+                                                  "CP-1:1", "depot"))
         while worker.solves < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.6)
@@ -214,7 +216,7 @@ async def test_entries_left_pending_by_a_dead_worker_are_acknowledged(redis: Red
     await worker.ensure_group()
     for i in range(3):
         await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), "CP-1", 1,
-                                                  f"tx-{i}", "depot"))
+                                                  f"CP-1:{i}", "depot"))
     await redis.xreadgroup("optimizer", "dead", {K.events(): ">"}, count=10)  # read, never acked
     assert (await redis.xpending(K.events(), "optimizer"))["pending"] == 3
     assert await _worker(redis, consumer="new").ack_stale(min_idle_ms=0) == 3

@@ -39,7 +39,7 @@ async def test_v16_station_boots_transacts_gets_a_plan_profile_and_is_stopped_re
         txid = await cp.start_tx("TAG-1", meter_start=1000)
         lp.active["V16-1"] = True
         assert txid >= 1
-        tx = await lp.redis.hgetall(k.transaction(str(txid)))
+        tx = await lp.redis.hgetall(k.transaction(f"V16-1:{txid}"))
         assert tx["station_id"] == "V16-1" and tx["evse_id"] == "1" and tx["id_token"] == "TAG-1"
         assert tx["state"] == "Updated" and float(tx["energy_wh"]) == 1000.0
         assert tx["charging_state"] == "Charging"  # from StatusNotification Charging
@@ -47,26 +47,26 @@ async def test_v16_station_boots_transacts_gets_a_plan_profile_and_is_stopped_re
         connectors = await lp.redis.hgetall(k.station_connectors("V16-1"))
         assert json.loads(connectors["1/1"])["status"] == "Occupied"
         # a resent StartTransaction (answer lost) gets the same id; nothing stored twice
-        events_before = await lp.redis.llen(k.transaction_events(str(txid)))
+        events_before = await lp.redis.llen(k.transaction_events(f"V16-1:{txid}"))
         again = await cp.call(cp.start_request, suppress=False)
         assert again.transaction_id == txid
-        assert await lp.redis.llen(k.transaction_events(str(txid))) == events_before
-        starts = [json.loads(e) for e in await lp.redis.lrange(k.transaction_events(str(txid)), 0, -1)]
+        assert await lp.redis.llen(k.transaction_events(f"V16-1:{txid}")) == events_before
+        starts = [json.loads(e) for e in await lp.redis.lrange(k.transaction_events(f"V16-1:{txid}"), 0, -1)]
         assert sum(1 for e in starts if "meterStart" in e) == 1
         await cp.call(call.MeterValues(connector_id=1, transaction_id=txid, meter_value=[{
             "timestamp": iso(datetime.now(UTC)), "sampled_value": [
                 {"value": "2.5", "measurand": "Energy.Active.Import.Register", "unit": "kWh"},
                 {"value": "7000", "measurand": "Power.Active.Import", "unit": "W"}]}]), suppress=False)
-        tx = await lp.redis.hgetall(k.transaction(str(txid)))
+        tx = await lp.redis.hgetall(k.transaction(f"V16-1:{txid}"))
         assert float(tx["energy_wh"]) == 2500.0 and float(tx["power_w"]) == 7000.0
         # the car stops drawing (full): the transaction's charging state follows the connector status
         await cp.call(call.StatusNotification(connector_id=1, error_code="NoError", status="SuspendedEV",
                                               timestamp=iso(datetime.now(UTC))), suppress=False)
-        assert await lp.redis.hget(k.transaction(str(txid)), "charging_state") == "SuspendedEV"
+        assert await lp.redis.hget(k.transaction(f"V16-1:{txid}"), "charging_state") == "SuspendedEV"
         await cp.call(call.StatusNotification(connector_id=1, error_code="NoError", status="Charging",
                                               timestamp=iso(datetime.now(UTC))), suppress=False)
-        assert await lp.redis.hget(k.transaction(str(txid)), "charging_state") == "Charging"
-        assert await lp.redis.llen(k.transaction_meter(str(txid))) >= 1
+        assert await lp.redis.hget(k.transaction(f"V16-1:{txid}"), "charging_state") == "Charging"
+        assert await lp.redis.llen(k.transaction_meter(f"V16-1:{txid}")) >= 1
 
         # the optimizer plans the session (no needs from a 1.6 car: forecast/defaults) and the csms
         # sends the plan as a 1.6 TxProfile: integer transactionId, A, at most ChargingScheduleMaxPeriods
@@ -98,14 +98,14 @@ async def test_v16_station_boots_transacts_gets_a_plan_profile_and_is_stopped_re
         assert reply.ok and reply.payload == {"status": "Accepted"}
 
         async def ended() -> bool:
-            return await lp.redis.hget(k.transaction(str(txid)), "state") == "Ended"
+            return await lp.redis.hget(k.transaction(f"V16-1:{txid}"), "state") == "Ended"
 
         await lp.wait_for(ended, what="the transaction ended")
         lp.active["V16-1"] = False
-        tx = await lp.redis.hgetall(k.transaction(str(txid)))
+        tx = await lp.redis.hgetall(k.transaction(f"V16-1:{txid}"))
         assert tx["stopped_reason"] == "Remote"
         assert float(tx["energy_wh"]) == 5000.0 and float(tx["soc"]) == 55
         assert await lp.redis.hget(k.station_evse("V16-1", 1), "transaction_id") == ""
-        assert txid not in (await lp.redis.smembers(k.transactions_active()))
+        assert f"V16-1:{txid}" not in (await lp.redis.smembers(k.transactions_active()))
         # a new transaction gets a new id (never reused)
         assert await cp.start_tx("TAG-1") == txid + 1

@@ -121,7 +121,7 @@ async def test_v16_start_replay_same_id_and_commands_checked_against_16(
     other = await st.ok("StartTransaction", {**start, "connectorId": 2, "timestamp": now()})
     assert other["transactionId"] == first["transactionId"] + 1
     active = {str(t) for t in await redis.smembers(keys.transactions_active())}
-    assert {str(first["transactionId"]), str(other["transactionId"])} <= active
+    assert {f'CP-R:{first["transactionId"]}', f'CP-R:{other["transactionId"]}'} <= active
     # a 1.6 command passes; a 2.0.1-only action and a broken 1.6 payload are refused before sending
     st.auto_answer["ChangeConfiguration"] = {"status": "Accepted"}
     reply = await node.commands.call("CP-R", "ChangeConfiguration",

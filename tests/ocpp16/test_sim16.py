@@ -73,7 +73,8 @@ async def test_sim_16_station_transacts_obeys_a_translated_profile_and_stops(red
             ids = tx16(st)
             await until(lambda: sim_tx in ids.ids, what="StartTransaction answered")
             txid = str(ids.ids[sim_tx])
-            tx = await until(lambda: redis.hgetall(K.transaction(txid)), what="transaction stored")
+            tx = await until(lambda: redis.hgetall(K.transaction(f"SIM16-1:{txid}")),
+                             what="transaction stored")
             assert tx["station_id"] == "SIM16-1" and tx["evse_id"] == "1" and tx["id_token"] == "TAG-1"
             await until(lambda: _power(redis, txid, lambda p: p > 21_000), what="meter values at 22 kW")
             commands = CommandClient(redis, K, clock, 10.0)
@@ -111,7 +112,7 @@ async def test_sim_16_station_transacts_obeys_a_translated_profile_and_stops(red
             reply = await commands.call("SIM16-1", "RequestStopTransaction", {"transactionId": txid})
             assert reply.ok and reply.payload == {"status": "Accepted"}
             await until(lambda: _state(redis, txid, "Ended"), what="transaction ended")
-            tx = await redis.hgetall(K.transaction(txid))
+            tx = await redis.hgetall(K.transaction(f"SIM16-1:{txid}"))
             assert tx["stopped_reason"] == "Remote" and float(tx["energy_wh"]) > 0
             await commands.aclose()
     finally:
@@ -122,12 +123,12 @@ async def test_sim_16_station_transacts_obeys_a_translated_profile_and_stops(red
 
 
 async def _power(redis: Any, txid: str, ok: Any) -> bool:
-    value = await redis.hget(K.transaction(txid), "power_w")
+    value = await redis.hget(K.transaction(f"SIM16-1:{txid}"), "power_w")
     return value is not None and ok(float(value))
 
 
 async def _state(redis: Any, txid: str, state: str) -> bool:
-    return bool(await redis.hget(K.transaction(txid), "state") == state)
+    return bool(await redis.hget(K.transaction(f"SIM16-1:{txid}"), "state") == state)
 
 
 async def test_mixed_sim_site_stays_under_its_limit_through_replans(redis_url: str) -> None:

@@ -17,7 +17,7 @@ from csms.commands import CommandClient
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
 from csms.store.embedded import free_port
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import provision_station
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
@@ -79,12 +79,13 @@ async def test_boot_session_meter_values_and_obeyed_profile(redis_url: str) -> N
                 assert json.loads(status)["status"] == "Available"
 
                 tx_id = station.plug_in(1, ev_for(clock, hours=6))
-                assert await until(lambda: redis.sismember(KEYS.transactions_active(), tx_id))
+                ref = tx_ref("SIM-1", tx_id)
+                assert await until(lambda: redis.sismember(KEYS.transactions_active(), ref))
                 needs = json.loads(await until(lambda: redis.get(KEYS.charging_needs("SIM-1", 1))))
                 assert needs["transaction_id"] == tx_id and needs["energy_amount_wh"] > 40_000
                 # meter values flow: at least two periodic samples at the full 22 kW
-                await until(lambda: redis.llen(KEYS.transaction_meter(tx_id)), timeout_s=5)
-                await until(lambda: _last_power(redis, tx_id, lambda p: p > 21_000), timeout_s=5)
+                await until(lambda: redis.llen(KEYS.transaction_meter(ref)), timeout_s=5)
+                await until(lambda: _last_power(redis, ref, lambda p: p > 21_000), timeout_s=5)
 
                 # the csms sends a 10 kW TxProfile through the Redis command protocol
                 commands = CommandClient(redis, KEYS, clock, 10.0)
@@ -109,7 +110,7 @@ async def test_boot_session_meter_values_and_obeyed_profile(redis_url: str) -> N
                 assert reply.ok and reply.payload == {"status": "Accepted"}, reply
                 answered = asyncio.get_running_loop().time()
                 # power follows the limit within one meter interval (60 s simulated = 1 s real)
-                await until(lambda: _last_power(redis, tx_id, lambda p: p <= 10_000 + 1), timeout_s=1.0)
+                await until(lambda: _last_power(redis, ref, lambda p: p <= 10_000 + 1), timeout_s=1.0)
                 assert asyncio.get_running_loop().time() - answered <= 1.0
                 comp = await commands.call(
                     "SIM-1", "GetCompositeSchedule", {"duration": 600, "evseId": 1, "chargingRateUnit": "W"}
@@ -124,8 +125,8 @@ async def test_boot_session_meter_values_and_obeyed_profile(redis_url: str) -> N
                 )
 
                 station.unplug(1)
-                await until(lambda: _hget(redis, KEYS.transaction(tx_id), "state", "Ended"))
-                events = await tx_events(redis, tx_id)
+                await until(lambda: _hget(redis, KEYS.transaction(ref), "state", "Ended"))
+                events = await tx_events(redis, ref)
                 assert [e["seqNo"] for e in events] == list(range(len(events)))
                 assert events[0]["triggerReason"] == "CablePluggedIn"
                 assert events[-1]["transactionInfo"]["stoppedReason"] == "EVDisconnected"
@@ -149,7 +150,8 @@ async def test_reconnect_replays_offline_queue_without_loss_or_duplication(redis
             runner = asyncio.create_task(station.run(tick_s=5.0))
             await until(lambda: station.online)
             tx_id = station.plug_in(1, ev_for(clock, hours=0.3, hlc=False))
-            await until(lambda: redis.llen(KEYS.transaction_events(tx_id)))
+            ref = tx_ref("SIM-2", tx_id)
+            await until(lambda: redis.llen(KEYS.transaction_events(ref)))
             # a 7 kW TxDefaultProfile that the station must keep enforcing while offline
             default = {
                 "id": 3,
@@ -174,11 +176,11 @@ async def test_reconnect_replays_offline_queue_without_loss_or_duplication(redis
             await until(lambda: station.evses[1].ev is None, timeout_s=10)
             queued = station.queued_transaction_events
             assert queued >= 3
-            stored_before = await redis.llen(KEYS.transaction_events(tx_id))
+            stored_before = await redis.llen(KEYS.transaction_events(ref))
             async with running_csms(settings(redis_url, port), clock=clock, services=[]):
                 await until(lambda: station.online and station.queued_transaction_events == 0, timeout_s=10)
-                await until(lambda: _hget(redis, KEYS.transaction(tx_id), "state", "Ended"))
-                events = await tx_events(redis, tx_id)
+                await until(lambda: _hget(redis, KEYS.transaction(ref), "state", "Ended"))
+                events = await tx_events(redis, ref)
                 seqs = [e["seqNo"] for e in events]
                 assert seqs == list(range(len(seqs))), "every seqNo once, in order"
                 # one queued event may already have been stored when the link dropped (its answer lost)
@@ -186,13 +188,13 @@ async def test_reconnect_replays_offline_queue_without_loss_or_duplication(redis
                 assert events[-1]["eventType"] == "Ended"
                 offline = [e for e in events if e.get("offline")]
                 assert len(offline) >= queued - 1
-                tx = await redis.hgetall(KEYS.transaction(tx_id))
+                tx = await redis.hgetall(KEYS.transaction(ref))
                 assert int(tx["offline_events"]) == len(offline)
                 # kept charging offline, at the 7 kW limit of its last profile, not at 22 kW
                 assert 7_000 * 0.2 < float(tx["energy_wh"]) < 7_000 * 0.3 + 100
                 powers = [_power(e) for e in offline if _power(e) is not None]
                 assert powers and max(p for p in powers if p is not None) <= 7_000 + 1
-                assert not await redis.sismember(KEYS.transactions_active(), tx_id)
+                assert not await redis.sismember(KEYS.transactions_active(), ref)
         finally:
             station.stop()
             await asyncio.wait_for(runner, 10)
@@ -235,16 +237,17 @@ async def test_quirky_charger_not_steerable_and_double_ended(redis_url: str) -> 
             try:
                 await until(lambda: station.online)
                 tx_id = station.plug_in(1, ev_for(clock, hours=4, hlc=False))
-                await until(lambda: redis.sismember(KEYS.transactions_active(), tx_id))
+                ref = tx_ref("SIM-Q", tx_id)
+                await until(lambda: redis.sismember(KEYS.transactions_active(), ref))
                 reply = await CommandClient(redis, KEYS, clock, 10.0).call(
                     "SIM-Q", "GetCompositeSchedule", {"duration": 60, "evseId": 1}
                 )
                 assert reply.outcome == "call_error" and reply.error is not None
                 assert reply.error["code"] == "NotImplemented"
                 station.unplug(1)
-                await until(lambda: _hget(redis, KEYS.transaction(tx_id), "state", "Ended"))
+                await until(lambda: _hget(redis, KEYS.transaction(ref), "state", "Ended"))
                 await until(lambda: station.queued == 0)
-                events = await tx_events(redis, tx_id)
+                events = await tx_events(redis, ref)
                 assert [e["eventType"] for e in events[-2:]] == ["Ended", "Ended"]
                 assert station.stats.errors == 0, station.stats.last_error  # the csms accepted both
             finally:
@@ -300,10 +303,11 @@ async def test_authorize_before_charging(redis_url: str) -> None:
                 )
                 good_tx = station.plug_in(1, good)
                 bad_tx = station.plug_in(2, bad)
-                await until(lambda: _hget(redis, KEYS.transaction(bad_tx), "state", "Ended"))
-                bad_events = await tx_events(redis, bad_tx)
+                bad_ref = tx_ref("SIM-A", bad_tx)
+                await until(lambda: _hget(redis, KEYS.transaction(bad_ref), "state", "Ended"))
+                bad_events = await tx_events(redis, bad_ref)
                 assert bad_events[-1]["transactionInfo"]["stoppedReason"] == "DeAuthorized"
-                good_events = await until(lambda: _events_with(redis, good_tx, "Authorized"))
+                good_events = await until(lambda: _events_with(redis, tx_ref("SIM-A", good_tx), "Authorized"))
                 assert good_events[0]["triggerReason"] == "CablePluggedIn" and "idToken" not in good_events[0]
                 await until(lambda: station.evses[1].power_w > 10_000)
                 assert bad.delivered_wh == 0.0 and station.evses[2].power_w == 0.0

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from csms.app import running_csms
 from csms.clock import ScaledClock
 from csms.store.client import connect_redis
+from csms.store.keys import tx_ref
 from csms.store.provisioning import provision_station
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
@@ -41,7 +42,7 @@ async def test_full_ev_reports_suspended_ev_and_snapshot_plans_nothing(redis_url
                 # 30 kWh, 0.50 -> 0.55: ~1.6 kWh from the grid, full after ~9 simulated minutes at 11 kW
                 ev = Ev(EvSpec("EV-F", "m", 30.0, 0.5, 0.55, 11.0, 50.0, now, now + timedelta(hours=8)))
                 tx_id = station.plug_in(1, ev)
-                tx_key = KEYS.transaction(tx_id)
+                tx_key = KEYS.transaction(tx_ref("FULL-1", tx_id))
                 await until(lambda: _field(redis, tx_key, "charging_state", "Charging"), timeout_s=5)
                 site = await read_site(redis, KEYS, "depot", clock.now())
                 snap = build_instance(site, clock.now(), SnapshotConfig())
@@ -55,7 +56,7 @@ async def test_full_ev_reports_suspended_ev_and_snapshot_plans_nothing(redis_url
                 snap = build_instance(site, clock.now(), SnapshotConfig())
                 [planned] = snap.instance.evs
                 assert planned.energy_kwh == 0.0
-                assert snap.notes[tx_id].endswith("energy=ev_full")
+                assert snap.notes[tx_ref("FULL-1", tx_id)].endswith("energy=ev_full")
             finally:
                 station.stop()
                 await asyncio.wait_for(runner, 10)

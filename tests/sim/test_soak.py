@@ -14,7 +14,7 @@ from csms.app import running_csms
 from csms.clock import ScaledClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import provision_station
 from evse_sim.fleet import FleetConfig, FleetRunner
 from evse_sim.scenarios import random_fleet
@@ -78,7 +78,8 @@ async def test_fleet_with_link_drops_loses_no_transaction_event(redis_url: str) 
         assert len(ended) > 0.9 * len(visits)
         for v in ended:
             events = [
-                json.loads(e) for e in await redis.lrange(keys.transaction_events(v.transaction_id), 0, -1)
+                json.loads(e) for e in await redis.lrange(
+                    keys.transaction_events(tx_ref(v.station_id, v.transaction_id)), 0, -1)
             ]
             seqs = [e["seqNo"] for e in events]
             assert seqs == list(range(len(seqs))), f"{v.transaction_id}: lost or duplicated events"

@@ -78,14 +78,14 @@ async def test_telemetry_from_a_running_csms_and_a_limit_from_mqtt_reach_redis(
         tx_id = live.stations[0].plug_in(1, live.ev(hours=4))
 
         def charging() -> bool:
-            doc = w.last(f"{prefix}/sessions/{tx_id}")
+            doc = w.last(f"{prefix}/sessions/CS-1/{tx_id}")
             return bool(doc) and (json.loads(doc or "{}").get("power_kw") or 0) > 1
 
         await until(charging, 15)
         await until(lambda: w.last(f"{prefix}/stations/CS-1/state") == "Charging", 10)
         station = json.loads(w.last(f"{prefix}/stations/CS-1/status") or "{}")
         assert station["online"] is True and station["evses"][0]["transaction_id"] == tx_id
-        await until(lambda: float(w.last(f"{prefix}/sessions/{tx_id}/power_kw") or 0) > 1, 5)
+        await until(lambda: float(w.last(f"{prefix}/sessions/CS-1/{tx_id}/power_kw") or 0) > 1, 5)
         await until(lambda: float(w.last(f"{prefix}/sites/depot/power_kw") or 0) > 1, 15)
         site = json.loads(w.last(f"{prefix}/sites/depot/power") or "{}")
         assert site["limit_kw"] == 60.0 and site["active_sessions"] == 1
@@ -235,7 +235,7 @@ async def test_ocpp_traffic_flows_while_the_broker_is_down(redis_url: str) -> No
                          mqtt_url="mqtt://127.0.0.1:1", mqtt_topic_prefix=_prefix()) as live:
         t0 = asyncio.get_running_loop().time()
         tx_id = live.stations[0].plug_in(1, live.ev(hours=2))
-        await until(lambda: live.redis.sismember(KEYS.transactions_active(), tx_id), 5)
+        await until(lambda: live.redis.sismember(KEYS.transactions_active(), f"CS-D:{tx_id}"), 5)
         assert asyncio.get_running_loop().time() - t0 < 5
         bridge = live.node.ctx.extras["mqtt_bridge"]
         await until(lambda: len(bridge.outbox) > 0, 10)

@@ -82,7 +82,8 @@ def test_bad_inbound_payloads_are_refused_with_a_reason(site: str, kind: str, pa
 def test_topics_and_input_topic_parsing() -> None:
     t = Topics("fleet")
     assert t.station_status("CS-1") == "fleet/stations/CS-1/status"
-    assert t.session("TX1") == "fleet/sessions/TX1"
+    assert t.session("CS-1", "TX1") == "fleet/sessions/CS-1/TX1"
+    assert t.session("CS-1", "a/b+#") == "fleet/sessions/CS-1/a%2Fb%2B%23"  # no extra level, no wildcard
     assert t.site_power("depot") == "fleet/sites/depot/power"
     assert t.event("tx.started") == "fleet/events/tx/started"
     assert t.parse_input_topic("fleet/sites/depot/limit/set") == ("depot", "limit")
@@ -108,12 +109,13 @@ def test_documents_fan_out_to_json_and_measure_topics() -> None:
     assert json.loads(msgs["evfleet/sites/depot/power"].payload)["power_kw"] == 11.0
     assert msgs["evfleet/sites/depot/power"].retain
     assert msgs["evfleet/sites/depot/limit_kw"].payload == "50.0"
-    session = {"transaction_id": "TX1", "power_kw": 7.4, "energy_kwh": 3.2, "soc": 55.0, "current_a": 10.7,
+    session = {"station_id": "CS1", "transaction_id": "TX1", "power_kw": 7.4, "energy_kwh": 3.2, "soc": 55.0,
+               "current_a": 10.7,
                "progress": 0.5, "applied_profile": {"limit_w": 7400}}
     smsgs = {m.topic: m.payload for m in session_messages(t, session)}
-    assert smsgs["evfleet/sessions/TX1/power_kw"] == "7.4"
-    assert smsgs["evfleet/sessions/TX1/applied_limit_kw"] == "7.4"
-    assert json.loads(smsgs["evfleet/sessions/TX1"])["soc"] == 55.0
+    assert smsgs["evfleet/sessions/CS1/TX1/power_kw"] == "7.4"
+    assert smsgs["evfleet/sessions/CS1/TX1/applied_limit_kw"] == "7.4"
+    assert json.loads(smsgs["evfleet/sessions/CS1/TX1"])["soc"] == 55.0
 
 
 def test_mqtt_urls() -> None:

@@ -75,7 +75,7 @@
       fetchAll("/api/v1/stations"), fetchAll("/api/v1/sessions?state=live"),
       api("/api/v1/sites?limit=1000"), api("/api/v1/events?limit=50&feed=true")]);
     S.stations = new Map(stations.map((s) => [s.station_id, s]));
-    S.sessions = new Map(sessions.map((s) => [s.transaction_id, s]));
+    S.sessions = new Map(sessions.map((s) => [s.tx_ref, s]));
     setSites(sites.items);
     if (!S.siteId || !S.sites.has(S.siteId)) {
       const withStations = sites.items.filter((s) => s.stations > 0);
@@ -111,7 +111,7 @@
       S.stations.set(st.station_id, st); S.dirtyStations.add(st.station_id);
     }
     for (const s of m.sessions || []) {
-      if (s.live) S.sessions.set(s.transaction_id, s); else S.sessions.delete(s.transaction_id);
+      if (s.live) S.sessions.set(s.tx_ref, s); else S.sessions.delete(s.tx_ref);
       S.sessionsDirty = true;
     }
     if (m.sites) {
@@ -124,7 +124,7 @@
     if (m.events && m.events.length) S.newEvents.push(...m.events);
     const r = S.route;
     if ((r.name === "station" && (m.stations || []).some((s) => s.station_id === r.id)) ||
-        (r.name === "session" && (m.sessions || []).some((s) => s.transaction_id === r.id))) loadDetail(false);
+        (r.name === "session" && (m.sessions || []).some((s) => s.tx_ref === r.id))) loadDetail(false);
     schedule();
   }
 
@@ -243,7 +243,7 @@
     $("session-total").textContent = `${list.length}`;
     pager($("session-pager"), S.sessionPage, pages, (p) => { S.sessionPage = p; S.sessionsDirty = true; schedule(); });
     const rows = list.slice(S.sessionPage * SESSION_PAGE, (S.sessionPage + 1) * SESSION_PAGE).map((s) =>
-      el("tr", {"data-tx": s.transaction_id, onclick: () => { location.hash = "#/session/" + encodeURIComponent(s.transaction_id); }},
+      el("tr", {"data-tx": s.tx_ref, onclick: () => { location.hash = "#/session/" + encodeURIComponent(s.tx_ref); }},
         el("td", {text: s.transaction_id}), el("td", {text: `${s.station_id} / ${s.evse_id}`}),
         el("td", {class: "num", text: fmt(s.power_kw)}), el("td", {class: "num", text: fmt(s.applied_limit_kw)}),
         el("td", {}, progressBar(s)), el("td", {class: "num", text: s.soc === null ? "–" : fmt(s.soc, 0) + " %"}),
@@ -281,7 +281,7 @@
     try {
       if (r.name === "station") renderStation(await api(`/api/v1/stations/${encodeURIComponent(r.id)}`),
         await api(`/api/v1/events?limit=30&feed=true&station_id=${encodeURIComponent(r.id)}`));
-      if (r.name === "session") renderSession(await api(`/api/v1/sessions/${encodeURIComponent(r.id)}?samples=2000`));
+      if (r.name === "session") renderSession(await api(sessionUrl(r.id, "", "samples=2000")));
     } catch (err) { console.error(err); }
   }
   function renderStation(s, events) {
@@ -293,7 +293,7 @@
       el("td", {text: e.evse_id}), el("td", {text: e.connectors.map((c) => `${c.connector_id}: ${c.status}`).join(", ")}),
       el("td", {class: "num", text: fmt(e.power_kw)}), el("td", {class: "num", text: fmt(e.max_power_w / 1000)}),
       el("td", {class: "num", text: e.applied_limit_w === null ? "–" : fmt(e.applied_limit_w / 1000)}),
-      el("td", {}, e.transaction_id ? el("a", {href: "#/session/" + encodeURIComponent(e.transaction_id), text: e.transaction_id}) : "–"))));
+      el("td", {}, e.tx_ref ? el("a", {href: "#/session/" + encodeURIComponent(e.tx_ref), text: e.transaction_id}) : "–"))));
     $("sv-events").replaceChildren(...events.items.map(eventLine));
   }
   async function stationAction(kind) {
@@ -334,11 +334,18 @@
     $("xv-stop").disabled = !s.live;
   }
   $("xv-stop").addEventListener("click", async () => {
-    try { const r = await api(`/api/v1/sessions/${encodeURIComponent(S.route.id)}/stop`, {method: "POST"}); $("xv-msg").textContent = `stop: ${r.status}`; }
+    try { const r = await api(sessionUrl(S.route.id, "/stop", ""), {method: "POST"}); $("xv-msg").textContent = `stop: ${r.status}`; }
     catch (err) { $("xv-msg").textContent = err.message; $("xv-msg").className = "error"; }
   });
 
   // --- routing ------------------------------------------------------------------------
+  // A session is its tx_ref "station:transactionId[:generation]" (the id percent-encoded by the csms);
+  // the API names it /sessions/{station}/{transactionId}?generation=N.
+  function sessionUrl(ref, suffix, query) {
+    const [sid, tx, gen] = ref.split(":");
+    const q = [gen && !suffix ? "generation=" + gen : "", query].filter(Boolean).join("&");
+    return `/api/v1/sessions/${encodeURIComponent(sid)}/${tx}${suffix}` + (q ? "?" + q : "");
+  }
   function route() {
     const h = location.hash;
     const m = h.match(/^#\/(station|session)\/(.+)$/);

@@ -14,6 +14,7 @@ from ocpp.v16.enums import Action
 from csms.events import EventType
 from csms.protocol.base import BlockBase
 from csms.protocol.v16.mapping import connector_status, status_event
+from csms.store.keys import parse_tx_ref
 
 
 class AvailabilityBlock16(BlockBase):
@@ -33,8 +34,8 @@ class AvailabilityBlock16(BlockBase):
             return call_result.StatusNotification()
         await self.env.store.connector_status(self.id, self.site_id, int(connector_id), 1,
                                               connector_status(status), ts)
-        txid = await self.env.store.evse_transaction(self.id, int(connector_id))
-        event = status_event(txid, int(connector_id), status, ts) if txid else None
+        ref = await self.env.store.evse_transaction(self.id, int(connector_id))
+        event = status_event(parse_tx_ref(ref).transaction_id, int(connector_id), status, ts) if ref else None
         if event is not None:  # the running transaction's charging state
             await self.env.store.transaction_event(self.id, self.site_id, event, self.payload)
         if error_code != "NoError" or status != connector_status(status):
