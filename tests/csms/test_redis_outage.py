@@ -205,7 +205,8 @@ async def _run_outages(server: AofRedis) -> None:
                 checked += len(seqs)
                 lost += len(seqs - set(stored))
                 duplicated += len(stored) - len(set(stored))
-                assert {int(x) for x in await redis.smembers(KEYS.transaction_seqnos(txid))} == seqs
+                assert {int(x.split(":")[0]) for x in await redis.smembers(
+                    KEYS.transaction_seqnos(f"{st.station_id}:{txid}"))} == seqs
         await redis.aclose()
         print(f"\nredis outage: {checked} TransactionEvents checked, {lost} lost, {duplicated} duplicated; "
               f"connects {[st.connects for st in stations]}, refused handshakes "

@@ -238,19 +238,19 @@ async def test_repeated_needs_keep_the_request_and_send_nothing(redis_url: str) 
         await lp.wait_for(lambda: _kind_is(lp, "CP-1", "plan"), what="plan profile")
         await asyncio.sleep(1.5)  # the worker's debounce: nothing else pending
         sent_before = len(cp.profiles)
-        loop_before = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        loop_before = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
         plans_before = await lp.redis.xlen(lp.keys.events())
         # the EV repeats its needs (an ISO 15118 renegotiation): departure drifted by seconds
         assert await cp.needs(departure + timedelta(seconds=20), 15_000) == "Accepted"
 
         async def counted() -> bool:
-            h = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+            h = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
             return int(h.get("needs_repeated", 0)) == 1
 
         await lp.wait_for(counted, what="repeat counted")
         await asyncio.sleep(2.0)  # longer than the worker's debounce: a re-plan would have happened
         assert len(cp.profiles) == sent_before
-        loop_after = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        loop_after = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
         assert loop_after["needs_received"] == loop_before["needs_received"] == "1"
         assert loop_after["energy_at_needs_wh"] == loop_before["energy_at_needs_wh"]
         stored = json.loads(await lp.redis.get(lp.keys.charging_needs("CP-1", 1)))
@@ -267,7 +267,7 @@ async def test_repeated_needs_keep_the_request_and_send_nothing(redis_url: str) 
             return any(f["type"] == "schedule.planned" for _, f in events[mark:])
 
         await lp.wait_for(replanned, what="re-plan for the new request")
-        loop_new = await lp.redis.hgetall(lp.keys.session_loop("tx-1"))
+        loop_new = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))
         assert loop_new["needs_received"] == "2"
         stored = json.loads(await lp.redis.get(lp.keys.charging_needs("CP-1", 1)))
         assert stored["energy_amount_wh"] == 20_000
