@@ -204,7 +204,7 @@ async def run_fuzz(redis_url: str, frames_total: int, caplog: pytest.LogCaptureF
         assert stored_from_rejected == 0, kinds
 
         assert good_failures == [] and good_events > 10
-        assert len(await redis.lrange(KEYS.transaction_events("GOOD-TX"), 0, -1)) == good_events
+        assert len(await redis.lrange(KEYS.transaction_events("GOOD-1:GOOD-TX"), 0, -1)) == good_events
         assert set(statuses) == {200} and sum(statuses.values()) >= 8, statuses
         sent = sum(sum(st.sent.values()) for st in stats)
         figures = {"frames": sent, "seconds": round(elapsed, 1), "crashes": crashes,
