@@ -25,7 +25,7 @@ from csms.app import CsmsNode, running_csms
 from csms.clock import RealClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import add_id_token, provision_station, set_site_limit
 from tests.waiting import until
 
@@ -38,8 +38,8 @@ KEYS = Keys("evfleet")
 
 
 def _tx_key(station_id: str, txid: str) -> str:
-    """Redis key of a transaction (one place to change when transactions are keyed per station)."""
-    return KEYS.transaction(txid)
+    """Redis key of a station's transaction (its tx_ref: a transactionId is unique only per station)."""
+    return KEYS.transaction(tx_ref(station_id, txid))
 
 
 class StationProcess:
@@ -191,7 +191,8 @@ async def _assert_stored(redis: Redis) -> None:
     assert tx["offline_events"] == "1"
     assert tx["id_token"] == ID_TOKEN
     seqnos = await redis.smembers(f"{_tx_key(STATION_ID, TXID)}:seqnos")
-    assert seqnos == {"0", "1", "2", "3"}
+    assert {m.split(":")[0] for m in seqnos} == {"0", "1", "2", "3"}  # members are seqNo:eventType
+    assert {"0:Started", "3:Ended"} <= seqnos
     meter = [json.loads(m) for m in await redis.lrange(f"{_tx_key(STATION_ID, TXID)}:meter", 0, -1)]
     assert len(meter) >= 4 and max(m["energy_wh"] for m in meter) == 2750.0
     needs = json.loads(await redis.get(KEYS.charging_needs(STATION_ID, 1)) or "{}")
