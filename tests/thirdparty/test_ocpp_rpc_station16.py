@@ -37,7 +37,7 @@ async def test_ocpp_rpc_strict_16_station_transacts_gets_a_plan_profile_and_stop
             started = await station.wait("started", 20)
             assert started["authorize"] == "Accepted" and started["start"] == "Accepted"
             txid = int(started["transactionId"])
-            tx = await lp.redis.hgetall(k.transaction(str(txid)))
+            tx = await lp.redis.hgetall(k.transaction(f"{STATION_ID}:{txid}"))
             assert tx["station_id"] == STATION_ID and float(tx["energy_wh"]) == 2500.0
             assert float(tx["power_w"]) == 11000.0
 
@@ -63,7 +63,7 @@ async def test_ocpp_rpc_strict_16_station_transacts_gets_a_plan_profile_and_stop
             assert (await station.wait("stopped", 20))["transactionId"] == txid
             await until(lambda: proc.poll() is not None, 10, what="the station exits")
             assert proc.returncode == 0 and station.events("error") == [], station.lines[-5:]
-            tx = await lp.redis.hgetall(k.transaction(str(txid)))
+            tx = await lp.redis.hgetall(k.transaction(f"{STATION_ID}:{txid}"))
             assert tx["state"] == "Ended" and tx["stopped_reason"] == "Remote"
             assert float(tx["energy_wh"]) == 4200.0
         finally:
