@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         solve_timeout_s: float | None = typer.Option(None, "--solve-timeout-s", min=0.1,
                                                      help="[default: 10]"),
         meter_drift_kw: float | None = typer.Option(None, "--meter-drift-kw", min=0.0, help="[default: 2]"),
-        consumer: str | None = typer.Option(None, "--consumer", help="consumer name (default: host-pid)"),
+        consumer: str | None = typer.Option(None, "--consumer", envvar="EVFLEET_OPTIMIZER_CONSUMER",
+                                            help="consumer name (default: host-pid)"),
         stickiness: float | None = typer.Option(
             None, "--stickiness", min=0.0,
             help="K16: cost per kWh, relative to the largest price, of moving an EV off its previous plan "

@@ -2,8 +2,8 @@
 
 Every part is the real thing: `haproxy` (Debian package, installed by `scripts/setup.sh --dev`),
 `evfleet csms` and `evfleet optimizer` processes, the test session's private redis-server. Ports
-are free ports on 127.0.0.1. `deploy/haproxy/haproxy.cfg` is the template the production compose
-uses; here its servers are the local nodes.
+are free ports on 127.0.0.1. `deploy/haproxy/haproxy.cfg` is the file the production compose uses;
+here its `csms-N` servers are the local nodes.
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ class Topology:
 
     redis_url: str
     ocpp_port: int
+    api_port: int
     nodes: list[Node] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
     haproxy: subprocess.Popen[bytes] | None = None
@@ -75,6 +76,11 @@ class Topology:
     def url(self) -> str:
         """Base OCPP URL through HAProxy (append the station id)."""
         return f"ws://127.0.0.1:{self.ocpp_port}/ocpp/"
+
+    @property
+    def api(self) -> str:
+        """The operator API through HAProxy."""
+        return f"http://127.0.0.1:{self.api_port}"
 
     tmp: Path = Path(".")
     env: dict[str, str] = field(default_factory=dict)
@@ -91,16 +97,26 @@ class Topology:
         return worker
 
 
-def haproxy_config(ocpp_port: int, nodes: list[Node], stats_port: int) -> str:
-    """The HAProxy config of deploy/haproxy/haproxy.cfg with `nodes` as servers."""
-    template = (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text()
-    servers = "\n".join(
-        f"    server {n.node_id} 127.0.0.1:{n.ocpp_port} check port {n.api_port} maxconn 5000" for n in nodes)
-    head, _, _ = template.partition("    # servers")
-    head = head.replace("bind :9000", f"bind 127.0.0.1:{ocpp_port}")
-    head = head.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
-    head = head.replace("maxconn 50000", "maxconn 8000")  # within this machine's fd limit
-    return head + servers + "\n"
+def haproxy_config(ocpp_port: int, nodes: list[Node], stats_port: int, api_port: int) -> str:
+    """deploy/haproxy/haproxy.cfg with its csms-N servers rewritten to the local `nodes`."""
+    lines = []
+    for line in (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("server csms-"):
+            index = int(stripped.split()[1].removeprefix("csms-"))
+            if index > len(nodes):
+                continue
+            node = nodes[index - 1]
+            line = (line.replace(f"csms-{index}:9000", f"127.0.0.1:{node.ocpp_port}")
+                    .replace(f"csms-{index}:8080", f"127.0.0.1:{node.api_port}")
+                    .replace("check port 8080", f"check port {node.api_port}")
+                    .replace(f"server csms-{index} ", f"server {node.node_id} "))
+        line = line.replace("bind :9000", f"bind 127.0.0.1:{ocpp_port}")
+        line = line.replace("bind :8080", f"bind 127.0.0.1:{api_port}")
+        line = line.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
+        line = line.replace("maxconn 50000", "maxconn 8000")  # within this machine's fd limit
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -124,7 +140,7 @@ async def _until_healthy(url: str, timeout_s: float = 30.0) -> None:
 async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0) -> AsyncIterator[Topology]:
     """Start HAProxy, `nodes` csms nodes and `workers` optimizer workers; stop (SIGKILL) them all after."""
     env = {**os.environ, "HOME": str(tmp), "EVFLEET_LOG_LEVEL": "INFO"}
-    topo = Topology(redis_url, free_port(), tmp=tmp, env=env)
+    topo = Topology(redis_url, free_port(), free_port(), tmp=tmp, env=env)
     try:
         for i in range(1, nodes + 1):
             node_id, ocpp_port, api_port = f"node-{i}", free_port(), free_port()
@@ -138,7 +154,7 @@ async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0) 
             topo.start_worker(f"worker-{i}")
         stats_port = free_port()
         cfg = tmp / "haproxy.cfg"
-        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port))
+        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port, topo.api_port))
         topo.haproxy = _spawn([HAPROXY, "-f", str(cfg), "-db"], tmp / "haproxy.log", env)
         await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz")
         yield topo
