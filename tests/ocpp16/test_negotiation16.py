@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -169,3 +170,18 @@ async def test_v16_profile_answer_not_supported_is_a_not_supported_callerror(
     assert sent["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 7400.0}]
     await st.close()
+
+
+async def test_a_first_time_16_station_that_boots_is_not_closed_by_the_boot_timeout(
+        redis_url: str, provision: Provision) -> None:
+    async with running_csms(make_settings(redis_url, boot_timeout_s=1.0), services=[]) as node:
+        await provision("CP-NEW16")
+        st = await connect16(node, "CP-NEW16")
+        assert (await st.ok("BootNotification", BOOT16))["status"] == "Accepted"
+        await asyncio.sleep(1.6)
+        assert (await st.ok("Heartbeat", {}))["currentTime"] and st.ws.close_code is None
+        await st.close()
+        await provision("CP-SILENT16")
+        quiet = await connect16(node, "CP-SILENT16")
+        await asyncio.sleep(2.0)  # never boots: closed like a 2.0.1 station
+        assert quiet.ws.close_code == 1008
