@@ -120,6 +120,7 @@ def station_view(station_id: str, raw: dict[str, str], evses: list[dict[str, Any
         "last_seen": raw.get("last_seen") or None,
         "connected_at": raw.get("connected_at") or None,
         "heartbeat_interval_s": to_int(raw.get("heartbeat_interval_s")),
+        "ocpp_version": raw.get("ocpp_version") or None,
         "power_kw": round(sum(e.get("power_kw") or 0.0 for e in evses), 3),
         "evses": evses,
     }

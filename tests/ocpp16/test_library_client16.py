@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from ocpp.v16 import call
 
+from csms.api.views import station_view
 from csms.store.provisioning import add_id_token
 from tests.loop.harness import closed_loop, iso
 from tests.ocpp16.harness import add_station16
@@ -22,6 +23,7 @@ async def test_v16_station_boots_transacts_gets_a_plan_profile_and_is_stopped_re
         k = lp.keys
         station = await lp.redis.hgetall(k.station("V16-1"))
         assert station["ocpp_version"] == "1.6"
+        assert station_view("V16-1", station, [], "default")["ocpp_version"] == "1.6"  # what the API serves
         assert station["vendor"] == "Test" and station["model"] == "Loop16"
         # the configuration is read after the boot answer (not inside the handler)
         await lp.wait_for(lambda: cp.config_asked.is_set(), what="GetConfiguration after boot")

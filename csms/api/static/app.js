@@ -288,7 +288,7 @@
     $("sv-id").textContent = s.station_id; $("sv-status").textContent = s.status; $("sv-status").className = "badge s-" + s.status;
     facts($("sv-facts"), [["site", s.site_id], ["online", s.online ? "yes" : "no"], ["vendor", s.vendor], ["model", s.model],
       ["firmware", s.firmware_version], ["serial", s.serial_number], ["last seen", s.last_seen], ["connected", s.connected_at],
-      ["last boot", s.last_boot], ["node", s.node]]);
+      ["last boot", s.last_boot], ["node", s.node], ["OCPP", s.ocpp_version]]);
     $("sv-evses").tBodies[0].replaceChildren(...s.evses.map((e) => el("tr", {},
       el("td", {text: e.evse_id}), el("td", {text: e.connectors.map((c) => `${c.connector_id}: ${c.status}`).join(", ")}),
       el("td", {class: "num", text: fmt(e.power_kw)}), el("td", {class: "num", text: fmt(e.max_power_w / 1000)}),
