@@ -75,9 +75,6 @@ async def test_mixed_site_of_16_and_201_stays_under_its_limit_through_replans(re
         dumb = await add_station16(lp, "CP-16-D", smart_charging=False)
         monitor = SiteMonitor(lp)
         k = lp.keys
-        # CP-16-D has had sessions before (its counter is at 1000): the two 1.6 stations' ids differ
-        # while transactions are still stored under their transactionId alone
-        await lp.redis.set(k.station_tx_counter("CP-16-D"), "1000")
 
         async def unsteerable() -> bool:
             return await lp.redis.hget(k.station_evse("CP-16-D", 1), "steerable") == "0"
@@ -95,6 +92,8 @@ async def test_mixed_site_of_16_and_201_stays_under_its_limit_through_replans(re
         lp.active["CP-16-C"] = True
         await b.start_tx("tx-b", token="TB")
         lp.active["CP-201-B"] = True
+        # each 1.6 station's first transaction is its transactionId 1: two transactions, one id
+        assert c.transaction_id == dumb.transaction_id == 1
 
         async def fixed_load() -> bool:
             plan = json.loads(await lp.redis.get(k.site_plan("depot")) or "{}")
