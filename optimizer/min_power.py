@@ -4,9 +4,12 @@ An AC EV cannot charge below its minimum current (IEC 61851: no pilot below 6 A;
 EVs announce `evMinCurrent`), and `optimizer.profiles` turns a limit below that minimum into
 0 (pause). The cost LP does not know the minimum and, where prices tie, spreads an EV's energy
 thinly over many steps, so such an EV would never charge. `enforce_min_power` reshapes the
-plan of each EV with a minimum: its planned energy goes into its cheapest steps (earliest
-first among equal prices) at or above the minimum, never above the EV's or the charger's
-maximum, and only where the site has room, so the site limit still holds at every step.
+plan of each EV with a minimum: its planned energy goes into its cheapest steps at one level
+at or just above the minimum (as many steps as the energy fills at the minimum, not fewer at
+full power), among equal prices into the steps with the least load planned so far (then the
+earliest), never above the EV's or the charger's maximum, and only where the site has room, so
+the site limit still holds at every step. Many EVs sharing a cheap window thus fill it evenly
+instead of all starting at full power in its first step (the lowest peak for the same cost).
 
 Pure (data in, data out). The schedule's metrics still describe the LP solution.
 """
@@ -59,13 +62,16 @@ def enforce_min_power(instance: Instance, schedule: Schedule, min_kw: Mapping[st
             plan[t] = 0.0
         ev_max = min(ev.max_kw, charger_max.get(ev.charger or "", ev.max_kw))
         window = range(ev.arrival, min(ev.departure, steps))
-        for t in sorted(window, key=lambda s: (prices[s], s)):
+        nominal_h = instance.step_minutes / 60.0
+        fills = max(1, int(energy_kwh / (floor_kw * nominal_h) + 1e-9))  # steps it fills at the minimum
+        level_kw = min(ev_max, max(floor_kw, energy_kwh / (fills * nominal_h)))
+        for t in sorted(window, key=lambda s: (prices[s], used[s], s)):
             if energy_kwh <= TOLERANCE_KW:
                 break
             room_kw = min(ev_max, limit[t] - used[t])
             if room_kw < floor_kw - TOLERANCE_KW:
                 continue
-            p = max(floor_kw, min(room_kw, energy_kwh / step_hours[t]))
+            p = max(floor_kw, min(room_kw, level_kw, energy_kwh / step_hours[t]))
             plan[t] = p
             used[t] += p
             energy_kwh -= p * step_hours[t]

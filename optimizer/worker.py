@@ -112,7 +112,8 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
     per_evse: dict[str, dict[str, Any]] = {}
     zeros = [0.0] * inst.steps
     power = np.array([schedule.ev_power_kw.get(ev_id, zeros) for ev_id in snap.ev_evse], dtype=float)
-    power = np.round(np.maximum(power.reshape(len(snap.ev_evse), inst.steps), 0.0), 3)
+    # rounded DOWN to 1 W: a plan document never gives an EVSE more than the solve did (site limit)
+    power = np.floor(np.maximum(power.reshape(len(snap.ev_evse), inst.steps), 0.0) * 1000.0 + 1e-6) / 1000.0
     for (ev_id, key), row in zip(snap.ev_evse.items(), power.tolist(), strict=True):
         limits = row
         evses[key] = limits

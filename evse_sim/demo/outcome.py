@@ -7,6 +7,7 @@ the same price series by `report.py`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,6 +66,30 @@ def measured_records(cars: Sequence[CarSpec], matches: Mapping[str, list[Measure
     ]
 
 
+def min_peak_reference(cars: Sequence[CarSpec], optimized: RunMetrics, prices: PriceSeries, start: datetime,
+                       end: datetime) -> float | None:
+    """The lowest peak (same step as the run's peak) at which the same cars could have drawn the energy
+    they drew, for no more than the optimized run's energy cost (`optimizer.min_peak`); None if unsolvable.
+
+    Equal-cost schedules can differ several-fold in peak: this is the yardstick for the run's peak.
+    """
+    from optimizer.min_peak import MinPeakError, Session, min_peak
+
+    if end <= start or not cars:
+        return None
+    step_s = optimized.peak_step_minutes * 60.0
+    delivered = {c.car_id: c.delivered_kwh for c in optimized.cars}
+    sessions = [Session(c.arrival, min(c.departure, end), delivered.get(c.car_id, 0.0), c.max_kw)
+                for c in cars]
+    steps = max(1, math.ceil((end - start).total_seconds() / step_s - 1e-9))
+    step_prices = [prices.price_at(start + timedelta(seconds=i * step_s)) for i in range(steps)]
+    limit_kw = max(optimized.site_limit_kw, optimized.peak_kw)  # what the run itself drew fits
+    try:
+        return min_peak(sessions, start, end, step_s, step_prices, limit_kw, optimized.energy_cost).peak_kw
+    except MinPeakError:
+        return None
+
+
 def compute_runs(cars: Sequence[CarSpec], txs: Sequence[MeasuredTransaction], id_tokens: Mapping[str, str],
                  prices: PriceSeries, site_limit_kw: float, start: datetime, end: datetime,
                  strategy: str, meta: Mapping[str, Any], load_step_s: float = 60.0,
@@ -90,7 +115,9 @@ def compute_runs(cars: Sequence[CarSpec], txs: Sequence[MeasuredTransaction], id
         "replayed: same cars, arrivals and needs at full power from arrival, first come first served "
         "under the site limit (simulator battery model, no OCPP, no optimizer)",
         replay_load, replay_cars, prices, site_limit_kw)
+    reference = min_peak_reference(present, optimized, prices, start, end)
     report = build_report(optimized, uncontrolled, prices, [c.car_id for c in present],
                           {**dict(meta), "window": {"start": start.isoformat(), "end": end.isoformat()},
-                           "cars_after_window": sum(1 for c in cars if c.arrival >= end)})
+                           "cars_after_window": sum(1 for c in cars if c.arrival >= end)},
+                          min_peak_kw=reference)
     return DemoRuns(optimized, uncontrolled, prices, report)

@@ -240,8 +240,13 @@ def run_json(run: RunMetrics) -> dict[str, Any]:
 
 
 def build_report(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceSeries,
-                 expected_car_ids: Sequence[str], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The whole report.json document; raises if a scenario car is missing from a run."""
+                 expected_car_ids: Sequence[str], meta: Mapping[str, Any],
+                 min_peak_kw: float | None = None) -> dict[str, Any]:
+    """The whole report.json document; raises if a scenario car is missing from a run.
+
+    `min_peak_kw`: the lowest peak the same cars could have had for the optimized run's cost
+    (`outcome.min_peak_reference`); the summary puts the optimized peak against it.
+    """
     for run in (optimized, uncontrolled):
         missing = unaccounted_cars(expected_car_ids, run)
         if missing:
@@ -265,6 +270,9 @@ def build_report(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceS
             "uncontrolled_energy_cost": round(uncontrolled.energy_cost, 2),
             "optimized_peak_kw": round(optimized.peak_kw, 2),
             "uncontrolled_peak_kw": round(uncontrolled.peak_kw, 2),
+            "min_peak_same_cost_kw": None if min_peak_kw is None else round(min_peak_kw, 2),
+            "peak_vs_min_peak": (round(optimized.peak_kw / min_peak_kw, 3)
+                                 if min_peak_kw is not None and min_peak_kw > 1e-9 else None),
             "optimized_max_site_load_kw": round(optimized.max_site_load_kw, 2),
             "optimized_limit_exceeded": optimized.limit_exceeded,
             "optimized_energy_delivered_kwh": round(optimized.energy_delivered_kwh, 2),

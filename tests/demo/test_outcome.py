@@ -58,6 +58,28 @@ def test_compute_runs_measures_optimized_and_replays_the_same_cars() -> None:
     assert runs.report["runs"]["optimized"]["cars_without_transaction"] == []
 
 
+def test_report_puts_the_peak_against_the_min_peak_of_the_same_cars_at_the_same_cost() -> None:
+    # two cars of 11 kWh, 12:00-15:00, one cheap hour 13:00-14:00: at the cheapest cost both charge in
+    # that hour, at best spread over all of it (22 kW). A run that did so scores 1.0; one at the same
+    # cost that packed car b (22 kW) into the first half hour peaks at 33 kW.
+    prices = PriceSeries(T0, 60, (0.4, 0.1, 0.4, 0.4))
+    cars = [car("a", "CS1", 0, 180), CarSpec("b", "CS2", 1, at(0), at(180), 100.0, 0.2, 0.31, 22.0,
+                                             efficiency=1.0)]
+    flat = [tx("t1", "CS1", 0, [(0, 0), (60, 0), (120, 11000), (180, 11000)], end=180),
+            tx("t2", "CS2", 0, [(0, 0), (60, 0), (120, 11000), (180, 11000)], end=180)]
+    runs = compute_runs(cars, flat, {}, prices, 50.0, T0, at(240), "cost", {})
+    summary = runs.report["summary"]
+    assert summary["min_peak_same_cost_kw"] == pytest.approx(22.0, abs=1e-3)
+    assert summary["peak_vs_min_peak"] == pytest.approx(1.0, abs=1e-3)
+    packed = [tx("t1", "CS1", 0, [(0, 0), (60, 0), (90, 5500), (120, 11000), (180, 11000)], end=180),
+              tx("t2", "CS2", 0, [(0, 0), (60, 0), (90, 11000), (120, 11000), (180, 11000)], end=180)]
+    runs = compute_runs(cars, packed, {}, prices, 50.0, T0, at(240), "cost", {})
+    assert runs.report["summary"]["min_peak_same_cost_kw"] == pytest.approx(22.0, abs=1e-3)
+    ratio = runs.report["summary"]["peak_vs_min_peak"]
+    assert ratio == pytest.approx(runs.optimized.peak_kw / 22.0, rel=1e-3)
+    assert runs.optimized.peak_kw > 30.0  # car b drew 11 kWh in the first half hour at 22 kW
+
+
 def test_car_without_transaction_is_accounted_as_zero_and_short() -> None:
     prices = PriceSeries(T0, 60, (0.2,))
     runs = compute_runs([car("a", "CS1", 0, 60)], [], {}, prices, 20.0, T0, at(120), "cost", {})

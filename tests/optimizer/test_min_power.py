@@ -58,3 +58,24 @@ def test_site_limit_is_never_exceeded_when_room_is_short() -> None:
 def test_plan_already_at_or_above_the_minimum_is_returned_unchanged() -> None:
     plan = schedule([0, 5, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0])
     assert enforce_min_power(instance(), plan, {"a": 4.14}) is plan
+
+
+def test_evs_sharing_a_cheap_window_fill_it_evenly_at_their_minimum() -> None:
+    # 10 EVs of 4 kWh with a 4.14 kW minimum and 4 cheap hours: at most 3 of them per hour (12.4 kW),
+    # never all 10 in the first cheap hour (41 kW) as "cheapest and earliest first" did
+    n = 10
+    inst = Instance.model_validate({
+        "start": START, "step_minutes": 60, "steps": 6, "site": {"import_limit_kw": 100.0},
+        "tariff": {"import_price": [0.3, 0.1, 0.1, 0.1, 0.1, 0.3]},
+        "chargers": [{"id": f"C{i}", "max_kw": 11} for i in range(n)],
+        "evs": [{"id": f"e{i}", "charger": f"C{i}", "arrival": 0, "departure": 6, "energy_kwh": 4,
+                 "max_kw": 11, "capacity_kwh": 60} for i in range(n)],
+    })
+    solved = solve(inst, "cost")
+    thin = {f"e{i}": [0, 1, 1, 1, 1, 0] for i in range(n)}
+    out = enforce_min_power(inst, solved.model_copy(update={"ev_power_kw": thin}), {k: 4.14 for k in thin})
+    load = [sum(p[t] for p in out.ev_power_kw.values()) for t in range(6)]
+    assert load[0] == 0 and load[5] == 0
+    assert max(load) <= 3 * 4.14 + 1e-9
+    for p in out.ev_power_kw.values():
+        assert all(v == 0 or v >= 4.14 for v in p) and sum(p) >= 4.0 - 1e-9
