@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await redis.hset(K.clock(), mapping=clock.spec().to_dict())
         runner = FleetRunner(scen, clock, FleetConfig(
             f"ws://127.0.0.1:{port}/ocpp", password=PASSWORD, ramp_per_s=args.ramp_per_s, tick_real_s=1.0,
-            response_timeout_s=60, backoff_base_s=1.0, backoff_max_s=10.0))
+            response_timeout_s=60, backoff_base_s=1.0, backoff_max_s=10.0, seed=0))
         run_task = asyncio.create_task(runner.run(timedelta(days=1)))
         loop = asyncio.get_running_loop()
         t0 = loop.time()

@@ -157,6 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             FleetConfig(
                 f"ws://127.0.0.1:{port}/ocpp",
                 password=PASSWORD,
+                seed=0,  # reproducible runs (each run has its own embedded Redis)
                 ramp_per_s=args.ramp_per_s,
                 tick_real_s=args.tick,
                 response_timeout_s=60,

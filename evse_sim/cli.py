@@ -74,7 +74,10 @@ def register(app: typer.Typer) -> None:
         scenario: str = typer.Option(
             "seed001", "--scenario", help="seed001 | seed003 | seed004 | random | path to a scenario JSON"
         ),
-        seed: int | None = typer.Option(None, "--seed", help="generator seed"),
+        seed: int | None = typer.Option(
+            None, "--seed",
+            help="seed of the scenario and the stations (transaction ids); default: a fresh one per run",
+        ),
         speed: float | None = typer.Option(
             None, "--speed", min=0.001,
             help="simulated seconds per real second (default 1, or the speed of the clock joined with "
@@ -200,6 +203,7 @@ def register(app: typer.Typer) -> None:
                     authorize,
                     hlc_mode,
                     ocpp,
+                    seed,
                 )
             )
         except (OSError, ValueError) as err:
@@ -207,12 +211,16 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         if report is not None:
             report.write_text(json.dumps(summary, indent=1, default=str))
-        stats = summary["stats"]
+        stats, outcome = summary["stats"], summary["outcome"]
         typer.echo(
-            f"{stats['stations']} stations, {stats['visits_started']} EV visits, "
+            f"{stats['stations']} stations ({outcome['connected']} connected, {outcome['booted']} booted, "
+            f"{outcome['charged']} charged), {stats['visits_started']} EV visits, "
             f"{stats['energy_kwh']:.1f} kWh delivered, {stats['sent']} messages sent, "
             f"{stats['errors']} errors"
         )
+        if summary["failure"]:
+            typer.echo(f"error: {summary['failure']}", err=True)
+            raise typer.Exit(1)
 
 
 async def _run(
@@ -236,6 +244,7 @@ async def _run(
     authorize: bool = False,
     hlc_mode: str = "basic",
     ocpp_version: str = "2.0.1",
+    seed: int | None = None,
 ) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -284,6 +293,7 @@ async def _run(
             authorize=authorize,
             max_clock_skew_s=max(CLOCK_SKEW_MIN_S, CLOCK_SKEW_REAL_S * clock.speed),
             ocpp=ocpp_version,
+            seed=seed,
         ),
         hlc_factory=hlc_factory(hlc_mode),
     )
@@ -304,11 +314,17 @@ async def _run(
         raise ClockMismatch(
             f"{runner.clock_error}; run the csms with --clock-speed {clock.speed:g} and the sim with "
             "--clock-redis URL, or the sim in real time (--speed 1 --start now)")
+    outcome = runner.outcome()
     return {
         "scenario": scen.name,
         "stations": len(scen.stations),
         "speed": clock.speed,
+        "run_seed": runner.run_seed,
         "stats": asdict(stats),
+        "outcome": asdict(outcome),
+        "failure": outcome.failure,
+        "station_errors": {sid: st.stats.first_error for sid, st in runner.stations.items()
+                           if st.stats.first_error},
         "visits": [asdict(v) for v in runner.visits()],
     }
 

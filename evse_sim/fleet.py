@@ -9,7 +9,12 @@
   an EV with a fixed station plugs in there at its arrival (or waits until the EVSE is free),
   an EV without one takes the first free EVSE of the site (first come, first served) and
   gives up if none frees before its departure;
-- `stats()` aggregates counters for the live display and the benchmark.
+- `stats()` aggregates counters for the live display and the benchmark; `outcome()` says how
+  many stations connected, booted and charged, and the first error, for the run's verdict.
+
+Every run draws a fresh run seed (`run_seed`) unless `FleetConfig.seed` is given: the stations'
+generators, and so their transaction ids, differ from one run to the next, so a second run
+against the same csms is not mistaken for a replay of the first.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import bisect
 import contextlib
 import dataclasses
 import random
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +55,8 @@ class FleetConfig:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     response_timeout_s: float = 30.0
-    seed: int = 0
+    seed: int | None = None
+    """Seed of the stations' generators (transaction ids, back-off jitter); None: a fresh one per run."""
     drop_rate_per_h: float = 0.0
     authorize: bool = False
     drop_real_s: float = 10.0
@@ -102,6 +109,55 @@ class FleetStats:
     sim_time: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class FleetOutcome:
+    """How far the stations got: the run's verdict (`evfleet sim` exits non-zero when `failure`)."""
+
+    stations: int
+    started: int
+    connected: int
+    """Stations that completed a WebSocket handshake at least once."""
+    booted: int
+    """Stations whose BootNotification was Accepted at least once."""
+    charged: int
+    """Booted stations that delivered energy to an EV (a simulated station also charges offline)."""
+    failed: int
+    """Started stations that never booted and recorded an error."""
+    first_error: str = ""
+    """`station: error` of the earliest error of any station ("" if none)."""
+
+    @property
+    def failure(self) -> str | None:
+        """One line saying why the run failed (no station connected, or most failed), else None."""
+        if self.started == 0:
+            return None
+        if self.connected == 0 or self.failed * 2 > self.started:
+            cause = self.first_error or "no station connected before the run ended"
+            if "HTTP 401" in cause:
+                cause += " (wrong or missing --password / --password-file?)"
+            elif "HTTP 404" in cause:
+                cause += " (stations not provisioned in the csms? see --provision-redis)"
+            return (f"{self.booted} of {self.stations} stations booted, {self.connected} connected; "
+                    f"first error: {cause}")
+        return None
+
+
+def fleet_outcome(stations: list[SimStation], started: int) -> FleetOutcome:
+    """The outcome of a run from its stations' counters (pure)."""
+    errors = [(st.stats.first_error_at, st.id, st.stats.first_error) for st in stations
+              if st.stats.first_error and st.stats.first_error_at is not None]
+    first = min(errors) if errors else None
+    return FleetOutcome(
+        stations=len(stations), started=started,
+        connected=sum(1 for st in stations if st.stats.connects > 0),
+        booted=sum(1 for st in stations if st.stats.boots_accepted > 0),
+        charged=sum(1 for st in stations
+                    if st.stats.boots_accepted > 0 and any(e.energy_wh > 0 for e in st.evses.values())),
+        failed=sum(1 for st in stations if st.stats.boots_accepted == 0 and st.stats.errors > 0),
+        first_error=f"{first[1]}: {first[2]}" if first else "",
+    )
+
+
 @dataclass(slots=True)
 class _Waiting:
     spec: EvSpec
@@ -122,8 +178,9 @@ class FleetRunner:
         self.scenario = scenario
         self.clock = clock
         self.config = config
-        rng = random.Random(config.seed)
-        self._fault_rng = random.Random(config.seed + 1)
+        self.run_seed = config.seed if config.seed is not None else secrets.randbits(63)
+        rng = random.Random(self.run_seed)
+        self._fault_rng = random.Random(self.run_seed + 1)
         self.drops = 0
         self.stations: dict[str, SimStation] = {}
         for index, model in enumerate(scenario.stations):
@@ -330,6 +387,10 @@ class FleetRunner:
                         s.power_kw += evse.power_w / 1000.0
             s.visits_done += sum(1 for v in station.visits if v.left_at is not None)
         return s
+
+    def outcome(self) -> FleetOutcome:
+        """How many stations connected, booted and charged; why the run failed, if it did."""
+        return fleet_outcome(list(self.stations.values()), self.started_stations)
 
     def visits(self) -> list[VisitLog]:
         """Every EV visit so far, all stations."""

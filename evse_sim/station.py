@@ -736,8 +736,7 @@ class SimStation:
                     raise
                 except Exception as err:  # every connection failure ends here: count it, back off, retry
                     if not self._stopping and self._offline_for_s <= 0:  # not a stop or an injected drop
-                        self.stats.errors += 1
-                        self.stats.last_error = f"{type(err).__name__}: {err}"
+                        self.stats.note_error(f"{type(err).__name__}: {err}")
                         LOG.info("%s: connection lost or refused: %s", self.id, self.stats.last_error)
                 finally:
                     self._went_offline()
@@ -831,6 +830,7 @@ class SimStation:
             interval = int(getattr(result, "interval", 0) or 0)
             self._note_csms_time(getattr(result, "current_time", None))
             if result.status == "Accepted":
+                self.stats.boots_accepted += 1
                 self.heartbeat_s = interval or self.heartbeat_s
                 self.device.put("OCPPCommCtrlr", "HeartbeatInterval", str(self.heartbeat_s))
                 self._needs_boot = False
@@ -855,24 +855,20 @@ class SimStation:
             try:
                 result = await link.call(msg.payload, suppress=False)
             except OCPPError as err:
-                self.stats.errors += 1
-                self.stats.last_error = f"CALLERROR {type(msg.payload).__name__}: {err}"
+                self.stats.note_error(f"CALLERROR {type(msg.payload).__name__}: {err}")
                 LOG.warning("%s: %s", self.id, self.stats.last_error)
                 self._queue.popleft()
                 continue
             except TimeoutError:
-                self.stats.errors += 1
-                self.stats.last_error = f"timeout {type(msg.payload).__name__}"
+                self.stats.note_error(f"timeout {type(msg.payload).__name__}")
                 if not msg.persistent:
                     self._queue.popleft()
                 continue
             except websockets.ConnectionClosed:
                 raise  # the session ends; the message stays queued for the next connection
             except Exception as err:  # e.g. a CALLRESULT that fails the schema: resending cannot help
-                self.stats.errors += 1
-                self.stats.last_error = (
-                    f"bad answer to {type(msg.payload).__name__}: {type(err).__name__}: {err}"
-                )
+                self.stats.note_error(
+                    f"bad answer to {type(msg.payload).__name__}: {type(err).__name__}: {err}")
                 LOG.warning("%s: %s", self.id, self.stats.last_error[:500])
                 self._queue.popleft()
                 continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -153,8 +154,19 @@ class StationStats:
     errors: int = 0
     connects: int = 0
     boots: int = 0
+    boots_accepted: int = 0
     offline_events_sent: int = 0
     last_error: str = ""
+    first_error: str = ""
+    first_error_at: float | None = None
+    """`time.monotonic()` of the first error (the fleet reports the earliest one as the cause)."""
+
+    def note_error(self, text: str) -> None:
+        """Count an error; keep the first and the last one."""
+        self.errors += 1
+        self.last_error = text
+        if not self.first_error:
+            self.first_error, self.first_error_at = text, time.monotonic()
 
 
 @dataclass(slots=True)

@@ -95,7 +95,7 @@ async def test_sim_command_runs_a_fleet_against_the_csms(redis_url: str, tmp_pat
             )
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode == 0, err.decode()
-        assert "8 stations, 8 EV visits" in out.decode()
+        assert "8 stations (8 connected, 8 booted" in out.decode() and ", 8 EV visits" in out.decode()
         summary = json.loads(report.read_text())
         assert summary["stats"]["errors"] == 0, summary["station_errors"]
         assert summary["stats"]["energy_kwh"] > 5
@@ -134,7 +134,8 @@ async def _run_sim(redis_url: str, tmp_path: Path, *extra: str) -> dict[str, Any
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()
-    assert "8 stations, 8 EV visits" in out.decode(), out.decode()
+    text = out.decode()
+    assert "8 stations (8 connected, 8 booted" in text and ", 8 EV visits" in text, text
     summary: dict[str, Any] = json.loads(report.read_text())
     assert summary["stats"]["errors"] == 0, summary
     assert summary["stats"]["energy_kwh"] > 2
