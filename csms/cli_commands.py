@@ -67,6 +67,8 @@ def csms(
     node_id: str | None = typer.Option(None, help="node id (default hostname-pid)"),
     tls_cert: Path | None = typer.Option(None, help="server certificate PEM (security profile 2)"),
     tls_key: Path | None = typer.Option(None, help="server private key PEM"),
+    tls_client_ca: Path | None = typer.Option(
+        None, help="CA PEM of station client certificates (security profile 3)"),
     auto_register: bool | None = typer.Option(None, "--auto-register/--no-auto-register",
                                               help="DEVELOPMENT: accept unknown stations"),
     accept_all_tokens: bool | None = typer.Option(None, "--accept-all-tokens/--no-accept-all-tokens",
@@ -101,6 +103,7 @@ def csms(
 
     settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
                          data_dir=data_dir, node_id=node_id, tls_cert=tls_cert, tls_key=tls_key,
+                         tls_client_ca=tls_client_ca,
                          auto_register=auto_register, accept_all_tokens=accept_all_tokens,
                          api_enabled=api, api_host=api_host, api_port=api_port, api_auth=api_auth,
                          mqtt_url=mqtt_url, run_services=services, smart_charging=smart_charging,
@@ -173,8 +176,10 @@ def stations_add(
     site: str | None = typer.Option(None, "--site", help="site id (default: keep, or 'default')"),
     compat: bool = typer.Option(False, "--compat/--strict",
                                 help="accept (log and count) schema violations from this station"),
-    profile: int = typer.Option(1, "--profile", min=1, max=2,
-                                help="security profile: 1 (ws) or 2 (wss only)"),
+    profile: int = typer.Option(1, "--profile", min=1, max=3,
+                                help="security profile: 1 (ws + password), 2 (wss + password) or 3 "
+                                     "(wss + client certificate with CN = station id; no password "
+                                     "login)"),
     iterations: int = typer.Option(100_000, "--iterations", min=1_000,
                                    help="PBKDF2 iterations for passwords under 16 characters "
                                         "(16+ characters use a fast keyed hash)"),

@@ -3,7 +3,7 @@
 Public names: `CONNECTED_STATIONS`, `OCPP_MESSAGES`, `OCPP_HANDLER_SECONDS`,
 `OCPP_PROTOCOL_ERRORS`, `OCPP_SCHEMA_VIOLATIONS`, `OCPP_THROTTLED`, `OCPP_DISCONNECTS`,
 `HANDSHAKE_REFUSALS`, `OUTBOUND_CALLS`, `OUTBOUND_CALL_SECONDS`, `DEVICE_MODEL_FETCHES`,
-`EVENTS_DROPPED`, `EVENTS_TRIMMED`.
+`EVENTS_DROPPED`, `EVENTS_TRIMMED`, `CERTIFICATE_LOGINS`.
 """
 
 from __future__ import annotations
@@ -37,3 +37,5 @@ EVENTS_DROPPED = Counter("evfleet_station_events_dropped_total",
                          ["type"])
 EVENTS_TRIMMED = Counter("evfleet_station_events_trimmed_total",
                          "Station-generated events stored without their large fields", ["type"])
+CERTIFICATE_LOGINS = Counter("evfleet_ocpp_certificate_logins_total",
+                             "Security profile 3 logins by client certificate")

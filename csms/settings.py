@@ -38,6 +38,9 @@ class CsmsSettings(BaseSettings):
     port: int = Field(9000, ge=0, le=65535, description="OCPP WebSocket port")
     tls_cert: Path | None = Field(None, description="server certificate (PEM) for security profile 2")
     tls_key: Path | None = Field(None, description="private key (PEM) for security profile 2")
+    tls_client_ca: Path | None = Field(
+        None, description="CA bundle (PEM) that signs station client certificates: enables security "
+                          "profile 3 (certificate CN = station id) on the TLS listener")
     auto_register: bool = Field(False, description="development: accept unknown stations")
     accept_all_tokens: bool = Field(False, description="Authorize accepts any id token")
     heartbeat_interval_s: int = Field(300, ge=1)

@@ -260,6 +260,9 @@ class HandshakeGate:
                  station: list[str]) -> Admitted | Refused | _Failed:
         if not ok:
             return _Failed("bad_password" if known else "unknown_station")
+        if profile >= 3:  # certificate only (csms.protocol.certauth): a password cannot downgrade it
+            return Refused(HTTPStatus.UNAUTHORIZED, "profile",
+                           "security profile 3 requires a client certificate (CN = station id)")
         if profile >= 2 and not self.tls:
             return Refused(HTTPStatus.UNAUTHORIZED, "profile", "security profile 2 requires TLS")
         self.guard.success(item.station_id, item.ip)

@@ -10,7 +10,9 @@ itself through the `HandshakeGate` (bounded FIFO queue, batched credential reads
 failures; 401 "invalid credentials" for an unknown station and a wrong password alike,
 429/503 with Retry-After when backed off, busy or while Redis cannot be read), and last the
 station's version pin (a station pinned to one version must offer that one, else 400). A
-station provisioned for security profile 2 is refused on a plain (non-TLS) listener. A
+station provisioned for security profile 2 is refused on a plain (non-TLS) listener. With
+`tls_client_ca` set, a client certificate is verified during TLS and a profile-3 station logs
+in with it alone (CN = station id; `csms.protocol.certauth`) instead of HTTP Basic. A
 second connection with the same id replaces the first, which is closed with code 1000
 ("replaced by a newer connection"). A station that never booted and sends no
 BootNotification within `boot_timeout_s` is closed with 1008. A connection whose message
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
+from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -39,6 +42,7 @@ from websockets.typing import Subprotocol
 from csms import metrics
 from csms.core.security import BasicAuthError, parse_basic_auth
 from csms.logs import log_context
+from csms.protocol.certauth import certificate_login, peer_common_name
 from csms.protocol.env import NodeEnv
 from csms.protocol.handshake import Admitted, HandshakeGate, Refused
 from csms.protocol.registry import Registry
@@ -58,11 +62,15 @@ CLOSE_TRY_AGAIN = 1013
 LISTEN_BACKLOG = 2048  # a whole fleet reconnects at once after a restart (kernel caps at somaxconn)
 
 
-def build_tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """Server TLS context (TLS >= 1.2) for security profile 2."""
+def build_tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """Server TLS context (TLS >= 1.2) for security profile 2; with `client_ca`, client
+    certificates are asked for and verified against it (profile 3, `csms.protocol.certauth`)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(client_ca)
     return ctx
 
 
@@ -106,7 +114,8 @@ class OcppServer:
         if s.tls_cert is not None:
             if s.tls_key is None:
                 raise ValueError("tls_cert is set but tls_key is not")
-            tls_ctx = build_tls_context(str(s.tls_cert), str(s.tls_key))
+            tls_ctx = build_tls_context(str(s.tls_cert), str(s.tls_key),
+                                        str(s.tls_client_ca) if s.tls_client_ca else None)
         await self.gate.start()
         self._server = await serve(
             self._handle, s.host, s.port, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
@@ -158,7 +167,7 @@ class OcppServer:
             return self._refuse(conn, HTTPStatus.BAD_REQUEST, "subprotocol",
                                 f"Sec-WebSocket-Protocol must offer {' or '.join(SUBPROTOCOLS)}")
         with log_context(station_id=station_id):
-            verdict = await self._authenticate(conn, request, station_id)
+            verdict = await self._login(conn, request, station_id)
             if isinstance(verdict, Response):
                 return verdict
             chosen = choose_subprotocol(offered, verdict.pinned)
@@ -175,6 +184,24 @@ class OcppServer:
         """The subprotocol `_process_request` chose (websockets calls this after it)."""
         chosen = self._chosen.pop(conn, None)
         return Subprotocol(chosen) if chosen else None
+
+    async def _login(self, conn: ServerConnection, request: Request, station_id: str) -> Response | Admitted:
+        """Certificate login for profile 3 (`csms.protocol.certauth`), else the password login."""
+        common_name = peer_common_name(conn)
+        if common_name is not None:
+            if common_name != station_id:
+                return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "certificate_cn",
+                                    "client certificate CN is not the station id")
+            try:
+                admitted = await certificate_login(self.env.store.redis, self.env.keys, station_id,
+                                                   self.env.settings.default_site)
+            except RedisError as err:
+                return self._refuse(conn, HTTPStatus.SERVICE_UNAVAILABLE, "store_unavailable",
+                                    f"state store: {err}", 5)
+            if admitted is not None:
+                metrics.CERTIFICATE_LOGINS.inc()
+                return admitted
+        return await self._authenticate(conn, request, station_id)
 
     async def _authenticate(self, conn: ServerConnection, request: Request,
                             station_id: str) -> Response | Admitted:

@@ -66,8 +66,8 @@ async def provision_station(redis: Redis, keys: Keys, station_id: str, password:
         check_password_policy(password)
     except ValueError as err:
         raise ProvisioningError(str(err)) from err
-    if security_profile not in (1, 2):
-        raise ProvisioningError(f"security profile must be 1 or 2, got {security_profile}")
+    if security_profile not in (1, 2, 3):
+        raise ProvisioningError(f"security profile must be 1, 2 or 3, got {security_profile}")
     cred = hash_password(password, iterations=iterations)
     old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
     site = site_id or old_site or "default"
