@@ -26,7 +26,7 @@ from csms.app import running_csms
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
 from csms.store.embedded import find_redis_server, free_port
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import provision_station, set_site_limit
 from tests.csms.helpers import RawStation
 from tests.waiting import until
@@ -94,7 +94,7 @@ async def test_csms_runs_on_the_deploy_redis(deploy_redis: str, caplog: pytest.L
                                          "transactionInfo": {"transactionId": "TX-D"},
                                          "evse": {"id": 1, "connectorId": 1}})
         await st.close()
-    assert await redis.exists(KEYS.transaction("TX-D")) == 1
+    assert await redis.exists(KEYS.transaction(tx_ref("CP-D", "TX-D"))) == 1
     await redis.aclose()
     assert "redis-pw-9x" not in caplog.text
 
