@@ -198,6 +198,69 @@ def replan(n: int, runs: int) -> dict[str, float]:
     return med
 
 
+def worker_replan(n: int, runs: int) -> dict[str, float]:
+    """`OptimizerWorker.solve_site` on a private Redis with `n` sessions: read, solve, write (seconds).
+
+    The first solve has no previous plan; the median is over the `runs` re-plans after it (each with
+    the previous plan as reference, as the worker re-plans a site).
+    """
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from csms.clock import RealClock
+    from csms.store.client import connect_redis
+    from csms.store.embedded import EmbeddedRedis
+    from csms.store.keys import Keys
+    from optimizer.worker import OptimizerWorker, WorkerConfig
+
+    keys = Keys("evfleet")
+
+    async def run(url: str) -> list[dict[str, float]]:
+        redis = connect_redis(url)
+        now = datetime.now(UTC)
+        pipe = redis.pipeline(transaction=False)
+        pipe.sadd(keys.sites(), "depot")
+        pipe.hset(keys.site("depot"), mapping={"limit_kw": str(3.5 * n)})
+        pipe.set(keys.site_prices("depot"), json.dumps({
+            "start": now.replace(minute=0, second=0, microsecond=0).isoformat(), "step_minutes": 60,
+            "import_price": [0.24, 0.24, 0.16, 0.16, 0.09, 0.09, 0.09, 0.09] * 3}))
+        for i in range(n):
+            sid, tx = f"CS{i:05d}", f"tx{i:05d}"
+            pipe.sadd(keys.stations(), sid)
+            pipe.hset(keys.station(sid), mapping={"site_id": "depot", "online": "1"})
+            pipe.hset(keys.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
+            pipe.sadd(keys.transactions_active(), tx)
+            pipe.hset(keys.transaction(tx), mapping={
+                "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
+                "started_at": (now - timedelta(minutes=i % 90)).isoformat(), "energy_wh": str(500 * (i % 9))})
+            pipe.set(keys.charging_needs(sid, 1), json.dumps({
+                "transaction_id": tx, "departure_time": (now + timedelta(hours=6 + i % 8)).isoformat(),
+                "energy_amount_wh": 8_000 + 500 * (i % 40), "ev_max_current_a": 16}))
+        await pipe.execute()
+        worker = OptimizerWorker(redis, keys, WorkerConfig(sites=("depot",)), clock=RealClock())
+        out = []
+        for k in range(runs + 1):
+            c0, t0 = time.process_time(), time.perf_counter()
+            plan = await worker.solve_site("depot")
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            if plan is None or plan["status"] != "optimal":
+                raise RuntimeError(f"worker re-plan: {plan and plan['status']}")
+            if k:
+                out.append({"wall": wall, "cpu": cpu, "solve_s": float(plan["solve_s"])})
+        await redis.aclose()
+        return out
+
+    server = EmbeddedRedis().start()
+    try:
+        med = median_of(asyncio.run(run(server.url)))
+    finally:
+        server.stop()
+    print(f"\nOptimizerWorker.solve_site, {n} sessions on a private Redis (read + solve + write), "
+          f"re-plans with the previous plan, median of {runs} [s]: wall {med['wall']:.3f} "
+          f"(CPU {med['cpu']:.3f}; solve {med['solve_s']:.3f}), load {load_average()}")
+    return med
+
+
 def pyomo_lp(inst: Instance) -> dict[str, float]:
     """The same LP through the Pyomo reference model: build and solve (incl. translation) [s]."""
     from optimizer.model.pyomo_model import build_model, solve_model
@@ -287,6 +350,7 @@ def main() -> int:
         report["side_by_side"] = side_by_side(args.compare, args.runs)
     if args.replan:
         report["replan"] = replan(args.replan, args.runs)
+        report["worker_replan"] = worker_replan(args.replan, args.runs)
     if args.no_milp:
         if args.output:
             args.output.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
