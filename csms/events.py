@@ -41,6 +41,8 @@ class EventType(StrEnum):
     SCHEDULE_PLANNED = "schedule.planned"
     SITE_LIMIT = "site.limit"
     SITE_PRICES = "site.prices"
+    SITE_OVER_LIMIT = "site.over_limit"
+    EVSE_NONCOMPLIANT = "evse.noncompliant"
     SECURITY_EVENT = "security.event"
     FIRMWARE_STATUS = "firmware.status"
     LOG_STATUS = "log.status"

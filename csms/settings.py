@@ -116,6 +116,23 @@ class CsmsSettings(BaseSettings):
         0.5, ge=0, description="K16: re-send a TxProfile only when a limit moves by more")
     fallback_limit_kw: float | None = Field(
         None, description="safe per-EVSE limit when the optimizer is silent (unset = fair share)")
+    reserve_kw_per_evse: float = Field(
+        0.0, ge=0, le=1_000_000,
+        description="TxDefaultProfile of every EVSE: what a plug-in may draw before its session is "
+                    "admitted (capped at site limit / EVSEs); idle EVSEs are counted at it. "
+                    "0 = zero until admitted")
+    refusal_backoff_s: float = Field(
+        30.0, gt=0, description="first wait before a station that refused a profile is tried again "
+                                "(doubles per refusal, at most 1 h; a reboot retries at once)")
+    noncompliant_after_s: float = Field(
+        10.0, gt=0, description="metered power above the accepted limit for longer marks an EVSE "
+                                "non-compliant (budgeted at what it draws)")
+    noncompliance_tolerance_w: float = Field(
+        500.0, ge=0, description="metered power may exceed the accepted limit by this (or 5 %)")
+    over_limit_after_s: float = Field(
+        5.0, gt=0, description="metered site power above the limit for longer raises the alarm")
+    watchdog_interval_s: float = Field(
+        1.0, gt=0, description="how often the metered power of each site is checked")
 
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -60,6 +60,9 @@ class StationLink(ChargePoint):
         """K01: validate and install a profile."""
         _no_smart_charging(self.station, "SetChargingProfile")
         st = self.station
+        if "reject_profiles" in st.config.quirks:
+            return call_result.SetChargingProfile(
+                status="Rejected", status_info=_info("UnsupportedRequest", "this station ignores profiles"))
         try:
             profile = ChargingProfile.from_ocpp(charging_profile)
         except ProfileError as err:

@@ -270,7 +270,7 @@ class SimStation:
             if st.tx is None:
                 st.limit_w = st.offered_w = 0.0
                 continue
-            if len(self.profiles):
+            if len(self.profiles) and "ignore_limits" not in self.config.quirks:
                 limit_w, min_w = self.profiles.limit_w_at(
                     evse_id,
                     now,

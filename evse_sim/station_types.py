@@ -25,6 +25,9 @@ QUIRKS = {
     "no_smart_charging": "answers every smart-charging request with CALLERROR NotImplemented "
     "(a CSMS must budget it at its maximum)",
     "duplicate_ended": "sends TransactionEvent Ended twice (second with the next seqNo)",
+    "reject_profiles": "answers every SetChargingProfile with Rejected "
+    "(a CSMS must budget it at its maximum)",
+    "ignore_limits": "accepts charging profiles but draws its EVSE maximum anyway (non-compliant)",
 }
 """Behaviours of real chargers a station can imitate (`StationConfig.quirks`)."""
 

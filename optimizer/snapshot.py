@@ -16,10 +16,11 @@ Defaults (docs/smart-charging.md, "Defaults and forecasts"):
   energies when at least `min_history` are known (the weekday's own law when it has that
   many, as seed 001 fits weekday models); otherwise `default_energy_kwh`; always capped by
   what the EV can take before departure (max power * dwell);
-- steerable=0 EVSEs (a SetChargingProfile answered NotImplemented/NotSupported) with a
-  session are budgeted at their maximum, offline stations at the highest limit of their last
-  applied profile (their maximum if a session runs and no profile is known): both are a fixed
-  `base_load_kw` the optimizer plans around, not EVs it steers;
+- fixed `base_load_kw` the optimizer plans around (`EvseState.fixed_w`, the csms's budget):
+  steerable=0 EVSEs (they refused a profile) at their metered maximum, session or not; idle
+  EVSEs at their TxDefaultProfile (the reservation; their maximum when they hold none); offline
+  stations with a session at the highest limit of their last accepted profile FOR THAT SESSION
+  (their maximum when none); non-compliant EVSEs at least at what they draw;
 - needs are soft (`unmet_penalty_per_kwh`, far above any price), so a solve is never
   infeasible because an EV asks for more than fits;
 - ties between cost-equal schedules (flat price windows) are broken as `evfleet optimize` breaks
@@ -91,6 +92,35 @@ class EvseState:
     """The running transaction's OCPP transactionId (unique only within the station)."""
     applied_max_w: float | None = None
     """Highest limit from now on of the last profile the station accepted (None = none known)."""
+    applied_tx: str = ""
+    """tx_ref of that profile record (it counts only for that session)."""
+    default_w: float | None = None
+    """TxDefaultProfile limit the station accepted (what a plug-in draws before admission)."""
+    metered_max_w: float = 0.0
+    """Highest power metered on the EVSE."""
+    noncompliant_w: float | None = None
+    """What the EVSE draws while it ignores its limit (None = compliant)."""
+
+    def fixed_w(self, session_txid: str | None) -> float | None:
+        """Load the optimizer cannot steer (None = a steerable charger), as the csms counts it.
+
+        Refusing stations at their metered maximum; idle EVSEs at their TxDefaultProfile (their
+        maximum when none); offline stations with a session at their last accepted limit for
+        THAT session (their maximum when none); non-compliant ones at least at what they draw.
+        """
+        top = max(self.max_power_w, self.metered_max_w)
+        if not self.steerable:
+            value = top
+        elif not session_txid:
+            value = min(self.default_w, top) if self.default_w is not None else top
+        elif not self.online:
+            value = self.applied_max_w if (self.applied_tx == session_txid
+                                           and self.applied_max_w is not None) else top
+        elif self.noncompliant_w is not None:
+            value = max(self.noncompliant_w, self.applied_max_w or 0.0)
+        else:
+            return None
+        return max(value, self.noncompliant_w or 0.0)
 
     @property
     def key(self) -> str:
@@ -260,12 +290,9 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
     sessions = {s.key: s for s in site.sessions}
     for key, evse in sorted(evses.items()):
         session = sessions.get(key)
-        if not evse.online:
-            fixed_w += evse.applied_max_w if evse.applied_max_w is not None else (
-                evse.max_power_w if session else 0.0)
-            continue
-        if not evse.steerable:
-            fixed_w += evse.max_power_w if session else 0.0
+        fixed = evse.fixed_w(session.tx_ref if session else None)
+        if fixed is not None:
+            fixed_w += fixed
             continue
         chargers.append({"id": key, "max_kw": max(evse.max_power_w, 1.0) / 1000.0})
     charger_ids = {str(c["id"]) for c in chargers}
@@ -364,7 +391,7 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
     needs_by_key: dict[str, dict[str, Any]] = {}
     for i, (sid, eid) in enumerate(pairs):
         h, profile_raw, needs_raw = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
-        applied = _applied_max_w(profile_raw, now)
+        applied, applied_tx = _applied_max_w(profile_raw, now)
         evses.append(EvseState(
             station_id=sid, evse_id=eid,
             online=stations[sid].get("online", "0") == "1",
@@ -374,7 +401,10 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             voltage_v=_f(h.get("voltage_v"), DEFAULT_VOLTAGE_V),
             rate_unit=h.get("rate_unit") or "W",
             transaction_id=h.get("transaction_id", ""),
-            applied_max_w=applied,
+            applied_max_w=applied, applied_tx=applied_tx,
+            default_w=_f(h.get("default_limit_w"), 0.0) if h.get("default_limit_w") else None,
+            metered_max_w=_f(h.get("metered_max_w"), 0.0),
+            noncompliant_w=_f(h.get("noncompliant_w"), 0.0) if h.get("noncompliant_w") else None,
         ))
         if needs_raw:
             needs_by_key[f"{sid}/{eid}"] = json.loads(needs_raw)
@@ -417,14 +447,15 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
                      history_kwh=history)
 
 
-def _applied_max_w(profile_raw: str | None, now: datetime) -> float | None:
-    """Highest limit from `now` on of the last accepted profile record (None if none)."""
+def _applied_max_w(profile_raw: str | None, now: datetime) -> tuple[float | None, str]:
+    """(highest limit from `now` on of the last accepted profile record, its transaction id)."""
     if not profile_raw:
-        return None
+        return None, ""
     record = json.loads(profile_raw)
     series = record.get("applied_series_w")
+    txid = str(record.get("tx_ref") or "")
     if not series:
-        return None
+        return None, txid
     now_s = now.timestamp()
     current = series[0][1]
     peak = None
@@ -433,4 +464,4 @@ def _applied_max_w(profile_raw: str | None, now: datetime) -> float | None:
             current = v
         else:
             peak = v if peak is None else max(peak, v)
-    return max(current, peak) if peak is not None else current
+    return (max(current, peak) if peak is not None else current), txid

@@ -56,6 +56,7 @@ HISTORY_LEN = 60
 TRIGGERS = {
     EventType.TX_STARTED, EventType.TX_ENDED, EventType.EV_CHARGING_NEEDS, EventType.SITE_LIMIT,
     EventType.SITE_PRICES, EventType.STATION_CONNECTED, EventType.STATION_DISCONNECTED,
+    EventType.SITE_OVER_LIMIT, EventType.EVSE_NONCOMPLIANT,
 }
 
 def _unchanged_needs(event: Event) -> bool:
@@ -100,6 +101,17 @@ class WorkerConfig:
 
 # --- pure helpers ---------------------------------------------------------------------------
 
+def plan_status(snap: Snapshot, limit_kw: float, status: str, message: str) -> tuple[str, str]:
+    """The plan's (status, message): `over_limit` with the figures when the fixed load alone
+    (refusing, offline, non-compliant stations, idle reservations) exceeds the site limit."""
+    if snap.fixed_load_kw > limit_kw + 1e-3:
+        note = (f"fixed load {snap.fixed_load_kw:.1f} kW (stations that cannot be steered, offline "
+                f"or non-compliant, and idle reservations) exceeds the site limit {limit_kw:.1f} kW; "
+                f"steerable sessions get 0")
+        return "over_limit", f"{note}; {message}" if message else note
+    return status, message
+
+
 def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id: str, limit_kw: float,
                    computed_at: datetime, solve_s: float, strategy: str) -> tuple[dict[str, Any],
                                                                                    dict[str, dict[str, Any]]]:
@@ -107,7 +119,7 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
     inst = snap.instance
     step_s = int(round(inst.step_minutes * 60))
     start = inst.start.isoformat()
-    status = schedule.status.value
+    status, message = plan_status(snap, limit_kw, schedule.status.value, schedule.message)
     evses: dict[str, list[float]] = {}
     per_evse: dict[str, dict[str, Any]] = {}
     zeros = [0.0] * inst.steps
@@ -127,7 +139,7 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
     plan = {
         "plan_id": plan_id, "site_id": site_id, "start": start, "step_s": step_s, "planned_kw": planned,
         "limit_kw": limit_kw, "fixed_load_kw": round(snap.fixed_load_kw, 3), "strategy": strategy,
-        "status": status, "message": schedule.message, "objective": schedule.objective_value,
+        "status": status, "message": message, "objective": schedule.objective_value,
         "computed_at": computed_at.isoformat(), "solve_s": round(solve_s, 4), "evses": evses,
         "transactions": {key: ev_id for ev_id, key in snap.ev_evse.items()},
         "prices": snap.prices,
@@ -250,7 +262,9 @@ class OptimizerWorker:
             self.mark_dirty(site, event.type.value)
         if event.type == EventType.TX_ENDED and event.tx_ref:
             await self.record_history(event.tx_ref)
-        elif event.type == EventType.PROFILE_ANSWERED and event.data.get("steerable") is False:
+        elif event.type == EventType.PROFILE_ANSWERED and (
+                event.data.get("steerable") is False
+                or (event.data.get("kind") == "probe" and event.data.get("status") == "Accepted")):
             self.mark_dirty(site, "steerable")
         elif event.type == EventType.METER_VALUES and event.evse_id and "power_w" in event.data:
             self._check_drift(site, event)

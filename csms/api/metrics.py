@@ -24,7 +24,7 @@ from csms.api.views import parse_time
 
 log = logging.getLogger(__name__)
 
-PLAN_STATUSES = ("optimal", "fallback", "infeasible", "error")
+PLAN_STATUSES = ("optimal", "fallback", "infeasible", "error", "over_limit")
 
 API_REQUESTS = Counter("evfleet_api_requests_total", "operator API requests",
                        ["method", "route", "status"])

@@ -91,20 +91,12 @@ class SiteInputWriter:
         self._clock = clock
 
     async def set_limit(self, site_id: str, value: SiteLimitInput, source: str) -> dict[str, Any]:
-        """Store the limit in the site hash and append `site.limit`; returns the event data."""
+        """Store the limit and append `site.limit` (`csms.store.provisioning.set_site_limit`)."""
+        from csms.store.provisioning import set_site_limit
+
         check_site_id(site_id)
-        now = self._clock.now()
-        mapping = {"limit_kw": repr(float(value.limit_kw)), "updated_at": now.isoformat()}
-        if value.name:
-            mapping["name"] = value.name
-        data = {"limit_kw": float(value.limit_kw), "source": source}
-        event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=now, data=data)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(self._keys.site(site_id), mapping=mapping)
-        pipe.sadd(self._keys.sites(), site_id)
-        pipe.xadd(self._keys.events(), event.to_fields(), maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
-        return data
+        return await set_site_limit(self._redis, self._keys, site_id, float(value.limit_kw),
+                                    name=value.name, now=self._clock.now(), source=source)
 
     async def set_prices(self, site_id: str, value: PriceSeriesInput, source: str) -> dict[str, Any]:
         """Store the price series and append `site.prices`; returns the stored document."""

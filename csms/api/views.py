@@ -233,6 +233,9 @@ def site_view(site_id: str, raw: dict[str, str], power_kw: float, active_session
         "headroom_kw": None if limit_kw is None else round(limit_kw - power_kw, 3),
         "active_sessions": active_sessions,
         "stations": station_count,
+        "over_limit": raw.get("over_limit") == "1",
+        "over_limit_metered_kw": to_float(raw.get("metered_kw")) if raw.get("over_limit") == "1" else None,
+        "over_limit_changed_at": raw.get("over_limit_changed_at") or None,
         "planned_kw_now": planned_kw_at(plan_doc, now_ts),
         "optimizer": None if plan_doc is None else {
             "plan_id": plan_doc.get("plan_id"),

@@ -37,6 +37,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -46,7 +47,7 @@ from csms.commands import CommandClient, CommandReply, Outcome
 from csms.context import CsmsContext
 from csms.events import Event, EventType
 from csms.settings import CsmsSettings
-from csms.smart_charging import planner
+from csms.smart_charging import budget, planner, safety
 from csms.smart_charging.planner import Series
 from csms.store.keys import Keys
 from csms.store.state import event_fields
@@ -73,11 +74,15 @@ K17_VIOLATIONS = Counter("evfleet_k17_schedule_violations_total",
 PROFILES_SENT = Counter("evfleet_smart_charging_profiles_sent_total", "TxProfiles sent", ["kind"])
 PROFILES_ANSWERED = Counter("evfleet_smart_charging_profile_answers_total", "Answers to TxProfiles",
                             ["result"])
+PROFILE_BUILD_FAILURES = Counter(
+    "evfleet_smart_charging_profile_build_failures_total",
+    "Profiles that could not be built from an EV's charging needs (the EVSE got its safe minimum)")
 CHURN_SKIPPED = Counter("evfleet_k16_replans_skipped_total",
                         "Re-planned schedules not sent because no limit moved by more than the threshold")
 
 STREAM_MAXLEN = 100_000
-NOT_STEERABLE_CODES = {"NotImplemented", "NotSupported"}
+TX_RACE_REASONS = {"TxNotFound", "UnknownTransaction"}
+"""Rejection reasons that mean "that transaction is gone", not "this station refuses profiles"."""
 MAX_ROUNDS = 8
 
 
@@ -98,6 +103,13 @@ class EvseInfo:
     """Limit of the TxDefaultProfile the station accepted (None = none installed)."""
     tx_ref: str = ""
     """The running transaction's `tx_ref` ("" if none): its identity in plans and records."""
+    metered_max_w: float = 0.0
+    """Highest power metered on the EVSE (`metered_max_w`)."""
+    noncompliant_w: float | None = None
+    """What the EVSE draws while it is non-compliant (`noncompliant_w`; None = compliant)."""
+    refusals: int = 0
+    retry_after_s: float = 0.0
+    """Unix time from which a refusing (steerable=0) EVSE may be tried again."""
 
     @property
     def key(self) -> str:
@@ -105,17 +117,22 @@ class EvseInfo:
         return f"{self.station_id}/{self.evse_id}"
 
     def applied(self, now_s: float) -> Series:
-        """The series counted against the site limit now (see module doc)."""
-        if not self.tx_ref:
-            return planner.constant(0.0, now_s)
-        if not self.steerable:
-            return planner.constant(self.electrical.max_power_w, now_s)
-        rec = self.record
-        if rec and rec.get("tx_ref") == self.tx_ref and rec.get("applied_series_w"):
-            return [(float(t), float(v)) for t, v in rec["applied_series_w"]]
-        if self.default_w is not None:
-            return planner.constant(min(self.default_w, self.electrical.max_power_w), now_s)
-        return planner.constant(self.electrical.max_power_w, now_s)
+        """The series counted against the site limit now (`budget.counted_series`)."""
+        return budget.counted_series(self._budget_state(self.noncompliant_w), now_s)
+
+    def allowed(self, now_s: float) -> Series:
+        """What the EVSE is allowed to draw (as `applied`, ignoring its non-compliance)."""
+        return budget.counted_series(self._budget_state(None), now_s)
+
+    def _budget_state(self, noncompliant_w: float | None) -> budget.EvseBudgetState:
+        rec = self.record or {}
+        series = rec.get("applied_series_w")
+        return budget.EvseBudgetState(
+            transaction_id=self.tx_ref, online=self.online, steerable=self.steerable,
+            max_power_w=self.electrical.max_power_w, metered_max_w=self.metered_max_w,
+            record_tx=str(rec.get("tx_ref") or ""),
+            record_series=[(float(t), float(v)) for t, v in series] if series else None,
+            default_w=self.default_w, noncompliant_w=noncompliant_w)
 
     def has_profile(self) -> bool:
         """An accepted profile for the running transaction exists."""
@@ -163,6 +180,21 @@ class SmartChargingService:
         self._interim_due: dict[str, dict[tuple[str, int], str]] = {}
         self._plan_energy: dict[int, tuple[float, float]] = {}
         """id(payload) -> (planned kWh, allowed kWh) of the plan profiles being sent (profile.sent data)."""
+        self._refused: set[str] = set()
+        """Sites where a station refused a profile since the last enforcement pass."""
+        self._fallback: set[str] = set()
+        """Sites without a plan covering their sessions: headroom is shared fairly (`share_fairly`)."""
+        self._power: dict[tuple[str, int], tuple[str, float]] = {}
+        """(station, evse) -> (tx_ref, last metered power W), from the event stream."""
+        self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
+        self._compliant = budget.Persistence(settings.noncompliant_after_s)
+        self._over = budget.Persistence(settings.over_limit_after_s)
+        self._alarmed: set[str] = set()
+        self._booted: dict[str, set[str]] = {}
+        """Stations (re)booted since the site's last default pass: re-sent defaults, probed at once."""
+        self._defaults_queued: set[str] = set()
+        self._refusing: dict[str, set[tuple[str, int]]] = {}
+        """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
 
     # --- leases -------------------------------------------------------------------------
     async def holds(self, site_id: str) -> bool:
@@ -177,7 +209,9 @@ class SmartChargingService:
         owner = await self.redis.get(key)
         if owner == self.node_id:
             await self.redis.pexpire(key, ttl_ms)
-            self.held.add(site_id)
+            if site_id not in self.held:  # handed to this node: bring the site to its limit and plan
+                self.held.add(site_id)
+                self.enqueue(site_id, "reconcile", None)
             return True
         self.held.discard(site_id)
         return False
@@ -187,6 +221,15 @@ class SmartChargingService:
             await asyncio.sleep(self.lease_ttl_s / 3)
             for site_id in list(self.held):
                 await self.holds(site_id)
+
+    async def _watchdog(self) -> None:
+        """Every `watchdog_interval_s`: a metered check of each held site (`safety.tick`)."""
+        while True:
+            await asyncio.sleep(self.settings.watchdog_interval_s)
+            for site_id in list(self.held):
+                site = self.sites.get(site_id)
+                if site is None or not any(k == "tick" for k, _ in list(site.queue._queue)):  # type: ignore[attr-defined]
+                    self.enqueue(site_id, "tick", None)
 
     # --- event intake -------------------------------------------------------------------
     async def site_of(self, event: Event) -> str:
@@ -210,13 +253,16 @@ class SmartChargingService:
         relevant = {EventType.SCHEDULE_PLANNED, EventType.TX_STARTED, EventType.TX_ENDED,
                     EventType.EV_CHARGING_NEEDS, EventType.EV_CHARGING_SCHEDULE, EventType.STATION_BOOTED,
                     EventType.SITE_LIMIT}
-        if event.type == EventType.CONNECTOR_STATUS and self.settings.fallback_limit_kw is not None:
+        if event.type in (EventType.TX_UPDATED, EventType.METER_VALUES):
+            self._note_power(event)
+            return
+        if event.type == EventType.CONNECTOR_STATUS:
             evse = (event.station_id, event.evse_id or 0)
-            if evse[1] and evse not in self._known_evses:  # a new EVSE: the default share shrinks
+            if evse[1] and evse not in self._known_evses:  # a new EVSE: it needs its default profile
                 self._known_evses.add(evse)
                 site_id = await self.site_of(event)
                 if await self.holds(site_id):
-                    self.enqueue(site_id, EventType.STATION_BOOTED.value, event)
+                    self._defaults_due(site_id, None)
             return
         if event.type not in relevant:
             return
@@ -226,14 +272,31 @@ class SmartChargingService:
             if event.tx_ref:  # the same request again: counted, nothing re-planned or reset
                 await self.redis.hincrby(self.keys.session_loop(event.tx_ref), "needs_repeated", 1)
             return
+        if event.type == EventType.TX_ENDED and event.evse_id is not None:
+            self._power.pop((event.station_id, int(event.evse_id)), None)
         site_id = await self.site_of(event)
         if not await self.holds(site_id):
+            return
+        if event.type == EventType.STATION_BOOTED:
+            self._defaults_due(site_id, event.station_id)
             return
         if event.type in (EventType.TX_STARTED, EventType.EV_CHARGING_NEEDS):
             if event.type == EventType.EV_CHARGING_NEEDS:
                 await self._needs_received(event)
             self._start_interim_timer(site_id, event)
         self.enqueue(site_id, event.type.value, event)
+
+    def _note_power(self, event: Event) -> None:
+        """Remember the last metered power of a session (the watchdog compares it with its limit)."""
+        power = event.data.get("power_w")
+        if event.evse_id is None or not event.tx_ref or power is None:
+            return
+        try:
+            value = float(power)
+        except (TypeError, ValueError):
+            return
+        if value == value and abs(value) != float("inf"):
+            self._power[(event.station_id, int(event.evse_id))] = (event.tx_ref, value)
 
     async def _site_loop(self, site_id: str, site: _Site) -> None:
         while True:
@@ -250,22 +313,43 @@ class SmartChargingService:
                 log.exception("smart charging: %s on site %s failed", kind, site_id)
 
     async def _handle(self, site_id: str, kind: str, payload: Any) -> None:
-        if kind == "reconcile":
+        if kind == "reconcile":  # lease taken (start, take-over): the configured limit holds at once
             await self.ensure_defaults(site_id)
+            await self.enforce_limit(site_id)
             await self.apply_plan(site_id)
+        elif kind == "tick":
+            await safety.tick(self, site_id)
         elif kind == EventType.SCHEDULE_PLANNED.value:
+            self._fallback.discard(site_id)
             await self.apply_plan(site_id)
         elif kind == EventType.SITE_LIMIT.value:
             await self.enforce_limit(site_id)
             await self.ensure_defaults(site_id)
-        elif kind == EventType.STATION_BOOTED.value:
-            await self.ensure_defaults(site_id)
+            await safety.share_fairly(self, site_id)
+        elif kind == "defaults":  # stations booted / EVSEs appeared since the last pass (one pass)
+            self._defaults_queued.discard(site_id)
+            await self.ensure_defaults(site_id, frozenset(self._booted.pop(site_id, set())))
         elif kind == "interim":
             await self.send_interims(site_id)
+        elif kind == EventType.TX_STARTED.value:
+            await safety.share_fairly(self, site_id)  # in fallback mode: re-share at once
         elif kind == EventType.TX_ENDED.value:
             await self._tx_ended(payload)
+            await safety.share_fairly(self, site_id)
         elif kind == EventType.EV_CHARGING_SCHEDULE.value:
             await self.check_ev_schedule(site_id, payload)
+        if site_id in self._refused:  # a station refused: it now counts at its maximum
+            self._refused.discard(site_id)
+            await self.enforce_limit(site_id)
+            await safety.share_fairly(self, site_id)
+
+    def _defaults_due(self, site_id: str, booted: str | None) -> None:
+        """Queue one default-profile pass for the site (boots at fleet start coalesce into one)."""
+        if booted:
+            self._booted.setdefault(site_id, set()).add(booted)
+        if site_id not in self._defaults_queued:
+            self._defaults_queued.add(site_id)
+            self.enqueue(site_id, "defaults", None)
 
     def _start_interim_timer(self, site_id: str, event: Event) -> None:
         if event.evse_id is None or not event.tx_ref:
@@ -343,7 +427,10 @@ class SmartChargingService:
                 transaction_id=h.get("transaction_id", ""),
                 record=json.loads(rec) if rec else None, needs=json.loads(needs) if needs else None,
                 default_w=_f(h.get("default_limit_w"), -1.0) if h.get("default_limit_w") else None,
-                tx_ref=h.get("tx_ref", ""))
+                tx_ref=h.get("tx_ref", ""),
+                metered_max_w=_f(h.get("metered_max_w"), 0.0),
+                noncompliant_w=_f(h.get("noncompliant_w"), 0.0) if h.get("noncompliant_w") else None,
+                refusals=int(_f(h.get("refusals"), 0)), retry_after_s=_f(h.get("retry_after"), 0.0))
             out[info.key] = info
         return out
 
@@ -369,12 +456,8 @@ class SmartChargingService:
                     or info.tx_ref != ref):
                 continue
             try:
-                payload = build_tx_profile(
-                    evse_id=info.evse_id, transaction_id=info.transaction_id, start=start,
-                    step_s=int(plan["step_s"]),
-                    limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(),
-                    profile_id=stable_profile_id(info.station_id, info.evse_id), prices=plan.get("prices"),
-                    now=self.clock.now())
+                payload = self._build(info, info.transaction_id, start, int(plan["step_s"]), limits_kw,
+                                      prices=plan.get("prices"), now=self.clock.now())
             except ProfileError as err:
                 log.warning("plan %s: cannot build a profile for %s: %s", plan["plan_id"], key, err)
                 continue
@@ -427,15 +510,28 @@ class SmartChargingService:
             if not batch:
                 break
             sends = []
-            for change in batch:
+            for change in list(batch):
                 info = evses[change.key]
-                payload = payloads[change.key] if change.final else self._step_payload(
-                    info, change.series, payloads[change.key])
+                try:
+                    payload = payloads[change.key] if change.final else self._step_payload(
+                        info, change.series, payloads[change.key])
+                except Exception as err:  # one EVSE's profile must not stop the others
+                    log.error("site %s: no profile for %s (%r): it keeps its applied limit",
+                              site_id, change.key, err)
+                    target[change.key] = applied[change.key]
+                    batch.remove(change)
+                    continue
                 step_kind = kind if change.final else kind + "-step"
                 sends.append(self._send(site_id, info, payload, plan_id, step_kind))
-            results = await asyncio.gather(*sends)
+            results = await asyncio.gather(*sends, return_exceptions=True)
             stats["sent"] += len(batch)
-            for change, (ok, series) in zip(batch, results, strict=True):
+            for change, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):  # unknown whether it applied: count the higher
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    log.error("profile to %s failed: %r", change.key, result)
+                    result = (False, planner.pointwise(applied[change.key], change.series, now_s, "max"))
+                ok, series = result
                 if ok:
                     applied[change.key] = series
                     stats["accepted"] += 1
@@ -455,9 +551,35 @@ class SmartChargingService:
         step_s = 60
         end_s = max([t for t, _ in series] + [self.clock.timestamp()]) + step_s
         limits_kw = [w / 1000.0 for w in planner.series_to_steps(series, start.timestamp(), step_s, end_s)]
-        return build_tx_profile(
-            evse_id=info.evse_id, transaction_id=profile["transactionId"], start=start, step_s=step_s,
-            limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(), profile_id=profile["id"])
+        return self._build(info, profile["transactionId"], start, step_s, limits_kw, profile_id=profile["id"])
+
+    def _build(self, info: EvseInfo, txid: str, start: datetime, step_s: int, limits_kw: list[float],
+               profile_id: int | None = None, prices: list[float] | None = None,
+               now: datetime | None = None) -> dict[str, Any]:
+        """A TxProfile for one EVSE; never fails because of the EV's data.
+
+        If the EV's charging needs make the profile impossible to build (e.g. maxScheduleTuples
+        -1, evMinCurrent 1e308), the EVSE gets its safe minimum instead: the lowest of the
+        limits, without the EV's parameters, logged with the reason. Only a missing transaction
+        id raises (ProfileError).
+        """
+        pid = profile_id if profile_id is not None else stable_profile_id(info.station_id, info.evse_id)
+        try:
+            return build_tx_profile(evse_id=info.evse_id, transaction_id=txid, start=start, step_s=step_s,
+                                    limits_kw=limits_kw, evse=info.electrical, ev=info.ev_limits(),
+                                    profile_id=pid, prices=prices, now=now)
+        except ProfileError:
+            if not txid:
+                raise
+            reason = "profile error"
+        except (ValueError, OverflowError, TypeError, ArithmeticError) as err:
+            reason = repr(err)
+        safe_kw = max(0.0, min([float(v) for v in limits_kw if v == v] or [0.0]))
+        log.warning("%s tx %s: cannot build a profile from the EV's charging needs (%s); "
+                    "sending its safe minimum %.1f kW without them", info.key, txid, reason, safe_kw)
+        PROFILE_BUILD_FAILURES.inc()
+        return build_tx_profile(evse_id=info.evse_id, transaction_id=txid, start=start, step_s=step_s,
+                                limits_kw=[safe_kw], evse=info.electrical, ev=EvLimits(), profile_id=pid)
 
     def _energy_fields(self, payload: dict[str, Any]) -> dict[str, float]:
         """planned_kwh / allowed_kwh of a plan profile (what the plan gives, what the profile allows)."""
@@ -504,7 +626,10 @@ class SmartChargingService:
         pipe.set(self.keys.applied_profile(info.station_id, info.evse_id), json.dumps(record, default=str))
         evse_fields: dict[Any, Any] = {"applied_limit_w": repr(record["limit_w"])}
         if not steerable:
-            evse_fields["steerable"] = "0"
+            evse_fields.update(self._refusal_fields(site_id, info))
+        elif accepted and (info.refusals or kind == "probe"):
+            evse_fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
+            info.refusals = 0
         pipe.hset(self.keys.station_evse(info.station_id, info.evse_id), mapping=evse_fields)
         pipe.hincrby(loop_key, "schedules_sent", 1)
         pipe.hset(loop_key, mapping={"last_schedule_sent_at": sent_at, "last_schedule_status": str(status),
@@ -521,24 +646,49 @@ class SmartChargingService:
         await pipe.execute()
         info.record = record
         if not steerable:
-            info.steerable = False
-            log.warning("station %s EVSE %s cannot be steered (%s): budgeted at its maximum",
-                        info.station_id, info.evse_id, (reply.error or {}).get("code"))
+            log.warning("station %s EVSE %s refused a profile (%s): budgeted at its maximum, retry in %.0f s",
+                        info.station_id, info.evse_id, status,
+                        info.retry_after_s - self.clock.timestamp())
+        elif accepted and kind == "probe":
+            info.steerable = True
         return accepted, counted
 
     def _outcome(self, reply: CommandReply, old: Series, new: Series,
                  now_s: float) -> tuple[bool, bool, Series]:
-        """(accepted, steerable, series to count) for a station's answer."""
+        """(accepted, steerable, series to count) for a station's answer.
+
+        Rejected (other than for a transaction that just ended), NotImplemented, NotSupported
+        or any other CALLERROR: the station does not obey profiles (steerable=False; budgeted at
+        its metered maximum, tried again after a backoff or a reboot). A timeout counts
+        max(old, new): the station may have applied it.
+        """
         if reply.ok:
-            if (reply.payload or {}).get("status") == "Accepted":
+            payload = reply.payload or {}
+            if payload.get("status") == "Accepted":
                 return True, True, new
-            return False, True, old
-        code = str((reply.error or {}).get("code", ""))
-        if reply.outcome is Outcome.CALL_ERROR and code in NOT_STEERABLE_CODES:
+            reason = str((payload.get("statusInfo") or {}).get("reasonCode") or "")
+            return False, reason in TX_RACE_REASONS, old
+        if reply.outcome is Outcome.CALL_ERROR:
             return False, False, old
         if reply.outcome is Outcome.TIMEOUT:  # unknown whether it applied: count the higher one
             return False, True, planner.pointwise(old, new, now_s, "max")
         return False, True, old
+
+    def _refusal_fields(self, site_id: str, info: EvseInfo) -> dict[str, str]:
+        """EVSE hash fields for a station that just refused a profile (backoff before a retry)."""
+        refusals = info.refusals + 1
+        retry = self.clock.timestamp() + budget.refusal_backoff_s(refusals, self.settings.refusal_backoff_s)
+        info.refusals, info.retry_after_s, info.steerable = refusals, retry, False
+        self._refused.add(site_id)
+        self._refusing.setdefault(site_id, set()).add((info.station_id, info.evse_id))
+        return {"steerable": "0", "refusals": str(refusals), "retry_after": repr(retry)}
+
+    def _fields(self, etype: EventType, site_id: str, data: Mapping[str, Any],
+                info: EvseInfo | None = None) -> Any:
+        """Stream fields of an event about a site (or one of its EVSEs), stamped now."""
+        return event_fields(etype, self.clock.now(), info.station_id if info else "",
+                            info.evse_id if info else None, info.tx_ref if info else "", site_id,
+                            dict(data))
 
     async def _event(self, etype: EventType, site_id: str, info: EvseInfo, ref: str,
                      data: Mapping[str, Any]) -> None:
@@ -577,10 +727,7 @@ class SmartChargingService:
             scaled = [(t, w * factor) for t, w in applied[key]]
             base = (info.record or {}).get("accepted_profile") if info.has_profile() else None
             if base is None:
-                base = build_tx_profile(
-                    evse_id=info.evse_id, transaction_id=info.transaction_id, start=self.clock.now(),
-                    step_s=900, limits_kw=[0.0], evse=info.electrical, ev=info.ev_limits(),
-                    profile_id=stable_profile_id(info.station_id, info.evse_id))
+                base = self._build(info, info.transaction_id, self.clock.now(), 900, [0.0])
             payload = self._step_payload(info, scaled, base)
             payloads[key] = payload
             target[key] = self._abs_series(payload, info)
@@ -589,30 +736,41 @@ class SmartChargingService:
         return await self._execute(site_id, evses, applied, target, payloads, budget_w,
                                    f"limit-{int(now_s)}", "limit")
 
-    # --- fail-safe default profiles (opt-in: fallback_limit_kw) -------------------------------
-    async def ensure_defaults(self, site_id: str) -> int:
-        """Install/lower a TxDefaultProfile on every EVSE of the site; returns profiles sent.
+    # --- reservation: a TxDefaultProfile on every EVSE (budget.reserve_w) ------------------
+    async def ensure_defaults(self, site_id: str, force: frozenset[str] = frozenset()) -> int:
+        """Install/lower the TxDefaultProfile of every EVSE of the site; returns profiles sent.
 
-        Only when `fallback_limit_kw` is set: limit = min(fallback_limit_kw, site limit / EVSEs on
-        the site, EVSE max). A session then draws at most that until its TxProfile arrives, and
-        the defaults of all EVSEs together stay within the site limit. Defaults are only
-        installed or lowered here (never raised), so every change is a decrease.
+        limit = `budget.reserve_w` (min(reserve_kw_per_evse, site limit / EVSEs, EVSE max),
+        capped by `fallback_limit_kw`): what a plug-in may draw before the csms admits the
+        session; idle EVSEs are counted at it. Defaults are only installed or lowered here
+        (every change is a decrease); `force` stations (just booted: they may have lost it) get
+        theirs again. A refusing EVSE whose backoff has passed is probed with its default.
         """
-        if self.settings.fallback_limit_kw is None:
-            return 0
         evses = await self.site_evses(site_id)
         if not evses:
             return 0
-        share_w = min(self.settings.fallback_limit_kw * 1000.0, await self.site_limit_w(site_id) / len(evses))
+        site_w = await self.site_limit_w(site_id)
+        now_s = self.clock.timestamp()
         sends = []
         for info in evses.values():
-            limit_w = min(share_w, info.electrical.max_power_w)
-            if not info.online or not info.steerable:
+            limit_w = budget.reserve_w(self.settings.reserve_kw_per_evse * 1000.0, site_w, len(evses),
+                                       info.electrical.max_power_w)
+            if self.settings.fallback_limit_kw is not None:
+                limit_w = min(limit_w, self.settings.fallback_limit_kw * 1000.0)
+            if not info.online:
                 continue
-            if info.default_w is not None and info.default_w <= limit_w + 1.0:
+            if not info.steerable:
+                self._refusing.setdefault(site_id, set()).add((info.station_id, info.evse_id))
+                if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
+                    continue  # a refusing EVSE with a session is probed with a TxProfile (safety.tick)
+            if (info.steerable and info.station_id not in force and info.default_w is not None
+                    and info.default_w <= limit_w + 1.0):
                 continue
             sends.append(self._send_default(site_id, info, limit_w))
-        results = await asyncio.gather(*sends)
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("site %s: default profile failed: %r", site_id, r)
         return len(results)
 
     async def _send_default(self, site_id: str, info: EvseInfo, limit_w: float) -> bool:
@@ -631,7 +789,8 @@ class SmartChargingService:
                 "chargingRateUnit": info.electrical.rate_unit, "chargingSchedulePeriod": [period]}]}}
         counted_w = float(self._abs_series(payload, info)[0][1])
         await self._event(EventType.PROFILE_SENT, site_id, info, "", {
-            "kind": "default", "profile_id": pid, "periods": 1, "limit_w": counted_w})
+            "kind": "default", "plan_id": f"default-{time.time_ns()}", "profile_id": pid, "periods": 1,
+            "limit_w": counted_w})
         PROFILES_SENT.labels("default").inc()
         reply = await self.commands.call(info.station_id, "SetChargingProfile", payload,
                                          timeout_s=self.settings.call_timeout_s)
@@ -642,8 +801,11 @@ class SmartChargingService:
         fields: dict[Any, Any] = {}
         if accepted:
             fields["default_limit_w"] = repr(counted_w)
+            if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
+                fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
+                info.steerable, info.refusals = True, 0
         if not steerable:
-            fields["steerable"] = "0"
+            fields.update(self._refusal_fields(site_id, info))
         if fields:
             await self.redis.hset(self.keys.station_evse(info.station_id, info.evse_id), mapping=fields)
         await self._event(EventType.PROFILE_ANSWERED, site_id, info, "", {
@@ -653,45 +815,10 @@ class SmartChargingService:
 
     # --- fail-safe interim profile (K15) -------------------------------------------------
     async def send_interims(self, site_id: str) -> int:
-        """Interim profiles for the due sessions that still have no accepted profile; returns sent.
-
-        Each gets an equal share of the headroom left by everything else counted (site limit
-        minus the other EVSEs' applied limits, highest from now on), split among all sessions of
-        the site still without a profile, capped by the EVSE maximum and `fallback_limit_kw`.
-        A session that already has a plan (or earlier interim) profile keeps it.
-        """
+        """Sessions still without a profile `interim_profile_after_s` after they started: the site
+        shares its headroom fairly until a plan covers them (`safety.share_fairly`)."""
         due = self._interim_due.pop(site_id, {})
-        if not due:
-            return 0
-        infos = await self.evse_infos(list(due))
-        todo = [i for i in infos.values() if i.tx_ref == due[(i.station_id, i.evse_id)]
-                and i.online and i.steerable and not i.has_profile()]
-        if not todo:
-            return 0
-        evses = await self.site_evses(site_id)
-        now_s = self.clock.timestamp()
-
-        def waiting(e: EvseInfo) -> bool:
-            return bool(e.tx_ref and e.online and e.steerable and not e.has_profile())
-
-        pending = [e for e in evses.values() if waiting(e)]
-        others = [e.applied(now_s) for e in evses.values() if not waiting(e)]
-        other_load = max(planner.total(others, planner.grid(others, now_s))) if others else 0.0
-        fallback_w = self.settings.fallback_limit_kw * 1000.0 if self.settings.fallback_limit_kw else None
-        budget_w = await self.site_limit_w(site_id)
-        sends = []
-        for info in todo:
-            limit_w = planner.fair_share_w(budget_w, other_load, max(1, len(pending)),
-                                           info.electrical.max_power_w, fallback_w)
-            payload = build_tx_profile(
-                evse_id=info.evse_id, transaction_id=info.transaction_id, start=self.clock.now(), step_s=900,
-                limits_kw=[limit_w / 1000], evse=info.electrical, ev=info.ev_limits(),
-                profile_id=stable_profile_id(info.station_id, info.evse_id))
-            sends.append(self._send(site_id, info, payload, f"interim-{info.tx_ref}", "interim"))
-            log.info("interim profile %.0f W for %s tx %s (no plan after %.1f s)", limit_w, info.key,
-                     info.tx_ref, self.settings.interim_profile_after_s)
-        results = await asyncio.gather(*sends)
-        return sum(1 for ok, _ in results if ok)
+        return await safety.share_fairly(self, site_id, due)
 
     # --- K15 bookkeeping, tx end, K17 -------------------------------------------------------
     async def _needs_received(self, event: Event) -> None:
@@ -712,6 +839,8 @@ class SmartChargingService:
     async def _tx_ended(self, event: Event) -> None:
         if event.evse_id is None:
             return
+        # a non-compliance mark belongs to the session (the next one starts compliant)
+        await self.redis.hdel(self.keys.station_evse(event.station_id, event.evse_id), "noncompliant_w")
         key = self.keys.applied_profile(event.station_id, event.evse_id)
         raw = await self.redis.get(key)
         if not raw:
@@ -793,6 +922,7 @@ class SmartChargingService:
     async def run(self) -> None:
         """Follow the event stream until cancelled."""
         renew = asyncio.create_task(self._renew_leases())
+        watchdog = asyncio.create_task(self._watchdog())
         # start at the current tail id (not "$" on every call: no event lost between two reads)
         tail = await self.redis.xrevrange(self.keys.events(), count=1)
         last_id: str = str(tail[0][0]) if tail else "0-0"
@@ -815,6 +945,7 @@ class SmartChargingService:
                         await self.dispatch(event)
         finally:
             renew.cancel()
+            watchdog.cancel()
             for site in self.sites.values():
                 if site.task:
                     site.task.cancel()

@@ -22,6 +22,9 @@ from csms.core.security import (
 from csms.store.client import as_str, as_str_dict, hmap
 from csms.store.keys import Keys
 
+SITE_EVENTS_MAXLEN = 100_000
+"""Approximate length cap of the event stream when appending `site.limit`."""
+
 STATION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,47}\Z")
 
 
@@ -150,19 +153,33 @@ async def set_station_compat(redis: Redis, keys: Keys, station_id: str, compat: 
 
 
 async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float,
-                         name: str | None = None, now: datetime | None = None) -> None:
-    """Create or update a site and its grid limit (kW)."""
+                         name: str | None = None, now: datetime | None = None,
+                         source: str = "cli") -> dict[str, Any]:
+    """THE way a site's grid limit (kW) changes: hash + `site.limit` event in one MULTI.
+
+    Every path (CLI, HTTP API, MQTT, configuration, demo) calls this, so the smart-charging
+    service sees every change on the stream and lowers the stations within a second, with or
+    without the optimizer. Returns the event data.
+    """
+    from csms.events import Event, EventType
+
     validate_station_id(site_id)
-    if not limit_kw > 0:
-        raise ProvisioningError(f"site limit must be > 0 kW, got {limit_kw}")
+    if not (limit_kw > 0 and limit_kw < float("inf")):
+        raise ProvisioningError(f"site limit must be > 0 kW (finite), got {limit_kw}")
+    ts = now or datetime.now(UTC)
+    data: dict[str, Any] = {"limit_kw": float(limit_kw), "source": source}
+    event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=ts, data=data)
     pipe = redis.pipeline(transaction=True)
     pipe.sadd(keys.sites(), site_id)
-    mapping = {"limit_kw": repr(float(limit_kw)), "updated_at": _now_iso(now)}
+    mapping = {"limit_kw": repr(float(limit_kw)), "updated_at": ts.isoformat()}
     if name:
         mapping["name"] = name
     pipe.hset(keys.site(site_id), mapping=hmap(mapping))
     pipe.hsetnx(keys.site(site_id), "name", site_id)
+    pipe.xadd(keys.events(), event.to_fields(), maxlen=SITE_EVENTS_MAXLEN,  # type: ignore[arg-type]
+              approximate=True)
     await pipe.execute()
+    return data
 
 
 async def add_id_token(redis: Redis, keys: Keys, id_token: str, status: str = "Accepted",

@@ -80,6 +80,8 @@ EVENT_SUBJECTS: dict[EventType, tuple[Subject, ...]] = {
     EventType.PROFILE_ANSWERED: (Subject.SESSION, Subject.STATION),
     EventType.SCHEDULE_PLANNED: (Subject.PLAN, Subject.SITE),
     EventType.SITE_LIMIT: (Subject.SITE,),
+    EventType.SITE_OVER_LIMIT: (Subject.SITE, Subject.EVENT),
+    EventType.EVSE_NONCOMPLIANT: (Subject.STATION, Subject.EVENT),
     EventType.SITE_PRICES: (Subject.PLAN,),
     EventType.SECURITY_EVENT: (Subject.EVENT,),
     EventType.FIRMWARE_STATUS: (Subject.EVENT,),

@@ -125,6 +125,8 @@ async def csms_running(redis_url: str, keys: Keys, clock: ScaledClock, cfg: Demo
         # default profiles on every EVSE (site limit / EVSEs): a plug-in never draws the EVSE maximum
         # before its first TxProfile, and the site limit holds even while the loop catches up
         fallback_limit_kw=max(c.max_kw for c in plan.cars) if plan.cars else None,
+        # the reservation: a plug-in starts at once at min(EVSE max, site limit / EVSEs)
+        reserve_kw_per_evse=max(c.max_kw for c in plan.cars) if plan.cars else 0.0,
     )
     async with app.running_csms(settings, clock=clock) as running:
         yield running

@@ -47,7 +47,7 @@ class StationModel(_Model):
 
     id: str = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
     evses: list[EvseModel] = Field(min_length=1)
-    quirks: list[Literal["no_smart_charging", "duplicate_ended"]] = Field(
+    quirks: list[Literal["no_smart_charging", "duplicate_ended", "reject_profiles", "ignore_limits"]] = Field(
         default_factory=list, description="real-charger behaviours to imitate (evse_sim.station.QUIRKS)"
     )
 

@@ -54,6 +54,8 @@ class LoopStation(ChargePoint):
         self.refuse_with: str | None = None  # "NotImplemented" or "Rejected"
         self.got_profile = asyncio.Event()
         self.seq = 0
+        self.tx_id = ""  # running transaction (a TxProfile applies only to its own transaction)
+        self.ignore_limits = False  # non-compliant: accepts profiles and draws its maximum anyway
 
     @on(Action.set_charging_profile)
     async def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any],
@@ -76,12 +78,16 @@ class LoopStation(ChargePoint):
         if not tx_active:
             return 0.0
         fallback = 11_040.0
+        if self.ignore_limits:
+            return fallback
         if self.defaults:
             start, periods = profile_series_w(self.defaults[-1])
             fallback = value_at(periods, (at - start).total_seconds())
-        if not self.profiles:
+        mine = [p for p in self.profiles
+                if not self.tx_id or p["chargingProfile"].get("transactionId") == self.tx_id]
+        if not mine:
             return fallback
-        start, periods = profile_series_w(self.profiles[-1])
+        start, periods = profile_series_w(mine[-1])
         if at < start:
             return fallback
         return value_at(periods, (at - start).total_seconds())
@@ -96,6 +102,7 @@ class LoopStation(ChargePoint):
 
     async def start_tx(self, txid: str, token: str = "TOKEN-1") -> None:
         """TransactionEvent Started on EVSE 1."""
+        self.tx_id = txid
         await self.call(call.TransactionEvent(
             event_type="Started", timestamp=iso(datetime.now(UTC)), trigger_reason="CablePluggedIn",
             seq_no=self._next(), transaction_info={"transaction_id": txid, "charging_state": "EVConnected"},
@@ -109,6 +116,16 @@ class LoopStation(ChargePoint):
             seq_no=self._next(),
             transaction_info={"transaction_id": txid, "stopped_reason": "EVDisconnected"},
             evse={"id": 1, "connector_id": 1}), suppress=False)
+        self.tx_id = ""
+
+    async def meter(self, txid: str, power_w: float) -> None:
+        """TransactionEvent Updated with the power drawn now (what the csms meters)."""
+        await self.call(call.TransactionEvent(
+            event_type="Updated", timestamp=iso(datetime.now(UTC)), trigger_reason="MeterValuePeriodic",
+            seq_no=self._next(), transaction_info={"transaction_id": txid, "charging_state": "Charging"},
+            evse={"id": 1, "connector_id": 1},
+            meter_value=[{"timestamp": iso(datetime.now(UTC)), "sampled_value": [
+                {"value": power_w, "measurand": "Power.Active.Import"}]}]), suppress=False)
 
     async def needs(self, departure: datetime, energy_wh: int, max_current_a: int = 16,
                     max_tuples: int = 5) -> str:
@@ -169,14 +186,10 @@ class Loop:
         return cp
 
     async def set_limit(self, limit_kw: float) -> None:
-        """Change the site limit and emit site.limit (what the API/MQTT do)."""
-        from csms.events import EventType
-        from csms.store.state import event_fields
+        """Change the site limit through the one product function (hash + `site.limit`)."""
+        from csms.store.provisioning import set_site_limit
 
-        await self.redis.hset(self.keys.site(SITE), mapping={"limit_kw": repr(limit_kw)})
-        await self.redis.sadd(self.keys.sites(), SITE)
-        await self.redis.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
-            EventType.SITE_LIMIT, datetime.now(UTC), site_id=SITE, data={"limit_kw": limit_kw}))
+        await set_site_limit(self.redis, self.keys, SITE, limit_kw, source="test")
 
     async def site_limit_w(self) -> float:
         """Current site limit."""
@@ -247,8 +260,8 @@ class Loop:
 
 @contextlib.asynccontextmanager
 async def closed_loop(redis_url: str, limit_kw: float = 20.0, worker: bool = True,
-                      **settings: Any) -> AsyncIterator[Loop]:
-    """csms (smart charging only) + worker + monitor on a fresh site."""
+                      services: tuple[str, ...] = (), **settings: Any) -> AsyncIterator[Loop]:
+    """csms (smart charging + `services`) + worker + monitor on a fresh site."""
     base: dict[str, Any] = dict(redis_url=redis_url, host="127.0.0.1", port=0, node_id="loop-node",
                                 api_enabled=False, heartbeat_interval_s=60, interim_profile_after_s=1.0,
                                 replan_threshold_kw=0.5, call_timeout_s=5.0)
@@ -257,7 +270,8 @@ async def closed_loop(redis_url: str, limit_kw: float = 20.0, worker: bool = Tru
     keys = Keys("evfleet")
     await redis.hset(keys.site(SITE), mapping={"limit_kw": repr(limit_kw), "name": "Depot"})
     await redis.sadd(keys.sites(), SITE)
-    async with running_csms(CsmsSettings(**base), services=["csms.smart_charging.service:run"]) as node:
+    async with running_csms(CsmsSettings(**base),
+                            services=["csms.smart_charging.service:run", *services]) as node:
         lp = Loop(node=node, redis=redis, keys=keys, redis_url=redis_url)
         lp._tasks.append(asyncio.create_task(lp._monitor()))
         if worker:

@@ -25,8 +25,8 @@ def _site(**kw: object) -> SiteState:
         EvseState("cs1", 1, max_power_w=22_000, rate_unit="A"),
         EvseState("cs2", 1, max_power_w=11_000),
         EvseState("cs3", 1, max_power_w=7_000, steerable=False),
-        EvseState("cs4", 1, max_power_w=11_000, online=False, applied_max_w=4_000),
-        EvseState("cs5", 1, max_power_w=11_000),  # idle
+        EvseState("cs4", 1, max_power_w=11_000, online=False, applied_max_w=4_000, applied_tx="tx4"),
+        EvseState("cs5", 1, max_power_w=11_000, default_w=0.0),  # idle, zero until admitted
     ]
     sessions = [
         SessionState("tx1", "cs1", 1, NOW - timedelta(hours=1), energy_wh=5_000,
@@ -46,8 +46,8 @@ def test_instance_from_site_state() -> None:
     assert inst.start == datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
     assert inst.steps == 96 and inst.step_minutes == 15
     assert inst.first_step_minutes == pytest.approx(8.0) and inst.horizon_start == NOW  # starts at now
-    assert {c.id for c in inst.chargers} == {"cs1/1", "cs2/1", "cs5/1"}
-    # steerable=0 with a session at its max, offline at its last applied limit
+    assert {c.id for c in inst.chargers} == {"cs1/1", "cs2/1"}
+    # steerable=0 with a session at its max, offline at its last applied limit, idle at its default
     assert snap.fixed_load_kw == pytest.approx(7 + 4)
     assert inst.site.base_load_kw == pytest.approx(11)
     evs = {e.id: e for e in inst.evs}
@@ -62,6 +62,37 @@ def test_instance_from_site_state() -> None:
     assert snap.notes["tx2"] == "departure=default energy=default"
     assert snap.ev_evse == {"tx1": "cs1/1", "tx2": "cs2/1"}
     assert inst.objective.unmet_penalty_per_kwh == 10.0
+
+
+def test_offline_is_not_zero_and_idle_evses_count_their_reservation() -> None:
+    """Issue 11: an offline EVSE is budgeted by its record only if that record is for its session."""
+    evses = [
+        # offline mid-session; the record is the previous transaction's ended record (0 W)
+        EvseState("off", 1, max_power_w=11_000, online=False, applied_max_w=0.0, applied_tx="old-tx"),
+        # offline, unsteerable (refused profiles), metered above its nominal maximum
+        EvseState("ref", 1, max_power_w=11_000, online=False, steerable=False, metered_max_w=11_500),
+        # idle: one without a default (a plug-in draws its maximum), one with a 2 kW reservation
+        EvseState("idle-a", 1, max_power_w=7_000),
+        EvseState("idle-b", 1, max_power_w=7_000, default_w=2_000.0),
+        # idle and refusing profiles: a plug-in draws its maximum
+        EvseState("idle-c", 1, max_power_w=3_000, steerable=False, default_w=0.0),
+        # online but drawing 9 kW against a 4 kW limit
+        EvseState("nc", 1, max_power_w=11_000, applied_max_w=4_000, applied_tx="t-nc", noncompliant_w=9_000),
+    ]
+    sessions = [SessionState("t-off", "off", 1, NOW), SessionState("t-ref", "ref", 1, NOW),
+                SessionState("t-nc", "nc", 1, NOW)]
+    snap = build_instance(SiteState("s", 100, evses, sessions), NOW, SnapshotConfig())
+    assert snap.fixed_load_kw == pytest.approx(11 + 11.5 + 7 + 2 + 3 + 9)
+    assert not snap.instance.chargers
+
+
+def test_fixed_load_above_the_limit_is_reported() -> None:
+    from optimizer.worker import plan_status
+
+    snap = build_instance(SiteState("s", 10, [EvseState("x", 1, max_power_w=22_000, steerable=False)],
+                                    [SessionState("t", "x", 1, NOW)]), NOW, SnapshotConfig())
+    status, message = plan_status(snap, 10.0, "optimal", "")
+    assert status == "over_limit" and "22.0 kW" in message and "10.0 kW" in message
 
 
 def test_gamma_forecast_used_with_history() -> None:

@@ -149,6 +149,10 @@
     $("site-power").textContent = fmt(s.power_kw); $("site-limit").textContent = fmt(s.limit_kw);
     $("site-headroom").textContent = fmt(s.headroom_kw); $("site-planned").textContent = fmt(s.planned_kw_now);
     $("site-sessions").textContent = s.active_sessions;
+    const alarm = $("site-alarm");  // the over-limit alarm (metered power above the limit for too long)
+    alarm.hidden = !s.over_limit;
+    alarm.textContent = s.over_limit ? `Over the site limit: metered ${fmt(s.over_limit_metered_kw)} kW `
+      + `against ${fmt(s.limit_kw)} kW since ${s.over_limit_changed_at || "?"}; other sessions are being lowered` : "";
     let risk = 0;
     for (const x of S.sessions.values()) if ((!S.siteId || x.site_id === S.siteId) && (outlook(x) || {}).risk) risk++;
     $("site-risk").textContent = risk;

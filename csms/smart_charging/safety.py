@@ -1,0 +1,266 @@
+"""Fail-safe paths of the smart-charging service: fair sharing, the metered watchdog, probes.
+
+- `share_fairly`: while no plan covers the site's sessions (optimizer down or late), every
+  steerable session gets a water-filled share of the headroom (`budget.fair_shares`), re-shared
+  when sessions start and end; changes go through `planner.next_batch` (decreases first).
+- `tick` (every `watchdog_interval_s`): metered power against what each EVSE was allowed ->
+  non-compliance (budgeted at what it draws, `evse.noncompliant`); metered site power against
+  the site limit -> alarm (`site.over_limit`: event, metric, MQTT, dashboard) and a corrective
+  pass that lowers the others; refusing EVSEs past their backoff are probed again.
+
+Functions take the service (I/O through it); the decisions are in `budget` and `planner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge
+
+from csms.events import EventType
+from csms.smart_charging import budget, planner
+from csms.smart_charging.planner import Series
+
+if TYPE_CHECKING:
+    from csms.smart_charging.service import EvseInfo, SmartChargingService
+
+log = logging.getLogger(__name__)
+
+OVER_LIMIT = Gauge("evfleet_site_over_limit", "1 while metered site power is above the site limit",
+                   ["site"])
+OVER_LIMIT_ALARMS = Counter("evfleet_site_over_limit_alarms_total",
+                            "Over-limit alarms raised (metered site power above the limit for too long)",
+                            ["site"])
+SITE_METERED_KW = Gauge("evfleet_site_metered_kw", "Metered power of a site's sessions", ["site"])
+NONCOMPLIANT = Gauge("evfleet_noncompliant_evses", "EVSEs drawing more than their accepted limit",
+                     ["site"])
+NONCOMPLIANT_MARKED = Counter("evfleet_noncompliant_marked_total",
+                              "EVSEs marked non-compliant (drew above their accepted limit too long)")
+
+
+def _finite(value: Any, default: float = 0.0) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
+
+
+def ev_caps_w(info: EvseInfo) -> tuple[float, float]:
+    """(cap, minimum) power of a session from the EVSE and the EV's needs (garbage ignored)."""
+    ev = info.ev_limits()
+    w_per_a = info.electrical.voltage_v * max(1, info.electrical.phases)
+    cap = info.electrical.max_power_w
+    if ev.max_current_a and _finite(ev.max_current_a) > 0:
+        cap = min(cap, _finite(ev.max_current_a) * w_per_a)
+    if ev.max_power_w and _finite(ev.max_power_w) > 0:
+        cap = min(cap, _finite(ev.max_power_w))
+    low = 0.0
+    if ev.min_current_a:
+        low = _finite(ev.min_current_a) * w_per_a
+    elif ev.min_power_w:
+        low = _finite(ev.min_power_w)
+    return max(0.0, cap), max(0.0, low)
+
+
+async def share_fairly(svc: SmartChargingService, site_id: str,
+                       due: Mapping[tuple[str, int], str] | None = None) -> int:
+    """Fair shares for the site's sessions while no plan covers them; returns profiles accepted.
+
+    `due`: sessions whose interim timer fired; if one of them still has no profile, the plan is
+    late and the site enters fallback mode (left when the next plan is applied). In fallback
+    mode every online, steerable, compliant session shares what the other EVSEs leave.
+    """
+    if not due and site_id not in svc._fallback:
+        return 0
+    evses = await svc.site_evses(site_id)
+    if due:
+        waiting = [i for i in evses.values() if (i.station_id, i.evse_id) in due
+                   and i.tx_ref == due[(i.station_id, i.evse_id)] and i.online and i.steerable
+                   and not i.has_profile()]
+        if waiting and site_id not in svc._fallback:
+            log.warning("site %s: no plan for %d session(s) after %.1f s: sharing the headroom fairly",
+                        site_id, len(waiting), svc.settings.interim_profile_after_s)
+            svc._fallback.add(site_id)
+    if site_id not in svc._fallback:
+        return 0
+    now_s = svc.clock.timestamp()
+    applied = {k: e.applied(now_s) for k, e in evses.items()}
+    sharers = [k for k, e in evses.items()
+               if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None]
+    if not sharers:
+        return 0
+    others = [applied[k] for k in applied if k not in sharers]
+    other_w = max(planner.total(others, planner.grid(others, now_s))) if others else 0.0
+    budget_w = await svc.site_limit_w(site_id)
+    caps, mins = {}, {}
+    for k in sharers:
+        caps[k], mins[k] = ev_caps_w(evses[k])
+        if svc.settings.fallback_limit_kw is not None:
+            caps[k] = min(caps[k], svc.settings.fallback_limit_kw * 1000.0)
+    shares = budget.fair_shares(budget_w - other_w, caps, mins)
+    target: dict[str, Series] = dict(applied)
+    payloads: dict[str, dict[str, Any]] = {}
+    now = svc.clock.now()
+    for k in sharers:
+        info = evses[k]
+        try:
+            payload = svc._build(info, info.transaction_id, now, 900, [shares[k] / 1000.0])
+        except Exception as err:  # one EVSE's profile must not stop the others
+            log.error("site %s: no fair-share profile for %s: %r", site_id, k, err)
+            continue
+        new = svc._abs_series(payload, info)
+        if info.has_profile() and (info.record or {}).get("kind", "").startswith("interim") \
+                and planner.max_abs_diff_w(applied[k], new, now_s) <= planner.TOLERANCE_W:
+            continue
+        payloads[k], target[k] = payload, new
+    stats = await svc._execute(site_id, evses, applied, target, payloads, budget_w,
+                               f"fair-{int(now_s)}", "interim")
+    log.info("site %s: fair shares of %.0f W (limit %.0f W - others %.0f W: %s): %s -> %s", site_id,
+             budget_w - other_w, budget_w, other_w,
+             {k: round(planner.value_at(v, now_s)) for k, v in applied.items() if k not in sharers},
+             {k: round(v) for k, v in shares.items()}, stats)
+    return stats["accepted"]
+
+
+async def tick(svc: SmartChargingService, site_id: str) -> None:
+    """The metered watchdog of one site (module doc); reads only the EVSEs that were metered."""
+    mono = time.monotonic()
+    now_s = svc.clock.timestamp()
+    metered: list[tuple[str, int]] = []
+    for (sid, eid) in list(svc._power):
+        if sid not in svc._station_site:
+            site = await svc.redis.hget(svc.keys.station(sid), "site_id")
+            svc._station_site[sid] = str(site) if site else svc.settings.default_site
+        if svc._station_site[sid] == site_id:
+            metered.append((sid, eid))
+    refusing = sorted(svc._refusing.get(site_id, set()))
+    infos = await svc.evse_infos(sorted(set(metered) | set(refusing)))
+    limit_w = await svc.site_limit_w(site_id)
+    metered_w, changed, flagged = 0.0, False, 0
+    drawers: list[tuple[EvseInfo, float, float]] = []
+    for sid, eid in metered:
+        info = infos[f"{sid}/{eid}"]
+        seen = svc._power.get((sid, eid))
+        if seen is None or seen[0] != info.tx_ref:
+            svc._noncompliant.forget(info.key)
+            svc._compliant.forget(info.key)
+            continue
+        drawn = seen[1]
+        metered_w += drawn
+        if drawn > info.metered_max_w + 100.0:
+            await svc.redis.hset(svc.keys.station_evse(sid, eid), "metered_max_w", repr(drawn))
+        if not info.steerable or not info.online:
+            continue
+        allowed = planner.value_at(info.allowed(now_s), now_s)
+        over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
+        drawers.append((info, drawn, allowed))
+        if info.noncompliant_w is None:
+            if svc._noncompliant.update(info.key, over, mono):
+                await _set_noncompliant(svc, site_id, info, drawn, allowed)
+                changed = True
+        else:
+            flagged += 1
+            if over and drawn > info.noncompliant_w + 100.0:
+                await _set_noncompliant(svc, site_id, info, drawn, allowed)
+                changed = True
+            if svc._compliant.update(info.key, not over, mono):
+                await _set_noncompliant(svc, site_id, info, None, allowed)
+                changed = True
+    NONCOMPLIANT.labels(site_id).set(flagged)
+    SITE_METERED_KW.labels(site_id).set(metered_w / 1000.0)
+    changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono, drawers)
+    if changed:
+        await svc.enforce_limit(site_id)
+        await share_fairly(svc, site_id)
+    for sid, eid in refusing:
+        info = infos[f"{sid}/{eid}"]
+        if info.steerable:
+            svc._refusing.get(site_id, set()).discard((sid, eid))
+    await probe(svc, site_id, {k: v for k, v in infos.items() if (v.station_id, v.evse_id) in refusing},
+                now_s)
+
+
+async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float, limit_w: float,
+                      mono: float, drawers: list[tuple[EvseInfo, float, float]]) -> bool:
+    """Raise or clear the site's over-limit alarm; True if stations were newly marked."""
+    over = metered_w > limit_w + max(100.0, 0.005 * limit_w)
+    lasting = svc._over.update(site_id, over, mono)
+    OVER_LIMIT.labels(site_id).set(1 if over else 0)
+    if lasting and site_id not in svc._alarmed:
+        svc._alarmed.add(site_id)
+        OVER_LIMIT_ALARMS.labels(site_id).inc()
+        log.error("site %s: metered %.1f kW above the limit %.1f kW for more than %.0f s",
+                  site_id, metered_w / 1000, limit_w / 1000, svc.settings.over_limit_after_s)
+        await _site_alarm(svc, site_id, "over", metered_w, limit_w)
+        marked = False  # corrective: whoever draws above its limit is budgeted at its draw now
+        for info, drawn, allowed in drawers:
+            if info.noncompliant_w is None and drawn > allowed + svc.settings.noncompliance_tolerance_w:
+                await _set_noncompliant(svc, site_id, info, drawn, allowed)
+                marked = True
+        return marked or True
+    if not over and site_id in svc._alarmed:
+        svc._alarmed.discard(site_id)
+        await _site_alarm(svc, site_id, "cleared", metered_w, limit_w)
+    return False
+
+
+async def _site_alarm(svc: SmartChargingService, site_id: str, state: str, metered_w: float,
+                      limit_w: float) -> None:
+    now = svc.clock.now()
+    fields: dict[Any, Any] = {"over_limit": "1" if state == "over" else "0",
+                              "metered_kw": repr(round(metered_w / 1000, 3)),
+                              "over_limit_changed_at": now.isoformat()}
+    pipe = svc.redis.pipeline(transaction=True)
+    pipe.hset(svc.keys.site(site_id), mapping=fields)
+    pipe.xadd(svc.keys.events(), svc._fields(EventType.SITE_OVER_LIMIT, site_id, {
+        "state": state, "metered_kw": round(metered_w / 1000, 3), "limit_kw": round(limit_w / 1000, 3)}))
+    await pipe.execute()
+
+
+async def _set_noncompliant(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn: float | None,
+                            allowed: float) -> None:
+    """Mark (drawn W) or clear (None) an EVSE's non-compliance; event + log."""
+    key = svc.keys.station_evse(info.station_id, info.evse_id)
+    pipe = svc.redis.pipeline(transaction=True)
+    if drawn is None:
+        pipe.hdel(key, "noncompliant_w")
+        log.info("%s complies with its limit again", info.key)
+    else:
+        if info.noncompliant_w is None:
+            NONCOMPLIANT_MARKED.inc()
+            log.warning("%s draws %.0f W above its accepted limit %.0f W: non-compliant, budgeted at "
+                        "what it draws", info.key, drawn, allowed)
+        pipe.hset(key, "noncompliant_w", repr(drawn))
+    info.noncompliant_w = drawn
+    pipe.xadd(svc.keys.events(), svc._fields(EventType.EVSE_NONCOMPLIANT, site_id, {
+        "noncompliant": drawn is not None, "drawn_w": drawn, "allowed_w": round(allowed, 1)},
+        info=info))
+    await pipe.execute()
+
+
+async def probe(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo], now_s: float) -> None:
+    """Try refusing EVSEs again once their backoff passed (idle: default; session: TxProfile at max).
+
+    A probe never raises the budget: the EVSE is counted at its maximum while it refuses, and
+    the probe limits it to at most that. Accepted -> steerable again, re-planned.
+    """
+    due = [i for i in evses.values() if not i.steerable and i.online and i.retry_after_s <= now_s]
+    if not due:
+        return
+    idle = [i for i in due if not i.tx_ref]
+    if idle:
+        await svc.ensure_defaults(site_id)
+    for info in due:
+        if not info.tx_ref:
+            continue
+        top_w = max(info.electrical.max_power_w, info.metered_max_w)
+        try:
+            payload = svc._build(info, info.transaction_id, svc.clock.now(), 900, [top_w / 1000.0])
+            await svc._send(site_id, info, payload, f"probe-{int(now_s)}", "probe")
+        except Exception as err:  # the probe of one EVSE must not stop the watchdog
+            log.error("probe of %s failed: %r", info.key, err)

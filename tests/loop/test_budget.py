@@ -1,0 +1,94 @@
+"""csms.smart_charging.budget: what each EVSE counts, fair shares, backoff (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from csms.smart_charging.budget import (
+    EvseBudgetState,
+    Persistence,
+    counted_series,
+    fair_shares,
+    refusal_backoff_s,
+    reserve_w,
+)
+
+NOW = 1_000.0
+
+
+def _count(**kw: object) -> float:
+    state = EvseBudgetState(**{"transaction_id": "", "online": True, "steerable": True,  # type: ignore[arg-type]
+                               "max_power_w": 11_000.0, **kw})
+    return counted_series(state, NOW)[0][1]
+
+
+def test_what_each_evse_counts() -> None:
+    # idle: its default (the reservation), its maximum without one
+    assert _count(default_w=0.0) == 0.0
+    assert _count() == 11_000.0
+    # refusing: the metered maximum, session or not
+    assert _count(steerable=False, default_w=0.0, metered_max_w=11_500.0) == 11_500.0
+    assert _count(steerable=False, transaction_id="t") == 11_000.0
+    # a session: its accepted profile only if the record is for THIS session
+    assert _count(transaction_id="t", record_tx="t", record_series=[(0.0, 4_000.0)]) == 4_000.0
+    assert _count(transaction_id="t2", record_tx="t", record_series=[(0.0, 0.0)]) == 11_000.0
+    assert _count(transaction_id="t2", record_tx="t", record_series=[(0.0, 0.0)], default_w=0.0) == 0.0
+    # offline with a record of its session: that record; of an earlier session: its maximum
+    assert _count(transaction_id="t", online=False, record_tx="t", record_series=[(0.0, 3_000.0)]) == 3_000.0
+    assert _count(transaction_id="t", online=False, record_tx="old", record_series=[(0.0, 0.0)]) == 11_000.0
+    # non-compliant: at least what it draws
+    assert _count(transaction_id="t", record_tx="t", record_series=[(0.0, 4_000.0)],
+                  noncompliant_w=9_000.0) == 9_000.0
+
+
+def test_reserve_and_backoff() -> None:
+    assert reserve_w(0.0, 100_000, 30, 22_000) == 0.0
+    assert reserve_w(8_000.0, 20_000, 3, 22_000) == 20_000 / 3
+    assert reserve_w(8_000.0, 100_000, 3, 7_000) == 7_000
+    assert [refusal_backoff_s(n, 30) for n in (1, 2, 3)] == [30, 60, 120]
+    assert refusal_backoff_s(30, 30) == 3600
+
+
+def test_persistence() -> None:
+    p = Persistence(2.0)
+    assert not p.update("a", True, 0.0)
+    assert not p.update("a", True, 2.0)
+    assert p.update("a", True, 2.5)
+    assert not p.update("a", False, 3.0)
+    assert not p.update("a", True, 4.0)
+
+
+def test_fair_shares_equal_and_capped() -> None:
+    assert fair_shares(22_000, {"a": 11_000.0, "b": 11_000.0, "c": 11_000.0}) == pytest.approx({
+        "a": 22_000 / 3, "b": 22_000 / 3, "c": 22_000 / 3})
+    shares = fair_shares(22_000, {"a": 3_000.0, "b": 11_000.0, "c": 11_000.0})
+    assert shares["a"] == 3_000 and abs(shares["b"] - 9_500) < 1e-3 and abs(shares["c"] - 9_500) < 1e-3
+    # minimums that do not fit: the largest waits, the others are not held below theirs
+    shares = fair_shares(8_000, {"a": 11_000.0, "b": 11_000.0, "c": 11_000.0},
+                         {"a": 4_140.0, "b": 4_140.0, "c": 1_380.0})
+    assert shares["c"] >= 1_380 and sum(v > 0 for v in shares.values()) == 2
+    assert sum(shares.values()) <= 8_000 + 1e-6
+
+
+@given(st.floats(0, 200_000), st.dictionaries(st.text(min_size=1, max_size=3),
+                                              st.tuples(st.floats(0, 50_000), st.floats(0, 50_000)),
+                                              min_size=1, max_size=12))
+def test_fair_shares_properties(budget_w: float, sessions: dict[str, tuple[float, float]]) -> None:
+    caps = {k: c for k, (c, _) in sessions.items()}
+    mins = {k: m for k, (_, m) in sessions.items()}
+    shares = fair_shares(budget_w, caps, mins)
+    assert sum(shares.values()) <= budget_w + 1e-3
+    running = [k for k, v in shares.items() if v > 0]
+    for k, v in shares.items():
+        assert v <= caps[k] + 1e-6
+        if v > 0:
+            assert v >= min(mins[k], caps[k]) - 1e-6
+    # nobody above the common level while a running session sits below both its cap and the level
+    if running:
+        level = max(min(shares[k], caps[k]) for k in running if shares[k] < caps[k] - 1e-6) \
+            if any(shares[k] < caps[k] - 1e-6 for k in running) else None
+        if level is not None:
+            for k in running:
+                assert shares[k] <= max(level, min(mins[k], caps[k])) + 1e-3
