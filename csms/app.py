@@ -61,6 +61,7 @@ from csms.settings import CsmsSettings
 from csms.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from csms.store.embedded import EmbeddedRedis
 from csms.store.keys import Keys
+from csms.store.migrate import migrate_legacy_transactions
 from csms.store.quota import EventQuota
 from csms.store.state import StateStore
 
@@ -280,6 +281,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         if isinstance(clock, ScaledClock):
             tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
                                              name="clock-heartbeat"))
+        await migrate_legacy_transactions(redis, keys)  # before serving: tx keys of earlier versions
         quota = EventQuota(redis, keys, clock, settings.station_event_quota_per_hour,
                            settings.station_event_max_bytes)
         store = StateStore(redis, keys, clock, node_id, quota=quota)
