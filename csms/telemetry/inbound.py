@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
+from csms.core.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, loads_finite
 
 MAX_PAYLOAD_BYTES = 256_000
 
@@ -38,9 +38,17 @@ def parse_site_input(site_id: str, kind: str, payload: bytes) -> SiteInput:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InboundError(f"payload too large ({len(payload)} bytes, max {MAX_PAYLOAD_BYTES})")
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as err:
         raise InboundError(f"payload is not JSON: {err}") from err
+    if depth_exceeds(text):
+        raise InboundError(f"payload nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data, non_finite = loads_finite(text)
+    except (ValueError, RecursionError) as err:
+        raise InboundError(f"payload is not JSON: {err}") from err
+    if non_finite:
+        raise InboundError("payload is not JSON: NaN, Infinity or a number out of range")
     try:
         if kind == "limit":
             if isinstance(data, bool):

@@ -72,6 +72,12 @@ def test_limit_payloads(payload: bytes, limit: float) -> None:
     ("depot", "prices", b'{"start": "2026-01-01T00:00:00Z", "step_minutes": 15}', "import_price"),
     ("depot", "prices", b'{"start": "2026-01-01", "step_minutes": 15, "import_price": [1]}', "timezone"),
     ("depot", "limit", b"\xff\xfe", "not JSON"),
+    ("depot", "limit", b'{"limit_kw": NaN}', "NaN"),
+    ("depot", "limit", b"Infinity", "NaN, Infinity"),
+    ("depot", "limit", b'{"limit_kw": 1e400}', "out of range"),
+    ("depot", "limit", b"[" * 100_000, "nested deeper than 32"),
+    ("depot", "prices", b'{"start": "2026-01-01T00:00:00Z", "step_minutes": 15, "import_price": [NaN]}',
+     "NaN"),
 ])
 def test_bad_inbound_payloads_are_refused_with_a_reason(site: str, kind: str, payload: bytes,
                                                         reason: str) -> None:
