@@ -21,6 +21,7 @@ from csms.api import metrics
 from csms.api.calls import CommandClientCaller, StationCaller
 from csms.api.deps import ApiDeps, deps_of, require_stream
 from csms.api.errors import install_error_handlers
+from csms.api.history import history
 from csms.api.live import LiveHub
 from csms.api.reader import StateReader
 from csms.api.routes import act, read
@@ -88,6 +89,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         metrics.API_LATENCY.labels(path).observe(time.perf_counter() - started)
         return response
 
+    app.include_router(history)  # before `read`: /transactions.csv is not /transactions/{station_id}
     app.include_router(read)
     app.include_router(act)
 

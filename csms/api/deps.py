@@ -75,8 +75,8 @@ def _declared_query(route: Any) -> frozenset[str]:
 
 
 async def reject_unknown_query(request: Request) -> None:
-    """Refuse query parameters the operation does not declare (422), so a typo such as
-    `?limt=5` or `?station=CS1` is an error instead of a silently unfiltered answer."""
+    """Refuse query parameters the operation does not declare, or that come twice (422), so a typo
+    such as `?limt=5` or `?station=CS1` is an error instead of a silently unfiltered answer."""
     route = request.scope.get("route")
     if route is None or not hasattr(route, "dependant"):
         return
@@ -84,6 +84,11 @@ async def reject_unknown_query(request: Request) -> None:
     if unknown:
         raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)[:200]}",
                            {"unknown": unknown[:20], "allowed": sorted(_declared_query(route))})
+    keys = [key for key, _ in request.query_params.multi_items()]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:  # every parameter takes one value: `?station_id=A&station_id=B` is not a filter
+        raise InvalidInput(f"query parameter(s) given more than once: {', '.join(repeated)[:200]}",
+                           {"repeated": repeated[:20]})
 
 
 def require(role: Role) -> Callable[..., Awaitable[TokenInfo]]:

@@ -151,16 +151,6 @@ async def get_session(request: Request, station_id: StationIdPath, transaction_i
     return doc
 
 
-@read.get("/transactions", tags=["transactions"], summary="Stored transaction records")
-async def list_transactions(request: Request, limit: int = Limit, offset: int = Offset,
-                            state: Literal["live", "ended", "all"] = "all") -> dict[str, Any]:
-    """Transaction records as stored (newest first)."""
-    deps = deps_of(request)
-    page = paginate(await _tx_ids(deps, state), limit, offset)
-    page["items"] = await deps.reader.transactions(page["items"])
-    return page
-
-
 @read.get("/transactions/{station_id}/{transaction_id}", tags=["transactions"],
           summary="One transaction with its events")
 async def get_transaction(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
