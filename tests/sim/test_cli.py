@@ -128,7 +128,7 @@ async def _run_sim(redis_url: str, tmp_path: Path, *extra: str) -> dict[str, Any
     async with running_csms(CsmsSettings(**fields, clock_speed=300), services=[]) as node:
         proc = await asyncio.create_subprocess_exec(
             EVFLEET, "sim", "--csms", node.url, "--scenario", str(scenario), "--stations", "8",
-            "--speed", "300", "--duration", "15m", "--clock-redis", redis_url, "--password", "cli-password-1",
+            "--speed", "300", "--duration", "30m", "--clock-redis", redis_url, "--password", "cli-password-1",
             "--provision-redis", redis_url, "--tick", "0.1", "--quiet", "--report", str(report), *extra,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
