@@ -13,11 +13,12 @@ migrates on the first login). Then, one after the other in the same run, two ser
 
 Against each, `--clients` client processes open all their connections at the same moment.
 Each station connects (`--open-timeout`, like a charger's connection timeout), sends
-BootNotification and waits for the answer; a failed attempt is retried after 1-3 s (at most
-`--tries` attempts). Reported per server: time until all are booted, first-try successes,
-handshake timeouts (the client gave up waiting for the handshake), other refusals (HTTP status)
-and the CPU seconds of the server (and of redis-server for evfleet) from the start of the storm
-until the last station booted. Writes JSON to `--output`.
+BootNotification and waits for the answer; a failed attempt is retried after 1-3 s, or after
+the server's Retry-After (x 1-1.5) when it sent one (at most `--tries` attempts). Reported
+per server: time until all are booted, first-try successes, handshake timeouts (the client
+gave up waiting for the handshake), other refusals (HTTP status) and the CPU seconds of the
+server (and of redis-server for evfleet) from the start of the storm until the last station
+booted. Writes JSON to `--output`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ async def _station(url: str, sid: str, args: argparse.Namespace, start: float,
 
     headers = {"Authorization": basic_auth_header(sid, PASSWORD)}
     for attempt in range(1, args.tries + 1):
+        retry_after = 0.0
         try:
             ws = await connect(url + sid, subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
                                additional_headers=headers, open_timeout=args.open_timeout,
@@ -70,6 +72,7 @@ async def _station(url: str, sid: str, args: argparse.Namespace, start: float,
         except InvalidStatus as err:
             code = str(err.response.status_code)
             stats["refusals"][code] = stats["refusals"].get(code, 0) + 1
+            retry_after = float(err.response.headers.get("Retry-After") or 0)
         except OSError as err:
             stats["refusals"][type(err).__name__] = stats["refusals"].get(type(err).__name__, 0) + 1
         else:
@@ -94,7 +97,8 @@ async def _station(url: str, sid: str, args: argparse.Namespace, start: float,
             finally:
                 await ws.close()
             return
-        await asyncio.sleep(random.uniform(1.0, 3.0))
+        # like a charger's reconnect backoff; a Retry-After from the server is honoured (plus jitter)
+        await asyncio.sleep(max(random.uniform(1.0, 3.0), random.uniform(retry_after, 1.5 * retry_after)))
     stats["gave_up"] += 1
 
 

@@ -49,6 +49,9 @@ class CsmsSettings(BaseSettings):
     handshake_queue_size: int = Field(
         10_000, ge=1, description="handshakes waiting for their credential check; beyond it a "
                                   "station gets HTTP 503 with Retry-After at once (no timeout)")
+    handshake_max_wait_s: float = Field(
+        10.0, gt=0, description="a handshake that would wait longer than this in the queue (at the "
+                               "node's current admission rate) gets HTTP 503 with Retry-After at once")
     boot_timeout_s: float = Field(
         120.0, gt=0, description="close a connection of a station that never booted (no accepted "
                                  "BootNotification, ever) if it sends none within this time")

@@ -4,18 +4,20 @@ reads on a private Redis client, password checks, and backoff on failures.
 Public names: `HandshakeGate`, `Admitted`, `Refused`, `BATCH_SIZE`, `ADMIT_IN_FLIGHT`.
 
 Why: after a csms restart every charger reconnects at once. Handshakes enter one queue (at
-most `handshake_queue_size`; beyond it a station gets HTTP 503 with Retry-After at once, never
-a timeout) and one worker serves them in arrival order, `BATCH_SIZE` at a time: one Redis
-pipeline reads the credentials and station records of the whole batch. At most
-`ADMIT_IN_FLIGHT` admitted stations may be still settling in (until the node has set up and
-recorded the connection, at most `SETTLE_S`): the gate paces admissions to what the node
-completes, so the first stations of a storm are online in milliseconds and the later ones
-wait in the queue at no cost, instead of all of them slowing down together (and opening a
-Redis connection each) until their chargers time out and retry. A handshake whose client has
-left while it waited is dropped unchecked. The worker uses its own
-Redis client with `STORE_CONNECTIONS` connections, so its reads never wait for the shared
-pool that thousands of station handlers use. If Redis does not answer within
-`STORE_TIMEOUT_S`, the batch is answered 503 (Retry-After), and the worker goes on.
+most `handshake_queue_size`, and at most `handshake_max_wait_s` of expected wait at the
+node's current admission rate; beyond either a station gets HTTP 503 with Retry-After at
+once, never a timeout: a charger that would give up waiting retries later instead, and the
+node keeps its work for the stations it can serve now). One worker serves the queue in
+arrival order, `BATCH_SIZE` at a time: one Redis pipeline reads the credentials and station
+records of the whole batch. At most `ADMIT_IN_FLIGHT` admitted stations may be still
+settling in (until the node has set up and recorded the connection, at most `SETTLE_S`):
+the gate paces admissions to what the node completes, so the first stations of a storm are
+online in milliseconds and the later ones wait in the queue at no cost, instead of all of
+them slowing down together (and opening a Redis connection each) until their chargers time
+out and retry. A handshake whose client has left while it waited is dropped unchecked. The
+worker uses its own Redis client with `STORE_CONNECTIONS` connections, so its reads never
+wait for the shared pool that thousands of station handlers use. If Redis does not answer
+within `STORE_TIMEOUT_S`, the batch is answered 503 (Retry-After), and the worker goes on.
 
 Passwords are checked with the stored scheme (`csms.core.security`): microseconds for the
 fast keyed hash. A stored PBKDF2 hash is checked in a thread and, when the password is long
@@ -28,6 +30,7 @@ so 300 wrong-password handshakes do not hold up a real station.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -55,12 +58,15 @@ from csms.store.provisioning import ProvisioningError, provision_station, rehash
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 256
-ADMIT_IN_FLIGHT = 256
+BATCH_SIZE = 512
+ADMIT_IN_FLIGHT = 1024
 SETTLE_S = 5.0
 STORE_CONNECTIONS = 4
 STORE_TIMEOUT_S = 5.0
 RETRY_AFTER_S = 5
+MAX_RETRY_AFTER_S = 60
+RATE_WINDOW_S = 5.0
+MIN_RATE_PER_S = 500.0
 INVALID_CREDENTIALS = "invalid credentials"
 
 
@@ -118,6 +124,7 @@ class HandshakeGate:
             max_delay_s=settings.login_backoff_max_s, max_pending_per_ip=settings.login_max_pending_per_ip))
         self._worker: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._settled_at: collections.deque[float] = collections.deque()
         self._slot_freed = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
 
@@ -150,6 +157,14 @@ class HandshakeGate:
         """Admitted stations still settling in."""
         return self._in_flight
 
+    def expected_wait_s(self, now: float) -> float:
+        """How long a handshake queued now would wait: queue length / admissions per second of the
+        last RATE_WINDOW_S (at least MIN_RATE_PER_S, so a cold node does not refuse early)."""
+        while self._settled_at and now - self._settled_at[0] > RATE_WINDOW_S:
+            self._settled_at.popleft()
+        rate = max(MIN_RATE_PER_S, len(self._settled_at) / RATE_WINDOW_S)
+        return (self._queue.qsize() + self._in_flight) / rate
+
     async def check(self, station_id: str, password: str, ip: str,
                     gone: Callable[[], bool] = lambda: False) -> Admitted | Refused:
         """Queue one login and wait for its verdict (a failure's answer is delayed, see guard).
@@ -159,6 +174,11 @@ class HandshakeGate:
         if not self.guard.admit_attempt(station_id, ip, arrived):
             return Refused(HTTPStatus.TOO_MANY_REQUESTS, "ip_backoff",
                            "too many failed logins from this address", int(self.settings.login_backoff_max_s))
+        wait_s = self.expected_wait_s(arrived)
+        if wait_s > self.settings.handshake_max_wait_s:
+            return Refused(HTTPStatus.SERVICE_UNAVAILABLE, "queue_full",
+                           f"csms node is busy admitting stations (about {wait_s:.0f} s queued), retry",
+                           min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, round(wait_s))))
         future: asyncio.Future[Admitted | Refused | _Failed] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Pending(station_id, password, ip, future, gone))
@@ -223,6 +243,7 @@ class HandshakeGate:
                 freed = True
                 timer.cancel()
                 self._in_flight -= 1
+                self._settled_at.append(time.monotonic())
                 self._slot_freed.set()
 
         timer = asyncio.get_running_loop().call_later(SETTLE_S, free)

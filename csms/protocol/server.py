@@ -177,6 +177,8 @@ class OcppServer:
                                     f"station is pinned to OCPP {verdict.pinned}; offer ocpp{verdict.pinned}")
             self._auth[conn] = verdict
             self._chosen[conn] = chosen
+            # a client gone before _handle runs must not hold its admission slot
+            conn.connection_lost_waiter.add_done_callback(lambda _: verdict.settled())
             return None
 
     def _select_subprotocol(self, conn: ServerConnection,

@@ -278,3 +278,18 @@ async def test_unbooted_station_is_closed_but_a_booted_one_reconnecting_is_not(
 async def _offline(redis: Redis, sid: str) -> bool:
     return await redis.hget(f"evfleet:station:{sid}", "online") == "0"
 
+
+
+async def test_cached_route_map_equals_the_libraries(redis_url: str) -> None:
+    """The per-class route plan gives what `ocpp.routing.create_route_map` gives (v2.0.1 and 1.6)."""
+    from ocpp.routing import create_route_map
+
+    from csms.protocol.station import StationHandler, route_map
+    from csms.protocol.v16.station import StationHandler16
+
+    async with running_csms(make_settings(redis_url), services=[]) as node:
+        env = node.server.env
+        for cls in (StationHandler, StationHandler16):
+            handler = cls("CP-X", None, env, "default")  # type: ignore[arg-type]
+            assert route_map(handler) == create_route_map(handler)
+            assert handler.route_map == create_route_map(handler) and len(handler.route_map) > 5
