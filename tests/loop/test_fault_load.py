@@ -77,6 +77,7 @@ class Rig:
     samples: int = 0
     max_ratio: float = 0.0
     charged: set[str] = field(default_factory=set)
+    extra_env: dict[str, str] = field(default_factory=dict)
     plugged: dict[str, tuple[float, str]] = field(default_factory=dict)
     """station -> (plug-in time, phase) of its latest session (admission measured from then)."""
     admitted_s: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -106,7 +107,8 @@ class Rig:
         env = dict(os.environ, EVFLEET_INTERIM_PROFILE_AFTER_S="1.0", EVFLEET_NONCOMPLIANT_AFTER_S=str(
             NONCOMPLIANT_AFTER_S), EVFLEET_OVER_LIMIT_AFTER_S="2", EVFLEET_WATCHDOG_INTERVAL_S="0.5",
             EVFLEET_REFUSAL_BACKOFF_S="5", EVFLEET_MQTT_TOPIC_PREFIX=self.prefix,
-            EVFLEET_HEARTBEAT_INTERVAL_S="300", EVFLEET_CALL_TIMEOUT_S="5", EVFLEET_ACCEPT_ALL_TOKENS="true")
+            EVFLEET_HEARTBEAT_INTERVAL_S="300", EVFLEET_CALL_TIMEOUT_S="5", EVFLEET_ACCEPT_ALL_TOKENS="true",
+            **self.extra_env)
         log = open(os.path.join(self.log_dir, "csms.log"), "ab")  # noqa: SIM115
         self.procs["csms"] = subprocess.Popen(
             [EXE, "csms", "--host", "127.0.0.1", "--port", str(self.ocpp_port),
@@ -192,10 +194,13 @@ async def _until(pred: Any, timeout: float, what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rig(mqtt_broker: MqttBroker, limit_kw: float, station_ids: list[str]) -> AsyncIterator[Rig]:
+async def rig(mqtt_broker: MqttBroker, limit_kw: float, station_ids: list[str],
+              extra_env: dict[str, str] | None = None) -> AsyncIterator[Rig]:
+    """Private Redis (AOF), `evfleet csms` + `evfleet optimizer` processes, monitors; stations provisioned."""
     data_dir = tempfile.mkdtemp(prefix="evfleet-fault-")
     srv = EmbeddedRedis(data_dir=data_dir, persist=True).start()
-    r = Rig(srv, mqtt_broker, free_port(), free_port(), f"fl{time.time_ns()}", data_dir)
+    r = Rig(srv, mqtt_broker, free_port(), free_port(), f"fl{time.time_ns()}", data_dir,
+            extra_env=dict(extra_env or {}))
     redis = connect_redis(srv.url)
     try:
         for sid in station_ids:

@@ -257,3 +257,19 @@ def test_dashboard_site_document_carries_the_over_limit_alarm() -> None:
         "over_limit"] is False
     js = (Path(__file__).parents[2] / "csms/api/static/app.js").read_text()
     assert "site-alarm" in js and "over_limit" in js  # the banner
+
+
+async def test_refusing_station_is_tried_again_after_a_reboot(redis_url: str) -> None:
+    """A long backoff, but the station reboots: its default is probed at once and accepted."""
+    async with closed_loop(redis_url, limit_kw=20.0, worker=False, refusal_backoff_s=600.0) as lp:
+        cp = await lp.add_station("CP-1")
+        h = lp.keys.station_evse("CP-1", 1)
+        cp.refuse_with = "Rejected"
+        await lp.redis.hdel(h, "default_limit_w")
+        await cp.boot()  # first reboot: the default is re-sent and refused
+        await lp.wait_for(lambda: _is(lp.redis.hget(h, "steerable"), "0"), timeout=5, what="refused")
+        assert float(await lp.redis.hget(h, "retry_after") or 0) > time.time() + 500
+        cp.refuse_with = None
+        await cp.boot()  # the station was fixed and rebooted: tried again now, not in 10 minutes
+        await lp.wait_for(lambda: _is(lp.redis.hget(h, "steerable"), "1"), timeout=5, what="steerable again")
+        assert await lp.redis.hget(h, "default_limit_w") == "0.0"
