@@ -118,7 +118,8 @@ class FloodError(Exception):
 
 @dataclass(frozen=True)
 class CallOutcome:
-    """Result of one outbound CALL: `result` payload, `call_error`, or `timeout`."""
+    """Result of one outbound CALL: `result` payload, `call_error`, `timeout`, or `invalid` (refused
+    before sending, e.g. no equivalent in the station's OCPP version)."""
 
     outcome: str
     payload: dict[str, Any] | None = None

@@ -140,6 +140,10 @@ async def test_v16_start_replay_same_id_and_commands_checked_against_16(
     reply = await node.commands.call("CP-R", "RequestStopTransaction",
                                      {"transactionId": str(first["transactionId"])})
     assert reply.ok and reply.payload == {"status": "Accepted"}
+    # a 2.0.1 request with no 1.6 meaning is refused before sending (not a station CALLERROR)
+    reply = await node.commands.call("CP-R", "RequestStopTransaction", {"transactionId": "tx-abc"})
+    assert reply.outcome.value == "invalid" and reply.error is not None
+    assert reply.error["code"] == "NotSupported" and "no OCPP 1.6 equivalent" in reply.error["description"]
     await st.close()
 
 

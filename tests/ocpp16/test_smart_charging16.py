@@ -135,7 +135,7 @@ def test_every_operator_api_call_reaches_a_16_station_as_a_valid_16_request() ->
 
     from csms.protocol.v16.commands import command_error_16, translate
     from csms.protocol.v16.schemas import check_schema_16
-    from csms.protocol.v16.smart_charging import ProfileTranslationError
+    from csms.protocol.v16.smart_charging import TranslationError
     from tests.api.test_actions import CASES
 
     station = {"ocpp16_rate_units": "A", "ocpp16_max_periods": "1"}
@@ -152,8 +152,8 @@ def test_every_operator_api_call_reaches_a_16_station_as_a_valid_16_request() ->
     assert seen == {"RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
                     "TriggerMessage", "SetChargingProfile", "ClearChargingProfile"}
     # 1.6 resets the whole charge point only; a non-integer transaction id has no 1.6 meaning
-    with pytest.raises(ProfileTranslationError):
+    with pytest.raises(TranslationError):
         translate("Reset", {"type": "OnIdle", "evseId": 1}, station)
-    with pytest.raises(ProfileTranslationError):
+    with pytest.raises(TranslationError):
         translate("RequestStopTransaction", {"transactionId": "TX1"}, station)
     assert command_error_16("GetVariables", {"getVariableData": []}) is not None

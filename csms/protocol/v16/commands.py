@@ -20,7 +20,7 @@ from typing import Any
 from csms.protocol.framing import schema_violation
 from csms.protocol.station import CallOutcome
 from csms.protocol.v16.schemas import CSMS_ACTIONS_16, check_schema_16, wire_code_16
-from csms.protocol.v16.smart_charging import Facts16, ProfileTranslationError, composite_201, profile_16
+from csms.protocol.v16.smart_charging import Facts16, TranslationError, composite_201, profile_16
 
 Answer = Callable[[CallOutcome], CallOutcome]
 
@@ -68,7 +68,7 @@ def _clear_profile(p: Mapping[str, Any], station: Mapping[str, str]) -> Translat
         purpose = {"ChargingStationMaxProfile": "ChargePointMaxProfile"}.get(crit["chargingProfilePurpose"],
                                                                               crit["chargingProfilePurpose"])
         if purpose not in ("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"):
-            raise ProfileTranslationError(f"purpose {purpose} has no OCPP 1.6 equivalent")
+            raise TranslationError(f"purpose {purpose} has no OCPP 1.6 equivalent")
         out["chargingProfilePurpose"] = purpose
     if crit.get("stackLevel") is not None:
         out["stackLevel"] = int(crit["stackLevel"])
@@ -93,13 +93,13 @@ def _start(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
 def _stop(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
     txid = str(p["transactionId"])
     if not txid.lstrip("-").isdigit():
-        raise ProfileTranslationError(f"transactionId {txid!r} is not an OCPP 1.6 (integer) id")
+        raise TranslationError(f"transactionId {txid!r} is not an OCPP 1.6 (integer) id")
     return Translated("RemoteStopTransaction", {"transactionId": int(txid)}, _same)
 
 
 def _reset(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
     if p.get("evseId") is not None:
-        raise ProfileTranslationError("OCPP 1.6 resets the whole charge point only (no evseId)")
+        raise TranslationError("OCPP 1.6 resets the whole charge point only (no evseId)")
     return Translated("Reset", {"type": "Hard" if p["type"] == "Immediate" else "Soft"}, _same)
 
 
@@ -112,7 +112,7 @@ _TRIGGER_16 = {"BootNotification": "BootNotification", "Heartbeat": "Heartbeat",
 def _trigger(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
     message = _TRIGGER_16.get(str(p["requestedMessage"]))
     if message is None:
-        raise ProfileTranslationError(f"OCPP 1.6 cannot trigger {p['requestedMessage']}")
+        raise TranslationError(f"OCPP 1.6 cannot trigger {p['requestedMessage']}")
     out: dict[str, Any] = {"requestedMessage": message}
     if (p.get("evse") or {}).get("id") is not None:
         out["connectorId"] = int(p["evse"]["id"])
@@ -146,6 +146,10 @@ def command_error_16(action: str, payload: dict[str, Any]) -> dict[str, str] | N
     if action in CSMS_ACTIONS_16 and native is None:
         return None
     if action in TRANSLATORS and schema_violation(action, payload) is None:
+        try:  # station facts only choose units and period counts: the request translates or not
+            TRANSLATORS[action](payload, {})
+        except (TranslationError, KeyError, ValueError, TypeError) as err:
+            return {"code": "NotSupported", "description": f"{action} has no OCPP 1.6 equivalent: {err}"}
         return None
     if native is not None:
         return {"code": wire_code_16(native.code), "description": f"OCPP 1.6 {action}: {native.description}"}
@@ -154,7 +158,7 @@ def command_error_16(action: str, payload: dict[str, Any]) -> dict[str, str] | N
 
 
 def translate(action: str, payload: dict[str, Any], station: Mapping[str, str]) -> Translated:
-    """The CALL to send to a 1.6 station (raises ProfileTranslationError when there is none)."""
+    """The CALL to send to a 1.6 station (raises TranslationError when there is none)."""
     if action in CSMS_ACTIONS_16 and check_schema_16(action, payload) is None:
         return Translated(action, payload, None)
     return TRANSLATORS[action](payload, station)

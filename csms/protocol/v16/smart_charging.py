@@ -1,6 +1,6 @@
 """OCPP 1.6 smart-charging rules, pure: a 2.0.1 charging profile -> csChargingProfiles.
 
-Public names: `Facts16`, `profile_16`, `merge_periods`, `composite_201`, `ProfileTranslationError`.
+Public names: `Facts16`, `profile_16`, `merge_periods`, `composite_201`, `TranslationError`.
 
 The csms plans and builds profiles once, in the 2.0.1 shape (`csms.smart_charging`); a 1.6
 charge point gets the same limits with the 1.6 rules:
@@ -29,8 +29,8 @@ _PURPOSES = {"ChargingStationMaxProfile": "ChargePointMaxProfile", "TxDefaultPro
              "TxProfile": "TxProfile"}
 
 
-class ProfileTranslationError(ValueError):
-    """A 2.0.1 profile has no 1.6 equivalent (purpose, transaction id, several schedules)."""
+class TranslationError(ValueError):
+    """A 2.0.1 request has no 1.6 equivalent (profile purpose, non-integer transaction id, ...)."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ def profile_16(payload: Mapping[str, Any], facts: Facts16) -> dict[str, Any]:
     cp = payload["chargingProfile"]
     purpose = _PURPOSES.get(str(cp["chargingProfilePurpose"]))
     if purpose is None:
-        raise ProfileTranslationError(f"purpose {cp['chargingProfilePurpose']} has no OCPP 1.6 equivalent")
+        raise TranslationError(f"purpose {cp['chargingProfilePurpose']} has no OCPP 1.6 equivalent")
     if len(cp["chargingSchedule"]) != 1:
-        raise ProfileTranslationError("OCPP 1.6 profiles have exactly one chargingSchedule")
+        raise TranslationError("OCPP 1.6 profiles have exactly one chargingSchedule")
     sched = cp["chargingSchedule"][0]
     unit = str(sched["chargingRateUnit"])
     target = unit if unit in facts.allowed_units else facts.allowed_units[0]
@@ -115,7 +115,7 @@ def profile_16(payload: Mapping[str, Any], facts: Facts16) -> dict[str, Any]:
     if cp.get("transactionId") is not None:
         txid = str(cp["transactionId"])
         if not txid.lstrip("-").isdigit():
-            raise ProfileTranslationError(f"transactionId {txid!r} is not an OCPP 1.6 (integer) id")
+            raise TranslationError(f"transactionId {txid!r} is not an OCPP 1.6 (integer) id")
         out["transactionId"] = int(txid)
     for name in ("recurrencyKind", "validFrom", "validTo"):
         if cp.get(name) is not None:

@@ -18,7 +18,7 @@ from csms.protocol.v16.diagnostics import DiagnosticsBlock16
 from csms.protocol.v16.meter_values import MeterValuesBlock16
 from csms.protocol.v16.provisioning import ProvisioningBlock16
 from csms.protocol.v16.schemas import ALL_ACTIONS_16, STATION_ACTIONS_16, check_schema_16, wire_code_16
-from csms.protocol.v16.smart_charging import ProfileTranslationError
+from csms.protocol.v16.smart_charging import TranslationError
 from csms.protocol.v16.transactions import TransactionsBlock16
 
 
@@ -42,8 +42,8 @@ class StationHandler16(ProvisioningBlock16, TransactionsBlock16, AvailabilityBlo
         """Send a 1.6 request as it is, a 2.0.1 one translated (`csms.protocol.v16.commands`)."""
         try:
             tr = translate(action, payload, await self.env.store.station_info(self.id))
-        except (ProfileTranslationError, KeyError, ValueError, TypeError) as err:
-            return CallOutcome("call_error", error_code="NotSupported",
-                               error_description=f"{action} has no OCPP 1.6 equivalent here: {err}")
+        except (TranslationError, KeyError, ValueError, TypeError) as err:  # refused, nothing sent
+            return CallOutcome("invalid", error_code="NotSupported",
+                               error_description=f"{action} has no OCPP 1.6 equivalent: {err}")
         out = await self.call_raw(tr.action, tr.payload, timeout_s)
         return tr.answer(out) if tr.answer is not None else out
