@@ -153,6 +153,9 @@ async def _station(url: str, sid: str, plan: list[dict[str, Any]], t0_fut: async
             except Exception:
                 key = f"{phase['name']}|{version}"
                 errors[key] = errors.get(key, 0) + 1
+                if ws.close_code is not None:  # closed by the csms: this station is done (no spinning)
+                    errors["closed_stations"] = errors.get("closed_stations", 0) + 1
+                    return
             if action == "TransactionEvent":
                 seq += 1
     await ws.close()
@@ -356,12 +359,15 @@ def main() -> None:
         print("(csms us / redis us: CPU microseconds per answered message in the csms and redis-server "
               "processes)")
         load = os.getloadavg()
+        if errors.get("closed_stations"):
+            print(f"{errors['closed_stations']} station connections closed by the csms during the phases")
         print(f"load average during the run: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) "
               f"on {os.cpu_count()} cpus")
         result = {"load_average_1m_5m": [load[0], load[1]], "ocpp": args.ocpp,
                   "stations": args.stations, "clients": args.clients, "duration_s": args.duration,
                   "paced_rate_msg_per_s": args.rate, "pbkdf2_iterations": args.iterations,
                   "stations_online": online, "connect_s": connect_s, "failed_stations": failed,
+                  "stations_closed_by_csms": errors.get("closed_stations", 0),
                   "cpus": os.cpu_count(), "phases": rows,
                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         args.output.parent.mkdir(parents=True, exist_ok=True)
