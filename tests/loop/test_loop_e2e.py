@@ -77,6 +77,10 @@ async def test_plug_in_with_needs_gets_scheduled_profile_within_site_limit(redis
         events = await lp.redis.xrange(lp.keys.events())
         types = [f["type"] for _, f in events]
         assert "schedule.planned" in types and "profile.sent" in types and "profile.answered" in types
+        # plan profiles report the energy they allow next to the plan's (compression keeps it)
+        sent = [json.loads(f["data"]) for _, f in events if f["type"] == "profile.sent"]
+        reports = [d for d in sent if d.get("kind") == "plan" and "planned_kwh" in d]
+        assert reports and all(d["allowed_kwh"] >= 0.95 * d["planned_kwh"] for d in reports), reports
 
 
 async def test_two_csms_nodes_one_applies_the_site_plan_to_stations_on_both(redis_url: str) -> None:
