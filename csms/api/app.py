@@ -117,6 +117,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
         """The dashboard page."""
         return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        """No icon (browsers ask for one on every page; a 404 would be logged as an error)."""
+        return Response(status_code=204)
+
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     _install_docs(app)
     return app
