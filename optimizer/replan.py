@@ -51,15 +51,15 @@ def rest_of_day(forecast: Instance, real: Instance, t: int, state: _State) -> In
                 }
             )
         )
-    storage: list[Storage] = [
-        st.model_copy(
-            update={
-                "initial_kwh": float(np.clip(state.soc[s], 0.0, st.capacity_kwh)),
-                "final_kwh": st.initial_kwh if st.final_kwh is None else st.final_kwh,
-            }
-        )
-        for s, st in enumerate(forecast.storage)
-    ]
+    hours_left = sum(forecast.step_hours()[t:])
+    storage: list[Storage] = []
+    for s, st in enumerate(forecast.storage):
+        soc = float(np.clip(state.soc[s], 0.0, st.capacity_kwh))
+        final = st.initial_kwh if st.final_kwh is None else st.final_kwh
+        # what the BESS can still reach (less a hair: a plan executed to the last kWh may end 1e-9 short)
+        reachable = soc + st.max_charge_kw * st.efficiency * hours_left - 1e-6
+        final = max(min(final, reachable), 0.0)
+        storage.append(st.model_copy(update={"initial_kwh": soc, "final_kwh": final}))
     site = forecast.site.model_copy(
         update={
             k: _slice(getattr(forecast.site, k), t)
