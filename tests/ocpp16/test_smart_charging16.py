@@ -136,7 +136,7 @@ def test_every_operator_api_call_reaches_a_16_station_as_a_valid_16_request() ->
     from csms.protocol.v16.commands import command_error_16, translate
     from csms.protocol.v16.schemas import check_schema_16
     from csms.protocol.v16.smart_charging import TranslationError
-    from tests.api.test_actions import CASES
+    from tests.api.test_actions import CASES, PROFILE
 
     station = {"ocpp16_rate_units": "A", "ocpp16_max_periods": "1"}
     seen = set()
@@ -157,3 +157,12 @@ def test_every_operator_api_call_reaches_a_16_station_as_a_valid_16_request() ->
     with pytest.raises(TranslationError):
         translate("RequestStopTransaction", {"transactionId": "TX1"}, station)
     assert command_error_16("GetVariables", {"getVariableData": []}) is not None
+    # a remote start with a TxProfile: the profile goes along in 1.6 shape, without a transaction id
+    tx_profile = {k: v for k, v in PROFILE.items() if k != "transactionId"}
+    start = translate("RequestStartTransaction", {"idToken": {"idToken": "T1", "type": "Central"},
+                                                  "remoteStartId": 3, "evseId": 1,
+                                                  "chargingProfile": tx_profile}, station)
+    assert check_schema_16(start.action, start.payload) is None
+    assert start.payload["chargingProfile"]["chargingProfilePurpose"] == "TxProfile"
+    assert len(start.payload["chargingProfile"]["chargingSchedule"]["chargingSchedulePeriod"]) == 1
+    assert start.payload["chargingProfile"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 8.0

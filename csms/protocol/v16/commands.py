@@ -87,6 +87,11 @@ def _start(p: Mapping[str, Any], station: Mapping[str, str]) -> Translated:
     out: dict[str, Any] = {"idTag": str(p["idToken"]["idToken"])[:20]}
     if p.get("evseId") is not None:
         out["connectorId"] = int(p["evseId"])
+    if p.get("chargingProfile") is not None:  # a TxProfile for the transaction about to start
+        wrapped = {"evseId": int(p.get("evseId") or 0), "chargingProfile": p["chargingProfile"]}
+        profile = profile_16(wrapped, Facts16.from_station(station))["csChargingProfiles"]
+        profile.pop("transactionId", None)
+        out["chargingProfile"] = profile
     return Translated("RemoteStartTransaction", out, _same)
 
 
