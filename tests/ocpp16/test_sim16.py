@@ -73,8 +73,9 @@ async def test_sim_16_station_transacts_obeys_a_translated_profile_and_stops(red
             ids = tx16(st)
             await until(lambda: sim_tx in ids.ids, what="StartTransaction answered")
             txid = str(ids.ids[sim_tx])
-            tx = await until(lambda: redis.hgetall(K.transaction(f"SIM16-1:{txid}")),
-                             what="transaction stored")
+            tx = await until(
+                lambda: redis.hgetall(K.transaction(f"SIM16-1:{txid}")), what="transaction stored"
+            )
             assert tx["station_id"] == "SIM16-1" and tx["evse_id"] == "1" and tx["id_token"] == "TAG-1"
             await until(lambda: _power(redis, txid, lambda p: p > 21_000), what="meter values at 22 kW")
             commands = CommandClient(redis, K, clock, 10.0)
@@ -222,3 +223,75 @@ async def _plan_accepted(redis: Any, sid: str) -> bool:
     raw = await redis.get(K.applied_profile(sid, 1))
     rec = json.loads(raw) if raw else {}
     return rec.get("kind") == "plan" and rec.get("status") == "Accepted"
+
+
+async def test_every_16_call_of_the_command_protocol_reaches_a_sim_station(redis_url: str) -> None:
+    """RemoteStart/Stop, Reset, ChangeAvailability, UnlockConnector, TriggerMessage, Get/ChangeConfiguration,
+    ClearCache, SendLocalList/GetLocalListVersion, ReserveNow/CancelReservation, GetDiagnostics,
+    UpdateFirmware: sent through Redis to the node, answered by a simulated 1.6J station."""
+    clock = ScaledClock(datetime(2026, 3, 2, 17, 0, tzinfo=UTC), speed=1.0)
+    redis = connect_redis(redis_url)
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await provision_station(redis, K, "SIM16-C", PASSWORD, site_id="depot", iterations=1000)
+        settings = CsmsSettings(
+            redis_url=redis_url,
+            host="127.0.0.1",
+            port=0,
+            node_id="sim16c",
+            api_enabled=False,
+            smart_charging=False,
+            accept_all_tokens=True,
+        )
+        async with running_csms(settings, clock=clock, services=[]) as node:
+            st = sim(node.url, clock, "SIM16-C", "1.6")
+            tasks.append(asyncio.create_task(st.run(tick_s=0.2)))
+            await until(lambda: st.online, what="1.6 station online")
+            commands = CommandClient(redis, K, clock, 10.0)
+            soon = (clock.now() + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+            calls: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+                ("GetConfiguration", {"key": ["HeartbeatInterval"]}, {}),
+                ("ChangeConfiguration", {"key": "HeartbeatInterval", "value": "120"}, {"status": "Accepted"}),
+                ("ClearCache", {}, {"status": "Accepted"}),
+                ("GetLocalListVersion", {}, {"listVersion": 0}),
+                ("SendLocalList", {"listVersion": 1, "updateType": "Full"}, {"status": "NotSupported"}),
+                (
+                    "ReserveNow",
+                    {"connectorId": 1, "expiryDate": soon, "idTag": "T", "reservationId": 1},
+                    {"status": "Rejected"},
+                ),
+                ("CancelReservation", {"reservationId": 1}, {"status": "Rejected"}),
+                ("GetDiagnostics", {"location": "ftp://127.0.0.1/diag"}, {}),
+                ("UpdateFirmware", {"location": "https://127.0.0.1/fw.bin", "retrieveDate": soon}, {}),
+                ("TriggerMessage", {"requestedMessage": "Heartbeat"}, {"status": "Accepted"}),
+                ("UnlockConnector", {"connectorId": 1}, {"status": "Unlocked"}),
+                ("RemoteStartTransaction", {"idTag": "REMOTE-1", "connectorId": 1}, {"status": "Accepted"}),
+            ]
+            for action, payload, expected in calls:
+                reply = await commands.call("SIM16-C", action, payload)
+                assert reply.ok, (action, reply)
+                assert reply.payload is not None
+                assert {k: reply.payload.get(k) for k in expected} == expected, (action, reply.payload)
+            assert st.heartbeat_s == 120
+            ids = tx16(st)
+            # the remote start runs once the idTag is authorized: the csms assigns its transactionId
+            sim_tx = await until(lambda: next(iter(ids.ids), None), what="remotely started transaction")
+            txid = ids.ids[sim_tx]
+            reply = await commands.call("SIM16-C", "RemoteStopTransaction", {"transactionId": txid})
+            assert reply.ok and reply.payload == {"status": "Accepted"}
+            reply = await commands.call(
+                "SIM16-C", "ChangeAvailability", {"connectorId": 1, "type": "Inoperative"}
+            )
+            assert (
+                reply.ok
+                and reply.payload is not None
+                and reply.payload["status"] in ("Accepted", "Scheduled")
+            )
+            reply = await commands.call("SIM16-C", "Reset", {"type": "Soft"})
+            assert reply.ok and reply.payload == {"status": "Accepted"}
+            await commands.aclose()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await redis.aclose()
