@@ -25,7 +25,7 @@ from csms.app import running_csms
 from csms.core.security import basic_auth_header
 from csms.store.client import connect_redis
 from csms.store.embedded import find_redis_server, free_port
-from csms.store.keys import Keys
+from csms.store.keys import Keys, tx_ref
 from tests.csms.conftest import PASSWORD, TEST_ITERATIONS, make_settings
 from tests.csms.helpers import RawStation
 
@@ -212,3 +212,41 @@ async def _run_outages(server: AofRedis) -> None:
               f"connects {[st.connects for st in stations]}, refused handshakes "
               f"{[st.refused for st in stations]}")
         assert checked > 300 and lost == 0 and duplicated == 0
+
+
+async def test_redis_refusing_writes_gives_no_answer_then_recovers() -> None:
+    """Redis up but refusing writes (OOM under `maxmemory` with noeviction): the TransactionEvent is
+    not answered, the connection closes with 1013, and once Redis takes writes again the station's
+    resend is stored exactly once."""
+    from csms.store.provisioning import provision_station
+
+    server = AofRedis()
+    server.start()
+    admin = connect_redis(server.url)
+    try:
+        await provision_station(admin, KEYS, "RQ-OOM", PASSWORD, iterations=TEST_ITERATIONS)
+        async with running_csms(make_settings(server.url), services=[]) as node:
+            st = await RawStation.connect(node.url, "RQ-OOM", PASSWORD)
+            await st.ok("Heartbeat", {})
+            event = {"eventType": "Started", "timestamp": "2026-03-02T17:00:00Z",
+                     "triggerReason": "Authorized", "seqNo": 0,
+                     "transactionInfo": {"transactionId": "TX-OOM"}, "evse": {"id": 1, "connectorId": 1}}
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", "1")  # every write is refused with OOM
+            try:
+                with contextlib.suppress(ConnectionError):
+                    answer = await st.call("TransactionEvent", event, timeout=10)
+                    raise AssertionError(f"answered while Redis refused writes: {answer}")
+                await asyncio.wait_for(st.ws.wait_closed(), 5)
+                assert st.ws.close_code == 1013 and st.unsolicited == []
+            finally:
+                await admin.config_set("maxmemory", "0")
+            st = await RawStation.connect(node.url, "RQ-OOM", PASSWORD)
+            await st.ok("TransactionEvent", event)  # the station's resend
+            await st.ok("TransactionEvent", event)  # and a duplicate of it: a replay
+            await st.close()
+        stored = await admin.lrange(KEYS.transaction_events(tx_ref("RQ-OOM", "TX-OOM")), 0, -1)
+        assert [json.loads(raw)["seqNo"] for raw in stored] == [0]
+    finally:
+        await admin.aclose()
+        server.stop(signal.SIGKILL)
