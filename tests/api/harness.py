@@ -52,8 +52,9 @@ class LiveCsms:
 @contextlib.asynccontextmanager
 async def live_csms(redis_url: str, station_ids: Sequence[str] = ("CS-1", "CS-2"), *, speed: float = 30.0,
                     site: str = "depot", services: Sequence[str] = ("csms.api.service:run",),
-                    **overrides: Any) -> AsyncIterator[LiveCsms]:
-    """A csms node on private ports with the given services and connected simulated stations."""
+                    ocpp_version: str = "2.0.1", **overrides: Any) -> AsyncIterator[LiveCsms]:
+    """A csms node on private ports with the given services and connected simulated stations
+    (speaking `ocpp_version`: 2.0.1 or 1.6)."""
     clock = ScaledClock(datetime(2026, 3, 2, 17, 0, tzinfo=UTC), speed=speed)
     redis = connect_redis(redis_url)
     fields: dict[str, Any] = dict(redis_url=redis_url, host="127.0.0.1", port=0, node_id="api-test-node",
@@ -76,7 +77,7 @@ async def live_csms(redis_url: str, station_ids: Sequence[str] = ("CS-1", "CS-2"
                 await until(lambda: node.ctx.api_port, 10)
             for i, sid in enumerate(station_ids):
                 cfg = StationConfig(sid, (EvseSpec.ac(22.0), EvseSpec.ac(22.0)), tx_updated_interval_s=30,
-                                    aligned_interval_s=0)
+                                    aligned_interval_s=0, ocpp_version=ocpp_version)
                 conn = ConnectionConfig(node.url, password=PASSWORD, backoff_base_s=0.05, backoff_max_s=0.3,
                                         response_timeout_s=5)
                 station = SimStation(cfg, conn, clock, hlc=BasicHlc(), rng=random.Random(i))
