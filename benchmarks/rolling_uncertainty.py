@@ -60,9 +60,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--energy-margin", type=float, default=1.0)
     ap.add_argument("--departure-margin", type=float, default=60.0, help="minutes")
+    ap.add_argument("--estimated-only", action="store_true", help="margin only for cars without ISO 15118")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
-    robust = Robustness(energy_margin=args.energy_margin, departure_margin_minutes=args.departure_margin)
+    robust = Robustness(
+        energy_margin=args.energy_margin,
+        departure_margin_minutes=args.departure_margin,
+        estimated_only=args.estimated_only,
+    )
     print(f"{args.runs} runs, {args.cars} cars, robust option {robust}")
     base = fleet(args.cars)
     t0 = time.perf_counter()

@@ -85,6 +85,11 @@ class EV(_Model):
         "the plan then targets (1 + margin) x session_need_kwh in total, so the margin does not shrink "
         "to nothing as the estimate is delivered. null = energy_kwh is the whole need.",
     )
+    energy_estimated: bool = Field(
+        default=False,
+        description="energy_kwh is the operator's estimate (e.g. from the driver's history), not a need the "
+        "EV reported (ISO 15118); robustness.estimated_only applies the energy margin to these EVs only.",
+    )
     session_delivered_kwh: NonNegativeFloat = Field(
         default=0.0, description="Energy delivered in this session before the horizon [kWh]."
     )
@@ -182,6 +187,11 @@ class Robustness(_Model):
         description="Chance-constrained departure: plan each EV to leave this many minutes earlier than its "
         "estimated departure (rounded up to whole steps, never before arrival + 1 step). With departures "
         "~ N(estimate, sigma), z_(1-alpha) x sigma keeps P(leaves before the plan ends) <= alpha. 0 = off.",
+    )
+    estimated_only: bool = Field(
+        default=False,
+        description="Apply energy_margin only to EVs whose energy_estimated is true (needs not reported by "
+        "the EV); false = to every EV.",
     )
 
 

@@ -7,8 +7,10 @@ session_need_kwh − session_delivered_kwh) (a margin on the remaining need alon
 as the estimate is delivered); a departure margin of M minutes plans each EV to leave
 ⌈M / step_minutes⌉ steps earlier, never before arrival + 1. The second is the deterministic equivalent of
 a chance constraint on the departure: with the actual departure ~ N(estimate, σ), M = z_{1−α} σ makes the
-plan finish before the EV leaves with probability ≥ 1 − α. `optimizer.model.data.build_data` applies it, so
-every strategy (optimizers and baselines) plans on the same needs and departures.
+plan finish before the EV leaves with probability ≥ 1 − α. With `estimated_only`, the energy margin goes
+only to EVs whose `energy_estimated` is set (their need is a forecast, not reported over ISO 15118).
+`optimizer.model.data.build_data` applies it, so every strategy (optimizers and baselines) plans on the
+same needs and departures.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ def planned_evs(instance: Instance) -> list[EV]:
     if margin <= 0 and shift == 0:
         return instance.evs
     out = []
+    only = instance.robustness.estimated_only
     for ev in instance.evs:
-        need = ev.energy_kwh * (1.0 + margin)
+        m = 0.0 if only and not ev.energy_estimated else margin
+        need = ev.energy_kwh * (1.0 + m)
         if ev.session_need_kwh is not None:
-            need = max(ev.energy_kwh, (1.0 + margin) * ev.session_need_kwh - ev.session_delivered_kwh)
+            need = max(ev.energy_kwh, (1.0 + m) * ev.session_need_kwh - ev.session_delivered_kwh)
         need = min(need, ev.capacity_kwh - ev.initial_kwh)
         departure = max(ev.arrival + 1, ev.departure - shift)
         out.append(ev.model_copy(update={"energy_kwh": need, "departure": departure}))

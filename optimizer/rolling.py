@@ -86,6 +86,7 @@ def sub_instance(
             "efficiency": float(sc.efficiency[e]),
             "session_delivered_kwh": float(delivered[i]),
             "session_need_kwh": float(session_need[i]),
+            "energy_estimated": not bool(sc.iso15118[e]),
         }
         for i, e in enumerate(cars.tolist())
     ]

@@ -37,6 +37,10 @@ def test_planned_needs_and_departures() -> None:
         "energy_kwh": 2.0, "session_need_kwh": 10.0, "session_delivered_kwh": 8.0})],
         "robustness": Robustness(energy_margin=0.5)})
     assert planned_evs(rolled)[0].energy_kwh == 7.0  # 1.5 x 10 - 8: the margin is on the whole session
+    only = inst.model_copy(update={"robustness": Robustness(energy_margin=0.5, estimated_only=True)})
+    assert planned_evs(only)[0].energy_kwh == 10  # type: ignore[arg-type]  # a reported need: no margin
+    est = only.model_copy(update={"evs": [only.evs[0].model_copy(update={"energy_estimated": True})]})
+    assert planned_evs(est)[0].energy_kwh == 15
 
 
 def test_departure_margin_moves_charging_earlier() -> None:
