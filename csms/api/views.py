@@ -77,6 +77,8 @@ def evse_view(evse_id: int, raw: dict[str, str], connectors: list[dict[str, Any]
         "rate_unit": raw.get("rate_unit") or None,
         "applied_limit_w": to_float(raw.get("applied_limit_w")),
         "steerable": raw.get("steerable", "1") != "0",
+        "noncompliant_w": to_float(raw.get("noncompliant_w")),
+        "default_limit_w": to_float(raw.get("default_limit_w")),
         "connectors": connectors,
     }
 

@@ -193,6 +193,7 @@ class SmartChargingService:
         self._booted: dict[str, set[str]] = {}
         """Stations (re)booted since the site's last default pass: re-sent defaults, probed at once."""
         self._defaults_queued: set[str] = set()
+        self._tick_queued: set[str] = set()
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
 
@@ -227,8 +228,8 @@ class SmartChargingService:
         while True:
             await asyncio.sleep(self.settings.watchdog_interval_s)
             for site_id in list(self.held):
-                site = self.sites.get(site_id)
-                if site is None or not any(k == "tick" for k, _ in list(site.queue._queue)):  # type: ignore[attr-defined]
+                if site_id not in self._tick_queued:  # a slow site gets one tick at a time
+                    self._tick_queued.add(site_id)
                     self.enqueue(site_id, "tick", None)
 
     # --- event intake -------------------------------------------------------------------
@@ -318,6 +319,7 @@ class SmartChargingService:
             await self.enforce_limit(site_id)
             await self.apply_plan(site_id)
         elif kind == "tick":
+            self._tick_queued.discard(site_id)
             await safety.tick(self, site_id)
         elif kind == EventType.SCHEDULE_PLANNED.value:
             self._fallback.discard(site_id)

@@ -257,6 +257,10 @@ def test_dashboard_site_document_carries_the_over_limit_alarm() -> None:
         "over_limit"] is False
     js = (Path(__file__).parents[2] / "csms/api/static/app.js").read_text()
     assert "site-alarm" in js and "over_limit" in js  # the banner
+    from csms.api.views import evse_view
+
+    ev = evse_view(1, {"noncompliant_w": "11000.0", "steerable": "1"}, [])
+    assert ev["noncompliant_w"] == 11_000.0 and "noncompliant_w" in js  # shown in the station view
 
 
 async def test_refusing_station_is_tried_again_after_a_reboot(redis_url: str) -> None:

@@ -288,6 +288,11 @@
       if (r.name === "session") renderSession(await api(sessionUrl(r.id, "", "samples=2000")));
     } catch (err) { console.error(err); }
   }
+  function budgetNote(e) {  // how the site budget counts the EVSE (docs/smart-charging.md)
+    if (e.noncompliant_w !== null && e.noncompliant_w !== undefined) return `non-compliant: draws ${fmt(e.noncompliant_w / 1000)} kW`;
+    if (!e.steerable) return "refuses profiles: counted at its maximum";
+    return "steered";
+  }
   function renderStation(s, events) {
     $("sv-id").textContent = s.station_id; $("sv-status").textContent = s.status; $("sv-status").className = "badge s-" + s.status;
     facts($("sv-facts"), [["site", s.site_id], ["online", s.online ? "yes" : "no"], ["vendor", s.vendor], ["model", s.model],
@@ -297,6 +302,7 @@
       el("td", {text: e.evse_id}), el("td", {text: e.connectors.map((c) => `${c.connector_id}: ${c.status}`).join(", ")}),
       el("td", {class: "num", text: fmt(e.power_kw)}), el("td", {class: "num", text: fmt(e.max_power_w / 1000)}),
       el("td", {class: "num", text: e.applied_limit_w === null ? "–" : fmt(e.applied_limit_w / 1000)}),
+      el("td", {class: e.noncompliant_w !== null || !e.steerable ? "error" : "", text: budgetNote(e)}),
       el("td", {}, e.tx_ref ? el("a", {href: "#/session/" + encodeURIComponent(e.tx_ref), text: e.transaction_id}) : "–"))));
     $("sv-events").replaceChildren(...events.items.map(eventLine));
   }
