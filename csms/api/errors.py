@@ -8,6 +8,7 @@ Exception tree::
     ├── StationOffline       409 station_offline
     ├── Unauthorized         401 unauthorized
     ├── Forbidden            403 forbidden
+    ├── (malformed JSON)     400 invalid_json (a body that is not JSON at all)
     ├── InvalidInput         422 validation_error
     ├── StationCallFailed    502 station_call_error (the station answered with a CALLERROR)
     └── StationTimeout       504 station_timeout
@@ -157,6 +158,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _clean_validation_errors(exc.errors())
+        bad_json = [e for e in errors if e["type"] == "json_invalid"]
+        if bad_json:  # not JSON at all: a malformed request (400), not an unacceptable value (422)
+            where = bad_json[0]["loc"][1] if len(bad_json[0]["loc"]) > 1 else "?"
+            message = f"request body is not valid JSON (at byte {where}): {bad_json[0]['msg']}"
+            return JSONResponse(error_body("invalid_json", message, {"errors": bad_json}), 400)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         message = f"invalid request: {'.'.join(first['loc'])}: {first['msg']}"
         return JSONResponse(error_body("validation_error", message, {"errors": errors}), 422)

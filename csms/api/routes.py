@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import AwareDatetime
 
 from csms.api.calls import call_or_raise
 from csms.api.deps import ApiDeps, deps_of, reject_unknown_query, require
@@ -274,38 +276,109 @@ async def delete_id_token(request: Request, id_token: IdTokenPath) -> Response:
 
 
 # --- events -------------------------------------------------------------------------------
-@read.get("/events", tags=["events"], summary="Latest events from the stream")
+CursorQ = Query(None, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+                description="stream id (`next` of a previous answer): only events after it, oldest first")
+BeforeQ = Query(None, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+                description="stream id (`older` of a previous answer): only events before it, newest first")
+EVENT_SCAN_BATCH = 500
+_U64 = 2**64 - 1
+
+
+def _stream_id(raw: str) -> tuple[int, int]:
+    """A stream id `ms-seq` as numbers; InvalidInput when out of Redis' range."""
+    ms, _, seq = raw.partition("-")
+    if int(ms) > _U64 or int(seq) > _U64:
+        raise InvalidInput(f"stream id {raw!r} is out of range", {"cursor": raw})
+    return int(ms), int(seq)
+
+
+def _id_after(raw: str) -> str | None:
+    """The smallest stream id after `raw` (None: there is none)."""
+    ms, seq = _stream_id(raw)
+    if seq < _U64:
+        return f"{ms}-{seq + 1}"
+    return f"{ms + 1}-0" if ms < _U64 else None
+
+
+def _id_before(raw: str) -> str | None:
+    """The largest stream id before `raw` (None: there is none)."""
+    ms, seq = _stream_id(raw)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{_U64}" if ms > 0 else None
+
+
+def _event_matches(ev: Event, station_id: str | None, type_: str | None, feed: bool,
+                   since: datetime | None, until: datetime | None) -> bool:
+    """Whether an event passes the filters (`since` inclusive, `until` exclusive, on the event time)."""
+    if (station_id and ev.station_id != station_id) or (type_ and ev.type.value != type_):
+        return False
+    if feed and ev.type.value in FEED_SKIP:
+        return False
+    return (since is None or ev.ts >= since) and (until is None or ev.ts < until)
+
+
+@read.get("/events", tags=["events"], summary="Events from the stream, by time range, paged by cursor")
 async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
                       station_id: str | None = None, type: str | None = None,
-                      feed: bool = Query(False, description="skip meter.values and tx.updated")
-                      ) -> dict[str, Any]:
-    """The newest `limit` events (newest first), optionally for one station, of one type, or feed-worthy."""
+                      feed: bool = Query(False, description="skip meter.values and tx.updated"),
+                      since: AwareDatetime | None = Query(None, alias="from",
+                                                          description="events at or after this time"),
+                      until: AwareDatetime | None = Query(None, alias="to",
+                                                          description="events before this time"),
+                      after: str | None = CursorQ, before: str | None = BeforeQ) -> dict[str, Any]:
+    """Without `after`: the newest `limit` matching events, newest first (`before` pages back).
+    With `after`: the matching events after that stream id, oldest first. `next` is the cursor for
+    the events that come later (pass it as `after`; every event after it is still to be read, so
+    paging by `next` never skips one); `older` is the cursor for the page before (as `before`)."""
+    if after and before:
+        raise InvalidInput("give `after` or `before`, not both")
+    if since and until and until <= since:
+        raise InvalidInput("`to` must be later than `from`",
+                           {"from": since.isoformat(), "to": until.isoformat()})
     deps = deps_of(request)
+    forward = after is not None
     out: list[dict[str, Any]] = []
-    last = "+"
-    while len(out) < limit:
-        batch = await deps.redis.xrevrange(deps.keys.events(), max=last, min="-", count=500)
-        if not batch:
-            break
+    scanned: str | None = None  # the last stream id looked at
+    first: str | None = None
+    low, high = (_id_after(after), "+") if after else ("-", _id_before(before) if before else "+")
+    while len(out) < limit and low is not None and high is not None:
+        if forward:
+            batch = await deps.redis.xrange(deps.keys.events(), min=low, max=high, count=EVENT_SCAN_BATCH)
+        else:
+            batch = await deps.redis.xrevrange(deps.keys.events(), max=high, min=low, count=EVENT_SCAN_BATCH)
         for entry_id, fields in batch:
-            eid = s(entry_id)
-            if eid == last:
-                continue
+            scanned = s(entry_id)
+            first = first or scanned
             try:
                 ev = Event.from_fields(fields)
             except (ValueError, KeyError):
                 continue
-            if (station_id and ev.station_id != station_id) or (type and ev.type.value != type):
-                continue
-            if feed and ev.type.value in FEED_SKIP:
-                continue
-            out.append(event_summary(eid, ev))
-            if len(out) >= limit:
-                break
-        last = s(batch[-1][0])
-        if len(batch) < 500:
+            if _event_matches(ev, station_id, type, feed, since, until):
+                out.append(event_summary(scanned, ev))
+                if len(out) >= limit:
+                    break
+        if len(batch) < EVENT_SCAN_BATCH or scanned is None:
             break
-    return {"items": out, "total": len(out), "limit": limit, "offset": 0}
+        if forward:
+            low = _id_after(scanned)
+        else:
+            high = _id_before(scanned)
+    if forward:
+        nxt = scanned or after
+    else:  # the newest id looked at: everything after it is unread
+        nxt = first or await _stream_last_id(deps, before)
+    return {"items": out, "total": len(out), "limit": limit, "offset": 0, "next": nxt,
+            "older": scanned if not forward and len(out) >= limit else None}
+
+
+async def _stream_last_id(deps: ApiDeps, before: str | None) -> str:
+    """The newest stream id (before `before`, if given): the cursor after which nothing was read."""
+    high = _id_before(before) if before else "+"
+    if high is None:
+        return "0-0"
+    last = await deps.redis.xrevrange(deps.keys.events(), max=high, min="-", count=1)
+    return s(last[0][0]) if last else "0-0"
 
 
 # --- actions ------------------------------------------------------------------------------

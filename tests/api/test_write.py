@@ -75,7 +75,7 @@ async def test_invalid_site_input_gets_422_and_changes_nothing(
 async def test_malformed_json_gets_the_error_body(client: httpx.AsyncClient, tokens: Tokens) -> None:
     r = await client.put("/api/v1/sites/depot/limit", content=b"{nope",
                          headers={**tokens.operator, "Content-Type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"  # not JSON: 400, not 422
 
 
 async def test_bad_query_parameters_and_unknown_routes(client: httpx.AsyncClient, tokens: Tokens) -> None:
