@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 
 from csms.api import metrics
+from csms.api.admin import admin
 from csms.api.calls import CommandClientCaller, StationCaller
 from csms.api.deps import ApiDeps, deps_of, require_stream
 from csms.api.errors import install_error_handlers
@@ -92,6 +93,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(history)  # before `read`: /transactions.csv is not /transactions/{station_id}
     app.include_router(read)
     app.include_router(act)
+    app.include_router(admin)
 
     @app.get("/api/v1/live", tags=["live"], summary="Server-Sent Events: aggregated live updates")
     async def live(request: Request, _: Any = Depends(require_stream(Role.VIEWER))) -> StreamingResponse:

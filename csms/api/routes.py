@@ -29,6 +29,7 @@ from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput
 from csms.api.tokens import Role, TokenInfo
 from csms.api.views import paginate, session_summary
 from csms.events import Event
+from csms.store.provisioning import ProvisioningError
 
 read = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
                 dependencies=[Depends(require(Role.VIEWER)), Depends(reject_unknown_query)])
@@ -204,7 +205,10 @@ async def site_history(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
 async def set_site_limit(request: Request, site_id: SiteIdPath, body: SiteLimitInput) -> dict[str, Any]:
     """Store the limit and append a `site.limit` event (the optimizer re-plans)."""
     deps = deps_of(request)
-    await deps.writer.set_limit(_site_id(site_id), body, source="api")
+    try:
+        await deps.writer.set_limit(_site_id(site_id), body, source="api")
+    except ProvisioningError as err:  # e.g. a site id longer than the 48 characters a limit accepts
+        raise InvalidInput(str(err), {"site_id": site_id}) from err
     return (await deps.reader.sites([site_id]))[0]
 
 

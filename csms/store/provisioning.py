@@ -1,7 +1,8 @@
 """Station and site provisioning in Redis (used by `evfleet stations ...`, the API and tests).
 
 Public names: `provision_station`, `remove_station`, `list_stations`, `get_credentials`,
-`set_station_compat`, `set_site_limit`, `add_id_token`, `validate_station_id`,
+`set_station_compat`, `move_station`, `set_site_limit`, `add_site`, `add_id_token`,
+`validate_station_id`, `validate_site_id`,
 `rehash_credentials`, `ProvisioningError`, `StationIdError`.
 """
 
@@ -49,6 +50,15 @@ def validate_station_id(station_id: str) -> str:
     return station_id
 
 
+def validate_site_id(site_id: str) -> str:
+    """Return `site_id` or raise ProvisioningError (the station-id alphabet, up to 48 characters)."""
+    if not STATION_ID_RE.match(site_id or ""):
+        raise ProvisioningError(
+            f"invalid site id {site_id!r}: use 1-48 characters A-Z a-z 0-9 . _ - "
+            "(starting with a letter or digit)")
+    return site_id
+
+
 def _now_iso(now: datetime | None) -> str:
     return (now or datetime.now(UTC)).isoformat()
 
@@ -74,7 +84,7 @@ async def provision_station(redis: Redis, keys: Keys, station_id: str, password:
     cred = hash_password(password, iterations=iterations)
     old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
     site = site_id or old_site or "default"
-    validate_station_id(site)  # same alphabet for site ids
+    validate_site_id(site)
     pipe = redis.pipeline(transaction=True)
     pipe.sadd(keys.stations(), station_id)
     pipe.hset(keys.station_credentials(station_id),
@@ -152,6 +162,38 @@ async def set_station_compat(redis: Redis, keys: Keys, station_id: str, compat: 
     await redis.hset(keys.station(station_id), "compat", "1" if compat else "0")
 
 
+async def move_station(redis: Redis, keys: Keys, station_id: str, site_id: str) -> None:
+    """Put a provisioned station on another (existing or new) site, keeping its credentials.
+
+    The smart-charging service learns a station's site when it connects: move offline stations
+    (the API refuses to move a connected one).
+    """
+    validate_site_id(site_id)
+    if not await redis.sismember(keys.stations(), station_id):
+        raise ProvisioningConflict(f"unknown station {station_id!r}")
+    old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
+    pipe = redis.pipeline(transaction=True)
+    pipe.hset(keys.station(station_id), "site_id", site_id)
+    if old_site and old_site != site_id:
+        pipe.srem(keys.site_stations(old_site), station_id)
+    pipe.sadd(keys.site_stations(site_id), station_id)
+    pipe.sadd(keys.sites(), site_id)
+    pipe.hsetnx(keys.site(site_id), "name", site_id)
+    await pipe.execute()
+
+
+async def add_site(redis: Redis, keys: Keys, site_id: str, name: str | None = None) -> None:
+    """Register a site (or rename it) without touching its limit (see `set_site_limit`)."""
+    validate_site_id(site_id)
+    pipe = redis.pipeline(transaction=True)
+    pipe.sadd(keys.sites(), site_id)
+    if name:
+        pipe.hset(keys.site(site_id), "name", name)
+    else:
+        pipe.hsetnx(keys.site(site_id), "name", site_id)
+    await pipe.execute()
+
+
 async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float,
                          name: str | None = None, now: datetime | None = None,
                          source: str = "cli") -> dict[str, Any]:
@@ -163,7 +205,7 @@ async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float
     """
     from csms.events import Event, EventType
 
-    validate_station_id(site_id)
+    validate_site_id(site_id)
     if not (limit_kw > 0 and limit_kw < float("inf")):
         raise ProvisioningError(f"site limit must be > 0 kW (finite), got {limit_kw}")
     ts = now or datetime.now(UTC)
