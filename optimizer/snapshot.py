@@ -242,6 +242,12 @@ def ev_max_power_w(evse: EvseState, needs: Mapping[str, Any] | None) -> float:
     return max(limit, 1.0)
 
 
+NEEDS_TOLERANCE_WH = 500.0
+"""What is left of an EV's request below this, while the EV refuses power (SuspendedEV), is meter lag
+(the csms's meter reading is up to one TransactionEvent interval old), not a need: the same
+tolerance the csms uses to tell a repeated needs message from a new one."""
+
+
 def _departure(session: SessionState, now: datetime, cfg: SnapshotConfig) -> tuple[datetime, str]:
     needs = session.needs or {}
     if needs.get("departure_time"):
@@ -259,7 +265,10 @@ def _energy_kwh(session: SessionState, now: datetime, cfg: SnapshotConfig,
     needs = session.needs or {}
     if needs.get("energy_amount_wh") is not None:
         since = max(0.0, session.energy_wh - (session.energy_at_needs_wh or 0.0))
-        return max(0.0, float(needs["energy_amount_wh"]) - since) / 1000.0, "needs"
+        left_wh = max(0.0, float(needs["energy_amount_wh"]) - since)
+        if session.charging_state == "SuspendedEV" and left_wh <= NEEDS_TOLERANCE_WH:
+            return 0.0, "ev_full"  # a lagging meter leaves a residue; the EV takes nothing: it is done
+        return left_wh / 1000.0, "needs"
     if session.charging_state == "SuspendedEV":
         return 0.0, "ev_full"  # no needs announced and the EV refuses the power offered: it is full
     delivered = session.energy_wh / 1000.0

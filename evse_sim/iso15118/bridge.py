@@ -185,6 +185,7 @@ class JosevHlc:
         self.default_offers = 0
         self.renegotiations = 0
         self.renegotiations_requested = 0
+        self._renegotiation_pending = False
         self.ended: str | None = None
         self.errors: list[str] = []
         self.events: list[tuple[float, str, dict[str, Any]]] = []
@@ -222,6 +223,7 @@ class JosevHlc:
         self.last_needs = None
         self.profile = None
         self.offered_version = -1
+        self._renegotiation_pending = False
         self._evcc_ready.clear()
         self._spawn_task(self._start_evcc())
 
@@ -250,8 +252,15 @@ class JosevHlc:
                 self.offered_version = self.profile_version  # same SAScheduleList: nothing to renegotiate
                 self._record("renegotiation_skipped", {"version": self.profile_version})
                 return
-            self.renegotiations_requested += 1
-            self._secc.send({"op": "renegotiate"})
+            self._renegotiate()
+
+    def _renegotiate(self) -> None:
+        """Ask the SECC for one renegotiation (not again while one is pending)."""
+        if self._renegotiation_pending or self._secc is None:
+            return
+        self._renegotiation_pending = True
+        self.renegotiations_requested += 1
+        self._secc.send({"op": "renegotiate"})
 
     def _same_offer(self, offered: dict[str, Any], profile: dict[str, Any]) -> bool:
         req = self.last_needs
@@ -427,11 +436,10 @@ class JosevHlc:
                     self._spawn_task(self.port.notify_ev_charging_schedule(self.config.evse_id, payload))
                 if self.profile is not None and self.profile_version != self.offered_version:
                     # a profile came between the offer and PowerDelivery: renegotiate at once
-                    self.renegotiations_requested += 1
-                    if self._secc is not None:
-                        self._secc.send({"op": "renegotiate"})
+                    self._renegotiate()
             elif progress == "Renegotiate":
                 self.renegotiations += 1
+                self._renegotiation_pending = False
                 self.state = "renegotiating"
             elif progress == "Stop":
                 self.state = "stopped"

@@ -142,3 +142,19 @@ def test_ev_without_needs_that_refuses_power_is_full() -> None:
     assert evs["t"].energy_kwh == 0.0 and snap.notes["t"].endswith("energy=ev_full")
     # an ISO 15118 EV pausing under its own plan keeps its announced need
     assert evs["h"].energy_kwh == pytest.approx(5.0)
+
+
+def test_iso_ev_full_with_a_meter_residue_needs_nothing() -> None:
+    """An HLC EV that reached its target (SuspendedEV) while the csms's lagging meter still leaves a
+    few hundred Wh of its request: no energy planned (no profiles for a full EV); a real remainder
+    above the tolerance is still planned."""
+    needs = {"energy_amount_wh": 8_150, "departure_time": "2026-01-06T06:00:00Z"}
+    full = SessionState("f", "a", 1, NOW - timedelta(hours=2), energy_wh=8_000, energy_at_needs_wh=0,
+                        charging_state="SuspendedEV", needs=needs)
+    short = SessionState("s", "b", 1, NOW - timedelta(hours=2), energy_wh=6_000, energy_at_needs_wh=0,
+                         charging_state="SuspendedEV", needs=needs)
+    site = SiteState("s", 50, [EvseState("a", 1), EvseState("b", 1)], [full, short])
+    snap = build_instance(site, NOW, SnapshotConfig())
+    evs = {e.id: e for e in snap.instance.evs}
+    assert evs["f"].energy_kwh == 0.0 and snap.notes["f"].endswith("energy=ev_full")
+    assert evs["s"].energy_kwh == pytest.approx(2.15)
