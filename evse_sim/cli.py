@@ -48,15 +48,29 @@ def read_password_file(path: Path) -> tuple[str | None, dict[str, str]]:
     return None, per_station
 
 
-HLC_MODES = ("basic", "modelled", "none")
+HLC_MODES = ("basic", "modelled", "josev", "none")
+JOSEV_MAX_STATIONS = 10  # each AC EVSE runs a Josev SECC JVM, each HLC visit a Josev EVCC JVM
 
 
-def hlc_factory(mode: str) -> Callable[[SimStation], HlcLink | None] | None:
-    """The fleet's per-station HLC link for `--hlc` (None: the fleet's default, `BasicHlc`)."""
+def hlc_factory(mode: str, links: list[Any] | None = None) -> Callable[[SimStation], HlcLink | None] | None:
+    """The fleet's per-station HLC link for `--hlc` (None: the fleet's default, `BasicHlc`).
+
+    `josev` links are appended to `links`: each must be opened (`await link.open(station)`) before
+    the station's EVs plug in, and closed at the end (`open_josev_links`, `close_josev_links`).
+    """
     if mode == "modelled":
         from evse_sim.iso15118.link import ModelledHlcLink
 
         return lambda station: ModelledHlcLink()
+    if mode == "josev":
+        from evse_sim.iso15118.link import JosevHlcLink
+
+        def make(station: SimStation) -> HlcLink:
+            link = JosevHlcLink()
+            if links is not None:
+                links.append((station, link))
+            return link
+        return make
     if mode in ("basic", "none"):  # none: no EV is an HLC EV, so the link is never used
         return None
     raise ValueError(f"unknown HLC mode {mode!r} (one of {', '.join(HLC_MODES)})")
@@ -110,7 +124,9 @@ def register(app: typer.Typer) -> None:
             "basic",
             "--hlc",
             help="ISO 15118 link of HLC EVs: basic (announce needs, follow the limit), modelled "
-            "(the modelled ISO 15118-2 session: SAScheduleList, EV's own plan) or none (no HLC EVs)",
+            "(the modelled ISO 15118-2 session: SAScheduleList, EV's own plan), josev (real ISO 15118-2 "
+            f"AC sessions with Josev over veth pairs; at most {JOSEV_MAX_STATIONS} stations; "
+            "`evfleet iso15118 check`) or none (no HLC EVs)",
         ),
         no_hlc: bool = typer.Option(False, "--no-hlc", help="same as --hlc none"),
         authorize: bool = typer.Option(
@@ -179,6 +195,8 @@ def register(app: typer.Typer) -> None:
             hlc_mode = "none"
         if hlc_mode == "none":
             scen = scen.model_copy(update={"evs": [e.model_copy(update={"hlc": False}) for e in scen.evs]})
+        if hlc_mode == "josev":
+            _check_josev(len(scen.stations))
         wanted = parse_duration(duration) if duration else None
         try:
             summary = asyncio.run(
@@ -206,7 +224,7 @@ def register(app: typer.Typer) -> None:
                     seed,
                 )
             )
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a Josev SECC did not start
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
         if report is not None:
@@ -276,6 +294,7 @@ async def _run(
         scen = scen.at(anchor)
     if provision is not None:
         await _provision(*provision, scen, password, passwords)
+    josev_links: list[Any] = []
     runner = FleetRunner(
         scen,
         clock,
@@ -295,8 +314,10 @@ async def _run(
             ocpp=ocpp_version,
             seed=seed,
         ),
-        hlc_factory=hlc_factory(hlc_mode),
+        hlc_factory=hlc_factory(hlc_mode, josev_links),
     )
+    if josev_links:
+        await open_josev_links(josev_links, quiet)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)
@@ -310,6 +331,7 @@ async def _run(
                 await asyncio.gather(task, return_exceptions=True)
         if redis is not None:
             await redis.aclose()
+        await close_josev_links(josev_links)
     if runner.clock_error is not None:
         raise ClockMismatch(
             f"{runner.clock_error}; run the csms with --clock-speed {clock.speed:g} and the sim with "
@@ -327,6 +349,35 @@ async def _run(
                            if st.stats.first_error},
         "visits": [asdict(v) for v in runner.visits()],
     }
+
+
+def _check_josev(stations: int) -> None:
+    """One-line errors before anything starts: too many stations, or real ISO 15118 impossible here."""
+    from evse_sim.iso15118.netns import check
+
+    if stations > JOSEV_MAX_STATIONS:
+        typer.echo(f"error: --hlc josev runs real Josev processes (a JVM per EVSE and per visit): at most "
+                   f"{JOSEV_MAX_STATIONS} stations, got {stations} (use --stations N or --hlc modelled)",
+                   err=True)
+        raise typer.Exit(2)
+    cap = check()
+    if not cap.ok:
+        typer.echo(f"error: --hlc josev: {cap.explain()}", err=True)
+        raise typer.Exit(2)
+
+
+async def open_josev_links(links: list[Any], quiet: bool = False) -> None:
+    """Start the Josev SECCs (namespace, veth pair, JVM) of every station before EVs arrive."""
+    for station, link in links:
+        if not quiet:
+            print(f"starting Josev SECCs of {station.id} ...", flush=True)
+        await link.open(station)
+
+
+async def close_josev_links(links: list[Any]) -> None:
+    """Stop every Josev process and namespace."""
+    for _station, link in links:
+        await link.close()
 
 
 CLOCK_SKEW_MIN_S = 300.0  # the CSMS's currentTime may be this far off our clock [clock s] ...

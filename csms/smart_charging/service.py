@@ -880,8 +880,9 @@ class SmartChargingService:
         if loop_key:
             await self.redis.hincrby(loop_key, "k17_checks", 1)
         if _planned_before(event.data, (info.record or {}).get("sent_at")):
-            # made for the profile before the one now applied: the station renegotiates onto the new
-            # one anyway, so a breach here is not the EV's, and re-sending would renegotiate twice
+            # made before we sent the profile now applied (for an older one, or the SECC's default):
+            # the station renegotiates onto the new one anyway, so a breach here is not the EV's, and
+            # re-sending would renegotiate twice
             if loop_key:
                 await self.redis.hincrby(loop_key, "k17_stale", 1)
             return None
@@ -905,8 +906,10 @@ class SmartChargingService:
             K17_VIOLATIONS.inc()
             digest = hashlib.sha1(json.dumps(sent_payload, sort_keys=True).encode()).hexdigest()[:16]
             again = bool(loop_key) and await self.redis.hget(str(loop_key), "k17_resent_profile") == digest
-            log.warning("K17: EV plan on %s/%s (tx %s) exceeds our limit by %.0f W at %s; %s",
-                        info.station_id, info.evse_id, txid, result.worst_excess_w, result.at_s,
+            log.warning("K17: EV plan on %s/%s (tx %s, time base %s; our profile sent %s) exceeds our "
+                        "limit by %.0f W at %s; %s", info.station_id, info.evse_id, txid,
+                        event.data.get("time_base"), (info.record or {}).get("sent_at"),
+                        result.worst_excess_w, result.at_s,
                         "breach persists after a re-send: not re-sending the same profile again" if again
                         else "re-sending profile")
             if again:  # no endless re-send/renegotiation cycle with an EV that ignores the limits
@@ -972,7 +975,7 @@ def _planned_before(data: Mapping[str, Any], sent_at: Any) -> bool:
     if not base or not sent_at:
         return False
     try:
-        return parse_ts(str(base)).timestamp() < parse_ts(str(sent_at)).timestamp() - 1.0
+        return parse_ts(str(base)).timestamp() < parse_ts(str(sent_at)).timestamp()
     except ValueError:
         return False
 

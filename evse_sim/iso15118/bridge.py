@@ -60,6 +60,7 @@ from evse_sim.iso15118.session import SeccConfig
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+EV_PLAN_MARGIN = 0.03  # the simulated EV plans 3 % more than it needs (see `_plan`)
 STAGGER_S = 0.5  # minimum gap between two Josev process starts (each starts a JVM: CPU-heavy)
 
 
@@ -411,9 +412,12 @@ class JosevHlc:
     def _plan(self, tuples: tuple[SAScheduleTuple, ...]) -> dict[str, Any]:
         assert self.needs is not None
         n = self.needs
-        plan = plan_ev_profile(tuples, n.energy_wh, n.ev_max_power_w, self._departure_left_s())
+        # a real EV's plan keeps a small margin (its BMS stops at the target anyway): the schedule's
+        # relative times reach it with latency, and a plan exactly at the need ends short
+        plan = plan_ev_profile(tuples, n.energy_wh * (1 + EV_PLAN_MARGIN), n.ev_max_power_w,
+                               self._departure_left_s())
         self.plan = plan
-        self.plan_time_base = self.clock.timestamp()
+        self.plan_time_base = self.offered_at  # relative times count from the offered SAScheduleList
         self.plans.append(plan)
         self._record("ev_plan", {"tuple_id": plan.sa_schedule_tuple_id, "received": tuples_to_json(tuples),
                                  "entries": [[e.start_s, e.max_power_w] for e in plan.profile]})

@@ -189,11 +189,14 @@ class ModelledHlcLink:
 class JosevHlcLink:
     """HlcLink whose SECCs and EVCCs are real Josev processes (one veth pair per EVSE)."""
 
-    def __init__(self, schedule_wait_s: float = 1.2, workdir: Any = None) -> None:
+    def __init__(self, schedule_wait_s: float = 1.2, workdir: Any = None,
+                 open_timeout_s: float = 90.0) -> None:
         self.schedule_wait_s = schedule_wait_s
         self.workdir = workdir
+        self.open_timeout_s = open_timeout_s  # a JVM start + codec warm-up takes 5-60 s, more under load
         self.sessions: dict[int, JosevHlc] = {}
         self._followers: dict[int, _Follower] = {}
+        self._basic = BasicHlc()  # DC EVSEs: the bridge drives AC only (docs/iso15118.md)
 
     async def open(self, station: SimStation) -> None:
         """Start one namespace, veth pair and Josev SECC per EVSE of `station` (raises if impossible)."""
@@ -203,6 +206,8 @@ class JosevHlcLink:
 
         for evse_id, st in station.evses.items():
             spec = st.spec
+            if spec.kind.value != "AC":
+                continue
             cfg = secc_config(evse_id, spec.max_power_w, spec.voltage_v, spec.phases, self.schedule_wait_s,
                               True)
             workdir = None
@@ -212,11 +217,14 @@ class JosevHlcLink:
             hlc = JosevHlc(StationPort(station), station.clock, cfg, name=f"{station.id}-{evse_id}",
                            workdir=workdir)
             self.sessions[evse_id] = hlc
-            await hlc.open()
+            await hlc.open(self.open_timeout_s)
 
     def on_plug_in(self, ctx: HlcContext) -> None:
-        """Spawn the EV's Josev EVCC on the EVSE's veth pair."""
-        hlc = self.sessions[ctx.evse_id]
+        """Spawn the EV's Josev EVCC on the EVSE's veth pair (DC EVSEs, or before `open`: needs only)."""
+        hlc = self.sessions.get(ctx.evse_id)
+        if hlc is None or ctx.evse.kind.value != "AC":
+            self._basic.on_plug_in(ctx)
+            return
         station, evse_id = ctx.station, ctx.evse_id
         follower = _Follower(station, evse_id, station.clock, hlc)
         self._followers[evse_id] = follower

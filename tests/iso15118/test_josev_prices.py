@@ -2,7 +2,8 @@
 
 csms + optimizer worker + one simulated station with two AC EVSEs whose SECCs and EVCCs are real
 Josev 0.31.2 processes, on a simulated clock (real time while the JVMs start, then 60x). Prices:
-peak for 1.5 h, a cheap hour, peak again; two EVs plug in (the second after the first has its plan) and leave at departure. Shown:
+peak for 1.5 h, a cheap hour, peak again; two EVs plug in (the second after the first has its
+plan) and leave at departure. Shown:
 
 - the SAScheduleList with the SalesTariff reaches the EV (decoded by its EVCC from EXI);
 - the EVs charge in the cheap window;

@@ -82,3 +82,22 @@ async def test_no_hlc_session_for_ev_without_hlc() -> None:
     station.plug_in(1, Ev(EvSpec("EV-B", "Zoe", 52.0, 0.2, 0.8, 22.0, 0.0, now, now + timedelta(hours=2))))
     await asyncio.sleep(0.05)
     assert link.sessions == {} and station.evses[1].ev_limit_w is None
+
+
+async def test_josev_link_dc_evse_announces_needs_instead_of_failing() -> None:
+    """A DC EVSE behind JosevHlcLink: the bridge drives AC only, so the EV announces its (DC) needs
+    like BasicHlc; before, on_plug_in raised KeyError('ac_charging_parameters')."""
+    from ocpp.v201 import call
+
+    from evse_sim.iso15118.link import JosevHlcLink
+
+    clock = RealClock()
+    cfg = StationConfig("DC-1", (EvseSpec.dc(50.0),), aligned_interval_s=0)
+    station = SimStation(cfg, ConnectionConfig("ws://127.0.0.1:1/ocpp", password="x"), clock,
+                         hlc=JosevHlcLink())
+    now = clock.now()
+    station.plug_in(1, Ev(EvSpec("EV-DC", "car", 60.0, 0.2, 0.8, 11.0, 50.0, now, now + timedelta(hours=2),
+                                 hlc=True)))
+    needs = [m.payload for m in station._queue if type(m.payload) is call.NotifyEVChargingNeeds]
+    assert len(needs) == 1 and needs[0].charging_needs["requested_energy_transfer"] == "DC"
+    assert "dc_charging_parameters" in needs[0].charging_needs

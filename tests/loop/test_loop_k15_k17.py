@@ -123,7 +123,7 @@ async def test_k17_breach_is_counted_and_profile_resent(redis_url: str) -> None:
         assert h["ev_plans_received"] == "2"
         # the EV ignores the re-sent profile and reports the same breach: counted, not re-sent again
         n_after = len(cp.profiles)
-        await cp.ev_schedule([(0, 32.0)], now)
+        await cp.ev_schedule([(0, 32.0)], datetime.now(UTC))  # its plan after the renegotiation
 
         async def counted_twice() -> bool:
             h = await lp.redis.hgetall(lp.keys.session_loop("CP-1:tx-1"))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from csms.app import running_csms
@@ -26,8 +27,11 @@ def test_bad_input_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "ws:// or wss://" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--scenario", "nope"])
     assert res.exit_code == 2 and "unknown scenario 'nope'" in res.output
-    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "josev"])
-    assert res.exit_code == 2 and "'josev' is not one of basic, modelled, none" in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "real"])
+    assert res.exit_code == 2 and "'real' is not one of basic, modelled, josev, none" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "josev", "--stations", "50"])
+    assert res.exit_code == 2 and "at most 10 stations, got 50" in res.output
     assert "Traceback" not in res.output
     res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "modelled", "--no-hlc"])
     assert res.exit_code == 2 and "--no-hlc contradicts --hlc modelled" in res.output
@@ -170,3 +174,35 @@ async def test_sim_hlc_none_makes_every_ev_a_non_hlc_ev(redis_url: str, tmp_path
     keys = Keys()
     assert await _count_keys(redis_url, keys.charging_needs) == 0
     assert await _count_keys(redis_url, keys.ev_schedule) == 0
+
+
+@pytest.mark.iso15118
+@pytest.mark.timeout(300)
+async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_path: Path) -> None:
+    """`evfleet sim --hlc josev`: real Josev SECC/EVCC per station; needs and the EV's own plan
+    reach the csms over real ISO 15118-2 (skipped where namespaces/Java/the Josev venv are missing)."""
+    from evse_sim.iso15118.netns import check
+
+    cap = check()
+    if not cap.ok:
+        pytest.skip(cap.explain())
+    fields: dict[str, Any] = dict(redis_url=redis_url, host="127.0.0.1", port=0, node_id="cli-josev",
+                                  api_enabled=False, smart_charging=False)
+    async with running_csms(CsmsSettings(**fields), services=[]) as node:
+        proc = await asyncio.create_subprocess_exec(
+            EVFLEET, "sim", "--csms", node.url, "--scenario", "seed004", "--stations", "2", "--speed", "1",
+            "--start", "now", "--duration", "150s", "--password", "cli-password-1", "--provision-redis",
+            redis_url, "--tick", "0.5", "--hlc", "josev", "--report", str(tmp_path / "report.json"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 280)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    keys = Keys()
+    redis = connect_redis(redis_url)
+    try:
+        # seed004 with --stations 2 has 4 stations; under load a JVM start can take a minute
+        ids = [k.split(":")[-2] for k in await redis.keys(keys.charging_needs("*", 1))]
+        assert len(ids) >= 2, (ids, out.decode()[-2000:], err.decode()[-2000:])
+        schedules = [sid for sid in ids if await redis.get(keys.ev_schedule(sid, 1))]
+        assert len(schedules) >= 2, "the Josev EVs sent their own plans (NotifyEVChargingSchedule)"
+    finally:
+        await redis.aclose()
