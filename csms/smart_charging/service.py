@@ -473,7 +473,7 @@ class SmartChargingService:
         threshold_w = self.settings.replan_threshold_kw * 1000.0
         # interim profiles always give way to the plan (K15 follow-up): no churn filter for them
         churnable = {k: v for k, v in applied.items() if k in planned and evses[k].has_profile()
-                     and (evses[k].record or {}).get("kind") == "plan"}
+                     and (evses[k].record or {}).get("kind") in ("plan", "plan-step")}
         decision = planner.churn_filter(churnable, planned, budget_w, threshold_w, now_s)
         target = {k: applied[k] for k in applied}
         target.update(decision.target)
