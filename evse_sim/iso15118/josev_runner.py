@@ -40,6 +40,8 @@ from typing import Any
 
 log = logging.getLogger("evfleet.josev")
 SCHEDULE_WAIT_S = 1.5
+# ISO 15118-2 (what the bridge drives); EVFLEET_JOSEV_PROTOCOL=ISO_15118_20_AC tries -20 AC (docs/iso15118.md)
+PROTOCOL = os.environ.get("EVFLEET_JOSEV_PROTOCOL", "ISO_15118_2")
 BRIDGE_TIMEOUT_S = 5.0
 
 
@@ -330,7 +332,7 @@ def quiet_josev_logs() -> None:
 
 async def run_secc(args: argparse.Namespace) -> None:
     """Start one SECC handler per NAME=IFACE, sharing one Java codec."""
-    os.environ.update({"PROTOCOLS": "ISO_15118_2", "AUTH_MODES": "EIM", "FREE_CHARGING_SERVICE": "False",
+    os.environ.update({"PROTOCOLS": PROTOCOL, "AUTH_MODES": "EIM", "FREE_CHARGING_SERVICE": "False",
                        "ALLOW_CERT_INSTALL_SERVICE": "False", "LOG_LEVEL": args.log_level,
                        "MESSAGE_LOG_JSON": "False"})
     from iso15118.secc import SECCHandler
@@ -440,7 +442,7 @@ async def run_evcc(args: argparse.Namespace) -> None:
     name, iface = args.port[0].split("=", 1)
     bridge = BridgeClient(args.bridge, "evcc", name)
     await bridge.connect()
-    config = EVCCConfig(**{"supportedProtocols": ["ISO_15118_2"], "supportedEnergyServices": ["AC"],
+    config = EVCCConfig(**{"supportedProtocols": [PROTOCOL], "supportedEnergyServices": ["AC"],
                            "useTls": False, "enforceTls": False, "isCertInstallNeeded": False,
                            "energyTransferMode": _iso_mode(args.energy_mode), "sdpRetryCycles": 5,
                            "chargeLoopCycle": 1000000, "chargeLoopDelay": 1})
