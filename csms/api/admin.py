@@ -18,6 +18,7 @@ from pydantic import Field
 
 from csms.api.deps import ApiDeps, deps_of, reject_unknown_query, require
 from csms.api.errors import ACT_ERRORS, Conflict, InvalidInput, NotFound
+from csms.api.models import Site
 from csms.api.reader import s, sdict
 from csms.api.routes import SiteIdPath, StationIdPath
 from csms.api.schemas import Strict
@@ -182,7 +183,7 @@ async def _site_doc(deps: ApiDeps, site_id: str) -> dict[str, Any]:
     return doc
 
 
-@admin.post("/sites", tags=["provisioning"], status_code=201, summary="Create a site")
+@admin.post("/sites", tags=["provisioning"], status_code=201, response_model=Site, summary="Create a site")
 async def create_site(request: Request, body: SiteCreate) -> dict[str, Any]:
     """Register a site with a name and, optionally, its limit (stored with a `site.limit` event,
     like every limit change); 409 if it exists."""
@@ -203,7 +204,8 @@ async def _write_site(deps: ApiDeps, site_id: str, name: str | None, limit_kw: f
         raise InvalidInput(str(err), {"site_id": site_id}) from err
 
 
-@admin.patch("/sites/{site_id}", tags=["provisioning"], summary="Rename a site or change its limit")
+@admin.patch("/sites/{site_id}", tags=["provisioning"], response_model=Site,
+              summary="Rename a site or change its limit")
 async def update_site(request: Request, site_id: SiteIdPath, body: SiteUpdate) -> dict[str, Any]:
     """A new name and/or limit (the limit through `set_site_limit`: the csms enforces it within a
     second and the optimizer re-plans)."""

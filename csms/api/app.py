@@ -21,9 +21,10 @@ from csms.api import metrics
 from csms.api.admin import admin
 from csms.api.calls import CommandClientCaller, StationCaller
 from csms.api.deps import ApiDeps, deps_of, require_stream
-from csms.api.errors import install_error_handlers
+from csms.api.errors import READ_ERRORS, install_error_handlers
 from csms.api.history import history
 from csms.api.live import LiveHub
+from csms.api.models import Health
 from csms.api.reader import StateReader
 from csms.api.routes import act, read
 from csms.api.site_inputs import SiteInputWriter
@@ -41,6 +42,9 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 CSP_DOCS = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
             "frame-ancestors 'none'")
+LIVE_ANSWER: dict[str, Any] = {
+    "description": "`event: snapshot` once, then `event: delta` per tick (docs/api.md)",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                     "Referrer-Policy": "no-referrer", "Cross-Origin-Opener-Policy": "same-origin"}
 
@@ -95,7 +99,8 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(act)
     app.include_router(admin)
 
-    @app.get("/api/v1/live", tags=["live"], summary="Server-Sent Events: aggregated live updates")
+    @app.get("/api/v1/live", tags=["live"], summary="Server-Sent Events: aggregated live updates",
+             response_class=StreamingResponse, responses={**READ_ERRORS, 200: LIVE_ANSWER})
     async def live(request: Request, _: Any = Depends(require_stream(Role.VIEWER))) -> StreamingResponse:
         """`snapshot` once, then one `delta` per tick with changed stations, sessions, events and sites."""
         token = getattr(request.state, "stream_token", None)
@@ -108,7 +113,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         await metrics.refresh_site_metrics(deps.reader)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/healthz", tags=["metrics"], summary="Liveness: Redis reachable")
+    @app.get("/healthz", tags=["metrics"], summary="Liveness: Redis reachable", response_model=Health)
     async def healthz() -> dict[str, Any]:
         """`{"ok": true}` when Redis answers."""
         await deps.redis.ping()

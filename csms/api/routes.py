@@ -14,6 +14,21 @@ from csms.api.calls import call_or_raise
 from csms.api.deps import ApiDeps, deps_of, reject_unknown_query, require
 from csms.api.errors import ACT_ERRORS, READ_ERRORS, Conflict, InvalidInput, NotFound
 from csms.api.live import FEED_SKIP, event_summary
+from csms.api.models import (
+    ActionResult,
+    EventPage,
+    IdToken,
+    Page,
+    Session,
+    SessionSummary,
+    Site,
+    SiteHistory,
+    SitePrices,
+    StationDetail,
+    StationPage,
+    TransactionDetail,
+    Whoami,
+)
 from csms.api.reader import s
 from csms.api.schemas import (
     AvailabilityIn,
@@ -49,7 +64,7 @@ StationStatus = Literal["Offline", "Faulted", "Charging", "Occupied", "Reserved"
 
 
 # --- identity -----------------------------------------------------------------------------
-@read.get("/whoami", tags=["auth"], summary="The calling token's name and role")
+@read.get("/whoami", tags=["auth"], response_model=Whoami, summary="The calling token's name and role")
 async def whoami(request: Request) -> dict[str, Any]:
     """Name and role of the bearer token (dashboard login check)."""
     info: TokenInfo = request.state.token
@@ -57,7 +72,8 @@ async def whoami(request: Request) -> dict[str, Any]:
 
 
 # --- stations -----------------------------------------------------------------------------
-@read.get("/stations", tags=["stations"], summary="Stations with status, EVSEs and connectors")
+@read.get("/stations", tags=["stations"], response_model=StationPage,
+          summary="Stations with status, EVSEs and connectors")
 async def list_stations(request: Request, limit: int = Limit, offset: int = Offset,
                         status: StationStatus | None = Query(None, description="overall status filter"),
                         site_id: str | None = None,
@@ -86,7 +102,7 @@ async def _station_or_404(deps: ApiDeps, station_id: str) -> dict[str, Any]:
     return doc
 
 
-@read.get("/stations/{station_id}", tags=["stations"], summary="One station")
+@read.get("/stations/{station_id}", tags=["stations"], response_model=StationDetail, summary="One station")
 async def get_station(request: Request, station_id: StationIdPath) -> dict[str, Any]:
     """Station document with its live sessions."""
     deps = deps_of(request)
@@ -106,7 +122,8 @@ async def _tx_ids(deps: ApiDeps, state: str) -> list[str]:
     return [t for t in ids if t not in active] if state == "ended" else ids
 
 
-@read.get("/sessions", tags=["sessions"], summary="Charging sessions (live, ended or all)")
+@read.get("/sessions", tags=["sessions"], response_model=Page[SessionSummary],
+          summary="Charging sessions (live, ended or all)")
 async def list_sessions(request: Request, limit: int = Limit, offset: int = Offset,
                         state: Literal["live", "ended", "all"] = "live",
                         station_id: str | None = None, site_id: str | None = None) -> dict[str, Any]:
@@ -140,7 +157,7 @@ async def _tx_or_404(deps: ApiDeps, station_id: str, transaction_id: str, genera
     return ref
 
 
-@read.get("/sessions/{station_id}/{transaction_id}", tags=["sessions"],
+@read.get("/sessions/{station_id}/{transaction_id}", tags=["sessions"], response_model=Session,
           summary="One session with schedules and meter")
 async def get_session(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
                       generation: int | None = GenerationQ,
@@ -155,6 +172,7 @@ async def get_session(request: Request, station_id: StationIdPath, transaction_i
 
 
 @read.get("/transactions/{station_id}/{transaction_id}", tags=["transactions"],
+          response_model=TransactionDetail,
           summary="One transaction with its events")
 async def get_transaction(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
                           generation: int | None = GenerationQ) -> dict[str, Any]:
@@ -175,7 +193,8 @@ def _site_id(site_id: str) -> str:
         raise InvalidInput(str(err), {"site_id": site_id}) from err
 
 
-@read.get("/sites", tags=["sites"], summary="Sites: limit, current and planned load")
+@read.get("/sites", tags=["sites"], response_model=Page[Site],
+          summary="Sites: limit, current and planned load")
 async def list_sites(request: Request, limit: int = Limit, offset: int = Offset) -> dict[str, Any]:
     """Every site with limit, live load (sum of session power), planned load now, optimizer state."""
     return paginate(await deps_of(request).reader.sites(), limit, offset)
@@ -187,13 +206,15 @@ async def _site_or_404(deps: ApiDeps, site_id: str) -> dict[str, Any]:
     return (await deps.reader.sites([site_id]))[0]
 
 
-@read.get("/sites/{site_id}", tags=["sites"], summary="One site with its plan and prices")
+@read.get("/sites/{site_id}", tags=["sites"], response_model=Site,
+          summary="One site with its plan and prices")
 async def get_site(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
     """Site document including the optimizer's planned load series and the price series."""
     return await _site_or_404(deps_of(request), site_id)
 
 
-@read.get("/sites/{site_id}/history", tags=["sites"], summary="Recent site load samples")
+@read.get("/sites/{site_id}/history", tags=["sites"], response_model=SiteHistory,
+          summary="Recent site load samples")
 async def site_history(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
     """Site power, limit and planned load sampled by this API process (for the dashboard chart)."""
     deps = deps_of(request)
@@ -201,7 +222,7 @@ async def site_history(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
     return {"site_id": site_id, "samples": deps.hub.site_history(site_id)}
 
 
-@act.put("/sites/{site_id}/limit", tags=["sites"], summary="Set a site power limit")
+@act.put("/sites/{site_id}/limit", tags=["sites"], response_model=Site, summary="Set a site power limit")
 async def set_site_limit(request: Request, site_id: SiteIdPath, body: SiteLimitInput) -> dict[str, Any]:
     """Store the limit and append a `site.limit` event (the optimizer re-plans)."""
     deps = deps_of(request)
@@ -212,7 +233,8 @@ async def set_site_limit(request: Request, site_id: SiteIdPath, body: SiteLimitI
     return (await deps.reader.sites([site_id]))[0]
 
 
-@act.put("/sites/{site_id}/prices", tags=["sites"], summary="Set a site price series")
+@act.put("/sites/{site_id}/prices", tags=["sites"], response_model=SitePrices,
+         summary="Set a site price series")
 async def set_site_prices(request: Request, site_id: SiteIdPath, body: PriceSeriesInput) -> dict[str, Any]:
     """Store the price series and append a `site.prices` event (the optimizer re-plans)."""
     deps = deps_of(request)
@@ -221,7 +243,7 @@ async def set_site_prices(request: Request, site_id: SiteIdPath, body: PriceSeri
 
 
 # --- id tokens ----------------------------------------------------------------------------
-@read.get("/id-tokens", tags=["id tokens"], summary="Known id tokens")
+@read.get("/id-tokens", tags=["id tokens"], response_model=Page[IdToken], summary="Known id tokens")
 async def list_id_tokens(request: Request, limit: int = Limit, offset: int = Offset) -> dict[str, Any]:
     """Id tokens with type, status and group."""
     deps = deps_of(request)
@@ -230,7 +252,7 @@ async def list_id_tokens(request: Request, limit: int = Limit, offset: int = Off
     return page
 
 
-@read.get("/id-tokens/{id_token}", tags=["id tokens"], summary="One id token")
+@read.get("/id-tokens/{id_token}", tags=["id tokens"], response_model=IdToken, summary="One id token")
 async def get_id_token(request: Request, id_token: IdTokenPath) -> dict[str, Any]:
     """The token's authorization record."""
     deps = deps_of(request)
@@ -249,7 +271,8 @@ async def _store_id_token(deps: ApiDeps, id_token: str, body: IdTokenIn) -> dict
     return (await deps.reader.id_token_docs([id_token]))[0]
 
 
-@act.post("/id-tokens", tags=["id tokens"], status_code=201, summary="Add an id token")
+@act.post("/id-tokens", tags=["id tokens"], response_model=IdToken, status_code=201,
+          summary="Add an id token")
 async def create_id_token(request: Request, body: IdTokenCreate) -> dict[str, Any]:
     """Add a token; 409 if it exists."""
     deps = deps_of(request)
@@ -260,7 +283,8 @@ async def create_id_token(request: Request, body: IdTokenCreate) -> dict[str, An
                                                                  group_id=body.group_id))
 
 
-@act.put("/id-tokens/{id_token}", tags=["id tokens"], summary="Create or replace an id token")
+@act.put("/id-tokens/{id_token}", tags=["id tokens"], response_model=IdToken,
+         summary="Create or replace an id token")
 async def put_id_token(request: Request, id_token: IdTokenPath, body: IdTokenIn) -> dict[str, Any]:
     """Create or replace the token's record (the path pattern checks the token)."""
     return await _store_id_token(deps_of(request), id_token, body)
@@ -322,7 +346,8 @@ def _event_matches(ev: Event, station_id: str | None, type_: str | None, feed: b
     return (since is None or ev.ts >= since) and (until is None or ev.ts < until)
 
 
-@read.get("/events", tags=["events"], summary="Events from the stream, by time range, paged by cursor")
+@read.get("/events", tags=["events"], response_model=EventPage,
+          summary="Events from the stream, by time range, paged by cursor")
 async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
                       station_id: str | None = None, type: str | None = None,
                       feed: bool = Query(False, description="skip meter.values and tx.updated"),
@@ -398,7 +423,8 @@ async def _call(request: Request, station_id: StationIdPath, action: str, payloa
     return {**reply.to_dict(), "status": status, "accepted": status in ("Accepted", "Scheduled", None)}
 
 
-@act.post("/stations/{station_id}/remote-start", tags=["actions"], summary="RequestStartTransaction")
+@act.post("/stations/{station_id}/remote-start", tags=["actions"], response_model=ActionResult,
+          summary="RequestStartTransaction")
 async def remote_start(request: Request, station_id: StationIdPath, body: RemoteStartIn,
                        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Ask the station to start a transaction for an id token."""
@@ -412,7 +438,8 @@ async def remote_start(request: Request, station_id: StationIdPath, body: Remote
     return await _call(request, station_id, "RequestStartTransaction", payload, timeout_s)
 
 
-@act.post("/stations/{station_id}/remote-stop", tags=["actions"], summary="RequestStopTransaction")
+@act.post("/stations/{station_id}/remote-stop", tags=["actions"], response_model=ActionResult,
+          summary="RequestStopTransaction")
 async def remote_stop(request: Request, station_id: StationIdPath, body: RemoteStopIn,
                       timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Ask the station to stop a transaction."""
@@ -420,7 +447,8 @@ async def remote_stop(request: Request, station_id: StationIdPath, body: RemoteS
                        {"transactionId": body.transaction_id}, timeout_s)
 
 
-@act.post("/sessions/{station_id}/{transaction_id}/stop", tags=["actions"], summary="Stop a live session")
+@act.post("/sessions/{station_id}/{transaction_id}/stop", tags=["actions"], response_model=ActionResult,
+          summary="Stop a live session")
 async def stop_session(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
                        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """RequestStopTransaction to the station the session runs on (its latest use of the id)."""
@@ -433,7 +461,7 @@ async def stop_session(request: Request, station_id: StationIdPath, transaction_
                        timeout_s)
 
 
-@act.post("/stations/{station_id}/reset", tags=["actions"], summary="Reset")
+@act.post("/stations/{station_id}/reset", tags=["actions"], response_model=ActionResult, summary="Reset")
 async def reset(request: Request, station_id: StationIdPath, body: ResetIn,
                 timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Reset the station or one EVSE (Immediate or OnIdle)."""
@@ -452,7 +480,8 @@ def _evse(evse_id: int | None, connector_id: int | None) -> dict[str, Any] | Non
     return evse
 
 
-@act.post("/stations/{station_id}/availability", tags=["actions"], summary="ChangeAvailability")
+@act.post("/stations/{station_id}/availability", tags=["actions"], response_model=ActionResult,
+          summary="ChangeAvailability")
 async def change_availability(request: Request, station_id: StationIdPath, body: AvailabilityIn,
                               timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Make the station, an EVSE or a connector Operative or Inoperative."""
@@ -463,7 +492,8 @@ async def change_availability(request: Request, station_id: StationIdPath, body:
     return await _call(request, station_id, "ChangeAvailability", payload, timeout_s)
 
 
-@act.post("/stations/{station_id}/trigger", tags=["actions"], summary="TriggerMessage")
+@act.post("/stations/{station_id}/trigger", tags=["actions"], response_model=ActionResult,
+          summary="TriggerMessage")
 async def trigger_message(request: Request, station_id: StationIdPath, body: TriggerIn,
                           timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Ask the station to send a message now (StatusNotification, MeterValues, ...)."""
@@ -474,7 +504,8 @@ async def trigger_message(request: Request, station_id: StationIdPath, body: Tri
     return await _call(request, station_id, "TriggerMessage", payload, timeout_s)
 
 
-@act.post("/stations/{station_id}/charging-profiles", tags=["actions"], summary="SetChargingProfile")
+@act.post("/stations/{station_id}/charging-profiles", tags=["actions"], response_model=ActionResult,
+          summary="SetChargingProfile")
 async def set_charging_profile(request: Request, station_id: StationIdPath, body: SetProfileIn,
                                timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """Send a charging profile to an EVSE (0 = station-wide)."""
@@ -483,7 +514,8 @@ async def set_charging_profile(request: Request, station_id: StationIdPath, body
                        timeout_s)
 
 
-@act.delete("/stations/{station_id}/charging-profiles", tags=["actions"], summary="ClearChargingProfile")
+@act.delete("/stations/{station_id}/charging-profiles", tags=["actions"], response_model=ActionResult,
+            summary="ClearChargingProfile")
 async def clear_charging_profile(
         request: Request, station_id: StationIdPath,
         profile_id: int | None = Query(None, ge=0, description="clear this profile id"),

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from csms.core.security import verify_password
 from csms.events import Event, EventType
 from csms.store.provisioning import get_credentials
-from tests.api.conftest import KEYS, Tokens, seed_site
+from tests.api.conftest import KEYS, Tokens, seed_session, seed_site, seed_station
 
 
 @pytest.mark.parametrize("body", [b"{", b"{'limit_kw': 5}", b"limit_kw=5", b'{"limit_kw": 5,}'])
@@ -275,3 +275,42 @@ async def test_a_limit_for_a_site_id_too_long_for_the_store_is_422_not_500(
     r = await client.put(f"/api/v1/sites/{site}/limit", json={"limit_kw": 5}, headers=tokens.operator)
     assert r.status_code == 422 and "invalid site id" in r.json()["error"]["message"], r.text
     assert await redis.xlen(KEYS.events()) == 0 and not await redis.sismember(KEYS.sites(), site)
+
+
+async def test_openapi_describes_every_json_answer(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    untyped = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for status, answer in op["responses"].items():
+                schema = answer.get("content", {}).get("application/json", {}).get("schema")
+                if (
+                    status.startswith("2")
+                    and schema is not None
+                    and not ("$ref" in schema or schema.get("type"))
+                ):
+                    untyped.append(f"{method.upper()} {path} {status}: {schema}")
+                if status.startswith(("4", "5")):
+                    assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, method, status)
+    assert untyped == []
+    assert "/api/v1/live" in spec["paths"] and len(spec["paths"]) >= 25
+
+
+async def test_documents_carry_numbers_not_redis_strings(
+    client: httpx.AsyncClient, tokens: Tokens, redis: Redis
+) -> None:
+    await seed_site(redis, "depot", 50.0)
+    await seed_station(redis, "CS1", site="depot")
+    await seed_session(redis, "T1", "CS1", power_w=7400, energy_wh=1234.5)
+    r = await client.get("/api/v1/transactions/CS1/T1", headers=tokens.viewer)
+    assert r.status_code == 200, r.text
+    record = r.json()["record"]
+    assert record["power_w"] == 7400.0 and record["energy_wh"] == 1234.5 and record["soc"] == 42.0
+    assert record["evse_id"] == 1 and record["last_seq_no"] == 3 and record["ended_at"] is None
+    station = (await client.get("/api/v1/stations/CS1", headers=tokens.viewer)).json()
+    assert station["heartbeat_interval_s"] == 300 and station["evses"][0]["max_power_w"] == 22000.0
+    assert station["sessions"][0]["power_kw"] == 7.4
+    site = (await client.get("/api/v1/sites/depot", headers=tokens.viewer)).json()
+    assert site["limit_kw"] == 50.0 and site["power_kw"] == 7.4 and site["optimizer"]["objective"] == 12.5
+    session = (await client.get("/api/v1/sessions/CS1/T1", headers=tokens.viewer)).json()
+    assert session["energy_kwh"] == 1.2345 and session["meter"][0]["power_w"] == 7400
