@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 import highspy
 import numpy as np
 
+import optimizer.model  # noqa: F401  (the first Highs is created quietly there)
+
 
 @dataclass(frozen=True)
 class Session:

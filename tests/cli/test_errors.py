@@ -86,3 +86,12 @@ def test_sites_and_id_tokens_list_and_remove(redis_url: str, tmp_path: Path) -> 
     assert code == 0 and '"id_token": "CARD-1"' in out and '"status": "Accepted"' in out
     assert run("idtokens", "remove", "CARD-1", *r, home=tmp_path)[0] == 0
     assert run("idtokens", "list", *r, home=tmp_path)[2].strip() == "no id tokens"
+
+
+def test_solver_output_never_reaches_the_terminal(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    for instance in ("seed003-company-fleet.json", "seed004-shared-source.json"):
+        code, stderr, stdout = run("optimize", "--input", str(examples / instance), "--output",
+                                   str(tmp_path / "schedule.json"), home=tmp_path)
+        assert code == 0, stderr
+        assert "HiGHS" not in stdout + "\n".join(stderr)  # no banner, no solver log
