@@ -112,6 +112,10 @@ def register(app: typer.Typer) -> None:
         tls_ca: Path | None = typer.Option(
             None, "--tls-ca", help="CA certificate for wss:// (security profile 2)"
         ),
+        client_certs: Path | None = typer.Option(
+            None, "--client-certs",
+            help="directory with {station_id}.pem and .key: client certificates (security profile 3)",
+        ),
         ramp_per_s: float = typer.Option(
             50.0, "--ramp-per-s", min=0.0, help="stations started per second (0 = all)"
         ),
@@ -173,6 +177,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("must start with ws:// or wss://", param_hint="--csms")
         if tls_ca is not None and not tls_ca.exists():
             raise typer.BadParameter(f"{tls_ca} does not exist", param_hint="--tls-ca")
+        if client_certs is not None and not client_certs.is_dir():
+            raise typer.BadParameter(f"{client_certs} is not a directory", param_hint="--client-certs")
         shared: str | None = password
         per_station: dict[str, str] = {}
         if password_file is not None:
@@ -209,6 +215,7 @@ def register(app: typer.Typer) -> None:
                     shared,
                     per_station,
                     tls_ca,
+                    client_certs,
                     ramp_per_s,
                     tick,
                     meter_interval,
@@ -250,6 +257,7 @@ async def _run(
     password: str | None,
     passwords: dict[str, str],
     tls_ca: Path | None,
+    client_certs: Path | None,
     ramp_per_s: float,
     tick: float,
     meter_interval: int,
@@ -303,6 +311,7 @@ async def _run(
             password=password,
             passwords=passwords,
             tls_ca=str(tls_ca) if tls_ca else None,
+            client_cert_dir=str(client_certs) if client_certs else None,
             ramp_per_s=ramp_per_s,
             tick_real_s=tick,
             tx_updated_interval_s=meter_interval,

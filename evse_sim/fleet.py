@@ -47,6 +47,7 @@ class FleetConfig:
     password: str | None = None
     passwords: dict[str, str] = field(default_factory=dict)
     tls_ca: str | None = None
+    client_cert_dir: str | None = None
     ramp_per_s: float = 50.0
     tick_real_s: float = 0.5
     tx_updated_interval_s: int = 60
@@ -80,6 +81,7 @@ class FleetConfig:
             self.csms_url,
             password=self.passwords.get(station_id, self.password),
             tls_ca=self.tls_ca,
+            client_cert_dir=self.client_cert_dir,
             backoff_base_s=self.backoff_base_s,
             backoff_max_s=self.backoff_max_s,
             response_timeout_s=self.response_timeout_s,

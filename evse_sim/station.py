@@ -777,7 +777,7 @@ class SimStation:
             conn.url_for(self.id),
             subprotocols=[websockets.Subprotocol("ocpp1.6" if v16 else "ocpp2.0.1")],
             additional_headers=conn.headers_for(self.id),
-            ssl=conn.ssl_context(),
+            ssl=conn.ssl_context(self.id),
             open_timeout=conn.open_timeout_s,
             ping_interval=conn.ping_interval_s,
             max_queue=64,

@@ -6,6 +6,7 @@ Re-exported by `evse_sim.station`; kept apart so the station module holds behavi
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -76,6 +77,8 @@ class ConnectionConfig:
     csms_url: str
     password: str | None = None
     tls_ca: str | None = None
+    client_cert_dir: str | None = None
+    """Security profile 3: `{station_id}.pem` and `{station_id}.key` (client certificate, CN = id)."""
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     response_timeout_s: float = 30.0
@@ -84,9 +87,9 @@ class ConnectionConfig:
 
     @property
     def security_profile(self) -> int:
-        """0 = none, 1 = Basic auth over ws://, 2 = Basic auth over TLS."""
+        """0 = none, 1 = Basic auth over ws://, 2 = Basic auth over TLS, 3 = client certificate."""
         if self.csms_url.startswith("wss://"):
-            return 2
+            return 3 if self.client_cert_dir else 2
         return 1 if self.password else 0
 
     def url_for(self, station_id: str) -> str:
@@ -100,11 +103,16 @@ class ConnectionConfig:
         token = base64.b64encode(f"{station_id}:{self.password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """TLS context for wss:// (custom CA if given)."""
+    def ssl_context(self, station_id: str | None = None) -> ssl.SSLContext | None:
+        """TLS context for wss:// (custom CA if given; the station's client certificate from
+        `client_cert_dir` when set, for security profile 3)."""
         if not self.csms_url.startswith("wss://"):
             return None
-        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else ssl.create_default_context()
+        ctx = ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else ssl.create_default_context()
+        if self.client_cert_dir and station_id:
+            base = os.path.join(self.client_cert_dir, station_id)
+            ctx.load_cert_chain(f"{base}.pem", f"{base}.key")
+        return ctx
 
 
 @dataclass(slots=True)

@@ -108,3 +108,36 @@ async def test_profile_3_station_refused_with_password_on_plain_listener(redis_u
             await RawStation.connect(node.url, "CP-3", PASSWORD)
         assert info.value.response.status_code == 401
         assert b"client certificate" in info.value.response.body
+
+
+async def test_simulated_station_on_profile_3(redis_url: str, provision: Provision, redis: Redis,
+                                             pki: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    """evse_sim's station logs in with its certificate (`--client-certs` of `evfleet sim`)."""
+    import asyncio
+    import random
+    import shutil
+    from datetime import UTC, datetime
+
+    from csms.clock import ScaledClock
+    from evse_sim.evse import EvseSpec
+    from evse_sim.station import ConnectionConfig, SimStation, StationConfig
+    from tests.waiting import until
+
+    shutil.copy(pki["cp3"][0], tmp_path / "CP-3.pem")
+    shutil.copy(pki["cp3"][1], tmp_path / "CP-3.key")
+    server_cert, server_key = pki["server"]
+    settings = make_settings(redis_url, tls_cert=server_cert, tls_key=server_key, tls_client_ca=pki["ca"][0])
+    async with running_csms(settings, services=[]) as node:
+        await provision("CP-3", security_profile=3)
+        conn = ConnectionConfig(node.url, tls_ca=str(pki["ca"][0]), client_cert_dir=str(tmp_path),
+                                backoff_base_s=0.05, backoff_max_s=0.3, response_timeout_s=5)
+        assert conn.security_profile == 3
+        clock = ScaledClock(datetime(2026, 3, 2, 17, 0, tzinfo=UTC), speed=1.0)
+        station = SimStation(StationConfig("CP-3", (EvseSpec.ac(22.0),)), conn, clock, rng=random.Random(1))
+        task = asyncio.create_task(station.run(tick_s=1.0))
+        try:
+            await until(lambda: station.online and station.accepted, 15, "the simulated station boots")
+            assert await redis.hget("evfleet:station:CP-3", "security_profile") == "3"
+        finally:
+            station.stop()
+            await asyncio.wait_for(task, 10)
