@@ -11,6 +11,8 @@ stream and Redis:
 
 - latency from each `tx.started` to the first accepted plan-based TxProfile of the session
   (p50 / p95 / max), and to any accepted profile (interim or plan);
+- latency from each session's NotifyEVChargingNeeds (stored) to the next TxProfile its station
+  accepted (p50 / p95; repeated needs are not counted);
 - worker: plans written, solve seconds (last, max), status;
 - csms: SetChargingProfile calls, answers, interim profiles, K16 skips;
 - the highest sum over EVSEs of the limits the csms had applied (sampled every 0.5 s) against the
@@ -165,6 +167,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         started: dict[str, datetime] = {}
         first_any: dict[str, datetime] = {}
         first_plan: dict[str, datetime] = {}
+        needs_at: dict[str, datetime] = {}
+        accepted_at: dict[str, list[datetime]] = {}
         counts: dict[str, int] = {}
         plans: list[dict[str, Any]] = []
         for _id, f in events:
@@ -173,7 +177,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             data = json.loads(f.get("data") or "{}")
             if t == "tx.started":
                 started.setdefault(txid, ts)
+            elif t == "ev.charging_needs" and data.get("status") not in ("Rejected", "Repeated"):
+                needs_at.setdefault(txid, ts)
             elif t == "profile.answered" and data.get("status") == "Accepted":
+                accepted_at.setdefault(txid, []).append(ts)
                 first_any.setdefault(txid, ts)
                 if str(data.get("kind", "")).startswith("plan"):
                     first_plan.setdefault(txid, ts)
@@ -181,6 +188,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 plans.append(data)
         lat_plan = [(first_plan[t] - s).total_seconds() for t, s in started.items() if t in first_plan]
         lat_any = [(first_any[t] - s).total_seconds() for t, s in started.items() if t in first_any]
+        # NotifyEVChargingNeeds stored -> the next TxProfile the station accepted (issue 12's first answer)
+        lat_needs = [min((a - s).total_seconds() for a in accepted_at[t] if a >= s)
+                     for t, s in needs_at.items() if any(a >= s for a in accepted_at.get(t, []))]
         kinds: dict[str, int] = {}
         for _id, f in events:
             if f["type"] == "profile.sent":
@@ -200,6 +210,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "plug_to_plan_profile_s_p95": pct(lat_plan, 0.95),
             "plug_to_plan_profile_s_max": pct(lat_plan, 1.0),
             "plug_to_any_profile_s_p50": pct(lat_any, 0.5), "plug_to_any_profile_s_p95": pct(lat_any, 0.95),
+            "needs_to_profile_accepted_s_p50": pct(lat_needs, 0.5),
+            "needs_to_profile_accepted_s_p95": pct(lat_needs, 0.95),
+            "needs_sessions_answered": len(lat_needs), "needs_sessions": len(needs_at),
             "plans": len(plans), "plan_status": sorted({str(p.get("status")) for p in plans}),
             "solve_s_median": round(statistics.median(solve), 3) if solve else None,
             "solve_s_max": round(max(solve), 3) if solve else None,
