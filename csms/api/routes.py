@@ -43,7 +43,7 @@ from csms.api.schemas import (
 from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
 from csms.api.tokens import Role, TokenInfo
 from csms.api.views import paginate, session_summary
-from csms.events import Event
+from csms.events import Event, EventType
 from csms.store.provisioning import ProvisioningError
 
 read = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
@@ -336,10 +336,10 @@ def _id_before(raw: str) -> str | None:
     return f"{ms - 1}-{_U64}" if ms > 0 else None
 
 
-def _event_matches(ev: Event, station_id: str | None, type_: str | None, feed: bool,
+def _event_matches(ev: Event, station_id: str | None, type_: EventType | None, feed: bool,
                    since: datetime | None, until: datetime | None) -> bool:
     """Whether an event passes the filters (`since` inclusive, `until` exclusive, on the event time)."""
-    if (station_id and ev.station_id != station_id) or (type_ and ev.type.value != type_):
+    if (station_id and ev.station_id != station_id) or (type_ and ev.type != type_):
         return False
     if feed and ev.type.value in FEED_SKIP:
         return False
@@ -349,7 +349,8 @@ def _event_matches(ev: Event, station_id: str | None, type_: str | None, feed: b
 @read.get("/events", tags=["events"], response_model=EventPage,
           summary="Events from the stream, by time range, paged by cursor")
 async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
-                      station_id: str | None = None, type: str | None = None,
+                      station_id: str | None = None,
+                      type: EventType | None = Query(None, description="only events of this type"),
                       feed: bool = Query(False, description="skip meter.values and tx.updated"),
                       since: AwareDatetime | None = Query(None, alias="from",
                                                           description="events at or after this time"),

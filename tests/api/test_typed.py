@@ -314,3 +314,12 @@ async def test_documents_carry_numbers_not_redis_strings(
     assert site["limit_kw"] == 50.0 and site["power_kw"] == 7.4 and site["optimizer"]["objective"] == 12.5
     session = (await client.get("/api/v1/sessions/CS1/T1", headers=tokens.viewer)).json()
     assert session["energy_kwh"] == 1.2345 and session["meter"][0]["power_w"] == 7400
+
+
+async def test_events_type_filter_is_an_enum(client: httpx.AsyncClient, tokens: Tokens, redis: Redis) -> None:
+    await _event(redis, 0, datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    r = await client.get("/api/v1/events?type=connector.status", headers=tokens.viewer)
+    assert [e["type"] for e in r.json()["items"]] == ["connector.status"]
+    assert (await client.get("/api/v1/events?type=tx.started", headers=tokens.viewer)).json()["items"] == []
+    r = await client.get("/api/v1/events?type=connector.stat", headers=tokens.viewer)  # a typo is not "none"
+    assert r.status_code == 422 and "type" in r.json()["error"]["message"], r.text
