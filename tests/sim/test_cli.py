@@ -176,6 +176,7 @@ async def test_sim_hlc_none_makes_every_ev_a_non_hlc_ev(redis_url: str, tmp_path
     assert await _count_keys(redis_url, keys.ev_schedule) == 0
 
 
+@pytest.mark.soak  # 4 real minutes of Josev sessions; the priced real-Josev loop runs by default
 @pytest.mark.iso15118
 @pytest.mark.timeout(480)
 async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_path: Path) -> None:
