@@ -168,6 +168,21 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
     raise AssertionError("unreachable")
 
 
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str, header: str,
+                line: Callable[[dict[str, Any]], str]) -> None:
+    """A list command's output: JSON, a one-line note when there is nothing, or a table."""
+    import json
+
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        typer.echo(empty)
+    else:
+        typer.echo(header)
+        for row in rows:
+            typer.echo(line(row))
+
+
 @stations_app.command("add")
 def stations_add(
     station_id: str = typer.Argument(..., help="station identity (1-48 chars A-Z a-z 0-9 . _ -)"),
@@ -213,24 +228,17 @@ def stations_list(config: Path | None = ConfigOpt, redis_url: str | None = Redis
                   redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
                   as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List provisioned stations with their state."""
-    import json
-
     from csms.store.provisioning import list_stations
 
-    rows: list[dict[str, Any]] = _run(config, redis_url, redis_prefix, data_dir,
-                                      lambda r, k, s: list_stations(r, k))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo("no stations provisioned")
-        return
-    typer.echo(f"{'station':<20} {'site':<12} {'online':<6} {'compat':<6} {'vendor/model':<28} last_seen")
-    for row in rows:
+    def line(row: dict[str, Any]) -> str:
         vm = f"{row.get('vendor', '')}/{row.get('model', '')}".strip("/")
-        typer.echo(f"{row['station_id']:<20} {row.get('site_id', ''):<12} "
-                   f"{'yes' if row.get('online') == '1' else 'no':<6} "
-                   f"{'yes' if row.get('compat') == '1' else 'no':<6} {vm:<28} {row.get('last_seen', '')}")
+        return (f"{row['station_id']:<20} {row.get('site_id', ''):<12} "
+                f"{'yes' if row.get('online') == '1' else 'no':<6} "
+                f"{'yes' if row.get('compat') == '1' else 'no':<6} {vm:<28} {row.get('last_seen', '')}")
+
+    rows = _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: list_stations(r, k))
+    header = f"{'station':<20} {'site':<12} {'online':<6} {'compat':<6} {'vendor/model':<28} last_seen"
+    _print_rows(rows, as_json, "no stations provisioned", header, line)
 
 
 @stations_app.command("remove")
@@ -314,22 +322,14 @@ def sites_list(config: Path | None = ConfigOpt, redis_url: str | None = RedisUrl
                redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
                as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List sites with their limit and number of stations."""
-    import json
-
     from csms.store.provisioning import list_sites
 
-    rows: list[dict[str, Any]] = _run(config, redis_url, redis_prefix, data_dir,
-                                      lambda r, k, s: list_sites(r, k))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo("no sites")
-        return
-    typer.echo(f"{'site':<20} {'limit kW':>9} {'stations':>8}  name")
-    for row in rows:
+    def line(row: dict[str, Any]) -> str:
         limit = f"{float(row['limit_kw']):g}" if row.get("limit_kw") else "unset"
-        typer.echo(f"{row['site_id']:<20} {limit:>9} {row['stations']:>8}  {row.get('name', '')}")
+        return f"{row['site_id']:<20} {limit:>9} {row['stations']:>8}  {row.get('name', '')}"
+
+    rows = _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: list_sites(r, k))
+    _print_rows(rows, as_json, "no sites", f"{'site':<20} {'limit kW':>9} {'stations':>8}  name", line)
 
 
 @sites_app.command("remove")
@@ -348,21 +348,14 @@ def idtokens_list(config: Path | None = ConfigOpt, redis_url: str | None = Redis
                   redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
                   as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the known id tokens with their type, status and group."""
-    import json
-
     from csms.store.provisioning import list_id_tokens
 
+    def line(row: dict[str, Any]) -> str:
+        return (f"{row['id_token']:<38} {row.get('type', ''):<10} {row.get('status', ''):<10} "
+                f"{row.get('group_id', '')}")
+
     rows = _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: list_id_tokens(r, k))
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo("no id tokens")
-        return
-    typer.echo(f"{'id token':<38} {'type':<10} {'status':<10} group")
-    for row in rows:
-        typer.echo(f"{row['id_token']:<38} {row.get('type', ''):<10} {row.get('status', ''):<10} "
-                   f"{row.get('group_id', '')}")
+    _print_rows(rows, as_json, "no id tokens", f"{'id token':<38} {'type':<10} {'status':<10} group", line)
 
 
 @idtokens_app.command("remove")
