@@ -55,10 +55,18 @@ def store_unavailable(err: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, (StoreUnavailable, *_UNAVAILABLE)):
             return True
-        if isinstance(current, rx.ResponseError) and str(current).startswith(_UNAVAILABLE_REPLIES):
+        if isinstance(current, rx.ResponseError) and _unavailable_reply(str(current)):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _unavailable_reply(text: str) -> bool:
+    """The reply says Redis cannot write now: `OOM ...` as a command's reply, or wrapped inside a
+    script's error (`Error running script ...: -OOM command not allowed ...`) when the refused
+    write is the script's first write rather than the call itself."""
+    return text.startswith(_UNAVAILABLE_REPLIES) or any(f"-{reply} " in text
+                                                         for reply in _UNAVAILABLE_REPLIES)
 
 
 def dedicated_client(redis: Redis, max_connections: int, **overrides: object) -> Redis:

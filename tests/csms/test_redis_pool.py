@@ -58,3 +58,17 @@ async def test_default_pool_is_blocking_with_a_cap_and_timeout(redis_url: str) -
         assert results == [1] * 2500
     finally:
         await client.aclose()
+
+
+def test_a_refused_write_inside_a_script_counts_as_redis_unavailable() -> None:
+    """Redis refuses a script's first write with an error wrapping the OOM reply; a TransactionEvent
+    must then stay unanswered like for a plain OOM (seen in a CI run as an InternalError answer)."""
+    import redis.exceptions as rx
+
+    from csms.store.client import store_unavailable
+
+    wrapped = rx.ResponseError("Error running script (call to f_897d): @user_script:22: @user_script: 22: "
+                               "-OOM command not allowed when used memory > 'maxmemory'.")
+    assert store_unavailable(wrapped)
+    assert store_unavailable(rx.ResponseError("OOM command not allowed when used memory > 'maxmemory'."))
+    assert not store_unavailable(rx.ResponseError("Error running script: @user_script:3: bad argument"))
