@@ -161,46 +161,24 @@ def rolling(base: Instance, sc: Scenario, robustness: Robustness | None = None) 
 
 def perfect_foresight(base: Instance, sc: Scenario) -> Outcome:
     """One cost LP with the true needs and departures."""
-    cars = np.arange(sc.n)
-    inst = sub_instance(
-        base,
-        sc,
-        0,
-        cars,
-        sc.true_need,
-        sc.true_departure,
-        sc.initial,
-        np.zeros(sc.n),
-        Robustness(),
-        perfect=True,
-    )
-    sched = solve(inst, "cost")
-    kw = np.array([sched.ev_power_kw[f"e{e}"] for e in cars])
-    delivered = (kw * sc.efficiency[:, None]).sum(axis=1) * base.dt_h
-    cost = float((_prices(base) * kw.sum(axis=0)).sum() * base.dt_h)
-    return Outcome(cost, delivered, _unmet(sc, delivered), 1)
+    return _with_the_truth(base, sc, "cost", solves=1)
 
 
 def uncontrolled(base: Instance, sc: Scenario) -> Outcome:
     """Full power from plug-in until the true need is met or the car leaves (site headroom respected)."""
+    return _with_the_truth(base, sc, "uncontrolled")
+
+
+def _with_the_truth(base: Instance, sc: Scenario, strategy: str, **outcome: int) -> Outcome:
+    """`strategy` run once on the true needs and departures of scenario `sc`."""
     cars = np.arange(sc.n)
-    inst = sub_instance(
-        base,
-        sc,
-        0,
-        cars,
-        sc.true_need,
-        sc.true_departure,
-        sc.initial,
-        np.zeros(sc.n),
-        Robustness(),
-        perfect=True,
-    )
-    sched = solve(inst, "uncontrolled")
+    inst = sub_instance(base, sc, 0, cars, sc.true_need, sc.true_departure, sc.initial, np.zeros(sc.n),
+                        Robustness(), perfect=True)
+    sched = solve(inst, strategy)
     kw = np.array([sched.ev_power_kw[f"e{e}"] for e in cars])
     delivered = (kw * sc.efficiency[:, None]).sum(axis=1) * base.dt_h
     cost = float((_prices(base) * kw.sum(axis=0)).sum() * base.dt_h)
-    return Outcome(cost, delivered, _unmet(sc, delivered))
+    return Outcome(cost, delivered, _unmet(sc, delivered), **outcome)
 
 
 @dataclass(frozen=True)
