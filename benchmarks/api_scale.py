@@ -45,10 +45,10 @@ async def run(n_stations: int, repeat: int) -> dict[str, Any]:
 
     from csms.api.app import build_deps, create_app
     from csms.api.tokens import TokenStore
-    from csms.clock import RealClock
     from csms.store.embedded import EmbeddedRedis
-    from csms.store.keys import Keys
     from csms.telemetry.bridge import MqttBridge
+    from evfleet.clock import RealClock
+    from evfleet.keys import Keys
     from tests.dashboard.fleet import seed_fleet
 
     server = EmbeddedRedis().start()

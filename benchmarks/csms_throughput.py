@@ -208,7 +208,7 @@ def _provision(redis_url: str, n: int, iterations: int) -> None:
 
     from csms.core.security import hash_password
     from csms.store.client import hmap
-    from csms.store.keys import Keys
+    from evfleet.keys import Keys
 
     keys = Keys()
     cred = hmap({**hash_password(PASSWORD, iterations).to_fields(), "security_profile": "1"})

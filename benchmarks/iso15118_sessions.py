@@ -76,7 +76,7 @@ def model_sessions(n: int) -> dict[str, float]:
 
 async def josev_sessions(n: int) -> dict[str, Any]:
     """Open one real EVSE, run n plug-ins with a renegotiation each; return timings."""
-    from csms.clock import RealClock
+    from evfleet.clock import RealClock
     from evse_sim.iso15118.bridge import JosevHlc
     from evse_sim.iso15118.messages import EvNeeds
     from evse_sim.iso15118.netns import check

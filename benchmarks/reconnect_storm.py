@@ -158,7 +158,7 @@ def _provision(redis_url: str, n: int, pbkdf2: int | None) -> None:
 
     from csms.core.security import SCHEME, hash_password
     from csms.store.client import hmap
-    from csms.store.keys import Keys
+    from evfleet.keys import Keys
 
     keys = Keys()
     r = redis.Redis.from_url(redis_url, decode_responses=True)

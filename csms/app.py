@@ -42,15 +42,6 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from csms.clock import (
-    Clock,
-    RealClock,
-    ScaledClock,
-    acquire_clock,
-    describe,
-    keep_clock_alive,
-    read_shared_clock,
-)
 from csms.commands import REPLY_MAX_CONNECTIONS, CommandClient
 from csms.context import CsmsContext, Service
 from csms.protocol.commands import CommandExecutor
@@ -60,10 +51,19 @@ from csms.protocol.server import OcppServer
 from csms.settings import CsmsSettings
 from csms.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from csms.store.embedded import EmbeddedRedis
-from csms.store.keys import Keys
 from csms.store.migrate import migrate_legacy_transactions
 from csms.store.quota import EventQuota
 from csms.store.state import StateStore
+from evfleet.clock import (
+    Clock,
+    RealClock,
+    ScaledClock,
+    acquire_clock,
+    describe,
+    keep_clock_alive,
+    read_shared_clock,
+)
+from evfleet.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ async def _node_clock(redis: Redis, keys: Keys, settings: CsmsSettings, node_id:
     """The node's clock: the one it was handed (demo, tests), else the deployment's one time source.
 
     `clock_speed` 1 (the default) is real time and refuses a live simulated clock in this Redis;
-    another speed joins the live clock of that speed or starts one (see `csms.clock.acquire_clock`).
+    another speed joins the live clock of that speed or starts one (see `evfleet.clock.acquire_clock`).
     """
     if given is not None:
         return given

@@ -97,9 +97,9 @@ def csms(
     """Run a csms node (OCPP 2.0.1 server, command executor, API, telemetry, smart charging)."""
     from redis.exceptions import RedisError
 
-    from csms.clock import ClockConflict
     from csms.logs import configure_logging, redact
     from csms.settings import default_data_dir
+    from evfleet.clock import ClockConflict
 
     settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
                          data_dir=data_dir, node_id=node_id, tls_cert=tls_cert, tls_key=tls_key,
@@ -152,7 +152,7 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
 
     async def go() -> T:
         from csms.store.admin import admin_redis
-        from csms.store.keys import Keys
+        from evfleet.keys import Keys
 
         async with admin_redis(settings) as client:
             return await op(client, Keys(settings.redis_prefix), settings)

@@ -38,10 +38,10 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from csms.clock import Clock
 from csms.store.client import as_str
 from csms.store.client import dedicated_client as store_dedicated_client
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.keys import Keys
 
 REPLY_TTL_S = 60
 CALLER_GRACE_S = 5.0

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from csms.clock import Clock
 from csms.settings import CsmsSettings
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.keys import Keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

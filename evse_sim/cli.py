@@ -276,7 +276,7 @@ async def _run(
 
     import ocpp.messages
 
-    from csms.clock import RealClock, ScaledClock, keep_clock_alive
+    from evfleet.clock import RealClock, ScaledClock, keep_clock_alive
     from evse_sim.fleet import FleetConfig, FleetRunner
 
     ocpp.messages.ASYNC_VALIDATION = False  # validate inline: no thread hop per message at fleet scale
@@ -398,7 +398,7 @@ class ClockMismatch(ValueError):
 
 
 def _clock_key() -> str:
-    from csms.store.keys import Keys
+    from evfleet.keys import Keys
 
     return Keys().clock()
 
@@ -407,8 +407,8 @@ async def _join_clock(url: str, speed: float | None, anchor: datetime) -> tuple[
     """The deployment's clock in the Redis at `url` (joined or started at `anchor`), and the client."""
     import socket
 
-    from csms.clock import ClockConflict, ScaledClock, acquire_clock
     from csms.store.client import connect_redis
+    from evfleet.clock import ClockConflict, ScaledClock, acquire_clock
 
     redis = connect_redis(url)
     try:
@@ -428,8 +428,8 @@ async def _join_clock(url: str, speed: float | None, anchor: datetime) -> tuple[
 async def _provision(url: str, site_id: str, scen: Any, password: str | None,
                      passwords: dict[str, str]) -> None:
     from csms.store.client import connect_redis
-    from csms.store.keys import Keys
     from csms.store.provisioning import provision_station
+    from evfleet.keys import Keys
 
     redis = connect_redis(url)
     try:

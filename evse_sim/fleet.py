@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from csms.clock import Clock
+from evfleet.clock import Clock
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.hlc import BasicHlc, HlcLink
 from evse_sim.scenarios.model import Scenario

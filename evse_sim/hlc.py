@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from evfleet.profile import format_time, w_to_a
 from evse_sim.evse import EvseKind, EvseSpec
 from evse_sim.smart_charging import ChargingProfile
-from evse_sim.smart_charging.profiles import format_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from evse_sim.ev import Ev
@@ -96,7 +96,7 @@ def charging_needs_from_ev(ctx: HlcContext, max_schedule_tuples: int = 24) -> di
             },
         }
     phases = min(ev.spec.ac_phases, evse.phases)
-    max_a = min(ev.spec.max_ac_power_kw * 1000, evse.max_power_w) / (evse.voltage_v * phases)
+    max_a = w_to_a(min(ev.spec.max_ac_power_kw * 1000, evse.max_power_w), phases, evse.voltage_v)
     mode = {1: "AC_single_phase", 2: "AC_two_phase", 3: "AC_three_phase"}[phases]
     return {
         "requested_energy_transfer": mode,

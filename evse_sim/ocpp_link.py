@@ -16,9 +16,9 @@ from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-from csms.clock import Clock
+from evfleet.clock import Clock
+from evfleet.profile import format_time
 from evse_sim.smart_charging import ChargingProfile, ProfileError, Purpose, RateUnit
-from evse_sim.smart_charging.profiles import format_time
 from evse_sim.station import SimStation
 
 

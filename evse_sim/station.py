@@ -18,7 +18,7 @@ WebSocket to the CSMS (``{csms_url}/{station_id}``, subprotocol ``ocpp2.0.1``):
   NotifyEVChargingNeeds is kept the same way; other messages are only queued while online.
   Profiles keep being enforced offline.
 
-Timing uses the shared `csms.clock.Clock`: a `ScaledClock` runs the station faster than
+Timing uses the shared `evfleet.clock.Clock`: a `ScaledClock` runs the station faster than
 real time. Reconnect back-off and response timeouts are network timings in real seconds.
 A fleet drives `tick` for thousands of stations from one timer (`evse_sim.fleet`); a lone
 station can run its own timer with `run(tick_s=...)`.
@@ -40,13 +40,13 @@ import websockets
 from ocpp.exceptions import OCPPError
 from ocpp.v201 import call
 
-from csms.clock import Clock
+from evfleet.clock import Clock
+from evfleet.profile import format_time
 from evse_sim.device_model import DeviceModel, VarKey
 from evse_sim.ev import Ev
 from evse_sim.evse import EvseKind, offered_power_w
 from evse_sim.hlc import HlcContext, HlcLink
 from evse_sim.smart_charging import ChargingProfile, ProfileError, ProfileStore, Purpose, share_station_cap
-from evse_sim.smart_charging.profiles import format_time
 from evse_sim.station_types import (
     QUIRKS,
     ConnectionConfig,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from evfleet.profile import a_to_w
 from optimizer.problem import Instance, Schedule
 from optimizer.snapshot import SiteState
 
@@ -98,7 +99,7 @@ def ev_min_kw(site: SiteState) -> dict[str, float]:
         if needs.get("ev_min_power_w"):
             min_w = float(needs["ev_min_power_w"])
         elif needs.get("ev_min_current_a") and evse is not None:
-            min_w = float(needs["ev_min_current_a"]) * evse.voltage_v * max(1, evse.phases)
+            min_w = a_to_w(float(needs["ev_min_current_a"]), evse.phases, evse.voltage_v)
         if min_w > 0:
             out[session.tx_ref] = min_w * 1.001 / 1000.0
     return out

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,11 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from evfleet.isotime import format_iso_z, parse_iso
+from evfleet.profile import DEFAULT_VOLTAGE_V, a_to_w, limit_to_w, w_to_a
 from optimizer.compression import (  # noqa: F401 (Period, merge_equal re-exported)
     Period,
     compress_periods,
@@ -34,7 +36,6 @@ from optimizer.compression import (  # noqa: F401 (Period, merge_equal re-export
     merge_equal,
 )
 
-DEFAULT_VOLTAGE_V = 230.0
 DEFAULT_MAX_SCHEDULE_TUPLES = 24
 """Periods allowed when the EV did not say (ISO 15118-2 EVs commonly accept 24 PMax entries)."""
 TX_PROFILE_STACK_LEVEL = 1
@@ -58,7 +59,7 @@ class EvseElectrical:
 
     def w_per_a(self) -> float:
         """Watts per ampere of per-phase current limit."""
-        return self.voltage_v * max(1, self.phases)
+        return a_to_w(1.0, self.phases, self.voltage_v)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def stable_profile_id(station_id: str, evse_id: int) -> int:
 
 def iso_z(ts: datetime) -> str:
     """OCPP date-time: UTC, seconds precision, trailing Z."""
-    return ts.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_iso_z(ts, timespec="seconds")
 
 
 def value_at(periods: Sequence[Period], t_s: float) -> float:
@@ -102,7 +103,7 @@ def power_to_unit(power_w: float, evse: EvseElectrical, ev: EvLimits) -> float:
     """A power limit in the station's rate unit, capped by EVSE and EV, floored; below EV min -> 0."""
     power_w = max(0.0, min(power_w, evse.max_power_w))
     if evse.rate_unit == "A":
-        limit = power_w / evse.w_per_a()
+        limit = w_to_a(power_w, evse.phases, evse.voltage_v)
         if ev.max_current_a is not None:
             limit = min(limit, ev.max_current_a)
         limit = floor1(limit)
@@ -119,9 +120,7 @@ def power_to_unit(power_w: float, evse: EvseElectrical, ev: EvLimits) -> float:
 
 def unit_to_power_w(limit: float, unit: str, phases: int | None, voltage_v: float) -> float:
     """Inverse of `power_to_unit` (without caps): a period limit back in W."""
-    if unit == "A":
-        return limit * voltage_v * max(1, phases or 3)
-    return limit
+    return limit_to_w(limit, unit, phases or None, voltage_v)
 
 
 def build_sales_tariff(prices: Sequence[float], step_s: int, max_entries: int,
@@ -287,9 +286,8 @@ def profile_series_w(payload: dict[str, Any], voltage_v: float = DEFAULT_VOLTAGE
 
 
 def parse_ts(value: str) -> datetime:
-    """ISO 8601 (with Z or offset) -> aware UTC datetime."""
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    """ISO 8601 (with Z or offset) -> aware datetime (naive is UTC; `evfleet.isotime.parse_iso`)."""
+    return parse_iso(value)
 
 
 def limit_w_at(start: datetime, periods: Sequence[Period], at: datetime) -> float:

@@ -41,13 +41,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from evfleet.profile import a_to_w
 from optimizer.problem import Instance
 from optimizer.profiles import DEFAULT_VOLTAGE_V, parse_ts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from csms.store.keys import Keys
+    from evfleet.keys import Keys
 
 DEFAULT_MAX_POWER_W = 22_000.0
 """EVSE maximum assumed when the station did not report one (`max_power_w` missing or 0)."""
@@ -236,7 +237,7 @@ def ev_max_power_w(evse: EvseState, needs: Mapping[str, Any] | None) -> float:
     limit = evse.max_power_w
     if needs:
         if needs.get("ev_max_current_a"):
-            limit = min(limit, float(needs["ev_max_current_a"]) * evse.voltage_v * max(1, evse.phases))
+            limit = min(limit, a_to_w(float(needs["ev_max_current_a"]), evse.phases, evse.voltage_v))
         if needs.get("ev_max_power_w"):
             limit = min(limit, float(needs["ev_max_power_w"]))
     return max(limit, 1.0)

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from csms.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
-from csms.events import Event, EventType
-from csms.store.keys import Keys
 from csms.store.state import event_fields
+from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys
 from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule

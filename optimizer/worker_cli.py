@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
 
 async def _run(redis_url: str, prefix: str, cfg: object) -> None:
     from csms.store.client import connect_redis
-    from csms.store.keys import Keys
+    from evfleet.keys import Keys
     from optimizer.worker import OptimizerWorker, WorkerConfig
 
     assert isinstance(cfg, WorkerConfig)

@@ -26,8 +26,8 @@ from csms.app import running_csms
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
 from csms.store.embedded import find_redis_server, free_port
-from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import provision_station, set_site_limit
+from evfleet.keys import Keys, tx_ref
 from tests.csms.helpers import RawStation
 from tests.waiting import until
 
@@ -258,8 +258,8 @@ def test_acl_lets_the_csms_publish_every_topic_it_has() -> None:
     import inspect
     import itertools
 
-    from csms.events import EventType
     from csms.telemetry import topics as t
+    from evfleet.events import EventType
 
     samples: dict[str, list[str]] = {
         "station_id": ["CS-1"], "site_id": ["depot"], "transaction_id": ["TX-1"],

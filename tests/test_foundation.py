@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from csms.clock import ClockSpec, ScaledClock
 from csms.store.embedded import EmbeddedRedis
+from evfleet.clock import ClockSpec, ScaledClock
 
 
 def test_scaled_clock_runs_faster_than_real_time() -> None:

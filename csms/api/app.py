@@ -29,9 +29,9 @@ from csms.api.reader import StateReader
 from csms.api.routes import act, read
 from csms.api.site_inputs import SiteInputWriter
 from csms.api.tokens import Role, TokenStore
-from csms.clock import Clock
 from csms.commands import CommandClient
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.keys import Keys
 
 STATIC_DIR = resources.files("csms.api") / "static"
 SSE_PING_S = 15.0

@@ -29,9 +29,9 @@ def _fail(message: str) -> None:
 
 async def _with_store(redis_url: str | None, prefix: str | None, config: Path | None, op: Any) -> Any:
     from csms.api.tokens import TokenStore
-    from csms.clock import RealClock
     from csms.settings import ConfigFileError, load_settings
-    from csms.store.keys import Keys
+    from evfleet.clock import RealClock
+    from evfleet.keys import Keys
 
     try:
         settings = load_settings(config, redis_url=redis_url, redis_prefix=prefix)

@@ -15,8 +15,8 @@ from csms.api.live import LiveHub
 from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
 from csms.api.tokens import ROLE_RANK, Role, TokenInfo, TokenStore
-from csms.clock import Clock
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.keys import Keys
 
 bearer = HTTPBearer(auto_error=False, description="API token from `evfleet tokens create`")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from csms.api.reader import StateReader, read_new_events
 from csms.api.views import session_summary
-from csms.events import Event
+from evfleet.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from csms.api import views
-from csms.clock import Clock
-from csms.events import Event
-from csms.store.keys import Keys, tx_ref
+from evfleet.clock import Clock
+from evfleet.events import Event
+from evfleet.keys import Keys, tx_ref
 
 log = logging.getLogger(__name__)
 

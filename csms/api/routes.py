@@ -43,8 +43,8 @@ from csms.api.schemas import (
 from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
 from csms.api.tokens import Role, TokenInfo
 from csms.api.views import paginate, session_summary
-from csms.events import Event, EventType
 from csms.store.provisioning import ProvisioningError
+from evfleet.events import Event, EventType
 
 read = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
                 dependencies=[Depends(require(Role.VIEWER)), Depends(reject_unknown_query)])

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from csms.clock import Clock
-from csms.events import Event, EventType
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys
 
 SITE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 STREAM_MAXLEN = 100_000

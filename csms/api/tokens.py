@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from csms.clock import Clock
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.keys import Keys
 
 
 class Role(StrEnum):

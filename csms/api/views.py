@@ -6,8 +6,9 @@ import math
 from datetime import datetime
 from typing import Any
 
-from csms.core.jsonsafe import load_stored
-from csms.store.keys import parse_tx_ref
+from evfleet.isotime import parse_iso_or_none
+from evfleet.jsonsafe import load_stored
+from evfleet.keys import parse_tx_ref
 
 # Overall station status, worst first: the grid colour of a station.
 STATUS_ORDER = ("Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable", "Available",
@@ -40,11 +41,7 @@ def parse_time(value: str | None) -> datetime | None:
     """Timezone-aware datetime from ISO 8601, None when absent or invalid."""
     if not value:
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
+    return parse_iso_or_none(value)  # naive is read as UTC (evfleet.isotime)
 
 
 def connectors_view(raw: dict[str, str]) -> dict[int, list[dict[str, Any]]]:

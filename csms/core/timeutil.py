@@ -5,9 +5,10 @@ Public names: `parse_ts`, `iso`, `TimestampError`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from csms.errors import PayloadValueError
+from evfleet.isotime import IsoTimeError, format_iso, parse_utc
 
 
 class TimestampError(PayloadValueError):
@@ -17,14 +18,11 @@ class TimestampError(PayloadValueError):
 def parse_ts(value: str) -> datetime:
     """Parse an OCPP dateTime (ISO 8601, `Z` or offset) into an aware UTC datetime."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
-    except (ValueError, AttributeError) as err:
+        return parse_utc(value)  # naive is read as UTC (OCPP requires UTC; evfleet.isotime)
+    except IsoTimeError as err:
         raise TimestampError(f"not an ISO 8601 timestamp: {value!r}") from err
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)  # OCPP requires UTC; tolerate a missing offset
-    return parsed.astimezone(UTC)
 
 
 def iso(moment: datetime) -> str:
     """Canonical ISO string (UTC, `+00:00`)."""
-    return moment.astimezone(UTC).isoformat()
+    return format_iso(moment)

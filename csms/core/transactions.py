@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from csms.core.metering import MeterSample
 from csms.core.timeutil import iso, parse_ts
-from csms.events import EventType
+from evfleet.events import EventType
 
 
 class TxState(StrEnum):

@@ -12,8 +12,8 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from csms.core.authorization import authorization_status
-from csms.events import EventType
 from csms.protocol.base import BlockBase
+from evfleet.events import EventType
 
 
 class AuthorizationBlock(BlockBase):

@@ -21,7 +21,7 @@ from typing import Any
 from csms.protocol.handshake import Admitted
 from csms.protocol.versions import PIN_FIELD
 from csms.store.client import as_str
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 
 
 def peer_common_name(conn: Any) -> str | None:

@@ -37,7 +37,6 @@ from redis.exceptions import RedisError
 
 from csms import metrics
 from csms.commands import REPLY_TTL_S, CommandReply, CommandRequest, Outcome, dedicated_client
-from csms.events import EventType
 from csms.logs import log_context
 from csms.protocol.env import NodeEnv
 from csms.protocol.framing import CSMS_ACTIONS, schema_violation
@@ -47,8 +46,9 @@ from csms.protocol.v16.commands import command_error_16
 from csms.protocol.v16.configuration import fetch_configuration
 from csms.protocol.v16.station import StationHandler16
 from csms.store.client import as_str
-from csms.store.keys import Keys
 from csms.store.state import event_fields
+from evfleet.events import EventType
+from evfleet.keys import Keys
 
 log = logging.getLogger(__name__)
 

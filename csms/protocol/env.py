@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from csms.clock import Clock
 from csms.settings import CsmsSettings
-from csms.store.keys import Keys
 from csms.store.state import StateStore
+from evfleet.clock import Clock
+from evfleet.keys import Keys
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from jsonschema.exceptions import best_match
 from ocpp.messages import get_validator
 from ocpp.v201.enums import Action
 
-from csms.core.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, has_lone_surrogate, loads_finite
+from evfleet.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, has_lone_surrogate, loads_finite
 
 OCPP_VERSION = "2.0.1"
 MAX_MESSAGE_ID_CHARS = 36

@@ -53,8 +53,8 @@ from csms.core.security import (
 from csms.protocol.versions import PIN_FIELD
 from csms.settings import CsmsSettings
 from csms.store.client import as_str, as_str_dict, dedicated_client
-from csms.store.keys import Keys
 from csms.store.provisioning import ProvisioningError, provision_station, rehash_credentials
+from evfleet.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from ocpp.v201 import call_result
 from ocpp.v201.enums import Action
 
 from csms.core.charging_needs import charging_needs_record, ev_schedule_record, is_repeated_request
-from csms.events import EventType
 from csms.protocol.base import BlockBase
-from csms.store.keys import parse_tx_ref
+from evfleet.events import EventType
+from evfleet.keys import parse_tx_ref
 
 
 class SmartChargingBlock(BlockBase):

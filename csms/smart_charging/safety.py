@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from csms.events import EventType
 from csms.smart_charging import budget, planner
 from csms.smart_charging.planner import Series
+from evfleet.events import EventType
 
 if TYPE_CHECKING:
     from csms.smart_charging.service import EvseInfo, SmartChargingService

@@ -42,15 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
-from csms.clock import Clock
 from csms.commands import CommandClient, CommandReply, Outcome
 from csms.context import CsmsContext
-from csms.events import Event, EventType
 from csms.settings import CsmsSettings
 from csms.smart_charging import budget, planner, safety
 from csms.smart_charging.planner import Series
-from csms.store.keys import Keys
 from csms.store.state import event_fields
+from evfleet.clock import Clock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys
 from optimizer.profiles import (
     DEFAULT_VOLTAGE_V,
     EvLimits,

@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from csms.store.client import as_str, as_str_dict
-from csms.store.keys import Keys, parse_tx_ref, tx_ref
+from evfleet.keys import Keys, parse_tx_ref, tx_ref
 
 log = logging.getLogger(__name__)
 

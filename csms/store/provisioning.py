@@ -21,7 +21,7 @@ from csms.core.security import (
     hash_password,
 )
 from csms.store.client import as_str, as_str_dict, hmap
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 
 SITE_EVENTS_MAXLEN = 100_000
 """Approximate length cap of the event stream when appending `site.limit`."""
@@ -203,7 +203,7 @@ async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float
     service sees every change on the stream and lowers the stations within a second, with or
     without the optimizer. Returns the event data.
     """
-    from csms.events import Event, EventType
+    from evfleet.events import Event, EventType
 
     validate_site_id(site_id)
     if not (limit_kw > 0 and limit_kw < float("inf")):

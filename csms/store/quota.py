@@ -20,10 +20,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from csms.clock import Clock
-from csms.events import EventType
 from csms.metrics import EVENTS_DROPPED, EVENTS_TRIMMED
-from csms.store.keys import Keys
+from evfleet.clock import Clock
+from evfleet.events import EventType
+from evfleet.keys import Keys
 
 log = logging.getLogger(__name__)
 

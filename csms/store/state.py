@@ -4,7 +4,7 @@ Public names: `StateStore`, `event_fields`, `STREAM_MAXLEN`, `SUPERSEDED_REASON`
 
 Each method writes the state and appends the `evfleet:events` entry in one MULTI
 transaction or one Lua script (all or nothing). Transactions are keyed by `tx_ref` (station,
-transactionId, generation; `csms.store.keys`). TransactionEvent is written by a script that
+transactionId, generation; `evfleet.keys`). TransactionEvent is written by a script that
 checks the transaction's (seqNo, eventType) set first, so a replay racing with the original is
 applied once; a charger's reused id (counter reset) starts the id's next generation.
 A transaction starting on an EVSE whose previous transaction never ended ends that one in the
@@ -21,7 +21,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from csms.clock import Clock
 from csms.core.metering import MeterSample
 from csms.core.timeutil import iso
 from csms.core.transactions import (
@@ -33,10 +32,11 @@ from csms.core.transactions import (
     seq_member,
     starts_new_generation,
 )
-from csms.events import Event, EventType
 from csms.store.client import as_str, as_str_dict, hmap
-from csms.store.keys import Keys, parse_tx_ref, tx_ref
 from csms.store.quota import EventQuota
+from evfleet.clock import Clock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys, parse_tx_ref, tx_ref
 
 STREAM_MAXLEN = 100_000
 SUPERSEDED_REASON = "Other"
@@ -116,7 +116,7 @@ return 1
 def event_fields(event_type: EventType, ts: datetime, station_id: str = "", evse_id: int | None = None,
                  ref: str = "", site_id: str = "", data: Mapping[str, Any] | None = None,
                  ) -> dict[str, str]:
-    """Flat stream fields of one event (see csms/events.py); `ref` is the transaction's `tx_ref`
+    """Flat stream fields of one event (see evfleet/events.py); `ref` is the transaction's `tx_ref`
     ("" for none), from which the event's `transaction_id` is taken."""
     transaction_id = parse_tx_ref(ref).transaction_id if ref else ""
     return Event(type=event_type, station_id=station_id, evse_id=evse_id, transaction_id=transaction_id,

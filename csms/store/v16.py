@@ -13,8 +13,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from csms.protocol.versions import PIN_FIELD, PIN_VALUES
-from csms.store.keys import Keys
 from csms.store.provisioning import ProvisioningError
+from evfleet.keys import Keys
 
 START_DEDUP_TTL_S = 30 * 24 * 3600
 """How long a resent StartTransaction still gets its first id (a station's offline queue)."""

@@ -33,7 +33,6 @@ from redis.exceptions import RedisError
 from csms.api.reader import StateReader, read_new_events
 from csms.api.site_inputs import PriceSeriesInput, SiteInputWriter, SiteLimitInput
 from csms.api.views import session_summary
-from csms.events import Event
 from csms.telemetry.inbound import InboundError, parse_site_input
 from csms.telemetry.outbox import Message, Outbox
 from csms.telemetry.topics import (
@@ -45,6 +44,7 @@ from csms.telemetry.topics import (
     Topics,
     format_value,
 )
+from evfleet.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
-from csms.core.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, loads_finite
+from evfleet.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, loads_finite
 
 MAX_PAYLOAD_BYTES = 256_000
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-from csms.events import EventType
+from evfleet.events import EventType
 
 
 class Subject(StrEnum):

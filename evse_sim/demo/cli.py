@@ -6,12 +6,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from evfleet.isotime import IsoTimeError, parse_iso
 from evse_sim.demo.config import (
     DEFAULT_DURATION,
     DEFAULT_SPEED,
@@ -46,7 +47,7 @@ def demo(
     """Run the closed loop (embedded Redis, csms + dashboard, optimizer, fleet) and write a report."""
     from rich.console import Console
 
-    from csms.clock import RealClock
+    from evfleet.clock import RealClock
 
     console = Console(highlight=False, soft_wrap=True)
     try:
@@ -88,10 +89,9 @@ def _parse_start(text: str) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as err:
+        return parse_iso(text)
+    except IsoTimeError as err:
         raise DemoConfigError(f"--start {text!r} is not an ISO 8601 time") from err
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _check_strategy(name: str) -> None:

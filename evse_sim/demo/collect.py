@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
-from csms.store.keys import Keys
+from evfleet.isotime import parse_iso_or_none
+from evfleet.keys import Keys
 from evse_sim.demo.metering import MeterSample, delivered_wh
 
 
@@ -62,11 +63,7 @@ def _dt(value: Any) -> datetime | None:
     text = _s(value)
     if not text:
         return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_iso_or_none(text)
 
 
 def _float(value: Any, default: float = 0.0) -> float:

@@ -18,8 +18,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from csms.clock import ScaledClock, publish_shared_clock
-from csms.store.keys import Keys
+from evfleet.clock import ScaledClock, publish_shared_clock
+from evfleet.keys import Keys
 from evse_sim.demo.config import DemoConfig, DemoConfigError
 from evse_sim.demo.replay import CarSpec, car_spec
 from evse_sim.demo.report import PriceSeries

@@ -24,9 +24,9 @@ from typing import Any
 
 from rich.console import Console
 
-from csms.clock import ScaledClock
 from csms.store.embedded import EmbeddedRedis, free_port
-from csms.store.keys import Keys
+from evfleet.clock import ScaledClock
+from evfleet.keys import Keys
 from evse_sim.demo import components
 from evse_sim.demo.chart import render_chart
 from evse_sim.demo.collect import LiveStatus, MeasuredTransaction, read_live_status, read_transactions

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from csms.clock import Clock
+from evfleet.clock import Clock
 from evse_sim.iso15118.hlc import HlcStationPort
 from evse_sim.iso15118.messages import (
     AcEvChargeParameter,

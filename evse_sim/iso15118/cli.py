@@ -72,7 +72,7 @@ async def _demo(energy_kwh: float, hours: float, limit_kw: float, workdir: Path 
     from datetime import UTC, datetime
     from typing import Any
 
-    from csms.clock import RealClock
+    from evfleet.clock import RealClock
     from evse_sim.iso15118.bridge import JosevHlc
     from evse_sim.iso15118.messages import EvNeeds
     from evse_sim.iso15118.session import SeccConfig

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from csms.clock import Clock
+from evfleet.clock import Clock
 from evse_sim.iso15118.messages import AuthorizationRes, EvNeeds, PowerDeliveryRes
 from evse_sim.iso15118.schedules import profile_power_at
 from evse_sim.iso15118.session import (

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ocpp.charge_point import camel_to_snake_case
 
-from csms.clock import Clock
+from evfleet.clock import Clock
 from evse_sim.hlc import BasicHlc, HlcContext, charging_needs_from_ev
 from evse_sim.iso15118.hlc import ModelledHlc
 from evse_sim.iso15118.messages import EvNeeds

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from evfleet.profile import a_to_w
+
 
 class ResponseCode(StrEnum):
     """ISO 15118-2 ResponseCodeType values used here."""
@@ -281,7 +283,7 @@ class EvNeeds:
     @property
     def ev_max_power_w(self) -> float:
         """Maximum AC power the EV can draw, W."""
-        return self.ev_max_current_a * self.voltage_v * self.phases
+        return a_to_w(self.ev_max_current_a, self.phases, self.voltage_v)
 
     @property
     def energy_transfer_mode(self) -> EnergyTransferMode:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from evfleet.isotime import format_iso_z, parse_iso
+from evfleet.profile import a_to_w
 from evse_sim.iso15118.messages import (
     ChargeParameterDiscoveryReq,
     PMaxScheduleEntry,
@@ -38,14 +40,11 @@ class ScheduleConversionError(ValueError):
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return format_iso_z(ts)
 
 
 def _parse_time(value: str) -> datetime:
-    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts
+    return parse_iso(value)
 
 
 def needs_payload(evse_id: int, req: ChargeParameterDiscoveryReq, received_at: datetime) -> dict[str, Any]:
@@ -79,7 +78,7 @@ def _limit_w(limit: float, unit: str, phases: int, voltage_v: float) -> float:
     if unit == "W":
         return float(limit)
     if unit == "A":
-        return float(limit) * voltage_v * phases
+        return a_to_w(float(limit), phases, voltage_v)
     raise ScheduleConversionError(f"unknown chargingRateUnit {unit!r}")
 
 

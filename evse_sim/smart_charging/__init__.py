@@ -1,14 +1,6 @@
 """Smart charging inside a simulated station: profiles, stacking rules and the composite schedule."""
 
-from evse_sim.smart_charging.composite import (
-    CompositeSchedule,
-    Electrical,
-    InstalledProfile,
-    ProfileStore,
-    SetOutcome,
-    share_station_cap,
-)
-from evse_sim.smart_charging.profiles import (
+from evfleet.profile import (
     ChargingProfile,
     ChargingSchedule,
     Kind,
@@ -17,6 +9,14 @@ from evse_sim.smart_charging.profiles import (
     RateUnit,
     Recurrency,
     SchedulePeriod,
+)
+from evse_sim.smart_charging.composite import (
+    CompositeSchedule,
+    Electrical,
+    InstalledProfile,
+    ProfileStore,
+    SetOutcome,
+    share_station_cap,
 )
 
 __all__ = [

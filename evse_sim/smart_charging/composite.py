@@ -37,9 +37,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from evse_sim.smart_charging.profiles import (
+from evfleet.profile import (
     RECURRENCE_PERIOD_S,
     ChargingProfile,
+    Electrical,
     Kind,
     ProfileError,
     Purpose,
@@ -48,22 +49,6 @@ from evse_sim.smart_charging.profiles import (
 )
 
 INF = math.inf
-
-
-@dataclass(frozen=True, slots=True)
-class Electrical:
-    """How an EVSE converts amperes to watts: per-phase voltage and the phases it uses."""
-
-    voltage_v: float = 230.0
-    phases: int = 3
-
-    def a_to_w(self, current_a: float, phases: int | None = None) -> float:
-        """Per-phase current [A] to power [W]."""
-        return current_a * self.voltage_v * (phases or self.phases)
-
-    def w_to_a(self, power_w: float, phases: int | None = None) -> float:
-        """Power [W] to per-phase current [A]."""
-        return power_w / (self.voltage_v * (phases or self.phases))
 
 
 @dataclass(frozen=True, slots=True)

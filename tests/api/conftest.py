@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 from csms.api.app import build_deps, create_app
 from csms.api.deps import ApiDeps
 from csms.api.tokens import TokenStore
-from csms.clock import RealClock
-from csms.events import Event, EventType
-from csms.store.keys import Keys, tx_ref
+from evfleet.clock import RealClock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys, tx_ref
 
 KEYS = Keys("evfleet")
 

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from csms.api.app import build_deps, create_app
 from csms.api.tokens import TokenStore
-from csms.clock import RealClock
+from evfleet.clock import RealClock
 from tests.api.conftest import KEYS, Tokens, seed_site
 
 

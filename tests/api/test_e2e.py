@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from redis.asyncio import Redis
 
-from csms.store.keys import tx_ref
+from evfleet.keys import tx_ref
 from tests.api.harness import KEYS, live_csms
 from tests.waiting import until
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from csms.api.deps import ApiDeps
 from csms.api.live import Subscriber
-from csms.events import EventType
+from evfleet.events import EventType
 from tests.api.conftest import Tokens, add_event, seed_session, seed_site, seed_station
 from tests.api.harness import live_csms
 from tests.waiting import until

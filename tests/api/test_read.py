@@ -6,7 +6,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from csms.events import EventType
+from evfleet.events import EventType
 from tests.api.conftest import Tokens, add_event, seed_session, seed_site, seed_station
 
 

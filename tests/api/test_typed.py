@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from csms.core.security import verify_password
-from csms.events import Event, EventType
 from csms.store.provisioning import get_credentials
+from evfleet.events import Event, EventType
 from tests.api.conftest import KEYS, Tokens, seed_session, seed_site, seed_station
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from csms.events import Event, EventType
+from evfleet.events import Event, EventType
 from tests.api.conftest import KEYS, Tokens, seed_site
 
 

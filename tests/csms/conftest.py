@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from csms.app import CsmsNode, running_csms
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
 from csms.store.provisioning import provision_station
+from evfleet.keys import Keys
 from tests.csms.helpers import RawStation
 
 PASSWORD = "s3cret-pass"

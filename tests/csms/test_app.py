@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from csms.app import running_csms
 from csms.context import CsmsContext
 from csms.store.client import as_str
-from csms.store.keys import Keys
 from csms.store.provisioning import provision_station
+from evfleet.keys import Keys
 from tests.csms.conftest import PASSWORD, TEST_ITERATIONS, make_settings
 from tests.csms.helpers import RawStation, wait_for
 

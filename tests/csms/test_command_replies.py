@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from csms.app import running_csms
 from csms.commands import CommandClient, CommandReply, Outcome
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation, wait_for
 from tests.csms.test_station_messages import tx_event

@@ -24,7 +24,7 @@ from csms.commands import (
     StationOfflineError,
 )
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 from tests.csms.conftest import PASSWORD
 from tests.csms.helpers import RawStation, stream_events
 
@@ -190,7 +190,7 @@ async def test_second_process_sends_set_charging_profile(
         "import asyncio, json, sys\n"
         "from csms.commands import CommandClient\n"
         "from csms.store.client import connect_redis\n"
-        "from csms.store.keys import Keys\n"
+        "from evfleet.keys import Keys\n"
         "async def main():\n"
         "    r = connect_redis(sys.argv[1])\n"
         "    reply = await CommandClient(r, Keys('evfleet')).call('CP-1', 'SetChargingProfile',\n"

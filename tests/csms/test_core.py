@@ -27,8 +27,8 @@ from csms.core.security import (
     verify_password,
 )
 from csms.core.transactions import TxEvent, TxState, decide_transaction_event
-from csms.events import EventType
 from csms.protocol.framing import CallFrame, ErrorCode, FrameError, ResultFrame, parse_frame, schema_violation
+from evfleet.events import EventType
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 

@@ -27,7 +27,7 @@ from csms.core.security import (
     verify_password,
 )
 from csms.store.client import hmap
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 from tests.csms.conftest import make_settings
 from tests.csms.helpers import RawStation, wait_for
 

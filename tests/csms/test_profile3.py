@@ -12,8 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from csms.app import running_csms
-from csms.store.keys import Keys
 from csms.store.provisioning import remove_station
+from evfleet.keys import Keys
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation
 from tests.csms.test_connections import Provision, auth
@@ -118,7 +118,7 @@ async def test_simulated_station_on_profile_3(redis_url: str, provision: Provisi
     import shutil
     from datetime import UTC, datetime
 
-    from csms.clock import ScaledClock
+    from evfleet.clock import ScaledClock
     from evse_sim.evse import EvseSpec
     from evse_sim.station import ConnectionConfig, SimStation, StationConfig
     from tests.waiting import until

@@ -25,7 +25,7 @@ from csms.app import running_csms
 from csms.core.security import basic_auth_header
 from csms.store.client import connect_redis
 from csms.store.embedded import find_redis_server, free_port
-from csms.store.keys import Keys, tx_ref
+from evfleet.keys import Keys, tx_ref
 from tests.csms.conftest import PASSWORD, TEST_ITERATIONS, make_settings
 from tests.csms.helpers import RawStation
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from csms.clock import RealClock
 from csms.core.metering import MeterSample
 from csms.core.transactions import TxEvent, TxState
-from csms.store.keys import Keys
 from csms.store.state import StateStore
+from evfleet.clock import RealClock
+from evfleet.keys import Keys
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
 

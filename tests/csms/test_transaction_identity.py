@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from csms.api.reader import StateReader
 from csms.app import CsmsNode
-from csms.clock import RealClock
 from csms.core.transactions import TxEvent, TxState, belongs_to_earlier_generation, starts_new_generation
-from csms.store.keys import Keys, parse_tx_ref, tx_ref
+from evfleet.clock import RealClock
+from evfleet.keys import Keys, parse_tx_ref, tx_ref
 from optimizer.snapshot import SnapshotConfig, build_instance, read_site
 from tests.csms.conftest import PASSWORD
 from tests.csms.helpers import RawStation, stream_events

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from csms.app import running_csms
-from csms.store.keys import Keys
 from csms.store.migrate import migrate_legacy_transactions
+from evfleet.keys import Keys
 from optimizer.snapshot import read_site
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation

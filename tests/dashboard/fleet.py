@@ -8,8 +8,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from csms.events import Event, EventType
-from csms.store.keys import Keys, tx_ref
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys, tx_ref
 
 STATUSES = ("Available", "Occupied", "Faulted", "Unavailable")
 

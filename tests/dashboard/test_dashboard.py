@@ -107,8 +107,8 @@ async def test_dashboard_with_1000_stations_stays_usable(redis_url: str, browser
     from redis.asyncio import Redis
 
     from csms.api.tokens import TokenStore
-    from csms.clock import RealClock
-    from csms.store.keys import Keys
+    from evfleet.clock import RealClock
+    from evfleet.keys import Keys
     from tests.dashboard.fleet import seed_fleet, status_burst
 
     keys = Keys("evfleet")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from csms.clock import ScaledClock
+from evfleet.clock import ScaledClock
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.iso15118.bridge import JosevHlc

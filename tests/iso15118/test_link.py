@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from csms.clock import RealClock
+from evfleet.clock import RealClock
+from evfleet.profile import ChargingProfile
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.iso15118.bridge import needs_from_josev, tuples_from_json, tuples_to_json
@@ -18,7 +19,6 @@ from evse_sim.iso15118.messages import (
     SAScheduleTuple,
 )
 from evse_sim.iso15118.session import SeccState
-from evse_sim.smart_charging.profiles import ChargingProfile
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
 from tests.waiting import until
 

@@ -137,7 +137,7 @@ async def test_k17_breach_is_counted_and_profile_resent(redis_url: str) -> None:
         import httpx
 
         from csms.api.app import build_deps, create_app
-        from csms.clock import RealClock
+        from evfleet.clock import RealClock
 
         deps = build_deps(lp.redis, lp.keys, RealClock(), auth=False)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(deps)),

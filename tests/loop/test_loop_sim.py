@@ -13,11 +13,11 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from csms.app import running_csms
-from csms.clock import ScaledClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import provision_station
+from evfleet.clock import ScaledClock
+from evfleet.keys import Keys, tx_ref
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc

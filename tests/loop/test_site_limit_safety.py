@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from csms.events import EventType
 from csms.store.state import event_fields
+from evfleet.events import EventType
 from tests.conftest import MqttBroker
 from tests.loop.harness import SITE, Loop, LoopStation, closed_loop
 

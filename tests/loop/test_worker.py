@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from csms.clock import RealClock
-from csms.events import Event, EventType
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
 from csms.store.state import event_fields
+from evfleet.clock import RealClock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys
 from optimizer.problem import Instance, Schedule
 from optimizer.worker import OptimizerWorker, WorkerConfig
 

@@ -14,7 +14,7 @@ from csms.app import running_csms
 from csms.cli import app
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))
 

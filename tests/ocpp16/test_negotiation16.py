@@ -13,8 +13,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from csms.app import CsmsNode, running_csms
-from csms.store.keys import Keys
 from csms.store.v16 import set_ocpp_version
+from evfleet.keys import Keys
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation
 from tests.csms.test_connections import auth, refused

@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from csms.app import running_csms
-from csms.clock import ScaledClock
 from csms.commands import CommandClient
-from csms.events import EventType
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
 from csms.store.provisioning import provision_station
 from csms.store.state import event_fields
+from evfleet.clock import ScaledClock
+from evfleet.events import EventType
+from evfleet.keys import Keys
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.ocpp16_link import tx16

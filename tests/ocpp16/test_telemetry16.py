@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from csms.store.keys import tx_ref
+from evfleet.keys import tx_ref
 from evse_sim.ocpp16_link import tx16
 from tests.api.harness import live_csms
 from tests.conftest import MqttBroker

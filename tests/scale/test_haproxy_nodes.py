@@ -14,9 +14,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from csms.events import Event
-from csms.store.keys import Keys
 from csms.store.provisioning import provision_station
+from evfleet.events import Event
+from evfleet.keys import Keys
 from tests.csms.helpers import RawStation
 from tests.scale.topology import HAPROXY, topology
 from tests.waiting import until

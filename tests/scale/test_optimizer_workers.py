@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from csms.store.keys import Keys
 from csms.store.provisioning import set_site_limit
+from evfleet.keys import Keys
 from tests.scale.topology import topology
 from tests.waiting import until
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from csms.app import running_csms
-from csms.clock import (
+from csms.settings import CsmsSettings
+from csms.store.client import connect_redis
+from evfleet.clock import (
     CLOCK_TTL_S,
     ClockConflict,
     ClockSpec,
@@ -24,9 +26,7 @@ from csms.clock import (
     publish_shared_clock,
     read_shared_clock,
 )
-from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))

@@ -11,11 +11,11 @@ import pytest
 from ocpp.v201 import call
 
 from csms.app import running_csms
-from csms.clock import ScaledClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys
 from csms.store.provisioning import provision_station
+from evfleet.clock import ScaledClock
+from evfleet.keys import Keys
 from evse_sim.fleet import FleetConfig, FleetRunner
 from evse_sim.scenarios import load_scenario
 

@@ -20,8 +20,8 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 from websockets.asyncio.server import ServerConnection
 
-from csms.clock import ScaledClock
 from csms.store.embedded import free_port
+from evfleet.clock import ScaledClock
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 
 from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
-from csms.clock import RealClock
-from csms.events import Event, EventType
-from csms.store.keys import Keys
 from csms.telemetry.bridge import MqttBridge
+from evfleet.clock import RealClock
+from evfleet.events import Event, EventType
+from evfleet.keys import Keys
 from optimizer.snapshot import SnapshotConfig, build_instance, read_site
 from tests.api.harness import live_csms
 from tests.conftest import MqttBroker

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from csms.events import EventType
 from csms.telemetry.bridge import MqttUrlError, parse_mqtt_url, session_messages, site_messages
 from csms.telemetry.inbound import InboundError, parse_site_input
 from csms.telemetry.outbox import Message, Outbox
 from csms.telemetry.topics import EVENT_SUBJECTS, Subject, Topics, format_value
+from evfleet.events import EventType
 
 
 def test_outbox_coalesces_by_topic_and_drops_oldest_when_full() -> None:

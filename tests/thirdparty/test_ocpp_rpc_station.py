@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 
 from csms.api.tokens import TokenStore
 from csms.app import CsmsNode, running_csms
-from csms.clock import RealClock
 from csms.settings import CsmsSettings
 from csms.store.client import connect_redis
-from csms.store.keys import Keys, tx_ref
 from csms.store.provisioning import add_id_token, provision_station, set_site_limit
+from evfleet.clock import RealClock
+from evfleet.keys import Keys, tx_ref
 from tests.waiting import until
 
 STATION_DIR = Path(__file__).parent / "ocpp-rpc"

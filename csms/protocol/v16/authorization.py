@@ -12,9 +12,9 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
 from csms.core.authorization import authorization_status
-from csms.events import EventType
 from csms.protocol.base import BlockBase
 from csms.protocol.v16.mapping import id_tag_status
+from evfleet.events import EventType
 
 
 class AuthorizationBlock16(BlockBase):

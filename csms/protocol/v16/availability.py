@@ -11,10 +11,10 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
-from csms.events import EventType
 from csms.protocol.base import BlockBase
 from csms.protocol.v16.mapping import connector_status, status_event
-from csms.store.keys import parse_tx_ref
+from evfleet.events import EventType
+from evfleet.keys import parse_tx_ref
 
 
 class AvailabilityBlock16(BlockBase):

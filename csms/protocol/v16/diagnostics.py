@@ -11,8 +11,8 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
-from csms.events import EventType
 from csms.protocol.base import BlockBase
+from evfleet.events import EventType
 
 
 class DiagnosticsBlock16(BlockBase):

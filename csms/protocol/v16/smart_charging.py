@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from evfleet.profile import a_to_w, w_to_a
+
 DEFAULT_VOLTAGE_V = 230.0
 LAST_PERIOD_WEIGHT_S = 3600
 """Duration weight of the open-ended last period when choosing which periods to merge."""
@@ -57,7 +59,7 @@ def _floor1(x: float) -> float:
 def _convert(limit: float, unit_from: str, unit_to: str, phases: int, voltage_v: float) -> float:
     if unit_from == unit_to:
         return limit
-    return _floor1(limit * voltage_v * phases if unit_to == "W" else limit / (voltage_v * phases))
+    return _floor1(a_to_w(limit, phases, voltage_v) if unit_to == "W" else w_to_a(limit, phases, voltage_v))
 
 
 def merge_periods(periods: list[dict[str, Any]], max_periods: int) -> list[dict[str, Any]]:

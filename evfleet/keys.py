@@ -1,0 +1,219 @@
+"""Every Redis key and stream name evfleet uses (documented in docs/redis-schema.md).
+
+All names start with a configurable prefix (default ``evfleet``). Build names only with
+`Keys`; never spell a key by hand elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import quote, unquote
+
+
+class TxRef(NamedTuple):
+    """One stored transaction: OCPP makes `transaction_id` unique only within `station_id`, and a
+    charger that restarts its counter reuses it, so a reused id gets the next `generation`."""
+
+    station_id: str
+    transaction_id: str
+    generation: int = 1
+
+
+def tx_ref(station_id: str, transaction_id: str, generation: int = 1) -> str:
+    """The transaction's key inside evfleet: ``{station_id}:{transaction_id}`` with the id
+    percent-encoded (so it holds no ``:``), plus ``:{generation}`` from the second generation on.
+
+    Station ids never contain ``:`` (`csms.store.provisioning.STATION_ID_RE`), so the ref is
+    unambiguous and `parse_tx_ref` inverts it.
+    """
+    ref = f"{station_id}:{quote(transaction_id, safe='')}"
+    return ref if generation <= 1 else f"{ref}:{generation}"
+
+
+def parse_tx_ref(ref: str) -> TxRef:
+    """(station_id, transaction_id, generation) of a ref built by `tx_ref` (ValueError otherwise)."""
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (
+            len(parts) == 3 and not parts[2].isdigit()):
+        raise ValueError(f"not a transaction ref: {ref!r}")
+    return TxRef(parts[0], unquote(parts[1]), int(parts[2]) if len(parts) == 3 else 1)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key and stream names under one prefix."""
+
+    prefix: str = "evfleet"
+
+    # --- stations -------------------------------------------------------------------
+    def stations(self) -> str:
+        """SET of provisioned station ids."""
+        return f"{self.prefix}:stations"
+
+    def station(self, station_id: str) -> str:
+        """HASH: station facts (vendor, model, firmware, site_id, online, node, last_seen...)."""
+        return f"{self.prefix}:station:{station_id}"
+
+    def station_credentials(self, station_id: str) -> str:
+        """HASH: password hash (scheme, salt, hash) and security profile; never served by the API."""
+        return f"{self.prefix}:station:{station_id}:cred"
+
+    def station_connectors(self, station_id: str) -> str:
+        """HASH: field ``{evse_id}/{connector_id}`` -> JSON {status, updated_at}."""
+        return f"{self.prefix}:station:{station_id}:connectors"
+
+    def station_evse(self, station_id: str, evse_id: int) -> str:
+        """HASH: per-EVSE state (active tx ref and id, max_power_w, phases, rate_unit, last applied limit)."""
+        return f"{self.prefix}:station:{station_id}:evse:{evse_id}"
+
+    def station_tx_counter(self, station_id: str) -> str:
+        """STRING counter: the last OCPP 1.6 transactionId the csms assigned to the station (INCR)."""
+        return f"{self.prefix}:station:{station_id}:tx-counter"
+
+    def station_tx_start(self, station_id: str, digest: str) -> str:
+        """STRING (TTL): the transactionId given to one OCPP 1.6 StartTransaction (replays get it again)."""
+        return f"{self.prefix}:station:{station_id}:tx-start:{digest}"
+
+    def station_quota(self, station_id: str, hour: int) -> str:
+        """STRING counter: station-generated events stored in POSIX hour `hour` (expires after 2 h)."""
+        return f"{self.prefix}:station:{station_id}:quota:{hour}"
+
+    def station_violations(self, station_id: str) -> str:
+        """HASH: action -> count of schema violations accepted in compatibility mode."""
+        return f"{self.prefix}:station:{station_id}:violations"
+
+    # --- transactions (keyed by `tx_ref`: station, transactionId, generation) ----------
+    def transaction(self, ref: str) -> str:
+        """HASH: transaction state (station_id, transaction_id, generation, evse_id, energy_wh, ...)."""
+        return f"{self.prefix}:tx:{ref}"
+
+    def transaction_seqnos(self, ref: str) -> str:
+        """SET of ``{seqNo}:{eventType}`` already stored (replay idempotency)."""
+        return f"{self.prefix}:tx:{ref}:seqnos"
+
+    def transaction_events(self, ref: str) -> str:
+        """LIST of the stored TransactionEvent payloads (JSON), in arrival order."""
+        return f"{self.prefix}:tx:{ref}:events"
+
+    def transaction_meter(self, ref: str) -> str:
+        """LIST of meter samples JSON {ts, energy_wh, power_w, current_a, soc}."""
+        return f"{self.prefix}:tx:{ref}:meter"
+
+    def transactions_active(self) -> str:
+        """SET of transaction refs not yet Ended."""
+        return f"{self.prefix}:tx:active"
+
+    def transactions_by_start(self) -> str:
+        """ZSET transaction ref scored by start POSIX time (all transactions)."""
+        return f"{self.prefix}:tx:by-start"
+
+    def transaction_generations(self, station_id: str) -> str:
+        """HASH transactionId -> latest generation (only ids the station reused after an Ended)."""
+        return f"{self.prefix}:station:{station_id}:tx-generations"
+
+    # --- ISO 15118 / smart charging ----------------------------------------------------
+    def charging_needs(self, station_id: str, evse_id: int) -> str:
+        """STRING JSON: the EV's latest NotifyEVChargingNeeds on that EVSE."""
+        return f"{self.prefix}:needs:{station_id}:{evse_id}"
+
+    def ev_schedule(self, station_id: str, evse_id: int) -> str:
+        """STRING JSON: the EV's latest own plan (NotifyEVChargingSchedule)."""
+        return f"{self.prefix}:ev-schedule:{station_id}:{evse_id}"
+
+    def planned_schedule(self, station_id: str, evse_id: int) -> str:
+        """STRING JSON: the optimizer's per-EVSE schedule for the running transaction."""
+        return f"{self.prefix}:schedule:{station_id}:{evse_id}"
+
+    def applied_profile(self, station_id: str, evse_id: int) -> str:
+        """STRING JSON: last charging profile sent, the station's answer and applied limit."""
+        return f"{self.prefix}:profile:{station_id}:{evse_id}"
+
+    # --- authorization --------------------------------------------------------------
+    def id_token(self, id_token: str) -> str:
+        """HASH: {type, status, group_id} of a known id token."""
+        return f"{self.prefix}:idtoken:{id_token}"
+
+    def id_tokens(self) -> str:
+        """SET of known id tokens."""
+        return f"{self.prefix}:idtokens"
+
+    # --- sites ----------------------------------------------------------------------
+    def sites(self) -> str:
+        """SET of site ids."""
+        return f"{self.prefix}:sites"
+
+    def site(self, site_id: str) -> str:
+        """HASH: {name, limit_kw, updated_at}."""
+        return f"{self.prefix}:site:{site_id}"
+
+    def site_stations(self, site_id: str) -> str:
+        """SET of station ids on the site."""
+        return f"{self.prefix}:site:{site_id}:stations"
+
+    def site_prices(self, site_id: str) -> str:
+        """STRING JSON {start, step_minutes, import_price: [...], export_price: [...]}."""
+        return f"{self.prefix}:site:{site_id}:prices"
+
+    def site_plan(self, site_id: str) -> str:
+        """STRING JSON: the optimizer's latest site plan (planned load per step, strategy, status)."""
+        return f"{self.prefix}:site:{site_id}:plan"
+
+    # --- operator tokens ------------------------------------------------------------
+    def api_token(self, token_hash: str) -> str:
+        """HASH: {name, role, created_at} of an API bearer token (key by SHA-256 of the token)."""
+        return f"{self.prefix}:api-token:{token_hash}"
+
+    def api_tokens(self) -> str:
+        """SET of API token hashes."""
+        return f"{self.prefix}:api-tokens"
+
+    # --- streams, routing and clock -------------------------------------------------
+    def events(self) -> str:
+        """STREAM of typed state-change events (see evfleet/events.py)."""
+        return f"{self.prefix}:events"
+
+    def node(self, node_id: str) -> str:
+        """STRING with TTL: a live csms node's heartbeat."""
+        return f"{self.prefix}:node:{node_id}"
+
+    def node_commands(self, node_id: str) -> str:
+        """LIST: outbound-call requests for stations held by that node (LPUSH / BRPOP)."""
+        return f"{self.prefix}:node:{node_id}:commands"
+
+    def command_reply(self, request_id: str) -> str:
+        """LIST: the single reply to an outbound-call request (short TTL)."""
+        return f"{self.prefix}:reply:{request_id}"
+
+    def clock(self) -> str:
+        """HASH: the shared ClockSpec {sim_anchor, real_anchor, speed}."""
+        return f"{self.prefix}:clock"
+
+    # --- closed control loop (optimizer worker, smart-charging service) -----------------
+    def energy_history(self, id_token: str) -> str:
+        """LIST JSON {ended_at, weekday, energy_kwh} of a driver's past sessions (newest first, capped)."""
+        return f"{self.prefix}:history:{id_token}"
+
+    def session_loop(self, ref: str) -> str:
+        """HASH: what the K15-K17 loop did for a session (needs, schedules sent, EV plan, renegotiations)."""
+        return f"{self.prefix}:tx:{ref}:loop"
+
+    def optimizer_lease(self, site_id: str) -> str:
+        """STRING (PX TTL): the optimizer worker currently solving a site."""
+        return f"{self.prefix}:lease:optimizer:{site_id}"
+
+    def optimizer_alive(self, consumer: str) -> str:
+        """STRING (EX TTL): present while the optimizer worker `consumer` runs (its heartbeat)."""
+        return f"{self.prefix}:optimizer:alive:{consumer}"
+
+    def optimizer_rescue(self, consumer: str) -> str:
+        """STRING (EX TTL): the worker that took over a dead worker's pending events and sites."""
+        return f"{self.prefix}:optimizer:rescue:{consumer}"
+
+    def service_lease(self, service: str) -> str:
+        """STRING (PX TTL): the csms node that runs a once-per-deployment service (e.g. the MQTT bridge)."""
+        return f"{self.prefix}:lease:service:{service}"
+
+    def smart_charging_lease(self, site_id: str) -> str:
+        """STRING (PX TTL): the csms node that applies a site's plans."""
+        return f"{self.prefix}:lease:smart-charging:{site_id}"
