@@ -159,6 +159,11 @@ class Keys:
         """STRING JSON: the optimizer's latest site plan (planned load per step, strategy, status)."""
         return f"{self.prefix}:site:{site_id}:plan"
 
+    def site_power(self, site_id: str) -> str:
+        """ZSET: site power samples scored by clock time, member `ts|power_kw|limit_kw|planned_kw`
+        (csms/api/power_history.py; bounded by age and count)."""
+        return f"{self.prefix}:site:{site_id}:power"
+
     # --- operator tokens ------------------------------------------------------------
     def api_token(self, token_hash: str) -> str:
         """HASH: {name, role, created_at} of an API bearer token (key by SHA-256 of the token)."""

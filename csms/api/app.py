@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 
 from csms.api import metrics
+from csms.api.actions import actions
 from csms.api.admin import admin
 from csms.api.calls import CommandClientCaller, StationCaller
 from csms.api.deps import ApiDeps, deps_of, require_stream
@@ -25,6 +26,7 @@ from csms.api.errors import READ_ERRORS, install_error_handlers
 from csms.api.history import history
 from csms.api.live import LiveHub
 from csms.api.models import Health
+from csms.api.power_history import PowerHistory
 from csms.api.reader import StateReader
 from csms.api.routes import act, read
 from csms.api.site_inputs import SiteInputWriter
@@ -57,7 +59,8 @@ def build_deps(redis: Any, keys: Keys, clock: Clock, *, auth: bool = True, defau
     return ApiDeps(redis=redis, keys=keys, clock=clock, reader=reader,
                    writer=SiteInputWriter(redis, keys, clock), tokens=TokenStore(redis, keys, clock),
                    caller=caller or CommandClientCaller(CommandClient(redis, keys, clock, call_timeout_s)),
-                   hub=LiveHub(reader, tick_s=tick_s), auth=auth, call_timeout_s=call_timeout_s)
+                   hub=LiveHub(reader, tick_s=tick_s), power=PowerHistory(redis, keys), auth=auth,
+                   call_timeout_s=call_timeout_s)
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -97,6 +100,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(history)  # before `read`: /transactions.csv is not /transactions/{station_id}
     app.include_router(read)
     app.include_router(act)
+    app.include_router(actions)
     app.include_router(admin)
 
     @app.get("/api/v1/live", tags=["live"], summary="Server-Sent Events: aggregated live updates",

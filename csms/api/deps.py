@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from csms.api.calls import StationCaller
 from csms.api.errors import Forbidden, InvalidInput, Unauthorized
 from csms.api.live import LiveHub
+from csms.api.power_history import PowerHistory
 from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
 from csms.api.tokens import ROLE_RANK, Role, TokenInfo, TokenStore
@@ -35,6 +36,7 @@ class ApiDeps:
     tokens: TokenStore
     caller: StationCaller
     hub: LiveHub
+    power: PowerHistory
     auth: bool = True
     call_timeout_s: float = 30.0
 

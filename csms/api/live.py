@@ -74,14 +74,11 @@ class Pending:
 class LiveHub:
     """Stream reader + per-tick aggregation + fan-out to SSE subscribers."""
 
-    def __init__(self, reader: StateReader, tick_s: float = 1.0, sites_every: int = 2,
-                 history_len: int = 1800) -> None:
+    def __init__(self, reader: StateReader, tick_s: float = 1.0, sites_every: int = 2) -> None:
         self.reader = reader
         self.tick_s = tick_s
         self.sites_every = max(1, sites_every)
         self.subscribers: set[Subscriber] = set()
-        self.history: dict[str, deque[dict[str, Any]]] = {}
-        self.history_len = history_len
         self.last_id = "$"
         self.events_seen = 0
         self._pending = Pending()
@@ -143,11 +140,9 @@ class LiveHub:
         self._ticks += 1
         pending, self._pending = self._pending, Pending()
         with_sites = self._ticks % self.sites_every == 1 or self.sites_every == 1
-        sites = await self.reader.sites() if with_sites else None
-        if sites is not None:
-            self._record_history(sites)
         if not self.subscribers:
             return
+        sites = await self.reader.sites() if with_sites else None
         station_ids = sorted(pending.stations)
         if len(station_ids) > MAX_DOCS_PER_TICK:  # defer the rest to the next tick
             self._pending.stations.update(station_ids[MAX_DOCS_PER_TICK:])
@@ -167,14 +162,3 @@ class LiveHub:
             message["sites"] = sites
         for sub in list(self.subscribers):
             sub.offer(message)
-
-    def _record_history(self, sites: list[dict[str, Any]]) -> None:
-        now = self.reader.clock.now().isoformat()
-        for site in sites:
-            buf = self.history.setdefault(site["site_id"], deque(maxlen=self.history_len))
-            buf.append({"ts": now, "power_kw": site["power_kw"], "limit_kw": site["limit_kw"],
-                        "planned_kw": site["planned_kw_now"]})
-
-    def site_history(self, site_id: str) -> list[dict[str, Any]]:
-        """Recorded site power samples (oldest first) since this process started."""
-        return list(self.history.get(site_id, ()))

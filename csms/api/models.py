@@ -254,7 +254,12 @@ class Site(Doc):
 
     site_id: str
     name: str
-    limit_kw: float | None = Field(description="null: no limit set (the optimizer's default applies)")
+    limit_kw: float | None = Field(description="the limit in force: the site's own, else the default "
+                                               "(`default_site_limit_kw`) the csms budgets and plans with")
+    limit_set: bool = Field(description="false: no limit is set for the site; `limit_kw` is the default")
+    default_limit_kw: float | None = Field(description="the default limit of sites without one")
+    limit_note: str = Field(description="the limit as the dashboard shows it, e.g. "
+                                        "`no limit set (planned with default 100 kW)`")
     limit_updated_at: str | None
     power_kw: float
     headroom_kw: float | None
@@ -269,11 +274,21 @@ class Site(Doc):
     prices: PriceSeries | None
 
 
+class PowerSampleDoc(BaseModel):
+    """One site power sample (csms clock time)."""
+
+    ts: str
+    power_kw: float | None = Field(description="sum of the live sessions' power")
+    limit_kw: float | None = Field(description="the site limit in force (the default when none is set)")
+    planned_kw: float | None = Field(description="the optimizer's planned site load for that step")
+
+
 class SiteHistory(Doc):
-    """Site samples recorded by this API process."""
+    """Site power samples from the store, oldest first."""
 
     site_id: str
-    samples: list[dict[str, Any]]
+    samples: list[PowerSampleDoc]
+    interval_s: float = Field(description="real seconds between two samples of the recorder")
 
 
 class SitePrices(Doc):
@@ -324,6 +339,22 @@ class ActionResult(Doc):
     error: Any = None
     status: str | None = Field(description="the payload's `status`, if any")
     accepted: bool = Field(description="status is Accepted or Scheduled (or the answer has none)")
+
+
+class ReportedProfiles(BaseModel):
+    """One ReportChargingProfiles of a station: the profiles installed on one EVSE."""
+
+    evse_id: int | None
+    charging_limit_source: str | None
+    charging_profiles: list[dict[str, Any]] = Field(description="OCPP ChargingProfile objects as reported")
+
+
+class ProfileReport(ActionResult):
+    """GetChargingProfiles: the station's answer and the reports it sent for the request."""
+
+    ocpp_request_id: int = Field(description="the requestId sent to the station")
+    profiles: list[ReportedProfiles]
+    complete: bool = Field(description="false: the wait ended before the last report (tbc false) came")
 
 
 class Health(Doc):

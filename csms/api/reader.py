@@ -288,9 +288,8 @@ class StateReader:
         for i, site in enumerate(ids):
             raw, plan, prices = sdict(replies[3 * i]), replies[3 * i + 1], replies[3 * i + 2]
             kw, n = loads.get(site, (0.0, 0))
-            default_limit = self.default_limit_kw if site == self.default_site else None
             out.append(views.site_view(site, raw, kw, n, counts.get(site, 0), views.load_json(plan),
-                                       views.load_json(prices), now_ts, default_limit))
+                                       views.load_json(prices), now_ts, self.default_limit_kw))
         return out
 
     async def site_exists(self, site_id: str) -> bool:

@@ -1,8 +1,8 @@
-"""`/api/v1` resources (viewer role) and actions (operator role)."""
+"""`/api/v1` resources (viewer role) and writes of sites and id tokens (operator role); the actions
+that call a station are in `csms.api.actions`."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -10,12 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime
 
-from csms.api.calls import call_or_raise
 from csms.api.deps import ApiDeps, deps_of, reject_unknown_query, require
 from csms.api.errors import ACT_ERRORS, READ_ERRORS, Conflict, InvalidInput, NotFound
 from csms.api.live import FEED_SKIP, event_summary
 from csms.api.models import (
-    ActionResult,
     EventPage,
     IdToken,
     Page,
@@ -29,17 +27,9 @@ from csms.api.models import (
     TransactionDetail,
     Whoami,
 )
+from csms.api.power_history import SAMPLE_INTERVAL_S
 from csms.api.reader import s
-from csms.api.schemas import (
-    AvailabilityIn,
-    IdTokenCreate,
-    IdTokenIn,
-    RemoteStartIn,
-    RemoteStopIn,
-    ResetIn,
-    SetProfileIn,
-    TriggerIn,
-)
+from csms.api.schemas import IdTokenCreate, IdTokenIn
 from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
 from csms.api.tokens import Role, TokenInfo
 from csms.api.views import paginate, session_summary
@@ -59,6 +49,7 @@ IdTokenPath = Annotated[str, Path(pattern=r"^[^\s:]{1,36}$", description="id tok
 TransactionIdPath = Annotated[str, Path(min_length=1, max_length=36, description="OCPP transactionId")]
 Limit = Query(100, ge=1, le=1000, description="page size")
 Offset = Query(0, ge=0, description="items to skip")
+HISTORY_DEFAULT_S = 24 * 3600.0
 StationStatus = Literal["Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable",
                         "Available", "Unknown"]
 
@@ -214,12 +205,27 @@ async def get_site(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
 
 
 @read.get("/sites/{site_id}/history", tags=["sites"], response_model=SiteHistory,
-          summary="Recent site load samples")
-async def site_history(request: Request, site_id: SiteIdPath) -> dict[str, Any]:
-    """Site power, limit and planned load sampled by this API process (for the dashboard chart)."""
+          summary="Site power history from the store")
+async def site_history(request: Request, site_id: SiteIdPath,
+                       since: AwareDatetime | None = Query(None, alias="from",
+                                                           description="samples at or after this time"),
+                       until: AwareDatetime | None = Query(None, alias="to",
+                                                           description="samples at or before this time"),
+                       max_points: int = Query(2000, ge=1, le=20000,
+                                               description="thin to at most this many samples")
+                       ) -> dict[str, Any]:
+    """Site power, limit in force and planned load, sampled by one csms node every few seconds
+    into Redis (the same answer on every API node, kept across restarts), oldest first; without
+    `from`, the last 24 h of the csms clock."""
+    if since and until and until < since:
+        raise InvalidInput("`to` must not be earlier than `from`",
+                           {"from": since.isoformat(), "to": until.isoformat()})
     deps = deps_of(request)
     await _site_or_404(deps, site_id)
-    return {"site_id": site_id, "samples": deps.hub.site_history(site_id)}
+    low = since.timestamp() if since else deps.clock.timestamp() - HISTORY_DEFAULT_S
+    samples = await deps.power.read(site_id, low, until.timestamp() if until else None, max_points)
+    return {"site_id": site_id, "samples": [x.to_doc() for x in samples],
+            "interval_s": SAMPLE_INTERVAL_S}
 
 
 @act.put("/sites/{site_id}/limit", tags=["sites"], response_model=Site, summary="Set a site power limit")
@@ -409,130 +415,3 @@ async def _stream_last_id(deps: ApiDeps, before: str | None) -> str:
         return "0-0"
     last = await deps.redis.xrevrange(deps.keys.events(), max=high, min="-", count=1)
     return s(last[0][0]) if last else "0-0"
-
-
-# --- actions ------------------------------------------------------------------------------
-TimeoutQ = Query(None, gt=0, le=300, description="seconds to wait for the station (default: settings)")
-
-
-async def _call(request: Request, station_id: StationIdPath, action: str, payload: dict[str, Any],
-                timeout_s: float | None) -> dict[str, Any]:
-    deps = deps_of(request)
-    await _station_or_404(deps, station_id)
-    reply = await call_or_raise(deps.caller, station_id, action, payload, timeout_s or deps.call_timeout_s)
-    status = (reply.payload or {}).get("status")
-    return {**reply.to_dict(), "status": status, "accepted": status in ("Accepted", "Scheduled", None)}
-
-
-@act.post("/stations/{station_id}/remote-start", tags=["actions"], response_model=ActionResult,
-          summary="RequestStartTransaction")
-async def remote_start(request: Request, station_id: StationIdPath, body: RemoteStartIn,
-                       timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Ask the station to start a transaction for an id token."""
-    payload: dict[str, Any] = {"idToken": {"idToken": body.id_token, "type": body.id_token_type},
-                               "remoteStartId": body.remote_start_id if body.remote_start_id is not None
-                               else secrets.randbelow(2**31 - 1) + 1}
-    if body.evse_id is not None:
-        payload["evseId"] = body.evse_id
-    if body.charging_profile is not None:
-        payload["chargingProfile"] = body.charging_profile.to_ocpp()
-    return await _call(request, station_id, "RequestStartTransaction", payload, timeout_s)
-
-
-@act.post("/stations/{station_id}/remote-stop", tags=["actions"], response_model=ActionResult,
-          summary="RequestStopTransaction")
-async def remote_stop(request: Request, station_id: StationIdPath, body: RemoteStopIn,
-                      timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Ask the station to stop a transaction."""
-    return await _call(request, station_id, "RequestStopTransaction",
-                       {"transactionId": body.transaction_id}, timeout_s)
-
-
-@act.post("/sessions/{station_id}/{transaction_id}/stop", tags=["actions"], response_model=ActionResult,
-          summary="Stop a live session")
-async def stop_session(request: Request, station_id: StationIdPath, transaction_id: TransactionIdPath,
-                       timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """RequestStopTransaction to the station the session runs on (its latest use of the id)."""
-    deps = deps_of(request)
-    ref = await _tx_or_404(deps, station_id, transaction_id, None, "session")
-    if not await deps.redis.sismember(deps.keys.transactions_active(), ref):
-        raise Conflict(f"session {transaction_id} of station {station_id} has already ended",
-                       {"station_id": station_id, "transaction_id": transaction_id})
-    return await _call(request, station_id, "RequestStopTransaction", {"transactionId": transaction_id},
-                       timeout_s)
-
-
-@act.post("/stations/{station_id}/reset", tags=["actions"], response_model=ActionResult, summary="Reset")
-async def reset(request: Request, station_id: StationIdPath, body: ResetIn,
-                timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Reset the station or one EVSE (Immediate or OnIdle)."""
-    payload: dict[str, Any] = {"type": body.type}
-    if body.evse_id is not None:
-        payload["evseId"] = body.evse_id
-    return await _call(request, station_id, "Reset", payload, timeout_s)
-
-
-def _evse(evse_id: int | None, connector_id: int | None) -> dict[str, Any] | None:
-    if evse_id is None:
-        return None
-    evse: dict[str, Any] = {"id": evse_id}
-    if connector_id is not None:
-        evse["connectorId"] = connector_id
-    return evse
-
-
-@act.post("/stations/{station_id}/availability", tags=["actions"], response_model=ActionResult,
-          summary="ChangeAvailability")
-async def change_availability(request: Request, station_id: StationIdPath, body: AvailabilityIn,
-                              timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Make the station, an EVSE or a connector Operative or Inoperative."""
-    payload: dict[str, Any] = {"operationalStatus": body.operational_status}
-    evse = _evse(body.evse_id, body.connector_id)
-    if evse:
-        payload["evse"] = evse
-    return await _call(request, station_id, "ChangeAvailability", payload, timeout_s)
-
-
-@act.post("/stations/{station_id}/trigger", tags=["actions"], response_model=ActionResult,
-          summary="TriggerMessage")
-async def trigger_message(request: Request, station_id: StationIdPath, body: TriggerIn,
-                          timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Ask the station to send a message now (StatusNotification, MeterValues, ...)."""
-    payload: dict[str, Any] = {"requestedMessage": body.requested_message}
-    evse = _evse(body.evse_id, body.connector_id)
-    if evse:
-        payload["evse"] = evse
-    return await _call(request, station_id, "TriggerMessage", payload, timeout_s)
-
-
-@act.post("/stations/{station_id}/charging-profiles", tags=["actions"], response_model=ActionResult,
-          summary="SetChargingProfile")
-async def set_charging_profile(request: Request, station_id: StationIdPath, body: SetProfileIn,
-                               timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Send a charging profile to an EVSE (0 = station-wide)."""
-    return await _call(request, station_id, "SetChargingProfile",
-                       {"evseId": body.evse_id, "chargingProfile": body.charging_profile.to_ocpp()},
-                       timeout_s)
-
-
-@act.delete("/stations/{station_id}/charging-profiles", tags=["actions"], response_model=ActionResult,
-            summary="ClearChargingProfile")
-async def clear_charging_profile(
-        request: Request, station_id: StationIdPath,
-        profile_id: int | None = Query(None, ge=0, description="clear this profile id"),
-        evse_id: int | None = Query(None, ge=0),
-        purpose: Literal["ChargingStationExternalConstraints", "ChargingStationMaxProfile",
-                         "TxDefaultProfile", "TxProfile"] | None = None,
-        stack_level: int | None = Query(None, ge=0),
-        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
-    """Clear profiles by id or by criteria (EVSE, purpose, stack level); at least one is needed."""
-    payload: dict[str, Any] = {}
-    if profile_id is not None:
-        payload["chargingProfileId"] = profile_id
-    criteria = {k: v for k, v in (("evseId", evse_id), ("chargingProfilePurpose", purpose),
-                                  ("stackLevel", stack_level)) if v is not None}
-    if criteria:
-        payload["chargingProfileCriteria"] = criteria
-    if not payload:
-        raise InvalidInput("give profile_id or at least one of evse_id, purpose, stack_level")
-    return await _call(request, station_id, "ClearChargingProfile", payload, timeout_s)

@@ -91,6 +91,13 @@ class TriggerIn(Strict):
         return self
 
 
+class UnlockIn(Strict):
+    """UnlockConnector."""
+
+    evse_id: int = Field(..., ge=1, le=1000)
+    connector_id: int = Field(1, ge=1, le=1000)
+
+
 class SchedulePeriodIn(Strict):
     """One period of a charging schedule (OCPP field names)."""
 

@@ -2,7 +2,9 @@
 
 Binds `settings.api_host:settings.api_port` (port 0 = a free port, written back to
 `ctx.api_port`), holds at most `api_max_connections` connections (503 beyond), runs until
-cancelled, then stops the live feed and closes connections.
+cancelled, then stops the live feed and closes connections. Beside it, under the service
+lease `site-power`, one node of the deployment samples the site power history into Redis
+(csms/api/power_history.py).
 Signals are left to the composition root.
 
 Slow clients cannot hold connections: the request line and headers of every request must
@@ -24,8 +26,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from csms.api.app import build_deps, create_app
 from csms.api.calls import CommandClientCaller
+from csms.api.power_history import LEASE, record_site_power
 from csms.commands import CommandClient
 from csms.context import CsmsContext
+from csms.leases import run_singleton
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +128,16 @@ async def run(ctx: CsmsContext) -> None:
     if not settings.api_auth:
         log.warning("operator API auth is disabled (api_auth=false): anyone reaching the port can act")
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="api-uvicorn")
+    # one node per deployment samples the site power history into Redis (every node serves it)
+    recorder = asyncio.create_task(run_singleton(
+        ctx.redis, ctx.keys.service_lease(LEASE), ctx.node_id, settings.service_lease_ttl_s,
+        lambda: record_site_power(deps.reader, deps.power)), name="api-site-power")
     try:
         await asyncio.shield(serving)
     finally:
+        recorder.cancel()
+        with contextlib.suppress(BaseException):
+            await recorder
         server.should_exit = True
         await deps.hub.stop()
         with contextlib.suppress(Exception):

@@ -218,15 +218,18 @@ def planned_kw_at(plan: Any, now_ts: float) -> float | None:
 def site_view(site_id: str, raw: dict[str, str], power_kw: float, active_sessions: int,
               station_count: int, plan: Any, prices: Any, now_ts: float,
               default_limit_kw: float | None = None) -> dict[str, Any]:
-    """A site: limit, current load (sum of live session power), planned load and optimizer state."""
-    limit_kw = to_float(raw.get("limit_kw"))
-    if limit_kw is None:
-        limit_kw = default_limit_kw
+    """A site: limit, current load (sum of live session power), planned load and optimizer state.
+    A site without a limit of its own shows the default limit it is planned with."""
+    own_limit = to_float(raw.get("limit_kw"))
+    limit_kw = default_limit_kw if own_limit is None else own_limit
     plan_doc = plan if isinstance(plan, dict) else None
     return {
         "site_id": site_id,
         "name": raw.get("name") or site_id,
         "limit_kw": limit_kw,
+        "limit_set": own_limit is not None,
+        "default_limit_kw": default_limit_kw,
+        "limit_note": limit_note(own_limit, default_limit_kw),
         "limit_updated_at": raw.get("updated_at") or None,
         "power_kw": round(power_kw, 3),
         "headroom_kw": None if limit_kw is None else round(limit_kw - power_kw, 3),
@@ -250,6 +253,19 @@ def site_view(site_id: str, raw: dict[str, str], power_kw: float, active_session
         },
         "prices": prices if isinstance(prices, dict) else None,
     }
+
+
+def _kw(value: float) -> str:
+    return f"{value:g}"
+
+
+def limit_note(own_limit_kw: float | None, default_limit_kw: float | None) -> str:
+    """How the dashboard and the API state a site's limit."""
+    if own_limit_kw is not None:
+        return f"{_kw(own_limit_kw)} kW"
+    if default_limit_kw is None:
+        return "no limit set"
+    return f"no limit set (planned with default {_kw(default_limit_kw)} kW)"
 
 
 def paginate(items: list[Any], limit: int, offset: int) -> dict[str, Any]:

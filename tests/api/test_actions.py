@@ -42,6 +42,8 @@ CASES: list[tuple[str, str, dict[str, Any], str, dict[str, Any]]] = [
      "TriggerMessage", {"requestedMessage": "StatusNotification", "evse": {"id": 1}}),
     ("post", "/api/v1/stations/CS1/charging-profiles", {"evse_id": 1, "charging_profile": PROFILE},
      "SetChargingProfile", {"evseId": 1, "chargingProfile": PROFILE}),
+    ("post", "/api/v1/stations/CS1/unlock", {"evse_id": 1}, "UnlockConnector",
+     {"evseId": 1, "connectorId": 1}),
     ("delete", "/api/v1/stations/CS1/charging-profiles?evse_id=1&purpose=TxProfile",
      None, "ClearChargingProfile",
      {"chargingProfileCriteria": {"evseId": 1, "chargingProfilePurpose": "TxProfile"}}),

@@ -83,10 +83,13 @@ def _api_routes() -> list[tuple[str, str, bool]]:
     """(method, path with sample ids, operator-only) for every /api/v1 route of the app."""
     from fastapi.routing import APIRoute
 
+    from csms.api.actions import actions
+    from csms.api.admin import admin
+    from csms.api.history import history
     from csms.api.routes import act, read
 
     out = []
-    for router, operator in ((read, False), (act, True)):
+    for router, operator in ((read, False), (history, False), (act, True), (actions, True), (admin, True)):
         for route in router.routes:
             assert isinstance(route, APIRoute)
             path = (route.path.replace("{station_id}", "CS1").replace("{transaction_id}", "TX1")

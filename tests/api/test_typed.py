@@ -209,12 +209,17 @@ async def test_create_update_delete_site_limit_goes_through_the_event(
         "/api/v1/sites", json={"site_id": "yard", "name": "Bus yard"}, headers=tokens.operator
     )
     assert r.status_code == 201, r.text
-    assert r.json()["name"] == "Bus yard" and r.json()["limit_kw"] is None
+    site = r.json()
+    assert site["name"] == "Bus yard" and site["limit_set"] is False
+    # no limit of its own: planned with the documented default, and said so
+    assert site["limit_kw"] == site["default_limit_kw"] == 100.0
+    assert site["limit_note"] == "no limit set (planned with default 100 kW)"
     assert await redis.xlen(KEYS.events()) == 0  # no limit, no limit event
     r = await client.post("/api/v1/sites", json={"site_id": "yard"}, headers=tokens.operator)
     assert r.status_code == 409
     r = await client.patch("/api/v1/sites/yard", json={"limit_kw": 42.5}, headers=tokens.operator)
     assert r.status_code == 200 and r.json()["limit_kw"] == 42.5 and r.json()["name"] == "Bus yard", r.text
+    assert r.json()["limit_set"] is True and r.json()["limit_note"] == "42.5 kW"
     events = await redis.xrange(KEYS.events())
     assert len(events) == 1 and Event.from_fields(events[0][1]).type == EventType.SITE_LIMIT
     assert Event.from_fields(events[0][1]).data == {"limit_kw": 42.5, "source": "api"}
