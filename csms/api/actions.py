@@ -31,7 +31,7 @@ from csms.api.schemas import (
     UnlockIn,
 )
 from csms.api.tokens import Role
-from csms.events import EventType
+from evfleet.events import EventType
 
 actions = APIRouter(prefix="/api/v1", responses=ACT_ERRORS,
                     dependencies=[Depends(require(Role.OPERATOR)), Depends(reject_unknown_query)])

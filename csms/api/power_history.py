@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from csms.api.reader import StateReader, s
-from csms.store.keys import Keys
+from evfleet.keys import Keys
 
 log = logging.getLogger(__name__)
 

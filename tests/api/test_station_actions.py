@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from csms.api.app import build_deps, create_app
 from csms.api.power_history import PowerHistory, PowerSample, thin
-from csms.clock import RealClock
-from csms.events import Event, EventType
+from evfleet.clock import RealClock
+from evfleet.events import Event, EventType
 from tests.api.conftest import KEYS, FakeNode, Tokens, add_event, seed_site, seed_station
 
 
