@@ -65,6 +65,23 @@ async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser
         assert before != after
         await page.wait_for_selector("#events li", timeout=10_000)
         await page.screenshot(path=str(artifacts_dir / "dashboard-overview.png"), full_page=True)
+        # the site chart (uPlot): a tooltip at the cursor, drag to zoom, double-click to reset
+        over = await page.query_selector("#site-chart .u-over")
+        assert over is not None
+        box = await over.bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        await page.wait_for_selector("#site-chart .chart-tooltip:not([hidden])", timeout=5_000)
+        assert "power" in (await page.text_content("#site-chart .chart-tooltip") or "")
+        span = "() => { const u = document.getElementById('site-chart')._evchart.u; " \
+               "return u.scales.x.max - u.scales.x.min; }"
+        full = await page.evaluate(span)
+        await page.mouse.down()
+        await page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.5, steps=5)
+        await page.mouse.up()
+        assert await page.evaluate(span) < full * 0.5  # zoomed in on the dragged range
+        await page.mouse.dblclick(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+        assert abs(await page.evaluate(span) - full) < full * 0.2  # back to the whole range
 
         await page.click(f'#session-table tr[data-tx="{ref}"]')
         await page.wait_for_selector("#session-view:not([hidden])")

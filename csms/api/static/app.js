@@ -118,7 +118,7 @@
       setSites(m.sites);
       for (const s of m.sites) {
         const h = S.history.get(s.site_id) || []; h.push([S.now, s.power_kw, s.limit_kw, s.planned_kw_now]);
-        if (h.length > 1800) h.shift(); S.history.set(s.site_id, h);
+        if (h.length > 5000) h.shift(); S.history.set(s.site_id, h);
       }
     }
     if (m.events && m.events.length) S.newEvents.push(...m.events);
@@ -147,6 +147,10 @@
     S.siteDirty = false;
     const s = S.sites.get(S.siteId); if (!s) return;
     $("site-power").textContent = fmt(s.power_kw); $("site-limit").textContent = fmt(s.limit_kw);
+    const unset = s.limit_set === false;  // no limit of its own: planned with the default, and said so
+    $("site-limit").classList.toggle("muted-kpi", unset);
+    $("site-limit-label").textContent = unset ? "default limit kW" : "limit kW";
+    $("site-limit-note").hidden = !unset; $("site-limit-note").textContent = unset ? s.limit_note : "";
     $("site-headroom").textContent = fmt(s.headroom_kw); $("site-planned").textContent = fmt(s.planned_kw_now);
     $("site-sessions").textContent = s.active_sessions;
     const alarm = $("site-alarm");  // the over-limit alarm (metered power above the limit for too long)
@@ -159,19 +163,21 @@
     const o = s.optimizer;
     $("site-optimizer").textContent = o ? `${o.status || "?"} · ${o.strategy || ""} · ${fmt(o.solve_s, 2)} s` : "no plan";
     const hist = S.history.get(S.siteId) || [];
-    const series = [
-      {points: hist.map((p) => [p[0], p[1]]), color: "#4aa3ff", width: 2},
-      {points: hist.map((p) => [p[0], p[2]]), color: "#e5484d", dash: [6, 4], step: true},
-    ];
     let xMax = S.now + 15 * 60000;
+    let plan = [];
     if (s.plan && s.plan.planned_kw) {
-      const pts = TinyChart.steps(s.plan.start, s.plan.step_s, s.plan.planned_kw);
-      series.push({points: pts, color: "#f0b429", step: true});
-      if (pts.length) xMax = Math.min(Math.max(xMax, pts[pts.length - 1][0]), S.now + 12 * 3600000);
+      plan = EvChart.steps(s.plan.start, s.plan.step_s, s.plan.planned_kw);
+      if (plan.length) xMax = Math.min(Math.max(xMax, plan[plan.length - 1][0]), S.now + 12 * 3600000);
     }
+    const limit = hist.map((p) => [p[0], p[2]]);
+    if (s.limit_kw !== null) limit.push([S.now, s.limit_kw], [xMax, s.limit_kw]);
+    const series = [
+      {label: "power", points: hist.map((p) => [p[0], p[1]]), color: "#4aa3ff", width: 2},
+      {label: unset ? "default limit" : "limit", points: limit, color: "#e5484d", dash: [6, 4], step: true},
+      {label: "planned load", points: plan, color: "#f0b429", step: true},
+    ];
     const xMin = Math.min(hist.length ? hist[0][0] : S.now, S.now - 15 * 60000);
-    if (s.limit_kw !== null) series.push({points: [[S.now, s.limit_kw], [xMax, s.limit_kw]], color: "#e5484d", dash: [6, 4]});
-    TinyChart.draw($("site-chart"), series, {now: S.now, xMin, xMax, yLabel: "kW"});
+    EvChart.draw($("site-chart"), series, {now: S.now, xMin, xMax, yLabel: "kW", height: 220});
   }
   function filteredStations() {
     const q = S.query.toLowerCase();
@@ -330,17 +336,23 @@
         `${s.loop.renegotiations} renegotiations, EV plan ${s.loop.ev_plan_within_limits === null ? "–" :
         s.loop.ev_plan_within_limits ? "within limits" : "OUTSIDE limits"}` : null]]);
     $("xv-progress").style.width = `${Math.round((s.progress || 0) * 100)}%`;
-    const series = [{points: (s.meter || []).map((m) => [Date.parse(m.ts), (m.power_w || 0) / 1000]), color: "#4aa3ff"}];
     const plan = s.planned_schedule;
-    if (plan && plan.limits_kw) series.push({points: TinyChart.steps(plan.start, plan.step_s, plan.limits_kw), color: "#f0b429", step: true});
+    let applied = [];
     if (s.applied_profile && s.applied_profile.limit_w !== undefined) {
       const t0 = Date.parse(s.applied_profile.answered_at || s.applied_profile.sent_at) || S.now;
-      series.push({points: [[t0, s.applied_profile.limit_w / 1000], [Math.max(S.now, t0 + 60000), s.applied_profile.limit_w / 1000]], color: "#e5484d", dash: [6, 4]});
+      applied = [[t0, s.applied_profile.limit_w / 1000], [Math.max(S.now, t0 + 60000), s.applied_profile.limit_w / 1000]];
     }
+    const series = [
+      {label: "measured power", points: (s.meter || []).map((m) => [Date.parse(m.ts), (m.power_w || 0) / 1000]), color: "#4aa3ff"},
+      {label: "planned limit", points: plan && plan.limits_kw ? EvChart.steps(plan.start, plan.step_s, plan.limits_kw) : [],
+        color: "#f0b429", step: true},
+      {label: "applied limit", points: applied, color: "#e5484d", dash: [6, 4]},
+    ];
     const dep = s.departure_time ? Date.parse(s.departure_time) : NaN;
     const xMax = isFinite(dep) ? Math.max(dep + 15 * 60000, S.now) : undefined;
     const markers = isFinite(dep) ? [{t: dep, label: "departure", color: "#7fe0a8"}] : [];
-    TinyChart.draw($("session-chart"), series, {now: S.now, xMax, markers, yLabel: "kW", empty: "no samples or schedule yet"});
+    EvChart.draw($("session-chart"), series, {now: S.now, xMax, markers, yLabel: "kW", height: 240,
+      empty: "no samples or schedule yet"});
     $("xv-stop").disabled = !s.live;
   }
   $("xv-stop").addEventListener("click", async () => {

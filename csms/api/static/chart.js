@@ -1,74 +1,122 @@
-/* Tiny time-series chart on <canvas> (no library): lines and step lines over a time axis. */
+/* Time-series charts of the dashboard on uPlot (vendor/uplot, MIT): lines and step lines over a UTC
+   time axis, drag to zoom (double-click resets), a tooltip with every value at the cursor, and
+   vertical markers ("now", departure). No inline style: positions are set through the CSSOM. */
 "use strict";
-window.TinyChart = (function () {
-  function niceStep(range, ticks) {
-    const raw = range / Math.max(1, ticks);
-    const mag = Math.pow(10, Math.floor(Math.log10(raw || 1)));
-    const norm = raw / mag;
-    return (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * mag;
+window.EvChart = (function () {
+  const AXIS = {stroke: "#8b98a5", grid: {stroke: "#2a3440", width: 1}, ticks: {stroke: "#2a3440", width: 1},
+    font: "11px system-ui, sans-serif"};
+  const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
+  const fmtV = (v) => (v === null || v === undefined || !isFinite(v)) ? "–" : (Math.round(v * 100) / 100).toString();
+  const fmtT = (s) => new Date(s * 1000).toISOString().slice(5, 16).replace("T", " ");
+
+  /* [{points: [[tMs, v], ...]}, ...] -> uPlot's aligned columns [xs (s), ys1, ys2, ...]. */
+  function align(series) {
+    const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].filter(isFinite).sort((a, b) => a - b);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const cols = series.map((s) => {
+      const ys = new Array(xs.length).fill(null);
+      for (const [t, v] of s.points) if (index.has(t)) ys[index.get(t)] = (v === undefined || !isFinite(v)) ? null : v;
+      return ys;
+    });
+    return [xs.map((x) => x / 1000), ...cols];
   }
-  function hhmm(ms) {
-    const d = new Date(ms);
-    return String(d.getUTCHours()).padStart(2, "0") + ":" + String(d.getUTCMinutes()).padStart(2, "0");
+
+  function tooltip(u, box) {
+    const idx = u.cursor.idx;
+    if (idx === null || idx === undefined || u.cursor.left < 0) { box.hidden = true; return; }
+    box.replaceChildren();
+    const head = document.createElement("div"); head.className = "tt-time"; head.textContent = fmtT(u.data[0][idx]) + " UTC";
+    box.append(head);
+    u.series.forEach((s, i) => {
+      if (i === 0 || !s.show) return;
+      let v = u.data[i][idx];
+      if (v === null) { for (let j = idx; j >= 0; j--) if (u.data[i][j] !== null) { v = u.data[i][j]; break; } }  // step value
+      const row = document.createElement("div"); row.className = "tt-row";
+      const dot = document.createElement("span"); dot.className = "tt-dot"; dot.style.background = s._color;
+      row.append(dot, `${s.label}: ${fmtV(v)} ${s._unit || ""}`); box.append(row);
+    });
+    box.hidden = false;
+    const x = u.cursor.left, w = box.offsetWidth;
+    box.style.left = (x + 12 + w > u.over.clientWidth ? x - w - 12 : x + 12) + "px";
+    box.style.top = Math.max(0, u.cursor.top - 20) + "px";
   }
-  /* series: [{points: [[tMs, value|null], ...], color, step, dash, width}], opts: {now, yLabel, xMin, xMax} */
-  function draw(canvas, series, opts) {
-    opts = opts || {};
-    const dpr = window.devicePixelRatio || 1;
-    const cssW = canvas.clientWidth || 600, cssH = canvas.clientHeight || Number(canvas.getAttribute("height")) || 200;
-    if (canvas.width !== Math.round(cssW * dpr) || canvas.height !== Math.round(cssH * dpr)) {
-      canvas.width = Math.round(cssW * dpr); canvas.height = Math.round(cssH * dpr);
-    }
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, cssW, cssH);
-    const pad = {l: 46, r: 10, t: 10, b: 22};
-    let xMin = Infinity, xMax = -Infinity, yMax = 0;
-    for (const s of series) for (const [t, v] of s.points) {
-      if (v === null || v === undefined || !isFinite(v)) continue;
-      xMin = Math.min(xMin, t); xMax = Math.max(xMax, t); yMax = Math.max(yMax, v);
-    }
-    if (opts.xMin !== undefined) xMin = opts.xMin;
-    if (opts.xMax !== undefined) xMax = opts.xMax;
-    ctx.fillStyle = "#8b98a5"; ctx.font = "11px system-ui, sans-serif";
-    if (!isFinite(xMin) || !isFinite(xMax)) { ctx.fillText(opts.empty || "no data yet", pad.l, cssH / 2); return; }
-    if (xMax <= xMin) xMax = xMin + 60000;
-    yMax = yMax <= 0 ? 1 : yMax * 1.1;
-    const W = cssW - pad.l - pad.r, H = cssH - pad.t - pad.b;
-    const X = (t) => pad.l + (t - xMin) / (xMax - xMin) * W;
-    const Y = (v) => pad.t + H - v / yMax * H;
-    ctx.strokeStyle = "#2a3440"; ctx.lineWidth = 1;
-    const ys = niceStep(yMax, 4);
-    for (let v = 0; v <= yMax; v += ys) {
-      ctx.beginPath(); ctx.moveTo(pad.l, Y(v)); ctx.lineTo(pad.l + W, Y(v)); ctx.stroke();
-      ctx.fillText(String(Math.round(v * 10) / 10), 4, Y(v) + 4);
-    }
-    const xs = niceStep((xMax - xMin) / 60000, 6) * 60000;
-    for (let t = Math.ceil(xMin / xs) * xs; t <= xMax; t += xs) ctx.fillText(hhmm(t), X(t) - 14, cssH - 6);
-    if (opts.yLabel) ctx.fillText(opts.yLabel, 4, pad.t + 8);
-    ctx.save(); ctx.beginPath(); ctx.rect(pad.l, pad.t, W, H); ctx.clip();
-    for (const s of series) {
-      ctx.strokeStyle = s.color; ctx.lineWidth = s.width || 2; ctx.setLineDash(s.dash || []);
-      ctx.beginPath(); let pen = false, lastY = null;
-      for (const [t, v] of s.points) {
-        if (v === null || v === undefined || !isFinite(v)) { pen = false; continue; }
-        const x = X(t), y = Y(v);
-        if (!pen) { ctx.moveTo(x, y); pen = true; }
-        else { if (s.step && lastY !== null) ctx.lineTo(x, lastY); ctx.lineTo(x, y); }
-        lastY = y;
+
+  function markersHook(holder) {
+    return (u) => {
+      const ctx = u.ctx; const top = u.bbox.top, h = u.bbox.height;
+      for (const m of holder.markers) {
+        const t = m.t / 1000; if (!(t >= u.scales.x.min && t <= u.scales.x.max)) continue;
+        const x = Math.round(u.valToPos(t, "x", true));
+        ctx.save(); ctx.strokeStyle = m.color; ctx.fillStyle = m.color; ctx.setLineDash([2, 3]); ctx.lineWidth = 1;
+        ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + h); ctx.stroke();
+        ctx.setLineDash([]); ctx.font = `${Math.round(11 * devicePixelRatio)}px system-ui, sans-serif`;
+        ctx.fillText(m.label, x + 4, top + 12 * devicePixelRatio); ctx.restore();
       }
-      ctx.stroke();
-    }
-    ctx.restore(); ctx.setLineDash([]);
-    const markers = (opts.markers || []).slice();
-    if (opts.now !== undefined) markers.push({t: opts.now, label: "now", color: "#8b98a5"});
-    for (const m of markers) {
-      if (!(m.t >= xMin && m.t <= xMax)) continue;
-      ctx.strokeStyle = m.color; ctx.fillStyle = m.color; ctx.setLineDash([2, 3]); ctx.beginPath();
-      ctx.moveTo(X(m.t), pad.t); ctx.lineTo(X(m.t), pad.t + H); ctx.stroke(); ctx.setLineDash([]);
-      ctx.fillText(m.label, X(m.t) + 3, pad.t + 10);
-    }
+    };
   }
+
+  function build(node, series, opts, holder) {
+    const box = document.createElement("div"); box.className = "chart-tooltip"; box.hidden = true;
+    const cfg = {
+      width: Math.max(200, node.clientWidth || 600), height: opts.height || 220,
+      legend: {show: false}, tzDate: utc,
+      cursor: {drag: {x: true, y: false, setScale: true}, points: {size: 6}},
+      scales: {x: {time: true}, y: {range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1]}},
+      axes: [{...AXIS, values: (u, splits) => {
+        const wide = u.scales.x.max - u.scales.x.min > 86400;
+        return splits.map((t) => new Date(t * 1000).toISOString().slice(wide ? 5 : 11, 16).replace("T", " "));
+      }}, {...AXIS, label: opts.yLabel || "", labelSize: 14, size: 46}],
+      series: [{}].concat(series.map((s) => ({
+        label: s.label || "", stroke: s.color, width: s.width || 2, dash: s.dash, spanGaps: true,
+        paths: s.step ? uPlot.paths.stepped({align: 1}) : undefined, _color: s.color, _unit: opts.unit || "kW",
+        points: {show: false}}))),
+      hooks: {
+        setCursor: [(u) => tooltip(u, box)],
+        draw: [markersHook(holder)],
+        setSelect: [() => { holder.zoomed = true; }],
+        ready: [(u) => {
+          u.over.append(box);
+          u.over.addEventListener("dblclick", () => { holder.zoomed = false; holder.applyRange(); });
+          u.over.addEventListener("mouseleave", () => { box.hidden = true; });
+        }],
+      },
+    };
+    return new uPlot(cfg, align(series), node);
+  }
+
+  /* Draw (or update in place) the chart in `node` (a <div>). series: [{points, color, step, dash,
+     width, label}]; opts: {now, xMin, xMax, markers, yLabel, height, empty}. A zoomed chart keeps its zoom. */
+  function draw(node, series, opts) {
+    opts = opts || {};
+    let holder = node._evchart;
+    const shape = series.map((s) => `${s.label}|${s.color}|${!!s.step}|${(s.dash || []).join(",")}`).join(";");
+    if (!holder || holder.shape !== shape) {
+      if (holder) holder.u.destroy();
+      node.replaceChildren();
+      holder = {shape, zoomed: false, markers: [], range: null};
+      holder.applyRange = () => {
+        if (holder.range && !holder.zoomed) holder.u.setScale("x", holder.range);
+      };
+      holder.u = build(node, series, opts, holder);
+      node._evchart = holder;
+    }
+    const data = align(series);
+    holder.markers = (opts.markers || []).slice();
+    if (opts.now !== undefined) holder.markers.push({t: opts.now, label: "now", color: "#8b98a5"});
+    const xs = data[0];
+    const lo = opts.xMin !== undefined ? opts.xMin / 1000 : xs[0];
+    const hi = opts.xMax !== undefined ? opts.xMax / 1000 : xs[xs.length - 1];
+    holder.range = (lo !== undefined && hi !== undefined && hi > lo) ? {min: lo, max: hi} : null;
+    holder.u.setData(data, !holder.zoomed && !holder.range);
+    holder.applyRange();
+    const width = Math.max(200, node.clientWidth || 600);
+    if (holder.u.width !== width) holder.u.setSize({width, height: opts.height || 220});
+    node.classList.toggle("chart-empty", xs.length === 0);
+    node.dataset.empty = opts.empty || "no data yet";
+    node.dataset.points = String(xs.length);
+    return holder.u;
+  }
+
   /* Step series from a start time, a step length and values. */
   function steps(startIso, stepS, values) {
     const t0 = Date.parse(startIso); const pts = [];
@@ -77,5 +125,5 @@ window.TinyChart = (function () {
     if (values.length) pts.push([t0 + values.length * stepS * 1000, values[values.length - 1]]);
     return pts;
   }
-  return {draw, steps};
+  return {draw, steps, align};
 })();
