@@ -48,6 +48,7 @@ from csms.protocol.commands import CommandExecutor
 from csms.protocol.env import NodeEnv
 from csms.protocol.registry import Registry
 from csms.protocol.server import OcppServer
+from csms.runtime import freeze_after_start, tune_gc
 from csms.settings import CsmsSettings
 from csms.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from csms.store.embedded import EmbeddedRedis
@@ -344,6 +345,10 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
 
 async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Event) -> None:
     """Run a node until `stop` is set (SIGINT/SIGTERM in the CLI)."""
+    tune_gc(settings.gc_thresholds)
     async with running_csms(settings, clock=clock) as node:
         log.info("stations connect to %s{station_id}", node.url)
+        if settings.gc_freeze:
+            await asyncio.sleep(0.5)  # let the services start (they import and compile what they use)
+            log.info("gc: %d objects frozen after start-up", freeze_after_start())
         await stop.wait()

@@ -98,6 +98,7 @@ def csms(
     from redis.exceptions import RedisError
 
     from csms.logs import configure_logging, redact
+    from csms.runtime import new_event_loop
     from csms.settings import default_data_dir
     from evfleet.clock import ClockConflict
 
@@ -126,7 +127,8 @@ def csms(
         await run_csms(settings, None, stop)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=new_event_loop(settings.event_loop)) as runner:
+            runner.run(main())
     except RedisError as err:  # unreachable, refused, wrong password: one line, no traceback
         _fail(f"cannot use Redis at {redact(settings.redis_url or 'the embedded Redis')}: {err}", 1)
     except ClockConflict as err:

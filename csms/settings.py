@@ -83,6 +83,14 @@ class CsmsSettings(BaseSettings):
     run_services: bool = Field(
         True, description="run the API, telemetry and smart-charging services in this process "
                           "(off: an OCPP-only node)")
+    gc_thresholds: tuple[int, int, int] | None = Field(
+        (50_000, 20, 100), description="garbage-collector thresholds (gc.set_threshold; unset = CPython's "
+                                       "700,10,10): rarer collections, fewer event-loop stalls")
+    gc_freeze: bool = Field(
+        True, description="after start-up, move every live object to the permanent generation "
+                          "(gc.freeze): full collections no longer walk modules, schemas and settings")
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="event loop of `evfleet csms`: uvloop needs the uvloop package")
     clock_speed: float = Field(
         1.0, gt=0, description="1 = real time; another value runs this deployment on a simulated clock "
                                "that many times faster (what-if studies), shared through Redis")

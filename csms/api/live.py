@@ -5,6 +5,10 @@ which stations and sessions changed, and once per tick loads each changed docume
 and sends every subscriber one `delta` message (stations, sessions, a capped events feed,
 and every few ticks all sites). The cost per tick depends on what changed, not on the
 number of subscribers or events; a slow subscriber loses old messages and is told to resync.
+
+With no subscriber the hub does not read the stream: once per tick it only notes the stream's
+tail id (one XREVRANGE, nothing parsed), so a client that subscribes gets every event from at
+most one tick before it.
 """
 
 from __future__ import annotations
@@ -117,6 +121,10 @@ class LiveHub:
         next_tick = loop.time()
         while True:
             try:
+                if not self.subscribers:
+                    await self._idle(max(0.0, next_tick - loop.time()))
+                    next_tick = loop.time() + self.tick_s
+                    continue
                 block_ms = max(1, int((next_tick - loop.time()) * 1000))
                 await self._read(block_ms)
                 if loop.time() >= next_tick:
@@ -127,6 +135,14 @@ class LiveHub:
             except Exception:  # keep the feed alive across Redis hiccups, but say so
                 log.exception("live feed: reading or flushing failed; retrying")
                 await asyncio.sleep(min(self.tick_s, 1.0))
+
+    async def _idle(self, wait_s: float) -> None:
+        """A tick without subscribers: note the stream's tail (nothing read or parsed)."""
+        await asyncio.sleep(wait_s)
+        tail = await self.reader.redis.xrevrange(self.reader.keys.events(), count=1)
+        if not self.subscribers:  # one may have come during the sleep: then read from the old tail
+            self.last_id = str(tail[0][0]) if tail else "0-0"
+            self._pending = Pending()
 
     async def _read(self, block_ms: int) -> None:
         self.last_id, events = await read_new_events(self.reader.redis, self.reader.keys.events(),

@@ -173,3 +173,17 @@ def test_grafana_dashboard_uses_only_exported_series() -> None:
     assert names - exported == set()
     assert {"evfleet_site_power_kw", "evfleet_optimizer_solve_seconds", "evfleet_ocpp_handler_seconds_bucket",
             "evfleet_connected_stations", "evfleet_mqtt_dropped_total"} <= names
+
+
+async def test_idle_live_hub_reads_no_events_and_a_new_subscriber_misses_none(
+        deps: ApiDeps, redis: Redis) -> None:
+    """No subscriber: the stream is not read (only its tail noted); one that subscribes then
+    gets what was written after the last idle tick."""
+    hub = deps.hub
+    await add_event(redis, EventType.CONNECTOR_STATUS, "CS1", status="Faulted")
+    await hub._idle(0)
+    assert hub.events_seen == 0 and hub.last_id != "$"
+    await add_event(redis, EventType.CONNECTOR_STATUS, "CS2", status="Available")
+    hub.subscribe()
+    await hub._read(1)
+    assert hub.events_seen == 1 and hub._pending.stations == {"CS2"}

@@ -1,0 +1,369 @@
+"""Load harness: N simulated OCPP 2.0.1 stations through HAProxy to M csms nodes (not a test).
+
+    .venv/bin/python benchmarks/load_harness.py --targets bare,1,2 --stations 1000 --interval 1
+    .venv/bin/python benchmarks/load_harness.py --targets 2 --stations 5000,10000,20000 --interval 30
+
+For every target and station count, in one run, one after the other on fresh processes:
+
+- `bare`: the `ocpp` library's own server (benchmarks/load_stations.py; its JSON-schema
+  validation, no authentication, no storage): the anchor;
+- `M` (a number): M `python -m csms` nodes (API, telemetry and smart charging on, as in
+  production) on a private redis-server; with M >= 2 (or `--haproxy`) behind HAProxy with
+  deploy/haproxy/haproxy.cfg (its csms-N servers rewritten to the local nodes). One HAProxy
+  process holds at most ~9,900 connections here (2 file descriptors each, hard limit 20,000
+  per process), so above that `--haproxy-procs` processes share the port (SO_REUSEPORT).
+
+`--clients` client processes (benchmarks/load_stations.py) open the stations (HTTP Basic,
+machine-generated passwords) at `--connect-rate` handshakes/s in all, BootNotify, then each
+station sends one message every `--interval` seconds for `--duration` seconds, the message mix
+of a charger in a session (half TransactionEvents with meter values, a third MeterValues, a
+sixth Heartbeats). Reported per run: stations connected, offered and answered msg/s, round
+trip p50/p99/max (send to CALLRESULT), errors, CPU microseconds per answered message of the
+server processes (all nodes), of redis-server and of HAProxy, and the RSS of each process at
+the end of the window (RSS per 1,000 stations is nodes + Redis + HAProxy). The clients share
+the machine with the servers: their CPU is printed too. Writes JSON to `--output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+STATIONS_PY = str(Path(__file__).with_name("load_stations.py"))
+PASSWORD = "load-harness-secret-0123456789"  # machine-generated length: the fast hash scheme
+HAPROXY_MAX_PER_PROC = 9_900
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    """Resident set size of a process in MB; 0 when it is gone."""
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of values, nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def provision(redis_url: str, n: int) -> None:
+    """N stations with one credential (one salt for all: a benchmark shortcut), no site."""
+    import redis
+
+    from csms.core.security import hash_password
+    from csms.store.client import hmap
+    from csms.store.keys import Keys
+
+    keys = Keys()
+    cred = hmap({**hash_password(PASSWORD).to_fields(), "security_profile": "1"})
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        sid = f"L{i:05d}"
+        pipe.sadd(keys.stations(), sid)
+        pipe.hset(keys.station_credentials(sid), mapping=cred)
+        pipe.hset(keys.station(sid), mapping={"compat": "0", "online": "0",
+                                              "last_boot": "2026-01-01T00:00:00+00:00"})
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+    r.close()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    """Until GET url answers 200 (SystemExit when `proc` dies or time is up)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: process exited with {proc.returncode}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not healthy within {timeout_s:.0f} s")
+
+
+def start_nodes(stack: ExitStack, m: int, args: argparse.Namespace, tmp: Path,
+                redis_url: str) -> list[SimpleNamespace]:
+    """M csms nodes on free ports (killed when `stack` closes)."""
+    from csms.store.embedded import free_port
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EVFLEET_LOG_LEVEL": "WARNING",
+           "EVFLEET_OCPP_MAX_CONNECTIONS": str(args.max_per_node), "HOME": str(tmp)}
+    env.update(dict(kv.split("=", 1) for kv in args.node_env))
+    nodes = []
+    for i in range(1, m + 1):
+        node = SimpleNamespace(node_id=f"node-{i}", ocpp_port=free_port(), api_port=free_port())
+        log = (tmp / f"{node.node_id}.log").open("ab")
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "csms", "--redis-url", redis_url, "--host", "127.0.0.1", "--port",
+             str(node.ocpp_port), "--api-port", str(node.api_port), "--node-id", node.node_id,
+             "--no-api-auth"], env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(_stop, node.proc)
+        nodes.append(node)
+    for node in nodes:
+        wait_http(f"http://127.0.0.1:{node.api_port}/healthz", node.proc)
+    return nodes
+
+
+def start_haproxy(stack: ExitStack, nodes: list[SimpleNamespace], procs: int,
+                  tmp: Path) -> tuple[str, list[int]]:
+    """`procs` HAProxy processes on one port (SO_REUSEPORT) in front of `nodes`: (url, pids)."""
+    from csms.store.embedded import free_port
+    from tests.scale.topology import HAPROXY, haproxy_config
+
+    port, api_port, stats_port = free_port(), free_port(), free_port()
+    text = haproxy_config(port, nodes, stats_port, api_port)  # type: ignore[arg-type]
+    text = text.replace("maxconn 8000", f"maxconn {HAPROXY_MAX_PER_PROC}")
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(text)
+    pids = []
+    for i in range(procs):
+        log = (tmp / f"haproxy-{i}.log").open("ab")
+        proc = subprocess.Popen([HAPROXY, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(_stop, proc)
+        wait_http(f"http://127.0.0.1:{stats_port}/healthz", proc)
+        pids.append(proc.pid)
+    time.sleep(1.5)  # first health checks (rise 2, inter 500 ms)
+    return f"ws://127.0.0.1:{port}/ocpp/", pids
+
+
+def start_bare(stack: ExitStack, tmp: Path) -> tuple[str, int]:
+    """The bare `ocpp`-library server: (url, pid)."""
+    port_file = tmp / "bare.port"
+    proc = subprocess.Popen([sys.executable, STATIONS_PY, "bare", str(port_file)], cwd=str(REPO))
+    stack.callback(_stop, proc)
+    deadline = time.time() + 30
+    while not (port_file.exists() and port_file.read_text()):
+        if time.time() > deadline or proc.poll() is not None:
+            raise SystemExit("bare server did not start")
+        time.sleep(0.05)
+    return f"ws://127.0.0.1:{port_file.read_text()}/ocpp/", proc.pid
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
+    """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause."""
+    out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0}
+    for url in metrics_urls:
+        with suppress(httpx.HTTPError):
+            for line in httpx.get(url, timeout=5).text.splitlines():
+                if 'generation="2"' not in line:
+                    continue
+                name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
+                if name == "evfleet_gc_collections_total":
+                    out["gen2_collections"] += value
+                elif name == "evfleet_gc_pause_seconds_total":
+                    out["gen2_seconds"] += value
+                elif name == "evfleet_gc_pause_max_seconds":
+                    out["gen2_max_ms"] = max(out["gen2_max_ms"], value * 1000)
+    return out
+
+
+def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int]],
+          metrics_urls: list[str]) -> dict[str, Any]:
+    """Connect N stations with the client processes, run the window, measure `groups` of pids."""
+    clients = []
+    per = [n // args.clients + (1 if i < n % args.clients else 0) for i in range(args.clients)]
+    first = 0
+    for count in per:
+        proc = subprocess.Popen([sys.executable, STATIONS_PY, "client"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+        cfg = {"url": url, "sids": [f"L{i:05d}" for i in range(first, first + count)], "password": PASSWORD,
+               "connect_rate": args.connect_rate / args.clients, "connect_tries": 20,
+               "interval_s": args.interval, "duration_s": args.duration, "answer_timeout_s": 30.0,
+               "mix": args.mix.split(","), "tx_events": args.tx_events}
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(cfg) + "\n")
+        proc.stdin.flush()
+        clients.append(proc)
+        first += count
+    started = time.time()
+    ready, failures = 0, []
+    for proc in clients:
+        assert proc.stdout is not None
+        status = json.loads(proc.stdout.readline())
+        ready += status["ready"]
+        failures += status["connect_failures"]
+    connect_s = time.time() - started
+    print(f"  {ready}/{n} connected and booted in {connect_s:.0f} s", flush=True)
+    time.sleep(args.settle)
+    t0 = time.time() + 1.0
+    for proc in clients:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{t0}\n")
+        proc.stdin.flush()
+    groups = {**groups, "clients": [c.pid for c in clients]}
+    time.sleep(max(0.0, t0 - time.time()))
+    spy = None
+    if args.py_spy is not None and groups.get("server"):
+        args.py_spy.mkdir(parents=True, exist_ok=True)
+        out_file = args.py_spy / f"{groups['server'][0]}.txt"
+        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
+                                str(groups["server"][0]), "-d", str(int(args.duration)), "-r", "200",
+                                "-f", "raw", "-o", str(out_file)], stdout=subprocess.DEVNULL)
+    cpu0 = {g: sum(proc_cpu_s(p) for p in pids) for g, pids in groups.items()}
+    gc0 = gc_stats(metrics_urls)
+    time.sleep(max(0.0, t0 + args.duration - time.time()))
+    cpu = {g: sum(proc_cpu_s(p) for p in pids) - cpu0[g] for g, pids in groups.items()}
+    gc1 = gc_stats(metrics_urls)
+    rss = {g: [round(proc_rss_mb(p), 1) for p in pids] for g, pids in groups.items()}
+    if spy is not None:
+        spy.wait(60)
+    lat: list[float] = []
+    stats: dict[str, int] = {}
+    for proc in clients:
+        out = json.loads(proc.communicate(timeout=args.duration + 120)[0])
+        lat += out["latencies"]
+        for k, v in out["stats"].items():
+            stats[k] = stats.get(k, 0) + v
+    answered = len(lat)
+    row: dict[str, Any] = {
+        "stations": n, "connected": ready, "connect_s": round(connect_s, 1),
+        "connect_failures": failures[:3],
+        "offered_msg_s": round(ready / args.interval, 1),
+        "answered_msg_s": round(answered / args.duration, 1),
+        "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
+        "max_ms": max(lat) * 1000 if lat else float("nan"),
+        "errors": {k: v for k, v in stats.items() if k.startswith("error:") or k == "closed"},
+        "refused_handshakes": stats.get("refused", 0), "csms_calls": stats.get("csms_calls", 0),
+        "cpu_us_per_msg": {g: round(c / answered * 1e6) if answered else None for g, c in cpu.items()},
+        "cpu_share": {g: round(c / args.duration, 2) for g, c in cpu.items()},
+        "rss_mb": rss, "gc_gen2_in_window": gc1["gen2_collections"] - gc0["gen2_collections"],
+        "gc_gen2_ms_in_window": round((gc1["gen2_seconds"] - gc0["gen2_seconds"]) * 1000, 1),
+        "gc_gen2_max_ms_since_start": round(gc1["gen2_max_ms"], 1),
+    }
+    servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy"))
+    row["rss_mb_servers"] = round(servers, 1)
+    row["rss_mb_per_1000"] = round(servers / ready * 1000, 1) if ready else None
+    return row
+
+
+def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One target at one station count, on fresh processes."""
+    from csms.store.embedded import EmbeddedRedis
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="evfleet-load-") as tmpdir:
+        tmp = Path(tmpdir)
+        if target == "bare":
+            url, pid = start_bare(stack, tmp)
+            groups, metrics_urls = {"server": [pid]}, []
+        else:
+            m = int(target)
+            redis_srv = EmbeddedRedis().start()
+            stack.callback(redis_srv.stop)
+            provision(redis_srv.url, n)
+            nodes = start_nodes(stack, m, args, tmp, redis_srv.url)
+            groups = {"server": [nd.proc.pid for nd in nodes],
+                      "redis": [redis_srv._proc.pid if redis_srv._proc else 0]}
+            metrics_urls = [f"http://127.0.0.1:{nd.api_port}/metrics" for nd in nodes]
+            if m >= 2 or args.haproxy:
+                procs = args.haproxy_procs or max(1, -(-n // HAPROXY_MAX_PER_PROC))
+                url, groups["haproxy"] = start_haproxy(stack, nodes, procs, tmp)
+            else:
+                url = f"ws://127.0.0.1:{nodes[0].ocpp_port}/ocpp/"
+        name = target if target == "bare" else f"{target} node{'s' if target != '1' else ''}" + (
+            " + HAProxy" if "haproxy" in groups else "")
+        print(f"{name}: {n} stations, one message per {args.interval:g} s each", flush=True)
+        row = drive(url, n, args, groups, metrics_urls)
+        row["target"] = name
+        return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The runs side by side."""
+    print(f"\n{'target':<22}{'stations':>9}{'conn':>7}{'offer/s':>9}{'msg/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'max ms':>8}{'err':>6}{'srv us':>8}{'redis us':>9}{'hap us':>7}{'cli us':>7}{'RSS MB':>8}"
+          f"{'MB/1k':>7}{'gc2':>5}{'gc2 ms':>8}")
+    for r in rows:
+        us = r["cpu_us_per_msg"]
+        print(f"{r['target']:<22}{r['stations']:>9}{r['connected']:>7}{r['offered_msg_s']:>9.0f}"
+              f"{r['answered_msg_s']:>8.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['max_ms']:>8.0f}"
+              f"{sum(r['errors'].values()):>6}{us.get('server') or 0:>8}{us.get('redis') or 0:>9}"
+              f"{us.get('haproxy') or 0:>7}{us.get('clients') or 0:>7}{r['rss_mb_servers']:>8.0f}"
+              f"{r['rss_mb_per_1000'] or 0:>7.1f}{r['gc_gen2_in_window']:>5.0f}"
+              f"{r['gc_gen2_ms_in_window']:>8.0f}")
+    print("(us: CPU microseconds per answered message of all server processes / redis-server / HAProxy /"
+          " the client processes; RSS MB: servers + Redis + HAProxy at the end of the window; gc2: full"
+          " garbage collections in the window, all nodes, and the ms they took)")
+
+
+def main() -> None:
+    """Run the harness (see module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", default="bare,1,2", help="comma-separated: bare and/or node counts")
+    p.add_argument("--stations", default="1000", help="comma-separated station counts")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between a station's messages")
+    p.add_argument("--duration", type=float, default=30.0, help="measured window, seconds")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds between connect and the window")
+    p.add_argument("--clients", type=int, default=4, help="client processes")
+    p.add_argument("--connect-rate", type=float, default=400.0, help="handshakes per second, all clients")
+    p.add_argument("--mix", default="TransactionEvent,MeterValues,TransactionEvent,Heartbeat,"
+                                    "TransactionEvent,MeterValues", help="a station's message cycle")
+    p.add_argument("--tx-events", type=int, default=40, help="TransactionEvents per transaction")
+    p.add_argument("--haproxy", action="store_true", help="HAProxy in front of a single node too")
+    p.add_argument("--haproxy-procs", type=int, default=0, help="HAProxy processes (0: enough for N)")
+    p.add_argument("--max-per-node", type=int, default=15_000, help="ocpp_max_connections of a node")
+    p.add_argument("--node-env", action="append", default=[], metavar="K=V",
+                   help="extra environment of the csms nodes (e.g. EVFLEET_GC_FREEZE=false)")
+    p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                   help="record the first server process with py-spy (collapsed stacks) into DIR")
+    p.add_argument("--output", type=Path, default=Path("benchmarks/results/load_harness.json"))
+    args = p.parse_args()
+    rows = []
+    load_before = os.getloadavg()
+    for n in (int(s) for s in args.stations.split(",")):
+        for target in args.targets.split(","):
+            rows.append(run_target(target.strip(), n, args))
+            print_table(rows[-1:])
+    print_table(rows)
+    load = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f}, after: {load[0]:.2f} (1 min) {load[1]:.2f} (5 min) "
+          f"on {os.cpu_count()} cpus; clients share the machine")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
+        "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
+        "duration_s": args.duration, "clients": args.clients, "mix": args.mix, "node_env": args.node_env,
+        "runs": rows}, indent=2))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Client side of benchmarks/load_harness.py: simulated OCPP 2.0.1 stations, and the bare-library anchor.
+
+A client process (`python benchmarks/load_stations.py client`) reads one JSON line (its config)
+from stdin, opens its share of the stations (raw WebSockets, HTTP Basic, subprotocol ocpp2.0.1,
+about `connect_rate` handshakes per second, retrying a refused handshake after its Retry-After
+or 1-3 s), BootNotifies, prints `{"ready": n}`, reads the start time from stdin, then every
+station sends one message every `interval_s` seconds (its first at a random offset inside the
+interval, so the offered load is smooth) until the window ends, and prints its results as one
+JSON line. A station answers the csms's own calls like a charger that has no device-model
+report (GetBaseReport NotSupported), accepts charging profiles and says NotImplemented to the rest.
+
+The message mix cycles through `mix` (default: TransactionEvent, MeterValues, TransactionEvent,
+Heartbeat, TransactionEvent, MeterValues, i.e. half TransactionEvents with three-phase meter
+values, a third MeterValues, a sixth Heartbeats); a transaction is Started, Updated and Ended
+after `tx_events` events, then the next one starts.
+
+`python benchmarks/load_stations.py bare PORT_FILE` is the anchor: the `ocpp` library's
+ChargePoint (its own JSON-schema validation, no storage, no authentication) behind
+`websockets.serve`, answering the same messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MIX = ("TransactionEvent", "MeterValues", "TransactionEvent", "Heartbeat", "TransactionEvent",
+               "MeterValues")
+
+
+def _ts() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _sampled(energy_kwh: float) -> list[dict[str, Any]]:
+    return [
+        {"value": round(energy_kwh, 3), "measurand": "Energy.Active.Import.Register",
+         "unitOfMeasure": {"unit": "kWh"}},
+        {"value": 7.2, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "kW"}},
+        {"value": 10.1, "measurand": "Current.Import", "phase": "L1"},
+        {"value": 10.0, "measurand": "Current.Import", "phase": "L2"},
+        {"value": 9.9, "measurand": "Current.Import", "phase": "L3"},
+    ]
+
+
+class Charger:
+    """What one station sends next (pure: no I/O)."""
+
+    def __init__(self, sid: str, mix: list[str], tx_events: int) -> None:
+        self.sid, self.mix, self.tx_events = sid, mix, max(2, tx_events)
+        self.step = random.randrange(len(mix))
+        self.tx = 0
+        self.seq = 0
+        self.energy = 0.0
+
+    def next(self) -> tuple[str, dict[str, Any]]:
+        """(action, payload) of the next message."""
+        action = self.mix[self.step % len(self.mix)]
+        self.step += 1
+        self.energy += 0.01
+        if action == "Heartbeat":
+            return action, {}
+        meter = [{"timestamp": _ts(), "sampledValue": _sampled(self.energy)}]
+        if action == "MeterValues":
+            return action, {"evseId": 1, "meterValue": meter}
+        event = "Started" if self.seq == 0 else "Ended" if self.seq == self.tx_events - 1 else "Updated"
+        payload = {"eventType": event, "timestamp": _ts(), "seqNo": self.seq,
+                   "triggerReason": {"Started": "CablePluggedIn", "Ended": "EVCommunicationLost"}.get(
+                       event, "MeterValuePeriodic"),
+                   "transactionInfo": {"transactionId": f"{self.sid}-{self.tx}",
+                                       "chargingState": "Idle" if event == "Ended" else "Charging"},
+                   "evse": {"id": 1, "connectorId": 1}, "meterValue": meter}
+        if event == "Ended":
+            payload["transactionInfo"]["stoppedReason"] = "EVDisconnected"
+            self.tx, self.seq = self.tx + 1, 0
+        else:
+            self.seq += 1
+        return action, payload
+
+
+_ANSWERS = {"GetBaseReport": {"status": "NotSupported"}, "SetChargingProfile": {"status": "Accepted"},
+            "ClearChargingProfile": {"status": "Accepted"}}
+
+
+class Station:
+    """One WebSocket connection: calls with round-trip times, answers the csms's calls."""
+
+    def __init__(self, sid: str, cfg: dict[str, Any], stats: dict[str, Any]) -> None:
+        self.sid, self.cfg, self.stats = sid, cfg, stats
+        self.ws: Any = None
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        self.counter = 0
+        self.charger = Charger(sid, cfg["mix"], cfg["tx_events"])
+
+    async def connect(self) -> None:
+        """Open the WebSocket (retried while refused) and BootNotify."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus
+
+        token = base64.b64encode(f"{self.sid}:{self.cfg['password']}".encode()).decode()
+        for _ in range(self.cfg["connect_tries"]):
+            try:
+                self.ws = await connect(self.cfg["url"] + self.sid, subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+                                        additional_headers={"Authorization": f"Basic {token}"},
+                                        open_timeout=60, max_queue=None, ping_interval=None,
+                                        compression=None)
+                break
+            except InvalidStatus as err:
+                self.stats["refused"] += 1
+                retry = err.response.headers.get("Retry-After")
+                await asyncio.sleep(float(retry) * random.uniform(1, 1.5) if retry else random.uniform(1, 3))
+            except (OSError, TimeoutError):
+                self.stats["refused"] += 1
+                await asyncio.sleep(random.uniform(1, 3))
+        if self.ws is None:
+            raise ConnectionError(f"{self.sid}: not connected after {self.cfg['connect_tries']} tries")
+        asyncio.create_task(self._reader())
+        await self.call("BootNotification", {"reason": "PowerUp",
+                                             "chargingStation": {"model": "L", "vendorName": "L"}})
+
+    async def _reader(self) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                if msg[0] == 2:
+                    answer = _ANSWERS.get(msg[2])
+                    self.stats["csms_calls"] += 1
+                    await self.ws.send(json.dumps([3, msg[1], answer]) if answer is not None else
+                                       json.dumps([4, msg[1], "NotImplemented", "", {}]))
+                elif (fut := self.pending.pop(msg[1], None)) is not None and not fut.done():
+                    fut.set_result(msg)
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("closed"))
+
+    async def call(self, action: str, payload: dict[str, Any]) -> float:
+        """Send a CALL, wait for its answer; the round trip in seconds."""
+        self.counter += 1
+        uid = str(self.counter)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[uid] = fut
+        start = time.perf_counter()
+        await self.ws.send(json.dumps([2, uid, action, payload]))
+        msg = await asyncio.wait_for(fut, self.cfg["answer_timeout_s"])
+        if msg[0] != 3:
+            raise RuntimeError(f"{action}: {msg}")
+        return time.perf_counter() - start
+
+    async def run(self, t0: float, lat: list[float]) -> None:
+        """Send one message every interval between t0 and t0 + duration."""
+        interval, end = self.cfg["interval_s"], t0 + self.cfg["duration_s"]
+        next_at = t0 + random.uniform(0, interval)
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.time()))
+            if time.time() >= end:
+                return
+            next_at += interval
+            action, payload = self.charger.next()
+            try:
+                lat.append(await self.call(action, payload))
+            except Exception as err:
+                key = f"error:{type(err).__name__}"
+                self.stats[key] = self.stats.get(key, 0) + 1
+                if self.ws.close_code is not None:
+                    self.stats["closed"] += 1
+                    return
+
+
+async def client_main() -> None:
+    """One client process (see module docstring)."""
+    loop = asyncio.get_running_loop()
+    cfg = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
+    stats: dict[str, Any] = {"refused": 0, "closed": 0, "csms_calls": 0}
+    stations = [Station(sid, cfg, stats) for sid in cfg["sids"]]
+    gap = 1.0 / cfg["connect_rate"]
+    tasks = []
+    for st in stations:
+        tasks.append(asyncio.create_task(st.connect()))
+        await asyncio.sleep(gap)
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    ready = [st for st, d in zip(stations, done, strict=True) if not isinstance(d, BaseException)]
+    fails = [repr(d)[:200] for d in done if isinstance(d, BaseException)]
+    print(json.dumps({"ready": len(ready), "connect_failures": fails[:3]}), flush=True)
+    t0 = float(await loop.run_in_executor(None, sys.stdin.readline))
+    lat: list[float] = []
+    await asyncio.gather(*(st.run(t0, lat) for st in ready), return_exceptions=True)
+    print(json.dumps({"latencies": lat, "stats": stats}), flush=True)
+    for st in ready:
+        with contextlib.suppress(Exception):
+            await st.ws.close()
+
+
+async def bare_main(port_file: Path) -> None:
+    """The `ocpp` library's own server, answering what the stations send (the anchor)."""
+    from ocpp.routing import on
+    from ocpp.v201 import ChargePoint, call_result
+    from websockets.asyncio.server import serve
+    from websockets.exceptions import ConnectionClosed
+
+    class Bare(ChargePoint):
+        @on("BootNotification")
+        async def on_boot(self, **_: Any) -> call_result.BootNotification:
+            return call_result.BootNotification(current_time=_ts(), interval=300, status="Accepted")
+
+        @on("Heartbeat")
+        async def on_heartbeat(self) -> call_result.Heartbeat:
+            return call_result.Heartbeat(current_time=_ts())
+
+        @on("MeterValues")
+        async def on_meter(self, **_: Any) -> call_result.MeterValues:
+            return call_result.MeterValues()
+
+        @on("TransactionEvent")
+        async def on_tx(self, **_: Any) -> call_result.TransactionEvent:
+            return call_result.TransactionEvent()
+
+    async def handler(conn: Any) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await Bare(conn.request.path.rsplit("/", 1)[-1], conn).start()
+
+    async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+                     backlog=4096, compression=None, max_queue=None) as server:
+        port_file.write_text(str(next(iter(server.sockets)).getsockname()[1]))
+        await asyncio.Future()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "client":
+        asyncio.run(client_main())
+    else:
+        asyncio.run(bare_main(Path(sys.argv[2])))

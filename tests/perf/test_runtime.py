@@ -1,0 +1,39 @@
+"""csms.runtime: garbage-collector tuning and the event-loop choice (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from csms.runtime import GC_PAUSES, freeze_after_start, new_event_loop, tune_gc
+
+
+def test_tune_gc_sets_thresholds_and_times_collections() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc((50_000, 20, 100))
+        assert gc.get_threshold() == (50_000, 20, 100)
+        assert GC_PAUSES in gc.callbacks and gc.callbacks.count(GC_PAUSES) == 1
+        tune_gc(None)  # keeps the thresholds, installs the hook once
+        assert gc.get_threshold() == (50_000, 20, 100) and gc.callbacks.count(GC_PAUSES) == 1
+        gc.collect()
+        assert GC_PAUSES.longest[2] > 0
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_freeze_moves_live_objects_out_of_the_collectors_reach() -> None:
+    try:
+        frozen = freeze_after_start()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+        assert gc.get_count()[2] == 0
+    finally:
+        gc.unfreeze()
+
+
+def test_event_loop_choice() -> None:
+    assert new_event_loop("asyncio") is asyncio.new_event_loop
+    with pytest.raises(ValueError, match="asyncio or uvloop"):
+        new_event_loop("trio")
