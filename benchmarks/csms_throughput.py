@@ -207,8 +207,8 @@ def _provision(redis_url: str, n: int, iterations: int) -> None:
     import redis
 
     from csms.core.security import hash_password
-    from csms.store.client import hmap
     from evfleet.keys import Keys
+    from evfleet.store.client import hmap
 
     keys = Keys()
     cred = hmap({**hash_password(PASSWORD, iterations).to_fields(), "security_profile": "1"})

@@ -207,10 +207,10 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
     import asyncio
     from datetime import UTC, datetime, timedelta
 
-    from csms.store.client import connect_redis
     from csms.store.embedded import EmbeddedRedis
     from evfleet.clock import RealClock
     from evfleet.keys import Keys
+    from evfleet.store.client import connect_redis
     from optimizer.worker import OptimizerWorker, WorkerConfig
 
     keys = Keys("evfleet")

@@ -157,8 +157,8 @@ def _provision(redis_url: str, n: int, pbkdf2: int | None) -> None:
     import redis
 
     from csms.core.security import SCHEME, hash_password
-    from csms.store.client import hmap
     from evfleet.keys import Keys
+    from evfleet.store.client import hmap
 
     keys = Keys()
     r = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -42,11 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 import ocpp.messages  # noqa: E402
 
-from csms.store.client import connect_redis  # noqa: E402
 from csms.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 from csms.store.provisioning import provision_station  # noqa: E402
 from evfleet.clock import ScaledClock  # noqa: E402
 from evfleet.keys import Keys  # noqa: E402
+from evfleet.store.client import connect_redis  # noqa: E402
 from evse_sim.fleet import FleetConfig, FleetRunner  # noqa: E402
 from evse_sim.scenarios import Scenario, random_fleet  # noqa: E402
 

@@ -50,7 +50,6 @@ from csms.protocol.registry import Registry
 from csms.protocol.server import OcppServer
 from csms.runtime import freeze_after_start, tune_gc
 from csms.settings import CsmsSettings
-from csms.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from csms.store.embedded import EmbeddedRedis
 from csms.store.migrate import migrate_legacy_transactions
 from csms.store.quota import EventQuota
@@ -65,6 +64,7 @@ from evfleet.clock import (
     read_shared_clock,
 )
 from evfleet.keys import Keys
+from evfleet.store.client import MAX_CONNECTIONS, as_str, connect_redis
 
 log = logging.getLogger(__name__)
 

@@ -250,8 +250,8 @@ def stations_remove(station_id: str = typer.Argument(..., help="station id"), co
     """Remove a station (its transactions are kept); a connected one is disconnected and refused
     on reconnect."""
     from csms.protocol.commands import request_disconnect
-    from csms.store.client import as_str
     from csms.store.provisioning import remove_station
+    from evfleet.store.client import as_str
 
     async def op(redis: Any, keys: Any, settings: Any) -> tuple[bool, str]:
         online, node = (as_str(v) for v in await redis.hmget(keys.station(station_id), ["online", "node"]))

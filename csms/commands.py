@@ -38,10 +38,10 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from csms.store.client import as_str
-from csms.store.client import dedicated_client as store_dedicated_client
 from evfleet.clock import Clock
 from evfleet.keys import Keys
+from evfleet.store.client import as_str
+from evfleet.store.client import dedicated_client as store_dedicated_client
 
 REPLY_TTL_S = 60
 CALLER_GRACE_S = 5.0

@@ -12,6 +12,7 @@ Consumers (optimizer worker, dashboard, MQTT publisher) read it with consumer gr
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from evfleet.isotime import parse_iso
 from evfleet.jsonsafe import load_stored
+from evfleet.keys import parse_tx_ref
 
 
 class EventType(StrEnum):
@@ -93,6 +95,16 @@ class Event(BaseModel):
             ts=parse_iso(f["ts"]),
             data=_data(f.get("data")),
         )
+
+
+def event_fields(event_type: EventType, ts: datetime, station_id: str = "", evse_id: int | None = None,
+                 ref: str = "", site_id: str = "", data: Mapping[str, Any] | None = None,
+                 ) -> dict[str, str]:
+    """Flat stream fields of one event; `ref` is the transaction's `tx_ref` ("" for none), from
+    which the event's `transaction_id` is taken."""
+    transaction_id = parse_tx_ref(ref).transaction_id if ref else ""
+    return Event(type=event_type, station_id=station_id, evse_id=evse_id, transaction_id=transaction_id,
+                 tx_ref=ref, site_id=site_id, ts=ts, data=dict(data or {})).to_fields()
 
 
 def _data(text: str | None) -> dict[str, Any]:

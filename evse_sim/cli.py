@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,8 +76,14 @@ def hlc_factory(mode: str, links: list[Any] | None = None) -> Callable[[SimStati
     raise ValueError(f"unknown HLC mode {mode!r} (one of {', '.join(HLC_MODES)})")
 
 
-def register(app: typer.Typer) -> None:
-    """Add `evfleet sim` to the root app."""
+ProvisionStation = Callable[..., Awaitable[None]]
+"""How `--provision-redis` stores one station: ``(redis, keys, station_id, password, site_id=...)``.
+The composition root (`evfleet.app.cli`) passes the csms's `provision_station`, so the simulator
+never imports the csms."""
+
+
+def register(app: typer.Typer, provision_station: ProvisionStation | None = None) -> None:
+    """Add `evfleet sim` to the root app (`provision_station` enables `--provision-redis`)."""
 
     @app.command("sim")
     def sim(
@@ -221,7 +227,7 @@ def register(app: typer.Typer) -> None:
                     meter_interval,
                     aligned_interval,
                     clock_redis,
-                    (provision_redis, site) if provision_redis else None,
+                    (provision_redis, site, _provisioner(provision_station)) if provision_redis else None,
                     quiet,
                     drop_rate,
                     drop_seconds,
@@ -263,7 +269,7 @@ async def _run(
     meter_interval: int,
     aligned_interval: int,
     clock_redis: str | None,
-    provision: tuple[str, str] | None,
+    provision: tuple[str, str, ProvisionStation] | None,
     quiet: bool,
     drop_rate: float = 0.0,
     drop_seconds: float = 10.0,
@@ -407,8 +413,8 @@ async def _join_clock(url: str, speed: float | None, anchor: datetime) -> tuple[
     """The deployment's clock in the Redis at `url` (joined or started at `anchor`), and the client."""
     import socket
 
-    from csms.store.client import connect_redis
     from evfleet.clock import ClockConflict, ScaledClock, acquire_clock
+    from evfleet.store.client import connect_redis
 
     redis = connect_redis(url)
     try:
@@ -425,11 +431,17 @@ async def _join_clock(url: str, speed: float | None, anchor: datetime) -> tuple[
     return clock, redis
 
 
-async def _provision(url: str, site_id: str, scen: Any, password: str | None,
-                     passwords: dict[str, str]) -> None:
-    from csms.store.client import connect_redis
-    from csms.store.provisioning import provision_station
+def _provisioner(provision_station: ProvisionStation | None) -> ProvisionStation:
+    if provision_station is None:
+        raise typer.BadParameter("this command line cannot provision stations (no csms wired in)",
+                                 param_hint="--provision-redis")
+    return provision_station
+
+
+async def _provision(url: str, site_id: str, provision_station: ProvisionStation, scen: Any,
+                     password: str | None, passwords: dict[str, str]) -> None:
     from evfleet.keys import Keys
+    from evfleet.store.client import connect_redis
 
     redis = connect_redis(url)
     try:

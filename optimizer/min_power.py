@@ -1,7 +1,7 @@
 """Minimum charging power: an EV charges at 0 or at least its minimum, never in between.
 
 An AC EV cannot charge below its minimum current (IEC 61851: no pilot below 6 A; ISO 15118
-EVs announce `evMinCurrent`), and `optimizer.profiles` turns a limit below that minimum into
+EVs announce `evMinCurrent`), and `evfleet.txprofile` turns a limit below that minimum into
 0 (pause). The cost LP does not know the minimum and, where prices tie, spreads an EV's energy
 thinly over many steps, so such an EV would never charge. `enforce_min_power` reshapes the
 plan of each EV with a minimum: its planned energy goes into its cheapest steps at one level

@@ -42,16 +42,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from evfleet.profile import a_to_w
+from evfleet.records import DEFAULT_MAX_POWER_W
+from evfleet.store.sites import site_station_ids
+from evfleet.txprofile import DEFAULT_VOLTAGE_V, parse_ts
 from optimizer.problem import Instance
-from optimizer.profiles import DEFAULT_VOLTAGE_V, parse_ts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from evfleet.keys import Keys
 
-DEFAULT_MAX_POWER_W = 22_000.0
-"""EVSE maximum assumed when the station did not report one (`max_power_w` missing or 0)."""
 DEFAULT_PRICE = 0.25
 """Import price per kWh used when a site has no price series (flat: the plan only spreads load)."""
 
@@ -343,21 +343,6 @@ def _f(value: Any, default: float) -> float:
         return float(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
-
-
-async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
-                           default_site: str = "default") -> list[str]:
-    """Stations of a site: its station set, plus provisioned stations whose hash names the site."""
-    members = {str(m) for m in await redis.smembers(keys.site_stations(site_id))}
-    all_ids = sorted(str(m) for m in await redis.smembers(keys.stations()))
-    if all_ids:
-        pipe = redis.pipeline(transaction=False)
-        for sid in all_ids:
-            pipe.hget(keys.station(sid), "site_id")
-        for sid, sid_site in zip(all_ids, await pipe.execute(), strict=True):
-            if (sid_site or default_site) == site_id:
-                members.add(sid)
-    return sorted(members)
 
 
 async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,

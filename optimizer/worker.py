@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from csms.store.state import event_fields
 from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
-from evfleet.events import Event, EventType
+from evfleet.events import Event, EventType, event_fields
 from evfleet.keys import Keys
 from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw

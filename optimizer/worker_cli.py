@@ -136,8 +136,8 @@ def register(app: typer.Typer) -> None:
 
 
 async def _run(redis_url: str, prefix: str, cfg: object) -> None:
-    from csms.store.client import connect_redis
     from evfleet.keys import Keys
+    from evfleet.store.client import connect_redis
     from optimizer.worker import OptimizerWorker, WorkerConfig
 
     assert isinstance(cfg, WorkerConfig)

@@ -7,5 +7,7 @@ echo "==> ruff"
 .venv/bin/ruff check .
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> lint-imports (package arrows: pyproject.toml, docs/architecture.md)"
+.venv/bin/lint-imports
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

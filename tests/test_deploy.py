@@ -24,10 +24,10 @@ import yaml
 
 from csms.app import running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.embedded import find_redis_server, free_port
 from csms.store.provisioning import provision_station, set_site_limit
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
 from tests.csms.helpers import RawStation
 from tests.waiting import until
 

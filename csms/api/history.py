@@ -18,7 +18,7 @@ from csms.api.errors import READ_ERRORS, InvalidInput
 from csms.api.tokens import Role
 from csms.api.views import load_json, tx_identity
 from csms.core.costs import PriceSeries, session_cost, uncontrolled_cost
-from csms.store.client import as_str, as_str_dict
+from evfleet.store.client import as_str, as_str_dict
 
 history = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
                     dependencies=[Depends(require(Role.VIEWER)), Depends(reject_unknown_query)])

@@ -20,8 +20,8 @@ from typing import Any
 
 from csms.protocol.handshake import Admitted
 from csms.protocol.versions import PIN_FIELD
-from csms.store.client import as_str
 from evfleet.keys import Keys
+from evfleet.store.client import as_str
 
 
 def peer_common_name(conn: Any) -> str | None:

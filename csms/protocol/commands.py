@@ -45,10 +45,9 @@ from csms.protocol.station import StationClosed
 from csms.protocol.v16.commands import command_error_16
 from csms.protocol.v16.configuration import fetch_configuration
 from csms.protocol.v16.station import StationHandler16
-from csms.store.client import as_str
-from csms.store.state import event_fields
-from evfleet.events import EventType
+from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
+from evfleet.store.client import as_str
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,9 @@ from csms.core.security import (
 )
 from csms.protocol.versions import PIN_FIELD
 from csms.settings import CsmsSettings
-from csms.store.client import as_str, as_str_dict, dedicated_client
 from csms.store.provisioning import ProvisioningError, provision_station, rehash_credentials
 from evfleet.keys import Keys
+from evfleet.store.client import as_str, as_str_dict, dedicated_client
 
 log = logging.getLogger(__name__)
 

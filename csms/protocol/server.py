@@ -49,8 +49,8 @@ from csms.protocol.registry import Registry
 from csms.protocol.station import FloodError, StationConnection, StationHandler
 from csms.protocol.v16.station import StationHandler16
 from csms.protocol.versions import SUBPROTOCOLS, choose_subprotocol
-from csms.store.client import StoreUnavailable
 from csms.store.provisioning import ProvisioningError, validate_station_id
+from evfleet.store.client import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

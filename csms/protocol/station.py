@@ -65,7 +65,7 @@ from csms.protocol.meter_values import MeterValuesBlock
 from csms.protocol.provisioning import ProvisioningBlock
 from csms.protocol.smart_charging import SmartChargingBlock
 from csms.protocol.transactions import TransactionsBlock
-from csms.store.client import StoreUnavailable, store_unavailable
+from evfleet.store.client import StoreUnavailable, store_unavailable
 
 log = logging.getLogger(__name__)
 

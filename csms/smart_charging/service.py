@@ -7,7 +7,7 @@ stations held by any node through the command protocol (`CommandClient`). Per si
 serialised in one task (a queue), so plan application, interim profiles and K17 re-sends never
 interleave.
 
-- `schedule.planned`: turn the site plan into TxProfiles (`optimizer.profiles`), drop changes
+- `schedule.planned`: turn the site plan into TxProfiles (`evfleet.txprofile`), drop changes
   below `replan_threshold_kw` (K16 churn control, counted), order them with
   `planner.next_batch` (decreases confirmed before increases; sum of applied limits within the
   site limit at every instant, offline stations at their last applied limit) and send them.
@@ -47,11 +47,12 @@ from csms.context import CsmsContext
 from csms.settings import CsmsSettings
 from csms.smart_charging import budget, planner, safety
 from csms.smart_charging.planner import Series
-from csms.store.state import event_fields
 from evfleet.clock import Clock
-from evfleet.events import Event, EventType
+from evfleet.events import Event, EventType, event_fields
 from evfleet.keys import Keys
-from optimizer.profiles import (
+from evfleet.records import DEFAULT_MAX_POWER_W
+from evfleet.store.sites import site_station_ids
+from evfleet.txprofile import (
     DEFAULT_VOLTAGE_V,
     EvLimits,
     EvseElectrical,
@@ -62,7 +63,6 @@ from optimizer.profiles import (
     profile_series_w,
     stable_profile_id,
 )
-from optimizer.snapshot import DEFAULT_MAX_POWER_W, site_station_ids
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -777,7 +777,7 @@ class SmartChargingService:
 
     async def _send_default(self, site_id: str, info: EvseInfo, limit_w: float) -> bool:
         """One TxDefaultProfile (stack level 0, one period); record `default_limit_w` if accepted."""
-        from optimizer.profiles import floor1, iso_z, power_to_unit
+        from evfleet.txprofile import floor1, iso_z, power_to_unit
 
         unit_limit = power_to_unit(limit_w, info.electrical, EvLimits())
         pid = stable_profile_id(info.station_id, info.evse_id) + 0x40000000

@@ -16,8 +16,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from csms.settings import CsmsSettings, default_data_dir
-from csms.store.client import connect_redis
 from csms.store.embedded import EmbeddedRedis
+from evfleet.store.client import connect_redis
 
 
 async def _running_embedded_url(home: Path) -> str | None:

@@ -1,101 +1,13 @@
-"""Connecting to Redis. Every csms-side client uses `decode_responses=True` (str in, str out).
+"""Moved to `evfleet.store.client`; re-exported here so old imports keep working until they switch."""
 
-Public names: `connect_redis`, `dedicated_client`, `as_str`, `as_str_dict`, `hmap`,
-`store_unavailable`, `StoreUnavailable`.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
-
-from redis import exceptions as rx
-from redis.asyncio import BlockingConnectionPool, Redis
-
-MAX_CONNECTIONS = 1024
-"""Connections one client opens at most; more concurrent commands queue for a free one."""
-POOL_TIMEOUT_S = 20.0
-"""How long a command waits for a free connection before `ConnectionError("No connection available.")`."""
-
-
-def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
-                  pool_timeout_s: float | None = POOL_TIMEOUT_S, **kwargs: object) -> Redis:
-    """An asyncio Redis client for `url` that returns `str` values.
-
-    Its pool is a `BlockingConnectionPool`: when thousands of station handlers await Redis at
-    once (mass connect/disconnect), the excess waits up to `pool_timeout_s` for a connection
-    instead of failing with MaxConnectionsError as a plain pool does at its cap (None: wait as
-    long as it takes, for clients whose callers bound the wait themselves). Closing the
-    client (`aclose()`) closes the pool. The hiredis parser is used when installed.
-    """
-    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout_s,
-                                           decode_responses=True, health_check_interval=30,
-                                           **kwargs)
-    return Redis.from_pool(pool)
-
-
-class StoreUnavailable(Exception):
-    """Redis cannot take writes now (down, restarting, loading, read-only, out of memory or
-    disk): the caller must not answer as if the write happened."""
-
-
-_UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, rx.ReadOnlyError,
-                rx.OutOfMemoryError, rx.ExecAbortError, rx.MasterDownError, rx.TryAgainError,
-                rx.ClusterDownError)
-_UNAVAILABLE_REPLIES = ("MISCONF", "OOM", "LOADING", "READONLY", "NOREPLICAS", "MASTERDOWN", "TRYAGAIN",
-                        "CLUSTERDOWN", "EXECABORT")
-
-
-def store_unavailable(err: BaseException) -> bool:
-    """Whether `err` (or what it was raised from) says Redis cannot store now, as opposed to a bug
-    or a bad command: the condition a TransactionEvent must stay unanswered in."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (StoreUnavailable, *_UNAVAILABLE)):
-            return True
-        if isinstance(current, rx.ResponseError) and _unavailable_reply(str(current)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _unavailable_reply(text: str) -> bool:
-    """The reply says Redis cannot write now: `OOM ...` as a command's reply, or wrapped inside a
-    script's error (`Error running script ...: -OOM command not allowed ...`) when the refused
-    write is the script's first write rather than the call itself."""
-    return text.startswith(_UNAVAILABLE_REPLIES) or any(f"-{reply} " in text
-                                                         for reply in _UNAVAILABLE_REPLIES)
-
-
-def dedicated_client(redis: Redis, max_connections: int, **overrides: object) -> Redis:
-    """A client to the same server and options as `redis` (connection options replaced by
-    `overrides`, e.g. `client_name`) with its own blocking pool and no pool timeout.
-
-    For a path whose concurrency its owner bounds (the handshake gate's one worker, command
-    replies): its commands never wait behind thousands of station handlers for a connection of
-    the shared pool.
-    """
-    shared = redis.connection_pool
-    kwargs = {**shared.connection_kwargs, **overrides}
-    pool = BlockingConnectionPool(connection_class=shared.connection_class, max_connections=max_connections,
-                                  timeout=None, **kwargs)
-    return Redis.from_pool(pool)
-
-
-def as_str(value: str | bytes | None) -> str:
-    """A Redis reply value as str ("" for None); our clients already decode, this helps typing."""
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def as_str_dict(value: Mapping[Any, Any]) -> dict[str, str]:
-    """A Redis hash reply as dict[str, str]."""
-    return {as_str(k): as_str(v) for k, v in value.items()}
-
-
-def hmap(mapping: Mapping[str, str]) -> Mapping[Any, Any]:
-    """A str mapping typed for redis-py's HSET `mapping=` (its key type is invariant)."""
-    return mapping
+from evfleet.store.client import (  # noqa: F401
+    MAX_CONNECTIONS,
+    POOL_TIMEOUT_S,
+    StoreUnavailable,
+    as_str,
+    as_str_dict,
+    connect_redis,
+    dedicated_client,
+    hmap,
+    store_unavailable,
+)

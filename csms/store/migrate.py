@@ -19,8 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from csms.store.client import as_str, as_str_dict
 from evfleet.keys import Keys, parse_tx_ref, tx_ref
+from evfleet.store.client import as_str, as_str_dict
 
 log = logging.getLogger(__name__)
 

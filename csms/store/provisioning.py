@@ -20,8 +20,8 @@ from csms.core.security import (
     check_password_policy,
     hash_password,
 )
-from csms.store.client import as_str, as_str_dict, hmap
 from evfleet.keys import Keys
+from evfleet.store.client import as_str, as_str_dict, hmap
 
 SITE_EVENTS_MAXLEN = 100_000
 """Approximate length cap of the event stream when appending `site.limit`."""

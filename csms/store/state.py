@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,11 +31,11 @@ from csms.core.transactions import (
     seq_member,
     starts_new_generation,
 )
-from csms.store.client import as_str, as_str_dict, hmap
 from csms.store.quota import EventQuota
 from evfleet.clock import Clock
-from evfleet.events import Event, EventType
+from evfleet.events import Event, EventType, event_fields  # noqa: F401 (event_fields re-exported)
 from evfleet.keys import Keys, parse_tx_ref, tx_ref
+from evfleet.store.client import as_str, as_str_dict, hmap
 
 STREAM_MAXLEN = 100_000
 SUPERSEDED_REASON = "Other"
@@ -111,16 +110,6 @@ for _, ev in ipairs(s.events) do
 end
 return 1
 """
-
-
-def event_fields(event_type: EventType, ts: datetime, station_id: str = "", evse_id: int | None = None,
-                 ref: str = "", site_id: str = "", data: Mapping[str, Any] | None = None,
-                 ) -> dict[str, str]:
-    """Flat stream fields of one event (see evfleet/events.py); `ref` is the transaction's `tx_ref`
-    ("" for none), from which the event's `transaction_id` is taken."""
-    transaction_id = parse_tx_ref(ref).transaction_id if ref else ""
-    return Event(type=event_type, station_id=station_id, evse_id=evse_id, transaction_id=transaction_id,
-                 tx_ref=ref, site_id=site_id, ts=ts, data=dict(data or {})).to_fields()
 
 
 def _dumps(value: Any) -> str:

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 from csms.api.tokens import TokenStore
 from csms.app import CsmsNode, running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import ScaledClock
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc

@@ -19,11 +19,11 @@ from schemathesis import checks
 from csms.api.tokens import TokenStore
 from csms.app import API_SERVICE, running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.embedded import EmbeddedRedis
 from csms.store.provisioning import add_id_token, provision_station, set_site_limit
 from evfleet.clock import RealClock
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 
 KEYS = Keys("evfleet")
 

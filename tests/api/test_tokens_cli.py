@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 from typer.testing import CliRunner
 
-from csms.cli import app
+from evfleet.app.cli import app
 
 
 def test_create_list_revoke(redis_url: str) -> None:

@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 
 from csms.app import CsmsNode, running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from tests.csms.helpers import RawStation
 
 PASSWORD = "s3cret-pass"

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from csms.app import running_csms
 from csms.context import CsmsContext
-from csms.store.client import as_str
 from csms.store.provisioning import provision_station
 from evfleet.keys import Keys
+from evfleet.store.client import as_str
 from tests.csms.conftest import PASSWORD, TEST_ITERATIONS, make_settings
 from tests.csms.helpers import RawStation, wait_for
 
@@ -130,8 +130,8 @@ async def test_cli_with_embedded_redis_stops_cleanly_on_group_signal(
         tmp_path: Path, sig: signal.Signals) -> None:
     """A terminal's Ctrl-C reaches the whole foreground process group: the embedded
     redis-server must outlive the node's cleanup (stations offline, node key deleted)."""
-    from csms.store.client import connect_redis
     from csms.store.embedded import EmbeddedRedis
+    from evfleet.store.client import connect_redis
 
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVFLEET_")}

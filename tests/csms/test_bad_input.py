@@ -10,9 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from csms.app import running_csms
-from csms.store.client import as_str
 from csms.store.provisioning import set_station_compat
 from evfleet.keys import Keys
+from evfleet.store.client import as_str
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation, stream_events
 

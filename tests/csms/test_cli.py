@@ -13,8 +13,8 @@ import websockets
 from typer.testing import CliRunner
 
 from csms.app import CsmsNode
-from csms.cli import app
 from csms.core.security import PasswordHash, verify_password
+from evfleet.app.cli import app
 from tests.csms.conftest import PASSWORD
 from tests.csms.helpers import RawStation
 

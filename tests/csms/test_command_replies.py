@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 
 from csms.app import running_csms
 from csms.commands import CommandClient, CommandReply, Outcome
-from csms.store.client import connect_redis
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation, wait_for
 from tests.csms.test_station_messages import tx_event

@@ -23,8 +23,8 @@ from csms.commands import (
     StationCallError,
     StationOfflineError,
 )
-from csms.store.client import connect_redis
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from tests.csms.conftest import PASSWORD
 from tests.csms.helpers import RawStation, stream_events
 
@@ -189,7 +189,7 @@ async def test_second_process_sends_set_charging_profile(
     script = (
         "import asyncio, json, sys\n"
         "from csms.commands import CommandClient\n"
-        "from csms.store.client import connect_redis\n"
+        "from evfleet.store.client import connect_redis\n"
         "from evfleet.keys import Keys\n"
         "async def main():\n"
         "    r = connect_redis(sys.argv[1])\n"

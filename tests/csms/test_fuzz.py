@@ -30,10 +30,10 @@ from csms.api.tokens import TokenStore
 from csms.app import API_SERVICE, CsmsNode, running_csms
 from csms.core.security import basic_auth_header
 from csms.protocol.framing import schema_violation
-from csms.store.client import as_str, connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import RealClock
 from evfleet.keys import Keys
+from evfleet.store.client import as_str, connect_redis
 from tests.csms.conftest import PASSWORD, TEST_ITERATIONS, make_settings
 from tests.csms.fuzzframes import BASES, Hostile, hostile_frames
 from tests.waiting import until

@@ -26,8 +26,8 @@ from csms.core.security import (
     needs_rehash,
     verify_password,
 )
-from csms.store.client import hmap
 from evfleet.keys import Keys
+from evfleet.store.client import hmap
 from tests.csms.conftest import make_settings
 from tests.csms.helpers import RawStation, wait_for
 

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from csms.app import running_csms
 from csms.core.security import hash_password
-from csms.store.client import hmap
 from evfleet.keys import Keys
+from evfleet.store.client import hmap
 from tests.csms.conftest import make_settings
 from tests.csms.helpers import RawStation, wait_for
 from tests.csms.storm_client import sid

@@ -23,9 +23,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from csms.app import running_csms
 from csms.core.security import basic_auth_header
-from csms.store.client import connect_redis
 from csms.store.embedded import find_redis_server, free_port
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
 from tests.csms.conftest import PASSWORD, TEST_ITERATIONS, make_settings
 from tests.csms.helpers import RawStation
 

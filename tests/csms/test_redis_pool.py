@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from csms.store.client import MAX_CONNECTIONS, POOL_TIMEOUT_S, connect_redis
+from evfleet.store.client import MAX_CONNECTIONS, POOL_TIMEOUT_S, connect_redis
 
 
 async def _connections_named(url: str, name: str) -> int:
@@ -65,7 +65,7 @@ def test_a_refused_write_inside_a_script_counts_as_redis_unavailable() -> None:
     must then stay unanswered like for a plain OOM (seen in a CI run as an InternalError answer)."""
     import redis.exceptions as rx
 
-    from csms.store.client import store_unavailable
+    from evfleet.store.client import store_unavailable
 
     wrapped = rx.ResponseError("Error running script (call to f_897d): @user_script:22: @user_script: 22: "
                                "-OOM command not allowed when used memory > 'maxmemory'.")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from csms.cli import app
 from csms.settings import CsmsSettings, load_settings
+from evfleet.app.cli import app
 
 TOML = """
 [csms]

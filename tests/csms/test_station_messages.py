@@ -9,9 +9,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from csms.app import CsmsNode, running_csms
-from csms.store.client import as_str
 from csms.store.provisioning import add_id_token
 from evfleet.keys import Keys
+from evfleet.store.client import as_str
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation, stream_events
 

@@ -24,7 +24,7 @@ import pytest
 
 from csms.store.embedded import free_port
 
-EVFLEET = [sys.executable, "-c", "from csms.cli import main; main()"]
+EVFLEET = [sys.executable, "-c", "from evfleet.app.cli import main; main()"]
 START = "2026-03-02T12:00:00Z"
 
 

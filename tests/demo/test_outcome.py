@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from evse_sim.demo.collect import MeasuredTransaction, parse_meter_entry, transaction_from_fields
-from evse_sim.demo.config import DemoConfig, DemoConfigError, parse_duration
-from evse_sim.demo.metering import MeterSample
-from evse_sim.demo.outcome import compute_runs, match_transactions
-from evse_sim.demo.replay import CarSpec
-from evse_sim.demo.report import PriceSeries
+from evfleet.app.demo.collect import MeasuredTransaction, parse_meter_entry, transaction_from_fields
+from evfleet.app.demo.config import DemoConfig, DemoConfigError, parse_duration
+from evfleet.app.demo.metering import MeterSample
+from evfleet.app.demo.outcome import compute_runs, match_transactions
+from evfleet.app.demo.replay import CarSpec
+from evfleet.app.demo.report import PriceSeries
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from evse_sim.demo.chart import render_chart
-from evse_sim.demo.metering import MeterSample, delivered_wh, site_load
-from evse_sim.demo.replay import CarSpec, replay_uncontrolled
-from evse_sim.demo.report import (
+from evfleet.app.demo.chart import render_chart
+from evfleet.app.demo.metering import MeterSample, delivered_wh, site_load
+from evfleet.app.demo.replay import CarSpec, replay_uncontrolled
+from evfleet.app.demo.report import (
     CarRecord,
     LoadSeries,
     PriceSeries,
@@ -217,7 +217,7 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
 
 
 def test_replay_matches_the_simulator_ev_model() -> None:
-    from evse_sim.demo.replay import car_spec
+    from evfleet.app.demo.replay import car_spec
     from evse_sim.ev import Ev, EvSpec
     from evse_sim.evse import EvseSpec
 

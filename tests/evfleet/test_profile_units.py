@@ -54,11 +54,11 @@ def test_round_trip(current_a: float, phases: int, voltage_v: float) -> None:
 
 
 def test_profile_value_type_round_trips_the_wire_form() -> None:
-    wire = {"id": 7, "stackLevel": 1, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
-            "transactionId": "tx-1",
+    periods = [{"startPeriod": 0, "limit": 16.0, "numberPhases": 3}, {"startPeriod": 900, "limit": 6.0}]
+    wire = {"id": 7, "stackLevel": 1, "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Absolute", "transactionId": "tx-1",
             "chargingSchedule": [{"id": 7, "chargingRateUnit": "A", "startSchedule": "2025-01-15T11:00:00Z",
-                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16.0, "numberPhases": 3},
-                                                             {"startPeriod": 900, "limit": 6.0}]}]}
+                                  "chargingSchedulePeriod": periods}]}
     profile = ChargingProfile.from_ocpp(wire)
     assert profile.to_ocpp() == wire
     evse = Electrical(230.0, 1)

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from csms.app import CsmsNode, running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import Clock, RealClock
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 PASSWORD = "iso15118-test-pass"
@@ -43,8 +43,7 @@ class Loop:
 
     async def set_limit(self, limit_kw: float) -> None:
         """Change the site limit and emit site.limit (what the API/MQTT do)."""
-        from csms.store.state import event_fields
-        from evfleet.events import EventType
+        from evfleet.events import EventType, event_fields
 
         await self.redis.hset(KEYS.site(SITE), mapping={"limit_kw": repr(limit_kw)})
         await self.redis.xadd(KEYS.events(), event_fields(  # type: ignore[arg-type]

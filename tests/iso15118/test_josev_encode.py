@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from evfleet.txprofile import EvLimits, EvseElectrical, build_tx_profile
 from evse_sim.iso15118.bridge import tuples_to_json
 from evse_sim.iso15118.netns import RUNNER, check, josev_python
 from evse_sim.iso15118.schedules import SecLimits, profile_to_sa_schedules
-from optimizer.profiles import EvLimits, EvseElectrical, build_tx_profile
 
 CAP = check()
 pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(120),

@@ -26,11 +26,11 @@ from redis.asyncio import Redis
 from csms.app import CsmsNode, running_csms
 from csms.core.security import basic_auth_header
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import RealClock
 from evfleet.keys import Keys
-from optimizer.profiles import profile_series_w, value_at
+from evfleet.store.client import connect_redis
+from evfleet.txprofile import profile_series_w, value_at
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 PASSWORD = "loop-test-pass"

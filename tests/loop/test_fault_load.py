@@ -37,11 +37,11 @@ from typing import Any
 import aiomqtt
 import httpx
 
-from csms.store.client import connect_redis
 from csms.store.embedded import EmbeddedRedis, free_port
 from csms.store.provisioning import provision_station
 from evfleet.clock import RealClock
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc

@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
-from optimizer.profiles import profile_series_w, value_at
+from evfleet.txprofile import profile_series_w, value_at
 from tests.loop.harness import closed_loop, later
 
 

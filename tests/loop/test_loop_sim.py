@@ -14,15 +14,15 @@ from datetime import UTC, datetime, timedelta
 
 from csms.app import running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import ScaledClock
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
+from evfleet.txprofile import value_at
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from optimizer.profiles import value_at
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 K = Keys("evfleet")

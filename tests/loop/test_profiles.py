@@ -1,4 +1,4 @@
-"""optimizer.profiles: schedule -> OCPP TxProfile (pure)."""
+"""evfleet.txprofile: schedule -> OCPP TxProfile (pure)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ocpp.v201 import call
 
-from optimizer.compression import done_time, energy_between
-from optimizer.profiles import (
+from evfleet.compression import done_time, energy_between
+from evfleet.txprofile import (
     EvLimits,
     EvseElectrical,
     ProfileError,

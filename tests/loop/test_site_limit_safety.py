@@ -19,8 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from csms.store.state import event_fields
-from evfleet.events import EventType
+from evfleet.events import EventType, event_fields
 from tests.conftest import MqttBroker
 from tests.loop.harness import SITE, Loop, LoopStation, closed_loop
 

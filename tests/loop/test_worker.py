@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from csms.store.client import connect_redis
-from csms.store.state import event_fields
 from evfleet.clock import RealClock
-from evfleet.events import Event, EventType
+from evfleet.events import Event, EventType, event_fields
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from optimizer.problem import Instance, Schedule
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
@@ -181,7 +180,7 @@ async def test_two_workers_never_solve_a_site_at_once(redis: Redis, monkeypatch:
 def test_worker_cli_bad_input_gives_clear_errors() -> None:
     from typer.testing import CliRunner
 
-    from csms.cli import app
+    from evfleet.app.cli import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["optimizer"], env={"EVFLEET_REDIS_URL": ""})

@@ -15,7 +15,7 @@ from ocpp.v16.enums import Action
 
 from csms.core.security import basic_auth_header
 from csms.store.provisioning import provision_station
-from optimizer.profiles import profile_series_w, value_at
+from evfleet.txprofile import profile_series_w, value_at
 from tests.loop.harness import PASSWORD, SITE, Loop, iso
 
 MAX_W = 11_040.0

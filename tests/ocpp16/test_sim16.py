@@ -12,12 +12,11 @@ from typing import Any
 from csms.app import running_csms
 from csms.commands import CommandClient
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
-from csms.store.state import event_fields
 from evfleet.clock import ScaledClock
-from evfleet.events import EventType
+from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.ocpp16_link import tx16

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from csms.protocol.v16.configuration import facts_from_configuration
 from csms.protocol.v16.smart_charging import Facts16, merge_periods, profile_16
-from optimizer.profiles import value_at
+from evfleet.txprofile import value_at
 from tests.loop.harness import closed_loop
 from tests.ocpp16.harness import MAX_W, SiteMonitor, add_station16
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from csms.cli import app
+from evfleet.app.cli import app
 from optimizer.problem import Schedule
 from optimizer.strategies import STRATEGIES
 

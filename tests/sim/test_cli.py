@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from csms.app import running_csms
-from csms.cli import app
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
+from evfleet.app.cli import app
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from evse_sim.cli import parse_duration, read_password_file
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))

@@ -11,9 +11,9 @@ from typing import Any
 
 from csms.app import running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
 from evse_sim.fleet import fleet_outcome
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))

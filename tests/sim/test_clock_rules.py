@@ -15,7 +15,6 @@ import pytest
 
 from csms.app import running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from evfleet.clock import (
     CLOCK_TTL_S,
     ClockConflict,
@@ -27,6 +26,7 @@ from evfleet.clock import (
     read_shared_clock,
 )
 from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))

@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 from csms.app import running_csms
 from csms.commands import CommandClient
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.embedded import free_port
 from csms.store.provisioning import provision_station
 from evfleet.clock import ScaledClock
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc

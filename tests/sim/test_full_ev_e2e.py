@@ -8,10 +8,10 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from csms.app import running_csms
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import ScaledClock
 from evfleet.keys import tx_ref
+from evfleet.store.client import connect_redis
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc

@@ -12,10 +12,10 @@ import pytest
 
 from csms.app import running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import provision_station
 from evfleet.clock import ScaledClock
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
 from evse_sim.fleet import FleetConfig, FleetRunner
 from evse_sim.scenarios import random_fleet
 

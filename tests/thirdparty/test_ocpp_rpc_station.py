@@ -23,10 +23,10 @@ from redis.asyncio import Redis
 from csms.api.tokens import TokenStore
 from csms.app import CsmsNode, running_csms
 from csms.settings import CsmsSettings
-from csms.store.client import connect_redis
 from csms.store.provisioning import add_id_token, provision_station, set_site_limit
 from evfleet.clock import RealClock
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.client import connect_redis
 from tests.waiting import until
 
 STATION_DIR = Path(__file__).parent / "ocpp-rpc"

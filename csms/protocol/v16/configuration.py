@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from csms.commands import CommandReply
-from csms.store.client import as_str, hmap
 from csms.store.state import StateStore
+from evfleet.store.client import as_str, hmap
 
 log = logging.getLogger(__name__)
 

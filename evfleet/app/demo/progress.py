@@ -8,7 +8,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from evse_sim.demo.collect import LiveStatus
+from evfleet.app.demo.collect import LiveStatus
 
 
 def status_line(now: datetime, status: LiveStatus) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from evse_sim.demo.report import LoadSeries, ReportError
+from evfleet.app.demo.report import LoadSeries, ReportError
 
 
 @dataclass(frozen=True)

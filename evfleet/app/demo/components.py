@@ -1,14 +1,14 @@
-"""Adapters from the demo to the other packages: fleet scenario, csms, optimizer worker, fleet runner.
+"""Adapters from the demo to the three products: fleet scenario, csms, optimizer worker, fleet runner.
 
-Every import of another package's runtime happens here, so a missing or renamed piece is
-reported as one clear `ComponentError` naming it.
+Part of the composition root (`evfleet.app`): every import of a product's runtime happens here,
+inside the function that needs it (so `evfleet --help` stays fast); a component that fails to
+start is reported as one clear `ComponentError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,11 +18,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from evfleet.app.demo.config import DemoConfig, DemoConfigError
+from evfleet.app.demo.replay import CarSpec, car_spec
+from evfleet.app.demo.report import PriceSeries
 from evfleet.clock import ScaledClock, publish_shared_clock
 from evfleet.keys import Keys
-from evse_sim.demo.config import DemoConfig, DemoConfigError
-from evse_sim.demo.replay import CarSpec, car_spec
-from evse_sim.demo.report import PriceSeries
 
 log = logging.getLogger("evfleet.demo")
 
@@ -31,14 +31,6 @@ STATION_PASSWORD = "demo-station-secret-1"  # noqa: S105 - local demo only, on a
 
 class ComponentError(RuntimeError):
     """A component the demo needs is missing or failed to start."""
-
-
-def need(module: str, what: str) -> Any:
-    """Import `module` or raise ComponentError naming the component (`what`)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ComponentError(f"{what} is not available ({module}: {err})") from err
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ class FleetPlan:
 
 def connect(url: str) -> Redis:
     """A Redis client with str responses."""
-    from csms.store.client import connect_redis
+    from evfleet.store.client import connect_redis
 
     return connect_redis(url)
 
@@ -70,7 +62,8 @@ def build_plan(cfg: DemoConfig) -> FleetPlan:
     transactions can be found in Redis; the site limit is the scenario's lowest headroom
     (a constant the csms and the optimizer both respect); prices are the scenario's.
     """
-    scenarios = need("evse_sim.scenarios", "the simulator's scenarios (evse_sim.scenarios)")
+    from evse_sim import scenarios
+
     try:
         scenario = scenarios.load_scenario(cfg.scenario, stations=cfg.stations, seed=cfg.seed)
     except (scenarios.ScenarioError, ValueError) as err:
@@ -112,7 +105,7 @@ async def provision(redis: Redis, keys: Keys, cfg: DemoConfig, plan: FleetPlan, 
 async def csms_running(redis_url: str, keys: Keys, clock: ScaledClock, cfg: DemoConfig, plan: FleetPlan,
                        ocpp_port: int, api_port: int) -> AsyncIterator[Any]:
     """The csms (OCPP server, smart charging, dashboard without auth) until the block exits."""
-    app = need("csms.app", "the csms composition root (csms.app.running_csms)")
+    from csms import app
     from csms.settings import load_settings
 
     settings = load_settings(
@@ -167,7 +160,8 @@ async def run_worker(redis_url: str, keys: Keys, clock: ScaledClock, cfg: DemoCo
     Debounce and maximum delay are real seconds: at `speed` x they are scaled down so a
     plug-in is planned within a few simulated minutes.
     """
-    worker = need("optimizer.worker", "the optimizer worker (optimizer.worker.OptimizerWorker)")
+    from optimizer import worker
+
     debounce_s = min(1.0, 60.0 / cfg.speed)  # at most one simulated minute
     wcfg = worker.WorkerConfig(
         sites=(plan.site_id,), strategy=cfg.strategy, debounce_s=debounce_s,
@@ -193,7 +187,8 @@ def fleet_timing(speed: float) -> dict[str, float]:
 
 async def run_fleet(csms_url: str, clock: ScaledClock, cfg: DemoConfig, plan: FleetPlan) -> None:
     """The simulated fleet (evse_sim.fleet.FleetRunner) until cancelled; stations stop cleanly."""
-    fleet = need("evse_sim.fleet", "the simulator's fleet runner (evse_sim.fleet.FleetRunner)")
+    from evse_sim import fleet
+
     timing = fleet_timing(cfg.speed)
     config = fleet.FleetConfig(
         csms_url=csms_url, password=STATION_PASSWORD, ramp_per_s=50.0, seed=cfg.seed,

@@ -25,14 +25,14 @@ from typing import Any
 from rich.console import Console
 
 from csms.store.embedded import EmbeddedRedis, free_port
+from evfleet.app.demo import components
+from evfleet.app.demo.chart import render_chart
+from evfleet.app.demo.collect import LiveStatus, MeasuredTransaction, read_live_status, read_transactions
+from evfleet.app.demo.config import DemoConfig, DemoConfigError
+from evfleet.app.demo.outcome import DemoRuns, compute_runs
+from evfleet.app.demo.progress import DemoProgress
 from evfleet.clock import ScaledClock
 from evfleet.keys import Keys
-from evse_sim.demo import components
-from evse_sim.demo.chart import render_chart
-from evse_sim.demo.collect import LiveStatus, MeasuredTransaction, read_live_status, read_transactions
-from evse_sim.demo.config import DemoConfig, DemoConfigError
-from evse_sim.demo.outcome import DemoRuns, compute_runs
-from evse_sim.demo.progress import DemoProgress
 
 log = logging.getLogger("evfleet.demo")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from evse_sim.demo.report import PriceSeries, RunMetrics
+from evfleet.app.demo.report import PriceSeries, RunMetrics
 
 
 def render_chart(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceSeries, path: Path,

@@ -15,9 +15,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from evfleet.app.demo.metering import MeterSample, delivered_wh
 from evfleet.isotime import parse_iso_or_none
 from evfleet.keys import Keys
-from evse_sim.demo.metering import MeterSample, delivered_wh
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from typing import Any
 
 import typer
 
-from evfleet.isotime import IsoTimeError, parse_iso
-from evse_sim.demo.config import (
+from evfleet.app.demo.config import (
     DEFAULT_DURATION,
     DEFAULT_SPEED,
     DEFAULT_STATIONS,
@@ -21,6 +20,7 @@ from evse_sim.demo.config import (
     DemoConfigError,
     parse_duration,
 )
+from evfleet.isotime import IsoTimeError, parse_iso
 
 
 def register(app: typer.Typer) -> None:
@@ -119,9 +119,9 @@ def _setup_logging(output: Path) -> Path:
 
 async def _main(cfg: DemoConfig, console: Any) -> int:
     """Run the demo with Ctrl-C/SIGTERM handling; the exit code."""
-    from evse_sim.demo.components import ComponentError
-    from evse_sim.demo.orchestrator import DemoError, run_demo
-    from evse_sim.demo.report import ReportError
+    from evfleet.app.demo.components import ComponentError
+    from evfleet.app.demo.orchestrator import DemoError, run_demo
+    from evfleet.app.demo.report import ReportError
 
     log_path = _setup_logging(cfg.output_dir)
     stop = asyncio.Event()

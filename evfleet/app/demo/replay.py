@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from evfleet.app.demo.report import CarRecord, LoadSeries, ReportError
 from evse_sim.battery import Battery
-from evse_sim.demo.report import CarRecord, LoadSeries, ReportError
 from evse_sim.ev import EvSpec
 from evse_sim.evse import EvseKind, EvseSpec
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from evse_sim.demo.collect import MeasuredTransaction
-from evse_sim.demo.metering import site_load
-from evse_sim.demo.replay import CarSpec, replay_uncontrolled
-from evse_sim.demo.report import CarRecord, PriceSeries, RunMetrics, build_report, run_metrics
+from evfleet.app.demo.collect import MeasuredTransaction
+from evfleet.app.demo.metering import site_load
+from evfleet.app.demo.replay import CarSpec, replay_uncontrolled
+from evfleet.app.demo.report import CarRecord, PriceSeries, RunMetrics, build_report, run_metrics
 
 MATCH_EARLY_S = 300.0  # a transaction may start this long before the scenario's arrival (clock skew)
 

@@ -1,18 +1,23 @@
-"""The `evfleet` command line: one Typer app; each package registers its own commands.
+"""The `evfleet` command line, the composition root: one Typer app; each package registers its
+own commands, and this module wires the three products together (the only place besides the demo
+that imports more than one of them).
 
 - `csms/cli_commands.py`: `evfleet csms`, `evfleet stations ...`
 - `csms/api/cli.py`: `evfleet tokens ...`
-- `evse_sim/cli.py`: `evfleet sim`
+- `evse_sim/cli.py`: `evfleet sim` (`--provision-redis` writes stations with the csms's
+  `provision_station`, injected here)
 - `optimizer/cli.py`: `evfleet optimize`
 - `optimizer/worker_cli.py`: `evfleet optimizer` (the worker)
 - `evse_sim/iso15118/cli.py`: `evfleet iso15118 ...` (Josev environment, bridge)
-- `evse_sim/demo/cli.py`: `evfleet demo`
+- `evfleet/app/demo/cli.py`: `evfleet demo`
 
 Modules import heavy dependencies (Pyomo, FastAPI, ...) inside command bodies so that
 `evfleet --help` stays fast.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
@@ -26,18 +31,25 @@ app = typer.Typer(
 )
 
 
+async def _provision_station(*args: Any, **kwargs: Any) -> None:
+    """The csms's `provision_station`, imported when `evfleet sim --provision-redis` runs."""
+    from csms.store.provisioning import provision_station
+
+    await provision_station(*args, **kwargs)
+
+
 def _register_all() -> None:
     from csms.api.cli import register as register_tokens
     from csms.cli_commands import register as register_csms
+    from evfleet.app.demo.cli import register as register_demo
     from evse_sim.cli import register as register_sim
-    from evse_sim.demo.cli import register as register_demo
     from evse_sim.iso15118.cli import register as register_iso15118
     from optimizer.cli import register as register_optimizer
     from optimizer.worker_cli import register as register_worker
 
     register_csms(app)
     register_tokens(app)
-    register_sim(app)
+    register_sim(app, provision_station=_provision_station)
     register_optimizer(app)
     register_worker(app)
     register_iso15118(app)
@@ -71,10 +83,3 @@ def main() -> None:
         typer.echo("aborted", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def run_csms_main() -> None:
-    """Entry point of `python -m csms`: the same as `evfleet csms`."""
-    import sys
-
-    app(["csms", *sys.argv[1:]], prog_name="python -m csms")

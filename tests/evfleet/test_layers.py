@@ -1,0 +1,25 @@
+"""The import-linter layers name every module of the shared contract, so none escapes the arrows."""
+
+from __future__ import annotations
+
+import pkgutil
+import tomllib
+from pathlib import Path
+
+import evfleet
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _contracts() -> dict[str, dict[str, object]]:
+    config = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]
+    return {c["id"]: c for c in config["contracts"]}
+
+
+def test_bottom_layer_lists_every_contract_module() -> None:
+    layers = _contracts()["layers"]["layers"]
+    assert isinstance(layers, list)
+    bottom = {name.strip() for name in layers[-1].split(":")}
+    modules = {f"evfleet.{m.name}" for m in pkgutil.iter_modules(evfleet.__path__)} - {"evfleet.app"}
+    assert bottom == modules, "add new evfleet modules to the bottom layer in pyproject.toml"
+    assert layers[0] == "evfleet.app"
