@@ -123,8 +123,10 @@ class PowerHistory:
 
 
 async def record_site_power(reader: StateReader, history: PowerHistory,
-                            interval_s: float = SAMPLE_INTERVAL_S) -> None:
-    """Sample every site every `interval_s` until cancelled (run it under the `site-power` lease)."""
+                            interval_s: float | None = None) -> None:
+    """Sample every site every `interval_s` (default `SAMPLE_INTERVAL_S`) until cancelled (run it
+    under the `site-power` lease)."""
+    interval_s = SAMPLE_INTERVAL_S if interval_s is None else interval_s
     while True:
         try:
             await history.record(await reader.sites(), reader.clock.timestamp())

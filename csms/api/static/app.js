@@ -12,6 +12,7 @@
   };
   window.evfleetDashboard = S;  // for debugging and browser tests
   const $ = (id) => document.getElementById(id);
+  const stationUrl = (id) => "/static/station.html?id=" + encodeURIComponent(id);  // the station page
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -59,7 +60,7 @@
 
   // --- login ------------------------------------------------------------------------
   function showLogin(message) {
-    $("login").hidden = false; for (const id of ["overview", "station-view", "session-view"]) $(id).hidden = true;
+    $("login").hidden = false; for (const id of ["overview", "session-view"]) $(id).hidden = true;
     $("login-error").textContent = message || "";
     if (S.source) { S.source.close(); S.source = null; }
   }
@@ -123,8 +124,7 @@
     }
     if (m.events && m.events.length) S.newEvents.push(...m.events);
     const r = S.route;
-    if ((r.name === "station" && (m.stations || []).some((s) => s.station_id === r.id)) ||
-        (r.name === "session" && (m.sessions || []).some((s) => s.tx_ref === r.id))) loadDetail(false);
+    if (r.name === "session" && (m.sessions || []).some((s) => s.tx_ref === r.id)) loadDetail(false);
     schedule();
   }
 
@@ -187,7 +187,7 @@
   const tiles = new Map();
   function tile(s) {
     const t = el("div", {class: "tile s-" + s.status, "data-sid": s.station_id, title: s.station_id,
-      onclick: () => { location.hash = "#/station/" + encodeURIComponent(s.station_id); }},
+      onclick: () => { location.href = stationUrl(s.station_id); }},
       el("div", {class: "sid", text: s.station_id}), el("span", {class: "kw", text: s.power_kw ? fmt(s.power_kw) + " kW" : ""}),
       el("div", {class: "st", text: s.status}));
     return t;
@@ -283,50 +283,20 @@
 
   // --- detail views ---------------------------------------------------------------------
   function facts(node, pairs) {
-    node.replaceChildren(); for (const [k, v] of pairs) node.append(el("dt", {text: k}), el("dd", {text: v === null || v === undefined ? "–" : String(v)}));
+    node.replaceChildren();
+    for (const [k, v] of pairs) node.append(el("dt", {text: k}), v instanceof Node ? el("dd", {}, v) : el("dd", {text: v === null || v === undefined ? "–" : String(v)}));
   }
   async function loadDetail(force) {
     const now = Date.now(); if (!force && now - S.detailAt < DETAIL_REFRESH_MS) return; S.detailAt = now;
     const r = S.route;
     try {
-      if (r.name === "station") renderStation(await api(`/api/v1/stations/${encodeURIComponent(r.id)}`),
-        await api(`/api/v1/events?limit=30&feed=true&station_id=${encodeURIComponent(r.id)}`));
       if (r.name === "session") renderSession(await api(sessionUrl(r.id, "", "samples=2000")));
     } catch (err) { console.error(err); }
   }
-  function budgetNote(e) {  // how the site budget counts the EVSE (docs/smart-charging.md)
-    if (e.noncompliant_w !== null && e.noncompliant_w !== undefined) return `non-compliant: draws ${fmt(e.noncompliant_w / 1000)} kW`;
-    if (!e.steerable) return "refuses profiles: counted at its maximum";
-    return "steered";
-  }
-  function renderStation(s, events) {
-    $("sv-id").textContent = s.station_id; $("sv-status").textContent = s.status; $("sv-status").className = "badge s-" + s.status;
-    facts($("sv-facts"), [["site", s.site_id], ["online", s.online ? "yes" : "no"], ["vendor", s.vendor], ["model", s.model],
-      ["firmware", s.firmware_version], ["serial", s.serial_number], ["last seen", s.last_seen], ["connected", s.connected_at],
-      ["last boot", s.last_boot], ["node", s.node], ["OCPP", s.ocpp_version]]);
-    $("sv-evses").tBodies[0].replaceChildren(...s.evses.map((e) => el("tr", {},
-      el("td", {text: e.evse_id}), el("td", {text: e.connectors.map((c) => `${c.connector_id}: ${c.status}`).join(", ")}),
-      el("td", {class: "num", text: fmt(e.power_kw)}), el("td", {class: "num", text: fmt(e.max_power_w / 1000)}),
-      el("td", {class: "num", text: e.applied_limit_w === null ? "–" : fmt(e.applied_limit_w / 1000)}),
-      el("td", {class: e.noncompliant_w !== null || !e.steerable ? "error" : "", text: budgetNote(e)}),
-      el("td", {}, e.tx_ref ? el("a", {href: "#/session/" + encodeURIComponent(e.tx_ref), text: e.transaction_id}) : "–"))));
-    $("sv-events").replaceChildren(...events.items.map(eventLine));
-  }
-  async function stationAction(kind) {
-    const id = S.route.id; const base = `/api/v1/stations/${encodeURIComponent(id)}`;
-    const calls = {trigger: [base + "/trigger", {requested_message: "StatusNotification"}],
-      "reset-onidle": [base + "/reset", {type: "OnIdle"}],
-      inoperative: [base + "/availability", {operational_status: "Inoperative"}],
-      operative: [base + "/availability", {operational_status: "Operative"}]};
-    const [path, body] = calls[kind];
-    try { const r = await api(path, {method: "POST", body}); $("sv-msg").textContent = `${r.action}: ${r.status}`; $("sv-msg").className = r.accepted ? "ok" : "error"; }
-    catch (err) { $("sv-msg").textContent = err.message; $("sv-msg").className = "error"; }
-  }
-  for (const b of document.querySelectorAll("#station-view [data-action]")) b.addEventListener("click", () => stationAction(b.dataset.action));
   function renderSession(s) {
     $("xv-id").textContent = s.transaction_id; $("xv-state").textContent = s.live ? (s.charging_state || "live") : "ended";
     $("xv-state").className = "badge " + (s.live ? "s-Charging" : "s-Offline");
-    facts($("xv-facts"), [["station", `${s.station_id} / EVSE ${s.evse_id}`], ["id token", s.id_token], ["started", s.started_at],
+    facts($("xv-facts"), [["station", el("a", {href: stationUrl(s.station_id), text: `${s.station_id} / EVSE ${s.evse_id}`})], ["id token", s.id_token], ["started", s.started_at],
       ["ended", s.ended_at], ["power kW", fmt(s.power_kw, 2)], ["energy kWh", fmt(s.energy_kwh, 2)],
       ["energy need kWh", fmt(s.energy_needed_kwh, 2)], ["SoC %", fmt(s.soc, 0)], ["departure", s.departure_time ? until(s.departure_time) : null],
       ["applied profile", s.applied_profile ? `${s.applied_profile.status} · ${fmt((s.applied_profile.limit_w || 0) / 1000)} kW` : null],
@@ -371,10 +341,10 @@
   function route() {
     const h = location.hash;
     const m = h.match(/^#\/(station|session)\/(.+)$/);
+    if (m && m[1] === "station") { location.replace(stationUrl(decodeURIComponent(m[2]))); return; }  // its own page
     S.route = m ? {name: m[1], id: decodeURIComponent(m[2])} : {name: "overview"};
     $("login").hidden = true;
     $("overview").hidden = S.route.name !== "overview";
-    $("station-view").hidden = S.route.name !== "station";
     $("session-view").hidden = S.route.name !== "session";
     if (S.route.name === "overview") { S.gridDirty = S.sessionsDirty = S.siteDirty = true; schedule(); }
     else loadDetail(true);

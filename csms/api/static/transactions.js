@@ -41,6 +41,13 @@
     return String(value);
   }
 
+  function link(href, text) {
+    const a = document.createElement("a");
+    a.href = href; a.textContent = text;
+    a.addEventListener("click", (ev) => ev.stopPropagation());
+    return a;
+  }
+
   function render() {
     const key = state.sortKey, sign = state.sortDesc ? -1 : 1;
     const rows = [...state.rows].sort((a, b) => {
@@ -56,7 +63,14 @@
       tr.dataset.tx = row.tx_ref;
       for (const th of document.querySelectorAll("#tx-table th")) {
         const td = document.createElement("td");
-        td.textContent = fmt(row[th.dataset.key], th.dataset.key);
+        const text = fmt(row[th.dataset.key], th.dataset.key);
+        if (th.dataset.key === "station_id" && row.station_id) {  // the station page
+          td.appendChild(link("/static/station.html?id=" + encodeURIComponent(row.station_id), text));
+        } else if (th.dataset.key === "transaction_id") {  // the session view of the dashboard
+          td.appendChild(link("/#/session/" + encodeURIComponent(row.tx_ref), text));
+        } else {
+          td.textContent = text;
+        }
         td.dataset.key = th.dataset.key;
         if (th.classList.contains("num")) td.className = "num";
         tr.appendChild(td);
