@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from evfleet.isotime import parse_iso
 from optimizer.snapshot import Snapshot
 
 
@@ -24,7 +25,7 @@ def reference_for(previous_plan: Mapping[str, Any], key: str, tx_ref: str, start
         return None
     if abs(float(previous_plan.get("step_s", 0)) - step_s) > 1e-6:
         return None
-    offset_s = (start - datetime.fromisoformat(previous_plan["start"])).total_seconds()
+    offset_s = (start - parse_iso(previous_plan["start"])).total_seconds()
     offset = round(offset_s / step_s)
     if abs(offset * step_s - offset_s) > 1e-3 or offset >= len(limits):
         return None

@@ -42,7 +42,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from evfleet.profile import a_to_w
-from evfleet.records import DEFAULT_MAX_POWER_W
+from evfleet.records import (
+    DEFAULT_MAX_POWER_W,
+    DEFAULT_RATE_UNIT,
+    AppliedProfile,
+    EvseRecord,
+    StationRecord,
+    TransactionRecord,
+    stored_float,
+)
 from evfleet.store.sites import site_station_ids
 from evfleet.txprofile import DEFAULT_VOLTAGE_V, parse_ts
 from optimizer.problem import Instance
@@ -85,10 +93,11 @@ class EvseState:
     evse_id: int
     online: bool = True
     steerable: bool = True
-    max_power_w: float = 11_000.0
+    max_power_w: float = DEFAULT_MAX_POWER_W
     phases: int = 3
     voltage_v: float = DEFAULT_VOLTAGE_V
-    rate_unit: str = "W"
+    rate_unit: str = DEFAULT_RATE_UNIT
+    """Defaults as `evfleet.records.EvseRecord` decodes an EVSE that reported nothing."""
     transaction_id: str = ""
     """The running transaction's OCPP transactionId (unique only within the station)."""
     applied_max_w: float | None = None
@@ -338,19 +347,12 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
 
 # --- Redis reader (the only I/O in this module) -----------------------------------------------
 
-def _f(value: Any, default: float) -> float:
-    try:
-        return float(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        return default
-
-
 async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
                     default_limit_kw: float = 100.0, default_site: str = "default",
                     default_max_power_w: float = DEFAULT_MAX_POWER_W) -> SiteState:
     """Read one site's state from Redis (decode_responses=True client)."""
     site = await redis.hgetall(keys.site(site_id))
-    limit_kw = _f(site.get("limit_kw"), default_limit_kw)
+    limit_kw = stored_float(site.get("limit_kw"), default_limit_kw)
     prices_raw = await redis.get(keys.site_prices(site_id))
     prices = json.loads(prices_raw) if prices_raw else None
     station_ids = await site_station_ids(redis, keys, site_id, default_site)
@@ -359,7 +361,7 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
         pipe.hgetall(keys.station(sid))
         pipe.hkeys(keys.station_connectors(sid))
     raw = await pipe.execute()
-    stations = {sid: raw[2 * i] for i, sid in enumerate(station_ids)}
+    stations = {sid: StationRecord.decode(raw[2 * i]) for i, sid in enumerate(station_ids)}
     evse_ids: dict[str, set[int]] = {sid: set() for sid in station_ids}
     for i, sid in enumerate(station_ids):
         for fld in raw[2 * i + 1]:
@@ -370,11 +372,10 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
     pipe = redis.pipeline(transaction=False)
     for txid in active_list:
         pipe.hgetall(keys.transaction(txid))
-    tx_hashes = dict(zip(active_list, await pipe.execute(), strict=True))
-    for tx in tx_hashes.values():
-        sid = tx.get("station_id", "")
-        if sid in evse_ids and str(tx.get("evse_id", "")).isdigit():
-            evse_ids[sid].add(int(tx["evse_id"]))
+    txs = {ref: TransactionRecord.decode(h) for ref, h in zip(active_list, await pipe.execute(), strict=True)}
+    for tx in txs.values():
+        if tx.station_id in evse_ids and tx.evse_id is not None:
+            evse_ids[tx.station_id].add(tx.evse_id)
     pairs = [(sid, eid) for sid in station_ids for eid in sorted(evse_ids[sid])]
     pipe = redis.pipeline(transaction=False)
     for sid, eid in pairs:
@@ -386,20 +387,16 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
     needs_by_key: dict[str, dict[str, Any]] = {}
     for i, (sid, eid) in enumerate(pairs):
         h, profile_raw, needs_raw = raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]
-        applied, applied_tx = _applied_max_w(profile_raw, now)
+        evse = EvseRecord.decode(h, default_max_power_w)
+        applied = AppliedProfile.decode(profile_raw)
         evses.append(EvseState(
-            station_id=sid, evse_id=eid,
-            online=stations[sid].get("online", "0") == "1",
-            steerable=h.get("steerable", "1") != "0",
-            max_power_w=_f(h.get("max_power_w"), 0.0) or default_max_power_w,
-            phases=int(_f(h.get("phases"), 3)),
-            voltage_v=_f(h.get("voltage_v"), DEFAULT_VOLTAGE_V),
-            rate_unit=h.get("rate_unit") or "W",
-            transaction_id=h.get("transaction_id", ""),
-            applied_max_w=applied, applied_tx=applied_tx,
-            default_w=_f(h.get("default_limit_w"), 0.0) if h.get("default_limit_w") else None,
-            metered_max_w=_f(h.get("metered_max_w"), 0.0),
-            noncompliant_w=_f(h.get("noncompliant_w"), 0.0) if h.get("noncompliant_w") else None,
+            station_id=sid, evse_id=eid, online=stations[sid].online, steerable=evse.steerable,
+            max_power_w=evse.max_power_w, phases=evse.phases, voltage_v=evse.voltage_v,
+            rate_unit=evse.rate_unit, transaction_id=evse.transaction_id,
+            applied_max_w=applied.max_from(now.timestamp()) if applied else None,
+            applied_tx=applied.tx_ref if applied else "",
+            default_w=evse.default_limit_w, metered_max_w=evse.metered_max_w,
+            noncompliant_w=evse.noncompliant_w,
         ))
         if needs_raw:
             needs_by_key[f"{sid}/{eid}"] = json.loads(needs_raw)
@@ -409,27 +406,23 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
     at_needs = dict(zip(active_list, await pipe.execute(), strict=True))
     sessions: list[SessionState] = []
     tokens: set[str] = set()
-    for txid, tx in tx_hashes.items():
-        sid = tx.get("station_id", "")
-        if sid not in stations or not str(tx.get("evse_id", "")).isdigit() or tx.get("state") == "Ended":
+    for txid, tx in txs.items():
+        sid = tx.station_id
+        if sid not in stations or tx.evse_id is None or tx.ended:
             continue
-        key = f"{sid}/{int(tx['evse_id'])}"
-        needs = needs_by_key.get(key)
+        needs = needs_by_key.get(f"{sid}/{tx.evse_id}")
         if needs and needs.get("tx_ref") != txid:
             needs = None  # needs of an earlier session on this EVSE
-        started = tx.get("started_at") or tx.get("updated_at")
         sessions.append(SessionState(
-            tx_ref=txid, station_id=sid, evse_id=int(tx["evse_id"]),
-            started_at=parse_ts(started) if started else now,
-            id_token=tx.get("id_token", ""), energy_wh=_f(tx.get("energy_wh"), 0.0),
-            power_w=_f(tx.get("power_w"), 0.0),
-            soc=_f(tx.get("soc"), 0.0) if tx.get("soc") else None,
+            tx_ref=txid, station_id=sid, evse_id=tx.evse_id,
+            started_at=tx.started_at or tx.updated_at or now,
+            id_token=tx.id_token, energy_wh=tx.energy_wh, power_w=tx.power_w, soc=tx.soc,
             needs=needs,
-            energy_at_needs_wh=_f(at_needs.get(txid), 0.0) if needs else None,
-            charging_state=str(tx.get("charging_state") or ""),
+            energy_at_needs_wh=stored_float(at_needs.get(txid), 0.0) if needs else None,
+            charging_state=tx.charging_state,
         ))
-        if tx.get("id_token"):
-            tokens.add(tx["id_token"])
+        if tx.id_token:
+            tokens.add(tx.id_token)
     history: dict[str, list[tuple[int, float]]] = {}
     if tokens:
         pipe = redis.pipeline(transaction=False)
@@ -440,23 +433,3 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             history[tok] = [(int(r["weekday"]), float(r["energy_kwh"])) for r in map(json.loads, rows)]
     return SiteState(site_id=site_id, limit_kw=limit_kw, evses=evses, sessions=sessions, prices=prices,
                      history_kwh=history)
-
-
-def _applied_max_w(profile_raw: str | None, now: datetime) -> tuple[float | None, str]:
-    """(highest limit from `now` on of the last accepted profile record, its transaction id)."""
-    if not profile_raw:
-        return None, ""
-    record = json.loads(profile_raw)
-    series = record.get("applied_series_w")
-    txid = str(record.get("tx_ref") or "")
-    if not series:
-        return None, txid
-    now_s = now.timestamp()
-    current = series[0][1]
-    peak = None
-    for t, v in series:
-        if t <= now_s:
-            current = v
-        else:
-            peak = v if peak is None else max(peak, v)
-    return (max(current, peak) if peak is not None else current), txid

@@ -36,6 +36,7 @@ import numpy as np
 
 from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
 from evfleet.events import Event, EventType, event_fields
+from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw
@@ -151,7 +152,7 @@ def planned_kw_at(plan: Mapping[str, Any], key: str, at: datetime) -> float | No
     limits = plan.get("evses", {}).get(key)
     if not limits:
         return None
-    start = datetime.fromisoformat(plan["start"])
+    start = parse_iso(plan["start"])
     i = int((at - start).total_seconds() // plan["step_s"])
     return float(limits[min(max(i, 0), len(limits) - 1)])
 
@@ -287,7 +288,7 @@ class OptimizerWorker:
         if not token or not tx.get("energy_wh"):
             return
         ended = tx.get("ended_at") or self.clock.now().isoformat()
-        started = datetime.fromisoformat(str(tx.get("started_at") or ended).replace("Z", "+00:00"))
+        started = parse_iso(str(tx.get("started_at") or ended))
         row = json.dumps({"ended_at": ended, "weekday": started.weekday(),
                           "energy_kwh": round(float(tx["energy_wh"]) / 1000.0, 3)})
         pipe = self.redis.pipeline(transaction=True)
@@ -416,7 +417,7 @@ class OptimizerWorker:
         clock_now = self.clock.now()
         for site_id, st in list(self.sites.items()):
             if st.plan is not None and st.first_dirty is None:
-                start = datetime.fromisoformat(st.plan["start"])
+                start = parse_iso(st.plan["start"])
                 if clock_now >= start + timedelta(seconds=st.plan["step_s"]):
                     self.mark_dirty(site_id, "rolling_horizon")
             if st.first_dirty is None or st.last_dirty is None:

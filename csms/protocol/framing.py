@@ -34,7 +34,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +44,7 @@ from jsonschema.exceptions import best_match
 from ocpp.messages import get_validator
 from ocpp.v201.enums import Action
 
+from evfleet.isotime import parse_iso_or_none
 from evfleet.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, has_lone_surrogate, loads_finite
 
 OCPP_VERSION = "2.0.1"
@@ -228,11 +228,7 @@ def is_date_time(value: object) -> bool:
         return True  # the type keyword judges non-strings
     if _RFC3339.match(value) is None:
         return False
-    try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
+    return parse_iso_or_none(value) is not None  # evfleet.isotime: the one parser
 
 
 _FORMATS = FormatChecker(formats=())

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ocpp.charge_point import camel_to_snake_case
 
 from evfleet.clock import Clock
+from evfleet.isotime import parse_iso
 from evse_sim.hlc import BasicHlc, HlcContext, charging_needs_from_ev
 from evse_sim.iso15118.hlc import ModelledHlc
 from evse_sim.iso15118.messages import EvNeeds
@@ -51,7 +51,7 @@ class StationPort:
 
     async def notify_ev_charging_schedule(self, evse_id: int, payload: dict[str, Any]) -> None:
         """Queue NotifyEVChargingSchedule."""
-        time_base = datetime.fromisoformat(payload["timeBase"].replace("Z", "+00:00"))
+        time_base = parse_iso(payload["timeBase"])
         self.station.queue_ev_charging_schedule(evse_id, camel_to_snake_case(payload["chargingSchedule"]),
                                                 time_base)
 
@@ -60,7 +60,7 @@ def ev_needs(ctx: HlcContext, max_entries: int | None = 24) -> EvNeeds:
     """The EV's needs for the ISO 15118 model, from the station's view of the EV (AC)."""
     needs = charging_needs_from_ev(ctx, max_entries or 24)
     ac = needs["ac_charging_parameters"]
-    departure = datetime.fromisoformat(needs["departure_time"].replace("Z", "+00:00"))
+    departure = parse_iso(needs["departure_time"])
     departure_s = int((departure - ctx.now).total_seconds())
     phases = min(ctx.ev.spec.ac_phases, ctx.evse.phases)
     return EvNeeds(departure_time_s=departure_s if departure_s > 0 else None,
