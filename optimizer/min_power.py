@@ -17,9 +17,10 @@ Pure (data in, data out). The schedule's metrics still describe the LP solution.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from evfleet.profile import a_to_w
-from optimizer.problem import Instance, Schedule
+from optimizer.problem import EV, Instance, Schedule
 from optimizer.snapshot import SiteState
 
 TOLERANCE_KW = 1e-6
@@ -36,52 +37,129 @@ def needs_reshaping(power_kw: list[float], min_kw: float) -> bool:
 
 def enforce_min_power(instance: Instance, schedule: Schedule, min_kw: Mapping[str, float]) -> Schedule:
     """`schedule` with every EV in `min_kw` charging at 0 or at least its minimum (see module doc)."""
-    if not any(ev_id in schedule.ev_power_kw and needs_reshaping(schedule.ev_power_kw[ev_id], kw)
-               for ev_id, kw in min_kw.items() if kw > 0):
+    thin = [ev for ev in sorted(instance.evs, key=lambda e: (e.departure, e.id))
+            if min_kw.get(ev.id, 0.0) > 0 and ev.id in schedule.ev_power_kw
+            and needs_reshaping(schedule.ev_power_kw[ev.id], min_kw[ev.id])
+            and not any(p < 0 for p in schedule.ev_power_kw[ev.id])]  # V2G plans are left alone
+    if not thin:
         return schedule  # nothing between 0 and a minimum (the common case): no copy, no work
-    steps = instance.steps
-    step_hours = instance.step_hours()
-    limit = _per_step(instance.site.import_limit_kw, steps)
-    prices = _per_step(instance.tariff.import_price, steps)
-    base = _per_step(instance.site.base_load_kw, steps)
-    pv = _per_step(instance.site.pv_kw, steps)
-    power = {ev_id: list(p) for ev_id, p in schedule.ev_power_kw.items()}
-    used = [base[t] - pv[t] + sum(p[t] for p in schedule.storage_power_kw.values())
-            + sum(p[t] for p in power.values()) for t in range(steps)]
+    site = _Site.of(instance, schedule)
     charger_max = {c.id: c.max_kw for c in instance.chargers}
-    reshaped = 0
-    for ev in sorted(instance.evs, key=lambda e: (e.departure, e.id)):
-        floor_kw = min_kw.get(ev.id, 0.0)
-        plan = power.get(ev.id)
-        if floor_kw <= 0 or plan is None or not needs_reshaping(plan, floor_kw):
-            continue
-        if any(p < 0 for p in plan):
-            continue  # V2G plans are left alone
-        energy_kwh = sum(p * h for p, h in zip(plan, step_hours, strict=True))
-        for t in range(steps):
-            used[t] -= plan[t]
-            plan[t] = 0.0
+    full: list[tuple[EV, float, float]] = []
+    for ev in thin:
+        floor_kw = min_kw[ev.id]
         ev_max = min(ev.max_kw, charger_max.get(ev.charger or "", ev.max_kw))
-        window = range(ev.arrival, min(ev.departure, steps))
-        nominal_h = instance.step_minutes / 60.0
-        fills = max(1, int(energy_kwh / (floor_kw * nominal_h) + 1e-9))  # steps it fills at the minimum
-        level_kw = min(ev_max, max(floor_kw, energy_kwh / (fills * nominal_h)))
-        for t in sorted(window, key=lambda s: (prices[s], used[s], s)):
-            if energy_kwh <= TOLERANCE_KW:
-                break
-            room_kw = min(ev_max, limit[t] - used[t])
-            if room_kw < floor_kw - TOLERANCE_KW:
-                continue
-            p = max(floor_kw, min(room_kw, level_kw, energy_kwh / step_hours[t]))
-            plan[t] = p
-            used[t] += p
-            energy_kwh -= p * step_hours[t]
-        reshaped += 1
-    if not reshaped:
-        return schedule
-    note = f"{reshaped} EV plan(s) reshaped to the EV minimum power"
+        if ev.reference_kw is not None and _repair_near(site, ev, floor_kw, ev_max):
+            continue
+        full.append((ev, floor_kw, ev_max))
+    # all thin plans leave the site first, so together they free the room they all used (one by one,
+    # the first EV would find only its own thin slice free where the site limit binds, and lose energy)
+    energy = {}
+    for ev, _, _ in full:
+        plan = site.power[ev.id]
+        energy[ev.id] = sum(p * h for p, h in zip(plan, site.hours, strict=True))
+        site.set(ev.id, [0.0] * site.steps)
+    for ev, floor_kw, ev_max in full:
+        _place(site, ev, energy[ev.id], floor_kw, ev_max, instance.step_minutes / 60.0)
+    note = f"{len(thin)} EV plan(s) reshaped to the EV minimum power"
     message = f"{schedule.message}; {note}" if schedule.message else note
-    return schedule.model_copy(update={"ev_power_kw": power, "message": message})
+    return schedule.model_copy(update={"ev_power_kw": site.power, "message": message})
+
+
+@dataclass
+class _Site:
+    """The plans being reshaped and the site's load per step."""
+
+    power: dict[str, list[float]]
+    used: list[float]
+    limit: list[float]
+    prices: list[float]
+    hours: list[float]
+
+    @property
+    def steps(self) -> int:
+        """Number of steps."""
+        return len(self.used)
+
+    @classmethod
+    def of(cls, instance: Instance, schedule: Schedule) -> _Site:
+        """The site as `schedule` plans it."""
+        steps = instance.steps
+        base = _per_step(instance.site.base_load_kw, steps)
+        pv = _per_step(instance.site.pv_kw, steps)
+        power = {ev_id: list(p) for ev_id, p in schedule.ev_power_kw.items()}
+        used = [base[t] - pv[t] + sum(p[t] for p in schedule.storage_power_kw.values())
+                + sum(p[t] for p in power.values()) for t in range(steps)]
+        return cls(power, used, _per_step(instance.site.import_limit_kw, steps),
+                   _per_step(instance.tariff.import_price, steps), instance.step_hours())
+
+    def set(self, ev_id: str, plan: list[float]) -> None:
+        """Replace an EV's plan, keeping the site load up to date."""
+        old = self.power[ev_id]
+        for t in range(self.steps):
+            self.used[t] += plan[t] - old[t]
+        self.power[ev_id] = plan
+
+    def room(self, t: int) -> float:
+        """Site headroom at step t [kW]."""
+        return self.limit[t] - self.used[t]
+
+
+def _repair_near(site: _Site, ev: EV, floor_kw: float, ev_max: float) -> bool:
+    """Round a plan that stays near its reference (the standing plan, already at 0 or >= the minimum).
+
+    A step below the minimum goes to the minimum where the reference charges there, else to 0; the
+    energy this moves is taken from or given to the plan's other charging steps (the latest first
+    when taking, the cheapest and earliest first when giving) within the EV's maximum and the site
+    limit. So a re-plan that keeps the standing plan keeps it exactly, instead of reshaping the EV
+    from scratch (which moves its energy to other steps and renegotiates it for nothing).
+    Returns False (plan unchanged) when the energy cannot be kept.
+    """
+    plan, ref = site.power[ev.id], ev.reference_kw or []
+    hours = site.hours
+    new = list(plan)
+    for t, p in enumerate(plan):
+        if TOLERANCE_KW < p < floor_kw - TOLERANCE_KW:
+            r = ref[t] if t < len(ref) else None
+            new[t] = floor_kw if r is not None and r >= floor_kw - 1e-3 else 0.0
+        elif p <= TOLERANCE_KW:
+            new[t] = 0.0
+    extra: float = sum((a - b) * h for a, b, h in zip(plan, new, hours, strict=True))  # to put back [kWh]
+    on = [t for t in range(ev.arrival, min(ev.departure, site.steps)) if new[t] >= floor_kw - TOLERANCE_KW]
+    if extra > 0:
+        for t in sorted(on, key=lambda s: (site.prices[s], s)):
+            room = min(ev_max - new[t], site.room(t) + plan[t] - new[t])
+            add = max(0.0, min(room, extra / hours[t]))
+            new[t] += add
+            extra -= add * hours[t]
+    else:
+        for t in sorted(on, key=lambda s: (-site.prices[s], -s)):
+            take = max(0.0, min(new[t] - floor_kw, -extra / hours[t]))
+            new[t] -= take
+            extra += take * hours[t]
+    if abs(extra) > 1e-3:
+        return False
+    site.set(ev.id, new)
+    return True
+
+
+def _place(site: _Site, ev: EV, energy_kwh: float, floor_kw: float, ev_max: float, nominal_h: float) -> None:
+    """Put `energy_kwh` into the EV's cheapest steps at one level at or just above its minimum."""
+    plan = [0.0] * site.steps
+    window = range(ev.arrival, min(ev.departure, site.steps))
+    fills = max(1, int(energy_kwh / (floor_kw * nominal_h) + 1e-9))  # steps it fills at the minimum
+    level_kw = min(ev_max, max(floor_kw, energy_kwh / (fills * nominal_h)))
+    for t in sorted(window, key=lambda s: (site.prices[s], site.used[s], s)):
+        if energy_kwh <= TOLERANCE_KW:
+            break
+        room_kw = min(ev_max, site.room(t))
+        if room_kw < floor_kw - TOLERANCE_KW:
+            continue
+        p = max(floor_kw, min(room_kw, level_kw, energy_kwh / site.hours[t]))
+        plan[t] = p
+        site.used[t] += p
+        energy_kwh -= p * site.hours[t]
+    site.power[ev.id] = plan
 
 
 def ev_min_kw(site: SiteState) -> dict[str, float]:

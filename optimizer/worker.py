@@ -43,6 +43,7 @@ from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
 from optimizer.reference import with_references
 from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance, read_site
+from optimizer.standing import kept_documents, plan_inputs, standing_plan_holds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -58,6 +59,12 @@ TRIGGERS = {
     EventType.SITE_PRICES, EventType.STATION_CONNECTED, EventType.STATION_DISCONNECTED,
     EventType.SITE_OVER_LIMIT, EventType.EVSE_NONCOMPLIANT,
 }
+
+KEEPABLE = {t.value for t in (EventType.TX_STARTED, EventType.TX_ENDED, EventType.EV_CHARGING_NEEDS,
+                              EventType.SITE_LIMIT, EventType.SITE_PRICES, EventType.STATION_CONNECTED,
+                              EventType.STATION_DISCONNECTED)} | {"lease_busy", "rolling_horizon"}
+"""Re-plan reasons whose effect `optimizer.standing` sees in the snapshot (others always re-solve)."""
+
 
 def _unchanged_needs(event: Event) -> bool:
     """A needs event that changes nothing to plan: rejected, or a repeat of the session's request."""
@@ -143,6 +150,7 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
         "computed_at": computed_at.isoformat(), "solve_s": round(solve_s, 4), "evses": evses,
         "transactions": {key: ev_id for ev_id, key in snap.ev_evse.items()},
         "prices": snap.prices,
+        "notes": {key: [doc["note"], doc["unmet_kwh"]] for key, doc in per_evse.items()},
     }
     return plan, per_evse
 
@@ -297,18 +305,21 @@ class OptimizerWorker:
         await pipe.execute()
 
     # -- solving -------------------------------------------------------------------------
-    async def solve_site(self, site_id: str) -> dict[str, Any] | None:
-        """Snapshot, solve (thread, time limit, fallback) and write a site's plan; None if leased."""
+    async def solve_site(self, site_id: str, reasons: set[str] | None = None) -> dict[str, Any] | None:
+        """Snapshot, solve (thread, time limit, fallback) and write a site's plan; None if leased.
+
+        With `reasons` all in KEEPABLE (what the snapshot comparison sees), a standing plan made from
+        the same inputs is re-published instead of re-solved (`optimizer.standing`)."""
         lease_key = self.keys.optimizer_lease(site_id)
         token = f"{self.cfg.consumer}:{uuid.uuid4().hex[:6]}"
         if not await self.redis.set(lease_key, token, nx=True, px=int(self.cfg.lease_ttl_s * 1000)):
             return None
         try:
-            return await self._solve_and_write(site_id)
+            return await self._solve_and_write(site_id, bool(reasons) and (reasons or set()) <= KEEPABLE)
         finally:
             await self._release(keys=[lease_key], args=[token])
 
-    async def _solve_and_write(self, site_id: str) -> dict[str, Any]:
+    async def _solve_and_write(self, site_id: str, may_keep: bool = False) -> dict[str, Any]:
         await self.refresh_clock()
         now = self.clock.now()
         state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
@@ -317,16 +328,22 @@ class OptimizerWorker:
         previous = json.loads(previous_raw) if previous_raw else {}
         snap = with_references(build_instance(state, now, self.cfg.snapshot_config()), previous,
                                self.cfg.stickiness)
-        t0 = time.perf_counter()
-        schedule = await self._solve(snap)
-        schedule = enforce_min_power(snap.instance, schedule, ev_min_kw(state))  # 0 or >= EV minimum
-        solve_s = time.perf_counter() - t0
+        min_kw = ev_min_kw(state)
         plan_id = f"{site_id}-{uuid.uuid4().hex[:10]}"
-        plan, per_evse = plan_documents(site_id, snap, schedule, plan_id=plan_id, limit_kw=state.limit_kw,
-                                        computed_at=self.clock.now(), solve_s=solve_s,
-                                        strategy=self.cfg.strategy)
-        if not state.prices:  # no tariff on the site: the csms sends limits only (no salesTariff)
-            plan["prices"] = None
+        if may_keep and standing_plan_holds(previous, snap, min_kw, state.limit_kw, now):
+            plan, per_evse = kept_documents(previous, plan_id, self.clock.now(), snap.instance.start)
+            plan["prices"] = snap.prices if state.prices else None
+        else:
+            t0 = time.perf_counter()
+            schedule = await self._solve(snap)
+            schedule = enforce_min_power(snap.instance, schedule, min_kw)  # 0 or >= EV minimum
+            solve_s = time.perf_counter() - t0
+            plan, per_evse = plan_documents(site_id, snap, schedule, plan_id=plan_id, limit_kw=state.limit_kw,
+                                            computed_at=self.clock.now(), solve_s=solve_s,
+                                            strategy=self.cfg.strategy)
+            plan["inputs"] = plan_inputs(snap, min_kw, state.limit_kw, now)
+            if not state.prices:  # no tariff on the site: the csms sends limits only (no salesTariff)
+                plan["prices"] = None
         pipe = self.redis.pipeline(transaction=True)
         for key in previous.get("evses", {}):
             if key not in per_evse:
@@ -343,12 +360,14 @@ class OptimizerWorker:
                   "message": plan["message"]}), maxlen=STREAM_MAXLEN, approximate=True)
         await pipe.execute()
         self.solves += 1
-        if schedule.status.value == "fallback":
+        if plan.get("kept"):
+            log.info("site %s: plan %s keeps the standing plan (nothing material changed)", site_id, plan_id)
+        elif plan["status"] == "fallback" or "fell back to baseline" in plan["message"]:
             self.fallbacks += 1
-            log.warning("site %s: fallback plan %s (%s)", site_id, plan_id, schedule.message)
+            log.warning("site %s: fallback plan %s (%s)", site_id, plan_id, plan["message"])
         else:
-            log.info("site %s: plan %s %s in %.3fs for %d EVs", site_id, plan_id, plan["status"], solve_s,
-                     len(per_evse))
+            log.info("site %s: plan %s %s in %.3fs for %d EVs", site_id, plan_id, plan["status"],
+                     plan["solve_s"], len(per_evse))
         return plan
 
     async def _solve(self, snap: Snapshot) -> Schedule:
@@ -429,7 +448,7 @@ class OptimizerWorker:
             reasons = sorted(st.reasons)
             st.first_dirty = st.last_dirty = None
             st.reasons = set()
-            plan = await self.solve_site(site_id)
+            plan = await self.solve_site(site_id, set(reasons))
             if plan is None:  # another worker holds the lease: try again shortly with fresh state
                 self.mark_dirty(site_id, "lease_busy")
                 st.first_dirty = loop_now - self.cfg.max_delay_s + 0.5

@@ -159,9 +159,10 @@ async def _fleet(redis_url: str, material_replan: bool) -> None:
             # bridge), no K17 re-send for plans made before the current profile
             assert all(links[sid].history[0].needs_sent == 1 for sid in ids)
             assert delta["k17_resent"] == 0, delta
-            # Measured, not asserted (issue 12 wants 0 and 0): the re-solve after the unchanged limit still
-            # moves energy between EVs by more than the 0.5 kW threshold at 500 EVs (optimizer side), and
-            # each such TxProfile renegotiates once; see docs/iso15118.md ("Findings").
+            # nothing material changed: the worker keeps its standing plan (optimizer.standing), so no
+            # TxProfile goes out and no EV renegotiates
+            assert delta["schedules_sent"] == 0 and delta["renegotiations"] == 0, (delta, dict(sent_kinds))
+            assert churned == 0
             if material_replan:
                 await lp.set_limit(1_000.0)
                 await until(lambda: sum(1 for sid in ids

@@ -79,3 +79,30 @@ def test_evs_sharing_a_cheap_window_fill_it_evenly_at_their_minimum() -> None:
     assert max(load) <= 3 * 4.14 + 1e-9
     for p in out.ev_power_kw.values():
         assert all(v == 0 or v >= 4.14 for v in p) and sum(p) >= 4.0 - 1e-9
+
+
+def test_thin_plans_on_a_full_site_keep_their_energy() -> None:
+    """Both EVs thin at a binding site limit: reshaped together, neither loses energy (one at a time,
+    the first found only its own thin slice free and was paused)."""
+    inst = instance(limit_kw=8.0, prices=[0.1] * 6)
+    inst = inst.model_copy(update={"evs": [ev.model_copy(update={"departure": 4}) for ev in inst.evs]})
+    out = enforce_min_power(inst, schedule([3, 3, 3, 3, 0, 0], [3, 3, 3, 3, 0, 0]), {"a": 4.14, "b": 4.14})
+    a, b = out.ev_power_kw["a"], out.ev_power_kw["b"]
+    assert sum(a) == pytest.approx(12.0) and sum(b) == pytest.approx(12.0)
+    assert all(p == 0 or p >= 4.14 for p in a + b)
+    assert all(a[t] + b[t] <= 8.0 + 1e-9 for t in range(6))
+
+
+def test_a_plan_near_its_reference_is_rounded_to_it_not_reshaped() -> None:
+    """A re-plan that keeps the standing plan (already at 0 or >= the minimum) up to solver noise gets
+    that plan back exactly, with its energy: no energy moved to other steps, no renegotiation."""
+    ref = [0.0, 5.0, 5.0, 5.0, 0.0, 0.0]
+    inst = instance(limit_kw=20.0, prices=[0.1] * 6)
+    evs = [inst.evs[0].model_copy(update={"reference_kw": ref}), inst.evs[1]]
+    inst = inst.model_copy(update={"evs": evs})
+    out = enforce_min_power(inst, schedule([0.0, 5.0, 4.99, 5.0, 1e-4, 0.0], [0] * 6), {"a": 4.14})
+    assert out.ev_power_kw["a"] == pytest.approx([0.0, 5.0, 4.99, 5.0, 0.0, 0.0], abs=2e-4)
+    assert sum(out.ev_power_kw["a"]) == pytest.approx(14.9901)
+    shifted = enforce_min_power(inst, schedule([0.0, 5.0, 5.0, 4.0, 0.3, 0.7], [0] * 6), {"a": 4.14})
+    assert shifted.ev_power_kw["a"][4:] == [0.0, 0.0] and shifted.ev_power_kw["a"][3] >= 4.14
+    assert sum(shifted.ev_power_kw["a"]) == pytest.approx(15.0)
