@@ -34,7 +34,7 @@ from evfleet.clock import Clock
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.hlc import BasicHlc, HlcLink
 from evse_sim.scenarios.model import Scenario
-from evse_sim.station import ConnectionConfig, SimStation, StationError, VisitLog
+from evse_sim.station import ConnectionConfig, SimStation, StationCore, StationError, VisitLog
 
 OCPP_CHOICES = ("2.0.1", "1.6", "mixed")
 
@@ -257,7 +257,7 @@ class FleetRunner:
             else:
                 self._site_wait.append(w)
 
-    def _on_unplugged(self, station: SimStation, evse_id: int, _ev: Ev) -> None:
+    def _on_unplugged(self, station: StationCore, evse_id: int, _ev: Ev) -> None:
         now = self.clock.now()
         key = (station.id, evse_id)
         fixed = key in self._fixed

@@ -29,15 +29,15 @@ from evse_sim.evse import EvseKind, EvseSpec
 from evse_sim.smart_charging import ChargingProfile
 
 if TYPE_CHECKING:  # pragma: no cover
+    from evse_sim.core import StationCore
     from evse_sim.ev import Ev
-    from evse_sim.station import SimStation
 
 
 @dataclass(slots=True)
 class HlcContext:
     """What a link sees of one EVSE session, and what it may ask the station to do."""
 
-    station: SimStation
+    station: StationCore
     evse_id: int
     evse: EvseSpec
     ev: Ev

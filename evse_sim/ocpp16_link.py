@@ -1,9 +1,10 @@
 """The OCPP 1.6J side of a simulated station: the same station, EVs and profile store as 2.0.1.
 
-`StationLink16` is the `ocpp` library's v16 `ChargePoint` bound to one WebSocket of a
-`SimStation` whose `config.ocpp_version` is "1.6". The station keeps queuing the messages of
-its 2.0.1 model; `call()` sends each as its 1.6 counterpart and hands the station a 2.0.1-shaped
-answer, so physics, offline queue and replays stay one implementation:
+`StationLink16` is the `ocpp` library's v16 `ChargePoint` bound to one WebSocket of a station
+core (`evse_sim.core.StationCore`) whose `config.ocpp_version` is "1.6". The core keeps queuing
+the messages of its 2.0.1 model and takes the same decisions as under 2.0.1 (`install_profile`,
+`composite_schedule`, `remote_start` ...); `call()` sends each message as its 1.6 counterpart
+and hands the core a 2.0.1-shaped answer, so physics, offline queue and replays stay one implementation:
 
 - BootNotification, Heartbeat, Authorize (idTag), StatusNotification (connector = EVSE; Occupied
   becomes Preparing, Charging, SuspendedEV/EVSE or Finishing), MeterValues (string values, with
@@ -35,6 +36,7 @@ from ocpp.v16.enums import Action
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 
+from evse_sim.core import StationCore
 from evse_sim.smart_charging import ChargingProfile, ProfileError, Purpose, RateUnit
 from evse_sim.station import SimStation
 
@@ -79,12 +81,13 @@ class Tx16Ids:
         return next((k for k, v in self.ids.items() if v == transaction_id), None)
 
 
-def tx16(station: SimStation) -> Tx16Ids:
-    """The station's 1.6 transaction ids (created on first use, kept across connections)."""
-    state = getattr(station, "ocpp16_tx", None)
+def tx16(station: StationCore | SimStation) -> Tx16Ids:
+    """The station's 1.6 transaction ids (created on first use, kept in its core across connections)."""
+    core = station.core if isinstance(station, SimStation) else station
+    state = getattr(core, "ocpp16_tx", None)
     if state is None:
         state = Tx16Ids()
-        station.ocpp16_tx = state  # type: ignore[attr-defined]
+        core.ocpp16_tx = state  # type: ignore[attr-defined]
     return state
 
 
@@ -148,7 +151,7 @@ def profile_201(cs: dict[str, Any], connector_id: int, ids: Tx16Ids) -> dict[str
 class StationLink16(ChargePoint):
     """A simulated station speaking OCPP 1.6J (see the module docstring)."""
 
-    def __init__(self, station: SimStation, connection: Any, response_timeout_s: float) -> None:
+    def __init__(self, station: StationCore, connection: Any, response_timeout_s: float) -> None:
         super().__init__(station.id, connection, response_timeout=response_timeout_s)
         self.station = station
         self.ids = tx16(station)
@@ -292,10 +295,8 @@ class StationLink16(ChargePoint):
             profile = ChargingProfile.from_ocpp(data)
         except ProfileError:
             return call_result.SetChargingProfile(status="Rejected")
-        outcome = st.profiles.set_profile(connector_id, profile, st.active_transactions())
-        if not outcome.accepted:
+        if not st.install_profile(connector_id, profile).accepted:
             return call_result.SetChargingProfile(status="Rejected")
-        st.profile_accepted(connector_id, profile)
         return call_result.SetChargingProfile(status="Accepted")
 
     @on(Action.clear_charging_profile)
@@ -324,17 +325,10 @@ class StationLink16(ChargePoint):
     ) -> call_result.GetCompositeSchedule:
         """The composite schedule of a connector (0: the station-wide limit)."""
         st = self.station
-        if not self._smart() or (connector_id != 0 and connector_id not in st.evses) or duration <= 0:
-            return call_result.GetCompositeSchedule(status="Rejected")
         now = st.clock.now().replace(microsecond=0)
-        if connector_id == 0:
-            spec, hw, tx_id, tx_start = st.config.evses[0], st.config.hw_max_w, None, None
-        else:
-            state = st.evses[connector_id]
-            spec, hw = state.spec, state.spec.max_power_w
-            tx_id = state.tx.transaction_id if state.tx else None
-            tx_start = state.tx.started_at if state.tx else None
-        comp = st.profiles.composite(connector_id, now, duration, spec.electrical, hw, tx_id, tx_start)
+        comp = st.composite_schedule(connector_id, duration, now) if self._smart() else None
+        if comp is None:
+            return call_result.GetCompositeSchedule(status="Rejected")
         sched = comp.to_ocpp(RateUnit(charging_rate_unit) if charging_rate_unit else RateUnit.A)
         periods = [
             {

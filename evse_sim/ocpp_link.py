@@ -1,10 +1,11 @@
 """The OCPP 2.0.1 side of a simulated station: handlers of CSMS requests over the `ocpp` library.
 
-`StationLink` is the library's v201 `ChargePoint` bound to one WebSocket of a `SimStation`.
+`StationLink` is the library's v201 `ChargePoint` bound to one WebSocket of a station's
+sans-IO core (`evse_sim.core.StationCore`, connected by `evse_sim.station.SimStation`).
 Handlers are short: payload -> station/profile-store call -> `call_result`. They never
 await an outbound call (the library runs them on its receive loop); anything the station
 must send in reaction (ReportChargingProfiles, NotifyReport, triggered messages) is queued
-and sent by the station's sender task after the answer.
+in the core and sent by the driver's sender task after the answer.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from ocpp.v201.enums import Action
 
 from evfleet.clock import Clock
 from evfleet.profile import format_time
+from evse_sim.core import StationCore
 from evse_sim.smart_charging import ChargingProfile, ProfileError, Purpose, RateUnit
-from evse_sim.station import SimStation
 
 
-def _no_smart_charging(station: SimStation, action: str) -> None:
+def _no_smart_charging(station: StationCore, action: str) -> None:
     """The `no_smart_charging` quirk: CALLERROR NotImplemented for smart-charging requests."""
     if "no_smart_charging" in station.config.quirks:
         raise OcppNotImplemented(description=f"{action} is not implemented by this charger")
@@ -38,7 +39,7 @@ def _info(reason: str, detail: str = "") -> dict[str, str]:
 class StationLink(ChargePoint):
     """A station's handlers for the CSMS-initiated messages it supports."""
 
-    def __init__(self, station: SimStation, connection: Any, response_timeout_s: float) -> None:
+    def __init__(self, station: StationCore, connection: Any, response_timeout_s: float) -> None:
         super().__init__(station.id, connection, response_timeout=response_timeout_s)
         self.station = station
 
@@ -69,12 +70,11 @@ class StationLink(ChargePoint):
             return call_result.SetChargingProfile(
                 status="Rejected", status_info=_info(err.reason_code, err.detail)
             )
-        outcome = st.profiles.set_profile(evse_id, profile, st.active_transactions())
+        outcome = st.install_profile(evse_id, profile)
         if not outcome.accepted:
             return call_result.SetChargingProfile(
                 status="Rejected", status_info=_info(outcome.reason_code, outcome.detail)
             )
-        st.profile_accepted(evse_id, profile)
         return call_result.SetChargingProfile(status="Accepted")
 
     @on(Action.clear_charging_profile)
@@ -141,18 +141,9 @@ class StationLink(ChargePoint):
         st = self.station
         if evse_id != 0 and evse_id not in st.evses:
             return call_result.GetCompositeSchedule(status="Rejected", status_info=_info("UnknownEvse"))
-        if duration <= 0:
+        comp = st.composite_schedule(evse_id, duration, self.clock.now().replace(microsecond=0))
+        if comp is None:
             return call_result.GetCompositeSchedule(status="Rejected", status_info=_info("InvalidValue"))
-        now = self.clock.now().replace(microsecond=0)
-        if evse_id == 0:
-            spec = st.config.evses[0]
-            hw, tx_id, tx_start = st.config.hw_max_w, None, None
-        else:
-            state = st.evses[evse_id]
-            spec, hw = state.spec, state.spec.max_power_w
-            tx_id = state.tx.transaction_id if state.tx else None
-            tx_start = state.tx.started_at if state.tx else None
-        comp = st.profiles.composite(evse_id, now, duration, spec.electrical, hw, tx_id, tx_start)
         unit = RateUnit(charging_rate_unit) if charging_rate_unit else RateUnit.W
         return call_result.GetCompositeSchedule(status="Accepted", schedule=_snake(comp.to_ocpp(unit)))
 
@@ -194,18 +185,13 @@ class StationLink(ChargePoint):
     ) -> call_result.GetTransactionStatus:
         """E14: are messages of this transaction still queued?"""
         st = self.station
-        queued = [
-            m
-            for m in st._queue
-            if m.persistent
-            and (transaction_id is None or m.payload.transaction_info.get("transaction_id") == transaction_id)
-        ]
+        queued = st.outbox.holds_transaction(transaction_id)
         ongoing = None
         if transaction_id is not None:
             ongoing = any(
                 e.tx is not None and e.tx.transaction_id == transaction_id for e in st.evses.values()
             )
-        return call_result.GetTransactionStatus(messages_in_queue=bool(queued), ongoing_indicator=ongoing)
+        return call_result.GetTransactionStatus(messages_in_queue=queued, ongoing_indicator=ongoing)
 
     @on(Action.trigger_message)
     def on_trigger_message(

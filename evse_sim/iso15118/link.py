@@ -1,4 +1,4 @@
-"""ISO 15118 links for `evse_sim.station.SimStation` (its `evse_sim.hlc.HlcLink` seam).
+"""ISO 15118 links for a simulated station (its `evse_sim.hlc.HlcLink` seam).
 
 - `ModelledHlcLink`: every HLC EV runs the modelled ISO 15118-2 session (`ModelledHlc`):
   cheap, for fleets of thousands.
@@ -27,6 +27,7 @@ from evse_sim.iso15118.schedules import SecLimits
 from evse_sim.iso15118.session import FollowPlan, SeccConfig, SessionEnded
 
 if TYPE_CHECKING:  # pragma: no cover
+    from evse_sim.core import StationCore
     from evse_sim.iso15118.bridge import JosevHlc
     from evse_sim.smart_charging import ChargingProfile
     from evse_sim.station import SimStation
@@ -39,9 +40,9 @@ class _Session(Protocol):
 
 
 class StationPort:
-    """`HlcStationPort` over a SimStation's outbound queue (payloads camelCase -> snake_case)."""
+    """`HlcStationPort` over a station core's outbound queue (payloads camelCase -> snake_case)."""
 
-    def __init__(self, station: SimStation) -> None:
+    def __init__(self, station: StationCore) -> None:
         self.station = station
 
     async def notify_ev_charging_needs(self, evse_id: int, payload: dict[str, Any]) -> None:
@@ -70,7 +71,7 @@ def ev_needs(ctx: HlcContext, max_entries: int | None = 24) -> EvNeeds:
                    max_entries_sa_schedule_tuple=max_entries, evcc_id=f"EVCC{ctx.ev.spec.ev_id}"[:20])
 
 
-def needs_source(station: SimStation, evse_id: int, max_entries: int | None) -> Callable[[], EvNeeds | None]:
+def needs_source(station: StationCore, evse_id: int, max_entries: int | None) -> Callable[[], EvNeeds | None]:
     """What the EV on `evse_id` still needs, now (None once it left)."""
     def read() -> EvNeeds | None:
         ctx = station.hlc_context(evse_id)
@@ -78,7 +79,7 @@ def needs_source(station: SimStation, evse_id: int, max_entries: int | None) -> 
     return read
 
 
-def meter_of(station: SimStation, evse_id: int) -> Callable[[], float | None]:
+def meter_of(station: StationCore, evse_id: int) -> Callable[[], float | None]:
     """The EVSE's energy register (Wh) as the SECC reads it."""
     def read() -> float | None:
         st = station.evses.get(evse_id)
@@ -96,7 +97,7 @@ def secc_config(ctx_evse_id: int, max_power_w: float, voltage_v: float, phases: 
 class _Follower:
     """Makes the EV follow its own plan: re-caps its draw at every period boundary of the plan."""
 
-    def __init__(self, station: SimStation, evse_id: int, clock: Clock, session: _Session) -> None:
+    def __init__(self, station: StationCore, evse_id: int, clock: Clock, session: _Session) -> None:
         self.station, self.evse_id, self.clock, self.session = station, evse_id, clock, session
         self.changed = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -214,7 +215,7 @@ class JosevHlcLink:
             if self.workdir is not None:
                 workdir = Path(self.workdir) / f"{station.id}-{evse_id}"
                 workdir.mkdir(parents=True, exist_ok=True)
-            hlc = JosevHlc(StationPort(station), station.clock, cfg, name=f"{station.id}-{evse_id}",
+            hlc = JosevHlc(StationPort(station.core), station.clock, cfg, name=f"{station.id}-{evse_id}",
                            workdir=workdir)
             self.sessions[evse_id] = hlc
             await hlc.open(self.open_timeout_s)

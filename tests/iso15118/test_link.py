@@ -98,6 +98,6 @@ async def test_josev_link_dc_evse_announces_needs_instead_of_failing() -> None:
     now = clock.now()
     station.plug_in(1, Ev(EvSpec("EV-DC", "car", 60.0, 0.2, 0.8, 11.0, 50.0, now, now + timedelta(hours=2),
                                  hlc=True)))
-    needs = [m.payload for m in station._queue if type(m.payload) is call.NotifyEVChargingNeeds]
+    needs = [m.payload for m in station.core.outbox if type(m.payload) is call.NotifyEVChargingNeeds]
     assert len(needs) == 1 and needs[0].charging_needs["requested_energy_transfer"] == "DC"
     assert "dc_charging_parameters" in needs[0].charging_needs

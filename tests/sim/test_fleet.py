@@ -63,7 +63,7 @@ async def test_depot_first_come_first_served_dispatch() -> None:
     # the station queued (offline) transaction events for every visit, in seqNo order
     for station in runner.stations.values():
         seqs: dict[str, list[int]] = {}
-        for msg in station._queue:
+        for msg in station.core.outbox:
             if not isinstance(msg.payload, call.TransactionEvent):
                 continue  # NotifyEVChargingNeeds of HLC cars wait in the same offline queue
             info = msg.payload.transaction_info

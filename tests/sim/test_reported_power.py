@@ -47,7 +47,7 @@ def _ev(ev_id: str, soc: float, target: float, capacity_kwh: float = 40.0, ac_kw
 def _tx_events(station: SimStation, evse_id: int) -> list[Any]:
     return [
         m.payload
-        for m in station._queue
+        for m in station.core.outbox
         if type(m.payload) is call.TransactionEvent and m.payload.evse["id"] == evse_id
     ]
 

@@ -1,0 +1,179 @@
+"""The sans-IO station core without sockets: plug-in, profiles, energy accounting, offline replay.
+
+`StationCore` is driven here the way `SimStation` drives it over a WebSocket: `link_up` /
+`link_down` for the connection, `outbox.peek()` + `outbox.answered(...)` for sending.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ocpp.v201 import call
+
+from evse_sim.core import StationCore
+from evse_sim.ev import Ev, EvSpec
+from evse_sim.evse import EvseSpec
+from evse_sim.smart_charging import ChargingProfile, RateUnit
+from evse_sim.station_types import StationConfig
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+class ManualClock:
+    """A clock moved by the test."""
+
+    speed = 1.0
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def timestamp(self) -> float:
+        return self.t.timestamp()
+
+    async def sleep(self, seconds: float) -> None:
+        return None
+
+
+def _core(online: bool = True, **cfg: Any) -> tuple[StationCore, ManualClock]:
+    clock = ManualClock()
+    config = StationConfig("CORE-1", (EvseSpec.ac(11.0),), tx_updated_interval_s=0, heartbeat_s=0,
+                           aligned_interval_s=0, **cfg)
+    core = StationCore(config, clock, rng=random.Random(7))  # type: ignore[arg-type]
+    if online:
+        core.link_up(clock.now())
+        _send_all(core)  # the connect-time StatusNotification
+    return core, clock
+
+
+def _ev(token: str = "", soc: float = 0.2) -> Ev:
+    return Ev(EvSpec("EV-1", "m", 60.0, soc, 0.9, 11.0, 50.0, T0, T0 + timedelta(hours=8), id_token=token))
+
+
+def _send_all(core: StationCore) -> list[Any]:
+    """Deliver every queued message, answering each as a CSMS would; return the payloads in order."""
+    sent = []
+    while (msg := core.outbox.peek()) is not None:
+        sent.append(msg.payload)
+        core.outbox.answered(msg, SimpleNamespace(id_token_info=None, status="Accepted", current_time=None))
+    return sent
+
+
+def _tx_events(payloads: list[Any]) -> list[Any]:
+    return [p for p in payloads if type(p) is call.TransactionEvent]
+
+
+def _energy(payload: Any) -> float:
+    for sv in payload.meter_value[0]["sampled_value"]:
+        if sv["measurand"] == "Energy.Active.Import.Register":
+            return float(sv["value"])
+    raise AssertionError("no energy register")
+
+
+def _tx_profile(limit_w: float, tx_id: str) -> ChargingProfile:
+    return ChargingProfile.from_ocpp({
+        "id": 11, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
+        "transactionId": tx_id,
+        "chargingSchedule": [{"id": 11, "chargingRateUnit": "W", "startSchedule": T0.isoformat(),
+                              "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit_w}]}],
+    })
+
+
+def test_plug_in_queues_status_then_transaction_started_with_its_fields() -> None:
+    core, _clock = _core()
+    tx_id = core.plug_in(1, _ev(token="CARD-42"))
+    sent = _send_all(core)
+    assert [type(p) for p in sent] == [call.StatusNotification, call.TransactionEvent]
+    assert sent[0].connector_status == "Occupied" and sent[0].evse_id == 1
+    started = sent[1]
+    assert started.event_type == "Started"
+    assert started.trigger_reason == "CablePluggedIn"
+    assert started.seq_no == 0
+    assert started.transaction_info == {"transaction_id": tx_id, "charging_state": "EVConnected"}
+    assert started.evse == {"id": 1, "connector_id": 1}
+    assert started.id_token == {"id_token": "CARD-42", "type": "ISO14443"}
+    assert started.offline is None
+    assert started.timestamp.startswith("2026-03-02T08:00:00")
+    assert started.meter_value[0]["sampled_value"][0]["context"] == "Transaction.Begin"
+    assert _energy(started) == 0.0
+    assert core.active_transactions() == {1: tx_id}
+
+
+def test_plug_in_offline_marks_started_offline_and_keeps_it() -> None:
+    core, _clock = _core(online=False)
+    core.plug_in(1, _ev())
+    assert core.queued == core.queued_transaction_events == 1  # StatusNotification is not kept offline
+    msg = core.outbox.peek()
+    assert msg is not None and msg.persistent and msg.payload.offline is True
+
+
+def test_power_follows_an_accepted_tx_profile() -> None:
+    core, clock = _core()
+    tx_id = core.plug_in(1, _ev())
+    core.tick(clock.now())
+    st = core.evses[1]
+    assert st.power_w == pytest.approx(11_000.0)
+    assert core.install_profile(1, _tx_profile(4_000.0, tx_id)).accepted
+    clock.t += timedelta(seconds=10)
+    new = core.tick(clock.now())
+    assert st.limit_w == pytest.approx(4_000.0)
+    assert st.power_w == pytest.approx(4_000.0) and st.offered_w <= 4_000.0
+    rate = [m.payload for m in new if type(m.payload) is call.TransactionEvent]
+    assert [p.trigger_reason for p in rate] == ["ChargingRateChanged"]
+    comp = core.composite_schedule(1, 600, clock.now())
+    assert comp is not None
+    assert comp.to_ocpp(RateUnit.W)["chargingSchedulePeriod"][0]["limit"] == pytest.approx(4_000.0)
+    assert not core.install_profile(9, _tx_profile(1_000.0, tx_id)).accepted  # unknown EVSE
+    assert st.limit_w == pytest.approx(4_000.0)
+
+
+def test_tick_integrates_energy_at_the_rate_offered_since_the_last_tick() -> None:
+    core, clock = _core()
+    ev = _ev()
+    core.plug_in(1, ev)
+    soc0 = ev.battery.soc
+    core.tick(clock.now())  # sets the rate: 11 kW
+    clock.t += timedelta(minutes=30)
+    core.tick(clock.now())
+    st = core.evses[1]
+    assert st.energy_wh == pytest.approx(5_500.0, rel=1e-6)
+    assert ev.battery.soc > soc0
+    core.trigger("TransactionEvent", 1)
+    updated = _tx_events(_send_all(core))[-1]
+    assert updated.trigger_reason == "Trigger" and _energy(updated) == pytest.approx(5_500.0, abs=0.1)
+    clock.t += timedelta(minutes=15)
+    core.unplug(1)
+    ended = _tx_events(_send_all(core))[-1]
+    assert ended.event_type == "Ended" and _energy(ended) == pytest.approx(8_250.0, abs=0.1)
+
+
+def test_reconnect_replays_queued_events_in_order_with_their_seq_no() -> None:
+    core, clock = _core()
+    tx_id = core.plug_in(1, _ev())
+    core.trigger("TransactionEvent", 1)  # Updated, seqNo 1
+    sent = _send_all(core)
+    assert [p.seq_no for p in _tx_events(sent)] == [0, 1]
+    core.trigger("TransactionEvent", 1)  # seqNo 2: in flight when the link drops
+    in_flight = core.outbox.peek()
+    assert in_flight is not None
+    core.outbox.timed_out(in_flight)  # a persistent message stays at the head
+    assert core.outbox.peek() is in_flight
+    core.link_down()
+    clock.t += timedelta(minutes=5)
+    core.unplug(1)  # Ended offline, seqNo 3; its StatusNotification is not kept
+    assert core.queued == core.queued_transaction_events == 2
+    core.link_up(clock.now())
+    replay = _send_all(core)
+    events = _tx_events(replay)
+    assert [(p.event_type, p.seq_no, p.offline) for p in events] == [
+        ("Updated", 2, None), ("Ended", 3, True)]
+    assert all(p.transaction_info["transaction_id"] == tx_id for p in events)
+    assert type(replay[-1]) is call.StatusNotification and replay[-1].connector_status == "Available"
+    assert core.stats.offline_events_sent == 1
+    assert core.queued == 0
