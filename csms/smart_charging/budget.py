@@ -1,4 +1,7 @@
-"""What each EVSE counts against the site limit, and the fail-safe decisions (pure, no I/O).
+"""The site-limit rule and every smart-charging policy that keeps it (pure, no I/O).
+
+This is the one module that states the site limit; the service (`service`, `actions`,
+`safety`) only reads state, asks these functions and sends what they return.
 
 The site-limit rule (ARCHITECTURE.md): at every instant the sum over the site's EVSEs of
 
@@ -9,7 +12,19 @@ The site-limit rule (ARCHITECTURE.md): at every instant the sum over the site's 
 - idle EVSEs at the TxDefaultProfile they accepted (what a car plugged in now would draw),
   or at their maximum when they hold none,
 
-stays <= the site limit. `counted_series` says what one EVSE counts; the service sums them.
+stays <= the site limit. How each part holds:
+
+- what one EVSE counts: `counted_series` (the service sums them; the optimizer's snapshot
+  counts the same facts as fixed load);
+- ordering: `next_batch` sends decreases before increases and counts a change in flight at
+  max(old, new), so whatever subset of a batch the stations apply, the sum stays within the
+  budget; the caller sends a batch, waits for every answer, updates `applied` and asks again;
+- a lower limit: `scale_factor` scales the steerable sessions down by one factor so the sum
+  fits at every instant (all decreases);
+- churn control (K16): `churn_filter` keeps an applied series only while the targets still fit;
+- fallback without a plan: `fair_shares` never hands out more than the headroom;
+- the EV's own plan (K17): `check_ev_plan` compares it with the limits we sent;
+- stations that refuse: budgeted at their maximum, retried after `refusal_backoff_s`.
 
 Reservation policy (docs/smart-charging.md): every steerable EVSE carries a TxDefaultProfile of
 `reserve_w(...)` = min(`reserve_kw_per_evse`, site limit / EVSEs, EVSE max); the default setting
@@ -19,9 +34,9 @@ a TxProfile (fair share or plan), so no plug-in can take the site over its limit
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from csms.smart_charging import planner
 from csms.smart_charging.planner import Series
@@ -133,3 +148,145 @@ class Persistence:
     def forget(self, key: Hashable) -> None:
         """Drop a key (its condition is no longer tracked)."""
         self._since.pop(key, None)
+
+
+@dataclass(frozen=True)
+class Change(Generic[K]):
+    """One profile to send now: the series it applies and whether it is the final target."""
+
+    key: K
+    series: Series
+    final: bool
+
+
+def next_batch(applied: Mapping[K, Series], target: Mapping[K, Series], budget_w: float,
+               now_s: float, tol_w: float = planner.TOLERANCE_W) -> list[Change[K]]:
+    """Changes that are safe to send now (see module doc); empty when nothing more can move.
+
+    Pure decreases go out at once. An increase goes out in the same batch only if the sum,
+    counting every in-flight change at max(old, new), stays within `budget_w` at every
+    instant; a mixed change that does not fit sends its decreasing half (min(old, new)) first.
+    Keys missing from `applied` count as 0 W now.
+    """
+    pending = [k for k in target if not _same(applied.get(k), target[k], now_s, tol_w)]
+    if not pending:
+        return []
+    all_series = list(applied.values()) + [target[k] for k in pending]
+    points = planner.grid(all_series, now_s)
+    load = planner.total(list(applied.values()), points)
+    batch: list[Change[K]] = []
+    increases: list[K] = []
+    for key in pending:
+        old = applied.get(key) or planner.constant(0.0, now_s)
+        if planner.is_below(target[key], old, now_s, tol_w):
+            batch.append(Change(key, target[key], True))
+        else:
+            increases.append(key)
+    for key in increases:
+        old = applied.get(key) or planner.constant(0.0, now_s)
+        new = target[key]
+        extra = [max(0.0, n - o)
+                 for n, o in zip(planner.sample(new, points), planner.sample(old, points), strict=True)]
+        if all(ld + e <= budget_w + tol_w for ld, e in zip(load, extra, strict=True)):
+            batch.append(Change(key, new, True))
+            load = [ld + e for ld, e in zip(load, extra, strict=True)]
+        else:
+            lower = planner.pointwise(old, new, now_s, "min")
+            if not _same(old, lower, now_s, tol_w):
+                batch.append(Change(key, lower, False))
+    return batch
+
+
+def _same(a: Series | None, b: Series, now_s: float, tol_w: float) -> bool:
+    if a is None:
+        return False
+    return planner.max_abs_diff_w(a, b, now_s) <= tol_w
+
+
+@dataclass(frozen=True)
+class ChurnDecision(Generic[K]):
+    """Targets after churn control and the keys whose small changes were skipped."""
+
+    target: dict[K, Series]
+    skipped: list[K]
+
+
+def churn_filter(applied: Mapping[K, Series], planned: Mapping[K, Series], budget_w: float,
+                 threshold_w: float, now_s: float) -> ChurnDecision[K]:
+    """K16: keep the applied series where the plan moves no instant by more than `threshold_w`.
+
+    Skipping is only allowed while the final targets still fit the budget: if they would not,
+    the skipped changes that lower a limit somewhere are sent after all.
+    """
+    target: dict[K, Series] = dict(planned)
+    skipped: list[K] = []
+    for key, new in planned.items():
+        old = applied.get(key)
+        if old is not None and planner.max_abs_diff_w(old, new, now_s) <= threshold_w:
+            target[key] = old
+            skipped.append(key)
+    fixed = {k: v for k, v in applied.items() if k not in target}
+    points = planner.grid(list(target.values()) + list(fixed.values()), now_s)
+    sums = planner.total(list(target.values()) + list(fixed.values()), points)
+    if skipped and any(s > budget_w + planner.TOLERANCE_W for s in sums):
+        for key in list(skipped):
+            if not planner.is_below(applied[key], planned[key], now_s, 0.0):
+                target[key] = planned[key]
+                skipped.remove(key)
+    return ChurnDecision(target, skipped)
+
+
+def scale_factor(fixed_load_w: Sequence[float], movable_load_w: Sequence[float], budget_w: float,
+                 tol_w: float = planner.TOLERANCE_W) -> float | None:
+    """One factor in [0, 1] for the movable (steerable) load so fixed + factor * movable fits
+    `budget_w` at every sampled instant; None when it already fits (nothing to lower)."""
+    pairs = list(zip(fixed_load_w, movable_load_w, strict=True))
+    if all(f + m <= budget_w + tol_w for f, m in pairs):
+        return None
+    factor = min((max(0.0, budget_w - f) / m) if m > 0 else 1.0 for f, m in pairs)
+    return max(0.0, min(1.0, factor))
+
+
+def fair_share_w(budget_w: float, other_load_w: float, new_count: int, max_w: float,
+                 fallback_w: float | None = None) -> float:
+    """Interim limit for each of `new_count` EVSEs: an equal share of the remaining headroom.
+
+    Capped by the EVSE maximum and by `fallback_w` when set; never negative.
+    """
+    if new_count <= 0:
+        return 0.0
+    share = max(0.0, budget_w - other_load_w) / new_count
+    limit = min(share, max_w)
+    if fallback_w is not None:
+        limit = min(limit, fallback_w)
+    return max(0.0, limit)
+
+
+@dataclass(frozen=True)
+class K17Result:
+    """Outcome of checking an EV's own plan against the limits we sent."""
+
+    within_limits: bool
+    worst_excess_w: float
+    at_s: float | None
+
+
+def check_ev_plan(ev_plan: Series, sent: Series, now_s: float, tol_w: float,
+                  edge_s: float = 3.0) -> K17Result:
+    """K17: does the EV's plan stay at or below our limits from `now_s` on?
+
+    Compared on every interval between change points of either series (at its middle);
+    intervals of at most `edge_s` seconds are ignored: ISO 15118-2 schedule times are whole
+    seconds relative to the EV's time base, so a change point may move by up to a second or so.
+    """
+    points = planner.grid([ev_plan, sent], now_s)
+    ends = [*points[1:], points[-1] + 2 * edge_s + 2.0]
+    worst, at = 0.0, None
+    for a, b in zip(points, ends, strict=True):
+        if b - a <= edge_s:
+            continue
+        mid = (a + b) / 2
+        excess = planner.value_at(ev_plan, mid) - planner.value_at(sent, mid)
+        if excess > worst:
+            worst, at = excess, a
+    return K17Result(worst <= tol_w, worst, at if worst > tol_w else None)

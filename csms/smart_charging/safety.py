@@ -8,7 +8,7 @@
   the site limit -> alarm (`site.over_limit`: event, metric, MQTT, dashboard) and a corrective
   pass that lowers the others; refusing EVSEs past their backoff are probed again.
 
-Functions take the service (I/O through it); the decisions are in `budget` and `planner`.
+Functions take the service (I/O through its store port); the decisions are in `budget`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from prometheus_client import Counter, Gauge
 
 from csms.smart_charging import budget, planner
 from csms.smart_charging.planner import Series
+from csms.store.port import StoreWrite
 from evfleet.events import EventType
 
 if TYPE_CHECKING:
-    from csms.smart_charging.service import EvseInfo, SmartChargingService
+    from csms.smart_charging.evse import EvseInfo
+    from csms.smart_charging.service import SmartChargingService
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +135,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     now_s = svc.clock.timestamp()
     metered: list[tuple[str, int]] = []
     for (sid, eid) in list(svc._power):
-        if sid not in svc._station_site:
-            site = await svc.redis.hget(svc.keys.station(sid), "site_id")
-            svc._station_site[sid] = str(site) if site else svc.settings.default_site
-        if svc._station_site[sid] == site_id:
+        if await svc.station_site(sid) == site_id:
             metered.append((sid, eid))
     refusing = sorted(svc._refusing.get(site_id, set()))
     infos = await svc.evse_infos(sorted(set(metered) | set(refusing)))
@@ -153,7 +152,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
         drawn = seen[1]
         metered_w += drawn
         if drawn > info.metered_max_w + 100.0:
-            await svc.redis.hset(svc.keys.station_evse(sid, eid), "metered_max_w", repr(drawn))
+            await svc.store.write(StoreWrite(evse_fields={(sid, eid): {"metered_max_w": repr(drawn)}}))
         if not info.steerable or not info.online:
             continue
         allowed = planner.value_at(info.allowed(now_s), now_s)
@@ -212,35 +211,31 @@ async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float,
 async def _site_alarm(svc: SmartChargingService, site_id: str, state: str, metered_w: float,
                       limit_w: float) -> None:
     now = svc.clock.now()
-    fields: dict[Any, Any] = {"over_limit": "1" if state == "over" else "0",
-                              "metered_kw": repr(round(metered_w / 1000, 3)),
-                              "over_limit_changed_at": now.isoformat()}
-    pipe = svc.redis.pipeline(transaction=True)
-    pipe.hset(svc.keys.site(site_id), mapping=fields)
-    pipe.xadd(svc.keys.events(), svc._fields(EventType.SITE_OVER_LIMIT, site_id, {
-        "state": state, "metered_kw": round(metered_w / 1000, 3), "limit_kw": round(limit_w / 1000, 3)}))
-    await pipe.execute()
+    fields = {"over_limit": "1" if state == "over" else "0", "metered_kw": repr(round(metered_w / 1000, 3)),
+              "over_limit_changed_at": now.isoformat()}
+    await svc.store.write(StoreWrite(site_fields={site_id: fields}, events=[svc._fields(
+        EventType.SITE_OVER_LIMIT, site_id, {"state": state, "metered_kw": round(metered_w / 1000, 3),
+                                             "limit_kw": round(limit_w / 1000, 3)})]))
 
 
 async def _set_noncompliant(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn: float | None,
                             allowed: float) -> None:
     """Mark (drawn W) or clear (None) an EVSE's non-compliance; event + log."""
-    key = svc.keys.station_evse(info.station_id, info.evse_id)
-    pipe = svc.redis.pipeline(transaction=True)
+    w = StoreWrite()
     if drawn is None:
-        pipe.hdel(key, "noncompliant_w")
+        w.evse_deleted[info.ident] = ["noncompliant_w"]
         log.info("%s complies with its limit again", info.key)
     else:
         if info.noncompliant_w is None:
             NONCOMPLIANT_MARKED.inc()
             log.warning("%s draws %.0f W above its accepted limit %.0f W: non-compliant, budgeted at "
                         "what it draws", info.key, drawn, allowed)
-        pipe.hset(key, "noncompliant_w", repr(drawn))
+        w.evse_fields[info.ident] = {"noncompliant_w": repr(drawn)}
     info.noncompliant_w = drawn
-    pipe.xadd(svc.keys.events(), svc._fields(EventType.EVSE_NONCOMPLIANT, site_id, {
+    w.events.append(svc._fields(EventType.EVSE_NONCOMPLIANT, site_id, {
         "noncompliant": drawn is not None, "drawn_w": drawn, "allowed_w": round(allowed, 1)},
         info=info))
-    await pipe.execute()
+    await svc.store.write(w)
 
 
 async def probe(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo], now_s: float) -> None:

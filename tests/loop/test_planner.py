@@ -1,23 +1,12 @@
-"""csms.smart_charging.planner: ordering, churn control, K17 (pure, with Hypothesis)."""
+"""csms.smart_charging.budget (ordering, churn control, K17) on planner series (pure, with Hypothesis)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csms.smart_charging.planner import (
-    Series,
-    check_ev_plan,
-    churn_filter,
-    constant,
-    fair_share_w,
-    from_steps,
-    grid,
-    is_below,
-    next_batch,
-    pointwise,
-    total,
-)
+from csms.smart_charging.budget import check_ev_plan, churn_filter, fair_share_w, next_batch
+from csms.smart_charging.planner import Series, constant, from_steps, grid, is_below, pointwise, total
 
 NOW = 1_000_000.0
 STEP = 900.0

@@ -1,0 +1,292 @@
+"""What the smart-charging service does for one site, step by step (I/O through the service).
+
+- `apply_plan`: the optimizer's plan -> TxProfiles, churn-filtered (K16), sent in the order
+  `budget.next_batch` allows;
+- `enforce_limit`: a lower site limit is honoured at once, optimizer or not
+  (`budget.scale_factor`);
+- `ensure_defaults`: the reservation, a TxDefaultProfile on every EVSE (`budget.reserve_w`);
+- `needs_received`, `tx_ended`: session bookkeeping;
+- `check_ev_schedule`: K17, the EV's own plan against the limits we sent (`budget.check_ev_plan`).
+
+Every decision is taken by `budget` (the site-limit rule) and `conversion` (payloads); these
+functions read the state, call them and send through `sending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+
+from csms.smart_charging import budget, conversion, planner, sending
+from csms.smart_charging.evse import EvseInfo, ev_plan_series, planned_before
+from csms.smart_charging.planner import Series
+from csms.store.port import StoreWrite
+from evfleet.events import Event
+from evfleet.records import stored_float
+from evfleet.txprofile import ProfileError, energy_report, parse_ts
+
+if TYPE_CHECKING:
+    from csms.smart_charging.service import SmartChargingService
+
+log = logging.getLogger(__name__)
+
+K17_VIOLATIONS = Counter("evfleet_k17_schedule_violations_total",
+                         "EV charging schedules (NotifyEVChargingSchedule) above the limits we sent")
+CHURN_SKIPPED = Counter("evfleet_k16_replans_skipped_total",
+                        "Re-planned schedules not sent because no limit moved by more than the threshold")
+
+
+# --- plan application (K15 delivery, K16) ---------------------------------------------------
+def _plan_payloads(svc: SmartChargingService, plan: dict[str, Any], evses: dict[str, EvseInfo],
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, Series]]:
+    """TxProfiles of the plan for the EVSEs still running the planned session (and their series)."""
+    payloads: dict[str, dict[str, Any]] = {}
+    planned: dict[str, Series] = {}
+    start = parse_ts(plan["start"])
+    for key, limits_kw in plan.get("evses", {}).items():
+        info = evses.get(key)
+        ref = plan.get("transactions", {}).get(key)
+        if info is None or not info.online or not info.steerable or not ref or info.tx_ref != ref:
+            continue
+        try:
+            payload = conversion.build(info, info.transaction_id, start, int(plan["step_s"]), limits_kw,
+                                       prices=plan.get("prices"), now=svc.clock.now())
+        except ProfileError as err:
+            log.warning("plan %s: cannot build a profile for %s: %s", plan["plan_id"], key, err)
+            continue
+        payloads[key] = payload
+        planned[key] = conversion.abs_series(payload, info.electrical)
+        svc._plan_energy[id(payload)] = energy_report(start=start, step_s=int(plan["step_s"]),
+                                                      limits_kw=limits_kw, payload=payload,
+                                                      evse=info.electrical)
+    return payloads, planned
+
+
+async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
+    """Bring the stations of a site to its latest plan, safely ordered. Returns counters."""
+    plan = await svc.store.site_plan(site_id)
+    stats = {"sent": 0, "accepted": 0, "skipped": 0, "blocked": 0, "failed": 0}
+    if not plan:
+        return stats
+    t_real = time.perf_counter()
+    now_s = svc.clock.timestamp()
+    evses = await svc.site_evses(site_id)
+    applied = {k: e.applied(now_s) for k, e in evses.items()}
+    payloads, planned = _plan_payloads(svc, plan, evses)
+    site_w = await svc.site_limit_w(site_id)
+    budget_w = min(stored_float(plan.get("limit_kw"), 0.0) * 1000.0 or site_w, site_w)
+    threshold_w = svc.settings.replan_threshold_kw * 1000.0
+    # interim profiles always give way to the plan (K15 follow-up): no churn filter for them
+    churnable = {k: v for k, v in applied.items() if k in planned and evses[k].has_profile()
+                 and (evses[k].record or {}).get("kind") in ("plan", "plan-step")}
+    decision = budget.churn_filter(churnable, planned, budget_w, threshold_w, now_s)
+    target = {k: applied[k] for k in applied}
+    target.update(decision.target)
+    if decision.skipped:
+        w = StoreWrite()
+        for key in decision.skipped:
+            w.incr(evses[key].tx_ref, "replans_skipped")
+        await svc.store.write(w)
+        stats["skipped"] += len(decision.skipped)
+        CHURN_SKIPPED.inc(len(decision.skipped))
+    try:
+        stats_run = await sending.execute(svc, site_id, evses, applied, target, payloads, budget_w,
+                                          plan["plan_id"], "plan")
+    finally:
+        for payload in payloads.values():
+            svc._plan_energy.pop(id(payload), None)
+    for k, v in stats_run.items():
+        stats[k] += v
+    log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan["plan_id"],
+             time.perf_counter() - t_real, stats)
+    return stats
+
+
+# --- fail-safe: a lower site limit is honoured at once, optimizer or not ----------------------
+async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, int]:
+    """If the applied limits exceed the (new) site limit, scale the steerable ones down now.
+
+    Every steerable, online session's applied series is multiplied by one factor
+    (`budget.scale_factor`) so the sum fits the site limit at every instant (fixed loads, i.e.
+    unsteerable and offline EVSEs, count as they are). All changes are decreases, sent in one
+    batch; the optimizer's next plan then redistributes the power.
+    """
+    evses = await svc.site_evses(site_id)
+    now_s = svc.clock.timestamp()
+    budget_w = await svc.site_limit_w(site_id)
+    applied = {k: e.applied(now_s) for k, e in evses.items()}
+    movable = [k for k, e in evses.items() if e.tx_ref and e.online and e.steerable]
+    fixed = [applied[k] for k in applied if k not in movable]
+    points = planner.grid(list(applied.values()), now_s)
+    factor = budget.scale_factor(planner.total(fixed, points),
+                                 planner.total([applied[k] for k in movable], points), budget_w)
+    if not movable or factor is None:
+        return {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+    target = dict(applied)
+    payloads: dict[str, dict[str, Any]] = {}
+    for key in movable:
+        info = evses[key]
+        scaled = [(t, w * factor) for t, w in applied[key]]
+        base = (info.record or {}).get("accepted_profile") if info.has_profile() else None
+        if base is None:
+            base = conversion.build(info, info.transaction_id, svc.clock.now(), 900, [0.0])
+        payload = conversion.step_payload(info, scaled, base, svc.clock.timestamp())
+        payloads[key] = payload
+        target[key] = conversion.abs_series(payload, info.electrical)
+    log.warning("site %s: applied limits exceed the site limit %.0f W; scaling sessions by %.3f now",
+                site_id, budget_w, factor)
+    return await sending.execute(svc, site_id, evses, applied, target, payloads, budget_w,
+                                 f"limit-{int(now_s)}", "limit")
+
+
+# --- reservation: a TxDefaultProfile on every EVSE (budget.reserve_w) ---------------------------
+async def ensure_defaults(svc: SmartChargingService, site_id: str,
+                          force: frozenset[str] = frozenset()) -> int:
+    """Install/lower the TxDefaultProfile of every EVSE of the site; returns profiles sent.
+
+    limit = `budget.reserve_w` (min(reserve_kw_per_evse, site limit / EVSEs, EVSE max),
+    capped by `fallback_limit_kw`): what a plug-in may draw before the csms admits the
+    session; idle EVSEs are counted at it. Defaults are only installed or lowered here
+    (every change is a decrease); `force` stations (just booted: they may have lost it) get
+    theirs again. A refusing EVSE whose backoff has passed is probed with its default.
+    """
+    evses = await svc.site_evses(site_id)
+    if not evses:
+        return 0
+    site_w = await svc.site_limit_w(site_id)
+    now_s = svc.clock.timestamp()
+    sends = []
+    for info in evses.values():
+        limit_w = budget.reserve_w(svc.settings.reserve_kw_per_evse * 1000.0, site_w, len(evses),
+                                   info.electrical.max_power_w)
+        if svc.settings.fallback_limit_kw is not None:
+            limit_w = min(limit_w, svc.settings.fallback_limit_kw * 1000.0)
+        if not info.online:
+            continue
+        if not info.steerable:
+            svc._refusing.setdefault(site_id, set()).add(info.ident)
+            if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
+                continue  # a refusing EVSE with a session is probed with a TxProfile (safety.tick)
+        if (info.steerable and info.station_id not in force and info.default_w is not None
+                and info.default_w <= limit_w + 1.0):
+            continue
+        sends.append(sending.send_default(svc, site_id, info, limit_w))
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            log.error("site %s: default profile failed: %r", site_id, r)
+    return len(results)
+
+
+# --- session bookkeeping ------------------------------------------------------------------------
+async def needs_received(svc: SmartChargingService, event: Event) -> None:
+    """Count the EV's charging needs on its session (K15 bookkeeping)."""
+    txid = event.tx_ref
+    if not txid:
+        return
+    energy = event.data.get("meter_wh")  # metered when the needs came (the csms node wrote it)
+    if energy is None:
+        energy = await svc.store.tx_energy_wh(txid)
+    w = StoreWrite()
+    w.incr(txid, "needs_received")
+    w.session_fields[txid] = {
+        "needs_received_at": event.ts.isoformat(), "energy_at_needs_wh": str(stored_float(energy, 0.0)),
+        "departure_time": str(event.data.get("departure_time") or ""),
+        "energy_amount_wh": str(event.data.get("energy_amount_wh") or "")}
+    await svc.store.write(w)
+
+
+async def tx_ended(svc: SmartChargingService, event: Event) -> None:
+    """The session's record now counts 0 W; a non-compliance mark ends with the session."""
+    if event.evse_id is None:
+        return
+    ident = (event.station_id, int(event.evse_id))
+    await svc.store.write(StoreWrite(evse_deleted={ident: ["noncompliant_w"]}))
+    record = await svc.store.applied_profile(ident)
+    if not record or record.get("tx_ref") != event.tx_ref:
+        return
+    now_s = svc.clock.timestamp()
+    record.update({"kind": "ended", "applied_series_w": [[now_s, 0.0]], "limit_w": 0.0})
+    await svc.store.write(StoreWrite(profiles={ident: record},
+                                     evse_fields={ident: {"applied_limit_w": "0.0"}}))
+
+
+# --- K17 ------------------------------------------------------------------------------------------
+async def check_ev_schedule(svc: SmartChargingService, site_id: str, event: Event) -> dict[str, Any] | None:
+    """K17: compare the EV's plan with the profile we applied; record; on breach count + re-send."""
+    if event.evse_id is None:
+        return None
+    infos = await svc.evse_infos([(event.station_id, int(event.evse_id))])
+    info = infos.get(f"{event.station_id}/{event.evse_id}")
+    txid = event.tx_ref
+    if txid:
+        await svc.store.write(_incr(txid, "ev_plans_received"))
+    if info is None or not info.has_profile():
+        return None
+    sent_payload = (info.record or {}).get("accepted_profile")
+    if not sent_payload:
+        return None
+    ev_plan = ev_plan_series(event.data, info.electrical)
+    if ev_plan is None:
+        return None
+    ours = conversion.abs_series(sent_payload, info.electrical)
+    now_s = svc.clock.timestamp()
+    if txid:
+        await svc.store.write(_incr(txid, "k17_checks"))
+    if planned_before(event.data, (info.record or {}).get("sent_at")):
+        # made before we sent the profile now applied (for an older one, or the SECC's default):
+        # the station renegotiates onto the new one anyway, so a breach here is not the EV's, and
+        # re-sending would renegotiate twice
+        if txid:
+            await svc.store.write(_incr(txid, "k17_stale"))
+        return None
+    tol_w = max(50.0, 0.1 * info.electrical.w_per_a())  # one 0.1 A rounding step
+    result = budget.check_ev_plan(ev_plan, ours, now_s, tol_w)
+    record = await svc.store.ev_schedule(info.ident) or dict(event.data)
+    record.update({"within_limits": result.within_limits, "worst_excess_w": round(result.worst_excess_w, 1),
+                   "checked_at": svc.clock.now().isoformat()})
+    w = StoreWrite(ev_schedules={info.ident: record})
+    if txid:
+        w.session_fields[txid] = {"ev_plan_received_at": event.ts.isoformat(),
+                                  "ev_plan_within_limits": "1" if result.within_limits else "0"}
+        if not result.within_limits:
+            w.incr(txid, "k17_violations")
+    await svc.store.write(w)
+    if not result.within_limits:
+        await _k17_breach(svc, site_id, info, event, sent_payload, result)
+    return record
+
+
+def _incr(tx_ref: str, name: str) -> StoreWrite:
+    w = StoreWrite()
+    w.incr(tx_ref, name)
+    return w
+
+
+async def _k17_breach(svc: SmartChargingService, site_id: str, info: EvseInfo, event: Event,
+                      sent_payload: dict[str, Any], result: budget.K17Result) -> None:
+    """Count and log a breach; re-send our profile once (not again while the same one is breached)."""
+    K17_VIOLATIONS.inc()
+    txid = event.tx_ref
+    rec = info.record or {}
+    digest = hashlib.sha1(json.dumps(sent_payload, sort_keys=True).encode()).hexdigest()[:16]
+    again = bool(txid) and (await svc.store.session_fields(txid, ["k17_resent_profile"]))[0] == digest
+    log.warning("K17: EV plan on %s/%s (tx %s, time base %s; our profile sent %s) exceeds our "
+                "limit by %.0f W at %s; %s", info.station_id, info.evse_id, txid,
+                event.data.get("time_base"), rec.get("sent_at"), result.worst_excess_w, result.at_s,
+                "breach persists after a re-send: not re-sending the same profile again" if again
+                else "re-sending profile")
+    if again:  # no endless re-send/renegotiation cycle with an EV that ignores the limits
+        return
+    if txid:
+        w = _incr(txid, "k17_resent")
+        w.session_fields[txid] = {"k17_resent_profile": digest}
+        await svc.store.write(w)
+    await sending.send(svc, site_id, info, sent_payload, str(rec.get("plan_id", "")),
+                       str(rec.get("kind") or "plan"))

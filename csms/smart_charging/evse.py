@@ -1,0 +1,124 @@
+"""One EVSE as the smart-charging service sees it (`EvseInfo`), decoded from the store in one
+place (`decode_evse`), and the EV's own plan (K17) as a series. Pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from csms.smart_charging import budget
+from csms.smart_charging.planner import Series
+from csms.store.port import StoredEvse
+from evfleet.records import EvseRecord
+from evfleet.txprofile import EvLimits, EvseElectrical, parse_ts
+
+
+@dataclass
+class EvseInfo:
+    """What the service needs to know about one EVSE right now."""
+
+    station_id: str
+    evse_id: int
+    online: bool
+    steerable: bool
+    electrical: EvseElectrical
+    transaction_id: str
+    """The running transaction's OCPP transactionId ("" if none): what profiles carry."""
+    record: dict[str, Any] | None
+    needs: dict[str, Any] | None
+    default_w: float | None = None
+    """Limit of the TxDefaultProfile the station accepted (None = none installed)."""
+    tx_ref: str = ""
+    """The running transaction's `tx_ref` ("" if none): its identity in plans and records."""
+    metered_max_w: float = 0.0
+    """Highest power metered on the EVSE (`metered_max_w`)."""
+    noncompliant_w: float | None = None
+    """What the EVSE draws while it is non-compliant (`noncompliant_w`; None = compliant)."""
+    refusals: int = 0
+    retry_after_s: float = 0.0
+    """Unix time from which a refusing (steerable=0) EVSE may be tried again."""
+
+    @property
+    def key(self) -> str:
+        """`sid/eid`."""
+        return f"{self.station_id}/{self.evse_id}"
+
+    @property
+    def ident(self) -> tuple[str, int]:
+        """(station id, EVSE id): its key in the store."""
+        return self.station_id, self.evse_id
+
+    def applied(self, now_s: float) -> Series:
+        """The series counted against the site limit now (`budget.counted_series`)."""
+        return budget.counted_series(self._budget_state(self.noncompliant_w), now_s)
+
+    def allowed(self, now_s: float) -> Series:
+        """What the EVSE is allowed to draw (as `applied`, ignoring its non-compliance)."""
+        return budget.counted_series(self._budget_state(None), now_s)
+
+    def _budget_state(self, noncompliant_w: float | None) -> budget.EvseBudgetState:
+        rec = self.record or {}
+        series = rec.get("applied_series_w")
+        return budget.EvseBudgetState(
+            transaction_id=self.tx_ref, online=self.online, steerable=self.steerable,
+            max_power_w=self.electrical.max_power_w, metered_max_w=self.metered_max_w,
+            record_tx=str(rec.get("tx_ref") or ""),
+            record_series=[(float(t), float(v)) for t, v in series] if series else None,
+            default_w=self.default_w, noncompliant_w=noncompliant_w)
+
+    def has_profile(self) -> bool:
+        """An accepted profile for the running transaction exists."""
+        rec = self.record
+        return bool(rec and rec.get("tx_ref") == self.tx_ref and rec.get("applied_series_w"))
+
+    def ev_limits(self) -> EvLimits:
+        """The EV's limits from its charging needs (this session's only)."""
+        n = self.needs if self.needs and self.needs.get("tx_ref") == self.tx_ref else {}
+        return EvLimits(min_current_a=n.get("ev_min_current_a"), max_current_a=n.get("ev_max_current_a"),
+                        min_power_w=n.get("ev_min_power_w"), max_power_w=n.get("ev_max_power_w"),
+                        max_schedule_tuples=n.get("max_schedule_tuples"))
+
+
+def decode_evse(rec: StoredEvse) -> EvseInfo:
+    """The store's record of one EVSE -> `EvseInfo` (the EVSE hash through `evfleet.records`, the one
+    decoder with the documented defaults)."""
+    h = EvseRecord.decode(rec.evse)
+    return EvseInfo(
+        station_id=rec.station_id, evse_id=rec.evse_id, online=rec.station.get("online") == "1",
+        steerable=h.steerable,
+        electrical=EvseElectrical(rate_unit=h.rate_unit, phases=h.phases, voltage_v=h.voltage_v,
+                                  max_power_w=h.max_power_w),
+        transaction_id=h.transaction_id, record=rec.profile, needs=rec.needs, default_w=h.default_limit_w,
+        tx_ref=h.tx_ref, metered_max_w=h.metered_max_w, noncompliant_w=h.noncompliant_w,
+        refusals=h.refusals, retry_after_s=h.retry_after_s)
+
+
+def planned_before(data: Mapping[str, Any], sent_at: Any) -> bool:
+    """The EV's plan (its time base: when the station offered the schedule) predates our profile."""
+    base = data.get("time_base") or (data.get("schedule") or {}).get("startSchedule")
+    if not base or not sent_at:
+        return False
+    try:
+        return parse_ts(str(base)).timestamp() < parse_ts(str(sent_at)).timestamp()
+    except ValueError:
+        return False
+
+
+def ev_plan_series(data: Mapping[str, Any], evse: EvseElectrical) -> Series | None:
+    """The EV's own plan (NotifyEVChargingSchedule record) as an absolute series in W."""
+    schedule = data.get("schedule") or {}
+    periods = schedule.get("chargingSchedulePeriod") or []
+    if not periods:
+        return None
+    base = schedule.get("startSchedule") or data.get("time_base")
+    if not base:
+        return None
+    t0 = parse_ts(str(base)).timestamp()
+    unit = schedule.get("chargingRateUnit", "W")
+    out: Series = []
+    for p in periods:
+        limit = float(p["limit"])
+        watts = limit * evse.voltage_v * (p.get("numberPhases") or evse.phases) if unit == "A" else limit
+        out.append((t0 + int(p["startPeriod"]), watts))
+    return sorted(out)

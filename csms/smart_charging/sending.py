@@ -1,0 +1,196 @@
+"""Sending profiles and recording the answers (I/O through the service's store and commands).
+
+- `execute`: send the batches `budget.next_batch` allows until nothing more can move (the
+  ordering that keeps the site limit while limits change);
+- `send`: one TxProfile; the answer is recorded atomically (applied-profile record, EVSE
+  `applied_limit_w`, session counters, `profile.answered` event);
+- `send_default`: one TxDefaultProfile (the reservation);
+- `refusal`: a station that refused a profile is budgeted at its maximum and backed off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+
+from csms.smart_charging import budget, conversion, planner
+from csms.smart_charging.evse import EvseInfo
+from csms.smart_charging.planner import Series
+from csms.store.port import StoreWrite
+from evfleet.events import EventType, event_fields
+from evfleet.records import stored_float
+
+if TYPE_CHECKING:
+    from csms.smart_charging.service import SmartChargingService
+
+log = logging.getLogger(__name__)
+
+PROFILES_SENT = Counter("evfleet_smart_charging_profiles_sent_total", "TxProfiles sent", ["kind"])
+PROFILES_ANSWERED = Counter("evfleet_smart_charging_profile_answers_total", "Answers to TxProfiles",
+                            ["result"])
+
+MAX_ROUNDS = 8
+
+
+def event(svc: SmartChargingService, etype: EventType, site_id: str, data: Mapping[str, Any],
+          info: EvseInfo | None = None, ref: str | None = None) -> dict[str, str]:
+    """Stream fields of an event about a site (or one of its EVSEs), stamped now.
+
+    `ref` is the session it belongs to (default: the EVSE's running one)."""
+    if ref is None:
+        ref = info.tx_ref if info else ""
+    return event_fields(etype, svc.clock.now(), info.station_id if info else "",
+                        info.evse_id if info else None, ref, site_id, dict(data))
+
+
+async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo],
+                  applied: dict[str, Series], target: dict[str, Series], payloads: dict[str, dict[str, Any]],
+                  budget_w: float, plan_id: str, kind: str) -> dict[str, int]:
+    """Send batches from `budget.next_batch` until nothing more can move."""
+    stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+    for _ in range(MAX_ROUNDS):
+        now_s = svc.clock.timestamp()
+        batch = budget.next_batch(applied, target, budget_w, now_s)
+        if not batch:
+            break
+        sends = []
+        for change in list(batch):
+            info = evses[change.key]
+            try:
+                payload = payloads[change.key] if change.final else conversion.step_payload(
+                    info, change.series, payloads[change.key], svc.clock.timestamp())
+            except Exception as err:  # one EVSE's profile must not stop the others
+                log.error("site %s: no profile for %s (%r): it keeps its applied limit",
+                          site_id, change.key, err)
+                target[change.key] = applied[change.key]
+                batch.remove(change)
+                continue
+            step_kind = kind if change.final else kind + "-step"
+            sends.append(send(svc, site_id, info, payload, plan_id, step_kind))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        stats["sent"] += len(batch)
+        for change, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):  # unknown whether it applied: count the higher
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                log.error("profile to %s failed: %r", change.key, result)
+                result = (False, planner.pointwise(applied[change.key], change.series, now_s, "max"))
+            ok, series = result
+            applied[change.key] = series
+            if ok:
+                stats["accepted"] += 1
+            else:
+                target[change.key] = series
+                stats["failed"] += 1
+    now_s = svc.clock.timestamp()
+    stats["blocked"] = sum(1 for k in target if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
+    return stats
+
+
+async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],
+               plan_id: str, kind: str) -> tuple[bool, Series]:
+    """Send one TxProfile, record the answer; (accepted, series now counted for the EVSE)."""
+    now_s = svc.clock.timestamp()
+    old = info.applied(now_s)
+    new = conversion.abs_series(payload, info.electrical)
+    txid, ref = payload["chargingProfile"]["transactionId"], info.tx_ref
+    sent_at = svc.clock.now().isoformat()
+    await svc.store.write(StoreWrite(events=[event(svc, EventType.PROFILE_SENT, site_id, {
+        "plan_id": plan_id, "kind": kind, "profile_id": payload["chargingProfile"]["id"],
+        "periods": len(payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]),
+        "limit_w": planner.value_at(new, now_s), **svc.energy_fields(payload)}, info, ref)]))
+    PROFILES_SENT.labels(kind).inc()
+    reply = await svc.commands.call(info.station_id, "SetChargingProfile", payload,
+                                    timeout_s=svc.settings.call_timeout_s)
+    accepted, steerable, counted = conversion.outcome(reply, old, new, now_s)
+    status = conversion.answer_status(reply)
+    PROFILES_ANSWERED.labels(str(status)).inc()
+    prev = info.record or {}
+    renegotiates = accepted and planner.max_abs_diff_w(old, counted, now_s) > 1.0
+    if renegotiates:  # an ISO 15118 EV (it sent needs) that already has a schedule renegotiates
+        needs_n, plans_n = await svc.store.session_fields(ref, ["needs_received", "ev_plans_received"])
+        had_profile = prev.get("tx_ref") == ref and bool(prev.get("accepted_profile"))
+        renegotiates = stored_float(needs_n, 0.0) > 0 and (had_profile or stored_float(plans_n, 0.0) > 0)
+    record = {
+        "plan_id": plan_id, "kind": kind if accepted else prev.get("kind", ""), "transaction_id": txid,
+        "tx_ref": ref,
+        "profile": payload, "status": status, "outcome": reply.outcome.value, "error": reply.error,
+        "sent_at": sent_at, "answered_at": svc.clock.now().isoformat(),
+        "limit_w": planner.value_at(counted, svc.clock.timestamp()),
+        "applied_series_w": [[t, w] for t, w in counted],
+        "accepted_profile": payload if accepted else prev.get("accepted_profile"),
+    }
+    if not accepted and prev.get("tx_ref") != ref:
+        record["kind"] = ""
+    w = StoreWrite(profiles={info.ident: record})
+    evse_fields: dict[str, str] = {"applied_limit_w": repr(record["limit_w"])}
+    if not steerable:
+        evse_fields.update(refusal(svc, site_id, info))
+    elif accepted and (info.refusals or kind == "probe"):
+        evse_fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
+        info.refusals = 0
+    w.evse_fields[info.ident] = evse_fields
+    w.incr(ref, "schedules_sent")
+    w.session_fields[ref] = {"last_schedule_sent_at": sent_at, "last_schedule_status": str(status),
+                             "last_plan_id": plan_id}
+    if kind.startswith("interim"):
+        w.incr(ref, "interim_sent")
+    if renegotiates:
+        w.incr(ref, "renegotiations")
+    w.events.append(event(svc, EventType.PROFILE_ANSWERED, site_id, {
+        "plan_id": plan_id, "kind": kind, "status": status, "outcome": reply.outcome.value,
+        "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}, info, ref))
+    await svc.store.write(w)
+    info.record = record
+    if not steerable:
+        log.warning("station %s EVSE %s refused a profile (%s): budgeted at its maximum, retry in %.0f s",
+                    info.station_id, info.evse_id, status, info.retry_after_s - svc.clock.timestamp())
+    elif accepted and kind == "probe":
+        info.steerable = True
+    return accepted, counted
+
+
+async def send_default(svc: SmartChargingService, site_id: str, info: EvseInfo, limit_w: float) -> bool:
+    """One TxDefaultProfile (stack level 0, one period); record `default_limit_w` if accepted."""
+    payload = conversion.default_payload(info, limit_w, svc.clock.now())
+    pid = payload["chargingProfile"]["id"]
+    counted_w = float(conversion.abs_series(payload, info.electrical)[0][1])
+    await svc.store.write(StoreWrite(events=[event(svc, EventType.PROFILE_SENT, site_id, {
+        "kind": "default", "plan_id": f"default-{time.time_ns()}", "profile_id": pid, "periods": 1,
+        "limit_w": counted_w}, info, "")]))
+    PROFILES_SENT.labels("default").inc()
+    reply = await svc.commands.call(info.station_id, "SetChargingProfile", payload,
+                                    timeout_s=svc.settings.call_timeout_s)
+    zero = planner.constant(0.0)
+    accepted, steerable, _ = conversion.outcome(reply, zero, zero, 0.0)
+    status = conversion.answer_status(reply)
+    PROFILES_ANSWERED.labels(str(status)).inc()
+    fields: dict[str, str] = {}
+    if accepted:
+        fields["default_limit_w"] = repr(counted_w)
+        if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
+            fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
+            info.steerable, info.refusals = True, 0
+    if not steerable:
+        fields.update(refusal(svc, site_id, info))
+    if fields:
+        await svc.store.write(StoreWrite(evse_fields={info.ident: fields}))
+    await svc.store.write(StoreWrite(events=[event(svc, EventType.PROFILE_ANSWERED, site_id, {
+        "kind": "default", "status": status, "outcome": reply.outcome.value, "error": reply.error,
+        "steerable": steerable, "limit_w": counted_w if accepted else None}, info, "")]))
+    return accepted
+
+
+def refusal(svc: SmartChargingService, site_id: str, info: EvseInfo) -> dict[str, str]:
+    """EVSE hash fields for a station that just refused a profile (backoff before a retry)."""
+    refusals = info.refusals + 1
+    retry = svc.clock.timestamp() + budget.refusal_backoff_s(refusals, svc.settings.refusal_backoff_s)
+    info.refusals, info.retry_after_s, info.steerable = refusals, retry, False
+    svc._refused.add(site_id)
+    svc._refusing.setdefault(site_id, set()).add(info.ident)
+    return {"steerable": "0", "refusals": str(refusals), "retry_after": repr(retry)}

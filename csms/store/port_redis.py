@@ -1,0 +1,173 @@
+"""`StateStore` (csms.store.port) on the documented Redis keys (docs/redis-schema.md).
+
+The smart-charging service's reads and writes, moved here from the service: leases
+(`SET NX PX`), the event stream (plain XREAD: every node sees every event), the site's EVSEs (station,
+EVSE hash, applied-profile record and charging needs, pipelined) and one MULTI/EXEC per
+`StoreWrite`. Expects a `decode_responses=True` client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from csms.store.port import EvseId, StoredEvse, StoreWrite
+from evfleet.events import Event
+from evfleet.keys import Keys
+from evfleet.store.sites import site_station_ids
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+STREAM_MAXLEN = 100_000
+
+
+def _json(raw: Any) -> dict[str, Any] | None:
+    return json.loads(raw) if raw else None
+
+
+class RedisStateStore:
+    """The smart-charging store port on Redis (see module doc)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int) -> bool:
+        """SET NX PX, or PEXPIRE when this node already holds it."""
+        key = self.keys.smart_charging_lease(site_id)
+        if await self.redis.set(key, node_id, nx=True, px=ttl_ms):
+            return True
+        if await self.redis.get(key) == node_id:
+            await self.redis.pexpire(key, ttl_ms)
+            return True
+        return False
+
+    async def release_lease(self, site_id: str, node_id: str) -> None:
+        """DEL the lease if this node holds it."""
+        key = self.keys.smart_charging_lease(site_id)
+        if await self.redis.get(key) == node_id:
+            await self.redis.delete(key)
+
+    async def events_tail(self) -> str:
+        """Newest entry id of `evfleet:events`."""
+        tail = await self.redis.xrevrange(self.keys.events(), count=1)
+        return str(tail[0][0]) if tail else "0-0"
+
+    async def read_events(self, last_id: str, count: int, block_ms: int) -> tuple[str, list[Event]]:
+        """XREAD after `last_id` (malformed entries are logged and skipped)."""
+        resp: Any = await self.redis.xread({self.keys.events(): last_id}, count=count, block=block_ms)
+        events: list[Event] = []
+        for _stream, entries in resp or []:
+            for entry_id, fields in entries:
+                last_id = str(entry_id)
+                try:
+                    events.append(Event.from_fields(fields))
+                except (ValueError, KeyError) as err:
+                    log.warning("smart charging: skipping malformed event %s: %s", entry_id, err)
+        return last_id, events
+
+    async def site_ids(self) -> set[str]:
+        """Members of the sites SET."""
+        return {str(s) for s in await self.redis.smembers(self.keys.sites())}
+
+    async def station_site(self, station_id: str) -> str:
+        """`site_id` of the station hash."""
+        return str(await self.redis.hget(self.keys.station(station_id), "site_id") or "")
+
+    async def site_limit_kw(self, site_id: str) -> str | None:
+        """`limit_kw` of the site hash."""
+        value = await self.redis.hget(self.keys.site(site_id), "limit_kw")
+        return None if value is None else str(value)
+
+    async def site_plan(self, site_id: str) -> dict[str, Any] | None:
+        """`site:{id}:plan`."""
+        return _json(await self.redis.get(self.keys.site_plan(site_id)))
+
+    async def site_evses(self, site_id: str, default_site: str) -> list[StoredEvse]:
+        """EVSEs of the site: ids from the connectors hash and from active transactions."""
+        stations = await site_station_ids(self.redis, self.keys, site_id, default_site)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in stations:
+            pipe.hgetall(self.keys.station(sid))
+            pipe.hkeys(self.keys.station_connectors(sid))
+        raw = await pipe.execute()
+        active = [str(t) for t in await self.redis.smembers(self.keys.transactions_active())]
+        tx_pipe = self.redis.pipeline(transaction=False)
+        for txid in active:
+            tx_pipe.hmget(self.keys.transaction(txid), ["station_id", "evse_id"])
+        tx_evses: dict[str, set[int]] = {}
+        for sid_eid in await tx_pipe.execute():
+            if sid_eid[0] and str(sid_eid[1] or "").isdigit():
+                tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
+        triples: list[tuple[str, int, dict[str, str]]] = []
+        for i, sid in enumerate(stations):
+            eids = {int(f.split("/", 1)[0]) for f in raw[2 * i + 1] if f.split("/", 1)[0].isdigit()}
+            eids |= tx_evses.get(sid, set())
+            triples += [(sid, eid, raw[2 * i]) for eid in sorted(eids) if eid > 0]
+        return await self._records(triples)
+
+    async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
+        """Station hash per EVSE, then `_records`."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, _ in evses:
+            pipe.hgetall(self.keys.station(sid))
+        stations = await pipe.execute()
+        return await self._records([(sid, eid, st) for (sid, eid), st in zip(evses, stations, strict=True)])
+
+    async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
+        pipe = self.redis.pipeline(transaction=False)
+        for sid, eid, _ in triples:
+            pipe.hgetall(self.keys.station_evse(sid, eid))
+            pipe.get(self.keys.applied_profile(sid, eid))
+            pipe.get(self.keys.charging_needs(sid, eid))
+        raw = await pipe.execute()
+        return [StoredEvse(sid, eid, station, raw[3 * i], _json(raw[3 * i + 1]), _json(raw[3 * i + 2]))
+                for i, (sid, eid, station) in enumerate(triples)]
+
+    async def applied_profile(self, evse: EvseId) -> dict[str, Any] | None:
+        """`profile:{sid}:{eid}`."""
+        return _json(await self.redis.get(self.keys.applied_profile(*evse)))
+
+    async def ev_schedule(self, evse: EvseId) -> dict[str, Any] | None:
+        """The EV's schedule record of the EVSE."""
+        return _json(await self.redis.get(self.keys.ev_schedule(*evse)))
+
+    async def tx_energy_wh(self, tx_ref: str) -> str | None:
+        """`energy_wh` of the transaction hash."""
+        value = await self.redis.hget(self.keys.transaction(tx_ref), "energy_wh")
+        return None if value is None else str(value)
+
+    async def session_fields(self, tx_ref: str, names: Sequence[str]) -> list[str | None]:
+        """HMGET on `tx:{ref}:loop`."""
+        values = await self.redis.hmget(self.keys.session_loop(tx_ref), list(names))
+        return [None if v is None else str(v) for v in values]
+
+    async def write(self, batch: StoreWrite) -> None:
+        """One MULTI/EXEC with every part of the batch."""
+        if not batch:
+            return
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        for (sid, eid), record in batch.profiles.items():
+            pipe.set(k.applied_profile(sid, eid), json.dumps(record, default=str))
+        for (sid, eid), mapping in batch.evse_fields.items():
+            pipe.hset(k.station_evse(sid, eid), mapping=mapping)  # type: ignore[arg-type]
+        for (sid, eid), names in batch.evse_deleted.items():
+            pipe.hdel(k.station_evse(sid, eid), *names)
+        for ref, counters in batch.session_incr.items():
+            for name, by in counters.items():
+                pipe.hincrby(k.session_loop(ref), name, by)
+        for ref, mapping in batch.session_fields.items():
+            pipe.hset(k.session_loop(ref), mapping=mapping)  # type: ignore[arg-type]
+        for (sid, eid), record in batch.ev_schedules.items():
+            pipe.set(k.ev_schedule(sid, eid), json.dumps(record, default=str))
+        for site_id, mapping in batch.site_fields.items():
+            pipe.hset(k.site(site_id), mapping=mapping)  # type: ignore[arg-type]
+        for fields in batch.events:
+            pipe.xadd(k.events(), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        await pipe.execute()
