@@ -86,7 +86,8 @@ async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser:
 
 
 async def test_site_power_history_survives_an_api_restart(redis_url: str, browser: Any,  # noqa: F811
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          artifacts_dir: Path) -> None:
     monkeypatch.setattr(power_history, "SAMPLE_INTERVAL_S", 0.2)
     async with live_csms(redis_url, ["CS-H"]) as live:
         live.stations[0].plug_in(1, live.ev(hours=3))
@@ -103,6 +104,11 @@ async def test_site_power_history_survives_an_api_restart(redis_url: str, browse
             arg=8, timeout=10_000)
         powers = await page.evaluate("() => window.evfleetDashboard.history.get('depot').map(p => p[1])")
         assert max(powers) > 1  # the charging car of the first run is in the history
+        await page.select_option("#site-select", "default")  # a site with no limit of its own
+        await page.wait_for_selector("#site-limit-note:not([hidden])", timeout=10_000)
+        assert await page.text_content("#site-limit-note") == "no limit set (planned with default 100 kW)"
+        assert await page.text_content("#site-limit") == "100.0"
+        await page.screenshot(path=str(artifacts_dir / "dashboard-site-without-limit.png"))
 
 
 async def _samples(redis: Any, n: int) -> bool:

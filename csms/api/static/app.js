@@ -151,6 +151,7 @@
     $("site-limit").classList.toggle("muted-kpi", unset);
     $("site-limit-label").textContent = unset ? "default limit kW" : "limit kW";
     $("site-limit-note").hidden = !unset; $("site-limit-note").textContent = unset ? s.limit_note : "";
+    $("legend-limit").textContent = unset ? "default limit" : "limit";
     $("site-headroom").textContent = fmt(s.headroom_kw); $("site-planned").textContent = fmt(s.planned_kw_now);
     $("site-sessions").textContent = s.active_sessions;
     const alarm = $("site-alarm");  // the over-limit alarm (metered power above the limit for too long)
