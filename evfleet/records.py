@@ -1,7 +1,7 @@
 """Typed records of the shared Redis state, each decoded (and encoded) in exactly this one place.
 
 Public names: `DEFAULT_MAX_POWER_W`, `DEFAULT_RATE_UNIT`, `stored_float`, `StationRecord`,
-`EvseRecord`, `TransactionRecord`, `ChargingNeeds`, `AppliedProfile`.
+`EvseRecord`, `TransactionRecord`, `ChargingNeeds`, `AppliedProfile`, `SitePlan`, `EvsePlan`.
 
 Hash fields are strings as Redis stores them (docs/redis-schema.md); a field that is missing, empty or
 not a number reads as the documented default, never as an error (one station's bad data must not
@@ -20,7 +20,7 @@ stop the site). Defaults, stated once:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -224,3 +224,126 @@ class AppliedProfile:
             else:
                 peak = v if peak is None else max(peak, v)
         return current if peak is None else max(current, peak)
+
+
+def _step_index(start: datetime, step_s: float, at_s: float) -> int:
+    return int((at_s - start.timestamp()) // step_s)
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """The optimizer's site plan (`Keys.site_plan`, docs/redis-schema.md): written by the optimizer
+    worker (`encode`), read by the csms and the API (`decode`)."""
+
+    plan_id: str
+    site_id: str
+    start: datetime
+    step_s: int
+    planned_kw: list[float]
+    """Planned site load per step (fixed load included)."""
+    limit_kw: float
+    fixed_load_kw: float = 0.0
+    strategy: str = ""
+    status: str = ""
+    message: str = ""
+    objective: float | None = None
+    computed_at: datetime | None = None
+    solve_s: float = 0.0
+    evses: dict[str, list[float]] = field(default_factory=dict)
+    """`sid/eid` -> limit per step (kW)."""
+    transactions: dict[str, str] = field(default_factory=dict)
+    """`sid/eid` -> the tx_ref the limits are for."""
+    prices: list[float] | None = None
+    notes: dict[str, list[Any]] = field(default_factory=dict)
+    """`sid/eid` -> [the snapshot's note, unmet kWh] (kept so an unchanged re-plan can keep the plan)."""
+
+    def encode(self) -> dict[str, Any]:
+        """The stored JSON document (the worker adds `inputs` and `kept`, optimizer/standing.py)."""
+        return {
+            "plan_id": self.plan_id, "site_id": self.site_id, "start": self.start.isoformat(),
+            "step_s": self.step_s, "planned_kw": self.planned_kw, "limit_kw": self.limit_kw,
+            "fixed_load_kw": self.fixed_load_kw, "strategy": self.strategy, "status": self.status,
+            "message": self.message, "objective": self.objective,
+            "computed_at": self.computed_at.isoformat() if self.computed_at else None,
+            "solve_s": self.solve_s, "evses": self.evses, "transactions": self.transactions,
+            "prices": self.prices, "notes": self.notes,
+        }
+
+    @classmethod
+    def decode(cls, doc: Mapping[str, Any] | str | bytes | None) -> SitePlan | None:
+        """The plan of a stored document; None when absent or without a readable start and step."""
+        if isinstance(doc, str | bytes) or doc is None:
+            doc = load_stored(doc)
+        if not isinstance(doc, Mapping):
+            return None
+        start = parse_iso_or_none(doc.get("start") if isinstance(doc.get("start"), str) else None)
+        step_s = doc.get("step_s")
+        if start is None or not isinstance(step_s, int | float) or step_s <= 0:
+            return None
+        planned = doc.get("planned_kw")
+        evses = doc.get("evses")
+        txs = doc.get("transactions")
+        prices = doc.get("prices")
+        objective = doc.get("objective")
+        notes = doc.get("notes")
+        return cls(
+            plan_id=str(doc.get("plan_id") or ""), site_id=str(doc.get("site_id") or ""), start=start,
+            step_s=int(step_s),
+            planned_kw=[float(v) if isinstance(v, int | float) else 0.0 for v in planned]
+            if isinstance(planned, list) else [],
+            limit_kw=stored_float(doc.get("limit_kw"), 0.0),
+            fixed_load_kw=stored_float(doc.get("fixed_load_kw"), 0.0),
+            strategy=str(doc.get("strategy") or ""), status=str(doc.get("status") or ""),
+            message=str(doc.get("message") or ""),
+            objective=float(objective) if isinstance(objective, int | float) else None,
+            computed_at=parse_iso_or_none(doc.get("computed_at") if isinstance(doc.get("computed_at"), str)
+                                          else None),
+            solve_s=stored_float(doc.get("solve_s"), 0.0),
+            evses={str(k): list(v) for k, v in evses.items() if isinstance(v, list)}
+            if isinstance(evses, Mapping) else {},
+            transactions={str(k): str(v) for k, v in txs.items()} if isinstance(txs, Mapping) else {},
+            prices=list(prices) if isinstance(prices, list) else None,
+            notes={str(k): list(v) for k, v in notes.items() if isinstance(v, list)}
+            if isinstance(notes, Mapping) else {},
+        )
+
+    def planned_kw_at(self, at_s: float) -> float | None:
+        """Planned site load (kW) in the step containing POSIX time `at_s` (None outside the plan)."""
+        i = _step_index(self.start, self.step_s, at_s)
+        return self.planned_kw[i] if 0 <= i < len(self.planned_kw) else None
+
+    def evse_kw_at(self, key: str, at_s: float) -> float | None:
+        """The plan's limit (kW) for EVSE `key` at `at_s`, the first/last step outside the horizon
+        (None if the EVSE is not in the plan)."""
+        limits = self.evses.get(key)
+        if not limits:
+            return None
+        i = _step_index(self.start, self.step_s, at_s)
+        return float(limits[min(max(i, 0), len(limits) - 1)])
+
+
+@dataclass(frozen=True)
+class EvsePlan:
+    """One EVSE's part of a plan (`Keys.planned_schedule`), for the running transaction `tx_ref`."""
+
+    plan_id: str
+    site_id: str
+    tx_ref: str
+    start: datetime
+    step_s: int
+    limits_kw: list[float]
+    strategy: str = ""
+    status: str = ""
+    computed_at: datetime | None = None
+    note: str = ""
+    unmet_kwh: float = 0.0
+
+    def encode(self) -> dict[str, Any]:
+        """The stored JSON document."""
+        return {
+            "plan_id": self.plan_id, "site_id": self.site_id, "tx_ref": self.tx_ref,
+            "start": self.start.isoformat(), "step_s": self.step_s, "limits_kw": self.limits_kw,
+            "strategy": self.strategy, "status": self.status,
+            "computed_at": self.computed_at.isoformat() if self.computed_at else None,
+            "note": self.note, "unmet_kwh": self.unmet_kwh,
+        }

@@ -38,6 +38,7 @@ from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, re
 from evfleet.events import Event, EventType, event_fields
 from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
+from evfleet.records import EvsePlan, SitePlan
 from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
@@ -125,7 +126,6 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
     """(site plan, {`sid/eid`: per-EVSE schedule}) documents of docs/redis-schema.md."""
     inst = snap.instance
     step_s = int(round(inst.step_minutes * 60))
-    start = inst.start.isoformat()
     status, message = plan_status(snap, limit_kw, schedule.status.value, schedule.message)
     evses: dict[str, list[float]] = {}
     per_evse: dict[str, dict[str, Any]] = {}
@@ -136,22 +136,20 @@ def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id:
     for (ev_id, key), row in zip(snap.ev_evse.items(), power.tolist(), strict=True):
         limits = row
         evses[key] = limits
-        per_evse[key] = {
-            "plan_id": plan_id, "site_id": site_id, "tx_ref": ev_id, "start": start,
-            "step_s": step_s, "limits_kw": limits, "strategy": strategy, "status": status,
-            "computed_at": computed_at.isoformat(), "note": snap.notes.get(ev_id, ""),
-            "unmet_kwh": round(schedule.ev_unmet_kwh.get(ev_id, 0.0), 3),
-        }
+        per_evse[key] = EvsePlan(
+            plan_id=plan_id, site_id=site_id, tx_ref=ev_id, start=inst.start, step_s=step_s,
+            limits_kw=limits, strategy=strategy, status=status, computed_at=computed_at,
+            note=snap.notes.get(ev_id, ""), unmet_kwh=round(schedule.ev_unmet_kwh.get(ev_id, 0.0), 3),
+        ).encode()
     planned = np.round(snap.fixed_load_kw + power.sum(axis=0), 3).tolist()
-    plan = {
-        "plan_id": plan_id, "site_id": site_id, "start": start, "step_s": step_s, "planned_kw": planned,
-        "limit_kw": limit_kw, "fixed_load_kw": round(snap.fixed_load_kw, 3), "strategy": strategy,
-        "status": status, "message": message, "objective": schedule.objective_value,
-        "computed_at": computed_at.isoformat(), "solve_s": round(solve_s, 4), "evses": evses,
-        "transactions": {key: ev_id for ev_id, key in snap.ev_evse.items()},
-        "prices": snap.prices,
-        "notes": {key: [doc["note"], doc["unmet_kwh"]] for key, doc in per_evse.items()},
-    }
+    plan = SitePlan(
+        plan_id=plan_id, site_id=site_id, start=inst.start, step_s=step_s, planned_kw=planned,
+        limit_kw=limit_kw, fixed_load_kw=round(snap.fixed_load_kw, 3), strategy=strategy,
+        status=status, message=message, objective=schedule.objective_value,
+        computed_at=computed_at, solve_s=round(solve_s, 4), evses=evses,
+        transactions={key: ev_id for ev_id, key in snap.ev_evse.items()}, prices=snap.prices,
+        notes={key: [doc["note"], doc["unmet_kwh"]] for key, doc in per_evse.items()},
+    ).encode()
     return plan, per_evse
 
 

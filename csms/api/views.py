@@ -9,6 +9,7 @@ from typing import Any
 from evfleet.isotime import parse_iso_or_none
 from evfleet.jsonsafe import load_stored
 from evfleet.keys import parse_tx_ref
+from evfleet.records import SitePlan
 
 # Overall station status, worst first: the grid colour of a station.
 STATUS_ORDER = ("Offline", "Faulted", "Charging", "Occupied", "Reserved", "Unavailable", "Available",
@@ -202,17 +203,8 @@ def loop_view(loop: dict[str, str]) -> dict[str, Any]:
 
 def planned_kw_at(plan: Any, now_ts: float) -> float | None:
     """The optimizer's planned site load (kW) for the step containing `now_ts`, if any."""
-    if not isinstance(plan, dict):
-        return None
-    start = parse_time(plan.get("start"))
-    step_s = plan.get("step_s")
-    planned = plan.get("planned_kw")
-    if start is None or not isinstance(step_s, int | float) or step_s <= 0 or not isinstance(planned, list):
-        return None
-    index = int((now_ts - start.timestamp()) // step_s)
-    if 0 <= index < len(planned) and isinstance(planned[index], int | float):
-        return float(planned[index])
-    return None
+    decoded = SitePlan.decode(plan) if isinstance(plan, dict) else None
+    return decoded.planned_kw_at(now_ts) if decoded is not None else None
 
 
 def site_view(site_id: str, raw: dict[str, str], power_kw: float, active_sessions: int,

@@ -10,7 +10,9 @@ from evfleet.records import (
     DEFAULT_MAX_POWER_W,
     AppliedProfile,
     ChargingNeeds,
+    EvsePlan,
     EvseRecord,
+    SitePlan,
     StationRecord,
     TransactionRecord,
 )
@@ -65,3 +67,17 @@ def test_needs_and_applied_profile_documents() -> None:
     assert applied.max_from(50) == 11_000 and applied.max_from(250) == 11_000
     assert applied.max_from(400) == 3000
     assert AppliedProfile.decode('{"tx_ref": "x"}').max_from(0) is None  # type: ignore[union-attr]
+
+
+def test_plans_round_trip_and_answer_by_step() -> None:
+    start = datetime(2026, 1, 5, 10, tzinfo=UTC)
+    plan = SitePlan(plan_id="p1", site_id="s", start=start, step_s=900, planned_kw=[10.0, 20.0],
+                    limit_kw=50.0, computed_at=start, evses={"CP-1/1": [7.0, 11.0]},
+                    transactions={"CP-1/1": "CP-1:42"}, prices=[0.2, 0.3])
+    assert SitePlan.decode(plan.encode()) == plan
+    assert plan.planned_kw_at(start.timestamp() + 950) == 20.0
+    assert plan.planned_kw_at(start.timestamp() - 1) is None
+    assert plan.evse_kw_at("CP-1/1", start.timestamp() + 99_999) == 11.0 and plan.evse_kw_at("x", 0) is None
+    assert SitePlan.decode({"start": "never", "step_s": 900}) is None and SitePlan.decode("{") is None
+    doc = EvsePlan("p1", "s", "CP-1:42", start, 900, [7.0]).encode()
+    assert doc["start"] == "2026-01-05T10:00:00+00:00" and doc["limits_kw"] == [7.0]
