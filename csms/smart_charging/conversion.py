@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from csms.commands import CommandReply, Outcome
+from csms.command_types import CommandReply, Outcome
 from csms.smart_charging import planner
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.planner import Series
