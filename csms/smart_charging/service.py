@@ -210,6 +210,15 @@ class SmartChargingService:
             if await self.holds(site_id):
                 self._defaults_due(site_id, None)
 
+    def foreign_power_event(self, fields: Mapping[str, str]) -> bool:
+        """A meter event (tx.updated, meter.values) of a site another node holds: skipped before
+        it is parsed (it would only feed the watchdog of a site this node does not watch). An
+        event whose site is unknown here is not foreign: it is parsed as before."""
+        if fields.get("type") not in _POWER_EVENTS:
+            return False
+        site = fields.get("site_id") or self._station_site.get(fields.get("station_id", ""))
+        return site is not None and site not in self.held
+
     def _note_power(self, event: Event) -> None:
         """Remember the last metered power of a session (the watchdog compares it with its limit)."""
         power = event.data.get("power_w")
@@ -383,7 +392,8 @@ class SmartChargingService:
             for site_id in sorted(sites):
                 await self.holds(site_id)
             while True:
-                last_id, events = await self.store.read_events(last_id, count=500, block_ms=1000)
+                last_id, events = await self.store.read_events(last_id, count=500, block_ms=1000,
+                                                               skip=self.foreign_power_event)
                 _raise_if_cancelling()
                 for event in events:
                     await self.dispatch(event)
@@ -398,6 +408,9 @@ class SmartChargingService:
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
                     await self.store.release_lease(site_id, self.node_id)
+
+
+_POWER_EVENTS = frozenset({EventType.TX_UPDATED.value, EventType.METER_VALUES.value})
 
 
 def _raise_if_cancelling() -> None:

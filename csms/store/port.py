@@ -13,7 +13,7 @@ but not on the EVSE.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,8 +82,10 @@ class StateStore(Protocol):
         """Id of the newest event ("0-0" if none): where a reader starts without gaps."""
         ...
 
-    async def read_events(self, last_id: str, count: int, block_ms: int) -> tuple[str, list[Event]]:
-        """Events after `last_id` (waiting up to `block_ms`), and the new last id."""
+    async def read_events(self, last_id: str, count: int, block_ms: int,
+                          skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
+        """Events after `last_id` (waiting up to `block_ms`), and the new last id; an entry for
+        whose raw string fields `skip` returns True is passed over without being parsed."""
         ...
 
     # --- reads ---------------------------------------------------------------------------

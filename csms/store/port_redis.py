@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from csms.store.port import EvseId, StoredEvse, StoreWrite
@@ -58,13 +58,17 @@ class RedisStateStore:
         tail = await self.redis.xrevrange(self.keys.events(), count=1)
         return str(tail[0][0]) if tail else "0-0"
 
-    async def read_events(self, last_id: str, count: int, block_ms: int) -> tuple[str, list[Event]]:
-        """XREAD after `last_id` (malformed entries are logged and skipped)."""
+    async def read_events(self, last_id: str, count: int, block_ms: int,
+                          skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
+        """XREAD after `last_id` (malformed entries are logged and skipped, and so are, unparsed,
+        entries whose raw fields `skip` says to)."""
         resp: Any = await self.redis.xread({self.keys.events(): last_id}, count=count, block=block_ms)
         events: list[Event] = []
         for _stream, entries in resp or []:
             for entry_id, fields in entries:
                 last_id = str(entry_id)
+                if skip is not None and skip(fields):
+                    continue
                 try:
                     events.append(Event.from_fields(fields))
                 except (ValueError, KeyError) as err:

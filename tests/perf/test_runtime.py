@@ -37,3 +37,18 @@ def test_event_loop_choice() -> None:
     assert new_event_loop("asyncio") is asyncio.new_event_loop
     with pytest.raises(ValueError, match="asyncio or uvloop"):
         new_event_loop("trio")
+
+
+def test_smart_charging_skips_meter_events_of_sites_held_elsewhere() -> None:
+    """An idle node does not parse the meter events of sites another node holds."""
+    from csms.smart_charging.service import SmartChargingService
+
+    svc = SmartChargingService.__new__(SmartChargingService)
+    svc.held, svc._station_site = {"mine"}, {"CS9": "theirs"}
+    meter = {"type": "meter.values", "station_id": "CS1", "site_id": "theirs", "data": "{}"}
+    assert svc.foreign_power_event(meter)
+    assert not svc.foreign_power_event({**meter, "site_id": "mine"})
+    assert not svc.foreign_power_event({**meter, "type": "tx.started"})  # lifecycle: always parsed
+    assert not svc.foreign_power_event({**meter, "site_id": ""})  # site unknown here: parsed
+    assert svc.foreign_power_event({**meter, "site_id": "", "station_id": "CS9"})
+    assert svc.foreign_power_event({**meter, "type": "tx.updated"})
