@@ -20,7 +20,7 @@ from csms.api.deps import ApiDeps, deps_of, reject_unknown_query, require
 from csms.api.errors import ACT_ERRORS, Conflict, InvalidInput
 from csms.api.models import ActionResult, ProfileReport
 from csms.api.reader import read_new_events, stream_tail_id
-from csms.api.routes import StationIdPath, TransactionIdPath, _station_or_404, _tx_or_404
+from csms.api.routes import StationIdPath, TransactionIdPath, station_or_404, tx_or_404
 from csms.api.schemas import (
     AvailabilityIn,
     RemoteStartIn,
@@ -48,7 +48,7 @@ TimeoutQ = Query(None, gt=0, le=300, description="seconds to wait for the statio
 async def _call(request: Request, station_id: StationIdPath, action: str, payload: dict[str, Any],
                 timeout_s: float | None) -> dict[str, Any]:
     deps = deps_of(request)
-    await _station_or_404(deps, station_id)
+    await station_or_404(deps, station_id)
     reply = await call_or_raise(deps.caller, station_id, action, payload, timeout_s or deps.call_timeout_s)
     status = (reply.payload or {}).get("status")
     return {**reply.to_dict(), "status": status, "accepted": status in OK_STATUSES}
@@ -84,7 +84,7 @@ async def stop_session(request: Request, station_id: StationIdPath, transaction_
                        timeout_s: float | None = TimeoutQ) -> dict[str, Any]:
     """RequestStopTransaction to the station the session runs on (its latest use of the id)."""
     deps = deps_of(request)
-    ref = await _tx_or_404(deps, station_id, transaction_id, None, "session")
+    ref = await tx_or_404(deps, station_id, transaction_id, None, "session")
     if not await deps.redis.sismember(deps.keys.transactions_active(), ref):
         raise Conflict(f"session {transaction_id} of station {station_id} has already ended",
                        {"station_id": station_id, "transaction_id": transaction_id})

@@ -288,7 +288,8 @@ class SiteHistory(Doc):
 
     site_id: str
     samples: list[PowerSampleDoc]
-    interval_s: float = Field(description="real seconds between two samples of the recorder")
+    interval_s: float = Field(description="csms clock seconds between two samples of the recorder "
+                                          "(at most one per real second)")
 
 
 class SitePrices(Doc):

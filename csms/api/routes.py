@@ -27,7 +27,7 @@ from csms.api.models import (
     TransactionDetail,
     Whoami,
 )
-from csms.api.power_history import SAMPLE_INTERVAL_S
+from csms.api.power_history import CLOCK_INTERVAL_S
 from csms.api.reader import s
 from csms.api.schemas import IdTokenCreate, IdTokenIn
 from csms.api.site_inputs import InvalidSiteId, PriceSeriesInput, SiteLimitInput, check_site_id
@@ -86,7 +86,8 @@ async def list_stations(request: Request, limit: int = Limit, offset: int = Offs
     return {**paginate(docs, limit, offset), "counts": counts}
 
 
-async def _station_or_404(deps: ApiDeps, station_id: str) -> dict[str, Any]:
+async def station_or_404(deps: ApiDeps, station_id: str) -> dict[str, Any]:
+    """The station's document; NotFound (404) if it is unknown."""
     doc = await deps.reader.station(station_id)
     if doc is None:
         raise NotFound(f"unknown station {station_id!r}", {"station_id": station_id})
@@ -97,7 +98,7 @@ async def _station_or_404(deps: ApiDeps, station_id: str) -> dict[str, Any]:
 async def get_station(request: Request, station_id: StationIdPath) -> dict[str, Any]:
     """Station document with its live sessions."""
     deps = deps_of(request)
-    doc = await _station_or_404(deps, station_id)
+    doc = await station_or_404(deps, station_id)
     tx_ids = [e["tx_ref"] for e in doc["evses"] if e["tx_ref"]]
     doc["sessions"] = [session_summary(x) for x in await deps.reader.sessions(tx_ids)]
     return doc
@@ -136,7 +137,7 @@ async def list_sessions(request: Request, limit: int = Limit, offset: int = Offs
 GenerationQ = Query(None, ge=1, description="which use of a reused transactionId (default: the latest)")
 
 
-async def _tx_or_404(deps: ApiDeps, station_id: str, transaction_id: str, generation: int | None,
+async def tx_or_404(deps: ApiDeps, station_id: str, transaction_id: str, generation: int | None,
                      what: str = "transaction") -> str:
     """The ref of a station's transaction; 404 if that station has no such transaction."""
     ref = await deps.reader.resolve_tx(station_id, transaction_id, generation)
@@ -156,7 +157,7 @@ async def get_session(request: Request, station_id: StationIdPath, transaction_i
                       ) -> dict[str, Any]:
     """Session with charging needs, planned schedule, applied profile, EV schedule and meter samples."""
     deps = deps_of(request)
-    ref = await _tx_or_404(deps, station_id, transaction_id, generation, "session")
+    ref = await tx_or_404(deps, station_id, transaction_id, generation, "session")
     doc = (await deps.reader.sessions([ref]))[0]
     doc["meter"] = await deps.reader.session_meter(ref, samples) if samples else []
     return doc
@@ -169,7 +170,7 @@ async def get_transaction(request: Request, station_id: StationIdPath, transacti
                           generation: int | None = GenerationQ) -> dict[str, Any]:
     """Transaction record plus every stored TransactionEvent payload in arrival order."""
     deps = deps_of(request)
-    doc = await deps.reader.transaction(await _tx_or_404(deps, station_id, transaction_id, generation))
+    doc = await deps.reader.transaction(await tx_or_404(deps, station_id, transaction_id, generation))
     if doc is None:
         raise NotFound(f"unknown transaction {transaction_id!r} of station {station_id!r}",
                        {"station_id": station_id, "transaction_id": transaction_id})
@@ -214,8 +215,8 @@ async def site_history(request: Request, site_id: SiteIdPath,
                        max_points: int = Query(2000, ge=1, le=20000,
                                                description="thin to at most this many samples")
                        ) -> dict[str, Any]:
-    """Site power, limit in force and planned load, sampled by one csms node every few seconds
-    into Redis (the same answer on every API node, kept across restarts), oldest first; without
+    """Site power, limit in force and planned load, sampled by one csms node every 30 s of the csms
+    clock into Redis (the same answer on every API node, kept across restarts), oldest first; without
     `from`, the last 24 h of the csms clock."""
     if since and until and until < since:
         raise InvalidInput("`to` must not be earlier than `from`",
@@ -225,7 +226,7 @@ async def site_history(request: Request, site_id: SiteIdPath,
     low = since.timestamp() if since else deps.clock.timestamp() - HISTORY_DEFAULT_S
     samples = await deps.power.read(site_id, low, until.timestamp() if until else None, max_points)
     return {"site_id": site_id, "samples": [x.to_doc() for x in samples],
-            "interval_s": SAMPLE_INTERVAL_S}
+            "interval_s": CLOCK_INTERVAL_S}
 
 
 @act.put("/sites/{site_id}/limit", tags=["sites"], response_model=Site, summary="Set a site power limit")

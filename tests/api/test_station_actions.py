@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from csms.api.app import build_deps, create_app
-from csms.api.power_history import PowerHistory, PowerSample, thin
+from csms.api.power_history import PowerHistory, PowerSample, due, thin
 from evfleet.clock import RealClock
 from evfleet.events import Event, EventType
 from tests.api.conftest import KEYS, FakeNode, Tokens, add_event, seed_site, seed_station
@@ -125,6 +125,8 @@ def test_samples_encode_decode_and_thin() -> None:
     assert thin(samples, 20) == samples
     assert [x.ts for x in thin(samples, 4)] == [0.0, 3.0, 6.0, 9.0]
     assert thin(samples, 1) == [samples[-1]] and thin(samples, 0) == []
+    assert due(100.0, None, 30) and not due(110.0, 100.0, 30) and due(130.0, 100.0, 30)
+    assert due(50.0, 100.0, 30)  # a clock that went back (a new simulation) is sampled at once
 
 
 async def test_power_history_is_read_from_redis_by_any_api_app(
@@ -168,3 +170,16 @@ async def test_a_site_without_a_limit_says_so_with_the_default(
     site = r.json()
     assert site["limit_set"] is False and site["limit_kw"] == 100.0 and site["headroom_kw"] == 100.0
     assert site["limit_note"] == "no limit set (planned with default 100 kW)"
+
+
+async def test_thinning_in_redis_matches_thin(redis: Redis) -> None:
+    history = PowerHistory(redis, KEYS, retention_s=10**6, max_samples=1000)
+    t0 = datetime.now(UTC).timestamp()
+    for i in range(101):
+        await history.record([{"site_id": "s", "power_kw": float(i), "limit_kw": None,
+                               "planned_kw_now": None}], t0 + i)
+    everything = await history.read("s", None, None, 1000)
+    assert [x.power_kw for x in everything] == [float(i) for i in range(101)]
+    for m in (1, 2, 7, 50, 101, 200):
+        assert await history.read("s", None, None, m) == thin(everything, m), m
+    assert [x.power_kw for x in await history.read("s", t0 + 10, t0 + 12, 100)] == [10.0, 11.0, 12.0]

@@ -88,7 +88,8 @@ async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser:
 async def test_site_power_history_survives_an_api_restart(redis_url: str, browser: Any,  # noqa: F811
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           artifacts_dir: Path) -> None:
-    monkeypatch.setattr(power_history, "SAMPLE_INTERVAL_S", 0.2)
+    monkeypatch.setattr(power_history, "REAL_TICK_S", 0.2)  # a sample every 0.2 s (6 s of the 30x clock)
+    monkeypatch.setattr(power_history, "CLOCK_INTERVAL_S", 1.0)
     async with live_csms(redis_url, ["CS-H"]) as live:
         live.stations[0].plug_in(1, live.ev(hours=3))
         await until(lambda: _samples(live.redis, 8), 15, "samples in Redis")
