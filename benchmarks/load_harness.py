@@ -78,8 +78,8 @@ def provision(redis_url: str, n: int) -> None:
     import redis
 
     from csms.core.security import hash_password
-    from csms.store.client import hmap
-    from csms.store.keys import Keys
+    from evfleet.keys import Keys
+    from evfleet.store.client import hmap
 
     keys = Keys()
     cred = hmap({**hash_password(PASSWORD).to_fields(), "security_profile": "1"})

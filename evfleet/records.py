@@ -19,6 +19,7 @@ stop the site). Defaults, stated once:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from evfleet.isotime import parse_iso_or_none
 from evfleet.jsonsafe import load_stored
 from evfleet.profile import DEFAULT_PHASES, DEFAULT_VOLTAGE_V
+from evfleet.txprofile import EvLimits
 
 DEFAULT_MAX_POWER_W = 22_000.0
 """Maximum of an EVSE that did not report one (`max_power_w` 0 or missing)."""
@@ -88,6 +90,17 @@ class EvseRecord:
             refusals=int(stored_float(fields.get("refusals"), 0)),
             retry_after_s=stored_float(fields.get("retry_after"), 0.0),
         )
+
+
+def _number_or_none(value: Any) -> float | None:
+    """A finite number, else None (a stored needs document may hold anything)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _optional_int(value: Any) -> int | None:
@@ -155,10 +168,12 @@ class TransactionRecord:
 @dataclass(frozen=True)
 class ChargingNeeds:
     """The EV's last NotifyEVChargingNeeds on an EVSE (`Keys.charging_needs`, a JSON document written
-    by `csms.core.charging_needs`); `raw` keeps the whole document."""
+    by `csms.core.charging_needs`); `raw` keeps the whole document. A value that is not a finite
+    number reads as None (not announced)."""
 
-    tx_ref: str = ""
-    """The session the needs belong to (needs of an earlier session on the EVSE do not count)."""
+    tx_ref: str | None = None
+    """The session the needs belong to (needs of an earlier session on the EVSE do not count);
+    None when the document names none."""
     departure_time: datetime | None = None
     energy_amount_wh: float | None = None
     ev_min_current_a: float | None = None
@@ -178,16 +193,22 @@ class ChargingNeeds:
             return None
         tuples = doc.get("max_schedule_tuples")
         return cls(
-            tx_ref=str(doc.get("tx_ref") or ""),
+            tx_ref=doc["tx_ref"] if isinstance(doc.get("tx_ref"), str) else None,
             departure_time=parse_iso_or_none(doc.get("departure_time") or None),
-            energy_amount_wh=_optional_float(doc.get("energy_amount_wh")),
-            ev_min_current_a=_optional_float(doc.get("ev_min_current_a")),
-            ev_max_current_a=_optional_float(doc.get("ev_max_current_a")),
-            ev_min_power_w=_optional_float(doc.get("ev_min_power_w")),
-            ev_max_power_w=_optional_float(doc.get("ev_max_power_w")),
+            energy_amount_wh=_number_or_none(doc.get("energy_amount_wh")),
+            ev_min_current_a=_number_or_none(doc.get("ev_min_current_a")),
+            ev_max_current_a=_number_or_none(doc.get("ev_max_current_a")),
+            ev_min_power_w=_number_or_none(doc.get("ev_min_power_w")),
+            ev_max_power_w=_number_or_none(doc.get("ev_max_power_w")),
             max_schedule_tuples=int(tuples) if isinstance(tuples, int | float) and tuples > 0 else None,
             raw=doc,
         )
+
+    def ev_limits(self) -> EvLimits:
+        """What the EV's needs cap a profile with (`evfleet.txprofile.EvLimits`)."""
+        return EvLimits(min_current_a=self.ev_min_current_a, max_current_a=self.ev_max_current_a,
+                        min_power_w=self.ev_min_power_w, max_power_w=self.ev_max_power_w,
+                        max_schedule_tuples=self.max_schedule_tuples)
 
 
 @dataclass(frozen=True)

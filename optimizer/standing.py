@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from evfleet.isotime import parse_iso
 from optimizer.snapshot import Snapshot
 
 ENERGY_TOLERANCE_KWH = 0.25
@@ -40,7 +41,7 @@ def plan_inputs(snap: Snapshot, min_kw: Mapping[str, float], limit_kw: float, at
 def planned_kwh(plan: Mapping[str, Any], key: str, t0: datetime, t1: datetime) -> float:
     """Energy [kWh] the plan gives EVSE `key` between `t0` and `t1`."""
     limits = plan.get("evses", {}).get(key) or []
-    start = datetime.fromisoformat(plan["start"]).timestamp()
+    start = parse_iso(plan["start"]).timestamp()
     step_s = float(plan["step_s"])
     a, b = t0.timestamp(), t1.timestamp()
     total = 0.0
@@ -53,7 +54,7 @@ def planned_kwh(plan: Mapping[str, Any], key: str, t0: datetime, t1: datetime) -
 
 def _offset(earlier: str, later: datetime, step_s: float) -> int | None:
     """Whole steps from `earlier` to `later` (None when not aligned or backwards)."""
-    offset_s = (later - datetime.fromisoformat(earlier)).total_seconds()
+    offset_s = (later - parse_iso(earlier)).total_seconds()
     offset = round(offset_s / step_s)
     return offset if offset >= 0 and abs(offset * step_s - offset_s) < 1e-3 else None
 
@@ -75,7 +76,7 @@ def standing_plan_holds(previous: Mapping[str, Any] | None, snap: Snapshot, min_
             or before["prices"][shift:] != new["prices"][:steps - shift]
             or before["evs"].keys() != new["evs"].keys()):
         return False
-    at = datetime.fromisoformat(before["at"])
+    at = parse_iso(before["at"])
     for ev_id, (key, energy, departure, max_kw, floor_kw) in new["evs"].items():
         old_key, old_energy, old_departure, old_max, old_floor = before["evs"][ev_id]
         if (key != old_key or old_departure >= steps or departure != old_departure - shift

@@ -10,7 +10,8 @@ from typing import Any
 from csms.smart_charging import budget
 from csms.smart_charging.planner import Series
 from csms.store.port import StoredEvse
-from evfleet.records import EvseRecord
+from evfleet.profile import limit_to_w
+from evfleet.records import ChargingNeeds, EvseRecord
 from evfleet.txprofile import EvLimits, EvseElectrical, parse_ts
 
 
@@ -74,10 +75,8 @@ class EvseInfo:
 
     def ev_limits(self) -> EvLimits:
         """The EV's limits from its charging needs (this session's only)."""
-        n = self.needs if self.needs and self.needs.get("tx_ref") == self.tx_ref else {}
-        return EvLimits(min_current_a=n.get("ev_min_current_a"), max_current_a=n.get("ev_max_current_a"),
-                        min_power_w=n.get("ev_min_power_w"), max_power_w=n.get("ev_max_power_w"),
-                        max_schedule_tuples=n.get("max_schedule_tuples"))
+        needs = ChargingNeeds.decode(self.needs) if self.needs else None
+        return needs.ev_limits() if needs is not None and needs.tx_ref == self.tx_ref else EvLimits()
 
 
 def decode_evse(rec: StoredEvse) -> EvseInfo:
@@ -119,6 +118,6 @@ def ev_plan_series(data: Mapping[str, Any], evse: EvseElectrical) -> Series | No
     out: Series = []
     for p in periods:
         limit = float(p["limit"])
-        watts = limit * evse.voltage_v * (p.get("numberPhases") or evse.phases) if unit == "A" else limit
+        watts = limit_to_w(limit, unit, p.get("numberPhases") or evse.phases, evse.voltage_v)
         out.append((t0 + int(p["startPeriod"]), watts))
     return sorted(out)

@@ -25,6 +25,7 @@ from csms.smart_charging import budget, planner
 from csms.smart_charging.planner import Series
 from csms.store.port import StoreWrite
 from evfleet.events import EventType
+from evfleet.profile import a_to_w
 
 if TYPE_CHECKING:
     from csms.smart_charging.evse import EvseInfo
@@ -55,7 +56,7 @@ def _finite(value: Any, default: float = 0.0) -> float:
 def ev_caps_w(info: EvseInfo) -> tuple[float, float]:
     """(cap, minimum) power of a session from the EVSE and the EV's needs (garbage ignored)."""
     ev = info.ev_limits()
-    w_per_a = info.electrical.voltage_v * max(1, info.electrical.phases)
+    w_per_a = a_to_w(1.0, info.electrical.phases, info.electrical.voltage_v)
     cap = info.electrical.max_power_w
     if ev.max_current_a and _finite(ev.max_current_a) > 0:
         cap = min(cap, _finite(ev.max_current_a) * w_per_a)

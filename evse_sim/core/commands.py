@@ -7,11 +7,12 @@ the links translate payloads, the decisions live here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ocpp.v201 import call
 
+from evfleet.isotime import parse_iso_or_none
 from evse_sim.core.messages import boot_notification
 from evse_sim.core.state import StationState
 from evse_sim.smart_charging import ChargingProfile, ProfileError, Purpose
@@ -210,10 +211,7 @@ class StationCommands(StationState):
         """Remember how far the CSMS's clock (BootNotification/Heartbeat currentTime) is from ours."""
         if not current_time:
             return
-        try:
-            theirs = datetime.fromisoformat(current_time.replace("Z", "+00:00"))
-        except ValueError:
+        theirs = parse_iso_or_none(current_time)  # naive is UTC (evfleet.isotime)
+        if theirs is None:
             return
-        if theirs.tzinfo is None:
-            theirs = theirs.replace(tzinfo=UTC)
         self.csms_clock_skew_s = (theirs - self.clock.now()).total_seconds()

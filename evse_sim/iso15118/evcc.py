@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from evfleet.profile import a_to_w
 from evse_sim.iso15118.commands import (
     CancelTimer,
     Command,
@@ -239,7 +240,7 @@ class EvccSession:
         if res.evse_processing != EvseProcessing.FINISHED or not res.sa_schedule_list:
             return self._failed("SECC answered ChargeParameterDiscovery without a schedule")
         n = self.needs
-        max_power_w = min(n.ev_max_power_w, res.evse_max_current_a * n.voltage_v * n.phases
+        max_power_w = min(n.ev_max_power_w, a_to_w(res.evse_max_current_a, n.phases, n.voltage_v)
                           if res.evse_max_current_a else n.ev_max_power_w)
         plan = plan_ev_profile(res.sa_schedule_list, n.energy_wh, max_power_w, self._departure_left_s(now_s))
         if self.ignore_pmax:

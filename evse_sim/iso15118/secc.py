@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from evfleet.profile import w_to_a
 from evse_sim.iso15118.commands import (
     CancelTimer,
     Command,
@@ -193,7 +194,7 @@ class SeccSession:
 
     def _max_current_a(self) -> float:
         lim = self.config.limits
-        return lim.evse_max_power_w / (lim.voltage_v * lim.phases)
+        return w_to_a(lim.evse_max_power_w, lim.phases, lim.voltage_v)
 
     def _on_charge_parameter_discovery(self, req: ChargeParameterDiscoveryReq, now_s: float,
                                        next_state: SeccState, meter_wh: float | None) -> list[Command]:
