@@ -18,6 +18,7 @@ from csms.api.errors import READ_ERRORS, InvalidInput
 from csms.api.tokens import Role
 from csms.api.views import load_json, tx_identity
 from csms.core.costs import PriceSeries, session_cost, uncontrolled_cost
+from evfleet.keys import parse_tx_ref
 from evfleet.store.client import as_str, as_str_dict
 
 history = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
@@ -124,10 +125,20 @@ async def _matching(request: Request, station_id: str | None, id_token: str | No
     high = started_to.timestamp() if started_to else "+inf"
     by_start = deps.keys.transactions_by_start()
     refs = [as_str(m) for m in await deps.redis.zrevrangebyscore(by_start, high, low)]
+    if station_id:  # a ref names its station: load only that station's records (the station page)
+        refs = [r for r in refs if _ref_station(r) in (station_id, None)]
     rows = await _summaries(deps, refs)
     return [r for r in rows if (not station_id or r.station_id == station_id)
             and (not id_token or r.id_token == id_token)
             and (state == "all" or r.live == (state == "live"))]
+
+
+def _ref_station(ref: str) -> str | None:
+    """The station a transaction ref names (None: a ref of an old version, without one)."""
+    try:
+        return parse_tx_ref(ref).station_id
+    except ValueError:
+        return None
 
 
 StationQ = Query(None, min_length=1, max_length=48, description="only this station's transactions")
