@@ -247,6 +247,12 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
                 raise RuntimeError(f"worker re-plan: {plan and plan['status']}")
             if k:
                 out.append({"wall": wall, "cpu": cpu, "solve_s": float(plan["solve_s"])})
+        for k in range(runs):  # a re-plan asked for by an unchanged limit: the standing plan is kept
+            c0, t0 = time.process_time(), time.perf_counter()
+            plan = await worker.solve_site("depot", {"site.limit"})
+            if plan is None or not plan.get("kept"):
+                raise RuntimeError("worker re-plan after an unchanged limit did not keep the standing plan")
+            out[k].update(kept_wall=time.perf_counter() - t0, kept_cpu=time.process_time() - c0)
         await redis.aclose()
         return out
 
@@ -257,7 +263,8 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
         server.stop()
     print(f"\nOptimizerWorker.solve_site, {n} sessions on a private Redis (read + solve + write), "
           f"re-plans with the previous plan, median of {runs} [s]: wall {med['wall']:.3f} "
-          f"(CPU {med['cpu']:.3f}; solve {med['solve_s']:.3f}), load {load_average()}")
+          f"(CPU {med['cpu']:.3f}; solve {med['solve_s']:.3f}); standing plan kept (unchanged limit): wall "
+          f"{med['kept_wall']:.3f} (CPU {med['kept_cpu']:.3f}), load {load_average()}")
     return med
 
 

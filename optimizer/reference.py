@@ -29,7 +29,10 @@ def reference_for(previous_plan: Mapping[str, Any], key: str, tx_ref: str, start
     offset = round(offset_s / step_s)
     if abs(offset * step_s - offset_s) > 1e-3 or offset >= len(limits):
         return None
-    return [float(limits[offset + t]) if 0 <= offset + t < len(limits) else None for t in range(steps)]
+    if offset < 0:
+        return [None] * min(-offset, steps) + [float(v) for v in limits[:max(0, steps + offset)]]
+    window: list[float | None] = [float(v) for v in limits[offset:offset + steps]]
+    return window + [None] * (steps - len(window))
 
 
 def with_references(snap: Snapshot, previous_plan: Mapping[str, Any] | None, stickiness: float) -> Snapshot:

@@ -53,6 +53,7 @@ from evfleet.records import (
 )
 from evfleet.store.sites import site_station_ids
 from evfleet.txprofile import DEFAULT_VOLTAGE_V, parse_ts
+from optimizer.bulk_read import bulk_read, get, hget, hgetall, hkeys, lrange
 from optimizer.problem import Instance
 
 if TYPE_CHECKING:
@@ -356,11 +357,8 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
     prices_raw = await redis.get(keys.site_prices(site_id))
     prices = json.loads(prices_raw) if prices_raw else None
     station_ids = await site_station_ids(redis, keys, site_id, default_site)
-    pipe = redis.pipeline(transaction=False)
-    for sid in station_ids:
-        pipe.hgetall(keys.station(sid))
-        pipe.hkeys(keys.station_connectors(sid))
-    raw = await pipe.execute()
+    raw = await bulk_read(redis, [op for sid in station_ids for op in (
+        hgetall(keys.station(sid)), hkeys(keys.station_connectors(sid)))])
     stations = {sid: StationRecord.decode(raw[2 * i]) for i, sid in enumerate(station_ids)}
     evse_ids: dict[str, set[int]] = {sid: set() for sid in station_ids}
     for i, sid in enumerate(station_ids):
@@ -369,20 +367,17 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             if head.isdigit() and int(head) > 0:
                 evse_ids[sid].add(int(head))
     active_list = sorted(str(t) for t in await redis.smembers(keys.transactions_active()))  # tx refs
-    pipe = redis.pipeline(transaction=False)
-    for txid in active_list:
-        pipe.hgetall(keys.transaction(txid))
-    txs = {ref: TransactionRecord.decode(h) for ref, h in zip(active_list, await pipe.execute(), strict=True)}
+    tx_raw = await bulk_read(redis, [hgetall(keys.transaction(txid)) for txid in active_list]
+                             + [hget(keys.session_loop(txid), "energy_at_needs_wh") for txid in active_list])
+    txs = {ref: TransactionRecord.decode(h) for ref, h in zip(active_list, tx_raw, strict=False)}
+    at_needs = dict(zip(active_list, tx_raw[len(active_list):], strict=True))
     for tx in txs.values():
         if tx.station_id in evse_ids and tx.evse_id is not None:
             evse_ids[tx.station_id].add(tx.evse_id)
     pairs = [(sid, eid) for sid in station_ids for eid in sorted(evse_ids[sid])]
-    pipe = redis.pipeline(transaction=False)
-    for sid, eid in pairs:
-        pipe.hgetall(keys.station_evse(sid, eid))
-        pipe.get(keys.applied_profile(sid, eid))
-        pipe.get(keys.charging_needs(sid, eid))
-    raw = await pipe.execute()
+    raw = await bulk_read(redis, [op for sid, eid in pairs for op in (
+        hgetall(keys.station_evse(sid, eid)), get(keys.applied_profile(sid, eid)),
+        get(keys.charging_needs(sid, eid)))])
     evses: list[EvseState] = []
     needs_by_key: dict[str, dict[str, Any]] = {}
     for i, (sid, eid) in enumerate(pairs):
@@ -400,10 +395,6 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
         ))
         if needs_raw:
             needs_by_key[f"{sid}/{eid}"] = json.loads(needs_raw)
-    pipe = redis.pipeline(transaction=False)
-    for txid in active_list:
-        pipe.hget(keys.session_loop(txid), "energy_at_needs_wh")
-    at_needs = dict(zip(active_list, await pipe.execute(), strict=True))
     sessions: list[SessionState] = []
     tokens: set[str] = set()
     for txid, tx in txs.items():
@@ -425,11 +416,9 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             tokens.add(tx.id_token)
     history: dict[str, list[tuple[int, float]]] = {}
     if tokens:
-        pipe = redis.pipeline(transaction=False)
         token_list = sorted(tokens)
-        for tok in token_list:
-            pipe.lrange(keys.energy_history(tok), 0, -1)
-        for tok, rows in zip(token_list, await pipe.execute(), strict=True):
+        rows_raw = await bulk_read(redis, [lrange(keys.energy_history(tok)) for tok in token_list])
+        for tok, rows in zip(token_list, rows_raw, strict=True):
             history[tok] = [(int(r["weekday"]), float(r["energy_kwh"])) for r in map(json.loads, rows)]
     return SiteState(site_id=site_id, limit_kw=limit_kw, evses=evses, sessions=sessions, prices=prices,
                      history_kwh=history)

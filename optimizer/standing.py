@@ -45,10 +45,10 @@ def planned_kwh(plan: Mapping[str, Any], key: str, t0: datetime, t1: datetime) -
     step_s = float(plan["step_s"])
     a, b = t0.timestamp(), t1.timestamp()
     total = 0.0
-    for i, kw in enumerate(limits):
+    for i in range(max(0, int((a - start) // step_s)), min(len(limits), int((b - start) // step_s) + 1)):
         lo, hi = max(a, start + i * step_s), min(b, start + (i + 1) * step_s)
         if hi > lo:
-            total += float(kw) * (hi - lo) / 3600.0
+            total += float(limits[i]) * (hi - lo) / 3600.0
     return total
 
 

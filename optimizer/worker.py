@@ -324,14 +324,14 @@ class OptimizerWorker:
                                 self.cfg.default_site)
         previous_raw = await self.redis.get(self.keys.site_plan(site_id))
         previous = json.loads(previous_raw) if previous_raw else {}
-        snap = with_references(build_instance(state, now, self.cfg.snapshot_config()), previous,
-                               self.cfg.stickiness)
+        snap = build_instance(state, now, self.cfg.snapshot_config())
         min_kw = ev_min_kw(state)
         plan_id = f"{site_id}-{uuid.uuid4().hex[:10]}"
         if may_keep and standing_plan_holds(previous, snap, min_kw, state.limit_kw, now):
             plan, per_evse = kept_documents(previous, plan_id, self.clock.now(), snap.instance.start)
             plan["prices"] = snap.prices if state.prices else None
         else:
+            snap = with_references(snap, previous, self.cfg.stickiness)
             t0 = time.perf_counter()
             schedule = await self._solve(snap)
             schedule = enforce_min_power(snap.instance, schedule, min_kw)  # 0 or >= EV minimum

@@ -238,3 +238,29 @@ def test_worker_config_precedence_flags_env_file(tmp_path: Any) -> None:
         read_config(bad)
     with pytest.raises(WorkerConfigError, match="not found"):
         read_config(tmp_path / "missing.toml")
+
+
+async def test_bulk_read_gives_what_the_commands_give(redis: Redis) -> None:
+    """optimizer.bulk_read: hashes, missing keys, strings, hash fields and lists, across chunks."""
+    from optimizer import bulk_read as b
+
+    await redis.hset("bk:h", mapping={"a": "1", "b": "x y"})
+    await redis.set("bk:s", "{}")
+    await redis.rpush("bk:l", "r1", "r2")
+    ops = [b.hgetall("bk:h"), b.hgetall("bk:none"), b.get("bk:s"), b.get("bk:none"), b.hget("bk:h", "b"),
+           b.hget("bk:h", "zz"), b.hkeys("bk:h"), b.lrange("bk:l")] * 300  # 2,400 ops: two chunks
+    got = await b.bulk_read(redis, ops)
+    assert got[:8] == [{"a": "1", "b": "x y"}, {}, "{}", None, "x y", None, ["a", "b"], ["r1", "r2"]]
+    assert got == got[:8] * 300
+
+
+async def test_unchanged_limit_keeps_the_standing_plan_a_changed_one_re_solves(redis: Redis) -> None:
+    await _seed(redis)
+    worker = _worker(redis)
+    first = await worker.solve_site("depot")
+    kept = await worker.solve_site("depot", {"site.limit"})
+    assert first is not None and kept is not None
+    assert kept["kept"] == first["plan_id"] and kept["evses"] == first["evses"]
+    await redis.hset(K.site("depot"), "limit_kw", "15")
+    again = await worker.solve_site("depot", {"site.limit"})
+    assert again is not None and "kept" not in again and again["limit_kw"] == 15.0
