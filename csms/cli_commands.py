@@ -44,17 +44,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _settings(config: Path | None, **flags: Any) -> Any:
-    from pydantic import ValidationError
+    from csms.settings import CsmsSettings
+    from evfleet.config import load_or_exit
 
-    from csms.settings import ConfigFileError, load_settings
-
-    try:
-        return load_settings(config, **flags)
-    except ConfigFileError as err:
-        _fail(str(err))
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        _fail(f"invalid configuration: {problems}")
+    return load_or_exit(CsmsSettings, config, **flags)
 
 
 def csms(
@@ -97,10 +90,10 @@ def csms(
     """Run a csms node (OCPP 2.0.1 server, command executor, API, telemetry, smart charging)."""
     from redis.exceptions import RedisError
 
-    from csms.logs import configure_logging, redact
     from csms.runtime import new_event_loop
     from csms.settings import default_data_dir
     from evfleet.clock import ClockConflict
+    from evfleet.logs import configure_logging, redact
 
     settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
                          data_dir=data_dir, node_id=node_id, tls_cert=tls_cert, tls_key=tls_key,
@@ -112,7 +105,11 @@ def csms(
                          clock_speed=clock_speed, clock_start=clock_start)
     if settings.redis_url is None and settings.data_dir is None:
         settings = settings.model_copy(update={"data_dir": default_data_dir()})
-    configure_logging(settings.log_level, settings.log_json)
+    if settings.node_id is None:  # the same id in the log lines and in Redis
+        from csms.app import default_node_id
+
+        settings = settings.model_copy(update={"node_id": default_node_id()})
+    configure_logging(settings.log_level, settings.log_json, node_id=settings.node_id)
     log = logging.getLogger("csms")
     if settings.auto_register:
         log.warning("auto_register is ON: unknown stations are accepted (development only)")

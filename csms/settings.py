@@ -6,23 +6,23 @@ frozen object down.
 
 from __future__ import annotations
 
-import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from evfleet.config import CommandSettings, ConfigFileError, load
+
+__all__ = ["ConfigFileError", "CsmsSettings", "default_data_dir", "load_settings"]
 
 
-class ConfigFileError(ValueError):
-    """The TOML configuration file is missing or invalid."""
+class CsmsSettings(CommandSettings):
+    """Every setting of a csms node (env var = `EVFLEET_` + upper-case field name; `[csms]` table)."""
 
-
-class CsmsSettings(BaseSettings):
-    """Every setting of a csms node (env var = `EVFLEET_` + upper-case field name)."""
-
-    model_config = SettingsConfigDict(env_prefix="EVFLEET_", frozen=True, extra="forbid")
+    TABLE: ClassVar[str] = "csms"
+    FLAGS: ClassVar[dict[str, str]] = {"api_enabled": "--api", "run_services": "--services",
+                                       "default_site_limit_kw": "--site-limit-kw"}
 
     # --- state store -------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -179,34 +179,9 @@ def default_data_dir() -> Path:
     return Path(base) / "evfleet"
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Settings from a TOML file (top-level keys, or a `[csms]` table)."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigFileError(f"config file not found: {path}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigFileError(f"config file {path} is not valid TOML: {err}") from err
-    table = data.get("csms", data)
-    if not isinstance(table, dict):
-        raise ConfigFileError(f"config file {path}: [csms] must be a table")
-    return table
-
-
 def load_settings(config_file: Path | None = None, **flags: Any) -> CsmsSettings:
-    """Settings with precedence flags > environment > TOML file > defaults.
+    """Settings with precedence flags > environment > TOML file > defaults (see `evfleet.config`).
 
     `flags` whose value is None are ignored (an unset CLI option).
     """
-    from_file = read_toml(config_file) if config_file else {}
-    explicit = {k: v for k, v in flags.items() if v is not None}
-
-    class _FileSettings(CsmsSettings):
-        @classmethod
-        def settings_customise_sources(cls, settings_cls, init_settings, env_settings,  # type: ignore[no-untyped-def]
-                                       dotenv_settings, file_secret_settings):
-            return (init_settings, env_settings)
-
-    merged_env = _FileSettings(**explicit)  # flags + env
-    values = {**from_file, **merged_env.model_dump(exclude_unset=True)}
-    return CsmsSettings(**values)
+    return load(CsmsSettings, config_file, **flags)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
+
+from evfleet.config import given_flags, load_or_exit, option
+from evse_sim.settings import HLC_MODES, JOSEV_MAX_STATIONS, SimSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from evse_sim.hlc import HlcLink
@@ -48,10 +50,6 @@ def read_password_file(path: Path) -> tuple[str | None, dict[str, str]]:
     return None, per_station
 
 
-HLC_MODES = ("basic", "modelled", "josev", "none")
-JOSEV_MAX_STATIONS = 10  # each AC EVSE runs a Josev SECC JVM, each HLC visit a Josev EVCC JVM
-
-
 def hlc_factory(mode: str, links: list[Any] | None = None) -> Callable[[SimStation], HlcLink | None] | None:
     """The fleet's per-station HLC link for `--hlc` (None: the fleet's default, `BasicHlc`).
 
@@ -81,264 +79,168 @@ ProvisionStation = Callable[..., Awaitable[None]]
 The composition root (`evfleet.app.cli`) passes the csms's `provision_station`, so the simulator
 never imports the csms."""
 
+_wiring: dict[str, ProvisionStation | None] = {"provision_station": None}
+
 
 def register(app: typer.Typer, provision_station: ProvisionStation | None = None) -> None:
     """Add `evfleet sim` to the root app (`provision_station` enables `--provision-redis`)."""
-
-    @app.command("sim")
-    def sim(
-        csms: str = typer.Option(..., "--csms", help="CSMS base URL, e.g. ws://127.0.0.1:9000/ocpp"),
-        stations: int | None = typer.Option(
-            None, "--stations", min=1, help="fleet size (default: the scenario's)"
-        ),
-        scenario: str = typer.Option(
-            "seed001", "--scenario", help="seed001 | seed003 | seed004 | random | path to a scenario JSON"
-        ),
-        seed: int | None = typer.Option(
-            None, "--seed",
-            help="seed of the scenario and the stations (transaction ids); default: a fresh one per run",
-        ),
-        speed: float | None = typer.Option(
-            None, "--speed", min=0.001,
-            help="simulated seconds per real second (default 1, or the speed of the clock joined with "
-            "--clock-redis); the csms must run on the same clock (see docs/simulator.md)",
-        ),
-        duration: str | None = typer.Option(
-            None, "--duration", help="simulated time to run (90m, 24h...); default: the scenario horizon"
-        ),
-        start: str = typer.Option(
-            "scenario", "--start", help="'scenario' (its own start), 'now', or ISO time"
-        ),
-        password: str | None = typer.Option(
-            None, "--password", help="Basic-auth password (security profile 1/2)"
-        ),
-        password_file: Path | None = typer.Option(
-            None, "--password-file", help="shared or per-station passwords"
-        ),
-        tls_ca: Path | None = typer.Option(
-            None, "--tls-ca", help="CA certificate for wss:// (security profile 2)"
-        ),
-        client_certs: Path | None = typer.Option(
-            None, "--client-certs",
-            help="directory with {station_id}.pem and .key: client certificates (security profile 3)",
-        ),
-        ramp_per_s: float = typer.Option(
-            50.0, "--ramp-per-s", min=0.0, help="stations started per second (0 = all)"
-        ),
-        tick: float = typer.Option(0.5, "--tick", min=0.01, help="real seconds between simulation steps"),
-        meter_interval: int = typer.Option(60, "--meter-interval", min=0, help="TxUpdatedInterval [clock s]"),
-        aligned_interval: int = typer.Option(
-            300, "--aligned-interval", min=0, help="MeterValues interval [clock s], 0 = off"
-        ),
-        hlc: str = typer.Option(
-            "basic",
-            "--hlc",
-            help="ISO 15118 link of HLC EVs: basic (announce needs, follow the limit), modelled "
-            "(the modelled ISO 15118-2 session: SAScheduleList, EV's own plan), josev (real ISO 15118-2 "
-            f"AC sessions with Josev over veth pairs; at most {JOSEV_MAX_STATIONS} stations; "
-            "`evfleet iso15118 check`) or none (no HLC EVs)",
-        ),
-        no_hlc: bool = typer.Option(False, "--no-hlc", help="same as --hlc none"),
-        authorize: bool = typer.Option(
-            False, "--authorize", help="send Authorize for EV id tokens; charge once Accepted"
-        ),
-        ocpp: str = typer.Option(
-            "2.0.1", "--ocpp", help="OCPP version of the stations: 2.0.1, 1.6 (OCPP 1.6J) or mixed "
-            "(every second station 1.6J)"
-        ),
-        drop_rate: float = typer.Option(
-            0.0, "--drop-rate", min=0.0, help="fault injection: link drops per station per simulated hour"
-        ),
-        drop_seconds: float = typer.Option(
-            10.0, "--drop-seconds", min=0.0, help="real seconds a dropped station stays offline"
-        ),
-        clock_redis: str | None = typer.Option(
-            None,
-            "--clock-redis",
-            help="run on the deployment's clock in this csms Redis: join the live simulated clock "
-            "(`evfleet csms --clock-speed`), or start one there",
-        ),
-        provision_redis: str | None = typer.Option(
-            None, "--provision-redis", help="first provision the stations in this csms Redis"
-        ),
-        site: str = typer.Option(
-            "default", "--site",
-            help="csms site the stations are provisioned on (with --provision-redis; default: the csms's "
-            "default site, whose limit `evfleet sites set default` sets)",
-        ),
-        report: Path | None = typer.Option(None, "--report", help="write a JSON summary (stats + visits)"),
-        quiet: bool = typer.Option(False, "--quiet", help="no live display; print the summary only"),
-        log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
-    ) -> None:
-        """Run a simulated fleet of OCPP 2.0.1 and/or 1.6J stations and EVs against a CSMS."""
-        from evse_sim.fleet import OCPP_CHOICES
-        from evse_sim.scenarios import ScenarioError, load_scenario
-
-        logging.basicConfig(
-            level=getattr(logging, log_level.upper(), logging.WARNING),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        logging.getLogger("ocpp").setLevel(max(logging.WARNING, logging.getLogger().level))
-        if not re.match(r"^wss?://", csms):
-            raise typer.BadParameter("must start with ws:// or wss://", param_hint="--csms")
-        if tls_ca is not None and not tls_ca.exists():
-            raise typer.BadParameter(f"{tls_ca} does not exist", param_hint="--tls-ca")
-        if client_certs is not None and not client_certs.is_dir():
-            raise typer.BadParameter(f"{client_certs} is not a directory", param_hint="--client-certs")
-        shared: str | None = password
-        per_station: dict[str, str] = {}
-        if password_file is not None:
-            shared, per_station = read_password_file(password_file)
-        try:
-            scen = load_scenario(scenario, stations=stations, seed=seed)
-        except ScenarioError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-        if ocpp not in OCPP_CHOICES:
-            raise typer.BadParameter(f"{ocpp!r} is not one of {', '.join(OCPP_CHOICES)}", param_hint="--ocpp")
-        hlc_mode = hlc.strip().lower()
-        if hlc_mode not in HLC_MODES:
-            raise typer.BadParameter(
-                f"{hlc!r} is not one of {', '.join(HLC_MODES)}", param_hint="--hlc"
-            )
-        if no_hlc:
-            if hlc_mode not in ("basic", "none"):
-                raise typer.BadParameter(f"--no-hlc contradicts --hlc {hlc_mode}", param_hint="--hlc")
-            hlc_mode = "none"
-        if hlc_mode == "none":
-            scen = scen.model_copy(update={"evs": [e.model_copy(update={"hlc": False}) for e in scen.evs]})
-        if hlc_mode == "josev":
-            _check_josev(len(scen.stations))
-        wanted = parse_duration(duration) if duration else None
-        try:
-            summary = asyncio.run(
-                _run(
-                    scen,
-                    csms,
-                    speed,
-                    wanted,
-                    start,
-                    shared,
-                    per_station,
-                    tls_ca,
-                    client_certs,
-                    ramp_per_s,
-                    tick,
-                    meter_interval,
-                    aligned_interval,
-                    clock_redis,
-                    (provision_redis, site, _provisioner(provision_station)) if provision_redis else None,
-                    quiet,
-                    drop_rate,
-                    drop_seconds,
-                    authorize,
-                    hlc_mode,
-                    ocpp,
-                    seed,
-                )
-            )
-        except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a Josev SECC did not start
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1) from None
-        if report is not None:
-            report.write_text(json.dumps(summary, indent=1, default=str))
-        stats, outcome = summary["stats"], summary["outcome"]
-        typer.echo(
-            f"{stats['stations']} stations ({outcome['connected']} connected, {outcome['booted']} booted, "
-            f"{outcome['charged']} charged), {stats['visits_started']} EV visits, "
-            f"{stats['energy_kwh']:.1f} kWh delivered, {stats['sent']} messages sent, "
-            f"{stats['errors']} errors"
-        )
-        if summary["failure"]:
-            typer.echo(f"error: {summary['failure']}", err=True)
-            raise typer.Exit(1)
+    _wiring["provision_station"] = provision_station
+    app.command("sim")(sim)
 
 
-async def _run(
-    scen: Any,
-    csms: str,
-    speed: float | None,
-    duration: timedelta | None,
-    start: str,
-    password: str | None,
-    passwords: dict[str, str],
-    tls_ca: Path | None,
-    client_certs: Path | None,
-    ramp_per_s: float,
-    tick: float,
-    meter_interval: int,
-    aligned_interval: int,
-    clock_redis: str | None,
-    provision: tuple[str, str, ProvisionStation] | None,
-    quiet: bool,
-    drop_rate: float = 0.0,
-    drop_seconds: float = 10.0,
-    authorize: bool = False,
-    hlc_mode: str = "basic",
-    ocpp_version: str = "2.0.1",
-    seed: int | None = None,
-) -> dict[str, Any]:
-    from dataclasses import asdict
+S = SimSettings
 
+
+def sim(  # noqa: PLR0913 - one parameter per option, each one line
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", envvar="EVFLEET_CONFIG",
+                                       help="TOML configuration file ([sim] table or top level)"),
+    csms: str | None = option(S, "csms"),
+    stations: int | None = option(S, "stations", min=1),
+    scenario: str = option(S, "scenario"),
+    seed: int | None = option(S, "seed"),
+    speed: float | None = option(S, "speed", min=0.001),
+    duration: str | None = option(S, "duration"),
+    start: str = option(S, "start"),
+    password: str | None = option(S, "password"),
+    password_file: Path | None = option(S, "password_file"),
+    tls_ca: Path | None = option(S, "tls_ca"),
+    client_certs: Path | None = option(S, "client_certs"),
+    ramp_per_s: float = option(S, "ramp_per_s", min=0.0),
+    tick: float = option(S, "tick", min=0.01),
+    meter_interval: int = option(S, "meter_interval", min=0),
+    aligned_interval: int = option(S, "aligned_interval", min=0),
+    hlc: str = option(S, "hlc"),
+    no_hlc: bool = option(S, "no_hlc"),
+    authorize: bool = option(S, "authorize"),
+    ocpp: str = option(S, "ocpp"),
+    drop_rate: float = option(S, "drop_rate", min=0.0),
+    drop_seconds: float = option(S, "drop_seconds", min=0.0),
+    clock_redis: str | None = option(S, "clock_redis"),
+    provision_redis: str | None = option(S, "provision_redis"),
+    site: str = option(S, "site"),
+    report: Path | None = option(S, "report"),
+    quiet: bool = option(S, "quiet"),
+    log_level: str = option(S, "log_level"),
+    log_json: bool = option(S, "log_json", "--log-json/--log-text"),
+) -> None:
+    """Run a simulated fleet of OCPP 2.0.1 and/or 1.6J stations and EVs against a CSMS."""
+    values = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
+    run_sim(load_or_exit(SimSettings, config, **given_flags(ctx, values)))
+
+
+def run_sim(s: SimSettings) -> None:
+    """`evfleet sim` with resolved settings: check them, run the fleet, print the summary."""
+    from evfleet.logs import configure_logging
+
+    configure_logging(s.log_level, s.log_json)
+    scen, hlc_mode, passwords = _prepare(s)
+    try:
+        summary = asyncio.run(_run(scen, s, hlc_mode, passwords))
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a Josev SECC did not start
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    if s.report is not None:
+        s.report.write_text(json.dumps(summary, indent=1, default=str))
+    stats, outcome = summary["stats"], summary["outcome"]
+    typer.echo(
+        f"{stats['stations']} stations ({outcome['connected']} connected, {outcome['booted']} booted, "
+        f"{outcome['charged']} charged), {stats['visits_started']} EV visits, "
+        f"{stats['energy_kwh']:.1f} kWh delivered, {stats['sent']} messages sent, "
+        f"{stats['errors']} errors"
+    )
+    if summary["failure"]:
+        typer.echo(f"error: {summary['failure']}", err=True)
+        raise typer.Exit(1)
+
+
+def _usage(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _prepare(s: SimSettings) -> tuple[Any, str, tuple[str | None, dict[str, str]]]:
+    """The scenario, the HLC mode and the passwords; a usage error exits 2 with one line."""
+    from evse_sim.scenarios import ScenarioError, load_scenario
+
+    passwords: tuple[str | None, dict[str, str]] = (s.password, {})
+    try:
+        if s.password_file is not None:
+            passwords = read_password_file(s.password_file)
+        hlc_mode = s.hlc_mode()
+        scen = load_scenario(s.scenario, stations=s.stations, seed=s.seed)
+        if s.duration:
+            parse_duration(s.duration)
+    except (ScenarioError, ValueError) as err:  # typer.BadParameter goes to the root's usage message
+        _usage(str(err))
+    if hlc_mode == "none":
+        scen = scen.model_copy(update={"evs": [e.model_copy(update={"hlc": False}) for e in scen.evs]})
+    if hlc_mode == "josev":
+        _check_josev(len(scen.stations))
+    return scen, hlc_mode, passwords
+
+
+def _anchor(scen: Any, start: str) -> datetime:
+    """The simulated start: the scenario's, now, or an ISO time (naive = UTC)."""
+    from evfleet.clock import RealClock
+
+    if start == "scenario":
+        return cast(datetime, scen.start)
+    if start == "now":
+        return RealClock().now().replace(microsecond=0)
+    try:
+        anchor = datetime.fromisoformat(start)
+    except ValueError as err:
+        raise ValueError(f"--start: {start!r} is not 'scenario', 'now' or an ISO time") from err
+    return anchor if anchor.tzinfo is not None else anchor.replace(tzinfo=UTC)
+
+
+def _fleet_config(s: SimSettings, passwords: tuple[str | None, dict[str, str]], speed: float) -> Any:
+    from evse_sim.fleet import FleetConfig
+
+    return FleetConfig(
+        s.csms, password=passwords[0], passwords=passwords[1],
+        tls_ca=str(s.tls_ca) if s.tls_ca else None,
+        client_cert_dir=str(s.client_certs) if s.client_certs else None,
+        ramp_per_s=s.ramp_per_s, tick_real_s=s.tick, tx_updated_interval_s=s.meter_interval,
+        aligned_interval_s=s.aligned_interval, drop_rate_per_h=s.drop_rate, drop_real_s=s.drop_seconds,
+        authorize=s.authorize, max_clock_skew_s=max(CLOCK_SKEW_MIN_S, CLOCK_SKEW_REAL_S * speed),
+        ocpp=s.ocpp, seed=s.seed,
+    )
+
+
+async def _run(scen: Any, s: SimSettings, hlc_mode: str,
+               passwords: tuple[str | None, dict[str, str]]) -> dict[str, Any]:
     import ocpp.messages
 
-    from evfleet.clock import RealClock, ScaledClock, keep_clock_alive
-    from evse_sim.fleet import FleetConfig, FleetRunner
+    from evfleet.clock import ScaledClock, keep_clock_alive
+    from evse_sim.fleet import FleetRunner
 
     ocpp.messages.ASYNC_VALIDATION = False  # validate inline: no thread hop per message at fleet scale
-    if start == "scenario":
-        anchor = scen.start
-    elif start == "now":
-        anchor = RealClock().now().replace(microsecond=0)
-    else:
-        try:
-            anchor = datetime.fromisoformat(start)
-        except ValueError as err:
-            raise ValueError(f"--start: {start!r} is not 'scenario', 'now' or an ISO time") from err
-        if anchor.tzinfo is None:
-            anchor = anchor.replace(tzinfo=UTC)
+    anchor = _anchor(scen, s.start)
     redis = None
     heartbeat: asyncio.Task[None] | None = None
-    if clock_redis:
-        clock, redis = await _join_clock(clock_redis, speed, anchor)
+    if s.clock_redis:
+        clock, redis = await _join_clock(s.clock_redis, s.speed, anchor)
         scen = scen.at(clock.now())
         heartbeat = asyncio.create_task(keep_clock_alive(redis, _clock_key(), clock.spec()))
     else:
-        clock = ScaledClock(anchor, speed or 1.0)
+        clock = ScaledClock(anchor, s.speed or 1.0)
         scen = scen.at(anchor)
-    if provision is not None:
-        await _provision(*provision, scen, password, passwords)
+    if s.provision_redis:
+        await _provision(s.provision_redis, s.site, _provisioner(_wiring["provision_station"]), scen,
+                         *passwords)
     josev_links: list[Any] = []
-    runner = FleetRunner(
-        scen,
-        clock,
-        FleetConfig(
-            csms,
-            password=password,
-            passwords=passwords,
-            tls_ca=str(tls_ca) if tls_ca else None,
-            client_cert_dir=str(client_certs) if client_certs else None,
-            ramp_per_s=ramp_per_s,
-            tick_real_s=tick,
-            tx_updated_interval_s=meter_interval,
-            aligned_interval_s=aligned_interval,
-            drop_rate_per_h=drop_rate,
-            drop_real_s=drop_seconds,
-            authorize=authorize,
-            max_clock_skew_s=max(CLOCK_SKEW_MIN_S, CLOCK_SKEW_REAL_S * clock.speed),
-            ocpp=ocpp_version,
-            seed=seed,
-        ),
-        hlc_factory=hlc_factory(hlc_mode, josev_links),
-    )
+    runner = FleetRunner(scen, clock, _fleet_config(s, passwords, clock.speed),
+                         hlc_factory=hlc_factory(hlc_mode, josev_links))
     if josev_links:
-        await open_josev_links(josev_links, quiet)
+        await open_josev_links(josev_links, s.quiet)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, runner.stop)
-    display = None if quiet else asyncio.create_task(_live(runner))
+    display = None if s.quiet else asyncio.create_task(_live(runner))
     try:
-        stats = await runner.run(duration)
+        stats = await runner.run(parse_duration(s.duration) if s.duration else None)
     finally:
         for task in (display, heartbeat):
             if task is not None:
@@ -351,6 +253,13 @@ async def _run(
         raise ClockMismatch(
             f"{runner.clock_error}; run the csms with --clock-speed {clock.speed:g} and the sim with "
             "--clock-redis URL, or the sim in real time (--speed 1 --start now)")
+    return _summary(scen, clock, runner, stats)
+
+
+def _summary(scen: Any, clock: Any, runner: Any, stats: Any) -> dict[str, Any]:
+    """The `--report` JSON: stats, outcome, per-station first errors, visits."""
+    from dataclasses import asdict
+
     outcome = runner.outcome()
     return {
         "scenario": scen.name,

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from evfleet.config import given_flags, load_or_exit, option
+from optimizer.settings import OptimizeSettings
+
 if TYPE_CHECKING:
     from optimizer.problem import Instance, Schedule
 
@@ -28,44 +31,42 @@ def register(app: typer.Typer) -> None:
     app.command(name="optimize")(optimize)
 
 
+S = OptimizeSettings
+
+
 def optimize(
-    input_path: Path = typer.Option(
-        ..., "--input", "-i", help="Instance JSON file (docs/optimizer-format.md)."
-    ),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the schedule JSON."),
-    strategy: str | None = typer.Option(
-        None,
-        "--strategy",
-        "-s",
-        help="cost, profit, service_time, uncontrolled, equal_share, edf, llf, smallest_first or fcfs "
-        "(default: the instance's objective kind).",
-    ),
-    time_limit: float | None = typer.Option(
-        None, "--time-limit", help="Solver time limit per solve, in seconds."
-    ),
-    compare: bool = typer.Option(
-        False, "--compare", help="Run every strategy and print one comparison table."
-    ),
-    evaluate: str | None = typer.Option(
-        None,
-        "--evaluate",
-        help="rolling: Monte Carlo of rolling re-plans under uncertain departures and needs, against "
-        "perfect foresight and uncontrolled charging (docs/optimizer.md, 'Planning under uncertainty').",
-    ),
-    runs: int = typer.Option(100, "--runs", help="Monte Carlo runs for --evaluate."),
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", envvar="EVFLEET_CONFIG",
+                                       help="TOML configuration file ([optimize] table or top level)"),
+    input_path: Path | None = option(S, "input", "--input", "-i"),
+    output: Path | None = option(S, "output", "--output", "-o"),
+    strategy: str | None = option(S, "strategy", "--strategy", "-s"),
+    time_limit: float | None = option(S, "time_limit"),
+    compare: bool = option(S, "compare"),
+    evaluate: str | None = option(S, "evaluate"),
+    runs: int = option(S, "runs"),
+    log_level: str = option(S, "log_level"),
+    log_json: bool = option(S, "log_json", "--log-json/--log-text"),
 ) -> None:
     """Solve a fleet charging instance (LP/MILP with HiGHS) or compare it against the baselines."""
     from rich.console import Console
 
+    from evfleet.logs import configure_logging
+
+    flags = given_flags(ctx, {k: v for k, v in locals().items() if k not in ("ctx", "config")})
+    if "input_path" in flags:  # `input` would shadow the builtin here
+        flags["input"] = flags.pop("input_path")
+    s = load_or_exit(OptimizeSettings, config, **flags)
+    configure_logging(s.log_level, s.log_json)
     err = Console(stderr=True, soft_wrap=True)
     try:
-        if evaluate is not None:
-            evaluate_rolling(read_instance(input_path), evaluate, runs)
+        if s.evaluate is not None:
+            evaluate_rolling(read_instance(s.input), s.evaluate, s.runs)
             return
-        if output is None and not compare:
+        if s.output is None and not s.compare:
             raise CliError("give --output FILE for the schedule, or --compare for a table")
-        inst = read_instance(input_path)
-        _run(inst, output, strategy, time_limit, compare)
+        inst = read_instance(s.input)
+        _run(inst, s.output, s.strategy, s.time_limit, s.compare)
     except CliError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(code=2) from None

@@ -59,6 +59,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """A command run in-process (CliRunner) installs its log handler on a stream that closes with it:
+    put the root logger (and the levels `configure_logging` sets) back after each test."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("", "ocpp", "websockets")]
+    saved = [(lg, list(lg.handlers), lg.level) for lg in loggers]
+    yield
+    for lg, handlers, level in saved:
+        for handler in lg.handlers:
+            if handler not in handlers and getattr(handler, "_evfleet", False):
+                handler.close()
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     """A private redis-server for the whole test session (never the machine's own)."""

@@ -37,7 +37,6 @@ from redis.exceptions import RedisError
 
 from csms import metrics
 from csms.commands import REPLY_TTL_S, CommandReply, CommandRequest, Outcome, dedicated_client
-from csms.logs import log_context
 from csms.protocol.env import NodeEnv
 from csms.protocol.framing import CSMS_ACTIONS, schema_violation
 from csms.protocol.registry import Registry
@@ -47,6 +46,7 @@ from csms.protocol.v16.configuration import fetch_configuration
 from csms.protocol.v16.station import StationHandler16
 from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
+from evfleet.logs import log_context
 from evfleet.store.client import as_str
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,6 @@ from websockets.typing import Subprotocol
 
 from csms import metrics
 from csms.core.security import BasicAuthError, parse_basic_auth
-from csms.logs import log_context
 from csms.protocol.certauth import certificate_login, peer_common_name
 from csms.protocol.env import NodeEnv
 from csms.protocol.handshake import Admitted, HandshakeGate, Refused
@@ -50,6 +49,7 @@ from csms.protocol.station import FloodError, StationConnection, StationHandler
 from csms.protocol.v16.station import StationHandler16
 from csms.protocol.versions import SUBPROTOCOLS, choose_subprotocol
 from csms.store.provisioning import ProvisioningError, validate_station_id
+from evfleet.logs import log_context
 from evfleet.store.client import StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,6 @@ from websockets.exceptions import ConnectionClosed
 from csms import metrics
 from csms.core.ratelimit import TokenBucket
 from csms.errors import PayloadValueError
-from csms.logs import log_context
 from csms.protocol.authorization import AuthorizationBlock
 from csms.protocol.availability import AvailabilityBlock
 from csms.protocol.base import BlockBase
@@ -65,6 +64,7 @@ from csms.protocol.meter_values import MeterValuesBlock
 from csms.protocol.provisioning import ProvisioningBlock
 from csms.protocol.smart_charging import SmartChargingBlock
 from csms.protocol.transactions import TransactionsBlock
+from evfleet.logs import log_context
 from evfleet.store.client import StoreUnavailable, store_unavailable
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from csms.api.reader import StateReader
 from csms.api.site_inputs import SiteInputWriter
 from csms.context import CsmsContext
 from csms.leases import run_singleton
-from csms.logs import redact
 from csms.telemetry.bridge import MqttBridge
+from evfleet.logs import redact
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import pytest
 
 from csms.api.site_inputs import InvalidSiteId, check_site_id
 from csms.api.tokens import TokenStore
-from csms.logs import RedactFilter, configure_logging, redact
 from csms.store.provisioning import ProvisioningError, validate_station_id
 from evfleet.clock import RealClock
+from evfleet.logs import RedactFilter, configure_logging, redact
 from tests.api.conftest import KEYS, Tokens
 from tests.api.harness import live_csms
 

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from csms import metrics
 from csms.app import CsmsNode
 from csms.core.security import basic_auth_header
-from csms.logs import JsonFormatter, configure_logging, log_context
+from evfleet.logs import JsonFormatter, configure_logging, log_context
 from tests.csms.conftest import PASSWORD
 
 
@@ -81,7 +81,7 @@ async def test_metrics_count_messages_and_errors(station: Any) -> None:
 def test_json_log_lines_carry_station_and_message_id() -> None:
     record = logging.LogRecord("csms.x", logging.WARNING, __file__, 1, "refused %s", ("frame",), None)
     with log_context(station_id="CP-9", message_id="m-1"):
-        from csms.logs import ContextFilter
+        from evfleet.logs import ContextFilter
 
         ContextFilter().filter(record)
     line = json.loads(JsonFormatter().format(record))

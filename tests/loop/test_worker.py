@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -223,21 +224,32 @@ async def test_entries_left_pending_by_a_dead_worker_are_acknowledged(redis: Red
     assert (await redis.xpending(K.events(), "optimizer"))["pending"] == 0
 
 
-def test_worker_config_precedence_flags_env_file(tmp_path: Any) -> None:
-    from optimizer.worker_cli import WorkerConfigError, read_config, resolve
+def test_worker_config_precedence_flags_env_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
 
+    from evfleet.config import ConfigFileError
+    from optimizer.worker_cli import worker_settings
+
+    for name in [n for n in os.environ if n.startswith("EVFLEET_")]:
+        monkeypatch.delenv(name)
     cfg = tmp_path / "evfleet.toml"
-    cfg.write_text('[optimizer]\nredis_url = "redis://file:6379/0"\nstrategy = "edf"\ndebounce_s = 3.0\n')
-    merged = resolve({"redis_url": None, "strategy": "cost", "site": []}, read_config(cfg))
-    assert merged["redis_url"] == "redis://file:6379/0"  # from the file
-    assert merged["strategy"] == "cost"  # the flag wins
-    assert merged["debounce_s"] == 3.0 and merged["horizon_steps"] == 96  # file, then default
+    cfg.write_text('[optimizer]\nredis_url = "redis://file:6379/0"\nstrategy = "edf"\ndebounce_s = 3.0\n'
+                   'stickiness = 0.5\n')
+    monkeypatch.setenv("EVFLEET_OPTIMIZER_STRATEGY", "llf")
+    monkeypatch.setenv("EVFLEET_OPTIMIZER_STICKINESS", "0.25")
+    merged = worker_settings(cfg, strategy="cost", redis_url=None)
+    assert merged.redis_url == "redis://file:6379/0"  # from the file (an unset flag does not override)
+    assert merged.strategy == "cost"  # the flag beats the environment and the file
+    assert merged.stickiness == 0.25  # the environment beats the file
+    assert merged.debounce_s == 3.0 and merged.horizon_steps == 96  # file, then default
+    monkeypatch.setenv("EVFLEET_REDIS_URL", "redis://env:6379/0")  # shared with the csms
+    assert worker_settings(cfg).redis_url == "redis://env:6379/0"
     bad = tmp_path / "bad.toml"
     bad.write_text("[optimizer]\nsolver = 'x'\n")
-    with pytest.raises(WorkerConfigError, match="unknown keys solver"):
-        read_config(bad)
-    with pytest.raises(WorkerConfigError, match="not found"):
-        read_config(tmp_path / "missing.toml")
+    with pytest.raises(ValidationError, match="solver"):
+        worker_settings(bad)
+    with pytest.raises(ConfigFileError, match="not found"):
+        worker_settings(tmp_path / "missing.toml")
 
 
 async def test_bulk_read_gives_what_the_commands_give(redis: Redis) -> None:

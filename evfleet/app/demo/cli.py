@@ -6,21 +6,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from evfleet.app.demo.config import (
-    DEFAULT_DURATION,
-    DEFAULT_SPEED,
-    DEFAULT_STATIONS,
-    DemoConfig,
-    DemoConfigError,
-    parse_duration,
-)
-from evfleet.isotime import IsoTimeError, parse_iso
+from evfleet.app.demo.config import DemoConfig, DemoConfigError, DemoSettings
+from evfleet.config import given_flags, load_or_exit, option
 
 
 def register(app: typer.Typer) -> None:
@@ -28,40 +20,43 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
+S = DemoSettings
+
+
 def demo(
-    scenario: str = typer.Option("seed001", help="fleet scenario: seed001 (scaled seed 001 fleet) or random"),
-    stations: int = typer.Option(DEFAULT_STATIONS, min=1, max=500, help="number of charging stations"),
-    speed: float = typer.Option(DEFAULT_SPEED, min=1, max=5000,
-                                help="simulated seconds per real second (720: a day in 2 minutes)"),
-    strategy: str = typer.Option("cost", help="optimizer strategy (cost, or a baseline such as equal_share)"),
-    duration: str = typer.Option(DEFAULT_DURATION, help="simulated time to run: 24h, 6h, 90m, 1d..."),
-    no_browser: bool = typer.Option(False, "--no-browser", help="do not open the dashboard in a browser"),
-    output: Path = typer.Option(Path("evfleet-report"), "--output", "-o",
-                                help="directory for report.json, report.png and demo.log"),
-    port: int = typer.Option(0, help="OCPP WebSocket port (0: a free port)"),
-    api_port: int = typer.Option(0, help="dashboard/API port (0: 8080 if free, else a free port)"),
-    seed: int = typer.Option(1, help="random seed of the fleet"),
-    start: str = typer.Option("", help="simulated start, ISO 8601 (default: today, scenario's time of day)"),
-    ocpp: str = typer.Option("2.0.1", help="OCPP version of the stations: 2.0.1, 1.6 (OCPP 1.6J) or mixed"),
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", envvar="EVFLEET_CONFIG",
+                                       help="TOML configuration file ([demo] table or top level)"),
+    scenario: str = option(S, "scenario"),
+    stations: int = option(S, "stations", min=1, max=500),
+    speed: float = option(S, "speed", min=1, max=5000),
+    strategy: str = option(S, "strategy"),
+    duration: str = option(S, "duration"),
+    no_browser: bool = option(S, "no_browser"),
+    output: Path = option(S, "output", "--output", "-o"),
+    ocpp_port: int = option(S, "ocpp_port"),
+    api_port: int = option(S, "api_port"),
+    seed: int = option(S, "seed"),
+    start: str = option(S, "start"),
+    ocpp: str = option(S, "ocpp"),
+    log_level: str = option(S, "log_level"),
+    log_json: bool = option(S, "log_json", "--log-json/--log-text"),
 ) -> None:
     """Run the closed loop (embedded Redis, csms + dashboard, optimizer, fleet) and write a report."""
     from rich.console import Console
 
     from evfleet.clock import RealClock
 
+    values = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
+    settings = load_or_exit(DemoSettings, config, **given_flags(ctx, values))
     console = Console(highlight=False, soft_wrap=True)
     try:
-        cfg = DemoConfig(
-            scenario=scenario, stations=stations, speed=speed, strategy=strategy,
-            duration=parse_duration(duration), start=_parse_start(start), today=RealClock().now().date(),
-            open_browser=not no_browser,
-            output_dir=output, ocpp_port=port, api_port=api_port, seed=seed, ocpp=ocpp,
-        )
+        cfg = settings.demo_config(RealClock().now().date())
         _check_strategy(cfg.strategy)
     except DemoConfigError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(2) from None
-    code = run_bounded(_main(cfg, console))
+    code = run_bounded(_main(cfg, console, settings))
     raise typer.Exit(code)
 
 
@@ -85,15 +80,6 @@ def run_bounded(main: Coroutine[Any, Any, int], grace_s: float = 10.0) -> int:
             loop.close()
 
 
-def _parse_start(text: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return parse_iso(text)
-    except IsoTimeError as err:
-        raise DemoConfigError(f"--start {text!r} is not an ISO 8601 time") from err
-
-
 def _check_strategy(name: str) -> None:
     try:
         from optimizer.strategies import STRATEGIES
@@ -103,27 +89,23 @@ def _check_strategy(name: str) -> None:
         raise DemoConfigError(f"unknown --strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
-def _setup_logging(output: Path) -> Path:
+def _setup_logging(output: Path, settings: DemoSettings) -> Path:
     """Every component's log goes to output/demo.log, so the terminal shows only the demo."""
+    from evfleet.logs import configure_logging
+
     output.mkdir(parents=True, exist_ok=True)
     path = output / "demo.log"
-    handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    configure_logging(settings.log_level, settings.log_json, path=path, exclusive=True)
     return path
 
 
-async def _main(cfg: DemoConfig, console: Any) -> int:
+async def _main(cfg: DemoConfig, console: Any, settings: DemoSettings) -> int:
     """Run the demo with Ctrl-C/SIGTERM handling; the exit code."""
     from evfleet.app.demo.components import ComponentError
     from evfleet.app.demo.orchestrator import DemoError, run_demo
     from evfleet.app.demo.report import ReportError
 
-    log_path = _setup_logging(cfg.output_dir)
+    log_path = _setup_logging(cfg.output_dir, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()

@@ -1,4 +1,5 @@
-"""Options of `evfleet demo`, validated once (pure)."""
+"""Options of `evfleet demo`: the settings (flags > `EVFLEET_DEMO_*` > `[demo]` TOML table), validated
+once into a `DemoConfig` (pure)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from evfleet.config import CommandSettings
 
 
 class DemoConfigError(ValueError):
@@ -70,3 +77,61 @@ class DemoConfig:
     def wall_seconds(self) -> float:
         """Real seconds the simulated window takes at `speed`."""
         return self.duration.total_seconds() / self.speed
+
+
+class DemoSettings(CommandSettings):
+    """Every option of `evfleet demo` (env var = `EVFLEET_DEMO_` + upper-case name; `[demo]` table).
+
+    `log_level` and `log_json` are shared with every command (`EVFLEET_LOG_LEVEL`, `EVFLEET_LOG_JSON`);
+    they shape `demo.log`, which every component of the demo writes to.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EVFLEET_DEMO_", frozen=True, extra="forbid")
+    TABLE: ClassVar[str] = "demo"
+    SHARED_ENV: ClassVar[frozenset[str]] = frozenset({"log_level", "log_json"})
+    FLAGS: ClassVar[dict[str, str]] = {"ocpp_port": "--port"}
+
+    scenario: str = Field("seed001", description="fleet scenario: seed001 (scaled seed 001 fleet) or random")
+    stations: int = Field(DEFAULT_STATIONS, ge=1, le=500, description="number of charging stations")
+    speed: float = Field(DEFAULT_SPEED, ge=1, le=5000,
+                         description="simulated seconds per real second (720: a day in 2 minutes)")
+    strategy: str = Field("cost", description="optimizer strategy (cost, or a baseline such as equal_share)")
+    duration: str = Field(DEFAULT_DURATION, description="simulated time to run: 24h, 6h, 90m, 1d...")
+    no_browser: bool = Field(False, description="do not open the dashboard in a browser")
+    output: Path = Field(Path("evfleet-report"),
+                         description="directory for report.json, report.png and demo.log")
+    ocpp_port: int = Field(0, ge=0, le=65535, description="OCPP WebSocket port (0: a free port)")
+    api_port: int = Field(0, ge=0, le=65535,
+                          description="dashboard/API port (0: 8080 if free, else a free port)")
+    seed: int = Field(1, description="random seed of the fleet")
+    start: str = Field("", description="simulated start, ISO 8601 (default: today, scenario's time of day)")
+    ocpp: str = Field("2.0.1", description="OCPP version of the stations: 2.0.1, 1.6 (OCPP 1.6J) or mixed")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="level of demo.log: DEBUG, INFO, WARNING, ERROR")
+    log_json: bool = Field(False, description="JSON lines in demo.log")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def demo_config(self, today: date) -> DemoConfig:
+        """The validated `DemoConfig` of these settings; raises DemoConfigError."""
+        return DemoConfig(
+            scenario=self.scenario, stations=self.stations, speed=self.speed, strategy=self.strategy,
+            duration=parse_duration(self.duration), start=parse_start(self.start), today=today,
+            open_browser=not self.no_browser, output_dir=self.output, ocpp_port=self.ocpp_port,
+            api_port=self.api_port, seed=self.seed, ocpp=self.ocpp,
+        )
+
+
+def parse_start(text: str) -> datetime | None:
+    """An ISO 8601 start (naive = UTC), or None for an empty text."""
+    from evfleet.isotime import IsoTimeError, parse_iso
+
+    if not text:
+        return None
+    try:
+        return parse_iso(text)
+    except IsoTimeError as err:
+        raise DemoConfigError(f"--start {text!r} is not an ISO 8601 time") from err
