@@ -278,7 +278,7 @@ class StationLink16(ChargePoint):
 
     # --- inbound: smart charging ----------------------------------------------------------
     def _smart(self) -> bool:
-        return "no_smart_charging" not in self.station.config.quirks
+        return self.station.smart_charging
 
     @on(Action.set_charging_profile)
     def on_set_charging_profile(

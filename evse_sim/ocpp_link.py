@@ -25,7 +25,7 @@ from evse_sim.smart_charging import ChargingProfile, ProfileError, Purpose, Rate
 
 def _no_smart_charging(station: StationCore, action: str) -> None:
     """The `no_smart_charging` quirk: CALLERROR NotImplemented for smart-charging requests."""
-    if "no_smart_charging" in station.config.quirks:
+    if not station.smart_charging:
         raise OcppNotImplemented(description=f"{action} is not implemented by this charger")
 
 

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import websockets
@@ -143,7 +144,7 @@ class SimStation:
         """The EV on `evse_id` leaves (see `StationCore.unplug`)."""
         return self.core.unplug(evse_id)
 
-    def tick(self, now: Any = None) -> list[OutMsg]:
+    def tick(self, now: datetime | None = None) -> list[OutMsg]:
         """Advance the station to `now` (see `StationCore.tick`)."""
         return self.core.tick(now)
 

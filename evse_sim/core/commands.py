@@ -23,6 +23,11 @@ from evse_sim.station_types import TxState
 class StationCommands(StationState):
     """CSMS-initiated operations (F, G, B blocks) on top of `StationState`."""
 
+    @property
+    def smart_charging(self) -> bool:
+        """Does this charger implement smart charging (not the `no_smart_charging` quirk)?"""
+        return "no_smart_charging" not in self.config.quirks
+
     def active_transactions(self) -> dict[int, str | None]:
         """EVSE id -> running transaction id (None when idle)."""
         return {i: (st.tx.transaction_id if st.tx else None) for i, st in self.evses.items()}

@@ -46,7 +46,9 @@ def _core(online: bool = True, **cfg: Any) -> tuple[StationCore, ManualClock]:
     config = StationConfig("CORE-1", (EvseSpec.ac(11.0),), tx_updated_interval_s=0, heartbeat_s=0,
                            aligned_interval_s=0, **cfg)
     core = StationCore(config, clock, rng=random.Random(7))  # type: ignore[arg-type]
-    if online:
+    if online:  # as the driver does: boot until Accepted, then the link is up
+        assert core.needs_boot
+        assert core.boot_answered(SimpleNamespace(status="Accepted", interval=0, current_time=None)) is None
         core.link_up(clock.now())
         _send_all(core)  # the connect-time StatusNotification
     return core, clock
@@ -177,3 +179,26 @@ def test_reconnect_replays_queued_events_in_order_with_their_seq_no() -> None:
     assert type(replay[-1]) is call.StatusNotification and replay[-1].connector_status == "Available"
     assert core.stats.offline_events_sent == 1
     assert core.queued == 0
+
+
+def test_on_idle_reset_waits_for_the_last_transaction_then_reboots_through_the_driver_hooks() -> None:
+    core, _clock = _core()
+    calls: list[str] = []
+    core.on_reset_due = lambda: calls.append("due")
+    core.on_reboot = lambda: calls.append("reboot")
+    tx_id = core.plug_in(1, _ev())
+    _send_all(core)
+    assert not core.needs_boot
+    assert core.request_reset("OnIdle", None) == "Scheduled"
+    assert calls == []
+    assert core.remote_stop(tx_id)
+    assert calls == ["due"]
+    ended = _tx_events(_send_all(core))[-1]
+    assert (ended.event_type, ended.trigger_reason, ended.transaction_info["stopped_reason"]) == (
+        "Ended", "RemoteStop", "Remote")
+    core.perform_pending_reset()
+    assert calls == ["due", "reboot"]
+    assert core.needs_boot and core.boot_request().reason == "RemoteReset"
+    assert core.boot_answered(SimpleNamespace(status="Pending", interval=7, current_time=None)) == 7.0
+    assert core.boot_answered(SimpleNamespace(status="Accepted", interval=60, current_time=None)) is None
+    assert not core.needs_boot and core.heartbeat_s == 60
