@@ -54,6 +54,7 @@ from csms.store.embedded import EmbeddedRedis
 from csms.store.migrate import migrate_legacy_transactions
 from csms.store.quota import EventQuota
 from csms.store.state import StateStore
+from evfleet.backoff import Backoff
 from evfleet.clock import (
     Clock,
     RealClock,
@@ -130,8 +131,8 @@ def load_service(spec: str) -> Service:
 
 async def supervise(name: str, spec: str | Service, ctx: CsmsContext, first_backoff_s: float = 1.0,
                     max_backoff_s: float = 60.0) -> None:
-    """Run a service; log and restart it with exponential backoff when it raises."""
-    backoff_s = first_backoff_s
+    """Run a service; log and restart it with exponential backoff (full jitter) when it raises."""
+    backoff = Backoff(first_backoff_s, max_backoff_s)
     while True:
         try:
             service = load_service(spec) if isinstance(spec, str) else spec
@@ -141,9 +142,9 @@ async def supervise(name: str, spec: str | Service, ctx: CsmsContext, first_back
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("service %s crashed; restarting in %.0f s", name, backoff_s)
-        await asyncio.sleep(backoff_s)
-        backoff_s = min(max_backoff_s, backoff_s * 2)
+            delay = backoff.next_delay()
+            log.exception("service %s crashed; restarting in %.1f s", name, delay)
+        await asyncio.sleep(delay)
 
 
 def _bind_api(settings: CsmsSettings) -> socket.socket:

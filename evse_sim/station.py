@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import websockets
 from ocpp.exceptions import OCPPError
 
+from evfleet.backoff import Backoff
 from evfleet.clock import Clock
 from evse_sim.core import StationCore
 from evse_sim.device_model import DeviceModel
@@ -193,7 +194,7 @@ class SimStation:
     async def run(self, tick_s: float | None = None) -> None:
         """Stay connected to the CSMS until `stop()`; with `tick_s`, also tick every `tick_s` clock s."""
         ticker = asyncio.create_task(self._own_ticker(tick_s)) if tick_s else None
-        attempt = 0
+        backoff = Backoff(self.connection.backoff_base_s, self.connection.backoff_max_s, self.rng)
         try:
             while not self._stopping:
                 if self._offline_for_s > 0:
@@ -202,7 +203,7 @@ class SimStation:
                     continue
                 try:
                     if await self._session():
-                        attempt = 0
+                        backoff.reset()
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:  # every connection failure ends here: count it, back off, retry
@@ -213,11 +214,7 @@ class SimStation:
                     self._went_offline()
                 if self._stopping:
                     break
-                attempt += 1
-                cap = min(
-                    self.connection.backoff_max_s, self.connection.backoff_base_s * 2 ** min(attempt - 1, 16)
-                )
-                await asyncio.sleep(self.rng.uniform(cap / 2, cap))
+                await backoff.sleep()
         finally:
             if ticker is not None:
                 ticker.cancel()

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ from csms.telemetry.topics import (
     Topics,
     format_value,
 )
+from evfleet.backoff import Backoff
 from evfleet.events import Event
 
 log = logging.getLogger(__name__)
@@ -261,8 +261,8 @@ class MqttBridge:
                               identifier=self.client_id, will=will, keepalive=30, timeout=10, tls_context=tls)
 
     async def connect_loop(self) -> None:
-        """Connect, serve, and reconnect with exponential backoff (with jitter) forever."""
-        backoff_s = 0.5
+        """Connect, serve, and reconnect with exponential backoff (full jitter) forever."""
+        backoff = Backoff(0.5, self.backoff_max_s)
         while True:
             try:
                 async with self._client() as client:
@@ -272,7 +272,7 @@ class MqttBridge:
                     self.connected = True
                     self.connections += 1
                     MQTT_CONNECTED.set(1)
-                    backoff_s = 0.5
+                    backoff.reset()
                     log.info("mqtt: connected to %s:%d", self.address.host, self.address.port)
                     try:
                         async with asyncio.TaskGroup() as group:
@@ -284,15 +284,14 @@ class MqttBridge:
             except asyncio.CancelledError:
                 raise
             except (aiomqtt.MqttError, OSError, ExceptionGroup) as err:
-                log.warning("mqtt: broker %s:%d unavailable (%s); retrying in %.1f s",
-                            self.address.host, self.address.port, _reason(err), backoff_s)
+                log.warning("mqtt: broker %s:%d unavailable (%s); retrying within %.1f s",
+                            self.address.host, self.address.port, _reason(err), backoff.cap())
             finally:
                 if self.connected:
                     MQTT_RECONNECTS.inc()
                 self.connected = False
                 MQTT_CONNECTED.set(0)
-            await asyncio.sleep(backoff_s * (0.8 + 0.4 * random.random()))
-            backoff_s = min(self.backoff_max_s, backoff_s * 2)
+            await backoff.sleep()
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Publish the retained `offline` status before a clean disconnect (bounded: 2 s)."""
