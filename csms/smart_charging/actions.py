@@ -26,9 +26,9 @@ from prometheus_client import Counter
 from csms.smart_charging import budget, conversion, planner, sending
 from csms.smart_charging.evse import EvseInfo, ev_plan_series, planned_before
 from csms.smart_charging.planner import Series
-from csms.store.port import StoreWrite
 from evfleet.events import Event
 from evfleet.records import stored_float
+from evfleet.store.port import StoreWrite
 from evfleet.txprofile import ProfileError, energy_report, parse_ts
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from typing import Any
 
 from csms.smart_charging import budget
 from csms.smart_charging.planner import Series
-from csms.store.port import StoredEvse
 from evfleet.profile import limit_to_w
 from evfleet.records import ChargingNeeds, EvseRecord
+from evfleet.store.port import StoredEvse
 from evfleet.txprofile import EvLimits, EvseElectrical, parse_ts
 
 

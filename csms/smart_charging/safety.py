@@ -23,9 +23,9 @@ from prometheus_client import Counter, Gauge
 
 from csms.smart_charging import budget, planner
 from csms.smart_charging.planner import Series
-from csms.store.port import StoreWrite
 from evfleet.events import EventType
 from evfleet.profile import a_to_w
+from evfleet.store.port import StoreWrite
 
 if TYPE_CHECKING:
     from csms.smart_charging.evse import EvseInfo

@@ -21,9 +21,9 @@ from prometheus_client import Counter
 from csms.smart_charging import budget, conversion, planner
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.planner import Series
-from csms.store.port import StoreWrite
 from evfleet.events import EventType, event_fields
 from evfleet.records import stored_float
+from evfleet.store.port import StoreWrite
 
 if TYPE_CHECKING:
     from csms.smart_charging.service import SmartChargingService

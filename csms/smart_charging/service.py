@@ -27,7 +27,7 @@ Layout: this module is the thin asyncio driver (leases, the stream loop, per-sit
 `budget` states the site-limit rule and holds every policy that keeps it (counting, ordering,
 scaling, churn filter, K17, fair shares); `conversion` turns limits into payloads and answers
 into what counts; `actions` and `safety` are the steps for one site; `sending` sends profiles
-and records answers; all reads and writes go through the store port (`csms.store.port`).
+and records answers; all reads and writes go through the store port (`evfleet.store.port`).
 
 Interim and lease timers use real seconds (they measure how long the optimizer and nodes take,
 not simulated time); every timestamp written comes from the shared clock.
@@ -50,11 +50,11 @@ from csms.settings import CsmsSettings
 from csms.smart_charging import actions, budget, conversion, safety, sending
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
 from csms.smart_charging.planner import Series
-from csms.store.port import StateStore, StoreWrite
 from csms.store.port_redis import RedisStateStore
 from evfleet.clock import Clock
 from evfleet.events import Event, EventType
 from evfleet.records import stored_float
+from evfleet.store.port import StateStore, StoreWrite
 
 __all__ = ["EvseInfo", "SmartChargingService", "ev_plan_series", "run"]
 

@@ -1,4 +1,4 @@
-"""`StateStore` (csms.store.port) on the documented Redis keys (docs/redis-schema.md).
+"""`StateStore` (evfleet.store.port) on the documented Redis keys (docs/redis-schema.md).
 
 The smart-charging service's reads and writes, moved here from the service: leases
 (`SET NX PX`), the event stream (plain XREAD: every node sees every event), the site's EVSEs (station,
@@ -13,9 +13,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from csms.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.events import Event
 from evfleet.keys import Keys
+from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.sites import site_station_ids
 
 if TYPE_CHECKING:

@@ -1,8 +1,11 @@
 """The store port of the smart-charging service: what it reads and writes, nothing about how.
 
 `StateStore` is the protocol; `csms.store.port_redis.RedisStateStore` implements it on the
-documented Redis keys (docs/redis-schema.md) and `csms.store.memory.InMemoryStateStore` in
-dicts, for unit tests of the service without sockets. Values cross the port as Redis stores
+documented Redis keys (docs/redis-schema.md) and `evfleet.store.memory.InMemoryStateStore` in
+dicts, for unit tests of the service without sockets. Both sides live where every package may
+import them (the shared contract); the Redis adapter of the csms's writes stays in `csms.store`.
+The optimizer reads a site through `optimizer.site_reader` (Redis -> `SiteState`), so its
+snapshot (`optimizer.snapshot`) stays pure. Values cross the port as Redis stores
 them (hash fields as str, JSON documents as dicts); the service decodes them in one place
 (`csms.smart_charging.evse.decode_evse`).
 
