@@ -13,6 +13,7 @@ from csms.smart_charging.budget import (
     fair_shares,
     refusal_backoff_s,
     reserve_w,
+    scale_factor,
 )
 
 NOW = 1_000.0
@@ -92,3 +93,10 @@ def test_fair_shares_properties(budget_w: float, sessions: dict[str, tuple[float
         if level is not None:
             for k in running:
                 assert shares[k] <= max(level, min(mins[k], caps[k])) + 1e-3
+
+
+def test_scale_factor_fits_the_movable_load_under_the_limit_at_every_instant() -> None:
+    assert scale_factor([5_000.0, 5_000.0], [10_000.0, 4_000.0], 20_000.0) is None  # fits: nothing to lower
+    factor = scale_factor([5_000.0, 12_000.0], [10_000.0, 6_000.0], 15_000.0)
+    assert factor == 0.5  # the worst instant decides: 12 kW fixed + 0.5 * 6 kW = 15 kW
+    assert scale_factor([16_000.0], [4_000.0], 15_000.0) == 0.0  # fixed load alone is over: all paused

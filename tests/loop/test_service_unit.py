@@ -1,0 +1,198 @@
+"""The smart-charging driver and its steps against the in-memory store (no Redis, no sockets).
+
+The stations are a stand-in for `CommandClient` that applies every accepted profile at once and
+checks, after each one, that the limits the stations hold sum to at most the site limit: the
+promise must hold whatever order the answers come in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from csms.commands import CommandReply, Outcome
+from csms.settings import CsmsSettings
+from csms.smart_charging.service import SmartChargingService, Work
+from evfleet.events import Event, EventType
+from evfleet.keys import tx_ref
+from evfleet.store.memory import InMemoryStateStore
+from evfleet.txprofile import iso_z, profile_series_w
+
+SITE = "depot"
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    """A clock that moves only when told."""
+
+    speed = 1.0
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def timestamp(self) -> float:
+        return self.t.timestamp()
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+
+
+class Stations:
+    """`CommandClient` stand-in: answers SetChargingProfile and tracks what each station may draw."""
+
+    def __init__(self, clock: FixedClock, site_limit_w: float, answers: Mapping[str, str] | None = None,
+                 ) -> None:
+        self.clock = clock
+        self.site_limit_w = site_limit_w
+        self.answers = dict(answers or {})
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.limits_w: dict[str, float] = {}
+        self.worst_sum_w = 0.0
+
+    async def call(self, station_id: str, action: str, payload: dict[str, Any],
+                   timeout_s: float | None = None) -> CommandReply:
+        self.sent.append((station_id, payload))
+        answer = self.answers.get(station_id, "Accepted")
+        base = {"request_id": "r", "station_id": station_id, "action": action}
+        if answer == "NotImplemented":
+            return CommandReply(**base, outcome=Outcome.CALL_ERROR, error={"code": "NotImplemented"})
+        if answer == "Accepted" and payload["chargingProfile"]["chargingProfilePurpose"] == "TxProfile":
+            start, periods = profile_series_w(payload, 230.0, 3)
+            now_s = self.clock.timestamp() - start.timestamp()
+            self.limits_w[station_id] = [w for s, w in periods if s <= now_s][-1]
+            self.worst_sum_w = max(self.worst_sum_w, sum(self.limits_w.values()))
+        return CommandReply(**base, outcome=Outcome.RESULT, payload={"status": answer})
+
+
+def _session(store: InMemoryStateStore, sid: str, limit_w: float, kind: str = "plan") -> str:
+    """A station on the site with one EVSE running a session under an accepted profile of `limit_w`."""
+    ref = tx_ref(sid, f"tx-{sid}")
+    store.add_evse(sid, 1, site_id=SITE, max_power_w="22000", rate_unit="W", tx_ref=ref,
+                   transaction_id=f"tx-{sid}", default_limit_w="0.0")
+    store.profiles[(sid, 1)] = {"tx_ref": ref, "kind": kind, "applied_series_w": [[T0.timestamp(), limit_w]],
+                                "limit_w": limit_w, "sent_at": T0.isoformat()}
+    return ref
+
+
+def _service(store: InMemoryStateStore, stations: Stations, clock: FixedClock) -> SmartChargingService:
+    settings = CsmsSettings(default_site=SITE, replan_threshold_kw=0.5)
+    return SmartChargingService(store, clock, settings, "node-a", stations)  # type: ignore[arg-type]
+
+
+def _sums_to(stations: Stations, *sids: str) -> float:
+    return sum(stations.limits_w.get(s, 0.0) for s in sids)
+
+
+async def test_a_lower_limit_scales_the_sessions_down_and_every_step_fits() -> None:
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    for sid in ("CP-1", "CP-2"):
+        _session(store, sid, 10_000.0)
+    stations = Stations(clock, 8_000.0)
+    stations.limits_w = {"CP-1": 10_000.0, "CP-2": 10_000.0}
+    svc = _service(store, stations, clock)
+    store.sites[SITE]["limit_kw"] = "8"  # the grid operator cuts the site
+    stats = await svc.enforce_limit(SITE)
+    assert stats["accepted"] == 2 and stats["blocked"] == 0
+    assert _sums_to(stations, "CP-1", "CP-2") <= 8_000.0 + 1.0
+    assert {store.profiles[(s, 1)]["kind"] for s in ("CP-1", "CP-2")} == {"limit"}
+    answered = [e for e in store.typed_events() if e.type == EventType.PROFILE_ANSWERED]
+    assert {e.station_id for e in answered} == {"CP-1", "CP-2"}
+    assert await svc.enforce_limit(SITE) == {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+
+
+async def test_a_plan_sends_the_decrease_before_the_increase() -> None:
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    refs = {sid: _session(store, sid, w) for sid, w in (("CP-1", 15_000.0), ("CP-2", 5_000.0))}
+    stations = Stations(clock, 20_000.0)
+    stations.limits_w = {"CP-1": 15_000.0, "CP-2": 5_000.0}
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [5.0, 5.0], "CP-2/1": [15.0, 15.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    svc = _service(store, stations, clock)
+    stats = await svc.apply_plan(SITE)
+    assert stats["accepted"] == 2
+    assert [sid for sid, _ in stations.sent] == ["CP-1", "CP-2"]  # the decrease is confirmed first
+    assert stations.worst_sum_w <= 20_000.0 + 1.0
+    assert stations.limits_w == pytest.approx({"CP-1": 5_000.0, "CP-2": 15_000.0})
+    assert store.sessions[refs["CP-1"]]["schedules_sent"] == "1"
+
+
+async def test_a_small_replan_is_not_sent_k16() -> None:
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref = _session(store, "CP-1", 10_000.0)
+    stations = Stations(clock, 20_000.0)
+    store.plans[SITE] = {"plan_id": "p2", "start": iso_z(T0), "step_s": 900, "evses": {"CP-1/1": [10.2]},
+                         "transactions": {"CP-1/1": ref}}
+    stats = await _service(store, stations, clock).apply_plan(SITE)
+    assert stats["skipped"] == 1 and not stations.sent
+    assert store.sessions[ref]["replans_skipped"] == "1"
+
+
+async def test_a_station_that_refuses_is_budgeted_at_its_maximum_and_backed_off() -> None:
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "30"}
+    ref = _session(store, "CP-1", 10_000.0, kind="interim")
+    stations = Stations(clock, 30_000.0, answers={"CP-1": "NotImplemented"})
+    store.plans[SITE] = {"plan_id": "p3", "start": iso_z(T0), "step_s": 900, "evses": {"CP-1/1": [12.0]},
+                         "transactions": {"CP-1/1": ref}}
+    svc = _service(store, stations, clock)
+    stats = await svc.apply_plan(SITE)
+    assert stats["failed"] == 1
+    evse = store.evses[("CP-1", 1)]
+    assert evse["steerable"] == "0" and evse["refusals"] == "1"
+    assert float(evse["retry_after"]) > clock.timestamp()
+    info = (await svc.site_evses(SITE))["CP-1/1"]
+    assert info.applied(clock.timestamp())[0][1] == 22_000.0  # counted at its maximum from now on
+    assert SITE in svc._refused
+
+
+async def test_the_driver_acts_only_for_sites_whose_lease_it_holds() -> None:
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref = _session(store, "CP-1", 10_000.0)
+    svc = _service(store, Stations(clock, 20_000.0), clock)
+    store.leases[SITE] = "node-b"
+    ended = Event(type=EventType.TX_ENDED, station_id="CP-1", evse_id=1, transaction_id="tx-CP-1", tx_ref=ref,
+                  site_id=SITE, ts=T0, data={})
+    await svc.dispatch(ended)
+    assert not svc.sites and store.profiles[("CP-1", 1)]["kind"] == "plan"
+    del store.leases[SITE]
+    await svc._handle(SITE, EventType.TX_ENDED, ended)  # what the site's task runs once it holds it
+    assert store.profiles[("CP-1", 1)]["kind"] == "ended"
+    assert store.evses[("CP-1", 1)]["applied_limit_w"] == "0.0"
+    assert await svc.holds(SITE) and svc.sites[SITE].queue.get_nowait() == (Work.RECONCILE, None)
+    for site in svc.sites.values():
+        if site.task:
+            site.task.cancel()
+
+
+async def test_k17_breach_is_counted_and_our_profile_resent_once() -> None:
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref = _session(store, "CP-1", 10_000.0)
+    stations = Stations(clock, 20_000.0)
+    svc = _service(store, stations, clock)
+    store.plans[SITE] = {"plan_id": "p4", "start": iso_z(T0), "step_s": 900, "evses": {"CP-1/1": [6.0]},
+                         "transactions": {"CP-1/1": ref}}
+    await svc.apply_plan(SITE)
+    clock.t += timedelta(seconds=5)
+    ev_plan = {"time_base": iso_z(clock.t), "schedule": {
+        "startSchedule": iso_z(clock.t), "chargingRateUnit": "W",
+        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11_000.0}]}}
+    event = Event(type=EventType.EV_CHARGING_SCHEDULE, station_id="CP-1", evse_id=1, transaction_id="tx-CP-1",
+                  tx_ref=ref, site_id=SITE, ts=clock.t, data=ev_plan)
+    sent = len(stations.sent)
+    record = await svc.check_ev_schedule(SITE, event)
+    assert record is not None and record["within_limits"] is False
+    assert store.sessions[ref]["k17_violations"] == "1" and len(stations.sent) == sent + 1
+    await svc.check_ev_schedule(SITE, event)  # the same breach again: counted, not re-sent again
+    assert store.sessions[ref]["k17_violations"] == "2" and len(stations.sent) == sent + 1
