@@ -7,7 +7,7 @@ stations held by any node through the command protocol (`CommandClient`). Per si
 serialised in one task (a queue), so plan application, interim profiles and K17 re-sends never
 interleave.
 
-- `schedule.planned`: turn the site plan into TxProfiles (`optimizer.profiles`), drop changes
+- `schedule.planned`: turn the site plan into TxProfiles (`evfleet.txprofile`), drop changes
   below `replan_threshold_kw` (K16 churn control, counted), order them with
   `planner.next_batch` (decreases confirmed before increases; sum of applied limits within the
   site limit at every instant, offline stations at their last applied limit) and send them.

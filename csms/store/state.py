@@ -1,6 +1,6 @@
 """The node-side write path: every state change an OCPP handler makes, plus its stream event.
 
-Public names: `StateStore`, `event_fields`, `STREAM_MAXLEN`, `SUPERSEDED_REASON`.
+Public names: `StateStore`, `STREAM_MAXLEN`, `SUPERSEDED_REASON` (stream fields: `evfleet.events`).
 
 Each method writes the state and appends the `evfleet:events` entry in one MULTI
 transaction or one Lua script (all or nothing). Transactions are keyed by `tx_ref` (station,
@@ -33,7 +33,7 @@ from csms.core.transactions import (
 )
 from csms.store.quota import EventQuota
 from evfleet.clock import Clock
-from evfleet.events import Event, EventType, event_fields  # noqa: F401 (event_fields re-exported)
+from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys, parse_tx_ref, tx_ref
 from evfleet.store.client import as_str, as_str_dict, hmap
 

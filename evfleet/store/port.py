@@ -56,7 +56,7 @@ class StoreWrite:
     ev_schedules: dict[EvseId, dict[str, Any]] = field(default_factory=dict)
     site_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     events: list[dict[str, str]] = field(default_factory=list)
-    """Event stream fields (`csms.store.state.event_fields`), appended in order."""
+    """Event stream fields (`evfleet.events.event_fields`), appended in order."""
 
     def incr(self, tx_ref: str, name: str, by: int = 1) -> None:
         """Add `by` to one session counter."""
