@@ -52,6 +52,7 @@ from csms.runtime import freeze_after_start, tune_gc
 from csms.settings import CsmsSettings
 from csms.store.embedded import EmbeddedRedis
 from csms.store.migrate import migrate_legacy_transactions
+from csms.store.provisioning import publish_site_defaults
 from csms.store.quota import EventQuota
 from csms.store.state import StateStore
 from evfleet.backoff import Backoff
@@ -254,6 +255,19 @@ async def _node_clock(redis: Redis, keys: Keys, settings: CsmsSettings, node_id:
     return clock
 
 
+async def _publish_defaults(redis: Redis, keys: Keys, settings: CsmsSettings, node_id: str,
+                            clock: Clock) -> None:
+    """Publish `default_site_limit_kw`, the limit every reader uses for sites without one."""
+    before, sites = await publish_site_defaults(redis, keys, settings.default_site_limit_kw, node_id,
+                                                clock.now())
+    if before is not None and before != settings.default_site_limit_kw:
+        log.warning("default_site_limit_kw %g kW replaces the %g kW another node published: configure "
+                    "every csms node alike", settings.default_site_limit_kw, before)
+    if sites:
+        log.info("sites without a limit of their own now held to %g kW: %s",
+                 settings.default_site_limit_kw, ", ".join(sites))
+
+
 @contextlib.asynccontextmanager
 async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
                        services: Sequence[str | Service] | None = None,
@@ -284,6 +298,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
             tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
                                              name="clock-heartbeat"))
         await migrate_legacy_transactions(redis, keys)  # before serving: tx keys of earlier versions
+        await _publish_defaults(redis, keys, settings, node_id, clock)
         quota = EventQuota(redis, keys, clock, settings.station_event_quota_per_hour,
                            settings.station_event_max_bytes)
         store = StateStore(redis, keys, clock, node_id, quota=quota)

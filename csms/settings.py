@@ -16,6 +16,8 @@ from evfleet.config import CommandSettings, ConfigFileError, load
 
 __all__ = ["ConfigFileError", "CsmsSettings", "default_data_dir", "load_settings"]
 
+from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
+
 
 class CsmsSettings(CommandSettings):
     """Every setting of a csms node (env var = `EVFLEET_` + upper-case field name; `[csms]` table)."""
@@ -97,7 +99,10 @@ class CsmsSettings(CommandSettings):
     clock_start: datetime | None = Field(
         None, description="simulated time at which a new simulated clock starts (default: now)")
     default_site: str = "default"
-    default_site_limit_kw: float = Field(100.0, gt=0)
+    default_site_limit_kw: float = Field(
+        DEFAULT_SITE_LIMIT_KW, gt=0, allow_inf_nan=False,
+        description="limit of a site without one of its own; published in Redis at start-up, so the "
+                    "smart-charging budget, the optimizer and the API all use it (docs/smart-charging.md)")
 
     # --- operator API, dashboard, metrics ----------------------------------------------
     api_enabled: bool = True

@@ -147,6 +147,13 @@ class Keys:
         """HASH: {name, limit_kw, updated_at}."""
         return f"{self.prefix}:site:{site_id}"
 
+    def site_defaults(self) -> str:
+        """HASH: the deployment's site defaults, published by every csms node at start-up from its
+        settings: `site_limit_kw` (`default_site_limit_kw`, the limit of a site without one of its
+        own), `updated_at`, `node`. The csms budget, the optimizer and the API read it
+        (`evfleet.store.sites.site_limit`), so one value governs them all."""
+        return f"{self.prefix}:site-defaults"
+
     def site_stations(self, site_id: str) -> str:
         """SET of station ids on the site."""
         return f"{self.prefix}:site:{site_id}:stations"

@@ -51,7 +51,7 @@ from evfleet.records import (
     TransactionRecord,
     stored_float,
 )
-from evfleet.store.sites import site_station_ids
+from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW, site_limit, site_station_ids
 from evfleet.txprofile import DEFAULT_VOLTAGE_V, parse_ts
 from optimizer.bulk_read import bulk_read, get, hget, hgetall, hkeys, lrange
 from optimizer.problem import Instance
@@ -349,11 +349,12 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
 # --- Redis reader (the only I/O in this module) -----------------------------------------------
 
 async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
-                    default_limit_kw: float = 100.0, default_site: str = "default",
+                    default_limit_kw: float = DEFAULT_SITE_LIMIT_KW, default_site: str = "default",
                     default_max_power_w: float = DEFAULT_MAX_POWER_W) -> SiteState:
-    """Read one site's state from Redis (decode_responses=True client)."""
-    site = await redis.hgetall(keys.site(site_id))
-    limit_kw = stored_float(site.get("limit_kw"), default_limit_kw)
+    """Read one site's state from Redis (decode_responses=True client). The limit is the one in
+    force (`evfleet.store.sites.site_limit`: the site's own, else the csms's published default,
+    else `default_limit_kw`)."""
+    limit_kw = (await site_limit(redis, keys, site_id, default_limit_kw)).limit_kw
     prices_raw = await redis.get(keys.site_prices(site_id))
     prices = json.loads(prices_raw) if prices_raw else None
     station_ids = await site_station_ids(redis, keys, site_id, default_site)

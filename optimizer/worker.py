@@ -39,6 +39,7 @@ from evfleet.events import Event, EventType, event_fields
 from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from evfleet.records import EvsePlan, SitePlan
+from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
@@ -93,7 +94,8 @@ class WorkerConfig:
     meter_drift_kw: float = 2.0
     drift_min_interval_s: float = 60.0
     lease_ttl_s: float = 60.0
-    default_limit_kw: float = 100.0
+    default_limit_kw: float = DEFAULT_SITE_LIMIT_KW
+    """Limit of a site without one while no csms has published `default_site_limit_kw` (it governs)."""
     default_site: str = "default"
     consumer: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:8]}")
     block_ms: int = 200

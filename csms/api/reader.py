@@ -12,6 +12,7 @@ from csms.api import views
 from evfleet.clock import Clock
 from evfleet.events import Event
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.sites import positive_kw
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +283,17 @@ class StateReader:
             pipe.hgetall(self.keys.site(site))
             pipe.get(self.keys.site_plan(site))
             pipe.get(self.keys.site_prices(site))
+        pipe.hget(self.keys.site_defaults(), "site_limit_kw")
         replies = await pipe.execute()
+        # the default every reader plans and budgets with (evfleet.store.sites), else this node's
+        default_kw = positive_kw(replies[-1]) or self.default_limit_kw
         now_ts = self.clock.timestamp()
         out = []
         for i, site in enumerate(ids):
             raw, plan, prices = sdict(replies[3 * i]), replies[3 * i + 1], replies[3 * i + 2]
             kw, n = loads.get(site, (0.0, 0))
             out.append(views.site_view(site, raw, kw, n, counts.get(site, 0), views.load_json(plan),
-                                       views.load_json(prices), now_ts, self.default_limit_kw))
+                                       views.load_json(prices), now_ts, default_kw))
         return out
 
     async def site_exists(self, site_id: str) -> bool:

@@ -317,7 +317,8 @@ class SmartChargingService:
 
     # --- reading state ------------------------------------------------------------------
     async def site_limit_w(self, site_id: str) -> float:
-        """The site's import limit in W."""
+        """The site's import limit in W: its own, else the published deployment default (the same
+        figure the optimizer plans with), else this node's `default_site_limit_kw`."""
         limit_kw = await self.store.site_limit_kw(site_id)
         return stored_float(limit_kw, self.settings.default_site_limit_kw) * 1000.0
 

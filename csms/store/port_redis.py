@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
-from evfleet.store.sites import site_station_ids
+from evfleet.store.sites import own_limit_kw, positive_kw, site_station_ids
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -84,9 +84,14 @@ class RedisStateStore:
         return str(await self.redis.hget(self.keys.station(station_id), "site_id") or "")
 
     async def site_limit_kw(self, site_id: str) -> str | None:
-        """`limit_kw` of the site hash."""
-        value = await self.redis.hget(self.keys.site(site_id), "limit_kw")
-        return None if value is None else str(value)
+        """`limit_kw` of the site hash, else the published `default_site_limit_kw` (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.site(site_id), "limit_kw")
+        pipe.hget(self.keys.site_defaults(), "site_limit_kw")
+        own, published = await pipe.execute()
+        kw = own_limit_kw(own)
+        kw = positive_kw(published) if kw is None else kw
+        return None if kw is None else repr(kw)
 
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:
         """`site:{id}:plan`."""

@@ -1,7 +1,7 @@
 """Station and site provisioning in Redis (used by `evfleet stations ...`, the API and tests).
 
 Public names: `provision_station`, `remove_station`, `list_stations`, `get_credentials`,
-`set_station_compat`, `move_station`, `set_site_limit`, `add_site`, `add_id_token`,
+`set_station_compat`, `move_station`, `set_site_limit`, `publish_site_defaults`, `add_site`, `add_id_token`,
 `validate_station_id`, `validate_site_id`,
 `rehash_credentials`, `ProvisioningError`, `StationIdError`.
 """
@@ -222,6 +222,36 @@ async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float
               approximate=True)
     await pipe.execute()
     return data
+
+
+async def publish_site_defaults(redis: Redis, keys: Keys, default_limit_kw: float, node_id: str,
+                                now: datetime | None = None) -> tuple[float | None, list[str]]:
+    """Publish the node's `default_site_limit_kw` (csms start-up), so that the csms budget, the
+    optimizer and the API plan every site without a limit of its own with this one value
+    (`evfleet.store.sites.site_limit`). When it changes what such a site is held to, a `site.limit`
+    event (source `default`) per site re-budgets and re-plans it at once. Returns the value published
+    before (None: none) and those sites."""
+    from evfleet.events import Event, EventType
+    from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW, publish_default_limit
+
+    ts = now or datetime.now(UTC)
+    before = await publish_default_limit(redis, keys, default_limit_kw, node_id, ts.isoformat())
+    if (before or DEFAULT_SITE_LIMIT_KW) == float(default_limit_kw):
+        return before, []
+    site_ids = sorted(as_str(m) or "" for m in await redis.smembers(keys.sites()))
+    pipe = redis.pipeline(transaction=False)
+    for site_id in site_ids:
+        pipe.hget(keys.site(site_id), "limit_kw")
+    owns = await pipe.execute()
+    unset = [sid for sid, own in zip(site_ids, owns, strict=True) if sid and own in (None, "")]
+    pipe = redis.pipeline(transaction=True)
+    for site_id in unset:
+        event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=ts,
+                      data={"limit_kw": float(default_limit_kw), "source": "default"})
+        pipe.xadd(keys.events(), event.to_fields(), maxlen=SITE_EVENTS_MAXLEN,  # type: ignore[arg-type]
+                  approximate=True)
+    await pipe.execute()
+    return before, unset
 
 
 async def add_id_token(redis: Redis, keys: Keys, id_token: str, status: str = "Accepted",

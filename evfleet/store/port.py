@@ -101,7 +101,8 @@ class StateStore(Protocol):
         ...
 
     async def site_limit_kw(self, site_id: str) -> str | None:
-        """The site's `limit_kw` as stored (None if unset)."""
+        """The limit in force (kW): the site's own `limit_kw`, else the `default_site_limit_kw` a csms
+        node published (`evfleet.store.sites`); None if neither."""
         ...
 
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:

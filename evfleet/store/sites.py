@@ -1,13 +1,90 @@
-"""Which stations belong to a site, read from the shared Redis state (one reader for every package)."""
+"""Sites read from the shared Redis state (one reader for every package): which stations belong to a
+site, and the site limit in force.
+
+The limit of a site without one of its own is the deployment's `default_site_limit_kw`. It is set
+in one place, the csms configuration: every csms node publishes it at start-up in
+`Keys.site_defaults()` (`publish_default_limit`), and the csms budget, the optimizer and the API all
+read the limit in force through `site_limit`, so they cannot disagree. `DEFAULT_SITE_LIMIT_KW` is
+the configuration's default, and what a reader uses while no csms has published one.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from evfleet.keys import Keys
+
+DEFAULT_SITE_LIMIT_KW = 100.0
+"""`default_site_limit_kw` when not configured, and the default while none is published."""
+
+
+class SiteLimit(NamedTuple):
+    """The limit in force at a site."""
+
+    limit_kw: float
+    own: bool
+    """True: the site's own `limit_kw`; False: the deployment default (`default_kw`)."""
+    default_kw: float
+    """The deployment default that applies to sites without a limit of their own."""
+
+
+def positive_kw(value: Any) -> float | None:
+    """A stored limit as a positive finite float, None when missing or not one."""
+    try:
+        kw = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return kw if kw is not None and math.isfinite(kw) and kw > 0 else None
+
+
+def own_limit_kw(value: Any) -> float | None:
+    """A site's own stored `limit_kw` (finite, >= 0: a limit of 0 holds every EVSE), None when unset."""
+    try:
+        kw = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return kw if kw is not None and math.isfinite(kw) and kw >= 0 else None
+
+
+def limit_in_force(own: Any, published: Any, fallback_kw: float = DEFAULT_SITE_LIMIT_KW) -> SiteLimit:
+    """The site's own limit, else the published default, else `fallback_kw` (pure)."""
+    default_kw = positive_kw(published) or fallback_kw
+    own_kw = own_limit_kw(own)
+    if own_kw is None:
+        return SiteLimit(default_kw, False, default_kw)
+    return SiteLimit(own_kw, True, default_kw)
+
+
+async def published_default_limit(redis: Redis, keys: Keys) -> float | None:
+    """The `default_site_limit_kw` a csms node published (None if none did)."""
+    return positive_kw(await redis.hget(keys.site_defaults(), "site_limit_kw"))
+
+
+async def site_limit(redis: Redis, keys: Keys, site_id: str,
+                     fallback_kw: float = DEFAULT_SITE_LIMIT_KW) -> SiteLimit:
+    """The limit in force at `site_id` (one round trip)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hget(keys.site(site_id), "limit_kw")
+    pipe.hget(keys.site_defaults(), "site_limit_kw")
+    own, published = await pipe.execute()
+    return limit_in_force(own, published, fallback_kw)
+
+
+async def publish_default_limit(redis: Redis, keys: Keys, limit_kw: float, node: str,
+                                updated_at: str) -> float | None:
+    """Publish a csms node's `default_site_limit_kw`; returns the value published before (None: none)."""
+    if positive_kw(limit_kw) is None:
+        raise ValueError(f"default site limit must be > 0 kW (finite), got {limit_kw}")
+    pipe = redis.pipeline(transaction=True)
+    pipe.hget(keys.site_defaults(), "site_limit_kw")
+    pipe.hset(keys.site_defaults(), mapping={"site_limit_kw": repr(float(limit_kw)), "node": node,
+                                             "updated_at": updated_at})
+    before, _ = await pipe.execute()
+    return positive_kw(before)
 
 
 async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
