@@ -8,7 +8,7 @@ import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -183,16 +183,16 @@ def _prepare(s: SimSettings) -> tuple[Any, str, tuple[str | None, dict[str, str]
 def _anchor(scen: Any, start: str) -> datetime:
     """The simulated start: the scenario's, now, or an ISO time (naive = UTC)."""
     from evfleet.clock import RealClock
+    from evfleet.isotime import IsoTimeError, parse_iso
 
     if start == "scenario":
         return cast(datetime, scen.start)
     if start == "now":
         return RealClock().now().replace(microsecond=0)
     try:
-        anchor = datetime.fromisoformat(start)
-    except ValueError as err:
+        return parse_iso(start)
+    except IsoTimeError as err:
         raise ValueError(f"--start: {start!r} is not 'scenario', 'now' or an ISO time") from err
-    return anchor if anchor.tzinfo is not None else anchor.replace(tzinfo=UTC)
 
 
 def _fleet_config(s: SimSettings, passwords: tuple[str | None, dict[str, str]], speed: float) -> Any:
