@@ -10,9 +10,12 @@ from typing import Any
 
 from csms.api import views
 from evfleet.clock import Clock
-from evfleet.events import Event
 from evfleet.keys import Keys, tx_ref
 from evfleet.store.sites import positive_kw
+from evfleet.store.stream import read_new_events, stream_tail_id
+
+# the event-stream tail reader lives in evfleet.store.stream; re-exported for the API modules
+__all__ = ["StateReader", "read_new_events", "s", "sdict", "stream_tail_id"]
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +30,6 @@ def s(value: Any) -> str:
 def sdict(raw: Any) -> dict[str, str]:
     """A Redis hash reply as dict[str, str]."""
     return {s(k): s(v) for k, v in (raw or {}).items()}
-
-
-async def stream_tail_id(redis: Any, key: str) -> str:
-    """Id of the newest stream entry ("0-0" if empty): the start for XREAD without gaps.
-
-    XREAD with "$" would skip entries written between two calls while no event was seen yet.
-    """
-    last = await redis.xrevrange(key, count=1)
-    return s(last[0][0]) if last else "0-0"
-
-
-async def read_new_events(redis: Any, key: str, last_id: str, block_ms: int,
-                          count: int = 2000) -> tuple[str, list[tuple[str, Event]]]:
-    """Events after `last_id` ("$" = from now on, without gaps), blocking up to `block_ms`.
-
-    Returns the new last id and (entry id, event) pairs; malformed entries are logged and skipped.
-    """
-    if last_id == "$":
-        last_id = await stream_tail_id(redis, key)
-    reply = await redis.xread({key: last_id}, count=count, block=block_ms)
-    events: list[tuple[str, Event]] = []
-    for _stream, entries in reply or []:
-        for entry_id, fields in entries:
-            last_id = s(entry_id)
-            try:
-                events.append((last_id, Event.from_fields(fields)))
-            except (ValueError, KeyError) as err:
-                log.warning("skipping malformed event %s on %s: %s", last_id, key, err)
-    return last_id, events
 
 
 class StateReader:

@@ -17,6 +17,7 @@ from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.sites import own_limit_kw, positive_kw, site_station_ids
+from evfleet.store.stream import read_new_events, stream_tail_id
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -55,25 +56,14 @@ class RedisStateStore:
 
     async def events_tail(self) -> str:
         """Newest entry id of `evfleet:events`."""
-        tail = await self.redis.xrevrange(self.keys.events(), count=1)
-        return str(tail[0][0]) if tail else "0-0"
+        return await stream_tail_id(self.redis, self.keys.events())
 
     async def read_events(self, last_id: str, count: int, block_ms: int,
                           skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
         """XREAD after `last_id` (malformed entries are logged and skipped, and so are, unparsed,
         entries whose raw fields `skip` says to)."""
-        resp: Any = await self.redis.xread({self.keys.events(): last_id}, count=count, block=block_ms)
-        events: list[Event] = []
-        for _stream, entries in resp or []:
-            for entry_id, fields in entries:
-                last_id = str(entry_id)
-                if skip is not None and skip(fields):
-                    continue
-                try:
-                    events.append(Event.from_fields(fields))
-                except (ValueError, KeyError) as err:
-                    log.warning("smart charging: skipping malformed event %s: %s", entry_id, err)
-        return last_id, events
+        last_id, pairs = await read_new_events(self.redis, self.keys.events(), last_id, block_ms, count, skip)
+        return last_id, [event for _id, event in pairs]
 
     async def site_ids(self) -> set[str]:
         """Members of the sites SET."""
