@@ -13,6 +13,7 @@ import numpy as np
 
 from evse_sim.scenarios.model import BessModel, EvModel, EvseModel, Scenario, SiteModel, StationModel
 from optimizer.cases.seed001 import FLEET_MODELS, GUARANTEED_KW_PER_278
+from optimizer.cases.seed003 import draw_fleet, factory_load_kw, mibel_like_price, pv_kw
 
 # --- seed 001: 278 cars, ten-model mix (the paper's table), 1 MW guaranteed -------------------------
 # FLEET_MODELS: (model, battery kWh, consumption kWh/km, cars of the 278) as printed in the paper's
@@ -121,47 +122,19 @@ def seed001_fleet(
 SEED003_START = datetime(2025, 2, 4, 0, 0, tzinfo=UTC)
 
 
-def _h(steps: int) -> np.ndarray:
-    return np.asarray(np.arange(steps) * 24.0 / steps + 12.0 / steps)
-
-
-def _mibel_like_price(steps: int) -> list[float]:
-    h = _h(steps)
-    base = 0.11 + 0.05 * np.exp(-((h - 8.5) ** 2) / 3.0) + 0.09 * np.exp(-((h - 20.0) ** 2) / 4.0)
-    base -= 0.035 * np.exp(-((h - 14.0) ** 2) / 5.0)
-    base[(h < 6.0)] -= 0.03
-    return [float(x) for x in base.round(4)]
-
-
-def _factory_load_kw(steps: int) -> list[float]:
-    h = _h(steps)
-    load = np.where((h >= 6) & (h < 22), 185.0, 60.0) + 15.0 * np.sin(h / 24.0 * 2 * np.pi)
-    return [float(x) for x in load.round(2)]
-
-
-def _pv_kw(steps: int, peak_kw: float = 120.0) -> list[float]:
-    h = _h(steps)
-    return [float(x) for x in (peak_kw * np.clip(np.sin((h - 7.5) / 10.0 * np.pi), 0.0, None)).round(2)]
-
-
 def seed003_depot(seed: int = 3, hlc_share: float = 0.5, prefix: str = "S003-") -> Scenario:
     """The seed 003 depot: 20 EVs/PHEVs share 4 chargers of 11 kW; PV, factory load, 193.5 kWh / 100 kW BESS.
 
-    Same draws as `optimizer.cases.seed003.company_fleet` (capacities, SoCs, hours, priorities),
-    so the simulated day and the optimizer case describe the same cars. Cars plug into the first
+    The draws (capacities, SoCs, hours, priorities) and the site's profiles are those of
+    `optimizer.cases.seed003` (`draw_fleet`), so the simulated day and the optimizer case describe
+    the same cars. Cars plug into the first
     free charger on arrival (first come, first served) and leave it when full or at departure.
     """
     steps = 24
-    rng = np.random.default_rng(seed)
-    n = 20
-    capacity = rng.choice([12.0, 17.0, 40.0, 52.0, 58.0, 64.0, 77.0], size=n)
-    max_kw = np.where(capacity < 20.0, 3.7, rng.choice([7.4, 11.0], size=n))
-    soc0 = rng.uniform(0.10, 0.50, size=n)
-    soc_req = rng.uniform(0.60, 0.90, size=n)
-    arrival_h = rng.choice([0, 6, 7, 8, 9, 13], size=n, p=[0.15, 0.2, 0.25, 0.2, 0.1, 0.1])
-    stay_h = rng.integers(5, 11, size=n)
-    departure_h = np.minimum(arrival_h + stay_h, 24)
-    priority = rng.choice([1.0, 2.0, 3.0], size=n, p=[0.5, 0.3, 0.2])
+    d = draw_fleet(seed)
+    capacity, max_kw, soc0, soc_req = d.capacity_kwh, d.max_kw, d.soc0, d.soc_req
+    arrival_h, departure_h, priority = d.arrival_h, d.departure_h, d.priority
+    n = len(capacity)
     hlc = np.random.default_rng(seed + 1000).uniform(size=n) < hlc_share
     evs = [
         EvModel(
@@ -197,9 +170,9 @@ def seed003_depot(seed: int = 3, hlc_share: float = 0.5, prefix: str = "S003-") 
         site=SiteModel(
             id="depot",
             import_limit_kw=300.0,
-            base_load_kw=_factory_load_kw(steps),
-            pv_kw=_pv_kw(steps),
-            import_price=_mibel_like_price(steps),
+            base_load_kw=factory_load_kw(steps),
+            pv_kw=pv_kw(steps),
+            import_price=mibel_like_price(steps),
             bess=BessModel(capacity_kwh=193.5, max_power_kw=100.0, efficiency=0.95, initial_soc=0.5),
         ),
         stations=stations,

@@ -11,6 +11,7 @@ penalties are not modelled; its binary unmet-SOC flag is our per-kWh unmet penal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -57,19 +58,41 @@ def co2_g_per_kwh(steps: int = 24) -> list[float]:
     )
 
 
+@dataclass(frozen=True)
+class FleetDraw:
+    """The seed 003 fleet's random draw (one value per car), shared by the optimizer case and the
+    simulator's scenario (`evse_sim.scenarios.generators.seed003_depot`), so both describe the same cars."""
+
+    capacity_kwh: np.ndarray
+    max_kw: np.ndarray
+    soc0: np.ndarray
+    soc_req: np.ndarray
+    arrival_h: np.ndarray
+    departure_h: np.ndarray
+    priority: np.ndarray
+
+
+def draw_fleet(seed: int = 3, n: int = N_EVS) -> FleetDraw:
+    """The draw of `n` PHEVs and BEVs: capacities, rates, SoCs, morning-shift arrivals, stays, priorities."""
+    rng = np.random.default_rng(seed)
+    capacity = rng.choice([12.0, 17.0, 40.0, 52.0, 58.0, 64.0, 77.0], size=n)  # PHEVs and BEVs
+    max_kw = np.where(capacity < 20.0, 3.7, rng.choice([7.4, 11.0], size=n))
+    soc0 = rng.uniform(0.10, 0.50, size=n)
+    soc_req = rng.uniform(0.60, 0.90, size=n)
+    arrival_h = rng.choice([0, 6, 7, 8, 9, 13], size=n, p=[0.15, 0.2, 0.25, 0.2, 0.1, 0.1])
+    stay_h = rng.integers(5, 11, size=n)
+    priority = rng.choice([1.0, 2.0, 3.0], size=n, p=[0.5, 0.3, 0.2])
+    return FleetDraw(capacity_kwh=capacity, max_kw=max_kw, soc0=soc0, soc_req=soc_req, arrival_h=arrival_h,
+                     departure_h=np.minimum(arrival_h + stay_h, 24), priority=priority)
+
+
 def company_fleet(step_minutes: int = 60, seed: int = 3, unmet_penalty_per_kwh: float = 0.5) -> Instance:
     """The seed 003 instance: 20 EVs, 4 chargers, PV, factory load, BESS, soft needs with priorities."""
     steps = 24 * 60 // step_minutes
     per_h = 60 // step_minutes
-    rng = np.random.default_rng(seed)
-    capacity = rng.choice([12.0, 17.0, 40.0, 52.0, 58.0, 64.0, 77.0], size=N_EVS)  # PHEVs and BEVs
-    max_kw = np.where(capacity < 20.0, 3.7, rng.choice([7.4, 11.0], size=N_EVS))
-    soc0 = rng.uniform(0.10, 0.50, size=N_EVS)
-    soc_req = rng.uniform(0.60, 0.90, size=N_EVS)
-    arrival_h = rng.choice([0, 6, 7, 8, 9, 13], size=N_EVS, p=[0.15, 0.2, 0.25, 0.2, 0.1, 0.1])
-    stay_h = rng.integers(5, 11, size=N_EVS)
-    departure_h = np.minimum(arrival_h + stay_h, 24)
-    priority = rng.choice([1.0, 2.0, 3.0], size=N_EVS, p=[0.5, 0.3, 0.2])
+    d = draw_fleet(seed)
+    capacity, max_kw, soc0, soc_req = d.capacity_kwh, d.max_kw, d.soc0, d.soc_req
+    arrival_h, departure_h, priority = d.arrival_h, d.departure_h, d.priority
     evs = [
         EV(
             id=f"ev{i + 1:02d}",
