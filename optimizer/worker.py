@@ -44,7 +44,8 @@ from optimizer import peers
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
 from optimizer.reference import with_references
-from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance, read_site
+from optimizer.site_reader import read_site
+from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance
 from optimizer.standing import kept_documents, plan_inputs, standing_plan_holds
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ from csms.app import CsmsNode
 from csms.core.transactions import TxEvent, TxState, belongs_to_earlier_generation, starts_new_generation
 from evfleet.clock import RealClock
 from evfleet.keys import Keys, parse_tx_ref, tx_ref
-from optimizer.snapshot import SnapshotConfig, build_instance, read_site
+from optimizer.site_reader import read_site
+from optimizer.snapshot import SnapshotConfig, build_instance
 from tests.csms.conftest import PASSWORD
 from tests.csms.helpers import RawStation, stream_events
 from tests.csms.test_station_messages import NEEDS, tx_event

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from csms.app import running_csms
 from csms.store.migrate import migrate_legacy_transactions
 from evfleet.keys import Keys
-from optimizer.snapshot import read_site
+from optimizer.site_reader import read_site
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation
 from tests.csms.test_station_messages import tx_event

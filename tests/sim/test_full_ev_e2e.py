@@ -16,7 +16,8 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from optimizer.snapshot import SnapshotConfig, build_instance, read_site
+from optimizer.site_reader import read_site
+from optimizer.snapshot import SnapshotConfig, build_instance
 from tests.sim.test_csms_integration import KEYS, PASSWORD, settings, until
 
 START = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)

@@ -21,7 +21,8 @@ from csms.telemetry.bridge import MqttBridge
 from evfleet.clock import RealClock
 from evfleet.events import Event, EventType
 from evfleet.keys import Keys
-from optimizer.snapshot import SnapshotConfig, build_instance, read_site
+from optimizer.site_reader import read_site
+from optimizer.snapshot import SnapshotConfig, build_instance
 from tests.api.harness import live_csms
 from tests.conftest import MqttBroker
 from tests.waiting import until
