@@ -16,6 +16,7 @@ from typing import Any
 
 from evfleet.events import Event
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
+from evfleet.store.sites import own_limit_kw, positive_kw
 
 
 @dataclass
@@ -24,6 +25,8 @@ class InMemoryStateStore:
 
     sites: dict[str, dict[str, str]] = field(default_factory=dict)
     """site id -> site hash (`limit_kw`, `over_limit`, ...); keys are the operator-created sites."""
+    site_defaults: dict[str, str] = field(default_factory=dict)
+    """The published deployment defaults (`site_limit_kw`), as `Keys.site_defaults`."""
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     stations: dict[str, dict[str, str]] = field(default_factory=dict)
     """station id -> station hash (`online`, `site_id`)."""
@@ -85,8 +88,10 @@ class InMemoryStateStore:
         return self.stations.get(station_id, {}).get("site_id", "")
 
     async def site_limit_kw(self, site_id: str) -> str | None:
-        """`limit_kw` of the site hash."""
-        return self.sites.get(site_id, {}).get("limit_kw")
+        """The site's own `limit_kw`, else the published default (as the Redis adapter reads them)."""
+        kw = own_limit_kw(self.sites.get(site_id, {}).get("limit_kw"))
+        kw = positive_kw(self.site_defaults.get("site_limit_kw")) if kw is None else kw
+        return None if kw is None else repr(kw)
 
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:
         """The stored plan (a copy)."""

@@ -1,0 +1,120 @@
+"""The store port: the in-memory fake answers as the Redis adapter does (same setup, same reads).
+
+The services' unit tests trust `InMemoryStateStore`; this test keeps it honest against
+`RedisStateStore` on a real (private) Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from csms.store.port_redis import RedisStateStore
+from evfleet.events import EventType, event_fields
+from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
+from evfleet.store.memory import InMemoryStateStore
+from evfleet.store.port import StateStore, StoreWrite
+
+K = Keys("evfleet")
+SITE = "depot"
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """The same site in either store: CP-1 (EVSEs 1, 2) on the site, CP-2 elsewhere."""
+    if request.param == "memory":
+        mem = InMemoryStateStore(sites={SITE: {"limit_kw": "30"}})
+        mem.add_evse("CP-1", 1, site_id=SITE, max_power_w="11000", tx_ref="CP-1:tx-1")
+        mem.add_evse("CP-1", 2, site_id=SITE)
+        mem.add_evse("CP-2", 1, site_id="other")
+        mem.needs[("CP-1", 1)] = {"tx_ref": "CP-1:tx-1", "ev_max_power_w": 7400}
+        mem.transactions["CP-1:tx-1"] = {"energy_wh": "1200"}
+        yield mem
+        return
+    redis = connect_redis(request.getfixturevalue("redis_url"))
+    await redis.hset(K.site(SITE), "limit_kw", "30")
+    await redis.sadd(K.sites(), SITE)
+    for sid, site in (("CP-1", SITE), ("CP-2", "other")):
+        await redis.sadd(K.stations(), sid)
+        await redis.hset(K.station(sid), mapping={"online": "1", "site_id": site})
+    await redis.hset(K.station_connectors("CP-1"), mapping={"1/1": "Occupied", "2/1": "Available"})
+    await redis.hset(K.station_connectors("CP-2"), mapping={"1/1": "Available"})
+    await redis.hset(K.station_evse("CP-1", 1), mapping={"max_power_w": "11000", "tx_ref": "CP-1:tx-1"})
+    await redis.set(K.charging_needs("CP-1", 1), '{"tx_ref": "CP-1:tx-1", "ev_max_power_w": 7400}')
+    await redis.hset(K.transaction("CP-1:tx-1"), "energy_wh", "1200")
+    try:
+        yield RedisStateStore(redis, K)
+    finally:
+        await redis.aclose()
+
+
+async def _reads(store: StateStore) -> dict[str, Any]:
+    evses = await store.site_evses(SITE, "default")
+    return {
+        "evses": [(e.station_id, e.evse_id, e.station.get("online"), dict(e.evse), e.profile, e.needs)
+                  for e in evses],
+        "limit": await store.site_limit_kw(SITE),
+        "site": await store.station_site("CP-2"),
+        "energy": await store.tx_energy_wh("CP-1:tx-1"),
+        "sites": await store.site_ids(),
+    }
+
+
+async def test_the_fake_reads_what_redis_reads(store: StateStore) -> None:
+    got = await _reads(store)
+    assert got == {
+        "evses": [("CP-1", 1, "1", {"max_power_w": "11000", "tx_ref": "CP-1:tx-1"}, None,
+                   {"tx_ref": "CP-1:tx-1", "ev_max_power_w": 7400}),
+                  ("CP-1", 2, "1", {}, None, None)],
+        "limit": "30.0", "site": "other", "energy": "1200", "sites": {SITE},
+    }
+
+
+async def test_a_write_is_read_back_the_same_in_both(store: StateStore) -> None:
+    record = {"tx_ref": "CP-1:tx-1", "kind": "plan", "applied_series_w": [[T0.timestamp(), 6000.0]]}
+    w = StoreWrite(profiles={("CP-1", 1): record}, evse_fields={("CP-1", 1): {"applied_limit_w": "6000.0"}},
+                   evse_deleted={("CP-1", 1): ["max_power_w"]},
+                   session_fields={"CP-1:tx-1": {"last_plan_id": "p1"}},
+                   ev_schedules={("CP-1", 1): {"within_limits": True}},
+                   site_fields={SITE: {"over_limit": "0"}},
+                   events=[event_fields(EventType.PROFILE_SENT, T0, "CP-1", 1, "CP-1:tx-1", SITE,
+                                        {"kind": "plan"})])
+    w.incr("CP-1:tx-1", "schedules_sent")
+    w.incr("CP-1:tx-1", "schedules_sent")
+    tail = await store.events_tail()
+    await store.write(w)
+    assert await store.applied_profile(("CP-1", 1)) == record
+    assert await store.ev_schedule(("CP-1", 1)) == {"within_limits": True}
+    fields = await store.session_fields("CP-1:tx-1", ["schedules_sent", "last_plan_id", "nope"])
+    assert fields == ["2", "p1", None]
+    [evse] = await store.evse_records([("CP-1", 1)])
+    assert dict(evse.evse) == {"tx_ref": "CP-1:tx-1", "applied_limit_w": "6000.0"}
+    _, events = await store.read_events(tail, count=10, block_ms=10)
+    assert [(e.type, e.station_id, e.tx_ref) for e in events] == [
+        (EventType.PROFILE_SENT, "CP-1", "CP-1:tx-1")]
+
+
+async def test_without_its_own_limit_a_site_reads_the_published_default(store: StateStore) -> None:
+    assert await store.site_limit_kw("elsewhere") is None
+    if isinstance(store, InMemoryStateStore):
+        store.site_defaults["site_limit_kw"] = "40"
+    else:
+        assert isinstance(store, RedisStateStore)
+        await store.redis.hset(K.site_defaults(), "site_limit_kw", "40")
+    assert await store.site_limit_kw("elsewhere") == "40.0"
+    assert await store.site_limit_kw(SITE) == "30.0"
+
+
+async def test_a_lease_is_held_by_one_node_and_released_by_it(store: StateStore) -> None:
+    assert await store.hold_lease(SITE, "node-a", 5_000)
+    assert await store.hold_lease(SITE, "node-a", 5_000)  # renewed
+    assert not await store.hold_lease(SITE, "node-b", 5_000)
+    await store.release_lease(SITE, "node-b")  # not its lease: nothing happens
+    assert not await store.hold_lease(SITE, "node-b", 5_000)
+    await store.release_lease(SITE, "node-a")
+    assert await store.hold_lease(SITE, "node-b", 5_000)
