@@ -27,9 +27,9 @@ from csms.smart_charging import budget, conversion, planner, sending
 from csms.smart_charging.evse import EvseInfo, ev_plan_series, planned_before
 from csms.smart_charging.planner import Series
 from evfleet.events import Event
-from evfleet.records import stored_float
+from evfleet.records import SitePlan, stored_float
 from evfleet.store.port import StoreWrite
-from evfleet.txprofile import ProfileError, energy_report, parse_ts
+from evfleet.txprofile import ProfileError, energy_report
 
 if TYPE_CHECKING:
     from csms.smart_charging.service import SmartChargingService
@@ -43,26 +43,25 @@ CHURN_SKIPPED = Counter("evfleet_k16_replans_skipped_total",
 
 
 # --- plan application (K15 delivery, K16) ---------------------------------------------------
-def _plan_payloads(svc: SmartChargingService, plan: dict[str, Any], evses: dict[str, EvseInfo],
+def _plan_payloads(svc: SmartChargingService, plan: SitePlan, evses: dict[str, EvseInfo],
                    ) -> tuple[dict[str, dict[str, Any]], dict[str, Series]]:
     """TxProfiles of the plan for the EVSEs still running the planned session (and their series)."""
     payloads: dict[str, dict[str, Any]] = {}
     planned: dict[str, Series] = {}
-    start = parse_ts(plan["start"])
-    for key, limits_kw in plan.get("evses", {}).items():
+    for key, limits_kw in plan.evses.items():
         info = evses.get(key)
-        ref = plan.get("transactions", {}).get(key)
+        ref = plan.transactions.get(key)
         if info is None or not info.online or not info.steerable or not ref or info.tx_ref != ref:
             continue
         try:
-            payload = conversion.build(info, info.transaction_id, start, int(plan["step_s"]), limits_kw,
-                                       prices=plan.get("prices"), now=svc.clock.now())
+            payload = conversion.build(info, info.transaction_id, plan.start, plan.step_s, limits_kw,
+                                       prices=plan.prices, now=svc.clock.now())
         except ProfileError as err:
-            log.warning("plan %s: cannot build a profile for %s: %s", plan["plan_id"], key, err)
+            log.warning("plan %s: cannot build a profile for %s: %s", plan.plan_id, key, err)
             continue
         payloads[key] = payload
         planned[key] = conversion.abs_series(payload, info.electrical)
-        svc._plan_energy[id(payload)] = energy_report(start=start, step_s=int(plan["step_s"]),
+        svc._plan_energy[id(payload)] = energy_report(start=plan.start, step_s=plan.step_s,
                                                       limits_kw=limits_kw, payload=payload,
                                                       evse=info.electrical)
     return payloads, planned
@@ -70,9 +69,9 @@ def _plan_payloads(svc: SmartChargingService, plan: dict[str, Any], evses: dict[
 
 async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     """Bring the stations of a site to its latest plan, safely ordered. Returns counters."""
-    plan = await svc.store.site_plan(site_id)
+    plan = SitePlan.decode(await svc.store.site_plan(site_id))  # None: no plan, or not readable
     stats = {"sent": 0, "accepted": 0, "skipped": 0, "blocked": 0, "failed": 0}
-    if not plan:
+    if plan is None:
         return stats
     t_real = time.perf_counter()
     now_s = svc.clock.timestamp()
@@ -80,7 +79,7 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     applied = {k: e.applied(now_s) for k, e in evses.items()}
     payloads, planned = _plan_payloads(svc, plan, evses)
     site_w = await svc.site_limit_w(site_id)
-    budget_w = min(stored_float(plan.get("limit_kw"), 0.0) * 1000.0 or site_w, site_w)
+    budget_w = min(plan.limit_kw * 1000.0 or site_w, site_w)
     threshold_w = svc.settings.replan_threshold_kw * 1000.0
     # interim profiles always give way to the plan (K15 follow-up): no churn filter for them
     churnable = {k: v for k, v in applied.items() if k in planned and evses[k].has_profile()
@@ -97,13 +96,13 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
         CHURN_SKIPPED.inc(len(decision.skipped))
     try:
         stats_run = await sending.execute(svc, site_id, evses, applied, target, payloads, budget_w,
-                                          plan["plan_id"], "plan")
+                                          plan.plan_id, "plan")
     finally:
         for payload in payloads.values():
             svc._plan_energy.pop(id(payload), None)
     for k, v in stats_run.items():
         stats[k] += v
-    log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan["plan_id"],
+    log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan.plan_id,
              time.perf_counter() - t_real, stats)
     return stats
 
