@@ -50,6 +50,9 @@ def policy_errors(docs: list[dict[str, Any]]) -> list[str]:
         if kind not in WORKLOADS:
             continue
         pod = doc["spec"]["template"]["spec"]
+        errors += [f"{kind}/{name}: Secret volume {v['secret']['secretName']} not defined"
+                   for v in pod.get("volumes", []) if "secret" in v
+                   and ("Secret", v["secret"]["secretName"]) not in names]
         if not pod.get("securityContext", {}).get("runAsNonRoot"):
             errors.append(f"{kind}/{name}: pod may run as root")
         for c in pod.get("initContainers", []) + pod["containers"]:
@@ -130,3 +133,30 @@ def test_compose_references_resolve() -> None:
                for t in sc["targets"]]
     assert targets and set(targets) <= set(services)
     assert {"csms-1", "csms-2", "optimizer-1", "optimizer-2", "haproxy", "grafana"} <= set(services)
+
+
+def test_profiles_2_and_3_pass_tls_through_to_nodes_that_end_it() -> None:
+    """HAProxy, compose and Kubernetes each give wss:// stations a TCP path to a csms that ends TLS
+    (it must see the client certificate); tests/scale/test_haproxy_tls.py runs it with HAProxy."""
+    cfg = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    sections = {b.split("\n", 1)[0].strip(): b for b in re.split(r"\n(?=frontend |backend )", cfg)}
+    front, back = sections["frontend ocpp_tls"], sections["backend csms_tls"]
+    assert "mode tcp" in front and "bind :9443" in front and "mode tcp" in back
+    assert "option httpchk GET /healthz" in back and "check port 8080" in back
+    services = compose()["services"]
+    assert "9443:9443" in services["haproxy"]["ports"]
+    tls_nodes = {n: s for n, s in services.items() if n.startswith("csms-tls-")}
+    servers = set(re.findall(r"server (csms-tls-\d+) ", back))
+    assert servers and servers == set(tls_nodes)
+    for svc in tls_nodes.values():
+        assert svc["environment"]["EVFLEET_PORT"] == "9443" and svc["environment"]["EVFLEET_TLS_CLIENT_CA"]
+    docs = manifests()
+    lb = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "csms-ocpp-tls")
+    assert lb["spec"]["type"] == "LoadBalancer" and lb["spec"]["ports"][0]["port"] == 9443
+    pods = next(d for d in docs if d["kind"] == "Deployment"
+                and d["spec"]["template"]["metadata"]["labels"] == lb["spec"]["selector"])
+    env = {e["name"] for e in pods["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"EVFLEET_TLS_CERT", "EVFLEET_TLS_KEY", "EVFLEET_TLS_CLIENT_CA"} <= env
+    policy = next(d for d in docs if d["metadata"]["name"] == "redis-clients")
+    clients = [p["podSelector"]["matchLabels"] for p in policy["spec"]["ingress"][0]["from"]]
+    assert {"app": "csms-tls"} in clients

@@ -71,11 +71,19 @@ class Topology:
     nodes: list[Node] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
     haproxy: subprocess.Popen[bytes] | None = None
+    tls_port: int = 0
+    """HAProxy's TLS pass-through port (the shipped :9443) in front of `tls_nodes`."""
+    tls_nodes: list[Node] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """Base OCPP URL through HAProxy (append the station id)."""
         return f"ws://127.0.0.1:{self.ocpp_port}/ocpp/"
+
+    @property
+    def tls_url(self) -> str:
+        """Base wss:// URL through HAProxy's TLS pass-through (append the station id)."""
+        return f"wss://127.0.0.1:{self.tls_port}/ocpp/"
 
     @property
     def api(self) -> str:
@@ -97,20 +105,33 @@ class Topology:
         return worker
 
 
-def haproxy_config(ocpp_port: int, nodes: list[Node], stats_port: int, api_port: int) -> str:
-    """deploy/haproxy/haproxy.cfg with its csms-N servers rewritten to the local `nodes`."""
+def _server_line(line: str, name: str, nodes: list[Node]) -> str | None:
+    """A `server {name}-N` line pointed at the local node N (None: there is no node N)."""
+    index = int(line.split()[1].removeprefix(f"{name}-"))
+    if index > len(nodes):
+        return None
+    node = nodes[index - 1]
+    for port in (9000, 9443):
+        line = line.replace(f"{name}-{index}:{port}", f"127.0.0.1:{node.ocpp_port}")
+    return (line.replace(f"{name}-{index}:8080", f"127.0.0.1:{node.api_port}")
+            .replace("check port 8080", f"check port {node.api_port}")
+            .replace(f"server {name}-{index} ", f"server {node.node_id} "))
+
+
+def haproxy_config(ocpp_port: int, nodes: list[Node], stats_port: int, api_port: int,
+                   tls_port: int = 0, tls_nodes: list[Node] | None = None) -> str:
+    """deploy/haproxy/haproxy.cfg with its csms-N (and csms-tls-N) servers rewritten to the local
+    `nodes` (`tls_nodes`)."""
     lines = []
     for line in (REPO / "deploy" / "haproxy" / "haproxy.cfg").read_text().splitlines():
         stripped = line.strip()
-        if stripped.startswith("server csms-"):
-            index = int(stripped.split()[1].removeprefix("csms-"))
-            if index > len(nodes):
+        if stripped.startswith(("server csms-", "server csms-tls-")):
+            tls = stripped.startswith("server csms-tls-")
+            rewritten = _server_line(line, "csms-tls" if tls else "csms", (tls_nodes or []) if tls else nodes)
+            if rewritten is None:
                 continue
-            node = nodes[index - 1]
-            line = (line.replace(f"csms-{index}:9000", f"127.0.0.1:{node.ocpp_port}")
-                    .replace(f"csms-{index}:8080", f"127.0.0.1:{node.api_port}")
-                    .replace("check port 8080", f"check port {node.api_port}")
-                    .replace(f"server csms-{index} ", f"server {node.node_id} "))
+            line = rewritten
+        line = line.replace("bind :9443", f"bind 127.0.0.1:{tls_port or free_port()}")
         line = line.replace("bind :9000", f"bind 127.0.0.1:{ocpp_port}")
         line = line.replace("bind :8080", f"bind 127.0.0.1:{api_port}")
         line = line.replace("bind :8404", f"bind 127.0.0.1:{stats_port}")
@@ -137,29 +158,34 @@ async def _until_healthy(url: str, timeout_s: float = 30.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0) -> AsyncIterator[Topology]:
-    """Start HAProxy, `nodes` csms nodes and `workers` optimizer workers; stop (SIGKILL) them all after."""
+async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0, tls_nodes: int = 0,
+                   tls_args: tuple[str, ...] = ()) -> AsyncIterator[Topology]:
+    """Start HAProxy, `nodes` csms nodes, `tls_nodes` TLS csms nodes (`tls_args`: their `--tls-*`
+    flags) and `workers` optimizer workers; stop them all after."""
     env = {**os.environ, "HOME": str(tmp), "EVFLEET_LOG_LEVEL": "INFO"}
-    topo = Topology(redis_url, free_port(), free_port(), tmp=tmp, env=env)
+    topo = Topology(redis_url, free_port(), free_port(), tmp=tmp, env=env, tls_port=free_port())
     try:
-        for i in range(1, nodes + 1):
-            node_id, ocpp_port, api_port = f"node-{i}", free_port(), free_port()
-            proc = _spawn([EVFLEET, "csms", "--redis-url", redis_url, "--host", "127.0.0.1",
-                           "--port", str(ocpp_port), "--api-port", str(api_port), "--node-id", node_id,
-                           "--no-api-auth"], tmp / f"{node_id}.log", env)
-            topo.nodes.append(Node(node_id, ocpp_port, api_port, proc))
-        for node in topo.nodes:
+        for prefix, count, extra, into in (("node", nodes, (), topo.nodes),
+                                           ("tls", tls_nodes, tls_args, topo.tls_nodes)):
+            for i in range(1, count + 1):
+                node_id, ocpp_port, api_port = f"{prefix}-{i}", free_port(), free_port()
+                proc = _spawn([EVFLEET, "csms", "--redis-url", redis_url, "--host", "127.0.0.1",
+                               "--port", str(ocpp_port), "--api-port", str(api_port), "--node-id", node_id,
+                               "--no-api-auth", *extra], tmp / f"{node_id}.log", env)
+                into.append(Node(node_id, ocpp_port, api_port, proc))
+        for node in topo.nodes + topo.tls_nodes:
             await _until_healthy(f"{node.api}/healthz")
         for i in range(1, workers + 1):
             topo.start_worker(f"worker-{i}")
         stats_port = free_port()
         cfg = tmp / "haproxy.cfg"
-        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port, topo.api_port))
+        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port, topo.api_port,
+                                      topo.tls_port, topo.tls_nodes))
         topo.haproxy = _spawn([HAPROXY, "-f", str(cfg), "-db"], tmp / "haproxy.log", env)
         await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz")
         yield topo
     finally:
-        procs = [n.proc for n in topo.nodes] + [w.proc for w in topo.workers]
+        procs = [n.proc for n in topo.nodes + topo.tls_nodes] + [w.proc for w in topo.workers]
         procs += [topo.haproxy] if topo.haproxy is not None else []
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
