@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from evfleet.isotime import parse_iso
+from evfleet.records import EvsePlan
 from optimizer.snapshot import Snapshot
 
 ENERGY_TOLERANCE_KWH = 0.25
@@ -107,10 +108,11 @@ def kept_documents(previous: Mapping[str, Any], plan_id: str, computed_at: datet
     if shift:
         plan["planned_kw"] = list(previous["planned_kw"][shift:]) + [round(fixed, 3)] * shift
     notes = previous.get("notes", {})
+    start_at = parse_iso(plan["start"])
     per_evse = {
-        key: {"plan_id": plan_id, "site_id": plan["site_id"], "tx_ref": plan["transactions"][key],
-              "start": plan["start"], "step_s": plan["step_s"], "limits_kw": limits,
-              "strategy": plan["strategy"], "status": plan["status"], "computed_at": plan["computed_at"],
-              "note": notes.get(key, ["", 0.0])[0], "unmet_kwh": notes.get(key, ["", 0.0])[1]}
+        key: EvsePlan(plan_id=plan_id, site_id=plan["site_id"], tx_ref=plan["transactions"][key],
+                      start=start_at, step_s=plan["step_s"], limits_kw=limits, strategy=plan["strategy"],
+                      status=plan["status"], computed_at=computed_at, note=notes.get(key, ["", 0.0])[0],
+                      unmet_kwh=notes.get(key, ["", 0.0])[1]).encode()
         for key, limits in plan["evses"].items()}
     return plan, per_evse
