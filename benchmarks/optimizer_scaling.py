@@ -36,7 +36,8 @@ from optimizer.cases.seed001 import fleet  # noqa: E402
 from optimizer.cases.seed003 import company_fleet  # noqa: E402
 from optimizer.evaluate import make_schedule  # noqa: E402
 from optimizer.model.data import build_data  # noqa: E402
-from optimizer.model.highs_lp import assign_lp_solution, build_lp, solve_lp_model  # noqa: E402
+from optimizer.model.highs_lp import build_lp  # noqa: E402
+from optimizer.model.highs_solve import assign_lp_solution, solve_lp_model  # noqa: E402
 from optimizer.problem import Instance, SolveStatus  # noqa: E402
 from optimizer.solve import solve  # noqa: E402
 

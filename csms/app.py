@@ -268,6 +268,37 @@ async def _publish_defaults(redis: Redis, keys: Keys, settings: CsmsSettings, no
                  settings.default_site_limit_kw, ", ".join(sites))
 
 
+async def _register_node(redis: Redis, keys: Keys, clock: Clock, node_id: str, ocpp_port: int,
+                         ) -> dict[str, object]:
+    """Announce this node (`node:{id}`, refreshed by the heartbeat) and mark the stations of crashed
+    nodes offline; the node record."""
+    info: dict[str, object] = {"node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
+                               "ocpp_port": ocpp_port, "started_at": clock.now().isoformat()}
+    await redis.set(keys.node(node_id), json.dumps(info), ex=NODE_TTL_S)
+    stale = await _mark_offline(redis, keys, clock.now().isoformat())
+    if stale:
+        log.warning("marked %d stations of crashed csms nodes offline", stale)
+    return info
+
+
+def _start_services(ctx: CsmsContext, services: Sequence[str | Service], backoff_s: float,
+                    tasks: list[asyncio.Task[None]]) -> socket.socket | None:
+    """Start each service under `supervise` (appended to `tasks`); the API's bound socket, if any.
+
+    The API port is bound here, before any service runs, so a busy port stops the start with a
+    clear error (not a retry loop).
+    """
+    api_socket = None
+    if ctx.settings.api_enabled and API_SERVICE in services:
+        api_socket = _bind_api(ctx.settings)
+        ctx.api_port = int(api_socket.getsockname()[1])
+        ctx.extras["api_socket"] = api_socket
+    for spec in services:
+        name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
+        tasks.append(asyncio.create_task(supervise(name, spec, ctx, backoff_s), name=f"service-{name}"))
+    return api_socket
+
+
 @contextlib.asynccontextmanager
 async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
                        services: Sequence[str | Service] | None = None,
@@ -313,26 +344,13 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
                           ocpp_port=server.port)
         commands = CommandClient(redis, keys, clock, settings.call_timeout_s, reply_redis=reply_redis)
         ctx.extras.update(registry=registry, commands=commands, redis_url=redis_url, store=store)
-        info: dict[str, object] = {"node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
-                                   "ocpp_port": server.port, "started_at": clock.now().isoformat()}
-        await redis.set(keys.node(node_id), json.dumps(info), ex=NODE_TTL_S)
-        stale = await _mark_offline(redis, keys, clock.now().isoformat())
-        if stale:
-            log.warning("marked %d stations of crashed csms nodes offline", stale)
+        info = await _register_node(redis, keys, clock, node_id, server.port)
         tasks.append(asyncio.create_task(_heartbeat(redis, keys, node_id, info, stopping),
                                          name="node-heartbeat"))
         tasks.append(asyncio.create_task(executor.run(), name="command-executor"))
         if services is None:
             services = DEFAULT_SERVICES if settings.run_services else ()
-        if settings.api_enabled and API_SERVICE in services:
-            # bound here so a busy port stops the start with a clear error (not a retry loop)
-            api_socket = _bind_api(settings)
-            ctx.api_port = int(api_socket.getsockname()[1])
-            ctx.extras["api_socket"] = api_socket
-        for spec in services:
-            name = spec if isinstance(spec, str) else getattr(spec, "__qualname__", repr(spec))
-            tasks.append(asyncio.create_task(supervise(name, spec, ctx, service_backoff_s),
-                                              name=f"service-{name}"))
+        api_socket = _start_services(ctx, services, service_backoff_s, tasks)
         node = CsmsNode(ctx=ctx, server=server, registry=registry, executor=executor, redis_url=redis_url,
                         embedded=embedded, tasks=tasks)
         log.info("csms node %s up: OCPP on port %s", node_id, server.port)

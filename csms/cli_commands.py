@@ -88,12 +88,7 @@ def csms(
         None, "--clock-start", help="ISO time at which a new simulated clock starts (default now)"),
 ) -> None:
     """Run a csms node (OCPP 2.0.1 server, command executor, API, telemetry, smart charging)."""
-    from redis.exceptions import RedisError
-
-    from csms.runtime import new_event_loop
     from csms.settings import default_data_dir
-    from evfleet.clock import ClockConflict
-    from evfleet.logs import configure_logging, redact
 
     settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
                          data_dir=data_dir, node_id=node_id, tls_cert=tls_cert, tls_key=tls_key,
@@ -109,6 +104,17 @@ def csms(
         from csms.app import default_node_id
 
         settings = settings.model_copy(update={"node_id": default_node_id()})
+    serve(settings)
+
+
+def serve(settings: Any) -> None:
+    """`evfleet csms` with resolved settings: logging, the node until SIGINT/SIGTERM, one-line errors."""
+    from redis.exceptions import RedisError
+
+    from csms.runtime import new_event_loop
+    from evfleet.clock import ClockConflict
+    from evfleet.logs import configure_logging, redact
+
     configure_logging(settings.log_level, settings.log_json, node_id=settings.node_id)
     log = logging.getLogger("csms")
     if settings.auto_register:

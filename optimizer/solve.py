@@ -142,6 +142,6 @@ def _optimize(instance: Instance, time_limit_s: float | None, mip_rel_gap: float
         from optimizer.model.pyomo_solve import solve_with_pyomo
 
         return solve_with_pyomo(instance, data, time_limit_s, mip_rel_gap, prep_s)
-    from optimizer.model.highs_lp import solve_lp
+    from optimizer.model.highs_solve import solve_lp
 
     return solve_lp(instance, data, time_limit_s, prep_s)

@@ -20,7 +20,8 @@ import numpy as np
 from optimizer.evaluate import make_schedule
 from optimizer.model.assignment import AssignmentMilp, build_assignment_milp
 from optimizer.model.data import FloatArray, IntArray, ProblemData
-from optimizer.model.highs_lp import LinearProgram, assign_lp_solution, lp_cost
+from optimizer.model.highs_lp import LinearProgram
+from optimizer.model.highs_solve import assign_lp_solution, lp_cost
 from optimizer.model.pyomo_model import class_free_count, classes_to_chargers
 from optimizer.problem import Instance, Schedule, SolveStatus
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from optimizer.problem import EV, Instance, PerStep
+from optimizer.problem import EV, Instance, PerStep, Storage
 from optimizer.robust import planned_evs
 
 STICKINESS_PRICE_FLOOR = 0.1
@@ -129,6 +129,34 @@ class ProblemData:
         return self.stickiness * max(self.price_scale, STICKINESS_PRICE_FLOOR)
 
 
+def _charger_caps(charger_max: FloatArray, charger_bidir: npt.NDArray[np.bool_],
+                  ev_charger: npt.NDArray[np.int64]) -> tuple[FloatArray, FloatArray]:
+    """Per EV, the charging and the discharging cap of its charger (-1 = any charger: the largest,
+    and the largest bidirectional one)."""
+    fixed = ev_charger >= 0
+    if not len(charger_max):
+        return np.zeros(len(ev_charger)), np.zeros(len(ev_charger))
+    pool_cap = float(charger_max.max())
+    pool_bidir_cap = float(charger_max[charger_bidir].max()) if charger_bidir.any() else 0.0
+    ch_idx = np.where(fixed, ev_charger, 0)
+    ch_cap = np.where(fixed, charger_max[ch_idx], pool_cap)
+    ch_bidir_cap = np.where(fixed, np.where(charger_bidir[ch_idx], charger_max[ch_idx], 0.0), pool_bidir_cap)
+    return ch_cap, ch_bidir_cap
+
+
+def _storage_arrays(st: list[Storage]) -> dict[str, FloatArray]:
+    """The `st_*` arrays of `ProblemData` (one entry per storage unit)."""
+    return {
+        "st_capacity_kwh": np.array([s.capacity_kwh for s in st], dtype=float),
+        "st_initial_kwh": np.array([s.initial_kwh for s in st], dtype=float),
+        "st_final_kwh": np.array([s.initial_kwh if s.final_kwh is None else s.final_kwh for s in st],
+                                 dtype=float),
+        "st_max_charge_kw": np.array([s.max_charge_kw for s in st], dtype=float),
+        "st_max_discharge_kw": np.array([s.max_discharge_kw for s in st], dtype=float),
+        "st_efficiency": np.array([s.efficiency for s in st], dtype=float),
+    }
+
+
 def build_data(inst: Instance) -> ProblemData:
     """Compute all arrays of an instance (vectorised; one pass over EVs for their scalars)."""
     steps = inst.steps
@@ -147,17 +175,7 @@ def build_data(inst: Instance) -> ProblemData:
     available = (t[None, :] >= arrival[:, None]) & (t[None, :] < departure[:, None])
 
     fixed = ev_charger >= 0
-    if len(charger_max):
-        pool_cap = float(charger_max.max())
-        pool_bidir_cap = float(charger_max[charger_bidir].max()) if charger_bidir.any() else 0.0
-        ch_idx = np.where(fixed, ev_charger, 0)
-        ch_cap = np.where(fixed, charger_max[ch_idx], pool_cap)
-        ch_bidir_cap = np.where(
-            fixed, np.where(charger_bidir[ch_idx], charger_max[ch_idx], 0.0), pool_bidir_cap
-        )
-    else:
-        ch_cap = np.zeros(len(evs))
-        ch_bidir_cap = np.zeros(len(evs))
+    ch_cap, ch_bidir_cap = _charger_caps(charger_max, charger_bidir, ev_charger)
     p_max = np.minimum(ev_max, ch_cap)[:, None] * available
     d_max = (np.minimum(ev_max, ch_bidir_cap) * v2g)[:, None] * available
 
@@ -200,14 +218,7 @@ def build_data(inst: Instance) -> ProblemData:
         priority=np.array([e.priority for e in evs], dtype=float),
         arrival=arrival,
         departure=departure,
-        st_capacity_kwh=np.array([s.capacity_kwh for s in st], dtype=float),
-        st_initial_kwh=np.array([s.initial_kwh for s in st], dtype=float),
-        st_final_kwh=np.array(
-            [s.initial_kwh if s.final_kwh is None else s.final_kwh for s in st], dtype=float
-        ),
-        st_max_charge_kw=np.array([s.max_charge_kw for s in st], dtype=float),
-        st_max_discharge_kw=np.array([s.max_discharge_kw for s in st], dtype=float),
-        st_efficiency=np.array([s.efficiency for s in st], dtype=float),
+        **_storage_arrays(st),
         kind=obj.kind,
         unmet_penalty_per_kwh=obj.unmet_penalty_per_kwh,
         degradation_per_kwh=obj.degradation_per_kwh,

@@ -13,22 +13,19 @@ rows     site balance   Σ_e (p − d)[e,t] + Σ_s (b⁺ − b⁻)[s,t] + curt[t
          storage        B[s,t] − B[s,t−1] − Δt (η_s b⁺[s,t] − b⁻[s,t]/η_s) = 0,  B[s,T] ≥ final_s
          peak           peak − imp[t] ≥ 0
          stickiness     p[e,t] − dev⁺[e,t] + dev⁻[e,t] = reference[e,t]   (EVs with a previous plan)
-Stages: `build_lp(data) -> LinearProgram` (arrays), `solve_lp_model` (passModel + run),
-`assign_lp_solution` (column values -> (E,T) arrays).
+Stages: `build_lp(data) -> LinearProgram` (arrays) here; `solve_lp_model` (passModel + run) and
+`assign_lp_solution` (column values -> (E,T) arrays) in `optimizer.model.highs_solve`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
 
-from optimizer.evaluate import make_schedule
 from optimizer.model.data import FloatArray, IntArray, ProblemData
 from optimizer.model.pyomo_model import TIME_PREFERENCE, tie_break_weight
-from optimizer.problem import Instance, Schedule, SolveStatus
 
 INF = highspy.kHighsInf
 IPM_OPTIMALITY_TOLERANCE = 1e-7
@@ -348,162 +345,3 @@ def p_values(lp: LinearProgram, x: FloatArray) -> FloatArray:
         cols, target = lp.p_ref
         p[cols - lp.blocks["p"][0]] += target - x[lp.block("p_down")]
     return p
-
-
-@dataclass(frozen=True)
-class LpResult:
-    """Outcome of an LP solve: status name, whether values exist, objective, column values, timings."""
-
-    status: str
-    optimal: bool
-    has_solution: bool
-    objective: float | None
-    x: FloatArray
-    translate_s: float
-    solve_s: float
-    solve_cpu_s: float
-    """CPU time of this process during the solve (less sensitive than wall time to other load)."""
-
-
-def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpResult:
-    """Pass the arrays to HiGHS (rowwise CSR) and solve; never raises for infeasible or time-limited LPs."""
-    t0 = time.perf_counter()
-    rows = np.concatenate(lp.rows) if lp.rows else np.zeros(0, dtype=np.int64)
-    cols = np.concatenate(lp.cols) if lp.cols else np.zeros(0, dtype=np.int64)
-    vals = np.concatenate(lp.vals) if lp.vals else np.zeros(0)
-    order = np.lexsort((cols, rows))
-    start = np.zeros(lp.n_row + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=lp.n_row), out=start[1:])
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    # interior point without crossover: fastest here at every size measured (benchmarks/optimizer_scaling.py)
-    # and its solution lies in the middle of the optimal face, so equal-cost optima come out flat and stable
-    # (lowest peak among them, within a few percent, tests/optimizer/test_ties.py).
-    h.setOptionValue("solver", "ipm")
-    h.setOptionValue("run_crossover", "off")
-    sticky_small = lp.p_ref is not None and lp.n_col <= LARGE_LP_COLUMNS
-    h.setOptionValue("ipm_optimality_tolerance",
-                     STICKY_IPM_OPTIMALITY_TOLERANCE if sticky_small else IPM_OPTIMALITY_TOLERANCE)
-    # no presolve: it reduces equal-cost optima to a vertex (all of an EV's energy in its last cheap step,
-    # the peak several-fold the flat schedule) and on these LPs it costs more than it saves (1,000 EVs:
-    # 0.16 s CPU without, 0.25 s with; 10,000 EVs: 2.2 s vs 3.6 s, benchmarks/optimizer_scaling.py)
-    h.setOptionValue("presolve", "off")
-    if time_limit_s is not None:
-        h.setOptionValue("time_limit", float(time_limit_s))
-
-    def flat(parts: list[FloatArray]) -> FloatArray:
-        return np.ascontiguousarray(np.concatenate(parts), dtype=float)
-
-    passed = h.passModel(
-        lp.n_col,
-        lp.n_row,
-        len(vals),
-        2,  # MatrixFormat.kRowwise
-        1,  # ObjSense.kMinimize
-        lp.cost_offset,
-        flat(lp.cost),
-        flat(lp.col_lo),
-        flat(lp.col_hi),
-        flat(lp.row_lo),
-        flat(lp.row_hi),
-        start,
-        cols[order].astype(np.int32),
-        vals[order],
-        np.zeros(lp.n_col, dtype=np.int32),
-    )
-    if passed == highspy.HighsStatus.kError:
-        raise RuntimeError("HiGHS rejected the LP arrays (passModel)")
-    t1 = time.perf_counter()
-    c1 = time.process_time()
-    h.run()
-    status = h.getModelStatus()
-    if status == highspy.HighsModelStatus.kUnknown:
-        # IPX without crossover could not certify the solution (seen on small, degenerate LPs): finish with
-        # crossover, which ends at an optimal vertex
-        h.setOptionValue("run_crossover", "on")
-        h.run()
-        status = h.getModelStatus()
-    sol = h.getSolution()
-    has = bool(sol.value_valid)
-    x = np.asarray(sol.col_value, dtype=float) if has else np.zeros(lp.n_col)
-    t2 = time.perf_counter()
-    cpu = time.process_time() - c1
-    return LpResult(
-        status=h.modelStatusToString(status),
-        optimal=status == highspy.HighsModelStatus.kOptimal,
-        has_solution=has and status == highspy.HighsModelStatus.kOptimal,
-        objective=float(h.getInfo().objective_function_value) if has else None,
-        x=x,
-        translate_s=t1 - t0,
-        solve_s=t2 - t1,
-        solve_cpu_s=cpu,
-    )
-
-
-def assign_lp_solution(
-    lp: LinearProgram, data: ProblemData, x: FloatArray
-) -> tuple[FloatArray, FloatArray, IntArray]:
-    """(ev_kw net of V2G, storage_kw, assignment) from the LP's column values."""
-    ev_kw = np.zeros((data.n_ev, data.steps))
-    pe, pt = np.nonzero(data.p_max_kw > 0)
-    ev_kw[pe, pt] = p_values(lp, x)
-    de, dtt = np.nonzero(data.d_max_kw > 0)
-    ev_kw[de, dtt] -= x[lp.block("d")]
-    st_kw = np.zeros((data.n_storage, data.steps))
-    if data.n_storage:
-        st_kw = (x[lp.block("bch")] - x[lp.block("bdis")]).reshape(data.n_storage, data.steps)
-    assign = np.where(data.available, data.ev_charger[:, None], -1).astype(np.int64)
-    return ev_kw, st_kw, assign
-
-
-def lp_cost(lp: LinearProgram, data: ProblemData, x: FloatArray) -> float:
-    """The cost objective without the tie-break terms."""
-    dt = data.step_h
-    _, dtt = np.nonzero(data.d_max_kw > 0)
-    if "imp" in lp.blocks:
-        cost = float((dt * data.import_price) @ x[lp.block("imp")])
-        cost -= float((dt * data.export_price) @ x[lp.block("exp")])
-        cost += data.peak_price_per_kw * float(x[lp.block("peak")][0])
-    else:  # lean LP: import = base + net EV and storage power
-        _, pt = np.nonzero(data.p_max_kw > 0)
-        net = data.base_load_kw + np.bincount(pt, p_values(lp, x), data.steps)
-        net -= np.bincount(dtt, x[lp.block("d")], data.steps)
-        if data.n_storage:
-            net += (x[lp.block("bch")] - x[lp.block("bdis")]).reshape(data.n_storage, data.steps).sum(axis=0)
-        cost = float((dt * data.import_price) @ net)
-    cost += data.degradation_per_kwh * float(dt[dtt] @ x[lp.block("d")])
-    if "unmet" in lp.blocks:
-        assert data.unmet_penalty_per_kwh is not None
-        cost += float(data.unmet_penalty_per_kwh * (data.priority @ x[lp.block("unmet")]))
-    return cost
-
-
-def solve_lp(
-    instance: Instance, data: ProblemData, time_limit_s: float | None, prep_s: float = 0.0
-) -> Schedule:
-    """Build, solve, read back; falls back to a baseline when HiGHS has no solution."""
-    from optimizer.solve import fallback_schedule, reported_objective
-
-    t0 = time.perf_counter()
-    lp = build_lp(data)
-    build_s = prep_s + time.perf_counter() - t0
-    res = solve_lp_model(lp, time_limit_s)
-    if not res.has_solution:
-        return fallback_schedule(instance, f"HiGHS found no solution ({res.status})")
-    t1 = time.perf_counter()
-    ev_kw, st_kw, assign = assign_lp_solution(lp, data, res.x)
-    extract_s = time.perf_counter() - t1
-    return make_schedule(
-        instance,
-        data,
-        strategy=data.kind,
-        status=SolveStatus.OPTIMAL if res.optimal else SolveStatus.FEASIBLE,
-        message="" if res.optimal else f"HiGHS stopped ({res.status})",
-        ev_kw=ev_kw,
-        st_kw=st_kw,
-        assign=assign,
-        objective_value=reported_objective(data.kind, lp_cost(lp, data, res.x)),
-        build_s=build_s,
-        solve_s=res.translate_s + res.solve_s + extract_s,
-    )

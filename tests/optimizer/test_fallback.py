@@ -82,12 +82,12 @@ def test_fallback_message_says_what_to_fix() -> None:
 
 def test_solver_exception_becomes_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected error inside the model code is reported in the schedule, not raised."""
-    import optimizer.model.highs_lp as highs_lp
+    import optimizer.model.highs_solve as highs_solve
 
     def broken(*_args: object, **_kw: object) -> None:
         raise RuntimeError("HiGHS exploded")
 
-    monkeypatch.setattr(highs_lp, "build_lp", broken)
+    monkeypatch.setattr(highs_solve, "build_lp", broken)
     inst = make_instance(chargers=[charger("c_a")], evs=[ev("a", energy_kwh=5)])
     s = solve(inst, "cost")
     assert s.status == SolveStatus.FALLBACK
