@@ -128,6 +128,10 @@ class CsmsSettings(CommandSettings):
     smart_charging: bool = True
     interim_profile_after_s: float = Field(
         5.0, gt=0, description="send a safe interim profile if no plan arrives within this time")
+    optimizer_silent_after_s: float = Field(
+        15.0, gt=0, description="a site with a late session and no plan for this long (real s) counts "
+                                "the optimizer as silent: every session re-shares the headroom fairly "
+                                "(before: only the sessions without a plan share what the plan leaves)")
     replan_threshold_kw: float = Field(
         0.5, ge=0, description="K16: re-send a TxProfile only when a limit moves by more")
     fallback_limit_kw: float | None = Field(

@@ -81,9 +81,10 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     site_w = await svc.site_limit_w(site_id)
     budget_w = min(plan.limit_kw * 1000.0 or site_w, site_w)
     threshold_w = svc.settings.replan_threshold_kw * 1000.0
-    # interim profiles always give way to the plan (K15 follow-up): no churn filter for them
+    # interim profiles always give way to the plan (K15 follow-up): no churn filter for them;
+    # a provisional share is replaced only if the plan moves it by more than the threshold
     churnable = {k: v for k, v in applied.items() if k in planned and evses[k].has_profile()
-                 and (evses[k].record or {}).get("kind") in ("plan", "plan-step")}
+                 and (evses[k].record or {}).get("kind") in ("plan", "plan-step", "provisional")}
     decision = budget.churn_filter(churnable, planned, budget_w, threshold_w, now_s)
     target = {k: applied[k] for k in applied}
     target.update(decision.target)

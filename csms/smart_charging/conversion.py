@@ -90,7 +90,16 @@ def step_payload(info: EvseInfo, series: Series, final_payload: dict[str, Any],
     step_s = 60
     end_s = max([t for t, _ in series] + [now_s]) + step_s
     limits_kw = [w / 1000.0 for w in planner.series_to_steps(series, start.timestamp(), step_s, end_s)]
-    return build(info, profile["transactionId"], start, step_s, limits_kw, profile_id=profile["id"])
+    now = datetime.fromtimestamp(now_s, start.tzinfo)
+    payload = build(info, profile["transactionId"], start, step_s, limits_kw, profile_id=profile["id"],
+                    now=now)
+    if planner.is_below(abs_series(payload, info.electrical), series, now_s):
+        return payload
+    # compression to maxScheduleTuples may raise periods (it keeps energy): a step must not
+    low_kw = min(planner.sample(series, planner.grid([series], now_s))) / 1000.0
+    log.warning("%s: the stepped profile exceeds its series after compression; sending %.1f kW flat",
+                info.key, low_kw)
+    return build(info, profile["transactionId"], now, 900, [low_kw], profile_id=profile["id"])
 
 
 def default_payload(info: EvseInfo, limit_w: float, now: datetime) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""Fail-safe paths of the smart-charging service: fair sharing, the metered watchdog, probes.
+"""Fail-safe paths of the smart-charging service: headroom shares, the metered watchdog, probes.
 
-- `share_fairly`: while no plan covers the site's sessions (optimizer down or late), every
-  steerable session gets a water-filled share of the headroom (`budget.fair_shares`), re-shared
-  when sessions start and end; changes go through `planner.next_batch` (decreases first).
+- `share_fairly`: sessions no plan covers get a water-filled share of the headroom the others
+  leave (`provisional`): at once when their charging needs arrive (provisional profile), and
+  when their plan is late (fallback mode: the planned sessions keep their plan); once the
+  optimizer has been silent for `optimizer_silent_after_s`, every steerable session re-shares.
+  Re-shared when sessions start and end; changes go through `planner.next_batch` (decreases
+  first), so the sum of applied limits stays within the site limit at every instant.
 - `tick` (every `watchdog_interval_s`): metered power against what each EVSE was allowed ->
   non-compliance (budgeted at what it draws, `evse.noncompliant`); metered site power against
   the site limit -> alarm (`site.over_limit`: event, metric, MQTT, dashboard) and a corrective
@@ -16,16 +19,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from csms.smart_charging import budget, planner
+from csms.smart_charging import conversion, planner, provisional
 from csms.smart_charging.planner import Series
 from evfleet.events import EventType
 from evfleet.profile import a_to_w
 from evfleet.store.port import StoreWrite
+from evfleet.txprofile import parse_ts
 
 if TYPE_CHECKING:
     from csms.smart_charging.evse import EvseInfo
@@ -71,14 +75,18 @@ def ev_caps_w(info: EvseInfo) -> tuple[float, float]:
 
 
 async def share_fairly(svc: SmartChargingService, site_id: str,
-                       due: Mapping[tuple[str, int], str] | None = None) -> int:
-    """Fair shares for the site's sessions while no plan covers them; returns profiles accepted.
+                       due: Mapping[tuple[str, int], str] | None = None,
+                       arrivals: Collection[tuple[str, int]] | None = None) -> int:
+    """Headroom shares for sessions no plan covers (`provisional` module); returns profiles accepted.
 
     `due`: sessions whose interim timer fired; if one of them still has no profile, the plan is
-    late and the site enters fallback mode (left when the next plan is applied). In fallback
-    mode every online, steerable, compliant session shares what the other EVSEs leave.
+    late and the site enters fallback mode (left when the next plan is applied): the sessions
+    without a current plan share what the planned ones and the fixed loads leave, until the
+    optimizer has been silent for `optimizer_silent_after_s`; then every online, steerable,
+    compliant session shares. `arrivals`: sessions whose charging needs just arrived get a
+    provisional share of the unallocated headroom at once (whatever the mode).
     """
-    if not due and site_id not in svc._fallback:
+    if not due and not arrivals and site_id not in svc._fallback:
         return 0
     evses = await svc.site_evses(site_id)
     if due:
@@ -86,48 +94,111 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
                    and i.tx_ref == due[(i.station_id, i.evse_id)] and i.online and i.steerable
                    and not i.has_profile()]
         if waiting and site_id not in svc._fallback:
-            log.warning("site %s: no plan for %d session(s) after %.1f s: sharing the headroom fairly",
-                        site_id, len(waiting), svc.settings.interim_profile_after_s)
+            log.warning("site %s: no plan for %d session(s) after %.1f s: they share the headroom the "
+                        "plan leaves", site_id, len(waiting), svc.settings.interim_profile_after_s)
             svc._fallback.add(site_id)
-    if site_id not in svc._fallback:
-        return 0
+            svc._late_since[site_id] = time.monotonic()
+    silent = site_id in svc._fallback and provisional.optimizer_silent(
+        svc._late_since.get(site_id), time.monotonic(), svc.settings.optimizer_silent_after_s)
+    if silent and site_id not in svc._silent:
+        log.warning("site %s: no plan for %.0f s: the optimizer is taken as silent, every session "
+                    "shares the headroom fairly", site_id, svc.settings.optimizer_silent_after_s)
+        svc._silent.add(site_id)
     now_s = svc.clock.timestamp()
-    applied = {k: e.applied(now_s) for k, e in evses.items()}
-    sharers = [k for k, e in evses.items()
-               if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None]
+    plan = await current_plan(svc, site_id)
+    candidates = {k: e.has_profile() and plan.refs.get(k) == e.tx_ref for k, e in evses.items()
+                  if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None}
+    arrived = None
+    if site_id not in svc._fallback:
+        arrived = frozenset(f"{sid}/{eid}" for sid, eid in arrivals or ())
+    sharers = provisional.sharers(candidates, arrived, silent)
     if not sharers:
         return 0
+    kind = "interim" if site_id in svc._fallback else "provisional"
+    return await _share(svc, site_id, evses, sharers, kind, now_s, None if silent else plan)
+
+
+async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo], sharers: list[str],
+                 kind: str, now_s: float, plan: provisional.PlanView | None) -> int:
+    """Give `sharers` their headroom shares (decreases first, `_execute`); profiles accepted."""
+    applied = {k: e.applied(now_s) for k, e in evses.items()}
     others = [applied[k] for k in applied if k not in sharers]
-    other_w = max(planner.total(others, planner.grid(others, now_s))) if others else 0.0
     budget_w = await svc.site_limit_w(site_id)
     caps, mins = {}, {}
     for k in sharers:
         caps[k], mins[k] = ev_caps_w(evses[k])
         if svc.settings.fallback_limit_kw is not None:
             caps[k] = min(caps[k], svc.settings.fallback_limit_kw * 1000.0)
-    shares = budget.fair_shares(budget_w - other_w, caps, mins)
+    masks = {}  # the optimizer is alive: only its cheapest steps (module provisional)
+    for k in sharers:
+        mask = None if plan is None else provisional.cheap_mask(
+            plan.prices, plan.start_s, plan.step_s, now_s, _departure_s(evses[k]), caps[k])
+        if mask is not None:
+            masks[k] = mask
+    shares = provisional.headroom_shares(others, budget_w, caps, mins, now_s, masks)
     target: dict[str, Series] = dict(applied)
     payloads: dict[str, dict[str, Any]] = {}
-    now = svc.clock.now()
     for k in sharers:
         info = evses[k]
         try:
-            payload = svc._build(info, info.transaction_id, now, 900, [shares[k] / 1000.0])
+            payload = _share_payload(svc, info, shares[k], now_s)
         except Exception as err:  # one EVSE's profile must not stop the others
-            log.error("site %s: no fair-share profile for %s: %r", site_id, k, err)
+            log.error("site %s: no %s profile for %s: %r", site_id, kind, k, err)
             continue
         new = svc._abs_series(payload, info)
-        if info.has_profile() and (info.record or {}).get("kind", "").startswith("interim") \
+        if info.has_profile() and (info.record or {}).get("kind", "").startswith(("interim", "provisional")) \
                 and planner.max_abs_diff_w(applied[k], new, now_s) <= planner.TOLERANCE_W:
             continue
         payloads[k], target[k] = payload, new
+    if not payloads:
+        return 0
     stats = await svc._execute(site_id, evses, applied, target, payloads, budget_w,
-                               f"fair-{int(now_s)}", "interim")
-    log.info("site %s: fair shares of %.0f W (limit %.0f W - others %.0f W: %s): %s -> %s", site_id,
-             budget_w - other_w, budget_w, other_w,
-             {k: round(planner.value_at(v, now_s)) for k, v in applied.items() if k not in sharers},
-             {k: round(v) for k, v in shares.items()}, stats)
+                               f"{kind}-{int(now_s)}", kind)
+    log.info("site %s: %s shares (limit %.0f W, %d others): %s -> %s", site_id, kind, budget_w,
+             len(others), {k: round(planner.value_at(v, now_s)) for k, v in shares.items()}, stats)
     return stats["accepted"]
+
+
+def _departure_s(info: EvseInfo) -> float | None:
+    """The EV's announced departure (its charging needs of this session), None if unknown."""
+    needs = info.needs if info.needs and info.needs.get("tx_ref") == info.tx_ref else {}
+    try:
+        return parse_ts(str(needs["departure_time"])).timestamp() if needs.get("departure_time") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _share_payload(svc: SmartChargingService, info: EvseInfo, share: Series, now_s: float) -> dict[str, Any]:
+    """A TxProfile never above `share` at any instant (a constant at its minimum if the stepped
+    one would not fit, e.g. after compression to the EV's maxScheduleTuples)."""
+    low_kw = min(w for _, w in share) / 1000.0
+    base = svc._build(info, info.transaction_id, svc.clock.now(), 900, [low_kw])
+    if len(share) == 1:
+        return base
+    payload = conversion.step_payload(info, share, base, now_s)
+    return payload if provisional.fits(svc._abs_series(payload, info), share, now_s) else base
+
+
+async def current_plan(svc: SmartChargingService, site_id: str) -> provisional.PlanView:
+    """The site's current plan as the sharing sees it (cached until the next plan arrives)."""
+    if site_id not in svc._plan_view:
+        plan = await svc.store.site_plan(site_id) or {}
+        refs = {str(k): str(v) for k, v in (plan.get("transactions") or {}).items()}
+        try:
+            svc._plan_view[site_id] = provisional.PlanView(
+                refs, [float(p) for p in plan["prices"]] if plan.get("prices") else None,
+                parse_ts(str(plan["start"])).timestamp(), float(plan["step_s"]))
+        except (KeyError, TypeError, ValueError):
+            svc._plan_view[site_id] = provisional.PlanView(refs)
+    return svc._plan_view[site_id]
+
+
+def plan_arrived(svc: SmartChargingService, site_id: str) -> None:
+    """A plan arrived: fallback (and silent) mode ends; the plan's sessions are read afresh."""
+    svc._fallback.discard(site_id)
+    svc._silent.discard(site_id)
+    svc._late_since.pop(site_id, None)
+    svc._plan_view.pop(site_id, None)
 
 
 async def tick(svc: SmartChargingService, site_id: str) -> None:
@@ -174,6 +245,9 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     NONCOMPLIANT.labels(site_id).set(flagged)
     SITE_METERED_KW.labels(site_id).set(metered_w / 1000.0)
     changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono, drawers)
+    if site_id in svc._fallback and site_id not in svc._silent and provisional.optimizer_silent(
+            svc._late_since.get(site_id), mono, svc.settings.optimizer_silent_after_s):
+        changed = True  # the optimizer went silent: every session re-shares (share_fairly)
     if changed:
         await svc.enforce_limit(site_id)
         await share_fairly(svc, site_id)

@@ -11,8 +11,10 @@ interleave.
   below `replan_threshold_kw` (K16 churn control, counted), order them with
   `planner.next_batch` (decreases confirmed before increases; sum of applied limits within the
   site limit at every instant, offline stations at their last applied limit) and send them.
+- `ev.charging_needs`: a provisional profile at once (the session's share of the unallocated
+  headroom, `safety.share_fairly`), before queued work; the plan replaces it if it differs (K16).
 - `tx.started` / `ev.charging_needs`: if no plan-based profile reaches the session within
-  `interim_profile_after_s`, send an interim profile (fair share of the remaining headroom,
+  `interim_profile_after_s`, the sessions without a plan share what the plan leaves (interim,
   capped by `fallback_limit_kw`); the real one follows when the plan arrives (K15).
 - `ev.charging_schedule`: K17 check of the EV's own plan against the limits we sent; a breach
   is logged, counted (`evfleet_k17_schedule_violations_total`) and our profile re-sent.
@@ -47,7 +49,7 @@ from typing import Any
 from csms.commands import CommandClient
 from csms.context import CsmsContext
 from csms.settings import CsmsSettings
-from csms.smart_charging import actions, budget, conversion, safety, sending
+from csms.smart_charging import actions, budget, conversion, provisional, safety, sending
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
 from csms.smart_charging.planner import Series
 from csms.store.port_redis import RedisStateStore
@@ -104,7 +106,15 @@ class SmartChargingService:
         self._refused: set[str] = set()
         """Sites where a station refused a profile since the last enforcement pass."""
         self._fallback: set[str] = set()
-        """Sites without a plan covering their sessions: headroom is shared fairly (`share_fairly`)."""
+        """Sites where a session's plan is late: unplanned sessions share (`safety.share_fairly`)."""
+        self._late_since: dict[str, float] = {}
+        """site -> monotonic time it entered fallback mode (`optimizer_silent_after_s` counts from it)."""
+        self._silent: set[str] = set()
+        """Sites whose optimizer is taken as silent: every session shares the headroom."""
+        self._plan_view: dict[str, provisional.PlanView] = {}
+        """site -> its current plan's sessions and prices (`safety.current_plan`)."""
+        self._provisional_due: dict[str, set[tuple[str, int]]] = {}
+        """site -> EVSEs whose charging needs arrived: a provisional share goes out first thing."""
         self._power: dict[tuple[str, int], tuple[str, float]] = {}
         """(station, evse) -> (tx_ref, last metered power W), from the event stream."""
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
@@ -198,6 +208,9 @@ class SmartChargingService:
         if event.type in (EventType.TX_STARTED, EventType.EV_CHARGING_NEEDS):
             if event.type == EventType.EV_CHARGING_NEEDS:
                 await actions.needs_received(self, event)
+                if event.evse_id is not None and event.tx_ref:  # fast first answer (provisional)
+                    self._provisional_due.setdefault(site_id, set()).add(
+                        (event.station_id, int(event.evse_id)))
             self._start_interim_timer(site_id, event)
         self.enqueue(site_id, event.type.value, event)
 
@@ -253,6 +266,9 @@ class SmartChargingService:
             self._refused.discard(site_id)
             await self.enforce_limit(site_id)
             await safety.share_fairly(self, site_id)
+        arrivals = self._provisional_due.pop(site_id, None)
+        if arrivals:  # needs arrived meanwhile: their provisional share goes before queued work
+            await safety.share_fairly(self, site_id, arrivals=arrivals)
 
     async def _on_reconcile(self, site_id: str, _: Any) -> None:
         await self.ensure_defaults(site_id)
@@ -264,7 +280,7 @@ class SmartChargingService:
         await safety.tick(self, site_id)
 
     async def _on_plan(self, site_id: str, _: Any) -> None:
-        self._fallback.discard(site_id)
+        safety.plan_arrived(self, site_id)
         await self.apply_plan(site_id)
 
     async def _on_site_limit(self, site_id: str, _: Any) -> None:

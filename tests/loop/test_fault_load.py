@@ -36,6 +36,7 @@ from typing import Any
 
 import aiomqtt
 import httpx
+from ocpp.v201 import call
 
 from csms.store.embedded import EmbeddedRedis, free_port
 from csms.store.provisioning import provision_station
@@ -82,6 +83,8 @@ class Rig:
     """station -> (plug-in time, phase) of its latest session (admission measured from then)."""
     admitted_s: dict[str, tuple[float, str]] = field(default_factory=dict)
     first_minute_wh: dict[str, float] = field(default_factory=dict)
+    tx_sent: list[tuple[str, str, int]] = field(default_factory=list)
+    """Every TransactionEvent a station generated: (station, transactionId, seqNo)."""
 
     def plug(self, sid: str, ev: Ev) -> None:
         self.stations[sid].plug_in(1, ev)
@@ -135,6 +138,14 @@ class Rig:
                                 backoff_base_s=0.2, backoff_max_s=1.0, response_timeout_s=10)
         st = SimStation(cfg, conn, RealClock(), hlc=BasicHlc(max_schedule_tuples=8),
                         rng=random.Random(len(self.stations)))
+        queue = st.queue
+
+        def recording(payload: Any, persistent: bool = False, on_result: Any = None) -> None:
+            if isinstance(payload, call.TransactionEvent):
+                self.tx_sent.append((sid, str(payload.transaction_info["transaction_id"]), payload.seq_no))
+            queue(payload, persistent, on_result)
+
+        st.queue = recording  # type: ignore[method-assign]
         self.stations[sid] = st
         self.tasks.append(asyncio.create_task(st.run(tick_s=0.25)))
         return st
@@ -242,6 +253,20 @@ async def _port_open(port: int) -> bool:
         return False
 
 
+async def _stored_tx_events(redis: Any) -> dict[tuple[str, str, int], int]:
+    """(station, transactionId, seqNo) -> how many times the store holds that TransactionEvent."""
+    stored: dict[tuple[str, str, int], int] = {}
+    head, tail = K.transaction(""), ":events"
+    async for key in redis.scan_iter(match=f"{head}*{tail}", count=1000):
+        ref = str(key)[len(head):-len(tail)]
+        sid = str(await redis.hget(K.transaction(ref), "station_id"))
+        for raw in await redis.lrange(key, 0, -1):
+            ev = json.loads(raw)
+            k = (sid, str(ev["transactionInfo"]["transactionId"]), int(ev["seqNo"]))
+            stored[k] = stored.get(k, 0) + 1
+    return stored
+
+
 async def _redis_restart(r: Rig) -> None:
     """Stop Redis (SIGTERM: AOF flushed) and start it again on the same port and data."""
     r.redis_srv._proc.terminate()  # type: ignore[union-attr]
@@ -319,13 +344,28 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         r.plug("FL-NC", _ev(30))
         await asyncio.sleep(10.0)
         r.phase = "end"
-        await asyncio.sleep(2.0)
+        for st in r.stations.values():  # every EV leaves: the last events are the Ended ones
+            st.unplug(1)
+        await _until(lambda: all(st.online and st.queued_transaction_events == 0
+                                 for st in r.stations.values()), 30, "transaction events drained")
         redis = connect_redis(r.redis_srv.url)
         try:
             nc_w = await redis.hget(K.station_evse("FL-NC", 1), "noncompliant_w")
             rej = await redis.hget(K.station_evse("FL-REJ", 1), "steerable")
+            stored = await _stored_tx_events(redis)
         finally:
             await redis.aclose()
+        sent = {}
+        for k in r.tx_sent:
+            sent[k] = sent.get(k, 0) + 1
+        lost = sorted(set(sent) - set(stored))
+        duplicated = sorted(k for k, n in stored.items() if n > 1)
+        unknown = sorted(set(stored) - set(sent))
+        print(f"fault-load transaction events: {len(r.tx_sent)} sent ({len(sent)} distinct, "
+              f"{len({(s, t) for s, t, _ in sent})} transactions), {sum(stored.values())} stored, "
+              f"lost {len(lost)}, duplicated {len(duplicated)}, not sent {len(unknown)}")
+        assert len(sent) == len(r.tx_sent)  # the stations never reuse a seqNo
+        assert lost == [] and duplicated == [] and unknown == [], (lost[:10], duplicated[:10], unknown[:10])
         report = {p: len(v) for p, v in r.over.items()}
         adm = {sid: (round(t, 2), ph) for sid, (t, ph) in r.admitted_s.items()}
         print(f"fault-load admission (plug-in -> first power, s): {adm}; "

@@ -1,0 +1,116 @@
+"""Who shares the headroom a site's plan leaves, and how much (pure, no I/O).
+
+Three situations hand out headroom without a (covering) plan; each picks its sharers here and
+gives them a water-filled share (`budget.fair_shares`) of what everything else leaves:
+
+- **provisional** (a NotifyEVChargingNeeds arrived, issue 12's fast first answer): only the
+  sessions that just announced their needs share; everything else (planned sessions, other
+  interim/provisional ones, fixed loads, idle reservations) keeps what it has. The share comes
+  only from unallocated headroom, so no other EVSE has to be lowered first: one round trip.
+- **late** (a session got no plan within `interim_profile_after_s`, the optimizer is alive):
+  sessions WITH a current plan keep their planned limits; the sessions without one share what
+  the plan leaves (site limit minus planned, reserved, unsteerable and offline budgets).
+- **silent** (no plan arrived for `optimizer_silent_after_s` real seconds since a session
+  became late): the optimizer is taken as gone; every steerable session re-shares the headroom.
+
+The share of each sharer is a *series*: at every instant from now on, the headroom the others
+leave at that instant is water-filled among the sharers. So at every instant the sum of the
+others and the shares is <= the site limit (the rule of ARCHITECTURE.md), and a plan that
+packs into a cheap window later does not stop a new EV from charging now.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from csms.smart_charging import budget, planner
+from csms.smart_charging.planner import Series
+
+K = TypeVar("K", bound=Hashable)
+
+
+def optimizer_silent(late_since_s: float | None, now_s: float, bound_s: float) -> bool:
+    """True once a site has waited for a plan longer than `bound_s` (monotonic seconds)."""
+    return late_since_s is not None and now_s - late_since_s > bound_s
+
+
+def sharers(planned: Mapping[K, bool], arrivals: frozenset[K] | None, silent: bool) -> list[K]:
+    """The candidate sessions that share (module doc), in a stable order.
+
+    `planned`: every online, steerable, compliant session -> it holds an accepted profile for
+    the site's current plan. `arrivals`: sessions whose needs just arrived (provisional pass),
+    None for a late/silent pass.
+    """
+    keys = sorted(planned, key=str)
+    if silent:
+        return keys
+    if arrivals is not None:
+        return [k for k in keys if k in arrivals and not planned[k]]
+    return [k for k in keys if not planned[k]]
+
+
+def headroom_shares(others: Sequence[Series], budget_w: float, caps_w: Mapping[K, float],
+                    mins_w: Mapping[K, float], now_s: float,
+                    masks: Mapping[K, Series] | None = None) -> dict[K, Series]:
+    """Each sharer's series: at every change point of `others` (and `masks`) from `now_s` on, the
+    headroom (budget - sum of others, never negative) water-filled among the sharers.
+
+    `masks`: per sharer, a series capping it over time (e.g. `cheap_mask`); a masked sharer
+    leaves its part to the others. Sum of the shares + others <= `budget_w` at every instant
+    from `now_s` on (where the others alone already exceed it, the shares are 0).
+    """
+    masks = masks or {}
+    points = planner.grid([*others, *masks.values()], now_s)
+    load = planner.total(list(others), points)
+    out: dict[K, Series] = {k: [] for k in caps_w}
+    for t, used in zip(points, load, strict=True):
+        caps_t = {k: min(c, planner.value_at(masks[k], t)) if k in masks else c for k, c in caps_w.items()}
+        shares = budget.fair_shares(budget_w - used, caps_t, mins_w)
+        for k, w in shares.items():
+            series = out[k]
+            if not series or abs(series[-1][1] - w) > 1e-6:
+                series.append((t, w))
+    return out
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """What the sharing needs of a site's current plan: its sessions and its price series."""
+
+    refs: dict[str, str]
+    """`sid/eid` -> tx_ref of the sessions the plan covers."""
+    prices: list[float] | None = None
+    start_s: float = 0.0
+    step_s: float = 900.0
+
+
+def fits(candidate: Series, ceiling: Series, now_s: float) -> bool:
+    """The profile built for a share never allows more than the share (profile rounding only lowers)."""
+    return planner.is_below(candidate, ceiling, now_s)
+
+
+def cheap_mask(prices: Sequence[float] | None, start_s: float, step_s: float, now_s: float,
+               until_s: float | None, cap_w: float) -> Series | None:
+    """`cap_w` where the plan's price is the lowest of the session's stay, 0 elsewhere (None: no prices).
+
+    While the optimizer is alive its plan follows within seconds, so a share handed out before
+    it (provisional, late) only uses the cheapest steps of [now, departure) of the plan's price
+    series: a share never buys at a price the plan would avoid. After departure: 0.
+    """
+    if not prices or step_s <= 0:
+        return None
+    first = max(0, int((now_s - start_s) // step_s))
+    last = len(prices) if until_s is None else min(len(prices), math.ceil((until_s - start_s) / step_s))
+    window = [float(p) for p in prices[first:max(last, first + 1)]]
+    if not window:
+        return None
+    low = min(window)
+    out: Series = []
+    for i in range(first, len(prices)):
+        w = cap_w if i < max(last, first + 1) and float(prices[i]) <= low + 1e-9 else 0.0
+        if not out or out[-1][1] != w:
+            out.append((max(now_s, start_s + i * step_s), w))
+    return out
