@@ -138,14 +138,14 @@ class Rig:
                                 backoff_base_s=0.2, backoff_max_s=1.0, response_timeout_s=10)
         st = SimStation(cfg, conn, RealClock(), hlc=BasicHlc(max_schedule_tuples=8),
                         rng=random.Random(len(self.stations)))
-        queue = st.queue
+        push = st.core.outbox.push
 
-        def recording(payload: Any, persistent: bool = False, on_result: Any = None) -> None:
+        def recording(payload: Any, persistent: bool = False, on_result: Any = None) -> bool:
             if isinstance(payload, call.TransactionEvent):
                 self.tx_sent.append((sid, str(payload.transaction_info["transaction_id"]), payload.seq_no))
-            queue(payload, persistent, on_result)
+            return push(payload, persistent, on_result)
 
-        st.queue = recording  # type: ignore[method-assign]
+        st.core.outbox.push = recording  # type: ignore[method-assign]
         self.stations[sid] = st
         self.tasks.append(asyncio.create_task(st.run(tick_s=0.25)))
         return st
@@ -375,7 +375,9 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         assert r.samples > 60
         assert rej == "0"  # the rejecting station is budgeted at its maximum
         assert nc_w is not None  # the non-compliant station was found
-        assert len(r.charged - {"FL-REJ", "FL-NC"}) >= 5, r.charged  # the steered EVs charged
+        # the steered EVs charged: 8 EVs of 11 kW share about 19 kW (30 kW - the refusing station), so
+        # the plan decides who charges; late sessions share only what the plan leaves (issue 11)
+        assert len(r.charged - {"FL-REJ", "FL-NC"}) >= 4, r.charged
         nc_over = r.over.pop("non-compliant station", [])
         # detection: over at most while the station was being found (2 s + tick + meter interval)
         assert all(t - t_nc <= NONCOMPLIANT_AFTER_S + 3.0 for t, _, _ in nc_over), nc_over
