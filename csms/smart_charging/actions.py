@@ -121,7 +121,9 @@ async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, in
     now_s = svc.clock.timestamp()
     budget_w = await svc.site_limit_w(site_id)
     applied = {k: e.applied(now_s) for k, e in evses.items()}
-    movable = [k for k, e in evses.items() if e.tx_ref and e.online and e.steerable]
+    # a non-compliant EVSE draws what it draws: it is a fixed load, lowering its profile frees nothing
+    movable = [k for k, e in evses.items()
+               if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None]
     fixed = [applied[k] for k in applied if k not in movable]
     points = planner.grid(list(applied.values()), now_s)
     factor = budget.scale_factor(planner.total(fixed, points),

@@ -344,14 +344,14 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         r.plug("FL-NC", _ev(30))
         await asyncio.sleep(10.0)
         r.phase = "end"
-        for st in r.stations.values():  # every EV leaves: the last events are the Ended ones
-            st.unplug(1)
-        await _until(lambda: all(st.online and st.queued_transaction_events == 0
-                                 for st in r.stations.values()), 30, "transaction events drained")
         redis = connect_redis(r.redis_srv.url)
         try:
-            nc_w = await redis.hget(K.station_evse("FL-NC", 1), "noncompliant_w")
+            nc_w = await redis.hget(K.station_evse("FL-NC", 1), "noncompliant_w")  # (cleared at tx end)
             rej = await redis.hget(K.station_evse("FL-REJ", 1), "steerable")
+            for st in r.stations.values():  # every EV leaves: the last events are the Ended ones
+                st.unplug(1)
+            await _until(lambda: all(st.online and st.queued_transaction_events == 0
+                                     for st in r.stations.values()), 30, "transaction events drained")
             stored = await _stored_tx_events(redis)
         finally:
             await redis.aclose()
