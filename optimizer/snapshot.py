@@ -7,9 +7,10 @@ prices, EVSEs, running sessions, charging needs, past session energies) and retu
 
 Defaults (docs/smart-charging.md, "Defaults and forecasts"):
 
-- departure: the EV's `departureTime` from NotifyEVChargingNeeds; otherwise session start +
-  `default_dwell_h` (8 h); never earlier than now + `min_dwell_h` (an EV still plugged in
-  after its announced departure keeps charging);
+- departure: the EV's `departureTime` from NotifyEVChargingNeeds; otherwise session start + the
+  site's typical dwell (the lower quartile of the dwells its running sessions announced, once at
+  least `min_announced` (5) did), else + `default_dwell_h` (8 h); never earlier than now +
+  `min_dwell_h` (an EV still plugged in after its announced departure keeps charging);
 - energy: the EV's `energyAmount` minus what the meter delivered since the needs arrived;
   without needs, 0 once the transaction reports `SuspendedEV` (the EV refuses the power offered:
   it is full), else the seed-001 Gamma-law forecast k*theta of the driver's (id token's) past session
@@ -63,6 +64,9 @@ class SnapshotConfig:
     horizon_steps: int = 96
     step_minutes: int = 15
     default_dwell_h: float = 8.0
+    min_announced: int = 5
+    """Running sessions that must announce a departure before the others are planned with the site's
+    typical dwell (their lower quartile) instead of `default_dwell_h`."""
     min_dwell_h: float = 0.5
     default_energy_kwh: float = 20.0
     default_capacity_kwh: float = 100.0
@@ -250,10 +254,23 @@ NEEDS_TOLERANCE_WH = 500.0
 tolerance the csms uses to tell a repeated needs message from a new one."""
 
 
-def _departure(session: SessionState, now: datetime, cfg: SnapshotConfig) -> tuple[datetime, str]:
+def site_dwell_h(sessions: Sequence[SessionState], cfg: SnapshotConfig) -> float | None:
+    """The site's typical dwell [h]: the lower quartile of the dwells its running sessions announced
+    (departureTime - start), when at least `cfg.min_announced` did; else None."""
+    dwells = sorted((parse_ts(str(s.needs["departure_time"])) - s.started_at).total_seconds() / 3600.0
+                    for s in sessions if s.needs and s.needs.get("departure_time"))
+    if len(dwells) < max(1, cfg.min_announced):
+        return None
+    return max(cfg.min_dwell_h, dwells[(len(dwells) - 1) // 4])
+
+
+def _departure(session: SessionState, now: datetime, cfg: SnapshotConfig,
+               typical_dwell_h: float | None = None) -> tuple[datetime, str]:
     needs = session.needs or {}
     if needs.get("departure_time"):
         dep, how = parse_ts(str(needs["departure_time"])), "needs"
+    elif typical_dwell_h is not None:
+        dep, how = session.started_at + timedelta(hours=typical_dwell_h), "site_typical"
     else:
         dep, how = session.started_at + timedelta(hours=cfg.default_dwell_h), "default"
     earliest = now + timedelta(hours=cfg.min_dwell_h)
@@ -307,11 +324,12 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
             continue
         chargers.append({"id": key, "max_kw": max(evse.max_power_w, 1.0) / 1000.0})
     charger_ids = {str(c["id"]) for c in chargers}
+    typical_dwell_h = site_dwell_h(site.sessions, cfg)
     for key, session in sorted(sessions.items()):
         if key not in charger_ids:
             continue
         evse = evses[key]
-        dep, dep_how = _departure(session, now, cfg)
+        dep, dep_how = _departure(session, now, cfg, typical_dwell_h)
         # the last step that ends by departure (no energy is counted after the EV left)
         departure = min(steps, max(1, math.floor((dep - start).total_seconds() / (step_h * 3600) + 1e-9)))
         max_kw = ev_max_power_w(evse, session.needs) / 1000.0

@@ -158,3 +158,26 @@ def test_iso_ev_full_with_a_meter_residue_needs_nothing() -> None:
     evs = {e.id: e for e in snap.instance.evs}
     assert evs["f"].energy_kwh == 0.0 and snap.notes["f"].endswith("energy=ev_full")
     assert evs["s"].energy_kwh == pytest.approx(2.15)
+
+
+def test_sessions_without_a_departure_get_the_site_typical_dwell() -> None:
+    """Once 5 running sessions announced their departure, the others are planned with the lower quartile
+    of those dwells (not start + 8 h: a car that stays the night would be packed before midnight)."""
+    from optimizer.snapshot import site_dwell_h
+
+    def announced(i: int, dwell_h: float) -> SessionState:
+        dep = (NOW + timedelta(hours=dwell_h)).isoformat()
+        return SessionState(f"tx{i}", f"cs{i}", 1, NOW, needs={"departure_time": dep, "energy_amount_wh": 1e4,
+                                                               "tx_ref": f"tx{i}"}, energy_at_needs_wh=0.0)
+
+    quiet = SessionState("tx0", "cs0", 1, NOW)
+    cfg = SnapshotConfig()
+    four = [announced(i, h) for i, h in enumerate([10.0, 12.0, 13.0, 14.0], 1)]
+    assert site_dwell_h([quiet, *four], cfg) is None  # fewer than 5 announced: start + 8 h
+    five = [*four, announced(5, 11.0)]
+    assert site_dwell_h([quiet, *five], cfg) == 11.0  # lower quartile of 10, 11, 12, 13, 14
+    evses = [EvseState(f"cs{i}", 1, max_power_w=11_000) for i in range(6)]
+    snap = build_instance(SiteState("s", 100, evses, [quiet, *five]), NOW, cfg)
+    ev = {e.id: e for e in snap.instance.evs}["tx0"]
+    assert snap.notes["tx0"].startswith("departure=site_typical")
+    assert ev.departure == 44  # 18:07 + 11 h = 05:07, the last whole step ends 05:00 (step 44 from 18:00)
