@@ -38,6 +38,7 @@ from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, re
 from evfleet.events import Event, EventType, event_fields
 from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
+from evfleet.logs import log_context
 from evfleet.records import EvsePlan, SitePlan
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from optimizer import peers
@@ -316,7 +317,8 @@ class OptimizerWorker:
         if not await self.redis.set(lease_key, token, nx=True, px=int(self.cfg.lease_ttl_s * 1000)):
             return None
         try:
-            return await self._solve_and_write(site_id, bool(reasons) and (reasons or set()) <= KEEPABLE)
+            with log_context(site=site_id):  # every log line of this solve carries "site"
+                return await self._solve_and_write(site_id, bool(reasons) and (reasons or set()) <= KEEPABLE)
         finally:
             await self._release(keys=[lease_key], args=[token])
 

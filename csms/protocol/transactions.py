@@ -17,6 +17,7 @@ from csms.core.metering import MeterValueError, latest_sample
 from csms.core.timeutil import parse_ts
 from csms.core.transactions import TxEvent, TxState
 from csms.protocol.authorization import AuthorizationBlock
+from evfleet.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ class TransactionsBlock(AuthorizationBlock):
                                    **_: Any) -> call_result.TransactionEvent:
         """Store the event atomically, then answer (idTokenInfo when an idToken is present)."""
         ev = tx_event_from_payload(self.payload)
-        decision = await self.env.store.transaction_event(self.id, self.site_id, ev, self.payload)
-        if decision.replay:
-            log.info("TransactionEvent %s %s seqNo %s of %s is a replay; not re-applied", event_type,
-                     ev.transaction_id, seq_no, self.id)
+        with log_context(transaction_id=ev.transaction_id, site=self.site_id):
+            decision = await self.env.store.transaction_event(self.id, self.site_id, ev, self.payload)
+            if decision.replay:
+                log.info("TransactionEvent %s %s seqNo %s of %s is a replay; not re-applied", event_type,
+                         ev.transaction_id, seq_no, self.id)
         if ev.id_token or ev.id_token_type:
             status = await self.token_status(ev.id_token or "", ev.id_token_type)
             return call_result.TransactionEvent(id_token_info={"status": status})

@@ -352,7 +352,7 @@ class MqttBridge:
                 "ts": self.reader.clock.now().isoformat()}), coalesce=False)])
             return False
         MQTT_INBOUND.labels(kind, "accepted").inc()
-        log.info("mqtt: %s for site %s accepted: %s", kind, site_id, data)
+        log.info("mqtt: %s for site %s accepted", kind, site_id, extra={"site": site_id, kind: data})
         self.enqueue([Message(self.topics.site_input_state(site_id, kind),
                               _json({**data, "ts": self.reader.clock.now().isoformat()}), retain=True)])
         return True
