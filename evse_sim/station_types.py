@@ -1,6 +1,6 @@
 """Data types of a simulated station: configuration, connection settings, live state, counters.
 
-Re-exported by `evse_sim.station`; kept apart so the station module holds behaviour only.
+Shared by the sans-IO core (`evse_sim.core`) and its driver (`evse_sim.station`, which re-exports them).
 """
 
 from __future__ import annotations
