@@ -168,7 +168,8 @@ class LiveHub:
             self._pending.sessions.update(tx_ids[MAX_DOCS_PER_TICK:])
             tx_ids = tx_ids[:MAX_DOCS_PER_TICK]
         stations = await self.reader.stations(station_ids) if station_ids else []
-        sessions = [session_summary(d) for d in await self.reader.sessions(tx_ids)] if tx_ids else []
+        now_ts = self.reader.clock.timestamp()
+        sessions = [session_summary(d, now_ts) for d in await self.reader.sessions(tx_ids)] if tx_ids else []
         if not (stations or sessions or pending.feed or sites is not None):
             return
         message: dict[str, Any] = {"type": "delta", "ts": self.reader.clock.now().isoformat(),

@@ -142,6 +142,8 @@ class SessionSummary(SessionBase):
     applied_limit_kw: float | None
     profile_status: str | None
     plan_status: str | None
+    resumes_at: str | None = Field(None, description="held at 0 kW (`applied_limit_kw` 0): when the plan "
+                                                     "next gives the session power (null: not planned)")
 
 
 class Session(SessionBase):

@@ -100,7 +100,8 @@ async def get_station(request: Request, station_id: StationIdPath) -> dict[str, 
     deps = deps_of(request)
     doc = await station_or_404(deps, station_id)
     tx_ids = [e["tx_ref"] for e in doc["evses"] if e["tx_ref"]]
-    doc["sessions"] = [session_summary(x) for x in await deps.reader.sessions(tx_ids)]
+    now_ts = deps.reader.clock.timestamp()
+    doc["sessions"] = [session_summary(x, now_ts) for x in await deps.reader.sessions(tx_ids)]
     return doc
 
 
@@ -130,7 +131,8 @@ async def list_sessions(request: Request, limit: int = Limit, offset: int = Offs
     else:
         page = paginate(ids, limit, offset)
         page["items"] = await deps.reader.sessions(page["items"])
-    page["items"] = [session_summary(d) for d in page["items"]]
+    now_ts = deps.reader.clock.timestamp()
+    page["items"] = [session_summary(d, now_ts) for d in page["items"]]
     return page
 
 

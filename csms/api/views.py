@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from evfleet.isotime import parse_iso_or_none
@@ -265,8 +265,24 @@ def paginate(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
     return {"items": items[offset:offset + limit], "total": len(items), "limit": limit, "offset": offset}
 
 
-def session_summary(doc: dict[str, Any]) -> dict[str, Any]:
-    """A session without its large nested documents (for tables and live deltas)."""
+def resumes_at(plan: Any, now_ts: float) -> str | None:
+    """When a per-EVSE plan (`{start, step_s, limits_kw}`) next gives the EVSE power: the start of
+    its first step from `now_ts` on with a limit above 0 (ISO, at least `now_ts`); None if none."""
+    if not isinstance(plan, dict):
+        return None
+    start, step_s, limits = parse_iso_or_none(plan.get("start")), plan.get("step_s"), plan.get("limits_kw")
+    if start is None or not isinstance(step_s, int | float) or step_s <= 0 or not isinstance(limits, list):
+        return None
+    t0 = start.timestamp()
+    for i in range(max(0, int((now_ts - t0) // step_s)), len(limits)):
+        if isinstance(limits[i], int | float) and limits[i] > 0:
+            return datetime.fromtimestamp(max(t0 + i * step_s, now_ts), UTC).isoformat()
+    return None
+
+
+def session_summary(doc: dict[str, Any], now_ts: float | None = None) -> dict[str, Any]:
+    """A session without its large nested documents (for tables and live deltas). With `now_ts`, a
+    session held at 0 kW by its applied limit says when its plan gives it power again (`resumes_at`)."""
     out = {k: v for k, v in doc.items()
            if k not in ("charging_needs", "planned_schedule", "applied_profile", "ev_schedule", "meter")}
     profile = doc.get("applied_profile") or {}
@@ -275,4 +291,6 @@ def session_summary(doc: dict[str, Any]) -> dict[str, Any]:
     out["applied_limit_kw"] = round(float(limit_w) / 1000.0, 3) if isinstance(limit_w, int | float) else None
     out["profile_status"] = profile.get("status") if isinstance(profile, dict) else None
     out["plan_status"] = plan.get("status") if isinstance(plan, dict) else None
+    held = out["applied_limit_kw"] == 0
+    out["resumes_at"] = resumes_at(plan, now_ts) if held and now_ts is not None else None
     return out

@@ -67,3 +67,22 @@ def test_session_progress_is_capped_and_past_sessions_drop_live_documents() -> N
     assert doc["generation"] == 2 and doc["transaction_id"] == "TX1"
     assert doc["progress"] == 1.0 and doc["departure_time"] == "2026-01-01T08:00:00+00:00"
     assert doc["planned_schedule"] is None and doc["live"] is False
+
+
+def test_resumes_at_is_the_next_planned_step_with_power() -> None:
+    from datetime import UTC, datetime
+
+    from csms.api.views import resumes_at, session_summary
+
+    start = datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
+    plan = {"start": start.isoformat(), "step_s": 900, "limits_kw": [5.0, 0.0, 0.0, 7.0]}
+    now = start.timestamp() + 1000  # in step 1 (0 kW)
+    assert resumes_at(plan, now) == "2026-12-06T06:45:00+00:00"
+    early = start.timestamp() + 10  # step 0 has power: now
+    assert resumes_at(plan, early) == datetime.fromtimestamp(early, UTC).isoformat()
+    assert resumes_at({**plan, "limits_kw": [0.0, 0.0]}, now) is None
+    assert resumes_at({"start": "not a date", "step_s": 900, "limits_kw": [1.0]}, now) is None
+    doc = {"tx_ref": "CS-1:1", "planned_schedule": plan,
+           "applied_profile": {"limit_w": 0, "status": "Accepted"}}
+    assert session_summary(doc, now)["resumes_at"] == "2026-12-06T06:45:00+00:00"
+    assert session_summary({**doc, "applied_profile": {"limit_w": 7000}}, now)["resumes_at"] is None

@@ -194,3 +194,48 @@ async def test_openapi_docs_render_offline(redis_url: str, browser: Any) -> None
         assert "evfleet operator API" in (await page.text_content(".swagger-ui .info .title") or "")
         await page.wait_for_selector("text=RequestStartTransaction", timeout=10_000)
         assert outside == []
+
+
+async def test_a_car_held_at_0_kw_by_its_plan_says_so_on_its_tile(redis_url: str, browser: Any) -> None:
+    """Issue 15: a charging station whose applied limit is 0 reads 'Held back by plan (0 kW, resumes
+    HH:MM)' (the plan's next step with power), not 'Charging'."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from redis.asyncio import Redis
+
+    from csms.api.tokens import TokenStore
+    from evfleet.clock import RealClock
+    from evfleet.keys import Keys, tx_ref
+    from tests.api.conftest import seed_session, seed_station
+
+    keys = Keys("evfleet")
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        for sid in ("CS-RUN", "CS-HELD"):
+            await seed_station(redis, sid)
+            await seed_session(redis, "7", sid)
+        start = datetime.now(UTC) - timedelta(seconds=60)
+        ref = tx_ref("CS-HELD", "7")
+        await redis.set(keys.planned_schedule("CS-HELD", 1), json.dumps({
+            "plan_id": "p2", "site_id": "depot", "tx_ref": ref, "start": start.isoformat(), "step_s": 900,
+            "limits_kw": [0.0, 0.0, 7.0, 7.0], "strategy": "cost", "status": "optimal"}))
+        await redis.set(keys.applied_profile("CS-HELD", 1), json.dumps({
+            "plan_id": "p2", "transaction_id": "7", "tx_ref": ref, "status": "Accepted",
+            "sent_at": start.isoformat(), "limit_w": 0}))
+        resumes = (start + timedelta(seconds=1800)).strftime("%H:%M")
+        token, _ = await TokenStore(redis, keys, RealClock()).create("ops", "viewer")
+        async with _api_only(redis_url) as api_url:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{api_url}/#token={token}")
+            held = page.locator('.tile[data-sid="CS-HELD"] .st')
+            await page.wait_for_function(
+                "() => ((document.querySelector('.tile[data-sid=\"CS-HELD\"] .st') || {}).textContent"
+                " || '').startsWith('Held')", timeout=15_000)
+            assert await held.text_content() == f"Held back by plan (0 kW, resumes {resumes})"
+            assert await page.locator('.tile[data-sid="CS-RUN"] .st').text_content() == "Charging"
+            assert errors == []
+    finally:
+        await redis.aclose()

@@ -113,7 +113,7 @@
     }
     for (const s of m.sessions || []) {
       if (s.live) S.sessions.set(s.tx_ref, s); else S.sessions.delete(s.tx_ref);
-      S.sessionsDirty = true;
+      S.sessionsDirty = true; S.dirtyStations.add(s.station_id);  // its tile may be held back
     }
     if (m.sites) {
       setSites(m.sites);
@@ -186,16 +186,23 @@
       (!q || s.station_id.toLowerCase().includes(q))).sort((a, b) => a.station_id < b.station_id ? -1 : 1);
   }
   const tiles = new Map();
+  /* "Charging" while the applied limit (the plan) holds the car at 0 kW says so, and when it resumes. */
+  function tileStatus(s) {
+    if (s.status !== "Charging") return s.status;
+    const held = [...S.sessions.values()].find((x) => x.station_id === s.station_id && x.applied_limit_kw === 0);
+    if (!held) return s.status;
+    return `Held back by plan (0 kW${held.resumes_at ? ", resumes " + new Date(Date.parse(held.resumes_at)).toISOString().slice(11, 16) : ""})`;
+  }
   function tile(s) {
     const t = el("div", {class: "tile s-" + s.status, "data-sid": s.station_id, title: s.station_id,
       onclick: () => { location.href = stationUrl(s.station_id); }},
       el("div", {class: "sid", text: s.station_id}), el("span", {class: "kw", text: s.power_kw ? fmt(s.power_kw) + " kW" : ""}),
-      el("div", {class: "st", text: s.status}));
+      el("div", {class: "st", text: tileStatus(s)}));
     return t;
   }
   function updateTile(t, s) {
     t.className = "tile s-" + s.status; t.children[1].textContent = s.power_kw ? fmt(s.power_kw) + " kW" : "";
-    t.children[2].textContent = s.status;
+    t.children[2].textContent = tileStatus(s);
   }
   function renderGrid() {
     if (!S.gridDirty) {  // cheap path: update only the tiles that changed and are on screen
