@@ -104,7 +104,8 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     for k, v in stats_run.items():
         stats[k] += v
     log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan.plan_id,
-             time.perf_counter() - t_real, stats)
+             time.perf_counter() - t_real, " ".join(f"{k}={v}" for k, v in stats.items()),
+             extra={"site": site_id, "plan_id": plan.plan_id, "profiles": dict(stats)})
     return stats
 
 
