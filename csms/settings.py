@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from evfleet.config import CommandSettings, ConfigFileError, load
+from evfleet.config import CommandSettings, ConfigFileError, load, redis_url_scheme
 
 __all__ = ["ConfigFileError", "CsmsSettings", "default_data_dir", "load_settings"]
 
@@ -164,13 +164,7 @@ class CsmsSettings(CommandSettings):
         """A naive --clock-start is UTC."""
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        """Refuse a URL redis-py cannot open, at start and in one line (not deep in a connect)."""
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    _redis_scheme = field_validator("redis_url")(redis_url_scheme)
 
     @field_validator("redis_prefix")
     @classmethod

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -97,6 +97,12 @@ class CommandSettings(BaseSettings):
     FLAGS: ClassVar[Mapping[str, str]] = {}
     """Command-line flag of a field when it is not `--field-name` (for error messages)."""
 
+    @field_validator("log_level", mode="before", check_fields=False)
+    @classmethod
+    def _log_level_upper(cls, value: object) -> object:
+        """`--log-level debug` is `DEBUG` (every command's `log_level`)."""
+        return value.upper() if isinstance(value, str) else value
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -121,6 +127,13 @@ class CommandSettings(BaseSettings):
     def flag_name(cls, field: str) -> str:
         """The command-line flag of `field`."""
         return cls.FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def redis_url_scheme(value: str | None) -> str | None:
+    """Refuse a Redis URL redis-py cannot open, at start and in one line (not deep in a connect)."""
+    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
 
 
 def load(cls: type[S], config_file: Path | None = None, **flags: Any) -> S:

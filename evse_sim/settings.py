@@ -97,11 +97,6 @@ class SimSettings(CommandSettings):
             raise ValueError(f"{value!r} is not one of {', '.join(HLC_MODES)}")
         return mode
 
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
     @field_validator("tls_ca")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:

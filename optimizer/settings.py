@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from evfleet.config import CommandSettings
+from evfleet.config import CommandSettings, redis_url_scheme
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 _LOGGING = frozenset({"log_level", "log_json"})
@@ -52,19 +52,9 @@ class WorkerSettings(CommandSettings):
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="JSON log lines")
 
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
+    _redis_scheme = field_validator("redis_url")(redis_url_scheme)
 
     _strategy = field_validator("strategy")(_known_strategy)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
 
 class OptimizeSettings(CommandSettings):
@@ -97,8 +87,3 @@ class OptimizeSettings(CommandSettings):
         if value is not None and value != "rolling":
             raise ValueError(f"unknown evaluation {value!r}; the only one is 'rolling'")
         return value
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value

@@ -54,7 +54,7 @@ def test_flag_beats_env_beats_file_beats_default(case: Any, tmp_path: Path,
 
 def test_log_settings_are_shared_by_every_command(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("EVFLEET_LOG_JSON", "true")
-    clean_env.setenv("EVFLEET_LOG_LEVEL", "ERROR")
+    clean_env.setenv("EVFLEET_LOG_LEVEL", "error")  # any case
     for cls, _table, _field, _values, _env, required in CASES:
         settings = load(cls, None, **required)
         assert settings.log_json is True and settings.log_level == "ERROR", cls.__name__  # type: ignore[attr-defined]

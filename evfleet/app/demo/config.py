@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from evfleet.config import CommandSettings
@@ -109,11 +109,6 @@ class DemoSettings(CommandSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="level of demo.log: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="JSON lines in demo.log")
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     def demo_config(self, today: date) -> DemoConfig:
         """The validated `DemoConfig` of these settings; raises DemoConfigError."""
