@@ -150,7 +150,7 @@ def test_every_operator_api_call_reaches_a_16_station_as_a_valid_16_request() ->
         assert check_schema_16(tr.action, tr.payload) is None, (action, tr)
         seen.add(tr.action)
     assert seen == {"RemoteStartTransaction", "RemoteStopTransaction", "Reset", "ChangeAvailability",
-                    "TriggerMessage", "SetChargingProfile", "ClearChargingProfile"}
+                    "TriggerMessage", "SetChargingProfile", "ClearChargingProfile", "UnlockConnector"}
     # 1.6 resets the whole charge point only; a non-integer transaction id has no 1.6 meaning
     with pytest.raises(TranslationError):
         translate("Reset", {"type": "OnIdle", "evseId": 1}, station)
