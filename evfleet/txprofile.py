@@ -1,4 +1,4 @@
-"""Plan -> OCPP 2.0.1 TxProfile, shared by the optimizer and the csms (pure: data in, data out).
+"""Plan -> OCPP 2.0.1 TxProfile (an `evfleet.profile.ChargingProfile`), for optimizer and csms (pure).
 
 The profiles built here are ones real chargers accept:
 
@@ -34,7 +34,18 @@ from evfleet.compression import (  # noqa: F401 (Period, merge_equal re-exported
     merge_equal,
 )
 from evfleet.isotime import format_iso_z, parse_iso
-from evfleet.profile import DEFAULT_VOLTAGE_V, a_to_w, limit_to_w, w_to_a
+from evfleet.profile import (
+    DEFAULT_VOLTAGE_V,
+    ChargingProfile,
+    ChargingSchedule,
+    Kind,
+    Purpose,
+    SchedulePeriod,
+    a_to_w,
+    limit_to_w,
+    w_to_a,
+)
+from evfleet.profile import RateUnit as Unit
 
 DEFAULT_MAX_SCHEDULE_TUPLES = 24
 """Periods allowed when the EV did not say (ISO 15118-2 EVs commonly accept 24 PMax entries)."""
@@ -236,40 +247,22 @@ def build_tx_profile(*, evse_id: int, transaction_id: str, start: datetime, step
     except ValueError as err:
         raise ProfileError(str(err)) from err
     start = start + timedelta(seconds=offset_s)
-    schedule: dict[str, Any] = {
-        "id": profile_id,
-        "startSchedule": iso_z(start),
-        "chargingRateUnit": evse.rate_unit,
-        "chargingSchedulePeriod": [_period_json(s, lim, evse) for s, lim in periods],
-    }
     min_rate = ev.min_current_a if evse.rate_unit == "A" else ev.min_power_w
-    if min_rate:
-        schedule["minChargingRate"] = floor1(min_rate)
+    tariff = None
     if prices:
         tariff = build_sales_tariff(list(prices)[: len(limits_kw)], step_s, max_periods,
                                     tariff_id=profile_id % 255 + 1)
         if tariff is not None and offset_s:
             tariff = _tariff_from(tariff, offset_s)
-        if tariff is not None:
-            schedule["salesTariff"] = tariff
-    return {
-        "evseId": evse_id,
-        "chargingProfile": {
-            "id": profile_id,
-            "stackLevel": stack_level,
-            "chargingProfilePurpose": "TxProfile",
-            "chargingProfileKind": "Absolute",
-            "transactionId": transaction_id,
-            "chargingSchedule": [schedule],
-        },
-    }
-
-
-def _period_json(start_s: int, limit: float, evse: EvseElectrical) -> dict[str, Any]:
-    period: dict[str, Any] = {"startPeriod": int(start_s), "limit": limit}
-    if evse.rate_unit == "A":
-        period["numberPhases"] = evse.phases
-    return period
+    phases = evse.phases if evse.rate_unit == "A" else None
+    schedule = ChargingSchedule(
+        id=profile_id, rate_unit=Unit(evse.rate_unit),
+        periods=tuple(SchedulePeriod(int(s), lim, phases) for s, lim in periods),
+        start_schedule=start.replace(microsecond=0),  # whole seconds, as `iso_z` writes them
+        min_charging_rate=floor1(min_rate) if min_rate else None, sales_tariff=tariff)
+    profile = ChargingProfile(id=profile_id, stack_level=stack_level, purpose=Purpose.TX, kind=Kind.ABSOLUTE,
+                              schedules=(schedule,), transaction_id=transaction_id)
+    return {"evseId": evse_id, "chargingProfile": profile.to_ocpp()}
 
 
 def profile_series_w(payload: dict[str, Any], voltage_v: float = DEFAULT_VOLTAGE_V,
