@@ -281,6 +281,9 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="evfleet-load-") as tmpdir:
         tmp = Path(tmpdir)
+        if args.logs is not None:  # kept: node and HAProxy logs of each run
+            tmp = args.logs / f"{target}-{n}"
+            tmp.mkdir(parents=True, exist_ok=True)
         if target == "bare":
             url, pid = start_bare(stack, tmp)
             groups, metrics_urls = {"server": [pid]}, []
@@ -342,6 +345,8 @@ def main() -> None:
     p.add_argument("--max-per-node", type=int, default=15_000, help="ocpp_max_connections of a node")
     p.add_argument("--node-env", action="append", default=[], metavar="K=V",
                    help="extra environment of the csms nodes (e.g. EVFLEET_GC_FREEZE=false)")
+    p.add_argument("--logs", type=Path, default=None, metavar="DIR",
+                   help="keep the node and HAProxy logs of each run in DIR/TARGET-N")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record the first server process with py-spy (collapsed stacks) into DIR")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/load_harness.json"))

@@ -158,7 +158,7 @@ class Station:
         interval, end = self.cfg["interval_s"], t0 + self.cfg["duration_s"]
         next_at = t0 + random.uniform(0, interval)
         while True:
-            await asyncio.sleep(max(0.0, next_at - time.time()))
+            await asyncio.sleep(max(0.0, min(next_at, end) - time.time()))
             if time.time() >= end:
                 return
             next_at += interval
