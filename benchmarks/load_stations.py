@@ -192,9 +192,7 @@ async def client_main() -> None:
     lat: list[float] = []
     await asyncio.gather(*(st.run(t0, lat) for st in ready), return_exceptions=True)
     print(json.dumps({"latencies": lat, "stats": stats}), flush=True)
-    for st in ready:
-        with contextlib.suppress(Exception):
-            await st.ws.close()
+    await asyncio.gather(*(st.ws.close() for st in ready), return_exceptions=True)
 
 
 async def bare_main(port_file: Path) -> None:

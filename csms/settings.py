@@ -67,6 +67,12 @@ class CsmsSettings(CommandSettings):
     login_backoff_max_s: float = Field(60.0, ge=0, description="longest delay of a failed login's answer")
     login_max_pending_per_ip: int = Field(
         20, ge=1, description="delayed failed logins one IP may have waiting; beyond: HTTP 429")
+    ws_ping_interval_s: float | None = Field(
+        60.0, gt=0, description="WebSocket ping to each station this often (dead-connection check; "
+                                "unset = none). Every ping is a frame each way: at 20 s it was more "
+                                "traffic than a fleet's OCPP messages")
+    ws_ping_timeout_s: float = Field(
+        30.0, gt=0, description="a station whose WebSocket pong does not come within this is closed")
     max_frame_bytes: int = Field(65536, ge=1024, description="largest accepted WebSocket frame")
     rate_limit_per_s: float = Field(50.0, gt=0, description="sustained messages per second per station")
     rate_limit_burst: int = Field(200, ge=1, description="messages allowed in a burst")

@@ -122,7 +122,8 @@ class OcppServer:
             select_subprotocol=self._select_subprotocol, process_request=self._process_request,
             max_size=s.max_frame_bytes, ssl=tls_ctx,
             compression=None, logger=logging.getLogger("websockets.server"),
-            backlog=LISTEN_BACKLOG, open_timeout=s.handshake_timeout_s)
+            backlog=LISTEN_BACKLOG, open_timeout=s.handshake_timeout_s,
+            ping_interval=s.ws_ping_interval_s, ping_timeout=s.ws_ping_timeout_s)
         log.info("OCPP server listening on %s:%s (%s)", s.host, self.port, "wss" if tls_ctx else "ws")
 
     async def close(self) -> None:
