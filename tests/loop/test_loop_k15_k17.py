@@ -220,15 +220,10 @@ async def test_lower_site_limit_is_enforced_without_the_optimizer(redis_url: str
         before = sum(cp.limit_w_at(datetime.now(UTC)) for cp in cps)
         assert before > 8_000
         await lp.set_limit(8.0)  # the grid operator cuts the site to 8 kW; no optimizer running
-        async def scaled(sid: str) -> bool:  # sent by enforce_limit (a fair re-share may follow it)
-            return any(f["type"] == "profile.answered" and f["station_id"] == sid
-                       and json.loads(f["data"]).get("kind") == "limit"
-                       and json.loads(f["data"]).get("status") == "Accepted"
-                       for _, f in await lp.redis.xrange(lp.keys.events()))
-
-        for i in (1, 2):
-            await lp.wait_for(lambda i=i: scaled(f"CP-{i}"), timeout=5, what="scaled profiles")
-        assert sum(cp.limit_w_at(datetime.now(UTC)) for cp in cps) <= 8_000 + 1
+        # the stations are lowered within seconds, by enforce_limit (scaled "limit" profiles) or, when
+        # a re-share queued before the cut's event already read the new limit, by the fair shares
+        await lp.wait_for(lambda: sum(cp.limit_w_at(datetime.now(UTC)) for cp in cps) <= 8_000 + 1,
+                          timeout=5, what="stations within the new limit")
         assert lp.violations == [], lp.violations[:3]  # within the grace after the cut, never after
 
 
