@@ -182,17 +182,22 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
     """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause."""
     out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0}
     for url in metrics_urls:
-        with suppress(httpx.HTTPError):
-            for line in httpx.get(url, timeout=5).text.splitlines():
-                if 'generation="2"' not in line:
-                    continue
-                name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
-                if name == "evfleet_gc_collections_total":
-                    out["gen2_collections"] += value
-                elif name == "evfleet_gc_pause_seconds_total":
-                    out["gen2_seconds"] += value
-                elif name == "evfleet_gc_pause_max_seconds":
-                    out["gen2_max_ms"] = max(out["gen2_max_ms"], value * 1000)
+        try:
+            reply = httpx.get(url, timeout=30)
+        except httpx.HTTPError:
+            reply = None
+        if reply is None or reply.status_code != 200:  # a node too busy: no figure, not a wrong one
+            return {k: float("nan") for k in out}
+        for line in reply.text.splitlines():
+            if 'generation="2"' not in line:
+                continue
+            name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
+            if name == "evfleet_gc_collections_total":
+                out["gen2_collections"] += value
+            elif name == "evfleet_gc_pause_seconds_total":
+                out["gen2_seconds"] += value
+            elif name == "evfleet_gc_pause_max_seconds":
+                out["gen2_max_ms"] = max(out["gen2_max_ms"], value * 1000)
     return out
 
 
