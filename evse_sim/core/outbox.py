@@ -2,8 +2,8 @@
 
 Pure state (no asyncio): the connection driver sends `peek()`, then reports the outcome with
 `answered`, `call_error`, `timed_out` or `bad_answer`; `link_down()` keeps only the persistent
-messages (TransactionEvents, NotifyEVChargingNeeds), which are replayed unchanged, with their
-seqNo, on the next connection. `on_push` lets the driver wake its sender.
+messages (TransactionEvents, NotifyEVChargingNeeds, NotifyEVChargingSchedule), which are replayed
+unchanged, with their seqNo, on the next connection. `on_push` lets the driver wake its sender.
 """
 
 from __future__ import annotations
@@ -62,9 +62,13 @@ class Outbox:
         return sum(1 for m in self._msgs if isinstance(m.payload, call.TransactionEvent))
 
     def holds_transaction(self, transaction_id: str | None) -> bool:
-        """E14: is a persistent message of this transaction (any, for None) still queued?"""
+        """E14: is a TransactionEvent of this transaction (any, for None) still queued?
+
+        Only TransactionEvents carry a transaction: the other persistent messages (the EV's needs and
+        plan) have no `transaction_info` and are not transaction messages in E14's sense.
+        """
         return any(
-            m.persistent
+            isinstance(m.payload, call.TransactionEvent)
             and (transaction_id is None or m.payload.transaction_info.get("transaction_id") == transaction_id)
             for m in self._msgs
         )

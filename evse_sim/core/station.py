@@ -262,11 +262,14 @@ class StationCore(StationCommands):
         )
 
     def queue_ev_charging_schedule(self, evse_id: int, schedule: dict[str, Any], time_base: datetime) -> None:
-        """Queue NotifyEVChargingSchedule (the EV's own plan)."""
+        """Queue NotifyEVChargingSchedule (the EV's own plan), kept while offline like the needs: the
+        EV sends its plan once per negotiation, so an EV that plugged in before the station was
+        connected would otherwise never tell the CSMS its plan."""
         self.queue(
             call.NotifyEVChargingSchedule(
                 time_base=format_time(time_base), charging_schedule=schedule, evse_id=evse_id
-            )
+            ),
+            persistent=True,
         )
 
     # ------------------------------------------------------------------ link lifecycle (driver calls)

@@ -115,6 +115,24 @@ def test_plug_in_offline_marks_started_offline_and_keeps_it() -> None:
     assert msg is not None and msg.persistent and msg.payload.offline is True
 
 
+def test_the_ev_needs_and_plan_made_offline_are_kept_and_are_not_transaction_messages() -> None:
+    # an HLC EV that plugs in before its station is connected negotiates at once: its needs and its
+    # own plan are sent once, so both wait for the connection (the plan was dropped: the csms never saw it)
+    core, clock = _core(online=False)
+    tx_id = core.plug_in(1, _ev())
+    core.queue_charging_needs(1, {"requested_energy_transfer": "AC_three_phase"}, None)
+    core.queue_ev_charging_schedule(1, {"id": 1, "charging_rate_unit": "W"}, T0)
+    assert core.queued == 3 and core.queued_transaction_events == 1
+    # E14 GetTransactionStatus looks at TransactionEvents only (the needs have no transaction_info)
+    assert core.outbox.holds_transaction(tx_id) and not core.outbox.holds_transaction("other")
+    assert core.boot_answered(SimpleNamespace(status="Accepted", interval=0, current_time=None)) is None
+    core.link_up(clock.now())
+    sent = [type(p) for p in _send_all(core)]
+    assert sent.index(call.TransactionEvent) < sent.index(call.NotifyEVChargingNeeds) \
+        < sent.index(call.NotifyEVChargingSchedule)
+    assert not core.outbox.holds_transaction(tx_id)
+
+
 def test_power_follows_an_accepted_tx_profile() -> None:
     core, clock = _core()
     tx_id = core.plug_in(1, _ev())
