@@ -43,11 +43,24 @@ def redis_children() -> set[int]:
     return pids
 
 
+def private_ports(args: list[str]) -> list[str]:
+    """`--port`/`--api-port` options on free private ports for those `args` leave unset.
+
+    The demo's defaults (8080 for the dashboard if free) collide with anything else on a shared
+    machine; every demo run in the tests gets its own ports.
+    """
+    extra = []
+    for opt in ("--port", "--api-port"):
+        if opt not in args:
+            extra += [opt, str(free_port())]
+    return extra
+
+
 def run_demo(args: list[str], out: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
     env.pop("DISPLAY", None)
-    return subprocess.run([*EVFLEET, "demo", "--no-browser", "--output", str(out), *args],
-                          capture_output=True, text=True, timeout=timeout_s, env=env)
+    cmd = [*EVFLEET, "demo", "--no-browser", "--output", str(out), *args, *private_ports(args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
 
 
 def check_clean(output: str) -> None:
@@ -140,7 +153,7 @@ def test_interrupt_stops_everything_and_writes_a_partial_report(tmp_path: Path, 
     env.pop("DISPLAY", None)
     proc = subprocess.Popen([*EVFLEET, "demo", "--no-browser", "--output", str(out), "--stations", "4",
                              "--speed", "600", "--duration", "24h", "--start", START,
-                             "--api-port", str(api_port)],
+                             "--api-port", str(api_port), "--port", str(free_port())],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:

@@ -32,7 +32,7 @@ from tests.waiting import until
 N = 500
 
 
-@pytest.mark.timeout(300)  # 150 s was hit once in a fresh-clone CI run
+@pytest.mark.timeout(480)  # 150 s was hit once in a fresh-clone CI run; 104 s alone, more at load 13+
 async def test_500_modelled_hlc_stations_needs_profile_ev_plan(redis_url: str) -> None:
     await _fleet(redis_url, material_replan=False)
 
@@ -142,7 +142,8 @@ async def _fleet(redis_url: str, material_replan: bool) -> None:
                 return any(int(now_loops[sid].get("replans_skipped", 0))
                            > int(loops_before[sid].get("replans_skipped", 0)) for sid in ids)
 
-            await until(skipped_since_the_replan, 40, "K16: the unchanged re-plan skipped")
+            # the csms counts the skip at its next re-plan: 40 s ran out at load 13 (an event wait, no pause)
+            await until(skipped_since_the_replan, 120, "K16: the unchanged re-plan skipped")
             await asyncio.sleep(5.5)  # > one charge-loop period (5 s): a renegotiation would have started
             churned = sum(1 for sid in ids if links[sid].history[0].renegotiations_requested > asked[sid])
             loops_after = await _loops(lp, links, ids)

@@ -19,6 +19,10 @@ from evfleet.store.client import connect_redis
 from evse_sim.cli import parse_duration, read_password_file
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))
+# a machine-generated station secret (16+ characters, as OCPP stations use) is stored with the fast
+# keyed hash: a short one costs PBKDF2 (100k rounds) at provisioning and at every login, seconds
+# of a loaded machine inside the short simulated window (PBKDF2 logins: tests/csms)
+PASSWORD = "cli-station-secret-0001"
 
 
 def test_bad_input_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
@@ -80,11 +84,11 @@ async def test_sim_command_runs_a_fleet_against_the_csms(redis_url: str, tmp_pat
                 "--speed",
                 "600",
                 "--duration",
-                "20m",
+                "60m",  # 6 s real: 8 stations connect and boot in it (20m, 2 s, ran out at load 13)
                 "--start",
                 "now",
                 "--password",
-                "cli-password-1",
+                PASSWORD,
                 "--provision-redis",
                 redis_url,
                 "--clock-redis",
@@ -132,7 +136,7 @@ async def _run_sim(redis_url: str, tmp_path: Path, *extra: str) -> dict[str, Any
     async with running_csms(CsmsSettings(**fields, clock_speed=300), services=[]) as node:
         proc = await asyncio.create_subprocess_exec(
             EVFLEET, "sim", "--csms", node.url, "--scenario", str(scenario), "--stations", "8",
-            "--speed", "300", "--duration", "30m", "--clock-redis", redis_url, "--password", "cli-password-1",
+            "--speed", "300", "--duration", "30m", "--clock-redis", redis_url, "--password", PASSWORD,
             "--provision-redis", redis_url, "--tick", "0.1", "--quiet", "--report", str(report), *extra,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
@@ -192,7 +196,7 @@ async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_pat
     async with running_csms(CsmsSettings(**fields), services=[]) as node:
         proc = await asyncio.create_subprocess_exec(
             EVFLEET, "sim", "--csms", node.url, "--scenario", "seed004", "--stations", "2", "--speed", "1",
-            "--start", "now", "--duration", "240s", "--password", "cli-password-1", "--provision-redis",
+            "--start", "now", "--duration", "240s", "--password", PASSWORD, "--provision-redis",
             redis_url, "--tick", "0.5", "--hlc", "josev", "--report", str(tmp_path / "report.json"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 420)

@@ -153,11 +153,12 @@ async def test_prices_over_mqtt_land_in_redis(redis_url: str, mqtt_broker: MqttB
     task = asyncio.create_task(bridge.run())
     try:
         async with watch(mqtt_broker.port, f"{prefix}/#") as w:
-            await until(lambda: bridge.connected, 10)
+            # event waits (they end as soon as it happens): 10 s ran out once at load 12
+            await until(lambda: bridge.connected, 30, "bridge connected")
             assert w.client is not None
             body = {"start": "2026-01-01T00:00:00Z", "step_minutes": 60, "import_price": [0.3, 0.1]}
             await w.client.publish(f"{prefix}/sites/yard/prices/set", json.dumps(body), qos=1)
-            stored = await until(lambda: redis.get(KEYS.site_prices("yard")), 10)
+            stored = await until(lambda: redis.get(KEYS.site_prices("yard")), 30, "prices stored")
             assert json.loads(stored)["import_price"] == [0.3, 0.1]
             [(_, fields)] = await redis.xrange(KEYS.events())
             assert Event.from_fields(fields).type is EventType.SITE_PRICES
