@@ -28,6 +28,7 @@ from evfleet.clock import (
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
 from optimizer.worker import OptimizerWorker, WorkerConfig
+from tests.waiting import until
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))
 KEY = Keys().clock()
@@ -100,6 +101,10 @@ def _settings(redis_url: str, **extra: Any) -> CsmsSettings:
                         api_enabled=False, smart_charging=False, **extra)
 
 
+async def _ttl_above(redis: Any, ms: int) -> bool:
+    return int(await redis.pttl(KEY)) > ms
+
+
 async def test_the_csms_refuses_a_foreign_clock_and_keeps_its_own_alive(redis_url: str) -> None:
     redis = connect_redis(redis_url)
     try:
@@ -110,8 +115,11 @@ async def test_the_csms_refuses_a_foreign_clock_and_keeps_its_own_alive(redis_ur
         await redis.delete(KEY)
         async with running_csms(_settings(redis_url, clock_speed=900.0), services=[]) as node:
             assert node.ctx.clock.speed == 900.0
-            await redis.expire(KEY, 7)  # would expire in 7 s: the node's heartbeat (every 5 s) renews it
-            await asyncio.sleep(8)
+            # would expire in 7 s: the node's heartbeat (every 5 s) renews it, seen as a TTL above 7 s
+            # (without renewal the key expires); twice, so a periodic renewal, not the first write, is seen
+            for _ in range(2):
+                await redis.expire(KEY, 7)
+                await until(lambda: _ttl_above(redis, 7000), 10, "the csms's heartbeat renewed the clock")
             shared = await read_shared_clock(redis, KEY)
             assert shared is not None and shared.live and shared.owner == "csms:clock-node"
     finally:
