@@ -66,7 +66,7 @@ TRIGGERS = {
 
 KEEPABLE = {t.value for t in (EventType.TX_STARTED, EventType.TX_ENDED, EventType.EV_CHARGING_NEEDS,
                               EventType.SITE_LIMIT, EventType.SITE_PRICES, EventType.STATION_CONNECTED,
-                              EventType.STATION_DISCONNECTED)} | {"lease_busy", "rolling_horizon"}
+                              EventType.STATION_DISCONNECTED)} | {"lease_busy"}
 """Re-plan reasons whose effect `optimizer.standing` sees in the snapshot (others always re-solve)."""
 
 
