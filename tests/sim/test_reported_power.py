@@ -12,30 +12,13 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.smart_charging import ChargingProfile
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
+from tests.clocks import ManualClock
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-class ManualClock:
-    """A clock moved by the test."""
-
-    speed = 1.0
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def timestamp(self) -> float:
-        return self.t.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        return None
-
-
 def _station(*evses: EvseSpec) -> tuple[SimStation, ManualClock]:
-    clock = ManualClock()
+    clock = ManualClock(T0)
     cfg = StationConfig("RP-1", tuple(evses), tx_updated_interval_s=60)
     return SimStation(cfg, ConnectionConfig("ws://127.0.0.1:9/ocpp"), clock, rng=random.Random(3)), clock
 

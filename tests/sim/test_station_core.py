@@ -19,30 +19,13 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.smart_charging import ChargingProfile, RateUnit
 from evse_sim.station_types import StationConfig
+from tests.clocks import ManualClock
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
-class ManualClock:
-    """A clock moved by the test."""
-
-    speed = 1.0
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def timestamp(self) -> float:
-        return self.t.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        return None
-
-
 def _core(online: bool = True, **cfg: Any) -> tuple[StationCore, ManualClock]:
-    clock = ManualClock()
+    clock = ManualClock(T0)
     config = StationConfig("CORE-1", (EvseSpec.ac(11.0),), tx_updated_interval_s=0, heartbeat_s=0,
                            aligned_interval_s=0, **cfg)
     core = StationCore(config, clock, rng=random.Random(7))  # type: ignore[arg-type]

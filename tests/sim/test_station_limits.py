@@ -13,26 +13,9 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.smart_charging import ChargingProfile
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
+from tests.clocks import ManualClock
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-
-
-class ManualClock:
-    """A clock moved by the test."""
-
-    speed = 1.0
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
-
-    def timestamp(self) -> float:
-        return self.t.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        return None
 
 
 def profile(
@@ -87,7 +70,7 @@ def profile_sets(draw: st.DrawFn) -> list[tuple[int, dict[str, Any]]]:
 def test_drawn_power_never_exceeds_composite_or_station_max(
     profiles: list[tuple[int, dict[str, Any]]], steps_s: list[int]
 ) -> None:
-    clock = ManualClock()
+    clock = ManualClock(T0)
     cfg = StationConfig("P-1", (EvseSpec.ac(22.0), EvseSpec.ac(11.0)))
     station = SimStation(cfg, ConnectionConfig("ws://127.0.0.1:9/ocpp"), clock, rng=random.Random(1))
     for evse_id in (1, 2):
