@@ -108,10 +108,13 @@ async def test_unknown_station_and_wrong_password_answer_alike(redis_url: str, p
     settings = make_settings(redis_url, login_failure_delay_s=0.5, login_free_failures=50)
     async with running_csms(settings, services=[]) as node:
         await provision("CP-1", LONG_PASSWORD)
-        wrong = await asyncio.gather(*(_attempt(node.url, "CP-1", f"wrong-{i}-0123456789abc",
-                                                f"127.0.1.{i + 1}") for i in range(10)))
-        unknown = await asyncio.gather(*(_attempt(node.url, f"CP-X{i}", LONG_PASSWORD, f"127.0.2.{i + 1}")
-                                         for i in range(10)))
+        # both kinds in one interleaved batch, so a pause of the machine hits them alike
+        attempts = []
+        for i in range(10):
+            attempts.append(_attempt(node.url, "CP-1", f"wrong-{i}-0123456789abc", f"127.0.1.{i + 1}"))
+            attempts.append(_attempt(node.url, f"CP-X{i}", LONG_PASSWORD, f"127.0.2.{i + 1}"))
+        results = await asyncio.gather(*attempts)
+        wrong, unknown = results[0::2], results[1::2]
         assert {(s, b) for s, b, _ in wrong} == {(401, "invalid credentials\n")}
         assert {(s, b) for s, b, _ in unknown} == {(401, "invalid credentials\n")}
         wrong_s = [t for _, _, t in wrong]
