@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from csms.commands import REPLY_MAX_CONNECTIONS, CommandClient
 from csms.context import CsmsContext, Service
+from csms.loopwatch import LoopLag, SlowCallbacks
 from csms.protocol.commands import CommandExecutor
 from csms.protocol.env import NodeEnv
 from csms.protocol.registry import Registry
@@ -380,9 +381,18 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
 async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Event) -> None:
     """Run a node until `stop` is set (SIGINT/SIGTERM in the CLI)."""
     tune_gc(settings.gc_thresholds)
-    async with running_csms(settings, clock=clock) as node:
-        log.info("stations connect to %s{station_id}", node.url)
-        if settings.gc_freeze:
-            await asyncio.sleep(0.5)  # let the services start (they import and compile what they use)
-            log.info("gc: %d objects frozen after start-up", freeze_after_start())
-        await stop.wait()
+    slow = SlowCallbacks(settings.slow_callback_ms / 1000) if settings.slow_callback_ms > 0 else None
+    if slow is not None:
+        slow.install()
+    lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
+    try:
+        async with running_csms(settings, clock=clock) as node:
+            log.info("stations connect to %s{station_id}", node.url)
+            if settings.gc_freeze:
+                await asyncio.sleep(0.5)  # let the services start (they import and compile what they use)
+                log.info("gc: %d objects frozen after start-up", freeze_after_start())
+            await stop.wait()
+    finally:
+        lag.cancel()
+        if slow is not None:
+            slow.uninstall()

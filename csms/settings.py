@@ -97,6 +97,9 @@ class CsmsSettings(CommandSettings):
     gc_freeze: bool = Field(
         True, description="after start-up, move every live object to the permanent generation "
                           "(gc.freeze): full collections no longer walk modules, schemas and settings")
+    slow_callback_ms: float = Field(
+        0.0, ge=0, description="log every event-loop callback that runs longer than this, with the stack "
+                               "sampled while it ran (0 = off; the standard event loop only)")
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio", description="event loop of `evfleet csms`: uvloop needs the uvloop package")
     clock_speed: float = Field(
