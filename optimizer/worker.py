@@ -347,21 +347,7 @@ class OptimizerWorker:
             plan["inputs"] = plan_inputs(snap, min_kw, state.limit_kw, now)
             if not state.prices:  # no tariff on the site: the csms sends limits only (no salesTariff)
                 plan["prices"] = None
-        pipe = self.redis.pipeline(transaction=True)
-        for key in previous.get("evses", {}):
-            if key not in per_evse:
-                sid, eid = key.rsplit("/", 1)
-                pipe.delete(self.keys.planned_schedule(sid, int(eid)))
-        for key, doc in per_evse.items():
-            sid, eid = key.rsplit("/", 1)
-            pipe.set(self.keys.planned_schedule(sid, int(eid)), json.dumps(doc, separators=(",", ":")))
-        pipe.set(self.keys.site_plan(site_id), json.dumps(plan, separators=(",", ":")))
-        pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
-            EventType.SCHEDULE_PLANNED, self.clock.now(), site_id=site_id,
-            data={"plan_id": plan_id, "status": plan["status"], "strategy": plan["strategy"],
-                  "solve_s": plan["solve_s"], "evses": len(per_evse), "objective": plan["objective"],
-                  "message": plan["message"]}), maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
+        await self._write_plan(site_id, plan_id, plan, per_evse, previous)
         self.solves += 1
         if plan.get("kept"):
             log.info("site %s: plan %s keeps the standing plan (nothing material changed)", site_id, plan_id)
@@ -372,6 +358,30 @@ class OptimizerWorker:
             log.info("site %s: plan %s %s in %.3fs for %d EVs", site_id, plan_id, plan["status"],
                      plan["solve_s"], len(per_evse))
         return plan
+
+    async def _write_plan(self, site_id: str, plan_id: str, plan: dict[str, Any],
+                          per_evse: dict[str, dict[str, Any]], previous: Mapping[str, Any]) -> None:
+        """One MULTI: DEL the schedules of EVSEs the plan no longer has, MSET the new ones and the site
+        plan, XADD `schedule.planned`. Three commands whatever the fleet size (redis-py spends ~0.1 ms
+        of Python per command and reply: a SET per EVSE was most of a 1,000-session re-plan's writes)."""
+        stale = [self._schedule_key(key) for key in previous.get("evses", {}) if key not in per_evse]
+        docs = {self._schedule_key(key): json.dumps(doc, separators=(",", ":"))
+                for key, doc in per_evse.items()}
+        docs[self.keys.site_plan(site_id)] = json.dumps(plan, separators=(",", ":"))
+        pipe = self.redis.pipeline(transaction=True)
+        if stale:
+            pipe.delete(*stale)
+        pipe.mset(docs)
+        pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
+            EventType.SCHEDULE_PLANNED, self.clock.now(), site_id=site_id,
+            data={"plan_id": plan_id, "status": plan["status"], "strategy": plan["strategy"],
+                  "solve_s": plan["solve_s"], "evses": len(per_evse), "objective": plan["objective"],
+                  "message": plan["message"]}), maxlen=STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
+
+    def _schedule_key(self, key: str) -> str:
+        sid, eid = key.rsplit("/", 1)
+        return self.keys.planned_schedule(sid, int(eid))
 
     async def _solve(self, snap: Snapshot) -> Schedule:
         from optimizer.solve import fallback_schedule, solve

@@ -92,11 +92,18 @@ async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
     """Stations of a site: its station set, plus provisioned stations whose hash names the site."""
     members = {str(m) for m in await redis.smembers(keys.site_stations(site_id))}
     all_ids = sorted(str(m) for m in await redis.smembers(keys.stations()))
-    if all_ids:
-        pipe = redis.pipeline(transaction=False)
-        for sid in all_ids:
-            pipe.hget(keys.station(sid), "site_id")
-        for sid, sid_site in zip(all_ids, await pipe.execute(), strict=True):
-            if (sid_site or default_site) == site_id:
-                members.add(sid)
+    script = redis.register_script(_SITE_IDS)
+    for lo in range(0, len(all_ids), _CHUNK):  # one reply per chunk, not one per station
+        part = all_ids[lo:lo + _CHUNK]
+        sites = await script(keys=[keys.station(sid) for sid in part])
+        members.update(sid for sid, sid_site in zip(part, sites, strict=True)
+                       if (sid_site or default_site) == site_id)
     return sorted(members)
+
+
+_CHUNK = 2000
+_SITE_IDS = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], 'site_id') or '' end
+return out
+"""
