@@ -15,8 +15,12 @@ Defaults (docs/smart-charging.md, "Defaults and forecasts"):
   without needs, 0 once the transaction reports `SuspendedEV` (the EV refuses the power offered:
   it is full), else the seed-001 Gamma-law forecast k*theta of the driver's (id token's) past session
   energies when at least `min_history` are known (the weekday's own law when it has that
-  many, as seed 001 fits weekday models); otherwise `default_energy_kwh`; always capped by
-  what the EV can take before departure (max power * dwell);
+  many, as seed 001 fits weekday models); otherwise, once at least `min_announced` (5) running
+  sessions announced an energy, the site's typical energy: the mean of the announced session
+  energies (delivered before the needs + energyAmount) above what this session already drew, less
+  what it drew (the expected rest of a session that has taken that much; a session that has taken
+  more than any announced falls through); otherwise `default_energy_kwh`; always capped by what
+  the EV can take before departure (max power * dwell);
 - fixed `base_load_kw` the optimizer plans around (`EvseState.fixed_w`, the csms's budget):
   steerable=0 EVSEs (they refused a profile) at their metered maximum, session or not; idle
   EVSEs at their TxDefaultProfile (the reservation; their maximum when they hold none); offline
@@ -264,6 +268,27 @@ def site_dwell_h(sessions: Sequence[SessionState], cfg: SnapshotConfig) -> float
     return max(cfg.min_dwell_h, dwells[(len(dwells) - 1) // 4])
 
 
+def site_energies_kwh(sessions: Sequence[SessionState], cfg: SnapshotConfig) -> list[float] | None:
+    """The session energies [kWh] the site's running sessions announced (meter energy when their needs
+    came + energyAmount), when at least `cfg.min_announced` did; else None."""
+    energies = [((s.energy_at_needs_wh or 0.0) + float(s.needs["energy_amount_wh"])) / 1000.0
+                for s in sessions if s.needs and s.needs.get("energy_amount_wh") is not None]
+    return energies if len(energies) >= max(1, cfg.min_announced) else None
+
+
+def typical_rest_kwh(announced_kwh: Sequence[float], delivered_kwh: float) -> float | None:
+    """Expected rest [kWh] of a session that has drawn `delivered_kwh`, from the announced session
+    energies: the mean of those above `delivered_kwh`, less it (None when none is above).
+
+    A session without needs is one of the site's sessions whose energy nobody announced: its expected
+    total is the site's typical one, and once it has drawn some, only the announced sessions that
+    were larger than that are still like it."""
+    above = [e for e in announced_kwh if e > delivered_kwh + 1e-6]
+    if not above:
+        return None
+    return statistics.fmean(above) - delivered_kwh
+
+
 def _departure(session: SessionState, now: datetime, cfg: SnapshotConfig,
                typical_dwell_h: float | None = None) -> tuple[datetime, str]:
     needs = session.needs or {}
@@ -280,7 +305,8 @@ def _departure(session: SessionState, now: datetime, cfg: SnapshotConfig,
 
 
 def _energy_kwh(session: SessionState, now: datetime, cfg: SnapshotConfig,
-                history: Sequence[tuple[int, float]]) -> tuple[float, str]:
+                history: Sequence[tuple[int, float]],
+                announced_kwh: Sequence[float] | None = None) -> tuple[float, str]:
     needs = session.needs or {}
     if needs.get("energy_amount_wh") is not None:
         since = max(0.0, session.energy_wh - (session.energy_at_needs_wh or 0.0))
@@ -294,6 +320,9 @@ def _energy_kwh(session: SessionState, now: datetime, cfg: SnapshotConfig,
     forecast = forecast_energy_kwh(history, session.started_at.weekday(), cfg.min_history)
     if forecast is not None:
         return max(0.0, forecast - delivered), "gamma_forecast"
+    rest = typical_rest_kwh(announced_kwh, delivered) if announced_kwh else None
+    if rest is not None:
+        return rest, "site_typical"
     return max(0.0, cfg.default_energy_kwh - delivered), "default"
 
 
@@ -325,6 +354,7 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
         chargers.append({"id": key, "max_kw": max(evse.max_power_w, 1.0) / 1000.0})
     charger_ids = {str(c["id"]) for c in chargers}
     typical_dwell_h = site_dwell_h(site.sessions, cfg)
+    announced_kwh = site_energies_kwh(site.sessions, cfg)
     for key, session in sorted(sessions.items()):
         if key not in charger_ids:
             continue
@@ -333,7 +363,8 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
         # the last step that ends by departure (no energy is counted after the EV left)
         departure = min(steps, max(1, math.floor((dep - start).total_seconds() / (step_h * 3600) + 1e-9)))
         max_kw = ev_max_power_w(evse, session.needs) / 1000.0
-        energy, e_how = _energy_kwh(session, now, cfg, site.history_kwh.get(session.id_token, ()))
+        history = site.history_kwh.get(session.id_token, ())
+        energy, e_how = _energy_kwh(session, now, cfg, history, announced_kwh)
         reachable = max_kw * (departure * step_h - elapsed_h)
         energy = round(max(0.0, min(energy, reachable)), 6)
         capacity = max(cfg.default_capacity_kwh, energy + 1e-3)

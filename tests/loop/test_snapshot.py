@@ -181,3 +181,34 @@ def test_sessions_without_a_departure_get_the_site_typical_dwell() -> None:
     ev = {e.id: e for e in snap.instance.evs}["tx0"]
     assert snap.notes["tx0"].startswith("departure=site_typical")
     assert ev.departure == 44  # 18:07 + 11 h = 05:07, the last whole step ends 05:00 (step 44 from 18:00)
+
+
+def test_sessions_without_needs_get_the_site_typical_energy() -> None:
+    """Once 5 running sessions announced their energy, a session without needs is planned with the mean
+    of the announced session energies above what it already drew, less that (not 20 kWh: the demo's
+    non-ISO cars, planned at 20 kWh flat over the night, filled up early and left the night's first
+    hours at 1.5x the lowest peak). A session that drew more than any announced falls back to 20 kWh."""
+    from optimizer.snapshot import site_energies_kwh, typical_rest_kwh
+
+    def announced(i: int, kwh: float, before_wh: float = 0.0) -> SessionState:
+        return SessionState(f"tx{i}", f"cs{i}", 1, NOW, needs={"energy_amount_wh": kwh * 1000},
+                            energy_at_needs_wh=before_wh)
+
+    cfg = SnapshotConfig()
+    four = [announced(1, 4.0), announced(2, 6.0), announced(3, 8.0), announced(4, 10.0, before_wh=2_000)]
+    assert site_energies_kwh(four, cfg) is None  # fewer than 5 announced: the default
+    five = [*four, announced(5, 2.0)]
+    assert site_energies_kwh(five, cfg) == pytest.approx([4.0, 6.0, 8.0, 12.0, 2.0])  # 10 + 2 before
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 0.0) == pytest.approx(6.4)  # the mean
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 5.0) == pytest.approx(26 / 3 - 5)  # of 6, 8, 12
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 12.0) is None
+    evses = [EvseState(f"cs{i}", 1, max_power_w=11_000) for i in range(8)]
+    fresh = SessionState("tx0", "cs0", 1, NOW - timedelta(hours=1))
+    drew = SessionState("tx6", "cs6", 1, NOW - timedelta(hours=1), energy_wh=5_000)
+    big = SessionState("tx7", "cs7", 1, NOW - timedelta(hours=1), energy_wh=13_000)
+    snap = build_instance(SiteState("s", 100, evses, [fresh, drew, big, *five]), NOW, cfg)
+    evs = {e.id: e for e in snap.instance.evs}
+    assert evs["tx0"].energy_kwh == pytest.approx(6.4) and snap.notes["tx0"].endswith("energy=site_typical")
+    assert evs["tx6"].energy_kwh == pytest.approx(26 / 3 - 5)
+    assert evs["tx7"].energy_kwh == pytest.approx(20.0 - 13.0)
+    assert snap.notes["tx7"].endswith("energy=default")
