@@ -258,15 +258,16 @@ async def _node_clock(redis: Redis, keys: Keys, settings: CsmsSettings, node_id:
 
 async def _publish_defaults(redis: Redis, keys: Keys, settings: CsmsSettings, node_id: str,
                             clock: Clock) -> None:
-    """Publish `default_site_limit_kw`, the limit every reader uses for sites without one."""
+    """Publish `default_site_limit_kw`, the limit every reader uses for sites without one, and
+    `site_margin_kw`, the headroom no reader hands out."""
     before, sites = await publish_site_defaults(redis, keys, settings.default_site_limit_kw, node_id,
-                                                clock.now())
+                                                clock.now(), margin_kw=settings.site_margin_kw)
     if before is not None and before != settings.default_site_limit_kw:
         log.warning("default_site_limit_kw %g kW replaces the %g kW another node published: configure "
                     "every csms node alike", settings.default_site_limit_kw, before)
     if sites:
-        log.info("sites without a limit of their own now held to %g kW: %s",
-                 settings.default_site_limit_kw, ", ".join(sites))
+        log.info("sites re-budgeted (default limit %g kW, site margin %g kW): %s",
+                 settings.default_site_limit_kw, settings.site_margin_kw, ", ".join(sites))
 
 
 async def _register_node(redis: Redis, keys: Keys, clock: Clock, node_id: str, ocpp_port: int,

@@ -150,6 +150,13 @@ class CsmsSettings(CommandSettings):
         description="TxDefaultProfile of every EVSE: what a plug-in may draw before its session is "
                     "admitted (capped at site limit / EVSEs); idle EVSEs are counted at it. "
                     "0 = zero until admitted")
+    site_margin_kw: float = Field(
+        0.0, ge=0, le=1_000_000, allow_inf_nan=False,
+        description="headroom of every site that is never handed out (published in Redis: the csms "
+                    "budget and the optimizer plan with limit - margin); it absorbs a draw nobody "
+                    "allowed (a station ignoring its limits) until the watchdog finds it. 0 = off; "
+                    "the largest EVSE of a site keeps it within its limit if any one station "
+                    "misbehaves (N-1) (docs/smart-charging.md)")
     refusal_backoff_s: float = Field(
         30.0, gt=0, description="first wait before a station that refused a profile is tried again "
                                 "(doubles per refusal, at most 1 h; a reboot retries at once)")

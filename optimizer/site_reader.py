@@ -21,7 +21,13 @@ from evfleet.records import (
     TransactionRecord,
     stored_float,
 )
-from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW, site_limit, site_station_ids
+from evfleet.store.sites import (
+    DEFAULT_SITE_LIMIT_KW,
+    budget_kw,
+    published_margin_kw,
+    site_limit,
+    site_station_ids,
+)
 from optimizer.bulk_read import bulk_read, get, hget, hgetall, hkeys, lrange
 from optimizer.snapshot import EvseState, SessionState, SiteState
 
@@ -36,8 +42,10 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
                     default_max_power_w: float = DEFAULT_MAX_POWER_W) -> SiteState:
     """Read one site's state from Redis (decode_responses=True client). The limit is the one in
     force (`evfleet.store.sites.site_limit`: the site's own, else the csms's published default,
-    else `default_limit_kw`)."""
-    limit_kw = (await site_limit(redis, keys, site_id, default_limit_kw)).limit_kw
+    else `default_limit_kw`), minus the published site margin (`budget_kw`): the margin is never
+    planned."""
+    limit_kw = budget_kw((await site_limit(redis, keys, site_id, default_limit_kw)).limit_kw,
+                         await published_margin_kw(redis, keys))
     prices_raw = await redis.get(keys.site_prices(site_id))
     prices = json.loads(prices_raw) if prices_raw else None
     station_ids = await site_station_ids(redis, keys, site_id, default_site)

@@ -78,7 +78,7 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     evses = await svc.site_evses(site_id)
     applied = {k: e.applied(now_s) for k, e in evses.items()}
     payloads, planned = _plan_payloads(svc, plan, evses)
-    site_w = await svc.site_limit_w(site_id)
+    site_w = await svc.site_budget_w(site_id)
     budget_w = min(plan.limit_kw * 1000.0 or site_w, site_w)
     threshold_w = svc.settings.replan_threshold_kw * 1000.0
     # interim profiles always give way to the plan (K15 follow-up): no churn filter for them;
@@ -120,7 +120,7 @@ async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, in
     """
     evses = await svc.site_evses(site_id)
     now_s = svc.clock.timestamp()
-    budget_w = await svc.site_limit_w(site_id)
+    budget_w = await svc.site_budget_w(site_id)
     applied = {k: e.applied(now_s) for k, e in evses.items()}
     # a non-compliant EVSE draws what it draws: it is a fixed load, lowering its profile frees nothing
     movable = [k for k, e in evses.items()
@@ -162,7 +162,7 @@ async def ensure_defaults(svc: SmartChargingService, site_id: str,
     evses = await svc.site_evses(site_id)
     if not evses:
         return 0
-    site_w = await svc.site_limit_w(site_id)
+    site_w = await svc.site_budget_w(site_id)
     now_s = svc.clock.timestamp()
     sends = []
     for info in evses.values():

@@ -12,7 +12,15 @@ The site-limit rule (ARCHITECTURE.md): at every instant the sum over the site's 
 - idle EVSEs at the TxDefaultProfile they accepted (what a car plugged in now would draw),
   or at their maximum when they hold none,
 
-stays <= the site limit. How each part holds:
+stays <= the site budget: the site limit minus the site margin (`site_margin_kw`, published
+beside the default limit, `evfleet.store.sites.budget_kw`; the optimizer plans with the same
+figure). The margin is never handed out: it absorbs a draw nobody allowed (a station that ignores
+its limits, e.g. draws its maximum from plug-in while it was allowed 0 W) until the watchdog
+(`safety.tick`) marks the station non-compliant and the others are lowered. So the site limit
+itself holds at every instant as long as the power drawn without permission stays within the
+margin; with a margin of the largest EVSE maximum that is any one misbehaving station ("N-1").
+With the default margin of 0 such a station takes the site over until it is found
+(`noncompliant_after_s` plus a meter interval). How each part holds:
 
 - what one EVSE counts: `counted_series` (the service sums them; the optimizer's snapshot
   counts the same facts as fixed load);
@@ -22,12 +30,16 @@ stays <= the site limit. How each part holds:
 - a lower limit: `scale_factor` scales the steerable sessions down by one factor so the sum
   fits at every instant (all decreases);
 - churn control (K16): `churn_filter` keeps an applied series only while the targets still fit;
-- fallback without a plan: `fair_shares` never hands out more than the headroom;
+- headroom without a (covering) plan: `csms/smart_charging/provisional.py`, the second pure
+  policy that hands out headroom, picks who shares (provisional at the EV's needs, late plan,
+  silent optimizer) and gives each a series of water-filled `fair_shares` of what all the others
+  count at every instant, so shares + others <= budget; a session held only by a provisional share
+  (0 W on a full site) still counts as waiting for its plan, so freed power reaches it;
 - the EV's own plan (K17): `check_ev_plan` compares it with the limits we sent;
 - stations that refuse: budgeted at their maximum, retried after `refusal_backoff_s`.
 
 Reservation policy (docs/smart-charging.md): every steerable EVSE carries a TxDefaultProfile of
-`reserve_w(...)` = min(`reserve_kw_per_evse`, site limit / EVSEs, EVSE max); the default setting
+`reserve_w(...)` = min(`reserve_kw_per_evse`, site budget / EVSEs, EVSE max); the default setting
 is 0 kW ("zero until admitted"): a plug-in draws nothing until the csms admits the session with
 a TxProfile (fair share or plan), so no plug-in can take the site over its limit.
 """

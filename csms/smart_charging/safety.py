@@ -92,10 +92,14 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     if not due and not arrivals and site_id not in svc._fallback:
         return 0
     evses = await svc.site_evses(site_id)
+    plan = await current_plan(svc, site_id)
     if due:
+        # late = no profile of a plan for THIS session: a provisional share handed out at its
+        # needs (possibly 0 W on a full site) is not a plan, so freed headroom reaches it while
+        # the plan is late (it would otherwise wait for the optimizer, however long)
         waiting = [i for i in evses.values() if (i.station_id, i.evse_id) in due
                    and i.tx_ref == due[(i.station_id, i.evse_id)] and i.online and i.steerable
-                   and not i.has_profile()]
+                   and not (i.has_profile() and plan.refs.get(i.key) == i.tx_ref)]
         if waiting and site_id not in svc._fallback:
             log.warning("site %s: no plan for %d session(s) after %.1f s: they share the headroom the "
                         "plan leaves", site_id, len(waiting), svc.settings.interim_profile_after_s)
@@ -108,7 +112,6 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
                     "shares the headroom fairly", site_id, svc.settings.optimizer_silent_after_s)
         svc._silent.add(site_id)
     now_s = svc.clock.timestamp()
-    plan = await current_plan(svc, site_id)
     candidates = {k: e.has_profile() and plan.refs.get(k) == e.tx_ref for k, e in evses.items()
                   if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None}
     arrived = None
@@ -126,7 +129,7 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     """Give `sharers` their headroom shares (decreases first, `_execute`); profiles accepted."""
     applied = {k: e.applied(now_s) for k, e in evses.items()}
     others = [applied[k] for k in applied if k not in sharers]
-    budget_w = await svc.site_limit_w(site_id)
+    budget_w = await svc.site_budget_w(site_id)
     caps, mins = {}, {}
     for k in sharers:
         caps[k], mins[k] = ev_caps_w(evses[k])

@@ -57,6 +57,7 @@ from evfleet.clock import Clock
 from evfleet.events import Event, EventType
 from evfleet.records import stored_float
 from evfleet.store.port import StateStore, StoreWrite
+from evfleet.store.sites import budget_kw, margin_kw
 
 __all__ = ["EvseInfo", "SmartChargingService", "ev_plan_series", "run"]
 
@@ -337,6 +338,14 @@ class SmartChargingService:
         figure the optimizer plans with), else this node's `default_site_limit_kw`."""
         limit_kw = await self.store.site_limit_kw(site_id)
         return stored_float(limit_kw, self.settings.default_site_limit_kw) * 1000.0
+
+    async def site_budget_w(self, site_id: str) -> float:
+        """What the csms may hand out at the site in W: the limit in force minus the site margin
+        (the published `site_margin_kw`, else this node's), as the optimizer plans it
+        (`evfleet.store.sites.budget_kw`). The margin is never allocated (budget.py)."""
+        raw = await self.store.site_margin_kw()
+        margin = margin_kw(raw) if raw is not None else self.settings.site_margin_kw
+        return budget_kw(await self.site_limit_w(site_id) / 1000.0, margin) * 1000.0
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""

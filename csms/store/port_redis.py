@@ -83,6 +83,11 @@ class RedisStateStore:
         kw = positive_kw(published) if kw is None else kw
         return None if kw is None else repr(kw)
 
+    async def site_margin_kw(self) -> str | None:
+        """`site_margin_kw` of the published deployment defaults."""
+        raw = await self.redis.hget(self.keys.site_defaults(), "site_margin_kw")
+        return None if raw is None else str(raw)
+
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:
         """`site:{id}:plan`."""
         return _json(await self.redis.get(self.keys.site_plan(site_id)))

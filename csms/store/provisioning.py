@@ -8,6 +8,7 @@ Public names: `provision_station`, `remove_station`, `list_stations`, `get_crede
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -225,33 +226,53 @@ async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float
 
 
 async def publish_site_defaults(redis: Redis, keys: Keys, default_limit_kw: float, node_id: str,
-                                now: datetime | None = None) -> tuple[float | None, list[str]]:
-    """Publish the node's `default_site_limit_kw` (csms start-up), so that the csms budget, the
-    optimizer and the API plan every site without a limit of its own with this one value
-    (`evfleet.store.sites.site_limit`). When it changes what such a site is held to, a `site.limit`
-    event (source `default`) per site re-budgets and re-plans it at once. Returns the value published
-    before (None: none) and those sites."""
+                                now: datetime | None = None, margin_kw: float = 0.0,
+                                ) -> tuple[float | None, list[str]]:
+    """Publish the node's `default_site_limit_kw` and `site_margin_kw` (csms start-up), so that the
+    csms budget, the optimizer and the API plan every site without a limit of its own with this one
+    value, and every site with this margin (`evfleet.store.sites`). When it changes what a site is
+    held to, a `site.limit` event per site (source `default`, or `margin` for a changed margin)
+    re-budgets and re-plans it at once. Returns the limit published before (None: none) and those
+    sites."""
     from evfleet.events import Event, EventType
-    from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW, publish_default_limit
+    from evfleet.store.sites import (
+        DEFAULT_SITE_LIMIT_KW,
+        positive_kw,
+        publish_default_limit,
+        published_margin_kw,
+    )
 
+    if positive_kw(default_limit_kw) is None:
+        raise ValueError(f"default site limit must be > 0 kW (finite), got {default_limit_kw}")
+    if not math.isfinite(margin_kw) or margin_kw < 0:
+        raise ValueError(f"site margin must be >= 0 kW (finite), got {margin_kw}")
     ts = now or datetime.now(UTC)
+    margin_before = await published_margin_kw(redis, keys)
+    await redis.hset(keys.site_defaults(), mapping={"site_margin_kw": repr(float(margin_kw))})
     before = await publish_default_limit(redis, keys, default_limit_kw, node_id, ts.isoformat())
-    if (before or DEFAULT_SITE_LIMIT_KW) == float(default_limit_kw):
+    limit_changed = (before or DEFAULT_SITE_LIMIT_KW) != float(default_limit_kw)
+    margin_changed = margin_before != float(margin_kw)
+    if not limit_changed and not margin_changed:
         return before, []
     site_ids = sorted(as_str(m) or "" for m in await redis.smembers(keys.sites()))
     pipe = redis.pipeline(transaction=False)
     for site_id in site_ids:
         pipe.hget(keys.site(site_id), "limit_kw")
     owns = await pipe.execute()
-    unset = [sid for sid, own in zip(site_ids, owns, strict=True) if sid and own in (None, "")]
+    unset = {sid for sid, own in zip(site_ids, owns, strict=True) if sid and own in (None, "")}
+    changed = [sid for sid in site_ids if sid and (margin_changed or sid in unset)]
     pipe = redis.pipeline(transaction=True)
-    for site_id in unset:
-        event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=ts,
-                      data={"limit_kw": float(default_limit_kw), "source": "default"})
+    for site_id in changed:
+        data: dict[str, Any] = {"source": "margin" if margin_changed else "default"}
+        if margin_changed:
+            data["margin_kw"] = float(margin_kw)
+        if site_id in unset:
+            data["limit_kw"] = float(default_limit_kw)
+        event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=ts, data=data)
         pipe.xadd(keys.events(), event.to_fields(), maxlen=SITE_EVENTS_MAXLEN,  # type: ignore[arg-type]
                   approximate=True)
     await pipe.execute()
-    return before, unset
+    return before, changed
 
 
 async def add_id_token(redis: Redis, keys: Keys, id_token: str, status: str = "Accepted",

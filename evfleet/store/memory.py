@@ -26,7 +26,7 @@ class InMemoryStateStore:
     sites: dict[str, dict[str, str]] = field(default_factory=dict)
     """site id -> site hash (`limit_kw`, `over_limit`, ...); keys are the operator-created sites."""
     site_defaults: dict[str, str] = field(default_factory=dict)
-    """The published deployment defaults (`site_limit_kw`), as `Keys.site_defaults`."""
+    """The published deployment defaults (`site_limit_kw`, `site_margin_kw`), as `Keys.site_defaults`."""
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     stations: dict[str, dict[str, str]] = field(default_factory=dict)
     """station id -> station hash (`online`, `site_id`)."""
@@ -92,6 +92,10 @@ class InMemoryStateStore:
         kw = own_limit_kw(self.sites.get(site_id, {}).get("limit_kw"))
         kw = positive_kw(self.site_defaults.get("site_limit_kw")) if kw is None else kw
         return None if kw is None else repr(kw)
+
+    async def site_margin_kw(self) -> str | None:
+        """The published `site_margin_kw` (as the Redis adapter reads it)."""
+        return self.site_defaults.get("site_margin_kw")
 
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:
         """The stored plan (a copy)."""

@@ -105,6 +105,10 @@ class StateStore(Protocol):
         node published (`evfleet.store.sites`); None if neither."""
         ...
 
+    async def site_margin_kw(self) -> str | None:
+        """The `site_margin_kw` a csms node published (`evfleet.store.sites`); None if none did."""
+        ...
+
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:
         """The optimizer's latest plan for the site."""
         ...

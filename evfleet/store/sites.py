@@ -6,6 +6,11 @@ in one place, the csms configuration: every csms node publishes it at start-up i
 `Keys.site_defaults()` (`publish_default_limit`), and the csms budget, the optimizer and the API all
 read the limit in force through `site_limit`, so they cannot disagree. `DEFAULT_SITE_LIMIT_KW` is
 the configuration's default, and what a reader uses while no csms has published one.
+
+The site margin (`site_margin_kw`, docs/smart-charging.md "Site margin") is published the same way,
+beside the default limit: the csms and the optimizer hand out at most `budget_kw(limit, margin)`
+= limit - margin, so the margin stays unallocated and absorbs a draw nobody allowed (a station
+that ignores its limits) until the csms has found it and lowered the others.
 """
 
 from __future__ import annotations
@@ -57,6 +62,25 @@ def limit_in_force(own: Any, published: Any, fallback_kw: float = DEFAULT_SITE_L
     if own_kw is None:
         return SiteLimit(default_kw, False, default_kw)
     return SiteLimit(own_kw, True, default_kw)
+
+
+def margin_kw(value: Any) -> float:
+    """A published `site_margin_kw` as a finite float >= 0 (0 when missing or not one)."""
+    try:
+        kw = float(value) if value not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+    return kw if math.isfinite(kw) and kw > 0 else 0.0
+
+
+def budget_kw(limit_kw: float, margin: float) -> float:
+    """What may be handed out at a site: the limit in force minus the margin, never negative (pure)."""
+    return max(0.0, limit_kw - max(0.0, margin))
+
+
+async def published_margin_kw(redis: Redis, keys: Keys) -> float:
+    """The `site_margin_kw` a csms node published (0 if none did)."""
+    return margin_kw(await redis.hget(keys.site_defaults(), "site_margin_kw"))
 
 
 async def published_default_limit(redis: Redis, keys: Keys) -> float | None:

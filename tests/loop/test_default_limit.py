@@ -21,7 +21,7 @@ from evfleet.clock import RealClock
 from evfleet.events import Event, EventType
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
-from evfleet.store.sites import limit_in_force
+from evfleet.store.sites import budget_kw, limit_in_force, margin_kw
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 K = Keys("evfleet")
@@ -117,3 +117,30 @@ async def test_republishing_emits_only_on_change(redis: Redis) -> None:
     with pytest.raises(ValueError, match="> 0"):
         await publish_site_defaults(redis, K, float("nan"), "d")
     assert await redis.hget(K.site_defaults(), "site_limit_kw") == "30.0"
+
+
+def test_the_margin_comes_off_the_limit_in_force() -> None:
+    assert budget_kw(40.0, margin_kw("11.0")) == 29.0
+    assert budget_kw(40.0, margin_kw(None)) == budget_kw(40.0, margin_kw("nan")) == 40.0  # never garbage
+    assert budget_kw(5.0, margin_kw("11")) == 0.0  # never negative
+
+
+async def test_a_site_margin_is_planned_by_no_one_and_rebudgets_every_site(redis: Redis) -> None:
+    await _seed_depot(redis)
+    await redis.hset(K.site("depot"), "limit_kw", "40.0")
+    assert await publish_site_defaults(redis, K, 100.0, "a") == (None, [])
+    before, sites = await publish_site_defaults(redis, K, 100.0, "a", margin_kw=11.0)
+    assert (before, sites) == (100.0, ["depot", "yard"])  # a new margin changes every site's budget
+    events = [Event.from_fields(f) for _, f in await redis.xrange(K.events())]
+    assert {(e.site_id, e.data["source"], e.data["margin_kw"]) for e in events} == {
+        ("depot", "margin", 11.0), ("yard", "margin", 11.0)}
+    assert await publish_site_defaults(redis, K, 100.0, "b", margin_kw=11.0) == (100.0, [])
+    with pytest.raises(ValueError, match=">= 0"):
+        await publish_site_defaults(redis, K, 100.0, "c", margin_kw=-1.0)
+    assert await redis.hget(K.site_defaults(), "site_margin_kw") == "11.0"
+    worker = OptimizerWorker(redis, K, WorkerConfig(debounce_s=0.1, max_delay_s=0.5, block_ms=50),
+                             clock=RealClock())
+    assert await worker.solve_site("depot") is not None
+    site_plan = json.loads(await redis.get(K.site_plan("depot")))
+    assert site_plan["limit_kw"] == 29.0  # 40 kW - 11 kW: the margin is not planned
+    assert max(sum(col) for col in zip(*site_plan["evses"].values(), strict=True)) <= 29.0 + 1e-6

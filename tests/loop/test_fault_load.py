@@ -11,9 +11,17 @@ by CLI, API and MQTT; a station that drops offline mid-session; optimizer SIGKIL
 unplug while it is down), optimizer restart; csms SIGKILL and restart (a plug-in while it is down);
 Redis restart (AOF); a non-compliant station (accepts profiles, draws its maximum).
 
-Expected: 0 seconds over the limit in every phase except the non-compliant one, where the site
-may be over until the station is detected (`noncompliant_after_s` = 2 s here, plus a watchdog tick
-and a meter interval); that window is measured and bounded separately.
+The csms runs with a site margin of one EVSE maximum (`site_margin_kw` = 11 kW, "N-1": any one
+station may ignore its limits): the csms and the optimizer hand out at most limit - margin. The
+site limits below are the previous test's plus that margin, so the steered EVs share as much as
+before. Expected:
+- 0 seconds over the limit in every phase, the non-compliant one included: the station draws its
+  11 kW from plug-in (it was allowed 0 W), the margin absorbs it until the watchdog finds it
+  (`noncompliant_after_s` = 2 s here, plus a watchdog tick and a meter interval) and the others are
+  lowered;
+- the margin is never handed out: outside that detection window the stations draw at most
+  limit - margin (fails if the margin is not held back);
+- freed power reaches late sessions while the optimizer is down (FL-6/FL-7, when an EV leaves).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ SITE = "depot"
 PASSWORD = "fault-load-pass-1"
 EXE = str(Path(sys.executable).with_name("evfleet"))
 NONCOMPLIANT_AFTER_S = 2.0
+MARGIN_KW = 11.0  # the largest EVSE of the site (N-1); the limits below are the old ones + this
 TOL_W = 50.0  # float noise; the stations floor A limits to 0.1 A
 
 
@@ -75,9 +84,17 @@ class Rig:
     bound_w: float = 0.0
     lowered_at: float = -1e9
     over: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    over_budget: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    """Samples above limit - margin (the margin was in use), by phase."""
+    margin_w: float = 0.0
     samples: int = 0
+    drawn_wh: float = 0.0
+    limit_wh: float = 0.0
+    """Sum of the samples' drawn power and limit (1 s apart): the share of the limit in use."""
     max_ratio: float = 0.0
     charged: set[str] = field(default_factory=set)
+    charged_in: dict[str, set[str]] = field(default_factory=dict)
+    """phase -> stations seen drawing > 1 kW in it."""
     extra_env: dict[str, str] = field(default_factory=dict)
     plugged: dict[str, tuple[float, str]] = field(default_factory=dict)
     """station -> (plug-in time, phase) of its latest session (admission measured from then)."""
@@ -111,7 +128,7 @@ class Rig:
             NONCOMPLIANT_AFTER_S), EVFLEET_OVER_LIMIT_AFTER_S="2", EVFLEET_WATCHDOG_INTERVAL_S="0.5",
             EVFLEET_REFUSAL_BACKOFF_S="5", EVFLEET_MQTT_TOPIC_PREFIX=self.prefix,
             EVFLEET_HEARTBEAT_INTERVAL_S="300", EVFLEET_CALL_TIMEOUT_S="5", EVFLEET_ACCEPT_ALL_TOKENS="true",
-            **self.extra_env)
+            EVFLEET_SITE_MARGIN_KW=repr(self.margin_w / 1000.0), **self.extra_env)
         log = open(os.path.join(self.log_dir, "csms.log"), "ab")  # noqa: SIM115
         self.procs["csms"] = subprocess.Popen(
             [EXE, "csms", "--host", "127.0.0.1", "--port", str(self.ocpp_port),
@@ -169,10 +186,15 @@ class Rig:
                     drawn += st.evses[1].power_w
                     if st.evses[1].power_w > 1000:
                         self.charged.add(sid)
+                        self.charged_in.setdefault(self.phase, set()).add(sid)
                 self.samples += 1
+                self.drawn_wh += drawn / 3600.0
+                self.limit_wh += bound / 3600.0
                 self.max_ratio = max(self.max_ratio, drawn / bound if bound else 0.0)
                 if drawn > bound + TOL_W:
                     self.over.setdefault(self.phase, []).append((now, drawn, bound))
+                if drawn > bound - self.margin_w + TOL_W:
+                    self.over_budget.setdefault(self.phase, []).append((now, drawn, bound - self.margin_w))
         finally:
             await redis.aclose()
 
@@ -206,12 +228,12 @@ async def _until(pred: Any, timeout: float, what: str) -> None:
 
 @contextlib.asynccontextmanager
 async def rig(mqtt_broker: MqttBroker, limit_kw: float, station_ids: list[str],
-              extra_env: dict[str, str] | None = None) -> AsyncIterator[Rig]:
+              extra_env: dict[str, str] | None = None, margin_kw: float = 0.0) -> AsyncIterator[Rig]:
     """Private Redis (AOF), `evfleet csms` + `evfleet optimizer` processes, monitors; stations provisioned."""
     data_dir = tempfile.mkdtemp(prefix="evfleet-fault-")
     srv = EmbeddedRedis(data_dir=data_dir, persist=True).start()
     r = Rig(srv, mqtt_broker, free_port(), free_port(), f"fl{time.time_ns()}", data_dir,
-            extra_env=dict(extra_env or {}))
+            extra_env=dict(extra_env or {}), margin_w=margin_kw * 1000.0)
     redis = connect_redis(srv.url)
     try:
         for sid in station_ids:
@@ -241,6 +263,7 @@ async def rig(mqtt_broker: MqttBroker, limit_kw: float, station_ids: list[str],
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(10)
         await redis.aclose()
+        r.redis_srv.stop()  # the one started by the Redis restart (it leaked a redis-server before)
         srv.stop()
 
 
@@ -277,7 +300,8 @@ async def _redis_restart(r: Rig) -> None:
 
 async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: MqttBroker) -> None:
     ids = [f"FL-{i}" for i in range(1, 9)] + ["FL-REJ", "FL-NC"]
-    async with rig(mqtt_broker, 30.0, ids) as r:
+    margin_kw = float(os.environ.get("FAULT_LOAD_MARGIN_KW", MARGIN_KW))  # 0: see the guarantee break
+    async with rig(mqtt_broker, 30.0 + MARGIN_KW, ids, margin_kw=margin_kw) as r:
         sts = {sid: r.add_station(sid, frozenset({"reject_profiles"}) if sid == "FL-REJ" else frozenset())
                for sid in ids if sid != "FL-NC"}
         redis = connect_redis(r.redis_srv.url)
@@ -298,14 +322,14 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         await asyncio.sleep(8.0)
         r.phase = "limit by CLI"
         proc = await asyncio.create_subprocess_exec(
-            EXE, "sites", "set", SITE, "--limit-kw", "24", "--redis-url", r.redis_srv.url,
+            EXE, "sites", "set", SITE, "--limit-kw", repr(24 + MARGIN_KW), "--redis-url", r.redis_srv.url,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert await proc.wait() == 0
         await asyncio.sleep(5.0)
         r.phase = "limit by API"
         async with httpx.AsyncClient() as client:
             resp = await client.put(f"http://127.0.0.1:{r.api_port}/api/v1/sites/{SITE}/limit",
-                                    json={"limit_kw": 28})
+                                    json={"limit_kw": 28 + MARGIN_KW})
             assert resp.status_code == 200, resp.text
         await asyncio.sleep(4.0)
         r.phase = "offline mid-session"
@@ -313,14 +337,19 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         await asyncio.sleep(2.0)
         r.phase = "limit by MQTT"
         async with aiomqtt.Client("127.0.0.1", r.mqtt.port) as mq:
-            await mq.publish(f"{r.prefix}/sites/{SITE}/limit/set", json.dumps({"limit_kw": 26}), qos=1)
+            await mq.publish(f"{r.prefix}/sites/{SITE}/limit/set", json.dumps({"limit_kw": 26 + MARGIN_KW}),
+                             qos=1)
         await asyncio.sleep(8.0)
         r.phase = "optimizer SIGKILL"
         r.kill("optimizer")
         r.plug("FL-6", _ev(6))
         r.plug("FL-7", _ev(7))
         await asyncio.sleep(3.0)
-        sts["FL-1"].unplug(1)
+        # the steered session drawing the most leaves: at least one EV minimum (4.1 kW) is freed
+        # (the site's ~15 kW steered budget is shared by at most three sessions)
+        leaving = max((f"FL-{i}" for i in range(1, 6)), key=lambda sid: sts[sid].evses[1].power_w)
+        freed_w = sts[leaving].evses[1].power_w
+        sts[leaving].unplug(1)
         await asyncio.sleep(5.0)
         r.phase = "optimizer restart"
         r.start_optimizer()
@@ -371,14 +400,28 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         print(f"fault-load admission (plug-in -> first power, s): {adm}; "
               f"first-minute Wh: { {k: round(v) for k, v in r.first_minute_wh.items()} }")
         print(f"fault-load: {r.samples} samples, seconds over by phase {report}, "
-              f"max drawn/limit {r.max_ratio:.3f}")
+              f"max drawn/limit {r.max_ratio:.3f}, mean {r.drawn_wh / max(r.limit_wh, 1e-9):.3f}, "
+              f"margin {r.margin_w / 1000:g} kW")
         assert r.samples > 60
         assert rej == "0"  # the rejecting station is budgeted at its maximum
         assert nc_w is not None  # the non-compliant station was found
-        # the steered EVs charged: 8 EVs of 11 kW share about 19 kW (30 kW - the refusing station), so
-        # the plan decides who charges; late sessions share only what the plan leaves (issue 11)
+        nc_margin = r.over_budget.pop("non-compliant station", [])
+        print(f"fault-load above limit - margin (margin in use) in the non-compliant phase: "
+              f"{[(round(t - t_nc, 1), round(d), round(b)) for t, d, b in nc_margin]}; elsewhere: "
+              f"{ {p: len(v) for p, v in r.over_budget.items()} }; charged by phase: "
+              f"{ {p: sorted(v) for p, v in r.charged_in.items()} }")
+        # the steered EVs charged: 8 EVs of 11 kW share about 19 kW (limit - margin - the refusing
+        # station), so the plan decides who charges; besides that choice: the first sessions on a free
+        # site charge at once (provisional shares), and the power a leaving EV frees while the optimizer is
+        # down reaches the sessions that started meanwhile (late sessions share what the plan leaves)
+        early = r.charged_in.get("plug-ins", set()) | r.charged_in.get("rejecting station", set())
+        assert {"FL-1", "FL-2"} <= early, r.charged_in
+        late = r.charged_in.get("optimizer SIGKILL", set()) & {"FL-6", "FL-7"}
+        assert late, (leaving, freed_w, r.charged_in)
         assert len(r.charged - {"FL-REJ", "FL-NC"}) >= 4, r.charged
-        nc_over = r.over.pop("non-compliant station", [])
-        # detection: over at most while the station was being found (2 s + tick + meter interval)
-        assert all(t - t_nc <= NONCOMPLIANT_AFTER_S + 3.0 for t, _, _ in nc_over), nc_over
+        # the hard guarantee: 0 s over the site limit in every phase, the non-compliant one included
         assert r.over == {}, r.over
+        # the margin is held back: in use only while the non-compliant station was being found
+        # (2 s + a watchdog tick + a meter interval + the others' decrease; up to 5.5 s at load 15)
+        assert all(t - t_nc <= NONCOMPLIANT_AFTER_S + 6.0 for t, _, _ in nc_margin), nc_margin
+        assert r.over_budget == {}, r.over_budget

@@ -107,6 +107,31 @@ async def test_a_lower_limit_scales_the_sessions_down_and_every_step_fits() -> N
     assert await svc.enforce_limit(SITE) == {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
 
 
+async def test_the_site_margin_is_never_handed_out() -> None:
+    """`site_margin_kw` (published): a limit cut scales the sessions to limit - margin, and a plan
+    made for the whole limit is cut to it too (fails if the margin is budgeted as headroom)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    store.site_defaults["site_margin_kw"] = "4.0"
+    refs = {sid: _session(store, sid, 10_000.0) for sid in ("CP-1", "CP-2")}
+    stations = Stations(clock, 8_000.0)
+    stations.limits_w = {"CP-1": 10_000.0, "CP-2": 10_000.0}
+    svc = _service(store, stations, clock)
+    assert await svc.site_budget_w(SITE) == pytest.approx(16_000.0)
+    assert (await svc.enforce_limit(SITE))["accepted"] == 2  # 20 kW applied > 16 kW budget
+    assert _sums_to(stations, "CP-1", "CP-2") <= 16_000.0 + 1.0
+    store.sites[SITE]["limit_kw"] = "12"
+    await svc.enforce_limit(SITE)
+    assert _sums_to(stations, "CP-1", "CP-2") <= 8_000.0 + 1.0
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 12.0,
+                         "evses": {"CP-1/1": [6.0, 6.0], "CP-2/1": [6.0, 6.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    await svc.apply_plan(SITE)
+    assert stations.worst_sum_w <= 20_000.0 + 1.0 and _sums_to(stations, "CP-1", "CP-2") <= 8_000.0 + 1.0
+    store.site_defaults["site_margin_kw"] = "0.0"  # no margin: the whole limit is budget
+    assert await svc.site_budget_w(SITE) == pytest.approx(12_000.0)
+
+
 async def test_a_plan_sends_the_decrease_before_the_increase() -> None:
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "20"}
@@ -196,3 +221,24 @@ async def test_k17_breach_is_counted_and_our_profile_resent_once() -> None:
     assert store.sessions[ref]["k17_violations"] == "1" and len(stations.sent) == sent + 1
     await svc.check_ev_schedule(SITE, event)  # the same breach again: counted, not re-sent again
     assert store.sessions[ref]["k17_violations"] == "2" and len(stations.sent) == sent + 1
+
+
+async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_power() -> None:
+    """A session whose needs came on a full site got a 0 W provisional share; no plan covers it when
+    its interim timer fires: the plan is late, so it shares what the plan leaves (here 10 kW). Fails
+    if a provisional share counts as the session's plan (it then waits for the optimizer)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref1 = _session(store, "CP-1", 10_000.0)
+    ref2 = _session(store, "CP-2", 0.0, kind="provisional")
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [10.0, 10.0]}, "transactions": {"CP-1/1": ref1}}
+    stations = Stations(clock, 20_000.0)
+    stations.limits_w = {"CP-1": 10_000.0, "CP-2": 0.0}
+    svc = _service(store, stations, clock)
+    svc._interim_due[SITE] = {("CP-2", 1): ref2}
+    assert await svc.send_interims(SITE) == 1
+    assert SITE in svc._fallback
+    assert stations.limits_w == pytest.approx({"CP-1": 10_000.0, "CP-2": 10_000.0})  # CP-1 keeps its plan
+    assert store.profiles[("CP-2", 1)]["kind"] == "interim"
+    assert stations.worst_sum_w <= 20_000.0 + 1.0

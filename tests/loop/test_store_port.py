@@ -101,13 +101,15 @@ async def test_a_write_is_read_back_the_same_in_both(store: StateStore) -> None:
 
 async def test_without_its_own_limit_a_site_reads_the_published_default(store: StateStore) -> None:
     assert await store.site_limit_kw("elsewhere") is None
+    assert await store.site_margin_kw() is None
     if isinstance(store, InMemoryStateStore):
-        store.site_defaults["site_limit_kw"] = "40"
+        store.site_defaults.update({"site_limit_kw": "40", "site_margin_kw": "11.0"})
     else:
         assert isinstance(store, RedisStateStore)
-        await store.redis.hset(K.site_defaults(), "site_limit_kw", "40")
+        await store.redis.hset(K.site_defaults(), mapping={"site_limit_kw": "40", "site_margin_kw": "11.0"})
     assert await store.site_limit_kw("elsewhere") == "40.0"
     assert await store.site_limit_kw(SITE) == "30.0"
+    assert await store.site_margin_kw() == "11.0"
 
 
 async def test_a_lease_is_held_by_one_node_and_released_by_it(store: StateStore) -> None:
