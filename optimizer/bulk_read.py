@@ -16,12 +16,15 @@ if TYPE_CHECKING:
 
 CHUNK = 2000
 
-# one op per key: H = HGETALL, K = HKEYS, L = LRANGE 0 -1, G = GET, F<field> = HGET field;
-# GET/HGET come back as a list of zero or one value (a Lua nil would end the reply's array)
+# one op per key, all ops in ARGV[1] separated by newlines (one argument, not one per key: redis-py
+# encodes each argument in Python): H = HGETALL, K = HKEYS, L = LRANGE 0 -1, G = GET, F<field> = HGET
+# field; GET/HGET come back as a list of zero or one value (a Lua nil would end the reply's array)
 _SCRIPT = """
 local out = {}
-for i = 1, #KEYS do
-  local op, key, r = ARGV[i], KEYS[i], nil
+local i = 0
+for op in string.gmatch(ARGV[1], '[^\\n]+') do
+  i = i + 1
+  local key, r = KEYS[i], nil
   local kind = string.sub(op, 1, 1)
   if kind == 'H' then r = redis.call('HGETALL', key)
   elseif kind == 'K' then r = redis.call('HKEYS', key)
@@ -58,7 +61,9 @@ def get(key: str) -> tuple[str, str]:
 
 
 def hget(key: str, field: str) -> tuple[str, str]:
-    """Read op: one field of the hash at `key` (None if missing)."""
+    """Read op: one field of the hash at `key` (None if missing; the field has no newline)."""
+    if not field or "\n" in field:
+        raise ValueError(f"hget: field {field!r} must be non-empty without a newline")
     return "F" + field, key
 
 
@@ -68,7 +73,8 @@ async def bulk_read(redis: Redis, ops: Sequence[tuple[str, str]]) -> list[Any]:
     out: list[Any] = []
     for lo in range(0, len(ops), CHUNK):
         part = ops[lo:lo + CHUNK]
-        raw = await script(keys=[k for _, k in part], args=[op for op, _ in part])
+        # keys as bytes: redis-py passes bytes through instead of encoding each in Python
+        raw = await script(keys=[k.encode() for _, k in part], args=["\n".join(op for op, _ in part)])
         for (op, _), value in zip(part, raw, strict=True):
             kind = op[0]
             if kind == "H":

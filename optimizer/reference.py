@@ -23,15 +23,26 @@ def reference_for(previous_plan: Mapping[str, Any], key: str, tx_ref: str, start
     limits = previous_plan.get("evses", {}).get(key)
     if not limits or previous_plan.get("transactions", {}).get(key) != tx_ref:
         return None
+    offset = plan_offset(previous_plan, start, step_s)
+    return None if offset is None else _window(limits, offset, steps)
+
+
+def plan_offset(previous_plan: Mapping[str, Any], start: datetime, step_s: float) -> int | None:
+    """Steps from the previous plan's start to `start` (negative: `start` is earlier); None when the
+    plan used another step length or `start` is not on its step grid."""
     if abs(float(previous_plan.get("step_s", 0)) - step_s) > 1e-6:
         return None
     offset_s = (start - parse_iso(previous_plan["start"])).total_seconds()
     offset = round(offset_s / step_s)
-    if abs(offset * step_s - offset_s) > 1e-3 or offset >= len(limits):
+    return offset if abs(offset * step_s - offset_s) <= 1e-3 else None
+
+
+def _window(limits: list[float], offset: int, steps: int) -> list[float | None] | None:
+    """`steps` values of `limits` from index `offset`, None where the previous plan has none."""
+    if offset >= len(limits):
         return None
-    if offset < 0:
-        return [None] * min(-offset, steps) + [float(v) for v in limits[:max(0, steps + offset)]]
-    window: list[float | None] = [float(v) for v in limits[offset:offset + steps]]
+    window: list[float | None] = [None] * min(max(-offset, 0), steps)
+    window += [float(v) for v in limits[max(offset, 0):max(offset, 0) + steps - len(window)]]
     return window + [None] * (steps - len(window))
 
 
@@ -41,8 +52,14 @@ def with_references(snap: Snapshot, previous_plan: Mapping[str, Any] | None, sti
     objective = inst.objective.model_copy(update={"stickiness": stickiness})
     evs = inst.evs
     if previous_plan and stickiness > 0:
-        step_s = inst.step_minutes * 60.0
-        evs = [ev.model_copy(update={"reference_kw": reference_for(
-            previous_plan, snap.ev_evse.get(ev.id, ""), ev.id, inst.start, step_s, inst.steps)})
-            for ev in evs]
+        offset = plan_offset(previous_plan, inst.start, inst.step_minutes * 60.0)
+        limits = previous_plan.get("evses", {}) if offset is not None else {}
+        txs = previous_plan.get("transactions", {})
+        refs = {}
+        for ev in evs:  # the offset is the same for every EV: computed once
+            key = snap.ev_evse.get(ev.id, "")
+            row = limits.get(key)
+            refs[ev.id] = _window(row, offset, inst.steps) if (
+                row and offset is not None and txs.get(key) == ev.id) else None
+        evs = [ev.model_copy(update={"reference_kw": refs[ev.id]}) for ev in evs]
     return replace(snap, instance=inst.model_copy(update={"evs": evs, "objective": objective}))

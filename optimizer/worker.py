@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
 from evfleet.events import Event, EventType, event_fields
@@ -328,7 +329,7 @@ class OptimizerWorker:
         state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
                                 self.cfg.default_site)
         previous_raw = await self.redis.get(self.keys.site_plan(site_id))
-        previous = json.loads(previous_raw) if previous_raw else {}
+        previous = orjson.loads(previous_raw) if previous_raw else {}
         snap = build_instance(state, now, self.cfg.snapshot_config())
         min_kw = ev_min_kw(state)
         plan_id = f"{site_id}-{uuid.uuid4().hex[:10]}"
@@ -365,9 +366,9 @@ class OptimizerWorker:
         plan, XADD `schedule.planned`. Three commands whatever the fleet size (redis-py spends ~0.1 ms
         of Python per command and reply: a SET per EVSE was most of a 1,000-session re-plan's writes)."""
         stale = [self._schedule_key(key) for key in previous.get("evses", {}) if key not in per_evse]
-        docs = {self._schedule_key(key): json.dumps(doc, separators=(",", ":"))
-                for key, doc in per_evse.items()}
-        docs[self.keys.site_plan(site_id)] = json.dumps(plan, separators=(",", ":"))
+        # orjson: the JSON of json.dumps(doc, separators=(",", ":")), in a sixth of the time
+        docs = {self._schedule_key(key): orjson.dumps(doc) for key, doc in per_evse.items()}
+        docs[self.keys.site_plan(site_id)] = orjson.dumps(plan)
         pipe = self.redis.pipeline(transaction=True)
         if stale:
             pipe.delete(*stale)

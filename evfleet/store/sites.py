@@ -119,7 +119,7 @@ async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
     script = redis.register_script(_SITE_IDS)
     for lo in range(0, len(all_ids), _CHUNK):  # one reply per chunk, not one per station
         part = all_ids[lo:lo + _CHUNK]
-        sites = await script(keys=[keys.station(sid) for sid in part])
+        sites = await script(keys=[keys.station(sid).encode() for sid in part])
         members.update(sid for sid, sid_site in zip(part, sites, strict=True)
                        if (sid_site or default_site) == site_id)
     return sorted(members)

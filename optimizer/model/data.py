@@ -230,8 +230,7 @@ def build_data(inst: Instance) -> ProblemData:
 
 def _references(evs: list[EV], steps: int) -> FloatArray:
     """(E, T) reference powers, NaN where an EV has none."""
-    ref = np.full((len(evs), steps), np.nan)
-    for e, ev in enumerate(evs):
-        if ev.reference_kw is not None:
-            ref[e] = [np.nan if v is None else v for v in ev.reference_kw]
-    return ref
+    none = [None] * steps
+    # dtype=float turns None into NaN in C (one call, not a Python loop over E x T values)
+    return np.array([none if ev.reference_kw is None else ev.reference_kw for ev in evs],
+                    dtype=float).reshape(len(evs), steps)
