@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
 from evfleet.events import Event, EventType, event_fields
@@ -42,7 +41,7 @@ from evfleet.keys import Keys
 from evfleet.logs import log_context
 from evfleet.records import EvsePlan, SitePlan
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
-from optimizer import peers
+from optimizer import peers, plan_json
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
 from optimizer.reference import with_references
@@ -329,7 +328,7 @@ class OptimizerWorker:
         state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
                                 self.cfg.default_site)
         previous_raw = await self.redis.get(self.keys.site_plan(site_id))
-        previous = orjson.loads(previous_raw) if previous_raw else {}
+        previous = plan_json.loads(previous_raw) if previous_raw else {}
         snap = build_instance(state, now, self.cfg.snapshot_config())
         min_kw = ev_min_kw(state)
         plan_id = f"{site_id}-{uuid.uuid4().hex[:10]}"
@@ -366,9 +365,8 @@ class OptimizerWorker:
         plan, XADD `schedule.planned`. Three commands whatever the fleet size (redis-py spends ~0.1 ms
         of Python per command and reply: a SET per EVSE was most of a 1,000-session re-plan's writes)."""
         stale = [self._schedule_key(key) for key in previous.get("evses", {}) if key not in per_evse]
-        # orjson: the JSON of json.dumps(doc, separators=(",", ":")), in a sixth of the time
-        docs = {self._schedule_key(key): orjson.dumps(doc) for key, doc in per_evse.items()}
-        docs[self.keys.site_plan(site_id)] = orjson.dumps(plan)
+        docs = {self._schedule_key(key): plan_json.dumps(doc) for key, doc in per_evse.items()}
+        docs[self.keys.site_plan(site_id)] = plan_json.dumps(plan)
         pipe = self.redis.pipeline(transaction=True)
         if stale:
             pipe.delete(*stale)
