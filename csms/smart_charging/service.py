@@ -267,6 +267,10 @@ class SmartChargingService:
             self._refused.discard(site_id)
             await self.enforce_limit(site_id)
             await safety.share_fairly(self, site_id)
+        if site_id in self._defaults_queued and kind != Work.DEFAULTS:
+            # a station booted or an EVSE appeared: its default profile goes before queued work
+            # (until it holds one it counts at its maximum, and a plug-in there would draw that)
+            await self._on_defaults(site_id, None)
         arrivals = self._provisional_due.pop(site_id, None)
         if arrivals:  # needs arrived meanwhile: their provisional share goes before queued work
             await safety.share_fairly(self, site_id, arrivals=arrivals)
