@@ -19,7 +19,7 @@ from evfleet.events import EventType
 
 def evse_facts_from_report(report_data: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, str]]:
     """EVSE hardware facts from NotifyReport data: `EVSE.Power` maxLimit -> max_power_w,
-    `EVSE.SupplyPhases` -> phases (camelCase reportData entries)."""
+    `EVSE.SupplyPhases` -> phases, 0 (DC) -> rate unit W (camelCase reportData entries)."""
     facts: dict[int, dict[str, str]] = {}
     for item in report_data:
         comp = item.get("component") or {}
@@ -35,7 +35,13 @@ def evse_facts_from_report(report_data: Iterable[Mapping[str, Any]]) -> dict[int
             if name == "Power" and chars.get("maxLimit") is not None:
                 facts.setdefault(eid, {})["max_power_w"] = repr(float(chars["maxLimit"]))
             elif name == "SupplyPhases" and actual not in (None, ""):
-                facts.setdefault(eid, {})["phases"] = str(int(float(actual)))
+                phases = int(float(actual))
+                if phases == 0:  # OCPP 2.0.1 device model: 0 = DC. Its profiles go in W: amperes of a DC
+                    # EVSE depend on the battery voltage, which the csms does not know (at the 230 V
+                    # default a 400 V DC EVSE would draw 1.74x the power the csms counts)
+                    facts.setdefault(eid, {}).update({"phases": "1", "rate_unit": "W"})
+                else:
+                    facts.setdefault(eid, {})["phases"] = str(phases)
         except (TypeError, ValueError):
             continue
     return facts

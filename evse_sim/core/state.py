@@ -60,7 +60,7 @@ class StationState:
         self.device = DeviceModel.default(
             self.id,
             [e.max_power_w for e in config.evses],
-            [e.phases for e in config.evses],
+            [0 if e.kind.value == "DC" else e.phases for e in config.evses],  # OCPP 2.0.1: 0 = DC
             security_profile,
             config.heartbeat_s,
             config.tx_updated_interval_s,

@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from evfleet.clock import Clock
+from evse_sim.iso15118.dc import ev_request, evse_answer, evse_limit_w
 from evse_sim.iso15118.hlc import HlcStationPort
 from evse_sim.iso15118.messages import (
     AcEvChargeParameter,
     ChargeParameterDiscoveryReq,
+    DcEvChargeParameter,
     EnergyTransferMode,
     EvNeeds,
     PMaxScheduleEntry,
@@ -118,6 +120,23 @@ def tuples_from_json(data: list[dict[str, Any]]) -> tuple[SAScheduleTuple, ...]:
 def needs_from_josev(data: dict[str, Any], phases: int) -> ChargeParameterDiscoveryReq:
     """The SECC runner's view of the EV's ChargeParameterDiscoveryReq -> our message."""
     mode = str(data.get("energy_mode") or "AC_three_phase").removesuffix("_core")
+    if mode.startswith("DC"):
+        dc = data.get("dc") or {}
+
+        def num(value: Any) -> float | None:
+            return None if value is None else float(value)
+
+        def pct(value: Any) -> int | None:
+            return None if value is None else int(value)
+
+        return ChargeParameterDiscoveryReq(
+            EnergyTransferMode.DC,
+            DcEvChargeParameter(
+                data.get("departure_time_s"), float(data.get("e_amount_wh") or 0),
+                float(data.get("ev_max_voltage_v") or 0), float(data.get("ev_max_current_a") or 0), 0.0,
+                num(dc.get("max_power_w")), pct(dc.get("soc")), num(dc.get("capacity_wh")),
+                pct(dc.get("full_soc")), pct(dc.get("bulk_soc"))),
+            data.get("max_entries"))
     return ChargeParameterDiscoveryReq(
         EnergyTransferMode(mode) if mode in EnergyTransferMode._value2member_map_ else
         (EnergyTransferMode.AC_SINGLE_PHASE if phases == 1 else EnergyTransferMode.AC_THREE_PHASE),
@@ -139,10 +158,21 @@ class _Conn:
 
 
 class JosevHlc:
-    """One EVSE with real ISO 15118-2: Josev SECC + Josev EVCC in a namespace, bridged to the station."""
+    """One EVSE with real ISO 15118-2: Josev SECC + Josev EVCC in a namespace, bridged to the station.
+
+    AC: the TxProfile reaches the EV as an SAScheduleList, again by renegotiation when it changes.
+    DC (`dc=True`): the first SAScheduleList likewise; then each CurrentDemand cycle carries the
+    TxProfile's limit now as EVSEMaxPowerLimit, and the EV draws what CurrentDemand grants
+    (`evse_sim/iso15118/dc.py`); no renegotiation (Josev's DC EVCC cannot).
+    """
 
     def __init__(self, port: HlcStationPort, clock: Clock, config: SeccConfig, name: str | None = None,
-                 workdir: Path | None = None, capability: Capability | None = None) -> None:
+                 workdir: Path | None = None, capability: Capability | None = None, dc: bool = False) -> None:
+        self.dc = dc
+        self.dc_granted_w: float | None = None  # DC: what the last CurrentDemand cycle delivers (W)
+        self.dc_limit_w: float | None = None  # DC: the EVSE limit the SECC reported last
+        self.dc_ev_limit_w: float | None = None  # DC: the EVSEMaxPowerLimit the EV decoded last
+        self.dc_cycles = 0
         self.port = port
         self.clock = clock
         self.config = config
@@ -175,6 +205,7 @@ class JosevHlc:
         self.meter: Callable[[], float | None] | None = None  # EVSE energy register (Wh)
         self.needs_source: Callable[[], EvNeeds | None] | None = None  # what the EV still needs, now
         self.failed = False  # the HLC session failed: the EV dropped its plan (basic charging)
+        self.restarts = 0  # failed sessions the EVCC replaced by a new one that reached PowerDelivery
         self.state = "idle"
         self.plan: EvPlan | None = None
         self.plan_time_base = 0.0
@@ -204,7 +235,8 @@ class JosevHlc:
         await self.holder.start()
         lim = self.config.limits
         argv = runner_argv("secc", self.socket_path, [(self.name, self.iface_secc)],
-                           evse_max_power_w=lim.evse_max_power_w, voltage_v=lim.voltage_v, phases=lim.phases)
+                           evse_max_power_w=lim.evse_max_power_w, voltage_v=lim.voltage_v, phases=lim.phases,
+                           kind="DC" if self.dc else "AC")
         await _stagger.wait()
         await self.holder.spawn(argv, self.workdir / "secc.log")
         try:
@@ -225,6 +257,7 @@ class JosevHlc:
         self.profile = None
         self.offered_version = -1
         self._renegotiation_pending = False
+        self.dc_granted_w = self.dc_limit_w = self.dc_ev_limit_w = None
         self._evcc_ready.clear()
         self._spawn_task(self._start_evcc())
 
@@ -248,6 +281,8 @@ class JosevHlc:
         self._record("tx_profile", {"version": self.profile_version})
         if self.state == "waiting_schedule":
             self._profile_event.set()
+        elif self.dc:
+            self.offered_version = self.profile_version  # reaches the EV in the next CurrentDemandRes
         elif self.state in ("offered", "charging") and self._secc is not None:
             if offered is not None and self._same_offer(offered, profile):
                 self.offered_version = self.profile_version  # same SAScheduleList: nothing to renegotiate
@@ -267,7 +302,7 @@ class JosevHlc:
         req = self.last_needs
         departure, max_entries = None, None
         if req is not None:
-            departure = req.ac_ev_charge_parameter.departure_time_s
+            departure = req.ev_charge_parameter.departure_time_s
             if departure:
                 departure = max(1, int(departure - (self.clock.timestamp() - self.needs_received_at)))
             max_entries = req.max_entries_sa_schedule_tuple
@@ -287,7 +322,12 @@ class JosevHlc:
             self._evcc.send({"op": "stop"})
 
     def ev_limit_w(self, now_s: float) -> float | None:
-        """What the EV's own plan lets it draw at clock time `now_s` (None before a plan)."""
+        """What the EV's own plan lets it draw at clock time `now_s` (None before a plan).
+
+        DC: what the last CurrentDemand cycle delivers (0 before CurrentDemand and after it ended,
+        also after a failure: a DC EV cannot charge without its HLC session)."""
+        if self.dc:
+            return (self.dc_granted_w or 0.0) if self.state == "charging" and not self.failed else 0.0
         if self.plan is None or self.failed:
             return None
         return profile_power_at(self.plan.profile, now_s - self.plan_time_base)
@@ -349,6 +389,10 @@ class JosevHlc:
             result = self._plan(tuples_from_json(msg["tuples"]))
         elif op == "continue":
             result = not self.stop_requested
+        elif op == "dc_demand":
+            result = self._dc_demand(msg)
+        elif op == "dc_state":
+            result = self._dc_state(msg.get("evse_limit_w"))
         else:
             self.errors.append(f"unknown bridge request {op!r}")
             result = None
@@ -376,7 +420,7 @@ class JosevHlc:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._profile_event.wait(), self.config.schedule_wait_s)
             self._record("schedule_wait", {"waited_s": round(time.monotonic() - started, 3)})
-        departure = req.ac_ev_charge_parameter.departure_time_s
+        departure = req.ev_charge_parameter.departure_time_s
         self.offered_at = self.clock.timestamp()
         if self.profile is not None:  # a new profile, or (same request / none in time) the current one
             tuples = profile_to_sa_schedules(self.profile, self.clock.now(), self.config.limits, departure,
@@ -392,6 +436,34 @@ class JosevHlc:
         self._record("offered", {"default": self.offered_version == -1, "tuples": tuples_to_json(tuples)})
         return tuples
 
+    def _dc_demand(self, msg: dict[str, Any]) -> dict[str, float]:
+        """The SECC's PreCharge/CurrentDemand cycle: the EVSE limit now and what it delivers."""
+        limit_w = evse_limit_w(self.profile, self.clock.now(), self.config.limits)
+        answer = evse_answer(limit_w, float(msg.get("target_voltage_v") or 0),
+                             float(msg.get("target_current_a") or 0), bool(msg.get("precharge")))
+        if not msg.get("precharge"):
+            self.dc_cycles += 1
+            if self.state != "charging" and self.state != "stopped":
+                self.state = "charging"
+            changed = self.dc_granted_w is None or abs(answer.delivered_w - self.dc_granted_w) > 1.0 \
+                or self.dc_limit_w is None or abs(limit_w - self.dc_limit_w) > 1.0
+            self.dc_granted_w = answer.delivered_w
+            if changed:
+                self._record("dc_demand", {"limit_w": round(limit_w, 1),
+                                           "target_w": round(answer.target_w, 1),
+                                           "delivered_w": round(answer.delivered_w, 1)})
+        self.dc_limit_w = limit_w
+        return answer.to_json()
+
+    def _dc_state(self, ev_seen_limit_w: float | None) -> dict[str, Any]:
+        """The EV's next CurrentDemandReq targets, given the EVSE limit it decoded last."""
+        fresh = self.needs_source() if self.needs_source is not None else None
+        if fresh is not None:
+            self.needs, self.needs_set_at = fresh, self.clock.timestamp()
+        if self.needs is None or self.needs.dc is None:
+            raise Iso15118UnavailableError("a DC EVCC asked for its state without DC needs")
+        return ev_request(self.needs, ev_seen_limit_w, self.stop_requested)
+
     def _ev_params(self) -> dict[str, Any]:
         fresh = self.needs_source() if self.needs_source is not None else None
         if fresh is not None:  # the EV reports what it still needs, departure from now
@@ -399,9 +471,15 @@ class JosevHlc:
         n = self.needs
         if n is None:
             raise Iso15118UnavailableError("EVCC asked for needs before the EV plugged in")
-        return {"departure_time_s": self._departure_left_s(), "e_amount_wh": n.energy_wh,
-                "ev_max_current_a": n.ev_max_current_a, "ev_min_current_a": n.ev_min_current_a,
-                "ev_max_voltage_v": n.ev_max_voltage_v}
+        params: dict[str, Any] = {
+            "departure_time_s": self._departure_left_s(), "e_amount_wh": n.energy_wh,
+            "ev_max_current_a": n.ev_max_current_a, "ev_min_current_a": n.ev_min_current_a,
+            "ev_max_voltage_v": n.ev_max_voltage_v}
+        if n.dc is not None:
+            params["dc"] = {"max_power_w": n.dc.ev_max_power_w, "soc": n.dc.soc_pct,
+                            "capacity_wh": n.dc.ev_energy_capacity_wh, "full_soc": n.dc.full_soc_pct,
+                            "voltage_v": n.dc.dc_voltage_v}
+        return params
 
     def _departure_left_s(self) -> int | None:
         """Seconds to departure now (the needs give it relative to when they were set)."""
@@ -426,11 +504,22 @@ class JosevHlc:
 
     def _on_notice(self, role: str, msg: dict[str, Any]) -> None:
         op = msg.get("op", "")
+        if op == "dc_res":  # each CurrentDemandRes the EV decoded: record only limit changes
+            seen = msg.get("limit_w")
+            last = self.dc_ev_limit_w
+            if seen is not None and (last is None or abs(float(seen) - last) > 1.0):
+                self._record("dc_ev_limit", {"limit_w": float(seen)})
+            self.dc_ev_limit_w = None if seen is None else float(seen)
+            return
         self._record(op, msg)
         if op == "power_delivery":
             progress = msg.get("charge_progress")
             if progress == "Start":
                 self.state = "charging"
+                if self.failed:  # Josev's EVCC started a new HLC session by itself (SDP again)
+                    self.failed = False
+                    self.restarts += 1
+                    self._record("hlc_recovered", {"restarts": self.restarts})
                 if msg.get("entries"):
                     profile = tuple(ProfileEntry(int(s), float(w)) for s, w in msg["entries"])
                     time_base = datetime.fromtimestamp(self.offered_at, UTC)
@@ -438,7 +527,7 @@ class JosevHlc:
                                                   profile)
                     self.schedules_sent += 1
                     self._spawn_task(self.port.notify_ev_charging_schedule(self.config.evse_id, payload))
-                if self.profile is not None and self.profile_version != self.offered_version:
+                if not self.dc and self.profile is not None and self.profile_version != self.offered_version:
                     # a profile came between the offer and PowerDelivery: renegotiate at once
                     self._renegotiate()
             elif progress == "Renegotiate":

@@ -39,6 +39,7 @@ import time
 from typing import Any
 
 if __package__:  # imported as a package module (the main venv's tools)
+    from evse_sim.iso15118.josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states
     from evse_sim.iso15118.josev_wire import (
         BRIDGE_TIMEOUT_S,
         BridgeClient,
@@ -49,6 +50,7 @@ if __package__:  # imported as a package module (the main venv's tools)
         tuples_to_josev,
     )
 else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
+    from josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states  # type: ignore[no-redef]
     from josev_wire import (  # type: ignore[no-redef]
         BRIDGE_TIMEOUT_S,
         BridgeClient,
@@ -67,8 +69,9 @@ PROTOCOL = os.environ.get("EVFLEET_JOSEV_PROTOCOL", "ISO_15118_2")
 
 # --- SECC side ------------------------------------------------------------------------
 def make_secc_controller(bridge: BridgeClient, evse_max_power_w: float, voltage_v: float,
-                         phases: int) -> Any:
-    """A SimEVSEController whose schedule, status and EV-profile hooks go through the bridge."""
+                         phases: int, dc: bool = False) -> Any:
+    """A SimEVSEController whose schedule, status and EV-profile hooks go through the bridge
+    (DC: the DC hooks of `josev_dc.dc_secc_class` on top)."""
     from iso15118.secc.controller.simulator import SimEVSEController
     from iso15118.shared.messages.datatypes import (
         EVSENotification,
@@ -127,7 +130,9 @@ def make_secc_controller(bridge: BridgeClient, evse_max_power_w: float, voltage_
             bridge.notify("session_ended", state=str(current_state), reason=str(reason))
             await super().session_ended(current_state, reason)
 
-    controller = BridgedEVSEController()
+    cls = dc_secc_class(BridgedEVSEController, bridge, evse_max_power_w, voltage_v, BRIDGE_TIMEOUT_S) \
+        if dc else BridgedEVSEController
+    controller = cls()
 
     def on_push(msg: dict) -> None:
         if msg.get("op") == "renegotiate":
@@ -222,7 +227,8 @@ async def run_secc(args: argparse.Namespace) -> None:
         name, iface = port.split("=", 1)
         bridge = BridgeClient(args.bridge, "secc", name)
         await bridge.connect()
-        controller = make_secc_controller(bridge, args.evse_max_power_w, args.voltage_v, args.phases)
+        controller = make_secc_controller(bridge, args.evse_max_power_w, args.voltage_v, args.phases,
+                                          dc=args.kind == "DC")
         controller.bridge_power_delivery = _power_delivery_forwarder(bridge)
         await controller.set_status(ServiceStatus.STARTING)
         config = Config()
@@ -233,7 +239,9 @@ async def run_secc(args: argparse.Namespace) -> None:
 
 
 def _iso_mode(mode: str) -> str:
-    """OCPP energy transfer mode (AC_three_phase) -> ISO 15118-2 name (AC_three_phase_core)."""
+    """OCPP energy transfer mode -> ISO 15118-2 name (AC_three_phase_core; DC -> DC_extended, CCS)."""
+    if mode.startswith("DC"):
+        return "DC_extended"
     return mode if mode.endswith("_core") else f"{mode}_core"
 
 
@@ -294,7 +302,8 @@ def make_evcc_controller(bridge: BridgeClient, evcc_config: Any) -> Any:
         async def charge_loop_delay(self) -> int:
             return 1
 
-    controller = BridgedEVController()
+    dc = str(evcc_config.energy_transfer_mode.value).startswith("DC")
+    controller = (dc_ev_class(BridgedEVController, bridge, BRIDGE_TIMEOUT_S) if dc else BridgedEVController)()
 
     def on_push(msg: dict) -> None:
         if msg.get("op") == "stop":
@@ -309,13 +318,16 @@ async def run_evcc(args: argparse.Namespace) -> None:
     from iso15118.evcc.evcc_config import EVCCConfig
     from iso15118.shared.exificient_exi_codec import ExificientEXICodec
 
+    patch_evcc_states()
     codec = ExificientEXICodec()
     quiet_josev_logs()
     log.info("EVCC codec warm-up took %.2f s", warm_up_codec(codec))
     name, iface = args.port[0].split("=", 1)
+    dc = args.energy_mode.startswith("DC")
     bridge = BridgeClient(args.bridge, "evcc", name)
     await bridge.connect()
-    config = EVCCConfig(**{"supportedProtocols": [PROTOCOL], "supportedEnergyServices": ["AC"],
+    config = EVCCConfig(**{"supportedProtocols": [PROTOCOL],
+                           "supportedEnergyServices": ["DC" if dc else "AC"],
                            "useTls": False, "enforceTls": False, "isCertInstallNeeded": False,
                            "energyTransferMode": _iso_mode(args.energy_mode), "sdpRetryCycles": 5,
                            "chargeLoopCycle": 1000000, "chargeLoopDelay": 1})
@@ -437,6 +449,7 @@ def main() -> None:
         p.add_argument("--voltage-v", type=float, default=230.0)
         p.add_argument("--phases", type=int, default=3)
         p.add_argument("--energy-mode", default="AC_three_phase")
+        p.add_argument("--kind", default="AC", choices=("AC", "DC"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cmd == "netns":

@@ -142,6 +142,21 @@ def tuples_from_josev(tuples: list[Any]) -> list[dict]:
 
 def needs_from_context(ev_data_context: Any, departure_time: int, max_schedule_entries: Any) -> dict:
     """The EV's charging needs, as Josev's SECC holds them, in the bridge's JSON form."""
+    mode = str(getattr(ev_data_context.selected_energy_mode, "value", "AC_three_phase"))
+    if mode.startswith("DC"):
+        dc = ev_data_context.rated_limits.dc_limits
+        return {
+            "departure_time_s": departure_time or None,
+            "e_amount_wh": ev_data_context.target_energy_request,
+            "ev_max_current_a": dc.max_charge_current,
+            "ev_min_current_a": 0,
+            "ev_max_voltage_v": dc.max_voltage,
+            "energy_mode": mode,
+            "max_entries": max_schedule_entries,
+            "dc": {"max_power_w": dc.max_charge_power, "soc": ev_data_context.present_soc,
+                   "capacity_wh": ev_data_context.total_battery_capacity,
+                   "full_soc": ev_data_context.max_soc, "bulk_soc": ev_data_context.bulk_soc},
+        }
     limits = ev_data_context.rated_limits.ac_limits
     return {
         "departure_time_s": departure_time or None,

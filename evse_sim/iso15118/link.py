@@ -22,7 +22,7 @@ from evfleet.clock import Clock
 from evfleet.isotime import parse_iso
 from evse_sim.hlc import BasicHlc, HlcContext, charging_needs_from_ev
 from evse_sim.iso15118.hlc import ModelledHlc
-from evse_sim.iso15118.messages import EvNeeds
+from evse_sim.iso15118.messages import DcNeeds, EvNeeds
 from evse_sim.iso15118.schedules import SecLimits
 from evse_sim.iso15118.session import FollowPlan, SeccConfig, SessionEnded
 
@@ -58,11 +58,20 @@ class StationPort:
 
 
 def ev_needs(ctx: HlcContext, max_entries: int | None = 24) -> EvNeeds:
-    """The EV's needs for the ISO 15118 model, from the station's view of the EV (AC)."""
+    """The EV's needs for the ISO 15118 model, from the station's view of the EV (AC or DC)."""
     needs = charging_needs_from_ev(ctx, max_entries or 24)
-    ac = needs["ac_charging_parameters"]
     departure = parse_iso(needs["departure_time"])
     departure_s = int((departure - ctx.now).total_seconds())
+    if "dc_charging_parameters" in needs:
+        dc = needs["dc_charging_parameters"]
+        return EvNeeds(departure_time_s=departure_s if departure_s > 0 else None,
+                       energy_wh=float(dc["energy_amount"]), ev_max_current_a=float(dc["ev_max_current"]),
+                       ev_min_current_a=0.0, ev_max_voltage_v=float(dc["ev_max_voltage"]), phases=1,
+                       voltage_v=ctx.evse.voltage_v, max_entries_sa_schedule_tuple=max_entries,
+                       evcc_id=f"EVCC{ctx.ev.spec.ev_id}"[:20],
+                       dc=DcNeeds(float(dc["ev_max_power"]), int(dc["state_of_charge"]),
+                                  float(dc["ev_energy_capacity"]), int(dc["full_soc"]), ctx.evse.voltage_v))
+    ac = needs["ac_charging_parameters"]
     phases = min(ctx.ev.spec.ac_phases, ctx.evse.phases)
     return EvNeeds(departure_time_s=departure_s if departure_s > 0 else None,
                    energy_wh=float(ac["energy_amount"]),
@@ -197,7 +206,7 @@ class JosevHlcLink:
         self.open_timeout_s = open_timeout_s  # a JVM start + codec warm-up takes 5-60 s, more under load
         self.sessions: dict[int, JosevHlc] = {}
         self._followers: dict[int, _Follower] = {}
-        self._basic = BasicHlc()  # DC EVSEs: the bridge drives AC only (docs/iso15118.md)
+        self._basic = BasicHlc()  # EVs on an EVSE without a Josev SECC (before `open`)
 
     async def open(self, station: SimStation) -> None:
         """Start one namespace, veth pair and Josev SECC per EVSE of `station` (raises if impossible)."""
@@ -207,8 +216,6 @@ class JosevHlcLink:
 
         for evse_id, st in station.evses.items():
             spec = st.spec
-            if spec.kind.value != "AC":
-                continue
             cfg = secc_config(evse_id, spec.max_power_w, spec.voltage_v, spec.phases, self.schedule_wait_s,
                               True)
             workdir = None
@@ -216,20 +223,22 @@ class JosevHlcLink:
                 workdir = Path(self.workdir) / f"{station.id}-{evse_id}"
                 workdir.mkdir(parents=True, exist_ok=True)
             hlc = JosevHlc(StationPort(station.core), station.clock, cfg, name=f"{station.id}-{evse_id}",
-                           workdir=workdir)
+                           workdir=workdir, dc=spec.kind.value == "DC")
             self.sessions[evse_id] = hlc
             await hlc.open(self.open_timeout_s)
 
     def on_plug_in(self, ctx: HlcContext) -> None:
-        """Spawn the EV's Josev EVCC on the EVSE's veth pair (DC EVSEs, or before `open`: needs only)."""
+        """Spawn the EV's Josev EVCC (AC or DC) on the EVSE's veth pair (before `open`: needs only)."""
         hlc = self.sessions.get(ctx.evse_id)
-        if hlc is None or ctx.evse.kind.value != "AC":
+        if hlc is None:
             self._basic.on_plug_in(ctx)
             return
         station, evse_id = ctx.station, ctx.evse_id
         follower = _Follower(station, evse_id, station.clock, hlc)
         self._followers[evse_id] = follower
-        hlc.on_event = lambda kind, data: follower.poke() if kind in ("ev_plan", "hlc_failed") else None
+        # a new plan, a DC cycle that grants another power, the session stopping or failing
+        wake = ("ev_plan", "hlc_failed", "dc_demand", "power_delivery", "session_ended")
+        hlc.on_event = lambda kind, data: follower.poke() if kind in wake else None
         hlc.meter = meter_of(station, evse_id)
         hlc.needs_source = needs_source(station, evse_id, None)
         hlc.start(ev_needs(ctx, None))

@@ -50,10 +50,12 @@ class ChargeProgress(StrEnum):
 
 
 class EnergyTransferMode(StrEnum):
-    """EnergyTransferModeType (AC part); values match OCPP's EnergyTransferModeEnumType."""
+    """EnergyTransferModeType; values match OCPP's EnergyTransferModeEnumType (ISO 15118-2's
+    DC_extended/DC_core/DC_combo_core/DC_unique are all OCPP "DC")."""
 
     AC_SINGLE_PHASE = "AC_single_phase"
     AC_THREE_PHASE = "AC_three_phase"
+    DC = "DC"
 
 
 # --- schedule data ---------------------------------------------------------------------
@@ -124,14 +126,31 @@ class ProfileEntry:
 
 
 @dataclass(frozen=True)
-class AcEvChargeParameter:
-    """AC_EVChargeParameter: what the EV needs (departure relative to the request)."""
+class EvChargeParameter:
+    """What the EV needs, common to AC and DC (departure relative to the request)."""
 
     departure_time_s: int | None
     e_amount_wh: float
     ev_max_voltage_v: float
     ev_max_current_a: float
     ev_min_current_a: float
+
+
+@dataclass(frozen=True)
+class AcEvChargeParameter(EvChargeParameter):
+    """AC_EVChargeParameter."""
+
+
+@dataclass(frozen=True)
+class DcEvChargeParameter(EvChargeParameter):
+    """DC_EVChargeParameter: adds the EV's power limit, state of charge and battery capacity
+    (`e_amount_wh` is EVEnergyRequest, `ev_min_current_a` is 0: DC has no minimum)."""
+
+    ev_max_power_w: float | None = None
+    soc_pct: int | None = None
+    ev_energy_capacity_wh: float | None = None
+    full_soc_pct: int | None = None
+    bulk_soc_pct: int | None = None
 
 
 @dataclass(frozen=True)
@@ -194,10 +213,10 @@ class AuthorizationRes:
 
 @dataclass(frozen=True)
 class ChargeParameterDiscoveryReq:
-    """ChargeParameterDiscoveryReq with the EV's needs."""
+    """ChargeParameterDiscoveryReq with the EV's needs (AC or DC parameters)."""
 
     requested_energy_transfer_mode: EnergyTransferMode
-    ac_ev_charge_parameter: AcEvChargeParameter
+    ev_charge_parameter: AcEvChargeParameter | DcEvChargeParameter
     max_entries_sa_schedule_tuple: int | None = None
 
 
@@ -279,13 +298,29 @@ class EvNeeds:
     max_entries_sa_schedule_tuple: int | None = 24
     evcc_id: str = "EVCC000001"
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    dc: DcNeeds | None = None  # set for a DC EV on a DC EVSE
 
     @property
     def ev_max_power_w(self) -> float:
-        """Maximum AC power the EV can draw, W."""
+        """Maximum power the EV can draw, W (DC: its announced power limit)."""
+        if self.dc is not None:
+            return self.dc.ev_max_power_w
         return a_to_w(self.ev_max_current_a, self.phases, self.voltage_v)
 
     @property
     def energy_transfer_mode(self) -> EnergyTransferMode:
-        """AC mode matching the EV's phases."""
+        """DC, or the AC mode matching the EV's phases."""
+        if self.dc is not None:
+            return EnergyTransferMode.DC
         return EnergyTransferMode.AC_SINGLE_PHASE if self.phases == 1 else EnergyTransferMode.AC_THREE_PHASE
+
+
+@dataclass(frozen=True)
+class DcNeeds:
+    """The DC part of a simulated EV's needs (DC_EVChargeParameter, DC_EVStatus)."""
+
+    ev_max_power_w: float
+    soc_pct: int
+    ev_energy_capacity_wh: float
+    full_soc_pct: int
+    dc_voltage_v: float = 400.0  # the battery voltage the EV asks for in PreCharge/CurrentDemand

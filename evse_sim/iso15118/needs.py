@@ -8,7 +8,8 @@ new request: the station forwards NotifyEVChargingNeeds only when the request it
 `is_new_request(reference, req, now_s, meter_wh)` compares with the request the station last
 forwarded (`NeedsReference`: the message, the clock time it came, the EVSE meter then):
 
-- the energy transfer mode, MaxEntriesSAScheduleTuple, or the EV's current/voltage limits changed;
+- the energy transfer mode, MaxEntriesSAScheduleTuple, or the EV's current/voltage (DC: and power)
+  limits changed (a DC EV's state of charge rises as it charges: that is not a change);
 - a departure appeared or disappeared, or the absolute departure (arrival time of the message +
   seconds left) moved by more than `DEPARTURE_TOLERANCE_S`;
 - the energy differs from what is left of the referenced request (its amount minus what the
@@ -24,12 +25,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evse_sim.iso15118.messages import ChargeParameterDiscoveryReq
+from evse_sim.iso15118.messages import ChargeParameterDiscoveryReq, DcEvChargeParameter, EvChargeParameter
 
 DEPARTURE_TOLERANCE_S = 120.0
 ENERGY_TOLERANCE_WH = 500.0
 ENERGY_TOLERANCE_SHARE = 0.05
 CURRENT_TOLERANCE_A = 0.5
+MAX_POWER_TOLERANCE_W = 100.0  # DC: the EV's power limit (the csms uses the same tolerance)
+
+
+def _max_power_w(param: EvChargeParameter) -> float:
+    return (param.ev_max_power_w or 0.0) if isinstance(param, DcEvChargeParameter) else 0.0
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,13 @@ def is_new_request(ref: NeedsReference | None, req: ChargeParameterDiscoveryReq,
     """True when `req` (received at clock time `now_s`, EVSE meter `meter_wh`) is a new request."""
     if ref is None:
         return True
-    old, new = ref.req.ac_ev_charge_parameter, req.ac_ev_charge_parameter
+    old, new = ref.req.ev_charge_parameter, req.ev_charge_parameter
     if (ref.req.requested_energy_transfer_mode != req.requested_energy_transfer_mode
             or ref.req.max_entries_sa_schedule_tuple != req.max_entries_sa_schedule_tuple
             or abs(old.ev_max_current_a - new.ev_max_current_a) > CURRENT_TOLERANCE_A
             or abs(old.ev_min_current_a - new.ev_min_current_a) > CURRENT_TOLERANCE_A
-            or abs(old.ev_max_voltage_v - new.ev_max_voltage_v) > 1.0):
+            or abs(old.ev_max_voltage_v - new.ev_max_voltage_v) > 1.0
+            or abs(_max_power_w(old) - _max_power_w(new)) > MAX_POWER_TOLERANCE_W):
         return True
     if (old.departure_time_s is None) != (new.departure_time_s is None):
         return True

@@ -23,6 +23,7 @@ from evfleet.isotime import format_iso_z, parse_iso
 from evfleet.profile import a_to_w
 from evse_sim.iso15118.messages import (
     ChargeParameterDiscoveryReq,
+    DcEvChargeParameter,
     PMaxScheduleEntry,
     ProfileEntry,
     SalesTariff,
@@ -49,18 +50,26 @@ def _parse_time(value: str) -> datetime:
 
 def needs_payload(evse_id: int, req: ChargeParameterDiscoveryReq, received_at: datetime) -> dict[str, Any]:
     """NotifyEVChargingNeeds request payload (camelCase) for the EV's ChargeParameterDiscoveryReq."""
-    ac = req.ac_ev_charge_parameter
-    needs: dict[str, Any] = {
-        "requestedEnergyTransfer": req.requested_energy_transfer_mode.value,
-        "acChargingParameters": {
-            "energyAmount": int(round(ac.e_amount_wh)),
-            "evMinCurrent": int(round(ac.ev_min_current_a)),
-            "evMaxCurrent": int(round(ac.ev_max_current_a)),
-            "evMaxVoltage": int(round(ac.ev_max_voltage_v)),
-        },
-    }
-    if ac.departure_time_s:
-        needs["departureTime"] = _iso(received_at + timedelta(seconds=ac.departure_time_s))
+    ev = req.ev_charge_parameter
+    needs: dict[str, Any] = {"requestedEnergyTransfer": req.requested_energy_transfer_mode.value}
+    if isinstance(ev, DcEvChargeParameter):
+        dc: dict[str, Any] = {"evMaxCurrent": int(round(ev.ev_max_current_a)),
+                              "evMaxVoltage": int(round(ev.ev_max_voltage_v)),
+                              "energyAmount": int(round(ev.e_amount_wh))}
+        optional = {"evMaxPower": ev.ev_max_power_w, "stateOfCharge": ev.soc_pct,
+                    "evEnergyCapacity": ev.ev_energy_capacity_wh, "fullSoC": ev.full_soc_pct,
+                    "bulkSoC": ev.bulk_soc_pct}
+        dc.update({k: int(round(v)) for k, v in optional.items() if v is not None})
+        needs["dcChargingParameters"] = dc
+    else:
+        needs["acChargingParameters"] = {
+            "energyAmount": int(round(ev.e_amount_wh)),
+            "evMinCurrent": int(round(ev.ev_min_current_a)),
+            "evMaxCurrent": int(round(ev.ev_max_current_a)),
+            "evMaxVoltage": int(round(ev.ev_max_voltage_v)),
+        }
+    if ev.departure_time_s:
+        needs["departureTime"] = _iso(received_at + timedelta(seconds=ev.departure_time_s))
     payload: dict[str, Any] = {"evseId": evse_id, "chargingNeeds": needs}
     if req.max_entries_sa_schedule_tuple:
         payload["maxScheduleTuples"] = req.max_entries_sa_schedule_tuple

@@ -217,7 +217,7 @@ class SeccSession:
 
     def _offer(self, now_s: float, from_profile: bool) -> list[Command]:
         assert self.needs is not None
-        ac = self.needs.ac_ev_charge_parameter
+        ac = self.needs.ev_charge_parameter
         departure = ac.departure_time_s
         if departure:
             departure = max(1, int(departure - (now_s - self.needs_at)))
@@ -257,7 +257,7 @@ class SeccSession:
         assert self.profile is not None
         departure, max_entries = None, None
         if self.needs is not None:
-            departure = self.needs.ac_ev_charge_parameter.departure_time_s
+            departure = self.needs.ev_charge_parameter.departure_time_s
             if departure:
                 departure = max(1, int(departure - (now_s - self.needs_at)))
             max_entries = self.needs.max_entries_sa_schedule_tuple

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from csms.app import CsmsNode, running_csms
 from csms.settings import CsmsSettings
 from csms.store.provisioning import provision_station
-from evfleet.clock import Clock, RealClock
+from evfleet.clock import Clock, RealClock, ScaledClock
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
 from optimizer.worker import OptimizerWorker, WorkerConfig
@@ -24,6 +25,17 @@ from optimizer.worker import OptimizerWorker, WorkerConfig
 PASSWORD = "iso15118-test-pass"
 SITE = "depot"
 KEYS = Keys("evfleet")
+
+
+class SteppedClock(ScaledClock):
+    """A test's one clock: real time while the Josev JVMs start (their start-up takes 1-3 min of
+    real time under load and must not eat simulated hours), then faster. Every component holds
+    this same object, so all agree on "now" across the change."""
+
+    def set_speed(self, speed: float) -> None:
+        """Continue from now at `speed` simulated seconds per real second."""
+        now = self.timestamp()
+        self._sim_anchor, self._real_anchor, self._speed = now, time.time(), float(speed)
 
 
 @dataclass

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from evfleet.clock import ScaledClock
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.iso15118.bridge import JosevHlc
 from evse_sim.iso15118.link import JosevHlcLink
 from evse_sim.iso15118.netns import check
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, Loop, csms_loop
+from tests.iso15118.conftest import KEYS, PASSWORD, Loop, SteppedClock, csms_loop
 from tests.waiting import until
 
 CAP = check()
@@ -38,17 +36,6 @@ pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(600),
               pytest.mark.skipif(not CAP.ok, reason=CAP.explain())]
 SPEED = 60.0
 PEAK, CHEAP = 0.40, 0.10
-
-
-class SteppedClock(ScaledClock):
-    """The test's one clock: real time while the Josev JVMs start (their start-up takes 1-3 min of
-    real time under load and must not eat simulated hours), then `SPEED`x. Every component holds
-    this same object, so all agree on "now" across the change."""
-
-    def set_speed(self, speed: float) -> None:
-        """Continue from now at `speed` simulated seconds per real second."""
-        now = self.timestamp()
-        self._sim_anchor, self._real_anchor, self._speed = now, time.time(), float(speed)
 
 
 def _cheapest_window(received: list[dict[str, object]]) -> list[tuple[int, int]]:

@@ -71,7 +71,7 @@ def test_bridge_tuple_json_roundtrip_and_needs_mapping() -> None:
                             "ev_min_current_a": 6, "ev_max_voltage_v": 400,
                             "energy_mode": "AC_single_phase_core", "max_entries": 12}, phases=3)
     assert req.requested_energy_transfer_mode == EnergyTransferMode.AC_SINGLE_PHASE
-    assert req.ac_ev_charge_parameter.departure_time_s == 7200 and req.max_entries_sa_schedule_tuple == 12
+    assert req.ev_charge_parameter.departure_time_s == 7200 and req.max_entries_sa_schedule_tuple == 12
 
 
 async def test_no_hlc_session_for_ev_without_hlc() -> None:

@@ -1,0 +1,24 @@
+"""NotifyReport EVSE facts: a DC EVSE (OCPP 2.0.1 `EVSE.SupplyPhases` 0) gets its profiles in W."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from csms.protocol.provisioning import evse_facts_from_report
+from evfleet.records import EvseRecord
+
+
+def _item(evse_id: int, name: str, actual: str, **chars: Any) -> dict[str, Any]:
+    return {"component": {"name": "EVSE", "evse": {"id": evse_id}}, "variable": {"name": name},
+            "variableAttribute": [{"type": "Actual", "value": actual}],
+            "variableCharacteristics": {"dataType": "integer", "supportsMonitoring": False, **chars}}
+
+
+def test_dc_evse_gets_watts_ac_evse_keeps_its_phases_and_amperes() -> None:
+    facts = evse_facts_from_report([_item(1, "SupplyPhases", "3"), _item(2, "SupplyPhases", "0"),
+                                    _item(2, "Power", "0", maxLimit=50000)])
+    assert facts[1] == {"phases": "3"}
+    assert facts[2] == {"phases": "1", "rate_unit": "W", "max_power_w": "50000.0"}
+    ac, dc = EvseRecord.decode(facts[1]), EvseRecord.decode(facts[2])
+    assert (ac.rate_unit, ac.phases) == ("A", 3)
+    assert (dc.rate_unit, dc.phases, dc.max_power_w) == ("W", 1, 50000.0)
