@@ -179,8 +179,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
-    """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause."""
-    out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0}
+    """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause;
+    longest gen-0/gen-1 pause, longest event-loop lag observed (`evfleet_event_loop_lag_seconds`
+    bucket bound), slow callbacks logged (nodes run with `slow_callback_ms`)."""
+    out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0, "gen0_max_ms": 0.0,
+           "gen1_max_ms": 0.0, "slow_callbacks": 0.0}
     for url in metrics_urls:
         try:
             reply = httpx.get(url, timeout=30)
@@ -189,6 +192,12 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
         if reply is None or reply.status_code != 200:  # a node too busy: no figure, not a wrong one
             return {k: float("nan") for k in out}
         for line in reply.text.splitlines():
+            if line.startswith("evfleet_event_loop_slow_callbacks_total"):
+                out["slow_callbacks"] += float(line.rsplit(" ", 1)[1])
+            for young in ("0", "1"):
+                if line.startswith(f'evfleet_gc_pause_max_seconds{{generation="{young}"}}'):
+                    pause_ms = float(line.rsplit(" ", 1)[1]) * 1000
+                    out[f"gen{young}_max_ms"] = max(out[f"gen{young}_max_ms"], pause_ms)
             if 'generation="2"' not in line:
                 continue
             name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
@@ -273,6 +282,8 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "rss_mb": rss, "gc_gen2_in_window": gc1["gen2_collections"] - gc0["gen2_collections"],
         "gc_gen2_ms_in_window": round((gc1["gen2_seconds"] - gc0["gen2_seconds"]) * 1000, 1),
         "gc_gen2_max_ms_since_start": round(gc1["gen2_max_ms"], 1),
+        "gc_gen0_gen1_max_ms_since_start": [round(gc1["gen0_max_ms"], 1), round(gc1["gen1_max_ms"], 1)],
+        "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
     }
     servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy"))
     row["rss_mb_servers"] = round(servers, 1)

@@ -47,6 +47,7 @@ from csms.context import CsmsContext, Service
 from csms.loopwatch import LoopLag, SlowCallbacks
 from csms.protocol.commands import CommandExecutor
 from csms.protocol.env import NodeEnv
+from csms.protocol.framing import warm_up as warm_up_schemas
 from csms.protocol.registry import Registry
 from csms.protocol.server import OcppServer
 from csms.runtime import freeze_after_start, tune_gc
@@ -389,6 +390,8 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
     try:
         async with running_csms(settings, clock=clock) as node:
             log.info("stations connect to %s{station_id}", node.url)
+            # in a thread: the event loop keeps serving (a GIL switch every few ms, no long stall)
+            log.info("%d OCPP schemas compiled", await asyncio.to_thread(warm_up_schemas))
             if settings.gc_freeze:
                 await asyncio.sleep(0.5)  # let the services start (they import and compile what they use)
                 log.info("gc: %d objects frozen after start-up", freeze_after_start())

@@ -11,7 +11,7 @@ from typing import Any
 from csms.api import views
 from evfleet.clock import Clock
 from evfleet.keys import Keys, tx_ref
-from evfleet.store.sites import positive_kw
+from evfleet.store.sites import pipelined, positive_kw
 from evfleet.store.stream import read_new_events, stream_tail_id
 
 # the event-stream tail reader lives in evfleet.store.stream; re-exported for the API modules
@@ -110,11 +110,9 @@ class StateReader:
         """site_id of each station (the default site when unset)."""
         if not station_ids:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in station_ids:
-            pipe.hget(self.keys.station(sid), "site_id")
-        return {sid: s(v) or self.default_site
-                for sid, v in zip(station_ids, await pipe.execute(), strict=True)}
+        k = self.keys
+        sites = await pipelined(self.redis, station_ids, lambda p, sid: p.hget(k.station(sid), "site_id"))
+        return {sid: s(v) or self.default_site for sid, v in zip(station_ids, sites, strict=True)}
 
     async def all_station_sites(self) -> dict[str, str]:
         """site_id of every provisioned station, cached for `site_cache_s` (sites rarely move)."""
@@ -222,10 +220,9 @@ class StateReader:
     async def site_loads(self, site_of: dict[str, str] | None = None) -> dict[str, tuple[float, int]]:
         """Per site: (sum of live session power in kW, number of live sessions)."""
         active = sorted(await self.active_tx_ids())
-        pipe = self.redis.pipeline(transaction=False)
-        for tx in active:
-            pipe.hmget(self.keys.transaction(tx), ["station_id", "power_w"])
-        rows = [(s(a), views.to_float(s(b))) for a, b in await pipe.execute()] if active else []
+        k = self.keys
+        rows = [(s(a), views.to_float(s(b))) for a, b in await pipelined(
+            self.redis, active, lambda p, tx: p.hmget(k.transaction(tx), ["station_id", "power_w"]))]
         known = site_of or {}
         unknown = sorted({sid for sid, _ in rows if sid and sid not in known})
         sites = {**known, **await self.station_sites(unknown)}

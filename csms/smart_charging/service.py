@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -56,7 +56,7 @@ from csms.store.port_redis import RedisStateStore
 from evfleet.clock import Clock
 from evfleet.events import Event, EventType
 from evfleet.records import stored_float
-from evfleet.store.port import StateStore, StoreWrite
+from evfleet.store.port import StateStore, StoredEvse, StoreWrite
 from evfleet.store.sites import budget_kw, margin_kw
 
 __all__ = ["EvseInfo", "SmartChargingService", "ev_plan_series", "run"]
@@ -353,12 +353,11 @@ class SmartChargingService:
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""
-        records = await self.store.site_evses(site_id, self.settings.default_site)
-        return {info.key: info for info in map(decode_evse, records)}
+        return await decode_all(await self.store.site_evses(site_id, self.settings.default_site))
 
     async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
         """State of a few EVSEs (without reading the whole site)."""
-        return {info.key: info for info in map(decode_evse, await self.store.evse_records(pairs))}
+        return await decode_all(await self.store.evse_records(pairs))
 
     # --- the steps (actions, sending, conversion) -----------------------------------------
     async def apply_plan(self, site_id: str) -> dict[str, int]:
@@ -441,6 +440,20 @@ class SmartChargingService:
 
 
 _POWER_EVENTS = frozenset({EventType.TX_UPDATED.value, EventType.METER_VALUES.value})
+DECODE_CHUNK = 500
+"""EVSE records decoded per event-loop callback (`decode_all`)."""
+
+
+async def decode_all(records: Sequence[StoredEvse]) -> dict[str, EvseInfo]:
+    """`decode_evse` of each record by key, yielding to the event loop every `DECODE_CHUNK`
+    records (a site of 20,000 EVSEs would otherwise hold the loop for a whole pass)."""
+    out: dict[str, EvseInfo] = {}
+    for start in range(0, len(records), DECODE_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        for info in map(decode_evse, records[start:start + DECODE_CHUNK]):
+            out[info.key] = info
+    return out
 
 
 def _raise_if_cancelling() -> None:

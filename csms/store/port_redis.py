@@ -4,6 +4,11 @@ The smart-charging service's reads and writes, moved here from the service: leas
 (`SET NX PX`), the event stream (plain XREAD: every node sees every event), the site's EVSEs (station,
 EVSE hash, applied-profile record and charging needs, pipelined) and one MULTI/EXEC per
 `StoreWrite`. Expects a `decode_responses=True` client.
+
+Reads that grow with the site (every EVSE, every active transaction) go out as pipelines of at
+most `PIPELINE_CHUNK` commands: each chunk is one round trip whose reply is parsed in one
+event-loop callback, and the loop serves other callbacks (station messages) while Redis answers
+the next, so a pass over a 20,000-station site is many short callbacks, not one long stall.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
-from evfleet.store.sites import own_limit_kw, positive_kw, site_station_ids
+from evfleet.store.sites import PIPELINE_CHUNK, own_limit_kw, pipelined, positive_kw, site_station_ids
 from evfleet.store.stream import read_new_events, stream_tail_id
 
 if TYPE_CHECKING:
@@ -25,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 100_000
-
 
 def _json(raw: Any) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
@@ -94,18 +98,14 @@ class RedisStateStore:
 
     async def site_evses(self, site_id: str, default_site: str) -> list[StoredEvse]:
         """EVSEs of the site: ids from the connectors hash and from active transactions."""
-        stations = await site_station_ids(self.redis, self.keys, site_id, default_site)
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in stations:
-            pipe.hgetall(self.keys.station(sid))
-            pipe.hkeys(self.keys.station_connectors(sid))
-        raw = await pipe.execute()
-        active = [str(t) for t in await self.redis.smembers(self.keys.transactions_active())]
-        tx_pipe = self.redis.pipeline(transaction=False)
-        for txid in active:
-            tx_pipe.hmget(self.keys.transaction(txid), ["station_id", "evse_id"])
+        k = self.keys
+        stations = await site_station_ids(self.redis, k, site_id, default_site)
+        raw = await pipelined(self.redis, stations, lambda p, sid: (p.hgetall(k.station(sid)),
+                                                                    p.hkeys(k.station_connectors(sid))))
+        active = [str(t) for t in await self.redis.smembers(k.transactions_active())]
         tx_evses: dict[str, set[int]] = {}
-        for sid_eid in await tx_pipe.execute():
+        for sid_eid in await pipelined(self.redis, active,
+                                       lambda p, ref: p.hmget(k.transaction(ref), ["station_id", "evse_id"])):
             if sid_eid[0] and str(sid_eid[1] or "").isdigit():
                 tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
         triples: list[tuple[str, int, dict[str, str]]] = []
@@ -117,21 +117,22 @@ class RedisStateStore:
 
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
         """Station hash per EVSE, then `_records`."""
-        pipe = self.redis.pipeline(transaction=False)
-        for sid, _ in evses:
-            pipe.hgetall(self.keys.station(sid))
-        stations = await pipe.execute()
+        k = self.keys
+        stations = await pipelined(self.redis, evses, lambda p, e: p.hgetall(k.station(e[0])))
         return await self._records([(sid, eid, st) for (sid, eid), st in zip(evses, stations, strict=True)])
 
     async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
-        pipe = self.redis.pipeline(transaction=False)
-        for sid, eid, _ in triples:
-            pipe.hgetall(self.keys.station_evse(sid, eid))
-            pipe.get(self.keys.applied_profile(sid, eid))
-            pipe.get(self.keys.charging_needs(sid, eid))
-        raw = await pipe.execute()
-        return [StoredEvse(sid, eid, station, raw[3 * i], _json(raw[3 * i + 1]), _json(raw[3 * i + 2]))
-                for i, (sid, eid, station) in enumerate(triples)]
+        k = self.keys
+        out: list[StoredEvse] = []
+        step = PIPELINE_CHUNK // 3
+        for start in range(0, len(triples), step):  # decoded chunk by chunk, between round trips
+            part = triples[start:start + step]
+            raw = await pipelined(self.redis, part, lambda p, t: (
+                p.hgetall(k.station_evse(t[0], t[1])), p.get(k.applied_profile(t[0], t[1])),
+                p.get(k.charging_needs(t[0], t[1]))))
+            out += [StoredEvse(sid, eid, station, raw[3 * i], _json(raw[3 * i + 1]), _json(raw[3 * i + 2]))
+                    for i, (sid, eid, station) in enumerate(part)]
+        return out
 
     async def applied_profile(self, evse: EvseId) -> dict[str, Any] | None:
         """`profile:{sid}:{eid}`."""

@@ -11,12 +11,16 @@ The site margin (`site_margin_kw`, docs/smart-charging.md "Site margin") is publ
 beside the default limit: the csms and the optimizer hand out at most `budget_kw(limit, margin)`
 = limit - margin, so the margin stays unallocated and absorbs a draw nobody allowed (a station
 that ignores its limits) until the csms has found it and lowered the others.
+
+`pipelined` sends reads that grow with the fleet in round trips of `PIPELINE_CHUNK` commands, so
+an event loop stays responsive while they run.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -109,6 +113,34 @@ async def publish_default_limit(redis: Redis, keys: Keys, limit_kw: float, node:
                                              "updated_at": updated_at})
     before, _ = await pipe.execute()
     return positive_kw(before)
+
+
+PIPELINE_CHUNK = 600
+"""Commands per round trip in reads that grow with the fleet (`pipelined`): a few ms of parsing each."""
+
+T = TypeVar("T")
+
+
+async def pipelined(redis: Redis, items: Sequence[T], add: Callable[[Any, T], object],
+                    chunk: int = PIPELINE_CHUNK) -> list[Any]:
+    """The replies of the commands `add(pipe, item)` queues for each item, in order, sent as
+    non-transactional pipelines of about `chunk` commands.
+
+    One pipeline of 60,000 commands is packed, and its reply parsed, in one event-loop callback
+    (a stall of every station message meanwhile); in chunks, the loop serves other callbacks
+    while Redis answers each round trip. Like one big non-transactional pipeline, the reads are
+    not one snapshot.
+    """
+    replies: list[Any] = []
+    pipe = redis.pipeline(transaction=False)
+    for item in items:
+        add(pipe, item)
+        if len(pipe) >= chunk:
+            replies += await pipe.execute()
+            pipe = redis.pipeline(transaction=False)
+    if len(pipe):
+        replies += await pipe.execute()
+    return replies
 
 
 async def site_station_ids(redis: Redis, keys: Keys, site_id: str,

@@ -52,3 +52,14 @@ def test_smart_charging_skips_meter_events_of_sites_held_elsewhere() -> None:
     assert not svc.foreign_power_event({**meter, "site_id": ""})  # site unknown here: parsed
     assert svc.foreign_power_event({**meter, "site_id": "", "station_id": "CS9"})
     assert svc.foreign_power_event({**meter, "type": "tx.updated"})
+
+
+def test_schemas_are_compiled_before_the_first_message() -> None:
+    """After warm_up, the first message of a station action compiles nothing on the event loop."""
+    from csms.protocol import framing
+
+    assert framing.warm_up() == len(framing.STATION_ACTIONS) + len(framing.WARM_ANSWERS)
+    misses = framing._fast_check.cache_info().misses
+    assert framing.schema_violation("Heartbeat", {}) is None
+    assert framing.schema_violation("SetChargingProfile", {"status": "Accepted"}, request=False) is None
+    assert framing._fast_check.cache_info().misses == misses

@@ -1,0 +1,120 @@
+"""Site-wide reads and decodes leave the event loop to other work between chunks (real Redis).
+
+A pass over a large site used to be one pipeline (packed and parsed in one event-loop callback)
+and one decode loop: every station message waited behind it. These tests check the results are
+the same as one pipeline, and that other tasks run while the pass goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import pytest
+from redis.asyncio.client import Pipeline
+
+from csms.smart_charging import service
+from csms.smart_charging.evse import EvseInfo, decode_evse
+from csms.store.port_redis import RedisStateStore
+from evfleet.keys import Keys
+from evfleet.store.client import connect_redis
+from evfleet.store.port import StoredEvse
+from evfleet.store.sites import pipelined
+
+K = Keys("evfleet")
+T = TypeVar("T")
+
+
+async def _interleaved(work: Awaitable[T], log: list[str]) -> tuple[T, int]:
+    """Run `work` while another task appends "o" to `log` at each turn it gets; the number of
+    times the other task got the loop right after a step of `work` (an entry that is not "o")."""
+    done = False
+
+    async def other() -> None:
+        while not done:
+            log.append("o")
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    try:
+        result = await work
+    finally:
+        done = True
+        await task
+    return result, sum(1 for a, b in zip(log, log[1:], strict=False) if a != "o" and b == "o")
+
+
+@pytest.fixture
+def executes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A log with an "x" for every pipeline round trip."""
+    log: list[str] = []
+    original = Pipeline.execute
+
+    async def execute(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        log.append("x")
+        return await original(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    return log
+
+
+async def test_pipelined_answers_like_one_pipeline_and_lets_others_run(redis_url: str,
+                                                                       executes: list[str]) -> None:
+    redis = connect_redis(redis_url)
+    try:
+        ids = [f"S{i:04d}" for i in range(1_000)]
+        await redis.hset(K.station("S0007"), "site_id", "north")
+        await redis.hset(K.station("S0999"), "site_id", "south")
+        one = redis.pipeline(transaction=False)
+        for sid in ids:
+            one.hget(K.station(sid), "site_id")
+        expected = await one.execute()
+        executes.clear()
+        got, breaks = await _interleaved(
+            pipelined(redis, ids, lambda p, sid: p.hget(K.station(sid), "site_id"), chunk=100), executes)
+        assert got == expected and got[7] == "north" and got[999] == "south"
+        assert executes.count("x") == 10 and breaks == 10  # other work ran after each round trip
+        assert await pipelined(redis, [], lambda p, sid: p.get(sid)) == []
+    finally:
+        await redis.aclose()
+
+
+async def test_site_evses_of_a_large_site_reads_every_evse_across_chunks(redis_url: str,
+                                                                        executes: list[str]) -> None:
+    redis = connect_redis(redis_url)
+    try:
+        n = 700  # 2,100 EVSE reads: four round trips of 600 commands
+        for i in range(n):
+            sid = f"CP{i:04d}"
+            await redis.sadd(K.stations(), sid)
+            await redis.hset(K.station(sid), mapping={"site_id": "big", "online": "1"})
+            await redis.hset(K.station_connectors(sid), "1/1", "{}")
+            await redis.hset(K.station_evse(sid, 1), "max_power_w", str(1000 + i))
+        await redis.set(K.applied_profile("CP0650", 1), '{"limit_w": 5}')
+        store = RedisStateStore(redis, K)
+        executes.clear()
+        evses, breaks = await _interleaved(store.site_evses("big", "default"), executes)
+        assert len(evses) == n
+        assert [e.evse["max_power_w"] for e in evses] == [str(1000 + i) for i in range(n)]
+        assert evses[650].profile == {"limit_w": 5} and evses[649].profile is None
+        # 1,400 station reads (3 round trips), 2,100 EVSE reads (4 x 150 EVSEs)
+        assert executes.count("x") == 7 and breaks == 7
+    finally:
+        await redis.aclose()
+
+
+async def test_decode_all_yields_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[str] = []
+
+    def decode(record: StoredEvse) -> EvseInfo:
+        log.append("d")
+        return decode_evse(record)
+
+    monkeypatch.setattr(service, "decode_evse", decode)
+    n = service.DECODE_CHUNK * 3 + 1
+    records = [StoredEvse(f"CP{i}", 1, {"online": "1"}, {"max_power_w": "11000"}, None, None)
+               for i in range(n)]
+    infos, breaks = await _interleaved(service.decode_all(records), log)
+    assert len(infos) == n and infos["CP7/1"].electrical.max_power_w == 11000
+    assert breaks == 3  # between the four chunks
