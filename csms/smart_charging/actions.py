@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 
 from csms.smart_charging import budget, conversion, planner, sending
-from csms.smart_charging.evse import EvseInfo, ev_plan_series, planned_before
+from csms.smart_charging.evse import EvseInfo, ev_plan_series, planned_before, planned_in_flight
 from csms.smart_charging.planner import Series
 from evfleet.events import Event
 from evfleet.records import SitePlan, stored_float
@@ -242,13 +242,19 @@ async def check_ev_schedule(svc: SmartChargingService, site_id: str, event: Even
     now_s = svc.clock.timestamp()
     if txid:
         await svc.store.write(_incr(txid, "k17_checks"))
-    if planned_before(event.data, (info.record or {}).get("sent_at")):
-        # made before we sent the profile now applied (for an older one, or the SECC's default):
-        # the station renegotiates onto the new one anyway, so a breach here is not the EV's, and
-        # re-sending would renegotiate twice
+    rec = info.record or {}
+    if planned_before(event.data, rec.get("limits_since") or rec.get("sent_at")):
+        # made before we sent the limits now applied (for older ones, or the SECC's default): the
+        # station renegotiates onto the new ones anyway, so a breach here is not the EV's, and
+        # re-sending would renegotiate twice. A later profile with the same limits does not count
+        # (`limits_since`): the station does not renegotiate then, so this plan stays the EV's
         if txid:
             await svc.store.write(_incr(txid, "k17_stale"))
         return None
+    previous = rec.get("previous_series_w")
+    if previous and planned_in_flight(event.data, rec.get("sent_at"), rec.get("answered_at")):
+        # the SECC may have offered the previous profile's schedule: only a plan above both breaches
+        ours = planner.pointwise(ours, [(float(t), float(w)) for t, w in previous], now_s, "max")
     tol_w = max(50.0, 0.1 * info.electrical.w_per_a())  # one 0.1 A rounding step
     result = budget.check_ev_plan(ev_plan, ours, now_s, tol_w)
     record = await svc.store.ev_schedule(info.ident) or dict(event.data)

@@ -104,6 +104,21 @@ def planned_before(data: Mapping[str, Any], sent_at: Any) -> bool:
         return False
 
 
+def planned_in_flight(data: Mapping[str, Any], sent_at: Any, answered_at: Any) -> bool:
+    """The EV's plan (time base) was made while our profile was on its way: sent, not yet answered.
+
+    The station may then still have offered the previous profile's schedule (it applies ours only
+    when the SetChargingProfile reaches it, and renegotiates onto it then)."""
+    base = data.get("time_base") or (data.get("schedule") or {}).get("startSchedule")
+    if not base or not sent_at or not answered_at:
+        return False
+    try:
+        t = parse_ts(str(base)).timestamp()
+        return parse_ts(str(sent_at)).timestamp() <= t <= parse_ts(str(answered_at)).timestamp()
+    except ValueError:
+        return False
+
+
 def ev_plan_series(data: Mapping[str, Any], evse: EvseElectrical) -> Series | None:
     """The EV's own plan (NotifyEVChargingSchedule record) as an absolute series in W."""
     schedule = data.get("schedule") or {}

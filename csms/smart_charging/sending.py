@@ -116,14 +116,24 @@ async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
         needs_n, plans_n = await svc.store.session_fields(ref, ["needs_received", "ev_plans_received"])
         had_profile = prev.get("tx_ref") == ref and bool(prev.get("accepted_profile"))
         renegotiates = stored_float(needs_n, 0.0) > 0 and (had_profile or stored_float(plans_n, 0.0) > 0)
+    same_limits = (accepted and prev.get("tx_ref") == ref
+                   and planner.max_abs_diff_w(old, counted, now_s) <= 1.0)
     record = {
         "plan_id": plan_id, "kind": kind if accepted else prev.get("kind", ""), "transaction_id": txid,
         "tx_ref": ref,
         "profile": payload, "status": status, "outcome": reply.outcome.value, "error": reply.error,
         "sent_at": sent_at, "answered_at": svc.clock.now().isoformat(),
+        # since when the station has held these limits (a profile with the same limits from now on
+        # changes nothing: the SECC offers the same schedule and does not renegotiate, K17 below)
+        "limits_since": (prev.get("limits_since") or prev.get("sent_at") or sent_at) if same_limits
+        else sent_at if accepted else prev.get("limits_since"),
         "limit_w": planner.value_at(counted, svc.clock.timestamp()),
         "applied_series_w": [[t, w] for t, w in counted],
         "accepted_profile": payload if accepted else prev.get("accepted_profile"),
+        # what the station held before this profile (K17: a plan the EV made while this one was on
+        # its way may rest on it)
+        "previous_series_w": (prev.get("applied_series_w") if accepted else prev.get("previous_series_w"))
+        if prev.get("tx_ref") == ref else None,
     }
     if not accepted and prev.get("tx_ref") != ref:
         record["kind"] = ""

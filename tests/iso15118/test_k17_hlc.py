@@ -53,7 +53,14 @@ async def test_k17_ev_plan_above_profile_is_flagged_counted_and_profile_resent(r
                                      f"secc={bad.secc.state} offered={bad.secc.offered_version} "
                                      f"sent={bad.schedules_sent} errors={bad.errors}") from None
             renegotiations = bad.renegotiations
-            doc = json.loads(await lp.redis.get(KEYS.ev_schedule("K17-BAD", 1)) or "{}")
+
+            async def checked_doc() -> dict[str, Any]:
+                # the EV may have sent a newer plan meanwhile: its record reads within_limits None
+                # until the K17 check has annotated it
+                doc = json.loads(await lp.redis.get(KEYS.ev_schedule("K17-BAD", 1)) or "{}")
+                return doc if doc.get("within_limits") is not None else {}
+
+            doc = await until(checked_doc, 20, "the bad plan's K17 record")
             assert doc.get("within_limits") is False and doc.get("worst_excess_w", 0) > 100
             # the re-sent profile reaches the station and the SECC renegotiates with the EV
             await until(lambda: bad.renegotiations > renegotiations, 20, "renegotiation after the re-send")

@@ -47,8 +47,9 @@ class Stations:
     """`CommandClient` stand-in: answers SetChargingProfile and tracks what each station may draw."""
 
     def __init__(self, clock: FixedClock, site_limit_w: float, answers: Mapping[str, str] | None = None,
-                 ) -> None:
+                 latency_s: float = 0.0) -> None:
         self.clock = clock
+        self.latency_s = latency_s  # each call takes this long (the clock moves while it is answered)
         self.site_limit_w = site_limit_w
         self.answers = dict(answers or {})
         self.sent: list[tuple[str, dict[str, Any]]] = []
@@ -58,6 +59,7 @@ class Stations:
     async def call(self, station_id: str, action: str, payload: dict[str, Any],
                    timeout_s: float | None = None) -> CommandReply:
         self.sent.append((station_id, payload))
+        self.clock.t += timedelta(seconds=self.latency_s)
         answer = self.answers.get(station_id, "Accepted")
         base = {"request_id": "r", "station_id": station_id, "action": action}
         if answer == "NotImplemented":
@@ -221,6 +223,68 @@ async def test_k17_breach_is_counted_and_our_profile_resent_once() -> None:
     assert store.sessions[ref]["k17_violations"] == "1" and len(stations.sent) == sent + 1
     await svc.check_ev_schedule(SITE, event)  # the same breach again: counted, not re-sent again
     assert store.sessions[ref]["k17_violations"] == "2" and len(stations.sent) == sent + 1
+
+
+async def test_k17_a_plan_made_while_a_new_profile_was_on_its_way_is_checked_against_both() -> None:
+    # the race behind test_k17_hlc's rare failures under load: the SECC offered the old profile's
+    # schedule after the csms sent a lower one but before the station applied it
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref = _session(store, "CP-1", 10_000.0)
+    stations = Stations(clock, 20_000.0, latency_s=2.0)
+    svc = _service(store, stations, clock)
+    store.plans[SITE] = {"plan_id": "p5", "start": iso_z(T0), "step_s": 900, "evses": {"CP-1/1": [6.0]},
+                         "transactions": {"CP-1/1": ref}}
+    await svc.apply_plan(SITE)  # sent at T0, answered at T0 + 2 s
+
+    def plan_event(base: datetime, limit_w: float) -> Event:
+        data = {"time_base": iso_z(base), "schedule": {
+            "startSchedule": iso_z(base), "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit_w}]}}
+        return Event(type=EventType.EV_CHARGING_SCHEDULE, station_id="CP-1", evse_id=1,
+                     transaction_id="tx-CP-1", tx_ref=ref, site_id=SITE, ts=clock.t, data=data)
+
+    sent = len(stations.sent)
+    # made at T0 + 1 s on the old 10 kW profile: not the EV's breach (the station renegotiates)
+    record = await svc.check_ev_schedule(SITE, plan_event(T0 + timedelta(seconds=1), 10_000.0))
+    assert record is not None and record["within_limits"] is True
+    assert store.sessions[ref].get("k17_violations") is None and len(stations.sent) == sent
+    # above both profiles while in flight, or above ours once it was answered: a breach
+    record = await svc.check_ev_schedule(SITE, plan_event(T0 + timedelta(seconds=1), 11_000.0))
+    assert record is not None and record["within_limits"] is False
+    clock.t += timedelta(seconds=5)
+    record = await svc.check_ev_schedule(SITE, plan_event(T0 + timedelta(seconds=3), 10_000.0))
+    assert record is not None and record["within_limits"] is False
+    assert store.sessions[ref]["k17_violations"] == "2"
+
+
+async def test_k17_a_plan_is_still_checked_after_a_profile_with_the_same_limits() -> None:
+    # the other race behind test_k17_hlc's rare failures: a profile with unchanged limits sent after
+    # the EV planned made the plan "stale", but the SECC offers the same schedule, does not
+    # renegotiate, and no newer plan ever comes: the plan was never checked
+    from csms.smart_charging import sending
+
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref = _session(store, "CP-1", 10_000.0)
+    stations = Stations(clock, 20_000.0)
+    svc = _service(store, stations, clock)
+    store.plans[SITE] = {"plan_id": "p6", "start": iso_z(T0), "step_s": 900, "evses": {"CP-1/1": [6.0]},
+                         "transactions": {"CP-1/1": ref}}
+    await svc.apply_plan(SITE)
+    clock.t += timedelta(seconds=5)
+    base = clock.t
+    clock.t += timedelta(seconds=3)
+    info = (await svc.evse_infos([("CP-1", 1)]))["CP-1/1"]
+    await sending.send(svc, SITE, info, store.profiles[("CP-1", 1)]["accepted_profile"], "p6", "plan")
+    periods = [{"startPeriod": 0, "limit": 6_000.0}]
+    data = {"time_base": iso_z(base), "schedule": {"startSchedule": iso_z(base), "chargingRateUnit": "W",
+                                                   "chargingSchedulePeriod": periods}}
+    event = Event(type=EventType.EV_CHARGING_SCHEDULE, station_id="CP-1", evse_id=1,
+                  transaction_id="tx-CP-1", tx_ref=ref, site_id=SITE, ts=clock.t, data=data)
+    record = await svc.check_ev_schedule(SITE, event)
+    assert record is not None and record["within_limits"] is True
+    assert store.sessions[ref].get("k17_stale") is None
 
 
 async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_power() -> None:
