@@ -153,7 +153,7 @@ async def ensure_defaults(svc: SmartChargingService, site_id: str,
                           force: frozenset[str] = frozenset()) -> int:
     """Install/lower the TxDefaultProfile of every EVSE of the site; returns profiles sent.
 
-    limit = `budget.reserve_w` (min(reserve_kw_per_evse, site limit / EVSEs, EVSE max),
+    limit = `budget.reserve_w` (min(reserve_kw_per_evse, site budget / EVSEs, EVSE max),
     capped by `fallback_limit_kw`): what a plug-in may draw before the csms admits the
     session; idle EVSEs are counted at it. Defaults are only installed or lowered here
     (every change is a decrease); `force` stations (just booted: they may have lost it) get

@@ -113,10 +113,10 @@ async def csms_running(redis_url: str, keys: Keys, clock: ScaledClock, cfg: Demo
         api_host="127.0.0.1", api_port=api_port, api_auth=False,
         default_site=plan.site_id, default_site_limit_kw=plan.site_limit_kw,
         heartbeat_interval_s=3600, log_level="WARNING",
-        # real seconds before a plug-in without a plan counts the plan as late (the site then shares
-        # its headroom fairly until the next plan): above the worker's debounce + solve time, or
-        # every plug-in would hand the whole site's headroom out at the evening price
-        interim_profile_after_s=max(1.5, 120.0 / cfg.speed),
+        # no interim_profile_after_s of its own: a plug-in starts at its reservation (below), an ISO
+        # 15118 car gets its provisional share of the unallocated headroom at its needs, and a late
+        # plan only lets the unplanned sessions share what the plan leaves in its cheapest steps, so
+        # the csms default (5 real s) serves at every speed (docs/demo.md)
         # default profiles on every EVSE (site limit / EVSEs): a plug-in never draws the EVSE maximum
         # before its first TxProfile, and the site limit holds even while the loop catches up
         fallback_limit_kw=max(c.max_kw for c in plan.cars) if plan.cars else None,
