@@ -69,6 +69,7 @@ from evfleet.clock import (
 )
 from evfleet.keys import Keys
 from evfleet.store.client import MAX_CONNECTIONS, as_str, connect_redis
+from evfleet.store.layout import resolve_keys
 
 log = logging.getLogger(__name__)
 
@@ -327,11 +328,13 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     started = False
     try:
         await redis.ping()
+        keys = await resolve_keys(redis, settings.redis_prefix, settings.redis_shards)
         clock = await _node_clock(redis, keys, settings, node_id, clock)
         if isinstance(clock, ScaledClock):
             tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
                                              name="clock-heartbeat"))
-        await migrate_legacy_transactions(redis, keys)  # before serving: tx keys of earlier versions
+        if not keys.shards:  # the sharded layout starts from `evfleet redis migrate-keys`, already current
+            await migrate_legacy_transactions(redis, keys)  # before serving: tx keys of earlier versions
         await _publish_defaults(redis, keys, settings, node_id, clock)
         quota = EventQuota(redis, keys, clock, settings.station_event_quota_per_hour,
                            settings.station_event_max_bytes)

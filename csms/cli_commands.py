@@ -1,4 +1,5 @@
-"""`evfleet csms`, `evfleet stations ...`, `evfleet sites ...`, `evfleet idtokens ...`.
+"""`evfleet csms`, `evfleet stations ...`, `evfleet sites ...`, `evfleet idtokens ...`,
+`evfleet redis migrate-keys`.
 
 Management commands use `--redis-url` / `EVFLEET_REDIS_URL` / `--config`; without one they
 use the embedded Redis of `evfleet csms` in the data dir (`--data-dir`, `EVFLEET_DATA_DIR`,
@@ -22,6 +23,7 @@ T = TypeVar("T")
 stations_app = typer.Typer(help="Provision charging stations (id, password, site).", no_args_is_help=True)
 sites_app = typer.Typer(help="Sites and their grid limits.", no_args_is_help=True)
 idtokens_app = typer.Typer(help="Id tokens (RFID cards, ...) for Authorize.", no_args_is_help=True)
+redis_app = typer.Typer(help="Redis key layout (Redis Cluster).", no_args_is_help=True)
 
 ConfigOpt = typer.Option(None, "--config", help="TOML configuration file ([csms] table or top level)")
 RedisUrlOpt = typer.Option(None, "--redis-url", help="Redis URL (default: EVFLEET_REDIS_URL, --config, "
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(stations_app, name="stations")
     app.add_typer(sites_app, name="sites")
     app.add_typer(idtokens_app, name="idtokens")
+    app.add_typer(redis_app, name="redis")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -56,6 +59,9 @@ def csms(
     port: int | None = typer.Option(None, help="OCPP WebSocket port (default 9000; 0 = any free port)"),
     redis_url: str | None = RedisUrlOpt,
     redis_prefix: str | None = PrefixOpt,
+    redis_shards: int | None = typer.Option(
+        None, min=0, max=16384, help="key layout: 0 unsharded, N >= 1 Redis Cluster layout with N shards "
+                                     "(default: as recorded in Redis, else 16 on redis+cluster://, else 0)"),
     data_dir: Path | None = DataDirOpt,
     node_id: str | None = typer.Option(None, help="node id (default hostname-pid)"),
     tls_cert: Path | None = typer.Option(None, help="server certificate PEM (security profile 2)"),
@@ -91,7 +97,8 @@ def csms(
     from csms.settings import default_data_dir
 
     settings = _settings(config, host=host, port=port, redis_url=redis_url, redis_prefix=redis_prefix,
-                         data_dir=data_dir, node_id=node_id, tls_cert=tls_cert, tls_key=tls_key,
+                         redis_shards=redis_shards, data_dir=data_dir, node_id=node_id, tls_cert=tls_cert,
+                         tls_key=tls_key,
                          tls_client_ca=tls_client_ca,
                          auto_register=auto_register, accept_all_tokens=accept_all_tokens,
                          api_enabled=api, api_host=api_host, api_port=api_port, api_auth=api_auth,
@@ -114,6 +121,7 @@ def serve(settings: Any) -> None:
     from csms.runtime import new_event_loop
     from evfleet.clock import ClockConflict
     from evfleet.logs import configure_logging, redact
+    from evfleet.store.layout import LayoutMismatch
 
     configure_logging(settings.log_level, settings.log_json, node_id=settings.node_id)
     log = logging.getLogger("csms")
@@ -134,6 +142,8 @@ def serve(settings: Any) -> None:
             runner.run(main())
     except RedisError as err:  # unreachable, refused, wrong password: one line, no traceback
         _fail(f"cannot use Redis at {redact(settings.redis_url or 'the embedded Redis')}: {err}", 1)
+    except LayoutMismatch as err:
+        _fail(f"cannot start the csms: {err}", 1)
     except ClockConflict as err:
         _fail(f"cannot start the csms: {err}; join it with --clock-speed {err.live_speed:g}, "
               "or stop the process that runs it", 1)
@@ -157,10 +167,11 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
 
     async def go() -> T:
         from csms.store.admin import admin_redis
-        from evfleet.keys import Keys
+        from evfleet.store.layout import resolve_keys
 
         async with admin_redis(settings) as client:
-            return await op(client, Keys(settings.redis_prefix), settings)
+            return await op(client, await resolve_keys(client, settings.redis_prefix, settings.redis_shards),
+                            settings)
 
     try:
         return asyncio.run(go())
@@ -372,3 +383,38 @@ def idtokens_remove(id_token: str = typer.Argument(..., help="id token"), config
 
     _run(config, redis_url, redis_prefix, data_dir, lambda r, k, s: remove_id_token(r, k, id_token))
     typer.echo(f"id token {id_token} removed")
+
+
+@redis_app.command("migrate-keys")
+def redis_migrate_keys(
+    shards: int = typer.Option(..., "--shards", min=1, max=16384,
+                               help="shards of the Redis Cluster layout (e.g. 16)"),
+    to: str | None = typer.Option(None, "--to", help="write into this Redis instead (e.g. the new "
+                                                    "redis+cluster:// URL); default: rename in place"),
+    force: bool = typer.Option(False, "--force", help="run although a csms node heartbeat is live"),
+    config: Path | None = ConfigOpt, redis_url: str | None = RedisUrlOpt,
+    redis_prefix: str | None = PrefixOpt, data_dir: Path | None = DataDirOpt,
+) -> None:
+    """Move an unsharded deployment's keys to the Redis Cluster layout (stop nodes and workers first)."""
+    from csms.store.admin import admin_redis
+    from csms.store.reshard import MigrationRefused, migrate_keys
+    from evfleet.store.client import connect_redis
+
+    settings = _settings(config, redis_url=redis_url, redis_prefix=redis_prefix, data_dir=data_dir)
+
+    async def go() -> Any:
+        async with admin_redis(settings) as source:
+            target = connect_redis(to) if to else source
+            try:
+                return await migrate_keys(source, target, settings.redis_prefix, shards, force=force)
+            finally:
+                if to:
+                    await target.aclose()
+
+    try:
+        report = asyncio.run(go())
+    except MigrationRefused as err:
+        _fail(str(err), 1)
+    typer.echo(f"{report.renamed} keys moved, {report.kept} copied as they are, {report.events} events, "
+               f"{report.active} active and {report.by_start} started transactions split into "
+               f"{shards} shards")

@@ -30,6 +30,11 @@ class CsmsSettings(CommandSettings):
     redis_url: str | None = Field(
         None, description="Redis URL; unset = start an embedded redis-server on a private port")
     redis_prefix: str = Field("evfleet", description="prefix of every Redis key")
+    redis_shards: int | None = Field(
+        None, ge=0, le=16384,
+        description="key layout: 0 = unsharded names (one Redis server), N >= 1 = Redis Cluster layout "
+                    "with N shards; unset = the layout recorded in Redis, else 16 on a redis+cluster:// "
+                    "URL and 0 otherwise")
     node_id: str | None = Field(None, description="csms node id; unset = hostname-pid")
     data_dir: Path | None = Field(
         None, description="embedded Redis data dir (persistent); unset = `evfleet csms` uses "

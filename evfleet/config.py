@@ -131,8 +131,9 @@ class CommandSettings(BaseSettings):
 
 def redis_url_scheme(value: str | None) -> str | None:
     """Refuse a Redis URL redis-py cannot open, at start and in one line (not deep in a connect)."""
-    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    if value is not None and not value.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                                                   "rediss+cluster://")):
+        raise ValueError("must start with redis://, rediss://, unix:// or (Redis Cluster) redis+cluster://")
     return value
 
 

@@ -2,10 +2,21 @@
 
 All names start with a configurable prefix (default ``evfleet``). Build names only with
 `Keys`; never spell a key by hand elsewhere.
+
+Two layouts (docs/redis-schema.md, "Redis Cluster"):
+
+- ``shards=0`` (default, one Redis server): the names as they have always been.
+- ``shards=N`` (N >= 1, Redis Cluster): every station-, transaction- and site-scoped key, and the
+  event stream and transaction indexes they are written with, carry the hash tag ``{sK}`` of
+  their shard K (`shard_of_station`, `shard_of_site`), e.g. ``evfleet:{s3}:station:CP-1``. Each
+  MULTI or Lua script of one station (or one site) then touches one slot. The event stream and
+  ``tx:active`` / ``tx:by-start`` become one per shard (`event_streams`, `shard_keys`), read by
+  merging the shards. Deployment-wide names (registries, nodes, leases, clock) carry no tag.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import quote, unquote
@@ -40,112 +51,166 @@ def parse_tx_ref(ref: str) -> TxRef:
     return TxRef(parts[0], unquote(parts[1]), int(parts[2]) if len(parts) == 3 else 1)
 
 
+def shard_of(entity: str, shards: int) -> int:
+    """The shard (0..shards-1) of `entity` (``st:{station_id}`` or ``site:{site_id}``): CRC-32,
+    stable across processes and versions (changing it moves every key: a migration)."""
+    return zlib.crc32(entity.encode()) % shards if shards > 0 else 0
+
+
 @dataclass(frozen=True)
 class Keys:
-    """Key and stream names under one prefix."""
+    """Key and stream names under one prefix; `shards` > 0 selects the Redis Cluster layout."""
 
     prefix: str = "evfleet"
+    shards: int = 0
+
+    # --- shards (Redis Cluster layout) -----------------------------------------------
+    def shard_of_station(self, station_id: str) -> int:
+        """The shard of every key of `station_id` (its transactions included)."""
+        return shard_of(f"st:{station_id}", self.shards)
+
+    def shard_of_site(self, site_id: str) -> int:
+        """The shard of every key of `site_id`."""
+        return shard_of(f"site:{site_id}", self.shards)
+
+    def shard_prefix(self, shard: int) -> str:
+        """The prefix of the keys of `shard`: ``{prefix}:{sK}`` (just the prefix unsharded)."""
+        return f"{self.prefix}:{{s{shard}}}" if self.shards else self.prefix
+
+    def _st(self, station_id: str) -> str:
+        if not self.shards:
+            return self.prefix
+        return f"{self.prefix}:{{s{shard_of('st:' + station_id, self.shards)}}}"
+
+    def _tx(self, ref: str) -> str:
+        return self._st(ref.split(":", 1)[0]) if self.shards else self.prefix
+
+    def _site(self, site_id: str) -> str:
+        if not self.shards:
+            return self.prefix
+        return f"{self.prefix}:{{s{shard_of('site:' + site_id, self.shards)}}}"
+
+    def _g(self) -> str:
+        """Registries (stations, sites, id and API tokens): one slot `{g}`, so a token's hash and its
+        set change in one MULTI."""
+        return f"{self.prefix}:{{g}}" if self.shards else self.prefix
+
+    def shard_ids(self) -> range:
+        """Every shard (one, 0, unsharded)."""
+        return range(max(self.shards, 1))
 
     # --- stations -------------------------------------------------------------------
     def stations(self) -> str:
         """SET of provisioned station ids."""
-        return f"{self.prefix}:stations"
+        return f"{self._g()}:stations"
 
     def station(self, station_id: str) -> str:
         """HASH: station facts (vendor, model, firmware, site_id, online, node, last_seen...)."""
-        return f"{self.prefix}:station:{station_id}"
+        return f"{self._st(station_id)}:station:{station_id}"
 
     def station_credentials(self, station_id: str) -> str:
         """HASH: password hash (scheme, salt, hash) and security profile; never served by the API."""
-        return f"{self.prefix}:station:{station_id}:cred"
+        return f"{self._st(station_id)}:station:{station_id}:cred"
 
     def station_connectors(self, station_id: str) -> str:
         """HASH: field ``{evse_id}/{connector_id}`` -> JSON {status, updated_at}."""
-        return f"{self.prefix}:station:{station_id}:connectors"
+        return f"{self._st(station_id)}:station:{station_id}:connectors"
 
     def station_evse(self, station_id: str, evse_id: int) -> str:
         """HASH: per-EVSE state (active tx ref and id, max_power_w, phases, rate_unit, last applied limit)."""
-        return f"{self.prefix}:station:{station_id}:evse:{evse_id}"
+        return f"{self._st(station_id)}:station:{station_id}:evse:{evse_id}"
 
     def station_tx_counter(self, station_id: str) -> str:
         """STRING counter: the last OCPP 1.6 transactionId the csms assigned to the station (INCR)."""
-        return f"{self.prefix}:station:{station_id}:tx-counter"
+        return f"{self._st(station_id)}:station:{station_id}:tx-counter"
 
     def station_tx_start(self, station_id: str, digest: str) -> str:
         """STRING (TTL): the transactionId given to one OCPP 1.6 StartTransaction (replays get it again)."""
-        return f"{self.prefix}:station:{station_id}:tx-start:{digest}"
+        return f"{self._st(station_id)}:station:{station_id}:tx-start:{digest}"
 
     def station_quota(self, station_id: str, hour: int) -> str:
         """STRING counter: station-generated events stored in POSIX hour `hour` (expires after 2 h)."""
-        return f"{self.prefix}:station:{station_id}:quota:{hour}"
+        return f"{self._st(station_id)}:station:{station_id}:quota:{hour}"
 
     def station_violations(self, station_id: str) -> str:
         """HASH: action -> count of schema violations accepted in compatibility mode."""
-        return f"{self.prefix}:station:{station_id}:violations"
+        return f"{self._st(station_id)}:station:{station_id}:violations"
 
     # --- transactions (keyed by `tx_ref`: station, transactionId, generation) ----------
     def transaction(self, ref: str) -> str:
         """HASH: transaction state (station_id, transaction_id, generation, evse_id, energy_wh, ...)."""
-        return f"{self.prefix}:tx:{ref}"
+        return f"{self._tx(ref)}:tx:{ref}"
 
     def transaction_seqnos(self, ref: str) -> str:
         """SET of ``{seqNo}:{eventType}`` already stored (replay idempotency)."""
-        return f"{self.prefix}:tx:{ref}:seqnos"
+        return f"{self._tx(ref)}:tx:{ref}:seqnos"
 
     def transaction_events(self, ref: str) -> str:
         """LIST of the stored TransactionEvent payloads (JSON), in arrival order."""
-        return f"{self.prefix}:tx:{ref}:events"
+        return f"{self._tx(ref)}:tx:{ref}:events"
 
     def transaction_meter(self, ref: str) -> str:
         """LIST of meter samples JSON {ts, energy_wh, power_w, current_a, soc}."""
-        return f"{self.prefix}:tx:{ref}:meter"
+        return f"{self._tx(ref)}:tx:{ref}:meter"
 
-    def transactions_active(self) -> str:
-        """SET of transaction refs not yet Ended."""
-        return f"{self.prefix}:tx:active"
+    def transactions_active(self, shard: int = 0) -> str:
+        """SET of transaction refs not yet Ended (of one shard's stations; `active_for`)."""
+        return f"{self.shard_prefix(shard)}:tx:active"
 
-    def transactions_by_start(self) -> str:
-        """ZSET transaction ref scored by start POSIX time (all transactions)."""
-        return f"{self.prefix}:tx:by-start"
+    def transactions_by_start(self, shard: int = 0) -> str:
+        """ZSET transaction ref scored by start POSIX time (all transactions of one shard)."""
+        return f"{self.shard_prefix(shard)}:tx:by-start"
+
+    def active_for(self, station_id: str) -> str:
+        """The `transactions_active` set that holds `station_id`'s transactions."""
+        return f"{self._st(station_id)}:tx:active"
+
+    def by_start_for(self, station_id: str) -> str:
+        """The `transactions_by_start` zset that holds `station_id`'s transactions."""
+        return f"{self._st(station_id)}:tx:by-start"
+
+    def shard_keys(self, name: str) -> list[str]:
+        """One per-shard key (`transactions_active`, `transactions_by_start` or `events`) of every shard."""
+        return [getattr(self, name)(shard) for shard in self.shard_ids()]
 
     def transaction_generations(self, station_id: str) -> str:
         """HASH transactionId -> latest generation (only ids the station reused after an Ended)."""
-        return f"{self.prefix}:station:{station_id}:tx-generations"
+        return f"{self._st(station_id)}:station:{station_id}:tx-generations"
 
     # --- ISO 15118 / smart charging ----------------------------------------------------
     def charging_needs(self, station_id: str, evse_id: int) -> str:
         """STRING JSON: the EV's latest NotifyEVChargingNeeds on that EVSE."""
-        return f"{self.prefix}:needs:{station_id}:{evse_id}"
+        return f"{self._st(station_id)}:needs:{station_id}:{evse_id}"
 
     def ev_schedule(self, station_id: str, evse_id: int) -> str:
         """STRING JSON: the EV's latest own plan (NotifyEVChargingSchedule)."""
-        return f"{self.prefix}:ev-schedule:{station_id}:{evse_id}"
+        return f"{self._st(station_id)}:ev-schedule:{station_id}:{evse_id}"
 
     def planned_schedule(self, station_id: str, evse_id: int) -> str:
         """STRING JSON: the optimizer's per-EVSE schedule for the running transaction."""
-        return f"{self.prefix}:schedule:{station_id}:{evse_id}"
+        return f"{self._st(station_id)}:schedule:{station_id}:{evse_id}"
 
     def applied_profile(self, station_id: str, evse_id: int) -> str:
         """STRING JSON: last charging profile sent, the station's answer and applied limit."""
-        return f"{self.prefix}:profile:{station_id}:{evse_id}"
+        return f"{self._st(station_id)}:profile:{station_id}:{evse_id}"
 
     # --- authorization --------------------------------------------------------------
     def id_token(self, id_token: str) -> str:
         """HASH: {type, status, group_id} of a known id token."""
-        return f"{self.prefix}:idtoken:{id_token}"
+        return f"{self._g()}:idtoken:{id_token}"
 
     def id_tokens(self) -> str:
         """SET of known id tokens."""
-        return f"{self.prefix}:idtokens"
+        return f"{self._g()}:idtokens"
 
     # --- sites ----------------------------------------------------------------------
     def sites(self) -> str:
         """SET of site ids."""
-        return f"{self.prefix}:sites"
+        return f"{self._g()}:sites"
 
     def site(self, site_id: str) -> str:
         """HASH: {name, limit_kw, updated_at}."""
-        return f"{self.prefix}:site:{site_id}"
+        return f"{self._site(site_id)}:site:{site_id}"
 
     def site_defaults(self) -> str:
         """HASH: the deployment's site defaults, published by every csms node at start-up from its
@@ -156,34 +221,50 @@ class Keys:
 
     def site_stations(self, site_id: str) -> str:
         """SET of station ids on the site."""
-        return f"{self.prefix}:site:{site_id}:stations"
+        return f"{self._site(site_id)}:site:{site_id}:stations"
 
     def site_prices(self, site_id: str) -> str:
         """STRING JSON {start, step_minutes, import_price: [...], export_price: [...]}."""
-        return f"{self.prefix}:site:{site_id}:prices"
+        return f"{self._site(site_id)}:site:{site_id}:prices"
 
     def site_plan(self, site_id: str) -> str:
         """STRING JSON: the optimizer's latest site plan (planned load per step, strategy, status)."""
-        return f"{self.prefix}:site:{site_id}:plan"
+        return f"{self._site(site_id)}:site:{site_id}:plan"
 
     def site_power(self, site_id: str) -> str:
         """ZSET: site power samples scored by clock time, member `ts|power_kw|limit_kw|planned_kw`
         (csms/api/power_history.py; bounded by age and count)."""
-        return f"{self.prefix}:site:{site_id}:power"
+        return f"{self._site(site_id)}:site:{site_id}:power"
 
     # --- operator tokens ------------------------------------------------------------
     def api_token(self, token_hash: str) -> str:
         """HASH: {name, role, created_at} of an API bearer token (key by SHA-256 of the token)."""
-        return f"{self.prefix}:api-token:{token_hash}"
+        return f"{self._g()}:api-token:{token_hash}"
 
     def api_tokens(self) -> str:
         """SET of API token hashes."""
-        return f"{self.prefix}:api-tokens"
+        return f"{self._g()}:api-tokens"
 
     # --- streams, routing and clock -------------------------------------------------
-    def events(self) -> str:
-        """STREAM of typed state-change events (see evfleet/events.py)."""
-        return f"{self.prefix}:events"
+    def events(self, shard: int = 0) -> str:
+        """STREAM of typed state-change events (see evfleet/events.py), one per shard."""
+        return f"{self.shard_prefix(shard)}:events"
+
+    def event_streams(self) -> list[str]:
+        """Every event stream (one unsharded); readers merge them (`evfleet.store.stream`)."""
+        return self.shard_keys("events")
+
+    def station_events(self, station_id: str) -> str:
+        """The stream a station's writes append to (its shard's)."""
+        return f"{self._st(station_id)}:events"
+
+    def site_events(self, site_id: str) -> str:
+        """The stream a site's writes append to (its shard's)."""
+        return f"{self._site(site_id)}:events"
+
+    def shard_of_event(self, station_id: str, site_id: str) -> int:
+        """The shard an event belongs to: its station's, else its site's."""
+        return self.shard_of_station(station_id) if station_id else self.shard_of_site(site_id)
 
     def node(self, node_id: str) -> str:
         """STRING with TTL: a live csms node's heartbeat."""
@@ -208,7 +289,7 @@ class Keys:
 
     def session_loop(self, ref: str) -> str:
         """HASH: what the K15-K17 loop did for a session (needs, schedules sent, EV plan, renegotiations)."""
-        return f"{self.prefix}:tx:{ref}:loop"
+        return f"{self._tx(ref)}:tx:{ref}:loop"
 
     def optimizer_lease(self, site_id: str) -> str:
         """STRING (PX TTL): the optimizer worker currently solving a site."""

@@ -349,16 +349,17 @@ def _provisioner(provision_station: ProvisionStation | None) -> ProvisionStation
 
 async def _provision(url: str, site_id: str, provision_station: ProvisionStation, scen: Any,
                      password: str | None, passwords: dict[str, str]) -> None:
-    from evfleet.keys import Keys
     from evfleet.store.client import connect_redis
+    from evfleet.store.layout import resolve_keys
 
     redis = connect_redis(url)
     try:
+        keys = await resolve_keys(redis, "evfleet")  # the deployment's layout (Redis Cluster: sharded)
         for st in scen.stations:
             pwd = passwords.get(st.id, password)
             if not pwd:
                 raise ValueError(f"--provision-redis needs a password for {st.id}")
-            await provision_station(redis, Keys(), st.id, pwd, site_id=site_id)
+            await provision_station(redis, keys, st.id, pwd, site_id=site_id)
     finally:
         await redis.aclose()
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from evfleet.store.client import is_cluster
+from evfleet.store.slots import slot_groups
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -68,7 +71,21 @@ def hget(key: str, field: str) -> tuple[str, str]:
 
 
 async def bulk_read(redis: Redis, ops: Sequence[tuple[str, str]]) -> list[Any]:
-    """The results of `ops` (built with the helpers above), in order, as redis-py would give them."""
+    """The results of `ops` (built with the helpers above), in order, as redis-py would give them.
+
+    On a Redis Cluster a script may only touch one slot: the ops are grouped by slot (the sharded
+    key layout puts a station's keys in its shard's slot, so there are few groups) and each group
+    is read by its own call."""
+    if not is_cluster(redis):
+        return await _read_slot(redis, ops)
+    out: list[Any] = [None] * len(ops)
+    for idx in slot_groups(redis, [key for _, key in ops]):
+        for i, value in zip(idx, await _read_slot(redis, [ops[i] for i in idx]), strict=True):
+            out[i] = value
+    return out
+
+
+async def _read_slot(redis: Redis, ops: Sequence[tuple[str, str]]) -> list[Any]:
     script = redis.register_script(_SCRIPT)
     out: list[Any] = []
     for lo in range(0, len(ops), CHUNK):

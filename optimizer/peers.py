@@ -55,11 +55,17 @@ async def keep_alive(redis: Any, keys: Keys, consumer: str) -> None:
 
 async def dead_peers(redis: Any, keys: Keys, group: str, me: str) -> list[str]:
     """Consumers of the group other than `me` whose presence key is gone."""
-    consumers = await redis.xinfo_consumers(keys.events(), group)
-    names = [str(c["name"]) for c in consumers if str(c["name"]) != me]
+    names: list[str] = []
+    for stream in keys.event_streams():  # a worker reads every shard, so it is in every shard's group
+        for c in await redis.xinfo_consumers(stream, group):
+            if str(c["name"]) != me and str(c["name"]) not in names:
+                names.append(str(c["name"]))
     if not names:
         return []
-    alive = await redis.mget([keys.optimizer_alive(n) for n in names])
+    pipe = redis.pipeline(transaction=False)  # GETs, not MGET: the keys are in several cluster slots
+    for n in names:
+        pipe.get(keys.optimizer_alive(n))
+    alive = await pipe.execute()
     return [n for n, flag in zip(names, alive, strict=True) if flag is None]
 
 
@@ -67,15 +73,24 @@ async def rescue(redis: Any, keys: Keys, group: str, me: str, dead: str, sites: 
     """Take over `dead`'s pending events and leases; True if this worker did (the caller re-plans)."""
     if not await redis.set(keys.optimizer_rescue(dead), me, nx=True, ex=RESCUE_LOCK_S):
         return False
-    pending = await redis.xpending_range(keys.events(), group, min="-", max="+", count=10_000,
-                                         consumername=dead)
-    ids = [p["message_id"] for p in pending]
-    if ids:
-        await redis.xclaim(keys.events(), group, me, min_idle_time=0, message_ids=ids, justid=True)
-        await redis.xack(keys.events(), group, *ids)
+    taken = 0
+    for stream in keys.event_streams():
+        pending = await redis.xpending_range(stream, group, min="-", max="+", count=10_000,
+                                             consumername=dead)
+        ids = [p["message_id"] for p in pending]
+        if ids:
+            await redis.xclaim(stream, group, me, min_idle_time=0, message_ids=ids, justid=True)
+            await redis.xack(stream, group, *ids)
+        taken += len(ids)
     lease_keys = [keys.optimizer_lease(s) for s in sites]
-    released = await redis.eval(_RELEASE_OWNED, len(lease_keys), *lease_keys, f"{dead}:") if lease_keys else 0
-    await redis.xgroup_delconsumer(keys.events(), group, dead)
+    released = 0
+    if lease_keys and not keys.shards:
+        released = await redis.eval(_RELEASE_OWNED, len(lease_keys), *lease_keys, f"{dead}:")
+    else:  # Redis Cluster: one script per lease key (each its own slot)
+        for key in lease_keys:
+            released += int(await redis.eval(_RELEASE_OWNED, 1, key, f"{dead}:"))
+    for stream in keys.event_streams():
+        await redis.xgroup_delconsumer(stream, group, dead)
     log.warning("optimizer worker %s is gone: took %d pending events and %d site leases; re-planning",
-                dead, len(ids), int(released))
+                dead, taken, int(released))
     return True

@@ -33,10 +33,13 @@ class WorkerSettings(CommandSettings):
 
     model_config = SettingsConfigDict(env_prefix="EVFLEET_OPTIMIZER_", frozen=True, extra="forbid")
     TABLE: ClassVar[str] = "optimizer"
-    SHARED_ENV: ClassVar[frozenset[str]] = _LOGGING | {"redis_url", "redis_prefix"}
+    SHARED_ENV: ClassVar[frozenset[str]] = _LOGGING | {"redis_url", "redis_prefix", "redis_shards"}
 
     redis_url: str | None = Field(None, description="Redis URL shared with the csms (required)")
     redis_prefix: str = Field("evfleet", description="key prefix")
+    redis_shards: int | None = Field(
+        None, ge=0, le=16384,
+        description="key layout (see `evfleet csms --help`); unset = as recorded in Redis")
     site: list[str] = Field(default_factory=list, description="site(s) this worker plans (default: all)")
     strategy: str = Field("cost", description="optimizer strategy or baseline name")
     horizon_steps: int = Field(96, ge=1, le=10_000, description="planning horizon in steps")

@@ -21,6 +21,7 @@ from evfleet.records import (
     TransactionRecord,
     stored_float,
 )
+from evfleet.store.shards import active_refs
 from evfleet.store.sites import (
     DEFAULT_SITE_LIMIT_KW,
     budget_kw,
@@ -58,7 +59,7 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             head = str(fld).split("/", 1)[0]
             if head.isdigit() and int(head) > 0:
                 evse_ids[sid].add(int(head))
-    active_list = sorted(str(t) for t in await redis.smembers(keys.transactions_active()))  # tx refs
+    active_list = sorted(await active_refs(redis, keys))  # tx refs
     tx_raw = await bulk_read(redis, [hgetall(keys.transaction(txid)) for txid in active_list]
                              + [hget(keys.session_loop(txid), "energy_at_needs_wh") for txid in active_list])
     txs = {ref: TransactionRecord.decode(h) for ref, h in zip(active_list, tx_raw, strict=False)}

@@ -40,7 +40,9 @@ from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from evfleet.logs import log_context
 from evfleet.records import EvsePlan, SitePlan
+from evfleet.store.multi import SlotMulti
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
+from evfleet.store.stream import POLL_S
 from optimizer import peers, plan_json
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
@@ -214,24 +216,28 @@ class OptimizerWorker:
 
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's end) if it does not exist."""
-        try:
-            await self.redis.xgroup_create(self.keys.events(), GROUP, id="$", mkstream=True)
-        except Exception as err:  # BUSYGROUP: another worker created it
-            if "BUSYGROUP" not in str(err):
-                raise
+        for stream in self.keys.event_streams():  # one per shard in the Redis Cluster layout
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="$", mkstream=True)
+            except Exception as err:  # BUSYGROUP: another worker created it
+                if "BUSYGROUP" not in str(err):
+                    raise
 
     async def ack_stale(self, min_idle_ms: int = 60_000) -> int:
         """Acknowledge entries a dead worker left pending (start-up re-plans every site anyway)."""
-        acked, start = 0, "0-0"
-        while True:
-            resp: Any = await self.redis.xautoclaim(self.keys.events(), GROUP, self.cfg.consumer,
-                                                    min_idle_time=min_idle_ms, start_id=start, count=1000)
-            start, ids = str(resp[0]), [entry_id for entry_id, _ in resp[1]]
-            if ids:
-                await self.redis.xack(self.keys.events(), GROUP, *ids)
-                acked += len(ids)
-            if start in ("0-0", "0"):
-                return acked
+        acked = 0
+        for stream in self.keys.event_streams():
+            start = "0-0"
+            while True:
+                resp: Any = await self.redis.xautoclaim(stream, GROUP, self.cfg.consumer,
+                                                        min_idle_time=min_idle_ms, start_id=start, count=1000)
+                start, ids = str(resp[0]), [entry_id for entry_id, _ in resp[1]]
+                if ids:
+                    await self.redis.xack(stream, GROUP, *ids)
+                    acked += len(ids)
+                if start in ("0-0", "0"):
+                    break
+        return acked
 
     async def known_sites(self) -> list[str]:
         """Sites to plan: the site set plus the default site, filtered by `cfg.sites`."""
@@ -361,22 +367,33 @@ class OptimizerWorker:
 
     async def _write_plan(self, site_id: str, plan_id: str, plan: dict[str, Any],
                           per_evse: dict[str, dict[str, Any]], previous: Mapping[str, Any]) -> None:
-        """One MULTI: DEL the schedules of EVSEs the plan no longer has, MSET the new ones and the site
-        plan, XADD `schedule.planned`. Three commands whatever the fleet size (redis-py spends ~0.1 ms
-        of Python per command and reply: a SET per EVSE was most of a 1,000-session re-plan's writes)."""
+        """One MULTI: DEL the schedules of EVSEs the plan no longer has, MSET the new ones, SET the site
+        plan, XADD `schedule.planned`. Four commands whatever the fleet size (redis-py spends ~0.1 ms
+        of Python per command and reply: a SET per EVSE was most of a 1,000-session re-plan's writes).
+
+        On a Redis Cluster (`evfleet.store.multi.SlotMulti`): one DEL + MSET MULTI per slot of the EVSE
+        schedules first, then the site plan and its event in the site's slot, so a worker that reads
+        `schedule.planned` finds every schedule of that plan."""
         stale = [self._schedule_key(key) for key in previous.get("evses", {}) if key not in per_evse]
         docs = {self._schedule_key(key): plan_json.dumps(doc) for key, doc in per_evse.items()}
-        docs[self.keys.site_plan(site_id)] = plan_json.dumps(plan)
-        pipe = self.redis.pipeline(transaction=True)
-        if stale:
-            pipe.delete(*stale)
-        pipe.mset(docs)
-        pipe.xadd(self.keys.events(), event_fields(  # type: ignore[arg-type]
+        multi = SlotMulti(self.redis)
+        for pipe, names in multi.grouped(stale):
+            pipe.delete(*names)
+        for pipe, names in multi.grouped(list(docs)):
+            if multi.cluster:  # redis-py refuses MSET in a cluster pipeline, even within one slot
+                for name in names:
+                    pipe.set(name, docs[name])
+            else:
+                pipe.mset({name: docs[name] for name in names})
+        multi.then()
+        site = multi.on(self.keys.site_plan(site_id))
+        site.set(self.keys.site_plan(site_id), plan_json.dumps(plan))
+        site.xadd(self.keys.site_events(site_id), event_fields(
             EventType.SCHEDULE_PLANNED, self.clock.now(), site_id=site_id,
             data={"plan_id": plan_id, "status": plan["status"], "strategy": plan["strategy"],
                   "solve_s": plan["solve_s"], "evses": len(per_evse), "objective": plan["objective"],
                   "message": plan["message"]}), maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
+        await multi.execute()
 
     def _schedule_key(self, key: str) -> str:
         sid, eid = key.rsplit("/", 1)
@@ -425,12 +442,11 @@ class OptimizerWorker:
                     self.mark_dirty(site, f"worker {dead} died")
 
     async def _read_events(self) -> None:
-        resp: Any = await self.redis.xreadgroup(GROUP, self.cfg.consumer, {self.keys.events(): ">"},
-                                                count=500, block=self.cfg.block_ms)
+        resp = await self._xreadgroup()
         task = asyncio.current_task()
         if task is not None and task.cancelling():  # a cancellation swallowed by a library wait_for race
             raise asyncio.CancelledError
-        for _stream, entries in resp or []:
+        for stream, entries in resp or []:
             ids = []
             for entry_id, fields in entries:
                 ids.append(entry_id)
@@ -441,7 +457,25 @@ class OptimizerWorker:
                     continue
                 await self.handle(event)
             if ids:
-                await self.redis.xack(self.keys.events(), GROUP, *ids)
+                await self.redis.xack(str(stream), GROUP, *ids)
+
+    async def _xreadgroup(self) -> Any:
+        """New entries for this consumer: one blocking XREADGROUP on one stream; with one stream per
+        shard (Redis Cluster layout) one XREADGROUP per shard in a pipeline, polled until
+        `block_ms` (a blocking read can wait on one slot only)."""
+        streams = self.keys.event_streams()
+        if len(streams) == 1:
+            return await self.redis.xreadgroup(GROUP, self.cfg.consumer, {streams[0]: ">"},
+                                               count=500, block=self.cfg.block_ms)
+        deadline = time.monotonic() + self.cfg.block_ms / 1000
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream in streams:
+                pipe.xreadgroup(GROUP, self.cfg.consumer, {stream: ">"}, count=500)
+            replies = await pipe.execute()
+            if any(replies) or time.monotonic() >= deadline:
+                return [item for reply in replies for item in reply or []]
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
     async def _solve_due(self) -> None:
         loop_now = asyncio.get_running_loop().time()

@@ -49,6 +49,7 @@ def optimizer_worker(
                                        help="TOML file with an [optimizer] table"),
     redis_url: str | None = option(S, "redis_url"),
     redis_prefix: str = option(S, "redis_prefix"),
+    redis_shards: int | None = option(S, "redis_shards", min=0, max=16384),
     site: list[str] | None = option(S, "site", metavar="SITE"),
     strategy: str = option(S, "strategy"),
     horizon_steps: int = option(S, "horizon_steps", min=1, max=10_000),
@@ -75,7 +76,7 @@ def optimizer_worker(
     cfg = worker_config(s)
     configure_logging(s.log_level, s.log_json, node_id=cfg.consumer)
     try:
-        asyncio.run(_run(s.redis_url, s.redis_prefix, cfg))
+        asyncio.run(_run(s.redis_url, s.redis_prefix, cfg, s.redis_shards))
     except KeyboardInterrupt:
         pass
     except (OSError, RedisConnectionError) as err:
@@ -84,15 +85,15 @@ def optimizer_worker(
         raise typer.Exit(1) from err
 
 
-async def _run(redis_url: str, prefix: str, cfg: object) -> None:
-    from evfleet.keys import Keys
+async def _run(redis_url: str, prefix: str, cfg: object, shards: int | None = None) -> None:
     from evfleet.store.client import connect_redis
+    from evfleet.store.layout import resolve_keys
     from optimizer.worker import OptimizerWorker, WorkerConfig
 
     assert isinstance(cfg, WorkerConfig)
     redis = connect_redis(redis_url)
     try:
         await redis.ping()
-        await OptimizerWorker(redis, Keys(prefix), cfg).run()
+        await OptimizerWorker(redis, await resolve_keys(redis, prefix, shards), cfg).run()
     finally:
         await redis.aclose()

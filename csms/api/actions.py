@@ -32,6 +32,7 @@ from csms.api.schemas import (
 )
 from csms.api.tokens import Role
 from evfleet.events import EventType
+from evfleet.store.shards import is_active
 
 actions = APIRouter(prefix="/api/v1", responses=ACT_ERRORS,
                     dependencies=[Depends(require(Role.OPERATOR)), Depends(reject_unknown_query)])
@@ -85,7 +86,7 @@ async def stop_session(request: Request, station_id: StationIdPath, transaction_
     """RequestStopTransaction to the station the session runs on (its latest use of the id)."""
     deps = deps_of(request)
     ref = await tx_or_404(deps, station_id, transaction_id, None, "session")
-    if not await deps.redis.sismember(deps.keys.transactions_active(), ref):
+    if not await is_active(deps.redis, deps.keys, ref):
         raise Conflict(f"session {transaction_id} of station {station_id} has already ended",
                        {"station_id": station_id, "transaction_id": transaction_id})
     return await _call(request, station_id, "RequestStopTransaction", {"transactionId": transaction_id},
@@ -199,7 +200,8 @@ async def get_charging_profiles(
     payload: dict[str, Any] = {"requestId": request_id, "chargingProfile": criteria}
     if evse_id is not None:
         payload["evseId"] = evse_id
-    since = await stream_tail_id(deps.redis, deps.keys.events())  # reports come after the answer
+    # reports come after the answer, on the station's stream
+    since = await stream_tail_id(deps.redis, deps.keys.station_events(station_id))
     result = await _call(request, station_id, "GetChargingProfiles", payload, timeout_s)
     profiles: list[dict[str, Any]] = []
     complete = result["status"] != "Accepted"
@@ -215,7 +217,7 @@ async def _collect_reports(deps: ApiDeps, station_id: str, request_id: int, sinc
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while (left := deadline - loop.time()) > 0:
-        since, events = await read_new_events(deps.redis, deps.keys.events(), since,
+        since, events = await read_new_events(deps.redis, deps.keys.station_events(station_id), since,
                                               max(1, int(left * 1000)))
         for _, ev in events:
             if (ev.type != EventType.PROFILE_REPORTED or ev.station_id != station_id

@@ -20,6 +20,7 @@ from csms.api.views import load_json, tx_identity
 from csms.core.costs import PriceSeries, session_cost, uncontrolled_cost
 from evfleet.keys import parse_tx_ref
 from evfleet.store.client import as_str, as_str_dict
+from evfleet.store.shards import refs_by_start
 
 history = APIRouter(prefix="/api/v1", responses=READ_ERRORS,
                     dependencies=[Depends(require(Role.VIEWER)), Depends(reject_unknown_query)])
@@ -123,8 +124,7 @@ async def _matching(request: Request, station_id: str | None, id_token: str | No
     deps = deps_of(request)
     low = started_from.timestamp() if started_from else "-inf"
     high = started_to.timestamp() if started_to else "+inf"
-    by_start = deps.keys.transactions_by_start()
-    refs = [as_str(m) for m in await deps.redis.zrevrangebyscore(by_start, high, low)]
+    refs = [ref for ref, _ in reversed(await refs_by_start(deps.redis, deps.keys, low, high))]
     if station_id:  # a ref names its station: load only that station's records (the station page)
         refs = [r for r in refs if _ref_station(r) in (station_id, None)]
     rows = await _summaries(deps, refs)

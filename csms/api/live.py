@@ -23,6 +23,7 @@ from typing import Any
 from csms.api.reader import StateReader, read_new_events
 from csms.api.views import session_summary
 from evfleet.events import Event
+from evfleet.store.stream import stream_tail_id
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,13 @@ class LiveHub:
     async def _idle(self, wait_s: float) -> None:
         """A tick without subscribers: note the stream's tail (nothing read or parsed)."""
         await asyncio.sleep(wait_s)
-        tail = await self.reader.redis.xrevrange(self.reader.keys.events(), count=1)
+        tail = await stream_tail_id(self.reader.redis, self.reader.keys.event_streams())
         if not self.subscribers:  # one may have come during the sleep: then read from the old tail
-            self.last_id = str(tail[0][0]) if tail else "0-0"
+            self.last_id = tail
             self._pending = Pending()
 
     async def _read(self, block_ms: int) -> None:
-        self.last_id, events = await read_new_events(self.reader.redis, self.reader.keys.events(),
+        self.last_id, events = await read_new_events(self.reader.redis, self.reader.keys.event_streams(),
                                                      self.last_id, block_ms)
         self.events_seen += len(events)
         for entry_id, event in events:

@@ -11,6 +11,7 @@ from typing import Any
 from csms.api import views
 from evfleet.clock import Clock
 from evfleet.keys import Keys, tx_ref
+from evfleet.store.shards import active_refs, is_active, refs_by_start
 from evfleet.store.sites import pipelined, positive_kw
 from evfleet.store.stream import read_new_events, stream_tail_id
 
@@ -125,11 +126,11 @@ class StateReader:
     # --- sessions and transactions (by tx_ref: station, transactionId, generation) --------
     async def active_tx_ids(self) -> set[str]:
         """Refs of the transactions not yet Ended."""
-        return {s(m) for m in await self.redis.smembers(self.keys.transactions_active())}
+        return set(await active_refs(self.redis, self.keys))
 
     async def all_tx_ids(self) -> list[str]:
         """Every transaction ref, newest start first."""
-        return [s(m) for m in await self.redis.zrevrange(self.keys.transactions_by_start(), 0, -1)]
+        return [ref for ref, _ in reversed(await refs_by_start(self.redis, self.keys))]
 
     async def tx_exists(self, ref: str) -> bool:
         """True if the transaction hash exists."""
@@ -197,7 +198,7 @@ class StateReader:
         events = await self.redis.lrange(self.keys.transaction_events(ref), 0, -1)
         ident = views.tx_identity(ref, raw)
         generations = await self.latest_generation(ident["station_id"], ident["transaction_id"])
-        live = bool(await self.redis.sismember(self.keys.transactions_active(), ref))
+        live = await is_active(self.redis, self.keys, ref)
         return {**ident, "generations": generations, "record": raw, "live": live,
                 "events": [views.load_json(s(e)) for e in events]}
 

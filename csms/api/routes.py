@@ -382,10 +382,7 @@ async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
     first: str | None = None
     low, high = (_id_after(after), "+") if after else ("-", _id_before(before) if before else "+")
     while len(out) < limit and low is not None and high is not None:
-        if forward:
-            batch = await deps.redis.xrange(deps.keys.events(), min=low, max=high, count=EVENT_SCAN_BATCH)
-        else:
-            batch = await deps.redis.xrevrange(deps.keys.events(), max=high, min=low, count=EVENT_SCAN_BATCH)
+        batch = await _scan(deps, _streams(deps, station_id), low, high, forward)
         for entry_id, fields in batch:
             scanned = s(entry_id)
             first = first or scanned
@@ -416,5 +413,26 @@ async def _stream_last_id(deps: ApiDeps, before: str | None) -> str:
     high = _id_before(before) if before else "+"
     if high is None:
         return "0-0"
-    last = await deps.redis.xrevrange(deps.keys.events(), max=high, min="-", count=1)
+    last = await _scan(deps, deps.keys.event_streams(), "-", high, False, count=1)
     return s(last[0][0]) if last else "0-0"
+
+
+def _streams(deps: ApiDeps, station_id: str | None) -> list[str]:
+    """The streams to scan: a station's events are all in its shard's stream."""
+    return [deps.keys.station_events(station_id)] if station_id else deps.keys.event_streams()
+
+
+async def _scan(deps: ApiDeps, streams: list[str], low: str, high: str, forward: bool,
+                count: int = EVENT_SCAN_BATCH) -> list[Any]:
+    """XRANGE (`forward`) or XREVRANGE over `streams`, merged by id, the first `count`: every entry
+    of any stream up to the last one returned is in the result (each stream gave its first `count`)."""
+    pipe = deps.redis.pipeline(transaction=False)
+    for stream in streams:
+        if forward:
+            pipe.xrange(stream, min=low, max=high, count=count)
+        else:
+            pipe.xrevrange(stream, max=high, min=low, count=count)
+    rows = [row for batch in await pipe.execute() for row in batch]
+    if len(streams) > 1:
+        rows.sort(key=lambda row: tuple(int(p) for p in s(row[0]).split("-")), reverse=not forward)
+    return rows[:count]

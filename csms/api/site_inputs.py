@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from evfleet.clock import Clock
 from evfleet.events import Event, EventType
 from evfleet.keys import Keys
+from evfleet.store.multi import SlotMulti
 
 SITE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 STREAM_MAXLEN = 100_000
@@ -106,9 +107,9 @@ class SiteInputWriter:
         event = Event(type=EventType.SITE_PRICES, site_id=site_id, ts=now,
                       data={"start": doc["start"], "step_minutes": doc["step_minutes"],
                             "steps": len(doc["import_price"]), "source": source})
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._keys.site_prices(site_id), json.dumps(doc, separators=(",", ":")))
-        pipe.sadd(self._keys.sites(), site_id)
-        pipe.xadd(self._keys.events(), event.to_fields(), maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
+        multi, stream = SlotMulti(self._redis), self._keys.site_events(site_id)
+        multi.on(stream).set(self._keys.site_prices(site_id), json.dumps(doc, separators=(",", ":")))
+        multi.on(stream).xadd(stream, event.to_fields(), maxlen=STREAM_MAXLEN, approximate=True)
+        multi.on(self._keys.sites()).sadd(self._keys.sites(), site_id)
+        await multi.execute()
         return doc

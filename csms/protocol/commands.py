@@ -48,6 +48,7 @@ from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
 from evfleet.logs import log_context
 from evfleet.store.client import as_str
+from evfleet.store.multi import SlotMulti
 
 log = logging.getLogger(__name__)
 
@@ -259,17 +260,18 @@ class CommandExecutor:
         handler = self.registry.get(req.station_id)
         site_id = handler.site_id if handler is not None else ""
         evse_id = req.payload.get("evseId")
-        pipe = self.redis.pipeline(transaction=True)
+        multi = SlotMulti(self.redis)  # one MULTI; on a cluster the reply and the event are two
+        stream = self.env.keys.station_events(req.station_id)
         if req.reply_to:  # empty for the node's own calls (call_local)
-            pipe.lpush(req.reply_to, reply.model_dump_json())
-            pipe.expire(req.reply_to, REPLY_TTL_S)
-        pipe.xadd(self.env.keys.events(), event_fields(  # type: ignore[arg-type]
+            multi.on(req.reply_to).lpush(req.reply_to, reply.model_dump_json())
+            multi.on(req.reply_to).expire(req.reply_to, REPLY_TTL_S)
+        multi.on(stream).xadd(stream, event_fields(
             EventType.COMMAND_RESULT, self.env.clock.now(), req.station_id,
             evse_id if isinstance(evse_id, int) else None, "", site_id,
             {"request_id": req.request_id, "action": req.action, "outcome": outcome.value,
              "payload": payload, "error": error}), maxlen=100_000, approximate=True)
         try:
-            await pipe.execute()
+            await multi.execute()
         finally:
             local = self._local.get(req.request_id)
             if local is not None and not local.done():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
+from evfleet.store.shards import active_refs
 from evfleet.store.sites import PIPELINE_CHUNK, own_limit_kw, pipelined, positive_kw, site_station_ids
 from evfleet.store.stream import read_new_events, stream_tail_id
 
@@ -60,13 +61,14 @@ class RedisStateStore:
 
     async def events_tail(self) -> str:
         """Newest entry id of `evfleet:events`."""
-        return await stream_tail_id(self.redis, self.keys.events())
+        return await stream_tail_id(self.redis, self.keys.event_streams())
 
     async def read_events(self, last_id: str, count: int, block_ms: int,
                           skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
         """XREAD after `last_id` (malformed entries are logged and skipped, and so are, unparsed,
         entries whose raw fields `skip` says to)."""
-        last_id, pairs = await read_new_events(self.redis, self.keys.events(), last_id, block_ms, count, skip)
+        streams = self.keys.event_streams()
+        last_id, pairs = await read_new_events(self.redis, streams, last_id, block_ms, count, skip)
         return last_id, [event for _id, event in pairs]
 
     async def site_ids(self) -> set[str]:
@@ -102,7 +104,7 @@ class RedisStateStore:
         stations = await site_station_ids(self.redis, k, site_id, default_site)
         raw = await pipelined(self.redis, stations, lambda p, sid: (p.hgetall(k.station(sid)),
                                                                     p.hkeys(k.station_connectors(sid))))
-        active = [str(t) for t in await self.redis.smembers(k.transactions_active())]
+        active = await active_refs(self.redis, k)
         tx_evses: dict[str, set[int]] = {}
         for sid_eid in await pipelined(self.redis, active,
                                        lambda p, ref: p.hmget(k.transaction(ref), ["station_id", "evse_id"])):
@@ -153,26 +155,35 @@ class RedisStateStore:
         return [None if v is None else str(v) for v in values]
 
     async def write(self, batch: StoreWrite) -> None:
-        """One MULTI/EXEC with every part of the batch."""
+        """One MULTI/EXEC with every part of the batch; in the Redis Cluster layout one per shard
+        (each station's and each site's writes stay atomic; the batch as a whole is not)."""
         if not batch:
             return
         k = self.keys
-        pipe = self.redis.pipeline(transaction=True)
+        pipes: dict[int, Any] = {}
+
+        def st(sid: str) -> Any:
+            return pipes.setdefault(k.shard_of_station(sid), self.redis.pipeline(transaction=True))
+
         for (sid, eid), record in batch.profiles.items():
-            pipe.set(k.applied_profile(sid, eid), json.dumps(record, default=str))
+            st(sid).set(k.applied_profile(sid, eid), json.dumps(record, default=str))
         for (sid, eid), mapping in batch.evse_fields.items():
-            pipe.hset(k.station_evse(sid, eid), mapping=mapping)  # type: ignore[arg-type]
+            st(sid).hset(k.station_evse(sid, eid), mapping=mapping)
         for (sid, eid), names in batch.evse_deleted.items():
-            pipe.hdel(k.station_evse(sid, eid), *names)
+            st(sid).hdel(k.station_evse(sid, eid), *names)
         for ref, counters in batch.session_incr.items():
             for name, by in counters.items():
-                pipe.hincrby(k.session_loop(ref), name, by)
+                st(ref.split(":", 1)[0]).hincrby(k.session_loop(ref), name, by)
         for ref, mapping in batch.session_fields.items():
-            pipe.hset(k.session_loop(ref), mapping=mapping)  # type: ignore[arg-type]
+            st(ref.split(":", 1)[0]).hset(k.session_loop(ref), mapping=mapping)
         for (sid, eid), record in batch.ev_schedules.items():
-            pipe.set(k.ev_schedule(sid, eid), json.dumps(record, default=str))
+            st(sid).set(k.ev_schedule(sid, eid), json.dumps(record, default=str))
         for site_id, mapping in batch.site_fields.items():
-            pipe.hset(k.site(site_id), mapping=mapping)  # type: ignore[arg-type]
+            pipes.setdefault(k.shard_of_site(site_id), self.redis.pipeline(transaction=True)).hset(
+                k.site(site_id), mapping=mapping)
         for fields in batch.events:
-            pipe.xadd(k.events(), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        await pipe.execute()
+            shard = k.shard_of_event(fields.get("station_id", ""), fields.get("site_id", ""))
+            pipes.setdefault(shard, self.redis.pipeline(transaction=True)).xadd(
+                k.events(shard), fields, maxlen=STREAM_MAXLEN, approximate=True)
+        for pipe in pipes.values():
+            await pipe.execute()

@@ -4,6 +4,11 @@ Public names: `provision_station`, `remove_station`, `list_stations`, `get_crede
 `set_station_compat`, `move_station`, `set_site_limit`, `publish_site_defaults`, `add_site`, `add_id_token`,
 `validate_station_id`, `validate_site_id`,
 `rehash_credentials`, `ProvisioningError`, `StationIdError`.
+
+Each write is one MULTI on a single Redis server. In the Redis Cluster layout it is one MULTI per
+hash slot (`evfleet.store.multi.SlotMulti`): the station's keys, then its site's, then the id
+registries (`stations`, `sites`), so a crash in between leaves an entity that re-running the same
+idempotent command registers.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from csms.core.security import (
 )
 from evfleet.keys import Keys
 from evfleet.store.client import as_str, as_str_dict, hmap
+from evfleet.store.multi import SlotMulti
 
 SITE_EVENTS_MAXLEN = 100_000
 """Approximate length cap of the event stream when appending `site.limit`."""
@@ -86,21 +92,22 @@ async def provision_station(redis: Redis, keys: Keys, station_id: str, password:
     old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
     site = site_id or old_site or "default"
     validate_site_id(site)
-    pipe = redis.pipeline(transaction=True)
-    pipe.sadd(keys.stations(), station_id)
-    pipe.hset(keys.station_credentials(station_id),
-              mapping=hmap({**cred.to_fields(), "security_profile": str(security_profile)}))
-    pipe.hset(keys.station(station_id), mapping={"site_id": site, "compat": "1" if compat else "0"})
-    pipe.hsetnx(keys.station(station_id), "registered_at", _now_iso(now))
-    pipe.hsetnx(keys.station(station_id), "online", "0")
+    multi = SlotMulti(redis)  # station first, then its site, then the registries (module docstring)
+    station = multi.on(keys.station(station_id))
+    station.hset(keys.station_credentials(station_id),
+                 mapping=hmap({**cred.to_fields(), "security_profile": str(security_profile)}))
+    station.hset(keys.station(station_id), mapping={"site_id": site, "compat": "1" if compat else "0"})
+    station.hsetnx(keys.station(station_id), "registered_at", _now_iso(now))
+    station.hsetnx(keys.station(station_id), "online", "0")
     if old_site and old_site != site:
-        pipe.srem(keys.site_stations(old_site), station_id)
-    pipe.sadd(keys.site_stations(site), station_id)
-    pipe.sadd(keys.sites(), site)
-    pipe.hsetnx(keys.site(site), "name", site)
+        multi.on(keys.site_stations(old_site)).srem(keys.site_stations(old_site), station_id)
+    multi.on(keys.site_stations(site)).sadd(keys.site_stations(site), station_id)
+    multi.on(keys.site(site)).hsetnx(keys.site(site), "name", site)
     if default_site_limit_kw is not None:
-        pipe.hsetnx(keys.site(site), "limit_kw", repr(float(default_site_limit_kw)))
-    await pipe.execute()
+        multi.on(keys.site(site)).hsetnx(keys.site(site), "limit_kw", repr(float(default_site_limit_kw)))
+    multi.on(keys.stations()).sadd(keys.stations(), station_id)
+    multi.on(keys.sites()).sadd(keys.sites(), site)
+    await multi.execute()
 
 
 async def remove_station(redis: Redis, keys: Keys, station_id: str) -> bool:
@@ -109,13 +116,14 @@ async def remove_station(redis: Redis, keys: Keys, station_id: str) -> bool:
         return False
     site = as_str(await redis.hget(keys.station(station_id), "site_id"))
     evse_keys = [k async for k in redis.scan_iter(match=f"{keys.station(station_id)}:evse:*")]
-    pipe = redis.pipeline(transaction=True)
-    pipe.srem(keys.stations(), station_id)
-    pipe.delete(keys.station(station_id), keys.station_credentials(station_id),
-                keys.station_connectors(station_id), keys.station_violations(station_id), *evse_keys)
+    multi = SlotMulti(redis)
+    multi.on(keys.stations()).srem(keys.stations(), station_id)
+    multi.on(keys.station(station_id)).delete(
+        keys.station(station_id), keys.station_credentials(station_id), keys.station_connectors(station_id),
+        keys.station_violations(station_id), *evse_keys)
     if site:
-        pipe.srem(keys.site_stations(site), station_id)
-    await pipe.execute()
+        multi.on(keys.site_stations(site)).srem(keys.site_stations(site), station_id)
+    await multi.execute()
     return True
 
 
@@ -173,26 +181,26 @@ async def move_station(redis: Redis, keys: Keys, station_id: str, site_id: str) 
     if not await redis.sismember(keys.stations(), station_id):
         raise ProvisioningConflict(f"unknown station {station_id!r}")
     old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
-    pipe = redis.pipeline(transaction=True)
-    pipe.hset(keys.station(station_id), "site_id", site_id)
+    multi = SlotMulti(redis)
+    multi.on(keys.station(station_id)).hset(keys.station(station_id), "site_id", site_id)
     if old_site and old_site != site_id:
-        pipe.srem(keys.site_stations(old_site), station_id)
-    pipe.sadd(keys.site_stations(site_id), station_id)
-    pipe.sadd(keys.sites(), site_id)
-    pipe.hsetnx(keys.site(site_id), "name", site_id)
-    await pipe.execute()
+        multi.on(keys.site_stations(old_site)).srem(keys.site_stations(old_site), station_id)
+    multi.on(keys.site_stations(site_id)).sadd(keys.site_stations(site_id), station_id)
+    multi.on(keys.site(site_id)).hsetnx(keys.site(site_id), "name", site_id)
+    multi.on(keys.sites()).sadd(keys.sites(), site_id)
+    await multi.execute()
 
 
 async def add_site(redis: Redis, keys: Keys, site_id: str, name: str | None = None) -> None:
     """Register a site (or rename it) without touching its limit (see `set_site_limit`)."""
     validate_site_id(site_id)
-    pipe = redis.pipeline(transaction=True)
-    pipe.sadd(keys.sites(), site_id)
+    multi = SlotMulti(redis)
     if name:
-        pipe.hset(keys.site(site_id), "name", name)
+        multi.on(keys.site(site_id)).hset(keys.site(site_id), "name", name)
     else:
-        pipe.hsetnx(keys.site(site_id), "name", site_id)
-    await pipe.execute()
+        multi.on(keys.site(site_id)).hsetnx(keys.site(site_id), "name", site_id)
+    multi.on(keys.sites()).sadd(keys.sites(), site_id)
+    await multi.execute()
 
 
 async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float,
@@ -212,16 +220,16 @@ async def set_site_limit(redis: Redis, keys: Keys, site_id: str, limit_kw: float
     ts = now or datetime.now(UTC)
     data: dict[str, Any] = {"limit_kw": float(limit_kw), "source": source}
     event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=ts, data=data)
-    pipe = redis.pipeline(transaction=True)
-    pipe.sadd(keys.sites(), site_id)
+    multi = SlotMulti(redis)  # the site's hash and event in one MULTI (one slot), then the registry
     mapping = {"limit_kw": repr(float(limit_kw)), "updated_at": ts.isoformat()}
     if name:
         mapping["name"] = name
-    pipe.hset(keys.site(site_id), mapping=hmap(mapping))
-    pipe.hsetnx(keys.site(site_id), "name", site_id)
-    pipe.xadd(keys.events(), event.to_fields(), maxlen=SITE_EVENTS_MAXLEN,  # type: ignore[arg-type]
-              approximate=True)
-    await pipe.execute()
+    site = multi.on(keys.site(site_id))
+    site.hset(keys.site(site_id), mapping=hmap(mapping))
+    site.hsetnx(keys.site(site_id), "name", site_id)
+    site.xadd(keys.site_events(site_id), event.to_fields(), maxlen=SITE_EVENTS_MAXLEN, approximate=True)
+    multi.on(keys.sites()).sadd(keys.sites(), site_id)
+    await multi.execute()
     return data
 
 
@@ -261,7 +269,7 @@ async def publish_site_defaults(redis: Redis, keys: Keys, default_limit_kw: floa
     owns = await pipe.execute()
     unset = {sid for sid, own in zip(site_ids, owns, strict=True) if sid and own in (None, "")}
     changed = [sid for sid in site_ids if sid and (margin_changed or sid in unset)]
-    pipe = redis.pipeline(transaction=True)
+    multi = SlotMulti(redis)
     for site_id in changed:
         data: dict[str, Any] = {"source": "margin" if margin_changed else "default"}
         if margin_changed:
@@ -269,9 +277,9 @@ async def publish_site_defaults(redis: Redis, keys: Keys, default_limit_kw: floa
         if site_id in unset:
             data["limit_kw"] = float(default_limit_kw)
         event = Event(type=EventType.SITE_LIMIT, site_id=site_id, ts=ts, data=data)
-        pipe.xadd(keys.events(), event.to_fields(), maxlen=SITE_EVENTS_MAXLEN,  # type: ignore[arg-type]
-                  approximate=True)
-    await pipe.execute()
+        stream = keys.site_events(site_id)
+        multi.on(stream).xadd(stream, event.to_fields(), maxlen=SITE_EVENTS_MAXLEN, approximate=True)
+    await multi.execute()
     return before, changed
 
 
@@ -308,10 +316,10 @@ async def remove_site(redis: Redis, keys: Keys, site_id: str) -> None:
     on_site = await redis.scard(keys.site_stations(site_id))
     if on_site:
         raise ProvisioningConflict(f"site {site_id!r} still has {on_site} station(s): move or remove them")
-    pipe = redis.pipeline(transaction=True)
-    pipe.srem(keys.sites(), site_id)
-    pipe.delete(keys.site(site_id), keys.site_prices(site_id))
-    await pipe.execute()
+    multi = SlotMulti(redis)  # registry first: a crash leaves an unlisted site, not a listed empty one
+    multi.on(keys.sites()).srem(keys.sites(), site_id)
+    multi.on(keys.site(site_id)).delete(keys.site(site_id), keys.site_prices(site_id))
+    await multi.execute()
 
 
 async def list_id_tokens(redis: Redis, keys: Keys) -> list[dict[str, str]]:

@@ -3,10 +3,13 @@
 Public names: `StateStore`, `STREAM_MAXLEN`, `SUPERSEDED_REASON` (stream fields: `evfleet.events`).
 
 Each method writes the state and appends the `evfleet:events` entry in one MULTI
-transaction or one Lua script (all or nothing). Transactions are keyed by `tx_ref` (station,
-transactionId, generation; `evfleet.keys`). TransactionEvent is written by a script that
-checks the transaction's (seqNo, eventType) set first, so a replay racing with the original is
-applied once; a charger's reused id (counter reset) starts the id's next generation.
+transaction or one Lua script (all or nothing). Every key one method touches belongs to one
+station, and in the Redis Cluster layout (`evfleet.keys`) to that station's shard: the stream and
+the `tx:active` / `tx:by-start` indexes written are the shard's, so each call is one slot.
+Transactions are keyed by `tx_ref` (station, transactionId, generation; `evfleet.keys`).
+TransactionEvent is written by a script that checks the transaction's (seqNo, eventType) set
+first, so a replay racing with the original is applied once; a charger's reused id (counter
+reset) starts the id's next generation.
 A transaction starting on an EVSE whose previous transaction never ended ends that one in the
 same script (`stopped_reason` "Other", `superseded_by`, a `tx.ended` event with `superseded: true`).
 """
@@ -130,13 +133,15 @@ class StateStore:
         self._read_tx = redis.register_script(_READ_TX)
         self._write_tx = redis.register_script(_WRITE_TX)
 
-    def _xadd(self, pipe: Pipeline | Redis, fields: dict[str, str]) -> None:
-        pipe.xadd(self.keys.events(), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    def _xadd(self, pipe: Pipeline | Redis, station_id: str, fields: dict[str, str]) -> None:
+        pipe.xadd(self.keys.station_events(station_id), fields,  # type: ignore[arg-type]
+                  maxlen=STREAM_MAXLEN, approximate=True)
 
     def _event(self, pipe: Pipeline, event_type: EventType, station_id: str, site_id: str,
                evse_id: int | None = None, ref: str = "",
                data: Mapping[str, Any] | None = None) -> None:
-        self._xadd(pipe, event_fields(event_type, self.clock.now(), station_id, evse_id, ref, site_id, data))
+        self._xadd(pipe, station_id,
+                   event_fields(event_type, self.clock.now(), station_id, evse_id, ref, site_id, data))
 
     # --- reads --------------------------------------------------------------------
     async def station_info(self, station_id: str) -> dict[str, str]:
@@ -268,8 +273,8 @@ class StateStore:
                 superseded_key = k.transaction(stale)
             done = await self._write_tx(
                 keys=[tx_key, k.transaction_seqnos(ref), k.transaction_events(ref), k.transaction_meter(ref),
-                      k.transactions_active(), k.transactions_by_start(), evse_key, k.station(station_id),
-                      k.events(), superseded_key, gen_key],
+                      k.active_for(station_id), k.by_start_for(station_id), evse_key, k.station(station_id),
+                      k.station_events(station_id), superseded_key, gen_key],
                 args=[str(stored), member, _dumps(spec), txid, str(latest)])
             if done:
                 return decision

@@ -233,7 +233,7 @@ class MqttBridge:
             try:
                 block_ms = max(1, int((next_flush - loop.time()) * 1000))
                 self.last_id, events = await read_new_events(
-                    self.reader.redis, self.reader.keys.events(), self.last_id, block_ms)
+                    self.reader.redis, self.reader.keys.event_streams(), self.last_id, block_ms)
                 for _entry_id, event in events:
                     self.note(event)
                 now = loop.time()

@@ -7,10 +7,10 @@ Public names: `connect_redis`, `dedicated_client`, `as_str`, `as_str_dict`, `hma
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from redis import exceptions as rx
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 MAX_CONNECTIONS = 1024
 """Connections one client opens at most; more concurrent commands queue for a free one."""
@@ -18,9 +18,37 @@ POOL_TIMEOUT_S = 20.0
 """How long a command waits for a free connection before `ConnectionError("No connection available.")`."""
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+"""URL schemes of a Redis Cluster (any one node as the start-up node); the keys must then use the
+sharded layout (`evfleet.keys.Keys(shards=N)`, setting `redis_shards`)."""
+
+
+def is_cluster_url(url: str | None) -> bool:
+    """Whether `url` names a Redis Cluster (`CLUSTER_SCHEMES`)."""
+    return bool(url) and str(url).startswith(CLUSTER_SCHEMES)
+
+
+def connect_cluster(url: str, *, max_connections: int = MAX_CONNECTIONS, **kwargs: object) -> Redis:
+    """An asyncio `RedisCluster` client for a ``redis+cluster://host:port`` URL, typed as `Redis`:
+    it takes the same commands, and refuses (CROSSSLOT) a MULTI, script or multi-key command whose
+    keys are in several slots, which the sharded key layout avoids. `max_connections` is per node.
+    """
+    plain = url.replace("+cluster", "", 1)
+    kwargs.pop("health_check_interval", None)
+    client = RedisCluster.from_url(plain, decode_responses=True, max_connections=max_connections,
+                                   **kwargs)
+    return cast(Redis, client)
+
+
+def is_cluster(redis: Any) -> bool:
+    """Whether `redis` is a Redis Cluster client."""
+    return isinstance(redis, RedisCluster)
+
+
 def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
                   pool_timeout_s: float | None = POOL_TIMEOUT_S, **kwargs: object) -> Redis:
-    """An asyncio Redis client for `url` that returns `str` values.
+    """An asyncio Redis client for `url` that returns `str` values (a cluster client for a
+    ``redis+cluster://`` URL, `connect_cluster`).
 
     Its pool is a `BlockingConnectionPool`: when thousands of station handlers await Redis at
     once (mass connect/disconnect), the excess waits up to `pool_timeout_s` for a connection
@@ -28,6 +56,8 @@ def connect_redis(url: str, *, max_connections: int = MAX_CONNECTIONS,
     long as it takes, for clients whose callers bound the wait themselves). Closing the
     client (`aclose()`) closes the pool. The hiredis parser is used when installed.
     """
+    if is_cluster_url(url):
+        return connect_cluster(url, max_connections=max_connections, **kwargs)
     pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout_s,
                                            decode_responses=True, health_check_interval=30,
                                            **kwargs)
@@ -69,6 +99,10 @@ def _unavailable_reply(text: str) -> bool:
                                                          for reply in _UNAVAILABLE_REPLIES)
 
 
+_CLUSTER_OPTIONS = ("username", "password", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+                    "decode_responses", "client_name", "encoding", "encoding_errors")
+
+
 def dedicated_client(redis: Redis, max_connections: int, **overrides: object) -> Redis:
     """A client to the same server and options as `redis` (connection options replaced by
     `overrides`, e.g. `client_name`) with its own blocking pool and no pool timeout.
@@ -77,6 +111,17 @@ def dedicated_client(redis: Redis, max_connections: int, **overrides: object) ->
     replies): its commands never wait behind thousands of station handlers for a connection of
     the shared pool.
     """
+    if is_cluster(redis):
+        cluster = cast(Any, redis)
+        node = cluster.get_default_node()
+        shared_kwargs = cluster.connection_kwargs
+        opts: dict[str, Any] = {k: v for k, v in shared_kwargs.items()
+                                if k in _CLUSTER_OPTIONS or k.startswith("ssl_")}
+        if "SSL" in getattr(shared_kwargs.get("connection_class"), "__name__", ""):
+            opts["ssl"] = True
+        opts.update(overrides)
+        return cast(Redis, RedisCluster(host=node.host, port=node.port, max_connections=max_connections,
+                                        **opts))
     shared = redis.connection_pool
     kwargs = {**shared.connection_kwargs, **overrides}
     pool = BlockingConnectionPool(connection_class=shared.connection_class, max_connections=max_connections,

@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from evfleet.store.slots import slot_groups
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -149,11 +151,13 @@ async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
     members = {str(m) for m in await redis.smembers(keys.site_stations(site_id))}
     all_ids = sorted(str(m) for m in await redis.smembers(keys.stations()))
     script = redis.register_script(_SITE_IDS)
-    for lo in range(0, len(all_ids), _CHUNK):  # one reply per chunk, not one per station
-        part = all_ids[lo:lo + _CHUNK]
-        sites = await script(keys=[keys.station(sid).encode() for sid in part])
-        members.update(sid for sid, sid_site in zip(part, sites, strict=True)
-                       if (sid_site or default_site) == site_id)
+    for group in slot_groups(redis, [keys.station(sid) for sid in all_ids]):  # one script per slot
+        ids = [all_ids[i] for i in group]
+        for lo in range(0, len(ids), _CHUNK):  # one reply per chunk, not one per station
+            part = ids[lo:lo + _CHUNK]
+            sites = await script(keys=[keys.station(sid).encode() for sid in part])
+            members.update(sid for sid, sid_site in zip(part, sites, strict=True)
+                           if (sid_site or default_site) == site_id)
     return sorted(members)
 
 

@@ -30,6 +30,7 @@ from csms.store.provisioning import provision_station
 from evfleet.clock import RealClock
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
+from evfleet.store.layout import resolve_keys
 from evfleet.txprofile import profile_series_w, value_at
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
@@ -233,8 +234,9 @@ class Loop:
             station_sum = sum(cp.limit_w_at(now, self.active[sid]) for sid, cp in self.stations.items()
                               if cp.profiles or cp.defaults)
             record_sum = 0.0
-            # one MGET: an atomic snapshot (separate GETs could pair an old and a new record)
-            for raw in await self.redis.mget([self.keys.applied_profile(sid, 1) for sid in self.stations]):
+            # one MGET: an atomic snapshot (separate GETs could pair an old and a new record); a Redis
+            # Cluster has no MGET across slots, so there the records are read one by one
+            for raw in await self._applied_records():
                 if raw:
                     series = json.loads(raw)["applied_series_w"]
                     record_sum += value_at([(t, w) for t, w in series], now.timestamp())
@@ -243,6 +245,15 @@ class Loop:
             if limit_w and max(station_sum, record_sum) > limit_w + 1.0:
                 self.violations.append((iso(now), station_sum, record_sum))
             await asyncio.sleep(0.02)
+
+    async def _applied_records(self) -> list[Any]:
+        names = [self.keys.applied_profile(sid, 1) for sid in self.stations]
+        if not self.keys.shards:
+            return list(await self.redis.mget(names))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+        return list(await pipe.execute())
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
         """Poll an async or sync predicate until truthy."""
@@ -267,7 +278,7 @@ async def closed_loop(redis_url: str, limit_kw: float = 20.0, worker: bool = Tru
                                 replan_threshold_kw=0.5, call_timeout_s=5.0)
     base.update(settings)
     redis = connect_redis(redis_url)
-    keys = Keys("evfleet")
+    keys = await resolve_keys(redis, "evfleet", settings.get("redis_shards"))
     await redis.hset(keys.site(SITE), mapping={"limit_kw": repr(limit_kw), "name": "Depot"})
     await redis.sadd(keys.sites(), SITE)
     async with running_csms(CsmsSettings(**base),

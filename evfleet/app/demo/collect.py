@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from evfleet.app.demo.metering import MeterSample, delivered_wh
 from evfleet.isotime import parse_iso_or_none
 from evfleet.keys import Keys
+from evfleet.store.shards import active_refs, refs_by_start
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def transaction_from_fields(transaction_id: str, fields: Mapping[Any, Any],
 
 async def read_transactions(redis: Redis, keys: Keys) -> list[MeasuredTransaction]:
     """Every transaction the csms stored, with its meter samples, in start order."""
-    ids = [_s(t) for t in await redis.zrange(keys.transactions_by_start(), 0, -1)]
+    ids = [ref for ref, _ in await refs_by_start(redis, keys)]
     pipe = redis.pipeline(transaction=False)
     for tx in ids:
         pipe.hgetall(keys.transaction(tx))
@@ -111,14 +112,14 @@ async def read_transactions(redis: Redis, keys: Keys) -> list[MeasuredTransactio
 
 async def read_live_status(redis: Redis, keys: Keys, site_id: str, station_ids: list[str]) -> LiveStatus:
     """Stations online, sessions active/charging, site power and limit, right now."""
-    active = [_s(t) for t in await redis.smembers(keys.transactions_active())]
+    active = await active_refs(redis, keys)
     pipe = redis.pipeline(transaction=False)
     for sid in station_ids:
         pipe.hget(keys.station(sid), "online")
     for tx in active:
         pipe.hmget(keys.transaction(tx), ["charging_state", "power_w"])
     pipe.hget(keys.site(site_id), "limit_kw")
-    all_tx = [_s(t) for t in await redis.zrange(keys.transactions_by_start(), 0, -1)]
+    all_tx = [ref for ref, _ in await refs_by_start(redis, keys)]
     for tx in all_tx:
         pipe.lindex(keys.transaction_meter(tx), 0)
         pipe.lindex(keys.transaction_meter(tx), -1)
