@@ -28,12 +28,14 @@ Defaults (docs/smart-charging.md, "Defaults and forecasts"):
   (their maximum when none); non-compliant EVSEs at least at what they draw;
 - needs are soft (`unmet_penalty_per_kwh`, far above any price), so a solve is never
   infeasible because an EV asks for more than fits;
-- ties between cost-equal schedules (flat price windows) are broken as `evfleet optimize` breaks
-  them: the interior-point solution spreads each EV evenly over its equal-price steps (the lowest
-  peak among them, within a few percent) and stickiness keeps the previous plan across re-plans.
-  An even spread is delivered step by step (a re-plan one step later spreads the rest the same
-  way), so charging does not slide to later steps. `time_preference_per_step` (default 0) can
-  still favour earlier steps, at the price of packing load into the first cheap steps.
+- ties between cost-equal schedules (flat price windows) are broken by the lowest peak, then by
+  staying on the previous plan: `tie_break` (1e-2 of the largest price per kW of peak and step) puts
+  the site's peak into the LP above the worker's stickiness (1e-3 per kWh moved), so among the
+  cheapest schedules the flattest wins, and among those the one closest to the standing plan. Without
+  it the interior point spreads each EV evenly over its own stay, which is not the lowest peak when
+  stays differ (tests/optimizer/test_live_ties.py). It never trades a price difference above
+  `tie_break` x the largest price per kWh. `time_preference_per_step` (default 0) can still favour
+  earlier steps, at the price of packing load into the first cheap steps.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class SnapshotConfig:
     min_history: int = 3
     unmet_penalty_per_kwh: float = 10.0
     strategy_kind: str = "cost"
+    tie_break: float | None = 1e-2
+    """`objective.tie_break` of the instance: the lowest peak among equal-cost schedules (module doc);
+    above the worker's stickiness, so a lower peak wins over staying on the previous plan."""
     time_preference_per_step: float = 0.0
     """Added to the LP's price per kWh for each step into the horizon (not to the tariff sent to
     EVs). 0: equal prices tie and the lowest-peak spread wins (as in `evfleet optimize`); a positive
@@ -381,6 +386,7 @@ def build_instance(site: SiteState, now: datetime, cfg: SnapshotConfig) -> Snaps
                  "base_load_kw": min(fixed_kw, max(0.0, site.limit_kw))},
         "tariff": {"import_price": [p + cfg.time_preference_per_step * i for i, p in enumerate(prices)]},
         "chargers": chargers, "evs": evs,
-        "objective": {"kind": cfg.strategy_kind, "unmet_penalty_per_kwh": cfg.unmet_penalty_per_kwh},
+        "objective": {"kind": cfg.strategy_kind, "unmet_penalty_per_kwh": cfg.unmet_penalty_per_kwh,
+                      "tie_break": cfg.tie_break},
     })
     return Snapshot(instance, ev_evse, fixed_kw, notes, prices)

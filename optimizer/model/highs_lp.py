@@ -11,7 +11,8 @@ rows     site balance   Σ_e (p − d)[e,t] + Σ_s (b⁺ − b⁻)[s,t] + curt[t
          V2G dynamics   z[e,t+1] − z[e,t] − Δt (η_e p[e,t] − d[e,t]/η_e) = 0, z[e,arrival] = initial_e,
                         z[e,departure] + unmet[e] ≥ initial_e + need_e, min_kwh ≤ z ≤ capacity
          storage        B[s,t] − B[s,t−1] − Δt (η_s b⁺[s,t] − b⁻[s,t]/η_s) = 0,  B[s,T] ≥ final_s
-         peak           peak − imp[t] ≥ 0
+         peak           peak − imp[t] ≥ 0; in the lean LP (no grid columns) Σ_e p[e,t] − peak ≤ −base[t]
+                        with peak ≤ the import limit (`add_lean_peak_rows`, charge-only sites)
          stickiness     p[e,t] − dev⁺[e,t] + dev⁻[e,t] = reference[e,t]   (EVs with a previous plan)
 Stages: `build_lp(data) -> LinearProgram` (arrays) here; `solve_lp_model` (passModel + run) and
 `assign_lp_solution` (column values -> (E,T) arrays) in `optimizer.model.highs_solve`.
@@ -25,7 +26,7 @@ import highspy
 import numpy as np
 
 from optimizer.model.data import FloatArray, IntArray, ProblemData
-from optimizer.model.pyomo_model import TIME_PREFERENCE, tie_break_weight
+from optimizer.model.pyomo_model import tie_break_weight
 
 INF = highspy.kHighsInf
 IPM_OPTIMALITY_TOLERANCE = 1e-7
@@ -34,6 +35,11 @@ STICKY_IPM_OPTIMALITY_TOLERANCE = 1e-8
 """For small LPs with references (up to LARGE_LP_COLUMNS): an equal-cost reference plan must come back
 within 1e-4 kW (tests/optimizer/test_stickiness.py), which 1e-7 misses on a few-EV LP."""
 LARGE_LP_COLUMNS = 20_000
+IPM_TIME_PREFERENCE = 0.0
+"""Earlier-charging tie-break relative to the peak's (the vertex models use `TIME_PREFERENCE`): none, the
+interior point's central solution is unique already. Pushing equal-price charging early bought energy a
+later re-plan would not have (the first cars of the demo, estimated at 20 kWh by a default departure,
+charged at the afternoon price in the empty site's first steps: +1-2 % cost in an ideal closed loop)."""
 
 
 @dataclass
@@ -101,13 +107,16 @@ def build_lp(data: ProblemData) -> LinearProgram:
     lean = is_lean(data, w)
     # lean: no grid columns; the import price goes straight onto what flows through the site row
     site_cost = dt * data.import_price if lean else np.zeros(steps)
-    p_cost = w * dt[pt] * TIME_PREFERENCE * pt / steps + site_cost[pt]
+    p_cost = w * dt[pt] * IPM_TIME_PREFERENCE * pt / steps + site_cost[pt]
     p_cols = lp.add_columns("p", p_cost, 0.0, data.p_max_kw[pe, pt])
     d_cost = data.degradation_per_kwh * dt[dtt] - site_cost[dtt]
     d_cols = lp.add_columns("d", d_cost, 0.0, data.d_max_kw[de, dtt])
     if lean:
         lp.cost_offset = float(site_cost @ data.base_load_kw)
-        site = add_lean_site_rows(lp, data, p_cols, pt, d_cols, dtt)
+        if peak_cost(data, w) > 0:
+            site = add_lean_peak_rows(lp, data, p_cols, pt, w)
+        else:
+            site = add_lean_site_rows(lp, data, p_cols, pt, d_cols, dtt)
     else:
         t_all = np.arange(steps)
         imp = lp.add_columns("imp", dt * data.import_price, 0.0, data.import_limit_kw)
@@ -125,15 +134,46 @@ def build_lp(data: ProblemData) -> LinearProgram:
     return lp
 
 
+def peak_cost(data: ProblemData, w: float) -> float:
+    """Objective weight of the peak column: demand charge + tie-break w·Δt (0: no peak column)."""
+    return data.peak_price_per_kw + w * data.dt_h
+
+
 def is_lean(data: ProblemData, w: float) -> bool:
-    """True when the grid columns are redundant: no PV, no export, no demand charge and no peak tie-break.
+    """True when the grid columns are redundant: no PV, no export, and no peak term unless the peak
+    fits the site rows (`peak_fits_site_rows`).
 
     Then import = base + the EVs' and storages' net power exactly, so the site row bounds that sum
     directly and the import price sits on its terms (the LP HiGHS gets is the plain fleet LP:
     about half the interior-point time of the one with grid and peak columns, same optimum).
     """
-    no_peak = data.peak_price_per_kw + w * data.dt_h <= 0
-    return no_peak and not data.pv_kw.any() and not data.export_limit_kw.any()
+    no_peak = peak_cost(data, w) <= 0
+    return (no_peak or peak_fits_site_rows(data)) and not data.pv_kw.any() and not data.export_limit_kw.any()
+
+
+def peak_fits_site_rows(data: ProblemData) -> bool:
+    """True when the site rows can carry the peak column (`add_lean_peak_rows`): charge-only EVs, no
+    storage, a non-negative base load and one import limit for every step (the live worker's LP)."""
+    limit = data.import_limit_kw
+    return (not data.d_max_kw.any() and data.n_storage == 0 and bool((data.base_load_kw >= 0).all())
+            and bool(np.all(limit == limit[0])))
+
+
+def add_lean_peak_rows(
+    lp: LinearProgram, data: ProblemData, p_cols: IntArray, pt: IntArray, w: float
+) -> IntArray:
+    """Σ_e p[e,t] − peak ≤ −base[t] with 0 ≤ peak ≤ import_limit; cost of peak: peak_price + w·Δt.
+
+    The same LP as the site rows plus `add_peak` (import = base + Σ_e p ≥ 0 holds by itself with p ≥ 0
+    and base ≥ 0, and the one limit bounds peak ≥ every step's import), in the site rows' own
+    entries plus one per step: the lowest-peak tie-break at the lean LP's size (`peak_fits_site_rows`).
+    """
+    limit = float(data.import_limit_kw[0]) if data.steps else 0.0
+    peak = lp.add_columns("peak", np.array([peak_cost(data, w)]), 0.0, max(limit, 0.0))
+    rows = lp.add_rows(np.full(data.steps, -INF), -data.base_load_kw)
+    lp.add_entries(rows[pt], p_cols, 1.0)
+    lp.add_entries(rows, np.full(data.steps, peak[0]), -1.0)
+    return rows
 
 
 def add_lean_site_rows(

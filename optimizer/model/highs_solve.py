@@ -58,7 +58,9 @@ def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpRe
     # (lowest peak among them, within a few percent, tests/optimizer/test_ties.py).
     h.setOptionValue("solver", "ipm")
     h.setOptionValue("run_crossover", "off")
-    sticky_small = lp.p_ref is not None and lp.n_col <= LARGE_LP_COLUMNS
+    # small LPs with references or a peak tie-break: the tighter tolerance (equal-cost plans come back
+    # within 1e-4 kW, and energies within 1e-6 kWh, tests/optimizer/test_horizon_now.py)
+    sticky_small = (lp.p_ref is not None or "peak" in lp.blocks) and lp.n_col <= LARGE_LP_COLUMNS
     h.setOptionValue("ipm_optimality_tolerance",
                      STICKY_IPM_OPTIMALITY_TOLERANCE if sticky_small else IPM_OPTIMALITY_TOLERANCE)
     # no presolve: it reduces equal-cost optima to a vertex (all of an EV's energy in its last cheap step,
@@ -148,6 +150,8 @@ def lp_cost(lp: LinearProgram, data: ProblemData, x: FloatArray) -> float:
         if data.n_storage:
             net += (x[lp.block("bch")] - x[lp.block("bdis")]).reshape(data.n_storage, data.steps).sum(axis=0)
         cost = float((dt * data.import_price) @ net)
+        if "peak" in lp.blocks:  # the peak in the site rows (`add_lean_peak_rows`)
+            cost += data.peak_price_per_kw * float(x[lp.block("peak")][0])
     cost += data.degradation_per_kwh * float(dt[dtt] @ x[lp.block("d")])
     if "unmet" in lp.blocks:
         assert data.unmet_penalty_per_kwh is not None
