@@ -42,7 +42,7 @@ def _window(limits: list[float], offset: int, steps: int) -> list[float | None] 
     if offset >= len(limits):
         return None
     window: list[float | None] = [None] * min(max(-offset, 0), steps)
-    window += [float(v) for v in limits[max(offset, 0):max(offset, 0) + steps - len(window)]]
+    window += limits[max(offset, 0):max(offset, 0) + steps - len(window)]  # plan limits are floats
     return window + [None] * (steps - len(window))
 
 
