@@ -270,6 +270,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
     answered = len(lat)
     row: dict[str, Any] = {
         "stations": n, "connected": ready, "connect_s": round(connect_s, 1),
+        "window_utc": [time.strftime("%H:%M:%S", time.gmtime(t)) for t in (t0, t0 + args.duration)],
         "connect_failures": failures[:3],
         "offered_msg_s": round(ready / args.interval, 1),
         "answered_msg_s": round(answered / args.duration, 1),

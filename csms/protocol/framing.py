@@ -272,18 +272,20 @@ def _fast_check(action: str, request: bool) -> Callable[[Any], Any]:
                                   use_formats=True, formats={"date-time": is_date_time})
 
 
-WARM_ANSWERS = ("SetChargingProfile", "ClearChargingProfile", "GetBaseReport", "GetChargingProfiles")
-"""Answers to the calls a node makes on its own (profiles, the device model after boot)."""
+WARM_CALLS = ("SetChargingProfile", "ClearChargingProfile", "GetBaseReport", "GetChargingProfiles")
+"""Calls a node makes on its own (profiles, the device model after boot): the command executor
+checks each request against its schema, and the station's answer is checked too."""
 
 
 def warm_up() -> int:
-    """Compile the schemas of every request a station sends and of the answers in `WARM_ANSWERS`
-    ahead of the first message; returns how many. A schema is otherwise compiled on the first
+    """Compile the schemas of every request a station sends, and of the requests and answers of
+    `WARM_CALLS`, ahead of the first message; returns how many. A schema is otherwise compiled on the first
     message of its action, 50-400 ms on the event loop (a stall of every station's message
     meanwhile); `evfleet csms` runs this in a thread at start-up, before `gc.freeze`. Answers
     to rarer operator commands are still compiled when first needed."""
     compiled = 0
-    for action, request in sorted({(a, True) for a in STATION_ACTIONS} | {(a, False) for a in WARM_ANSWERS}):
+    station = {(a, True) for a in STATION_ACTIONS}
+    for action, request in sorted(station | {(a, r) for a in WARM_CALLS for r in (True, False)}):
         try:
             _fast_check(action, request)
             compiled += 1

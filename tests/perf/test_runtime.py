@@ -58,8 +58,9 @@ def test_schemas_are_compiled_before_the_first_message() -> None:
     """After warm_up, the first message of a station action compiles nothing on the event loop."""
     from csms.protocol import framing
 
-    assert framing.warm_up() == len(framing.STATION_ACTIONS) + len(framing.WARM_ANSWERS)
+    assert framing.warm_up() == len(framing.STATION_ACTIONS) + 2 * len(framing.WARM_CALLS)
     misses = framing._fast_check.cache_info().misses
     assert framing.schema_violation("Heartbeat", {}) is None
     assert framing.schema_violation("SetChargingProfile", {"status": "Accepted"}, request=False) is None
+    assert framing.schema_violation("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}) is None
     assert framing._fast_check.cache_info().misses == misses
