@@ -51,7 +51,7 @@ class SimSettings(CommandSettings):
     hlc: str = Field(
         "basic", description="ISO 15118 link of HLC EVs: basic (announce needs, follow the limit), "
         "modelled (the modelled ISO 15118-2 session: SAScheduleList, EV's own plan), josev (real ISO "
-        f"15118-2 AC sessions with Josev over veth pairs; at most {JOSEV_MAX_STATIONS} stations; "
+        f"15118-2 AC and DC sessions with Josev over veth pairs; at most {JOSEV_MAX_STATIONS} stations; "
         "`evfleet iso15118 check`) or none (no HLC EVs)")
     no_hlc: bool = Field(False, description="same as --hlc none")
     authorize: bool = Field(False, description="send Authorize for EV id tokens; charge once Accepted")
