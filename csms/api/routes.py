@@ -313,9 +313,9 @@ async def delete_id_token(request: Request, id_token: IdTokenPath) -> Response:
 
 
 # --- events -------------------------------------------------------------------------------
-CursorQ = Query(None, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+CursorQ = Query(None, pattern=r"^[0-9]{1,20}-[0-9]{1,20}(\.[0-9]{1,5})?$",
                 description="stream id (`next` of a previous answer): only events after it, oldest first")
-BeforeQ = Query(None, pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+BeforeQ = Query(None, pattern=r"^[0-9]{1,20}-[0-9]{1,20}(\.[0-9]{1,5})?$",
                 description="stream id (`older` of a previous answer): only events before it, newest first")
 EVENT_SCAN_BATCH = 500
 _U64 = 2**64 - 1
@@ -329,20 +329,39 @@ def _stream_id(raw: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def _id_after(raw: str) -> str | None:
-    """The smallest stream id after `raw` (None: there is none)."""
-    ms, seq = _stream_id(raw)
+Pos = tuple[int, int, int]
+"""An event's position: (ms, seq, shard). With one stream the shard is always 0 and a position is
+written as its stream id `ms-seq`; in the Redis Cluster layout (one stream per shard, whose ids
+can coincide) as `ms-seq.shard`, ordered by id, then shard."""
+
+
+def _pos(raw: str) -> Pos:
+    entry_id, _, shard = raw.partition(".")
+    return (*_stream_id(entry_id), int(shard or 0))
+
+
+def _fmt(pos: Pos, shards: int) -> str:
+    return f"{pos[0]}-{pos[1]}.{pos[2]}" if shards > 1 else f"{pos[0]}-{pos[1]}"
+
+
+def _id_after(raw: str, shards: int = 1) -> str | None:
+    """The smallest position after `raw` (None: there is none)."""
+    ms, seq, shard = _pos(raw)
+    if shard + 1 < shards:
+        return _fmt((ms, seq, shard + 1), shards)
     if seq < _U64:
-        return f"{ms}-{seq + 1}"
-    return f"{ms + 1}-0" if ms < _U64 else None
+        return _fmt((ms, seq + 1, 0), shards)
+    return _fmt((ms + 1, 0, 0), shards) if ms < _U64 else None
 
 
-def _id_before(raw: str) -> str | None:
-    """The largest stream id before `raw` (None: there is none)."""
-    ms, seq = _stream_id(raw)
+def _id_before(raw: str, shards: int = 1) -> str | None:
+    """The largest position before `raw` (None: there is none)."""
+    ms, seq, shard = _pos(raw)
+    if 0 < shard < shards:
+        return _fmt((ms, seq, shard - 1), shards)
     if seq > 0:
-        return f"{ms}-{seq - 1}"
-    return f"{ms - 1}-{_U64}" if ms > 0 else None
+        return _fmt((ms, seq - 1, shards - 1), shards)
+    return _fmt((ms - 1, _U64, shards - 1), shards) if ms > 0 else None
 
 
 def _event_matches(ev: Event, station_id: str | None, type_: EventType | None, feed: bool,
@@ -376,11 +395,12 @@ async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
         raise InvalidInput("`to` must be later than `from`",
                            {"from": since.isoformat(), "to": until.isoformat()})
     deps = deps_of(request)
+    n = len(deps.keys.event_streams())
     forward = after is not None
     out: list[dict[str, Any]] = []
-    scanned: str | None = None  # the last stream id looked at
+    scanned: str | None = None  # the last position looked at
     first: str | None = None
-    low, high = (_id_after(after), "+") if after else ("-", _id_before(before) if before else "+")
+    low, high = (_id_after(after, n), "+") if after else ("-", _id_before(before, n) if before else "+")
     while len(out) < limit and low is not None and high is not None:
         batch = await _scan(deps, _streams(deps, station_id), low, high, forward)
         for entry_id, fields in batch:
@@ -397,9 +417,9 @@ async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
         if len(batch) < EVENT_SCAN_BATCH or scanned is None:
             break
         if forward:
-            low = _id_after(scanned)
+            low = _id_after(scanned, n)
         else:
-            high = _id_before(scanned)
+            high = _id_before(scanned, n)
     if forward:
         nxt = scanned or after
     else:  # the newest id looked at: everything after it is unread
@@ -410,29 +430,47 @@ async def list_events(request: Request, limit: int = Query(50, ge=1, le=1000),
 
 async def _stream_last_id(deps: ApiDeps, before: str | None) -> str:
     """The newest stream id (before `before`, if given): the cursor after which nothing was read."""
-    high = _id_before(before) if before else "+"
+    n = len(deps.keys.event_streams())
+    high = _id_before(before, n) if before else "+"
     if high is None:
         return "0-0"
-    last = await _scan(deps, deps.keys.event_streams(), "-", high, False, count=1)
+    last = await _scan(deps, _streams(deps, None), "-", high, False, count=1)
     return s(last[0][0]) if last else "0-0"
 
 
-def _streams(deps: ApiDeps, station_id: str | None) -> list[str]:
-    """The streams to scan: a station's events are all in its shard's stream."""
-    return [deps.keys.station_events(station_id)] if station_id else deps.keys.event_streams()
+def _streams(deps: ApiDeps, station_id: str | None) -> list[tuple[int, str]]:
+    """(shard, stream) to scan: a station's events are all in its shard's stream."""
+    k = deps.keys
+    if station_id:
+        return [(k.shard_of_station(station_id), k.station_events(station_id))]
+    return list(enumerate(k.event_streams()))
 
 
-async def _scan(deps: ApiDeps, streams: list[str], low: str, high: str, forward: bool,
+def _bound(pos: str, shard: int, lower: bool) -> str:
+    """The XRANGE bound in one shard's stream of the inclusive position bound `pos`: an entry with
+    the same id in a shard ordered before (lower) or after (upper) the position's is out."""
+    if pos in ("-", "+"):
+        return pos
+    ms, seq, at = _pos(pos)
+    inside = shard >= at if lower else shard <= at
+    return f"{ms}-{seq}" if inside else f"({ms}-{seq}"
+
+
+async def _scan(deps: ApiDeps, streams: list[tuple[int, str]], low: str, high: str, forward: bool,
                 count: int = EVENT_SCAN_BATCH) -> list[Any]:
-    """XRANGE (`forward`) or XREVRANGE over `streams`, merged by id, the first `count`: every entry
-    of any stream up to the last one returned is in the result (each stream gave its first `count`)."""
+    """XRANGE (`forward`) or XREVRANGE over `streams` between the positions `low` and `high`
+    (inclusive), merged by position, the first `count` as (position, fields): every entry of any
+    stream up to the last one returned is in the result (each stream gave its first `count`)."""
+    n = len(deps.keys.event_streams())
     pipe = deps.redis.pipeline(transaction=False)
-    for stream in streams:
+    for shard, stream in streams:
+        lo, hi = _bound(low, shard, True), _bound(high, shard, False)
         if forward:
-            pipe.xrange(stream, min=low, max=high, count=count)
+            pipe.xrange(stream, min=lo, max=hi, count=count)
         else:
-            pipe.xrevrange(stream, max=high, min=low, count=count)
-    rows = [row for batch in await pipe.execute() for row in batch]
-    if len(streams) > 1:
-        rows.sort(key=lambda row: tuple(int(p) for p in s(row[0]).split("-")), reverse=not forward)
-    return rows[:count]
+            pipe.xrevrange(stream, max=hi, min=lo, count=count)
+    replies = await pipe.execute()
+    rows = [((*_stream_id(s(entry_id)), shard), fields)
+            for (shard, _), batch in zip(streams, replies, strict=True) for entry_id, fields in batch]
+    rows.sort(key=lambda row: row[0], reverse=not forward)
+    return [(_fmt(pos, n), fields) for pos, fields in rows[:count]]
