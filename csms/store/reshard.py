@@ -12,7 +12,8 @@ their shard's hash tag; the registries get `{g}`; the event stream and `tx:activ
 and the optimizer's consumer group is created on each shard stream at the group's old
 position). Deployment-wide keys (nodes, leases, clock, site defaults, driver history) keep their
 names. Last, the layout hash records the shard count, so nodes start with it. It is idempotent:
-a key already moved is not found under its old name again.
+a key already moved is not found under its old name again. Transactions stored before refs
+(`csms.store.migrate`) are first moved to their refs in the source, as a node start would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from csms.store.migrate import migrate_legacy_transactions
 from evfleet.keys import Keys
 from evfleet.store.layout import layout_key, recorded_shards
 
@@ -94,6 +96,7 @@ async def migrate_keys(source: Any, target: Any, prefix: str, shards: int, *, fo
     if recorded not in (None, shards):
         raise MigrationRefused(f"the target already holds the layout with {recorded} shards")
     in_place = source is target
+    await migrate_legacy_transactions(source, old)  # pre-ref transactions first, as a node start does
     report = MigrationReport(shards)
     async for raw in source.scan_iter(match=f"{prefix}:*", count=1000):
         key = _s(raw)
