@@ -57,6 +57,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for task in _stuck_tasks:
             print(f"  {task}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # a pytest-xdist worker: hand them to the controller
+            workeroutput["evfleet_stuck_tasks"] = list(_stuck_tasks)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """pytest-xdist controller: collect a finished worker's stuck tasks, so the run fails on them too."""
+    _stuck_tasks.extend(getattr(node, "workeroutput", {}).get("evfleet_stuck_tasks", []))
 
 
 @pytest.fixture(autouse=True)

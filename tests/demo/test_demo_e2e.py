@@ -28,19 +28,36 @@ EVFLEET = [sys.executable, "-c", "from evfleet.app.cli import main; main()"]
 START = "2026-03-02T12:00:00Z"
 
 
-def redis_children() -> set[int]:
-    """Pids of redis-server processes running with an evfleet data dir."""
+def redis_children(tmp: Path) -> set[int]:
+    """Pids of redis-server processes whose data dir is an evfleet one under `tmp`.
+
+    redis-server rewrites its command line (`/usr/bin/redis-server 127.0.0.1:PORT`), so it is
+    known by its name and its working directory, which is its `--dir`. Each demo run gets its own
+    TMPDIR (`demo_env`), so only the Redis that run started can match: another test or program on
+    the machine starting its own Redis cannot fail the check.
+    """
+    marker = str(tmp / "evfleet-redis-")
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            if (entry / "comm").read_text().strip() != "redis-server":
+                continue
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if cmd and cmd[0].endswith(b"redis-server") and any(b"evfleet-redis-" in part for part in cmd):
+        if cwd.startswith(marker):
             pids.add(int(entry.name))
     return pids
+
+
+def demo_env(tmp: Path) -> dict[str, str]:
+    """Environment of a demo run: wide plain output, no display, its own TMPDIR (`redis_children`)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", "TMPDIR": str(tmp)}
+    env.pop("DISPLAY", None)
+    return env
 
 
 def private_ports(args: list[str]) -> list[str]:
@@ -56,9 +73,8 @@ def private_ports(args: list[str]) -> list[str]:
     return extra
 
 
-def run_demo(args: list[str], out: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
-    env.pop("DISPLAY", None)
+def run_demo(args: list[str], out: Path, timeout_s: float, tmp: Path) -> subprocess.CompletedProcess[str]:
+    env = demo_env(tmp)
     cmd = [*EVFLEET, "demo", "--no-browser", "--output", str(out), *args, *private_ports(args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
 
@@ -72,17 +88,17 @@ def check_clean(output: str) -> None:
 @pytest.fixture(scope="module")
 def short_demo(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> dict[str, Any]:
     """One short headless demo (8 stations, a simulated day from noon to 09:00 at 1200x) and its report."""
-    before = redis_children()
-    out = tmp_path_factory.mktemp("demo") / "report"
+    base = tmp_path_factory.mktemp("demo")
+    out = base / "report"
     t0 = time.monotonic()
     proc = run_demo(["--stations", "8", "--speed", "1200", "--duration", "21h", "--seed", "3"], out,
-                    timeout_s=150)
+                    timeout_s=150, tmp=base / "tmp")
     wall_s = time.monotonic() - t0
     output = proc.stdout + proc.stderr
     log = (out / "demo.log").read_text() if (out / "demo.log").exists() else ""
     assert proc.returncode == 0, output + log[-5000:]
     check_clean(output)
-    assert redis_children() <= before, "the demo left a redis-server running"
+    assert not redis_children(base / "tmp"), "the demo left a redis-server running"
     report = json.loads((out / "report.json").read_text())
     (artifacts_dir / "demo-report.json").write_text(json.dumps(report, indent=2))
     png = (out / "report.png").read_bytes()
@@ -146,11 +162,9 @@ def test_every_car_gets_its_need_like_uncontrolled(short_demo: dict[str, Any]) -
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupt_stops_everything_and_writes_a_partial_report(tmp_path: Path, how: str) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to the process."""
-    before = redis_children()
     out = tmp_path / "report"
     api_port = free_port()
-    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
-    env.pop("DISPLAY", None)
+    env = demo_env(tmp_path / "tmp")
     proc = subprocess.Popen([*EVFLEET, "demo", "--no-browser", "--output", str(out), "--stations", "4",
                              "--speed", "600", "--duration", "24h", "--start", START,
                              "--api-port", str(api_port), "--port", str(free_port())],
@@ -171,6 +185,7 @@ def test_interrupt_stops_everything_and_writes_a_partial_report(tmp_path: Path, 
             assert resp.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/api/v1/stations", timeout=10) as resp:
             assert resp.status == 200
+        assert redis_children(tmp_path / "tmp"), "the running demo's Redis is not found under its TMPDIR"
         time.sleep(3)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
@@ -185,7 +200,7 @@ def test_interrupt_stops_everything_and_writes_a_partial_report(tmp_path: Path, 
     assert proc.returncode == 0, output
     check_clean(output)
     assert ("SIGINT" if how == "ctrl-c" else "SIGTERM") in output
-    assert redis_children() <= before, "the demo left a redis-server running"
+    assert not redis_children(tmp_path / "tmp"), "the demo left a redis-server running"
     report = json.loads((out / "report.json").read_text())
     assert report["complete"] is False
     assert report["cars"] == len(report["runs"]["optimized"]["cars"])
@@ -198,7 +213,7 @@ def test_interrupt_stops_everything_and_writes_a_partial_report(tmp_path: Path, 
     (["--scenario", "no-such-scenario"], "unknown scenario"),
 ])
 def test_bad_options_are_refused_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = run_demo(args, tmp_path / "r", timeout_s=60)
+    proc = run_demo(args, tmp_path / "r", timeout_s=60, tmp=tmp_path / "tmp")
     assert proc.returncode == 2
     assert message in proc.stdout + proc.stderr
     check_clean(proc.stdout + proc.stderr)
@@ -206,13 +221,12 @@ def test_bad_options_are_refused_without_traceback(tmp_path: Path, args: list[st
 
 
 def test_busy_port_is_refused_and_nothing_is_left_running(tmp_path: Path) -> None:
-    before = redis_children()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run_demo(["--api-port", str(port)], tmp_path / "r", timeout_s=60)
+        proc = run_demo(["--api-port", str(port)], tmp_path / "r", timeout_s=60, tmp=tmp_path / "tmp")
     assert proc.returncode == 2
     assert f"--api-port {port} is already in use" in proc.stdout
     check_clean(proc.stdout + proc.stderr)
-    assert redis_children() <= before
+    assert not redis_children(tmp_path / "tmp")
