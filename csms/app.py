@@ -349,7 +349,8 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         ctx = CsmsContext(settings=settings, redis=redis, keys=keys, clock=clock, node_id=node_id,
                           ocpp_port=server.port)
         commands = CommandClient(redis, keys, clock, settings.call_timeout_s, reply_redis=reply_redis)
-        ctx.extras.update(registry=registry, commands=commands, redis_url=redis_url, store=store)
+        ctx.extras.update(registry=registry, commands=commands, redis_url=redis_url, store=store,
+                          executor=executor)
         info = await _register_node(redis, keys, clock, node_id, server.port)
         tasks.append(asyncio.create_task(_heartbeat(redis, keys, node_id, info, stopping),
                                          name="node-heartbeat"))

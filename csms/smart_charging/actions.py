@@ -4,7 +4,6 @@
   `budget.next_batch` allows;
 - `enforce_limit`: a lower site limit is honoured at once, optimizer or not
   (`budget.scale_factor`);
-- `ensure_defaults`: the reservation, a TxDefaultProfile on every EVSE (`budget.reserve_w`);
 - `needs_received`, `tx_ended`: session bookkeeping;
 - `check_ev_schedule`: K17, the EV's own plan against the limits we sent (`budget.check_ev_plan`).
 
@@ -14,7 +13,6 @@ functions read the state, call them and send through `sending`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -103,6 +101,10 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
             svc._plan_energy.pop(id(payload), None)
     for k, v in stats_run.items():
         stats[k] += v
+    if stats["blocked"]:  # applied again once defaults are confirmed (more headroom)
+        svc._plan_blocked.add(site_id)
+    else:
+        svc._plan_blocked.discard(site_id)
     log.info("site %s plan %s applied in %.3f s (real): %s", site_id, plan.plan_id,
              time.perf_counter() - t_real, " ".join(f"{k}={v}" for k, v in stats.items()),
              extra={"site": site_id, "plan_id": plan.plan_id, "profiles": dict(stats)})
@@ -146,45 +148,6 @@ async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, in
                 site_id, budget_w, factor)
     return await sending.execute(svc, site_id, evses, applied, target, payloads, budget_w,
                                  f"limit-{int(now_s)}", "limit")
-
-
-# --- reservation: a TxDefaultProfile on every EVSE (budget.reserve_w) ---------------------------
-async def ensure_defaults(svc: SmartChargingService, site_id: str,
-                          force: frozenset[str] = frozenset()) -> int:
-    """Install/lower the TxDefaultProfile of every EVSE of the site; returns profiles sent.
-
-    limit = `budget.reserve_w` (min(reserve_kw_per_evse, site budget / EVSEs, EVSE max),
-    capped by `fallback_limit_kw`): what a plug-in may draw before the csms admits the
-    session; idle EVSEs are counted at it. Defaults are only installed or lowered here
-    (every change is a decrease); `force` stations (just booted: they may have lost it) get
-    theirs again. A refusing EVSE whose backoff has passed is probed with its default.
-    """
-    evses = await svc.site_evses(site_id)
-    if not evses:
-        return 0
-    site_w = await svc.site_budget_w(site_id)
-    now_s = svc.clock.timestamp()
-    sends = []
-    for info in evses.values():
-        limit_w = budget.reserve_w(svc.settings.reserve_kw_per_evse * 1000.0, site_w, len(evses),
-                                   info.electrical.max_power_w)
-        if svc.settings.fallback_limit_kw is not None:
-            limit_w = min(limit_w, svc.settings.fallback_limit_kw * 1000.0)
-        if not info.online:
-            continue
-        if not info.steerable:
-            svc._refusing.setdefault(site_id, set()).add(info.ident)
-            if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
-                continue  # a refusing EVSE with a session is probed with a TxProfile (safety.tick)
-        if (info.steerable and info.station_id not in force and info.default_w is not None
-                and info.default_w <= limit_w + 1.0):
-            continue
-        sends.append(sending.send_default(svc, site_id, info, limit_w))
-    results = await asyncio.gather(*sends, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            log.error("site %s: default profile failed: %r", site_id, r)
-    return len(results)
 
 
 # --- session bookkeeping ------------------------------------------------------------------------

@@ -142,6 +142,11 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
         if mask is not None:
             masks[k] = mask
     shares = provisional.headroom_shares(others, budget_w, caps, mins, now_s, masks)
+    if kind == "provisional":  # no headroom now (e.g. defaults still out): 0 W, shares again later
+        starved = {evses[k].ident for k in sharers if planner.value_at(shares[k], now_s) < 1.0
+                   and (k not in masks or planner.value_at(masks[k], now_s) > 0.0)}
+        if starved:
+            svc._starved.setdefault(site_id, set()).update(starved)
     target: dict[str, Series] = dict(applied)
     payloads: dict[str, dict[str, Any]] = {}
     for k in sharers:
@@ -223,6 +228,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     infos = await svc.evse_infos(sorted(set(metered) | set(refusing)))
     limit_w = await svc.site_limit_w(site_id)
     metered_w, changed, flagged = 0.0, False, 0
+    peaks = StoreWrite()  # new metered maxima, one write for the site (a fleet starts charging at once)
     drawers: list[tuple[EvseInfo, float, float]] = []
     for sid, eid in metered:
         info = infos[f"{sid}/{eid}"]
@@ -234,7 +240,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
         drawn = seen[1]
         metered_w += drawn
         if drawn > info.metered_max_w + 100.0:
-            await svc.store.write(StoreWrite(evse_fields={(sid, eid): {"metered_max_w": repr(drawn)}}))
+            peaks.evse_fields[(sid, eid)] = {"metered_max_w": repr(drawn)}
         if not info.steerable or not info.online:
             continue
         allowed = planner.value_at(info.allowed(now_s), now_s)
@@ -252,6 +258,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
             if svc._compliant.update(info.key, not over, mono):
                 await _set_noncompliant(svc, site_id, info, None, allowed)
                 changed = True
+    await svc.store.write(peaks)
     NONCOMPLIANT.labels(site_id).set(flagged)
     SITE_METERED_KW.labels(site_id).set(metered_w / 1000.0)
     changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono, drawers)

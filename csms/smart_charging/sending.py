@@ -4,7 +4,6 @@
   ordering that keeps the site limit while limits change);
 - `send`: one TxProfile; the answer is recorded atomically (applied-profile record, EVSE
   `applied_limit_w`, session counters, `profile.answered` event);
-- `send_default`: one TxDefaultProfile (the reservation);
 - `refusal`: a station that refused a profile is budgeted at its maximum and backed off.
 """
 
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -163,37 +161,6 @@ async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
     elif accepted and kind == "probe":
         info.steerable = True
     return accepted, counted
-
-
-async def send_default(svc: SmartChargingService, site_id: str, info: EvseInfo, limit_w: float) -> bool:
-    """One TxDefaultProfile (stack level 0, one period); record `default_limit_w` if accepted."""
-    payload = conversion.default_payload(info, limit_w, svc.clock.now())
-    pid = payload["chargingProfile"]["id"]
-    counted_w = float(conversion.abs_series(payload, info.electrical)[0][1])
-    await svc.store.write(StoreWrite(events=[event(svc, EventType.PROFILE_SENT, site_id, {
-        "kind": "default", "plan_id": f"default-{time.time_ns()}", "profile_id": pid, "periods": 1,
-        "limit_w": counted_w}, info, "")]))
-    PROFILES_SENT.labels("default").inc()
-    reply = await svc.commands.call(info.station_id, "SetChargingProfile", payload,
-                                    timeout_s=svc.settings.call_timeout_s)
-    zero = planner.constant(0.0)
-    accepted, steerable, _ = conversion.outcome(reply, zero, zero, 0.0)
-    status = conversion.answer_status(reply)
-    PROFILES_ANSWERED.labels(str(status)).inc()
-    fields: dict[str, str] = {}
-    if accepted:
-        fields["default_limit_w"] = repr(counted_w)
-        if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
-            fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
-            info.steerable, info.refusals = True, 0
-    if not steerable:
-        fields.update(refusal(svc, site_id, info))
-    if fields:
-        await svc.store.write(StoreWrite(evse_fields={info.ident: fields}))
-    await svc.store.write(StoreWrite(events=[event(svc, EventType.PROFILE_ANSWERED, site_id, {
-        "kind": "default", "status": status, "outcome": reply.outcome.value, "error": reply.error,
-        "steerable": steerable, "limit_w": counted_w if accepted else None}, info, "")]))
-    return accepted
 
 
 def refusal(svc: SmartChargingService, site_id: str, info: EvseInfo) -> dict[str, str]:

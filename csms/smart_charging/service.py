@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,7 +50,8 @@ from typing import Any
 from csms.commands import CommandClient
 from csms.context import CsmsContext
 from csms.settings import CsmsSettings
-from csms.smart_charging import actions, budget, conversion, provisional, safety, sending
+from csms.smart_charging import actions, budget, conversion, defaults, provisional, safety, sending
+from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
 from csms.smart_charging.planner import Series
 from csms.store.port_redis import RedisStateStore
@@ -76,6 +78,8 @@ class Work(StrEnum):
     """Lease taken (start, take-over): the configured limit holds at once, then the plan."""
     TICK = "tick"
     DEFAULTS = "defaults"
+    DEFAULTS_DONE = "defaults-done"
+    """A wave of defaults answered (or one refused): starved provisional shares and blocked plans retry."""
     INTERIM = "interim"
 
 
@@ -89,7 +93,7 @@ class SmartChargingService:
     """The service's state and loop (one per csms node); the steps are in `actions`/`safety`."""
 
     def __init__(self, store: StateStore, clock: Clock, settings: CsmsSettings, node_id: str,
-                 commands: CommandClient, lease_ttl_s: float = 15.0) -> None:
+                 commands: Caller, lease_ttl_s: float = 15.0) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -101,6 +105,13 @@ class SmartChargingService:
         self._station_site: dict[str, str] = {}
         self._timers: set[asyncio.Task[None]] = set()
         self._known_evses: set[tuple[str, int]] = set()
+        self._lease_fresh_until: dict[str, float] = {}
+        """site -> monotonic time until which a held lease is taken as held without asking Redis."""
+        self.defaults = defaults.DefaultsState()
+        self._starved: dict[str, set[tuple[str, int]]] = {}
+        """site -> sessions that got no provisional share for want of headroom (re-shared after a wave)."""
+        self._plan_blocked: set[str] = set()
+        """Sites whose last plan application left increases blocked (applied again on confirmations)."""
         self._interim_due: dict[str, dict[tuple[str, int], str]] = {}
         self._plan_energy: dict[int, tuple[float, float]] = {}
         """id(payload) -> (planned kWh, allowed kWh) of the plan profiles being sent (profile.sent data)."""
@@ -122,35 +133,42 @@ class SmartChargingService:
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
         self._over = budget.Persistence(settings.over_limit_after_s)
         self._alarmed: set[str] = set()
-        self._booted: dict[str, set[str]] = {}
-        """Stations (re)booted since the site's last default pass: re-sent defaults, probed at once."""
-        self._defaults_queued: set[str] = set()
         self._tick_queued: set[str] = set()
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
             Work.RECONCILE: self._on_reconcile, Work.TICK: self._on_tick, Work.DEFAULTS: self._on_defaults,
+            Work.DEFAULTS_DONE: self._on_defaults_done,
             Work.INTERIM: self._on_interim, EventType.SCHEDULE_PLANNED: self._on_plan,
             EventType.SITE_LIMIT: self._on_site_limit, EventType.TX_STARTED: self._on_tx_started,
             EventType.TX_ENDED: self._on_tx_ended, EventType.EV_CHARGING_SCHEDULE: self._on_ev_schedule,
         }
 
     # --- leases -------------------------------------------------------------------------
-    async def holds(self, site_id: str) -> bool:
-        """True if this node holds (or just took) the site's lease."""
+    async def holds(self, site_id: str, renew: bool = False) -> bool:
+        """True if this node holds (or just took) the site's lease.
+
+        A lease renewed less than a third of its TTL ago counts as held without asking Redis (it
+        cannot have expired: it runs a full TTL from before the renewal), so the stream loop does
+        not pay a round trip per event; `renew` always asks (the renewal loop, every TTL / 3)."""
+        mono = time.monotonic()
+        if not renew and site_id in self.held and mono < self._lease_fresh_until.get(site_id, 0.0):
+            return True
         if await self.store.hold_lease(site_id, self.node_id, int(self.lease_ttl_s * 1000)):
+            self._lease_fresh_until[site_id] = mono + self.lease_ttl_s / 3
             if site_id not in self.held:  # taken or handed to this node: bring the site to its limit
                 self.held.add(site_id)
                 self.enqueue(site_id, Work.RECONCILE, None)
             return True
         self.held.discard(site_id)
+        self._lease_fresh_until.pop(site_id, None)
         return False
 
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl_s / 3)
             for site_id in list(self.held):
-                await self.holds(site_id)
+                await self.holds(site_id, renew=True)
 
     async def _watchdog(self) -> None:
         """Every `watchdog_interval_s`: a metered check of each held site (`safety.tick`)."""
@@ -204,7 +222,7 @@ class SmartChargingService:
         if not await self.holds(site_id):
             return
         if event.type == EventType.STATION_BOOTED:
-            self._defaults_due(site_id, event.station_id)
+            self.defaults_due(site_id, event.station_id)
             return
         if event.type in (EventType.TX_STARTED, EventType.EV_CHARGING_NEEDS):
             if event.type == EventType.EV_CHARGING_NEEDS:
@@ -222,7 +240,8 @@ class SmartChargingService:
             self._known_evses.add(evse)
             site_id = await self.site_of(event)
             if await self.holds(site_id):
-                self._defaults_due(site_id, None)
+                self.defaults.note_new(site_id, evse)
+                self.defaults_due(site_id, None)
 
     def foreign_power_event(self, fields: Mapping[str, str]) -> bool:
         """A meter event (tx.updated, meter.values) of a site another node holds: skipped before
@@ -267,7 +286,7 @@ class SmartChargingService:
             self._refused.discard(site_id)
             await self.enforce_limit(site_id)
             await safety.share_fairly(self, site_id)
-        if site_id in self._defaults_queued and kind != Work.DEFAULTS:
+        if site_id in self.defaults.queued and kind != Work.DEFAULTS:
             # a station booted or an EVSE appeared: its default profile goes before queued work
             # (until it holds one it counts at its maximum, and a plug-in there would draw that)
             await self._on_defaults(site_id, None)
@@ -286,6 +305,7 @@ class SmartChargingService:
 
     async def _on_plan(self, site_id: str, _: Any) -> None:
         safety.plan_arrived(self, site_id)
+        self._starved.pop(site_id, None)
         await self.apply_plan(site_id)
 
     async def _on_site_limit(self, site_id: str, _: Any) -> None:
@@ -294,9 +314,18 @@ class SmartChargingService:
         await safety.share_fairly(self, site_id)
 
     async def _on_defaults(self, site_id: str, _: Any) -> None:
-        """Stations booted / EVSEs appeared since the last pass (one pass)."""
-        self._defaults_queued.discard(site_id)
-        await self.ensure_defaults(site_id, frozenset(self._booted.pop(site_id, set())))
+        """Stations booted / EVSEs appeared since the last pass (one pass, `defaults.run_pass`)."""
+        await defaults.run_pass(self, site_id)
+
+    async def _on_defaults_done(self, site_id: str, _: Any) -> None:
+        """A wave of defaults answered: more headroom. Sessions held at 0 W for want of it share again,
+        and a plan whose increases were blocked is applied again (`defaults` module doc)."""
+        self.defaults.done_queued.discard(site_id)
+        if site_id in self._plan_blocked:
+            await self.apply_plan(site_id)
+        starved = self._starved.pop(site_id, None)
+        if starved:
+            await safety.share_fairly(self, site_id, arrivals=starved)
 
     async def _on_interim(self, site_id: str, _: Any) -> None:
         await self.send_interims(site_id)
@@ -311,12 +340,12 @@ class SmartChargingService:
     async def _on_ev_schedule(self, site_id: str, event: Event) -> None:
         await self.check_ev_schedule(site_id, event)
 
-    def _defaults_due(self, site_id: str, booted: str | None) -> None:
+    def defaults_due(self, site_id: str, booted: str | None) -> None:
         """Queue one default-profile pass for the site (boots at fleet start coalesce into one)."""
         if booted:
-            self._booted.setdefault(site_id, set()).add(booted)
-        if site_id not in self._defaults_queued:
-            self._defaults_queued.add(site_id)
+            self.defaults.booted.setdefault(site_id, set()).add(booted)
+        if site_id not in self.defaults.queued:
+            self.defaults.queued.add(site_id)
             self.enqueue(site_id, Work.DEFAULTS, None)
 
     def _start_interim_timer(self, site_id: str, event: Event) -> None:
@@ -353,7 +382,9 @@ class SmartChargingService:
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""
-        return await decode_all(await self.store.site_evses(site_id, self.settings.default_site))
+        infos = await decode_all(await self.store.site_evses(site_id, self.settings.default_site))
+        self.defaults.note_read(site_id, infos)
+        return infos
 
     async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
         """State of a few EVSEs (without reading the whole site)."""
@@ -369,8 +400,8 @@ class SmartChargingService:
         return await actions.enforce_limit(self, site_id)
 
     async def ensure_defaults(self, site_id: str, force: frozenset[str] = frozenset()) -> int:
-        """The reservation on every EVSE of the site (`actions.ensure_defaults`)."""
-        return await actions.ensure_defaults(self, site_id, force)
+        """The reservation on every EVSE of the site, answers in the background (`defaults.ensure`)."""
+        return await defaults.ensure(self, site_id, force)
 
     async def send_interims(self, site_id: str) -> int:
         """Sessions still without a profile `interim_profile_after_s` after they started: the site
@@ -432,7 +463,7 @@ class SmartChargingService:
             for site in self.sites.values():
                 if site.task:
                     site.task.cancel()
-            for t in list(self._timers):
+            for t in [*self._timers, *self.defaults.tasks]:
                 t.cancel()
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
@@ -468,9 +499,12 @@ async def run(ctx: CsmsContext) -> None:
     if not ctx.settings.smart_charging:
         log.info("smart charging disabled (EVFLEET_SMART_CHARGING=0)")
         return
-    commands = ctx.extras.get("commands")  # the node's (own reply pool)
+    commands: Caller | None = ctx.extras.get("commands")  # the node's (own reply pool)
     if commands is None:
         commands = CommandClient(ctx.redis, ctx.keys, ctx.clock, ctx.settings.call_timeout_s)
+    executor, registry = ctx.extras.get("executor"), ctx.extras.get("registry")
+    if executor is not None and registry is not None:  # stations held here: in process (calls.py)
+        commands = LocalFirst(commands, executor, registry)
     service = SmartChargingService(RedisStateStore(ctx.redis, ctx.keys), ctx.clock, ctx.settings, ctx.node_id,
                                    commands)
     ctx.extras["smart_charging"] = service

@@ -7,7 +7,8 @@ promise must hold whatever order the answers come in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 
 from csms.commands import CommandReply, Outcome
 from csms.settings import CsmsSettings
+from csms.smart_charging import defaults, safety
 from csms.smart_charging.service import SmartChargingService, Work
 from evfleet.events import Event, EventType
 from evfleet.keys import tx_ref
@@ -306,3 +308,130 @@ async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_po
     assert stations.limits_w == pytest.approx({"CP-1": 10_000.0, "CP-2": 10_000.0})  # CP-1 keeps its plan
     assert store.profiles[("CP-2", 1)]["kind"] == "interim"
     assert stations.worst_sum_w <= 20_000.0 + 1.0
+
+
+class SlowStations(Stations):
+    """Stations whose answers can be held back (`gate`), tracking what each EVSE could draw: its
+    TxProfile limit, else its accepted TxDefaultProfile, else its maximum (22 kW)."""
+
+    def __init__(self, clock: FixedClock, site_limit_w: float, slow: set[str]) -> None:
+        super().__init__(clock, site_limit_w)
+        self.slow = slow
+        self.gate = asyncio.Event()
+        self.defaults_w: dict[str, float] = {}
+        self.raised_over: list[float] = []
+        """Potential site sums right after an accepted TxProfile raised a limit, where above the limit."""
+
+    def potential_w(self, sids: list[str]) -> float:
+        return sum(self.limits_w.get(s, self.defaults_w.get(s, 22_000.0)) for s in sids)
+
+    async def call(self, station_id: str, action: str, payload: dict[str, Any],
+                   timeout_s: float | None = None) -> CommandReply:
+        if station_id in self.slow:
+            await self.gate.wait()
+        before = self.limits_w.get(station_id, self.defaults_w.get(station_id, 22_000.0))
+        reply = await super().call(station_id, action, payload, timeout_s)
+        profile = payload["chargingProfile"]
+        if profile["chargingProfilePurpose"] == "TxDefaultProfile":
+            period = profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+            self.defaults_w[station_id] = float(period["limit"])
+        elif self.limits_w.get(station_id, 0.0) > before:
+            total = self.potential_w(["CP-1", "CP-2", "CP-9"])
+            if total > self.site_limit_w + 1.0:
+                self.raised_over.append(total)
+        return reply
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Let the background tasks run until `check` holds (a bound, not a timing assertion)."""
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_slow_default_does_not_hold_up_the_first_answer_and_never_lends_its_power() -> None:
+    """Fleet start: CP-1's station is slow to confirm its TxDefaultProfile while CP-9's EV announces
+    its needs. The defaults pass must not hold up the site (fails if it waits for CP-1's answer);
+    CP-9's provisional share must not count on CP-1's power before CP-1 confirmed (an idle EVSE
+    counts at its maximum until then): it stays at its 0 W default, and gets the full share as soon
+    as CP-1 confirms (fails if the confirmation does not wake the site)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    for sid in ("CP-1", "CP-2"):
+        store.add_evse(sid, 1, site_id=SITE, max_power_w="22000", rate_unit="W")
+    ref = tx_ref("CP-9", "tx-9")
+    store.add_evse("CP-9", 1, site_id=SITE, max_power_w="22000", rate_unit="W", tx_ref=ref,
+                   transaction_id="tx-9", default_limit_w="0.0")
+    stations = SlowStations(clock, 20_000.0, slow={"CP-1"})
+    stations.defaults_w["CP-9"] = 0.0
+    svc = _service(store, stations, clock)
+    try:
+        await asyncio.wait_for(svc._handle(SITE, Work.DEFAULTS, None), 2.0)  # returns with CP-1 out
+        await _until(lambda: store.evses[("CP-2", 1)].get("default_limit_w") == "0.0", "CP-2 confirmed")
+        assert "default_limit_w" not in store.evses[("CP-1", 1)]
+        await safety.share_fairly(svc, SITE, arrivals={("CP-9", 1)})
+        assert "CP-9" not in stations.limits_w  # CP-1 may still draw 22 kW: no headroom, CP-9 stays at 0
+        assert svc._starved[SITE] == {("CP-9", 1)}
+        stations.gate.set()  # CP-1 confirms: the site wakes up and CP-9 shares again
+        await _until(lambda: stations.limits_w.get("CP-9") == pytest.approx(20_000.0), "CP-9 re-shared")
+        assert store.profiles[("CP-9", 1)]["kind"] == "provisional"
+        assert stations.raised_over == []  # no raise while an unconfirmed EVSE could take the site over
+        assert stations.potential_w(["CP-1", "CP-2", "CP-9"]) <= 20_000.0 + 1.0
+    finally:
+        stations.gate.set()
+        for site in svc.sites.values():
+            if site.task:
+                site.task.cancel()
+
+
+async def test_a_defaults_pass_after_new_evses_reads_only_them() -> None:
+    """After a whole-site read, a new EVSE gets its default without the site being read again
+    (9 % of a node's CPU at 20,000 stations); with a reservation that depends on the EVSE count
+    (reserve x EVSEs above the budget) the pass reads the whole site as before."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    for sid in ("CP-1", "CP-2"):
+        store.add_evse(sid, 1, site_id=SITE, max_power_w="22000", rate_unit="W", default_limit_w="0.0")
+    stations = Stations(clock, 20_000.0)
+    svc = _service(store, stations, clock)
+    reads: list[str] = []
+    whole_site = store.site_evses
+
+    async def counted(site_id: str, default_site: str) -> Any:
+        reads.append(site_id)
+        return await whole_site(site_id, default_site)
+
+    store.site_evses = counted  # type: ignore[method-assign]
+    assert await svc.ensure_defaults(SITE) == 0 and reads == [SITE]
+    store.add_evse("CP-3", 1, site_id=SITE, max_power_w="22000", rate_unit="W")
+    svc.defaults.note_new(SITE, ("CP-3", 1))
+    assert await defaults.run_pass(svc, SITE) == 1 and reads == [SITE]
+    await _until(lambda: store.evses[("CP-3", 1)].get("default_limit_w") == "0.0", "CP-3 confirmed")
+    svc.settings = svc.settings.model_copy(update={"reserve_kw_per_evse": 8.0})  # 3 x 8 kW > 20 kW
+    svc.defaults.note_new(SITE, ("CP-3", 1))
+    await defaults.run_pass(svc, SITE)
+    assert reads == [SITE, SITE]
+
+
+async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:
+    """The stream loop checks the lease per event: within a third of its TTL of the last renewal it
+    needs no round trip; the renewal always asks (and a lease lost there is lost at once)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    svc = _service(store, Stations(clock, 20_000.0), clock)
+    asked: list[str] = []
+    hold = store.hold_lease
+
+    async def counted(site_id: str, node_id: str, ttl_ms: int) -> bool:
+        asked.append(site_id)
+        return await hold(site_id, node_id, ttl_ms)
+
+    store.hold_lease = counted  # type: ignore[method-assign]
+    assert await svc.holds(SITE) and await svc.holds(SITE) and asked == [SITE]
+    store.leases[SITE] = "node-b"  # taken over (it expired meanwhile)
+    assert not await svc.holds(SITE, renew=True) and not await svc.holds(SITE)
+    assert asked == [SITE, SITE, SITE]
+    for site in svc.sites.values():
+        if site.task:
+            site.task.cancel()

@@ -1,0 +1,214 @@
+"""The reservation: a TxDefaultProfile on every EVSE, sent without holding up the site.
+
+The rule it keeps (`budget`): an idle EVSE counts at its maximum until its station has accepted
+its TxDefaultProfile (`default_limit_w` is written only from an Accepted answer; a refusal makes
+it unsteerable, counted at its maximum). A default is only ever installed or lowered, and only
+its answer lowers what the EVSE counts. So when and in which order defaults go out never lets the
+applied sum exceed the site budget; it only decides how soon headroom appears. Hence:
+
+- **in the background**: a pass decides which EVSEs need a default, starts the calls and returns,
+  so the site's queue goes on: a NotifyEVChargingNeeds gets its provisional share while the boot
+  wave of 1,000 stations is still out, from the headroom the confirmed defaults already leave.
+  Each answer is recorded as it comes (one write: EVSE fields and the answer event);
+- **incremental**: after boots and new EVSEs a pass reads only those EVSEs, not the whole site,
+  whenever the reservation does not depend on the number of EVSEs (`reserve_kw_per_evse` 0, the
+  default, or reserve x EVSEs within the budget). Otherwise, and on lease take-over, limit changes
+  and probes, it reads the whole site as before;
+- **once at a time**: an EVSE with a default in flight gets no second one (unless its station
+  booted again); one that timed out is tried again in the next pass;
+- **the end of a wave wakes the site** (`Work.DEFAULTS_DONE`, once no default of the site is out,
+  or at once on a refusal): sessions that got no provisional share for want of headroom (held at
+  0 W) share again, and a plan whose increases were blocked is applied again. Sessions that got a
+  smaller share keep it until their plan (no renegotiation per confirmation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from csms.command_types import CommandReply, Outcome
+from csms.smart_charging import budget, conversion, planner
+from csms.smart_charging.evse import EvseInfo
+from csms.smart_charging.sending import PROFILES_ANSWERED, PROFILES_SENT, event, refusal
+from evfleet.events import EventType
+from evfleet.store.port import EvseId, StoreWrite
+
+if TYPE_CHECKING:
+    from csms.smart_charging.service import SmartChargingService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DefaultsState:
+    """What the service knows about the reservation of its sites (one per service)."""
+
+    booted: dict[str, set[str]] = field(default_factory=dict)
+    """site -> stations (re)booted since its last pass: they get their default again."""
+    new: dict[str, set[EvseId]] = field(default_factory=dict)
+    """site -> EVSEs first seen (or timed out) since its last pass."""
+    evses_of: dict[str, set[int]] = field(default_factory=dict)
+    """station -> its EVSE ids (from full reads and connector statuses)."""
+    site_evses: dict[str, set[EvseId]] = field(default_factory=dict)
+    """site -> its known EVSEs (how many share the reservation)."""
+    inflight: dict[str, set[EvseId]] = field(default_factory=dict)
+    """site -> EVSEs whose default is out (sent, not answered)."""
+    queued: set[str] = field(default_factory=set)
+    done_queued: set[str] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def note_read(self, site_id: str, infos: dict[str, EvseInfo]) -> None:
+        """A whole-site read: the site's EVSEs and each station's EVSE ids."""
+        self.site_evses[site_id] = {i.ident for i in infos.values()}
+        for info in infos.values():
+            self.evses_of.setdefault(info.station_id, set()).add(info.evse_id)
+
+    def note_new(self, site_id: str, evse: EvseId) -> None:
+        """An EVSE seen for the first time (a connector status)."""
+        self.new.setdefault(site_id, set()).add(evse)
+        self.evses_of.setdefault(evse[0], set()).add(evse[1])
+        self.site_evses.setdefault(site_id, set()).add(evse)
+
+
+def limit_w(svc: SmartChargingService, info: EvseInfo, budget_w: float, count: int) -> float:
+    """The default of one EVSE: `budget.reserve_w`, capped by `fallback_limit_kw`."""
+    value = budget.reserve_w(svc.settings.reserve_kw_per_evse * 1000.0, budget_w, count,
+                             info.electrical.max_power_w)
+    if svc.settings.fallback_limit_kw is not None:
+        value = min(value, svc.settings.fallback_limit_kw * 1000.0)
+    return value
+
+
+def needs_default(svc: SmartChargingService, site_id: str, info: EvseInfo, target_w: float,
+                  force: frozenset[str], now_s: float) -> bool:
+    """Whether the EVSE gets a default now (installed or lowered; refusing EVSEs after their backoff)."""
+    state = svc.defaults
+    if not info.online:
+        return False
+    if info.ident in state.inflight.get(site_id, ()) and info.station_id not in force:
+        return False
+    if not info.steerable:
+        svc._refusing.setdefault(site_id, set()).add(info.ident)
+        if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
+            return False  # a refusing EVSE with a session is probed with a TxProfile (safety.tick)
+    return not (info.steerable and info.station_id not in force and info.default_w is not None
+                and info.default_w <= target_w + 1.0)
+
+
+async def ensure(svc: SmartChargingService, site_id: str, force: frozenset[str] = frozenset(),
+                 evses: dict[str, EvseInfo] | None = None, count: int | None = None) -> int:
+    """Start the defaults the EVSEs (default: every EVSE of the site) need; returns how many.
+
+    limit = `budget.reserve_w` (min(reserve_kw_per_evse, site budget / EVSEs, EVSE max), capped
+    by `fallback_limit_kw`): what a plug-in may draw before the csms admits the session; `force`
+    stations (just booted: they may have lost it) get theirs again. The answers come in the
+    background (`_send`)."""
+    if evses is None:
+        evses = await svc.site_evses(site_id)
+        count = len(evses)
+    if not evses:
+        return 0
+    budget_w = await svc.site_budget_w(site_id)
+    now_s = svc.clock.timestamp()
+    due = []
+    for info in evses.values():
+        target_w = limit_w(svc, info, budget_w, count or len(evses))
+        if needs_default(svc, site_id, info, target_w, force, now_s):
+            due.append((info, target_w))
+    if due:
+        svc.defaults.inflight.setdefault(site_id, set()).update(info.ident for info, _ in due)
+        task = asyncio.create_task(_send(svc, site_id, due), name=f"defaults:{site_id}")
+        svc.defaults.tasks.add(task)
+        task.add_done_callback(svc.defaults.tasks.discard)
+    return len(due)
+
+
+async def run_pass(svc: SmartChargingService, site_id: str) -> int:
+    """One pass after boots / new EVSEs: only those EVSEs when the reservation does not depend on
+    the EVSE count, else the whole site (module doc). Returns the defaults started."""
+    state = svc.defaults
+    state.queued.discard(site_id)
+    booted = frozenset(state.booted.pop(site_id, set()))
+    new = state.new.pop(site_id, set())
+    known = state.site_evses.get(site_id)
+    reserve_w = svc.settings.reserve_kw_per_evse * 1000.0
+    if known is None or (reserve_w > 0 and reserve_w * len(known) > await svc.site_budget_w(site_id)):
+        return await ensure(svc, site_id, booted)
+    pairs = set(new) | {(sid, eid) for sid in booted for eid in state.evses_of.get(sid, ())}
+    if not pairs:
+        return 0
+    evses = await svc.evse_infos(sorted(pairs))
+    return await ensure(svc, site_id, booted, evses, len(known))
+
+
+async def _send(svc: SmartChargingService, site_id: str, due: list[tuple[EvseInfo, float]]) -> None:
+    """Send the defaults at once: the sent events in one write, each answer recorded as it comes."""
+    now = svc.clock.now()
+    payloads = [conversion.default_payload(info, w, now) for info, w in due]
+    counted = [float(conversion.abs_series(p, info.electrical)[0][1]) for (info, _), p in zip(due, payloads,
+                                                                                                  strict=True)]
+    sent = StoreWrite()
+    for (info, _), payload, w in zip(due, payloads, counted, strict=True):
+        sent.events.append(event(svc, EventType.PROFILE_SENT, site_id, {
+            "kind": "default", "plan_id": f"default-{time.time_ns()}",
+            "profile_id": payload["chargingProfile"]["id"], "periods": 1, "limit_w": w}, info, ""))
+    PROFILES_SENT.labels("default").inc(len(due))
+    try:
+        await svc.store.write(sent)
+        await asyncio.gather(*(_one(svc, site_id, info, payload, w)
+                               for (info, _), payload, w in zip(due, payloads, counted, strict=True)))
+    except Exception as err:  # the store is down: the EVSEs keep counting at their maximum
+        log.error("site %s: defaults failed: %r", site_id, err)
+        for info, _ in due:
+            svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+
+
+async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, object],
+               counted_w: float) -> None:
+    """One default: the call, then its answer in one write; the site is woken on a change."""
+    try:
+        reply = await svc.commands.call(info.station_id, "SetChargingProfile", payload,
+                                        timeout_s=svc.settings.call_timeout_s)
+    except Exception as err:  # noqa: BLE001 (one call must not stop the others; counted at max)
+        log.error("default profile to %s failed: %r", info.key, err)
+        svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+        return
+    zero = planner.constant(0.0)
+    accepted, steerable, _ = conversion.outcome(reply, zero, zero, 0.0)
+    status = conversion.answer_status(reply)
+    PROFILES_ANSWERED.labels(str(status)).inc()
+    fields: dict[str, str] = {}
+    if accepted:
+        fields["default_limit_w"] = repr(counted_w)
+        if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
+            fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
+            info.steerable, info.refusals = True, 0
+    if not steerable:
+        fields.update(refusal(svc, site_id, info))
+    w = StoreWrite(events=[event(svc, EventType.PROFILE_ANSWERED, site_id, {
+        "kind": "default", "status": status, "outcome": reply.outcome.value, "error": reply.error,
+        "steerable": steerable, "limit_w": counted_w if accepted else None}, info, "")])
+    if fields:
+        w.evse_fields[info.ident] = fields
+    try:
+        await svc.store.write(w)
+    finally:
+        svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+    _after_answer(svc, site_id, info, reply, not steerable)
+
+
+def _after_answer(svc: SmartChargingService, site_id: str, info: EvseInfo, reply: CommandReply,
+                  refused: bool) -> None:
+    """A timeout is tried again in the next pass; the site wakes once its last default is answered
+    (the wave is over: one re-share, not one per confirmation) or at once on a refusal."""
+    if reply.outcome is Outcome.TIMEOUT:
+        svc.defaults.new.setdefault(site_id, set()).add(info.ident)
+        svc.defaults_due(site_id, None)
+    wave_over = not svc.defaults.inflight.get(site_id)
+    if (wave_over or refused) and site_id not in svc.defaults.done_queued:
+        svc.defaults.done_queued.add(site_id)
+        svc.enqueue(site_id, "defaults-done", None)
