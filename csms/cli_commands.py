@@ -173,8 +173,12 @@ def _run(config: Path | None, redis_url: str | None, prefix: str | None, data_di
             return await op(client, await resolve_keys(client, settings.redis_prefix, settings.redis_shards),
                             settings)
 
+    from evfleet.store.layout import LayoutMismatch
+
     try:
         return asyncio.run(go())
+    except LayoutMismatch as err:
+        _fail(str(err), 1)
     except ProvisioningConflict as err:
         _fail(str(err), 1)
     except ProvisioningError as err:

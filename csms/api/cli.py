@@ -31,7 +31,7 @@ async def _with_store(redis_url: str | None, prefix: str | None, config: Path | 
     from csms.api.tokens import TokenStore
     from csms.settings import ConfigFileError, load_settings
     from evfleet.clock import RealClock
-    from evfleet.store.layout import resolve_keys
+    from evfleet.store.layout import LayoutMismatch, resolve_keys
 
     try:
         settings = load_settings(config, redis_url=redis_url, redis_prefix=prefix)
@@ -46,6 +46,8 @@ async def _with_store(redis_url: str | None, prefix: str | None, config: Path | 
         async with admin_redis(settings) as client:
             keys = await resolve_keys(client, settings.redis_prefix, settings.redis_shards)
             return await op(TokenStore(client, keys, RealClock()))
+    except LayoutMismatch as err:
+        _fail(str(err))
     except RedisError as err:
         _fail(f"cannot reach Redis at {settings.redis_url or 'the embedded data dir'}: {err}")
 

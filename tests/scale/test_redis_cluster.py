@@ -230,6 +230,10 @@ async def test_migrate_keys_in_place_and_into_the_cluster(redis_url: str, cluste
         await source.delete(old.node("old-node"))
         with pytest.raises(LayoutMismatch, match="migrate-keys"):
             await resolve_keys(source, "evfleet", SHARDS)  # a node would not start on the old keys
+        listing = ["stations", "list", "--redis-url", redis_url]  # a management command: one line
+        refused = await asyncio.to_thread(CliRunner().invoke, app, listing,
+                                          env={"EVFLEET_REDIS_SHARDS": str(SHARDS)})
+        assert refused.exit_code == 1 and "run `evfleet redis migrate-keys" in refused.output
         report = await migrate_keys(source, target, "evfleet", SHARDS)  # into the cluster (--to)
         assert report.events == len(old_events) and report.active == len(ids) - 1
         await _check_migrated(target, await resolve_keys(target, "evfleet"), ids, old_events)
