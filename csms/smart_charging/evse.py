@@ -79,14 +79,27 @@ class EvseInfo:
         return needs.ev_limits() if needs is not None and needs.tx_ref == self.tx_ref else EvLimits()
 
 
+def dc_session(needs_doc: Any, tx_ref: str) -> bool:
+    """The running session's EV asked for DC (NotifyEVChargingNeeds requestedEnergyTransfer "DC").
+
+    Its profiles then go in W whatever the EVSE record says: amperes of a DC EVSE depend on the
+    battery voltage, and an EVSE whose device model the csms has not read yet reads as 230 V AC
+    (a 400 V DC EVSE would then draw 1.74x the power counted against the site limit)."""
+    needs = ChargingNeeds.decode(needs_doc) if needs_doc else None
+    if needs is None or not tx_ref or needs.tx_ref != tx_ref:
+        return False
+    return str((needs.raw or {}).get("requested_energy_transfer") or "") == "DC"
+
+
 def decode_evse(rec: StoredEvse) -> EvseInfo:
     """The store's record of one EVSE -> `EvseInfo` (the EVSE hash through `evfleet.records`, the one
     decoder with the documented defaults)."""
     h = EvseRecord.decode(rec.evse)
+    rate_unit = "W" if dc_session(rec.needs, h.tx_ref) else h.rate_unit
     return EvseInfo(
         station_id=rec.station_id, evse_id=rec.evse_id, online=rec.station.get("online") == "1",
         steerable=h.steerable,
-        electrical=EvseElectrical(rate_unit=h.rate_unit, phases=h.phases, voltage_v=h.voltage_v,
+        electrical=EvseElectrical(rate_unit=rate_unit, phases=h.phases, voltage_v=h.voltage_v,
                                   max_power_w=h.max_power_w),
         transaction_id=h.transaction_id, record=rec.profile, needs=rec.needs, default_w=h.default_limit_w,
         tx_ref=h.tx_ref, metered_max_w=h.metered_max_w, noncompliant_w=h.noncompliant_w,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from csms.protocol.provisioning import evse_facts_from_report
+from csms.smart_charging.evse import dc_session
 from evfleet.records import EvseRecord
 
 
@@ -22,3 +23,11 @@ def test_dc_evse_gets_watts_ac_evse_keeps_its_phases_and_amperes() -> None:
     ac, dc = EvseRecord.decode(facts[1]), EvseRecord.decode(facts[2])
     assert (ac.rate_unit, ac.phases) == ("A", 3)
     assert (dc.rate_unit, dc.phases, dc.max_power_w) == ("W", 1, 50000.0)
+
+
+def test_a_dc_session_gets_watts_even_before_the_device_model_is_known() -> None:
+    needs = {"tx_ref": "CP-1:tx-1:1", "requested_energy_transfer": "DC", "ev_max_power_w": 50000}
+    assert dc_session(needs, "CP-1:tx-1:1")
+    assert not dc_session(needs, "CP-1:tx-2:1")  # an earlier session's needs do not count
+    assert not dc_session({**needs, "requested_energy_transfer": "AC_three_phase"}, "CP-1:tx-1:1")
+    assert not dc_session(None, "CP-1:tx-1:1") and not dc_session(needs, "")
