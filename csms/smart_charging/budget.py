@@ -34,7 +34,8 @@ With the default margin of 0 such a station takes the site over until it is foun
   policy that hands out headroom, picks who shares (provisional at the EV's needs, late plan,
   silent optimizer) and gives each a series of water-filled `fair_shares` of what all the others
   count at every instant, so shares + others <= budget; a session held only by a provisional share
-  (0 W on a full site) still counts as waiting for its plan, so freed power reaches it;
+  (0 W on a full site) counts as waiting for its plan once no plan came for
+  `interim_profile_after_s`, so freed power reaches it while the optimizer is down;
 - the EV's own plan (K17): `check_ev_plan` compares it with the limits we sent;
 - stations that refuse: budgeted at their maximum, retried after `refusal_backoff_s`.
 

@@ -94,12 +94,15 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     evses = await svc.site_evses(site_id)
     plan = await current_plan(svc, site_id)
     if due:
-        # late = no profile of a plan for THIS session: a provisional share handed out at its
-        # needs (possibly 0 W on a full site) is not a plan, so freed headroom reaches it while
-        # the plan is late (it would otherwise wait for the optimizer, however long)
+        # late = no profile yet, or only a provisional share (possibly 0 W on a full site) while
+        # no plan at all came for `interim_profile_after_s`: then the optimizer is not answering,
+        # and freed headroom must reach it (it would otherwise wait for the optimizer, however
+        # long). While plans keep coming, the next one covers it: no fallback mode for that.
+        stalled = (time.monotonic() - svc._plan_seen.get(site_id, -math.inf)
+                   > svc.settings.interim_profile_after_s)
         waiting = [i for i in evses.values() if (i.station_id, i.evse_id) in due
                    and i.tx_ref == due[(i.station_id, i.evse_id)] and i.online and i.steerable
-                   and not (i.has_profile() and plan.refs.get(i.key) == i.tx_ref)]
+                   and not (i.has_profile() and (not stalled or plan.refs.get(i.key) == i.tx_ref))]
         if waiting and site_id not in svc._fallback:
             log.warning("site %s: no plan for %d session(s) after %.1f s: they share the headroom the "
                         "plan leaves", site_id, len(waiting), svc.settings.interim_profile_after_s)
@@ -214,6 +217,7 @@ def plan_arrived(svc: SmartChargingService, site_id: str) -> None:
     svc._silent.discard(site_id)
     svc._late_since.pop(site_id, None)
     svc._plan_view.pop(site_id, None)
+    svc._plan_seen[site_id] = time.monotonic()
 
 
 async def tick(svc: SmartChargingService, site_id: str) -> None:

@@ -121,6 +121,8 @@ class SmartChargingService:
         """Sites where a session's plan is late: unplanned sessions share (`safety.share_fairly`)."""
         self._late_since: dict[str, float] = {}
         """site -> monotonic time it entered fallback mode (`optimizer_silent_after_s` counts from it)."""
+        self._plan_seen: dict[str, float] = {}
+        """site -> monotonic time of its last plan (`safety.plan_arrived`)."""
         self._silent: set[str] = set()
         """Sites whose optimizer is taken as silent: every session shares the headroom."""
         self._plan_view: dict[str, provisional.PlanView] = {}

@@ -291,8 +291,9 @@ async def test_k17_a_plan_is_still_checked_after_a_profile_with_the_same_limits(
 
 async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_power() -> None:
     """A session whose needs came on a full site got a 0 W provisional share; no plan covers it when
-    its interim timer fires: the plan is late, so it shares what the plan leaves (here 10 kW). Fails
-    if a provisional share counts as the session's plan (it then waits for the optimizer)."""
+    its interim timer fires and none came for that long: the plan is late, so it shares what the
+    plan leaves (here 10 kW). Fails if a provisional share counts as the session's plan (it then
+    waits for the optimizer). While plans keep coming, no fallback mode."""
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "20"}
     ref1 = _session(store, "CP-1", 10_000.0)
@@ -302,6 +303,10 @@ async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_po
     stations = Stations(clock, 20_000.0)
     stations.limits_w = {"CP-1": 10_000.0, "CP-2": 0.0}
     svc = _service(store, stations, clock)
+    safety.plan_arrived(svc, SITE)  # plans keep coming: the next one covers CP-2, no fallback mode
+    svc._interim_due[SITE] = {("CP-2", 1): ref2}
+    assert await svc.send_interims(SITE) == 0 and SITE not in svc._fallback
+    svc._plan_seen[SITE] -= 60.0  # no plan for a minute: the optimizer is not answering
     svc._interim_due[SITE] = {("CP-2", 1): ref2}
     assert await svc.send_interims(SITE) == 1
     assert SITE in svc._fallback
