@@ -133,7 +133,7 @@ class Fleet:
 
 def start_fleet(scen: Scenario, clock: ScaledClock, url: str, ramp_per_s: float, procs: int) -> Fleet:
     """Start the simulated fleet (see `Fleet`)."""
-    return Fleet(scen, clock, url, ramp_per_s, max(1, min(procs, len(scen.stations))))
+    return Fleet(scen, clock, url, ramp_per_s, max(1, procs))
 
 
 def pct(values: list[float], q: float) -> float | None:

@@ -100,15 +100,13 @@ def needs_default(svc: SmartChargingService, site_id: str, info: EvseInfo, targe
 
 
 async def ensure(svc: SmartChargingService, site_id: str, force: frozenset[str] = frozenset(),
-                 evses: dict[str, EvseInfo] | None = None, count: int | None = None,
-                 wait: bool = False) -> int:
+                 evses: dict[str, EvseInfo] | None = None, count: int | None = None) -> int:
     """Start the defaults the EVSEs (default: every EVSE of the site) need; returns how many.
 
     limit = `budget.reserve_w` (min(reserve_kw_per_evse, site budget / EVSEs, EVSE max), capped
     by `fallback_limit_kw`): what a plug-in may draw before the csms admits the session; `force`
     stations (just booted: they may have lost it) get theirs again. The answers come in the
-    background (`_send`), or before it returns with `wait` (a lease take-over: the limit is
-    enforced next, and an EVSE still unconfirmed would count at its maximum there)."""
+    background (`_send`)."""
     if evses is None:
         evses = await svc.site_evses(site_id)
         count = len(evses)
@@ -126,8 +124,6 @@ async def ensure(svc: SmartChargingService, site_id: str, force: frozenset[str] 
         task = asyncio.create_task(_send(svc, site_id, due), name=f"defaults:{site_id}")
         svc.defaults.tasks.add(task)
         task.add_done_callback(svc.defaults.tasks.discard)
-        if wait:
-            await asyncio.shield(task)
     return len(due)
 
 

@@ -297,7 +297,7 @@ class SmartChargingService:
             await safety.share_fairly(self, site_id, arrivals=arrivals)
 
     async def _on_reconcile(self, site_id: str, _: Any) -> None:
-        await defaults.ensure(self, site_id, wait=True)  # confirmed before the limit is enforced
+        await self.ensure_defaults(site_id)
         await self.enforce_limit(site_id)
         await self.apply_plan(site_id)
 
