@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+
+from csms.store.embedded import port_free
 
 BUS_OFFSET = 10_000
 """A cluster node also listens on its port + 10000 (the cluster bus), so ports stay <= 55535."""
@@ -63,18 +64,9 @@ def _free_ports(n: int) -> list[int]:
     out: list[int] = []
     while len(out) < n:
         port = rng.randrange(20_000, 45_535)
-        if port not in out and _free(port) and _free(port + BUS_OFFSET):
+        if port not in out and port_free(port) and port_free(port + BUS_OFFSET):
             out.append(port)
     return out
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _wait(check: object, timeout_s: float, what: str) -> None:

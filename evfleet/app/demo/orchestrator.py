@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from csms.store.embedded import EmbeddedRedis, free_port
+from csms.store.embedded import EmbeddedRedis, free_port, port_free
 from evfleet.app.demo import components
 from evfleet.app.demo.chart import render_chart
 from evfleet.app.demo.collect import LiveStatus, MeasuredTransaction, read_live_status, read_transactions
@@ -55,24 +55,13 @@ class DemoOutcome:
     wall_s: float
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def choose_port(requested: int, preferred: int | None, option: str) -> int:
     """`requested` (which must be free), else `preferred` when free, else any free port."""
     if requested:
-        if not _port_free(requested):
+        if not port_free(requested):
             raise DemoConfigError(f"{option} {requested} is already in use")
         return requested
-    return preferred if preferred and _port_free(preferred) else free_port()
+    return preferred if preferred and port_free(preferred) else free_port()
 
 
 def open_browser(url: str, console: Console) -> None:
