@@ -20,6 +20,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -30,6 +31,7 @@ from csms.api.power_history import LEASE, record_site_power
 from csms.commands import CommandClient
 from csms.context import CsmsContext
 from csms.leases import run_singleton
+from csms.settings import CsmsSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def server_config(app: Any, settings: CsmsSettings) -> uvicorn.Config:
+    """uvicorn's settings for the node's API.
+
+    `log_config=None`: uvicorn's default would run `logging.config.dictConfig`, which closes every
+    handler the command installed (the demo's `demo.log` stopped at the API start) and sends
+    uvicorn's own lines to stderr past the JSON format and the redaction filter. Its lines go to the
+    root logger instead. `limit_concurrency`: its own connection budget (HTTP 503 beyond it), apart
+    from the stations' `ocpp_max_connections`.
+    """
+    return uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
+                          timeout_graceful_shutdown=2, proxy_headers=False,
+                          http=http_protocol(settings.api_header_timeout_s),
+                          timeout_keep_alive=max(1, round(settings.api_keepalive_timeout_s)),
+                          server_header=False, limit_concurrency=settings.api_max_connections)
+
+
 async def run(ctx: CsmsContext) -> None:
     """Serve the API, dashboard and /metrics until cancelled (no-op when api_enabled is off)."""
     settings = ctx.settings
@@ -116,13 +134,7 @@ async def run(ctx: CsmsContext) -> None:
     sock = ctx.extras.pop("api_socket", None) or bind_socket(settings.api_host, settings.api_port)
     ctx.api_port = int(sock.getsockname()[1])
     ctx.extras["api_deps"] = deps
-    # its own connection budget (HTTP 503 beyond it), apart from the stations' ocpp_max_connections
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=2, proxy_headers=False,
-                            http=http_protocol(settings.api_header_timeout_s),
-                            timeout_keep_alive=max(1, round(settings.api_keepalive_timeout_s)),
-                            server_header=False, limit_concurrency=settings.api_max_connections)
-    server = EmbeddedServer(config)
+    server = EmbeddedServer(server_config(app, settings))
     log.info("operator API on http://%s:%d (auth %s)", settings.api_host, ctx.api_port,
              "on" if settings.api_auth else "OFF")
     if not settings.api_auth:

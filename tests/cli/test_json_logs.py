@@ -72,3 +72,22 @@ def test_text_logs_keep_the_context(restore_logging: pytest.MonkeyPatch,
     with log_context(station_id="CP-2"):
         logging.getLogger("evfleet.test").info("booted")
     assert "[CP-2 -] booted" in capsys.readouterr().err
+
+
+def test_demo_log_keeps_every_line_after_the_api_starts(restore_logging: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Building the node's uvicorn settings must not close the demo's log file (it used to: uvicorn's
+    default log config ran dictConfig, which closes every handler, and demo.log stopped there)."""
+    from csms.api.service import server_config
+    from csms.settings import CsmsSettings
+    from evfleet.app.demo.cli import _setup_logging
+    from evfleet.app.demo.config import DemoSettings
+
+    path = _setup_logging(tmp_path, load(DemoSettings))
+    logging.getLogger("evfleet.demo").info("before the API")
+    server_config(object(), load(CsmsSettings))
+    logging.getLogger("evfleet.demo").info("after the API")
+    logging.getLogger("uvicorn.error").warning("from uvicorn")
+    logging.getLogger().handlers[-1].flush()
+    text = path.read_text()
+    assert "before the API" in text and "after the API" in text and "from uvicorn" in text
