@@ -162,6 +162,10 @@ class Persistence:
         """Drop a key (its condition is no longer tracked)."""
         self._since.pop(key, None)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether the key's condition holds (its clock runs)."""
+        return key in self._since
+
 
 @dataclass(frozen=True)
 class Change(Generic[K]):

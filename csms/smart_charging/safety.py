@@ -9,7 +9,8 @@
 - `tick` (every `watchdog_interval_s`): metered power against what each EVSE was allowed ->
   non-compliance (budgeted at what it draws, `evse.noncompliant`); metered site power against
   the site limit -> alarm (`site.over_limit`: event, metric, MQTT, dashboard) and a corrective
-  pass that lowers the others; refusing EVSEs past their backoff are probed again.
+  pass that lowers the others; refusing EVSEs past their backoff are probed again. It reads only
+  the EVSEs with a new reading or a changed limit, a running clock, or a retry due (`metered`).
 
 Functions take the service (I/O through its store port); the decisions are in `budget`.
 """
@@ -221,67 +222,111 @@ def plan_arrived(svc: SmartChargingService, site_id: str) -> None:
 
 
 async def tick(svc: SmartChargingService, site_id: str) -> None:
-    """The metered watchdog of one site (module doc); reads only the EVSEs that were metered."""
+    """The metered watchdog of one site (module doc).
+
+    Works from `svc.metered` (`metered` module): it reads only the EVSEs with a new reading or a
+    changed limit, those whose (non-)compliance clock runs, and refusing EVSEs whose retry is due;
+    the site's metered sum comes from the readings in memory."""
     mono = time.monotonic()
     now_s = svc.clock.timestamp()
-    metered: list[tuple[str, int]] = []
-    for (sid, eid) in list(svc._power):
-        if await svc.station_site(sid) == site_id:
-            metered.append((sid, eid))
-    refusing = sorted(svc._refusing.get(site_id, set()))
-    infos = await svc.evse_infos(sorted(set(metered) | set(refusing)))
+    state = svc.metered
+    for evse in sorted(state.unsited):  # readings that came before their station's site was known
+        site = await svc.station_site(evse[0])
+        state.place(evse, site)
+        state.dirty.setdefault(site, set()).add(evse)
+    due = sorted(state.take(site_id))
+    refusing = _refusing_due(svc, site_id, now_s)
+    infos = await svc.evse_infos(sorted(set(due) | set(refusing))) if due or refusing else {}
     limit_w = await svc.site_limit_w(site_id)
-    metered_w, changed, flagged = 0.0, False, 0
+    changed, flagged = False, 0
+    pending: set[tuple[str, int]] = set()
+    stale: set[tuple[str, int]] = set()
     peaks = StoreWrite()  # new metered maxima, one write for the site (a fleet starts charging at once)
-    drawers: list[tuple[EvseInfo, float, float]] = []
-    for sid, eid in metered:
-        info = infos[f"{sid}/{eid}"]
-        seen = svc._power.get((sid, eid))
-        if seen is None or seen[0] != info.tx_ref:
+    for evse in due:
+        info = infos[f"{evse[0]}/{evse[1]}"]
+        seen = state.power[evse]
+        if seen[0] != info.tx_ref:  # a reading of another session: not counted, not judged
             svc._noncompliant.forget(info.key)
             svc._compliant.forget(info.key)
+            if info.tx_ref:
+                stale.add(evse)  # the EVSE's record may not show its new session yet: read again
+            else:
+                state.drop(evse)
             continue
-        drawn = seen[1]
-        metered_w += drawn
-        if drawn > info.metered_max_w + 100.0:
-            peaks.evse_fields[(sid, eid)] = {"metered_max_w": repr(drawn)}
-        if not info.steerable or not info.online:
-            continue
-        allowed = planner.value_at(info.allowed(now_s), now_s)
-        over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
-        drawers.append((info, drawn, allowed))
-        if info.noncompliant_w is None:
-            if svc._noncompliant.update(info.key, over, mono):
-                await _set_noncompliant(svc, site_id, info, drawn, allowed)
-                changed = True
-        else:
+        if seen[1] > info.metered_max_w + 100.0:
+            peaks.evse_fields[evse] = {"metered_max_w": repr(seen[1])}
+        changed |= await _judge(svc, site_id, info, seen[1], now_s, mono)
+        if info.noncompliant_w is not None:
             flagged += 1
-            if over and drawn > info.noncompliant_w + 100.0:
-                await _set_noncompliant(svc, site_id, info, drawn, allowed)
-                changed = True
-            if svc._compliant.update(info.key, not over, mono):
-                await _set_noncompliant(svc, site_id, info, None, allowed)
-                changed = True
+        if info.noncompliant_w is not None or info.key in svc._noncompliant or info.key in svc._compliant:
+            pending.add(evse)  # a clock runs (or may run out): judged every pass, reading or not
+    state.pending[site_id], state.stale[site_id] = pending, stale
     await svc.store.write(peaks)
+    metered_w = state.total_w(site_id)
     NONCOMPLIANT.labels(site_id).set(flagged)
     SITE_METERED_KW.labels(site_id).set(metered_w / 1000.0)
-    changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono, drawers)
+    changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono)
     if site_id in svc._fallback and site_id not in svc._silent and provisional.optimizer_silent(
             svc._late_since.get(site_id), mono, svc.settings.optimizer_silent_after_s):
         changed = True  # the optimizer went silent: every session re-shares (share_fairly)
     if changed:
         await svc.enforce_limit(site_id)
         await share_fairly(svc, site_id)
+    if refusing:
+        await _probe_refusing(svc, site_id, refusing, infos, now_s)
+
+
+async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn: float, now_s: float,
+                 mono: float) -> bool:
+    """One metered EVSE against what it is allowed; True if its non-compliance mark changed."""
+    if not info.steerable or not info.online:
+        return False
+    allowed = planner.value_at(info.allowed(now_s), now_s)
+    over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
+    if info.noncompliant_w is None:
+        if svc._noncompliant.update(info.key, over, mono):
+            await _set_noncompliant(svc, site_id, info, drawn, allowed)
+            return True
+        return False
+    changed = False
+    if over and drawn > info.noncompliant_w + 100.0:
+        await _set_noncompliant(svc, site_id, info, drawn, allowed)
+        changed = True
+    if svc._compliant.update(info.key, not over, mono):
+        await _set_noncompliant(svc, site_id, info, None, allowed)
+        changed = True
+    return changed
+
+
+def _refusing_due(svc: SmartChargingService, site_id: str, now_s: float) -> list[tuple[str, int]]:
+    """The refusing EVSEs to read in this pass: all of them when the set changed since the last
+    read or a retry fell due, else none (module `metered`, `probe_at`)."""
+    members = frozenset(svc._refusing.get(site_id, set()))
+    if not members:
+        svc.metered.probe_at.pop(site_id, None)
+        return []
+    seen = svc.metered.probe_at.get(site_id)
+    if seen is not None and seen[0] == members and now_s < seen[1]:
+        return []
+    return sorted(members)
+
+
+async def _probe_refusing(svc: SmartChargingService, site_id: str, refusing: list[tuple[str, int]],
+                          infos: Mapping[str, EvseInfo], now_s: float) -> None:
+    """Refusing EVSEs read in this pass: those steerable again leave the set, the rest are probed
+    once their backoff passed; the earliest next retry is remembered."""
     for sid, eid in refusing:
-        info = infos[f"{sid}/{eid}"]
-        if info.steerable:
+        if infos[f"{sid}/{eid}"].steerable:
             svc._refusing.get(site_id, set()).discard((sid, eid))
-    await probe(svc, site_id, {k: v for k, v in infos.items() if (v.station_id, v.evse_id) in refusing},
-                now_s)
+    still = {k: v for k, v in infos.items() if (v.station_id, v.evse_id) in refusing}
+    await probe(svc, site_id, still, now_s)
+    left = frozenset(svc._refusing.get(site_id, set()))
+    later = [i.retry_after_s for i in still.values() if not i.steerable and i.retry_after_s > now_s]
+    svc.metered.probe_at[site_id] = (left, min(later) if len(later) == len(left) else now_s)
 
 
 async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float, limit_w: float,
-                      mono: float, drawers: list[tuple[EvseInfo, float, float]]) -> bool:
+                      mono: float) -> bool:
     """Raise or clear the site's over-limit alarm; True if stations were newly marked."""
     over = metered_w > limit_w + max(100.0, 0.005 * limit_w)
     lasting = svc._over.update(site_id, over, mono)
@@ -292,12 +337,17 @@ async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float,
         log.error("site %s: metered %.1f kW above the limit %.1f kW for more than %.0f s",
                   site_id, metered_w / 1000, limit_w / 1000, svc.settings.over_limit_after_s)
         await _site_alarm(svc, site_id, "over", metered_w, limit_w)
-        marked = False  # corrective: whoever draws above its limit is budgeted at its draw now
-        for info, drawn, allowed in drawers:
-            if info.noncompliant_w is None and drawn > allowed + svc.settings.noncompliance_tolerance_w:
-                await _set_noncompliant(svc, site_id, info, drawn, allowed)
-                marked = True
-        return marked or True
+        # corrective: whoever draws above its limit is budgeted at its draw now (every metered EVSE
+        # of the site is read for it: an alarm is rare)
+        now_s = svc.clock.timestamp()
+        for info in (await svc.evse_infos(svc.metered.all_of(site_id))).values():
+            seen = svc.metered.power.get(info.ident)
+            if seen is None or seen[0] != info.tx_ref or not info.steerable or not info.online:
+                continue
+            allowed = planner.value_at(info.allowed(now_s), now_s)
+            if info.noncompliant_w is None and seen[1] > allowed + svc.settings.noncompliance_tolerance_w:
+                await _set_noncompliant(svc, site_id, info, seen[1], allowed)
+        return True
     if not over and site_id in svc._alarmed:
         svc._alarmed.discard(site_id)
         await _site_alarm(svc, site_id, "cleared", metered_w, limit_w)

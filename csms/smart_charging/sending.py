@@ -155,6 +155,7 @@ async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
         "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}, info, ref))
     await svc.store.write(w)
     info.record = record
+    svc.metered.recheck(info.ident)  # its limit changed: the watchdog compares its reading again
     if not steerable:
         log.warning("station %s EVSE %s refused a profile (%s): budgeted at its maximum, retry in %.0f s",
                     info.station_id, info.evse_id, status, info.retry_after_s - svc.clock.timestamp())

@@ -50,7 +50,7 @@ from typing import Any
 from csms.commands import CommandClient
 from csms.context import CsmsContext
 from csms.settings import CsmsSettings
-from csms.smart_charging import actions, budget, conversion, defaults, provisional, safety, sending
+from csms.smart_charging import actions, budget, conversion, defaults, metered, provisional, safety, sending
 from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
 from csms.smart_charging.planner import Series
@@ -129,8 +129,8 @@ class SmartChargingService:
         """site -> its current plan's sessions and prices (`safety.current_plan`)."""
         self._provisional_due: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs whose charging needs arrived: a provisional share goes out first thing."""
-        self._power: dict[tuple[str, int], tuple[str, float]] = {}
-        """(station, evse) -> (tx_ref, last metered power W), from the event stream."""
+        self.metered = metered.MeteredState()
+        """Last metered power per session and what the watchdog reads next (`metered`)."""
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
         self._over = budget.Persistence(settings.over_limit_after_s)
@@ -219,7 +219,7 @@ class SmartChargingService:
                 await self.store.write(w)
             return
         if event.type == EventType.TX_ENDED and event.evse_id is not None:
-            self._power.pop((event.station_id, int(event.evse_id)), None)
+            self.metered.drop((event.station_id, int(event.evse_id)))
         site_id = await self.site_of(event)
         if not await self.holds(site_id):
             return
@@ -264,7 +264,8 @@ class SmartChargingService:
         except (TypeError, ValueError):
             return
         if value == value and abs(value) != float("inf"):
-            self._power[(event.station_id, int(event.evse_id))] = (event.tx_ref, value)
+            site = event.site_id or self._station_site.get(event.station_id)
+            self.metered.note((event.station_id, int(event.evse_id)), site, event.tx_ref, value)
 
     async def _site_loop(self, site_id: str, site: _Site) -> None:
         while True:

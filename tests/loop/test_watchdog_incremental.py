@@ -1,0 +1,91 @@
+"""The metered watchdog works from readings kept in memory (`csms/smart_charging/metered.py`).
+
+Against the in-memory store (no Redis): a pass reads only the EVSEs with a new reading, a changed
+limit or a running clock, yet the site's metered sum counts every current reading, and a station
+that keeps drawing above its limit is still marked non-compliant when it sends no new reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from csms.smart_charging import budget, safety
+from csms.smart_charging.metered import MeteredState
+from evfleet.events import Event, EventType
+from evfleet.store.memory import InMemoryStateStore
+from evfleet.store.port import EvseId, StoredEvse
+from tests.loop.test_service_unit import SITE, T0, FixedClock, Stations, _service, _session
+
+
+class CountingStore(InMemoryStateStore):
+    """The in-memory store, counting the EVSE records each read asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[EvseId] = []
+
+    async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
+        self.read += list(evses)
+        return await super().evse_records(evses)
+
+
+def _reading(sid: str, ref: str, power_w: float) -> Event:
+    return Event(type=EventType.METER_VALUES, station_id=sid, evse_id=1, tx_ref=ref, site_id=SITE, ts=T0,
+                 data={"power_w": power_w})
+
+
+def test_the_state_counts_every_reading_and_hands_out_each_once() -> None:
+    state = MeteredState()
+    state.note(("A", 1), SITE, "ref-a", 1000.0)
+    state.note(("B", 1), None, "ref-b", 500.0)  # site not known yet
+    assert state.take(SITE) == {("A", 1)} and state.unsited == {("B", 1)}
+    state.place(("B", 1), SITE)
+    assert state.total_w(SITE) == 1500.0
+    assert state.take(SITE) == set()  # nothing new: nothing to read
+    state.recheck(("A", 1))  # its limit changed
+    assert state.take(SITE) == {("A", 1)}
+    state.stale[SITE] = {("B", 1)}
+    assert state.total_w(SITE) == 1000.0 and state.take(SITE) == {("B", 1)}
+    state.drop(("A", 1))
+    assert state.total_w(SITE) == 0.0 and state.all_of(SITE) == [("B", 1)]
+
+
+async def test_a_pass_reads_only_new_readings_and_still_marks_a_silent_overdraw() -> None:
+    clock, store = FixedClock(), CountingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    refs = {f"CP-{i}": _session(store, f"CP-{i}", 10_000.0) for i in range(50)}
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    svc._noncompliant = budget.Persistence(0.2)
+    for sid, ref in refs.items():  # everyone within its limit, CP-0 draws 15 kW on a 10 kW limit
+        await svc.dispatch(_reading(sid, ref, 15_000.0 if sid == "CP-0" else 9_000.0))
+    await safety.tick(svc, SITE)
+    assert len(store.read) == 50
+    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 15.0 + 49 * 9.0
+    store.read.clear()
+    await svc.dispatch(_reading("CP-7", refs["CP-7"], 8_000.0))
+    await safety.tick(svc, SITE)
+    assert sorted(store.read) == [("CP-0", 1), ("CP-7", 1)]  # the new reading and CP-0's running clock
+    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 15.0 + 48 * 9.0 + 8.0
+    await asyncio.sleep(0.3)  # CP-0 sends nothing new, but its clock runs out
+    store.read.clear()
+    await safety.tick(svc, SITE)
+    assert store.read[0] == ("CP-0", 1) and len(store.read) == 51  # then the site's enforcement pass
+    assert store.evses[("CP-0", 1)].get("noncompliant_w") == "15000.0"
+    marked = [e for e in store.typed_events() if e.type == EventType.EVSE_NONCOMPLIANT]
+    assert [e.station_id for e in marked] == ["CP-0"]
+
+
+async def test_an_ended_session_no_longer_counts() -> None:
+    clock, store = FixedClock(), CountingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    ref = _session(store, "CP-1", 10_000.0)
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    await svc.dispatch(_reading("CP-1", ref, 9_000.0))
+    await safety.tick(svc, SITE)
+    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 9.0
+    store.evses[("CP-1", 1)].update(tx_ref="", transaction_id="")  # the record no longer shows it
+    await svc.dispatch(_reading("CP-1", ref, 9_000.0))
+    await safety.tick(svc, SITE)
+    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 0.0
+    assert ("CP-1", 1) not in svc.metered.power
