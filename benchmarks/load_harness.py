@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/load_harness.py --targets bare,1,2 --stations 1000 --interval 1
     .venv/bin/python benchmarks/load_harness.py --targets 2 --stations 5000,10000,20000 --interval 30
+    .venv/bin/python benchmarks/load_harness.py --search --targets 2,1,bare --interval 1
+
+`--search` finds, per target, the largest station count it holds (every station connected, all
+messages answered, no errors, p99 < `--p99-ms`): doubling from `--search-start`, then bisecting;
+`--compare bare,1` runs those targets at the count the first one holds, side by side.
 
 For every target and station count, in one run, one after the other on fresh processes:
 
@@ -245,20 +250,20 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         proc.stdin.flush()
     groups = {**groups, "clients": [c.pid for c in clients]}
     time.sleep(max(0.0, t0 - time.time()))
-    spy = None
-    if args.py_spy is not None and groups.get("server"):
+    spies = []
+    if args.py_spy is not None:  # every node: the one holding a site's smart-charging lease differs
         args.py_spy.mkdir(parents=True, exist_ok=True)
-        out_file = args.py_spy / f"{groups['server'][0]}.txt"
-        spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
-                                str(groups["server"][0]), "-d", str(int(args.duration)), "-r", "200",
-                                "-f", "raw", "-o", str(out_file)], stdout=subprocess.DEVNULL)
+        for pid in groups.get("server", []):
+            spies.append(subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
+                                           str(pid), "-d", str(int(args.duration)), "-r", "200", "-f", "raw",
+                                           "-o", str(args.py_spy / f"{pid}.txt")], stdout=subprocess.DEVNULL))
     cpu0 = {g: sum(proc_cpu_s(p) for p in pids) for g, pids in groups.items()}
     gc0 = gc_stats(metrics_urls)
     time.sleep(max(0.0, t0 + args.duration - time.time()))
     cpu = {g: sum(proc_cpu_s(p) for p in pids) - cpu0[g] for g, pids in groups.items()}
     gc1 = gc_stats(metrics_urls)
     rss = {g: [round(proc_rss_mb(p), 1) for p in pids] for g, pids in groups.items()}
-    if spy is not None:
+    for spy in spies:
         spy.wait(60)
     lat: list[float] = []
     stats: dict[str, int] = {}
@@ -326,6 +331,41 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         return row
 
 
+def holds(row: dict[str, Any], p99_ms: float) -> bool:
+    """A run the target held: every station connected, no errors, all offered messages answered
+    (within 1 %) and p99 below `p99_ms`."""
+    return (row["connected"] == row["stations"] and not row["errors"] and row["p99_ms"] < p99_ms
+            and row["answered_msg_s"] >= 0.99 * row["offered_msg_s"])
+
+
+def search(target: str, args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
+    """The largest station count `target` holds (`holds`): from `--search-start`, doubling while it
+    holds (up to `--search-max`), then bisecting until the bracket is within `--search-step` or
+    `--search-tol` of it. Every run is appended to `rows`; returns the count (0: not even the start)."""
+    lo, hi, n = 0, None, args.search_start
+    while True:
+        row = run_target(target, n, args)
+        row["holds"] = holds(row, args.p99_ms)
+        rows.append(row)
+        print_table(rows[-1:])
+        print(f"  -> {'held' if row['holds'] else 'not held'} (p99 < {args.p99_ms:g} ms, all answered)",
+              flush=True)
+        if row["holds"]:
+            lo = n
+        else:
+            hi = n
+        if hi is None:
+            if n >= args.search_max:
+                return lo
+            n = min(2 * n, args.search_max)
+            continue
+        if hi - lo <= max(args.search_step, args.search_tol * lo):
+            return lo
+        n = lo + max(args.search_step, (hi - lo) // 2 // args.search_step * args.search_step)
+        if n >= hi:
+            return lo
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The runs side by side."""
     print(f"\n{'target':<22}{'stations':>9}{'conn':>7}{'offer/s':>9}{'msg/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
@@ -365,16 +405,42 @@ def main() -> None:
     p.add_argument("--logs", type=Path, default=None, metavar="DIR",
                    help="keep the node and HAProxy logs of each run in DIR/TARGET-N")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
-                   help="record the first server process with py-spy (collapsed stacks) into DIR")
+                   help="record every server process with py-spy (collapsed stacks) into DIR/PID.txt")
+    p.add_argument("--search", action="store_true",
+                   help="find the largest station count each target holds (p99 < --p99-ms, every station "
+                        "connected, all answered, no errors) instead of running --stations")
+    p.add_argument("--search-start", type=int, default=100, help="first count of --search")
+    p.add_argument("--search-max", type=int, default=40_000, help="highest count --search tries")
+    p.add_argument("--search-step", type=int, default=50, help="--search stops at this bracket")
+    p.add_argument("--search-tol", type=float, default=0.1, help="... or this fraction of the count held")
+    p.add_argument("--compare", default="", help="with --search: these targets (e.g. bare,1) are also run "
+                                                 "at the count the first target holds, side by side")
+    p.add_argument("--p99-ms", type=float, default=100.0, help="the p99 a run must stay under (--search)")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/load_harness.json"))
     args = p.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    found: dict[str, int] = {}
     load_before = os.getloadavg()
-    for n in (int(s) for s in args.stations.split(",")):
-        for target in args.targets.split(","):
-            rows.append(run_target(target.strip(), n, args))
-            print_table(rows[-1:])
+    if args.search:
+        targets = [t.strip() for t in args.targets.split(",")]
+        for target in targets:
+            found[target] = search(target, args, rows)
+            print(f"largest count held by {target}: {found[target]}", flush=True)
+        at = found[targets[0]]
+        for target in (t.strip() for t in args.compare.split(",") if t.strip()):
+            if at:
+                rows.append(run_target(target, at, args))
+                rows[-1]["holds"] = holds(rows[-1], args.p99_ms)
+                print_table(rows[-1:])
+    else:
+        for n in (int(s) for s in args.stations.split(",")):
+            for target in args.targets.split(","):
+                rows.append(run_target(target.strip(), n, args))
+                print_table(rows[-1:])
     print_table(rows)
+    for target, count in found.items():
+        print(f"largest station count held (p99 < {args.p99_ms:g} ms, all answered, no errors): "
+              f"{target}: {count} at one message per {args.interval:g} s each")
     load = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f}, after: {load[0]:.2f} (1 min) {load[1]:.2f} (5 min) "
           f"on {os.cpu_count()} cpus; clients share the machine")
@@ -383,6 +449,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
         "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
         "duration_s": args.duration, "clients": args.clients, "mix": args.mix, "node_env": args.node_env,
+        "command": " ".join(sys.argv), "largest_held": found, "p99_ms_bound": args.p99_ms,
         "runs": rows}, indent=2))
     print(f"wrote {args.output}")
 

@@ -16,6 +16,9 @@ applied sum exceed the site budget; it only decides how soon headroom appears. H
   and probes, it reads the whole site as before;
 - **once at a time**: an EVSE with a default in flight gets no second one (unless its station
   booted again); one that timed out is tried again in the next pass;
+- **in bounded batches** (`DEFAULTS_BATCH` calls out at a time, the next batch once they are
+  answered): a boot wave of 20,000 EVSEs does not start 20,000 calls in one callback, and the
+  node's stations are answered between the batches;
 - **the end of a wave wakes the site** (`Work.DEFAULTS_DONE`, once no default of the site is out,
   or at once on a refusal): sessions that got no provisional share for want of headroom (held at
   0 W) share again, and a plan whose increases were blocked is applied again. Sessions that got a
@@ -145,8 +148,28 @@ async def run_pass(svc: SmartChargingService, site_id: str) -> int:
     return await ensure(svc, site_id, booted, evses, len(known))
 
 
+DEFAULTS_BATCH = 200
+"""Defaults out at once per wave (the next batch goes when this one is answered): a boot wave of
+20,000 EVSEs is 100 batches of calls and writes between which the node answers its stations,
+not 20,000 calls started in one callback."""
+
+
 async def _send(svc: SmartChargingService, site_id: str, due: list[tuple[EvseInfo, float]]) -> None:
-    """Send the defaults at once: the sent events in one write, each answer recorded as it comes."""
+    """Send the defaults in batches of `DEFAULTS_BATCH`: each batch's sent events in one write, then
+    its calls, each answer recorded as it comes; the next batch when this one is answered."""
+    for start in range(0, len(due), DEFAULTS_BATCH):
+        part = due[start:start + DEFAULTS_BATCH]
+        try:
+            await _send_batch(svc, site_id, part)
+        except Exception as err:  # the store is down: the EVSEs keep counting at their maximum
+            log.error("site %s: defaults failed: %r", site_id, err)
+            for info, _ in due[start:]:
+                svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+            return
+
+
+async def _send_batch(svc: SmartChargingService, site_id: str, due: list[tuple[EvseInfo, float]]) -> None:
+    """One batch of defaults (`_send`)."""
     now = svc.clock.now()
     payloads = [conversion.default_payload(info, w, now) for info, w in due]
     counted = [float(conversion.abs_series(p, info.electrical)[0][1]) for (info, _), p in zip(due, payloads,
@@ -157,14 +180,9 @@ async def _send(svc: SmartChargingService, site_id: str, due: list[tuple[EvseInf
             "kind": "default", "plan_id": f"default-{time.time_ns()}",
             "profile_id": payload["chargingProfile"]["id"], "periods": 1, "limit_w": w}, info, ""))
     PROFILES_SENT.labels("default").inc(len(due))
-    try:
-        await svc.store.write(sent)
-        await asyncio.gather(*(_one(svc, site_id, info, payload, w)
-                               for (info, _), payload, w in zip(due, payloads, counted, strict=True)))
-    except Exception as err:  # the store is down: the EVSEs keep counting at their maximum
-        log.error("site %s: defaults failed: %r", site_id, err)
-        for info, _ in due:
-            svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+    await svc.store.write(sent)
+    await asyncio.gather(*(_one(svc, site_id, info, payload, w)
+                           for (info, _), payload, w in zip(due, payloads, counted, strict=True)))
 
 
 async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, object],

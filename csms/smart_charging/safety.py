@@ -155,6 +155,8 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     payloads: dict[str, dict[str, Any]] = {}
     for k in sharers:
         info = evses[k]
+        if _holds_share(info, applied[k], shares[k], now_s):
+            continue  # already holds this share: no profile built (a 20,000-session re-share)
         try:
             payload = _share_payload(svc, info, shares[k], now_s)
         except Exception as err:  # one EVSE's profile must not stop the others
@@ -172,6 +174,14 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     log.info("site %s: %s shares (limit %.0f W, %d others): %s -> %s", site_id, kind, budget_w,
              len(others), {k: round(planner.value_at(v, now_s)) for k, v in shares.items()}, stats)
     return stats["accepted"]
+
+
+def _holds_share(info: EvseInfo, applied: Series, share: Series, now_s: float) -> bool:
+    """The EVSE already holds a share profile of this session whose limits are the share's (within
+    `planner.TOLERANCE_W` at every instant): the profile built for it would change nothing."""
+    kind = str((info.record or {}).get("kind", ""))
+    return (info.has_profile() and kind.startswith(("interim", "provisional"))
+            and planner.max_abs_diff_w(applied, share, now_s) <= planner.TOLERANCE_W)
 
 
 def _departure_s(info: EvseInfo) -> float | None:

@@ -81,6 +81,14 @@ class Work(StrEnum):
     DEFAULTS_DONE = "defaults-done"
     """A wave of defaults answered (or one refused): starved provisional shares and blocked plans retry."""
     INTERIM = "interim"
+    RESHARE = "reshare"
+    """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""
+
+
+RESHARE_MIN_S = 1.0
+"""Shortest time between two fallback re-shares of a site after sessions start or end: a pass reads
+the whole site, so on a 20,000-EVSE site in fallback mode (8 starts and 8 ends a second) one per
+event would never end; the starts and ends of a second share one pass."""
 
 
 @dataclass
@@ -136,12 +144,15 @@ class SmartChargingService:
         self._over = budget.Persistence(settings.over_limit_after_s)
         self._alarmed: set[str] = set()
         self._tick_queued: set[str] = set()
+        self._reshare_queued: set[str] = set()
+        self._reshare_last: dict[str, float] = {}
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
             Work.RECONCILE: self._on_reconcile, Work.TICK: self._on_tick, Work.DEFAULTS: self._on_defaults,
             Work.DEFAULTS_DONE: self._on_defaults_done,
-            Work.INTERIM: self._on_interim, EventType.SCHEDULE_PLANNED: self._on_plan,
+            Work.INTERIM: self._on_interim, Work.RESHARE: self._on_reshare,
+            EventType.SCHEDULE_PLANNED: self._on_plan,
             EventType.SITE_LIMIT: self._on_site_limit, EventType.TX_STARTED: self._on_tx_started,
             EventType.TX_ENDED: self._on_tx_ended, EventType.EV_CHARGING_SCHEDULE: self._on_ev_schedule,
         }
@@ -334,11 +345,30 @@ class SmartChargingService:
         await self.send_interims(site_id)
 
     async def _on_tx_started(self, site_id: str, _: Any) -> None:
-        await safety.share_fairly(self, site_id)  # in fallback mode: re-share at once
+        self.reshare_soon(site_id)  # in fallback mode: re-share
 
     async def _on_tx_ended(self, site_id: str, event: Event) -> None:
         await actions.tx_ended(self, event)
+        self.reshare_soon(site_id)
+
+    async def _on_reshare(self, site_id: str, _: Any) -> None:
+        self._reshare_queued.discard(site_id)
+        self._reshare_last[site_id] = time.monotonic()
         await safety.share_fairly(self, site_id)
+
+    def reshare_soon(self, site_id: str) -> None:
+        """In fallback mode, sessions started or ended: one re-share within `RESHARE_MIN_S` of the
+        last (`Work.RESHARE`). Until it runs a new session counts at what it counts now (its
+        default, or its maximum while that is unconfirmed) and nothing freed is handed out, so
+        waiting never lets the counted sum exceed the budget; it only delays the new shares."""
+        if site_id not in self._fallback or site_id in self._reshare_queued:
+            return
+        self._reshare_queued.add(site_id)
+        wait_s = self._reshare_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - time.monotonic()
+        if wait_s <= 0:
+            self.enqueue(site_id, Work.RESHARE, None)
+        else:
+            asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.RESHARE, None)
 
     async def _on_ev_schedule(self, site_id: str, event: Event) -> None:
         await self.check_ev_schedule(site_id, event)

@@ -1,4 +1,5 @@
-"""The metered watchdog works from readings kept in memory (`csms/smart_charging/metered.py`).
+"""Per-pass costs that scaled with the site: the metered watchdog works from readings kept in
+memory (`csms/smart_charging/metered.py`), and fallback re-shares are coalesced.
 
 Against the in-memory store (no Redis): a pass reads only the EVSEs with a new reading, a changed
 limit or a running clock, yet the site's metered sum counts every current reading, and a station
@@ -8,10 +9,14 @@ that keeps drawing above its limit is still marked non-compliant when it sends n
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+
+import pytest
 
 from csms.smart_charging import budget, safety
 from csms.smart_charging.metered import MeteredState
+from csms.smart_charging.service import RESHARE_MIN_S
 from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.store.port import EvseId, StoredEvse
@@ -89,3 +94,32 @@ async def test_an_ended_session_no_longer_counts() -> None:
     await safety.tick(svc, SITE)
     assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 0.0
     assert ("CP-1", 1) not in svc.metered.power
+
+
+async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site in fallback mode re-shares after sessions start or end, at most once per
+    `RESHARE_MIN_S` (each pass reads the whole site); outside fallback mode not at all."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    passes: list[float] = []
+
+    async def share_fairly(_svc: object, site_id: str, *args: object, **kwargs: object) -> int:
+        passes.append(time.monotonic())
+        return 0
+
+    monkeypatch.setattr(safety, "share_fairly", share_fairly)
+    svc.reshare_soon(SITE)
+    await asyncio.sleep(0.05)
+    assert passes == []  # not in fallback mode
+    svc._fallback.add(SITE)
+    for _ in range(5):
+        svc.reshare_soon(SITE)
+    await asyncio.sleep(0.1)
+    assert len(passes) == 1
+    for _ in range(5):
+        svc.reshare_soon(SITE)
+    await asyncio.sleep(0.3)
+    assert len(passes) == 1  # the next waits for RESHARE_MIN_S after the first
+    await asyncio.sleep(RESHARE_MIN_S)
+    assert len(passes) == 2 and passes[1] - passes[0] >= RESHARE_MIN_S - 0.05
