@@ -189,6 +189,7 @@ async def test_the_driver_acts_only_for_sites_whose_lease_it_holds() -> None:
     store.sites[SITE] = {"limit_kw": "20"}
     ref = _session(store, "CP-1", 10_000.0)
     svc = _service(store, Stations(clock, 20_000.0), clock)
+    svc.lease_recheck_s = 0.0  # (a refused lease is asked for again at once)
     store.leases[SITE] = "node-b"
     ended = Event(type=EventType.TX_ENDED, station_id="CP-1", evse_id=1, transaction_id="tx-CP-1", tx_ref=ref,
                   site_id=SITE, ts=T0, data={})
@@ -422,7 +423,8 @@ async def test_a_defaults_pass_after_new_evses_reads_only_them() -> None:
 
 async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:
     """The stream loop checks the lease per event: within a third of its TTL of the last renewal it
-    needs no round trip; the renewal always asks (and a lease lost there is lost at once)."""
+    needs no round trip; the renewal always asks (and a lease lost there is lost at once); another
+    node's lease is asked for again only after `lease_recheck_s`."""
     clock, store = FixedClock(), InMemoryStateStore()
     svc = _service(store, Stations(clock, 20_000.0), clock)
     asked: list[str] = []
@@ -436,7 +438,10 @@ async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:
     assert await svc.holds(SITE) and await svc.holds(SITE) and asked == [SITE]
     store.leases[SITE] = "node-b"  # taken over (it expired meanwhile)
     assert not await svc.holds(SITE, renew=True) and not await svc.holds(SITE)
-    assert asked == [SITE, SITE, SITE]
+    assert asked == [SITE, SITE]  # another node's lease is not asked for again per event
+    svc.lease_recheck_s = 0.0
+    assert not await svc.holds(SITE, renew=True) and not await svc.holds(SITE)
+    assert asked == [SITE, SITE, SITE, SITE]  # (with no recheck time: asked every time)
     for site in svc.sites.values():
         if site.task:
             site.task.cancel()
