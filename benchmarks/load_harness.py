@@ -227,7 +227,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         cfg = {"url": url, "sids": [f"L{i:05d}" for i in range(first, first + count)], "password": PASSWORD,
                "connect_rate": args.connect_rate / args.clients, "connect_tries": 20,
                "interval_s": args.interval, "duration_s": args.duration, "answer_timeout_s": 30.0,
-               "mix": args.mix.split(","), "tx_events": args.tx_events}
+               "mix": args.mix.split(","), "tx_events": args.tx_events, "warmup_s": args.warmup}
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(cfg) + "\n")
         proc.stdin.flush()
@@ -243,7 +243,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
     connect_s = time.time() - started
     print(f"  {ready}/{n} connected and booted in {connect_s:.0f} s", flush=True)
     time.sleep(args.settle)
-    t0 = time.time() + 1.0
+    t0 = time.time() + 1.0 + args.warmup  # the stations start sending `warmup` s before the window
     for proc in clients:
         assert proc.stdin is not None
         proc.stdin.write(f"{t0}\n")
@@ -392,6 +392,9 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between a station's messages")
     p.add_argument("--duration", type=float, default=30.0, help="measured window, seconds")
     p.add_argument("--settle", type=float, default=5.0, help="seconds between connect and the window")
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="seconds the stations send before the window (not measured): with --interval 30 "
+                        "the first transaction of every station starts then, not in the window")
     p.add_argument("--clients", type=int, default=4, help="client processes")
     p.add_argument("--connect-rate", type=float, default=400.0, help="handshakes per second, all clients")
     p.add_argument("--mix", default="TransactionEvent,MeterValues,TransactionEvent,Heartbeat,"
@@ -448,7 +451,8 @@ def main() -> None:
     args.output.write_text(json.dumps({
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
         "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
-        "duration_s": args.duration, "clients": args.clients, "mix": args.mix, "node_env": args.node_env,
+        "duration_s": args.duration, "warmup_s": args.warmup, "clients": args.clients, "mix": args.mix,
+        "node_env": args.node_env,
         "command": " ".join(sys.argv), "largest_held": found, "p99_ms_bound": args.p99_ms,
         "runs": rows}, indent=2))
     print(f"wrote {args.output}")

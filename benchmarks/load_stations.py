@@ -5,7 +5,8 @@ from stdin, opens its share of the stations (raw WebSockets, HTTP Basic, subprot
 about `connect_rate` handshakes per second, retrying a refused handshake after its Retry-After
 or 1-3 s), BootNotifies, prints `{"ready": n}`, reads the start time from stdin, then every
 station sends one message every `interval_s` seconds (its first at a random offset inside the
-interval, so the offered load is smooth) until the window ends, and prints its results as one
+interval, so the offered load is smooth; from `warmup_s` before the start time on, measured only
+from the start time on) until the window ends, and prints its results as one
 JSON line. A station answers the csms's own calls like a charger that has no device-model
 report (GetBaseReport NotSupported), accepts charging profiles and says NotImplemented to the rest.
 
@@ -156,7 +157,7 @@ class Station:
     async def run(self, t0: float, lat: list[float]) -> None:
         """Send one message every interval between t0 and t0 + duration."""
         interval, end = self.cfg["interval_s"], t0 + self.cfg["duration_s"]
-        next_at = t0 + random.uniform(0, interval)
+        next_at = t0 - self.cfg.get("warmup_s", 0.0) + random.uniform(0, interval)
         while True:
             await asyncio.sleep(max(0.0, min(next_at, end) - time.time()))
             if time.time() >= end:
@@ -164,7 +165,9 @@ class Station:
             next_at += interval
             action, payload = self.charger.next()
             try:
-                lat.append(await self.call(action, payload))
+                rtt = await self.call(action, payload)
+                if time.time() - rtt >= t0:  # sent inside the window (not during the warm-up)
+                    lat.append(rtt)
             except Exception as err:
                 key = f"error:{type(err).__name__}"
                 self.stats[key] = self.stats.get(key, 0) + 1
