@@ -1,4 +1,4 @@
-"""Real ISO 15118-2 on the wire: an EVSE whose SECC and EV's EVCC are Josev processes.
+"""Real ISO 15118 on the wire: an EVSE whose SECC and EV's EVCC are Josev processes.
 
 `JosevHlc` has the same station-facing API as `ModelledHlc` (start, on_tx_profile, stop,
 ev_limit_w, counters), so a station uses either. Underneath:
@@ -14,7 +14,10 @@ The SECC side turns the EV's ChargeParameterDiscoveryReq into NotifyEVChargingNe
 at most `SeccConfig.schedule_wait_s` for the TxProfile (Josev breaks if its schedule hook
 says "still processing", and its own hook times out at 1.5 s), else offers the default
 schedule and pushes a renegotiation when the profile comes. The EVCC side lets the
-simulated EV (`plan_ev_profile`, the same code as the modelled EV) pick a tuple and plan.
+simulated EV (`plan_ev_profile`, the same code as the modelled EV) pick a tuple and plan
+(`bridge_ev.EvSide`). ISO 15118-2 AC and DC (`dc.py`), or ISO 15118-20 AC in scheduled control
+mode (`protocol="20"`, `v20.py`): the same needs and schedule tuples, then the TxProfile's limit
+now in every ACChargeLoopRes instead of renegotiation. Wire format: `bridge_json.py`.
 """
 
 from __future__ import annotations
@@ -32,20 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from evfleet.clock import Clock
-from evse_sim.iso15118.dc import ev_request, evse_answer, evse_limit_w
+from evse_sim.iso15118.bridge_ev import EvSide
+from evse_sim.iso15118.bridge_json import needs_from_josev, tuples_from_json, tuples_to_json
+from evse_sim.iso15118.dc import evse_answer, evse_limit_w
 from evse_sim.iso15118.hlc import HlcStationPort
-from evse_sim.iso15118.messages import (
-    AcEvChargeParameter,
-    ChargeParameterDiscoveryReq,
-    DcEvChargeParameter,
-    EnergyTransferMode,
-    EvNeeds,
-    PMaxScheduleEntry,
-    ProfileEntry,
-    SalesTariff,
-    SalesTariffEntry,
-    SAScheduleTuple,
-)
+from evse_sim.iso15118.messages import ChargeParameterDiscoveryReq, EvNeeds, ProfileEntry, SAScheduleTuple
 from evse_sim.iso15118.needs import NeedsReference, is_new_request
 from evse_sim.iso15118.netns import Capability, Iso15118UnavailableError, NetnsHolder, check, runner_argv
 from evse_sim.iso15118.schedules import (
@@ -53,16 +47,16 @@ from evse_sim.iso15118.schedules import (
     default_sa_schedules,
     ev_schedule_payload,
     needs_payload,
-    plan_ev_profile,
-    profile_power_at,
     profile_to_sa_schedules,
     same_offer,
 )
 from evse_sim.iso15118.session import SeccConfig
+from evse_sim.iso15118.v20 import JOSEV_PROTOCOL, PROTOCOL_2, PROTOCOL_20, PROTOCOLS, needs_from_v20
+
+__all__ = ["JosevHlc", "needs_from_josev", "tuples_from_json", "tuples_to_json"]
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-EV_PLAN_MARGIN = 0.03  # the simulated EV plans 3 % more than it needs (see `_plan`)
 STAGGER_S = 0.5  # minimum gap between two Josev process starts (each starts a JVM: CPU-heavy)
 
 
@@ -88,65 +82,6 @@ class _Stagger:
 _stagger = _Stagger()
 
 
-# --- pure JSON conversions of schedule tuples (the bridge's wire format) -----------------
-def tuples_to_json(tuples: tuple[SAScheduleTuple, ...]) -> list[dict[str, Any]]:
-    """SAScheduleTuples -> bridge JSON."""
-    out: list[dict[str, Any]] = []
-    for t in tuples:
-        tariff = None
-        if t.sales_tariff is not None:
-            tariff = {"id": t.sales_tariff.sales_tariff_id, "levels": t.sales_tariff.num_e_price_levels,
-                      "entries": [[e.start_s, e.e_price_level, e.duration_s, e.price_per_kwh]
-                                  for e in t.sales_tariff.entries]}
-        out.append({"id": t.sa_schedule_tuple_id,
-                    "pmax": [[e.start_s, e.pmax_w, e.duration_s] for e in t.pmax_schedule], "tariff": tariff})
-    return out
-
-
-def tuples_from_json(data: list[dict[str, Any]]) -> tuple[SAScheduleTuple, ...]:
-    """Bridge JSON -> SAScheduleTuples."""
-    out = []
-    for t in data:
-        tariff = None
-        if t.get("tariff"):
-            tr = t["tariff"]
-            tariff = SalesTariff(tr["id"], tuple(SalesTariffEntry(int(s), lvl, d, price)
-                                                 for s, lvl, d, price in tr["entries"]), tr.get("levels"))
-        out.append(SAScheduleTuple(int(t["id"]), tuple(PMaxScheduleEntry(int(s), float(w), d)
-                                                       for s, w, d in t["pmax"]), tariff))
-    return tuple(out)
-
-
-def needs_from_josev(data: dict[str, Any], phases: int) -> ChargeParameterDiscoveryReq:
-    """The SECC runner's view of the EV's ChargeParameterDiscoveryReq -> our message."""
-    mode = str(data.get("energy_mode") or "AC_three_phase").removesuffix("_core")
-    if mode.startswith("DC"):
-        dc = data.get("dc") or {}
-
-        def num(value: Any) -> float | None:
-            return None if value is None else float(value)
-
-        def pct(value: Any) -> int | None:
-            return None if value is None else int(value)
-
-        return ChargeParameterDiscoveryReq(
-            EnergyTransferMode.DC,
-            DcEvChargeParameter(
-                data.get("departure_time_s"), float(data.get("e_amount_wh") or 0),
-                float(data.get("ev_max_voltage_v") or 0), float(data.get("ev_max_current_a") or 0), 0.0,
-                num(dc.get("max_power_w")), pct(dc.get("soc")), num(dc.get("capacity_wh")),
-                pct(dc.get("full_soc")), pct(dc.get("bulk_soc"))),
-            data.get("max_entries"))
-    return ChargeParameterDiscoveryReq(
-        EnergyTransferMode(mode) if mode in EnergyTransferMode._value2member_map_ else
-        (EnergyTransferMode.AC_SINGLE_PHASE if phases == 1 else EnergyTransferMode.AC_THREE_PHASE),
-        AcEvChargeParameter(data.get("departure_time_s"), float(data.get("e_amount_wh") or 0),
-                            float(data.get("ev_max_voltage_v") or 400),
-                            float(data.get("ev_max_current_a") or 0),
-                            float(data.get("ev_min_current_a") or 0)),
-        data.get("max_entries"))
-
-
 class _Conn:
     """One runner's connection."""
 
@@ -157,17 +92,30 @@ class _Conn:
         self.writer.write((json.dumps(msg) + "\n").encode())
 
 
-class JosevHlc:
-    """One EVSE with real ISO 15118-2: Josev SECC + Josev EVCC in a namespace, bridged to the station.
+class JosevHlc(EvSide):
+    """One EVSE with real ISO 15118: Josev SECC + Josev EVCC in a namespace, bridged to the station.
 
-    AC: the TxProfile reaches the EV as an SAScheduleList, again by renegotiation when it changes.
-    DC (`dc=True`): the first SAScheduleList likewise; then each CurrentDemand cycle carries the
-    TxProfile's limit now as EVSEMaxPowerLimit, and the EV draws what CurrentDemand grants
-    (`evse_sim/iso15118/dc.py`); no renegotiation (Josev's DC EVCC cannot).
+    AC on ISO 15118-2: the TxProfile reaches the EV as an SAScheduleList, again by renegotiation
+    when it changes. DC (`dc=True`, ISO 15118-2): the first SAScheduleList likewise; then each
+    CurrentDemand cycle carries the TxProfile's limit now as EVSEMaxPowerLimit, and the EV draws
+    what CurrentDemand grants (`dc.py`); no renegotiation (Josev's DC EVCC cannot). AC on
+    ISO 15118-20 (`protocol="20"`, scheduled control mode): the first ScheduleExchangeRes carries
+    the TxProfile as PowerSchedule; then each ACChargeLoopRes its limit now as
+    EVSETargetActivePower, which the EV draws at most (`v20.py`); no renegotiation either.
     """
 
     def __init__(self, port: HlcStationPort, clock: Clock, config: SeccConfig, name: str | None = None,
-                 workdir: Path | None = None, capability: Capability | None = None, dc: bool = False) -> None:
+                 workdir: Path | None = None, capability: Capability | None = None, dc: bool = False,
+                 protocol: str = PROTOCOL_2) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"ISO 15118 protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if dc and protocol != PROTOCOL_2:
+            raise ValueError("DC runs on ISO 15118-2 only (ISO 15118-20 DC is not bridged)")
+        self.protocol = protocol
+        self.v20 = protocol == PROTOCOL_20
+        self.v20_limit_w: float | None = None  # -20: the session limit the SECC reported last
+        self.v20_target_w: float | None = None  # -20: the EVSETargetActivePower the EV decoded last
+        self.v20_cycles = 0
         self.dc = dc
         self.dc_granted_w: float | None = None  # DC: what the last CurrentDemand cycle delivers (W)
         self.dc_limit_w: float | None = None  # DC: the EVSE limit the SECC reported last
@@ -236,7 +184,7 @@ class JosevHlc:
         lim = self.config.limits
         argv = runner_argv("secc", self.socket_path, [(self.name, self.iface_secc)],
                            evse_max_power_w=lim.evse_max_power_w, voltage_v=lim.voltage_v, phases=lim.phases,
-                           kind="DC" if self.dc else "AC")
+                           kind="DC" if self.dc else "AC", protocol=JOSEV_PROTOCOL[self.protocol])
         await _stagger.wait()
         await self.holder.spawn(argv, self.workdir / "secc.log")
         try:
@@ -258,13 +206,15 @@ class JosevHlc:
         self.offered_version = -1
         self._renegotiation_pending = False
         self.dc_granted_w = self.dc_limit_w = self.dc_ev_limit_w = None
+        self.v20_limit_w = self.v20_target_w = None
         self._evcc_ready.clear()
         self._spawn_task(self._start_evcc())
 
     async def _start_evcc(self) -> None:
         assert self.holder is not None
         mode = self.needs.energy_transfer_mode.value if self.needs else "AC_three_phase"
-        argv = runner_argv("evcc", self.socket_path, [(self.name, self.iface_ev)], energy_mode=mode)
+        argv = runner_argv("evcc", self.socket_path, [(self.name, self.iface_ev)], energy_mode=mode,
+                           protocol=JOSEV_PROTOCOL[self.protocol])
         await _stagger.wait()
         self._record("evcc_spawn", {})
         await self.holder.spawn(argv, self.workdir / f"evcc-{len(self.plans)}.log")
@@ -278,11 +228,15 @@ class JosevHlc:
         offered = self.profile if self.offered_version == self.profile_version else None
         self.profile = profile
         self.profile_version += 1
-        self._record("tx_profile", {"version": self.profile_version})
+        schedule = (profile.get("chargingSchedule") or [{}])[0]
+        self._record("tx_profile", {"version": self.profile_version, "start": schedule.get("startSchedule"),
+                                    "unit": schedule.get("chargingRateUnit"),
+                                    "periods": [[p.get("startPeriod"), p.get("limit")]
+                                                for p in schedule.get("chargingSchedulePeriod", [])][:4]})
         if self.state == "waiting_schedule":
             self._profile_event.set()
-        elif self.dc:
-            self.offered_version = self.profile_version  # reaches the EV in the next CurrentDemandRes
+        elif self.dc or self.v20:  # reaches the EV in the next CurrentDemandRes / ACChargeLoopRes
+            self.offered_version = self.profile_version
         elif self.state in ("offered", "charging") and self._secc is not None:
             if offered is not None and self._same_offer(offered, profile):
                 self.offered_version = self.profile_version  # same SAScheduleList: nothing to renegotiate
@@ -308,29 +262,11 @@ class JosevHlc:
             max_entries = req.max_entries_sa_schedule_tuple
         return same_offer(offered, profile, self.clock.now(), self.config.limits, departure, max_entries)
 
-    def update_needs(self, needs: EvNeeds, renegotiate: bool = False) -> None:
-        """Refresh the EV's needs (used at the next ChargeParameterDiscoveryReq)."""
-        if renegotiate:
-            raise NotImplementedError("EV-initiated renegotiation is only modelled (no Josev EVCC hook)")
-        self.needs = needs
-        self.needs_set_at = self.clock.timestamp()
-
     def stop(self) -> None:
         """The EV wants to stop: the EVCC ends its charge loop (PowerDelivery Stop, SessionStop)."""
         self.stop_requested = True
         if self._evcc is not None:
             self._evcc.send({"op": "stop"})
-
-    def ev_limit_w(self, now_s: float) -> float | None:
-        """What the EV's own plan lets it draw at clock time `now_s` (None before a plan).
-
-        DC: what the last CurrentDemand cycle delivers (0 before CurrentDemand and after it ended,
-        also after a failure: a DC EV cannot charge without its HLC session)."""
-        if self.dc:
-            return (self.dc_granted_w or 0.0) if self.state == "charging" and not self.failed else 0.0
-        if self.plan is None or self.failed:
-            return None
-        return profile_power_at(self.plan.profile, now_s - self.plan_time_base)
 
     async def close(self) -> None:
         """Stop the Josev processes and the namespace, remove the socket."""
@@ -383,6 +319,10 @@ class JosevHlc:
         result: Any
         if op == "schedules":
             result = {"tuples": tuples_to_json(await self._schedules(msg["needs"]))}
+        elif op == "ac_limit":
+            result = self._ac_limit()
+        elif op == "ac_state":
+            result = self._ac_state()
         elif op == "ev_params":
             result = self._ev_params()
         elif op == "plan":
@@ -400,7 +340,11 @@ class JosevHlc:
 
     async def _schedules(self, raw_needs: dict[str, Any]) -> tuple[SAScheduleTuple, ...]:
         now = self.clock.timestamp()
-        req = needs_from_josev(raw_needs, self.config.limits.phases)
+        req: ChargeParameterDiscoveryReq
+        if raw_needs.get("protocol") == PROTOCOL_20:
+            req = needs_from_v20(raw_needs, self.config.limits)
+        else:
+            req = needs_from_josev(raw_needs, self.config.limits.phases)
         self._record("needs", raw_needs)
         meter_wh = self.meter() if self.meter is not None else None
         new_request = is_new_request(self.needs_ref, req, now, meter_wh)  # same rule as the modelled SECC
@@ -455,61 +399,18 @@ class JosevHlc:
         self.dc_limit_w = limit_w
         return answer.to_json()
 
-    def _dc_state(self, ev_seen_limit_w: float | None) -> dict[str, Any]:
-        """The EV's next CurrentDemandReq targets, given the EVSE limit it decoded last."""
-        fresh = self.needs_source() if self.needs_source is not None else None
-        if fresh is not None:
-            self.needs, self.needs_set_at = fresh, self.clock.timestamp()
-        if self.needs is None or self.needs.dc is None:
-            raise Iso15118UnavailableError("a DC EVCC asked for its state without DC needs")
-        return ev_request(self.needs, ev_seen_limit_w, self.stop_requested)
-
-    def _ev_params(self) -> dict[str, Any]:
-        fresh = self.needs_source() if self.needs_source is not None else None
-        if fresh is not None:  # the EV reports what it still needs, departure from now
-            self.needs, self.needs_set_at = fresh, self.clock.timestamp()
-        n = self.needs
-        if n is None:
-            raise Iso15118UnavailableError("EVCC asked for needs before the EV plugged in")
-        params: dict[str, Any] = {
-            "departure_time_s": self._departure_left_s(), "e_amount_wh": n.energy_wh,
-            "ev_max_current_a": n.ev_max_current_a, "ev_min_current_a": n.ev_min_current_a,
-            "ev_max_voltage_v": n.ev_max_voltage_v}
-        if n.dc is not None:
-            params["dc"] = {"max_power_w": n.dc.ev_max_power_w, "soc": n.dc.soc_pct,
-                            "capacity_wh": n.dc.ev_energy_capacity_wh, "full_soc": n.dc.full_soc_pct,
-                            "voltage_v": n.dc.dc_voltage_v}
-        return params
-
-    def _departure_left_s(self) -> int | None:
-        """Seconds to departure now (the needs give it relative to when they were set)."""
-        if self.needs is None or not self.needs.departure_time_s:
-            return None
-        return max(1, int(self.needs.departure_time_s - (self.clock.timestamp() - self.needs_set_at)))
-
-    def _plan(self, tuples: tuple[SAScheduleTuple, ...]) -> dict[str, Any]:
-        assert self.needs is not None
-        n = self.needs
-        # a real EV's plan keeps a small margin (its BMS stops at the target anyway): the schedule's
-        # relative times reach it with latency, and a plan exactly at the need ends short
-        plan = plan_ev_profile(tuples, n.energy_wh * (1 + EV_PLAN_MARGIN), n.ev_max_power_w,
-                               self._departure_left_s())
-        self.plan = plan
-        self.plan_time_base = self.offered_at  # relative times count from the offered SAScheduleList
-        self.plans.append(plan)
-        self._record("ev_plan", {"tuple_id": plan.sa_schedule_tuple_id, "received": tuples_to_json(tuples),
-                                 "entries": [[e.start_s, e.max_power_w] for e in plan.profile]})
-        return {"tuple_id": plan.sa_schedule_tuple_id,
-                "entries": [[e.start_s, e.max_power_w] for e in plan.profile]}
+    def _ac_limit(self) -> dict[str, float]:
+        """-20 AC: the SECC's session limit for its next ACChargeLoopRes, the TxProfile's limit now."""
+        limit_w = evse_limit_w(self.profile, self.clock.now(), self.config.limits)
+        self.v20_cycles += 1
+        if self.v20_limit_w is None or abs(limit_w - self.v20_limit_w) > 1.0:
+            self._record("v20_limit", {"limit_w": round(limit_w, 1)})
+        self.v20_limit_w = limit_w
+        return {"limit_w": limit_w}
 
     def _on_notice(self, role: str, msg: dict[str, Any]) -> None:
         op = msg.get("op", "")
-        if op == "dc_res":  # each CurrentDemandRes the EV decoded: record only limit changes
-            seen = msg.get("limit_w")
-            last = self.dc_ev_limit_w
-            if seen is not None and (last is None or abs(float(seen) - last) > 1.0):
-                self._record("dc_ev_limit", {"limit_w": float(seen)})
-            self.dc_ev_limit_w = None if seen is None else float(seen)
+        if self._on_ev_notice(op, msg):  # each CurrentDemandRes/ACChargeLoopRes the EV decoded
             return
         self._record(op, msg)
         if op == "power_delivery":
@@ -527,7 +428,8 @@ class JosevHlc:
                                                   profile)
                     self.schedules_sent += 1
                     self._spawn_task(self.port.notify_ev_charging_schedule(self.config.evse_id, payload))
-                if not self.dc and self.profile is not None and self.profile_version != self.offered_version:
+                if not (self.dc or self.v20) and self.profile is not None \
+                        and self.profile_version != self.offered_version:
                     # a profile came between the offer and PowerDelivery: renegotiate at once
                     self._renegotiate()
             elif progress == "Renegotiate":

@@ -40,6 +40,12 @@ from typing import Any
 
 if __package__:  # imported as a package module (the main venv's tools)
     from evse_sim.iso15118.josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states
+    from evse_sim.iso15118.josev_v20 import (
+        patch_evcc_v20_states,
+        patch_secc_v20_states,
+        v20_ev_class,
+        v20_secc_class,
+    )
     from evse_sim.iso15118.josev_wire import (
         BRIDGE_TIMEOUT_S,
         BridgeClient,
@@ -51,6 +57,12 @@ if __package__:  # imported as a package module (the main venv's tools)
     )
 else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
     from josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states  # type: ignore[no-redef]
+    from josev_v20 import (  # type: ignore[no-redef]
+        patch_evcc_v20_states,
+        patch_secc_v20_states,
+        v20_ev_class,
+        v20_secc_class,
+    )
     from josev_wire import (  # type: ignore[no-redef]
         BRIDGE_TIMEOUT_S,
         BridgeClient,
@@ -63,15 +75,16 @@ else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
 
 log = logging.getLogger("evfleet.josev")
 SCHEDULE_WAIT_S = 1.5
-# ISO 15118-2 (what the bridge drives); EVFLEET_JOSEV_PROTOCOL=ISO_15118_20_AC tries -20 AC (docs/iso15118.md)
+# the default protocol of `--protocol`: ISO_15118_2 (AC, DC) or ISO_15118_20_AC (docs/iso15118.md)
 PROTOCOL = os.environ.get("EVFLEET_JOSEV_PROTOCOL", "ISO_15118_2")
+V20_AC = "ISO_15118_20_AC"
 
 
 # --- SECC side ------------------------------------------------------------------------
 def make_secc_controller(bridge: BridgeClient, evse_max_power_w: float, voltage_v: float,
-                         phases: int, dc: bool = False) -> Any:
+                         phases: int, dc: bool = False, protocol: str = PROTOCOL) -> Any:
     """A SimEVSEController whose schedule, status and EV-profile hooks go through the bridge
-    (DC: the DC hooks of `josev_dc.dc_secc_class` on top)."""
+    (DC: the DC hooks of `josev_dc.dc_secc_class` on top; -20 AC: `josev_v20.v20_secc_class`)."""
     from iso15118.secc.controller.simulator import SimEVSEController
     from iso15118.shared.messages.datatypes import (
         EVSENotification,
@@ -130,8 +143,12 @@ def make_secc_controller(bridge: BridgeClient, evse_max_power_w: float, voltage_
             bridge.notify("session_ended", state=str(current_state), reason=str(reason))
             await super().session_ended(current_state, reason)
 
-    cls = dc_secc_class(BridgedEVSEController, bridge, evse_max_power_w, voltage_v, BRIDGE_TIMEOUT_S) \
-        if dc else BridgedEVSEController
+    cls: Any = BridgedEVSEController
+    if dc:
+        cls = dc_secc_class(BridgedEVSEController, bridge, evse_max_power_w, voltage_v, BRIDGE_TIMEOUT_S)
+    elif protocol == V20_AC:
+        cls = v20_secc_class(BridgedEVSEController, bridge, evse_max_power_w, SCHEDULE_WAIT_S,
+                             BRIDGE_TIMEOUT_S)
     controller = cls()
 
     def on_push(msg: dict) -> None:
@@ -210,7 +227,7 @@ def quiet_josev_logs() -> None:
 
 async def run_secc(args: argparse.Namespace) -> None:
     """Start one SECC handler per NAME=IFACE, sharing one Java codec."""
-    os.environ.update({"PROTOCOLS": PROTOCOL, "AUTH_MODES": "EIM", "FREE_CHARGING_SERVICE": "False",
+    os.environ.update({"PROTOCOLS": args.protocol, "AUTH_MODES": "EIM", "FREE_CHARGING_SERVICE": "False",
                        "ALLOW_CERT_INSTALL_SERVICE": "False", "LOG_LEVEL": args.log_level,
                        "MESSAGE_LOG_JSON": "False"})
     from iso15118.secc import SECCHandler
@@ -219,6 +236,7 @@ async def run_secc(args: argparse.Namespace) -> None:
     from iso15118.shared.exificient_exi_codec import ExificientEXICodec
 
     patch_secc_states()
+    patch_secc_v20_states()
     codec = ExificientEXICodec()
     quiet_josev_logs()
     log.info("SECC codec warm-up took %.2f s", warm_up_codec(codec))
@@ -228,7 +246,7 @@ async def run_secc(args: argparse.Namespace) -> None:
         bridge = BridgeClient(args.bridge, "secc", name)
         await bridge.connect()
         controller = make_secc_controller(bridge, args.evse_max_power_w, args.voltage_v, args.phases,
-                                          dc=args.kind == "DC")
+                                          dc=args.kind == "DC", protocol=args.protocol)
         controller.bridge_power_delivery = _power_delivery_forwarder(bridge)
         await controller.set_status(ServiceStatus.STARTING)
         config = Config()
@@ -252,7 +270,7 @@ def _power_delivery_forwarder(bridge: BridgeClient) -> Any:
 
 
 # --- EVCC side --------------------------------------------------------------------------
-def make_evcc_controller(bridge: BridgeClient, evcc_config: Any) -> Any:
+def make_evcc_controller(bridge: BridgeClient, evcc_config: Any, protocol: str = PROTOCOL) -> Any:
     """A SimEVController whose needs, schedule choice and loop come from the simulated EV."""
     from iso15118.evcc.controller.interface import ChargeParamsV2
     from iso15118.evcc.controller.simulator import SimEVController
@@ -302,8 +320,12 @@ def make_evcc_controller(bridge: BridgeClient, evcc_config: Any) -> Any:
         async def charge_loop_delay(self) -> int:
             return 1
 
-    dc = str(evcc_config.energy_transfer_mode.value).startswith("DC")
-    controller = (dc_ev_class(BridgedEVController, bridge, BRIDGE_TIMEOUT_S) if dc else BridgedEVController)()
+    cls: Any = BridgedEVController
+    if str(evcc_config.energy_transfer_mode.value).startswith("DC"):
+        cls = dc_ev_class(BridgedEVController, bridge, BRIDGE_TIMEOUT_S)
+    elif protocol == V20_AC:
+        cls = v20_ev_class(BridgedEVController, bridge, BRIDGE_TIMEOUT_S)
+    controller = cls()
 
     def on_push(msg: dict) -> None:
         if msg.get("op") == "stop":
@@ -319,6 +341,7 @@ async def run_evcc(args: argparse.Namespace) -> None:
     from iso15118.shared.exificient_exi_codec import ExificientEXICodec
 
     patch_evcc_states()
+    patch_evcc_v20_states()
     codec = ExificientEXICodec()
     quiet_josev_logs()
     log.info("EVCC codec warm-up took %.2f s", warm_up_codec(codec))
@@ -326,13 +349,13 @@ async def run_evcc(args: argparse.Namespace) -> None:
     dc = args.energy_mode.startswith("DC")
     bridge = BridgeClient(args.bridge, "evcc", name)
     await bridge.connect()
-    config = EVCCConfig(**{"supportedProtocols": [PROTOCOL],
+    config = EVCCConfig(**{"supportedProtocols": [args.protocol],
                            "supportedEnergyServices": ["DC" if dc else "AC"],
                            "useTls": False, "enforceTls": False, "isCertInstallNeeded": False,
                            "energyTransferMode": _iso_mode(args.energy_mode), "sdpRetryCycles": 5,
                            "chargeLoopCycle": 1000000, "chargeLoopDelay": 1})
     config.load_raw_values()
-    controller = make_evcc_controller(bridge, config)
+    controller = make_evcc_controller(bridge, config, args.protocol)
     bridge.notify("ready", iface=iface)
     await EVCCHandler(evcc_config=config, iface=iface, exi_codec=codec, ev_controller=controller).start()
 
@@ -450,6 +473,7 @@ def main() -> None:
         p.add_argument("--phases", type=int, default=3)
         p.add_argument("--energy-mode", default="AC_three_phase")
         p.add_argument("--kind", default="AC", choices=("AC", "DC"))
+        p.add_argument("--protocol", default=PROTOCOL, choices=("ISO_15118_2", V20_AC))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cmd == "netns":

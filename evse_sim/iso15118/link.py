@@ -25,6 +25,7 @@ from evse_sim.iso15118.hlc import ModelledHlc
 from evse_sim.iso15118.messages import DcNeeds, EvNeeds
 from evse_sim.iso15118.schedules import SecLimits
 from evse_sim.iso15118.session import FollowPlan, SeccConfig, SessionEnded
+from evse_sim.iso15118.v20 import PROTOCOLS
 
 if TYPE_CHECKING:  # pragma: no cover
     from evse_sim.core import StationCore
@@ -197,10 +198,16 @@ class ModelledHlcLink:
 
 
 class JosevHlcLink:
-    """HlcLink whose SECCs and EVCCs are real Josev processes (one veth pair per EVSE)."""
+    """HlcLink whose SECCs and EVCCs are real Josev processes (one veth pair per EVSE).
+
+    `protocol` "2" (ISO 15118-2, AC and DC) or "20" (ISO 15118-20 AC, scheduled control mode, for
+    the AC EVSEs; DC EVSEs stay on ISO 15118-2)."""
 
     def __init__(self, schedule_wait_s: float = 1.2, workdir: Any = None,
-                 open_timeout_s: float = 90.0) -> None:
+                 open_timeout_s: float = 90.0, protocol: str = "2") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"ISO 15118 protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
         self.schedule_wait_s = schedule_wait_s
         self.workdir = workdir
         self.open_timeout_s = open_timeout_s  # a JVM start + codec warm-up takes 5-60 s, more under load
@@ -222,8 +229,9 @@ class JosevHlcLink:
             if self.workdir is not None:
                 workdir = Path(self.workdir) / f"{station.id}-{evse_id}"
                 workdir.mkdir(parents=True, exist_ok=True)
+            dc = spec.kind.value == "DC"
             hlc = JosevHlc(StationPort(station.core), station.clock, cfg, name=f"{station.id}-{evse_id}",
-                           workdir=workdir, dc=spec.kind.value == "DC")
+                           workdir=workdir, dc=dc, protocol="2" if dc else self.protocol)
             self.sessions[evse_id] = hlc
             await hlc.open(self.open_timeout_s)
 
@@ -236,8 +244,8 @@ class JosevHlcLink:
         station, evse_id = ctx.station, ctx.evse_id
         follower = _Follower(station, evse_id, station.clock, hlc)
         self._followers[evse_id] = follower
-        # a new plan, a DC cycle that grants another power, the session stopping or failing
-        wake = ("ev_plan", "hlc_failed", "dc_demand", "power_delivery", "session_ended")
+        # a new plan, a DC cycle that grants another power, a new -20 target, the session stopping/failing
+        wake = ("ev_plan", "hlc_failed", "dc_demand", "v20_ev_target", "power_delivery", "session_ended")
         hlc.on_event = lambda kind, data: follower.poke() if kind in wake else None
         hlc.meter = meter_of(station, evse_id)
         hlc.needs_source = needs_source(station, evse_id, None)
