@@ -50,9 +50,11 @@ def read_password_file(path: Path) -> tuple[str | None, dict[str, str]]:
     return None, per_station
 
 
-def hlc_factory(mode: str, links: list[Any] | None = None) -> Callable[[SimStation], HlcLink | None] | None:
+def hlc_factory(mode: str, links: list[Any] | None = None,
+                iso15118: str = "2") -> Callable[[SimStation], HlcLink | None] | None:
     """The fleet's per-station HLC link for `--hlc` (None: the fleet's default, `BasicHlc`).
 
+    `iso15118` ("2" or "20") is the protocol of the `josev` links' AC EVSEs (`--iso15118`).
     `josev` links are appended to `links`: each must be opened (`await link.open(station)`) before
     the station's EVs plug in, and closed at the end (`open_josev_links`, `close_josev_links`).
     """
@@ -64,7 +66,7 @@ def hlc_factory(mode: str, links: list[Any] | None = None) -> Callable[[SimStati
         from evse_sim.iso15118.link import JosevHlcLink
 
         def make(station: SimStation) -> HlcLink:
-            link = JosevHlcLink()
+            link = JosevHlcLink(protocol=iso15118)
             if links is not None:
                 links.append((station, link))
             return link
@@ -111,6 +113,7 @@ def sim(  # noqa: PLR0913 - one parameter per option, each one line
     meter_interval: int = option(S, "meter_interval", min=0),
     aligned_interval: int = option(S, "aligned_interval", min=0),
     hlc: str = option(S, "hlc"),
+    iso15118: str = option(S, "iso15118"),
     no_hlc: bool = option(S, "no_hlc"),
     authorize: bool = option(S, "authorize"),
     ocpp: str = option(S, "ocpp"),
@@ -168,6 +171,7 @@ def _prepare(s: SimSettings) -> tuple[Any, str, tuple[str | None, dict[str, str]
         if s.password_file is not None:
             passwords = read_password_file(s.password_file)
         hlc_mode = s.hlc_mode()
+        s.check_iso15118()
         scen = load_scenario(s.scenario, stations=s.stations, seed=s.seed)
         if s.duration:
             parse_duration(s.duration)
@@ -232,7 +236,7 @@ async def _run(scen: Any, s: SimSettings, hlc_mode: str,
                          *passwords)
     josev_links: list[Any] = []
     runner = FleetRunner(scen, clock, _fleet_config(s, passwords, clock.speed),
-                         hlc_factory=hlc_factory(hlc_mode, josev_links))
+                         hlc_factory=hlc_factory(hlc_mode, josev_links, s.iso15118))
     if josev_links:
         await open_josev_links(josev_links, s.quiet)
     loop = asyncio.get_running_loop()

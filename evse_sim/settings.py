@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from evfleet.config import CommandSettings
 
 HLC_MODES = ("basic", "modelled", "josev", "none")
+ISO15118_VERSIONS = ("2", "20")  # of --hlc josev (evse_sim.iso15118.v20.PROTOCOLS)
 JOSEV_MAX_STATIONS = 10  # each AC EVSE runs a Josev SECC JVM, each HLC visit a Josev EVCC JVM
 
 
@@ -53,6 +54,9 @@ class SimSettings(CommandSettings):
         "modelled (the modelled ISO 15118-2 session: SAScheduleList, EV's own plan), josev (real ISO "
         f"15118-2 AC and DC sessions with Josev over veth pairs; at most {JOSEV_MAX_STATIONS} stations; "
         "`evfleet iso15118 check`) or none (no HLC EVs)")
+    iso15118: str = Field(
+        "2", description="ISO 15118 version of --hlc josev: 2 (ISO 15118-2, AC and DC) or 20 (ISO "
+        "15118-20 AC in scheduled control mode for AC EVSEs; DC EVSEs stay on -2; docs/iso15118.md)")
     no_hlc: bool = Field(False, description="same as --hlc none")
     authorize: bool = Field(False, description="send Authorize for EV id tokens; charge once Accepted")
     ocpp: str = Field("2.0.1", description="OCPP version of the stations: 2.0.1, 1.6 (OCPP 1.6J) or "
@@ -97,6 +101,14 @@ class SimSettings(CommandSettings):
             raise ValueError(f"{value!r} is not one of {', '.join(HLC_MODES)}")
         return mode
 
+    @field_validator("iso15118")
+    @classmethod
+    def _iso15118_version(cls, value: str) -> str:
+        version = value.strip().removeprefix("-")
+        if version not in ISO15118_VERSIONS:
+            raise ValueError(f"{value!r} is not one of {', '.join(ISO15118_VERSIONS)}")
+        return version
+
     @field_validator("tls_ca")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:
@@ -118,3 +130,9 @@ class SimSettings(CommandSettings):
         if self.hlc not in ("basic", "none"):
             raise ValueError(f"--no-hlc contradicts --hlc {self.hlc}")
         return "none"
+
+    def check_iso15118(self) -> None:
+        """--iso15118 20 applies to real Josev sessions only; raises ValueError otherwise."""
+        if self.iso15118 != "2" and self.hlc_mode() != "josev":
+            raise ValueError(f"--iso15118 {self.iso15118} needs --hlc josev "
+                             "(the modelled HLC is ISO 15118-2)")

@@ -53,20 +53,27 @@ def demo(
     hours: float = typer.Option(4.0, help="Hours until the EV leaves."),
     limit_kw: float = typer.Option(7.0, help="TxProfile limit handed to the SECC after 3 s [kW]."),
     workdir: Path | None = typer.Option(None, help="Directory for the Josev logs (default: a temp dir)."),
+    iso15118: str = typer.Option("2", "--iso15118", help="2 (ISO 15118-2 AC) or 20 (ISO 15118-20 AC, "
+                                                        "scheduled control mode)."),
 ) -> None:
-    """Run one real ISO 15118-2 session (Josev SECC + EVCC over a veth pair), no CSMS: print the exchange."""
+    """Run one real ISO 15118 AC session (Josev SECC + EVCC over a veth pair), no CSMS: print the exchange."""
     import asyncio
 
     from evse_sim.iso15118.netns import Iso15118UnavailableError
+    from evse_sim.iso15118.v20 import PROTOCOLS
 
+    if iso15118 not in PROTOCOLS:
+        typer.echo(f"error: --iso15118 {iso15118!r} is not one of {', '.join(PROTOCOLS)}", err=True)
+        raise typer.Exit(2)
     try:
-        asyncio.run(_demo(energy_kwh, hours, limit_kw, workdir))
+        asyncio.run(_demo(energy_kwh, hours, limit_kw, workdir, iso15118))
     except Iso15118UnavailableError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
 
 
-async def _demo(energy_kwh: float, hours: float, limit_kw: float, workdir: Path | None) -> None:
+async def _demo(energy_kwh: float, hours: float, limit_kw: float, workdir: Path | None,
+                protocol: str = "2") -> None:
     import asyncio
     import json
     from datetime import UTC, datetime
@@ -87,7 +94,7 @@ async def _demo(energy_kwh: float, hours: float, limit_kw: float, workdir: Path 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     clock = RealClock()
-    hlc = JosevHlc(PrintPort(), clock, SeccConfig(), workdir=workdir)
+    hlc = JosevHlc(PrintPort(), clock, SeccConfig(), workdir=workdir, protocol=protocol)
     hlc.on_event = lambda kind, data: typer.echo(f"   {kind}: {json.dumps(data)[:300]}")
     await hlc.open()
     typer.echo(f"Josev logs in {hlc.workdir}")
@@ -106,11 +113,14 @@ async def _demo(energy_kwh: float, hours: float, limit_kw: float, workdir: Path 
         hlc.on_tx_profile(profile)
         for _ in range(200):
             await asyncio.sleep(0.1)
+            if hlc.v20 and hlc.v20_target_w is not None and abs(hlc.v20_target_w - limit_kw * 1000) < 1:
+                break  # -20: the limit reached the EV as EVSETargetActivePower (no renegotiation)
             if hlc.renegotiations and hlc.state == "charging" and len(hlc.plans) >= 2:
                 break
         hlc.stop()
         await asyncio.sleep(3)
-        typer.echo(f"renegotiations: {hlc.renegotiations}, EV plans: {len(hlc.plans)}, errors: {hlc.errors}")
+        typer.echo(f"renegotiations: {hlc.renegotiations}, EV plans: {len(hlc.plans)}, "
+                   f"-20 EV target: {hlc.v20_target_w}, errors: {hlc.errors}")
     finally:
         await hlc.close()
 

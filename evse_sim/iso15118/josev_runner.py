@@ -41,6 +41,7 @@ from typing import Any
 if __package__:  # imported as a package module (the main venv's tools)
     from evse_sim.iso15118.josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states
     from evse_sim.iso15118.josev_v20 import (
+        encode_v20,
         patch_evcc_v20_states,
         patch_secc_v20_states,
         v20_ev_class,
@@ -58,6 +59,7 @@ if __package__:  # imported as a package module (the main venv's tools)
 else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
     from josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states  # type: ignore[no-redef]
     from josev_v20 import (  # type: ignore[no-redef]
+        encode_v20,
         patch_evcc_v20_states,
         patch_secc_v20_states,
         v20_ev_class,
@@ -75,8 +77,7 @@ else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
 
 log = logging.getLogger("evfleet.josev")
 SCHEDULE_WAIT_S = 1.5
-# the default protocol of `--protocol`: ISO_15118_2 (AC, DC) or ISO_15118_20_AC (docs/iso15118.md)
-PROTOCOL = os.environ.get("EVFLEET_JOSEV_PROTOCOL", "ISO_15118_2")
+PROTOCOL = "ISO_15118_2"  # `--protocol`: ISO_15118_2 (AC, DC) or ISO_15118_20_AC (docs/iso15118.md)
 V20_AC = "ISO_15118_20_AC"
 
 
@@ -385,7 +386,11 @@ def run_encode(args: argparse.Namespace) -> None:
     logging.getLogger("iso15118.shared.exi_codec").setLevel(logging.CRITICAL)
     EXI().set_exi_codec(ExificientEXICodec())
     try:
-        tuples = tuples_to_josev(json.loads(sys.stdin.read()))
+        data = json.loads(sys.stdin.read())
+        if args.iso15118 == "20":  # as the -20 SECC sends them: ScheduleExchangeRes
+            print(json.dumps(encode_v20(data)), flush=True)
+            return
+        tuples = tuples_to_josev(data)
         size = 0
         for t in tuples:
             if t.sales_tariff is not None:
@@ -462,7 +467,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     ns = sub.add_parser("netns")
     ns.add_argument("--pair", action="append", required=True)
-    sub.add_parser("encode")
+    sub.add_parser("encode").add_argument("--iso15118", default="2", choices=("2", "20"))
     for role in ("secc", "evcc"):
         p = sub.add_parser(role)
         p.add_argument("--bridge", required=True)

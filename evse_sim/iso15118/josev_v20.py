@@ -322,3 +322,24 @@ def patch_evcc_v20_states() -> None:
         await original(self, message, message_exi)
 
     states.ACChargeLoop.process_message = ac_charge_loop
+
+
+def encode_v20(tuples: list[dict]) -> dict:
+    """EXI-encode bridge JSON tuples as the SECC's ScheduleExchangeRes and decode them back
+    (`josev_runner.py encode --iso15118 20`); the codec must be set (`EXI().set_exi_codec`)."""
+    from iso15118.shared.exi_codec import EXI
+    from iso15118.shared.messages.enums import Namespace
+    from iso15118.shared.messages.iso15118_20.common_messages import (
+        ScheduledScheduleExchangeResParams,
+        ScheduleExchangeRes,
+    )
+    from iso15118.shared.messages.iso15118_20.common_types import MessageHeader, Processing, ResponseCode
+
+    res = ScheduleExchangeRes(
+        header=MessageHeader(session_id="00AB12CD34EF5678", timestamp=int(time.time())),
+        response_code=ResponseCode.OK, evse_processing=Processing.FINISHED,
+        scheduled_params=ScheduledScheduleExchangeResParams(
+            schedule_tuples=tuples_to_v20(tuples, int(time.time()))))
+    exi = EXI().to_exi(res, Namespace.ISO_V20_COMMON_MSG)
+    back = EXI().from_exi(exi, Namespace.ISO_V20_COMMON_MSG)
+    return {"ok": True, "bytes": len(exi), "decoded": tuples_from_v20(back.scheduled_params.schedule_tuples)}

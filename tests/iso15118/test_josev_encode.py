@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,9 @@ pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(120),
               pytest.mark.skipif(not (CAP.java and CAP.josev), reason=CAP.explain())]
 
 
-def _encode(tuples: list[dict[str, object]]) -> dict[str, object]:
-    out = subprocess.run([str(josev_python()), str(RUNNER), "encode"], input=json.dumps(tuples),
+def _encode(tuples: list[dict[str, object]], iso15118: str = "2") -> dict[str, object]:
+    out = subprocess.run([str(josev_python()), str(RUNNER), "encode", "--iso15118", iso15118],
+                         input=json.dumps(tuples),
                          capture_output=True, text=True, timeout=90, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -67,3 +69,22 @@ def test_a_tariff_with_prices_only_still_encodes_as_levels() -> None:
     result = _encode(tuples_to_json(tuples))
     assert result["ok"], result
     assert [e[1] for e in result["decoded"][0]["tariff"]["entries"]] == [3, 1, 2]  # type: ignore[index]
+
+
+def test_priced_tx_profile_encodes_as_iso15118_20_schedule_exchange_res() -> None:
+    """ISO 15118-20 AC: the same tuples as the -20 SECC sends them (PowerSchedule + PriceLevelSchedule
+    in a ScheduleExchangeRes) encode, and decode to the same PMax and price levels."""
+    start = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
+    prices = [0.40] * 8 + [0.10] * 8 + [0.25] * 8 + [0.40] * 8
+    payload = build_tx_profile(evse_id=1, transaction_id="tx-1", start=start, step_s=900,
+                               limits_kw=[11.0] * 8 + [7.4] * 24,
+                               evse=EvseElectrical(rate_unit="A", phases=3),
+                               ev=EvLimits(max_current_a=16, max_schedule_tuples=12), profile_id=42,
+                               prices=prices)
+    tuples = profile_to_sa_schedules(payload["chargingProfile"], start, SecLimits(11_000.0), 8 * 3600, 12)
+    sent = tuples_to_json(tuples)
+    result = _encode(sent, "20")
+    assert result["ok"], result
+    decoded: Any = result["decoded"]
+    assert [round(w) for _, w, _ in decoded[0]["pmax"]] == [round(w) for _, w, _ in sent[0]["pmax"]]
+    assert [e[1] for e in decoded[0]["tariff"]["entries"]] == [3, 1, 2, 3]  # cheap window lowest

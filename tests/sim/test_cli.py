@@ -37,6 +37,11 @@ def test_bad_input_gets_a_message_not_a_traceback(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "josev", "--stations", "50"])
     assert res.exit_code == 2 and "at most 10 stations, got 50" in res.output
     assert "Traceback" not in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "josev", "--iso15118", "21"])
+    assert res.exit_code == 2 and "'21' is not one of 2, 20" in res.output
+    res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "modelled",
+                              "--iso15118", "20"])
+    assert res.exit_code == 2 and "--iso15118 20 needs --hlc josev" in res.output
     res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--hlc", "modelled", "--no-hlc"])
     assert res.exit_code == 2 and "--no-hlc contradicts --hlc modelled" in res.output
     res = runner.invoke(app, ["sim", "--csms", "ws://127.0.0.1:1/ocpp", "--duration", "ten minutes"])
@@ -183,9 +188,12 @@ async def test_sim_hlc_none_makes_every_ev_a_non_hlc_ev(redis_url: str, tmp_path
 @pytest.mark.soak  # 4 real minutes of Josev sessions; the priced real-Josev loop runs by default
 @pytest.mark.iso15118
 @pytest.mark.timeout(480)
-async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_path: Path) -> None:
-    """`evfleet sim --hlc josev`: real Josev SECC/EVCC per station; needs and the EV's own plan
-    reach the csms over real ISO 15118-2 (skipped where namespaces/Java/the Josev venv are missing)."""
+@pytest.mark.parametrize("iso15118", ["2", "20"])
+async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_path: Path,
+                                                         iso15118: str) -> None:
+    """`evfleet sim --hlc josev [--iso15118 20]`: real Josev SECC/EVCC per station; needs and the EV's
+    own plan reach the csms over real ISO 15118-2 or -20 AC (skipped where namespaces/Java/the Josev
+    venv are missing)."""
     from evse_sim.iso15118.netns import check
 
     cap = check()
@@ -197,7 +205,8 @@ async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_pat
         proc = await asyncio.create_subprocess_exec(
             EVFLEET, "sim", "--csms", node.url, "--scenario", "seed004", "--stations", "2", "--speed", "1",
             "--start", "now", "--duration", "240s", "--password", PASSWORD, "--provision-redis",
-            redis_url, "--tick", "0.5", "--hlc", "josev", "--report", str(tmp_path / "report.json"),
+            redis_url, "--tick", "0.5", "--hlc", "josev", "--iso15118", iso15118,
+            "--report", str(tmp_path / "report.json"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 420)
         assert proc.returncode == 0, err.decode()[-3000:]
