@@ -20,7 +20,9 @@ the Instance (the same data preparation as ours) to the optimum; `ratio` is our 
 CPU seconds are shown too (less sensitive than wall time to other load on the machine); our CPU is the
 whole `solve()` call, metrics and Schedule included.
 Then a worker re-plan of `--replan` sessions (site state -> instance -> solve with the previous plan
-as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000.
+as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000, and
+the same through `OptimizerWorker.solve_site` on a private Redis (read, solve, write): re-solved with
+nothing changed, the standing plan kept, and re-solved after one new session.
 """
 
 from __future__ import annotations
@@ -215,7 +217,9 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
     """`OptimizerWorker.solve_site` on a private Redis with `n` sessions: read, solve, write (seconds).
 
     The first solve has no previous plan; the median is over the `runs` re-plans after it (each with
-    the previous plan as reference, as the worker re-plans a site).
+    the previous plan as reference, as the worker re-plans a site), then over `runs` re-plans that keep
+    the standing plan (an unchanged limit), then over `runs` re-plans each after one new session (the
+    common trigger: one EV without a previous plan among n + k that have one).
     """
     import asyncio
     from datetime import UTC, datetime, timedelta
@@ -228,6 +232,20 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
 
     keys = Keys("evfleet")
 
+    def add_session(pipe: Any, i: int, now: datetime) -> None:
+        """Station CS{i} with a running session and its charging needs."""
+        sid, tx = f"CS{i:05d}", f"tx{i:05d}"
+        pipe.sadd(keys.stations(), sid)
+        pipe.hset(keys.station(sid), mapping={"site_id": "depot", "online": "1"})
+        pipe.hset(keys.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
+        pipe.sadd(keys.transactions_active(), tx)
+        pipe.hset(keys.transaction(tx), mapping={
+            "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
+            "started_at": (now - timedelta(minutes=i % 90)).isoformat(), "energy_wh": str(500 * (i % 9))})
+        pipe.set(keys.charging_needs(sid, 1), json.dumps({
+            "transaction_id": tx, "departure_time": (now + timedelta(hours=6 + i % 8)).isoformat(),
+            "energy_amount_wh": 8_000 + 500 * (i % 40), "ev_max_current_a": 16}))
+
     async def run(url: str) -> list[dict[str, float]]:
         redis = connect_redis(url)
         now = datetime.now(UTC)
@@ -238,17 +256,7 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
             "start": now.replace(minute=0, second=0, microsecond=0).isoformat(), "step_minutes": 60,
             "import_price": [0.24, 0.24, 0.16, 0.16, 0.09, 0.09, 0.09, 0.09] * 3}))
         for i in range(n):
-            sid, tx = f"CS{i:05d}", f"tx{i:05d}"
-            pipe.sadd(keys.stations(), sid)
-            pipe.hset(keys.station(sid), mapping={"site_id": "depot", "online": "1"})
-            pipe.hset(keys.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
-            pipe.sadd(keys.transactions_active(), tx)
-            pipe.hset(keys.transaction(tx), mapping={
-                "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
-                "started_at": (now - timedelta(minutes=i % 90)).isoformat(), "energy_wh": str(500 * (i % 9))})
-            pipe.set(keys.charging_needs(sid, 1), json.dumps({
-                "transaction_id": tx, "departure_time": (now + timedelta(hours=6 + i % 8)).isoformat(),
-                "energy_amount_wh": 8_000 + 500 * (i % 40), "ev_max_current_a": 16}))
+            add_session(pipe, i, now)
         await pipe.execute()
         worker = OptimizerWorker(redis, keys, WorkerConfig(sites=("depot",)), clock=RealClock())
         out = []
@@ -266,6 +274,15 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
             if plan is None or not plan.get("kept"):
                 raise RuntimeError("worker re-plan after an unchanged limit did not keep the standing plan")
             out[k].update(kept_wall=time.perf_counter() - t0, kept_cpu=time.process_time() - c0)
+        for k in range(runs):  # a new session arrives (no previous plan for it): a full re-solve
+            pipe = redis.pipeline(transaction=False)
+            add_session(pipe, n + k, datetime.now(UTC))
+            await pipe.execute()
+            c0, t0 = time.process_time(), time.perf_counter()
+            plan = await worker.solve_site("depot", {"tx.started"})
+            if plan is None or plan["status"] != "optimal" or plan.get("kept"):
+                raise RuntimeError(f"worker re-plan after a new session: {plan and plan['status']}")
+            out[k].update(new_wall=time.perf_counter() - t0, new_cpu=time.process_time() - c0)
         await redis.aclose()
         return out
 
@@ -277,7 +294,8 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
     print(f"\nOptimizerWorker.solve_site, {n} sessions on a private Redis (read + solve + write), "
           f"re-plans with the previous plan, median of {runs} [s]: wall {med['wall']:.3f} "
           f"(CPU {med['cpu']:.3f}; solve {med['solve_s']:.3f}); standing plan kept (unchanged limit): wall "
-          f"{med['kept_wall']:.3f} (CPU {med['kept_cpu']:.3f}), load {load_average()}")
+          f"{med['kept_wall']:.3f} (CPU {med['kept_cpu']:.3f}); after a new session: wall "
+          f"{med['new_wall']:.3f} (CPU {med['new_cpu']:.3f}), load {load_average()}")
     return med
 
 
