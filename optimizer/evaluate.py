@@ -59,9 +59,12 @@ def storage_trajectory(data: ProblemData, st_kw: FloatArray) -> FloatArray:
     return out + data.st_initial_kwh[:, None]
 
 
-def service_times_h(data: ProblemData, ev_kw: FloatArray) -> FloatArray:
-    """(E,): hours from arrival until the need is met (interpolated within the step; departure if never)."""
-    delivered = ev_energy_trajectory(data, ev_kw) - data.initial_kwh[:, None]
+def service_times_h(data: ProblemData, ev_kw: FloatArray, traj: FloatArray | None = None) -> FloatArray:
+    """(E,): hours from arrival until the need is met (interpolated within the step; departure if never).
+
+    `traj`: `ev_energy_trajectory(data, ev_kw)` when the caller has it already."""
+    traj = ev_energy_trajectory(data, ev_kw) if traj is None else traj
+    delivered = traj - data.initial_kwh[:, None]
     need = data.need_kwh
     begin = np.concatenate([[0.0], np.cumsum(data.step_h)])  # hours from start to the start of step t
     out = begin[data.departure] - begin[data.arrival]
@@ -117,7 +120,7 @@ def compute_metrics(
         demand_charge=data.peak_price_per_kw * peak,
         v2g_discharged_kwh=discharged,
         degradation_cost=data.degradation_per_kwh * discharged,
-        service_time_h=float(service_times_h(data, ev_kw).sum()),
+        service_time_h=float(service_times_h(data, ev_kw, traj).sum()),
         soc_compliance=float((unmet <= TOL_KWH).mean()) if data.n_ev else None,
         build_seconds=build_s,
         solve_seconds=solve_s,
@@ -206,8 +209,8 @@ def make_schedule(
         step_minutes=inst.step_minutes,
         steps=inst.steps,
         first_step_minutes=inst.first_step_minutes,
-        ev_power_kw={ev_id: row.tolist() for ev_id, row in zip(data.ev_ids, ev_kw, strict=True)},
-        storage_power_kw={sid: row.tolist() for sid, row in zip(data.storage_ids, st_kw, strict=True)},
+        ev_power_kw=dict(zip(data.ev_ids, ev_kw.tolist(), strict=True)),  # one tolist, not one per EV
+        storage_power_kw=dict(zip(data.storage_ids, st_kw.tolist(), strict=True)),
         grid_kw=flows.net_kw.tolist(),
         assignment=assignment,
         ev_final_kwh=dict(zip(data.ev_ids, final.tolist(), strict=True)),
