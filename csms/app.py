@@ -70,6 +70,7 @@ from evfleet.clock import (
 from evfleet.keys import Keys
 from evfleet.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from evfleet.store.layout import resolve_keys
+from evfleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -181,23 +182,6 @@ def _start_embedded(settings: CsmsSettings) -> EmbeddedRedis:
         (Path(settings.data_dir) / EMBEDDED_URL_FILE).write_text(server.url + "\n")
         return server
     return EmbeddedRedis().start()
-
-
-async def _stop_tasks(tasks: Sequence[asyncio.Task[None]], timeout_s: float = 10.0) -> None:
-    """Cancel tasks and wait for them, cancelling again while they linger (a library that
-    swallows one cancellation must not hang the shutdown); log what failed or stayed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    pending = {t for t in tasks if not t.done()}
-    while pending and loop.time() < deadline:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
-    if pending:
-        log.error("tasks still running after %.0f s: %s", timeout_s, [t.get_name() for t in pending])
 
 
 async def _mark_offline(redis: Redis, keys: Keys, now: str, node_id: str | None = None) -> int:
@@ -367,7 +351,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         stopping.set()
         if executor is not None:
             executor.stopping = True
-        await _stop_tasks(tasks)
+        await stop_tasks(tasks, what="csms node tasks")
         if api_socket is not None:  # the API service closes it; not when the start failed first
             api_socket.close()
         if server is not None:  # not when the start failed first (Redis unreachable, clock refused)

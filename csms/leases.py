@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from evfleet.tasks import stop_tasks
+
 log = logging.getLogger(__name__)
 
 _RENEW = """
@@ -62,9 +64,8 @@ async def _run_while_held(redis: Redis, key: str, holder: str, ttl_ms: int,
                 raise LeaseLost(key)
         await task
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if not task.done():  # bounded, even if the service swallows a cancellation (evfleet.tasks)
+            await stop_tasks([task], what=f"service under lease {key}")
 
 
 async def _as_coroutine(service: Callable[[], Awaitable[None]]) -> None:

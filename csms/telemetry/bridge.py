@@ -12,12 +12,15 @@ Three independent loops, so a broker outage never blocks anything else:
 - inbound handling validates payloads (`inbound.parse_site_input`) and writes the same keys
   and events as the HTTP API (`SiteInputWriter`); a bad payload is logged, reported on
   `{prefix}/sites/{site}/{kind}/error` and changes nothing.
+
+Stopping (cancelling `run`) publishes a retained `offline` (bounded: 2 s), disconnects and ends
+within `STOP_TIMEOUT_S` even when aiomqtt swallowed the cancellation (Python 3.11's `wait_for`
+race on a PUBACK: `evfleet.tasks`): each loop raises it again, and `run` stops its loops bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -45,6 +48,7 @@ from csms.telemetry.topics import (
 )
 from evfleet.backoff import Backoff
 from evfleet.events import Event
+from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,12 @@ MQTT_DROPPED = Counter("evfleet_mqtt_dropped_total", "telemetry messages dropped
 MQTT_CONNECTED = Gauge("evfleet_mqtt_connected", "1 while connected to the MQTT broker")
 MQTT_RECONNECTS = Counter("evfleet_mqtt_reconnects_total", "MQTT connection attempts after a loss")
 MQTT_INBOUND = Counter("evfleet_mqtt_inbound_total", "inbound site inputs", ["kind", "result"])
+
+
+STOP_GRACE_S = 3.0
+"""`run` gives its loops this long to stop cleanly (`_say_offline` takes up to 2 s), then cancels again."""
+STOP_TIMEOUT_S = 5.0
+"""... and waits this long in all before it gives up on them (and logs where they are)."""
 
 
 class MqttUrlError(ValueError):
@@ -230,6 +240,7 @@ class MqttBridge:
         next_flush = loop.time()
         next_sites = loop.time() + self.site_every_s
         while True:
+            raise_if_cancelling()
             try:
                 block_ms = max(1, int((next_flush - loop.time()) * 1000))
                 self.last_id, events = await read_new_events(
@@ -264,26 +275,22 @@ class MqttBridge:
         """Connect, serve, and reconnect with exponential backoff (full jitter) forever."""
         backoff = Backoff(0.5, self.backoff_max_s)
         while True:
+            raise_if_cancelling()
             try:
                 async with self._client() as client:
                     await client.subscribe(self.topics.site_input_set("limit"), qos=1)
                     await client.subscribe(self.topics.site_input_set("prices"), qos=1)
                     await client.publish(self.topics.bridge_status(), "online", qos=1, retain=True)
+                    raise_if_cancelling()  # aiomqtt waits with wait_for: see evfleet.tasks
                     self.connected = True
                     self.connections += 1
                     MQTT_CONNECTED.set(1)
                     backoff.reset()
                     log.info("mqtt: connected to %s:%d", self.address.host, self.address.port)
-                    try:
-                        async with asyncio.TaskGroup() as group:
-                            group.create_task(self._publish(client))
-                            group.create_task(self._listen(client))
-                    except asyncio.CancelledError:  # clean shutdown: the last will only covers a crash
-                        await self._say_offline(client)
-                        raise
+                    await self._serve(client)
             except asyncio.CancelledError:
                 raise
-            except (aiomqtt.MqttError, OSError, ExceptionGroup) as err:
+            except (aiomqtt.MqttError, OSError) as err:
                 log.warning("mqtt: broker %s:%d unavailable (%s); retrying within %.1f s",
                             self.address.host, self.address.port, _reason(err), backoff.cap())
             finally:
@@ -293,11 +300,31 @@ class MqttBridge:
                 MQTT_CONNECTED.set(0)
             await backoff.sleep()
 
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Publish and listen until one of them fails (the broker is lost: its error is raised) or
+        until cancelled (clean shutdown: the retained `offline` goes out first).
+
+        Two tasks and `asyncio.wait`, not a TaskGroup: in Python 3.11 a TaskGroup whose child fails
+        while it waits in `__aexit__` cancels its parent and never uncancels it, so this task's
+        `cancelling()` would stay raised through every reconnect (and `raise_if_cancelling` stop it).
+        """
+        tasks = [asyncio.create_task(self._publish(client), name="mqtt-publish"),
+                 asyncio.create_task(self._listen(client), name="mqtt-listen")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # clean shutdown: the last will only covers a crash
+            await _cancel_and_wait(tasks)
+            await self._say_offline(client)
+            raise
+        await _cancel_and_wait(tasks)
+        for task in done:
+            task.result()  # neither returns: raises what ended it
+
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Publish the retained `offline` status before a clean disconnect (bounded: 2 s)."""
         try:
-            offline = client.publish(self.topics.bridge_status(), "offline", qos=1, retain=True)
-            await asyncio.wait_for(offline, 2)
+            async with asyncio.timeout(2):
+                await client.publish(self.topics.bridge_status(), "offline", qos=1, retain=True)
         except (aiomqtt.MqttError, TimeoutError) as err:
             log.warning("mqtt: could not publish offline status on shutdown: %s", _reason(err))
 
@@ -313,12 +340,14 @@ class MqttBridge:
                 self.outbox.requeue(message)
                 raise
             MQTT_PUBLISHED.inc()
+            raise_if_cancelling()  # aiomqtt waits for the PUBACK with wait_for: see evfleet.tasks
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload
             raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
             await self.handle_inbound(message.topic.value, raw)
+            raise_if_cancelling()
 
     # --- inbound ----------------------------------------------------------------------
     async def handle_inbound(self, topic: str, payload: bytes) -> bool:
@@ -358,21 +387,26 @@ class MqttBridge:
         return True
 
     async def run(self) -> None:
-        """Run the event reader and the broker connection until cancelled."""
-        reader = asyncio.create_task(self.read_events(), name="mqtt-events")
-        connection = asyncio.create_task(self.connect_loop(), name="mqtt-connection")
+        """Run the event reader and the broker connection until cancelled; then stop both, bounded
+        (`STOP_TIMEOUT_S`, even if a library swallowed a cancellation: `evfleet.tasks`)."""
+        tasks = [asyncio.create_task(self.read_events(), name="mqtt-events"),
+                 asyncio.create_task(self.connect_loop(), name="mqtt-connection")]
         try:
-            await asyncio.gather(reader, connection)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # neither loop returns; an error ends the bridge (the supervisor restarts it)
         finally:
-            for task in (reader, connection):
-                task.cancel()
-            for task in (reader, connection):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(tasks, STOP_TIMEOUT_S, "mqtt bridge tasks", grace_s=STOP_GRACE_S)
             MQTT_CONNECTED.set(0)
 
 
 def _reason(err: BaseException) -> str:
-    if isinstance(err, ExceptionGroup):
-        return "; ".join(_reason(e) for e in err.exceptions)
     return f"{type(err).__name__}: {err}"
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the publish and listen tasks and give them `STOP_GRACE_S` to end (they re-raise a
+    swallowed cancellation; `run` bounds the rest)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=STOP_GRACE_S)

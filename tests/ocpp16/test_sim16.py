@@ -22,7 +22,7 @@ from evse_sim.evse import EvseSpec
 from evse_sim.ocpp16_link import tx16
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
 from optimizer.worker import OptimizerWorker, WorkerConfig
-from tests.waiting import until
+from tests.waiting import stopped, until
 
 K = Keys("evfleet")
 PASSWORD = "sim16-password-1"
@@ -116,9 +116,7 @@ async def test_sim_16_station_transacts_obeys_a_translated_profile_and_stops(red
             assert tx["stopped_reason"] == "Remote" and float(tx["energy_wh"]) > 0
             await commands.aclose()
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stopped(*tasks)
         await redis.aclose()
 
 
@@ -212,9 +210,7 @@ async def test_mixed_sim_site_stays_under_its_limit_through_replans(redis_url: s
     finally:
         for st in stations:
             st.stop()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stopped(*tasks)
         await redis.aclose()
 
 
@@ -290,7 +286,5 @@ async def test_every_16_call_of_the_command_protocol_reaches_a_sim_station(redis
             assert reply.ok and reply.payload == {"status": "Accepted"}
             await commands.aclose()
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stopped(*tasks)
         await redis.aclose()

@@ -25,7 +25,7 @@ from optimizer.site_reader import read_site
 from optimizer.snapshot import SnapshotConfig, build_instance
 from tests.api.harness import live_csms
 from tests.conftest import MqttBroker
-from tests.waiting import until
+from tests.waiting import stopped, until
 
 KEYS = Keys("evfleet")
 
@@ -60,9 +60,7 @@ async def watch(broker_port: int, pattern: str) -> AsyncIterator[Watcher]:
         try:
             yield watcher
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stopped(task)
 
 
 def _prefix() -> str:
@@ -163,9 +161,7 @@ async def test_prices_over_mqtt_land_in_redis(redis_url: str, mqtt_broker: MqttB
             [(_, fields)] = await redis.xrange(KEYS.events())
             assert Event.from_fields(fields).type is EventType.SITE_PRICES
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stopped(task)  # the bridge stops within its bound, or this names where it waits
         await redis.aclose()
 
 
@@ -203,9 +199,7 @@ async def test_broker_loss_buffers_bounded_and_reconnects(redis_url: str) -> Non
         finally:
             restarted.stop()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stopped(task)  # the bridge stops within its bound, or this names where it waits
         await redis.aclose()
         with contextlib.suppress(Exception):
             broker.stop()
@@ -225,9 +219,7 @@ async def test_unreachable_broker_does_not_block_the_event_reader(redis_url: str
         await until(lambda: len(bridge.outbox) >= 1, 5)
         assert not bridge.connected
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stopped(task)  # the bridge stops within its bound, or this names where it waits
         await redis.aclose()
 
 
