@@ -30,6 +30,7 @@ import ssl
 import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.exceptions import RedisError
@@ -51,6 +52,7 @@ from csms.protocol.versions import SUBPROTOCOLS, choose_subprotocol
 from csms.store.provisioning import ProvisioningError, validate_station_id
 from evfleet.logs import log_context
 from evfleet.store.client import StoreUnavailable
+from evfleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ CLOSE_REPLACED = 1000
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 LISTEN_BACKLOG = 2048  # a whole fleet reconnects at once after a restart (kernel caps at somaxconn)
+CLOSE_WAIT_S = 15.0
+"""`close` waits this long for the station handlers once their connections are closing (the close
+handshake takes up to websockets' 10 s), then cancels those left and logs where they waited."""
 
 
 def build_tls_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
@@ -99,6 +104,7 @@ class OcppServer:
         self._open: set[ServerConnection] = set()  # handshaking or open, until the socket closes
         self.gate = HandshakeGate(env.store.redis, env.keys, env.settings, self.tls)
         self._closers: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()  # the tasks running `_handle`
 
     @property
     def port(self) -> int:
@@ -127,10 +133,18 @@ class OcppServer:
         log.info("OCPP server listening on %s:%s (%s)", s.host, self.port, "wss" if tls_ctx else "ws")
 
     async def close(self) -> None:
-        """Stop accepting, close every connection (1001) and wait for the handlers."""
+        """Stop accepting, close every connection (1001) and wait for the handlers (bounded:
+        `CLOSE_WAIT_S`, then the handlers still running are cancelled; a shutdown never hangs)."""
         if self._server is not None:
             self._server.close(close_connections=True)
-            await self._server.wait_closed()
+            try:
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                log.error("%d station handler(s) still running %g s after close: cancelling them",
+                          len(self._handlers), CLOSE_WAIT_S)
+                if not await stop_tasks(self._handlers, what="station handlers"):
+                    await self._server.wait_closed()
         await self.gate.close()
         for task in list(self._closers):
             with contextlib.suppress(ConnectionClosed):
@@ -223,6 +237,15 @@ class OcppServer:
 
     # --- connection -----------------------------------------------------------------
     async def _handle(self, conn: ServerConnection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(conn)
+        finally:
+            self._handlers.discard(task)
+
+    async def _serve(self, conn: ServerConnection) -> None:
         admitted = self._auth.pop(conn)
         if conn.connection_lost_waiter.done():  # the client left right after the handshake
             admitted.settled()

@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 
 from csms.app import running_csms
 from csms.context import CsmsContext
+from csms.protocol import server as ocpp_server
+from csms.protocol.station import StationHandler
 from csms.store.provisioning import provision_station
 from evfleet.keys import Keys
 from evfleet.store.client import as_str
@@ -63,6 +65,33 @@ async def test_shutdown_closes_connections_marks_offline_and_drops_node_key(
     assert st.ws.close_code == 1001
     assert await redis.hget("evfleet:station:CP-1", "online") == "0"
     assert await redis.exists("evfleet:node:test-node") == 0
+
+
+async def test_shutdown_is_bounded_when_a_station_handler_never_returns(
+        redis_url: str, provision: Callable[..., Awaitable[None]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A handler stuck inside a message (it never reads its closed connection again) cannot hang the
+    node's shutdown: websockets waits for every handler without a bound, the node for CLOSE_WAIT_S,
+    then cancels it and says so."""
+    monkeypatch.setattr(ocpp_server, "CLOSE_WAIT_S", 1.0)
+    entered = asyncio.Event()
+
+    async def never_returns(self: StationHandler) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # e.g. a write that never completes
+
+    monkeypatch.setattr(StationHandler, "start", never_returns)
+    await provision("CP-1")
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(30):  # without the bound this waited for ever (pytest's 300 s)
+        async with running_csms(make_settings(redis_url), services=[]) as node:
+            st = await RawStation.connect(node.url, "CP-1", PASSWORD)
+            async with asyncio.timeout(5):
+                await entered.wait()
+            t0 = loop.time()
+    assert loop.time() - t0 < 12  # close handshake + CLOSE_WAIT_S + cancelling
+    assert "station handler(s) still running 1 s after close" in caplog.text
+    await st.close()
 
 
 async def test_embedded_redis_when_no_url(tmp_path: Path) -> None:
