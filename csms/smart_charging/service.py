@@ -354,7 +354,10 @@ class SmartChargingService:
             await safety.share_fairly(self, site_id, arrivals=starved)
 
     async def _on_interim(self, site_id: str, _: Any) -> None:
+        started = time.monotonic()
         await self.send_interims(site_id)
+        if site_id in self._fallback:  # in fallback mode this pass re-shared every session
+            self._reshare_last[site_id] = started
 
     async def _on_tx_started(self, site_id: str, _: Any) -> None:
         self.reshare_soon(site_id)  # in fallback mode: re-share
@@ -363,8 +366,10 @@ class SmartChargingService:
         await actions.tx_ended(self, event)
         self.reshare_soon(site_id)
 
-    async def _on_reshare(self, site_id: str, _: Any) -> None:
+    async def _on_reshare(self, site_id: str, asked: float) -> None:
         self._reshare_queued.discard(site_id)
+        if self._reshare_last.get(site_id, -RESHARE_MIN_S) >= asked:
+            return  # an interim pass re-shared every session after the sessions started or ended
         self._reshare_last[site_id] = time.monotonic()
         await safety.share_fairly(self, site_id)
 
@@ -372,15 +377,17 @@ class SmartChargingService:
         """In fallback mode, sessions started or ended: one re-share within `RESHARE_MIN_S` of the
         last (`Work.RESHARE`). Until it runs a new session counts at what it counts now (its
         default, or its maximum while that is unconfirmed) and nothing freed is handed out, so
-        waiting never lets the counted sum exceed the budget; it only delays the new shares."""
+        waiting never lets the counted sum exceed the budget; it only delays the new shares. An
+        interim pass that ran after the ask re-shared every session already: the re-share is skipped."""
         if site_id not in self._fallback or site_id in self._reshare_queued:
             return
         self._reshare_queued.add(site_id)
-        wait_s = self._reshare_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - time.monotonic()
+        mono = time.monotonic()
+        wait_s = self._reshare_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - mono
         if wait_s <= 0:
-            self.enqueue(site_id, Work.RESHARE, None)
+            self.enqueue(site_id, Work.RESHARE, mono)
         else:
-            asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.RESHARE, None)
+            asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.RESHARE, mono)
 
     async def _on_ev_schedule(self, site_id: str, event: Event) -> None:
         await self.check_ev_schedule(site_id, event)

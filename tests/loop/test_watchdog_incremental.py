@@ -16,7 +16,7 @@ import pytest
 
 from csms.smart_charging import budget, safety
 from csms.smart_charging.metered import MeteredState
-from csms.smart_charging.service import RESHARE_MIN_S
+from csms.smart_charging.service import RESHARE_MIN_S, Work
 from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.store.port import EvseId, StoredEvse
@@ -99,7 +99,8 @@ async def test_an_ended_session_no_longer_counts() -> None:
 async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A site in fallback mode re-shares after sessions start or end, at most once per
-    `RESHARE_MIN_S` (each pass reads the whole site); outside fallback mode not at all."""
+    `RESHARE_MIN_S` (each pass reads the whole site), and not when an interim pass (which in
+    fallback mode re-shares every session) ran after the ask; outside fallback mode not at all."""
     clock, store = FixedClock(), InMemoryStateStore()
     svc = _service(store, Stations(clock, 1_000_000.0), clock)
     passes: list[float] = []
@@ -123,3 +124,8 @@ async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
     assert len(passes) == 1  # the next waits for RESHARE_MIN_S after the first
     await asyncio.sleep(RESHARE_MIN_S)
     assert len(passes) == 2 and passes[1] - passes[0] >= RESHARE_MIN_S - 0.05
+    svc.reshare_soon(SITE)  # asked now, due in a second ...
+    await svc._handle(SITE, Work.INTERIM, None)  # ... but an interim pass re-shares everyone first
+    assert len(passes) == 3
+    await asyncio.sleep(RESHARE_MIN_S + 0.2)
+    assert len(passes) == 3 and not svc._reshare_queued
