@@ -339,9 +339,10 @@ def holds(row: dict[str, Any], p99_ms: float) -> bool:
 
 
 def search(target: str, args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
-    """The largest station count `target` holds (`holds`): from `--search-start`, doubling while it
-    holds (up to `--search-max`), then bisecting until the bracket is within `--search-step` or
-    `--search-tol` of it. Every run is appended to `rows`; returns the count (0: not even the start)."""
+    """The largest station count `target` holds (`holds`): from `--search-start`, doubling while
+    it holds (up to `--search-max`) or halving while it does not (down to 5), then bisecting until
+    the bracket is within `--search-step` or `--search-tol` of it. Every run is appended to `rows`;
+    returns the count (0: not even 5)."""
     lo, hi, n = 0, None, args.search_start
     while True:
         row = run_target(target, n, args)
@@ -358,6 +359,11 @@ def search(target: str, args: argparse.Namespace, rows: list[dict[str, Any]]) ->
             if n >= args.search_max:
                 return lo
             n = min(2 * n, args.search_max)
+            continue
+        if lo == 0:  # not even the start: halve (down to 5 stations)
+            if n // 2 < 5:
+                return 0
+            n //= 2
             continue
         if hi - lo <= max(args.search_step, args.search_tol * lo):
             return lo
