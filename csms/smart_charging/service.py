@@ -152,6 +152,9 @@ class SmartChargingService:
         self._tick_queued: set[str] = set()
         self._reshare_queued: set[str] = set()
         self._reshare_last: dict[str, float] = {}
+        """site -> monotonic start of its last full re-share (a fallback re-share or interim pass)."""
+        self._reshare_asked: dict[str, float] = {}
+        """site -> monotonic time of the latest start or end that asked for a re-share."""
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
@@ -366,10 +369,10 @@ class SmartChargingService:
         await actions.tx_ended(self, event)
         self.reshare_soon(site_id)
 
-    async def _on_reshare(self, site_id: str, asked: float) -> None:
+    async def _on_reshare(self, site_id: str, _: Any) -> None:
         self._reshare_queued.discard(site_id)
-        if self._reshare_last.get(site_id, -RESHARE_MIN_S) >= asked:
-            return  # an interim pass re-shared every session after the sessions started or ended
+        if self._reshare_last.get(site_id, -RESHARE_MIN_S) >= self._reshare_asked.pop(site_id, 0.0):
+            return  # an interim pass re-shared every session after the last start or end
         self._reshare_last[site_id] = time.monotonic()
         await safety.share_fairly(self, site_id)
 
@@ -378,16 +381,20 @@ class SmartChargingService:
         last (`Work.RESHARE`). Until it runs a new session counts at what it counts now (its
         default, or its maximum while that is unconfirmed) and nothing freed is handed out, so
         waiting never lets the counted sum exceed the budget; it only delays the new shares. An
-        interim pass that ran after the ask re-shared every session already: the re-share is skipped."""
-        if site_id not in self._fallback or site_id in self._reshare_queued:
+        interim pass that started after the latest ask re-shared every session already: the
+        re-share is skipped."""
+        if site_id not in self._fallback:
+            return
+        mono = time.monotonic()
+        self._reshare_asked[site_id] = mono  # the latest ask: a pass started before it does not count
+        if site_id in self._reshare_queued:
             return
         self._reshare_queued.add(site_id)
-        mono = time.monotonic()
         wait_s = self._reshare_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - mono
         if wait_s <= 0:
-            self.enqueue(site_id, Work.RESHARE, mono)
+            self.enqueue(site_id, Work.RESHARE, None)
         else:
-            asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.RESHARE, mono)
+            asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.RESHARE, None)
 
     async def _on_ev_schedule(self, site_id: str, event: Event) -> None:
         await self.check_ev_schedule(site_id, event)

@@ -129,3 +129,8 @@ async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
     assert len(passes) == 3
     await asyncio.sleep(RESHARE_MIN_S + 0.2)
     assert len(passes) == 3 and not svc._reshare_queued
+    svc.reshare_soon(SITE)
+    await svc._handle(SITE, Work.INTERIM, None)
+    svc.reshare_soon(SITE)  # a session ends after that interim pass: merged into the queued re-share
+    await asyncio.sleep(RESHARE_MIN_S + 0.2)
+    assert len(passes) == 5  # the re-share ran (the interim pass started before the last ask)
