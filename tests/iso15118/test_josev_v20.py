@@ -35,7 +35,7 @@ from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop
 from tests.waiting import until
 
 CAP = check()
-pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(240),
+pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(300),
               pytest.mark.skipif(not CAP.ok, reason=CAP.explain())]
 DROPPED = "session ended: TCP peer closed connection"  # Josev's EVCC on its 2 s timeouts, under load
 
