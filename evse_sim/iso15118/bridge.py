@@ -321,8 +321,6 @@ class JosevHlc(EvSide):
             result = {"tuples": tuples_to_json(await self._schedules(msg["needs"]))}
         elif op == "ac_limit":
             result = self._ac_limit()
-        elif op == "ac_state":
-            result = self._ac_state()
         elif op == "ev_params":
             result = self._ev_params()
         elif op == "plan":

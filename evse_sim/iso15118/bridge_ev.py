@@ -2,10 +2,9 @@
 
 The EVCC asks for the EV's needs (`ev_params`, departure counted from now), lets the EV pick a
 schedule tuple and plan (`plan`, the same code as the modelled EV), asks whether to go on
-(`continue`), in DC for its next CurrentDemand targets (`dc_state`), in ISO 15118-20 AC for its
-present power (`ac_state`); it reports what the EVSE said in each CurrentDemandRes (`dc_res`) or
-ACChargeLoopRes (`ac_res`). `ev_limit_w` is what the EV lets itself draw now; the station's
-follower caps the EV model with it.
+(`continue`), in DC for its next CurrentDemand targets (`dc_state`); it reports what the EVSE said
+in each CurrentDemandRes (`dc_res`) or ISO 15118-20 ACChargeLoopRes (`ac_res`). `ev_limit_w` is
+what the EV lets itself draw now; the station's follower caps the EV model with it.
 """
 
 from __future__ import annotations
@@ -77,10 +76,6 @@ class EvSide:
         if self.needs is None or self.needs.dc is None:
             raise Iso15118UnavailableError("a DC EVCC asked for its state without DC needs")
         return ev_request(self.needs, ev_seen_limit_w, self.stop_requested)
-
-    def _ac_state(self) -> dict[str, Any]:
-        """-20 AC: the EV's present power for its next ACChargeLoopReq."""
-        return {"present_w": round(self.ev_limit_w(self.clock.timestamp()) or 0.0, 1)}
 
     def _ev_params(self) -> dict[str, Any]:
         self._fresh_needs()

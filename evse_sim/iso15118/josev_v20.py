@@ -256,10 +256,11 @@ def v20_ev_class(base: Any, bridge: Any, timeout_s: float) -> Any:
         async def get_ac_charge_loop_params_v20(self, control_mode: Any, selected_service: Any) -> Any:
             if control_mode != ControlMode.SCHEDULED:
                 return await super().get_ac_charge_loop_params_v20(control_mode, selected_service)
-            state = await bridge.request("ac_state", timeout_s, evse_target_w=self.evse_target_w)
-            return ScheduledACChargeLoopReqParams(ev_present_active_power=rational(state["present_w"]),
-                                                  ev_max_charge_power=rational(self.v20.get("ev_max_power_w")
-                                                                               or 0))
+            # no bridge round trip here (the EVCC's 2 s timeout): the EV reports what it may draw
+            max_w = float(self.v20.get("ev_max_power_w") or 0)
+            present_w = min(max_w, self.evse_target_w) if self.evse_target_w is not None else 0.0
+            return ScheduledACChargeLoopReqParams(ev_present_active_power=rational(present_w),
+                                                  ev_max_charge_power=rational(max_w))
 
         def on_ac_charge_loop_res(self, res: Any) -> None:
             """What the EVSE said in an ACChargeLoopRes (called by the patched EVCC state)."""
