@@ -66,7 +66,8 @@ class Loop:
         from csms.api.site_inputs import PriceSeriesInput, SiteInputWriter
 
         await SiteInputWriter(self.redis, KEYS, self.clock).set_prices(
-            SITE, PriceSeriesInput(start=start, step_minutes=step_minutes, import_price=import_price), "test")
+            SITE, PriceSeriesInput(start=start, step_minutes=step_minutes, import_price=import_price,
+                                   export_price=None), "test")
 
     async def json(self, key: str) -> dict[str, Any]:
         """A JSON string key, {} when missing."""
