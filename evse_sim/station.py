@@ -36,6 +36,7 @@ from ocpp.exceptions import OCPPError
 
 from evfleet.backoff import Backoff
 from evfleet.clock import Clock
+from evfleet.tasks import raise_if_cancelling
 from evse_sim.core import StationCore
 from evse_sim.device_model import DeviceModel
 from evse_sim.ev import Ev
@@ -254,24 +255,24 @@ class SimStation:
         )
         self._link = link
         reader = asyncio.create_task(link.start())
+        sender: asyncio.Task[None] | None = None
         try:
             if self.core.needs_boot and not await self._boot(link, reader):
                 return True
             self.core.link_up(self.clock.now())
             sender = asyncio.create_task(self._drain(link))
             done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
             for task in done:
                 exc = None if task is reader or task.cancelled() else task.exception()
                 if exc is not None:
                     raise exc
             return True
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        finally:  # also when run() is cancelled: the sender must not outlive its connection
+            for child in (sender, reader):
+                if child is not None:
+                    child.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await child
             await ws.close()
 
     async def _boot(self, link: StationLink | StationLink16, reader: asyncio.Task[Any]) -> bool:
@@ -319,6 +320,7 @@ class SimStation:
                 LOG.warning("%s: %s", self.id, self.stats.last_error[:500])
                 continue
             outbox.answered(msg, result)
+            raise_if_cancelling()  # the ocpp library waits for the answer with wait_for: evfleet.tasks
 
 
 __all__ = [

@@ -307,7 +307,8 @@ class StationConnection(BlockBase, BaseChargePoint):
             self._pending[unique_id] = fut
             try:
                 await self._send(call_json(unique_id, action, payload))
-                answer = await asyncio.wait_for(fut, timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancel (evfleet.tasks)
+                    answer = await fut
             except TimeoutError:
                 return CallOutcome("timeout", error_description=f"no answer within {timeout_s:g} s")
             except ConnectionClosed as err:

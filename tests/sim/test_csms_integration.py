@@ -23,7 +23,7 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.hlc import BasicHlc
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.waiting import until
+from tests.waiting import stopped, until
 
 PASSWORD = "sim-password-1"
 KEYS = Keys("evfleet")
@@ -321,3 +321,21 @@ async def test_authorize_before_charging(redis_url: str) -> None:
 async def _events_with(redis: Redis, tx_id: str, trigger: str) -> list[dict[str, Any]] | None:
     events = await tx_events(redis, tx_id)
     return events if any(e["triggerReason"] == trigger and e.get("idToken") for e in events) else None
+
+
+async def test_cancelling_a_station_ends_its_sender_with_its_connection(redis_url: str) -> None:
+    """run() cancelled mid-session (a test's or the fleet's stop) leaves no sender task behind
+    sending on a closed connection (it outlived the session before)."""
+    clock = ScaledClock(START, speed=60.0)
+    redis = connect_redis(redis_url)
+    try:
+        await provision_station(redis, KEYS, "SIM-1", PASSWORD, site_id="depot", iterations=1000)
+        async with running_csms(settings(redis_url), clock=clock, services=[]) as node:
+            station = station_for(node.url, clock)
+            runner = asyncio.create_task(station.run(tick_s=5.0))
+            await until(lambda: station.online, what="station online")
+            await stopped(runner)
+            senders = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "SimStation._drain"]
+            assert [t for t in senders if not t.done()] == []
+    finally:
+        await redis.aclose()
