@@ -3,7 +3,8 @@
 Python 3.11's `asyncio.wait_for` can swallow a cancellation: when the awaited future completes in
 the same event-loop iteration as the cancel arrives, it returns the result and the CancelledError
 is gone (3.12 rewrote wait_for on `asyncio.timeout`). Libraries we use call it on their hot paths:
-aiomqtt's connect, subscribe and every QoS 1 publish (the PUBACK), the ocpp library's `call`. A
+redis-py sends every command through it (its default socket_timeout is 5 s), aiomqtt waits for
+every publish's confirmation, subscribe and connect with it, the ocpp library for each answer. A
 task cancelled at that moment carries on as if nothing happened: a loop around such a call runs
 for ever, and whoever awaits the task after cancelling it (a TaskGroup, `gather`, a shutdown)
 waits for ever, with the event loop idle. The task's `cancelling()` count still says that a
@@ -16,7 +17,9 @@ Two defences, used together:
 - `stop_tasks()` at shutdown: cancel, wait bounded, cancel again while they linger, and log what
   stayed, so one stuck task never hangs its owner.
 
-Our own code waits with `asyncio.timeout`, never `asyncio.wait_for`.
+Our own code waits with `asyncio.timeout`, never `asyncio.wait_for`. A task that checks
+`raise_if_cancelling` must not run a TaskGroup: in 3.11 a TaskGroup whose child fails while it
+waits in `__aexit__` cancels its parent and never uncancels it.
 """
 
 from __future__ import annotations

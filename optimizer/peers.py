@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from evfleet.keys import Keys
+from evfleet.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ async def keep_alive(redis: Any, keys: Keys, consumer: str) -> None:
     try:
         while True:
             await redis.set(keys.optimizer_alive(consumer), "1", ex=ALIVE_TTL_S)
+            raise_if_cancelling()  # redis-py sends with wait_for: evfleet.tasks
             await asyncio.sleep(HEARTBEAT_S)
     finally:
         try:

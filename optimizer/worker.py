@@ -43,6 +43,7 @@ from evfleet.records import EvsePlan, SitePlan
 from evfleet.store.multi import SlotMulti
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from evfleet.store.stream import POLL_S
+from evfleet.tasks import stop_tasks
 from optimizer import peers, plan_json
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
@@ -429,9 +430,8 @@ class OptimizerWorker:
                     watched = asyncio.get_running_loop().time()
                     await self._take_over_dead_peers()
                 await self._solve_due()
-        finally:
-            presence.cancel()
-            await asyncio.gather(presence, return_exceptions=True)
+        finally:  # bounded: a Redis command can lose a cancellation (evfleet.tasks)
+            await stop_tasks([presence], what="optimizer presence")
 
     async def _take_over_dead_peers(self) -> None:
         """Re-plan every site when another worker died (see optimizer.peers)."""

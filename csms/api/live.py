@@ -24,6 +24,7 @@ from csms.api.reader import StateReader, read_new_events
 from csms.api.views import session_summary
 from evfleet.events import Event
 from evfleet.store.stream import stream_tail_id
+from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,8 @@ class LiveHub:
 
     async def stop(self) -> None:
         """Stop the reader task and end every subscriber's stream."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None:  # bounded: a Redis command can lose a cancellation (evfleet.tasks)
+            await stop_tasks([self._task], what="live feed reader")
             self._task = None
         for sub in list(self.subscribers):
             sub.offer({"type": "close"})
@@ -121,6 +120,7 @@ class LiveHub:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
+            raise_if_cancelling()  # redis-py sends with wait_for: evfleet.tasks
             try:
                 if not self.subscribers:
                     await self._idle(max(0.0, next_tick - loop.time()))

@@ -17,6 +17,7 @@ from evfleet.clock import ScaledClock
 from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
+from evfleet.tasks import raise_if_cancelling
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.ocpp16_link import tx16
@@ -172,6 +173,7 @@ async def test_mixed_sim_site_stays_under_its_limit_through_replans(redis_url: s
                 over_since: float | None = None
                 while True:
                     limit_w = float(await redis.hget(K.site("depot"), "limit_kw") or 0) * 1000
+                    raise_if_cancelling()  # redis-py can lose our cancellation (evfleet.tasks)
                     drawn = sum(s.evses[1].power_w for s in stations)
                     samples += 1
                     t = asyncio.get_running_loop().time()
