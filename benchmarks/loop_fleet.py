@@ -185,6 +185,43 @@ def boot_wave(events: list[Any], needs_at: dict[str, datetime]) -> dict[str, Any
             "last_default_after_first_needs_s": round((max(defaults) - first_needs).total_seconds(), 2)}
 
 
+def needs_tail(events: list[Any], needs_at: dict[str, datetime]) -> dict[str, Any]:
+    """Where the needs -> accepted latency goes: per session, the first profile sent at or after
+    its needs (csms side: queueing before the send) and the answer to that profile (station side),
+    and, for the slowest 5 %, the kinds of those first profiles."""
+    sent: dict[str, list[tuple[datetime, str, str]]] = {}
+    answered: dict[tuple[str, str], datetime] = {}
+    for _id, f in events:
+        if f["type"] not in ("profile.sent", "profile.answered") or not f.get("tx_ref"):
+            continue
+        d = json.loads(f.get("data") or "{}")
+        ts = datetime.fromisoformat(f["ts"])
+        if f["type"] == "profile.sent":
+            sent.setdefault(f["tx_ref"], []).append((ts, str(d.get("kind", "")), str(d.get("plan_id", ""))))
+        elif d.get("status") == "Accepted":
+            answered.setdefault((f["tx_ref"], str(d.get("plan_id", ""))), ts)
+    to_sent, to_answer, rows = [], [], []
+    for ref, t0 in needs_at.items():
+        after = [x for x in sent.get(ref, []) if x[0] >= t0]
+        if not after:
+            continue
+        ts, kind, plan_id = after[0]
+        to_sent.append((ts - t0).total_seconds())
+        ans = answered.get((ref, plan_id))
+        if ans is not None:
+            to_answer.append((ans - ts).total_seconds())
+        rows.append(((ts - t0).total_seconds(), kind))
+    rows.sort()
+    slow = rows[int(0.95 * len(rows)):] if rows else []
+    kinds: dict[str, int] = {}
+    for _lat, kind in slow:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"needs_to_first_sent_s_p50": pct(to_sent, 0.5), "needs_to_first_sent_s_p95": pct(to_sent, 0.95),
+            "first_sent_to_accepted_s_p50": pct(to_answer, 0.5),
+            "first_sent_to_accepted_s_p95": pct(to_answer, 0.95),
+            "slowest_5pct_first_kind": kinds}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     ocpp.messages.ASYNC_VALIDATION = False
     n = args.stations
@@ -231,6 +268,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         clock = ScaledClock(datetime.now(UTC), speed=1.0)
         await redis.hset(K.clock(), mapping=clock.spec().to_dict())
         fleet = start_fleet(scen, clock, f"ws://127.0.0.1:{port}/ocpp", args.ramp_per_s, args.sim_procs)
+        fleet_at = clock.now()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         cpu0 = [cpu_s(p.pid) for p in procs]
@@ -273,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         lat_any = [(first_any[t] - s).total_seconds() for t, s in started.items() if t in first_any]
         # NotifyEVChargingNeeds stored -> the next TxProfile the station accepted (issue 12's first answer)
         lat_needs = first_after(needs_at, accepted_at)
+        tail = needs_tail(events, needs_at)
         lat_powered = first_after(needs_at, powered_at)  # the first that lets the EV charge now
         kinds: dict[str, int] = {}
         answers: dict[str, int] = {}
@@ -310,8 +349,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "solve_s_max": round(max(solve), 3) if solve else None,
             "profiles_sent": counts.get("profile.sent", 0), "profiles_by_kind": kinds,
             "profile_answers": counts.get("profile.answered", 0), "answers_by_kind": answers,
-            **wave, "k16_skipped": skipped,
+            **tail, **wave, "k16_skipped": skipped,
             "needs_events": counts.get("ev.charging_needs", 0),
+            "stream_events": len(events), "stream_first_ts": events[0][1]["ts"] if events else None,
+            "fleet_started_at": fleet_at.isoformat(),
             "elapsed_s": round(elapsed, 1),
             "csms_cpu_s": round(cpu1[0] - cpu0[0], 1), "worker_cpu_s": round(cpu1[1] - cpu0[1], 1),
             "fleet_procs": args.sim_procs, "fleet_cpu_s": fleet_cpu_s,

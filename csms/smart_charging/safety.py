@@ -17,15 +17,18 @@ Functions take the service (I/O through its store port); the decisions are in `b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
 from csms.smart_charging import planner, provisional
+from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.planner import Series
 from evfleet.events import EventType
 from evfleet.profile import a_to_w
@@ -33,7 +36,6 @@ from evfleet.store.port import StoreWrite
 from evfleet.txprofile import parse_ts
 
 if TYPE_CHECKING:
-    from csms.smart_charging.evse import EvseInfo
     from csms.smart_charging.service import SmartChargingService
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,8 @@ def ev_caps_w(info: EvseInfo) -> tuple[float, float]:
 
 async def share_fairly(svc: SmartChargingService, site_id: str,
                        due: Mapping[tuple[str, int], str] | None = None,
-                       arrivals: Collection[tuple[str, int]] | None = None) -> int:
+                       arrivals: Collection[tuple[str, int]] | None = None,
+                       between: Between | None = None) -> int:
     """Headroom shares for sessions no plan covers (`provisional` module); returns profiles accepted.
 
     `due`: sessions whose interim timer fired; if one of them still has no profile, the plan is
@@ -88,13 +91,15 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     without a current plan share what the planned ones and the fixed loads leave, until the
     optimizer has been silent for `optimizer_silent_after_s`; then every online, steerable,
     compliant session shares. `arrivals`: sessions whose charging needs just arrived get a
-    provisional share of the unallocated headroom at once (whatever the mode).
+    provisional share of the unallocated headroom at once (whatever the mode). `between`: the
+    pass runs between two rounds of a longer one (`serve_arrivals`): only the arrivals share,
+    and every EVSE counts at least what that pass counts for it.
     """
     if not due and not arrivals and site_id not in svc._fallback:
         return 0
     evses = await svc.site_evses(site_id)
     plan = await current_plan(svc, site_id)
-    if due:
+    if due and between is None:
         # late = no profile yet, or only a provisional share (possibly 0 W on a full site) while
         # no plan at all came for `interim_profile_after_s`: then the optimizer is not answering,
         # and freed headroom must reach it (it would otherwise wait for the optimizer, however
@@ -109,7 +114,8 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
                         "plan leaves", site_id, len(waiting), svc.settings.interim_profile_after_s)
             svc._fallback.add(site_id)
             svc._late_since[site_id] = time.monotonic()
-    silent = site_id in svc._fallback and provisional.optimizer_silent(
+    fallback = site_id in svc._fallback and between is None  # between two rounds: arrivals only
+    silent = fallback and provisional.optimizer_silent(
         svc._late_since.get(site_id), time.monotonic(), svc.settings.optimizer_silent_after_s)
     if silent and site_id not in svc._silent:
         log.warning("site %s: no plan for %.0f s: the optimizer is taken as silent, every session "
@@ -118,20 +124,63 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     now_s = svc.clock.timestamp()
     candidates = {k: e.has_profile() and plan.refs.get(k) == e.tx_ref for k, e in evses.items()
                   if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None}
-    arrived = None
-    if site_id not in svc._fallback:
-        arrived = frozenset(f"{sid}/{eid}" for sid, eid in arrivals or ())
+    arrived = None if fallback else frozenset(f"{sid}/{eid}" for sid, eid in arrivals or ())
     sharers = provisional.sharers(candidates, arrived, silent)
     if not sharers:
         return 0
-    kind = "interim" if site_id in svc._fallback else "provisional"
-    return await _share(svc, site_id, evses, sharers, kind, now_s, None if silent else plan)
+    kind = "interim" if fallback else "provisional"
+    return await _share(svc, site_id, evses, sharers, kind, now_s, None if silent else plan, between)
+
+
+@dataclass
+class Between:
+    """What a longer pass counts for each EVSE between two of its rounds (`serve_arrivals`); the
+    provisional pass run there fills `done` with the EVSEs it changed and what they count now."""
+
+    applied: Mapping[str, Series]
+    done: dict[str, tuple[EvseInfo, Series]] = field(default_factory=dict)
+
+
+async def serve_arrivals(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo],
+                         applied: dict[str, Series], target: dict[str, Series],
+                         payloads: Mapping[str, Any]) -> None:
+    """Between two rounds of a longer pass (plan, limit, re-share): the needs that arrived since
+    get their provisional share now, not after the whole pass (issue 12's fast first answer).
+
+    Safe at that point: every profile of the pass is answered (none of the site's in flight), the
+    provisional pass counts every EVSE at least at max(what the longer pass counts for it, what it
+    is going to give it) (`applied`, which holds a change of unknown outcome at max(old, new), and
+    `target`), so it hands out only headroom the longer pass leaves unallocated even once it is
+    done, decreases first (`_execute`). Afterwards the longer pass counts the new shares
+    (`applied`), so its next batches (`budget.next_batch`) fit them. Not nested.
+    """
+    arrivals = svc._provisional_due.get(site_id)
+    if not arrivals or site_id in svc._between:
+        return
+    del svc._provisional_due[site_id]
+    svc._between.add(site_id)
+    now_s = svc.clock.timestamp()
+    between = Between({k: planner.pointwise(v, target[k], now_s, "max") if k in target else v
+                       for k, v in applied.items()})
+    try:
+        await share_fairly(svc, site_id, arrivals=arrivals, between=between)
+    finally:
+        svc._between.discard(site_id)
+    for key, (info, series) in between.done.items():
+        evses[key] = info  # its record now (the session may have started after the pass read the site)
+        applied[key] = series
+        if key not in payloads:
+            target[key] = series
 
 
 async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo], sharers: list[str],
-                 kind: str, now_s: float, plan: provisional.PlanView | None) -> int:
+                 kind: str, now_s: float, plan: provisional.PlanView | None,
+                 between: Between | None = None) -> int:
     """Give `sharers` their headroom shares (decreases first, `_execute`); profiles accepted."""
     applied = {k: e.applied(now_s) for k, e in evses.items()}
+    if between is not None:  # count at least what the longer pass counts (a change of unknown outcome)
+        for k, series in between.applied.items():
+            applied[k] = planner.pointwise(applied[k], series, now_s, "max") if k in applied else series
     others = [applied[k] for k in applied if k not in sharers]
     budget_w = await svc.site_budget_w(site_id)
     caps, mins = {}, {}
@@ -155,7 +204,7 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     payloads: dict[str, dict[str, Any]] = {}
     for k in sharers:
         info = evses[k]
-        if _holds_share(info, applied[k], shares[k], now_s):
+        if _holds_share(info, applied[k], shares[k], now_s, svc.settings.replan_threshold_kw * 1000.0):
             continue  # already holds this share: no profile built (a 20,000-session re-share)
         try:
             payload = _share_payload(svc, info, shares[k], now_s)
@@ -169,19 +218,49 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
         payloads[k], target[k] = payload, new
     if not payloads:
         return 0
-    stats = await svc._execute(site_id, evses, applied, target, payloads, budget_w,
-                               f"{kind}-{int(now_s)}", kind)
+    plan_id = f"{kind}-{int(now_s)}"
+    unchanged = [k for k in payloads if kind == "provisional" and not evses[k].has_profile()
+                 and planner.max_abs_diff_w(applied[k], target[k], now_s) <= planner.TOLERANCE_W]
+    stats = await svc._execute(site_id, evses, applied, target, payloads, budget_w, plan_id, kind)
+    stats["accepted"] += await _answer_unchanged(svc, site_id, evses, applied, unchanged, payloads, plan_id)
+    if between is not None:
+        between.done.update({k: (evses[k], applied[k]) for k in payloads})
     log.info("site %s: %s shares (limit %.0f W, %d others): %s -> %s", site_id, kind, budget_w,
              len(others), {k: round(planner.value_at(v, now_s)) for k, v in shares.items()}, stats)
     return stats["accepted"]
 
 
-def _holds_share(info: EvseInfo, applied: Series, share: Series, now_s: float) -> bool:
-    """The EVSE already holds a share profile of this session whose limits are the share's (within
-    `planner.TOLERANCE_W` at every instant): the profile built for it would change nothing."""
+def _holds_share(info: EvseInfo, applied: Series, share: Series, now_s: float, threshold_w: float) -> bool:
+    """The EVSE already holds a share profile of this session that the new share would not change
+    materially: equal to it (within `planner.TOLERANCE_W` at every instant), or below it everywhere
+    and by at most K16's `replan_threshold_kw` (a rise smaller than the threshold is not re-sent, as
+    for plans; keeping the lower limit never raises the sum, and a decrease is always sent)."""
     kind = str((info.record or {}).get("kind", ""))
-    return (info.has_profile() and kind.startswith(("interim", "provisional"))
-            and planner.max_abs_diff_w(applied, share, now_s) <= planner.TOLERANCE_W)
+    if not (info.has_profile() and kind.startswith(("interim", "provisional"))):
+        return False
+    gap = planner.max_abs_diff_w(applied, share, now_s)
+    return gap <= planner.TOLERANCE_W or (gap <= threshold_w and planner.is_below(applied, share, now_s))
+
+
+async def _answer_unchanged(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo],
+                            applied: dict[str, Series], keys: list[str], payloads: Mapping[str, Any],
+                            plan_id: str) -> int:
+    """Provisional shares equal to what their EVSE already counts (a 0 W default on a full site):
+    no change for `next_batch`, but the EV's needs still get their answer, a TxProfile now (issue
+    12: within 300 ms), so it does not plan on a schedule the site cannot give. Each raises
+    nothing, so it fits whatever else is in flight. Returns profiles accepted."""
+    results = await asyncio.gather(*(svc._send(site_id, evses[k], payloads[k], plan_id, "provisional")
+                                     for k in keys), return_exceptions=True)
+    accepted = 0
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, BaseException):  # it raised nothing: the EVSE counts as before
+            log.error("site %s: provisional answer to %s failed: %r", site_id, key, result)
+            continue
+        ok, applied[key] = result
+        accepted += ok
+    return accepted
 
 
 def _departure_s(info: EvseInfo) -> float | None:

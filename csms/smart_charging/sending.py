@@ -49,9 +49,12 @@ def event(svc: SmartChargingService, etype: EventType, site_id: str, data: Mappi
 async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo],
                   applied: dict[str, Series], target: dict[str, Series], payloads: dict[str, dict[str, Any]],
                   budget_w: float, plan_id: str, kind: str) -> dict[str, int]:
-    """Send batches from `budget.next_batch` until nothing more can move."""
+    """Send batches from `budget.next_batch` until nothing more can move; between two batches the
+    provisional shares of needs that arrived meanwhile go out (`safety.serve_arrivals`)."""
     stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
     for _ in range(MAX_ROUNDS):
+        # nothing of this pass in flight: needs that came meanwhile get their answer now
+        await svc.between_rounds(site_id, evses, applied, target, payloads)
         now_s = svc.clock.timestamp()
         batch = budget.next_batch(applied, target, budget_w, now_s)
         if not batch:

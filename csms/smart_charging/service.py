@@ -145,6 +145,8 @@ class SmartChargingService:
         """site -> EVSEs whose charging needs arrived: a provisional share goes out first thing."""
         self.metered = metered.MeteredState()
         """Last metered power per session and what the watchdog reads next (`metered`)."""
+        self._between: set[str] = set()
+        """Sites whose arrivals are being served between two rounds of a longer pass (not nested)."""
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
         self._over = budget.Persistence(settings.over_limit_after_s)
@@ -471,6 +473,12 @@ class SmartChargingService:
     async def check_ev_schedule(self, site_id: str, event: Event) -> dict[str, Any] | None:
         """K17 (`actions.check_ev_schedule`)."""
         return await actions.check_ev_schedule(self, site_id, event)
+
+    async def between_rounds(self, site_id: str, evses: dict[str, EvseInfo], applied: dict[str, Series],
+                             target: dict[str, Series], payloads: Mapping[str, Any]) -> None:
+        """Between two rounds of a pass: provisional shares for needs that came meanwhile
+        (`safety.serve_arrivals`)."""
+        await safety.serve_arrivals(self, site_id, evses, applied, target, payloads)
 
     def _abs_series(self, payload: Mapping[str, Any], info: EvseInfo) -> Series:
         return conversion.abs_series(payload, info.electrical)

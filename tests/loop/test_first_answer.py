@@ -1,0 +1,142 @@
+"""Issue 12's fast first answer: needs that arrive during a longer pass are answered between its rounds.
+
+Against the in-memory store with the `Stations` stand-in of test_service_unit, which checks after
+every accepted profile that the limits the stations hold sum to at most the site limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from csms.commands import CommandReply
+from csms.smart_charging import safety
+from evfleet.keys import tx_ref
+from evfleet.store.memory import InMemoryStateStore
+from evfleet.txprofile import iso_z
+from tests.loop.test_service_unit import SITE, T0, FixedClock, Stations, _service, _session
+
+
+class ArrivingStations(Stations):
+    """Stations where an EV announces its needs while the first profile of a pass is on its way."""
+
+    def __init__(self, clock: FixedClock, site_limit_w: float, arrive_on: str,
+                 arrival: tuple[str, int]) -> None:
+        super().__init__(clock, site_limit_w)
+        self.arrive_on, self.arrival = arrive_on, arrival
+        self.svc: Any = None
+
+    async def call(self, station_id: str, action: str, payload: dict[str, Any],
+                   timeout_s: float | None = None) -> CommandReply:
+        if station_id == self.arrive_on and self.svc is not None:  # what `dispatch` does for the needs
+            self.svc._provisional_due.setdefault(SITE, set()).add(self.arrival)
+            self.svc = None
+        return await super().call(station_id, action, payload, timeout_s)
+
+
+def _arrival(store: InMemoryStateStore, sid: str, max_power_w: float = 22_000.0) -> str:
+    """A session that just started on `sid` (0 W default confirmed, no TxProfile yet)."""
+    ref = tx_ref(sid, f"tx-{sid}")
+    store.add_evse(sid, 1, site_id=SITE, max_power_w=str(max_power_w), rate_unit="W", tx_ref=ref,
+                   transaction_id=f"tx-{sid}", default_limit_w="0.0")
+    return ref
+
+
+async def test_needs_during_a_plan_are_answered_between_its_rounds_from_what_the_plan_leaves() -> None:
+    """30 kW site. The plan lowers CP-1 15 -> 5 kW and raises CP-2 10 -> 20 kW (two rounds: the
+    decrease is confirmed first). CP-9's needs arrive while the decrease is on its way: its
+    provisional share goes out before the plan's increase (fails if it waits for the whole plan),
+    and it is only what the plan leaves once applied, 5 kW (fails if it takes the power the plan
+    freed for CP-2, which would then be blocked). At no answer do the limits exceed 30 kW."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "30"}
+    refs = {sid: _session(store, sid, w) for sid, w in (("CP-1", 15_000.0), ("CP-2", 10_000.0))}
+    _arrival(store, "CP-9")
+    stations = ArrivingStations(clock, 30_000.0, arrive_on="CP-1", arrival=("CP-9", 1))
+    stations.limits_w = {"CP-1": 15_000.0, "CP-2": 10_000.0}
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 30.0,
+                         "evses": {"CP-1/1": [5.0, 5.0], "CP-2/1": [20.0, 20.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    svc = _service(store, stations, clock)
+    stations.svc = svc
+    stats = await svc.apply_plan(SITE)
+    assert [sid for sid, _ in stations.sent] == ["CP-1", "CP-9", "CP-2"]
+    assert stats["accepted"] == 2 and stats["blocked"] == 0
+    assert stations.limits_w == pytest.approx({"CP-1": 5_000.0, "CP-2": 20_000.0, "CP-9": 5_000.0})
+    assert stations.worst_sum_w <= 30_000.0 + 1.0
+    assert store.profiles[("CP-9", 1)]["kind"] == "provisional"
+    assert SITE not in svc._provisional_due  # served: the pass after the plan does not send it again
+
+
+async def test_a_full_site_answers_the_needs_at_once_with_zero() -> None:
+    """No headroom left by the plan: the EV still gets its answer between the rounds, a 0 W
+    provisional profile (it waits for its plan), and is marked starved so freed power reaches it."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "30"}
+    refs = {sid: _session(store, sid, w) for sid, w in (("CP-1", 15_000.0), ("CP-2", 15_000.0))}
+    _arrival(store, "CP-9")
+    stations = ArrivingStations(clock, 30_000.0, arrive_on="CP-1", arrival=("CP-9", 1))
+    stations.limits_w = {"CP-1": 15_000.0, "CP-2": 15_000.0}
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 30.0,
+                         "evses": {"CP-1/1": [10.0], "CP-2/1": [20.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    svc = _service(store, stations, clock)
+    stations.svc = svc
+    await svc.apply_plan(SITE)
+    assert [sid for sid, _ in stations.sent] == ["CP-1", "CP-9", "CP-2"]
+    assert stations.limits_w == pytest.approx({"CP-1": 10_000.0, "CP-2": 20_000.0, "CP-9": 0.0})
+    assert stations.worst_sum_w <= 30_000.0 + 1.0
+    assert svc._starved[SITE] == {("CP-9", 1)}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(old=st.lists(st.integers(0, 22), min_size=1, max_size=5), data=st.data(),
+       limit_kw=st.integers(10, 60), ev_cap_kw=st.integers(1, 22))
+def test_an_arrival_during_any_plan_keeps_the_limit_and_leaves_the_plan_whole(
+        old: list[int], data: st.DataObject, limit_kw: int, ev_cap_kw: int) -> None:
+    """Property: whatever the limits before and after a plan, and during whichever of its calls the
+    needs arrive, the limits the stations hold never sum above the site limit, the EV gets its
+    answer during the pass, and the plan is never blocked by it (the share is what the plan leaves)."""
+    new = data.draw(st.lists(st.integers(0, 22), min_size=len(old), max_size=len(old)))
+    if sum(old) > limit_kw or sum(new) > limit_kw:  # a plan fits the site, and so did the last one
+        return
+    sids = [f"CP-{i}" for i in range(len(old))]
+    arrive_on = data.draw(st.sampled_from(sids))
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": str(limit_kw)}
+    refs = {sid: _session(store, sid, kw * 1000.0) for sid, kw in zip(sids, old, strict=True)}
+    _arrival(store, "CP-9", max_power_w=ev_cap_kw * 1000.0)
+    stations = ArrivingStations(clock, limit_kw * 1000.0, arrive_on=arrive_on, arrival=("CP-9", 1))
+    stations.limits_w = {sid: kw * 1000.0 for sid, kw in zip(sids, old, strict=True)}
+    store.plans[SITE] = {"plan_id": "p", "start": iso_z(T0), "step_s": 900, "limit_kw": float(limit_kw),
+                         "evses": {f"{sid}/1": [float(kw)] for sid, kw in zip(sids, new, strict=True)},
+                         "transactions": {f"{sid}/1": refs[sid] for sid in sids}}
+    svc = _service(store, stations, clock)
+    stations.svc = svc
+    stats = asyncio.run(svc.apply_plan(SITE))
+    assert stations.worst_sum_w <= limit_kw * 1000.0 + 1.0
+    assert sum(stations.limits_w.values()) <= limit_kw * 1000.0 + 1.0
+    assert stats["blocked"] == 0
+    if stations.svc is None:  # the needs arrived (their station was sent a profile): answered in the pass
+        assert "CP-9" in [sid for sid, _ in stations.sent]
+        assert stations.limits_w["CP-9"] == pytest.approx(min(ev_cap_kw, limit_kw - sum(new)) * 1000.0)
+
+
+async def test_a_share_rising_by_less_than_k16_is_not_resent_a_lower_one_always_is() -> None:
+    """K16 for shares: CP-1 holds a 10 kW provisional share; a re-share worth 10.3 kW sends nothing
+    (a rise below the 0.5 kW threshold; the lower limit it keeps raises nothing), one worth 10.6 kW
+    is sent, and one worth 10.4 kW after that is sent too (a decrease always goes)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    _session(store, "CP-1", 10_000.0, kind="provisional")
+    stations = Stations(clock, 30_000.0)
+    stations.limits_w = {"CP-1": 10_000.0}
+    svc = _service(store, stations, clock)
+    for limit_kw, sent in ((10.3, 0), (10.6, 1), (10.4, 2)):
+        store.sites[SITE] = {"limit_kw": str(limit_kw)}
+        await safety.share_fairly(svc, SITE, arrivals={("CP-1", 1)})
+        assert len(stations.sent) == sent, limit_kw
+    assert stations.limits_w["CP-1"] == pytest.approx(10_400.0)
