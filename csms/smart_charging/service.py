@@ -89,9 +89,10 @@ LEASE_RECHECK_S = 1.0
 """How long a node takes another node's site lease as held without asking Redis again."""
 
 RESHARE_MIN_S = 1.0
-"""Shortest time between two fallback re-shares of a site after sessions start or end: a pass reads
-the whole site, so on a 20,000-EVSE site in fallback mode (8 starts and 8 ends a second) one per
-event would never end; the starts and ends of a second share one pass."""
+"""Shortest time between two fallback re-shares of a site after sessions start or end, and between two
+interim passes: a pass reads the whole site, so on a 20,000-EVSE site in fallback mode (8 starts
+and 8 ends a second) one per event would never end; the starts and ends (and the interims falling
+due) of a second share one pass."""
 
 
 @dataclass
@@ -156,6 +157,8 @@ class SmartChargingService:
         self._reshare_last: dict[str, float] = {}
         """site -> monotonic start of its last full re-share (a fallback re-share or interim pass)."""
         self._reshare_asked: dict[str, float] = {}
+        self._interim_last: dict[str, float] = {}
+        """site -> monotonic start of its last interim pass (at most one per `RESHARE_MIN_S`)."""
         """site -> monotonic time of the latest start or end that asked for a re-share."""
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
@@ -360,6 +363,7 @@ class SmartChargingService:
 
     async def _on_interim(self, site_id: str, _: Any) -> None:
         started = time.monotonic()
+        self._interim_last[site_id] = started
         await self.send_interims(site_id)
         if site_id in self._fallback:  # in fallback mode this pass re-shared every session
             self._reshare_last[site_id] = started
@@ -419,8 +423,14 @@ class SmartChargingService:
             due = self._interim_due.setdefault(site_id, {})
             first = not due
             due[key] = txid
-            if first:  # one queue item handles every interim that falls due meanwhile
-                self.enqueue(site_id, Work.INTERIM, None)
+            if first:  # one queue item handles every interim that falls due meanwhile, at most one
+                # pass per RESHARE_MIN_S (each reads the whole site; until it runs the session
+                # counts at its default, its maximum while that is unconfirmed)
+                wait_s = self._interim_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - time.monotonic()
+                if wait_s <= 0:
+                    self.enqueue(site_id, Work.INTERIM, None)
+                else:
+                    asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.INTERIM, None)
 
         task = asyncio.create_task(fire())
         self._timers.add(task)

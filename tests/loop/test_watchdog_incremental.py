@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from csms.settings import CsmsSettings
 from csms.smart_charging import budget, safety
 from csms.smart_charging.metered import MeteredState
-from csms.smart_charging.service import RESHARE_MIN_S, Work
+from csms.smart_charging.service import RESHARE_MIN_S, SmartChargingService, Work
 from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.store.port import EvseId, StoredEvse
@@ -134,3 +136,30 @@ async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
     svc.reshare_soon(SITE)  # a session ends after that interim pass: merged into the queued re-share
     await asyncio.sleep(RESHARE_MIN_S + 0.2)
     assert len(passes) == 5  # the re-share ran (the interim pass started before the last ask)
+
+
+async def test_interim_passes_are_at_most_one_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interims falling due share a pass, and passes (each reads the whole site) are at least
+    `RESHARE_MIN_S` apart: a session whose interim falls due meanwhile waits for the next."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    settings = CsmsSettings(default_site=SITE, interim_profile_after_s=0.05)
+    svc = SmartChargingService(store, clock, settings, "node-a", Stations(clock, 1e9))  # type: ignore[arg-type]
+    passes: list[tuple[float, list[tuple[str, int]]]] = []
+
+    async def share_fairly(_svc: object, site_id: str, due: Any = None, **kwargs: object) -> int:
+        passes.append((time.monotonic(), sorted(due or {})))
+        return 0
+
+    monkeypatch.setattr(safety, "share_fairly", share_fairly)
+
+    def started(sid: str) -> Event:
+        return Event(type=EventType.TX_STARTED, station_id=sid, evse_id=1, tx_ref=f"{sid}:tx:0",
+                     site_id=SITE, ts=T0)
+
+    svc._start_interim_timer(SITE, started("CP-1"))
+    await asyncio.sleep(0.3)
+    svc._start_interim_timer(SITE, started("CP-2"))
+    svc._start_interim_timer(SITE, started("CP-3"))
+    await asyncio.sleep(RESHARE_MIN_S + 0.3)
+    assert [p[1] for p in passes] == [[("CP-1", 1)], [("CP-2", 1), ("CP-3", 1)]]
+    assert passes[1][0] - passes[0][0] >= RESHARE_MIN_S - 0.05
