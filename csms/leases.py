@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from evfleet.tasks import stop_tasks
+from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ async def run_singleton(redis: Redis, key: str, holder: str, ttl_s: float,
     """Run `service()` on this node only while it holds the lease `key` (until cancelled)."""
     ttl_ms = int(ttl_s * 1000)
     while True:
-        if await redis.set(key, holder, nx=True, px=ttl_ms):
+        taken = await redis.set(key, holder, nx=True, px=ttl_ms)
+        raise_if_cancelling()  # redis-py sends with wait_for: evfleet.tasks
+        if taken:
             log.info("lease %s taken by %s", key, holder)
             try:
                 await _run_while_held(redis, key, holder, ttl_ms, service)
@@ -60,7 +62,9 @@ async def _run_while_held(redis: Redis, key: str, holder: str, ttl_ms: int,
             done, _ = await asyncio.wait({task}, timeout=ttl_ms / 3000)
             if done:
                 break
-            if not await redis.eval(_RENEW, 1, key, holder, str(ttl_ms)):
+            renewed = await redis.eval(_RENEW, 1, key, holder, str(ttl_ms))
+            raise_if_cancelling()
+            if not renewed:
                 raise LeaseLost(key)
         await task
     finally:

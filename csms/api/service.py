@@ -32,6 +32,7 @@ from csms.commands import CommandClient
 from csms.context import CsmsContext
 from csms.leases import run_singleton
 from csms.settings import CsmsSettings
+from evfleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,7 @@ async def run(ctx: CsmsContext) -> None:
     try:
         await asyncio.shield(serving)
     finally:
-        recorder.cancel()
-        with contextlib.suppress(BaseException):
-            await recorder
+        await stop_tasks([recorder], what="site power recorder")  # bounded (evfleet.tasks)
         server.should_exit = True
         await deps.hub.stop()
         with contextlib.suppress(Exception):

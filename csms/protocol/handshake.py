@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from csms.settings import CsmsSettings
 from csms.store.provisioning import ProvisioningError, provision_station, rehash_credentials
 from evfleet.keys import Keys
 from evfleet.store.client import as_str, as_str_dict, dedicated_client
+from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +139,8 @@ class HandshakeGate:
 
     async def close(self) -> None:
         """Stop the worker, refuse what is queued, close the private Redis client."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        if self._worker is not None:  # bounded: a Redis command can lose a cancellation (evfleet.tasks)
+            await stop_tasks([self._worker], what="handshake gate")
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
@@ -213,6 +211,7 @@ class HandshakeGate:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT_S):
                     rows = await self._fetch([item.station_id for item in batch])
+                raise_if_cancelling()  # redis-py sends with wait_for: evfleet.tasks
             except (RedisError, TimeoutError) as err:
                 log.error("credential store unavailable for %d handshakes: %r", len(batch), err)
                 for item in batch:
