@@ -32,6 +32,9 @@ async def test_v16_station_boots_transacts_gets_a_plan_profile_and_is_stopped_re
         station = await lp.redis.hgetall(k.station("V16-1"))
         assert station["ocpp16_rate_units"] == "A" and station["ocpp16_max_periods"] == "3"
         assert "SmartCharging" in station["ocpp16_feature_profiles"]
+        # the EVSE facts are a second write after the station's (csms.protocol.v16.configuration)
+        await lp.wait_for(lambda: lp.redis.hget(k.station_evse("V16-1", 1), "rate_unit"),
+                          what="EVSE facts stored")
         assert await lp.redis.hget(k.station_evse("V16-1", 1), "rate_unit") == "A"
         for tag, status in (("TAG-1", "Accepted"), ("NOPE", "Invalid")):
             assert (await cp.call(call.Authorize(id_tag=tag), suppress=False)).id_tag_info["status"] == status
