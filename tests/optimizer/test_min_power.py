@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
-from optimizer.min_power import enforce_min_power, needs_reshaping
+from optimizer.min_power import enforce_min_power, level_fill, needs_reshaping
 from optimizer.problem import Instance, Schedule
 from optimizer.solve import solve
 
@@ -106,3 +107,31 @@ def test_a_plan_near_its_reference_is_rounded_to_it_not_reshaped() -> None:
     shifted = enforce_min_power(inst, schedule([0.0, 5.0, 5.0, 4.0, 0.3, 0.7], [0] * 6), {"a": 4.14})
     assert shifted.ev_power_kw["a"][4:] == [0.0, 0.0] and shifted.ev_power_kw["a"][3] >= 4.14
     assert sum(shifted.ev_power_kw["a"]) == pytest.approx(15.0)
+
+
+def test_level_fill_raises_the_lowest_loads_to_one_level() -> None:
+    one_h = np.ones(3)
+    added = level_fill(np.array([10.0, 12.0, 14.0]), np.full(3, 5.0), one_h, 4.0)
+    assert added.tolist() == pytest.approx([3.0, 1.0, 0.0])  # 10 and 12 both up to 13 kW
+    assert level_fill(np.array([10.0, 12.0, 14.0]), np.array([1.0, 5.0, 5.0]), one_h, 4.0).tolist() \
+        == pytest.approx([1.0, 2.5, 0.5])  # the first capped at +1: the others to 14.5
+    assert level_fill(np.zeros(3), np.ones(3), one_h, 10.0).tolist() == [1.0, 1.0, 1.0]  # more than fits
+    assert level_fill(np.array([1.0, 2.0]), np.ones(2), np.array([0.5, 0.25]), 0.0).tolist() == [0.0, 0.0]
+
+
+def test_energy_a_repair_puts_back_goes_where_the_site_draws_least_not_into_the_first_step() -> None:
+    """A re-plan near the standing plan leaves a thin slice (1 kW in the last, dear step); rounding it to
+    0 puts its 1 kWh back into the cheap steps where the other EV draws least, not all into the first
+    cheap step (which raised every re-plan's first step in the demo, and so its peak)."""
+    ref = [0.0, 5.0, 5.0, 5.0, 5.0, 0.0]
+    inst = instance(limit_kw=20.0)
+    a_ref = inst.evs[0].model_copy(update={"reference_kw": ref})
+    inst = inst.model_copy(update={"evs": [a_ref, inst.evs[1]]})
+    b = [0.0, 9.0, 6.0, 6.0, 6.0, 0.0]
+    out = enforce_min_power(inst, schedule([0.0, 5.0, 5.0, 5.0, 5.0, 1.0], b), {"a": 4.14})
+    a = out.ev_power_kw["a"]
+    assert a == pytest.approx([0.0, 5.0, 5 + 1 / 3, 5 + 1 / 3, 5 + 1 / 3, 0.0])
+    assert max(x + y for x, y in zip(a, b, strict=True)) == pytest.approx(14.0)  # the LP's peak, not 15
+    # energy short of the reference goes back to it first (no renegotiation), even where the site draws more
+    out = enforce_min_power(inst, schedule([0.0, 5.0, 5.0, 5.0, 4.5, 0.5], b), {"a": 4.14})
+    assert out.ev_power_kw["a"] == pytest.approx(ref)
