@@ -26,7 +26,7 @@ import highspy
 import numpy as np
 
 from optimizer.model.data import FloatArray, IntArray, ProblemData
-from optimizer.model.pyomo_model import tie_break_weight
+from optimizer.model.pyomo_model import storage_throughput_cost, tie_break_weight
 
 INF = highspy.kHighsInf
 IPM_OPTIMALITY_TOLERANCE = 1e-7
@@ -214,6 +214,8 @@ def add_storage(
 ) -> None:
     """B[s,t] − B[s,t−1] − Δt(η b⁺[s,t] − b⁻[s,t]/η) = 0 with B[s,−1] = initial, B[s,T−1] ≥ final.
 
+    b⁺ and b⁻ each cost `storage_throughput_cost` per kWh (no same-step charge and discharge).
+
     `site_cost[t]` is the price per kW of a term of the site row (lean LP; zeros otherwise).
     """
     n_s, steps = data.n_storage, data.steps
@@ -224,8 +226,9 @@ def add_storage(
     t_idx = np.tile(np.arange(steps), n_s)
     if site_cost is None:
         site_cost = np.zeros(steps)
-    bch = lp.add_columns("bch", site_cost[t_idx], 0.0, data.st_max_charge_kw[s_idx])
-    bdis = lp.add_columns("bdis", -site_cost[t_idx], 0.0, data.st_max_discharge_kw[s_idx])
+    wear = storage_throughput_cost(data) * data.step_h[t_idx]
+    bch = lp.add_columns("bch", site_cost[t_idx] + wear, 0.0, data.st_max_charge_kw[s_idx])
+    bdis = lp.add_columns("bdis", -site_cost[t_idx] + wear, 0.0, data.st_max_discharge_kw[s_idx])
     lo_soc = np.zeros(size)
     last = t_idx == steps - 1
     lo_soc[last] = data.st_final_kwh[s_idx[last]]

@@ -27,6 +27,15 @@ TIME_PREFERENCE = 0.01
 """Weight of the earlier-charging tie-break relative to the peak tie-break."""
 VERTEX_TIE_BREAK = 1e-4
 """Default tie-break weight for models solved to a vertex (simplex, MILP)."""
+STORAGE_THROUGHPUT = 1e-5
+"""Cost per kWh through a battery (charged + discharged), relative to the largest price. Without it,
+charging and discharging in the same step to burn free surplus through the losses ties with curtailing
+it, and a solver may report that step as a net charge the battery has no room for."""
+
+
+def storage_throughput_cost(data: ProblemData) -> float:
+    """Absolute cost per kWh of b⁺ and of b⁻: `STORAGE_THROUGHPUT` × the largest price."""
+    return STORAGE_THROUGHPUT * data.price_scale
 
 
 def tie_break_weight(data: ProblemData, default: float) -> float:
@@ -372,6 +381,10 @@ def add_objective(m: pyo.ConcreteModel, data: ProblemData) -> None:
     the penalty read in hours per kWh (an unmet kWh weighs like that many hours of service).
     """
     cost = cost_expression(m, data)
+    if data.n_storage:
+        wear = storage_throughput_cost(data)
+        dt = data.step_h
+        cost = cost + wear * sum(float(dt[t]) * (m.bch[s, t] + m.bdis[s, t]) for s in m.S for t in m.T)
     if tie_break_weight(data, VERTEX_TIE_BREAK) > 0:
         cost = cost + tie_break_expression(m, data)
     cost = cost + stickiness_expression(m, data)
