@@ -1,7 +1,8 @@
 """Done-when (issue 12): real Josev EVs on a site with a price series and a cheap window.
 
 csms + optimizer worker + one simulated station with two AC EVSEs whose SECCs and EVCCs are real
-Josev 0.31.2 processes, on a simulated clock (real time while the JVMs start, then 60x). Prices:
+Josev 0.31.2 processes, on a simulated clock (real time while the JVMs start, then 60x; 300x in the
+idle stretches before and after the cheap window, where no plan step or EV change is due). Prices:
 peak for 1.5 h, a cheap hour, peak again; two EVs plug in (the second after the first has its
 plan) and leave at departure. Shown:
 
@@ -35,6 +36,11 @@ CAP = check()
 pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(600),
               pytest.mark.skipif(not CAP.ok, reason=CAP.explain())]
 SPEED = 60.0
+IDLE_SPEED = 300.0
+"""Before the cheap window (the plans say 0 W) and after it (the EVs are full): nothing is due, so the
+clock runs faster there (the rolling re-plans and meter values still come, in simulated time)."""
+EDGE = timedelta(minutes=15)
+"""Back to SPEED this long before the cheap window starts, and IDLE_SPEED this long after it ends."""
 PEAK, CHEAP = 0.40, 0.10
 
 
@@ -48,8 +54,12 @@ def _cheapest_window(received: list[dict[str, object]]) -> list[tuple[int, int]]
 
 
 async def _profiles_sent(lp: Loop) -> int:
+    return await _events_of(lp, "profile.sent")
+
+
+async def _events_of(lp: Loop, kind: str) -> int:
     events = await lp.redis.xrange(KEYS.events(), min="-", max="+")
-    return sum(1 for _, f in events if f["type"] == "profile.sent")
+    return sum(1 for _, f in events if f["type"] == kind)
 
 
 async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
@@ -96,9 +106,7 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                 await until(lambda hlc=hlc: hlc.offered_version > 0 and hlc.state == "charging"
                             and hlc.plan is not None, 120, f"EVSE {eid}: EV charging on the csms's schedule")
             assert clock.now() < cheap_from - timedelta(minutes=30), "Josev start-up took too long"
-            clock.set_speed(SPEED)
-            for follower in link._followers.values():  # re-time the EVs' plan followers at the new speed
-                follower.poke()
+            _set_speed(clock, link, SPEED)
 
             # the EV's EVCC decoded the SalesTariff: its cheapest level is the cheap window
             for eid in (1, 2):
@@ -123,7 +131,13 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
             assert await _profiles_sent(lp) == sent_before
             assert {eid: link.sessions[eid].renegotiations_requested for eid in (1, 2)} == asked
 
-            # charge until departure; then the EVs leave
+            # idle until shortly before the cheap window, charge in it at SPEED, idle until departure;
+            # then the EVs leave
+            _set_speed(clock, link, IDLE_SPEED)
+            await until(lambda: clock.now() >= cheap_from - EDGE, 400, "shortly before the cheap window")
+            _set_speed(clock, link, SPEED)
+            await until(lambda: clock.now() >= cheap_to + EDGE, 400, "shortly after the cheap window")
+            _set_speed(clock, link, IDLE_SPEED)
             await until(lambda: clock.now() >= departure, 400, "departure")
             for eid in (1, 2):
                 station.unplug(eid)
@@ -145,7 +159,7 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                                      "default_offers": link.sessions[eid].default_offers,
                                      "needs_sent": link.sessions[eid].needs_sent,
                                      "needs_repeated": link.sessions[eid].needs_repeated}
-                               for eid in (1, 2)})
+                               for eid in (1, 2)}, "re-plans:", await _events_of(lp, "schedule.planned"))
         except BaseException:
             for eid in (1, 2):
                 print(f"EVSE {eid} ev-schedule:", await lp.json(KEYS.ev_schedule("ISO-P", eid)))
@@ -164,6 +178,13 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                 await asyncio.wait_for(runner, 10)
             except (TimeoutError, asyncio.CancelledError):
                 runner.cancel()
+
+
+def _set_speed(clock: SteppedClock, link: JosevHlcLink, speed: float) -> None:
+    """Run the clock at `speed` from now, and re-time the EVs' plan followers to it."""
+    clock.set_speed(speed)
+    for follower in link._followers.values():
+        follower.poke()
 
 
 def _energy_between(samples: list[tuple[float, float]], start_s: float, end_s: float) -> float:
