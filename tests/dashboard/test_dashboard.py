@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.api.harness import live_csms
-from tests.dashboard.conftest import CHROMIUM
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.asyncio(loop_scope="package"),  # the package's one Chromium lives on that loop (conftest.py)
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
                        reason="Debian chromium not installed at /usr/bin/chromium (scripts/setup.sh --dev)"),
 ]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Debian Chromium through Playwright (never `playwright install`)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
 
 
 async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser: Any,

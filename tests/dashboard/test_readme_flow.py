@@ -17,7 +17,7 @@ import httpx
 from redis.asyncio import Redis
 
 from csms.store.embedded import free_port
-from tests.dashboard.test_dashboard import pytestmark  # noqa: F401  (markers)
+from tests.dashboard.test_dashboard import browser, pytestmark  # noqa: F401  (fixture, markers)
 from tests.waiting import until
 
 EVFLEET = str(Path(sys.executable).with_name("evfleet"))
@@ -44,7 +44,7 @@ async def _session_rows(page: Any) -> list[str]:
         "#session-table tbody tr", "rs => rs.map(r => r.innerText)")]
 
 
-async def test_readme_by_hand_flow_in_a_browser(redis_url: str, browser: Any, tmp_path: Path) -> None:
+async def test_readme_by_hand_flow_in_a_browser(redis_url: str, browser: Any, tmp_path: Path) -> None:  # noqa: F811
     env = {**os.environ, "HOME": str(tmp_path), "EVFLEET_REDIS_URL": redis_url}
     ocpp_port, api_port = free_port(), free_port()
     log = (tmp_path / "csms.log").open("wb")

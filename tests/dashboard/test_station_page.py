@@ -15,7 +15,7 @@ import csms.api.power_history as power_history
 from csms.api.tokens import TokenStore
 from csms.store.provisioning import add_id_token
 from tests.api.harness import KEYS, live_csms
-from tests.dashboard.test_dashboard import pytestmark  # noqa: F401  (markers)
+from tests.dashboard.test_dashboard import browser, pytestmark  # noqa: F401  (fixture, markers)
 from tests.waiting import until
 
 
@@ -23,7 +23,7 @@ async def _log_has(page: Any, text: str) -> bool:
     return text in (await page.text_content("#sv-log") or "")
 
 
-async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser: Any,
+async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser: Any,  # noqa: F811
                                                         artifacts_dir: Path) -> None:
     async with live_csms(redis_url, ["CS-P"]) as live:
         await add_id_token(live.redis, KEYS, "CARD-7")  # a known card, else the station stops at once
@@ -85,7 +85,7 @@ async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser:
         assert await viewer.is_hidden("#sv-actions")  # a viewer sees the station, not the actions
 
 
-async def test_site_power_history_survives_an_api_restart(redis_url: str, browser: Any,
+async def test_site_power_history_survives_an_api_restart(redis_url: str, browser: Any,  # noqa: F811
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           artifacts_dir: Path) -> None:
     monkeypatch.setattr(power_history, "REAL_TICK_S", 0.2)  # a sample every 0.2 s (6 s of the 30x clock)

@@ -12,11 +12,11 @@ from csms.store.provisioning import provision_station
 from tests.api.harness import KEYS, PASSWORD, live_csms
 from tests.csms.helpers import RawStation
 from tests.csms.test_history_api import T0, _event
-from tests.dashboard.test_dashboard import pytestmark  # noqa: F401  (markers)
+from tests.dashboard.test_dashboard import browser, pytestmark  # noqa: F401  (fixture, markers)
 from tests.waiting import until
 
 
-async def test_transactions_page_lists_filters_sorts_and_exports(redis_url: str, browser: Any,
+async def test_transactions_page_lists_filters_sorts_and_exports(redis_url: str, browser: Any,  # noqa: F811
                                                                  tmp_path: Path) -> None:
     async with live_csms(redis_url, ()) as live:
         for sid in ("CS-T1", "CS-T2"):
