@@ -43,7 +43,7 @@ from evfleet.records import EvsePlan, SitePlan
 from evfleet.store.multi import SlotMulti
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from evfleet.store.stream import POLL_S
-from evfleet.tasks import stop_tasks
+from evfleet.tasks import raise_if_cancelling, stop_tasks
 from optimizer import peers, plan_json
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
@@ -443,9 +443,7 @@ class OptimizerWorker:
 
     async def _read_events(self) -> None:
         resp = await self._xreadgroup()
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():  # a cancellation swallowed by a library wait_for race
-            raise asyncio.CancelledError
+        raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
         for stream, entries in resp or []:
             ids = []
             for entry_id, fields in entries:

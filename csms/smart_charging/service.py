@@ -60,6 +60,7 @@ from evfleet.events import Event, EventType
 from evfleet.records import stored_float
 from evfleet.store.port import StateStore, StoredEvse, StoreWrite
 from evfleet.store.sites import budget_kw, margin_kw
+from evfleet.tasks import raise_if_cancelling
 
 __all__ = ["EvseInfo", "SmartChargingService", "ev_plan_series", "run"]
 
@@ -531,7 +532,7 @@ class SmartChargingService:
             while True:
                 last_id, events = await self.store.read_events(last_id, count=500, block_ms=1000,
                                                                skip=self.foreign_power_event)
-                _raise_if_cancelling()
+                raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
                 for event in events:
                     await self.dispatch(event)
         finally:
@@ -562,13 +563,6 @@ async def decode_all(records: Sequence[StoredEvse]) -> dict[str, EvseInfo]:
         for info in map(decode_evse, records[start:start + DECODE_CHUNK]):
             out[info.key] = info
     return out
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a library swallowed (asyncio.wait_for race in Python 3.11)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def run(ctx: CsmsContext) -> None:
