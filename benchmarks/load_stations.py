@@ -148,8 +148,11 @@ class Station:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[uid] = fut
         start = time.perf_counter()
-        await self.ws.send(json.dumps([2, uid, action, payload]))
-        msg = await asyncio.wait_for(fut, self.cfg["answer_timeout_s"])
+        try:
+            await self.ws.send(json.dumps([2, uid, action, payload]))
+            msg = await asyncio.wait_for(fut, self.cfg["answer_timeout_s"])
+        finally:  # a send that failed leaves no future for the reader to fail unobserved
+            self.pending.pop(uid, None)
         if msg[0] != 3:
             raise RuntimeError(f"{action}: {msg}")
         return time.perf_counter() - start

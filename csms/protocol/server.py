@@ -51,7 +51,7 @@ from csms.protocol.v16.station import StationHandler16
 from csms.protocol.versions import SUBPROTOCOLS, choose_subprotocol
 from csms.store.provisioning import ProvisioningError, validate_station_id
 from evfleet.logs import log_context
-from evfleet.store.client import StoreUnavailable
+from evfleet.store.client import StoreUnavailable, store_unavailable
 from evfleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,12 @@ class OcppServer:
                 try:
                     await asyncio.shield(env.store.station_disconnected(
                         station_id, site_id, handler.conn_id, code, reason))
-                except Exception:
-                    log.exception("could not mark the station offline")
+                except Exception as err:
+                    if not store_unavailable(err):
+                        log.exception("could not mark the station offline")
+                    else:  # one line: a burst of these must not add traceback formatting to it
+                        log.warning("could not mark the station offline: state store unavailable (%s: %s)",
+                                    type(err).__name__, err)
                 log.info("station disconnected (code %s %s)", code, reason)
 
     async def _boot_watchdog(self, handler: StationConnection) -> None:

@@ -8,13 +8,19 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from csms.api.app import build_deps, create_app
 from csms.api.deps import ApiDeps
 from csms.api.live import Subscriber
+from csms.store.embedded import free_port
+from evfleet.clock import RealClock
 from evfleet.events import EventType
-from tests.api.conftest import Tokens, add_event, seed_session, seed_site, seed_station
+from evfleet.store.client import connect_redis
+from tests.api.conftest import KEYS, Tokens, add_event, seed_session, seed_site, seed_station
 from tests.api.harness import live_csms
 from tests.waiting import until
 
@@ -187,3 +193,35 @@ async def test_idle_live_hub_reads_no_events_and_a_new_subscriber_misses_none(
     hub.subscribe()
     await hub._read(1)
     assert hub.events_seen == 1 and hub._pending.stations == {"CS2"}
+
+
+async def test_healthz_answers_while_every_pooled_connection_is_busy(redis_url: str) -> None:
+    """/healthz PINGs Redis on a connection of its own: a node whose shared pool is exhausted (a
+    burst of station handlers it works off) is still alive for HAProxy, which at 20,000 stations
+    took both busy nodes out of service again and again when the check queued behind them."""
+    shared = connect_redis(redis_url, max_connections=1, pool_timeout_s=0.3)
+    busy = asyncio.create_task(shared.blpop(["nothing-comes"], timeout=2))  # holds the one connection
+    try:
+        await asyncio.sleep(0.2)
+        with pytest.raises(RedisConnectionError):  # the pool is exhausted for everyone else
+            await shared.ping()
+        deps = build_deps(shared, KEYS, RealClock(), auth=True, call_timeout_s=2.0)
+        app = create_app(deps)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            reply = await c.get("/healthz")
+        assert reply.status_code == 200 and reply.json() == {"ok": True}
+    finally:
+        await busy
+        await deps.hub.stop()
+        await shared.aclose()
+
+
+async def test_healthz_is_503_when_redis_does_not_answer() -> None:
+    """No Redis behind the node: 503 `{"ok": false}` (a clear answer, not an unhandled 500)."""
+    down = connect_redis(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    deps = build_deps(down, KEYS, RealClock(), auth=True, call_timeout_s=2.0)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(deps)),
+                                 base_url="http://api") as c:
+        reply = await c.get("/healthz")
+    assert reply.status_code == 503 and reply.json() == {"ok": False}
+    await down.aclose()
