@@ -18,7 +18,10 @@ with our options (`hs same`: interior point, no crossover, no presolve, our tole
 the Instance (the same data preparation as ours) to the optimum; `ratio` is our build+solve (what
 `evfleet optimize` reports) over the fastest of the three (issue 12 target: <= 1.3 at every size).
 CPU seconds are shown too (less sensitive than wall time to other load on the machine); our CPU is the
-whole `solve()` call, metrics and Schedule included.
+whole `solve()` call, metrics and Schedule included; `vs same CPU` is ours over `hs same` (the same
+method). The peaks (site import, kW) show what the method returns among equal-cost optima: HiGHS's
+default below ~300 EVs is dual simplex, a vertex (higher peak); the interior point's central solution
+is flat.
 Then a worker re-plan of `--replan` sessions (site state -> instance -> solve with the previous plan
 as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000, and
 the same through `OptimizerWorker.solve_site` on a private Redis (read, solve, write): re-solved with
@@ -122,8 +125,10 @@ def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"direct highspy: {h.modelStatusToString(h.getModelStatus())}")
-    return {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0,
-            "objective": float(h.getInfo().objective_function_value)}
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    grid = d.base_load_kw + np.bincount(pt, np.asarray(h.getSolution().col_value), steps)
+    return {"wall": wall, "cpu": cpu, "objective": float(h.getInfo().objective_function_value),
+            "peak": float(grid.max())}
 
 
 def ours(inst: Instance) -> dict[str, float]:
@@ -134,14 +139,15 @@ def ours(inst: Instance) -> dict[str, float]:
         raise RuntimeError(s.message)
     return {"build_solve": s.metrics.build_seconds + s.metrics.solve_seconds,
             "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0,
-            "objective": float(s.objective_value or 0.0)}
+            "objective": float(s.objective_value or 0.0), "peak": s.metrics.peak_grid_kw}
 
 
 def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
     """Our build+solve beside direct highspy on the same instances (medians of `runs`)."""
     print("\nbuild+solve beside direct highspy on the same LP, median of", runs, "runs [s]")
     print(f"{'EVs':>6} {'ours':>7} {'ours CPU':>8} {'hs default':>10} {'hs ipm':>7} {'hs same':>7} "
-          f"{'hs CPU':>7} {'ratio':>6} {'ratio CPU':>9} {'obj rel diff':>12} {'load':>5}")
+          f"{'hs CPU':>7} {'ratio':>6} {'ratio CPU':>9} {'vs same CPU':>11} {'obj rel diff':>12} "
+          f"{'peak ours / hs default / hs same [kW]':>37} {'load':>5}")
     out: dict[int, dict[str, float]] = {}
     for n in sizes:
         inst = fleet(n)
@@ -159,11 +165,16 @@ def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
                "highspy_default": hs["choose"]["wall"], "highspy_ipm": hs["ipm"]["wall"],
                "highspy_same": hs["same"]["wall"], "highspy_best_cpu": best_cpu,
                "ratio": mine["build_solve"] / best, "ratio_cpu": mine["cpu"] / best_cpu,
-               "objective_rel_diff": rel, "load": float(load_average().replace("?", "nan"))}
+               "objective_rel_diff": rel, "load": float(load_average().replace("?", "nan")),
+               "highspy_same_cpu": hs["same"]["cpu"], "ratio_same_cpu": mine["cpu"] / hs["same"]["cpu"],
+               "peak_ours_kw": mine["peak"], "peak_highspy_default_kw": hs["choose"]["peak"],
+               "peak_highspy_same_kw": hs["same"]["peak"]}
         out[n] = row
+        peaks = f"{mine['peak']:.1f} / {hs['choose']['peak']:.1f} / {hs['same']['peak']:.1f}"
         print(f"{n:>6} {mine['build_solve']:>7.3f} {mine['cpu']:>8.3f} {hs['choose']['wall']:>10.3f} "
               f"{hs['ipm']['wall']:>7.3f} {hs['same']['wall']:>7.3f} {best_cpu:>7.3f} {row['ratio']:>6.2f} "
-              f"{row['ratio_cpu']:>9.2f} {rel:>12.1e} {load_average():>5}")
+              f"{row['ratio_cpu']:>9.2f} {row['ratio_same_cpu']:>11.2f} {rel:>12.1e} {peaks:>37} "
+              f"{load_average():>5}")
         sys.stdout.flush()
     return out
 
