@@ -35,6 +35,11 @@ STICKY_IPM_OPTIMALITY_TOLERANCE = 1e-8
 """For small LPs with references (up to LARGE_LP_COLUMNS): an equal-cost reference plan must come back
 within 1e-4 kW (tests/optimizer/test_stickiness.py), which 1e-7 misses on a few-EV LP."""
 LARGE_LP_COLUMNS = 20_000
+ONE_SIDED_SITE_ROWS_COLUMNS = 5_000
+"""Above this many charge columns the lean LP's site rows leave out a lower bound that cannot bind
+(`add_lean_site_rows`). Below it they keep it: the small LPs' equal-cost schedules (tests/optimizer:
+stickiness, ties, robustness; a 4-step LP then missed its energy by 2e-6 kWh) are pinned to the
+central solution of the ranged rows."""
 IPM_TIME_PREFERENCE = 0.0
 """Earlier-charging tie-break relative to the peak's (the vertex models use `TIME_PREFERENCE`): none, the
 interior point's central solution is unique already. Pushing equal-price charging early bought energy a
@@ -181,15 +186,15 @@ def add_lean_site_rows(
 ) -> IntArray:
     """−base[t] ≤ Σ_e p[e,t] − Σ_e d[e,t] (+ storage) ≤ import_limit[t] − base[t]  (0 ≤ import ≤ limit).
 
-    In a large LP (above LARGE_LP_COLUMNS) the lower bound is left out (−∞) where it cannot bind: no
-    discharge column and no storage, so the row's terms are ≥ 0, and base[t] ≥ 0. The interior point
-    then solves the plain fleet LP direct highspy gets, in its time (10,000 EVs: 2.21-2.27 s CPU against
-    2.58-2.75 s ranged; the same cost to 1e-12, where the ranged rows gave 5e-9 more). Small LPs keep
-    the ranged rows: a redundant bound moves the central solution, and the small LPs' equal-cost
-    schedules (tests/optimizer: stickiness, ties, robustness) are pinned to that one.
+    Above ONE_SIDED_SITE_ROWS_COLUMNS charge columns the lower bound is left out (−∞) where it cannot
+    bind: no discharge column and no storage, so the row's terms are ≥ 0, and base[t] ≥ 0. The interior
+    point then solves the plain fleet LP direct highspy gets, in its time (10,000 EVs: 2.21-2.27 s CPU
+    against 2.58-2.75 s ranged, the same cost as highspy's to 1e-12 where the ranged rows gave 5e-9
+    more; 100 EVs: 17 ms against 20-22). A redundant bound moves the central solution, so the small LPs
+    keep the ranged rows their equal-cost schedules are pinned to.
     """
     lower = -data.base_load_kw
-    if not len(dtt) and data.n_storage == 0 and len(pt) > LARGE_LP_COLUMNS:
+    if not len(dtt) and data.n_storage == 0 and len(pt) > ONE_SIDED_SITE_ROWS_COLUMNS:
         lower = np.where(data.base_load_kw >= 0, -INF, lower)
     rows = lp.add_rows(lower, data.import_limit_kw - data.base_load_kw)
     lp.add_entries(rows[pt], p_cols, 1.0)

@@ -1,7 +1,7 @@
 """The lean LP's site rows: one-sided in large LPs where the lower bound cannot bind, same optimum.
 
 `add_lean_site_rows` leaves out −base ≤ Σ p (redundant when every term is ≥ 0 and base ≥ 0) above
-`LARGE_LP_COLUMNS`; here the threshold is lowered so that a small fleet takes that path.
+`ONE_SIDED_SITE_ROWS_COLUMNS`; here the threshold is lowered so that a small fleet takes that path.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def test_one_sided_site_rows_keep_the_optimum(monkeypatch: pytest.MonkeyPatch) -
     inst = fleet(20)
     ranged = solve(inst, "cost")
     assert (_site_row_lower(inst) > -INF).all()
-    monkeypatch.setattr(highs_lp, "LARGE_LP_COLUMNS", 0)
+    monkeypatch.setattr(highs_lp, "ONE_SIDED_SITE_ROWS_COLUMNS", 0)
     assert (_site_row_lower(inst) == -INF).all()
     one_sided = solve(inst, "cost")
     assert ranged.status == one_sided.status == SolveStatus.OPTIMAL
@@ -36,7 +36,7 @@ def test_one_sided_site_rows_keep_the_optimum(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_site_rows_stay_ranged_where_the_lower_bound_can_bind(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(highs_lp, "LARGE_LP_COLUMNS", 0)
+    monkeypatch.setattr(highs_lp, "ONE_SIDED_SITE_ROWS_COLUMNS", 0)
     v2g = make_instance(chargers=[charger("c", bidirectional=True)],
                         evs=[ev("a", charger="c", v2g=True, energy_kwh=2.0)])
     assert (_site_row_lower(v2g) > -INF).all()
