@@ -187,7 +187,8 @@ def test_sessions_without_needs_get_the_site_typical_energy() -> None:
     """Once 5 running sessions announced their energy, a session without needs is planned with the mean
     of the announced session energies above what it already drew, less that (not 20 kWh: the demo's
     non-ISO cars, planned at 20 kWh flat over the night, filled up early and left the night's first
-    hours at 1.5x the lowest peak). A session that drew more than any announced falls back to 20 kWh."""
+    hours at 1.5x the lowest peak). A session that drew more than all but a few announced (fewer than 5
+    above it) is planned at least the tail's mean excess: it never falls to 0 while it takes power."""
     from optimizer.snapshot import site_energies_kwh, typical_rest_kwh
 
     def announced(i: int, kwh: float, before_wh: float = 0.0) -> SessionState:
@@ -200,8 +201,15 @@ def test_sessions_without_needs_get_the_site_typical_energy() -> None:
     five = [*four, announced(5, 2.0)]
     assert site_energies_kwh(five, cfg) == pytest.approx([4.0, 6.0, 8.0, 12.0, 2.0])  # 10 + 2 before
     assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 0.0) == pytest.approx(6.4)  # the mean
-    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 5.0) == pytest.approx(26 / 3 - 5)  # of 6, 8, 12
-    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 12.0) is None
+    tail = 6.4 - 2.0  # the mean of the 5 largest above the smallest of them
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 5.0) == pytest.approx(tail)  # > 26/3 - 5 (6, 8, 12)
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 9.0) == pytest.approx(tail)  # > 12 - 9
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 11.999) == pytest.approx(tail)  # was 0.001: stuck
+    assert typical_rest_kwh([4.0, 6.0, 8.0, 12.0, 2.0], 30.0) == pytest.approx(tail)  # was None: 20 - drawn
+    assert typical_rest_kwh([5.0] * 5, 5.0) == pytest.approx(1.0)  # MIN_REST_KWH
+    assert typical_rest_kwh([], 5.0) is None
+    many = [float(e) for e in range(1, 21)]  # 5 or more above: the conditional mean, as before
+    assert typical_rest_kwh(many, 10.5) == pytest.approx(15.5 - 10.5)
     evses = [EvseState(f"cs{i}", 1, max_power_w=11_000) for i in range(8)]
     fresh = SessionState("tx0", "cs0", 1, NOW - timedelta(hours=1))
     drew = SessionState("tx6", "cs6", 1, NOW - timedelta(hours=1), energy_wh=5_000)
@@ -209,6 +217,6 @@ def test_sessions_without_needs_get_the_site_typical_energy() -> None:
     snap = build_instance(SiteState("s", 100, evses, [fresh, drew, big, *five]), NOW, cfg)
     evs = {e.id: e for e in snap.instance.evs}
     assert evs["tx0"].energy_kwh == pytest.approx(6.4) and snap.notes["tx0"].endswith("energy=site_typical")
-    assert evs["tx6"].energy_kwh == pytest.approx(26 / 3 - 5)
-    assert evs["tx7"].energy_kwh == pytest.approx(20.0 - 13.0)
-    assert snap.notes["tx7"].endswith("energy=default")
+    assert evs["tx6"].energy_kwh == pytest.approx(tail)
+    assert evs["tx7"].energy_kwh == pytest.approx(tail)
+    assert snap.notes["tx7"].endswith("energy=site_typical")
