@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -316,6 +317,29 @@ class ClockMismatch(ValueError):
     """The CSMS under test does not run on the simulation's clock."""
 
 
+REDIS_ANSWER_S = 15.0  # real seconds a --clock-redis/--provision-redis server has to answer
+
+
+class RedisUnreachable(RuntimeError):
+    """A Redis named on the command line did not answer (down, wrong address, not a Redis)."""
+
+
+@contextlib.asynccontextmanager
+async def _answering(option_name: str, url: str) -> AsyncIterator[None]:
+    """Bound the Redis calls inside to REDIS_ANSWER_S; no answer or no server -> RedisUnreachable."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        async with asyncio.timeout(REDIS_ANSWER_S):
+            yield
+    except TimeoutError:
+        raise RedisUnreachable(f"{option_name} {url}: no answer within {REDIS_ANSWER_S:g} s "
+                               "(is a Redis listening there?)") from None
+    except (RedisConnectionError, RedisTimeoutError) as err:
+        raise RedisUnreachable(f"{option_name} {url}: {err}") from None
+
+
 def _clock_key() -> str:
     from evfleet.keys import Keys
 
@@ -331,8 +355,9 @@ async def _join_clock(url: str, speed: float | None, anchor: datetime) -> tuple[
 
     redis = connect_redis(url)
     try:
-        clock, _created = await acquire_clock(redis, _clock_key(), speed, f"sim:{socket.gethostname()}:"
-                                              f"{os.getpid()}", anchor)
+        async with _answering("--clock-redis", url):
+            clock, _created = await acquire_clock(redis, _clock_key(), speed, f"sim:{socket.gethostname()}:"
+                                                  f"{os.getpid()}", anchor)
     except ClockConflict as err:
         await redis.aclose()
         raise ClockMismatch(f"--speed {speed:g}: {err}; drop --speed to join it") from None
@@ -358,12 +383,14 @@ async def _provision(url: str, site_id: str, provision_station: ProvisionStation
 
     redis = connect_redis(url)
     try:
-        keys = await resolve_keys(redis, "evfleet")  # the deployment's layout (Redis Cluster: sharded)
+        async with _answering("--provision-redis", url):
+            keys = await resolve_keys(redis, "evfleet")  # the deployment's layout (Redis Cluster: sharded)
         for st in scen.stations:
             pwd = passwords.get(st.id, password)
             if not pwd:
                 raise ValueError(f"--provision-redis needs a password for {st.id}")
-            await provision_station(redis, keys, st.id, pwd, site_id=site_id)
+            async with _answering("--provision-redis", url):
+                await provision_station(redis, keys, st.id, pwd, site_id=site_id)
     finally:
         await redis.aclose()
 

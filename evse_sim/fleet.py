@@ -31,12 +31,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from evfleet.clock import Clock
+from evfleet.tasks import describe
 from evse_sim.ev import Ev, EvSpec
 from evse_sim.hlc import BasicHlc, HlcLink
 from evse_sim.scenarios.model import Scenario
 from evse_sim.station import ConnectionConfig, SimStation, StationCore, StationError, VisitLog
 
 OCPP_CHOICES = ("2.0.1", "1.6", "mixed")
+SHUTDOWN_WAIT_S = 10.0  # real seconds the stations get to stop, then again after their cancellation
+
+
+class FleetStuckError(RuntimeError):
+    """A station task ignored its cancellation at shutdown (a bug): named, instead of a hang."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,11 +362,19 @@ class FleetRunner:
         for station in self.stations.values():
             station.stop()
         tasks = [*self._tasks, *extra]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=10)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=SHUTDOWN_WAIT_S)
+        for task in tasks:  # collect what they ended with, so none is reported as never retrieved
+            if task.done() and not task.cancelled():
+                task.exception()
+        if pending:
+            raise FleetStuckError(f"{len(pending)} fleet task(s) still running {SHUTDOWN_WAIT_S:g} s after "
+                                  "being cancelled: " + "; ".join(describe(t) for t in pending))
 
     def stats(self) -> FleetStats:
         """Counters summed over all stations."""

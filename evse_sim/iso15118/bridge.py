@@ -186,12 +186,25 @@ class JosevHlc(EvSide):
                            evse_max_power_w=lim.evse_max_power_w, voltage_v=lim.voltage_v, phases=lim.phases,
                            kind="DC" if self.dc else "AC", protocol=JOSEV_PROTOCOL[self.protocol])
         await _stagger.wait()
-        await self.holder.spawn(argv, self.workdir / "secc.log")
-        try:
-            await asyncio.wait_for(self._secc_ready.wait(), timeout_s)
-        except TimeoutError as err:
-            log_path = self.workdir / "secc.log"
-            raise Iso15118UnavailableError(f"Josev SECC did not start; see {log_path}") from err
+        pid = await self.holder.spawn(argv, self.workdir / "secc.log")
+        await self._wait_secc_ready(pid, timeout_s)
+
+    async def _wait_secc_ready(self, pid: int, timeout_s: float) -> None:
+        """Wait until the SECC process `pid` connected to the bridge; fail as soon as it exits."""
+        log_path = self.workdir / "secc.log"
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self._secc_ready.is_set():
+            assert self.holder is not None
+            if (how := self.holder.exited(pid)) is not None:
+                raise Iso15118UnavailableError(f"Josev SECC ended ({how}) before it was ready; "
+                                               f"see {log_path}")
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise Iso15118UnavailableError(f"Josev SECC did not start within {timeout_s:g} s; "
+                                               f"see {log_path}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.2, left)):
+                    await self._secc_ready.wait()
 
     def start(self, needs: EvNeeds) -> None:
         """The EV plugs in: spawn its Josev EVCC (SDP, then the ISO 15118-2 session)."""

@@ -154,6 +154,13 @@ class NetnsHolder:
                 assert isinstance(pid, int)
                 return pid
 
+    def exited(self, pid: int) -> str | None:
+        """None while the holder and its child `pid` run; else how it ended ("exit code 1", "signal 9",
+        "the namespace holder exited")."""
+        if self.proc is None or self.proc.returncode is not None:
+            return "the namespace holder exited"
+        return child_exit(pid)
+
     async def close(self) -> None:
         """Stop the children and the namespace (the veth pairs vanish with it)."""
         if self.proc is None:
@@ -166,6 +173,20 @@ class NetnsHolder:
             self.proc.kill()
             await self.proc.wait()
         self.proc = None
+
+
+def child_exit(pid: int) -> str | None:
+    """None while process `pid` runs; else how it ended, read from /proc (the holder, not us, is its
+    parent: until the holder reaps it, it is a zombie whose /proc/PID/stat carries its wait status)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return "exited"
+    fields = stat[stat.rfind(")") + 2:].split()  # fields 3.. (the name may hold spaces and parens)
+    if fields[0] not in ("Z", "X"):
+        return None
+    status = int(fields[49]) if len(fields) > 49 else 0  # field 52: exit_code, waitpid(2) form
+    return f"signal {status & 0x7F}" if status & 0x7F else f"exit code {status >> 8}"
 
 
 def runner_argv(role: str, bridge: Path, ports: list[tuple[str, str]], **opts: object) -> list[str]:

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from redis.asyncio import Redis
@@ -21,6 +21,11 @@ from evfleet.clock import Clock, RealClock, ScaledClock
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
 from optimizer.worker import OptimizerWorker, WorkerConfig
+
+if TYPE_CHECKING:
+    from evse_sim.iso15118.bridge import JosevHlc
+    from evse_sim.iso15118.link import JosevHlcLink
+    from evse_sim.station import SimStation
 
 PASSWORD = "iso15118-test-pass"
 SITE = "depot"
@@ -103,6 +108,32 @@ async def csms_loop(redis_url: str, limit_kw: float = 22.0, worker: bool = True,
                     await lp.worker_task
             await worker_redis.aclose()
             await redis.aclose()
+
+
+async def stop_station(station: SimStation, runner: asyncio.Task[Any], link: JosevHlcLink | None = None,
+                       timeout_s: float = 10.0) -> None:
+    """A Josev test's teardown: stop the link's SECC/EVCC processes (their JVMs) and namespaces, then
+    the station; wait `timeout_s` for its run task, then cancel it."""
+    if link is not None:
+        await link.close()
+    await stop_stations([station], [runner], timeout_s)
+
+
+async def stop_stations(stations: list[SimStation], runners: list[asyncio.Task[Any]],
+                        timeout_s: float = 10.0) -> None:
+    """Stop every station; wait `timeout_s` for their run tasks, then cancel the ones still running."""
+    for station in stations:
+        station.stop()
+    if runners:
+        _done, pending = await asyncio.wait(runners, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+
+
+def print_bridge_events(sessions: Iterable[JosevHlc], t0: float = 0.0, width: int = 200) -> None:
+    """Print each bridge's event log (times since `t0`): what makes a failed Josev test readable."""
+    for hlc in sessions:
+        print("bridge events:", [(round(t - t0, 1), k, str(d)[:width]) for t, k, d in hlc.events])
 
 
 @pytest.fixture

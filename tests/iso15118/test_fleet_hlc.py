@@ -26,7 +26,7 @@ from evse_sim.iso15118.hlc import ModelledHlc
 from evse_sim.iso15118.link import ModelledHlcLink
 from evse_sim.iso15118.session import SeccState
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop
+from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop, stop_stations
 from tests.waiting import until
 
 N = 500
@@ -173,9 +173,7 @@ async def _fleet(redis_url: str, material_replan: bool) -> None:
             print(f"\n{N} HLC stations: needs at csms after {needs_s:.1f} s,",
                   f"loop closed after {loop_s:.1f} s; {fallbacks} SECCs offered their default schedule first")
         finally:
-            for s in stations:
-                s.stop()
-            await asyncio.wait(runners, timeout=15)
+            await stop_stations(stations, runners, 15)
 
 
 async def _ge(value: object, n: int) -> bool:

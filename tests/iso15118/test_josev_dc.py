@@ -29,7 +29,7 @@ from evse_sim.iso15118.bridge import JosevHlc
 from evse_sim.iso15118.link import JosevHlcLink
 from evse_sim.iso15118.netns import check
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, SteppedClock, csms_loop
+from tests.iso15118.conftest import KEYS, PASSWORD, SteppedClock, csms_loop, print_bridge_events, stop_station
 from tests.waiting import until
 
 CAP = check()
@@ -134,13 +134,7 @@ async def test_real_josev_dc_ev_charges_in_current_demand_within_the_txprofile(
             print("figures:", {"dc_cycles": hlc.dc_cycles, "restarts": hlc.restarts, "limit_w": limit_w,
                                "delivered_wh": round(ev.delivered_wh)})
         except BaseException:
-            if hlc is not None:
-                print("bridge events:", [(round(t, 1), k, str(d)[:200]) for t, k, d in hlc.events])
+            print_bridge_events(link.sessions.values())
             raise
         finally:
-            await link.close()
-            station.stop()
-            try:
-                await asyncio.wait_for(runner, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                runner.cancel()
+            await stop_station(station, runner, link)

@@ -21,7 +21,7 @@ from evse_sim.evse import EvseSpec
 from evse_sim.iso15118.link import JosevHlcLink
 from evse_sim.iso15118.netns import check
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop
+from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop, print_bridge_events, stop_station
 from tests.waiting import until
 
 CAP = check()
@@ -105,13 +105,7 @@ async def test_real_iso15118_schedule_loop_end_to_end(redis_url: str, artifacts_
             station.unplug(1)
             await until(lambda: hlc.ended is not None, 15, "SessionStop")
         except BaseException:
-            for hlc in link.sessions.values():  # the bridge's event log makes failures readable
-                print("bridge events:", [(round(t, 2), k, str(d)[:200]) for t, k, d in hlc.events])
+            print_bridge_events(link.sessions.values())
             raise
         finally:
-            await link.close()
-            station.stop()
-            try:
-                await asyncio.wait_for(runner, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                runner.cancel()
+            await stop_station(station, runner, link)

@@ -29,7 +29,15 @@ from evse_sim.iso15118.bridge import JosevHlc
 from evse_sim.iso15118.link import JosevHlcLink
 from evse_sim.iso15118.netns import check
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, Loop, SteppedClock, csms_loop
+from tests.iso15118.conftest import (
+    KEYS,
+    PASSWORD,
+    Loop,
+    SteppedClock,
+    csms_loop,
+    print_bridge_events,
+    stop_station,
+)
 from tests.waiting import until
 
 CAP = check()
@@ -166,18 +174,11 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                 rec = await lp.json(KEYS.applied_profile("ISO-P", eid))
                 print(f"EVSE {eid} applied:",
                       {k: rec.get(k) for k in ("kind", "sent_at", "applied_series_w")})
-            for hlc in link.sessions.values():
-                print("bridge events:",
-                      [(round(t - t0.timestamp()), k, str(d)[:160]) for t, k, d in hlc.events])
+            print_bridge_events(link.sessions.values(), t0.timestamp(), 160)
             raise
         finally:
             sampler.cancel()
-            await link.close()
-            station.stop()
-            try:
-                await asyncio.wait_for(runner, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                runner.cancel()
+            await stop_station(station, runner, link)
 
 
 def _set_speed(clock: SteppedClock, link: JosevHlcLink, speed: float) -> None:

@@ -31,7 +31,7 @@ from evse_sim.iso15118.bridge import JosevHlc
 from evse_sim.iso15118.link import JosevHlcLink
 from evse_sim.iso15118.netns import check
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop
+from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop, print_bridge_events, stop_station
 from tests.waiting import until
 
 CAP = check()
@@ -59,11 +59,10 @@ async def test_real_josev_iso15118_20_ac_scheduled_loop(redis_url: str, artifact
         link = JosevHlcLink(workdir=workdir, protocol="20")
         station = SimStation(cfg, conn, lp.clock, hlc=link, rng=random.Random(20))
         runner = asyncio.create_task(station.run(tick_s=0.5))
-        hlc: JosevHlc | None = None
         try:
             await link.open(station)  # a -20 AC SECC (JVM warmed up) on the EVSE's veth pair
             await until(lambda: station.online, 30, "station online")
-            hlc = h = link.sessions[1]
+            h = link.sessions[1]
             assert h.v20 and not h.dc
             now = lp.clock.now()
             departure = now + timedelta(hours=5)
@@ -123,13 +122,7 @@ async def test_real_josev_iso15118_20_ac_scheduled_loop(redis_url: str, artifact
             print("figures:", {"v20_cycles": h.v20_cycles, "restarts": h.restarts, "limit_w": limit_w,
                                "needs_sent": h.needs_sent, "schedules_sent": h.schedules_sent})
         except BaseException:
-            if hlc is not None:
-                print("bridge events:", [(round(t, 1), k, str(d)[:200]) for t, k, d in hlc.events])
+            print_bridge_events(link.sessions.values())
             raise
         finally:
-            await link.close()
-            station.stop()
-            try:
-                await asyncio.wait_for(runner, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                runner.cancel()
+            await stop_station(station, runner, link)

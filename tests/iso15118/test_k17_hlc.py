@@ -13,7 +13,7 @@ from evse_sim.ev import Ev, EvSpec
 from evse_sim.evse import EvseSpec
 from evse_sim.iso15118.link import ModelledHlcLink
 from evse_sim.station import ConnectionConfig, SimStation, StationConfig
-from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop
+from tests.iso15118.conftest import KEYS, PASSWORD, csms_loop, stop_stations
 from tests.waiting import until
 
 
@@ -69,9 +69,7 @@ async def test_k17_ev_plan_above_profile_is_flagged_counted_and_profile_resent(r
                 assert int(h.get("k17_violations", 0)) == 0, (sid, h)
                 await until(functools.partial(_checked_ok, lp, sid), 20, f"{sid} plan checked within limits")
         finally:
-            for s in stations:
-                s.stop()
-            await asyncio.wait(runners, timeout=10)
+            await stop_stations(stations, runners, 10)
 
 
 async def _checked_ok(lp: object, sid: str) -> bool:

@@ -220,3 +220,27 @@ async def test_sim_hlc_josev_runs_real_iso15118_sessions(redis_url: str, tmp_pat
         assert schedules, "a Josev EV sent its own plan (NotifyEVChargingSchedule)"
     finally:
         await redis.aclose()
+
+
+async def test_a_clock_redis_that_never_answers_fails_with_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from evse_sim import cli
+
+    monkeypatch.setattr(cli, "REDIS_ANSWER_S", 0.5)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts, reads nothing, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    try:
+        with pytest.raises(cli.RedisUnreachable, match=r"--clock-redis .*no answer within 0.5 s"):
+            await asyncio.wait_for(cli._join_clock(url, None, datetime.now(UTC)), 10)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,3 +122,27 @@ async def test_seed004_fleet_against_csms(redis_url: str) -> None:
             assert [e["seqNo"] for e in events] == list(range(len(events))), "no loss, no duplicate"
     finally:
         await redis.aclose()
+
+
+async def test_shutdown_names_a_station_task_that_ignores_its_cancellation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from evse_sim import fleet
+
+    monkeypatch.setattr(fleet, "SHUTDOWN_WAIT_S", 0.2)
+    scenario = load_scenario("seed003")
+    runner = FleetRunner(scenario, ManualClock(scenario.start), FleetConfig("ws://127.0.0.1:9/ocpp"))
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    task = asyncio.create_task(stubborn(), name="station-STUCK")
+    runner._tasks.append(task)
+    try:
+        with pytest.raises(fleet.FleetStuckError, match=r"1 fleet task\(s\) still running.*station-STUCK"):
+            await asyncio.wait_for(runner.shutdown(), 5)
+    finally:
+        release.set()
+        await asyncio.wait_for(task, 5)
