@@ -51,6 +51,7 @@ if __package__:  # imported as a package module (the main venv's tools)
         BRIDGE_TIMEOUT_S,
         BridgeClient,
         default_schedule,
+        encode_v2,
         needs_from_context,
         pv,
         tuples_from_josev,
@@ -69,6 +70,7 @@ else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
         BRIDGE_TIMEOUT_S,
         BridgeClient,
         default_schedule,
+        encode_v2,
         needs_from_context,
         pv,
         tuples_from_josev,
@@ -363,21 +365,11 @@ async def run_evcc(args: argparse.Namespace) -> None:
 
 # --- encode check -------------------------------------------------------------------------
 def run_encode(args: argparse.Namespace) -> None:
-    """Read bridge JSON tuples on stdin; EXI-encode them as Josev's SECC does (the SalesTariff on its
-    own for the signature, then the ChargeParameterDiscoveryRes); print {"ok": ..., "bytes"/"error"}."""
+    """Read bridge JSON tuples on stdin; EXI-encode them as Josev's SECC does (`encode_v2`,
+    `encode_v20`); print {"ok": ..., "bytes"/"error"}. `--stream`: one request per stdin line,
+    {"iso15118": "2"|"20", "tuples": [...]}, one answer line each (one Josev import and JVM for many)."""
     from iso15118.shared.exi_codec import EXI
     from iso15118.shared.exificient_exi_codec import ExificientEXICodec
-    from iso15118.shared.messages.datatypes import EVSENotification, PVEVSEMaxCurrent, PVEVSENominalVoltage
-    from iso15118.shared.messages.enums import EVSEProcessing, Namespace, UnitSymbol
-    from iso15118.shared.messages.iso15118_2.body import Body, ChargeParameterDiscoveryRes
-    from iso15118.shared.messages.iso15118_2.datatypes import (
-        ACEVSEChargeParameter,
-        ACEVSEStatus,
-        ResponseCode,
-        SAScheduleList,
-    )
-    from iso15118.shared.messages.iso15118_2.header import MessageHeader
-    from iso15118.shared.messages.iso15118_2.msgdef import V2GMessage
     from iso15118.shared.settings import load_shared_settings, shared_settings
 
     if not shared_settings:
@@ -385,32 +377,13 @@ def run_encode(args: argparse.Namespace) -> None:
     quiet_josev_logs()
     logging.getLogger("iso15118.shared.exi_codec").setLevel(logging.CRITICAL)
     EXI().set_exi_codec(ExificientEXICodec())
-    try:
-        data = json.loads(sys.stdin.read())
-        if args.iso15118 == "20":  # as the -20 SECC sends them: ScheduleExchangeRes
-            print(json.dumps(encode_v20(data)), flush=True)
-            return
-        tuples = tuples_to_josev(data)
-        size = 0
-        for t in tuples:
-            if t.sales_tariff is not None:
-                size += len(EXI().to_exi(t.sales_tariff, Namespace.ISO_V2_MSG_DEF))
-        status = ACEVSEStatus(notification_max_delay=0, evse_notification=EVSENotification.NONE, rcd=False)
-        ac = ACEVSEChargeParameter(ac_evse_status=status,
-                                   evse_nominal_voltage=pv(PVEVSENominalVoltage, 230, UnitSymbol.VOLTAGE),
-                                   evse_max_current=pv(PVEVSEMaxCurrent, 16, UnitSymbol.AMPERE))
-        res = ChargeParameterDiscoveryRes(response_code=ResponseCode.OK,
-                                          evse_processing=EVSEProcessing.FINISHED,
-                                          sa_schedule_list=SAScheduleList(schedule_tuples=tuples),
-                                          ac_charge_parameter=ac)
-        msg = V2GMessage(header=MessageHeader(session_id="00AB12CD34EF5678"),
-                         body=Body(charge_parameter_discovery_res=res))
-        exi = EXI().to_exi(msg, Namespace.ISO_V2_MSG_DEF)
-        back = EXI().from_exi(exi, Namespace.ISO_V2_MSG_DEF)
-        decoded = tuples_from_josev(back.body.charge_parameter_discovery_res.sa_schedule_list.schedule_tuples)
-        print(json.dumps({"ok": True, "bytes": size + len(exi), "decoded": decoded}), flush=True)
-    except Exception as err:  # noqa: BLE001 - the answer is the error
-        print(json.dumps({"ok": False, "error": f"{type(err).__name__}: {err}"}), flush=True)
+    for text in (sys.stdin if args.stream else [sys.stdin.read()]):
+        try:
+            req = json.loads(text) if args.stream else {"iso15118": args.iso15118, "tuples": json.loads(text)}
+            answer = (encode_v20 if req.get("iso15118") == "20" else encode_v2)(req["tuples"])
+        except Exception as err:  # noqa: BLE001 - the answer is the error
+            answer = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(answer), flush=True)
 
 
 # --- network namespace holder ---------------------------------------------------------
@@ -467,7 +440,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     ns = sub.add_parser("netns")
     ns.add_argument("--pair", action="append", required=True)
-    sub.add_parser("encode").add_argument("--iso15118", default="2", choices=("2", "20"))
+    enc = sub.add_parser("encode")
+    enc.add_argument("--iso15118", default="2", choices=("2", "20"))
+    enc.add_argument("--stream", action="store_true", help="one JSON document per line, answered each")
     for role in ("secc", "evcc"):
         p = sub.add_parser(role)
         p.add_argument("--bridge", required=True)

@@ -185,3 +185,40 @@ def default_schedule(evse_max_power_w: float, departure_time: int) -> list[Any]:
                               time_interval=RelativeTimeInterval(start=0, duration=horizon))
     schedule = PMaxSchedule(schedule_entries=[entry])
     return [SAScheduleTuple(sa_schedule_tuple_id=1, p_max_schedule=schedule)]
+
+
+def encode_v2(data: list[dict]) -> dict:
+    """EXI-encode bridge JSON tuples as Josev's ISO 15118-2 SECC does (each SalesTariff on its own for
+    the signature, then the ChargeParameterDiscoveryRes) and decode them back (`josev_runner.py
+    encode`); the codec must be set (`EXI().set_exi_codec`)."""
+    from iso15118.shared.exi_codec import EXI
+    from iso15118.shared.messages.datatypes import EVSENotification, PVEVSEMaxCurrent, PVEVSENominalVoltage
+    from iso15118.shared.messages.enums import EVSEProcessing, Namespace, UnitSymbol
+    from iso15118.shared.messages.iso15118_2.body import Body, ChargeParameterDiscoveryRes
+    from iso15118.shared.messages.iso15118_2.datatypes import (
+        ACEVSEChargeParameter,
+        ACEVSEStatus,
+        ResponseCode,
+        SAScheduleList,
+    )
+    from iso15118.shared.messages.iso15118_2.header import MessageHeader
+    from iso15118.shared.messages.iso15118_2.msgdef import V2GMessage
+
+    tuples = tuples_to_josev(data)
+    size = 0
+    for t in tuples:
+        if t.sales_tariff is not None:
+            size += len(EXI().to_exi(t.sales_tariff, Namespace.ISO_V2_MSG_DEF))
+    status = ACEVSEStatus(notification_max_delay=0, evse_notification=EVSENotification.NONE, rcd=False)
+    ac = ACEVSEChargeParameter(ac_evse_status=status,
+                               evse_nominal_voltage=pv(PVEVSENominalVoltage, 230, UnitSymbol.VOLTAGE),
+                               evse_max_current=pv(PVEVSEMaxCurrent, 16, UnitSymbol.AMPERE))
+    res = ChargeParameterDiscoveryRes(response_code=ResponseCode.OK, evse_processing=EVSEProcessing.FINISHED,
+                                      sa_schedule_list=SAScheduleList(schedule_tuples=tuples),
+                                      ac_charge_parameter=ac)
+    msg = V2GMessage(header=MessageHeader(session_id="00AB12CD34EF5678"),
+                     body=Body(charge_parameter_discovery_res=res))
+    exi = EXI().to_exi(msg, Namespace.ISO_V2_MSG_DEF)
+    back = EXI().from_exi(exi, Namespace.ISO_V2_MSG_DEF)
+    decoded = tuples_from_josev(back.body.charge_parameter_discovery_res.sa_schedule_list.schedule_tuples)
+    return {"ok": True, "bytes": size + len(exi), "decoded": decoded}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,14 +27,53 @@ pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(120),
               pytest.mark.skipif(not (CAP.java and CAP.josev), reason=CAP.explain())]
 
 
-def _encode(tuples: list[dict[str, object]], iso15118: str = "2") -> dict[str, object]:
-    out = subprocess.run([str(josev_python()), str(RUNNER), "encode", "--iso15118", iso15118],
-                         input=json.dumps(tuples),
-                         capture_output=True, text=True, timeout=90, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Encoder:
+    """One `josev_runner.py encode --stream` process for the module: Josev's import and its JVM (the
+    EXI codec) start once, not once per case (each start took 4-20 s of the suite)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([str(josev_python()), str(RUNNER), "encode", "--stream"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __call__(self, tuples: list[dict[str, object]], iso15118: str = "2") -> dict[str, object]:
+        """Encode and decode `tuples` as the ISO 15118-`iso15118` SECC sends them (90 s at most)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"iso15118": iso15118, "tuples": tuples}) + "\n")
+        self.proc.stdin.flush()
+        line = _readline(self.proc, 90)
+        assert line, f"the encoder exited with {self.proc.poll()}"
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        """End the process (stdin EOF ends its loop)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def test_priced_tx_profile_encodes_as_josev_secc_sends_it() -> None:
+def _readline(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """One line of `proc`'s output; kill it (and fail) if none comes within `timeout_s`."""
+    assert proc.stdout is not None
+    timer = threading.Timer(timeout_s, proc.kill)
+    timer.start()
+    try:
+        return proc.stdout.readline()
+    finally:
+        timer.cancel()
+
+
+@pytest.fixture(scope="module")
+def _encode() -> Iterator[Encoder]:
+    encoder = Encoder()
+    yield encoder
+    encoder.close()
+
+
+def test_priced_tx_profile_encodes_as_josev_secc_sends_it(_encode: Encoder) -> None:
     start = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
     prices = [0.40] * 8 + [0.10] * 8 + [0.25] * 8 + [0.40] * 8  # peak, cheap window, shoulder, peak
     payload = build_tx_profile(evse_id=1, transaction_id="tx-1", start=start, step_s=900,
@@ -54,7 +95,7 @@ def test_priced_tx_profile_encodes_as_josev_secc_sends_it() -> None:
     assert levels == [3, 1, 2, 3]  # the cheap window is the lowest level on the wire
 
 
-def test_a_tariff_with_prices_only_still_encodes_as_levels() -> None:
+def test_a_tariff_with_prices_only_still_encodes_as_levels(_encode: Encoder) -> None:
     """A csms that sends consumptionCost without levels: the station turns prices into levels."""
     start = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
     entries = [{"relativeTimeInterval": {"start": s}, "consumptionCost": [
@@ -71,7 +112,7 @@ def test_a_tariff_with_prices_only_still_encodes_as_levels() -> None:
     assert [e[1] for e in result["decoded"][0]["tariff"]["entries"]] == [3, 1, 2]  # type: ignore[index]
 
 
-def test_priced_tx_profile_encodes_as_iso15118_20_schedule_exchange_res() -> None:
+def test_priced_tx_profile_encodes_as_iso15118_20_schedule_exchange_res(_encode: Encoder) -> None:
     """ISO 15118-20 AC: the same tuples as the -20 SECC sends them (PowerSchedule + PriceLevelSchedule
     in a ScheduleExchangeRes) encode, and decode to the same PMax and price levels."""
     start = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
