@@ -251,12 +251,15 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
     groups = {**groups, "clients": [c.pid for c in clients]}
     time.sleep(max(0.0, t0 - time.time()))
     spies = []
-    if args.py_spy is not None:  # every node: the one holding a site's smart-charging lease differs
+    # every node (the one holding a site's smart-charging lease differs); --nonblocking: py-spy's
+    # default stops the process for each of the 200 samples a second, which slowed the nodes it measured
+    if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
         for pid in groups.get("server", []):
             spies.append(subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
                                            str(pid), "-d", str(int(args.duration)), "-r", "200", "-f", "raw",
-                                           "-o", str(args.py_spy / f"{pid}.txt")], stdout=subprocess.DEVNULL))
+                                           "--nonblocking", "-o", str(args.py_spy / f"{pid}.txt")],
+                                          stdout=subprocess.DEVNULL))
     cpu0 = {g: sum(proc_cpu_s(p) for p in pids) for g, pids in groups.items()}
     gc0 = gc_stats(metrics_urls)
     time.sleep(max(0.0, t0 + args.duration - time.time()))
