@@ -78,8 +78,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def provision(redis_url: str, n: int) -> None:
-    """N stations with one credential (one salt for all: a benchmark shortcut), no site."""
+def provision(redis_url: str, n: int, site_size: int = 0) -> None:
+    """N stations with one credential (one salt for all: a benchmark shortcut): all on the default
+    site (`site_size` 0), or `site_size` stations per site (sites S0000, S0001, ...)."""
     import redis
 
     from csms.core.security import hash_password
@@ -96,6 +97,12 @@ def provision(redis_url: str, n: int) -> None:
         pipe.hset(keys.station_credentials(sid), mapping=cred)
         pipe.hset(keys.station(sid), mapping={"compat": "0", "online": "0",
                                               "last_boot": "2026-01-01T00:00:00+00:00"})
+        if site_size:  # as `provision_station` does it (csms.store.provisioning)
+            site = f"S{i // site_size:04d}"
+            pipe.hset(keys.station(sid), "site_id", site)
+            pipe.sadd(keys.site_stations(site), sid)
+            pipe.hsetnx(keys.site(site), "name", site)
+            pipe.sadd(keys.sites(), site)
         if i % 2000 == 1999:
             pipe.execute()
     pipe.execute()
@@ -316,7 +323,7 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             m = int(target)
             redis_srv = EmbeddedRedis().start()
             stack.callback(redis_srv.stop)
-            provision(redis_srv.url, n)
+            provision(redis_srv.url, n, args.site_size)
             nodes = start_nodes(stack, m, args, tmp, redis_srv.url)
             groups = {"server": [nd.proc.pid for nd in nodes],
                       "redis": [redis_srv._proc.pid if redis_srv._proc else 0]}
@@ -409,6 +416,9 @@ def main() -> None:
     p.add_argument("--mix", default="TransactionEvent,MeterValues,TransactionEvent,Heartbeat,"
                                     "TransactionEvent,MeterValues", help="a station's message cycle")
     p.add_argument("--tx-events", type=int, default=40, help="TransactionEvents per transaction")
+    p.add_argument("--site-size", type=int, default=0,
+                   help="stations per site (0: all on the default site, one site of N stations; without an "
+                        "optimizer every pass of its fallback sharing reads all N EVSEs)")
     p.add_argument("--haproxy", action="store_true", help="HAProxy in front of a single node too")
     p.add_argument("--haproxy-procs", type=int, default=0, help="HAProxy processes (0: enough for N)")
     p.add_argument("--max-per-node", type=int, default=15_000, help="ocpp_max_connections of a node")
@@ -461,6 +471,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
         "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
         "duration_s": args.duration, "warmup_s": args.warmup, "clients": args.clients, "mix": args.mix,
+        "site_size": args.site_size,
         "node_env": args.node_env,
         "command": " ".join(sys.argv), "largest_held": found, "p99_ms_bound": args.p99_ms,
         "runs": rows}, indent=2))
