@@ -333,7 +333,9 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     peaks = StoreWrite()  # new metered maxima, one write for the site (a fleet starts charging at once)
     for evse in due:
         info = infos[f"{evse[0]}/{evse[1]}"]
-        seen = state.power[evse]
+        seen = state.power.get(evse)
+        if seen is None:  # its session ended while this pass read the records (state.drop)
+            continue
         if seen[0] != info.tx_ref:  # a reading of another session: not counted, not judged
             svc._noncompliant.forget(info.key)
             svc._compliant.forget(info.key)

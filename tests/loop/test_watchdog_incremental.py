@@ -98,6 +98,27 @@ async def test_an_ended_session_no_longer_counts() -> None:
     assert ("CP-1", 1) not in svc.metered.power
 
 
+async def test_a_session_dropped_while_the_pass_reads_is_skipped() -> None:
+    """A session that ends while the watchdog awaits its EVSE records (another event dropped its
+    reading) is left out of the pass instead of raising KeyError and stopping the site's watchdog."""
+    clock = FixedClock()
+
+    class DroppingStore(CountingStore):
+        async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
+            svc.metered.drop(("CP-1", 1))  # the session ends during the read
+            return await super().evse_records(evses)
+
+    store = DroppingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    refs = {sid: _session(store, sid, 10_000.0) for sid in ("CP-1", "CP-2")}
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    for sid, ref in refs.items():
+        await svc.dispatch(_reading(sid, ref, 9_000.0))
+    await safety.tick(svc, SITE)
+    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 9.0  # CP-2 still judged and counted
+    assert ("CP-1", 1) not in svc.metered.power
+
+
 async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A site in fallback mode re-shares after sessions start or end, at most once per
