@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,17 @@ RESHARE_MIN_S = 1.0
 interim passes: a pass reads the whole site, so on a 20,000-EVSE site in fallback mode (8 starts
 and 8 ends a second) one per event would never end; the starts and ends (and the interims falling
 due) of a second share one pass."""
+
+WHOLE_SITE_DUTY = 0.25
+"""Largest share of a node's time that fallback re-shares and interim passes of one site may take:
+after a pass of d seconds the next waits max(`RESHARE_MIN_S`, d x (1 - duty) / duty). A pass of a
+20,000-EVSE site takes about a second of CPU, so at one per second the lease holder had no time
+left for its stations' messages (issue 14: 60 % of its samples in `share_fairly` at 10,000)."""
+
+
+def pass_gap_s(pass_s: float) -> float:
+    """Seconds a site waits after a whole-site pass of `pass_s` seconds (`WHOLE_SITE_DUTY`)."""
+    return max(RESHARE_MIN_S, pass_s * (1.0 - WHOLE_SITE_DUTY) / WHOLE_SITE_DUTY)
 
 
 @dataclass
@@ -158,9 +170,11 @@ class SmartChargingService:
         self._reshare_last: dict[str, float] = {}
         """site -> monotonic start of its last full re-share (a fallback re-share or interim pass)."""
         self._reshare_asked: dict[str, float] = {}
-        self._interim_last: dict[str, float] = {}
-        """site -> monotonic start of its last interim pass (at most one per `RESHARE_MIN_S`)."""
         """site -> monotonic time of the latest start or end that asked for a re-share."""
+        self._interim_last: dict[str, float] = {}
+        """site -> monotonic start of its last interim pass (at most one per `pass_gap_s`)."""
+        self._pass_gap: dict[str, float] = {}
+        """site -> seconds from the start of one whole-site pass to the next (`pass_gap_s`)."""
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
@@ -366,6 +380,7 @@ class SmartChargingService:
         started = time.monotonic()
         self._interim_last[site_id] = started
         await self.send_interims(site_id)
+        self._note_pass(site_id, started)
         if site_id in self._fallback:  # in fallback mode this pass re-shared every session
             self._reshare_last[site_id] = started
 
@@ -380,11 +395,24 @@ class SmartChargingService:
         self._reshare_queued.discard(site_id)
         if self._reshare_last.get(site_id, -RESHARE_MIN_S) >= self._reshare_asked.pop(site_id, 0.0):
             return  # an interim pass re-shared every session after the last start or end
-        self._reshare_last[site_id] = time.monotonic()
+        started = self._reshare_last[site_id] = time.monotonic()
         await safety.share_fairly(self, site_id)
+        self._note_pass(site_id, started)
+
+    def _note_pass(self, site_id: str, started: float) -> None:
+        pass_s = time.monotonic() - started
+        self._pass_gap[site_id] = gap = pass_gap_s(pass_s)
+        if gap > RESHARE_MIN_S:
+            log.debug("site %s: whole-site pass took %.2f s, next in %.2f s at the earliest",
+                      site_id, pass_s, gap)
+
+    def _wait_s(self, last: dict[str, float], site_id: str, mono: float) -> float:
+        """Seconds until the site's next whole-site pass may start (`WHOLE_SITE_DUTY`)."""
+        gap = self._pass_gap.get(site_id, RESHARE_MIN_S)
+        return last.get(site_id, -math.inf) + gap - mono
 
     def reshare_soon(self, site_id: str) -> None:
-        """In fallback mode, sessions started or ended: one re-share within `RESHARE_MIN_S` of the
+        """In fallback mode, sessions started or ended: one re-share within `pass_gap_s` of the
         last (`Work.RESHARE`). Until it runs a new session counts at what it counts now (its
         default, or its maximum while that is unconfirmed) and nothing freed is handed out, so
         waiting never lets the counted sum exceed the budget; it only delays the new shares. An
@@ -397,7 +425,7 @@ class SmartChargingService:
         if site_id in self._reshare_queued:
             return
         self._reshare_queued.add(site_id)
-        wait_s = self._reshare_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - mono
+        wait_s = self._wait_s(self._reshare_last, site_id, mono)
         if wait_s <= 0:
             self.enqueue(site_id, Work.RESHARE, None)
         else:
@@ -427,7 +455,7 @@ class SmartChargingService:
             if first:  # one queue item handles every interim that falls due meanwhile, at most one
                 # pass per RESHARE_MIN_S (each reads the whole site; until it runs the session
                 # counts at its default, its maximum while that is unconfirmed)
-                wait_s = self._interim_last.get(site_id, -RESHARE_MIN_S) + RESHARE_MIN_S - time.monotonic()
+                wait_s = self._wait_s(self._interim_last, site_id, time.monotonic())
                 if wait_s <= 0:
                     self.enqueue(site_id, Work.INTERIM, None)
                 else:

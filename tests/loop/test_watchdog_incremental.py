@@ -18,7 +18,7 @@ import pytest
 from csms.settings import CsmsSettings
 from csms.smart_charging import budget, safety
 from csms.smart_charging.metered import MeteredState
-from csms.smart_charging.service import RESHARE_MIN_S, SmartChargingService, Work
+from csms.smart_charging.service import RESHARE_MIN_S, SmartChargingService, Work, pass_gap_s
 from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.store.port import EvseId, StoredEvse
@@ -184,3 +184,29 @@ async def test_interim_passes_are_at_most_one_per_second(monkeypatch: pytest.Mon
     await asyncio.sleep(RESHARE_MIN_S + 0.3)
     assert [p[1] for p in passes] == [[("CP-1", 1)], [("CP-2", 1), ("CP-3", 1)]]
     assert passes[1][0] - passes[0][0] >= RESHARE_MIN_S - 0.05
+
+
+async def test_a_slow_whole_site_pass_spaces_the_next_by_the_duty_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-share pass that takes d seconds (a large site) is followed by the next no sooner than
+    `pass_gap_s(d)` after its start, so whole-site passes take at most `WHOLE_SITE_DUTY` of the node."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    svc._fallback.add(SITE)
+    passes: list[float] = []
+    pass_s = 0.6
+
+    async def share_fairly(_svc: object, site_id: str, *args: object, **kwargs: object) -> int:
+        passes.append(time.monotonic())
+        await asyncio.sleep(pass_s)
+        return 0
+
+    monkeypatch.setattr(safety, "share_fairly", share_fairly)
+    assert pass_gap_s(0.1) == RESHARE_MIN_S and pass_gap_s(pass_s) == pytest.approx(pass_s * 3)
+    svc.reshare_soon(SITE)
+    await asyncio.sleep(pass_s + 0.1)
+    svc.reshare_soon(SITE)  # sessions started during the slow pass
+    await asyncio.sleep(RESHARE_MIN_S + 0.1)
+    assert len(passes) == 1  # RESHARE_MIN_S alone would have started the second pass by now
+    await asyncio.sleep(pass_gap_s(pass_s) - RESHARE_MIN_S + 0.2)
+    assert len(passes) == 2 and passes[1] - passes[0] >= pass_gap_s(pass_s) - 0.05
