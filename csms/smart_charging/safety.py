@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from csms.smart_charging import planner, provisional
+from csms.smart_charging import planner, provisional, sending
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.planner import Series
 from evfleet.events import EventType
@@ -95,6 +95,11 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     pass runs between two rounds of a longer one (`serve_arrivals`): only the arrivals share,
     and every EVSE counts at least what that pass counts for it.
     """
+    if arrivals:  # an EVSE with a profile out gets no other until answered (`inflight`): it waits
+        held = {a for a in arrivals if svc.inflight.busy(a)}
+        if held:
+            svc._provisional_due.setdefault(site_id, set()).update(held)
+            arrivals = [a for a in arrivals if a not in held]
     if not due and not arrivals and site_id not in svc._fallback:
         return 0
     evses = await svc.site_evses(site_id)
@@ -143,21 +148,30 @@ class Between:
 
 async def serve_arrivals(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo],
                          applied: dict[str, Series], target: dict[str, Series],
-                         payloads: Mapping[str, Any]) -> None:
+                         payloads: Mapping[str, Any], busy: Collection[tuple[str, int]] = ()) -> None:
     """Between two rounds of a longer pass (plan, limit, re-share): the needs that arrived since
     get their provisional share now, not after the whole pass (issue 12's fast first answer).
 
-    Safe at that point: every profile of the pass is answered (none of the site's in flight), the
-    provisional pass counts every EVSE at least at max(what the longer pass counts for it, what it
-    is going to give it) (`applied`, which holds a change of unknown outcome at max(old, new), and
-    `target`), so it hands out only headroom the longer pass leaves unallocated even once it is
-    done, decreases first (`_execute`). Afterwards the longer pass counts the new shares
-    (`applied`), so its next batches (`budget.next_batch`) fit them. Not nested.
+    Safe at that point, also while some of the pass's profiles are still out (`busy`, while the
+    pass awaits a batch's answers): the provisional pass counts every EVSE at least at max(what
+    the longer pass counts for it, what it is going to give it) (`applied`, which holds a change
+    of unknown outcome at max(old, new), and `target`; a change out now is either its target or
+    its lower half min(old, target), both within that max), so it hands out only headroom the
+    longer pass leaves unallocated even once it is done, decreases first (`_execute`). Needs on an
+    EVSE with a profile out wait for its answer (`busy`, `svc.inflight`). Afterwards the longer
+    pass counts the new shares (`applied`), so its next batches (`budget.next_batch`) fit them.
+    Not nested.
     """
     arrivals = svc._provisional_due.get(site_id)
     if not arrivals or site_id in svc._between:
         return
-    del svc._provisional_due[site_id]
+    held = {a for a in arrivals if a in busy or svc.inflight.busy(a)}
+    if held == arrivals:
+        return
+    svc._provisional_due[site_id] = held
+    if not held:
+        del svc._provisional_due[site_id]
+    arrivals = arrivals - held
     svc._between.add(site_id)
     now_s = svc.clock.timestamp()
     between = Between({k: planner.pointwise(v, target[k], now_s, "max") if k in target else v
@@ -249,17 +263,25 @@ async def _answer_unchanged(svc: SmartChargingService, site_id: str, evses: Mapp
     no change for `next_batch`, but the EV's needs still get their answer, a TxProfile now (issue
     12: within 300 ms), so it does not plan on a schedule the site cannot give. Each raises
     nothing, so it fits whatever else is in flight. Returns profiles accepted."""
-    results = await asyncio.gather(*(svc._send(site_id, evses[k], payloads[k], plan_id, "provisional")
-                                     for k in keys), return_exceptions=True)
     accepted = 0
-    for key, result in zip(keys, results, strict=True):
-        if isinstance(result, asyncio.CancelledError):
-            raise result
+    keys = [k for k in keys if not svc.inflight.busy(evses[k].ident)]
+    sends: dict[asyncio.Future[tuple[bool, Series]], tuple[str, tuple[str, int]]] = {
+        asyncio.ensure_future(svc._send(site_id, evses[k], payloads[k], plan_id, "provisional")):
+            (k, evses[k].ident) for k in keys}
+
+    def answered(key: str, result: tuple[bool, Series] | BaseException) -> None:
+        nonlocal accepted
         if isinstance(result, BaseException):  # it raised nothing: the EVSE counts as before
             log.error("site %s: provisional answer to %s failed: %r", site_id, key, result)
-            continue
+            return
         ok, applied[key] = result
         accepted += ok
+
+    def detached(key: str, task: asyncio.Future[tuple[bool, Series]]) -> None:
+        # equal to what the EVSE counts: max(old, new) is what it counts now
+        svc.inflight.detach(evses[key].ident, applied[key], task, lambda: svc.answered(site_id))
+
+    await sending.await_answers(svc, site_id, sends, answered, detached)
     return accepted
 
 

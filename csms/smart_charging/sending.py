@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import Counter
 
@@ -49,18 +49,22 @@ def event(svc: SmartChargingService, etype: EventType, site_id: str, data: Mappi
 async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo],
                   applied: dict[str, Series], target: dict[str, Series], payloads: dict[str, dict[str, Any]],
                   budget_w: float, plan_id: str, kind: str) -> dict[str, int]:
-    """Send batches from `budget.next_batch` until nothing more can move; between two batches the
-    provisional shares of needs that arrived meanwhile go out (`safety.serve_arrivals`)."""
+    """Send batches from `budget.next_batch` until nothing more can move; between two batches, and
+    while a batch's answers are awaited, the provisional shares of needs that arrived meanwhile go
+    out (`safety.serve_arrivals`). A batch's answers are awaited at most `svc.answer_patience_s`:
+    the rest count at max(old, new) until answered (`inflight`), and no profile goes to an EVSE
+    whose last one is unanswered."""
     stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
     for _ in range(MAX_ROUNDS):
         # nothing of this pass in flight: needs that came meanwhile get their answer now
         await svc.between_rounds(site_id, evses, applied, target, payloads)
         now_s = svc.clock.timestamp()
-        batch = budget.next_batch(applied, target, budget_w, now_s)
+        batch = [c for c in budget.next_batch(applied, target, budget_w, now_s)
+                 if not svc.inflight.busy(evses[c.key].ident)]
         if not batch:
             break
-        sends = []
-        for change in list(batch):
+        sends: dict[asyncio.Future[tuple[bool, Series]], budget.Change[str]] = {}
+        for change in batch:
             info = evses[change.key]
             try:
                 payload = payloads[change.key] if change.final else conversion.step_payload(
@@ -69,16 +73,14 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
                 log.error("site %s: no profile for %s (%r): it keeps its applied limit",
                           site_id, change.key, err)
                 target[change.key] = applied[change.key]
-                batch.remove(change)
                 continue
             step_kind = kind if change.final else kind + "-step"
-            sends.append(send(svc, site_id, info, payload, plan_id, step_kind))
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        stats["sent"] += len(batch)
-        for change, result in zip(batch, results, strict=True):
+            sends[asyncio.ensure_future(send(svc, site_id, info, payload, plan_id, step_kind))] = change
+        stats["sent"] += len(sends)
+
+        def answered(change: budget.Change[str], result: tuple[bool, Series] | BaseException,
+                      now_s: float = now_s) -> None:
             if isinstance(result, BaseException):  # unknown whether it applied: count the higher
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
                 log.error("profile to %s failed: %r", change.key, result)
                 result = (False, planner.pointwise(applied[change.key], change.series, now_s, "max"))
             ok, series = result
@@ -88,9 +90,96 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
             else:
                 target[change.key] = series
                 stats["failed"] += 1
+
+        def detached(change: budget.Change[str], task: asyncio.Future[tuple[bool, Series]],
+                     now_s: float = now_s) -> None:
+            counted = planner.pointwise(applied[change.key], change.series, now_s, "max")
+            applied[change.key] = counted  # its change stays in `target`: blocked until answered
+            svc.inflight.detach(evses[change.key].ident, counted, task, lambda: svc.answered(site_id))
+
+        async def serve(busy: set[tuple[str, int]]) -> None:
+            await svc.between_rounds(site_id, evses, applied, target, payloads, busy)
+
+        await await_answers(svc, site_id, {t: (c, evses[c.key].ident) for t, c in sends.items()},
+                            answered, detached, serve)
     now_s = svc.clock.timestamp()
     stats["blocked"] = sum(1 for k in target if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
     return stats
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def await_answers(svc: SmartChargingService, site_id: str,
+                        sends: Mapping[asyncio.Future[R], tuple[T, tuple[str, int]]],
+                        answered: Callable[[T, R | BaseException], None],
+                        detached: Callable[[T, asyncio.Future[R]], None],
+                        serve: Callable[[set[tuple[str, int]]], Awaitable[None]] | None = None) -> None:
+    """Wait for the sends' answers (`answered` for each, a result or the exception) for at most
+    `svc.answer_patience_s`; the sends still out then are handed to `detached` (counted at
+    max(old, new) until answered, `inflight`). Meanwhile, whenever needs arrive (`svc.wake`),
+    `serve` gives them their provisional share, told which EVSEs still have a profile out (the
+    caller counts those at max(old, new) there, `safety.serve_arrivals`). Not while serving:
+    the site's pass between rounds does not nest."""
+    if not sends:
+        return
+    loop = asyncio.get_running_loop()
+    signal = asyncio.Event()
+    finished: list[asyncio.Future[R]] = []
+
+    def note(fut: asyncio.Future[R]) -> None:
+        finished.append(fut)
+        signal.set()
+
+    for fut in sends:
+        fut.add_done_callback(note)
+    pending = set(sends)
+    outer = serve is not None and site_id not in svc._between
+    if outer:
+        svc.wakers[site_id] = signal
+    deadline = loop.time() + svc.answer_patience_s
+    try:
+        while pending:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                async with asyncio.timeout(left):
+                    await signal.wait()
+            except TimeoutError:
+                break
+            signal.clear()
+            while finished:
+                fut = finished.pop()
+                if fut in pending:
+                    pending.discard(fut)
+                    if fut.cancelled():
+                        raise asyncio.CancelledError
+                    err = fut.exception()
+                    answered(sends[fut][0], fut.result() if err is None else err)
+            if outer and pending and serve is not None:
+                busy = {sends[f][1] for f in pending}
+                due = svc._provisional_due.get(site_id) or set()
+                if any(k not in busy and not svc.inflight.busy(k) for k in due):
+                    await serve(busy)
+    except asyncio.CancelledError:
+        for fut in pending:
+            fut.cancel()
+        raise
+    finally:
+        if outer and svc.wakers.get(site_id) is signal:
+            del svc.wakers[site_id]
+        for fut in sends:
+            fut.remove_done_callback(note)
+    for fut in list(pending):
+        if fut.done():  # answered while the last arrivals were served
+            err = None if fut.cancelled() else fut.exception()
+            if fut.cancelled():
+                raise asyncio.CancelledError
+            answered(sends[fut][0], fut.result() if err is None else err)
+        else:
+            detached(sends[fut][0], fut)
 
 
 async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],

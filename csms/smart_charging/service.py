@@ -42,7 +42,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -54,6 +54,7 @@ from csms.settings import CsmsSettings
 from csms.smart_charging import actions, budget, conversion, defaults, metered, provisional, safety, sending
 from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
+from csms.smart_charging.inflight import ANSWER_PATIENCE_S, InFlight
 from csms.smart_charging.planner import Series
 from csms.store.port_redis import RedisStateStore
 from evfleet.clock import Clock
@@ -85,6 +86,8 @@ class Work(StrEnum):
     INTERIM = "interim"
     RESHARE = "reshare"
     """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""
+    ANSWERED = "answered"
+    """A profile a pass stopped waiting for was answered (`inflight`): blocked work is tried again."""
 
 
 LEASE_RECHECK_S = 1.0
@@ -161,6 +164,12 @@ class SmartChargingService:
         """Last metered power per session and what the watchdog reads next (`metered`)."""
         self._between: set[str] = set()
         """Sites whose arrivals are being served between two rounds of a longer pass (not nested)."""
+        self.inflight = InFlight()
+        """Profiles a pass stopped waiting for, counted at max(old, new) until answered (`inflight`)."""
+        self.answer_patience_s = ANSWER_PATIENCE_S
+        self.wakers: dict[str, asyncio.Event] = {}
+        """site -> set when needs arrive while its pass awaits answers (`sending.await_answers`)."""
+        self._answered_queued: set[str] = set()
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
         self._over = budget.Persistence(settings.over_limit_after_s)
@@ -179,7 +188,7 @@ class SmartChargingService:
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
             Work.RECONCILE: self._on_reconcile, Work.TICK: self._on_tick, Work.DEFAULTS: self._on_defaults,
-            Work.DEFAULTS_DONE: self._on_defaults_done,
+            Work.DEFAULTS_DONE: self._on_defaults_done, Work.ANSWERED: self._on_answered,
             Work.INTERIM: self._on_interim, Work.RESHARE: self._on_reshare,
             EventType.SCHEDULE_PLANNED: self._on_plan,
             EventType.SITE_LIMIT: self._on_site_limit, EventType.TX_STARTED: self._on_tx_started,
@@ -276,10 +285,17 @@ class SmartChargingService:
             if event.type == EventType.EV_CHARGING_NEEDS:
                 await actions.needs_received(self, event)
                 if event.evse_id is not None and event.tx_ref:  # fast first answer (provisional)
-                    self._provisional_due.setdefault(site_id, set()).add(
-                        (event.station_id, int(event.evse_id)))
+                    self.needs_due(site_id, (event.station_id, int(event.evse_id)))
             self._start_interim_timer(site_id, event)
         self.enqueue(site_id, event.type.value, event)
+
+    def needs_due(self, site_id: str, evse: tuple[str, int]) -> None:
+        """New charging needs on `evse`: its provisional share goes out as the next thing the
+        site's task does, or at once if that task is awaiting answers (`sending.await_answers`)."""
+        self._provisional_due.setdefault(site_id, set()).add(evse)
+        waker = self.wakers.get(site_id)
+        if waker is not None:
+            waker.set()
 
     async def _note_evse(self, event: Event) -> None:
         """A connector status from an EVSE not seen before: it needs its default profile."""
@@ -370,6 +386,20 @@ class SmartChargingService:
         """A wave of defaults answered: more headroom. Sessions held at 0 W for want of it share again,
         and a plan whose increases were blocked is applied again (`defaults` module doc)."""
         self.defaults.done_queued.discard(site_id)
+        await self._retry_blocked(site_id)
+
+    def answered(self, site_id: str) -> None:
+        """A profile a pass stopped waiting for was answered: blocked work is tried again (once
+        queued at a time), and needs held while it was out are served (`_handle`)."""
+        if site_id not in self._answered_queued:
+            self._answered_queued.add(site_id)
+            self.enqueue(site_id, Work.ANSWERED, None)
+
+    async def _on_answered(self, site_id: str, _: Any) -> None:
+        self._answered_queued.discard(site_id)
+        await self._retry_blocked(site_id)
+
+    async def _retry_blocked(self, site_id: str) -> None:
         if site_id in self._plan_blocked:
             await self.apply_plan(site_id)
         starved = self._starved.pop(site_id, None)
@@ -482,13 +512,18 @@ class SmartChargingService:
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""
+        unanswered = self.inflight.snapshot()  # before the read (`inflight` module doc)
         infos = await decode_all(await self.store.site_evses(site_id, self.settings.default_site))
+        self.inflight.overlay(infos, unanswered)
         self.defaults.note_read(site_id, infos)
         return infos
 
     async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
         """State of a few EVSEs (without reading the whole site)."""
-        return await decode_all(await self.store.evse_records(pairs))
+        unanswered = self.inflight.snapshot()  # before the read (`inflight` module doc)
+        infos = await decode_all(await self.store.evse_records(pairs))
+        self.inflight.overlay(infos, unanswered)
+        return infos
 
     # --- the steps (actions, sending, conversion) -----------------------------------------
     async def apply_plan(self, site_id: str) -> dict[str, int]:
@@ -514,10 +549,11 @@ class SmartChargingService:
         return await actions.check_ev_schedule(self, site_id, event)
 
     async def between_rounds(self, site_id: str, evses: dict[str, EvseInfo], applied: dict[str, Series],
-                             target: dict[str, Series], payloads: Mapping[str, Any]) -> None:
-        """Between two rounds of a pass: provisional shares for needs that came meanwhile
-        (`safety.serve_arrivals`)."""
-        await safety.serve_arrivals(self, site_id, evses, applied, target, payloads)
+                             target: dict[str, Series], payloads: Mapping[str, Any],
+                             busy: Collection[tuple[str, int]] = ()) -> None:
+        """Between two rounds of a pass (or while it awaits answers, `busy` still out): provisional
+        shares for needs that came meanwhile (`safety.serve_arrivals`)."""
+        await safety.serve_arrivals(self, site_id, evses, applied, target, payloads, busy)
 
     def _abs_series(self, payload: Mapping[str, Any], info: EvseInfo) -> Series:
         return conversion.abs_series(payload, info.electrical)
@@ -571,6 +607,7 @@ class SmartChargingService:
                     site.task.cancel()
             for t in [*self._timers, *self.defaults.tasks]:
                 t.cancel()
+            self.inflight.cancel()
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
                     await self.store.release_lease(site_id, self.node_id)

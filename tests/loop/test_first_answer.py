@@ -140,3 +140,73 @@ async def test_a_share_rising_by_less_than_k16_is_not_resent_a_lower_one_always_
         await safety.share_fairly(svc, SITE, arrivals={("CP-1", 1)})
         assert len(stations.sent) == sent, limit_kw
     assert stations.limits_w["CP-1"] == pytest.approx(10_400.0)
+
+
+class SilentStation(Stations):
+    """Stations of which one (`silent`) never answers a TxProfile until `release` is set. As a
+    station may apply a profile it has not answered, it is taken to hold max(old, new) meanwhile
+    (the worst sum the site could see)."""
+
+    def __init__(self, clock: FixedClock, site_limit_w: float, silent: str) -> None:
+        super().__init__(clock, site_limit_w)
+        self.silent = silent
+        self.release = asyncio.Event()
+        self.out = asyncio.Event()
+
+    async def call(self, station_id: str, action: str, payload: dict[str, Any],
+                   timeout_s: float | None = None) -> CommandReply:
+        if station_id != self.silent:
+            return await super().call(station_id, action, payload, timeout_s)
+        old = self.limits_w.get(station_id, 0.0)
+        reply = await super().call(station_id, action, payload, timeout_s)
+        new = self.limits_w[station_id]
+        self.limits_w[station_id] = max(old, new)
+        self.worst_sum_w = max(self.worst_sum_w, sum(self.limits_w.values()))
+        self.out.set()
+        await self.release.wait()
+        self.limits_w[station_id] = new
+        return reply
+
+
+async def test_a_station_that_never_answers_holds_neither_the_first_answer_nor_the_plan() -> None:
+    """40 kW site. The plan lowers CP-1 15 -> 5 kW and raises CP-2 10 -> 20 kW; CP-1 never answers
+    (up to the 30 s call timeout in production). CP-9's needs arrive while CP-1's profile is out:
+    its provisional share goes out at once (fails if the pass awaits every answer of its batch),
+    counting CP-1 at max(15, 5) and CP-2 at its target, 20 kW: 5 kW. After the patience the plan
+    goes on without CP-1's answer, CP-1 still counted at 15 kW: CP-2's increase fits (15 + 20 + 5
+    = 40) and is sent, and the pass returns long before CP-1 answers. At no instant do the limits
+    the stations may hold (CP-1 at max(old, new)) sum above 40 kW. When CP-1 answers at last, its
+    profile leaves the ledger and counts as recorded."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "40"}
+    refs = {sid: _session(store, sid, w) for sid, w in (("CP-1", 15_000.0), ("CP-2", 10_000.0))}
+    _arrival(store, "CP-9")
+    stations = SilentStation(clock, 40_000.0, silent="CP-1")
+    stations.limits_w = {"CP-1": 15_000.0, "CP-2": 10_000.0}
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 40.0,
+                         "evses": {"CP-1/1": [5.0, 5.0], "CP-2/1": [20.0, 20.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    svc = _service(store, stations, clock)
+    svc.answer_patience_s = 0.3
+    loop = asyncio.get_running_loop()
+    plan = asyncio.create_task(svc.apply_plan(SITE))
+    await asyncio.wait_for(stations.out.wait(), 2)
+    arrived = loop.time()
+    svc.needs_due(SITE, ("CP-9", 1))  # what `dispatch` does with the needs
+    while "CP-9" not in [sid for sid, _ in stations.sent]:
+        assert loop.time() - arrived < 0.2, "the first answer waited for the silent station"
+        await asyncio.sleep(0.005)
+    assert stations.limits_w["CP-9"] == pytest.approx(5_000.0)
+    stats = await asyncio.wait_for(plan, 2)  # not the 30 s of the silent station
+    assert stations.limits_w == pytest.approx({"CP-1": 15_000.0, "CP-2": 20_000.0, "CP-9": 5_000.0})
+    assert stats["blocked"] == 1  # CP-1's decrease: unconfirmed
+    assert stations.worst_sum_w <= 40_000.0 + 1.0
+    assert svc.inflight.busy(("CP-1", 1))
+    infos = await svc.site_evses(SITE)  # every read counts CP-1 at max(old, new) while it is out
+    assert infos["CP-1/1"].applied(clock.timestamp())[0][1] == pytest.approx(15_000.0)
+    stations.release.set()
+    while svc.inflight.busy(("CP-1", 1)):
+        await asyncio.sleep(0.005)
+    assert store.profiles[("CP-1", 1)]["limit_w"] == pytest.approx(5_000.0)
+    infos = await svc.site_evses(SITE)
+    assert infos["CP-1/1"].inflight is None
