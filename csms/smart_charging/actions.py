@@ -151,21 +151,23 @@ async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, in
 
 
 # --- session bookkeeping ------------------------------------------------------------------------
-async def needs_received(svc: SmartChargingService, event: Event) -> None:
-    """Count the EV's charging needs on its session (K15 bookkeeping)."""
+async def needs_received(svc: SmartChargingService, event: Event, batch: StoreWrite | None = None) -> None:
+    """Count the EV's charging needs on its session (K15 bookkeeping); into `batch` when given
+    (the stream loop writes a read's bookkeeping at once, `SmartChargingService.dispatch`)."""
     txid = event.tx_ref
     if not txid:
         return
     energy = event.data.get("meter_wh")  # metered when the needs came (the csms node wrote it)
     if energy is None:
         energy = await svc.store.tx_energy_wh(txid)
-    w = StoreWrite()
+    w = StoreWrite() if batch is None else batch
     w.incr(txid, "needs_received")
     w.session_fields[txid] = {
         "needs_received_at": event.ts.isoformat(), "energy_at_needs_wh": str(stored_float(energy, 0.0)),
         "departure_time": str(event.data.get("departure_time") or ""),
         "energy_amount_wh": str(event.data.get("energy_amount_wh") or "")}
-    await svc.store.write(w)
+    if batch is None:
+        await svc.store.write(w)
 
 
 async def tx_ended(svc: SmartChargingService, event: Event) -> None:

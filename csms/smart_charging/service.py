@@ -86,6 +86,8 @@ class Work(StrEnum):
     INTERIM = "interim"
     RESHARE = "reshare"
     """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""
+    ARRIVALS = "arrivals"
+    """Needs flagged from a read of the stream (`flag_needs`): an idle site task serves them now."""
     ANSWERED = "answered"
     """A profile a pass stopped waiting for was answered (`inflight`): blocked work is tried again."""
 
@@ -255,8 +257,9 @@ class SmartChargingService:
         if site.task is None or site.task.done():
             site.task = asyncio.create_task(self._site_loop(site_id, site), name=f"smart-charging:{site_id}")
 
-    async def dispatch(self, event: Event) -> None:
-        """Route one stream event to its site's task (only for sites this node holds)."""
+    async def dispatch(self, event: Event, batch: StoreWrite | None = None) -> None:
+        """Route one stream event to its site's task (only for sites this node holds); session
+        bookkeeping goes into `batch` when given (written by the caller)."""
         if event.type in (EventType.TX_UPDATED, EventType.METER_VALUES):
             self._note_power(event)
             return
@@ -269,9 +272,10 @@ class SmartChargingService:
             return
         if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Repeated":
             if event.tx_ref:  # the same request again: counted, nothing re-planned or reset
-                w = StoreWrite()
+                w = StoreWrite() if batch is None else batch
                 w.incr(event.tx_ref, "needs_repeated")
-                await self.store.write(w)
+                if batch is None:
+                    await self.store.write(w)
             return
         if event.type == EventType.TX_ENDED and event.evse_id is not None:
             self.metered.drop((event.station_id, int(event.evse_id)))
@@ -283,11 +287,29 @@ class SmartChargingService:
             return
         if event.type in (EventType.TX_STARTED, EventType.EV_CHARGING_NEEDS):
             if event.type == EventType.EV_CHARGING_NEEDS:
-                await actions.needs_received(self, event)
+                await actions.needs_received(self, event, batch)
                 if event.evse_id is not None and event.tx_ref:  # fast first answer (provisional)
                     self.needs_due(site_id, (event.station_id, int(event.evse_id)))
             self._start_interim_timer(site_id, event)
         self.enqueue(site_id, event.type.value, event)
+
+    def flag_needs(self, events: Sequence[Event]) -> None:
+        """New charging needs in a read of the stream: flagged for their provisional share before
+        the read is dispatched (`needs_due`), so the site's task can answer them while the stream
+        loop works through the rest (a read holds up to 500 events). Only for sites whose lease is
+        known held without asking Redis (`holds`); the others are flagged by `dispatch`."""
+        mono = time.monotonic()
+        flagged: set[str] = set()
+        for event in events:
+            if (event.type != EventType.EV_CHARGING_NEEDS or event.evse_id is None or not event.tx_ref
+                    or event.data.get("status") in ("Rejected", "Repeated")):
+                continue
+            site_id = event.site_id or self._station_site.get(event.station_id)
+            if site_id in self.held and mono < self._lease_fresh_until.get(site_id or "", 0.0):
+                self.needs_due(site_id or "", (event.station_id, int(event.evse_id)))
+                flagged.add(site_id or "")
+        for site_id in flagged:  # served after the site's current work (`_handle`), or at once
+            self.enqueue(site_id, Work.ARRIVALS, None)
 
     def needs_due(self, site_id: str, evse: tuple[str, int]) -> None:
         """New charging needs on `evse`: its provisional share goes out as the next thing the
@@ -597,8 +619,12 @@ class SmartChargingService:
                 last_id, events = await self.store.read_events(last_id, count=500, block_ms=1000,
                                                                skip=self.foreign_power_event)
                 raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
+                self.flag_needs(events)
+                batch = StoreWrite()  # the read's session bookkeeping in one write, not one per event
                 for event in events:
-                    await self.dispatch(event)
+                    await self.dispatch(event, batch)
+                if batch:
+                    await self.store.write(batch)
         finally:
             renew.cancel()
             watchdog.cancel()

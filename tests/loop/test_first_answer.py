@@ -7,6 +7,7 @@ every accepted profile that the limits the stations hold sum to at most the site
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from csms.commands import CommandReply
 from csms.smart_charging import safety
+from evfleet.events import Event, EventType
 from evfleet.keys import tx_ref
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.txprofile import iso_z
@@ -210,3 +212,24 @@ async def test_a_station_that_never_answers_holds_neither_the_first_answer_nor_t
     assert store.profiles[("CP-1", 1)]["limit_w"] == pytest.approx(5_000.0)
     infos = await svc.site_evses(SITE)
     assert infos["CP-1/1"].inflight is None
+
+
+async def test_needs_in_a_read_of_the_stream_are_flagged_before_the_read_is_dispatched() -> None:
+    """A read of the stream holds up to 500 events, dispatched one by one (with Redis round trips):
+    new needs of a site this node holds are flagged for their provisional share first, and an idle
+    site task is woken; repeated and rejected needs, and sites not known held, are not."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    svc = _service(store, Stations(clock, 30_000.0), clock)
+    svc.held.add(SITE)
+    svc._lease_fresh_until[SITE] = time.monotonic() + 5.0
+
+    def needs(sid: str, site: str = SITE, status: str = "Processing") -> Event:
+        return Event(type=EventType.EV_CHARGING_NEEDS, station_id=sid, evse_id=1, tx_ref=f"{sid}:tx",
+                     site_id=site, ts=T0, data={"status": status})
+
+    svc.flag_needs([needs("CP-1"), needs("CP-2", status="Repeated"), needs("CP-3", status="Rejected"),
+                    needs("CP-4", site="elsewhere")])
+    assert svc._provisional_due == {SITE: {("CP-1", 1)}}
+    site = svc.sites[SITE]
+    assert site.queue.qsize() == 1 and site.task is not None
+    site.task.cancel()
