@@ -34,6 +34,13 @@ ANSWER_PATIENCE_S = 1.0
 """How long a pass waits for the answers of one batch before it goes on without the slow ones
 (the answers of a quiet 1,000-station fleet: p95 0.075 s)."""
 
+SENDS_OUT_MAX = 256
+"""TxProfile calls one service has out at once (`InFlight.slots`, held by `sending.send`). A pass
+that goes on without slow answers would otherwise start batch after batch while a loaded node
+answers late: at 20,000 stations the calls and their store writes exhausted the node's Redis pool
+(1,024 connections; 16,241 sends failed with "No connection available"). A send waiting for a slot
+is one whose answer is late: counted at max(old, new) once its pass goes on."""
+
 
 @dataclass
 class InFlight:
@@ -41,6 +48,8 @@ class InFlight:
 
     series: dict[EvseId, Series] = field(default_factory=dict)
     tasks: set[asyncio.Future[Any]] = field(default_factory=set)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SENDS_OUT_MAX))
+    """At most `SENDS_OUT_MAX` calls out at once (`sending.send`)."""
 
     def snapshot(self) -> dict[EvseId, Series]:
         """A copy to lay over a read of the store (take it BEFORE the read: module doc)."""

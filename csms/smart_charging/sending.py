@@ -184,7 +184,14 @@ async def await_answers(svc: SmartChargingService, site_id: str,
 
 async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],
                plan_id: str, kind: str) -> tuple[bool, Series]:
-    """Send one TxProfile, record the answer; (accepted, series now counted for the EVSE)."""
+    """Send one TxProfile, record the answer; (accepted, series now counted for the EVSE). Waits
+    for one of the service's `inflight.SENDS_OUT_MAX` slots first (a late answer, to the pass)."""
+    async with svc.inflight.slots:
+        return await _send_one(svc, site_id, info, payload, plan_id, kind)
+
+
+async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],
+                    plan_id: str, kind: str) -> tuple[bool, Series]:
     now_s = svc.clock.timestamp()
     old = info.applied(now_s)
     new = conversion.abs_series(payload, info.electrical)

@@ -111,6 +111,37 @@ async def test_a_lower_limit_scales_the_sessions_down_and_every_step_fits() -> N
     assert await svc.enforce_limit(SITE) == {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
 
 
+async def test_a_pass_has_at_most_the_slots_out_and_the_limit_holds() -> None:
+    """A pass sending many profiles to slow stations has at most `inflight.slots` calls out at
+    once (fails if sends are unbounded: at 20,000 stations they exhausted the Redis pool), every
+    profile still goes out, and the sum of the stations' limits never exceeds the cut limit."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    sids = [f"CP-{i}" for i in range(12)]
+    store.sites[SITE] = {"limit_kw": "120"}
+    for sid in sids:
+        _session(store, sid, 10_000.0)
+    out, most = 0, 0
+
+    class SlowStations(Stations):
+        async def call(self, station_id: str, action: str, payload: dict[str, Any],
+                       timeout_s: float | None = None) -> CommandReply:
+            nonlocal out, most
+            out += 1
+            most = max(most, out)
+            await asyncio.sleep(0.05)
+            out -= 1
+            return await super().call(station_id, action, payload, timeout_s)
+
+    stations = SlowStations(clock, 60_000.0)
+    stations.limits_w = dict.fromkeys(sids, 10_000.0)
+    svc = _service(store, stations, clock)
+    svc.inflight.slots = asyncio.Semaphore(3)
+    store.sites[SITE]["limit_kw"] = "60"
+    stats = await svc.enforce_limit(SITE)
+    assert stats["accepted"] == 12 and most == 3
+    assert _sums_to(stations, *sids) <= 60_000.0 + 1.0 and stations.worst_sum_w <= 120_000.0 + 1.0
+
+
 async def test_the_site_margin_is_never_handed_out() -> None:
     """`site_margin_kw` (published): a limit cut scales the sessions to limit - margin, and a plan
     made for the whole limit is cut to it too (fails if the margin is budgeted as headroom)."""
