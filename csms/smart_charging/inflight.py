@@ -30,9 +30,12 @@ from evfleet.store.port import EvseId
 
 log = logging.getLogger(__name__)
 
-ANSWER_PATIENCE_S = 1.0
+ANSWER_PATIENCE_S = 3.0
 """How long a pass waits for the answers of one batch before it goes on without the slow ones
-(the answers of a quiet 1,000-station fleet: p95 0.075 s)."""
+(the answers of a quiet 1,000-station fleet: p95 0.075 s; at load 12, p95 1.1 s). Needs that
+arrive meanwhile are served during the wait, so a longer patience does not delay them; a shorter
+one detaches more answers under load, and each landing one re-applies a plan it left blocked (a
+whole-site pass: at 1 s the plan profiles sent at 1,000 stations rose from 1,752 to 2,435)."""
 
 SENDS_OUT_MAX = 256
 """TxProfile calls one service has out at once (`InFlight.slots`, held by `sending.send`). A pass
