@@ -32,7 +32,7 @@ from csms.api.actions import actions
 from csms.api.admin import admin
 from csms.api.calls import CommandClientCaller, StationCaller
 from csms.api.deps import ApiDeps, deps_of, require_stream
-from csms.api.errors import READ_ERRORS, install_error_handlers
+from csms.api.errors import READ_ERRORS, ErrorResponse, error_body, install_error_handlers
 from csms.api.history import history
 from csms.api.live import LiveHub
 from csms.api.models import Health
@@ -133,12 +133,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz", tags=["metrics"], summary="Liveness: Redis reachable", response_model=Health,
-             responses={503: {"model": Health, "description": "Redis does not answer"}})
+             responses={503: {"model": ErrorResponse, "description": "Redis does not answer"}})
     async def healthz() -> Response:
-        """`{"ok": true}` when Redis answers; 503 `{"ok": false}` when it does not."""
+        """`{"ok": true}` when Redis answers; 503 with the API's error body
+        (`store_unavailable`) when it does not."""
         if await probe.redis_answers():
             return JSONResponse({"ok": True})
-        return JSONResponse({"ok": False}, status_code=503)
+        return JSONResponse(error_body("store_unavailable", "Redis does not answer the node's PING"),
+                            status_code=503)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -217,11 +217,11 @@ async def test_healthz_answers_while_every_pooled_connection_is_busy(redis_url: 
 
 
 async def test_healthz_is_503_when_redis_does_not_answer() -> None:
-    """No Redis behind the node: 503 `{"ok": false}` (a clear answer, not an unhandled 500)."""
+    """No Redis behind the node: 503 with the API's error body (a clear answer, not an unhandled 500)."""
     down = connect_redis(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     deps = build_deps(down, KEYS, RealClock(), auth=True, call_timeout_s=2.0)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(deps)),
                                  base_url="http://api") as c:
         reply = await c.get("/healthz")
-    assert reply.status_code == 503 and reply.json() == {"ok": False}
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "store_unavailable"
     await down.aclose()
