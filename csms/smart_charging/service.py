@@ -103,13 +103,15 @@ due) of a second share one pass."""
 
 WHOLE_SITE_DUTY = 0.25
 """Largest share of a node's time that fallback re-shares and interim passes of one site may take:
-after a pass of d seconds the next waits max(`RESHARE_MIN_S`, d x (1 - duty) / duty). A pass of a
-20,000-EVSE site takes about a second of CPU, so at one per second the lease holder had no time
-left for its stations' messages (issue 14: 60 % of its samples in `share_fairly` at 10,000)."""
+after a pass that took d seconds of the node's CPU the next waits max(`RESHARE_MIN_S`,
+d x (1 - duty) / duty). A pass of a 20,000-EVSE site takes about a second of CPU, so at one per
+second the lease holder had no time left for its stations' messages (issue 14: 60 % of its samples
+in `share_fairly` at 10,000). CPU, not wall time: a pass that waits for stations' answers (up to
+`answer_patience_s`) costs nothing meanwhile and must not delay the next interim answers."""
 
 
 def pass_gap_s(pass_s: float) -> float:
-    """Seconds a site waits after a whole-site pass of `pass_s` seconds (`WHOLE_SITE_DUTY`)."""
+    """Seconds a site waits after a whole-site pass that took `pass_s` CPU seconds (`WHOLE_SITE_DUTY`)."""
     return max(RESHARE_MIN_S, pass_s * (1.0 - WHOLE_SITE_DUTY) / WHOLE_SITE_DUTY)
 
 
@@ -429,10 +431,10 @@ class SmartChargingService:
             await safety.share_fairly(self, site_id, arrivals=starved)
 
     async def _on_interim(self, site_id: str, _: Any) -> None:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         self._interim_last[site_id] = started
         await self.send_interims(site_id)
-        self._note_pass(site_id, started)
+        self._note_pass(site_id, cpu)
         if site_id in self._fallback:  # in fallback mode this pass re-shared every session
             self._reshare_last[site_id] = started
 
@@ -447,16 +449,18 @@ class SmartChargingService:
         self._reshare_queued.discard(site_id)
         if self._reshare_last.get(site_id, -RESHARE_MIN_S) >= self._reshare_asked.pop(site_id, 0.0):
             return  # an interim pass re-shared every session after the last start or end
-        started = self._reshare_last[site_id] = time.monotonic()
+        self._reshare_last[site_id], cpu = time.monotonic(), time.thread_time()
         await safety.share_fairly(self, site_id)
-        self._note_pass(site_id, started)
+        self._note_pass(site_id, cpu)
 
-    def _note_pass(self, site_id: str, started: float) -> None:
-        pass_s = time.monotonic() - started
-        self._pass_gap[site_id] = gap = pass_gap_s(pass_s)
+    def _note_pass(self, site_id: str, cpu_started: float) -> None:
+        # the node's (event-loop thread's) CPU while the pass ran: its own work and what ran
+        # between its awaits, so a node that is busy anyway spaces its passes further
+        cpu_s = time.thread_time() - cpu_started
+        self._pass_gap[site_id] = gap = pass_gap_s(cpu_s)
         if gap > RESHARE_MIN_S:
-            log.debug("site %s: whole-site pass took %.2f s, next in %.2f s at the earliest",
-                      site_id, pass_s, gap)
+            log.debug("site %s: whole-site pass took %.2f CPU s, next in %.2f s at the earliest",
+                      site_id, cpu_s, gap)
 
     def _wait_s(self, last: dict[str, float], site_id: str, mono: float) -> float:
         """Seconds until the site's next whole-site pass may start (`WHOLE_SITE_DUTY`)."""
