@@ -384,6 +384,7 @@ def main() -> None:
                         help="processes the simulated stations are split over (1 = all in this one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "loop_fleet.json")
     args = parser.parse_args()
+    args.sim_procs = max(1, min(args.sim_procs, args.stations))  # no fleet process without a station
     import logging
 
     logging.basicConfig(level=logging.ERROR)
