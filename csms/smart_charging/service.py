@@ -25,8 +25,9 @@ interleave.
 A session is identified by its `tx_ref` (station, transactionId, generation) in plans, records
 and events; the station's own transactionId only goes into the profiles sent to it.
 
-Layout: this module is the thin asyncio driver (leases, the stream loop, per-site queues, timers);
-`budget` states the site-limit rule and holds every policy that keeps it (counting, ordering,
+Layout: this module is the thin asyncio driver (leases, the stream loop, per-site queues);
+`intake` routes stream events to a site's queue, `pacing` spaces the whole-site passes and runs
+K15's timers, `work` names the queue items; `budget` states the site-limit rule and holds every policy that keeps it (counting, ordering,
 scaling, churn filter, K17, fair shares); `conversion` turns limits into payloads and answers
 into what counts; `actions` and `safety` are the steps for one site; `sending` sends profiles
 and records answers; all reads and writes go through the store port (`evfleet.store.port`).
@@ -40,22 +41,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from csms.commands import CommandClient
 from csms.context import CsmsContext
 from csms.settings import CsmsSettings
-from csms.smart_charging import actions, budget, conversion, defaults, metered, provisional, safety, sending
+from csms.smart_charging import (
+    actions,
+    budget,
+    conversion,
+    defaults,
+    intake,
+    metered,
+    pacing,
+    provisional,
+    safety,
+    sending,
+)
 from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
 from csms.smart_charging.inflight import ANSWER_PATIENCE_S, InFlight
 from csms.smart_charging.planner import Series
+from csms.smart_charging.work import Work
 from csms.store.port_redis import RedisStateStore
 from evfleet.clock import Clock
 from evfleet.events import Event, EventType
@@ -64,56 +75,17 @@ from evfleet.store.port import StateStore, StoredEvse, StoreWrite
 from evfleet.store.sites import budget_kw, margin_kw
 from evfleet.tasks import raise_if_cancelling
 
-__all__ = ["EvseInfo", "SmartChargingService", "ev_plan_series", "run"]
+__all__ = ["EvseInfo", "SmartChargingService", "Work", "ev_plan_series", "run"]
 
 log = logging.getLogger(__name__)
 
-RELEVANT = frozenset({EventType.SCHEDULE_PLANNED, EventType.TX_STARTED, EventType.TX_ENDED,
-                      EventType.EV_CHARGING_NEEDS, EventType.EV_CHARGING_SCHEDULE, EventType.STATION_BOOTED,
-                      EventType.SITE_LIMIT})
-"""Events that reach a site's queue (power readings and new EVSEs are handled on intake)."""
 
 
-class Work(StrEnum):
-    """Queue items that are not stream events."""
 
-    RECONCILE = "reconcile"
-    """Lease taken (start, take-over): the configured limit holds at once, then the plan."""
-    TICK = "tick"
-    DEFAULTS = "defaults"
-    DEFAULTS_DONE = "defaults-done"
-    """A wave of defaults answered (or one refused): starved provisional shares and blocked plans retry."""
-    INTERIM = "interim"
-    RESHARE = "reshare"
-    """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""
-    ARRIVALS = "arrivals"
-    """Needs flagged from a read of the stream (`flag_needs`): an idle site task serves them now."""
-    ANSWERED = "answered"
-    """A profile a pass stopped waiting for was answered (`inflight`): blocked work is tried again."""
 
 
 LEASE_RECHECK_S = 1.0
 """How long a node takes another node's site lease as held without asking Redis again."""
-
-RESHARE_MIN_S = 1.0
-"""Shortest time between two fallback re-shares of a site after sessions start or end, and between two
-interim passes: a pass reads the whole site, so on a 20,000-EVSE site in fallback mode (8 starts
-and 8 ends a second) one per event would never end; the starts and ends (and the interims falling
-due) of a second share one pass."""
-
-WHOLE_SITE_DUTY = 0.25
-"""Largest share of a node's time that fallback re-shares and interim passes of one site may take:
-after a pass that took d seconds of the node's CPU the next waits max(`RESHARE_MIN_S`,
-d x (1 - duty) / duty). A pass of a 20,000-EVSE site takes about a second of CPU, so at one per
-second the lease holder had no time left for its stations' messages (issue 14: 60 % of its samples
-in `share_fairly` at 10,000). CPU, not wall time: a pass that waits for stations' answers (up to
-`answer_patience_s`) costs nothing meanwhile and must not delay the next interim answers."""
-
-
-def pass_gap_s(pass_s: float) -> float:
-    """Seconds a site waits after a whole-site pass that took `pass_s` CPU seconds (`WHOLE_SITE_DUTY`)."""
-    return max(RESHARE_MIN_S, pass_s * (1.0 - WHOLE_SITE_DUTY) / WHOLE_SITE_DUTY)
-
 
 @dataclass
 class _Site:
@@ -179,15 +151,8 @@ class SmartChargingService:
         self._over = budget.Persistence(settings.over_limit_after_s)
         self._alarmed: set[str] = set()
         self._tick_queued: set[str] = set()
-        self._reshare_queued: set[str] = set()
-        self._reshare_last: dict[str, float] = {}
-        """site -> monotonic start of its last full re-share (a fallback re-share or interim pass)."""
-        self._reshare_asked: dict[str, float] = {}
-        """site -> monotonic time of the latest start or end that asked for a re-share."""
-        self._interim_last: dict[str, float] = {}
-        """site -> monotonic start of its last interim pass (at most one per `pass_gap_s`)."""
-        self._pass_gap: dict[str, float] = {}
-        """site -> seconds from the start of one whole-site pass to the next (`pass_gap_s`)."""
+        self.pacing = pacing.Pacing()
+        """When each site's next fallback re-share and interim pass may run (`pacing`)."""
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
@@ -260,58 +225,16 @@ class SmartChargingService:
             site.task = asyncio.create_task(self._site_loop(site_id, site), name=f"smart-charging:{site_id}")
 
     async def dispatch(self, event: Event, batch: StoreWrite | None = None) -> None:
-        """Route one stream event to its site's task (only for sites this node holds); session
-        bookkeeping goes into `batch` when given (written by the caller)."""
-        if event.type in (EventType.TX_UPDATED, EventType.METER_VALUES):
-            self._note_power(event)
-            return
-        if event.type == EventType.CONNECTOR_STATUS:
-            await self._note_evse(event)
-            return
-        if event.type not in RELEVANT:
-            return
-        if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Rejected":
-            return
-        if event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") == "Repeated":
-            if event.tx_ref:  # the same request again: counted, nothing re-planned or reset
-                w = StoreWrite() if batch is None else batch
-                w.incr(event.tx_ref, "needs_repeated")
-                if batch is None:
-                    await self.store.write(w)
-            return
-        if event.type == EventType.TX_ENDED and event.evse_id is not None:
-            self.metered.drop((event.station_id, int(event.evse_id)))
-        site_id = await self.site_of(event)
-        if not await self.holds(site_id):
-            return
-        if event.type == EventType.STATION_BOOTED:
-            self.defaults_due(site_id, event.station_id)
-            return
-        if event.type in (EventType.TX_STARTED, EventType.EV_CHARGING_NEEDS):
-            if event.type == EventType.EV_CHARGING_NEEDS:
-                await actions.needs_received(self, event, batch)
-                if event.evse_id is not None and event.tx_ref:  # fast first answer (provisional)
-                    self.needs_due(site_id, (event.station_id, int(event.evse_id)))
-            self._start_interim_timer(site_id, event)
-        self.enqueue(site_id, event.type.value, event)
+        """Route one stream event to its site's task (`intake.dispatch`)."""
+        await intake.dispatch(self, event, batch)
 
     def flag_needs(self, events: Sequence[Event]) -> None:
-        """New charging needs in a read of the stream: flagged for their provisional share before
-        the read is dispatched (`needs_due`), so the site's task can answer them while the stream
-        loop works through the rest (a read holds up to 500 events). Only for sites whose lease is
-        known held without asking Redis (`holds`); the others are flagged by `dispatch`."""
-        mono = time.monotonic()
-        flagged: set[str] = set()
-        for event in events:
-            if (event.type != EventType.EV_CHARGING_NEEDS or event.evse_id is None or not event.tx_ref
-                    or event.data.get("status") in ("Rejected", "Repeated")):
-                continue
-            site_id = event.site_id or self._station_site.get(event.station_id)
-            if site_id in self.held and mono < self._lease_fresh_until.get(site_id or "", 0.0):
-                self.needs_due(site_id or "", (event.station_id, int(event.evse_id)))
-                flagged.add(site_id or "")
-        for site_id in flagged:  # served after the site's current work (`_handle`), or at once
-            self.enqueue(site_id, Work.ARRIVALS, None)
+        """Flag new needs in a read of the stream before it is dispatched (`intake.flag_needs`)."""
+        intake.flag_needs(self, events)
+
+    def foreign_power_event(self, fields: Mapping[str, str]) -> bool:
+        """A meter event of a site another node holds (`intake.foreign_power_event`)."""
+        return intake.foreign_power_event(self, fields)
 
     def needs_due(self, site_id: str, evse: tuple[str, int]) -> None:
         """New charging needs on `evse`: its provisional share goes out as the next thing the
@@ -320,38 +243,6 @@ class SmartChargingService:
         waker = self.wakers.get(site_id)
         if waker is not None:
             waker.set()
-
-    async def _note_evse(self, event: Event) -> None:
-        """A connector status from an EVSE not seen before: it needs its default profile."""
-        evse = (event.station_id, event.evse_id or 0)
-        if evse[1] and evse not in self._known_evses:
-            self._known_evses.add(evse)
-            site_id = await self.site_of(event)
-            if await self.holds(site_id):
-                self.defaults.note_new(site_id, evse)
-                self.defaults_due(site_id, None)
-
-    def foreign_power_event(self, fields: Mapping[str, str]) -> bool:
-        """A meter event (tx.updated, meter.values) of a site another node holds: skipped before
-        it is parsed (it would only feed the watchdog of a site this node does not watch). An
-        event whose site is unknown here is not foreign: it is parsed as before."""
-        if fields.get("type") not in _POWER_EVENTS:
-            return False
-        site = fields.get("site_id") or self._station_site.get(fields.get("station_id", ""))
-        return site is not None and site not in self.held
-
-    def _note_power(self, event: Event) -> None:
-        """Remember the last metered power of a session (the watchdog compares it with its limit)."""
-        power = event.data.get("power_w")
-        if event.evse_id is None or not event.tx_ref or power is None:
-            return
-        try:
-            value = float(power)
-        except (TypeError, ValueError):
-            return
-        if value == value and abs(value) != float("inf"):
-            site = event.site_id or self._station_site.get(event.station_id)
-            self.metered.note((event.station_id, int(event.evse_id)), site, event.tx_ref, value)
 
     async def _site_loop(self, site_id: str, site: _Site) -> None:
         while True:
@@ -431,12 +322,7 @@ class SmartChargingService:
             await safety.share_fairly(self, site_id, arrivals=starved)
 
     async def _on_interim(self, site_id: str, _: Any) -> None:
-        started, cpu = time.monotonic(), time.thread_time()
-        self._interim_last[site_id] = started
-        await self.send_interims(site_id)
-        self._note_pass(site_id, cpu)
-        if site_id in self._fallback:  # in fallback mode this pass re-shared every session
-            self._reshare_last[site_id] = started
+        await pacing.interim_pass(self, site_id)
 
     async def _on_tx_started(self, site_id: str, _: Any) -> None:
         self.reshare_soon(site_id)  # in fallback mode: re-share
@@ -446,46 +332,15 @@ class SmartChargingService:
         self.reshare_soon(site_id)
 
     async def _on_reshare(self, site_id: str, _: Any) -> None:
-        self._reshare_queued.discard(site_id)
-        if self._reshare_last.get(site_id, -RESHARE_MIN_S) >= self._reshare_asked.pop(site_id, 0.0):
-            return  # an interim pass re-shared every session after the last start or end
-        self._reshare_last[site_id], cpu = time.monotonic(), time.thread_time()
-        await safety.share_fairly(self, site_id)
-        self._note_pass(site_id, cpu)
-
-    def _note_pass(self, site_id: str, cpu_started: float) -> None:
-        # the node's (event-loop thread's) CPU while the pass ran: its own work and what ran
-        # between its awaits, so a node that is busy anyway spaces its passes further
-        cpu_s = time.thread_time() - cpu_started
-        self._pass_gap[site_id] = gap = pass_gap_s(cpu_s)
-        if gap > RESHARE_MIN_S:
-            log.debug("site %s: whole-site pass took %.2f CPU s, next in %.2f s at the earliest",
-                      site_id, cpu_s, gap)
-
-    def _wait_s(self, last: dict[str, float], site_id: str, mono: float) -> float:
-        """Seconds until the site's next whole-site pass may start (`WHOLE_SITE_DUTY`)."""
-        gap = self._pass_gap.get(site_id, RESHARE_MIN_S)
-        return last.get(site_id, -math.inf) + gap - mono
+        await pacing.reshare_pass(self, site_id)
 
     def reshare_soon(self, site_id: str) -> None:
-        """In fallback mode, sessions started or ended: one re-share within `pass_gap_s` of the
-        last (`Work.RESHARE`). Until it runs a new session counts at what it counts now (its
-        default, or its maximum while that is unconfirmed) and nothing freed is handed out, so
-        waiting never lets the counted sum exceed the budget; it only delays the new shares. An
-        interim pass that started after the latest ask re-shared every session already: the
-        re-share is skipped."""
-        if site_id not in self._fallback:
-            return
-        mono = time.monotonic()
-        self._reshare_asked[site_id] = mono  # the latest ask: a pass started before it does not count
-        if site_id in self._reshare_queued:
-            return
-        self._reshare_queued.add(site_id)
-        wait_s = self._wait_s(self._reshare_last, site_id, mono)
-        if wait_s <= 0:
-            self.enqueue(site_id, Work.RESHARE, None)
-        else:
-            asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.RESHARE, None)
+        """In fallback mode, sessions started or ended: one re-share soon (`pacing.reshare_soon`)."""
+        pacing.reshare_soon(self, site_id)
+
+    def start_interim_timer(self, site_id: str, event: Event) -> None:
+        """K15's interim timer of a session (`pacing.start_interim_timer`)."""
+        pacing.start_interim_timer(self, site_id, event)
 
     async def _on_ev_schedule(self, site_id: str, event: Event) -> None:
         await self.check_ev_schedule(site_id, event)
@@ -497,29 +352,6 @@ class SmartChargingService:
         if site_id not in self.defaults.queued:
             self.defaults.queued.add(site_id)
             self.enqueue(site_id, Work.DEFAULTS, None)
-
-    def _start_interim_timer(self, site_id: str, event: Event) -> None:
-        if event.evse_id is None or not event.tx_ref:
-            return
-        key, txid = (event.station_id, int(event.evse_id)), event.tx_ref
-
-        async def fire() -> None:
-            await asyncio.sleep(self.settings.interim_profile_after_s)
-            due = self._interim_due.setdefault(site_id, {})
-            first = not due
-            due[key] = txid
-            if first:  # one queue item handles every interim that falls due meanwhile, at most one
-                # pass per RESHARE_MIN_S (each reads the whole site; until it runs the session
-                # counts at its default, its maximum while that is unconfirmed)
-                wait_s = self._wait_s(self._interim_last, site_id, time.monotonic())
-                if wait_s <= 0:
-                    self.enqueue(site_id, Work.INTERIM, None)
-                else:
-                    asyncio.get_running_loop().call_later(wait_s, self.enqueue, site_id, Work.INTERIM, None)
-
-        task = asyncio.create_task(fire())
-        self._timers.add(task)
-        task.add_done_callback(self._timers.discard)
 
     # --- reading state ------------------------------------------------------------------
     async def site_limit_w(self, site_id: str) -> float:
@@ -643,7 +475,6 @@ class SmartChargingService:
                     await self.store.release_lease(site_id, self.node_id)
 
 
-_POWER_EVENTS = frozenset({EventType.TX_UPDATED.value, EventType.METER_VALUES.value})
 DECODE_CHUNK = 500
 """EVSE records decoded per event-loop callback (`decode_all`)."""
 

@@ -18,7 +18,8 @@ import pytest
 from csms.settings import CsmsSettings
 from csms.smart_charging import budget, safety
 from csms.smart_charging.metered import MeteredState
-from csms.smart_charging.service import RESHARE_MIN_S, SmartChargingService, Work, pass_gap_s
+from csms.smart_charging.pacing import RESHARE_MIN_S, pass_gap_s
+from csms.smart_charging.service import SmartChargingService, Work
 from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.store.port import EvseId, StoredEvse
@@ -151,7 +152,7 @@ async def test_sessions_starting_in_fallback_mode_share_one_re_share_per_second(
     await svc._handle(SITE, Work.INTERIM, None)  # ... but an interim pass re-shares everyone first
     assert len(passes) == 3
     await asyncio.sleep(RESHARE_MIN_S + 0.2)
-    assert len(passes) == 3 and not svc._reshare_queued
+    assert len(passes) == 3 and not svc.pacing.reshare_queued
     svc.reshare_soon(SITE)
     await svc._handle(SITE, Work.INTERIM, None)
     svc.reshare_soon(SITE)  # a session ends after that interim pass: merged into the queued re-share
@@ -177,10 +178,10 @@ async def test_interim_passes_are_at_most_one_per_second(monkeypatch: pytest.Mon
         return Event(type=EventType.TX_STARTED, station_id=sid, evse_id=1, tx_ref=f"{sid}:tx:0",
                      site_id=SITE, ts=T0)
 
-    svc._start_interim_timer(SITE, started("CP-1"))
+    svc.start_interim_timer(SITE, started("CP-1"))
     await asyncio.sleep(0.3)
-    svc._start_interim_timer(SITE, started("CP-2"))
-    svc._start_interim_timer(SITE, started("CP-3"))
+    svc.start_interim_timer(SITE, started("CP-2"))
+    svc.start_interim_timer(SITE, started("CP-3"))
     await asyncio.sleep(RESHARE_MIN_S + 0.3)
     assert [p[1] for p in passes] == [[("CP-1", 1)], [("CP-2", 1), ("CP-3", 1)]]
     assert passes[1][0] - passes[0][0] >= RESHARE_MIN_S - 0.05
@@ -208,12 +209,12 @@ async def test_a_slow_whole_site_pass_spaces_the_next_by_the_duty_cap(
     monkeypatch.setattr(safety, "share_fairly", share_fairly)
     assert pass_gap_s(0.1) == RESHARE_MIN_S and pass_gap_s(pass_s) == pytest.approx(pass_s * 3)
     svc.reshare_soon(SITE)
-    while SITE not in svc._pass_gap:  # the first pass runs
+    while SITE not in svc.pacing.gap:  # the first pass runs
         await asyncio.sleep(0.05)
     svc.reshare_soon(SITE)  # sessions started during the slow pass
     while len(passes) < 2:
         await asyncio.sleep(0.05)
-    gap = svc._pass_gap[SITE]
+    gap = svc.pacing.gap[SITE]
     # 0.6 CPU s -> 1.8 s; the 0.3 s awaited would make it 2.7 s if wall time counted
     assert pass_gap_s(pass_s) - 0.01 <= gap < pass_gap_s(pass_s + 0.3) - 0.3
     assert passes[1] - passes[0] >= gap - 0.05  # RESHARE_MIN_S alone: 1 s

@@ -1,0 +1,140 @@
+"""How often a site's whole-site passes run (`service`): fallback re-shares after sessions start
+or end, and interim passes (K15) when a plan is late. Each reads the whole site, so they are
+coalesced and spaced: at most one per `RESHARE_MIN_S`, and never more than `WHOLE_SITE_DUTY` of
+the node's CPU. Until a delayed pass runs, a new session counts at what it counts now (its default,
+or its maximum while that is unconfirmed) and nothing freed is handed out, so waiting never lets
+the counted sum exceed the budget; it only delays the new shares."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from csms.smart_charging import safety
+from csms.smart_charging.work import Work
+from evfleet.events import Event
+
+if TYPE_CHECKING:
+    from csms.smart_charging.service import SmartChargingService
+
+log = logging.getLogger(__name__)
+
+RESHARE_MIN_S = 1.0
+"""Shortest time between two fallback re-shares of a site after sessions start or end, and between two
+interim passes: a pass reads the whole site, so on a 20,000-EVSE site in fallback mode (8 starts
+and 8 ends a second) one per event would never end; the starts and ends (and the interims falling
+due) of a second share one pass."""
+
+WHOLE_SITE_DUTY = 0.25
+"""Largest share of a node's time that fallback re-shares and interim passes of one site may take:
+after a pass that took d seconds of the node's CPU the next waits max(`RESHARE_MIN_S`,
+d x (1 - duty) / duty). A pass of a 20,000-EVSE site takes about a second of CPU, so at one per
+second the lease holder had no time left for its stations' messages (issue 14: 60 % of its samples
+in `share_fairly` at 10,000). CPU, not wall time: a pass that waits for stations' answers (up to
+`answer_patience_s`) costs nothing meanwhile and must not delay the next interim answers."""
+
+
+def pass_gap_s(pass_s: float) -> float:
+    """Seconds a site waits after a whole-site pass that took `pass_s` CPU seconds (`WHOLE_SITE_DUTY`)."""
+    return max(RESHARE_MIN_S, pass_s * (1.0 - WHOLE_SITE_DUTY) / WHOLE_SITE_DUTY)
+
+
+@dataclass
+class Pacing:
+    """The times of each site's whole-site passes (one per service)."""
+
+    reshare_queued: set[str] = field(default_factory=set)
+    """Sites with a re-share queued or timed."""
+    reshare_last: dict[str, float] = field(default_factory=dict)
+    """site -> monotonic start of its last full re-share (a fallback re-share or interim pass)."""
+    reshare_asked: dict[str, float] = field(default_factory=dict)
+    """site -> monotonic time of the latest start or end that asked for a re-share."""
+    interim_last: dict[str, float] = field(default_factory=dict)
+    """site -> monotonic start of its last interim pass (at most one per `pass_gap_s`)."""
+    gap: dict[str, float] = field(default_factory=dict)
+    """site -> seconds from the start of one whole-site pass to the next (`pass_gap_s`)."""
+
+    def note_pass(self, site_id: str, cpu_started: float) -> None:
+        """A pass that started at thread CPU time `cpu_started` ended: space the next one."""
+        # the node's (event-loop thread's) CPU while the pass ran: its own work and what ran
+        # between its awaits, so a node that is busy anyway spaces its passes further
+        cpu_s = time.thread_time() - cpu_started
+        self.gap[site_id] = gap = pass_gap_s(cpu_s)
+        if gap > RESHARE_MIN_S:
+            log.debug("site %s: whole-site pass took %.2f CPU s, next in %.2f s at the earliest",
+                      site_id, cpu_s, gap)
+
+    def wait_s(self, last: dict[str, float], site_id: str, mono: float) -> float:
+        """Seconds until the site's next whole-site pass may start (`WHOLE_SITE_DUTY`)."""
+        return last.get(site_id, -math.inf) + self.gap.get(site_id, RESHARE_MIN_S) - mono
+
+
+async def interim_pass(svc: SmartChargingService, site_id: str) -> None:
+    """The interim profiles that fell due (`Work.INTERIM`); in fallback mode a full re-share."""
+    pacing = svc.pacing
+    started, cpu = time.monotonic(), time.thread_time()
+    pacing.interim_last[site_id] = started
+    await svc.send_interims(site_id)
+    pacing.note_pass(site_id, cpu)
+    if site_id in svc._fallback:  # in fallback mode this pass re-shared every session
+        pacing.reshare_last[site_id] = started
+
+
+async def reshare_pass(svc: SmartChargingService, site_id: str) -> None:
+    """The re-share `reshare_soon` queued (`Work.RESHARE`), unless an interim pass did it since."""
+    pacing = svc.pacing
+    pacing.reshare_queued.discard(site_id)
+    if pacing.reshare_last.get(site_id, -RESHARE_MIN_S) >= pacing.reshare_asked.pop(site_id, 0.0):
+        return  # an interim pass re-shared every session after the last start or end
+    pacing.reshare_last[site_id], cpu = time.monotonic(), time.thread_time()
+    await safety.share_fairly(svc, site_id)
+    pacing.note_pass(site_id, cpu)
+
+
+def reshare_soon(svc: SmartChargingService, site_id: str) -> None:
+    """In fallback mode, sessions started or ended: one re-share within `pass_gap_s` of the
+    last (`Work.RESHARE`; module doc: waiting never exceeds the budget). An interim pass that
+    started after the latest ask re-shared every session already: the re-share is skipped."""
+    if site_id not in svc._fallback:
+        return
+    pacing = svc.pacing
+    mono = time.monotonic()
+    pacing.reshare_asked[site_id] = mono  # the latest ask: a pass started before it does not count
+    if site_id in pacing.reshare_queued:
+        return
+    pacing.reshare_queued.add(site_id)
+    wait_s = pacing.wait_s(pacing.reshare_last, site_id, mono)
+    if wait_s <= 0:
+        svc.enqueue(site_id, Work.RESHARE, None)
+    else:
+        asyncio.get_running_loop().call_later(wait_s, svc.enqueue, site_id, Work.RESHARE, None)
+
+
+def start_interim_timer(svc: SmartChargingService, site_id: str, event: Event) -> None:
+    """K15: if no plan-based profile reaches the session within `interim_profile_after_s`, an
+    interim pass (one for every interim that falls due meanwhile, spaced by `pass_gap_s`)."""
+    if event.evse_id is None or not event.tx_ref:
+        return
+    key, txid = (event.station_id, int(event.evse_id)), event.tx_ref
+
+    async def fire() -> None:
+        await asyncio.sleep(svc.settings.interim_profile_after_s)
+        due = svc._interim_due.setdefault(site_id, {})
+        first = not due
+        due[key] = txid
+        if first:  # one queue item handles every interim that falls due meanwhile (each pass
+            # reads the whole site; until it runs the session counts at its default, its
+            # maximum while that is unconfirmed)
+            wait_s = svc.pacing.wait_s(svc.pacing.interim_last, site_id, time.monotonic())
+            if wait_s <= 0:
+                svc.enqueue(site_id, Work.INTERIM, None)
+            else:
+                asyncio.get_running_loop().call_later(wait_s, svc.enqueue, site_id, Work.INTERIM, None)
+
+    task = asyncio.create_task(fire())
+    svc._timers.add(task)
+    task.add_done_callback(svc._timers.discard)
