@@ -27,10 +27,11 @@ and events; the station's own transactionId only goes into the profiles sent to 
 
 Layout: this module is the thin asyncio driver (leases, the stream loop, per-site queues);
 `intake` routes stream events to a site's queue, `pacing` spaces the whole-site passes and runs
-K15's timers, `work` names the queue items; `budget` states the site-limit rule and holds every policy that keeps it (counting, ordering,
-scaling, churn filter, K17, fair shares); `conversion` turns limits into payloads and answers
-into what counts; `actions` and `safety` are the steps for one site; `sending` sends profiles
-and records answers; all reads and writes go through the store port (`evfleet.store.port`).
+K15's timers, `work` names the queue items; `budget` states the site-limit rule and holds every
+policy that keeps it (counting, ordering, scaling, churn filter, K17, fair shares);
+`conversion` turns limits into payloads and answers into what counts; `actions` and `safety`
+are the steps for one site; `sending` sends profiles and records answers; all reads and writes
+go through the store port (`evfleet.store.port`).
 
 Interim and lease timers use real seconds (they measure how long the optimizer and nodes take,
 not simulated time); every timestamp written comes from the shared clock.
