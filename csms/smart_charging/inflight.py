@@ -30,12 +30,16 @@ from evfleet.store.port import EvseId
 
 log = logging.getLogger(__name__)
 
-ANSWER_PATIENCE_S = 3.0
-"""How long a pass waits for the answers of one batch before it goes on without the slow ones
-(the answers of a quiet 1,000-station fleet: p95 0.075 s; at load 12, p95 1.1 s). Needs that
-arrive meanwhile are served during the wait, so a longer patience does not delay them; a shorter
-one detaches more answers under load, and each landing one re-applies a plan it left blocked (a
-whole-site pass: at 1 s the plan profiles sent at 1,000 stations rose from 1,752 to 2,435)."""
+ANSWER_PATIENCE_S = 35.0
+"""How long a pass waits for the answers of one batch before it goes on without the slow ones:
+by default longer than a call's timeout (30 s), so a pass detaches no answer. Needs that arrive
+meanwhile are served during the wait, so a longer patience does not delay them. A shorter
+patience (3 s until 2026-12-06 17:05) let a pass go on without a station that never answers,
+but with it `tests/iso15118/test_fleet_hlc.py` failed in 3 of 5 runs (one EV's plan 8.8 kW above
+the profile the csms recorded as applied, in the fresh-clone CI run at load 1-2; cause not found),
+so detaching is off by default until that is understood. Each detached answer that lands also
+re-applies a plan it left blocked (at 1 s the plan profiles sent at 1,000 stations rose from
+1,752 to 2,435)."""
 
 SENDS_OUT_MAX = 256
 """TxProfile calls one service has out at once (`InFlight.slots`, held by `sending.send`). A pass
