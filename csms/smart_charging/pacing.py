@@ -73,6 +73,16 @@ class Pacing:
         return last.get(site_id, -math.inf) + self.gap.get(site_id, RESHARE_MIN_S) - mono
 
 
+def enqueue_spaced(svc: SmartChargingService, site_id: str, work: Work, last: dict[str, float]) -> None:
+    """Queue a whole-site pass `work` for the site now, or once `pass_gap_s` has passed since
+    the start recorded in `last`."""
+    wait_s = svc.pacing.wait_s(last, site_id, time.monotonic())
+    if wait_s <= 0:
+        svc.enqueue(site_id, work, None)
+    else:
+        asyncio.get_running_loop().call_later(wait_s, svc.enqueue, site_id, work, None)
+
+
 async def interim_pass(svc: SmartChargingService, site_id: str) -> None:
     """The interim profiles that fell due (`Work.INTERIM`); in fallback mode a full re-share."""
     pacing = svc.pacing
@@ -102,16 +112,12 @@ def reshare_soon(svc: SmartChargingService, site_id: str) -> None:
     if site_id not in svc._fallback:
         return
     pacing = svc.pacing
-    mono = time.monotonic()
-    pacing.reshare_asked[site_id] = mono  # the latest ask: a pass started before it does not count
+    # the latest ask: a pass started before it does not count
+    pacing.reshare_asked[site_id] = time.monotonic()
     if site_id in pacing.reshare_queued:
         return
     pacing.reshare_queued.add(site_id)
-    wait_s = pacing.wait_s(pacing.reshare_last, site_id, mono)
-    if wait_s <= 0:
-        svc.enqueue(site_id, Work.RESHARE, None)
-    else:
-        asyncio.get_running_loop().call_later(wait_s, svc.enqueue, site_id, Work.RESHARE, None)
+    enqueue_spaced(svc, site_id, Work.RESHARE, pacing.reshare_last)
 
 
 def start_interim_timer(svc: SmartChargingService, site_id: str, event: Event) -> None:
@@ -129,11 +135,7 @@ def start_interim_timer(svc: SmartChargingService, site_id: str, event: Event) -
         if first:  # one queue item handles every interim that falls due meanwhile (each pass
             # reads the whole site; until it runs the session counts at its default, its
             # maximum while that is unconfirmed)
-            wait_s = svc.pacing.wait_s(svc.pacing.interim_last, site_id, time.monotonic())
-            if wait_s <= 0:
-                svc.enqueue(site_id, Work.INTERIM, None)
-            else:
-                asyncio.get_running_loop().call_later(wait_s, svc.enqueue, site_id, Work.INTERIM, None)
+            enqueue_spaced(svc, site_id, Work.INTERIM, svc.pacing.interim_last)
 
     task = asyncio.create_task(fire())
     svc._timers.add(task)
