@@ -89,7 +89,7 @@ async def test_dashboard_shows_stations_and_updates_live(redis_url: str, browser
             f"() => document.getElementById('xv-id').textContent === '{tx_id}'", timeout=10_000)
         await page.screenshot(path=str(artifacts_dir / "dashboard-session.png"), full_page=True)
         await page.goto(f"{live.api_url}/#/station/CS-2")
-        await page.wait_for_function("() => document.getElementById('sv-id').textContent === 'CS-2'",
+        await page.wait_for_function("() => document.getElementById('sv-id')?.textContent === 'CS-2'",
                                      timeout=10_000)
         assert "Occupied" in (await page.text_content("#sv-evses")) or "Charging" in (
             await page.text_content("#sv-status"))

@@ -33,7 +33,7 @@ async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser:
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         await page.goto(f"{live.api_url}/#token={live.operator}")
         await page.click('.tile[data-sid="CS-P"]', timeout=10_000)  # the tile opens the station page
-        await page.wait_for_function("() => document.getElementById('sv-id').textContent === 'CS-P'",
+        await page.wait_for_function("() => document.getElementById('sv-id')?.textContent === 'CS-P'",
                                      timeout=10_000)
         assert "/static/station.html?id=CS-P" in page.url
         await page.wait_for_selector('#sv-evses [data-connector="1/1"]')
@@ -81,7 +81,7 @@ async def test_operator_acts_on_a_station_from_its_page(redis_url: str, browser:
         viewer = await browser.new_page()
         await viewer.goto(f"{live.api_url}/#token={live.viewer}")
         await viewer.goto(f"{live.api_url}/static/station.html?id=CS-P")
-        await viewer.wait_for_function("() => document.getElementById('sv-id').textContent === 'CS-P'")
+        await viewer.wait_for_function("() => document.getElementById('sv-id')?.textContent === 'CS-P'")
         assert await viewer.is_hidden("#sv-actions")  # a viewer sees the station, not the actions
 
 
