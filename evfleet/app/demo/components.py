@@ -101,6 +101,22 @@ async def provision(redis: Redis, keys: Keys, cfg: DemoConfig, plan: FleetPlan, 
         await add_id_token(redis, keys, token)
 
 
+DEMO_RESERVE_KW_PER_EVSE = 0.0
+"""The demo's reservation (TxDefaultProfile of every EVSE): the csms default, zero until admitted.
+
+A plug-in draws nothing until its session's first TxProfile (a provisional share at its charging
+needs, its plan, or an interim share when the plan is late). With a reservation of the EVSE
+maximum (min(EVSE max, site limit / EVSEs), 3.6 kW here, the demo's setting until 2026-12-06) every
+plug-in drew that power from 16:00 to 21:00 at 0.16-0.24 EUR/kWh for the loop's latency, which the
+speed multiplies (0.3 s real = 3.6 simulated minutes at 720x): 4-12 kWh a day in the measured runs,
+a dearer day and a peak 1.16-1.19x the min-peak of the same cost (docs/demo.md)."""
+
+
+def reserve_kw_per_evse(plan: FleetPlan) -> float:
+    """`reserve_kw_per_evse` the demo gives the csms (`DEMO_RESERVE_KW_PER_EVSE`, at most the largest car)."""
+    return min(DEMO_RESERVE_KW_PER_EVSE, max((c.max_kw for c in plan.cars), default=0.0))
+
+
 @contextlib.asynccontextmanager
 async def csms_running(redis_url: str, keys: Keys, clock: ScaledClock, cfg: DemoConfig, plan: FleetPlan,
                        ocpp_port: int, api_port: int) -> AsyncIterator[Any]:
@@ -113,15 +129,14 @@ async def csms_running(redis_url: str, keys: Keys, clock: ScaledClock, cfg: Demo
         api_host="127.0.0.1", api_port=api_port, api_auth=False,
         default_site=plan.site_id, default_site_limit_kw=plan.site_limit_kw,
         heartbeat_interval_s=3600, log_level="WARNING",
-        # no interim_profile_after_s of its own: a plug-in starts at its reservation (below), an ISO
-        # 15118 car gets its provisional share of the unallocated headroom at its needs, and a late
-        # plan only lets the unplanned sessions share what the plan leaves in its cheapest steps, so
-        # the csms default (5 real s) serves at every speed (docs/demo.md)
-        # default profiles on every EVSE (site limit / EVSEs): a plug-in never draws the EVSE maximum
+        # no interim_profile_after_s of its own: a plug-in draws nothing until admitted (the
+        # reservation, below), an ISO 15118 car gets its provisional share of the unallocated headroom
+        # at its needs, and a late plan only lets the unplanned sessions share what the plan leaves in
+        # its cheapest steps, so the csms default (5 real s) serves at every speed (docs/demo.md)
+        # default profiles on every EVSE (0 W, `DEMO_RESERVE_KW_PER_EVSE`): a plug-in never draws
         # before its first TxProfile, and the site limit holds even while the loop catches up
         fallback_limit_kw=max(c.max_kw for c in plan.cars) if plan.cars else None,
-        # the reservation: a plug-in starts at once at min(EVSE max, site limit / EVSEs)
-        reserve_kw_per_evse=max(c.max_kw for c in plan.cars) if plan.cars else 0.0,
+        reserve_kw_per_evse=reserve_kw_per_evse(plan),
     )
     async with app.running_csms(settings, clock=clock) as running:
         yield running

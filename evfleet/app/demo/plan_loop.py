@@ -4,9 +4,10 @@ Minute by minute over the day: site state -> `optimizer.snapshot.build_instance`
 (`optimizer.standing`) or re-solved with the previous plan as reference (`optimizer.reference`,
 `optimizer.solve`, `optimizer.min_power`) -> plan document (`optimizer.worker.plan_documents`). A re-plan
 follows every arrival, departure and car filling up, and every new 15-minute step (the worker's
-rolling horizon). Each car draws its plan's limit at once (no profile round trip), capped by its maximum
-and what it still needs; an ISO 15118 car pauses below its 6 A minimum; cars without ISO 15118 announce
-nothing and report SuspendedEV when full, as in the demo.
+rolling horizon). Each car draws its plan's limit at once (no profile round trip; with `delay_min` the
+plans reach the stations that much later, and a car no applied plan covers draws the demo's reservation),
+capped by its maximum and what it still needs; an ISO 15118 car pauses below its 6 A minimum; cars
+without ISO 15118 announce nothing and report SuspendedEV when full, as in the demo.
 
 It separates the planner from the loop's latency (the demo's own figure adds the csms's and the stations'
 delays), and, with `known_needs`, the planner from what it cannot know: the cars without ISO 15118 then
@@ -54,6 +55,12 @@ class Loop:
     solve_cpu_s: float = 0.0
     estimate: dict[str, float] = field(default_factory=dict)
     """Energy [kWh] the cheap window's first plan gave the cars without ISO 15118, and their true need."""
+    applied: dict[str, Any] = field(default_factory=dict)
+    """The plan the cars draw: `plan` once its delay has passed (`pending`)."""
+    pending: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    """Plans on their way to the stations: (when they apply, plan)."""
+    dear_kwh: float = 0.0
+    """Energy [kWh] drawn outside the cheap window's price (dearer than the day's lowest)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class LoopResult:
     load_kw: list[float]
     silent_planned_kwh: float
     silent_true_kwh: float
+    dear_kwh: float = 0.0
+    """Energy [kWh] drawn at a price above the day's lowest (before the plan, or the plan's choice)."""
 
     @property
     def ratio(self) -> float:
@@ -128,13 +137,17 @@ def replan(loop: Loop, site: SiteState, now: datetime, cfg: SnapshotConfig, stic
     loop.plan = doc
 
 
-def _draw(loop: Loop, present: list[CarSpec], now: datetime, reserve_w: float) -> float:
-    """One minute of every present car drawing its plan's limit; the site load [kW]."""
+def _draw(loop: Loop, present: list[CarSpec], now: datetime, reserve_w: float, price_kwh: float,
+          cheapest_kwh: float) -> float:
+    """One minute of every present car drawing its applied plan's limit (a car its plan does not cover
+    yet: the reservation `reserve_w`); the site load [kW]."""
     total = 0.0
     for car in present:
         if car.car_id in loop.full:
             continue
-        limit = planned_kw_at(loop.plan, f"{car.station_id}/{car.evse_id}", now)
+        key = f"{car.station_id}/{car.evse_id}"
+        covered = loop.applied.get("transactions", {}).get(key) == car.car_id
+        limit = planned_kw_at(loop.applied, key, now) if covered else None  # else its TxDefaultProfile
         power = min(reserve_w / 1000.0 if limit is None else limit, car.max_kw)
         if car.iso15118 and power < ISO_MIN_KW - 0.2:
             power = 0.0
@@ -143,7 +156,15 @@ def _draw(loop: Loop, present: list[CarSpec], now: datetime, reserve_w: float) -
         if loop.delivered[car.car_id] >= car.need_kwh - 1e-6:
             loop.full.add(car.car_id)
         total += energy * 60.0
+        if price_kwh > cheapest_kwh + 1e-9:
+            loop.dear_kwh += energy
     return total
+
+
+def _apply_due(loop: Loop, now: datetime) -> None:
+    """The plans whose delay has passed reach the stations (the latest one counts)."""
+    while loop.pending and loop.pending[0][0] <= now:
+        loop.applied = loop.pending.pop(0)[1]
 
 
 def _note_estimate(loop: Loop, now: datetime) -> None:
@@ -160,12 +181,17 @@ def _note_estimate(loop: Loop, now: datetime) -> None:
 
 
 def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
-        known_needs: bool = False, window_start_h: int = 23) -> LoopResult:
-    """One day of the demo's cars (`evfleet demo --stations --seed`) in the ideal loop."""
+        known_needs: bool = False, window_start_h: int = 23, delay_min: int = 0) -> LoopResult:
+    """One day of the demo's cars (`evfleet demo --stations --seed`) in the ideal loop.
+
+    `delay_min`: simulated minutes from a re-plan to its limits at the stations (the loop's real
+    latency times the demo's speed: 0.3 s is 3.6 minutes at 720x); until its first plan applies, a car
+    draws the demo's reservation (`components.reserve_kw_per_evse`)."""
     plan = components.build_plan(DemoConfig(stations=stations, seed=seed, today=date(2026, 3, 2)))
     start, end = plan.start, plan.start + timedelta(hours=24)
     prices = plan.prices.repeated(3).to_json()
-    reserve_w = min(max(c.max_kw for c in plan.cars), plan.site_limit_kw / len(plan.station_ids)) * 1000.0
+    reserve_w = min(components.reserve_kw_per_evse(plan), plan.site_limit_kw / len(plan.station_ids)) * 1000.0
+    cheapest = min(plan.prices.import_price)
     cfg = SnapshotConfig(tie_break=tie_break)
     loop = Loop(list(plan.cars), known_needs=known_needs)
     load_kw: list[float] = []
@@ -179,9 +205,11 @@ def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
             seen = state
             site = site_state(loop, now, plan.site_limit_kw, reserve_w, prices)
             replan(loop, site, now, cfg, stickiness, may_keep=not boundary)
+            loop.pending.append((now + timedelta(minutes=delay_min), loop.plan))
+        _apply_due(loop, now)
         if now.hour == window_start_h:
             _note_estimate(loop, now)
-        load_kw.append(_draw(loop, present, now, reserve_w))
+        load_kw.append(_draw(loop, present, now, reserve_w, plan.prices.price_at(now), cheapest))
         now += timedelta(minutes=1)
     cost = sum(kw / 60.0 * plan.prices.price_at(start + timedelta(minutes=i)) for i, kw in enumerate(load_kw))
     peak = max(sum(load_kw[i:i + 15]) / 15.0 for i in range(0, len(load_kw), 15))
@@ -193,4 +221,4 @@ def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
                       plan.site_limit_kw, cost).peak_kw
     short = sum(max(0.0, c.need_kwh - loop.delivered.get(c.car_id, 0.0)) for c in loop.cars)
     return LoopResult(cost, peak, lowest, short, loop.changes, loop.solves, loop.solve_cpu_s, load_kw,
-                      loop.estimate.get("planned", 0.0), loop.estimate.get("true", 0.0))
+                      loop.estimate.get("planned", 0.0), loop.estimate.get("true", 0.0), loop.dear_kwh)
