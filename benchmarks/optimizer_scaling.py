@@ -102,12 +102,11 @@ def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
     d = build_data(inst)
     pe, pt = np.nonzero(d.p_max_kw > 0)
     n, steps, n_ev = len(pe), d.steps, d.n_ev
-    rows = np.concatenate([pe, n_ev + pt])
-    cols = np.concatenate([np.arange(n), np.arange(n)])
-    vals = np.concatenate([d.efficiency[pe] * d.step_h[pt], np.ones(n)])
-    order = np.lexsort((cols, rows))
-    start = np.zeros(n_ev + steps + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=n_ev + steps), out=start[1:])
+    # column-wise (HiGHS's own storage, no transpose in passModel): column j is p[pe[j], pt[j]], with
+    # entries in its EV's energy row and its step's site row (already in row order: no sort)
+    start = np.arange(0, 2 * n + 1, 2, dtype=np.int32)
+    index = np.column_stack([pe, n_ev + pt]).astype(np.int32).ravel()
+    vals = np.column_stack([d.efficiency[pe] * d.step_h[pt], np.ones(n)]).ravel()
     row_lo = np.concatenate([d.need_kwh, np.full(steps, -highspy.kHighsInf)])
     row_hi = np.concatenate([d.capacity_kwh - d.initial_kwh, d.import_limit_kw - d.base_load_kw])
     h = highspy.Highs()
@@ -119,9 +118,9 @@ def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
     if solver == "same":  # the options optimizer.model.highs_solve uses for this LP
         h.setOptionValue("presolve", "off")
         h.setOptionValue("ipm_optimality_tolerance", IPM_OPTIMALITY_TOLERANCE)
-    h.passModel(n, n_ev + steps, 2 * n, 2, 1, float(d.import_price * d.step_h @ d.base_load_kw),
+    h.passModel(n, n_ev + steps, 2 * n, 1, 1, float(d.import_price * d.step_h @ d.base_load_kw),
                 d.import_price[pt] * d.step_h[pt], np.zeros(n), d.p_max_kw[pe, pt], row_lo, row_hi, start,
-                cols[order].astype(np.int32), vals[order], np.zeros(n, dtype=np.int32))
+                index, vals, np.zeros(n, dtype=np.int32))
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"direct highspy: {h.modelStatusToString(h.getModelStatus())}")

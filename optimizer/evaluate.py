@@ -82,10 +82,17 @@ def service_times_h(data: ProblemData, ev_kw: FloatArray, traj: FloatArray | Non
 
 
 def compute_metrics(
-    data: ProblemData, ev_kw: FloatArray, st_kw: FloatArray, build_s: float = 0.0, solve_s: float = 0.0
+    data: ProblemData,
+    ev_kw: FloatArray,
+    st_kw: FloatArray,
+    build_s: float = 0.0,
+    solve_s: float = 0.0,
+    flows: GridFlows | None = None,
 ) -> tuple[Metrics, FloatArray, FloatArray]:
-    """Metrics of a schedule, plus per-EV final energy and unmet energy."""
-    flows = grid_flows(data, ev_kw, st_kw)
+    """Metrics of a schedule, plus per-EV final energy and unmet energy.
+
+    `flows`: `grid_flows(data, ev_kw, st_kw)` when the caller has it already."""
+    flows = grid_flows(data, ev_kw, st_kw) if flows is None else flows
     dt = data.step_h
     traj = ev_energy_trajectory(data, ev_kw)
     final = traj[np.arange(data.n_ev), data.departure] if data.n_ev else np.zeros(0)
@@ -145,6 +152,14 @@ def enforce_limits(
     taken off that step's EV and storage charging, proportionally; likewise export above
     `export_limit_kw` is taken off discharging.
     """
+    ev, st, _ = _enforce_limits(data, ev_kw, st_kw, assign)
+    return ev, st
+
+
+def _enforce_limits(
+    data: ProblemData, ev_kw: FloatArray, st_kw: FloatArray, assign: IntArray | None
+) -> tuple[FloatArray, FloatArray, GridFlows]:
+    """`enforce_limits`, plus the grid flows of its result (computed again only where it shaved)."""
     p_max, d_max = data.p_max_kw, data.d_max_kw
     if assign is not None and data.needs_assignment and len(data.charger_ids):
         # an EV the optimizer placed: its charger's limit at each step (0 without a charger)
@@ -157,23 +172,30 @@ def enforce_limits(
     ev = np.clip(ev_kw, -d_max, p_max)
     st = np.clip(st_kw, -data.st_max_discharge_kw[:, None], data.st_max_charge_kw[:, None])
     ev, st = _toward_zero(ev), _toward_zero(st)
-    over = grid_flows(data, ev, st).import_kw - data.import_limit_kw
-    for t in np.flatnonzero(over > 0):
+    flows = grid_flows(data, ev, st)
+    over = flows.import_kw - data.import_limit_kw
+    shaved = np.flatnonzero(over > 0)
+    for t in shaved:
         charging = float(np.maximum(ev[:, t], 0).sum() + np.maximum(st[:, t], 0).sum())
         if charging <= 0:
             continue  # base load alone exceeds the limit: nothing the schedule can shed
         keep = max(0.0, 1.0 - (over[t] + 1e-6) / charging)
         ev[:, t] = np.where(ev[:, t] > 0, _toward_zero(ev[:, t] * keep), ev[:, t])
         st[:, t] = np.where(st[:, t] > 0, _toward_zero(st[:, t] * keep), st[:, t])
-    over_export = grid_flows(data, ev, st).export_kw - data.export_limit_kw
-    for t in np.flatnonzero(over_export > 0):
+    if len(shaved):
+        flows = grid_flows(data, ev, st)
+    over_export = flows.export_kw - data.export_limit_kw
+    shaved = np.flatnonzero(over_export > 0)
+    for t in shaved:
         discharging = float(np.maximum(-ev[:, t], 0).sum() + np.maximum(-st[:, t], 0).sum())
         if discharging <= 0:
             continue  # PV surplus alone: curtailment already covers it
         keep = max(0.0, 1.0 - (over_export[t] + 1e-6) / discharging)
         ev[:, t] = np.where(ev[:, t] < 0, _toward_zero(ev[:, t] * keep), ev[:, t])
         st[:, t] = np.where(st[:, t] < 0, _toward_zero(st[:, t] * keep), st[:, t])
-    return ev, st
+    if len(shaved):
+        flows = grid_flows(data, ev, st)
+    return ev, st, flows
 
 
 def make_schedule(
@@ -192,9 +214,8 @@ def make_schedule(
     solve_s: float = 0.0,
 ) -> Schedule:
     """Assemble a Schedule (exactly within limits, see `enforce_limits`) and compute its metrics."""
-    ev_kw, st_kw = enforce_limits(data, ev_kw, st_kw, assign)
-    metrics, final, unmet = compute_metrics(data, ev_kw, st_kw, build_s, solve_s)
-    flows = grid_flows(data, ev_kw, st_kw)
+    ev_kw, st_kw, flows = _enforce_limits(data, ev_kw, st_kw, assign)
+    metrics, final, unmet = compute_metrics(data, ev_kw, st_kw, build_s, solve_s, flows)
     names = np.array([*data.charger_ids, None], dtype=object)  # index -1 -> None
     assignment = dict(zip(data.ev_ids, names[assign].tolist(), strict=True))
     # built from arrays whose types are right by construction: skip re-validating ~E*T values

@@ -7,6 +7,7 @@ pydantic objects, so bounds and masks are computed once and identically for all 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +94,18 @@ class ProblemData:
     stickiness: float
     """Cost per kWh of deviation from `reference_kw`, relative to prices (0 = off; `stickiness_weight`)."""
 
+    @cached_property
+    def charge_cells(self) -> tuple[IntArray, IntArray]:
+        """(EV, step) indices where the EV can charge (p_max_kw > 0), row-major: the LP's p columns.
+
+        Computed once per ProblemData (build, extraction and cost read it); the arrays are read-only."""
+        return _frozen_nonzero(self.p_max_kw > 0)
+
+    @cached_property
+    def discharge_cells(self) -> tuple[IntArray, IntArray]:
+        """(EV, step) indices where the EV can discharge (d_max_kw > 0): the LP's d columns."""
+        return _frozen_nonzero(self.d_max_kw > 0)
+
     @property
     def n_ev(self) -> int:
         """Number of EVs."""
@@ -127,6 +140,14 @@ class ProblemData:
         tariff the LP's only prices are tiny time preferences, which would otherwise outweigh it.
         """
         return self.stickiness * max(self.price_scale, STICKINESS_PRICE_FLOOR)
+
+
+def _frozen_nonzero(mask: BoolArray) -> tuple[IntArray, IntArray]:
+    """np.nonzero of a 2-D mask, as read-only arrays (they are shared through a cache)."""
+    rows, cols = np.nonzero(mask)
+    rows.flags.writeable = False
+    cols.flags.writeable = False
+    return rows, cols
 
 
 def _charger_caps(charger_max: FloatArray, charger_bidir: npt.NDArray[np.bool_],

@@ -105,8 +105,8 @@ def build_lp(data: ProblemData) -> LinearProgram:
     if data.needs_assignment or data.kind == "service_time":
         raise ValueError("build_lp handles cost/profit LPs with fixed chargers only")
     lp = LinearProgram()
-    pe, pt = np.nonzero(data.p_max_kw > 0)
-    de, dtt = np.nonzero(data.d_max_kw > 0)
+    pe, pt = data.charge_cells
+    de, dtt = data.discharge_cells
     w = tie_break_weight(data, 0.0)  # interior point: the central solution is flat and stable already
     dt, steps = data.step_h, data.steps
     lean = is_lean(data, w)
