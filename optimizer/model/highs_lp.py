@@ -73,8 +73,8 @@ class LinearProgram:
         n = len(cost)
         self.blocks[name] = (self.n_col, self.n_col + n)
         self.cost.append(np.asarray(cost, dtype=float))
-        self.col_lo.append(np.broadcast_to(np.asarray(lo, dtype=float), (n,)))
-        self.col_hi.append(np.broadcast_to(np.asarray(hi, dtype=float), (n,)))
+        self.col_lo.append(_filled(lo, n))
+        self.col_hi.append(_filled(hi, n))
         idx = np.arange(self.n_col, self.n_col + n, dtype=np.int64)
         self.n_col += n
         return idx
@@ -92,12 +92,22 @@ class LinearProgram:
         """Add coefficients A[rows, cols] = vals (COO)."""
         self.rows.append(np.asarray(rows, dtype=np.int64))
         self.cols.append(np.asarray(cols, dtype=np.int64))
-        self.vals.append(np.broadcast_to(np.asarray(vals, dtype=float), (len(rows),)))
+        self.vals.append(_filled(vals, len(rows)))
 
     def block(self, name: str) -> slice:
         """Slice of a named column block."""
         a, b = self.blocks[name]
         return slice(a, b)
+
+
+def _filled(value: FloatArray | float, n: int) -> FloatArray:
+    """`value` as a float array of length n (a scalar repeated; np.full costs a fraction of broadcast_to)."""
+    if np.ndim(value) == 0:
+        return np.full(n, float(value))
+    out: FloatArray = np.asarray(value, dtype=float)
+    if out.shape != (n,):
+        out = np.broadcast_to(out, (n,))
+    return out
 
 
 def build_lp(data: ProblemData) -> LinearProgram:
