@@ -21,7 +21,10 @@ CPU seconds are shown too (less sensitive than wall time to other load on the ma
 whole `solve()` call, metrics and Schedule included; `vs same CPU` is ours over `hs same` (the same
 method). The peaks (site import, kW) show what the method returns among equal-cost optima: HiGHS's
 default below ~300 EVs is dual simplex, a vertex (higher peak); the interior point's central solution
-is flat.
+is flat. A fourth variant is shown for information, outside `ratio`: dual simplex without presolve
+(`hs splx-np`), the fastest way highspy solves these LPs (about 3x HiGHS's default at 20-278 EVs), but
+to a vertex: its peak is 1.2-2x the interior point's at the same cost, the schedule the live loop must
+not send (lowest peak among equal-cost plans). `ratio CPU any` is ours over the fastest of all four.
 Then a worker re-plan of `--replan` sessions (site state -> instance -> solve with the previous plan
 as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000, and
 the same through `OptimizerWorker.solve_site` on a private Redis (read, solve, write): re-solved with
@@ -94,7 +97,7 @@ def lp_stages(inst: Instance) -> dict[str, float]:
 
 def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
     """The plain fleet LP straight into highspy (`solver`: choose = HiGHS's default; ipm = no crossover;
-    same = our options)."""
+    same = our options; vertex = dual simplex without presolve)."""
     import highspy
     import numpy as np
 
@@ -115,6 +118,9 @@ def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
     if solver in ("ipm", "same"):
         h.setOptionValue("solver", "ipm")
         h.setOptionValue("run_crossover", "off")
+    if solver == "vertex":
+        h.setOptionValue("solver", "simplex")
+        h.setOptionValue("presolve", "off")
     if solver == "same":  # the options optimizer.model.highs_solve uses for this LP
         h.setOptionValue("presolve", "off")
         h.setOptionValue("ipm_optimality_tolerance", IPM_OPTIMALITY_TOLERANCE)
@@ -146,17 +152,20 @@ def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
     print("\nbuild+solve beside direct highspy on the same LP, median of", runs, "runs [s]")
     print(f"{'EVs':>6} {'ours':>7} {'ours CPU':>8} {'hs default':>10} {'hs ipm':>7} {'hs same':>7} "
           f"{'hs CPU':>7} {'ratio':>6} {'ratio CPU':>9} {'vs same CPU':>11} {'obj rel diff':>12} "
-          f"{'peak ours / hs default / hs same [kW]':>37} {'load':>5}")
+          f"{'peak ours / hs default / hs same [kW]':>37} {'hs splx-np':>10} {'its CPU':>7} {'its peak':>8} "
+          f"{'ratio CPU any':>13} {'load':>5}")
     out: dict[int, dict[str, float]] = {}
     for n in sizes:
         inst = fleet(n)
-        samples: dict[str, list[dict[str, float]]] = {"ours": [], "choose": [], "ipm": [], "same": []}
+        samples: dict[str, list[dict[str, float]]] = {"ours": [], "choose": [], "ipm": [], "same": [],
+                                                      "vertex": []}
         for _ in range(runs):  # interleaved, so a burst of load on the machine hits every variant alike
             samples["ours"].append(ours(inst))
-            for solver in ("choose", "ipm", "same"):
+            for solver in ("choose", "ipm", "same", "vertex"):
                 samples[solver].append(direct_highspy(inst, solver))
         mine = median_of(samples["ours"])
         hs = {solver: median_of(samples[solver]) for solver in ("choose", "ipm", "same")}
+        vertex = median_of(samples["vertex"])
         best = min(r["wall"] for r in hs.values())
         best_cpu = min(r["cpu"] for r in hs.values())
         rel = abs(mine["objective"] - hs["choose"]["objective"]) / max(abs(hs["choose"]["objective"]), 1e-9)
@@ -167,12 +176,16 @@ def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
                "objective_rel_diff": rel, "load": float(load_average().replace("?", "nan")),
                "highspy_same_cpu": hs["same"]["cpu"], "ratio_same_cpu": mine["cpu"] / hs["same"]["cpu"],
                "peak_ours_kw": mine["peak"], "peak_highspy_default_kw": hs["choose"]["peak"],
-               "peak_highspy_same_kw": hs["same"]["peak"]}
+               "peak_highspy_same_kw": hs["same"]["peak"], "highspy_vertex": vertex["wall"],
+               "highspy_vertex_cpu": vertex["cpu"], "peak_highspy_vertex_kw": vertex["peak"],
+               "ratio_cpu_any": mine["cpu"] / min(best_cpu, vertex["cpu"])}
         out[n] = row
         peaks = f"{mine['peak']:.1f} / {hs['choose']['peak']:.1f} / {hs['same']['peak']:.1f}"
         print(f"{n:>6} {mine['build_solve']:>7.3f} {mine['cpu']:>8.3f} {hs['choose']['wall']:>10.3f} "
               f"{hs['ipm']['wall']:>7.3f} {hs['same']['wall']:>7.3f} {best_cpu:>7.3f} {row['ratio']:>6.2f} "
               f"{row['ratio_cpu']:>9.2f} {row['ratio_same_cpu']:>11.2f} {rel:>12.1e} {peaks:>37} "
+              f"{vertex['wall']:>10.3f} {vertex['cpu']:>7.3f} {vertex['peak']:>8.1f} "
+              f"{row['ratio_cpu_any']:>13.2f} "
               f"{load_average():>5}")
         sys.stdout.flush()
     return out
