@@ -2,9 +2,9 @@
 
 csms + optimizer worker + one simulated station with two AC EVSEs whose SECCs and EVCCs are real
 Josev 0.31.2 processes, on a simulated clock (real time while the JVMs start, then 60x; 300x in the
-idle stretches before and after the cheap window, where no plan step or EV change is due). Prices:
-peak for 1.5 h, a cheap hour, peak again; two EVs plug in (the second after the first has its
-plan) and leave at departure. Shown:
+idle stretches before the cheap window and once both EVs are done charging, where no plan step or EV
+change is due). Prices: peak for 1.5 h, a cheap hour, peak again; two EVs plug in (the second after
+the first has its plan) and leave at departure. Shown:
 
 - the SAScheduleList with the SalesTariff reaches the EV (decoded by its EVCC from EXI);
 - the EVs charge in the cheap window;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,10 +46,13 @@ pytestmark = [pytest.mark.iso15118, pytest.mark.timeout(600),
               pytest.mark.skipif(not CAP.ok, reason=CAP.explain())]
 SPEED = 60.0
 IDLE_SPEED = 300.0
-"""Before the cheap window (the plans say 0 W) and after it (the EVs are full): nothing is due, so the
+"""Before the cheap window (the plans say 0 W) and once the EVs are done: nothing is due, so the
 clock runs faster there (the rolling re-plans and meter values still come, in simulated time)."""
 EDGE = timedelta(minutes=15)
-"""Back to SPEED this long before the cheap window starts, and IDLE_SPEED this long after it ends."""
+"""IDLE_SPEED again this long after the cheap window ends, or as soon as both EVs are done charging
+(>= 99 % of their need delivered and 0 W drawn: the idle stretch until departure, ~25 s real sooner)."""
+EDGE_BEFORE = timedelta(minutes=5)
+"""Back to SPEED this long before the cheap window starts (5 s real: the plans say 0 W until then)."""
 PEAK, CHEAP = 0.40, 0.10
 
 
@@ -98,6 +102,7 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                 await asyncio.sleep(0.2)
 
         sampler = asyncio.create_task(sample())
+        real_s: dict[str, float] = {"start": time.monotonic()}
         try:
             await link.open(station)
             await until(lambda: station.online, 30, "station online")
@@ -114,6 +119,7 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                 await until(lambda hlc=hlc: hlc.offered_version > 0 and hlc.state == "charging"
                             and hlc.plan is not None, 120, f"EVSE {eid}: EV charging on the csms's schedule")
             assert clock.now() < cheap_from - timedelta(minutes=30), "Josev start-up took too long"
+            real_s["both charging"] = time.monotonic()
             _set_speed(clock, link, SPEED)
 
             # the EV's EVCC decoded the SalesTariff: its cheapest level is the cheap window
@@ -142,11 +148,16 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
             # idle until shortly before the cheap window, charge in it at SPEED, idle until departure;
             # then the EVs leave
             _set_speed(clock, link, IDLE_SPEED)
-            await until(lambda: clock.now() >= cheap_from - EDGE, 400, "shortly before the cheap window")
+            await until(lambda: clock.now() >= cheap_from - EDGE_BEFORE, 400,
+                        "shortly before the cheap window")
             _set_speed(clock, link, SPEED)
-            await until(lambda: clock.now() >= cheap_to + EDGE, 400, "shortly after the cheap window")
+            await until(lambda: clock.now() >= cheap_to + EDGE or _done_charging(station, evs, needs_wh), 400,
+                        "both EVs done charging, or shortly after the cheap window")
+            full_at = clock.now()
+            real_s["idle again"] = time.monotonic()
             _set_speed(clock, link, IDLE_SPEED)
             await until(lambda: clock.now() >= departure, 400, "departure")
+            real_s["departure"] = time.monotonic()
             for eid in (1, 2):
                 station.unplug(eid)
             for eid, ev in evs.items():
@@ -167,7 +178,9 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                                      "default_offers": link.sessions[eid].default_offers,
                                      "needs_sent": link.sessions[eid].needs_sent,
                                      "needs_repeated": link.sessions[eid].needs_repeated}
-                               for eid in (1, 2)}, "re-plans:", await _events_of(lp, "schedule.planned"))
+                               for eid in (1, 2)}, "re-plans:", await _events_of(lp, "schedule.planned"),
+                  "idle speed again at", full_at.isoformat(), "real s from start:",
+                  {k: round(v - real_s["start"], 1) for k, v in real_s.items()})
         except BaseException:
             for eid in (1, 2):
                 print(f"EVSE {eid} ev-schedule:", await lp.json(KEYS.ev_schedule("ISO-P", eid)))
@@ -186,6 +199,12 @@ def _set_speed(clock: SteppedClock, link: JosevHlcLink, speed: float) -> None:
     clock.set_speed(speed)
     for follower in link._followers.values():
         follower.poke()
+
+
+def _done_charging(station: SimStation, evs: dict[int, Ev], needs_wh: dict[int, float]) -> bool:
+    """Both EVs got >= 99 % of their need and draw nothing: no plan step or EV change is due any more."""
+    return all(ev.delivered_wh >= 0.99 * needs_wh[eid] and station.evses[eid].power_w == 0
+               for eid, ev in evs.items())
 
 
 def _energy_between(samples: list[tuple[float, float]], start_s: float, end_s: float) -> float:
