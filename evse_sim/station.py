@@ -113,6 +113,8 @@ class SimStation:
         self.connection = connection
         self.rng = self.core.rng
         self._wake = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        """Set by `stop()`: ends a reconnect back-off at once (the back-off is up to `backoff_max_s`)."""
         self.core.outbox.on_push = self._wake.set
         self.core.on_reboot = self.disconnect
         self.core.on_reset_due = self._reset_soon
@@ -189,6 +191,7 @@ class SimStation:
     def stop(self) -> None:
         """Ask `run` to finish after closing the connection."""
         self._stopping = True
+        self._stop_requested.set()
         self.disconnect()
         self._wake.set()
 
@@ -215,7 +218,9 @@ class SimStation:
                     self._went_offline()
                 if self._stopping:
                     break
-                await backoff.sleep()
+                with contextlib.suppress(TimeoutError):  # the back-off, cut short by a stop
+                    async with asyncio.timeout(backoff.next_delay()):
+                        await self._stop_requested.wait()
         finally:
             if ticker is not None:
                 ticker.cancel()
