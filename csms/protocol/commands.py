@@ -83,6 +83,7 @@ class CommandExecutor:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._local: dict[str, asyncio.Future[CommandReply]] = {}
+        self._refused_report: set[str] = set()  # stations whose GetBaseReport refusal was logged
         self.stopping = False  # set by the node at shutdown (the loop also ends on cancellation)
 
     async def run(self) -> None:
@@ -191,13 +192,17 @@ class CommandExecutor:
             metrics.DEVICE_MODEL_FETCHES.labels(outcome or "unknown").inc()
             if status == "Accepted":
                 log.info("device model of %s requested (GetBaseReport %d)", station_id, request_id)
-            elif reply.ok:
-                log.warning("station %s refused GetBaseReport FullInventory (%s): EVSE max power stays "
-                            "unknown until it sends a NotifyReport", station_id, status)
-            else:
+            elif not reply.ok:
                 log.warning("GetBaseReport FullInventory to %s failed (%s: %s): EVSE max power stays "
                             "unknown until it sends a NotifyReport", station_id, reply.outcome.value,
                             (reply.error or {}).get("description", ""))
+            elif station_id not in self._refused_report:
+                # a charger without device-model reports refuses on every boot (a warning each time
+                # was 20,000 lines per boot wave): logged once per station and node, counted always
+                self._refused_report.add(station_id)
+                log.info("station %s refused GetBaseReport FullInventory (%s): EVSE max power stays "
+                         "unknown until it sends a NotifyReport (not logged again for it on this node)",
+                         station_id, status)
 
     async def _worker(self, station_id: str, queue: asyncio.Queue[CommandRequest]) -> None:
         """Send a station's calls in order; exits when its queue is empty."""

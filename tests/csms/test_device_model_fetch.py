@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -138,3 +139,28 @@ async def test_setting_off_sends_nothing_after_boot(
     async with booted(node, InventoryStation, "INV-2") as cp:
         await asyncio.sleep(0.5)
         assert _get_base_reports(cp.frames) == []
+
+
+class RefusingStation(PlainStation):
+    """Answers GetBaseReport NotSupported (a charger without device-model reports)."""
+
+    @on(Action.get_base_report)
+    async def on_get_base_report(self, request_id: int, report_base: str,
+                                 **_: Any) -> call_result.GetBaseReport:
+        return call_result.GetBaseReport(status="NotSupported")
+
+
+async def test_refusal_is_logged_once_per_station_and_counted_every_boot(
+        redis_url: str, provision: Callable[..., Awaitable[None]], caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="csms.protocol.commands")
+    refused_before = _fetches("NotSupported")
+    async with running_csms(make_settings(redis_url, fetch_device_model_on_boot=True), services=[]) as node:
+        await provision("REF-1")
+        for boots in (1, 2):
+            async with booted(node, RefusingStation, "REF-1"):
+                async def counted(n: int = boots) -> bool:
+                    return _fetches("NotSupported") == refused_before + n
+
+                await wait_for(counted, timeout=5)
+    lines = [r for r in caplog.records if "refused GetBaseReport" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.INFO]  # one line for two boots, not a warning each
