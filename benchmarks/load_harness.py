@@ -234,7 +234,8 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         cfg = {"url": url, "sids": [f"L{i:05d}" for i in range(first, first + count)], "password": PASSWORD,
                "connect_rate": args.connect_rate / args.clients, "connect_tries": 20,
                "interval_s": args.interval, "duration_s": args.duration, "answer_timeout_s": 30.0,
-               "mix": args.mix.split(","), "tx_events": args.tx_events, "warmup_s": args.warmup}
+               "mix": args.mix.split(","), "tx_events": args.tx_events, "warmup_s": args.warmup,
+               "ignore_limits": args.ignore_limits}
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(cfg) + "\n")
         proc.stdin.flush()
@@ -419,6 +420,11 @@ def main() -> None:
     p.add_argument("--site-size", type=int, default=0,
                    help="stations per site (0: all on the default site, one site of N stations; without an "
                         "optimizer every pass of its fallback sharing reads all N EVSEs)")
+    p.add_argument("--ignore-limits", action="store_true",
+                   help="stations meter 7.2 kW whatever profile they accepted (the behaviour before this "
+                        "option: every station is marked non-compliant and the site re-shared on every "
+                        "watchdog pass, the worst case); by default a station obeys the profiles it "
+                        "accepts, as a real charger does")
     p.add_argument("--haproxy", action="store_true", help="HAProxy in front of a single node too")
     p.add_argument("--haproxy-procs", type=int, default=0, help="HAProxy processes (0: enough for N)")
     p.add_argument("--max-per-node", type=int, default=15_000, help="ocpp_max_connections of a node")
@@ -471,7 +477,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
         "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
         "duration_s": args.duration, "warmup_s": args.warmup, "clients": args.clients, "mix": args.mix,
-        "site_size": args.site_size,
+        "site_size": args.site_size, "ignore_limits": args.ignore_limits,
         "node_env": args.node_env,
         "command": " ".join(sys.argv), "largest_held": found, "p99_ms_bound": args.p99_ms,
         "runs": rows}, indent=2))

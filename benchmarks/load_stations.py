@@ -10,6 +10,13 @@ from the start time on) until the window ends, and prints its results as one
 JSON line. A station answers the csms's own calls like a charger that has no device-model
 report (GetBaseReport NotSupported), accepts charging profiles and says NotImplemented to the rest.
 
+A station obeys the profiles it accepts, as a real charger does (`Limits`): its metered power is
+min(`DRAW_W`, the limit in force now: the TxProfile of its running transaction, else its
+TxDefaultProfile, else no limit), and 0 W between transactions. With `ignore_limits` in the config
+(the harness's `--ignore-limits`, the behaviour before this option) every meter value says
+`DRAW_W` whatever it was allowed: the csms then marks every station non-compliant and re-shares the
+site on every watchdog pass, the worst case of a fleet that ignores its limits.
+
 The message mix cycles through `mix` (default: TransactionEvent, MeterValues, TransactionEvent,
 Heartbeat, TransactionEvent, MeterValues, i.e. half TransactionEvents with three-phase meter
 values, a third MeterValues, a sixth Heartbeats); a transaction is Started, Updated and Ended
@@ -34,21 +41,68 @@ from typing import Any
 
 DEFAULT_MIX = ("TransactionEvent", "MeterValues", "TransactionEvent", "Heartbeat", "TransactionEvent",
                "MeterValues")
+DRAW_W = 7200.0
+"""What a station's EV draws when nothing limits it (7.2 kW)."""
+VOLTAGE_V = 230.0
 
 
 def _ts() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _sampled(energy_kwh: float) -> list[dict[str, Any]]:
+def _sampled(energy_kwh: float, power_w: float) -> list[dict[str, Any]]:
+    amps = power_w / (3 * VOLTAGE_V)
     return [
         {"value": round(energy_kwh, 3), "measurand": "Energy.Active.Import.Register",
          "unitOfMeasure": {"unit": "kWh"}},
-        {"value": 7.2, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "kW"}},
-        {"value": 10.1, "measurand": "Current.Import", "phase": "L1"},
-        {"value": 10.0, "measurand": "Current.Import", "phase": "L2"},
-        {"value": 9.9, "measurand": "Current.Import", "phase": "L3"},
+        {"value": round(power_w / 1000.0, 3), "measurand": "Power.Active.Import",
+         "unitOfMeasure": {"unit": "kW"}},
+        {"value": round(amps, 2), "measurand": "Current.Import", "phase": "L1"},
+        {"value": round(amps, 2), "measurand": "Current.Import", "phase": "L2"},
+        {"value": round(amps, 2), "measurand": "Current.Import", "phase": "L3"},
     ]
+
+
+def _limit_w(schedule: dict[str, Any], now_s: float) -> float:
+    """The limit (W) a charging schedule sets at `now_s`: its period in force (the first one
+    before the schedule starts), amperes per phase at `VOLTAGE_V`."""
+    from datetime import datetime
+
+    start = schedule.get("startSchedule")
+    elapsed = now_s - datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() if start else 0.0
+    periods = sorted(schedule["chargingSchedulePeriod"], key=lambda p: p["startPeriod"])
+    period = periods[0]
+    for p in periods:
+        if p["startPeriod"] <= elapsed:
+            period = p
+    limit = float(period["limit"])
+    if schedule.get("chargingRateUnit") == "A":
+        return limit * VOLTAGE_V * int(period.get("numberPhases") or 3)
+    return limit
+
+
+class Limits:
+    """The profiles a station accepted and what it may draw now (pure: no I/O)."""
+
+    def __init__(self) -> None:
+        self.default: dict[str, Any] | None = None
+        self.tx: dict[str, dict[str, Any]] = {}  # transactionId -> its TxProfile's schedule
+
+    def accept(self, payload: dict[str, Any]) -> None:
+        """Record a SetChargingProfile the station answers Accepted."""
+        profile = payload["chargingProfile"]
+        schedule = profile["chargingSchedule"][0]
+        if profile["chargingProfilePurpose"] == "TxDefaultProfile":
+            self.default = schedule
+        elif profile["chargingProfilePurpose"] == "TxProfile":
+            self.tx = {str(profile.get("transactionId")): schedule}
+
+    def draw_w(self, transaction_id: str | None, now_s: float) -> float:
+        """What the EV draws now: 0 W without a transaction, else `DRAW_W` capped by the limit in force."""
+        if transaction_id is None:
+            return 0.0
+        schedule = self.tx.get(transaction_id) or self.default
+        return DRAW_W if schedule is None else max(0.0, min(DRAW_W, _limit_w(schedule, now_s)))
 
 
 class Charger:
@@ -61,14 +115,21 @@ class Charger:
         self.seq = 0
         self.energy = 0.0
 
-    def next(self) -> tuple[str, dict[str, Any]]:
-        """(action, payload) of the next message."""
+    def transaction_id(self, action: str) -> str | None:
+        """The transaction the next `action` reports in (None between transactions)."""
+        if action == "TransactionEvent" or self.seq > 0:
+            return f"{self.sid}-{self.tx}"
+        return None
+
+    def next(self, limits: Limits | None = None) -> tuple[str, dict[str, Any]]:
+        """(action, payload) of the next message; metered at what `limits` allow (None: `DRAW_W`)."""
         action = self.mix[self.step % len(self.mix)]
         self.step += 1
         self.energy += 0.01
         if action == "Heartbeat":
             return action, {}
-        meter = [{"timestamp": _ts(), "sampledValue": _sampled(self.energy)}]
+        power_w = DRAW_W if limits is None else limits.draw_w(self.transaction_id(action), time.time())
+        meter = [{"timestamp": _ts(), "sampledValue": _sampled(self.energy, power_w)}]
         if action == "MeterValues":
             return action, {"evseId": 1, "meterValue": meter}
         event = "Started" if self.seq == 0 else "Ended" if self.seq == self.tx_events - 1 else "Updated"
@@ -99,6 +160,7 @@ class Station:
         self.pending: dict[str, asyncio.Future[Any]] = {}
         self.counter = 0
         self.charger = Charger(sid, cfg["mix"], cfg["tx_events"])
+        self.limits = None if cfg.get("ignore_limits") else Limits()
 
     async def connect(self) -> None:
         """Open the WebSocket (retried while refused) and BootNotify."""
@@ -132,6 +194,10 @@ class Station:
                 msg = json.loads(raw)
                 if msg[0] == 2:
                     answer = _ANSWERS.get(msg[2])
+                    if msg[2] == "SetChargingProfile" and self.limits is not None:
+                        self.limits.accept(msg[3])
+                    elif msg[2] == "ClearChargingProfile" and self.limits is not None:
+                        self.limits = Limits()
                     self.stats["csms_calls"] += 1
                     await self.ws.send(json.dumps([3, msg[1], answer]) if answer is not None else
                                        json.dumps([4, msg[1], "NotImplemented", "", {}]))
@@ -166,7 +232,7 @@ class Station:
             if time.time() >= end:
                 return
             next_at += interval
-            action, payload = self.charger.next()
+            action, payload = self.charger.next(self.limits)
             try:
                 rtt = await self.call(action, payload)
                 if time.time() - rtt >= t0:  # sent inside the window (not during the warm-up)
