@@ -115,32 +115,55 @@ def fair_shares(budget_w: float, caps_w: Mapping[K, float], mins_w: Mapping[K, f
     Sessions whose minimum (the EV's minimum charging power) does not fit get 0 (paused), the
     largest minimums first, so no session is held below its minimum while another gets more
     than the level. Sum of shares <= `budget_w`.
+
+    Exact in O(N log N): the sum of clamp(L, minimum, cap) is piecewise linear in L, with its
+    bends at the minimums and caps; the level is found on the segment where the sum reaches the
+    budget (one sort and a sweep, not a bisection over all sessions), then lowered if rounding
+    left the sum above the budget.
     """
     mins = {k: min(max(0.0, (mins_w or {}).get(k, 0.0)), caps_w[k]) for k in caps_w}
     budget = max(0.0, budget_w)
     admitted = sorted(caps_w, key=lambda k: (mins[k], str(k)))
-    while admitted and sum(mins[k] for k in admitted) > budget + 1e-9:
-        admitted.pop()  # the largest minimum that does not fit waits (paused)
+    floor_w = sum(mins[k] for k in admitted)
+    while admitted and floor_w > budget + 1e-9:
+        floor_w -= mins[admitted.pop()]  # the largest minimum that does not fit waits (paused)
     out: dict[K, float] = dict.fromkeys(caps_w, 0.0)
     if not admitted:
         return out
-    lo, hi = 0.0, max(caps_w[k] for k in admitted)
+    level = _level(budget, [(mins[k], caps_w[k]) for k in admitted])
+    for k in admitted:
+        out[k] = min(caps_w[k], max(mins[k], level))
+    return out
+
+
+def _level(budget_w: float, bounds: Sequence[tuple[float, float]]) -> float:
+    """The highest level L with sum(clamp(L, lo, hi) for lo, hi in `bounds`) <= `budget_w`, capped
+    at the largest hi (every lo <= hi, sum of the lo <= budget_w + 1e-9)."""
+    top = max(hi for _, hi in bounds)
 
     def used(level: float) -> float:
-        return sum(min(caps_w[k], max(mins[k], level)) for k in admitted)
+        return sum(min(hi, max(lo, level)) for lo, hi in bounds)
 
-    if used(hi) <= budget:
-        lo = hi
+    if used(top) <= budget_w:
+        return top
+    # bends: at lo a session starts following L (slope +1), at hi it stops (slope -1)
+    bends = sorted([(lo, 1) for lo, hi in bounds if lo < hi] + [(hi, -1) for lo, hi in bounds if lo < hi])
+    prev, total, slope, level = 0.0, sum(lo for lo, _ in bounds), 0, 0.0
+    for point, step in bends:
+        reach = total + slope * (point - prev)
+        if reach >= budget_w and slope > 0:
+            level = prev + (budget_w - total) / slope
+            break
+        prev, total, slope = point, reach, slope + step
     else:
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if used(mid) <= budget:
-                lo = mid
-            else:
-                hi = mid
-    for k in admitted:
-        out[k] = min(caps_w[k], max(mins[k], lo))
-    return out
+        level = prev
+    level = max(0.0, min(level, top))
+    for _ in range(64):  # float rounding: never hand out more than the budget
+        excess = used(level) - budget_w
+        if excess <= 0.0:
+            return level
+        level = max(0.0, level - max(excess, 1e-9 * max(1.0, level)))
+    return 0.0
 
 
 class Persistence:
