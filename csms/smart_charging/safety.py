@@ -358,7 +358,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     refusing = _refusing_due(svc, site_id, now_s)
     infos = await svc.evse_infos(sorted(set(due) | set(refusing))) if due or refusing else {}
     limit_w = await svc.site_limit_w(site_id)
-    changed, flagged = False, 0
+    changed, cleared, flagged = False, False, 0
     pending: set[tuple[str, int]] = set()
     stale: set[tuple[str, int]] = set()
     peaks = StoreWrite()  # new metered maxima, one write for the site (a fleet starts charging at once)
@@ -377,7 +377,9 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
             continue
         if seen[1] > info.metered_max_w + 100.0:
             peaks.evse_fields[evse] = {"metered_max_w": repr(seen[1])}
-        changed |= await _judge(svc, site_id, info, seen[1], now_s, mono)
+        verdict = await _judge(svc, site_id, info, seen[1], now_s, mono)
+        changed |= verdict == "raised"
+        cleared |= verdict == "cleared"
         if info.noncompliant_w is not None:
             flagged += 1
         if info.noncompliant_w is not None or info.key in svc._noncompliant or info.key in svc._compliant:
@@ -394,30 +396,33 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     if changed:
         await svc.enforce_limit(site_id)
         await share_fairly(svc, site_id)
+    elif cleared:  # counted lower now: nothing to lower; the paced re-share hands out what it freed
+        svc.reshare_soon(site_id)
     if refusing:
         await _probe_refusing(svc, site_id, refusing, infos, now_s)
 
 
 async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn: float, now_s: float,
-                 mono: float) -> bool:
-    """One metered EVSE against what it is allowed; True if its non-compliance mark changed."""
+                 mono: float) -> str | None:
+    """One metered EVSE against what it is allowed: "raised" if it is newly marked non-compliant
+    or draws more than its mark (it counts more now), "cleared" if its mark was cleared (it counts
+    its limit again, less), None if nothing changed."""
     if not info.steerable or not info.online:
-        return False
+        return None
     allowed = planner.value_at(info.allowed(now_s), now_s)
     over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
     if info.noncompliant_w is None:
         if svc._noncompliant.update(info.key, over, mono):
             await _set_noncompliant(svc, site_id, info, drawn, allowed)
-            return True
-        return False
-    changed = False
+            return "raised"
+        return None
     if over and drawn > info.noncompliant_w + 100.0:
         await _set_noncompliant(svc, site_id, info, drawn, allowed)
-        changed = True
+        return "raised"
     if svc._compliant.update(info.key, not over, mono):
         await _set_noncompliant(svc, site_id, info, None, allowed)
-        changed = True
-    return changed
+        return "cleared"
+    return None
 
 
 def _refusing_due(svc: SmartChargingService, site_id: str, now_s: float) -> list[tuple[str, int]]:

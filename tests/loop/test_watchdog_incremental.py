@@ -84,6 +84,33 @@ async def test_a_pass_reads_only_new_readings_and_still_marks_a_silent_overdraw(
     assert [e.station_id for e in marked] == ["CP-0"]
 
 
+async def test_a_cleared_mark_waits_for_the_paced_re_share_instead_of_reading_the_site() -> None:
+    """A station that complies again counts less (its limit, not its draw): nothing needs lowering,
+    so the watchdog does not run an enforcement pass over the whole site for it (in fallback mode
+    it asks for the paced re-share that hands out what it freed). At 5,000 realistic-mix stations
+    the clears after a boot wave made a whole-site pass of nearly every watchdog tick."""
+    clock, store = FixedClock(), CountingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    refs = {f"CP-{i}": _session(store, f"CP-{i}", 10_000.0) for i in range(50)}
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    svc._noncompliant, svc._compliant = budget.Persistence(0.0), budget.Persistence(0.0)
+    for sid, ref in refs.items():
+        await svc.dispatch(_reading(sid, ref, 15_000.0 if sid == "CP-0" else 9_000.0))
+    await safety.tick(svc, SITE)  # CP-0's clock starts
+    await asyncio.sleep(0.01)
+    await safety.tick(svc, SITE)
+    assert store.evses[("CP-0", 1)].get("noncompliant_w") == "15000.0"
+    svc._fallback.add(SITE)
+    await svc.dispatch(_reading("CP-0", refs["CP-0"], 9_000.0))  # within its limit again
+    store.read.clear()
+    await safety.tick(svc, SITE)  # its compliance clock starts
+    await asyncio.sleep(0.01)
+    await safety.tick(svc, SITE)
+    assert "noncompliant_w" not in store.evses[("CP-0", 1)]
+    assert set(store.read) == {("CP-0", 1)}  # no whole-site pass (the old code read all 50)
+    assert SITE in svc.pacing.reshare_queued  # the freed power goes out with the paced re-share
+
+
 async def test_an_ended_session_no_longer_counts() -> None:
     clock, store = FixedClock(), CountingStore()
     store.sites[SITE] = {"limit_kw": "1000"}
