@@ -49,14 +49,15 @@ def csc_arrays(lp: LinearProgram) -> tuple[Int32Array, Int32Array, FloatArray]:
 
     Within a column the entries are sorted by row, as HiGHS's own rowwise -> colwise transpose
     leaves them (the interior point then sees the same matrix, to the bit, as from a rowwise pass).
-    One sort on a single int64 key: cheaper than a two-key lexsort (10,000 EVs: 1M entries).
+    One sort on a single int64 key (unique per entry), stable: the blocks arrive as long sorted runs,
+    which the stable sort merges (10,000 EVs, 1M entries: 2 ms against 17 ms unstable, 25 ms lexsort).
     """
     if not lp.rows:
         return np.zeros(lp.n_col + 1, dtype=np.int32), np.zeros(0, dtype=np.int32), np.zeros(0)
     rows = np.concatenate(lp.rows)
     cols = np.concatenate(lp.cols)
     vals: FloatArray = np.concatenate(lp.vals)
-    order = np.argsort(cols * max(lp.n_row, 1) + rows)
+    order = np.argsort(cols * max(lp.n_row, 1) + rows, kind="stable")
     start = np.zeros(lp.n_col + 1, dtype=np.int32)
     np.cumsum(np.bincount(cols, minlength=lp.n_col), out=start[1:])
     return start, rows[order].astype(np.int32), np.ascontiguousarray(vals[order], dtype=float)
