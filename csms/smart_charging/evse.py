@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from csms.smart_charging import budget, planner
+from csms.smart_charging import budget
 from csms.smart_charging.planner import Series
 from evfleet.profile import limit_to_w
 from evfleet.records import ChargingNeeds, EvseRecord
@@ -39,9 +39,6 @@ class EvseInfo:
     refusals: int = 0
     retry_after_s: float = 0.0
     """Unix time from which a refusing (steerable=0) EVSE may be tried again."""
-    inflight: Series | None = None
-    """max(old, new) of a profile sent to it and not answered yet (`sending`: a pass does not wait
-    for a slow answer); counted until the answer is recorded."""
 
     @property
     def key(self) -> str:
@@ -54,17 +51,12 @@ class EvseInfo:
         return self.station_id, self.evse_id
 
     def applied(self, now_s: float) -> Series:
-        """The series counted against the site limit now (`budget.counted_series`; with a profile
-        unanswered, at least its max(old, new), `inflight`)."""
-        counted = budget.counted_series(self._budget_state(self.noncompliant_w), now_s)
-        return self._with_inflight(counted, now_s)
+        """The series counted against the site limit now (`budget.counted_series`)."""
+        return budget.counted_series(self._budget_state(self.noncompliant_w), now_s)
 
     def allowed(self, now_s: float) -> Series:
         """What the EVSE is allowed to draw (as `applied`, ignoring its non-compliance)."""
-        return self._with_inflight(budget.counted_series(self._budget_state(None), now_s), now_s)
-
-    def _with_inflight(self, series: Series, now_s: float) -> Series:
-        return series if self.inflight is None else planner.pointwise(series, self.inflight, now_s, "max")
+        return budget.counted_series(self._budget_state(None), now_s)
 
     def _budget_state(self, noncompliant_w: float | None) -> budget.EvseBudgetState:
         rec = self.record or {}

@@ -35,7 +35,7 @@ after a pass that took d seconds of the node's CPU the next waits max(`RESHARE_M
 d x (1 - duty) / duty). A pass of a 20,000-EVSE site takes about a second of CPU, so at one per
 second the lease holder had no time left for its stations' messages (issue 14: 60 % of its samples
 in `share_fairly` at 10,000). CPU, not wall time: a pass that waits for stations' answers (up to
-`answer_patience_s`) costs nothing meanwhile and must not delay the next interim answers."""
+the call timeout) costs nothing meanwhile and must not delay the next interim answers."""
 
 
 def pass_gap_s(pass_s: float) -> float:

@@ -95,11 +95,6 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     pass runs between two rounds of a longer one (`serve_arrivals`): only the arrivals share,
     and every EVSE counts at least what that pass counts for it.
     """
-    if arrivals:  # an EVSE with a profile out gets no other until answered (`inflight`): it waits
-        held = {a for a in arrivals if svc.inflight.busy(a)}
-        if held:
-            svc._provisional_due.setdefault(site_id, set()).update(held)
-            arrivals = [a for a in arrivals if a not in held]
     if not due and not arrivals and site_id not in svc._fallback:
         return 0
     if between is not None and between.evses is not None and site_id not in svc._refused:
@@ -167,14 +162,14 @@ async def serve_arrivals(svc: SmartChargingService, site_id: str, evses: dict[st
     of unknown outcome at max(old, new), and `target`; a change out now is either its target or
     its lower half min(old, target), both within that max), so it hands out only headroom the
     longer pass leaves unallocated even once it is done, decreases first (`_execute`). Needs on an
-    EVSE with a profile out wait for its answer (`busy`, `svc.inflight`). Afterwards the longer
+    EVSE with a profile out wait for its answer (`busy`). Afterwards the longer
     pass counts the new shares (`applied`), so its next batches (`budget.next_batch`) fit them.
     Not nested.
     """
     arrivals = svc._provisional_due.get(site_id)
     if not arrivals or site_id in svc._between:
         return
-    held = {a for a in arrivals if a in busy or svc.inflight.busy(a)}
+    held = {a for a in arrivals if a in busy}
     if held == arrivals:
         return
     svc._provisional_due[site_id] = held
@@ -273,7 +268,6 @@ async def _answer_unchanged(svc: SmartChargingService, site_id: str, evses: Mapp
     12: within 300 ms), so it does not plan on a schedule the site cannot give. Each raises
     nothing, so it fits whatever else is in flight. Returns profiles accepted."""
     accepted = 0
-    keys = [k for k in keys if not svc.inflight.busy(evses[k].ident)]
     sends: dict[asyncio.Future[tuple[bool, Series]], tuple[str, tuple[str, int]]] = {
         asyncio.ensure_future(svc._send(site_id, evses[k], payloads[k], plan_id, "provisional")):
             (k, evses[k].ident) for k in keys}
@@ -286,11 +280,7 @@ async def _answer_unchanged(svc: SmartChargingService, site_id: str, evses: Mapp
         ok, applied[key] = result
         accepted += ok
 
-    def detached(key: str, task: asyncio.Future[tuple[bool, Series]]) -> None:
-        # equal to what the EVSE counts: max(old, new) is what it counts now
-        svc.inflight.detach(evses[key].ident, applied[key], task, lambda: svc.answered(site_id))
-
-    await sending.await_answers(svc, site_id, sends, answered, detached)
+    await sending.await_answers(svc, site_id, sends, answered)
     return accepted
 
 

@@ -51,16 +51,14 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
                   budget_w: float, plan_id: str, kind: str) -> dict[str, int]:
     """Send batches from `budget.next_batch` until nothing more can move; between two batches, and
     while a batch's answers are awaited, the provisional shares of needs that arrived meanwhile go
-    out (`safety.serve_arrivals`). A batch's answers are awaited at most `svc.answer_patience_s`:
-    the rest count at max(old, new) until answered (`inflight`), and no profile goes to an EVSE
-    whose last one is unanswered."""
+    out (`safety.serve_arrivals`). Every answer of a batch is awaited (each call is bounded by the
+    call timeout) before the next batch is chosen."""
     stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
     for _ in range(MAX_ROUNDS):
         # nothing of this pass in flight: needs that came meanwhile get their answer now
         await svc.between_rounds(site_id, evses, applied, target, payloads)
         now_s = svc.clock.timestamp()
-        batch = [c for c in budget.next_batch(applied, target, budget_w, now_s)
-                 if not svc.inflight.busy(evses[c.key].ident)]
+        batch = budget.next_batch(applied, target, budget_w, now_s)
         if not batch:
             break
         sends: dict[asyncio.Future[tuple[bool, Series]], budget.Change[str]] = {}
@@ -91,17 +89,11 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
                 target[change.key] = series
                 stats["failed"] += 1
 
-        def detached(change: budget.Change[str], task: asyncio.Future[tuple[bool, Series]],
-                     now_s: float = now_s) -> None:
-            counted = planner.pointwise(applied[change.key], change.series, now_s, "max")
-            applied[change.key] = counted  # its change stays in `target`: blocked until answered
-            svc.inflight.detach(evses[change.key].ident, counted, task, lambda: svc.answered(site_id))
-
         async def serve(busy: set[tuple[str, int]]) -> None:
             await svc.between_rounds(site_id, evses, applied, target, payloads, busy)
 
         await await_answers(svc, site_id, {t: (c, evses[c.key].ident) for t, c in sends.items()},
-                            answered, detached, serve)
+                            answered, serve)
     now_s = svc.clock.timestamp()
     stats["blocked"] = sum(1 for k in target if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
     return stats
@@ -114,17 +106,14 @@ R = TypeVar("R")
 async def await_answers(svc: SmartChargingService, site_id: str,
                         sends: Mapping[asyncio.Future[R], tuple[T, tuple[str, int]]],
                         answered: Callable[[T, R | BaseException], None],
-                        detached: Callable[[T, asyncio.Future[R]], None],
                         serve: Callable[[set[tuple[str, int]]], Awaitable[None]] | None = None) -> None:
-    """Wait for the sends' answers (`answered` for each, a result or the exception) for at most
-    `svc.answer_patience_s`; the sends still out then are handed to `detached` (counted at
-    max(old, new) until answered, `inflight`). Meanwhile, whenever needs arrive (`svc.wake`),
-    `serve` gives them their provisional share, told which EVSEs still have a profile out (the
-    caller counts those at max(old, new) there, `safety.serve_arrivals`). Not while serving:
-    the site's pass between rounds does not nest."""
+    """Wait for every send's answer (`answered` for each, a result or the exception; each call is
+    bounded by the call timeout). Meanwhile, whenever needs arrive (`svc.wake`), `serve` gives
+    them their provisional share, told which EVSEs still have a profile out (the caller counts
+    those at max(old, new) there and holds their needs until the answer, `safety.serve_arrivals`).
+    Not while serving: the site's pass between rounds does not nest."""
     if not sends:
         return
-    loop = asyncio.get_running_loop()
     signal = asyncio.Event()
     finished: list[asyncio.Future[R]] = []
 
@@ -138,17 +127,9 @@ async def await_answers(svc: SmartChargingService, site_id: str,
     outer = serve is not None and site_id not in svc._between
     if outer:
         svc.wakers[site_id] = signal
-    deadline = loop.time() + svc.answer_patience_s
     try:
         while pending:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            try:
-                async with asyncio.timeout(left):
-                    await signal.wait()
-            except TimeoutError:
-                break
+            await signal.wait()
             signal.clear()
             while finished:
                 fut = finished.pop()
@@ -161,7 +142,7 @@ async def await_answers(svc: SmartChargingService, site_id: str,
             if outer and pending and serve is not None:
                 busy = {sends[f][1] for f in pending}
                 due = svc._provisional_due.get(site_id) or set()
-                if any(k not in busy and not svc.inflight.busy(k) for k in due):
+                if any(k not in busy for k in due):
                     await serve(busy)
     except asyncio.CancelledError:
         for fut in pending:
@@ -172,20 +153,12 @@ async def await_answers(svc: SmartChargingService, site_id: str,
             del svc.wakers[site_id]
         for fut in sends:
             fut.remove_done_callback(note)
-    for fut in list(pending):
-        if fut.done():  # answered while the last arrivals were served
-            err = None if fut.cancelled() else fut.exception()
-            if fut.cancelled():
-                raise asyncio.CancelledError
-            answered(sends[fut][0], fut.result() if err is None else err)
-        else:
-            detached(sends[fut][0], fut)
 
 
 async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],
                plan_id: str, kind: str) -> tuple[bool, Series]:
     """Send one TxProfile, record the answer; (accepted, series now counted for the EVSE). Waits
-    for one of the service's `inflight.SENDS_OUT_MAX` slots first (a late answer, to the pass)."""
+    for one of the service's `inflight.SENDS_OUT_MAX` slots first."""
     async with svc.inflight.slots:
         return await _send_one(svc, site_id, info, payload, plan_id, kind)
 

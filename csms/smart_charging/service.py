@@ -65,7 +65,7 @@ from csms.smart_charging import (
 )
 from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.evse import EvseInfo, decode_evse, ev_plan_series
-from csms.smart_charging.inflight import ANSWER_PATIENCE_S, InFlight
+from csms.smart_charging.inflight import InFlight
 from csms.smart_charging.planner import Series
 from csms.smart_charging.work import Work
 from csms.store.port_redis import RedisStateStore
@@ -142,11 +142,9 @@ class SmartChargingService:
         self._between: set[str] = set()
         """Sites whose arrivals are being served between two rounds of a longer pass (not nested)."""
         self.inflight = InFlight()
-        """Profiles a pass stopped waiting for, counted at max(old, new) until answered (`inflight`)."""
-        self.answer_patience_s = ANSWER_PATIENCE_S
+        """The TxProfile calls out at once (`inflight.SENDS_OUT_MAX`)."""
         self.wakers: dict[str, asyncio.Event] = {}
         """site -> set when needs arrive while its pass awaits answers (`sending.await_answers`)."""
-        self._answered_queued: set[str] = set()
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
         self._over = budget.Persistence(settings.over_limit_after_s)
@@ -158,7 +156,7 @@ class SmartChargingService:
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
             Work.RECONCILE: self._on_reconcile, Work.TICK: self._on_tick, Work.DEFAULTS: self._on_defaults,
-            Work.DEFAULTS_DONE: self._on_defaults_done, Work.ANSWERED: self._on_answered,
+            Work.DEFAULTS_DONE: self._on_defaults_done,
             Work.INTERIM: self._on_interim, Work.RESHARE: self._on_reshare,
             EventType.SCHEDULE_PLANNED: self._on_plan,
             EventType.SITE_LIMIT: self._on_site_limit, EventType.TX_STARTED: self._on_tx_started,
@@ -304,17 +302,6 @@ class SmartChargingService:
         self.defaults.done_queued.discard(site_id)
         await self._retry_blocked(site_id)
 
-    def answered(self, site_id: str) -> None:
-        """A profile a pass stopped waiting for was answered: blocked work is tried again (once
-        queued at a time), and needs held while it was out are served (`_handle`)."""
-        if site_id not in self._answered_queued:
-            self._answered_queued.add(site_id)
-            self.enqueue(site_id, Work.ANSWERED, None)
-
-    async def _on_answered(self, site_id: str, _: Any) -> None:
-        self._answered_queued.discard(site_id)
-        await self._retry_blocked(site_id)
-
     async def _retry_blocked(self, site_id: str) -> None:
         if site_id in self._plan_blocked:
             await self.apply_plan(site_id)
@@ -371,18 +358,13 @@ class SmartChargingService:
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""
-        unanswered = self.inflight.snapshot()  # before the read (`inflight` module doc)
         infos = await decode_all(await self.store.site_evses(site_id, self.settings.default_site))
-        self.inflight.overlay(infos, unanswered)
         self.defaults.note_read(site_id, infos)
         return infos
 
     async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
         """State of a few EVSEs (without reading the whole site)."""
-        unanswered = self.inflight.snapshot()  # before the read (`inflight` module doc)
-        infos = await decode_all(await self.store.evse_records(pairs))
-        self.inflight.overlay(infos, unanswered)
-        return infos
+        return await decode_all(await self.store.evse_records(pairs))
 
     # --- the steps (actions, sending, conversion) -----------------------------------------
     async def apply_plan(self, site_id: str) -> dict[str, int]:
@@ -470,7 +452,6 @@ class SmartChargingService:
                     site.task.cancel()
             for t in [*self._timers, *self.defaults.tasks]:
                 t.cancel()
-            self.inflight.cancel()
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
                     await self.store.release_lease(site_id, self.node_id)

@@ -19,5 +19,3 @@ class Work(StrEnum):
     """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""
     ARRIVALS = "arrivals"
     """Needs flagged from a read of the stream (`flag_needs`): an idle site task serves them now."""
-    ANSWERED = "answered"
-    """A profile a pass stopped waiting for was answered (`inflight`): blocked work is tried again."""
