@@ -393,7 +393,9 @@ def add_stickiness_split(
     hi = lp.col_hi[p_block].copy()
     hi[sel] = hi[sel] - target
     lp.cost[p_block], lp.col_hi[p_block] = cost, hi
-    lp.cost_offset += float(base_cost @ target)
+    # a sum of products, not `@`: a BLAS dot this long (tens of thousands) wakes OpenBLAS's second thread,
+    # whose spin-wait afterwards cost a 1,000-session re-plan ~7 % more CPU (0.37-0.38 vs 0.40 s)
+    lp.cost_offset += float((base_cost * target).sum())
     # p⁻ only where the reference is above 0 (elsewhere p⁻ ∈ [0, 0]: a fixed column, left out)
     has_down = target > 0
     down = np.full(len(sel), -1, dtype=np.int64)
