@@ -145,6 +145,21 @@ def start_nodes(stack: ExitStack, m: int, args: argparse.Namespace, tmp: Path,
     return nodes
 
 
+def start_workers(stack: ExitStack, count: int, tmp: Path, redis_url: str) -> list[int]:
+    """`count` `evfleet optimizer` workers on the run's Redis, as production runs them (killed when
+    `stack` closes): plans arrive, so the sites leave fallback mode. Returns their pids."""
+    pids = []
+    for i in range(1, count + 1):
+        log = (tmp / f"optimizer-{i}.log").open("ab")
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("evfleet")), "optimizer", "--redis-url",
+                                 redis_url, "--consumer", f"optimizer-{i}", "--log-level", "WARNING"],
+                                env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=log,
+                                stderr=subprocess.STDOUT)
+        stack.callback(_stop, proc)
+        pids.append(proc.pid)
+    return pids
+
+
 def start_haproxy(stack: ExitStack, nodes: list[SimpleNamespace], procs: int,
                   tmp: Path) -> tuple[str, list[int]]:
     """`procs` HAProxy processes on one port (SO_REUSEPORT) in front of `nodes`: (url, pids)."""
@@ -268,10 +283,11 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
                                            str(pid), "-d", str(int(args.duration)), "-r", "200", "-f", "raw",
                                            "--nonblocking", "-o", str(args.py_spy / f"{pid}.txt")],
                                           stdout=subprocess.DEVNULL))
-    cpu0 = {g: sum(proc_cpu_s(p) for p in pids) for g, pids in groups.items()}
+    each0 = {p: proc_cpu_s(p) for pids in groups.values() for p in pids}
     gc0 = gc_stats(metrics_urls)
     time.sleep(max(0.0, t0 + args.duration - time.time()))
-    cpu = {g: sum(proc_cpu_s(p) for p in pids) - cpu0[g] for g, pids in groups.items()}
+    cpu_each = {g: [proc_cpu_s(p) - each0.get(p, 0.0) for p in pids] for g, pids in groups.items()}
+    cpu = {g: sum(v) for g, v in cpu_each.items()}
     gc1 = gc_stats(metrics_urls)
     rss = {g: [round(proc_rss_mb(p), 1) for p in pids] for g, pids in groups.items()}
     for spy in spies:
@@ -296,13 +312,15 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "refused_handshakes": stats.get("refused", 0), "csms_calls": stats.get("csms_calls", 0),
         "cpu_us_per_msg": {g: round(c / answered * 1e6) if answered else None for g, c in cpu.items()},
         "cpu_share": {g: round(c / args.duration, 2) for g, c in cpu.items()},
+        "cpu_us_per_msg_each": {g: [round(c / answered * 1e6) if answered else None for c in v]
+                                for g, v in cpu_each.items()},
         "rss_mb": rss, "gc_gen2_in_window": gc1["gen2_collections"] - gc0["gen2_collections"],
         "gc_gen2_ms_in_window": round((gc1["gen2_seconds"] - gc0["gen2_seconds"]) * 1000, 1),
         "gc_gen2_max_ms_since_start": round(gc1["gen2_max_ms"], 1),
         "gc_gen0_gen1_max_ms_since_start": [round(gc1["gen0_max_ms"], 1), round(gc1["gen1_max_ms"], 1)],
         "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
     }
-    servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy"))
+    servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy", "optimizer"))
     row["rss_mb_servers"] = round(servers, 1)
     row["rss_mb_per_1000"] = round(servers / ready * 1000, 1) if ready else None
     return row
@@ -329,6 +347,8 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             groups = {"server": [nd.proc.pid for nd in nodes],
                       "redis": [redis_srv._proc.pid if redis_srv._proc else 0]}
             metrics_urls = [f"http://127.0.0.1:{nd.api_port}/metrics" for nd in nodes]
+            if args.optimizer:
+                groups["optimizer"] = start_workers(stack, args.optimizer, tmp, redis_srv.url)
             if m >= 2 or args.haproxy:
                 procs = args.haproxy_procs or max(1, -(-n // HAPROXY_MAX_PER_PROC))
                 url, groups["haproxy"] = start_haproxy(stack, nodes, procs, tmp)
@@ -425,6 +445,10 @@ def main() -> None:
                         "option: every station is marked non-compliant and the site re-shared on every "
                         "watchdog pass, the worst case); by default a station obeys the profiles it "
                         "accepts, as a real charger does")
+    p.add_argument("--optimizer", type=int, default=0, metavar="N",
+                   help="start N `evfleet optimizer` workers on the run's Redis (as production runs them: "
+                        "plans arrive and sites leave fallback mode); their CPU and RSS are reported "
+                        "(group 'optimizer', counted in RSS MB)")
     p.add_argument("--haproxy", action="store_true", help="HAProxy in front of a single node too")
     p.add_argument("--haproxy-procs", type=int, default=0, help="HAProxy processes (0: enough for N)")
     p.add_argument("--max-per-node", type=int, default=15_000, help="ocpp_max_connections of a node")
@@ -477,7 +501,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
         "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
         "duration_s": args.duration, "warmup_s": args.warmup, "clients": args.clients, "mix": args.mix,
-        "site_size": args.site_size, "ignore_limits": args.ignore_limits,
+        "site_size": args.site_size, "ignore_limits": args.ignore_limits, "optimizer_workers": args.optimizer,
         "node_env": args.node_env,
         "command": " ".join(sys.argv), "largest_held": found, "p99_ms_bound": args.p99_ms,
         "runs": rows}, indent=2))
