@@ -96,6 +96,19 @@ async def _fleet(redis_url: str, material_replan: bool) -> None:
             # and the plan the csms holds is within the profile the csms applied (re-plans may still be in
             # flight for a while: wait until every session agrees)
             state: dict[str, Any] = {}
+            seen: dict[str, Any] = {"last": None, "profile.sent": 0, "profile.answered": 0}
+
+            async def all_answered() -> bool:
+                """Every profile the csms sent so far is answered (a pass may still be applying the
+                plan when the sessions already agree: its answers must not land in the K16 window)."""
+                rows = await lp.redis.xrange(KEYS.events(), min=seen["last"] or "-", max="+")
+                for eid, fields in rows:
+                    if eid == seen["last"]:
+                        continue
+                    seen["last"] = eid
+                    if fields["type"] in ("profile.sent", "profile.answered"):
+                        seen[fields["type"]] += 1
+                return bool(seen["profile.sent"] <= seen["profile.answered"])
 
             async def consistent() -> bool:
                 ev_raw = await lp.redis.mget([KEYS.ev_schedule(sid, 1) for sid in ids])
@@ -112,11 +125,13 @@ async def _fleet(redis_url: str, material_replan: bool) -> None:
                         bad.append(sid)
                         worst = max(worst, excess)
                 state.update(bad=bad, worst=worst)
-                return not bad
+                return not bad and await all_answered()
 
             try:
                 await until(consistent, 60, "every EV's reported plan within its latest TxProfile")
             except AssertionError:
+                if not state["bad"]:
+                    raise AssertionError(f"profiles still unanswered: {seen}") from None
                 first = links[state["bad"][0]].history[0]
                 raise AssertionError(f"{len(state['bad'])} sessions not consistent (worst excess "
                                      f"{state['worst']:.0f} W); first: state={first.secc.state} "
