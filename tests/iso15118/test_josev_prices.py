@@ -50,9 +50,13 @@ IDLE_SPEED = 300.0
 clock runs faster there (the rolling re-plans and meter values still come, in simulated time)."""
 EDGE = timedelta(minutes=15)
 """IDLE_SPEED again this long after the cheap window ends, or as soon as both EVs are done charging
-(>= 99 % of their need delivered and 0 W drawn: the idle stretch until departure, ~25 s real sooner)."""
-EDGE_BEFORE = timedelta(minutes=5)
-"""Back to SPEED this long before the cheap window starts (5 s real: the plans say 0 W until then)."""
+(>= 99 % of their need delivered and 0 W drawn: the plans end at the window's end, so 15 simulated
+minutes at 60x less, ~12 s real)."""
+EDGE_BEFORE = timedelta(minutes=15)
+"""Back to SPEED this long before the cheap window starts. 5 min (5 s real) was tried: 2 of 6 runs at
+load 7-12 went wrong early in the window (an EV ~1 simulated minute behind its tight plan, so a
+re-plan changed its profile and it renegotiated; both EVCCs dropping their TCP sessions), probably
+while the csms still worked off the 300x stretch; 15 s real to settle, as before."""
 PEAK, CHEAP = 0.40, 0.10
 
 
