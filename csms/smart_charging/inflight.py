@@ -4,7 +4,7 @@ A pass (`sending.execute`) awaits every answer of a batch (each call is bounded 
 timeout); needs that arrive meanwhile get their provisional share during that wait
 (`sending.await_answers`). Until 2026-12-06 a pass could go on without slow answers, counting
 them at max(old, new) in a ledger laid over every read; that path failed
-`tests/iso15118/test_fleet_hlc.py` at a short patience and was removed (notes/detach.md).
+`tests/iso15118/test_fleet_hlc.py` at a short patience and was removed (commit a54044a gives the runs).
 """
 
 from __future__ import annotations
