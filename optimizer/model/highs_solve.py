@@ -7,6 +7,7 @@ builds, solves and reports one schedule.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import numpy.typing as npt
 from optimizer.evaluate import make_schedule
 from optimizer.model.data import FloatArray, IntArray, ProblemData
 from optimizer.model.highs_lp import (
+    INF,
     IPM_OPTIMALITY_TOLERANCE,
     LARGE_LP_COLUMNS,
     STICKY_IPM_OPTIMALITY_TOLERANCE,
@@ -63,10 +65,15 @@ def csc_arrays(lp: LinearProgram) -> tuple[Int32Array, Int32Array, FloatArray]:
     return start, rows[order].astype(np.int32), np.ascontiguousarray(vals[order], dtype=float)
 
 
-def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpResult:
-    """Pass the arrays to HiGHS (rowwise CSR) and solve; never raises for infeasible or time-limited LPs."""
-    t0 = time.perf_counter()
-    start, index, vals = csc_arrays(lp)
+REUSED_HIGHS_MAX_COLUMNS = LARGE_LP_COLUMNS
+"""LPs up to this many columns are solved on one HiGHS instance per thread (`_reused_highs`): creating a
+`highspy.Highs` costs about 0.1 ms, a few percent of a 20-EV solve; larger LPs get a fresh one, so that
+no large model stays in memory between solves."""
+_THREAD_HIGHS = threading.local()
+
+
+def _lp_highs() -> highspy.Highs:
+    """A new HiGHS instance with the options every LP solve shares (quiet, one thread, interior point)."""
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
@@ -74,18 +81,37 @@ def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpRe
     # and its solution lies in the middle of the optimal face, so equal-cost optima come out flat and stable
     # (lowest peak among them, within a few percent, tests/optimizer/test_ties.py).
     h.setOptionValue("solver", "ipm")
+    # no presolve: it reduces equal-cost optima to a vertex (all of an EV's energy in its last cheap step,
+    # the peak several-fold the flat schedule) and on these LPs it costs more than it saves (1,000 EVs:
+    # 0.16 s CPU without, 0.25 s with; 10,000 EVs: 2.2 s vs 3.6 s, benchmarks/optimizer_scaling.py)
+    h.setOptionValue("presolve", "off")
+    return h
+
+
+def _reused_highs() -> highspy.Highs:
+    """This thread's HiGHS instance for small LPs (passModel replaces its model and clears the solution)."""
+    h: highspy.Highs | None = getattr(_THREAD_HIGHS, "highs", None)
+    if h is None:
+        h = _lp_highs()
+        _THREAD_HIGHS.highs = h
+    return h
+
+
+def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpResult:
+    """Pass the arrays to HiGHS (column-wise) and solve; never raises for infeasible or time-limited LPs."""
+    t0 = time.perf_counter()
+    start, index, vals = csc_arrays(lp)
+    h = _reused_highs() if lp.n_col <= REUSED_HIGHS_MAX_COLUMNS else _lp_highs()
+    # set on every solve (a reused instance keeps what the last solve left): no crossover, unless the
+    # solve below needs it
     h.setOptionValue("run_crossover", "off")
     # small LPs with references or a peak tie-break: the tighter tolerance (equal-cost plans come back
     # within 1e-4 kW, and energies within 1e-6 kWh, tests/optimizer/test_horizon_now.py)
     sticky_small = (lp.p_ref is not None or "peak" in lp.blocks) and lp.n_col <= LARGE_LP_COLUMNS
     h.setOptionValue("ipm_optimality_tolerance",
                      STICKY_IPM_OPTIMALITY_TOLERANCE if sticky_small else IPM_OPTIMALITY_TOLERANCE)
-    # no presolve: it reduces equal-cost optima to a vertex (all of an EV's energy in its last cheap step,
-    # the peak several-fold the flat schedule) and on these LPs it costs more than it saves (1,000 EVs:
-    # 0.16 s CPU without, 0.25 s with; 10,000 EVs: 2.2 s vs 3.6 s, benchmarks/optimizer_scaling.py)
-    h.setOptionValue("presolve", "off")
-    if time_limit_s is not None:
-        h.setOptionValue("time_limit", float(time_limit_s))
+    # HiGHS's run clock adds up over an instance's runs (no call resets it): the limit is from now on
+    h.setOptionValue("time_limit", INF if time_limit_s is None else h.getRunTime() + float(time_limit_s))
 
     def flat(parts: list[FloatArray]) -> FloatArray:
         return np.ascontiguousarray(np.concatenate(parts), dtype=float)
@@ -128,7 +154,7 @@ def solve_lp_model(lp: LinearProgram, time_limit_s: float | None = None) -> LpRe
         status=h.modelStatusToString(status),
         optimal=status == highspy.HighsModelStatus.kOptimal,
         has_solution=has and status == highspy.HighsModelStatus.kOptimal,
-        objective=float(h.getInfo().objective_function_value) if has else None,
+        objective=float(h.getObjectiveValue()) if has else None,
         x=x,
         translate_s=t1 - t0,
         solve_s=t2 - t1,

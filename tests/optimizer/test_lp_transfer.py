@@ -9,14 +9,17 @@ from __future__ import annotations
 import highspy
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from optimizer.cases.seed001 import fleet
+from optimizer.model import highs_solve
 from optimizer.model.data import build_data
 from optimizer.model.highs_lp import IPM_OPTIMALITY_TOLERANCE, LinearProgram, build_lp
 from optimizer.model.highs_solve import csc_arrays, solve_lp_model
 from optimizer.problem import Instance, SolveStatus
 from optimizer.solve import solve
 from tests.optimizer.conftest import charger, ev, make_instance
+from tests.optimizer.test_random_instances import instances
 
 
 def _mixed() -> Instance:
@@ -82,3 +85,44 @@ def test_colwise_pass_solves_the_same_lp_to_the_same_point(n_ev: int) -> None:
     assert sched.status == SolveStatus.OPTIMAL
     grid = build_data(inst).base_load_kw + np.asarray(list(sched.ev_power_kw.values())).sum(axis=0)
     assert sched.metrics.peak_grid_kw == pytest.approx(grid.max(), abs=1e-6)
+
+
+def _solve_on_fresh_highs(lp: LinearProgram) -> np.ndarray | None:
+    """`solve_lp_model` on a new HiGHS instance (what every solve did before small LPs reused one)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(highs_solve, "REUSED_HIGHS_MAX_COLUMNS", -1)
+        res = solve_lp_model(lp)
+    return res.x if res.has_solution else None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(instances(allow_pool=False), instances(allow_pool=False))
+def test_reused_highs_solves_to_the_same_point_as_a_fresh_one(first: Instance, second: Instance) -> None:
+    """Small LPs run on one HiGHS instance per thread: after another LP (and after itself) the result
+    is bit for bit the one a fresh instance gives, so the reuse never changes a schedule."""
+    lp_first, lp_second = build_lp(build_data(first)), build_lp(build_data(second))
+    assert lp_first.n_col <= highs_solve.REUSED_HIGHS_MAX_COLUMNS
+    fresh = _solve_on_fresh_highs(lp_second)
+    solve_lp_model(lp_first)  # leaves its model, solution and options on the reused instance
+    for _ in range(2):
+        res = solve_lp_model(lp_second)
+        if fresh is None:
+            assert not res.has_solution
+        else:
+            assert res.has_solution
+            np.testing.assert_array_equal(res.x, fresh)
+
+
+def test_time_limit_counts_from_each_solve_on_a_reused_highs() -> None:
+    """HiGHS's run clock adds up over an instance's runs: a time limit must count from this solve,
+    or a worker's solves would hit it once their total passed it."""
+    lp = build_lp(build_data(fleet(20)))
+    h = highs_solve._reused_highs()
+    limit_s = 0.5  # a 20-EV solve takes about 5 ms: far below, even on a loaded machine
+    start = h.getRunTime()
+    for _ in range(10_000):  # until this instance has run for several limits in total
+        res = solve_lp_model(lp, time_limit_s=limit_s)
+        assert res.optimal, res.status
+        if h.getRunTime() - start > 3 * limit_s:
+            break
+    assert h.getRunTime() - start > 3 * limit_s
