@@ -122,7 +122,9 @@ def build_lp(data: ProblemData) -> LinearProgram:
     lean = is_lean(data, w)
     # lean: no grid columns; the import price goes straight onto what flows through the site row
     site_cost = dt * data.import_price if lean else np.zeros(steps)
-    p_cost = w * dt[pt] * IPM_TIME_PREFERENCE * pt / steps + site_cost[pt]
+    p_cost = site_cost[pt]
+    if w * IPM_TIME_PREFERENCE:  # (0 by default: skipped, the same costs to the bit)
+        p_cost = w * dt[pt] * IPM_TIME_PREFERENCE * pt / steps + p_cost
     p_cols = lp.add_columns("p", p_cost, 0.0, data.p_max_kw[pe, pt])
     d_cost = data.degradation_per_kwh * dt[dtt] - site_cost[dtt]
     d_cols = lp.add_columns("d", d_cost, 0.0, data.d_max_kw[de, dtt])
@@ -285,8 +287,14 @@ def add_energy_need(
 ) -> None:
     """need_e ≤ Σ_t η Δt p[e,t] + unmet_e ≤ room_e for charge-only EVs; SOC dynamics for V2G EVs."""
     dt, eta = data.step_h, data.efficiency
-    v2g = data.d_max_kw.any(axis=1) if data.n_ev else np.zeros(0, dtype=bool)
     room = data.capacity_kwh - data.initial_kwh
+    if not len(de):  # no V2G EV (no discharge column): one ranged row per EV, in EV order
+        rows = lp.add_rows(data.need_kwh, room)
+        lp.add_entries(rows[pe], p_cols, dt[pt] * eta[pe])
+        if unmet is not None:
+            lp.add_entries(rows, unmet, 1.0)
+        return
+    v2g = data.d_max_kw.any(axis=1)
     # charge-only EVs: one ranged row each
     plain = np.flatnonzero(~v2g)
     row_of = np.full(data.n_ev, -1, dtype=np.int64)
@@ -379,9 +387,11 @@ def add_stickiness_split(
     (a quarter less CPU for that re-plan's LP, the same optimum).
     Must run after every other row family (it rewrites their entries). Call `p_values` for p.
     """
-    lam = data.stickiness_weight
+    if data.stickiness <= 0:
+        return
     ref = data.reference_kw[pe, pt]
     sel = np.flatnonzero(~np.isnan(ref))
+    lam = data.stickiness_weight
     if lam <= 0 or not len(sel):
         return
     target = np.clip(ref[sel], 0.0, data.p_max_kw[pe[sel], pt[sel]])

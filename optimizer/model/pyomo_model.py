@@ -41,7 +41,7 @@ def storage_throughput_cost(data: ProblemData) -> float:
 def tie_break_weight(data: ProblemData, default: float) -> float:
     """Absolute weight w of the tie-break terms: (instance's tie_break or `default`) × the largest price."""
     rel = default if data.tie_break is None else data.tie_break
-    return rel * data.price_scale
+    return rel * data.price_scale if rel else 0.0
 
 
 def build_model(
