@@ -127,7 +127,8 @@ async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, in
     # a non-compliant EVSE draws what it draws: it is a fixed load, lowering its profile frees nothing
     movable = [k for k, e in evses.items()
                if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None]
-    fixed = [applied[k] for k in applied if k not in movable]
+    moving = set(movable)  # `k in` the list of movable sessions per EVSE was quadratic in the site
+    fixed = [applied[k] for k in applied if k not in moving]
     points = planner.grid(list(applied.values()), now_s)
     factor = budget.scale_factor(planner.total(fixed, points),
                                  planner.total([applied[k] for k in movable], points), budget_w)

@@ -199,7 +199,8 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     if between is not None:  # count at least what the longer pass counts (a change of unknown outcome)
         for k, series in between.applied.items():
             applied[k] = planner.pointwise(applied[k], series, now_s, "max") if k in applied else series
-    others = [applied[k] for k in applied if k not in sharers]
+    sharing = set(sharers)  # `k in` a list of 10,000 sharers per EVSE was most of a fallback re-share
+    others = [applied[k] for k in applied if k not in sharing]
     budget_w = await svc.site_budget_w(site_id)
     caps, mins = {}, {}
     for k in sharers:

@@ -2,13 +2,15 @@
 
 The smart-charging service's reads and writes, moved here from the service: leases
 (`SET NX PX`), the event stream (plain XREAD: every node sees every event), the site's EVSEs (station,
-EVSE hash, applied-profile record and charging needs, pipelined) and one MULTI/EXEC per
-`StoreWrite`. Expects a `decode_responses=True` client.
+EVSE hash, applied-profile record and charging needs) and one MULTI/EXEC per `StoreWrite`. Expects a
+`decode_responses=True` client.
 
-Reads that grow with the site (every EVSE, every active transaction) go out as pipelines of at
-most `PIPELINE_CHUNK` commands: each chunk is one round trip whose reply is parsed in one
-event-loop callback, and the loop serves other callbacks (station messages) while Redis answers
-the next, so a pass over a 20,000-station site is many short callbacks, not one long stall.
+Reads that grow with the site (every EVSE, the site's active transactions) go out as Lua reads of
+at most `READ_CHUNK` keys of one slot (`RedisStateStore._read`): each is one round trip whose
+reply hiredis parses in C and the store turns into dicts in one event-loop callback, and the loop
+serves other callbacks (station messages) while Redis answers the next, so a pass over a
+20,000-station site is many short callbacks, not one long stall. (They were pipelines of single
+commands: redis-py's packing and per-reply parsing were most of a fallback re-share's CPU.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.shards import active_refs
-from evfleet.store.sites import PIPELINE_CHUNK, own_limit_kw, pipelined, positive_kw, site_station_ids
+from evfleet.store.sites import own_limit_kw, positive_kw, site_station_ids
+from evfleet.store.slots import slot_groups
 from evfleet.store.stream import read_new_events, stream_tail_id
 
 if TYPE_CHECKING:
@@ -32,8 +35,36 @@ log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 100_000
 
+READ_CHUNK = 1800
+"""Keys per Lua read (`RedisStateStore._read`): one short script run in Redis, one reply to parse."""
+
+_READ = """
+local out = {}
+local n = #ARGV
+for i = 1, #KEYS do
+  local op = ARGV[((i - 1) % n) + 1]
+  if op == 'H' then out[i] = redis.call('HGETALL', KEYS[i])
+  elseif op == 'K' then out[i] = redis.call('HKEYS', KEYS[i])
+  elseif op == 'G' then out[i] = redis.call('GET', KEYS[i])
+  elseif op == 'T' then out[i] = redis.call('HMGET', KEYS[i], 'station_id', 'evse_id')
+  else return redis.error_reply('unknown read ' .. op) end
+end
+return out
+"""
+
+
 def _json(raw: Any) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
+
+
+def _reply(op: str, raw: Any) -> Any:
+    """One key's part of a `_READ` reply as redis-py would return its command's (nil -> None)."""
+    if op == "H":
+        it = iter(raw)
+        return dict(zip(it, it, strict=True))
+    if op == "T":
+        return [None if v is False else v for v in raw]
+    return raw
 
 
 class RedisStateStore:
@@ -42,6 +73,7 @@ class RedisStateStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._script = redis.register_script(_READ)
 
     async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int) -> bool:
         """SET NX PX, or PEXPIRE when this node already holds it."""
@@ -99,41 +131,58 @@ class RedisStateStore:
         return _json(await self.redis.get(self.keys.site_plan(site_id)))
 
     async def site_evses(self, site_id: str, default_site: str) -> list[StoredEvse]:
-        """EVSEs of the site: ids from the connectors hash and from active transactions."""
+        """EVSEs of the site: ids from the connectors hash and from active transactions (only the
+        transactions of the site's stations are read: a ref starts with its station id)."""
         k = self.keys
         stations = await site_station_ids(self.redis, k, site_id, default_site)
-        raw = await pipelined(self.redis, stations, lambda p, sid: (p.hgetall(k.station(sid)),
-                                                                    p.hkeys(k.station_connectors(sid))))
-        active = await active_refs(self.redis, k)
+        raw = await self._read([[k.station(sid), k.station_connectors(sid)] for sid in stations], "HK")
+        members = set(stations)
+        active = [ref for ref in await active_refs(self.redis, k) if ref.split(":", 1)[0] in members]
         tx_evses: dict[str, set[int]] = {}
-        for sid_eid in await pipelined(self.redis, active,
-                                       lambda p, ref: p.hmget(k.transaction(ref), ["station_id", "evse_id"])):
+        for [sid_eid] in await self._read([[k.transaction(ref)] for ref in active], "T"):
             if sid_eid[0] and str(sid_eid[1] or "").isdigit():
                 tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
         triples: list[tuple[str, int, dict[str, str]]] = []
-        for i, sid in enumerate(stations):
-            eids = {int(f.split("/", 1)[0]) for f in raw[2 * i + 1] if f.split("/", 1)[0].isdigit()}
+        for sid, (station, connectors) in zip(stations, raw, strict=True):
+            eids = {int(f.split("/", 1)[0]) for f in connectors if f.split("/", 1)[0].isdigit()}
             eids |= tx_evses.get(sid, set())
-            triples += [(sid, eid, raw[2 * i]) for eid in sorted(eids) if eid > 0]
+            triples += [(sid, eid, station) for eid in sorted(eids) if eid > 0]
         return await self._records(triples)
 
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
-        """Station hash per EVSE, then `_records`."""
+        """Station hash, EVSE hash, applied profile and charging needs of each EVSE (`_read`)."""
         k = self.keys
-        stations = await pipelined(self.redis, evses, lambda p, e: p.hgetall(k.station(e[0])))
-        return await self._records([(sid, eid, st) for (sid, eid), st in zip(evses, stations, strict=True)])
+        raw = await self._read([[k.station(sid), k.station_evse(sid, eid), k.applied_profile(sid, eid),
+                                 k.charging_needs(sid, eid)] for sid, eid in evses], "HHGG")
+        return [StoredEvse(sid, eid, station, evse, _json(profile), _json(needs))
+                for (sid, eid), (station, evse, profile, needs) in zip(evses, raw, strict=True)]
 
     async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
         k = self.keys
-        out: list[StoredEvse] = []
-        step = PIPELINE_CHUNK // 3
-        for start in range(0, len(triples), step):  # decoded chunk by chunk, between round trips
-            part = triples[start:start + step]
-            raw = await pipelined(self.redis, part, lambda p, t: (
-                p.hgetall(k.station_evse(t[0], t[1])), p.get(k.applied_profile(t[0], t[1])),
-                p.get(k.charging_needs(t[0], t[1]))))
-            out += [StoredEvse(sid, eid, station, raw[3 * i], _json(raw[3 * i + 1]), _json(raw[3 * i + 2]))
-                    for i, (sid, eid, station) in enumerate(part)]
+        raw = await self._read([[k.station_evse(sid, eid), k.applied_profile(sid, eid),
+                                 k.charging_needs(sid, eid)] for sid, eid, _ in triples], "HGG")
+        return [StoredEvse(sid, eid, station, evse, _json(profile), _json(needs))
+                for (sid, eid, station), (evse, profile, needs) in zip(triples, raw, strict=True)]
+
+    async def _read(self, items: Sequence[Sequence[str]], ops: str) -> list[list[Any]]:
+        """The replies of each item's keys, read by `ops` (one letter per key of an item: H HGETALL
+        -> dict, K HKEYS, G GET, T HMGET station_id evse_id), in order.
+
+        One Lua script call per `READ_CHUNK` keys of one slot (every key of an item shares its
+        station's hash tag), not one pipelined command per key: redis-py packs a command and parses
+        its reply in Python, hiredis parses one script reply in C, which made most of a whole-site
+        pass. Each call is one round trip and its reply one event-loop callback, so other callbacks
+        run between chunks, as with `pipelined`. Like it, the chunks are not one snapshot.
+        """
+        out: list[list[Any]] = [[] for _ in items]
+        per_call = max(1, READ_CHUNK // len(ops))
+        for group in slot_groups(self.redis, [item[0] for item in items]):
+            for lo in range(0, len(group), per_call):
+                part = group[lo:lo + per_call]
+                replies = await self._script(keys=[key for i in part for key in items[i]], args=list(ops))
+                for n, i in enumerate(part):
+                    out[i] = [_reply(op, r) for op, r in zip(ops, replies[n * len(ops):(n + 1) * len(ops)],
+                                                             strict=True)]
         return out
 
     async def applied_profile(self, evse: EvseId) -> dict[str, Any] | None:

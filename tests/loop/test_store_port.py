@@ -120,3 +120,32 @@ async def test_a_lease_is_held_by_one_node_and_released_by_it(store: StateStore)
     assert not await store.hold_lease(SITE, "node-b", 5_000)
     await store.release_lease(SITE, "node-a")
     assert await store.hold_lease(SITE, "node-b", 5_000)
+
+
+@pytest.mark.parametrize("shards", [0, 3])
+async def test_redis_reads_a_session_evse_without_connectors_and_only_the_sites_sessions(
+        redis_url: str, shards: int) -> None:
+    """An EVSE known only from an active transaction counts against its site (its draw must be
+    budgeted); another site's transactions are not read into the site (both key layouts)."""
+    k = Keys("evfleet", shards=shards)
+    redis = connect_redis(redis_url)
+    try:
+        for sid, site in (("CP-1", SITE), ("CP-2", "other")):
+            await redis.sadd(k.stations(), sid)
+            await redis.hset(k.station(sid), mapping={"online": "1", "site_id": site})
+            await redis.hset(k.transaction(f"{sid}:tx-9"), mapping={"station_id": sid, "evse_id": "3"})
+            await redis.sadd(k.active_for(sid), f"{sid}:tx-9")
+        await redis.hset(k.station_connectors("CP-1"), mapping={"1/1": "Available"})
+        await redis.hset(k.station_evse("CP-1", 3), mapping={"tx_ref": "CP-1:tx-9", "max_power_w": "22000"})
+        await redis.set(k.applied_profile("CP-1", 3), '{"tx_ref": "CP-1:tx-9"}')
+        store = RedisStateStore(redis, k)
+        evses = await store.site_evses(SITE, "default")
+        assert [(e.station_id, e.evse_id) for e in evses] == [("CP-1", 1), ("CP-1", 3)]
+        assert evses[1].evse == {"tx_ref": "CP-1:tx-9", "max_power_w": "22000"}
+        assert evses[1].profile == {"tx_ref": "CP-1:tx-9"} and evses[1].needs is None
+        assert evses[0].evse == {} and evses[0].station == {"online": "1", "site_id": SITE}
+        assert [(e.station_id, e.evse_id, e.station.get("site_id"), e.profile)
+                for e in await store.evse_records([("CP-2", 3), ("CP-1", 3)])] == [
+            ("CP-2", 3, "other", None), ("CP-1", 3, SITE, {"tx_ref": "CP-1:tx-9"})]
+    finally:
+        await redis.aclose()

@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from csms.smart_charging import service
 from csms.smart_charging.evse import EvseInfo, decode_evse
+from csms.store import port_redis
 from csms.store.port_redis import RedisStateStore
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
@@ -47,15 +49,21 @@ async def _interleaved(work: Awaitable[T], log: list[str]) -> tuple[T, int]:
 
 @pytest.fixture
 def executes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """A log with an "x" for every pipeline round trip."""
+    """A log with an "x" for every pipeline round trip and every Lua script call."""
     log: list[str] = []
     original = Pipeline.execute
+    call = AsyncScript.__call__
 
     async def execute(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
         log.append("x")
         return await original(self, raise_on_error)
 
+    async def script(self: AsyncScript, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        log.append("x")
+        return await call(self, keys, args, client)
+
     monkeypatch.setattr(Pipeline, "execute", execute)
+    monkeypatch.setattr(AsyncScript, "__call__", script)
     return log
 
 
@@ -84,7 +92,7 @@ async def test_site_evses_of_a_large_site_reads_every_evse_across_chunks(redis_u
                                                                         executes: list[str]) -> None:
     redis = connect_redis(redis_url)
     try:
-        n = 700  # 2,100 EVSE reads: four round trips of 600 commands
+        n = 700  # 1,400 station and 2,100 EVSE keys: 1 and 2 Lua reads of at most READ_CHUNK keys
         for i in range(n):
             sid = f"CP{i:04d}"
             await redis.sadd(K.stations(), sid)
@@ -98,9 +106,10 @@ async def test_site_evses_of_a_large_site_reads_every_evse_across_chunks(redis_u
         assert len(evses) == n
         assert [e.evse["max_power_w"] for e in evses] == [str(1000 + i) for i in range(n)]
         assert evses[650].profile == {"limit_w": 5} and evses[649].profile is None
-        # 1,400 station reads (3 round trips) and 2,100 EVSE reads (4 x 150 EVSEs) at least, plus
-        # whatever else the read needs (e.g. the active-transaction index): other work after each
-        assert executes.count("x") >= 7 and breaks == executes.count("x")
+        # 1,400 station keys (1 read) and 2,100 EVSE keys (2 x 600 EVSEs) at least, plus whatever
+        # else the read needs (e.g. the active-transaction index): other work after each
+        assert port_redis.READ_CHUNK == 1800
+        assert executes.count("x") >= 3 and breaks == executes.count("x")
     finally:
         await redis.aclose()
 
