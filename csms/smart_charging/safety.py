@@ -221,7 +221,8 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
             svc._starved.setdefault(site_id, set()).update(starved)
     target: dict[str, Series] = dict(applied)
     payloads: dict[str, dict[str, Any]] = {}
-    for k in sharers:
+    for n, k in enumerate(sharers):
+        await sending.pause_every(n)  # pure work on this pass's read: yielding changes no decision
         info = evses[k]
         if _holds_share(info, applied[k], shares[k], now_s, svc.settings.replan_threshold_kw * 1000.0):
             continue  # already holds this share: no profile built (a 20,000-session re-share)
@@ -353,7 +354,8 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     pending: set[tuple[str, int]] = set()
     stale: set[tuple[str, int]] = set()
     peaks = StoreWrite()  # new metered maxima, one write for the site (a fleet starts charging at once)
-    for evse in due:
+    for n, evse in enumerate(due):
+        await sending.pause_every(n)  # a reading that comes meanwhile is judged next pass (`dirty`)
         info = infos[f"{evse[0]}/{evse[1]}"]
         seen = state.power.get(evse)
         if seen is None:  # its session ended while this pass read the records (state.drop)

@@ -117,8 +117,10 @@ async def publish_default_limit(redis: Redis, keys: Keys, limit_kw: float, node:
     return positive_kw(before)
 
 
-PIPELINE_CHUNK = 600
-"""Commands per round trip in reads that grow with the fleet (`pipelined`): a few ms of parsing each."""
+PIPELINE_CHUNK = 150
+"""Commands per round trip in reads that grow with the fleet (`pipelined`): packing a chunk and
+parsing its reply is one event-loop callback, 3-5 ms here at 150 commands (13-15 ms at 600, a
+stall each that a node answering 800 msg/s turns into a tail: issue 14)."""
 
 T = TypeVar("T")
 
