@@ -79,14 +79,24 @@ def series_to_steps(series: Series, t0_s: float, step_s: float, end_s: float) ->
     return out
 
 
+def _equal(a: Series, b: Series) -> bool:
+    """The same steps and values (no NaN: a NaN differs from everything, also from itself)."""
+    return (a is b or a == b) and all(v == v for _, v in a)
+
+
 def max_abs_diff_w(a: Series, b: Series, now_s: float) -> float:
-    """Largest |a - b| from `now_s` on."""
+    """Largest |a - b| from `now_s` on (0 for equal series, without sampling them: a pass compares
+    every EVSE of the site, and most keep their series)."""
+    if _equal(a, b):
+        return 0.0
     points = grid([a, b], now_s)
     return max(abs(x - y) for x, y in zip(sample(a, points), sample(b, points), strict=True))
 
 
 def is_below(a: Series, b: Series, now_s: float, tol_w: float = TOLERANCE_W) -> bool:
     """a <= b (+tol) at every instant from `now_s` on."""
+    if tol_w >= 0 and _equal(a, b):
+        return True
     points = grid([a, b], now_s)
     return all(x <= y + tol_w for x, y in zip(sample(a, points), sample(b, points), strict=True))
 

@@ -6,7 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from csms.smart_charging.budget import check_ev_plan, churn_filter, fair_share_w, next_batch
-from csms.smart_charging.planner import Series, constant, from_steps, grid, is_below, pointwise, total
+from csms.smart_charging.planner import (
+    Series,
+    constant,
+    from_steps,
+    grid,
+    is_below,
+    max_abs_diff_w,
+    pointwise,
+    sample,
+    total,
+)
 
 NOW = 1_000_000.0
 STEP = 900.0
@@ -134,3 +144,27 @@ def test_k17_ignores_change_points_moved_by_a_second() -> None:
     late = [(NOW, 11_000.0), (NOW + STEP + 60.0, 4_000.0)]  # a minute late: a breach
     res = check_ev_plan(late, sent, NOW, 50)
     assert not res.within_limits and res.worst_excess_w == 7_000
+
+
+def test_equal_series_compare_without_sampling_and_a_nan_never_counts_as_equal() -> None:
+    a = from_steps(NOW, 900, [7000.0, 3000.0, 11000.0])
+    assert max_abs_diff_w(a, a, NOW) == 0.0 and max_abs_diff_w(a, list(a), NOW) == 0.0
+    assert is_below(a, list(a), NOW) and not is_below(a, list(a), NOW, tol_w=-1.0)
+    b = from_steps(NOW, 900, [7000.0, 3500.0, 11000.0])
+    assert max_abs_diff_w(a, b, NOW) == 500.0 and not is_below(b, a, NOW) and is_below(a, b, NOW)
+    bad = from_steps(NOW, 900, [float("nan")])
+    assert not max_abs_diff_w(bad, bad, NOW) <= 1.0  # unknown: never "unchanged"
+    assert not is_below(bad, bad, NOW)
+
+
+_STEPS = st.lists(st.floats(0, 22_000), min_size=1, max_size=6)
+
+
+@given(_STEPS, _STEPS)
+@settings(max_examples=200, deadline=None)
+def test_the_equal_series_shortcut_agrees_with_sampling(x: list[float], y: list[float]) -> None:
+    a, b = from_steps(NOW, 900, x), from_steps(NOW, 900, y)
+    points = grid([a, b], NOW)
+    sampled = max(abs(p - q) for p, q in zip(sample(a, points), sample(b, points), strict=True))
+    assert max_abs_diff_w(a, b, NOW) == sampled
+    assert max_abs_diff_w(a, from_steps(NOW, 900, x), NOW) == 0.0
