@@ -10,7 +10,13 @@ Loop:
    rolling horizon also re-plans a site when its plan's first step has passed.
 3. A dirty site is solved once it has been quiet for `debounce_s` (or dirty for
    `max_delay_s`), under a per-site lease (`SET NX PX`) so only one worker solves a site at a
-   time; a worker that misses the lease retries later, reading fresh state.
+   time; a worker that misses the lease retries later, reading fresh state. A worker that is
+   behind (several sites due) solves them one at a time, the longest-waiting first, and reads
+   the stream (without blocking) between two solves, so each solve starts from the latest
+   requests of every site. An event the site's last snapshot already saw (its stream id is
+   older than the Redis time at which that snapshot's read started, less `SNAPSHOT_SKEW_MS`)
+   asks for nothing: the plan already rests on it. Only the newest request per site is
+   planned, never a backlog of stale ones.
 4. The solve runs in a thread with a time limit; on timeout or error the worker falls back to
    a safe baseline (`optimizer.solve.fallback_schedule`) and says so (`status: fallback`).
 5. It writes `schedule:{sid}:{eid}` per EVSE, `site:{id}:plan` and appends `schedule.planned`
@@ -76,6 +82,23 @@ KEEPABLE = {t.value for t in (EventType.TX_STARTED, EventType.TX_ENDED, EventTyp
 def _unchanged_needs(event: Event) -> bool:
     """A needs event that changes nothing to plan: rejected, or a repeat of the session's request."""
     return event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") in ("Rejected", "Repeated")
+
+
+READ_COUNT = 500
+"""Entries one XREADGROUP returns at most."""
+DRAIN_READS = 20
+"""Reads in a row without blocking while they come back full (`_read_events`)."""
+SNAPSHOT_SKEW_MS = 1000
+"""With one event stream per shard (Redis Cluster layout): margin for clock skew between the servers
+that stamp stream ids and the one that answered TIME before a snapshot; an event stamped less than
+this before the snapshot's read started still re-plans its site (a re-plan too many, never one too
+few). With one stream (one server) ids and TIME come from one clock: no margin."""
+
+
+def entry_ms(entry_id: Any) -> int | None:
+    """The millisecond part of a stream entry id ("1700000000000-0"); None if it has none."""
+    head = str(entry_id).split("-", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 _RELEASE = """
@@ -179,6 +202,8 @@ class _SiteState:
     last_solve: float = -1e18
     plan: dict[str, Any] | None = None
     reasons: set[str] = field(default_factory=set)
+    snapshot_ms: int = 0
+    """Redis time (ms) at which the read of the site's last snapshot started (0: none yet)."""
 
 
 class OptimizerWorker:
@@ -196,6 +221,8 @@ class OptimizerWorker:
         self._release = redis.register_script(_RELEASE)
         self.solves = 0
         self.fallbacks = 0
+        self.stale_skipped = 0
+        """Events not acted on: the site's last snapshot had already seen them (`seen_by_snapshot`)."""
 
     # -- setup ---------------------------------------------------------------------------
     async def refresh_clock(self) -> None:
@@ -272,14 +299,24 @@ class OptimizerWorker:
             self._station_site[event.station_id] = str(site) if site else self.cfg.default_site
         return self._station_site[event.station_id]
 
-    async def handle(self, event: Event) -> None:
-        """Update the worker's view from one event."""
+    def seen_by_snapshot(self, site_id: str, stamp_ms: int | None) -> bool:
+        """True if the site's last snapshot read started after the event stamped `stamp_ms` (its
+        stream id) was written, `SNAPSHOT_SKEW_MS` included: its plan already rests on it."""
+        st = self.sites.get(site_id)
+        skew_ms = SNAPSHOT_SKEW_MS if len(self.keys.event_streams()) > 1 else 0
+        return stamp_ms is not None and st is not None and stamp_ms < st.snapshot_ms - skew_ms
+
+    async def handle(self, event: Event, stamp_ms: int | None = None) -> None:
+        """Update the worker's view from one event (`stamp_ms`: the ms of its stream id, if known)."""
         site = await self.site_of(event)
-        if event.type in TRIGGERS and not _unchanged_needs(event):
-            self.mark_dirty(site, event.type.value)
         if event.type == EventType.TX_ENDED and event.tx_ref:
             await self.record_history(event.tx_ref)
-        elif event.type == EventType.PROFILE_ANSWERED and (
+        if self.seen_by_snapshot(site, stamp_ms):
+            self.stale_skipped += 1
+            return
+        if event.type in TRIGGERS and not _unchanged_needs(event):
+            self.mark_dirty(site, event.type.value)
+        if event.type == EventType.PROFILE_ANSWERED and (
                 event.data.get("steerable") is False
                 or (event.data.get("kind") == "probe" and event.data.get("status") == "Accepted")):
             self.mark_dirty(site, "steerable")
@@ -331,6 +368,8 @@ class OptimizerWorker:
 
     async def _solve_and_write(self, site_id: str, may_keep: bool = False) -> dict[str, Any]:
         await self.refresh_clock()
+        secs, micros = await self.redis.time()  # before the read: what the snapshot sees (seen_by_snapshot)
+        self.sites.setdefault(site_id, _SiteState()).snapshot_ms = int(secs) * 1000 + int(micros) // 1000
         now = self.clock.now()
         state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
                                 self.cfg.default_site)
@@ -425,11 +464,12 @@ class OptimizerWorker:
         watched = asyncio.get_running_loop().time()
         try:
             while stop is None or not stop.is_set():
-                await self._read_events()
+                # a site due: read what is there without waiting, solve one, read again (module doc)
+                await self._read_events(block=not self._due())
                 if asyncio.get_running_loop().time() - watched >= peers.WATCH_S:
                     watched = asyncio.get_running_loop().time()
                     await self._take_over_dead_peers()
-                await self._solve_due()
+                await self._solve_due(limit=1)
         finally:  # bounded: a Redis command can lose a cancellation (evfleet.tasks)
             await stop_tasks([presence], what="optimizer presence")
 
@@ -441,10 +481,22 @@ class OptimizerWorker:
                 for site in sites:
                     self.mark_dirty(site, f"worker {dead} died")
 
-    async def _read_events(self) -> None:
-        resp = await self._xreadgroup()
+    async def _read_events(self, block: bool = True) -> None:
+        """Handle the new entries: one read (blocking if `block`), then more without blocking while
+        reads come back full, up to `DRAIN_READS` reads (a worker behind catches up on the stream
+        before its next solve instead of reading `READ_COUNT` entries per solve)."""
+        for _ in range(DRAIN_READS):
+            if await self._read_once(block) < READ_COUNT:
+                return
+            block = False
+
+    async def _read_once(self, block: bool) -> int:
+        """One XREADGROUP's entries handled and acknowledged; returns the most entries of one stream."""
+        resp = await self._xreadgroup(block)
         raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
+        most = 0
         for stream, entries in resp or []:
+            most = max(most, len(entries))
             ids = []
             for entry_id, fields in entries:
                 ids.append(entry_id)
@@ -453,32 +505,36 @@ class OptimizerWorker:
                 except (ValueError, KeyError) as err:
                     log.warning("skipping malformed event %s: %s", entry_id, err)
                     continue
-                await self.handle(event)
+                await self.handle(event, entry_ms(entry_id))
             if ids:
                 await self.redis.xack(str(stream), GROUP, *ids)
+        return most
 
-    async def _xreadgroup(self) -> Any:
-        """New entries for this consumer: one blocking XREADGROUP on one stream; with one stream per
-        shard (Redis Cluster layout) one XREADGROUP per shard in a pipeline, polled until
-        `block_ms` (a blocking read can wait on one slot only)."""
+    async def _xreadgroup(self, block: bool = True) -> Any:
+        """New entries for this consumer: one XREADGROUP on one stream (blocking up to `block_ms`
+        if `block`); with one stream per shard (Redis Cluster layout) one XREADGROUP per shard in
+        a pipeline, polled until `block_ms` (a blocking read can wait on one slot only)."""
         streams = self.keys.event_streams()
         if len(streams) == 1:
             return await self.redis.xreadgroup(GROUP, self.cfg.consumer, {streams[0]: ">"},
-                                               count=500, block=self.cfg.block_ms)
-        deadline = time.monotonic() + self.cfg.block_ms / 1000
+                                               count=READ_COUNT, block=self.cfg.block_ms if block else None)
+        deadline = time.monotonic() + (self.cfg.block_ms / 1000 if block else 0.0)
         while True:
             pipe = self.redis.pipeline(transaction=False)
             for stream in streams:
-                pipe.xreadgroup(GROUP, self.cfg.consumer, {stream: ">"}, count=500)
+                pipe.xreadgroup(GROUP, self.cfg.consumer, {stream: ">"}, count=READ_COUNT)
             replies = await pipe.execute()
             if any(replies) or time.monotonic() >= deadline:
                 return [item for reply in replies for item in reply or []]
             await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
-    async def _solve_due(self) -> None:
+    def _due(self) -> list[str]:
+        """Sites to solve now (quiet for `debounce_s` or dirty for `max_delay_s`), the longest
+        waiting first; marks sites whose plan's first step has passed (rolling horizon)."""
         loop_now = asyncio.get_running_loop().time()
         clock_now = self.clock.now()
-        for site_id, st in list(self.sites.items()):
+        due: list[tuple[float, str]] = []
+        for site_id, st in self.sites.items():
             if st.plan is not None and st.first_dirty is None:
                 start = parse_iso(st.plan["start"])
                 if clock_now >= start + timedelta(seconds=st.plan["step_s"]):
@@ -487,8 +543,15 @@ class OptimizerWorker:
                 continue
             quiet = loop_now - st.last_dirty >= self.cfg.debounce_s
             overdue = loop_now - st.first_dirty >= self.cfg.max_delay_s
-            if not (quiet or overdue):
-                continue
+            if quiet or overdue:
+                due.append((st.first_dirty, site_id))
+        return [site_id for _, site_id in sorted(due)]
+
+    async def _solve_due(self, limit: int | None = None) -> None:
+        """Solve the due sites (`_due`), at most `limit` of them."""
+        for site_id in self._due()[:limit]:
+            st = self.sites[site_id]
+            loop_now = asyncio.get_running_loop().time()
             reasons = sorted(st.reasons)
             st.first_dirty = st.last_dirty = None
             st.reasons = set()

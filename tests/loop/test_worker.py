@@ -276,3 +276,48 @@ async def test_unchanged_limit_keeps_the_standing_plan_a_changed_one_re_solves(r
     await redis.hset(K.site("depot"), "limit_kw", "15")
     again = await worker.solve_site("depot", {"site.limit"})
     assert again is not None and "kept" not in again and again["limit_kw"] == 15.0
+
+
+async def test_events_the_last_snapshot_saw_ask_for_no_re_plan(redis: Redis) -> None:
+    """A worker behind on the stream: a start written before the site's snapshot was read is in its
+    plan already (no re-solve), one written after re-plans; an end still goes to the driver's history."""
+    await _seed(redis)
+    worker = _worker(redis)
+    await worker.ensure_group()
+    await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), "CP-1", 1,
+                                              "CP-1:1", "depot"))
+    await redis.hset(K.transaction("CP-2:1"), mapping={"energy_wh": "5000", "state": "Ended",
+                                                     "ended_at": datetime.now(UTC).isoformat()})
+    await redis.xadd(K.events(), event_fields(EventType.TX_ENDED, datetime.now(UTC), "CP-2", 1,
+                                              "CP-2:1", "depot"))
+    await asyncio.sleep(0.01)  # the snapshot's read starts in a later millisecond
+    assert await worker.solve_site("depot") is not None
+    await worker._read_events(block=False)
+    assert worker.sites["depot"].first_dirty is None and worker.stale_skipped == 2
+    assert await redis.lrange(K.energy_history("T2"), 0, -1)  # history is not a re-plan: recorded
+    await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), "CP-1", 1,
+                                              "CP-1:2", "depot"))
+    await worker._read_events(block=False)
+    assert worker.sites["depot"].reasons == {"tx.started"}
+
+
+async def test_a_worker_behind_drains_the_stream_and_solves_the_longest_waiting_site_first(
+        redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = _worker(redis, debounce_s=0.0)
+    await worker.ensure_group()
+    for i in range(1_200):  # more than two reads' worth
+        await redis.xadd(K.events(), event_fields(EventType.TX_STARTED, datetime.now(UTC), f"CP-{i % 3}", 1,
+                                                  f"CP-{i % 3}:{i}", f"S{2 - i % 3}"))
+    await worker._read_events(block=False)  # one call: all of it, none left for the next read
+    assert await worker._read_once(False) == 0
+    assert (await redis.xpending(K.events(), "optimizer"))["pending"] == 0
+    assert worker._due() == ["S2", "S1", "S0"]  # first asked, first planned
+    solved: list[str] = []
+
+    async def solve_site(site_id: str, reasons: set[str] | None = None) -> dict[str, Any]:
+        solved.append(site_id)
+        return {"start": datetime.now(UTC).isoformat(), "step_s": 900}
+
+    monkeypatch.setattr(worker, "solve_site", solve_site)
+    await worker._solve_due(limit=1)  # one site, then the stream again
+    assert solved == ["S2"] and worker._due() == ["S1", "S0"]
