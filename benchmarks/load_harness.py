@@ -145,14 +145,15 @@ def start_nodes(stack: ExitStack, m: int, args: argparse.Namespace, tmp: Path,
     return nodes
 
 
-def start_workers(stack: ExitStack, count: int, tmp: Path, redis_url: str) -> list[int]:
+def start_workers(stack: ExitStack, count: int, tmp: Path, redis_url: str,
+                  log_level: str = "WARNING") -> list[int]:
     """`count` `evfleet optimizer` workers on the run's Redis, as production runs them (killed when
     `stack` closes): plans arrive, so the sites leave fallback mode. Returns their pids."""
     pids = []
     for i in range(1, count + 1):
         log = (tmp / f"optimizer-{i}.log").open("ab")
         proc = subprocess.Popen([str(Path(sys.executable).with_name("evfleet")), "optimizer", "--redis-url",
-                                 redis_url, "--consumer", f"optimizer-{i}", "--log-level", "WARNING"],
+                                 redis_url, "--consumer", f"optimizer-{i}", "--log-level", log_level],
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=log,
                                 stderr=subprocess.STDOUT)
         stack.callback(_stop, proc)
@@ -203,6 +204,29 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+SMART_CHARGING_COUNTERS = ("evfleet_smart_charging_profiles_sent_total", "evfleet_k16_replans_skipped_total",
+                           "evfleet_smart_charging_passes_total")
+
+
+def smart_charging_stats(metrics_urls: list[str]) -> dict[str, float]:
+    """Summed over the nodes' /metrics: TxProfiles sent by kind, K16 skips, whole-site passes by
+    cause (`SMART_CHARGING_COUNTERS`, one entry per label set); empty when a node does not answer."""
+    out: dict[str, float] = {}
+    for url in metrics_urls:
+        try:
+            reply = httpx.get(url, timeout=30)
+        except httpx.HTTPError:
+            return {}
+        if reply.status_code != 200:
+            return {}
+        for line in reply.text.splitlines():
+            if line.startswith(SMART_CHARGING_COUNTERS):
+                name, value = line.rsplit(" ", 1)
+                name = name.replace("evfleet_", "").replace("_total", "")
+                out[name] = out.get(name, 0.0) + float(value)
+    return out
 
 
 def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
@@ -278,17 +302,17 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
     # default stops the process for each of the 200 samples a second, which slowed the nodes it measured
     if args.py_spy is not None:
         args.py_spy.mkdir(parents=True, exist_ok=True)
-        for pid in groups.get("server", []):
+        for pid in [*groups.get("server", []), *groups.get("optimizer", [])]:
             spies.append(subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
                                            str(pid), "-d", str(int(args.duration)), "-r", "200", "-f", "raw",
                                            "--nonblocking", "-o", str(args.py_spy / f"{pid}.txt")],
                                           stdout=subprocess.DEVNULL))
     each0 = {p: proc_cpu_s(p) for pids in groups.values() for p in pids}
-    gc0 = gc_stats(metrics_urls)
+    gc0, sc0 = gc_stats(metrics_urls), smart_charging_stats(metrics_urls)
     time.sleep(max(0.0, t0 + args.duration - time.time()))
     cpu_each = {g: [proc_cpu_s(p) - each0.get(p, 0.0) for p in pids] for g, pids in groups.items()}
     cpu = {g: sum(v) for g, v in cpu_each.items()}
-    gc1 = gc_stats(metrics_urls)
+    gc1, sc1 = gc_stats(metrics_urls), smart_charging_stats(metrics_urls)
     rss = {g: [round(proc_rss_mb(p), 1) for p in pids] for g, pids in groups.items()}
     for spy in spies:
         spy.wait(60)
@@ -310,6 +334,9 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "max_ms": max(lat) * 1000 if lat else float("nan"),
         "errors": {k: v for k, v in stats.items() if k.startswith("error:") or k == "closed"},
         "refused_handshakes": stats.get("refused", 0), "csms_calls": stats.get("csms_calls", 0),
+        "csms_calls_in_window": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
+                                 if k.startswith("window_call:")},
+        "smart_charging_in_window": {k: v - sc0.get(k, 0.0) for k, v in sc1.items()},
         "cpu_us_per_msg": {g: round(c / answered * 1e6) if answered else None for g, c in cpu.items()},
         "cpu_share": {g: round(c / args.duration, 2) for g, c in cpu.items()},
         "cpu_us_per_msg_each": {g: [round(c / answered * 1e6) if answered else None for c in v]
@@ -348,7 +375,8 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
                       "redis": [redis_srv._proc.pid if redis_srv._proc else 0]}
             metrics_urls = [f"http://127.0.0.1:{nd.api_port}/metrics" for nd in nodes]
             if args.optimizer:
-                groups["optimizer"] = start_workers(stack, args.optimizer, tmp, redis_srv.url)
+                groups["optimizer"] = start_workers(stack, args.optimizer, tmp, redis_srv.url,
+                                                    args.optimizer_log_level)
             if m >= 2 or args.haproxy:
                 procs = args.haproxy_procs or max(1, -(-n // HAPROXY_MAX_PER_PROC))
                 url, groups["haproxy"] = start_haproxy(stack, nodes, procs, tmp)
@@ -454,6 +482,8 @@ def main() -> None:
     p.add_argument("--max-per-node", type=int, default=15_000, help="ocpp_max_connections of a node")
     p.add_argument("--node-env", action="append", default=[], metavar="K=V",
                    help="extra environment of the csms nodes (e.g. EVFLEET_GC_FREEZE=false)")
+    p.add_argument("--optimizer-log-level", default="WARNING", metavar="LEVEL",
+                   help="log level of the optimizer workers (INFO logs every plan; with --logs)")
     p.add_argument("--logs", type=Path, default=None, metavar="DIR",
                    help="keep the node and HAProxy logs of each run in DIR/TARGET-N")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",

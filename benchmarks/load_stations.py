@@ -33,6 +33,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import random
 import sys
 import time
@@ -161,6 +162,8 @@ class Station:
         self.counter = 0
         self.charger = Charger(sid, cfg["mix"], cfg["tx_events"])
         self.limits = None if cfg.get("ignore_limits") else Limits()
+        self.window = (math.inf, math.inf)
+        """The measured window (epoch s): calls from the csms in it are counted by action."""
 
     async def connect(self) -> None:
         """Open the WebSocket (retried while refused) and BootNotify."""
@@ -199,6 +202,9 @@ class Station:
                     elif msg[2] == "ClearChargingProfile" and self.limits is not None:
                         self.limits = Limits()
                     self.stats["csms_calls"] += 1
+                    if self.window[0] <= time.time() < self.window[1]:
+                        key = f"window_call:{msg[2]}"
+                        self.stats[key] = self.stats.get(key, 0) + 1
                     await self.ws.send(json.dumps([3, msg[1], answer]) if answer is not None else
                                        json.dumps([4, msg[1], "NotImplemented", "", {}]))
                 elif (fut := self.pending.pop(msg[1], None)) is not None and not fut.done():
@@ -226,6 +232,7 @@ class Station:
     async def run(self, t0: float, lat: list[float]) -> None:
         """Send one message every interval between t0 and t0 + duration."""
         interval, end = self.cfg["interval_s"], t0 + self.cfg["duration_s"]
+        self.window = (t0, end)
         next_at = t0 - self.cfg.get("warmup_s", 0.0) + random.uniform(0, interval)
         while True:
             await asyncio.sleep(max(0.0, min(next_at, end) - time.time()))

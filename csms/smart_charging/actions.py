@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 K17_VIOLATIONS = Counter("evfleet_k17_schedule_violations_total",
                          "EV charging schedules (NotifyEVChargingSchedule) above the limits we sent")
+PASSES = Counter("evfleet_smart_charging_passes_total",
+                 "Smart-charging passes over a site, by what ran: plan (a plan applied), limit:CAUSE (the "
+                 "applied limits exceeded the site limit and sessions were scaled down), fallback/silent "
+                 "(a site entered fallback or silent mode), share (a whole-site headroom share)",
+                 ["pass"])
 CHURN_SKIPPED = Counter("evfleet_k16_replans_skipped_total",
                         "Re-planned schedules not sent because no limit moved by more than the threshold")
 
@@ -72,6 +77,7 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     if plan is None:
         return stats
     t_real = time.perf_counter()
+    PASSES.labels("plan").inc()
     now_s = svc.clock.timestamp()
     evses = await svc.site_evses(site_id)
     applied = {k: e.applied(now_s) for k, e in evses.items()}
@@ -112,7 +118,7 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
 
 
 # --- fail-safe: a lower site limit is honoured at once, optimizer or not ----------------------
-async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, int]:
+async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = "") -> dict[str, int]:
     """If the applied limits exceed the (new) site limit, scale the steerable ones down now.
 
     Every steerable, online session's applied series is multiplied by one factor
@@ -145,8 +151,9 @@ async def enforce_limit(svc: SmartChargingService, site_id: str) -> dict[str, in
         payload = conversion.step_payload(info, scaled, base, svc.clock.timestamp())
         payloads[key] = payload
         target[key] = conversion.abs_series(payload, info.electrical)
-    log.warning("site %s: applied limits exceed the site limit %.0f W; scaling sessions by %.3f now",
-                site_id, budget_w, factor)
+    PASSES.labels(f"limit:{cause}").inc()
+    log.warning("site %s: applied limits exceed the site limit %.0f W; scaling sessions by %.3f now (%s)",
+                site_id, budget_w, factor, cause)
     return await sending.execute(svc, site_id, evses, applied, target, payloads, budget_w,
                                  f"limit-{int(now_s)}", "limit")
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from csms.smart_charging import planner, provisional, sending
+from csms.smart_charging.actions import PASSES
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.planner import Series
 from evfleet.events import EventType
@@ -105,6 +106,7 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
         evses.update(await svc.evse_infos(sorted(arrivals or ())))
     else:
         evses = await svc.site_evses(site_id)
+        PASSES.labels("share").inc()
     plan = await current_plan(svc, site_id)
     if due and between is None:
         # late = no profile yet, or only a provisional share (possibly 0 W on a full site) while
@@ -121,6 +123,7 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
                         "plan leaves", site_id, len(waiting), svc.settings.interim_profile_after_s)
             svc._fallback.add(site_id)
             svc._late_since[site_id] = time.monotonic()
+            PASSES.labels("fallback").inc()
     fallback = site_id in svc._fallback and between is None  # between two rounds: arrivals only
     silent = fallback and provisional.optimizer_silent(
         svc._late_since.get(site_id), time.monotonic(), svc.settings.optimizer_silent_after_s)
@@ -128,6 +131,7 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
         log.warning("site %s: no plan for %.0f s: the optimizer is taken as silent, every session "
                     "shares the headroom fairly", site_id, svc.settings.optimizer_silent_after_s)
         svc._silent.add(site_id)
+        PASSES.labels("silent").inc()
     now_s = svc.clock.timestamp()
     candidates = {k: e.has_profile() and plan.refs.get(k) == e.tx_ref for k, e in evses.items()
                   if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None}
@@ -387,7 +391,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
             svc._late_since.get(site_id), mono, svc.settings.optimizer_silent_after_s):
         changed = True  # the optimizer went silent: every session re-shares (share_fairly)
     if changed:
-        await svc.enforce_limit(site_id)
+        await svc.enforce_limit(site_id, "watchdog")
         await share_fairly(svc, site_id)
     elif cleared:  # counted lower now: nothing to lower; the paced re-share hands out what it freed
         svc.reshare_soon(site_id)

@@ -192,8 +192,24 @@ class SmartChargingService:
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl_s / 3)
-            for site_id in list(self.held):
-                await self.holds(site_id, renew=True)
+            await self.renew_leases()
+
+    async def renew_leases(self) -> None:
+        """Renew every held lease in one batch (`StateStore.hold_leases`: a few round trips for all
+        the node's sites, so a busy node renews them well within the TTL); a lease found lost is
+        dropped as `holds` drops it."""
+        sites = sorted(self.held)
+        if not sites:
+            return
+        mono = time.monotonic()  # before asking: a renewed lease runs a full TTL from after this
+        kept = await self.store.hold_leases(sites, self.node_id, int(self.lease_ttl_s * 1000))
+        for site_id in sites:
+            if site_id in kept:
+                self._lease_fresh_until[site_id] = mono + self.lease_ttl_s / 3
+            else:
+                self.held.discard(site_id)
+                self._lease_fresh_until.pop(site_id, None)
+                self._lease_taken_until[site_id] = mono + self.lease_recheck_s
 
     async def _watchdog(self) -> None:
         """Every `watchdog_interval_s`: a metered check of each held site (`safety.tick`)."""
@@ -263,7 +279,7 @@ class SmartChargingService:
             await handler(site_id, payload)
         if site_id in self._refused:  # a station refused: it now counts at its maximum
             self._refused.discard(site_id)
-            await self.enforce_limit(site_id)
+            await self.enforce_limit(site_id, "refused")
             await safety.share_fairly(self, site_id)
         if site_id in self.defaults.queued and kind != Work.DEFAULTS:
             # a station booted or an EVSE appeared: its default profile goes before queued work
@@ -275,7 +291,7 @@ class SmartChargingService:
 
     async def _on_reconcile(self, site_id: str, _: Any) -> None:
         await self.ensure_defaults(site_id)
-        await self.enforce_limit(site_id)
+        await self.enforce_limit(site_id, "reconcile")
         await self.apply_plan(site_id)
 
     async def _on_tick(self, site_id: str, _: Any) -> None:
@@ -288,7 +304,7 @@ class SmartChargingService:
         await self.apply_plan(site_id)
 
     async def _on_site_limit(self, site_id: str, _: Any) -> None:
-        await self.enforce_limit(site_id)
+        await self.enforce_limit(site_id, "site_limit")
         await self.ensure_defaults(site_id)
         await safety.share_fairly(self, site_id)
 
@@ -371,9 +387,10 @@ class SmartChargingService:
         """Bring the stations of a site to its latest plan (`actions.apply_plan`)."""
         return await actions.apply_plan(self, site_id)
 
-    async def enforce_limit(self, site_id: str) -> dict[str, int]:
-        """Scale the steerable sessions down if the site limit is exceeded (`actions.enforce_limit`)."""
-        return await actions.enforce_limit(self, site_id)
+    async def enforce_limit(self, site_id: str, cause: str = "") -> dict[str, int]:
+        """Scale the steerable sessions down if the site limit is exceeded (`actions.enforce_limit`;
+        `cause` labels the pass in `evfleet_smart_charging_passes_total`)."""
+        return await actions.enforce_limit(self, site_id, cause)
 
     async def ensure_defaults(self, site_id: str, force: frozenset[str] = frozenset()) -> int:
         """The reservation on every EVSE of the site, answers in the background (`defaults.ensure`)."""

@@ -24,7 +24,7 @@ from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.shards import active_refs
-from evfleet.store.sites import own_limit_kw, positive_kw, site_station_ids
+from evfleet.store.sites import own_limit_kw, pipelined, positive_kw, site_station_ids
 from evfleet.store.slots import slot_groups
 from evfleet.store.stream import read_new_events, stream_tail_id
 
@@ -84,6 +84,25 @@ class RedisStateStore:
             await self.redis.pexpire(key, ttl_ms)
             return True
         return False
+
+    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+        """`hold_lease` of every site in two pipelined round trips (SET NX PX and GET of each, then
+        PEXPIRE of those this node holds), not two or three round trips per site one after the other:
+        a node renewing 50 leases that way under load took longer than their TTL, lost some to the
+        other node, and both ran a whole-site take-over pass (issue 14)."""
+        keys = [self.keys.smart_charging_lease(s) for s in site_ids]
+
+        def take(pipe: Any, key: str) -> None:
+            pipe.set(key, node_id, nx=True, px=ttl_ms)
+            pipe.get(key)
+
+        replies = await pipelined(self.redis, keys, take)
+        taken = {s for i, s in enumerate(site_ids) if replies[2 * i]}
+        renew = [k for i, (s, k) in enumerate(zip(site_ids, keys, strict=True))
+                 if s not in taken and replies[2 * i + 1] == node_id]
+        renewed = await pipelined(self.redis, renew, lambda pipe, key: pipe.pexpire(key, ttl_ms))
+        held = dict(zip(renew, renewed, strict=True))
+        return taken | {s for s, k in zip(site_ids, keys, strict=True) if held.get(k)}
 
     async def release_lease(self, site_id: str, node_id: str) -> None:
         """DEL the lease if this node holds it."""

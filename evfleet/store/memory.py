@@ -63,6 +63,10 @@ class InMemoryStateStore:
         owner = self.leases.setdefault(site_id, node_id)
         return owner == node_id
 
+    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+        """`hold_lease` of each site."""
+        return {s for s in site_ids if self.leases.setdefault(s, node_id) == node_id}
+
     async def release_lease(self, site_id: str, node_id: str) -> None:
         """Drop the lease if `node_id` holds it."""
         if self.leases.get(site_id) == node_id:

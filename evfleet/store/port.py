@@ -80,6 +80,11 @@ class StateStore(Protocol):
         """Give the lease up if `node_id` holds it."""
         ...
 
+    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+        """`hold_lease` for many sites at once (a few round trips, whatever their number); returns
+        the sites `node_id` holds."""
+        ...
+
     # --- events --------------------------------------------------------------------------
     async def events_tail(self) -> str:
         """Id of the newest event ("0-0" if none): where a reader starts without gaps."""

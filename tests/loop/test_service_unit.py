@@ -8,7 +8,7 @@ promise must hold whatever order the answers come in.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -451,6 +451,35 @@ async def test_a_defaults_pass_after_new_evses_reads_only_them() -> None:
     svc.defaults.note_new(SITE, ("CP-3", 1))
     await defaults.run_pass(svc, SITE)
     assert reads == [SITE, SITE]
+
+
+async def test_the_renewal_asks_for_every_held_lease_at_once_and_drops_a_lost_one() -> None:
+    """`renew_leases`: one `hold_leases` call for all the node's sites (not one round trip per site
+    after another); a site whose lease another node took is dropped and not asked for per event."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    svc = _service(store, Stations(clock, 20_000.0), clock)
+    for site in ("S1", "S2", "S3"):
+        assert await svc.holds(site)
+    batches: list[list[str]] = []
+    hold_many = store.hold_leases
+
+    async def counted(site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+        batches.append(list(site_ids))
+        return await hold_many(site_ids, node_id, ttl_ms)
+
+    async def one(site_id: str, node_id: str, ttl_ms: int) -> bool:
+        raise AssertionError("the renewal asked for one lease at a time")
+
+    store.hold_leases = counted  # type: ignore[method-assign]
+    store.hold_lease, hold_one = one, store.hold_lease  # type: ignore[method-assign]
+    store.leases["S2"] = "node-b"  # taken over (it expired meanwhile)
+    await svc.renew_leases()
+    assert batches == [["S1", "S2", "S3"]] and svc.held == {"S1", "S3"}
+    assert await svc.holds("S1") and not await svc.holds("S2")  # no round trip for either
+    store.hold_lease = hold_one  # type: ignore[method-assign]
+    for site in svc.sites.values():
+        if site.task:
+            site.task.cancel()
 
 
 async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:

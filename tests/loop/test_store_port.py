@@ -149,3 +149,15 @@ async def test_redis_reads_a_session_evse_without_connectors_and_only_the_sites_
             ("CP-2", 3, "other", None), ("CP-1", 3, SITE, {"tx_ref": "CP-1:tx-9"})]
     finally:
         await redis.aclose()
+
+
+async def test_leases_are_renewed_in_one_batch_and_another_nodes_lease_stays_its(store: StateStore) -> None:
+    assert await store.hold_lease("A", "node-a", 300)
+    assert await store.hold_lease("B", "node-b", 5_000)
+    assert await store.hold_leases(["A", "B", "C"], "node-a", 5_000) == {"A", "C"}  # C was free: taken
+    assert not await store.hold_lease("B", "node-a", 5_000)
+    assert not await store.hold_lease("C", "node-b", 5_000)
+    if isinstance(store, RedisStateStore):  # A's lease now runs the new TTL, not the old 300 ms
+        assert await store.redis.pttl(K.smart_charging_lease("A")) > 1_000
+        assert await store.redis.get(K.smart_charging_lease("B")) == "node-b"
+    assert await store.hold_leases([], "node-a", 5_000) == set()
