@@ -234,7 +234,7 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
     longest gen-0/gen-1 pause, longest event-loop lag observed (`evfleet_event_loop_lag_seconds`
     bucket bound), slow callbacks logged (nodes run with `slow_callback_ms`)."""
     out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0, "gen0_max_ms": 0.0,
-           "gen1_max_ms": 0.0, "slow_callbacks": 0.0}
+           "gen1_max_ms": 0.0, "slow_callbacks": 0.0, "young_collections": 0.0, "young_seconds": 0.0}
     for url in metrics_urls:
         try:
             reply = httpx.get(url, timeout=30)
@@ -249,6 +249,10 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
                 if line.startswith(f'evfleet_gc_pause_max_seconds{{generation="{young}"}}'):
                     pause_ms = float(line.rsplit(" ", 1)[1]) * 1000
                     out[f"gen{young}_max_ms"] = max(out[f"gen{young}_max_ms"], pause_ms)
+            if line.startswith(("evfleet_gc_collections_total", "evfleet_gc_pause_seconds_total")) \
+                    and 'generation="2"' not in line:
+                young = "young_collections" if line.startswith("evfleet_gc_collections") else "young_seconds"
+                out[young] += float(line.rsplit(" ", 1)[1])
             if 'generation="2"' not in line:
                 continue
             name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
@@ -344,6 +348,8 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "rss_mb": rss, "gc_gen2_in_window": gc1["gen2_collections"] - gc0["gen2_collections"],
         "gc_gen2_ms_in_window": round((gc1["gen2_seconds"] - gc0["gen2_seconds"]) * 1000, 1),
         "gc_gen2_max_ms_since_start": round(gc1["gen2_max_ms"], 1),
+        "gc_gen0_gen1_in_window": gc1["young_collections"] - gc0["young_collections"],
+        "gc_gen0_gen1_ms_in_window": round((gc1["young_seconds"] - gc0["young_seconds"]) * 1000, 1),
         "gc_gen0_gen1_max_ms_since_start": [round(gc1["gen0_max_ms"], 1), round(gc1["gen1_max_ms"], 1)],
         "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
     }

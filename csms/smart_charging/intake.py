@@ -66,8 +66,9 @@ async def dispatch(svc: SmartChargingService, event: Event, batch: StoreWrite | 
 def flag_needs(svc: SmartChargingService, events: Sequence[Event]) -> None:
     """New charging needs in a read of the stream: flagged for their provisional share before
     the read is dispatched (`needs_due`), so the site's task can answer them while the stream
-    loop works through the rest (a read holds up to 500 events). Only for sites whose lease is
-    known held without asking Redis (`holds`); the others are flagged by `dispatch`."""
+    loop works through the rest (a read holds up to `service.STREAM_READ_COUNT` events). Only for
+    sites whose lease is known held without asking Redis (`holds`); the others are flagged by
+    `dispatch`."""
     mono = time.monotonic()
     flagged: set[str] = set()
     for event in events:

@@ -92,7 +92,7 @@ async def test_site_evses_of_a_large_site_reads_every_evse_across_chunks(redis_u
                                                                         executes: list[str]) -> None:
     redis = connect_redis(redis_url)
     try:
-        n = 700  # 1,400 station and 2,100 EVSE keys: 1 and 2 Lua reads of at most READ_CHUNK keys
+        n = 700  # 1,400 station and 2,100 EVSE keys: Lua reads of at most READ_CHUNK keys each
         for i in range(n):
             sid = f"CP{i:04d}"
             await redis.sadd(K.stations(), sid)
@@ -106,10 +106,11 @@ async def test_site_evses_of_a_large_site_reads_every_evse_across_chunks(redis_u
         assert len(evses) == n
         assert [e.evse["max_power_w"] for e in evses] == [str(1000 + i) for i in range(n)]
         assert evses[650].profile == {"limit_w": 5} and evses[649].profile is None
-        # 1,400 station keys (1 read) and 2,100 EVSE keys (2 x 600 EVSEs) at least, plus whatever
-        # else the read needs (e.g. the active-transaction index): other work after each
-        assert port_redis.READ_CHUNK == 1800
-        assert executes.count("x") >= 3 and breaks == executes.count("x")
+        # 1,400 station keys (3 reads of 300 stations) and 2,100 EVSE keys (4 x 200 EVSEs) at
+        # least, plus whatever else the read needs (e.g. the active-transaction index): other work
+        # after each
+        assert port_redis.READ_CHUNK == 600
+        assert executes.count("x") >= 7 and breaks == executes.count("x")
     finally:
         await redis.aclose()
 
@@ -128,3 +129,31 @@ async def test_decode_all_yields_between_chunks(monkeypatch: pytest.MonkeyPatch)
     infos, breaks = await _interleaved(service.decode_all(records), log)
     assert len(infos) == n and infos["CP7/1"].electrical.max_power_w == 11000
     assert breaks == 3  # between the four chunks
+
+
+async def test_evse_records_parse_their_json_in_chunks(redis_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The applied profiles and needs of a site's EVSEs are parsed `STORED_CHUNK` records per
+    event-loop callback, not all after the last read."""
+    redis = connect_redis(redis_url)
+    log: list[str] = []
+    parse = port_redis._json
+
+    def logged(raw: Any) -> Any:
+        log.append("j")
+        return parse(raw)
+
+    try:
+        n = 2 * port_redis.STORED_CHUNK + port_redis.STORED_CHUNK // 2
+        evses = [(f"CP{i:04d}", 1) for i in range(n)]
+        for sid, eid in evses:
+            await redis.hset(K.station_evse(sid, eid), "max_power_w", "11000")
+        await redis.set(K.applied_profile("CP0201", 1), '{"limit_w": 5}')
+        monkeypatch.setattr(port_redis, "_json", logged)
+        got, _ = await _interleaved(RedisStateStore(redis, K).evse_records(evses), log)
+        assert [(r.station_id, r.evse_id) for r in got] == evses
+        assert got[201].profile == {"limit_w": 5} and got[200].profile is None
+        runs = [len(run) for run in "".join(log).split("o") if run]
+        assert runs == [200, 200, 100]  # two JSON documents per record, 100 records per callback
+    finally:
+        await redis.aclose()
