@@ -48,6 +48,8 @@ async def dispatch(svc: SmartChargingService, event: Event, batch: StoreWrite | 
         return
     if event.type == EventType.TX_ENDED and event.evse_id is not None:
         svc.metered.drop((event.station_id, int(event.evse_id)))
+    if event.type == EventType.SCHEDULE_PLANNED:  # of any site: the optimizer is at work
+        svc.plan_seen_any = time.monotonic()
     site_id = await svc.site_of(event)
     if not await svc.holds(site_id):
         return

@@ -11,7 +11,11 @@ gives them a water-filled share (`budget.fair_shares`) of what everything else l
   sessions WITH a current plan keep their planned limits; the sessions without one share what
   the plan leaves (site limit minus planned, reserved, unsteerable and offline budgets).
 - **silent** (no plan arrived for `optimizer_silent_after_s` real seconds since a session
-  became late): the optimizer is taken as gone; every steerable session re-shares the headroom.
+  became late, and none for any other site either): the optimizer is taken as gone; every
+  steerable session re-shares the headroom. While plans for other sites keep coming the optimizer
+  is alive and behind (one worker for many sites): the site stays late, not silent, for up to
+  `BEHIND_FACTOR` times that bound (a re-share of every session there would only be undone by the
+  plan on its way, a TxProfile per session each time).
 
 The share of each sharer is a *series*: at every instant from now on, the headroom the others
 leave at that instant is water-filled among the sharers. So at every instant the sum of the
@@ -32,9 +36,20 @@ from csms.smart_charging.planner import Series
 K = TypeVar("K", bound=Hashable)
 
 
-def optimizer_silent(late_since_s: float | None, now_s: float, bound_s: float) -> bool:
-    """True once a site has waited for a plan longer than `bound_s` (monotonic seconds)."""
-    return late_since_s is not None and now_s - late_since_s > bound_s
+BEHIND_FACTOR = 4.0
+"""How many `optimizer_silent_after_s` a late site waits for its plan while the optimizer is seen
+planning other sites, before it counts as silent anyway (a worker failing on this one site)."""
+
+
+def optimizer_silent(late_since_s: float | None, now_s: float, bound_s: float,
+                     last_plan_any_s: float | None = None) -> bool:
+    """True once a site has waited for a plan longer than `bound_s` (monotonic seconds) while no
+    plan for any site came within `bound_s` (`last_plan_any_s`: the latest, None if unknown), or
+    longer than `BEHIND_FACTOR` x `bound_s` whatever came (module doc)."""
+    if late_since_s is None:
+        return False
+    working = last_plan_any_s is not None and now_s - last_plan_any_s <= bound_s
+    return now_s - late_since_s > (BEHIND_FACTOR * bound_s if working else bound_s)
 
 
 def sharers(planned: Mapping[K, bool], arrivals: frozenset[K] | None, silent: bool) -> list[K]:

@@ -126,7 +126,8 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
             PASSES.labels("fallback").inc()
     fallback = site_id in svc._fallback and between is None  # between two rounds: arrivals only
     silent = fallback and provisional.optimizer_silent(
-        svc._late_since.get(site_id), time.monotonic(), svc.settings.optimizer_silent_after_s)
+        svc._late_since.get(site_id), time.monotonic(), svc.settings.optimizer_silent_after_s,
+        svc.plan_seen_any)
     if silent and site_id not in svc._silent:
         log.warning("site %s: no plan for %.0f s: the optimizer is taken as silent, every session "
                     "shares the headroom fairly", site_id, svc.settings.optimizer_silent_after_s)
@@ -334,7 +335,7 @@ def plan_arrived(svc: SmartChargingService, site_id: str) -> None:
     svc._silent.discard(site_id)
     svc._late_since.pop(site_id, None)
     svc._plan_view.pop(site_id, None)
-    svc._plan_seen[site_id] = time.monotonic()
+    svc._plan_seen[site_id] = svc.plan_seen_any = time.monotonic()
 
 
 async def tick(svc: SmartChargingService, site_id: str) -> None:
@@ -388,7 +389,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     SITE_METERED_KW.labels(site_id).set(metered_w / 1000.0)
     changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono)
     if site_id in svc._fallback and site_id not in svc._silent and provisional.optimizer_silent(
-            svc._late_since.get(site_id), mono, svc.settings.optimizer_silent_after_s):
+            svc._late_since.get(site_id), mono, svc.settings.optimizer_silent_after_s, svc.plan_seen_any):
         changed = True  # the optimizer went silent: every session re-shares (share_fairly)
     if changed:
         await svc.enforce_limit(site_id, "watchdog")

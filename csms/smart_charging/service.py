@@ -131,6 +131,9 @@ class SmartChargingService:
         """site -> monotonic time it entered fallback mode (`optimizer_silent_after_s` counts from it)."""
         self._plan_seen: dict[str, float] = {}
         """site -> monotonic time of its last plan (`safety.plan_arrived`)."""
+        self.plan_seen_any: float | None = None
+        """Monotonic time of the latest plan for any site, held here or not (`provisional.optimizer_silent`:
+        an optimizer planning other sites is alive and behind, not silent)."""
         self._silent: set[str] = set()
         """Sites whose optimizer is taken as silent: every session shares the headroom."""
         self._plan_view: dict[str, provisional.PlanView] = {}

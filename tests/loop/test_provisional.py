@@ -59,6 +59,14 @@ def test_optimizer_silent_after_the_bound_only() -> None:
     assert optimizer_silent(80.0, 100.0, 15.0)
 
 
+
+def test_an_optimizer_planning_other_sites_is_behind_not_silent_up_to_four_bounds() -> None:
+    assert not optimizer_silent(80.0, 100.0, 15.0, last_plan_any_s=95.0)  # plans for other sites came
+    assert not optimizer_silent(41.0, 100.0, 15.0, last_plan_any_s=95.0)
+    assert optimizer_silent(39.0, 100.0, 15.0, last_plan_any_s=95.0)  # > 4 x 15 s: silent anyway
+    assert optimizer_silent(80.0, 100.0, 15.0, last_plan_any_s=80.0)  # none for any site within 15 s
+
+
 def test_fits_refuses_a_profile_above_its_share() -> None:
     share = [(NOW, 5_000.0), (NOW + 60, 2_000.0)]
     assert fits([(NOW, 5_000.0), (NOW + 60, 2_000.0)], share, NOW)

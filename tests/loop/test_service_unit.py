@@ -347,6 +347,41 @@ async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_po
     assert stations.worst_sum_w <= 20_000.0 + 1.0
 
 
+async def test_a_late_site_is_not_taken_as_silent_while_plans_for_other_sites_keep_coming() -> None:
+    """One worker for many sites falls behind: a site whose plan is late 20 s keeps its planned
+    sessions' limits (only the late session shares what they leave) while plans for other sites
+    arrive; with no plan for any site it is silent and every session re-shares. The sum of the
+    stations' limits stays within the site limit throughout. Fails if a busy worker counts as gone."""
+    import time
+
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref1 = _session(store, "CP-1", 10_000.0)
+    ref3 = _session(store, "CP-3", 10_000.0)
+    ref2 = _session(store, "CP-2", 0.0, kind="provisional")
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [10.0, 10.0], "CP-3/1": [10.0, 10.0]},
+                         "transactions": {"CP-1/1": ref1, "CP-3/1": ref3}}
+    stations = Stations(clock, 20_000.0)
+    stations.limits_w = {"CP-1": 10_000.0, "CP-2": 0.0, "CP-3": 10_000.0}
+    svc = _service(store, stations, clock)
+    safety.plan_arrived(svc, SITE)
+    svc._plan_seen[SITE] -= 60.0  # no plan for this site for a minute: late
+    svc._interim_due[SITE] = {("CP-2", 1): ref2}
+    await svc.send_interims(SITE)
+    assert SITE in svc._fallback
+    svc._late_since[SITE] -= 20.0  # late for longer than optimizer_silent_after_s (15 s)
+    svc.plan_seen_any = time.monotonic()  # ... while a plan for another site just came
+    await safety.share_fairly(svc, SITE)
+    assert SITE not in svc._silent
+    assert stations.limits_w == pytest.approx({"CP-1": 10_000.0, "CP-2": 0.0, "CP-3": 10_000.0})
+    svc.plan_seen_any -= 60.0  # no plan for any site for a minute: the optimizer is gone
+    await safety.share_fairly(svc, SITE)
+    assert SITE in svc._silent
+    assert stations.limits_w == pytest.approx({s: 20_000.0 / 3 for s in ("CP-1", "CP-2", "CP-3")}, abs=2.0)
+    assert stations.worst_sum_w <= 20_000.0 + 1.0
+
+
 class SlowStations(Stations):
     """Stations whose answers can be held back (`gate`), tracking what each EVSE could draw: its
     TxProfile limit, else its accepted TxDefaultProfile, else its maximum (22 kW)."""
