@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -138,6 +139,8 @@ class SmartChargingService:
         """Sites whose optimizer is taken as silent: every session shares the headroom."""
         self._plan_view: dict[str, provisional.PlanView] = {}
         """site -> its current plan's sessions and prices (`safety.current_plan`)."""
+        self._decoded: DecodeMemo = {}
+        """`decode_all`'s memo: the last decode of each EVSE read and its inputs."""
         self._provisional_due: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs whose charging needs arrived: a provisional share goes out first thing."""
         self.metered = metered.MeteredState()
@@ -377,13 +380,14 @@ class SmartChargingService:
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""
-        infos = await decode_all(await self.store.site_evses(site_id, self.settings.default_site))
+        records = await self.store.site_evses(site_id, self.settings.default_site)
+        infos = await decode_all(records, self._decoded)
         self.defaults.note_read(site_id, infos)
         return infos
 
     async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
         """State of a few EVSEs (without reading the whole site)."""
-        return await decode_all(await self.store.evse_records(pairs))
+        return await decode_all(await self.store.evse_records(pairs), self._decoded)
 
     # --- the steps (actions, sending, conversion) -----------------------------------------
     async def apply_plan(self, site_id: str) -> dict[str, int]:
@@ -486,16 +490,52 @@ DECODE_CHUNK = 100
 stall every watchdog pass over a site of 800 metering EVSEs: issue 14)."""
 
 
-async def decode_all(records: Sequence[StoredEvse]) -> dict[str, EvseInfo]:
+DECODE_MEMO_MAX = 100_000
+"""EVSEs whose last decode `decode_all` keeps (cleared when full: EVSEs that left stay no longer)."""
+
+DecodeMemo = dict[str, tuple[tuple[str | None, dict[str, str], dict[str, Any] | None], EvseInfo]]
+"""`sid/eid` -> (the inputs `decode_evse` derives fields from: `online`, the EVSE hash, the needs
+document; the `EvseInfo` decoded from them)."""
+
+
+async def decode_all(records: Sequence[StoredEvse], memo: DecodeMemo | None = None) -> dict[str, EvseInfo]:
     """`decode_evse` of each record by key, yielding to the event loop every `DECODE_CHUNK`
-    records (a site of 20,000 EVSEs would otherwise hold the loop for a whole pass)."""
+    records (a site of 20,000 EVSEs would otherwise hold the loop for a whole pass).
+
+    With `memo`, a record whose inputs equal those of its last decode gets a copy of that
+    decode (`_memo_decode`): every record is still read in full, only unchanged ones skip the
+    parsing of their fields, so no decode is ever staler than its read.
+    """
     out: dict[str, EvseInfo] = {}
     for start in range(0, len(records), DECODE_CHUNK):
         if start:
             await asyncio.sleep(0)
-        for info in map(decode_evse, records[start:start + DECODE_CHUNK]):
+        chunk = records[start:start + DECODE_CHUNK]
+        infos = map(decode_evse, chunk) if memo is None else (_memo_decode(r, memo) for r in chunk)
+        for info in infos:
             out[info.key] = info
     return out
+
+
+def _memo_decode(rec: StoredEvse, memo: DecodeMemo) -> EvseInfo:
+    """`decode_evse(rec)`, or a copy of the memo's decode when `online`, the EVSE hash and the
+    needs document equal the ones it was decoded from (`decode_evse` is a pure function of those
+    and of the ids; the applied-profile record is not decoded, only carried: the copy carries this
+    read's). The memo keeps copies of those inputs, so what callers do with their
+    `EvseInfo` (steerable, refusals, record are set after answers) never reaches it."""
+    key = f"{rec.station_id}/{rec.evse_id}"
+    inputs = (rec.station.get("online"), rec.evse, rec.needs)
+    hit = memo.get(key)
+    if hit is not None and hit[0] == inputs:
+        info = copy.copy(hit[1])
+        info.record, info.needs = rec.profile, rec.needs
+        return info
+    info = decode_evse(rec)
+    if len(memo) >= DECODE_MEMO_MAX:
+        memo.clear()
+    memo[key] = ((inputs[0], dict(rec.evse), None if rec.needs is None else copy.deepcopy(rec.needs)),
+                 copy.copy(info))
+    return info
 
 
 async def run(ctx: CsmsContext) -> None:

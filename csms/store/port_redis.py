@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 100_000
 
+DOC_MEMO_MAX = 200_000
+"""Parsed documents `_doc` keeps (two per EVSE of the sites read; cleared when full)."""
+
 READ_CHUNK = 600
 """Keys per Lua read (`RedisStateStore._read`): one short script run in Redis, one reply to parse
 (in one event-loop callback: 1,800 keys were 10-20 ms of it at 800 stations, issue 14)."""
@@ -63,18 +66,6 @@ def _json(raw: Any) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-async def _stored(rows: Iterable[tuple[str, int, dict[str, str], dict[str, str], Any, Any]],
-                  ) -> list[StoredEvse]:
-    """`StoredEvse` of each (station id, EVSE id, station hash, EVSE hash, profile JSON, needs
-    JSON), yielding to the event loop every `STORED_CHUNK` records."""
-    out: list[StoredEvse] = []
-    for n, (sid, eid, station, evse, profile, needs) in enumerate(rows):
-        if n and n % STORED_CHUNK == 0:
-            await asyncio.sleep(0)
-        out.append(StoredEvse(sid, eid, station, evse, _json(profile), _json(needs)))
-    return out
-
-
 def _reply(op: str, raw: Any) -> Any:
     """One key's part of a `_READ` reply as redis-py would return its command's (nil -> None)."""
     if op == "H":
@@ -92,6 +83,7 @@ class RedisStateStore:
         self.redis = redis
         self.keys = keys
         self._script = redis.register_script(_READ)
+        self._docs: dict[str, tuple[str, dict[str, Any]]] = {}  # `_doc`: key -> (raw text, parsed)
 
     async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int) -> bool:
         """SET NX PX, or PEXPIRE when this node already holds it."""
@@ -189,18 +181,52 @@ class RedisStateStore:
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
         """Station hash, EVSE hash, applied profile and charging needs of each EVSE (`_read`)."""
         k = self.keys
-        raw = await self._read([[k.station(sid), k.station_evse(sid, eid), k.applied_profile(sid, eid),
-                                 k.charging_needs(sid, eid)] for sid, eid in evses], "HHGG")
-        return await _stored((sid, eid, station, evse, profile, needs)
-                             for (sid, eid), (station, evse, profile, needs) in zip(evses, raw, strict=True))
+        items = [[k.station(sid), k.station_evse(sid, eid), k.applied_profile(sid, eid),
+                  k.charging_needs(sid, eid)] for sid, eid in evses]
+        raw = await self._read(items, "HHGG")
+        return await self._stored((sid, eid, station, evse, item[2], profile, item[3], needs)
+                                  for (sid, eid), item, (station, evse, profile, needs)
+                                  in zip(evses, items, raw, strict=True))
 
     async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
         k = self.keys
-        raw = await self._read([[k.station_evse(sid, eid), k.applied_profile(sid, eid),
-                                 k.charging_needs(sid, eid)] for sid, eid, _ in triples], "HGG")
-        rows = zip(triples, raw, strict=True)
-        return await _stored((sid, eid, station, evse, profile, needs)
-                             for (sid, eid, station), (evse, profile, needs) in rows)
+        items = [[k.station_evse(sid, eid), k.applied_profile(sid, eid), k.charging_needs(sid, eid)]
+                 for sid, eid, _ in triples]
+        raw = await self._read(items, "HGG")
+        return await self._stored((sid, eid, station, evse, item[1], profile, item[2], needs)
+                                  for (sid, eid, station), item, (evse, profile, needs)
+                                  in zip(triples, items, raw, strict=True))
+
+    async def _stored(self, rows: Iterable[tuple[str, int, dict[str, str], dict[str, str], str, Any, str,
+                                                  Any]]) -> list[StoredEvse]:
+        """`StoredEvse` of each (station id, EVSE id, station hash, EVSE hash, profile key and JSON,
+        needs key and JSON) (`_doc`), yielding to the event loop every `STORED_CHUNK` records."""
+        out: list[StoredEvse] = []
+        for n, (sid, eid, station, evse, profile_key, profile, needs_key, needs) in enumerate(rows):
+            if n and n % STORED_CHUNK == 0:
+                await asyncio.sleep(0)
+            out.append(StoredEvse(sid, eid, station, evse, self._doc(profile_key, profile),
+                                  self._doc(needs_key, needs)))
+        return out
+
+    def _doc(self, key: str, raw: str | None) -> dict[str, Any] | None:
+        """The JSON document `raw` read at `key`, parsed, or a copy of the one parsed from the same
+        text the last time `key` was read (the text is read every time: never staler than the
+        read). Copies are top-level (`dict(...)`): the service sets fields of records it rewrites,
+        never inside their nested values, which the copies share with the memo."""
+        if not raw:
+            self._docs.pop(key, None)
+            return None
+        hit = self._docs.get(key)
+        if hit is not None and hit[0] == raw:
+            return dict(hit[1])
+        doc = _json(raw)
+        if not isinstance(doc, dict):
+            return doc
+        if len(self._docs) >= DOC_MEMO_MAX:
+            self._docs.clear()
+        self._docs[key] = (raw, doc)
+        return dict(doc)
 
     async def _read(self, items: Sequence[Sequence[str]], ops: str) -> list[list[Any]]:
         """The replies of each item's keys, read by `ops` (one letter per key of an item: H HGETALL

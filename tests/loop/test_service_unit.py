@@ -16,11 +16,13 @@ import pytest
 
 from csms.commands import CommandReply, Outcome
 from csms.settings import CsmsSettings
-from csms.smart_charging import defaults, safety
+from csms.smart_charging import defaults, planner, safety
+from csms.smart_charging.evse import decode_evse
 from csms.smart_charging.service import SmartChargingService, Work
 from evfleet.events import Event, EventType
 from evfleet.keys import tx_ref
 from evfleet.store.memory import InMemoryStateStore
+from evfleet.store.port import StoredEvse
 from evfleet.txprofile import iso_z, profile_series_w
 
 SITE = "depot"
@@ -541,3 +543,50 @@ async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:
     for site in svc.sites.values():
         if site.task:
             site.task.cancel()
+
+
+async def test_a_record_changed_since_the_last_read_is_counted_as_it_is_now() -> None:
+    """The decode memo (`service._memo_decode`) must never count an EVSE at what it drew when it
+    was last read: CP-1 (planned, 10 kW) is found drawing 16 kW (non-compliant) after a fallback
+    re-share gave CP-2 the other 10 kW; the next re-share must lower CP-2 to the 4 kW left, so the
+    sum of what the EVSEs count stays within the 20 kW limit. Fails if a stale decode of CP-1 (10
+    kW, compliant) is reused. Then CP-1 goes offline (counted at its last limit, 16 kW) and comes
+    back compliant: each change is seen."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref1 = _session(store, "CP-1", 10_000.0)
+    ref2 = _session(store, "CP-2", 0.0, kind="provisional")
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [10.0, 10.0]}, "transactions": {"CP-1/1": ref1}}
+    stations = Stations(clock, 20_000.0)
+    stations.limits_w = {"CP-1": 10_000.0, "CP-2": 0.0}
+    svc = _service(store, stations, clock)
+    svc._interim_due[SITE] = {("CP-2", 1): ref2}
+    svc._plan_seen[SITE] = -1e9  # no plan for long: fallback mode
+    assert await svc.send_interims(SITE) == 1
+    assert stations.limits_w["CP-2"] == pytest.approx(10_000.0)
+
+    def counted_w() -> float:
+        now_s = clock.timestamp()
+        infos = [decode_evse(r) for r in store_records()]
+        return sum(planner.value_at(i.applied(now_s), now_s) for i in infos)
+
+    def store_records() -> list[StoredEvse]:
+        return [StoredEvse(sid, eid, store.stations[sid], store.evses[(sid, eid)],
+                           store.profiles.get((sid, eid)), store.needs.get((sid, eid)))
+                for sid, eid in sorted(store.evses)]
+
+    store.evses[("CP-1", 1)]["noncompliant_w"] = "16000.0"  # what the watchdog writes
+    await safety.share_fairly(svc, SITE)
+    assert stations.limits_w["CP-2"] <= 4_000.0 + 1.0
+    assert counted_w() <= 20_000.0 + 1.0
+    infos = await svc.site_evses(SITE)
+    assert infos["CP-1/1"].noncompliant_w == 16_000.0 and infos["CP-2/1"].record is not None
+    store.stations["CP-1"]["online"] = "0"
+    assert (await svc.site_evses(SITE))["CP-1/1"].online is False
+    store.stations["CP-1"]["online"] = "1"
+    del store.evses[("CP-1", 1)]["noncompliant_w"]
+    infos = await svc.site_evses(SITE)
+    assert infos["CP-1/1"].online and infos["CP-1/1"].noncompliant_w is None
+    infos["CP-1/1"].steerable = False  # what a refusal does to the caller's copy
+    assert (await svc.site_evses(SITE))["CP-1/1"].steerable is True

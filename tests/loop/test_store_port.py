@@ -161,3 +161,30 @@ async def test_leases_are_renewed_in_one_batch_and_another_nodes_lease_stays_its
         assert await store.redis.pttl(K.smart_charging_lease("A")) > 1_000
         assert await store.redis.get(K.smart_charging_lease("B")) == "node-b"
     assert await store.hold_leases([], "node-a", 5_000) == set()
+
+
+async def test_redis_reparses_a_changed_document_and_hands_out_copies(redis_url: str) -> None:
+    """`RedisStateStore._doc` reuses a parse only for the same text at the same key; a caller
+    changing its record does not change the next read's."""
+    redis = connect_redis(redis_url)
+    try:
+        await redis.sadd(K.stations(), "CP-1")
+        await redis.hset(K.station("CP-1"), mapping={"online": "1", "site_id": SITE})
+        await redis.hset(K.station_connectors("CP-1"), "1/1", "{}")
+        await redis.set(K.applied_profile("CP-1", 1),
+                        '{"limit_w": 6000.0, "applied_series_w": [[0, 6000.0]]}')
+        store = RedisStateStore(redis, K)
+        [first] = await store.site_evses(SITE, "default")
+        assert first.profile is not None and first.profile["limit_w"] == 6000.0
+        first.profile["limit_w"] = 1.0  # the service sets fields of a record it rewrites
+        [again] = await store.evse_records([("CP-1", 1)])
+        assert again.profile == {"limit_w": 6000.0, "applied_series_w": [[0, 6000.0]]}
+        await redis.set(K.applied_profile("CP-1", 1),
+                        '{"limit_w": 11000.0, "applied_series_w": [[0, 11000.0]]}')
+        [changed] = await store.site_evses(SITE, "default")
+        assert changed.profile == {"limit_w": 11000.0, "applied_series_w": [[0, 11000.0]]}
+        await redis.delete(K.applied_profile("CP-1", 1))
+        [gone] = await store.site_evses(SITE, "default")
+        assert gone.profile is None
+    finally:
+        await redis.aclose()

@@ -137,11 +137,11 @@ async def test_evse_records_parse_their_json_in_chunks(redis_url: str,
     event-loop callback, not all after the last read."""
     redis = connect_redis(redis_url)
     log: list[str] = []
-    parse = port_redis._json
+    parse = RedisStateStore._doc
 
-    def logged(raw: Any) -> Any:
+    def logged(self: RedisStateStore, key: str, raw: Any) -> Any:
         log.append("j")
-        return parse(raw)
+        return parse(self, key, raw)
 
     try:
         n = 2 * port_redis.STORED_CHUNK + port_redis.STORED_CHUNK // 2
@@ -149,7 +149,7 @@ async def test_evse_records_parse_their_json_in_chunks(redis_url: str,
         for sid, eid in evses:
             await redis.hset(K.station_evse(sid, eid), "max_power_w", "11000")
         await redis.set(K.applied_profile("CP0201", 1), '{"limit_w": 5}')
-        monkeypatch.setattr(port_redis, "_json", logged)
+        monkeypatch.setattr(RedisStateStore, "_doc", logged)
         got, _ = await _interleaved(RedisStateStore(redis, K).evse_records(evses), log)
         assert [(r.station_id, r.evse_id) for r in got] == evses
         assert got[201].profile == {"limit_w": 5} and got[200].profile is None
