@@ -118,6 +118,28 @@ def test_build_report_accounts_for_every_car_and_states_the_saving() -> None:
         build_report(opt, unc, prices, ["a", "b"], {})
 
 
+def test_summary_prints_without_a_min_peak_ratio() -> None:
+    """A run that drew nothing has a min-peak of 0 kW and no ratio: the summary leaves the line out
+    instead of failing (it printed a TypeError traceback after a demo whose cars never charged)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from evfleet.app.demo.cli import print_summary
+
+    prices = PriceSeries(T0, 60, (0.1, 0.3))
+    cars = [car("a", 0, 120, 10.0, 0.0)]
+    opt = run_metrics("optimized", "cost", "measured", LoadSeries(T0, 3600, (0.0, 0.0)), cars, prices, 20)
+    unc = run_metrics("uncontrolled", "uncontrolled", "replay", LoadSeries(T0, 3600, (0.0, 10.0)),
+                      cars, prices, 20)
+    out = StringIO()
+    for min_peak_kw, line in ((0.0, False), (8.0, True)):
+        report = build_report(opt, unc, prices, ["a"], {}, min_peak_kw=min_peak_kw)
+        print_summary(Console(file=out, width=120), report, Path("report.json"), None)
+        assert ("the lowest peak of the same cars" in out.getvalue()) == line
+    assert "0.0 kW against 8.0 kW" in out.getvalue()
+
+
 # --- metering ----------------------------------------------------------------------------
 
 def test_site_load_spreads_energy_between_readings() -> None:

@@ -171,7 +171,7 @@ def print_summary(console: Any, report: dict[str, Any], report_path: Path, chart
     table.add_row("cars short of their need", str(opt["cars_short"]["count"]),
                   str(unc["cars_short"]["count"]))
     console.print(table)
-    if s.get("min_peak_same_cost_kw") is not None:
+    if s.get("min_peak_same_cost_kw") is not None and s.get("peak_vs_min_peak") is not None:
         console.print(f"peak {opt['peak_kw']:.1f} kW against {s['min_peak_same_cost_kw']:.1f} kW, the lowest "
                       f"peak of the same cars for the same cost ({s['peak_vs_min_peak']:.2f}x)")
     console.print(f"saving: [bold green]{s['saving_percent']:.1f} %[/] ({s['saving']:.2f} {cur}), "
