@@ -50,7 +50,7 @@ from csms.protocol.env import NodeEnv
 from csms.protocol.framing import warm_up as warm_up_schemas
 from csms.protocol.registry import Registry
 from csms.protocol.server import OcppServer
-from csms.runtime import freeze_after_start, tune_gc
+from csms.runtime import GC_PAUSES, freeze_after_start, tune_gc
 from csms.settings import CsmsSettings
 from csms.store.embedded import EmbeddedRedis
 from csms.store.migrate import migrate_legacy_transactions
@@ -374,6 +374,7 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
     slow = SlowCallbacks(settings.slow_callback_ms / 1000) if settings.slow_callback_ms > 0 else None
     if slow is not None:
         slow.install()
+        GC_PAUSES.log_over_s = slow.threshold_s  # a collection is a stall too: logged with its size
     lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
     try:
         async with running_csms(settings, clock=clock) as node:

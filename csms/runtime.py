@@ -35,15 +35,24 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.started = 0.0
+        self.started_cpu = 0.0
         self.longest = [0.0, 0.0, 0.0]
         self.installed = False
+        self.log_over_s: float | None = None
+        """Log every collection longer than this (`slow_callback_ms` sets it; None: none)."""
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self.started = time.perf_counter()
+            self.started_cpu = time.thread_time()
             return
         pause = time.perf_counter() - self.started
         generation = int(info.get("generation", 0))
+        if self.log_over_s is not None and pause >= self.log_over_s:
+            log.warning("gc: generation %d collection took %.0f ms (%.0f ms CPU), %d objects collected, "
+                        "%d uncollectable; counts now %s", generation, pause * 1000,
+                        (time.thread_time() - self.started_cpu) * 1000, info.get("collected", 0),
+                        info.get("uncollectable", 0), gc.get_count())
         label = str(generation)
         GC_PAUSE_SECONDS.labels(label).inc(pause)
         GC_COLLECTIONS.labels(label).inc()

@@ -64,3 +64,24 @@ def test_schemas_are_compiled_before_the_first_message() -> None:
     assert framing.schema_violation("SetChargingProfile", {"status": "Accepted"}, request=False) is None
     assert framing.schema_violation("GetBaseReport", {"requestId": 1, "reportBase": "FullInventory"}) is None
     assert framing._fast_check.cache_info().misses == misses
+
+
+def test_a_long_collection_is_logged_with_its_size(caplog: pytest.LogCaptureFixture) -> None:
+    tune_gc(None)
+    cycles = []
+    for _ in range(20_000):
+        a: list[object] = []
+        a.append(a)  # garbage only the collector frees
+        cycles.append(a)
+    del cycles, a
+    GC_PAUSES.log_over_s = 0.0
+    try:
+        with caplog.at_level("WARNING", logger="csms.runtime"):
+            gc.collect()
+    finally:
+        GC_PAUSES.log_over_s = None
+    lines = [r.getMessage() for r in caplog.records if "generation 2 collection took" in r.getMessage()]
+    assert lines and int(lines[0].split(" objects collected")[0].rsplit(" ", 1)[1]) >= 20_000
+    caplog.clear()
+    gc.collect()
+    assert not [r for r in caplog.records if "collection took" in r.getMessage()]  # off: nothing
