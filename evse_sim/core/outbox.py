@@ -73,6 +73,15 @@ class Outbox:
             for m in self._msgs
         )
 
+    def holds_periodic_sample(self, transaction_id: str) -> bool:
+        """Is a periodic TransactionEvent (MeterValuePeriodic) of this transaction waiting or in flight?"""
+        return any(
+            isinstance(m.payload, call.TransactionEvent)
+            and m.payload.trigger_reason == "MeterValuePeriodic"
+            and m.payload.transaction_info.get("transaction_id") == transaction_id
+            for m in self._msgs
+        )
+
     # --- outcomes of sending the head message ----------------------------------------------------
     def answered(self, msg: OutMsg, result: Any) -> None:
         """The CSMS answered `msg`: it leaves the queue; its `on_result` runs."""

@@ -138,7 +138,11 @@ class StationCore(StationCommands):
                 tx is not None
                 and self.tx_updated_s > 0
                 and (tx.last_update is None or (now - tx.last_update).total_seconds() >= self.tx_updated_s)
+                and not (self.online and self.outbox.holds_periodic_sample(tx.transaction_id))
             ):
+                # online, a periodic sample still waiting for a slow CSMS is not joined by another: the
+                # register is cumulative, so the next one carries the energy, and the queue (one CALL at a
+                # time) stays bounded instead of growing with every interval (offline, samples are kept)
                 self._queue_tx(evse_id, "Updated", "MeterValuePeriodic", now, meter_context="Sample.Periodic")
         if self.online and self.accepted:
             self._periodic(now)

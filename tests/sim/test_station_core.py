@@ -203,3 +203,40 @@ def test_on_idle_reset_waits_for_the_last_transaction_then_reboots_through_the_d
     assert core.boot_answered(SimpleNamespace(status="Pending", interval=7, current_time=None)) == 7.0
     assert core.boot_answered(SimpleNamespace(status="Accepted", interval=60, current_time=None)) is None
     assert not core.needs_boot and core.heartbeat_s == 60
+
+
+def test_a_slow_csms_gets_one_periodic_sample_per_transaction_waiting_not_a_growing_backlog() -> None:
+    """Online, a periodic TransactionEvent still queued is not joined by another (the queue stays bounded
+    when the CSMS answers slower than TxUpdatedInterval); the next one, once it is out, has all the energy."""
+    core, clock = _core()
+    core.tx_updated_s = 300
+    core.plug_in(1, _ev())
+    core.tick(clock.now())
+    _send_all(core)
+    for _ in range(12):  # an hour of intervals while the CSMS answers nothing
+        clock.t += timedelta(minutes=5)
+        core.tick(clock.now())
+    periodic = [p for p in _tx_events(list(m.payload for m in core.outbox))
+                if p.trigger_reason == "MeterValuePeriodic"]
+    assert len(periodic) == 1
+    assert _energy(periodic[0]) == pytest.approx(11_000.0 * 5 / 60, abs=0.1)
+    _send_all(core)
+    clock.t += timedelta(seconds=1)
+    core.tick(clock.now())
+    (latest,) = _tx_events(_send_all(core))
+    assert latest.trigger_reason == "MeterValuePeriodic" and _energy(latest) == pytest.approx(
+        11_000.0 * (60 * 60 + 1) / 3600, abs=0.1)
+
+
+def test_offline_every_periodic_sample_is_kept() -> None:
+    core, clock = _core()
+    core.tx_updated_s = 300
+    core.plug_in(1, _ev())
+    core.tick(clock.now())  # charging: ChargingStateChanged
+    _send_all(core)
+    core.link_down()
+    for _ in range(4):
+        clock.t += timedelta(minutes=5)
+        core.tick(clock.now())
+    assert sum(1 for m in core.outbox if type(m.payload) is call.TransactionEvent
+               and m.payload.trigger_reason == "MeterValuePeriodic") == 4
