@@ -112,3 +112,38 @@ def test_duration_and_config_validation() -> None:
     with pytest.raises(DemoConfigError, match="--speed"):
         DemoConfig(speed=0)
     assert DemoConfig(duration=timedelta(hours=24), speed=720).wall_seconds == pytest.approx(120)
+
+
+def test_a_session_whose_end_never_reached_the_csms_makes_the_measurement_incomplete() -> None:
+    """The stations' reports still queued when the run stopped (a csms slower than they report) left
+    the csms with sessions of cars that had gone and no energy after the evening: the report says the
+    measurement is incomplete and claims no saving, and the summary prints no saving percentage
+    (a loaded run reported 0 kWh for 40 cars and "saving: 100.0 %")."""
+    from io import StringIO
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from evfleet.app.demo.cli import print_summary
+
+    prices = PriceSeries(T0, 60, (0.4, 0.1, 0.4, 0.4))
+    cars = [car("a", "CS1", 0, 180), car("b", "CS2", 0, 180)]
+    complete = [tx("t1", "CS1", 0, [(0, 0), (120, 11000)], end=180),
+                tx("t2", "CS2", 0, [(0, 0), (120, 11000)], end=180)]
+    stalled = [tx("t1", "CS1", 0, [(0, 0), (30, 0)]), tx("t2", "CS2", 0, [(0, 0), (120, 11000)], end=180)]
+    whole = compute_runs(cars, complete, {}, prices, 30.0, T0, at(240), "cost", {}).report
+    part = compute_runs(cars, stalled, {}, prices, 30.0, T0, at(240), "cost", {}).report
+    assert whole["summary"]["measurement_complete"] and whole["summary"]["saving_percent"] is not None
+    assert not part["summary"]["measurement_complete"]
+    assert part["summary"]["transactions_without_end"] == 1
+    assert part["runs"]["optimized"]["transactions_without_end"] == ["t1"]
+    assert part["summary"]["saving_percent"] is None and part["summary"]["saving"] is None
+    assert part["runs"]["optimized"]["saving_percent"] is None
+    still_plugged = compute_runs(cars, stalled, {}, prices, 30.0, T0, at(170), "cost", {}).report
+    assert still_plugged["summary"]["measurement_complete"]  # car a has not left: no end expected yet
+    for report, claimed in ((whole, True), (part, False)):
+        out = StringIO()
+        print_summary(Console(file=out, width=200), report, Path("report.json"), None)
+        text = out.getvalue()
+        assert ("measurement incomplete" in text) is not claimed
+        assert (f"saving: {report['summary']['saving_percent']} %" in text) is claimed

@@ -174,9 +174,16 @@ def print_summary(console: Any, report: dict[str, Any], report_path: Path, chart
     if s.get("min_peak_same_cost_kw") is not None and s.get("peak_vs_min_peak") is not None:
         console.print(f"peak {opt['peak_kw']:.1f} kW against {s['min_peak_same_cost_kw']:.1f} kW, the lowest "
                       f"peak of the same cars for the same cost ({s['peak_vs_min_peak']:.2f}x)")
-    console.print(f"saving: [bold green]{s['saving_percent']:.1f} %[/] ({s['saving']:.2f} {cur}), "
-                  f"{peak_change(s['peak_reduction_percent'])}; "
-                  f"site limit exceeded: {'[red]yes[/]' if s['optimized_limit_exceeded'] else 'no'}")
+    limit = f"site limit exceeded: {'[red]yes[/]' if s['optimized_limit_exceeded'] else 'no'}"
+    if not s.get("measurement_complete", True):
+        console.print(f"[red]measurement incomplete:[/] the csms never received the end of "
+                      f"{s['transactions_without_end']} sessions whose car left: the stations reported "
+                      f"faster than this machine could store (try a lower --speed); the optimized "
+                      f"figures miss energy the cars drew")
+        console.print(f"saving: not measured; {limit}")
+    else:
+        console.print(f"saving: [bold green]{s['saving_percent']:.1f} %[/] ({s['saving']:.2f} {cur}), "
+                      f"{peak_change(s['peak_reduction_percent'])}; {limit}")
     if not s["like_for_like"]:
         console.print(f"[yellow]warning:[/] the optimized run delivered "
                       f"{s['optimized_energy_shortfall_kwh']:.1f} kWh less than uncontrolled and left "

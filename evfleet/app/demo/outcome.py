@@ -54,6 +54,19 @@ def match_transactions(cars: Sequence[CarSpec], txs: Sequence[MeasuredTransactio
     return out
 
 
+def transactions_without_end(cars: Sequence[CarSpec], matches: Mapping[str, list[MeasuredTransaction]],
+                             end: datetime) -> list[str]:
+    """Transactions of cars that left before `end` whose end the csms never stored.
+
+    The stations report a session's energy in TransactionEvents they send one at a time: a csms
+    slower than they report leaves them queued, and what is still queued when the run stops (at
+    the latest the Ended of each session) never reaches Redis. Such a run's measured figures are
+    short of what the cars drew.
+    """
+    return sorted(tx.transaction_id for c in cars if c.departure <= end
+                  for tx in matches.get(c.car_id, []) if tx.ended_at is None)
+
+
 def measured_records(cars: Sequence[CarSpec], matches: Mapping[str, list[MeasuredTransaction]],
                      end: datetime) -> list[CarRecord]:
     """One record per scenario car from its measured transactions (0 kWh if it has none)."""
@@ -103,12 +116,14 @@ def compute_runs(cars: Sequence[CarSpec], txs: Sequence[MeasuredTransaction], id
     measured_load = site_load((tx.samples for tx in txs), start, end, load_step_s)
     unmatched = sorted(tx.transaction_id for tx in txs
                        if not any(tx in found for found in matches.values()))
+    not_ended = transactions_without_end(present, matches, end)
     optimized = run_metrics(
         "optimized", strategy, "measured: meter values the stations reported, stored by the csms in Redis",
         measured_load, measured_records(present, matches, end), prices, site_limit_kw,
         limit_tolerance_kw=limit_tolerance_kw,
         extras={"transactions": len(txs), "unmatched_transactions": unmatched,
-                "cars_without_transaction": sorted(c.car_id for c in present if not matches[c.car_id])})
+                "cars_without_transaction": sorted(c.car_id for c in present if not matches[c.car_id]),
+                "transactions_without_end": not_ended})
     replay_load, replay_cars = replay_uncontrolled(present, site_limit_kw, start, end, load_step_s)
     uncontrolled = run_metrics(
         "uncontrolled", "uncontrolled",
@@ -119,5 +134,5 @@ def compute_runs(cars: Sequence[CarSpec], txs: Sequence[MeasuredTransaction], id
     report = build_report(optimized, uncontrolled, prices, [c.car_id for c in present],
                           {**dict(meta), "window": {"start": start.isoformat(), "end": end.isoformat()},
                            "cars_after_window": sum(1 for c in cars if c.arrival >= end)},
-                          min_peak_kw=reference)
+                          min_peak_kw=reference, transactions_without_end=len(not_ended))
     return DemoRuns(optimized, uncontrolled, prices, report)

@@ -241,11 +241,14 @@ def run_json(run: RunMetrics) -> dict[str, Any]:
 
 def build_report(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceSeries,
                  expected_car_ids: Sequence[str], meta: Mapping[str, Any],
-                 min_peak_kw: float | None = None) -> dict[str, Any]:
+                 min_peak_kw: float | None = None, transactions_without_end: int = 0) -> dict[str, Any]:
     """The whole report.json document; raises if a scenario car is missing from a run.
 
     `min_peak_kw`: the lowest peak the same cars could have had for the optimized run's cost
     (`outcome.min_peak_reference`); the summary puts the optimized peak against it.
+    `transactions_without_end`: sessions whose car left but whose end the csms never stored
+    (`outcome.transactions_without_end`): the measurement is then incomplete (`measurement_complete`
+    false) and claims no saving (`saving_percent` and `saving` null).
     """
     for run in (optimized, uncontrolled):
         missing = unaccounted_cars(expected_car_ids, run)
@@ -255,13 +258,15 @@ def build_report(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceS
     peak_cut = (100.0 * (uncontrolled.peak_kw - optimized.peak_kw) / uncontrolled.peak_kw
                 if uncontrolled.peak_kw > 0 else 0.0)
     missing_kwh = uncontrolled.energy_delivered_kwh - optimized.energy_delivered_kwh
+    complete = transactions_without_end == 0
+    claimed = round(saving, 1) if complete else None  # an incomplete measurement claims no saving
     return {
         **dict(meta),
         "site_limit_kw": optimized.site_limit_kw,
         "cars": len(expected_car_ids),
         "summary": {
-            "saving_percent": round(saving, 1),
-            "saving": round(uncontrolled.energy_cost - optimized.energy_cost, 2),
+            "saving_percent": claimed,
+            "saving": round(uncontrolled.energy_cost - optimized.energy_cost, 2) if complete else None,
             "currency": prices.currency,
             "peak_reduction_percent": round(peak_cut, 1),
             "like_for_like": like_for_like(optimized, uncontrolled),
@@ -279,10 +284,12 @@ def build_report(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceS
             "uncontrolled_energy_delivered_kwh": round(uncontrolled.energy_delivered_kwh, 2),
             "optimized_cars_short": len(optimized.cars_short),
             "uncontrolled_cars_short": len(uncontrolled.cars_short),
+            "measurement_complete": complete,
+            "transactions_without_end": transactions_without_end,
         },
         "prices": {**prices.to_json(), "currency": prices.currency},
         "runs": {
-            optimized.name: {**run_json(optimized), "saving_percent": round(saving, 1)},
+            optimized.name: {**run_json(optimized), "saving_percent": claimed},
             uncontrolled.name: {**run_json(uncontrolled), "saving_percent": 0.0},
         },
     }
