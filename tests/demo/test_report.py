@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evfleet.app.demo.chart import render_chart
+from evfleet.app.demo.chart import chart_title, render_chart
 from evfleet.app.demo.metering import MeterSample, delivered_wh, site_load
 from evfleet.app.demo.replay import CarSpec, replay_uncontrolled
 from evfleet.app.demo.report import (
@@ -232,10 +232,17 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
     opt = run_metrics("optimized", "cost", "m", LoadSeries(T0, 900, (5.0,) * 8), cars, prices, 20)
     unc = run_metrics("uncontrolled", "uncontrolled", "r", LoadSeries(T0, 900, (10.0,) * 4 + (0.0,) * 4),
                       cars, prices, 20)
-    path = render_chart(opt, unc, prices, tmp_path / "out" / "report.png")
+    path = render_chart(opt, unc, prices, tmp_path / "out" / "report.png", saving_percent=12.5)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000
+
+
+def test_the_chart_claims_the_saving_the_report_claims_and_none_when_it_claims_none() -> None:
+    end = T0 + timedelta(hours=24)
+    assert "saving 60.9 %" in chart_title("evfleet demo", 40, 60.94, T0, end)
+    unmeasured = chart_title("evfleet demo", 40, None, T0, end)
+    assert "saving not measured" in unmeasured and "%" not in unmeasured
 
 
 def test_replay_matches_the_simulator_ev_model() -> None:

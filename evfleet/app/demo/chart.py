@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from evfleet.app.demo.report import PriceSeries, RunMetrics
 
 
+def chart_title(title: str, cars: int, saving_percent: float | None, start: datetime, end: datetime) -> str:
+    """The chart's heading: the saving the report claims, or "not measured" when it claims none
+    (`summary.saving_percent` null: a session's end never reached the csms)."""
+    saving = "saving not measured" if saving_percent is None else f"saving {saving_percent:.1f} %"
+    return f"{title}: {cars} cars, {saving} ({start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC)"
+
+
 def render_chart(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceSeries, path: Path,
-                 title: str = "evfleet demo") -> Path:
-    """Draw both runs' site load, the site limit and the price series into a PNG at `path`."""
+                 *, saving_percent: float | None, title: str = "evfleet demo") -> Path:
+    """Draw both runs' site load, the site limit and the price series into a PNG at `path`;
+    the heading shows `saving_percent` (the report's claimed saving, None: not measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,11 +66,7 @@ def render_chart(optimized: RunMetrics, uncontrolled: RunMetrics, prices: PriceS
         lines, labels = ax.get_legend_handles_labels()
         p_lines, p_labels = price_ax.get_legend_handles_labels()
         ax.legend(lines + p_lines, labels + p_labels, loc="upper left", fontsize=8, framealpha=0.9)
-        saving = 0.0
-        if uncontrolled.energy_cost > 0:
-            saving = 100.0 * (uncontrolled.energy_cost - optimized.energy_cost) / uncontrolled.energy_cost
-        ax.set_title(f"{title}: {len(optimized.cars)} cars, saving {saving:.1f} % "
-                     f"({start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC)")
+        ax.set_title(chart_title(title, len(optimized.cars), saving_percent, start, end))
         ax.set_xlabel("simulated time (UTC)")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -186,5 +186,6 @@ def write_report(cfg: DemoConfig, runs: DemoRuns) -> tuple[Path, Path | None]:
     if importlib.util.find_spec("matplotlib") is None:
         return report_path, None
     chart_path = render_chart(runs.optimized, runs.uncontrolled, runs.prices, out / "report.png",
-                              title=f"evfleet demo ({cfg.scenario}, {cfg.strategy})")
+                              title=f"evfleet demo ({cfg.scenario}, {cfg.strategy})",
+                              saving_percent=runs.report["summary"]["saving_percent"])
     return report_path, chart_path
