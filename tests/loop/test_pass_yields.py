@@ -8,8 +8,7 @@ other task gets the loop between chunks, what the pass decides is the same, and 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -17,28 +16,12 @@ import pytest
 from csms.smart_charging import safety, sending
 from csms.smart_charging.sending import PASS_CHUNK, pause_every
 from evfleet.store.memory import InMemoryStateStore
+from tests.interleave import alongside
 from tests.loop.test_service_unit import SITE, FixedClock, Stations, _service, _session
 from tests.loop.test_watchdog_incremental import _reading
 
 T = TypeVar("T")
 N = 2 * PASS_CHUNK + PASS_CHUNK // 2
-
-
-async def _alongside(work: Awaitable[T], log: list[str]) -> T:
-    """Run `work` while another task appends "o" to `log` at every turn of the loop it gets."""
-    done = False
-
-    async def other() -> None:
-        while not done:
-            log.append("o")
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(other())
-    try:
-        return await work
-    finally:
-        done = True
-        await task
 
 
 def _runs(log: list[str], mark: str) -> list[int]:
@@ -62,7 +45,7 @@ def _logging(log: list[str], mark: str, fn: Callable[..., T]) -> Callable[..., T
 
 async def test_pause_every_yields_on_non_zero_multiples_only() -> None:
     log: list[str] = []
-    await _alongside(_each(log, 7, 3), log)
+    await alongside(_each(log, 7, 3), log)
     assert _runs(log, "x") == [3, 3, 1]
 
 
@@ -88,7 +71,7 @@ async def test_a_watchdog_pass_judges_the_site_in_chunks_and_the_same(
         return await judge(*args, **kwargs)
 
     monkeypatch.setattr(safety, "_judge", judged)
-    await _alongside(safety.tick(svc, SITE), log)
+    await alongside(safety.tick(svc, SITE), log)
     assert _runs(log, "j") == [PASS_CHUNK, PASS_CHUNK, PASS_CHUNK // 2]  # others ran between chunks
     assert safety.SITE_METERED_KW.labels(SITE)._value.get() == N * 9.0  # every reading counted
 
@@ -108,7 +91,7 @@ async def test_a_re_share_builds_and_sends_in_chunks_within_the_site_limit(
     log: list[str] = []
     monkeypatch.setattr(safety, "_share_payload", _logging(log, "p", safety._share_payload))
     monkeypatch.setattr(sending, "send", _logging(log, "s", sending.send))
-    accepted = await _alongside(safety.share_fairly(svc, SITE), log)
+    accepted = await alongside(safety.share_fairly(svc, SITE), log)
     assert _runs(log, "p") == [PASS_CHUNK, PASS_CHUNK, PASS_CHUNK // 2]
     sends = log.count("s")
     assert accepted == sends > PASS_CHUNK and max(_runs(log, "s")) <= PASS_CHUNK

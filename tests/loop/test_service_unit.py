@@ -323,11 +323,8 @@ async def test_k17_a_plan_is_still_checked_after_a_profile_with_the_same_limits(
     assert store.sessions[ref].get("k17_stale") is None
 
 
-async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_power() -> None:
-    """A session whose needs came on a full site got a 0 W provisional share; no plan covers it when
-    its interim timer fires and none came for that long: the plan is late, so it shares what the
-    plan leaves (here 10 kW). Fails if a provisional share counts as the session's plan (it then
-    waits for the optimizer). While plans keep coming, no fallback mode."""
+def _planned_and_provisional() -> tuple[FixedClock, InMemoryStateStore, Stations, SmartChargingService, str]:
+    """A 20 kW site: CP-1 planned at 10 kW, CP-2 held at 0 W by a provisional share (its ref returned)."""
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "20"}
     ref1 = _session(store, "CP-1", 10_000.0)
@@ -336,7 +333,15 @@ async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_po
                          "evses": {"CP-1/1": [10.0, 10.0]}, "transactions": {"CP-1/1": ref1}}
     stations = Stations(clock, 20_000.0)
     stations.limits_w = {"CP-1": 10_000.0, "CP-2": 0.0}
-    svc = _service(store, stations, clock)
+    return clock, store, stations, _service(store, stations, clock), ref2
+
+
+async def test_a_late_session_held_at_0_w_by_its_provisional_share_gets_freed_power() -> None:
+    """A session whose needs came on a full site got a 0 W provisional share; no plan covers it when
+    its interim timer fires and none came for that long: the plan is late, so it shares what the
+    plan leaves (here 10 kW). Fails if a provisional share counts as the session's plan (it then
+    waits for the optimizer). While plans keep coming, no fallback mode."""
+    clock, store, stations, svc, ref2 = _planned_and_provisional()
     safety.plan_arrived(svc, SITE)  # plans keep coming: the next one covers CP-2, no fallback mode
     svc._interim_due[SITE] = {("CP-2", 1): ref2}
     assert await svc.send_interims(SITE) == 0 and SITE not in svc._fallback
@@ -552,15 +557,7 @@ async def test_a_record_changed_since_the_last_read_is_counted_as_it_is_now() ->
     sum of what the EVSEs count stays within the 20 kW limit. Fails if a stale decode of CP-1 (10
     kW, compliant) is reused. Then CP-1 goes offline (counted at its last limit, 16 kW) and comes
     back compliant: each change is seen."""
-    clock, store = FixedClock(), InMemoryStateStore()
-    store.sites[SITE] = {"limit_kw": "20"}
-    ref1 = _session(store, "CP-1", 10_000.0)
-    ref2 = _session(store, "CP-2", 0.0, kind="provisional")
-    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
-                         "evses": {"CP-1/1": [10.0, 10.0]}, "transactions": {"CP-1/1": ref1}}
-    stations = Stations(clock, 20_000.0)
-    stations.limits_w = {"CP-1": 10_000.0, "CP-2": 0.0}
-    svc = _service(store, stations, clock)
+    clock, store, stations, svc, ref2 = _planned_and_provisional()
     svc._interim_due[SITE] = {("CP-2", 1): ref2}
     svc._plan_seen[SITE] = -1e9  # no plan for long: fallback mode
     assert await svc.send_interims(SITE) == 1

@@ -7,7 +7,6 @@ the same as one pipeline, and that other tasks run while the pass goes on.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -23,28 +22,16 @@ from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
 from evfleet.store.port import StoredEvse
 from evfleet.store.sites import pipelined
+from tests.interleave import alongside, breaks
 
 K = Keys("evfleet")
 T = TypeVar("T")
 
 
 async def _interleaved(work: Awaitable[T], log: list[str]) -> tuple[T, int]:
-    """Run `work` while another task appends "o" to `log` at each turn it gets; the number of
-    times the other task got the loop right after a step of `work` (an entry that is not "o")."""
-    done = False
-
-    async def other() -> None:
-        while not done:
-            log.append("o")
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(other())
-    try:
-        result = await work
-    finally:
-        done = True
-        await task
-    return result, sum(1 for a, b in zip(log, log[1:], strict=False) if a != "o" and b == "o")
+    """`alongside`, and the number of times the other task got the loop right after a step of `work`."""
+    result = await alongside(work, log)
+    return result, breaks(log)
 
 
 @pytest.fixture
