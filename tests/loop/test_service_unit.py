@@ -551,7 +551,7 @@ async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:
 
 
 async def test_a_record_changed_since_the_last_read_is_counted_as_it_is_now() -> None:
-    """The decode memo (`service._memo_decode`) must never count an EVSE at what it drew when it
+    """The decode memo (`decoding._memo_decode`) must never count an EVSE at what it drew when it
     was last read: CP-1 (planned, 10 kW) is found drawing 16 kW (non-compliant) after a fallback
     re-share gave CP-2 the other 10 kW; the next re-share must lower CP-2 to the 4 kW left, so the
     sum of what the EVSEs count stays within the 20 kW limit. Fails if a stale decode of CP-1 (10

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from csms.smart_charging import service
+from csms.smart_charging import decoding
 from csms.smart_charging.evse import EvseInfo, decode_evse
 from csms.store import port_redis
 from csms.store.port_redis import RedisStateStore
@@ -109,11 +109,11 @@ async def test_decode_all_yields_between_chunks(monkeypatch: pytest.MonkeyPatch)
         log.append("d")
         return decode_evse(record)
 
-    monkeypatch.setattr(service, "decode_evse", decode)
-    n = service.DECODE_CHUNK * 3 + 1
+    monkeypatch.setattr(decoding, "decode_evse", decode)
+    n = decoding.DECODE_CHUNK * 3 + 1
     records = [StoredEvse(f"CP{i}", 1, {"online": "1"}, {"max_power_w": "11000"}, None, None)
                for i in range(n)]
-    infos, breaks = await _interleaved(service.decode_all(records), log)
+    infos, breaks = await _interleaved(decoding.decode_all(records), log)
     assert len(infos) == n and infos["CP7/1"].electrical.max_power_w == 11000
     assert breaks == 3  # between the four chunks
 
