@@ -131,8 +131,10 @@ async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = ""
     budget_w = await svc.site_budget_w(site_id)
     applied = {k: e.applied(now_s) for k, e in evses.items()}
     # a non-compliant EVSE draws what it draws: it is a fixed load, lowering its profile frees nothing
+    # nor is one with a call out beside the site's task (`aside`): it keeps max(before, that profile)
     movable = [k for k, e in evses.items()
-               if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None]
+               if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None
+               and not svc.aside.busy(e)]
     moving = set(movable)  # `k in` the list of movable sessions per EVSE was quadratic in the site
     fixed = [applied[k] for k in applied if k not in moving]
     points = planner.grid(list(applied.values()), now_s)
@@ -266,9 +268,13 @@ async def _k17_breach(svc: SmartChargingService, site_id: str, info: EvseInfo, e
                 else "re-sending profile")
     if again:  # no endless re-send/renegotiation cycle with an EV that ignores the limits
         return
+    if svc.aside.busy(info):  # a call to it is out: its answer comes first (one profile out per EVSE)
+        log.warning("K17: %s has a profile out; not re-sending ours before its answer", info.key)
+        return
     if txid:
         w = _incr(txid, "k17_resent")
         w.session_fields[txid] = {"k17_resent_profile": digest}
         await svc.store.write(w)
-    await sending.send(svc, site_id, info, sent_payload, str(rec.get("plan_id", "")),
-                       str(rec.get("kind") or "plan"))
+    # beside the site's task (`aside`): one station slow to answer holds up nothing else of the site
+    svc.aside.start(svc, site_id, info, sent_payload, str(rec.get("plan_id", "")),
+                    str(rec.get("kind") or "plan"))

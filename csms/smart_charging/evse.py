@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from csms.smart_charging import budget
+from csms.smart_charging import budget, planner
 from csms.smart_charging.planner import Series
 from evfleet.profile import limit_to_w
 from evfleet.records import ChargingNeeds, EvseRecord
@@ -39,6 +39,9 @@ class EvseInfo:
     refusals: int = 0
     retry_after_s: float = 0.0
     """Unix time from which a refusing (steerable=0) EVSE may be tried again."""
+    out_series: Series | None = None
+    """A single-EVSE call to it was out when it was read (`aside`): it counts at least this,
+    max(before, the profile), until the answer is recorded."""
 
     @property
     def key(self) -> str:
@@ -51,12 +54,18 @@ class EvseInfo:
         return self.station_id, self.evse_id
 
     def applied(self, now_s: float) -> Series:
-        """The series counted against the site limit now (`budget.counted_series`)."""
-        return budget.counted_series(self._budget_state(self.noncompliant_w), now_s)
+        """The series counted against the site limit now (`budget.counted_series`; at least
+        `out_series` while a call to it is out)."""
+        return self._with_out(budget.counted_series(self._budget_state(self.noncompliant_w), now_s), now_s)
 
     def allowed(self, now_s: float) -> Series:
         """What the EVSE is allowed to draw (as `applied`, ignoring its non-compliance)."""
-        return budget.counted_series(self._budget_state(None), now_s)
+        return self._with_out(budget.counted_series(self._budget_state(None), now_s), now_s)
+
+    def _with_out(self, series: Series, now_s: float) -> Series:
+        if self.out_series is None:
+            return series
+        return planner.pointwise(series, self.out_series, now_s, "max")
 
     def _budget_state(self, noncompliant_w: float | None) -> budget.EvseBudgetState:
         rec = self.record or {}

@@ -135,7 +135,13 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
         PASSES.labels("silent").inc()
     now_s = svc.clock.timestamp()
     candidates = {k: e.has_profile() and plan.refs.get(k) == e.tx_ref for k, e in evses.items()
-                  if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None}
+                  if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None
+                  and not svc.aside.busy(e)}  # a call out (`aside`): it counts max(old, new), waits
+    for ident in arrivals or ():
+        info = evses.get(f"{ident[0]}/{ident[1]}")
+        if info is not None and svc.aside.busy(info):  # its share once that call is answered
+            svc._starved.setdefault(site_id, set()).add(ident)
+            svc.aside.note_held(svc, site_id, ident)
     arrived = None if fallback else frozenset(f"{sid}/{eid}" for sid, eid in arrivals or ())
     sharers = provisional.sharers(candidates, arrived, silent)
     if not sharers:
@@ -527,6 +533,8 @@ async def probe(svc: SmartChargingService, site_id: str, evses: Mapping[str, Evs
         top_w = max(info.electrical.max_power_w, info.metered_max_w)
         try:
             payload = svc._build(info, info.transaction_id, svc.clock.now(), 900, [top_w / 1000.0])
-            await svc._send(site_id, info, payload, f"probe-{int(now_s)}", "probe")
         except Exception as err:  # the probe of one EVSE must not stop the watchdog
-            log.error("probe of %s failed: %r", info.key, err)
+            log.error("site %s: no probe for %s: %r", site_id, info.key, err)
+            continue
+        # beside the site's task (`aside`): a station that does not answer holds up nothing else
+        svc.aside.start(svc, site_id, info, payload, f"probe-{int(now_s)}", "probe")

@@ -67,6 +67,8 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
     out (`safety.serve_arrivals`). Every answer of a batch is awaited (each call is bounded by the
     call timeout) before the next batch is chosen."""
     stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+    # an EVSE with a call out beside the site's task (`aside`) keeps what it counts, max(old, new)
+    held = svc.aside.hold(svc, site_id, evses, applied, target)
     for _ in range(MAX_ROUNDS):
         # nothing of this pass in flight: needs that came meanwhile get their answer now
         await svc.between_rounds(site_id, evses, applied, target, payloads)
@@ -109,7 +111,8 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
         await await_answers(svc, site_id, {t: (c, evses[c.key].ident) for t, c in sends.items()},
                             answered, serve)
     now_s = svc.clock.timestamp()
-    stats["blocked"] = sum(1 for k in target if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
+    stats["blocked"] = held + sum(1 for k in target
+                                  if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
     return stats
 
 

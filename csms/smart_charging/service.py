@@ -53,6 +53,7 @@ from csms.context import CsmsContext
 from csms.settings import CsmsSettings
 from csms.smart_charging import (
     actions,
+    aside,
     budget,
     conversion,
     defaults,
@@ -149,6 +150,8 @@ class SmartChargingService:
         """Sites whose arrivals are being served between two rounds of a longer pass (not nested)."""
         self.inflight = InFlight()
         """The TxProfile calls out at once (`inflight.SENDS_OUT_MAX`)."""
+        self.aside = aside.Aside()
+        """Single-EVSE calls (K17 re-sends, probes) out beside the site tasks (`aside`)."""
         self.wakers: dict[str, asyncio.Event] = {}
         """site -> set when needs arrive while its pass awaits answers (`sending.await_answers`)."""
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
@@ -162,7 +165,7 @@ class SmartChargingService:
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
         self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
             Work.RECONCILE: self._on_reconcile, Work.TICK: self._on_tick, Work.DEFAULTS: self._on_defaults,
-            Work.DEFAULTS_DONE: self._on_defaults_done,
+            Work.DEFAULTS_DONE: self._on_defaults_done, Work.ASIDE_DONE: self._on_aside_done,
             Work.INTERIM: self._on_interim, Work.RESHARE: self._on_reshare,
             EventType.SCHEDULE_PLANNED: self._on_plan,
             EventType.SITE_LIMIT: self._on_site_limit, EventType.TX_STARTED: self._on_tx_started,
@@ -190,8 +193,7 @@ class SmartChargingService:
                 self.held.add(site_id)
                 self.enqueue(site_id, Work.RECONCILE, None)
             return True
-        self.held.discard(site_id)
-        self._lease_fresh_until.pop(site_id, None)
+        self._lease_lost(site_id)
         self._lease_taken_until[site_id] = mono + self.lease_recheck_s
         return False
 
@@ -213,9 +215,14 @@ class SmartChargingService:
             if site_id in kept:
                 self._lease_fresh_until[site_id] = mono + self.lease_ttl_s / 3
             else:
-                self.held.discard(site_id)
-                self._lease_fresh_until.pop(site_id, None)
+                self._lease_lost(site_id)
                 self._lease_taken_until[site_id] = mono + self.lease_recheck_s
+
+    def _lease_lost(self, site_id: str) -> None:
+        """Another node acts for the site now: its calls beside the site task stop (`aside`)."""
+        self.held.discard(site_id)
+        self._lease_fresh_until.pop(site_id, None)
+        self.aside.cancel(site_id)
 
     async def _watchdog(self) -> None:
         """Every `watchdog_interval_s`: a metered check of each held site (`safety.tick`)."""
@@ -324,6 +331,10 @@ class SmartChargingService:
         self.defaults.done_queued.discard(site_id)
         await self._retry_blocked(site_id)
 
+    async def _on_aside_done(self, site_id: str, _: Any) -> None:
+        """A call beside the site's task was answered after a pass left its EVSE alone (`aside`)."""
+        await self._retry_blocked(site_id)
+
     async def _retry_blocked(self, site_id: str) -> None:
         if site_id in self._plan_blocked:
             await self.apply_plan(site_id)
@@ -380,14 +391,19 @@ class SmartChargingService:
 
     async def site_evses(self, site_id: str) -> dict[str, EvseInfo]:
         """Every EVSE of the site that matters for the budget, with its current state."""
+        out = self.aside.snapshot()
         records = await self.store.site_evses(site_id, self.settings.default_site)
         infos = await decode_all(records, self._decoded)
+        self.aside.mark(infos, out, self.clock.timestamp())
         self.defaults.note_read(site_id, infos)
         return infos
 
     async def evse_infos(self, pairs: list[tuple[str, int]]) -> dict[str, EvseInfo]:
         """State of a few EVSEs (without reading the whole site)."""
-        return await decode_all(await self.store.evse_records(pairs), self._decoded)
+        out = self.aside.snapshot()
+        infos = await decode_all(await self.store.evse_records(pairs), self._decoded)
+        self.aside.mark(infos, out, self.clock.timestamp())
+        return infos
 
     # --- the steps (actions, sending, conversion) -----------------------------------------
     async def apply_plan(self, site_id: str) -> dict[str, int]:
@@ -476,6 +492,7 @@ class SmartChargingService:
                     site.task.cancel()
             for t in [*self._timers, *self.defaults.tasks]:
                 t.cancel()
+            self.aside.cancel()
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
                     await self.store.release_lease(site_id, self.node_id)

@@ -14,6 +14,9 @@ class Work(StrEnum):
     DEFAULTS = "defaults"
     DEFAULTS_DONE = "defaults-done"
     """A wave of defaults answered (or one refused): starved provisional shares and blocked plans retry."""
+    ASIDE_DONE = "aside-done"
+    """A call beside the site's task (`aside`) was answered after a pass left its EVSE alone:
+    blocked plans and starved provisional shares retry."""
     INTERIM = "interim"
     RESHARE = "reshare"
     """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""

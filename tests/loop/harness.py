@@ -171,13 +171,14 @@ class Loop:
     violations: list[tuple[str, float, float]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    async def add_station(self, station_id: str) -> LoopStation:
-        """Provision, connect and boot a station on the site."""
+    async def add_station(self, station_id: str,
+                          station_class: type[LoopStation] | None = None) -> LoopStation:
+        """Provision, connect and boot a station on the site (a `LoopStation`, or `station_class`)."""
         await provision_station(self.redis, self.keys, station_id, PASSWORD, site_id=SITE, iterations=1000)
         ws = await websockets.connect(
             self.node.station_url(station_id), subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
             additional_headers={"Authorization": basic_auth_header(station_id, PASSWORD)})
-        cp = LoopStation(station_id, ws)
+        cp = (station_class or LoopStation)(station_id, ws)
         self._tasks.append(asyncio.create_task(cp.start()))
         await cp.boot()
         await self.redis.hset(self.keys.station_evse(station_id, 1), mapping={
