@@ -374,6 +374,7 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
     slow = SlowCallbacks(settings.slow_callback_ms / 1000) if settings.slow_callback_ms > 0 else None
     if slow is not None:
         slow.install()
+        slow.watch_turns(asyncio.get_running_loop())
         GC_PAUSES.log_over_s = slow.threshold_s  # a collection is a stall too: logged with its size
     lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
     try:

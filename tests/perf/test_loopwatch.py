@@ -6,7 +6,7 @@ import asyncio
 import time
 from asyncio import events
 
-from csms.loopwatch import LOOP_LAG_SECONDS, SLOW_CALLBACKS, LoopLag, SlowCallbacks
+from csms.loopwatch import LOOP_LAG_SECONDS, SLOW_CALLBACKS, SLOW_TURNS, LoopLag, SlowCallbacks
 
 
 def _block_the_loop_for(seconds: float) -> None:
@@ -70,3 +70,37 @@ def test_loop_lag_sees_a_stall() -> None:
     assert lag.worst_s >= 0.2
     count = sum(s.value for s in LOOP_LAG_SECONDS.collect()[0].samples if s.name.endswith("_count"))
     assert count > count_before
+
+
+def test_a_busy_turn_of_many_short_callbacks_is_reported_with_what_used_the_cpu() -> None:
+    watch = SlowCallbacks(threshold_s=0.05)
+
+    async def short_step() -> None:
+        _spin(0.004)  # each well under the threshold
+
+    async def main() -> None:
+        watch.watch_turns(asyncio.get_running_loop())
+        await asyncio.sleep(0.01)
+        tasks = [asyncio.create_task(short_step()) for _ in range(40)]  # all ready in one turn: 160 ms
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(0.01)
+
+    before = SLOW_TURNS._value.get()
+    watch.install()
+    try:
+        asyncio.run(main())
+    finally:
+        watch.uninstall()
+    busy = [turn for turn in watch.recent_turns if turn[0] >= 0.15]
+    assert busy, watch.recent_turns  # no callback used 50 ms of CPU, but one turn did
+    took, cpu, callbacks, top = busy[0]
+    assert callbacks >= 40 and cpu >= 0.15
+    name, used, count = top[0]
+    assert name.endswith("short_step") and count == 40 and used >= 0.15
+    assert SLOW_TURNS._value.get() >= before + 1
+
+
+def _spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
