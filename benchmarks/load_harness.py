@@ -207,7 +207,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 SMART_CHARGING_COUNTERS = ("evfleet_smart_charging_profiles_sent_total", "evfleet_k16_replans_skipped_total",
-                           "evfleet_smart_charging_passes_total")
+                           "evfleet_smart_charging_passes_total", "evfleet_noncompliant_marked_total")
 
 
 def smart_charging_stats(metrics_urls: list[str]) -> dict[str, float]:
@@ -341,6 +341,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "csms_calls_in_window": {k.split(":", 1)[1]: v for k, v in sorted(stats.items())
                                  if k.startswith("window_call:")},
         "smart_charging_in_window": {k: v - sc0.get(k, 0.0) for k, v in sc1.items()},
+        "smart_charging_since_start": sc1,
         "cpu_us_per_msg": {g: round(c / answered * 1e6) if answered else None for g, c in cpu.items()},
         "cpu_share": {g: round(c / args.duration, 2) for g, c in cpu.items()},
         "cpu_us_per_msg_each": {g: [round(c / answered * 1e6) if answered else None for c in v]

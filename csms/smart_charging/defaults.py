@@ -200,8 +200,8 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
     status = conversion.answer_status(reply)
     PROFILES_ANSWERED.labels(str(status)).inc()
     fields: dict[str, str] = {}
-    if accepted:
-        fields["default_limit_w"] = repr(counted_w)
+    if accepted:  # since when it holds (a reading stored before shows nothing about it: safety.tick)
+        fields.update({"default_limit_w": repr(counted_w), "default_at": repr(svc.clock.timestamp())})
         if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
             fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
             info.steerable, info.refusals = True, 0

@@ -3,6 +3,7 @@ place (`decode_evse`), and the EV's own plan (K17) as a series. Pure, no I/O."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ class EvseInfo:
     refusals: int = 0
     retry_after_s: float = 0.0
     """Unix time from which a refusing (steerable=0) EVSE may be tried again."""
+    default_at_s: float | None = None
+    """When the station accepted its TxDefaultProfile (`default_at`, unix s; None if unknown)."""
     out_series: Series | None = None
     """A single-EVSE call to it was out when it was read (`aside`): it counts at least this,
     max(before, the profile), until the answer is recorded."""
@@ -77,6 +80,18 @@ class EvseInfo:
             record_series=[(float(t), float(v)) for t, v in series] if series else None,
             default_w=self.default_w, noncompliant_w=noncompliant_w)
 
+    def limit_since_s(self) -> float | None:
+        """When the limit it is allowed now was answered (its TxProfile's answer, else its accepted
+        default's while a session runs); None when unknown or at its maximum. A metered reading
+        stored before then shows nothing about that limit (`safety.tick`)."""
+        if self.has_profile():
+            answered = (self.record or {}).get("answered_at")
+            try:
+                return parse_ts(str(answered)).timestamp() if answered else None
+            except ValueError:
+                return None
+        return self.default_at_s if self.tx_ref and self.default_w is not None else None
+
     def has_profile(self) -> bool:
         """An accepted profile for the running transaction exists."""
         rec = self.record
@@ -112,7 +127,16 @@ def decode_evse(rec: StoredEvse) -> EvseInfo:
                                   max_power_w=h.max_power_w),
         transaction_id=h.transaction_id, record=rec.profile, needs=rec.needs, default_w=h.default_limit_w,
         tx_ref=h.tx_ref, metered_max_w=h.metered_max_w, noncompliant_w=h.noncompliant_w,
-        refusals=h.refusals, retry_after_s=h.retry_after_s)
+        refusals=h.refusals, retry_after_s=h.retry_after_s,
+        default_at_s=_float_or_none(rec.evse.get("default_at")))
+
+
+def _float_or_none(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def planned_before(data: Mapping[str, Any], sent_at: Any) -> bool:

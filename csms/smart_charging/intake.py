@@ -117,4 +117,5 @@ def _note_power(svc: SmartChargingService, event: Event) -> None:
         return
     if value == value and abs(value) != float("inf"):
         site = event.site_id or svc._station_site.get(event.station_id)
-        svc.metered.note((event.station_id, int(event.evse_id)), site, event.tx_ref, value)
+        svc.metered.note((event.station_id, int(event.evse_id)), site, event.tx_ref, value,
+                         event.ts.timestamp())

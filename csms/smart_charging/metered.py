@@ -33,6 +33,10 @@ class MeteredState:
 
     power: dict[EvseId, tuple[str, float]] = field(default_factory=dict)
     """(station, evse) -> (tx_ref, last metered power W)."""
+    taken_at: dict[EvseId, float] = field(default_factory=dict)
+    """(station, evse) -> when its last reading was stored (the event's time, unix s): a reading
+    stored before the limit now in force was answered shows nothing about that limit
+    (`safety.tick`)."""
     site_of: dict[EvseId, str] = field(default_factory=dict)
     members: dict[str, set[EvseId]] = field(default_factory=dict)
     """site -> EVSEs with a current reading."""
@@ -45,9 +49,14 @@ class MeteredState:
     """site -> (its refusing EVSEs when last read, their earliest retry time): read again only when
     that set changes or a retry falls due (`safety.tick` probes them then)."""
 
-    def note(self, evse: EvseId, site_id: str | None, tx_ref: str, power_w: float) -> None:
-        """A reading: remembered, and checked by the next pass of its site."""
+    def note(self, evse: EvseId, site_id: str | None, tx_ref: str, power_w: float,
+             at_s: float | None = None) -> None:
+        """A reading (stored at `at_s`): remembered, and checked by the next pass of its site."""
         self.power[evse] = (tx_ref, power_w)
+        if at_s is None:
+            self.taken_at.pop(evse, None)
+        else:
+            self.taken_at[evse] = at_s
         if site_id is None:
             site_id = self.site_of.get(evse)
         if site_id is None:
@@ -68,6 +77,7 @@ class MeteredState:
     def drop(self, evse: EvseId) -> None:
         """The session ended: its reading no longer counts."""
         self.power.pop(evse, None)
+        self.taken_at.pop(evse, None)
         self.unsited.discard(evse)
         site_id = self.site_of.get(evse)
         if site_id is not None:

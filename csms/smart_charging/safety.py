@@ -381,7 +381,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
             continue
         if seen[1] > info.metered_max_w + 100.0:
             peaks.evse_fields[evse] = {"metered_max_w": repr(seen[1])}
-        verdict = await _judge(svc, site_id, info, seen[1], now_s, mono)
+        verdict = await _judge(svc, site_id, info, seen[1], now_s, mono, state.taken_at.get(evse))
         changed |= verdict == "raised"
         cleared |= verdict == "cleared"
         if info.noncompliant_w is not None:
@@ -406,14 +406,33 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
         await _probe_refusing(svc, site_id, refusing, infos, now_s)
 
 
+def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float) -> float:
+    """What the EVSE was allowed when a reading stored at `taken_at_s` was taken: its limit now, or,
+    for a reading stored before that limit was answered (`EvseInfo.limit_since_s`), the higher of
+    it and the limit before (the record's `previous_series_w`; its maximum when that is unknown,
+    e.g. before its first default). After a boot wave a station metering every 30 s had a reading
+    taken before its 0 W default arrived judged against that default for longer than
+    `noncompliant_after_s`, and was marked (324 of 5,000 stations in one harness run). A station
+    above both its old and its new limit is still over; its next reading is judged on the new one."""
+    allowed = planner.value_at(info.allowed(now_s), now_s)
+    since = info.limit_since_s()
+    if taken_at_s is None or since is None or taken_at_s >= since:
+        return allowed
+    rec = info.record or {}
+    before = rec.get("previous_series_w") if info.has_profile() else None
+    if not before:
+        return max(allowed, info.electrical.max_power_w, info.metered_max_w)
+    return max(allowed, planner.value_at([(float(t), float(w)) for t, w in before], taken_at_s))
+
+
 async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn: float, now_s: float,
-                 mono: float) -> str | None:
+                 mono: float, taken_at_s: float | None = None) -> str | None:
     """One metered EVSE against what it is allowed: "raised" if it is newly marked non-compliant
     or draws more than its mark (it counts more now), "cleared" if its mark was cleared (it counts
     its limit again, less), None if nothing changed."""
     if not info.steerable or not info.online:
         return None
-    allowed = planner.value_at(info.allowed(now_s), now_s)
+    allowed = allowed_when_taken_w(info, taken_at_s, now_s)
     over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
     if info.noncompliant_w is None:
         if svc._noncompliant.update(info.key, over, mono):
@@ -475,7 +494,7 @@ async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float,
             seen = svc.metered.power.get(info.ident)
             if seen is None or seen[0] != info.tx_ref or not info.steerable or not info.online:
                 continue
-            allowed = planner.value_at(info.allowed(now_s), now_s)
+            allowed = allowed_when_taken_w(info, svc.metered.taken_at.get(info.ident), now_s)
             if info.noncompliant_w is None and seen[1] > allowed + svc.settings.noncompliance_tolerance_w:
                 await _set_noncompliant(svc, site_id, info, seen[1], allowed)
         return True

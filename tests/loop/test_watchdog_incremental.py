@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -245,3 +246,57 @@ async def test_a_slow_whole_site_pass_spaces_the_next_by_the_duty_cap(
     # 0.6 CPU s -> 1.8 s; the 0.3 s awaited would make it 2.7 s if wall time counted
     assert pass_gap_s(pass_s) - 0.01 <= gap < pass_gap_s(pass_s + 0.3) - 0.3
     assert passes[1] - passes[0] >= gap - 0.05  # RESHARE_MIN_S alone: 1 s
+
+
+async def test_a_reading_stored_before_the_default_arrived_marks_no_one_the_next_one_is_judged() -> None:
+    """After a boot wave: CP-1's session draws 7.2 kW before its 0 W default arrives (no limit yet:
+    it counts at its maximum), and that reading is judged only after the default was accepted; it
+    sends its next reading 30 s later. The old reading shows nothing about the default, so no clock
+    starts and CP-1 is not marked however long it waits (fails on the old code: marked after
+    `noncompliant_after_s` on that one reading). A reading stored after the default that is above
+    it is judged as before: marked once its clock runs out."""
+    clock, store = FixedClock(), CountingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    ref = "CP-1:tx-1"
+    store.add_evse("CP-1", 1, site_id=SITE, max_power_w="22000", rate_unit="W", tx_ref=ref,
+                   transaction_id="tx-1")
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    svc._noncompliant = budget.Persistence(0.2)
+    await svc.dispatch(_reading("CP-1", ref, 7_200.0))  # stored at T0, not judged yet
+    clock.t += timedelta(seconds=2)
+    await svc.ensure_defaults(SITE)  # the boot wave's default: 0 W, accepted at T0 + 2 s
+    await asyncio.gather(*svc.defaults.tasks)
+    assert store.evses[("CP-1", 1)]["default_limit_w"] == "0.0"
+    for _ in range(3):
+        await safety.tick(svc, SITE)
+        await asyncio.sleep(0.15)
+    assert "noncompliant_w" not in store.evses[("CP-1", 1)]
+    clock.t += timedelta(seconds=30)  # its next reading: still 7.2 kW against the 0 W default
+    await svc.dispatch(Event(type=EventType.METER_VALUES, station_id="CP-1", evse_id=1, tx_ref=ref,
+                             site_id=SITE, ts=clock.t, data={"power_w": 7_200.0}))
+    for _ in range(3):
+        await safety.tick(svc, SITE)
+        await asyncio.sleep(0.15)
+    assert store.evses[("CP-1", 1)].get("noncompliant_w") == "7200.0"
+
+
+async def test_a_reading_before_a_new_limit_still_marks_a_station_above_the_old_and_the_new_one() -> None:
+    """A station that ignores its limits while the csms keeps changing them (every new TxProfile
+    answered after its last reading) is still marked: a reading taken before the limit now in force
+    is judged against the higher of that limit and the one before, 6 kW -> 5 kW here; 11 kW is
+    above both (fails if such readings are skipped). One within the old limit (5.8 kW) is not."""
+    clock, store = FixedClock(), CountingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    refs = {sid: _session(store, sid, 5_000.0) for sid in ("CP-1", "CP-2")}
+    for sid in refs:  # 5 kW answered at T0 + 2 s, 6 kW before it
+        store.profiles[(sid, 1)].update({"answered_at": (T0 + timedelta(seconds=2)).isoformat(),
+                                         "previous_series_w": [[T0.timestamp() - 60, 6_000.0]]})
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    svc._noncompliant = budget.Persistence(0.2)
+    await svc.dispatch(_reading("CP-1", refs["CP-1"], 11_000.0))  # stored at T0
+    await svc.dispatch(_reading("CP-2", refs["CP-2"], 5_800.0))
+    for _ in range(3):
+        await safety.tick(svc, SITE)
+        await asyncio.sleep(0.15)
+    assert store.evses[("CP-1", 1)].get("noncompliant_w") == "11000.0"
+    assert "noncompliant_w" not in store.evses[("CP-2", 1)]
