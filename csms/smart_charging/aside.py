@@ -146,10 +146,12 @@ class Aside:
         finally:
             self.out.pop(info.ident, None)  # after the answer's write (`sending.send`), see `mark`
             self.site_of.pop(info.ident, None)
-            if info.ident in self.held:
-                self.held.discard(info.ident)
-                if site_id in svc.held:
-                    svc.enqueue(site_id, Work.ASIDE_DONE, None)
+            # a pass left it alone meanwhile, or it refused (it counts at its maximum now: the site
+            # task's next turn lowers the others, `service._handle`): wake the site
+            wake = info.ident in self.held or site_id in svc._refused
+            self.held.discard(info.ident)
+            if wake and site_id in svc.held:
+                svc.enqueue(site_id, Work.ASIDE_DONE, None)
 
     def _done(self, site_id: str, task: asyncio.Task[None]) -> None:
         tasks = self.tasks.get(site_id)

@@ -109,3 +109,32 @@ async def test_while_a_call_is_out_its_evse_counts_at_least_what_that_profile_al
     assert not svc.aside.out
     info = (await svc.site_evses(SITE))["CP-1/1"]
     assert info.out_series is None and info.applied(now_s)[-1][1] == pytest.approx(12_000.0)
+
+
+async def test_a_refusal_of_a_call_beside_the_task_wakes_the_site_to_lower_the_others() -> None:
+    """CP-1 answers the K17 re-send with NotImplemented: it now counts at its maximum (22 kW on a
+    20 kW site), so the site's task lowers CP-2 with no other event to wake it (fails if the
+    refusal waits for the site's next piece of work)."""
+    from tests.loop.test_service_unit import Stations
+
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    refs = {sid: _session(store, sid, 8_000.0) for sid in ("CP-1", "CP-2")}
+    stations = Stations(clock, 20_000.0)
+    svc = _service(store, stations, clock)
+    svc.held.add(SITE)
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [10.0], "CP-2/1": [10.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    await svc.apply_plan(SITE)
+    stations.answers["CP-1"] = "NotImplemented"
+    clock.t += timedelta(seconds=5)
+    await svc.check_ev_schedule(SITE, _breach(clock, refs["CP-1"], 22_000.0))
+    await svc.aside.settled(SITE)
+    assert store.evses[("CP-1", 1)]["steerable"] == "0"
+    for _ in range(200):
+        if stations.limits_w["CP-2"] < 1.0:
+            break
+        await asyncio.sleep(0.01)
+    assert stations.limits_w["CP-2"] == pytest.approx(0.0)
+    svc.sites[SITE].task.cancel()  # type: ignore[union-attr]
