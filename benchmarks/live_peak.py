@@ -40,13 +40,16 @@ def main() -> None:
                     help="cars without ISO 15118 announce their true energy (not their departure)")
     ap.add_argument("--delay-min", type=int, default=0,
                     help="simulated minutes from a re-plan to its limits at the stations")
+    ap.add_argument("--no-full-replans", action="store_true",
+                    help="a car filling up is seen at the next arrival, departure or step (as the worker)")
     args = ap.parse_args()
     ratios = []
     print(f"stations {args.stations}, tie_break {args.tie_break}, stickiness {args.stickiness}, "
-          f"known needs {args.known_needs}, delay {args.delay_min} min, load {os.getloadavg()[0]:.1f}")
+          f"known needs {args.known_needs}, delay {args.delay_min} min, "
+          f"full re-plans {not args.no_full_replans}, load {os.getloadavg()[0]:.1f}")
     for seed in args.seeds:
         r = run(args.stations, seed, args.tie_break, args.stickiness, known_needs=args.known_needs,
-                delay_min=args.delay_min)
+                delay_min=args.delay_min, full_replans=not args.no_full_replans)
         ratios.append(r.ratio)
         print(f"seed {seed}: cost {r.cost:.2f} EUR, peak {r.peak_kw:.1f} kW, "
               f"min-peak {r.min_peak_kw:.1f} kW ({r.ratio:.3f}x), short {r.short_kwh:.2f} kWh, "

@@ -181,12 +181,16 @@ def _note_estimate(loop: Loop, now: datetime) -> None:
 
 
 def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
-        known_needs: bool = False, window_start_h: int = 23, delay_min: int = 0) -> LoopResult:
+        known_needs: bool = False, window_start_h: int = 23, delay_min: int = 0,
+        full_replans: bool = True) -> LoopResult:
     """One day of the demo's cars (`evfleet demo --stations --seed`) in the ideal loop.
 
     `delay_min`: simulated minutes from a re-plan to its limits at the stations (the loop's real
     latency times the demo's speed: 0.3 s is 3.6 minutes at 720x); until its first plan applies, a car
-    draws the demo's reservation (`components.reserve_kw_per_evse`)."""
+    draws the demo's reservation (`components.reserve_kw_per_evse`).
+
+    `full_replans` False: a car filling up is no re-plan trigger (as in the worker, where a TransactionEvent
+    with SuspendedEV is not one): it is seen at the next arrival, departure or 15-minute step."""
     plan = components.build_plan(DemoConfig(stations=stations, seed=seed, today=date(2026, 3, 2)))
     start, end = plan.start, plan.start + timedelta(hours=24)
     prices = plan.prices.repeated(3).to_json()
@@ -199,7 +203,7 @@ def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
     now = start
     while now < end:
         present = [c for c in loop.cars if c.arrival <= now < c.departure]
-        state = (frozenset(c.car_id for c in present), frozenset(loop.full))
+        state = (frozenset(c.car_id for c in present), frozenset(loop.full) if full_replans else frozenset())
         boundary = (now - start).total_seconds() % STEP_S == 0
         if state != seen or boundary:
             seen = state
