@@ -11,7 +11,6 @@ Consumers (optimizer worker, dashboard, MQTT publisher) read it with consumer gr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -20,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evfleet.isotime import parse_iso
-from evfleet.jsonsafe import load_stored
+from evfleet.jsonsafe import dumps_compact, load_stored
 from evfleet.keys import parse_tx_ref
 
 
@@ -77,7 +76,7 @@ class Event(BaseModel):
             "tx_ref": self.tx_ref,
             "site_id": self.site_id,
             "ts": self.ts.isoformat(),
-            "data": json.dumps(self.data, separators=(",", ":"), default=str),
+            "data": dumps_compact(self.data),
         }
 
     @classmethod
@@ -102,9 +101,18 @@ def event_fields(event_type: EventType, ts: datetime, station_id: str = "", evse
                  ) -> dict[str, str]:
     """Flat stream fields of one event; `ref` is the transaction's `tx_ref` ("" for none), from
     which the event's `transaction_id` is taken."""
-    transaction_id = parse_tx_ref(ref).transaction_id if ref else ""
-    return Event(type=event_type, station_id=station_id, evse_id=evse_id, transaction_id=transaction_id,
-                 tx_ref=ref, site_id=site_id, ts=ts, data=dict(data or {})).to_fields()
+    # what `Event(...).to_fields()` gives, without building and validating the model: every
+    # state change of every station writes one (the ts is the node clock's, the data ours)
+    return {
+        "type": EventType(event_type).value,
+        "station_id": station_id,
+        "evse_id": "" if evse_id is None else str(int(evse_id)),
+        "transaction_id": parse_tx_ref(ref).transaction_id if ref else "",
+        "tx_ref": ref,
+        "site_id": site_id,
+        "ts": ts.isoformat(),
+        "data": dumps_compact(dict(data or {})),
+    }
 
 
 def _data(text: str | None) -> dict[str, Any]:

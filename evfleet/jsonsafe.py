@@ -1,7 +1,7 @@
 """JSON from untrusted or stored text without recursion, NaN or Infinity, pure.
 
 Public names: `MAX_JSON_DEPTH`, `depth_exceeds`, `loads_finite`, `load_stored`, `TOO_DEEP`,
-`has_lone_surrogate`.
+`has_lone_surrogate`, `dumps_compact`.
 
 Python's `json` accepts `NaN`/`Infinity` (not JSON, RFC 8259 §6), turns `1e400` into `inf`, and
 recurses once per nesting level (a deep document raises RecursionError in the parser or later in
@@ -10,6 +10,13 @@ a validator or serializer), and decodes `"\ud800"` into a string that cannot be 
 frames are checked with `depth_exceeds`, `loads_finite` and `has_lone_surrogate` before anything
 else sees them; stored documents are read back with `load_stored`, so a value
 that slipped in earlier can never make an API answer fail.
+
+Both directions go through orjson when it gives what `json` gives (about 5-10x faster on an OCPP
+frame): `loads_finite` parses with orjson first and falls back to `json` for any text orjson
+refuses (NaN, Infinity, overflow, unpaired surrogates, invalid JSON: `json` then names the fault)
+or may read differently (integers beyond 64 bits, which orjson turns into floats: any float of
+2**63 or more is parsed again by `json`);
+`dumps_compact` falls back to `json` for values orjson does not take (non-str keys, huge ints).
 """
 
 from __future__ import annotations
@@ -17,7 +24,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 MAX_JSON_DEPTH = 32  # a whole OCPP frame; OCPP 2.0.1 messages need < 10, DataTransfer data a little more
 TOO_DEEP = {"omitted": f"nested deeper than {MAX_JSON_DEPTH} levels"}
@@ -42,9 +52,35 @@ def depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+_INT64 = 2.0**63
+
+
+def _has_huge_float(value: Any) -> bool:
+    """Whether a parsed document holds a float of 2**63 or more in magnitude (orjson returns an
+    integer literal beyond 64 bits as such a float, `json` as an int); no recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and not -_INT64 < item < _INT64:
+            return True
+    return False
+
+
 def loads_finite(text: str | bytes) -> tuple[Any, bool]:
     """`json.loads`, and whether the text held NaN/Infinity or a number overflowing to infinity
     (each such value is returned as None). Raises ValueError/RecursionError like json.loads."""
+    try:
+        # strict RFC 8259: refuses NaN, Infinity, overflow and unpaired surrogates
+        fast = orjson.loads(text)
+        if not _has_huge_float(fast):
+            return fast, False
+    except orjson.JSONDecodeError:
+        pass  # json below names what is wrong (or accepts what orjson refused)
     bad: list[str] = []
 
     def constant(name: str) -> None:
@@ -58,6 +94,27 @@ def loads_finite(text: str | bytes) -> tuple[Any, bool]:
         return value
 
     return json.loads(text, parse_constant=constant, parse_float=number), bool(bad)
+
+
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def dumps_compact(value: Any, default: Callable[[Any], Any] | None = str) -> str:
+    """`json.dumps(value, separators=(",", ":"), default=default)` through orjson: the same JSON
+    document (non-ASCII characters as UTF-8 instead of \\u escapes, NaN/Infinity as null, a
+    plain Enum member as its value); datetimes and dataclasses go to `default` as with `json`,
+    float subclasses (numpy's float64) are numbers as with `json`."""
+    def fallback(obj: Any) -> Any:
+        if isinstance(obj, float):
+            return float(obj)
+        if default is None:
+            raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+        return default(obj)
+
+    try:
+        return orjson.dumps(value, default=fallback, option=_PASSTHROUGH).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError: a non-str key, an int beyond 64 bits, ...
+        return json.dumps(value, separators=(",", ":"), default=default)
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

@@ -7,7 +7,7 @@ Public names: `MeterSample`, `normalise_meter_value`, `latest_sample`, `to_base_
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from csms.errors import PayloadValueError
@@ -50,9 +50,11 @@ class MeterSample:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the `tx:{ref}:meter` list entry)."""
-        out = asdict(self)
-        if not out["extra"]:
-            del out["extra"]
+        out: dict[str, Any] = {"ts": self.ts, "energy_wh": self.energy_wh, "power_w": self.power_w,
+                               "current_a": self.current_a, "voltage_v": self.voltage_v, "soc": self.soc,
+                               "phases": self.phases}  # dataclasses.asdict, without its deep copies
+        if self.extra:
+            out["extra"] = dict(self.extra)
         return out
 
     def is_empty(self) -> bool:

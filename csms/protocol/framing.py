@@ -30,7 +30,6 @@ Error codes (OCPP-J 2.0.1, Part 4 §4.2.3 table "Valid Error Codes"; 2.0.1 names
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from ocpp.messages import get_validator
 from ocpp.v201.enums import Action
 
 from evfleet.isotime import parse_iso_or_none
-from evfleet.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, has_lone_surrogate, loads_finite
+from evfleet.jsonsafe import MAX_JSON_DEPTH, depth_exceeds, dumps_compact, has_lone_surrogate, loads_finite
 
 OCPP_VERSION = "2.0.1"
 MAX_MESSAGE_ID_CHARS = 36
@@ -318,14 +317,14 @@ def schema_violation(action: str, payload: dict[str, Any], request: bool = True)
 def call_error_json(unique_id: str, code: str, description: str,
                     details: dict[str, Any] | None = None) -> str:
     """Serialised CALLERROR frame."""
-    return json.dumps([4, unique_id, code, description[:255], details or {}], separators=(",", ":"))
+    return dumps_compact([4, unique_id, code, description[:255], details or {}], default=None)
 
 
 def call_result_json(unique_id: str, payload: dict[str, Any]) -> str:
     """Serialised CALLRESULT frame."""
-    return json.dumps([3, unique_id, payload], separators=(",", ":"))
+    return dumps_compact([3, unique_id, payload], default=None)
 
 
 def call_json(unique_id: str, action: str, payload: dict[str, Any]) -> str:
     """Serialised CALL frame."""
-    return json.dumps([2, unique_id, action, payload], separators=(",", ":"))
+    return dumps_compact([2, unique_id, action, payload], default=None)

@@ -75,6 +75,34 @@ def _snake(key: str) -> str:
     return str(camel_to_snake_case({key: None}).popitem()[0])
 
 
+@functools.lru_cache(maxsize=1024)
+def _camel(key: str) -> str:
+    return str(snake_to_camel_case({key: None}).popitem()[0])
+
+
+_FLAT = (str, int, float, bool)
+
+
+def answer_payload(result: Any) -> Any:
+    """`snake_to_camel_case(remove_nones(serialize_as_dict(result)))` (the ocpp library's way to
+    turn a handler's call_result into the answer's payload), without its deep copies when the
+    result holds only flat values (Heartbeat's currentTime, the empty MeterValues answer): its
+    fields that are not None, camelCase keys."""
+    fields = getattr(result, "__dataclass_fields__", None)
+    if fields is not None:
+        flat: dict[str, Any] = {}
+        for name in fields:
+            value = getattr(result, name)
+            if value is None:
+                continue
+            if not isinstance(value, _FLAT):
+                break
+            flat[_camel(name)] = value
+        else:
+            return flat
+    return snake_to_camel_case(remove_nones(serialize_as_dict(result)))
+
+
 def top_level_snake_case(payload: dict[str, Any]) -> dict[str, Any]:
     """Handler kwargs: top-level keys in snake_case (like the ocpp library), nested values unchanged
     (handlers read nested structures from `self.payload`, camelCase as received)."""
@@ -263,7 +291,7 @@ class StationConnection(BlockBase, BaseChargePoint):
             result = handlers["_on_action"](**top_level_snake_case(frame.payload))
             if asyncio.iscoroutine(result):
                 result = await result
-            response = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
+            response = answer_payload(result)
         except TypeError as err:
             if violation is None:
                 raise

@@ -37,6 +37,7 @@ from csms.core.transactions import (
 from csms.store.quota import EventQuota
 from evfleet.clock import Clock
 from evfleet.events import EventType, event_fields
+from evfleet.jsonsafe import dumps_compact
 from evfleet.keys import Keys, parse_tx_ref, tx_ref
 from evfleet.store.client import as_str, as_str_dict, hmap
 
@@ -114,9 +115,27 @@ end
 return 1
 """
 
+# KEYS: evse hash, station hash, stream[, tx hash, tx meter list of the expected ref]
+# ARGV: expected tx_ref ('' for none), now, maxlen, voltage ('' for none), sample JSON, number of
+#       tx hash field/value pairs N, N pairs, the event's flat field/value pairs
+# returns: {1, ref} when written, {0, ref} (nothing written) when the EVSE's tx_ref is not the expected
+_METER_VALUES = """
+local ref = redis.call('HGET', KEYS[1], 'tx_ref') or ''
+if ref ~= ARGV[1] then return {0, ref} end
+local n = tonumber(ARGV[6])
+if ref ~= '' then
+  redis.call('RPUSH', KEYS[5], ARGV[5])
+  if n > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 7, 6 + 2 * n)) end
+end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'voltage_v', ARGV[4]) end
+redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 7 + 2 * n))
+return {1, ref}
+"""
+
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return dumps_compact(value)
 
 
 class StateStore:
@@ -132,6 +151,11 @@ class StateStore:
         self._mark_offline = redis.register_script(_MARK_OFFLINE)
         self._read_tx = redis.register_script(_READ_TX)
         self._write_tx = redis.register_script(_WRITE_TX)
+        self._meter_values = redis.register_script(_METER_VALUES)
+        # (station, EVSE) -> the tx_ref this node last saw active there: only the guess
+        # `meter_values` passes to its script, which checks it against the EVSE hash (a wrong
+        # guess costs a second round trip, never a write to the wrong transaction)
+        self._evse_ref: dict[str, dict[int, str]] = {}
 
     def _xadd(self, pipe: Pipeline | Redis, station_id: str, fields: dict[str, str]) -> None:
         pipe.xadd(self.keys.station_events(station_id), fields,  # type: ignore[arg-type]
@@ -176,6 +200,7 @@ class StateStore:
         now = self.clock.now().isoformat()
         done = await self._mark_offline(keys=[self.keys.station(station_id)],
                                         args=[self.node_id, conn_id, now])
+        self._evse_ref.pop(station_id, None)
         if done:
             pipe = self.redis.pipeline(transaction=True)
             self._event(pipe, EventType.STATION_DISCONNECTED, station_id, site_id,
@@ -277,6 +302,8 @@ class StateStore:
                       k.station_events(station_id), superseded_key, gen_key],
                 args=[str(stored), member, _dumps(spec), txid, str(latest)])
             if done:
+                if evse_id is not None and (decision.ended_now or decision.first_seen):
+                    self._evse_ref.setdefault(station_id, {})[evse_id] = "" if decision.ended_now else ref
                 return decision
         raise RuntimeError(f"transaction {txid} of {station_id}: too many concurrent writers")
 
@@ -343,23 +370,41 @@ class StateStore:
 
     # --- J: meter values ------------------------------------------------------------
     async def meter_values(self, station_id: str, site_id: str, evse_id: int, sample: MeterSample) -> str:
-        """Store MeterValues: appended to the EVSE's active transaction if any. Returns its tx_ref."""
+        """Store MeterValues: appended to the EVSE's active transaction if any. Returns its tx_ref.
+
+        One script (one round trip) reads the EVSE's transaction and writes, given the tx_ref this
+        node last saw there; when that guess is stale the script writes nothing and returns the
+        EVSE's tx_ref, and the write is repeated with it."""
+        if not evse_id:
+            return await self._meter_values_without_evse(station_id, site_id, sample)
         k = self.keys
-        txid = await self.evse_transaction(station_id, evse_id) if evse_id else ""
+        sample_json = _dumps(sample.to_dict())
+        vals = [item for n in ("energy_wh", "power_w", "current_a", "soc") if getattr(sample, n) is not None
+                for item in (n, repr(float(getattr(sample, n))))]
+        voltage = repr(float(sample.voltage_v)) if sample.voltage_v is not None else ""
+        hint = self._evse_ref.setdefault(station_id, {})
+        ref = hint.get(evse_id, "")
+        for _ in range(100):
+            keys = [k.station_evse(station_id, evse_id), k.station(station_id), k.station_events(station_id)]
+            if ref:
+                keys += [k.transaction(ref), k.transaction_meter(ref)]
+            event = event_fields(EventType.METER_VALUES, self.clock.now(), station_id, evse_id, ref, site_id,
+                                 sample.to_dict())
+            done, actual = await self._meter_values(keys=keys, args=[
+                ref, self.clock.now().isoformat(), str(STREAM_MAXLEN), voltage, sample_json,
+                str(len(vals) // 2), *vals, *(item for pair in event.items() for item in pair)])
+            ref = hint[evse_id] = as_str(actual)
+            if done:
+                return ref
+        raise RuntimeError(f"EVSE {evse_id} of {station_id}: its transaction keeps changing")
+
+    async def _meter_values_without_evse(self, station_id: str, site_id: str, sample: MeterSample) -> str:
+        """MeterValues of the whole station (evseId 0): `last_seen` and the event."""
         pipe = self.redis.pipeline(transaction=True)
-        if txid:
-            pipe.rpush(k.transaction_meter(txid), _dumps(sample.to_dict()))
-            vals = {n: repr(float(getattr(sample, n))) for n in ("energy_wh", "power_w", "current_a", "soc")
-                    if getattr(sample, n) is not None}
-            if vals:
-                pipe.hset(k.transaction(txid), mapping=hmap(vals))
-        if evse_id and sample.voltage_v is not None:
-            pipe.hset(k.station_evse(station_id, evse_id), "voltage_v", repr(float(sample.voltage_v)))
-        pipe.hset(k.station(station_id), "last_seen", self.clock.now().isoformat())
-        self._event(pipe, EventType.METER_VALUES, station_id, site_id, evse_id or None, txid,
-                    sample.to_dict())
+        pipe.hset(self.keys.station(station_id), "last_seen", self.clock.now().isoformat())
+        self._event(pipe, EventType.METER_VALUES, station_id, site_id, None, "", sample.to_dict())
         await pipe.execute()
-        return txid
+        return ""
 
     # --- K: ISO 15118 needs and schedules -------------------------------------------
     async def session_needs(self, station_id: str, evse_id: int, ref: str) -> tuple[dict[str, Any] | None,

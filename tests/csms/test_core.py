@@ -253,3 +253,27 @@ def test_charging_needs_record_ac_and_dc() -> None:
             "evMaxCurrent": 200, "evMaxVoltage": 800, "evMaxPower": 150000, "energyAmount": 40000,
             "stateOfCharge": 30}}}, "tx1", "now")
     assert dc["ev_max_power_w"] == 150000 and dc["ev_min_current_a"] is None and dc["state_of_charge"] == 30
+
+
+def test_answer_payload_is_the_ocpp_library_serialisation() -> None:
+    """`answer_payload` skips the library's deep copies for flat results; it must give the same
+    payload as the library for every call_result, flat or nested."""
+    from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
+    from ocpp.v201 import call_result
+    from ocpp.v201.datatypes import IdTokenInfoType, StatusInfoType
+
+    from csms.protocol.station import answer_payload
+
+    results = [
+        call_result.Heartbeat(current_time="2026-12-06T23:00:00Z"),
+        call_result.MeterValues(),
+        call_result.TransactionEvent(),
+        call_result.TransactionEvent(id_token_info={"status": "Accepted"}),
+        call_result.TransactionEvent(total_cost=1.5, charging_priority=2,
+                                     id_token_info=IdTokenInfoType(status="Blocked")),
+        call_result.BootNotification(current_time="2026-12-06T23:00:00Z", interval=300, status="Accepted",
+                                     status_info=StatusInfoType(reason_code="x")),
+        call_result.NotifyEVChargingNeeds(status="Accepted"),
+    ]
+    for result in results:
+        assert answer_payload(result) == snake_to_camel_case(remove_nones(serialize_as_dict(result))), result

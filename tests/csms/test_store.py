@@ -44,3 +44,45 @@ async def test_concurrent_events_and_replays_are_applied_exactly_once(redis: Red
     types = [f["type"] for _, f in entries]
     assert types.count("tx.started") == 1 and types.count("tx.ended") == 1
     assert await redis.hget("evfleet:station:CP-1:evse:1", "transaction_id") in (None, "")  # none active
+
+
+async def test_meter_values_follow_the_evse_transaction_another_node_changed(redis: Redis,
+                                                                             keys: Keys) -> None:
+    """A node guesses the EVSE's transaction from what it last saw (one round trip); when another
+    node has ended it and started another meanwhile, the reading still goes to the EVSE's
+    transaction of now, never to the ended one, and `last_seen` and the event say so."""
+    here = StateStore(redis, keys, RealClock(), "node-a")
+    there = StateStore(redis, keys, RealClock(), "node-b")
+
+    def event(txid: str, kind: TxState, seq: int) -> TxEvent:
+        return TxEvent(transaction_id=txid, event_type=kind, seq_no=seq,
+                       timestamp=T0 + timedelta(seconds=seq), evse_id=1, connector_id=1)
+
+    await here.transaction_event("CP-1", "site", event("A", TxState.STARTED, 0), {})
+    assert await here.meter_values("CP-1", "site", 1, MeterSample(ts="t1", energy_wh=100.0)) == "CP-1:A"
+    await there.transaction_event("CP-1", "site", event("A", TxState.ENDED, 1), {})
+    await there.transaction_event("CP-1", "site", event("B", TxState.STARTED, 0), {})
+    ref = await here.meter_values("CP-1", "site", 1, MeterSample(ts="t2", energy_wh=200.0, voltage_v=231.0))
+    assert ref == "CP-1:B"
+    assert [json.loads(x)["ts"] for x in await redis.lrange("evfleet:tx:CP-1:A:meter", 0, -1)] == ["t1"]
+    assert [json.loads(x)["ts"] for x in await redis.lrange("evfleet:tx:CP-1:B:meter", 0, -1)] == ["t2"]
+    assert await redis.hget("evfleet:tx:CP-1:B", "energy_wh") == "200.0"
+    assert await redis.hget("evfleet:station:CP-1:evse:1", "voltage_v") == "231.0"
+    entries: Any = await redis.xrange("evfleet:events")
+    meter = [f for _, f in entries if f["type"] == "meter.values"]
+    assert [(f["tx_ref"], json.loads(f["data"])["energy_wh"]) for f in meter] == [("CP-1:A", 100.0),
+                                                                                   ("CP-1:B", 200.0)]
+    await there.transaction_event("CP-1", "site", event("B", TxState.ENDED, 1), {})
+    assert await here.meter_values("CP-1", "site", 1, MeterSample(ts="t3", energy_wh=300.0)) == ""
+    assert await redis.llen("evfleet:tx:CP-1:B:meter") == 1
+
+
+def test_meter_sample_dict_is_the_dataclass_dict() -> None:
+    """`MeterSample.to_dict` is written by hand (speed): it must keep every field asdict gives."""
+    from dataclasses import asdict
+
+    full = MeterSample(ts="t", energy_wh=1.0, power_w=2.0, current_a=3.0, voltage_v=4.0, soc=5.0, phases=3,
+                       extra={"Frequency": 50.0})
+    assert full.to_dict() == asdict(full)
+    bare = MeterSample(ts="t")
+    assert bare.to_dict() == {k: v for k, v in asdict(bare).items() if k != "extra"}
