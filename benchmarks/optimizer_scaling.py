@@ -196,9 +196,9 @@ def replan(n: int, runs: int) -> dict[str, float]:
     from datetime import UTC, datetime, timedelta
 
     from optimizer.min_power import enforce_min_power, ev_min_kw
+    from optimizer.publish import plan_documents
     from optimizer.reference import with_references
     from optimizer.snapshot import EvseState, SessionState, SiteState, SnapshotConfig, build_instance
-    from optimizer.worker import plan_documents
 
     now = datetime(2026, 1, 5, 18, 7, tzinfo=UTC)
     evses = [EvseState(f"cs{i:05d}", 1, max_power_w=11_000, rate_unit="A") for i in range(n)]
@@ -249,7 +249,7 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
 
     from csms.store.embedded import EmbeddedRedis
     from evfleet.clock import RealClock
-    from evfleet.keys import Keys
+    from evfleet.keys import Keys, tx_ref
     from evfleet.store.client import connect_redis
     from optimizer.worker import OptimizerWorker, WorkerConfig
 
@@ -257,11 +257,12 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
 
     def add_session(pipe: Any, i: int, now: datetime) -> None:
         """Station CS{i} with a running session and its charging needs."""
-        sid, tx = f"CS{i:05d}", f"tx{i:05d}"
+        sid, tx = f"CS{i:05d}", tx_ref(f"CS{i:05d}", f"tx{i:05d}")  # a ref names its station
         pipe.sadd(keys.stations(), sid)
+        pipe.sadd(keys.site_stations("depot"), sid)
         pipe.hset(keys.station(sid), mapping={"site_id": "depot", "online": "1"})
         pipe.hset(keys.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
-        pipe.sadd(keys.transactions_active(), tx)
+        pipe.sadd(keys.active_for(sid), tx)
         pipe.hset(keys.transaction(tx), mapping={
             "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
             "started_at": (now - timedelta(minutes=i % 90)).isoformat(), "energy_wh": str(500 * (i % 9))})

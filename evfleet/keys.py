@@ -51,6 +51,11 @@ def parse_tx_ref(ref: str) -> TxRef:
     return TxRef(parts[0], unquote(parts[1]), int(parts[2]) if len(parts) == 3 else 1)
 
 
+def ref_station(ref: str) -> str:
+    """The station id of a transaction ref built by `tx_ref` (its part before the first ``:``)."""
+    return ref.split(":", 1)[0]
+
+
 def shard_of(entity: str, shards: int) -> int:
     """The shard (0..shards-1) of `entity` (``st:{station_id}`` or ``site:{site_id}``): CRC-32,
     stable across processes and versions (changing it moves every key: a migration)."""
@@ -83,7 +88,7 @@ class Keys:
         return f"{self.prefix}:{{s{shard_of('st:' + station_id, self.shards)}}}"
 
     def _tx(self, ref: str) -> str:
-        return self._st(ref.split(":", 1)[0]) if self.shards else self.prefix
+        return self._st(ref_station(ref)) if self.shards else self.prefix
 
     def _site(self, site_id: str) -> str:
         if not self.shards:

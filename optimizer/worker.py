@@ -33,28 +33,24 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from evfleet.clock import Clock, ClockSpec, RealClock, ScaledClock, describe, read_shared_clock
-from evfleet.events import Event, EventType, event_fields
+from evfleet.events import Event, EventType
 from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from evfleet.logs import log_context
-from evfleet.records import EvsePlan, SitePlan
-from evfleet.store.multi import SlotMulti
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
-from evfleet.store.stream import POLL_S
-from evfleet.tasks import raise_if_cancelling, stop_tasks
-from optimizer import peers, plan_json
+from evfleet.tasks import stop_tasks
+from optimizer import consumer, peers, plan_json
+from optimizer.consumer import GROUP
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
+from optimizer.publish import plan_documents, planned_kw_at, write_plan
 from optimizer.reference import with_references
-from optimizer.site_reader import read_site
+from optimizer.site_reader import ReadMemo, read_site
 from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance
 from optimizer.standing import kept_documents, plan_inputs, standing_plan_holds
 
@@ -63,8 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GROUP = "optimizer"
-STREAM_MAXLEN = 100_000
 HISTORY_LEN = 60
 
 TRIGGERS = {
@@ -84,21 +78,11 @@ def _unchanged_needs(event: Event) -> bool:
     return event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") in ("Rejected", "Repeated")
 
 
-READ_COUNT = 500
-"""Entries one XREADGROUP returns at most."""
-DRAIN_READS = 20
-"""Reads in a row without blocking while they come back full (`_read_events`)."""
 SNAPSHOT_SKEW_MS = 1000
 """With one event stream per shard (Redis Cluster layout): margin for clock skew between the servers
 that stamp stream ids and the one that answered TIME before a snapshot; an event stamped less than
 this before the snapshot's read started still re-plans its site (a re-plan too many, never one too
 few). With one stream (one server) ids and TIME come from one clock: no margin."""
-
-
-def entry_ms(entry_id: Any) -> int | None:
-    """The millisecond part of a stream entry id ("1700000000000-0"); None if it has none."""
-    head = str(entry_id).split("-", 1)[0]
-    return int(head) if head.isdigit() else None
 
 
 _RELEASE = """
@@ -137,62 +121,6 @@ class WorkerConfig:
                                   "cost", "profit", "service_time") else "cost")
 
 
-# --- pure helpers ---------------------------------------------------------------------------
-
-def plan_status(snap: Snapshot, limit_kw: float, status: str, message: str) -> tuple[str, str]:
-    """The plan's (status, message): `over_limit` with the figures when the fixed load alone
-    (refusing, offline, non-compliant stations, idle reservations) exceeds the site limit."""
-    if snap.fixed_load_kw > limit_kw + 1e-3:
-        note = (f"fixed load {snap.fixed_load_kw:.1f} kW (stations that cannot be steered, offline "
-                f"or non-compliant, and idle reservations) exceeds the site limit {limit_kw:.1f} kW; "
-                f"steerable sessions get 0")
-        return "over_limit", f"{note}; {message}" if message else note
-    return status, message
-
-
-def plan_documents(site_id: str, snap: Snapshot, schedule: Schedule, *, plan_id: str, limit_kw: float,
-                   computed_at: datetime, solve_s: float, strategy: str) -> tuple[dict[str, Any],
-                                                                                   dict[str, dict[str, Any]]]:
-    """(site plan, {`sid/eid`: per-EVSE schedule}) documents of docs/redis-schema.md."""
-    inst = snap.instance
-    step_s = int(round(inst.step_minutes * 60))
-    status, message = plan_status(snap, limit_kw, schedule.status.value, schedule.message)
-    evses: dict[str, list[float]] = {}
-    per_evse: dict[str, dict[str, Any]] = {}
-    zeros = [0.0] * inst.steps
-    power = np.array([schedule.ev_power_kw.get(ev_id, zeros) for ev_id in snap.ev_evse], dtype=float)
-    # rounded DOWN to 1 W: a plan document never gives an EVSE more than the solve did (site limit)
-    power = np.floor(np.maximum(power.reshape(len(snap.ev_evse), inst.steps), 0.0) * 1000.0 + 1e-6) / 1000.0
-    for (ev_id, key), row in zip(snap.ev_evse.items(), power.tolist(), strict=True):
-        limits = row
-        evses[key] = limits
-        per_evse[key] = EvsePlan(
-            plan_id=plan_id, site_id=site_id, tx_ref=ev_id, start=inst.start, step_s=step_s,
-            limits_kw=limits, strategy=strategy, status=status, computed_at=computed_at,
-            note=snap.notes.get(ev_id, ""), unmet_kwh=round(schedule.ev_unmet_kwh.get(ev_id, 0.0), 3),
-        ).encode()
-    planned = np.round(snap.fixed_load_kw + power.sum(axis=0), 3).tolist()
-    plan = SitePlan(
-        plan_id=plan_id, site_id=site_id, start=inst.start, step_s=step_s, planned_kw=planned,
-        limit_kw=limit_kw, fixed_load_kw=round(snap.fixed_load_kw, 3), strategy=strategy,
-        status=status, message=message, objective=schedule.objective_value,
-        computed_at=computed_at, solve_s=round(solve_s, 4), evses=evses,
-        transactions={key: ev_id for ev_id, key in snap.ev_evse.items()}, prices=snap.prices,
-        notes={key: [doc["note"], doc["unmet_kwh"]] for key, doc in per_evse.items()},
-    ).encode()
-    return plan, per_evse
-
-
-def planned_kw_at(plan: Mapping[str, Any], key: str, at: datetime) -> float | None:
-    """The plan's limit for EVSE `key` at `at` (None if the EVSE is not in the plan)."""
-    limits = plan.get("evses", {}).get(key)
-    if not limits:
-        return None
-    start = parse_iso(plan["start"])
-    i = int((at - start).total_seconds() // plan["step_s"])
-    return float(limits[min(max(i, 0), len(limits) - 1)])
-
-
 # --- the worker -----------------------------------------------------------------------------
 
 @dataclass
@@ -219,6 +147,7 @@ class OptimizerWorker:
         self.sites: dict[str, _SiteState] = {}
         self._station_site: dict[str, str] = {}
         self._release = redis.register_script(_RELEASE)
+        self._read_memo = ReadMemo()
         self.solves = 0
         self.fallbacks = 0
         self.stale_skipped = 0
@@ -244,28 +173,11 @@ class OptimizerWorker:
 
     async def ensure_group(self) -> None:
         """Create the consumer group (from the stream's end) if it does not exist."""
-        for stream in self.keys.event_streams():  # one per shard in the Redis Cluster layout
-            try:
-                await self.redis.xgroup_create(stream, GROUP, id="$", mkstream=True)
-            except Exception as err:  # BUSYGROUP: another worker created it
-                if "BUSYGROUP" not in str(err):
-                    raise
+        await consumer.ensure_group(self.redis, self.keys)
 
     async def ack_stale(self, min_idle_ms: int = 60_000) -> int:
         """Acknowledge entries a dead worker left pending (start-up re-plans every site anyway)."""
-        acked = 0
-        for stream in self.keys.event_streams():
-            start = "0-0"
-            while True:
-                resp: Any = await self.redis.xautoclaim(stream, GROUP, self.cfg.consumer,
-                                                        min_idle_time=min_idle_ms, start_id=start, count=1000)
-                start, ids = str(resp[0]), [entry_id for entry_id, _ in resp[1]]
-                if ids:
-                    await self.redis.xack(stream, GROUP, *ids)
-                    acked += len(ids)
-                if start in ("0-0", "0"):
-                    break
-        return acked
+        return await consumer.ack_stale(self.redis, self.keys, self.cfg.consumer, min_idle_ms)
 
     async def known_sites(self) -> list[str]:
         """Sites to plan: the site set plus the default site, filtered by `cfg.sites`."""
@@ -372,7 +284,7 @@ class OptimizerWorker:
         self.sites.setdefault(site_id, _SiteState()).snapshot_ms = int(secs) * 1000 + int(micros) // 1000
         now = self.clock.now()
         state = await read_site(self.redis, self.keys, site_id, now, self.cfg.default_limit_kw,
-                                self.cfg.default_site)
+                                self.cfg.default_site, memo=self._read_memo)
         previous_raw = await self.redis.get(self.keys.site_plan(site_id))
         previous = plan_json.loads(previous_raw) if previous_raw else {}
         snap = build_instance(state, now, self.cfg.snapshot_config())
@@ -393,7 +305,7 @@ class OptimizerWorker:
             plan["inputs"] = plan_inputs(snap, min_kw, state.limit_kw, now)
             if not state.prices:  # no tariff on the site: the csms sends limits only (no salesTariff)
                 plan["prices"] = None
-        await self._write_plan(site_id, plan_id, plan, per_evse, previous)
+        await write_plan(self.redis, self.keys, self.clock.now(), site_id, plan_id, plan, per_evse, previous)
         self.solves += 1
         if plan.get("kept"):
             log.info("site %s: plan %s keeps the standing plan (nothing material changed)", site_id, plan_id)
@@ -404,40 +316,6 @@ class OptimizerWorker:
             log.info("site %s: plan %s %s in %.3fs for %d EVs", site_id, plan_id, plan["status"],
                      plan["solve_s"], len(per_evse))
         return plan
-
-    async def _write_plan(self, site_id: str, plan_id: str, plan: dict[str, Any],
-                          per_evse: dict[str, dict[str, Any]], previous: Mapping[str, Any]) -> None:
-        """One MULTI: DEL the schedules of EVSEs the plan no longer has, MSET the new ones, SET the site
-        plan, XADD `schedule.planned`. Four commands whatever the fleet size (redis-py spends ~0.1 ms
-        of Python per command and reply: a SET per EVSE was most of a 1,000-session re-plan's writes).
-
-        On a Redis Cluster (`evfleet.store.multi.SlotMulti`): one DEL + MSET MULTI per slot of the EVSE
-        schedules first, then the site plan and its event in the site's slot, so a worker that reads
-        `schedule.planned` finds every schedule of that plan."""
-        stale = [self._schedule_key(key) for key in previous.get("evses", {}) if key not in per_evse]
-        docs = {self._schedule_key(key): plan_json.dumps(doc) for key, doc in per_evse.items()}
-        multi = SlotMulti(self.redis)
-        for pipe, names in multi.grouped(stale):
-            pipe.delete(*names)
-        for pipe, names in multi.grouped(list(docs)):
-            if multi.cluster:  # redis-py refuses MSET in a cluster pipeline, even within one slot
-                for name in names:
-                    pipe.set(name, docs[name])
-            else:
-                pipe.mset({name: docs[name] for name in names})
-        multi.then()
-        site = multi.on(self.keys.site_plan(site_id))
-        site.set(self.keys.site_plan(site_id), plan_json.dumps(plan))
-        site.xadd(self.keys.site_events(site_id), event_fields(
-            EventType.SCHEDULE_PLANNED, self.clock.now(), site_id=site_id,
-            data={"plan_id": plan_id, "status": plan["status"], "strategy": plan["strategy"],
-                  "solve_s": plan["solve_s"], "evses": len(per_evse), "objective": plan["objective"],
-                  "message": plan["message"]}), maxlen=STREAM_MAXLEN, approximate=True)
-        await multi.execute()
-
-    def _schedule_key(self, key: str) -> str:
-        sid, eid = key.rsplit("/", 1)
-        return self.keys.planned_schedule(sid, int(eid))
 
     async def _solve(self, snap: Snapshot) -> Schedule:
         from optimizer.solve import fallback_schedule, solve
@@ -482,51 +360,14 @@ class OptimizerWorker:
                     self.mark_dirty(site, f"worker {dead} died")
 
     async def _read_events(self, block: bool = True) -> None:
-        """Handle the new entries: one read (blocking if `block`), then more without blocking while
-        reads come back full, up to `DRAIN_READS` reads (a worker behind catches up on the stream
-        before its next solve instead of reading `READ_COUNT` entries per solve)."""
-        for _ in range(DRAIN_READS):
-            if await self._read_once(block) < READ_COUNT:
-                return
-            block = False
+        """Handle the new entries (`optimizer.consumer.read_events`: drains a backlog)."""
+        await consumer.read_events(self.redis, self.keys, self.cfg.consumer, self.cfg.block_ms, self.handle,
+                                   block)
 
     async def _read_once(self, block: bool) -> int:
         """One XREADGROUP's entries handled and acknowledged; returns the most entries of one stream."""
-        resp = await self._xreadgroup(block)
-        raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
-        most = 0
-        for stream, entries in resp or []:
-            most = max(most, len(entries))
-            ids = []
-            for entry_id, fields in entries:
-                ids.append(entry_id)
-                try:
-                    event = Event.from_fields(fields)
-                except (ValueError, KeyError) as err:
-                    log.warning("skipping malformed event %s: %s", entry_id, err)
-                    continue
-                await self.handle(event, entry_ms(entry_id))
-            if ids:
-                await self.redis.xack(str(stream), GROUP, *ids)
-        return most
-
-    async def _xreadgroup(self, block: bool = True) -> Any:
-        """New entries for this consumer: one XREADGROUP on one stream (blocking up to `block_ms`
-        if `block`); with one stream per shard (Redis Cluster layout) one XREADGROUP per shard in
-        a pipeline, polled until `block_ms` (a blocking read can wait on one slot only)."""
-        streams = self.keys.event_streams()
-        if len(streams) == 1:
-            return await self.redis.xreadgroup(GROUP, self.cfg.consumer, {streams[0]: ">"},
-                                               count=READ_COUNT, block=self.cfg.block_ms if block else None)
-        deadline = time.monotonic() + (self.cfg.block_ms / 1000 if block else 0.0)
-        while True:
-            pipe = self.redis.pipeline(transaction=False)
-            for stream in streams:
-                pipe.xreadgroup(GROUP, self.cfg.consumer, {stream: ">"}, count=READ_COUNT)
-            replies = await pipe.execute()
-            if any(replies) or time.monotonic() >= deadline:
-                return [item for reply in replies for item in reply or []]
-            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        return await consumer.read_once(self.redis, self.keys, self.cfg.consumer, self.cfg.block_ms,
+                                        self.handle, block)
 
     def _due(self) -> list[str]:
         """Sites to solve now (quiet for `debounce_s` or dirty for `max_delay_s`), the longest
@@ -549,9 +390,11 @@ class OptimizerWorker:
 
     async def _solve_due(self, limit: int | None = None) -> None:
         """Solve the due sites (`_due`), at most `limit` of them."""
-        for site_id in self._due()[:limit]:
+        due = self._due()
+        for site_id in due[:limit]:
             st = self.sites[site_id]
             loop_now = asyncio.get_running_loop().time()
+            waited_s = loop_now - (st.first_dirty if st.first_dirty is not None else loop_now)
             reasons = sorted(st.reasons)
             st.first_dirty = st.last_dirty = None
             st.reasons = set()
@@ -562,4 +405,5 @@ class OptimizerWorker:
                 continue
             st.plan = plan
             st.last_solve = asyncio.get_running_loop().time()
-            log.debug("site %s solved for %s", site_id, ",".join(reasons))
+            log.debug("site %s solved for %s after waiting %.1f s (%d sites were due)", site_id,
+                      ",".join(reasons), waited_s, len(due))

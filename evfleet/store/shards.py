@@ -5,9 +5,10 @@ so each is the one command it always was.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from evfleet.keys import Keys
+from evfleet.keys import Keys, ref_station
 
 
 def _str(value: Any) -> str:
@@ -22,9 +23,27 @@ async def active_refs(redis: Any, keys: Keys) -> list[str]:
     return [_str(m) for members in await pipe.execute() for m in members]
 
 
+async def active_refs_of(redis: Any, keys: Keys, station_ids: Iterable[str]) -> list[str]:
+    """Refs of the transactions not yet Ended of `station_ids` only: the `tx:active` sets of their
+    shards, filtered by the station a ref names (`evfleet.keys.ref_station`). A site's read needs
+    its own sessions, not the fleet's (whose hashes a reader would fetch and drop)."""
+    members = set(station_ids)
+    if not members:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for key in sorted({keys.active_for(sid) for sid in members}):
+        pipe.smembers(key)
+    out: list[str] = []
+    for refs in await pipe.execute():
+        texts = refs if all(isinstance(ref, str) for ref in refs) else [_str(ref) for ref in refs]
+        # `ref_station` inlined: one call per active transaction of the fleet was most of this read
+        out += [ref for ref in texts if ref.partition(":")[0] in members]
+    return out
+
+
 async def is_active(redis: Any, keys: Keys, ref: str) -> bool:
     """Whether the transaction `ref` is in its shard's `tx:active`."""
-    return bool(await redis.sismember(keys.active_for(ref.split(":", 1)[0]), ref))
+    return bool(await redis.sismember(keys.active_for(ref_station(ref)), ref))
 
 
 async def refs_by_start(redis: Any, keys: Keys, low: float | str = "-inf", high: float | str = "+inf",

@@ -87,7 +87,7 @@ def test_offline_is_not_zero_and_idle_evses_count_their_reservation() -> None:
 
 
 def test_fixed_load_above_the_limit_is_reported() -> None:
-    from optimizer.worker import plan_status
+    from optimizer.publish import plan_status
 
     snap = build_instance(SiteState("s", 10, [EvseState("x", 1, max_power_w=22_000, steerable=False)],
                                     [SessionState("t", "x", 1, NOW)]), NOW, SnapshotConfig())

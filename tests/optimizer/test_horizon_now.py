@@ -1,7 +1,7 @@
 """The rolling horizon starts at now: a plan made at any minute of a step delivers what it reports.
 
 Pure path of the worker: site state -> instance (optimizer.snapshot) -> solve -> plan document
-(optimizer.worker.plan_documents) -> TxProfile (evfleet.txprofile.build_tx_profile, as the csms
+(optimizer.publish.plan_documents) -> TxProfile (evfleet.txprofile.build_tx_profile, as the csms
 builds it at `now`). The energy the profile lets the EV draw between now and its departure is
 compared with the energy the plan says it delivers.
 """
@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from evfleet.txprofile import EvLimits, EvseElectrical, build_tx_profile, profile_series_w, value_at
+from optimizer.publish import plan_documents
 from optimizer.snapshot import EvseState, SessionState, SiteState, SnapshotConfig, build_instance
 from optimizer.solve import solve
-from optimizer.worker import plan_documents
 
 GRID = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 EVSE = EvseElectrical(rate_unit="W", phases=3, max_power_w=11_000)

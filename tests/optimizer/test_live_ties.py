@@ -17,10 +17,10 @@ import pytest
 
 from optimizer.min_peak import Session, min_peak
 from optimizer.min_power import enforce_min_power, ev_min_kw
+from optimizer.publish import plan_documents
 from optimizer.reference import with_references
 from optimizer.snapshot import EvseState, SessionState, SiteState, SnapshotConfig, build_instance
 from optimizer.solve import solve
-from optimizer.worker import plan_documents
 from tests.optimizer.conftest import charger, ev, make_instance
 
 NOW = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)

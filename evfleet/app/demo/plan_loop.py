@@ -2,7 +2,7 @@
 
 Minute by minute over the day: site state -> `optimizer.snapshot.build_instance` -> standing plan kept
 (`optimizer.standing`) or re-solved with the previous plan as reference (`optimizer.reference`,
-`optimizer.solve`, `optimizer.min_power`) -> plan document (`optimizer.worker.plan_documents`). A re-plan
+`optimizer.solve`, `optimizer.min_power`) -> plan document (`optimizer.publish.plan_documents`). A re-plan
 follows every arrival, departure and car filling up, and every new 15-minute step (the worker's
 rolling horizon). Each car draws its plan's limit at once (no profile round trip; with `delay_min` the
 plans reach the stations that much later, and a car no applied plan covers draws the demo's reservation),
@@ -29,11 +29,11 @@ from evfleet.app.demo.replay import CarSpec
 from evfleet.isotime import parse_iso
 from optimizer.min_peak import Session, min_peak
 from optimizer.min_power import enforce_min_power, ev_min_kw
+from optimizer.publish import plan_documents, planned_kw_at
 from optimizer.reference import with_references
 from optimizer.snapshot import EvseState, SessionState, SiteState, SnapshotConfig, build_instance
 from optimizer.solve import solve
 from optimizer.standing import kept_documents, plan_inputs, standing_plan_holds
-from optimizer.worker import plan_documents, planned_kw_at
 
 STEP_S = 900
 ISO_MIN_KW = 6 * 230 * 3 / 1000.0  # 6 A on three phases
