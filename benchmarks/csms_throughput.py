@@ -219,6 +219,7 @@ def _provision(redis_url: str, n: int, iterations: int) -> None:
         pipe.sadd(keys.stations(), sid)
         pipe.hset(keys.station_credentials(sid), mapping=cred)  # same salt for all: bench shortcut
         pipe.hset(keys.station(sid), mapping={"site_id": "bench", "compat": "0", "online": "0"})
+        pipe.sadd(keys.site_stations("bench"), sid)  # the site index, as provisioning writes it
     pipe.execute()
     r.close()
 

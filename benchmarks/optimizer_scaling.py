@@ -261,6 +261,7 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
         pipe.sadd(keys.stations(), sid)
         pipe.sadd(keys.site_stations("depot"), sid)
         pipe.hset(keys.station(sid), mapping={"site_id": "depot", "online": "1"})
+        pipe.sadd(keys.site_stations("depot"), sid)  # the site index, as provisioning writes it
         pipe.hset(keys.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
         pipe.sadd(keys.active_for(sid), tx)
         pipe.hset(keys.transaction(tx), mapping={

@@ -36,6 +36,7 @@ def populate(url: str, n: int) -> None:
     for i in range(n):
         sid, ref = f"CP{i:05d}", f"CP{i:05d}:tx-{i}"
         pipe.sadd(k.stations(), sid)
+        pipe.sadd(k.site_stations(SITE), sid)  # the site index, as provisioning writes it
         pipe.hset(k.station(sid), mapping={"site_id": SITE, "online": "1", "node": "csms-1", "vendor": "Sim",
                                            "model": "EVSE-22", "last_seen": "2027-01-15T08:00:00Z"})
         pipe.hset(k.station_connectors(sid), "1/1",

@@ -113,6 +113,11 @@ class Keys:
         """HASH: station facts (vendor, model, firmware, site_id, online, node, last_seen...)."""
         return f"{self._st(station_id)}:station:{station_id}"
 
+    def station_site_lock(self, station_id: str) -> str:
+        """STRING (token, PX 30 s): held while the station's site changes on a Redis Cluster
+        (`evfleet.store.site_index`), so changes of one station's site never interleave."""
+        return f"{self._st(station_id)}:station:{station_id}:site-lock"
+
     def station_credentials(self, station_id: str) -> str:
         """HASH: password hash (scheme, salt, hash) and security profile; never served by the API."""
         return f"{self._st(station_id)}:station:{station_id}:cred"
@@ -225,7 +230,8 @@ class Keys:
         return f"{self.prefix}:site-defaults"
 
     def site_stations(self, site_id: str) -> str:
-        """SET of station ids on the site."""
+        """SET: the site's station index, every station whose hash names the site (an empty
+        `site_id` names the default site), maybe plus stale members (`evfleet.store.site_index`)."""
         return f"{self._site(site_id)}:site:{site_id}:stations"
 
     def site_prices(self, site_id: str) -> str:

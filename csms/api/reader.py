@@ -12,7 +12,7 @@ from csms.api import views
 from evfleet.clock import Clock
 from evfleet.keys import Keys, tx_ref
 from evfleet.store.shards import active_refs, is_active, refs_by_start
-from evfleet.store.sites import pipelined, positive_kw
+from evfleet.store.sites import pipelined, positive_kw, site_station_ids
 from evfleet.store.stream import read_new_events, stream_tail_id
 
 # the event-stream tail reader lives in evfleet.store.stream; re-exported for the API modules
@@ -235,12 +235,9 @@ class StateReader:
         return loads
 
     async def site_station_ids(self, site_id: str) -> list[str]:
-        """Stations on a site: the site SET plus stations whose hash names the site."""
-        members = {s(m) for m in await self.redis.smembers(self.keys.site_stations(site_id))}
-        for sid, site in (await self.all_station_sites()).items():
-            if site == site_id:
-                members.add(sid)
-        return sorted(members)
+        """Stations on a site, as the csms budget and the optimizer count them (its index,
+        `evfleet.store.sites.site_station_ids`)."""
+        return await site_station_ids(self.redis, self.keys, site_id, self.default_site)
 
     async def sites(self, site_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Site documents: limit, current load, planned load now, optimizer status, prices."""

@@ -8,7 +8,8 @@ Public names: `provision_station`, `remove_station`, `list_stations`, `get_crede
 Each write is one MULTI on a single Redis server. In the Redis Cluster layout it is one MULTI per
 hash slot (`evfleet.store.multi.SlotMulti`): the station's keys, then its site's, then the id
 registries (`stations`, `sites`), so a crash in between leaves an entity that re-running the same
-idempotent command registers.
+idempotent command registers. Every write of a station's site (provision, move, remove) goes through
+`evfleet.store.site_index`, which keeps the site's station index with it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from csms.core.security import (
 from evfleet.keys import Keys
 from evfleet.store.client import as_str, as_str_dict, hmap
 from evfleet.store.multi import SlotMulti
+from evfleet.store.site_index import UnknownStation, change_site, unregister_station
 
 SITE_EVENTS_MAXLEN = 100_000
 """Approximate length cap of the event stream when appending `site.limit`."""
@@ -89,41 +91,34 @@ async def provision_station(redis: Redis, keys: Keys, station_id: str, password:
     if security_profile not in (1, 2, 3):
         raise ProvisioningError(f"security profile must be 1, 2 or 3, got {security_profile}")
     cred = hash_password(password, iterations=iterations)
-    old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
-    site = site_id or old_site or "default"
-    validate_site_id(site)
-    multi = SlotMulti(redis)  # station first, then its site, then the registries (module docstring)
-    station = multi.on(keys.station(station_id))
-    station.hset(keys.station_credentials(station_id),
-                 mapping=hmap({**cred.to_fields(), "security_profile": str(security_profile)}))
-    station.hset(keys.station(station_id), mapping={"site_id": site, "compat": "1" if compat else "0"})
-    station.hsetnx(keys.station(station_id), "registered_at", _now_iso(now))
-    station.hsetnx(keys.station(station_id), "online", "0")
-    if old_site and old_site != site:
-        multi.on(keys.site_stations(old_site)).srem(keys.site_stations(old_site), station_id)
-    multi.on(keys.site_stations(site)).sadd(keys.site_stations(site), station_id)
-    multi.on(keys.site(site)).hsetnx(keys.site(site), "name", site)
-    if default_site_limit_kw is not None:
-        multi.on(keys.site(site)).hsetnx(keys.site(site), "limit_kw", repr(float(default_site_limit_kw)))
-    multi.on(keys.stations()).sadd(keys.stations(), station_id)
-    multi.on(keys.sites()).sadd(keys.sites(), site)
-    await multi.execute()
+    if site_id is not None:
+        validate_site_id(site_id)
+
+    def station(pipe: Any) -> None:
+        pipe.hset(keys.station_credentials(station_id),
+                  mapping=hmap({**cred.to_fields(), "security_profile": str(security_profile)}))
+        pipe.hset(keys.station(station_id), mapping={"compat": "1" if compat else "0"})
+        pipe.hsetnx(keys.station(station_id), "registered_at", _now_iso(now))
+        pipe.hsetnx(keys.station(station_id), "online", "0")
+
+    def after(on: Any, site: str) -> None:  # the site's hash, then the registries (module docstring)
+        on(keys.site(site)).hsetnx(keys.site(site), "name", site)
+        if default_site_limit_kw is not None:
+            on(keys.site(site)).hsetnx(keys.site(site), "limit_kw", repr(float(default_site_limit_kw)))
+        on(keys.stations()).sadd(keys.stations(), station_id)
+        on(keys.sites()).sadd(keys.sites(), site)
+
+    await change_site(redis, keys, station_id, site_id, station=station, after=after)
 
 
 async def remove_station(redis: Redis, keys: Keys, station_id: str) -> bool:
     """Delete a station's provisioning and live state (transactions are kept). False if unknown."""
     if not await redis.sismember(keys.stations(), station_id):
         return False
-    site = as_str(await redis.hget(keys.station(station_id), "site_id"))
     evse_keys = [k async for k in redis.scan_iter(match=f"{keys.station(station_id)}:evse:*")]
-    multi = SlotMulti(redis)
-    multi.on(keys.stations()).srem(keys.stations(), station_id)
-    multi.on(keys.station(station_id)).delete(
+    await unregister_station(redis, keys, station_id, lambda pipe: pipe.delete(
         keys.station(station_id), keys.station_credentials(station_id), keys.station_connectors(station_id),
-        keys.station_violations(station_id), *evse_keys)
-    if site:
-        multi.on(keys.site_stations(site)).srem(keys.site_stations(site), station_id)
-    await multi.execute()
+        keys.station_violations(station_id), *evse_keys))
     return True
 
 
@@ -180,15 +175,15 @@ async def move_station(redis: Redis, keys: Keys, station_id: str, site_id: str) 
     validate_site_id(site_id)
     if not await redis.sismember(keys.stations(), station_id):
         raise ProvisioningConflict(f"unknown station {station_id!r}")
-    old_site = as_str(await redis.hget(keys.station(station_id), "site_id"))
-    multi = SlotMulti(redis)
-    multi.on(keys.station(station_id)).hset(keys.station(station_id), "site_id", site_id)
-    if old_site and old_site != site_id:
-        multi.on(keys.site_stations(old_site)).srem(keys.site_stations(old_site), station_id)
-    multi.on(keys.site_stations(site_id)).sadd(keys.site_stations(site_id), station_id)
-    multi.on(keys.site(site_id)).hsetnx(keys.site(site_id), "name", site_id)
-    multi.on(keys.sites()).sadd(keys.sites(), site_id)
-    await multi.execute()
+
+    def after(on: Any, site: str) -> None:
+        on(keys.site(site)).hsetnx(keys.site(site), "name", site)
+        on(keys.sites()).sadd(keys.sites(), site)
+
+    try:
+        await change_site(redis, keys, station_id, site_id, after=after, existing=True)
+    except UnknownStation as err:
+        raise ProvisioningConflict(f"unknown station {station_id!r}") from err
 
 
 async def add_site(redis: Redis, keys: Keys, site_id: str, name: str | None = None) -> None:

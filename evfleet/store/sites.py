@@ -18,7 +18,11 @@ an event loop stays responsive while they run.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from evfleet.keys import Keys
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SITE_LIMIT_KW = 100.0
 """`default_site_limit_kw` when not configured, and the default while none is published."""
@@ -149,23 +155,96 @@ async def pipelined(redis: Redis, items: Sequence[T], add: Callable[[Any, T], ob
 
 async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
                            default_site: str = "default") -> list[str]:
-    """Stations of a site: its station set, plus provisioned stations whose hash names the site."""
-    members = {str(m) for m in await redis.smembers(keys.site_stations(site_id))}
-    all_ids = sorted(str(m) for m in await redis.smembers(keys.stations()))
+    """Stations of a site: the members of its index (`Keys.site_stations`) whose hash names the site
+    (an empty `site_id` names `default_site`); a stale member (moved away, removed) is left out.
+
+    Reads the site's own stations only, not the fleet's. Every writer keeps the index
+    (`evfleet.store.site_index`); at most every `INDEX_CHECK_S` per client, the first call checks it
+    against a scan of the fleet and adds what is missing (`check_site_index`), so a station written
+    by something that bypassed the index is counted within that bound, and logged.
+    """
+    await _check_now_and_then(redis, keys, default_site)
+    members = sorted({str(m) for m in await redis.smembers(keys.site_stations(site_id))})
+    sites = await station_sites(redis, keys, members)
+    return [sid for sid, site in zip(members, sites, strict=True)
+            if site is not None and (site or default_site) == site_id]
+
+
+async def station_sites(redis: Redis, keys: Keys, station_ids: Sequence[str]) -> list[str | None]:
+    """The `site_id` of each station ('' when unset, None when its hash does not exist), read by
+    one script per chunk of keys of one slot."""
+    out: list[str | None] = [None] * len(station_ids)
+    if not station_ids:
+        return out
     script = redis.register_script(_SITE_IDS)
-    for group in slot_groups(redis, [keys.station(sid) for sid in all_ids]):  # one script per slot
-        ids = [all_ids[i] for i in group]
-        for lo in range(0, len(ids), _CHUNK):  # one reply per chunk, not one per station
-            part = ids[lo:lo + _CHUNK]
-            sites = await script(keys=[keys.station(sid).encode() for sid in part])
-            members.update(sid for sid, sid_site in zip(part, sites, strict=True)
-                           if (sid_site or default_site) == site_id)
-    return sorted(members)
+    for group in slot_groups(redis, [keys.station(sid) for sid in station_ids]):  # one script per slot
+        for lo in range(0, len(group), _CHUNK):  # one reply per chunk, not one per station
+            part = group[lo:lo + _CHUNK]
+            sites = await script(keys=[keys.station(station_ids[i]).encode() for i in part])
+            for i, site in zip(part, sites, strict=True):
+                out[i] = None if site is None else str(site)
+    return out
+
+
+async def check_site_index(redis: Redis, keys: Keys, default_site: str = "default") -> dict[str, list[str]]:
+    """Compare every site's index with a scan of the provisioned stations' hashes and add each
+    station missing from the index of the site its hash names (logged as a warning). Rebuilds the
+    index of a Redis written before it existed. Stale members are left: readers skip them, and
+    removing one could race a site change. Returns the stations added, by site."""
+    all_ids = sorted(str(m) for m in await redis.smembers(keys.stations()))
+    want: dict[str, set[str]] = {}
+    for sid, site in zip(all_ids, await station_sites(redis, keys, all_ids), strict=True):
+        if site is not None:
+            want.setdefault(site or default_site, set()).add(sid)
+    site_ids = sorted(want)
+    indexed = await pipelined(redis, site_ids, lambda p, site: p.smembers(keys.site_stations(site)))
+    added: dict[str, list[str]] = {}
+    for site, members in zip(site_ids, indexed, strict=True):
+        missing = sorted(want[site] - {str(m) for m in members})
+        if missing:
+            await redis.sadd(keys.site_stations(site), *missing)
+            added[site] = missing
+    if added:
+        log.warning("site index: added %d station(s) missing from their site's index (a writer that "
+                    "bypassed it, or data from before it): %s", sum(map(len, added.values())),
+                    {site: sids[:10] for site, sids in added.items()})
+    return added
+
+
+INDEX_CHECK_S = 60.0
+"""How often (per Redis client, key prefix and default site) `site_station_ids` checks the indexes."""
+_checked: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, str], tuple[float, asyncio.Future[Any]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def _check_now_and_then(redis: Redis, keys: Keys, default_site: str) -> None:
+    """`check_site_index` on the first call for a client, then at most every `INDEX_CHECK_S`; a call
+    while a check runs waits for it (the first check of a Redis without the index builds it)."""
+    per_client = _checked.setdefault(redis, {})
+    key = (keys.prefix, keys.shards, default_site)
+    now = time.monotonic()
+    last = per_client.get(key)
+    if last is not None:
+        at, running = last
+        if not running.done():
+            await asyncio.shield(running)
+            return
+        if not running.cancelled() and running.exception() is None and now - at < INDEX_CHECK_S:
+            return  # a failed check is not a check: run it again
+    check = asyncio.ensure_future(check_site_index(redis, keys, default_site))
+    per_client[key] = (now, check)  # before the await: concurrent passes wait for this one
+    await asyncio.shield(check)
 
 
 _CHUNK = 2000
 _SITE_IDS = """
 local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], 'site_id') or '' end
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[i] = redis.call('HGET', KEYS[i], 'site_id') or ''
+  else
+    out[i] = false
+  end
+end
 return out
 """
