@@ -10,7 +10,8 @@
   non-compliance (budgeted at what it draws, `evse.noncompliant`); metered site power against
   the site limit -> alarm (`site.over_limit`: event, metric, MQTT, dashboard) and a corrective
   pass that lowers the others; refusing EVSEs past their backoff are probed again. It reads only
-  the EVSEs with a new reading or a changed limit, a running clock, or a retry due (`metered`).
+  the EVSEs with a new reading or a changed limit, a running clock, or a retry due (`metered`);
+  the probes are in `probes`.
 
 Functions take the service (I/O through its store port); the decisions are in `budget`.
 """
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from csms.smart_charging import planner, provisional, sending
+from csms.smart_charging import planner, probes, provisional, sending
 from csms.smart_charging.actions import PASSES
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.planner import Series
@@ -358,7 +359,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
         state.place(evse, site)
         state.dirty.setdefault(site, set()).add(evse)
     due = sorted(state.take(site_id))
-    refusing = _refusing_due(svc, site_id, now_s)
+    refusing = probes.refusing_due(svc, site_id, now_s)
     infos = await svc.evse_infos(sorted(set(due) | set(refusing))) if due or refusing else {}
     limit_w = await svc.site_limit_w(site_id)
     changed, cleared, flagged = False, False, 0
@@ -403,7 +404,7 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     elif cleared:  # counted lower now: nothing to lower; the paced re-share hands out what it freed
         svc.reshare_soon(site_id)
     if refusing:
-        await _probe_refusing(svc, site_id, refusing, infos, now_s)
+        await probes.probe_refusing(svc, site_id, refusing, infos, now_s)
 
 
 def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float) -> float:
@@ -446,33 +447,6 @@ async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn:
         await _set_noncompliant(svc, site_id, info, None, allowed)
         return "cleared"
     return None
-
-
-def _refusing_due(svc: SmartChargingService, site_id: str, now_s: float) -> list[tuple[str, int]]:
-    """The refusing EVSEs to read in this pass: all of them when the set changed since the last
-    read or a retry fell due, else none (module `metered`, `probe_at`)."""
-    members = frozenset(svc._refusing.get(site_id, set()))
-    if not members:
-        svc.metered.probe_at.pop(site_id, None)
-        return []
-    seen = svc.metered.probe_at.get(site_id)
-    if seen is not None and seen[0] == members and now_s < seen[1]:
-        return []
-    return sorted(members)
-
-
-async def _probe_refusing(svc: SmartChargingService, site_id: str, refusing: list[tuple[str, int]],
-                          infos: Mapping[str, EvseInfo], now_s: float) -> None:
-    """Refusing EVSEs read in this pass: those steerable again leave the set, the rest are probed
-    once their backoff passed; the earliest next retry is remembered."""
-    for sid, eid in refusing:
-        if infos[f"{sid}/{eid}"].steerable:
-            svc._refusing.get(site_id, set()).discard((sid, eid))
-    still = {k: v for k, v in infos.items() if (v.station_id, v.evse_id) in refusing}
-    await probe(svc, site_id, still, now_s)
-    left = frozenset(svc._refusing.get(site_id, set()))
-    later = [i.retry_after_s for i in still.values() if not i.steerable and i.retry_after_s > now_s]
-    svc.metered.probe_at[site_id] = (left, min(later) if len(later) == len(left) else now_s)
 
 
 async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float, limit_w: float,
@@ -532,28 +506,3 @@ async def _set_noncompliant(svc: SmartChargingService, site_id: str, info: EvseI
         "noncompliant": drawn is not None, "drawn_w": drawn, "allowed_w": round(allowed, 1)},
         info=info))
     await svc.store.write(w)
-
-
-async def probe(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo], now_s: float) -> None:
-    """Try refusing EVSEs again once their backoff passed (idle: default; session: TxProfile at max).
-
-    A probe never raises the budget: the EVSE is counted at its maximum while it refuses, and
-    the probe limits it to at most that. Accepted -> steerable again, re-planned.
-    """
-    due = [i for i in evses.values() if not i.steerable and i.online and i.retry_after_s <= now_s]
-    if not due:
-        return
-    idle = [i for i in due if not i.tx_ref]
-    if idle:
-        await svc.ensure_defaults(site_id)
-    for info in due:
-        if not info.tx_ref:
-            continue
-        top_w = max(info.electrical.max_power_w, info.metered_max_w)
-        try:
-            payload = svc._build(info, info.transaction_id, svc.clock.now(), 900, [top_w / 1000.0])
-        except Exception as err:  # the probe of one EVSE must not stop the watchdog
-            log.error("site %s: no probe for %s: %r", site_id, info.key, err)
-            continue
-        # beside the site's task (`aside`): a station that does not answer holds up nothing else
-        svc.aside.start(svc, site_id, info, payload, f"probe-{int(now_s)}", "probe")

@@ -138,3 +138,27 @@ async def test_a_refusal_of_a_call_beside_the_task_wakes_the_site_to_lower_the_o
         await asyncio.sleep(0.01)
     assert stations.limits_w["CP-2"] == pytest.approx(0.0)
     svc.sites[SITE].task.cancel()  # type: ignore[union-attr]
+
+
+async def test_the_probe_of_a_silent_refusing_station_does_not_hold_the_watchdog() -> None:
+    """CP-1 refused profiles; its backoff has passed, so the watchdog probes it with a TxProfile at
+    its maximum, and CP-1 does not answer. The watchdog pass ends at once (fails when it awaits the
+    probe: up to the call timeout per refusing EVSE), and a second pass sends no second probe while
+    the first is out."""
+    from csms.smart_charging import safety
+
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "40"}
+    _session(store, "CP-1", 22_000.0)
+    store.evses[("CP-1", 1)].update({"steerable": "0", "refusals": "1", "retry_after": "0"})
+    stations = SilentStation(clock, 40_000.0, silent="CP-1")
+    svc = _service(store, stations, clock)
+    svc.held.add(SITE)
+    svc._refusing[SITE] = {("CP-1", 1)}
+    await asyncio.wait_for(safety.tick(svc, SITE), 1)
+    await asyncio.wait_for(stations.out.wait(), 1)  # the probe is at CP-1, unanswered
+    await asyncio.wait_for(safety.tick(svc, SITE), 1)
+    assert [sid for sid, _ in stations.sent] == ["CP-1"]
+    stations.release.set()
+    await svc.aside.settled(SITE)
+    assert store.evses[("CP-1", 1)]["steerable"] == "1"
