@@ -131,12 +131,14 @@ class Aside:
 
     async def _run(self, svc: SmartChargingService, site_id: str, info: EvseInfo,
                    payload: dict[str, Any], plan_id: str, kind: str) -> None:
+        cancelled = False
         try:
             async with self.slots:
                 accepted, _ = await sending.send(svc, site_id, info, payload, plan_id, kind)
             log.info("site %s: %s profile to %s answered beside the site's task (accepted=%s)",
                      site_id, kind, info.key, accepted)
         except asyncio.CancelledError:
+            cancelled = True  # nothing more for this site here (its lease is gone, or the node stops)
             log.info("site %s: %s profile to %s cancelled (lease lost or shutdown); it counts its record",
                      site_id, kind, info.key)
             raise
@@ -150,7 +152,7 @@ class Aside:
             # task's next turn lowers the others, `service._handle`): wake the site
             wake = info.ident in self.held or site_id in svc._refused
             self.held.discard(info.ident)
-            if wake and site_id in svc.held:
+            if wake and not cancelled and site_id in svc.held:
                 svc.enqueue(site_id, Work.ASIDE_DONE, None)
 
     def _done(self, site_id: str, task: asyncio.Task[None]) -> None:

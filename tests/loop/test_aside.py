@@ -162,3 +162,28 @@ async def test_the_probe_of_a_silent_refusing_station_does_not_hold_the_watchdog
     stations.release.set()
     await svc.aside.settled(SITE)
     assert store.evses[("CP-1", 1)]["steerable"] == "1"
+
+
+async def test_a_lost_lease_cancels_the_sites_calls_and_wakes_nothing() -> None:
+    """CP-1's K17 re-send is out when the node loses the site's lease: the call is cancelled, its
+    EVSE leaves `out` (it counts its record again), and no work is queued for the site."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    refs = {sid: _session(store, sid, 8_000.0) for sid in ("CP-1", "CP-2")}
+    stations = SilentStation(clock, 20_000.0, silent="CP-1")
+    stations.release.set()
+    svc = _service(store, stations, clock)
+    svc.held.add(SITE)
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [10.0], "CP-2/1": [10.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    await svc.apply_plan(SITE)
+    stations.release.clear()
+    clock.t += timedelta(seconds=5)
+    await svc.check_ev_schedule(SITE, _breach(clock, refs["CP-1"], 22_000.0))
+    await asyncio.wait_for(stations.out.wait(), 1)
+    svc.aside.held.add(("CP-1", 1))  # as if a pass had left CP-1 alone meanwhile
+    store.leases[SITE] = "node-b"  # another node took the site
+    assert not await svc.holds(SITE, renew=True)
+    await asyncio.wait_for(svc.aside.settled(SITE), 1)
+    assert not svc.aside.out and SITE not in svc.sites
