@@ -3,7 +3,8 @@
 - `execute`: send the batches `budget.next_batch` allows until nothing more can move (the
   ordering that keeps the site limit while limits change);
 - `send`: one TxProfile; the answer is recorded atomically (applied-profile record, EVSE
-  `applied_limit_w`, session counters, `profile.answered` event);
+  `applied_limit_w`, session counters, `profile.answered` event); the writes of the sends of one
+  event-loop turn go out together (`writes.WriteGroup`);
 - `refusal`: a station that refused a profile is budgeted at its maximum and backed off.
 """
 
@@ -187,7 +188,7 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
     new = conversion.abs_series(payload, info.electrical)
     txid, ref = payload["chargingProfile"]["transactionId"], info.tx_ref
     sent_at = svc.clock.now().isoformat()
-    await svc.store.write(StoreWrite(events=[event(svc, EventType.PROFILE_SENT, site_id, {
+    await svc.writes.write(StoreWrite(events=[event(svc, EventType.PROFILE_SENT, site_id, {
         "plan_id": plan_id, "kind": kind, "profile_id": payload["chargingProfile"]["id"],
         "periods": len(payload["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"]),
         "limit_w": planner.value_at(new, now_s), **svc.energy_fields(payload)}, info, ref)]))
@@ -242,7 +243,7 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
     w.events.append(event(svc, EventType.PROFILE_ANSWERED, site_id, {
         "plan_id": plan_id, "kind": kind, "status": status, "outcome": reply.outcome.value,
         "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}, info, ref))
-    await svc.store.write(w)
+    await svc.writes.write(w)
     info.record = record
     svc.metered.recheck(info.ident)  # its limit changed: the watchdog compares its reading again
     if not steerable:

@@ -70,6 +70,7 @@ from csms.smart_charging.evse import EvseInfo, ev_plan_series
 from csms.smart_charging.inflight import InFlight
 from csms.smart_charging.planner import Series
 from csms.smart_charging.work import Work
+from csms.smart_charging.writes import WriteGroup
 from csms.store.port_redis import RedisStateStore
 from evfleet.clock import Clock
 from evfleet.events import Event, EventType
@@ -106,6 +107,8 @@ class SmartChargingService:
         self.settings = settings
         self.node_id = node_id
         self.commands = commands
+        self.writes = WriteGroup(store)
+        """The sends' store writes of one event-loop turn, applied together (`writes`)."""
         self.lease_ttl_s = lease_ttl_s
         self.sites: dict[str, _Site] = {}
         self.held: set[str] = set()
