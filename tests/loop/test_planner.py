@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,12 +26,14 @@ BUDGET = 50_000.0
 
 
 def _scaled(raw: list[list[float]], budget: float) -> list[Series]:
-    """Series whose sum fits `budget` at every step (scale down where needed)."""
+    """Series whose sum fits `budget` at every step (scale down where needed; floored, so rounding
+    never lifts a step's sum above `budget`)."""
     steps = len(raw[0])
     sums = [sum(r[i] for r in raw) for i in range(steps)]
     out = []
     for r in raw:
-        vals = [round(v * min(1.0, budget / s), 0) if s > 0 else 0.0 for v, s in zip(r, sums, strict=True)]
+        vals = [float(math.floor(v * min(1.0, budget / s))) if s > 0 else 0.0
+                for v, s in zip(r, sums, strict=True)]
         out.append(from_steps(NOW, STEP, vals))
     return out
 
