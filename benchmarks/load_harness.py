@@ -232,9 +232,11 @@ def smart_charging_stats(metrics_urls: list[str]) -> dict[str, float]:
 def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
     """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause;
     longest gen-0/gen-1 pause, longest event-loop lag observed (`evfleet_event_loop_lag_seconds`
-    bucket bound), slow callbacks logged (nodes run with `slow_callback_ms`)."""
+    bucket bound), slow callbacks and busy loop turns logged (nodes run with `slow_callback_ms`);
+    CPU seconds of young collections, and collections of >= 10 ms CPU (any generation)."""
     out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0, "gen0_max_ms": 0.0,
-           "gen1_max_ms": 0.0, "slow_callbacks": 0.0, "young_collections": 0.0, "young_seconds": 0.0}
+           "gen1_max_ms": 0.0, "slow_callbacks": 0.0, "young_collections": 0.0, "young_seconds": 0.0,
+           "young_cpu_seconds": 0.0, "gc_stalls": 0.0, "slow_turns": 0.0}
     for url in metrics_urls:
         try:
             reply = httpx.get(url, timeout=30)
@@ -245,6 +247,12 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
         for line in reply.text.splitlines():
             if line.startswith("evfleet_event_loop_slow_callbacks_total"):
                 out["slow_callbacks"] += float(line.rsplit(" ", 1)[1])
+            if line.startswith("evfleet_event_loop_slow_turns_total"):
+                out["slow_turns"] += float(line.rsplit(" ", 1)[1])
+            if line.startswith("evfleet_gc_stalls_total"):  # collections of >= 10 ms CPU, any generation
+                out["gc_stalls"] += float(line.rsplit(" ", 1)[1])
+            if line.startswith("evfleet_gc_pause_cpu_seconds_total") and 'generation="2"' not in line:
+                out["young_cpu_seconds"] += float(line.rsplit(" ", 1)[1])
             for young in ("0", "1"):
                 if line.startswith(f'evfleet_gc_pause_max_seconds{{generation="{young}"}}'):
                     pause_ms = float(line.rsplit(" ", 1)[1]) * 1000
@@ -352,7 +360,11 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "gc_gen0_gen1_in_window": gc1["young_collections"] - gc0["young_collections"],
         "gc_gen0_gen1_ms_in_window": round((gc1["young_seconds"] - gc0["young_seconds"]) * 1000, 1),
         "gc_gen0_gen1_max_ms_since_start": [round(gc1["gen0_max_ms"], 1), round(gc1["gen1_max_ms"], 1)],
+        "gc_gen0_gen1_cpu_ms_in_window":
+            round((gc1["young_cpu_seconds"] - gc0["young_cpu_seconds"]) * 1000, 1),
+        "gc_stalls_10ms_cpu_in_window": gc1["gc_stalls"] - gc0["gc_stalls"],
         "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
+        "slow_turns_in_window": gc1["slow_turns"] - gc0["slow_turns"],
     }
     servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy", "optimizer"))
     row["rss_mb_servers"] = round(servers, 1)

@@ -9,7 +9,9 @@ thresholds so that young collections are rarer (each still short); `freeze_after
 everything alive after start-up (modules, compiled schemas, settings) into the permanent
 generation, which no collection walks again. Reference counting still frees everything that is
 not in a cycle at once; cyclic garbage is still collected, only less often. Every collection's
-pause is observed in `evfleet_gc_pause_seconds{generation}` (served on /metrics).
+pause is observed in `evfleet_gc_pause_seconds{generation}` (served on /metrics), its thread CPU time
+in `evfleet_gc_pause_cpu_seconds{generation}`, and collections that used >= 10 ms of CPU are counted
+in `evfleet_gc_stalls_total{generation}` (a stall count that a loaded machine does not inflate).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ GC_PAUSE_SECONDS = Counter("evfleet_gc_pause_seconds", "Time spent in garbage co
 GC_COLLECTIONS = Counter("evfleet_gc_collections", "Garbage collections", ["generation"])
 GC_PAUSE_MAX = Gauge("evfleet_gc_pause_max_seconds", "Longest garbage-collection pause since start",
                      ["generation"])
+GC_PAUSE_CPU_SECONDS = Counter("evfleet_gc_pause_cpu_seconds",
+                               "Thread CPU time spent in garbage collections (wall time less pre-emption)",
+                               ["generation"])
+GC_STALLS = Counter("evfleet_gc_stalls", "Garbage collections that used at least 10 ms of CPU (an "
+                    "event-loop stall whatever the machine's load)", ["generation"])
+GC_STALL_CPU_S = 0.010
 
 
 class GcPauses:
@@ -47,15 +55,18 @@ class GcPauses:
             self.started_cpu = time.thread_time()
             return
         pause = time.perf_counter() - self.started
+        cpu = time.thread_time() - self.started_cpu
         generation = int(info.get("generation", 0))
         if self.log_over_s is not None and pause >= self.log_over_s:
             log.warning("gc: generation %d collection took %.0f ms (%.0f ms CPU), %d objects collected, "
-                        "%d uncollectable; counts now %s", generation, pause * 1000,
-                        (time.thread_time() - self.started_cpu) * 1000, info.get("collected", 0),
-                        info.get("uncollectable", 0), gc.get_count())
+                        "%d uncollectable; counts now %s", generation, pause * 1000, cpu * 1000,
+                        info.get("collected", 0), info.get("uncollectable", 0), gc.get_count())
         label = str(generation)
         GC_PAUSE_SECONDS.labels(label).inc(pause)
+        GC_PAUSE_CPU_SECONDS.labels(label).inc(cpu)
         GC_COLLECTIONS.labels(label).inc()
+        if cpu >= GC_STALL_CPU_S:
+            GC_STALLS.labels(label).inc()
         if pause > self.longest[generation]:
             self.longest[generation] = pause
             GC_PAUSE_MAX.labels(label).set(pause)

@@ -7,7 +7,14 @@ import gc
 
 import pytest
 
-from csms.runtime import GC_PAUSES, freeze_after_start, new_event_loop, tune_gc
+from csms.runtime import (
+    GC_PAUSE_CPU_SECONDS,
+    GC_PAUSES,
+    GC_STALLS,
+    freeze_after_start,
+    new_event_loop,
+    tune_gc,
+)
 
 
 def test_tune_gc_sets_thresholds_and_times_collections() -> None:
@@ -85,3 +92,24 @@ def test_a_long_collection_is_logged_with_its_size(caplog: pytest.LogCaptureFixt
     caplog.clear()
     gc.collect()
     assert not [r for r in caplog.records if "collection took" in r.getMessage()]  # off: nothing
+
+
+def test_a_collection_counts_its_cpu_time_and_one_over_10_ms_of_cpu_is_a_stall() -> None:
+    tune_gc(None)
+    gc.disable()  # no automatic collection while the objects are made: only ours is counted
+    try:
+        live = [[i] for i in range(600_000)]  # a full collection walks them all: well over 10 ms of CPU
+        cpu_before = GC_PAUSE_CPU_SECONDS.labels("2")._value.get()
+        stalls_before = GC_STALLS.labels("2")._value.get()
+        gc.collect()
+        del live
+    finally:
+        gc.enable()
+    used = GC_PAUSE_CPU_SECONDS.labels("2")._value.get() - cpu_before
+    assert used >= 0.010
+    assert GC_STALLS.labels("2")._value.get() == stalls_before + 1
+    young_stalls = GC_STALLS.labels("0")._value.get()
+    young_cpu = GC_PAUSE_CPU_SECONDS.labels("0")._value.get()
+    gc.collect(0)  # a young collection of almost nothing: CPU counted, no stall
+    assert GC_PAUSE_CPU_SECONDS.labels("0")._value.get() > young_cpu
+    assert GC_STALLS.labels("0")._value.get() == young_stalls
