@@ -70,6 +70,7 @@ from evfleet.clock import (
 from evfleet.keys import Keys
 from evfleet.store.client import MAX_CONNECTIONS, as_str, connect_redis
 from evfleet.store.layout import resolve_keys
+from evfleet.store.lean import LeanRedis
 from evfleet.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -310,6 +311,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     tasks: list[asyncio.Task[None]] = []
     api_socket: socket.socket | None = None
     started = False
+    fast: LeanRedis | None = None
     try:
         await redis.ping()
         keys = await resolve_keys(redis, settings.redis_prefix, settings.redis_shards)
@@ -322,7 +324,8 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         await _publish_defaults(redis, keys, settings, node_id, clock)
         quota = EventQuota(redis, keys, clock, settings.station_event_quota_per_hour,
                            settings.station_event_max_bytes)
-        store = StateStore(redis, keys, clock, node_id, quota=quota)
+        fast = LeanRedis.from_url(redis_url)  # None for a cluster, TLS or a Unix socket: redis-py
+        store = StateStore(redis, keys, clock, node_id, quota=quota, fast=fast)
         env = NodeEnv(settings=settings, clock=clock, keys=keys, store=store, node_id=node_id)
         registry = Registry()
         server = OcppServer(env, registry)
@@ -357,6 +360,8 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         if server is not None:  # not when the start failed first (Redis unreachable, clock refused)
             await server.close()
             await _clean_up_node(redis, keys, clock or RealClock(), node_id)
+        if fast is not None:
+            await fast.aclose()
         await reply_redis.aclose()
         await redis.aclose()
         if embedded is not None:
