@@ -9,7 +9,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from csms.smart_charging.evse import EvseInfo, decode_evse
+from csms.smart_charging.evse import EvseInfo, decode_evse, ev_caps_w
 from evfleet.store.port import StoredEvse
 
 DECODE_CHUNK = 100
@@ -54,12 +54,21 @@ def _memo_decode(rec: StoredEvse, memo: DecodeMemo) -> EvseInfo:
     inputs = (rec.station.get("online"), rec.evse, rec.needs)
     hit = memo.get(key)
     if hit is not None and hit[0] == inputs:
-        info = copy.copy(hit[1])
+        info = _clone(hit[1])
         info.record, info.needs = rec.profile, rec.needs
         return info
     info = decode_evse(rec)
+    ev_caps_w(info)  # a function of the decode's inputs: carried by every hit (a share asks it of all)
     if len(memo) >= DECODE_MEMO_MAX:
         memo.clear()
     memo[key] = ((inputs[0], dict(rec.evse), None if rec.needs is None else copy.deepcopy(rec.needs)),
-                 copy.copy(info))
+                 _clone(info))
     return info
+
+
+def _clone(info: EvseInfo) -> EvseInfo:
+    """A shallow copy of `info` (what `copy.copy` makes, without its generic protocol: a whole-site
+    read clones every EVSE)."""
+    new = object.__new__(EvseInfo)
+    new.__dict__.update(info.__dict__)
+    return new

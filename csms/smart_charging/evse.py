@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from csms.smart_charging import budget, planner
 from csms.smart_charging.planner import Series
-from evfleet.profile import limit_to_w
+from evfleet.profile import a_to_w, limit_to_w
 from evfleet.records import ChargingNeeds, EvseRecord
 from evfleet.store.port import StoredEvse
 from evfleet.txprofile import EvLimits, EvseElectrical, parse_ts
@@ -40,6 +40,9 @@ class EvseInfo:
     refusals: int = 0
     retry_after_s: float = 0.0
     """Unix time from which a refusing (steerable=0) EVSE may be tried again."""
+    caps_w: tuple[float, float] | None = field(default=None, repr=False, compare=False)
+    """`ev_caps_w`, once computed: a function of `electrical`, `needs` and `tx_ref`, which are set
+    when the record is decoded and never changed after (a decode memo hit carries it)."""
     default_at_s: float | None = None
     """When the station accepted its TxDefaultProfile (`default_at`, unix s; None if unknown)."""
     out_series: Series | None = None
@@ -101,6 +104,35 @@ class EvseInfo:
         """The EV's limits from its charging needs (this session's only)."""
         needs = ChargingNeeds.decode(self.needs) if self.needs else None
         return needs.ev_limits() if needs is not None and needs.tx_ref == self.tx_ref else EvLimits()
+
+
+def _finite(value: Any, default: float = 0.0) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
+
+
+def ev_caps_w(info: EvseInfo) -> tuple[float, float]:
+    """(cap, minimum) power of a session from the EVSE and the EV's needs (garbage ignored);
+    computed once per decode (`EvseInfo.caps_w`: a whole-site share asks it of every session)."""
+    if info.caps_w is not None:
+        return info.caps_w
+    ev = info.ev_limits()
+    w_per_a = a_to_w(1.0, info.electrical.phases, info.electrical.voltage_v)
+    cap = info.electrical.max_power_w
+    if ev.max_current_a and _finite(ev.max_current_a) > 0:
+        cap = min(cap, _finite(ev.max_current_a) * w_per_a)
+    if ev.max_power_w and _finite(ev.max_power_w) > 0:
+        cap = min(cap, _finite(ev.max_power_w))
+    low = 0.0
+    if ev.min_current_a:
+        low = _finite(ev.min_current_a) * w_per_a
+    elif ev.min_power_w:
+        low = _finite(ev.min_power_w)
+    info.caps_w = (max(0.0, cap), max(0.0, low))
+    return info.caps_w
 
 
 def dc_session(needs_doc: Any, tx_ref: str) -> bool:

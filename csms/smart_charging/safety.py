@@ -30,10 +30,9 @@ from prometheus_client import Counter, Gauge
 
 from csms.smart_charging import planner, probes, provisional, sending
 from csms.smart_charging.actions import PASSES
-from csms.smart_charging.evse import EvseInfo
+from csms.smart_charging.evse import EvseInfo, ev_caps_w
 from csms.smart_charging.planner import Series
 from evfleet.events import EventType
-from evfleet.profile import a_to_w
 from evfleet.store.port import StoreWrite
 from evfleet.txprofile import parse_ts
 
@@ -55,31 +54,6 @@ NONCOMPLIANT = Gauge("evfleet_noncompliant_evses", "EVSEs drawing more than thei
                      ["site"])
 NONCOMPLIANT_MARKED = Counter("evfleet_noncompliant_marked_total",
                               "EVSEs marked non-compliant (drew above their accepted limit too long)")
-
-
-def _finite(value: Any, default: float = 0.0) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return default
-    return v if math.isfinite(v) else default
-
-
-def ev_caps_w(info: EvseInfo) -> tuple[float, float]:
-    """(cap, minimum) power of a session from the EVSE and the EV's needs (garbage ignored)."""
-    ev = info.ev_limits()
-    w_per_a = a_to_w(1.0, info.electrical.phases, info.electrical.voltage_v)
-    cap = info.electrical.max_power_w
-    if ev.max_current_a and _finite(ev.max_current_a) > 0:
-        cap = min(cap, _finite(ev.max_current_a) * w_per_a)
-    if ev.max_power_w and _finite(ev.max_power_w) > 0:
-        cap = min(cap, _finite(ev.max_power_w))
-    low = 0.0
-    if ev.min_current_a:
-        low = _finite(ev.min_current_a) * w_per_a
-    elif ev.min_power_w:
-        low = _finite(ev.min_power_w)
-    return max(0.0, cap), max(0.0, low)
 
 
 async def share_fairly(svc: SmartChargingService, site_id: str,
