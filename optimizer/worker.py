@@ -5,8 +5,10 @@ Loop:
    share the stream; each entry goes to one worker) and `XACK` each entry once handled.
 2. Events that change what a site should do mark it dirty: `tx.started`, `tx.ended`,
    `ev.charging_needs`, `site.limit`, `site.prices`, `station.connected/disconnected`,
-   `profile.answered` with a steerable change, and `meter.values` whose power drifts from
-   the plan by more than `meter_drift_kw` (at most once per `drift_min_interval_s`). The
+   `profile.answered` with a steerable change, `tx.updated` whose charging state changed to
+   SuspendedEV (`ev_suspended`: the EV takes no energy although offered), and `meter.values`
+   whose power drifts from the plan by more than `meter_drift_kw` (at most once per
+   `drift_min_interval_s`). The
    rolling horizon also re-plans a site when its plan's first step has passed.
 3. A dirty site is solved once it has been quiet for `debounce_s` (or dirty for
    `max_delay_s`), under a per-site lease (`SET NX PX`) so only one worker solves a site at a
@@ -69,13 +71,23 @@ TRIGGERS = {
 
 KEEPABLE = {t.value for t in (EventType.TX_STARTED, EventType.TX_ENDED, EventType.EV_CHARGING_NEEDS,
                               EventType.SITE_LIMIT, EventType.SITE_PRICES, EventType.STATION_CONNECTED,
-                              EventType.STATION_DISCONNECTED)} | {"lease_busy"}
+                              EventType.STATION_DISCONNECTED)} | {"lease_busy", "ev_suspended"}
 """Re-plan reasons whose effect `optimizer.standing` sees in the snapshot (others always re-solve)."""
 
 
 def _unchanged_needs(event: Event) -> bool:
     """A needs event that changes nothing to plan: rejected, or a repeat of the session's request."""
     return event.type == EventType.EV_CHARGING_NEEDS and event.data.get("status") in ("Rejected", "Repeated")
+
+
+def _ev_suspended(event: Event) -> bool:
+    """A transaction's charging state changed to SuspendedEV: the EV takes no energy although offered
+    (full: the snapshot then plans an EV without needs at 0, `ev_full`). Only the change
+    (triggerReason ChargingStateChanged; OCPP 1.6: a StatusNotification), not every periodic sample
+    that repeats the state. An ISO 15118 EV whose own schedule asks 0 changes nothing the plan rests
+    on: the re-plan keeps the standing plan (`optimizer.standing`), so no profile is re-sent."""
+    return (event.type == EventType.TX_UPDATED and event.data.get("charging_state") == "SuspendedEV"
+            and event.data.get("trigger_reason") == "ChargingStateChanged")
 
 
 SNAPSHOT_SKEW_MS = 1000
@@ -228,6 +240,8 @@ class OptimizerWorker:
             return
         if event.type in TRIGGERS and not _unchanged_needs(event):
             self.mark_dirty(site, event.type.value)
+        elif _ev_suspended(event):
+            self.mark_dirty(site, "ev_suspended")
         if event.type == EventType.PROFILE_ANSWERED and (
                 event.data.get("steerable") is False
                 or (event.data.get("kind") == "probe" and event.data.get("status") == "Accepted")):

@@ -321,3 +321,42 @@ async def test_a_worker_behind_drains_the_stream_and_solves_the_longest_waiting_
     monkeypatch.setattr(worker, "solve_site", solve_site)
     await worker._solve_due(limit=1)  # one site, then the stream again
     assert solved == ["S2"] and worker._due() == ["S1", "S0"]
+
+
+async def test_an_ev_turning_suspended_re_plans_once_and_a_full_car_gets_nothing(redis: Redis) -> None:
+    """A transaction's change to SuspendedEV re-plans its site at once (not at the next 15-minute step):
+    the silent car (no needs) is full and planned at 0. A periodic sample that repeats the state, or a
+    change to another state, asks for nothing; an ISO 15118 car that still needs energy keeps the
+    standing plan (no profile re-sent)."""
+    await _seed(redis)
+    await redis.delete(K.charging_needs("CP-2", 1))  # CP-2: no ISO 15118, planned from the defaults
+    worker = _worker(redis, debounce_s=0.0)
+    await worker.ensure_group()
+    await worker._solve_due()
+    worker.mark_dirty("depot", "startup")
+    await worker._solve_due()
+    first = worker.sites["depot"].plan
+    assert first is not None and sum(first["evses"]["CP-2/1"]) > 0
+
+    async def tx_updated(station: str, trigger: str, state: str) -> None:
+        await redis.hset(K.transaction(f"{station}:1"), "charging_state", state)
+        await redis.xadd(K.events(), event_fields(EventType.TX_UPDATED, datetime.now(UTC), station, 1,
+                                                  f"{station}:1", "depot", {
+                                                      "event_type": "Updated", "trigger_reason": trigger,
+                                                      "charging_state": state, "power_w": 0.0}))
+        await worker._read_events(block=False)
+
+    await tx_updated("CP-1", "ChargingStateChanged", "Charging")
+    assert worker.sites["depot"].first_dirty is None
+    await tx_updated("CP-1", "ChargingStateChanged", "SuspendedEV")  # its own schedule asks 0
+    assert worker.sites["depot"].reasons == {"ev_suspended"}
+    await worker._solve_due()
+    kept = worker.sites["depot"].plan
+    assert kept is not None and kept["kept"] == first["plan_id"] and kept["evses"] == first["evses"]
+    await tx_updated("CP-2", "ChargingStateChanged", "SuspendedEV")  # full
+    assert worker.sites["depot"].reasons == {"ev_suspended"}
+    await worker._solve_due()
+    again = worker.sites["depot"].plan
+    assert again is not None and "kept" not in again and not any(again["evses"]["CP-2/1"])
+    await tx_updated("CP-2", "MeterValuePeriodic", "SuspendedEV")  # a sample, not a change
+    assert worker.sites["depot"].first_dirty is None
