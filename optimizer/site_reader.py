@@ -61,6 +61,8 @@ class ReadMemo:
 
     def decode(self, key: str, raw: Any, decode: Callable[[Any], T]) -> T:
         """`decode(raw)`, or the value decoded the last time `key` read an equal `raw`."""
+        if not self._max:  # no memo: a one-off read keeps nothing alive (more full GCs otherwise)
+            return decode(raw)
         hit = self._entries.get(key)
         if hit is not None and hit[0] == raw:
             self.hits += 1
@@ -82,7 +84,7 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
     else `default_limit_kw`), minus the published site margin (`budget_kw`): the margin is never
     planned. Only the site's own keys are read (its stations, their EVSEs and active sessions, their
     drivers' histories), each decoded by `evfleet.records` (through `memo` when given)."""
-    memo = memo or ReadMemo()
+    memo = memo if memo is not None else ReadMemo(max_entries=0)
     pipe = redis.pipeline(transaction=False)  # one round trip: the limit in force, the margin, the prices
     pipe.hget(keys.site(site_id), "limit_kw")
     pipe.hmget(keys.site_defaults(), ["site_limit_kw", "site_margin_kw"])

@@ -100,3 +100,17 @@ async def test_the_memo_never_hides_a_change(redis: Redis) -> None:
     assert offline.applied_max_w == 2000.0 and offline.fixed_w(tx_ref("A-1", "1")) == 2000.0
     assert new_ref in {s.tx_ref for s in state.sessions}
     assert state == await read_site(redis, K, "A", NOW)  # the same as a read without a memo
+
+
+def test_a_read_without_a_memo_keeps_nothing() -> None:
+    """`read_site` without a memo decodes every value and keeps none alive after the read (a one-off
+    read that kept its records until it ended ran more full garbage collections: 130-150 ms instead
+    of ~100 ms for a 1,000-EVSE site)."""
+    memo, calls = ReadMemo(max_entries=0), []
+
+    def decode(raw: str) -> str:
+        calls.append(raw)
+        return raw
+
+    assert memo.decode("k", "v", decode) == memo.decode("k", "v", decode) == "v"
+    assert calls == ["v", "v"] and not memo._entries
