@@ -45,6 +45,7 @@ async def test_a_plan_while_a_k17_resend_is_out_leaves_that_evse_alone_until_its
                          "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
     await svc.apply_plan(SITE)
     stations.release.clear()
+    stations.out.clear()  # set by the first plan's call to CP-1; wait for the re-send's own
     clock.t += timedelta(seconds=5)
     sent = len(stations.sent)
     record = await asyncio.wait_for(svc.check_ev_schedule(SITE, _breach(clock, refs["CP-1"], 22_000.0)), 1)
@@ -89,6 +90,7 @@ async def test_while_a_call_is_out_its_evse_counts_at_least_what_that_profile_al
     record = store.profiles[("CP-1", 1)]
     record["applied_series_w"] = [[T0.timestamp(), 5_000.0]]  # counted lower than the profile allows
     stations.release.clear()
+    stations.out.clear()  # set by the first plan's call to CP-1; wait for the re-send's own
     clock.t += timedelta(seconds=5)
     await svc.check_ev_schedule(SITE, _breach(clock, ref, 22_000.0))
     await asyncio.wait_for(stations.out.wait(), 1)
@@ -179,6 +181,7 @@ async def test_a_lost_lease_cancels_the_sites_calls_and_wakes_nothing() -> None:
                          "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
     await svc.apply_plan(SITE)
     stations.release.clear()
+    stations.out.clear()  # set by the first plan's call to CP-1; wait for the re-send's own
     clock.t += timedelta(seconds=5)
     await svc.check_ev_schedule(SITE, _breach(clock, refs["CP-1"], 22_000.0))
     await asyncio.wait_for(stations.out.wait(), 1)
