@@ -137,11 +137,15 @@ async def run_pass(svc: SmartChargingService, site_id: str) -> int:
     state.queued.discard(site_id)
     booted = frozenset(state.booted.pop(site_id, set()))
     new = state.new.pop(site_id, set())
+    pairs = set(new) | {(sid, eid) for sid in booted for eid in state.evses_of.get(sid, ())}
     known = state.site_evses.get(site_id)
+    if known is not None:
+        # a whole-site read that ran before a new EVSE's record was stored replaced the known set
+        # without it (`note_read`); the EVSE still shares the reservation
+        known = state.site_evses[site_id] = known | pairs
     reserve_w = svc.settings.reserve_kw_per_evse * 1000.0
     if known is None or (reserve_w > 0 and reserve_w * len(known) > await svc.site_budget_w(site_id)):
         return await ensure(svc, site_id, booted)
-    pairs = set(new) | {(sid, eid) for sid in booted for eid in state.evses_of.get(sid, ())}
     if not pairs:
         return 0
     evses = await svc.evse_infos(sorted(pairs))

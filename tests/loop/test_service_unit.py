@@ -497,6 +497,31 @@ async def test_a_defaults_pass_after_new_evses_reads_only_them() -> None:
     assert reads == [SITE, SITE]
 
 
+async def test_a_new_evse_shares_the_reservation_even_when_a_read_before_its_record_came_last() -> None:
+    """20 kW site, 8 kW reserved per EVSE: two EVSEs hold 8 kW defaults. CP-3's EVSE is noted new,
+    then a whole-site read that started before its record was stored (CP-1 and CP-2 only) replaces
+    the site's known EVSEs. The defaults pass must still count three EVSEs (3 x 8 kW > 20 kW: the
+    whole site shares, 20/3 kW each); counting the two the read saw gave CP-3 8 kW, 24 kW of
+    defaults on a 20 kW site (a flake of test_default_profiles_keep_new_sessions_within_limit)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    for sid in ("CP-1", "CP-2"):
+        store.add_evse(sid, 1, site_id=SITE, max_power_w="22000", rate_unit="W")
+    svc = _service(store, Stations(clock, 20_000.0), clock)
+    svc.settings = svc.settings.model_copy(update={"reserve_kw_per_evse": 8.0})
+    before_cp3 = await svc.site_evses(SITE)
+    assert await svc.ensure_defaults(SITE) == 2
+    await _until(lambda: store.evses[("CP-2", 1)].get("default_limit_w") == "8000.0", "8 kW defaults")
+    store.add_evse("CP-3", 1, site_id=SITE, max_power_w="22000", rate_unit="W")
+    svc.defaults.note_new(SITE, ("CP-3", 1))
+    svc.defaults.note_read(SITE, before_cp3)
+    await defaults.run_pass(svc, SITE)
+    await _until(lambda: all(store.evses[(sid, 1)].get("default_limit_w") not in (None, "8000.0")
+                             for sid in ("CP-1", "CP-2", "CP-3")), "defaults lowered")
+    assert sum(float(store.evses[(sid, 1)]["default_limit_w"]) for sid in ("CP-1", "CP-2", "CP-3")) \
+        <= 20_000.0 + 1.0
+
+
 async def test_the_renewal_asks_for_every_held_lease_at_once_and_drops_a_lost_one() -> None:
     """`renew_leases`: one `hold_leases` call for all the node's sites (not one round trip per site
     after another); a site whose lease another node took is dropped and not asked for per event."""
