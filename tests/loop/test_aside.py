@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from csms.smart_charging.service import SmartChargingService
 from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from evfleet.txprofile import iso_z
@@ -25,13 +26,17 @@ def _breach(clock: FixedClock, ref: str, limit_w: float) -> Event:
                  tx_ref=ref, site_id=SITE, ts=clock.t, data=data)
 
 
-async def test_a_plan_while_a_k17_resend_is_out_leaves_that_evse_alone_until_its_answer() -> None:
-    """20 kW site, CP-1 and CP-2 planned at 10 kW each. CP-1's EV breaches (K17): our 10 kW profile
-    is re-sent and CP-1 does not answer. The check returns at once (fails if it awaits the answer).
-    A new plan (CP-1 4 kW, CP-2 16 kW) comes meanwhile: nothing goes to CP-1 while its call is out
-    (one profile out per EVSE), CP-2's rise does not fit while CP-1 counts 10 kW, so the plan is
-    blocked, not waited on. Once CP-1 answers, the site applies the plan (decrease first). The
-    limits the stations may hold (CP-1 at max(old, new) while out) never sum above 20 kW."""
+def _plan_both_at_10_kw(store: InMemoryStateStore, refs: dict[str, str]) -> None:
+    """The site's plan p1: CP-1 and CP-2 at 10 kW each."""
+    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
+                         "evses": {"CP-1/1": [10.0], "CP-2/1": [10.0]},
+                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+
+
+async def _planned_with_cp1_silent() -> tuple[FixedClock, InMemoryStateStore, dict[str, str],
+                                              SilentStation, SmartChargingService]:
+    """20 kW site, CP-1 and CP-2 planned at 10 kW each and answered; from then on CP-1 answers
+    nothing until `release` is set again (`out` is set by its next call)."""
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "20"}
     refs = {sid: _session(store, sid, 8_000.0) for sid in ("CP-1", "CP-2")}
@@ -40,12 +45,21 @@ async def test_a_plan_while_a_k17_resend_is_out_leaves_that_evse_alone_until_its
     stations.limits_w = {"CP-1": 8_000.0, "CP-2": 8_000.0}
     svc = _service(store, stations, clock)
     svc.held.add(SITE)
-    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
-                         "evses": {"CP-1/1": [10.0], "CP-2/1": [10.0]},
-                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    _plan_both_at_10_kw(store, refs)
     await svc.apply_plan(SITE)
     stations.release.clear()
-    stations.out.clear()  # set by the first plan's call to CP-1; wait for the re-send's own
+    stations.out.clear()  # set by the plan's call to CP-1; callers wait for the next call's own
+    return clock, store, refs, stations, svc
+
+
+async def test_a_plan_while_a_k17_resend_is_out_leaves_that_evse_alone_until_its_answer() -> None:
+    """20 kW site, CP-1 and CP-2 planned at 10 kW each. CP-1's EV breaches (K17): our 10 kW profile
+    is re-sent and CP-1 does not answer. The check returns at once (fails if it awaits the answer).
+    A new plan (CP-1 4 kW, CP-2 16 kW) comes meanwhile: nothing goes to CP-1 while its call is out
+    (one profile out per EVSE), CP-2's rise does not fit while CP-1 counts 10 kW, so the plan is
+    blocked, not waited on. Once CP-1 answers, the site applies the plan (decrease first). The
+    limits the stations may hold (CP-1 at max(old, new) while out) never sum above 20 kW."""
+    clock, store, refs, stations, svc = await _planned_with_cp1_silent()
     clock.t += timedelta(seconds=5)
     sent = len(stations.sent)
     record = await asyncio.wait_for(svc.check_ev_schedule(SITE, _breach(clock, refs["CP-1"], 22_000.0)), 1)
@@ -125,9 +139,7 @@ async def test_a_refusal_of_a_call_beside_the_task_wakes_the_site_to_lower_the_o
     stations = Stations(clock, 20_000.0)
     svc = _service(store, stations, clock)
     svc.held.add(SITE)
-    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
-                         "evses": {"CP-1/1": [10.0], "CP-2/1": [10.0]},
-                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
+    _plan_both_at_10_kw(store, refs)
     await svc.apply_plan(SITE)
     stations.answers["CP-1"] = "NotImplemented"
     clock.t += timedelta(seconds=5)
@@ -169,19 +181,7 @@ async def test_the_probe_of_a_silent_refusing_station_does_not_hold_the_watchdog
 async def test_a_lost_lease_cancels_the_sites_calls_and_wakes_nothing() -> None:
     """CP-1's K17 re-send is out when the node loses the site's lease: the call is cancelled, its
     EVSE leaves `out` (it counts its record again), and no work is queued for the site."""
-    clock, store = FixedClock(), InMemoryStateStore()
-    store.sites[SITE] = {"limit_kw": "20"}
-    refs = {sid: _session(store, sid, 8_000.0) for sid in ("CP-1", "CP-2")}
-    stations = SilentStation(clock, 20_000.0, silent="CP-1")
-    stations.release.set()
-    svc = _service(store, stations, clock)
-    svc.held.add(SITE)
-    store.plans[SITE] = {"plan_id": "p1", "start": iso_z(T0), "step_s": 900, "limit_kw": 20.0,
-                         "evses": {"CP-1/1": [10.0], "CP-2/1": [10.0]},
-                         "transactions": {"CP-1/1": refs["CP-1"], "CP-2/1": refs["CP-2"]}}
-    await svc.apply_plan(SITE)
-    stations.release.clear()
-    stations.out.clear()  # set by the first plan's call to CP-1; wait for the re-send's own
+    clock, store, refs, stations, svc = await _planned_with_cp1_silent()
     clock.t += timedelta(seconds=5)
     await svc.check_ev_schedule(SITE, _breach(clock, refs["CP-1"], 22_000.0))
     await asyncio.wait_for(stations.out.wait(), 1)
