@@ -83,13 +83,9 @@ __all__ = ["EvseInfo", "SmartChargingService", "Work", "ev_plan_series", "run"]
 
 log = logging.getLogger(__name__)
 
-
-
-
-
-
 LEASE_RECHECK_S = 1.0
 """How long a node takes another node's site lease as held without asking Redis again."""
+
 
 @dataclass
 class _Site:
@@ -504,6 +500,7 @@ class SmartChargingService:
 STREAM_READ_COUNT = 100
 """Events per read of the stream (`run`): parsed and dispatched in one event-loop callback (500
 were 10-18 ms of CPU each when a node fell behind at 800 msg/s, issue 14)."""
+
 
 async def run(ctx: CsmsContext) -> None:
     """Run the smart-charging service of this csms node until cancelled."""
