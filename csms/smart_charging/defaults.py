@@ -65,8 +65,9 @@ class DefaultsState:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def note_read(self, site_id: str, infos: dict[str, EvseInfo]) -> None:
-        """A whole-site read: the site's EVSEs and each station's EVSE ids."""
-        self.site_evses[site_id] = {i.ident for i in infos.values()}
+        """A whole-site read: the site's EVSEs and each station's EVSE ids. EVSEs noted new and not
+        yet passed stay known: the read may have started before their records were stored."""
+        self.site_evses[site_id] = {i.ident for i in infos.values()} | self.new.get(site_id, set())
         for info in infos.values():
             self.evses_of.setdefault(info.station_id, set()).add(info.evse_id)
 
@@ -137,15 +138,11 @@ async def run_pass(svc: SmartChargingService, site_id: str) -> int:
     state.queued.discard(site_id)
     booted = frozenset(state.booted.pop(site_id, set()))
     new = state.new.pop(site_id, set())
-    pairs = set(new) | {(sid, eid) for sid in booted for eid in state.evses_of.get(sid, ())}
     known = state.site_evses.get(site_id)
-    if known is not None:
-        # a whole-site read that ran before a new EVSE's record was stored replaced the known set
-        # without it (`note_read`); the EVSE still shares the reservation
-        known = state.site_evses[site_id] = known | pairs
     reserve_w = svc.settings.reserve_kw_per_evse * 1000.0
     if known is None or (reserve_w > 0 and reserve_w * len(known) > await svc.site_budget_w(site_id)):
         return await ensure(svc, site_id, booted)
+    pairs = set(new) | {(sid, eid) for sid in booted for eid in state.evses_of.get(sid, ())}
     if not pairs:
         return 0
     evses = await svc.evse_infos(sorted(pairs))
