@@ -25,10 +25,11 @@ interleave.
 A session is identified by its `tx_ref` (station, transactionId, generation) in plans, records
 and events; the station's own transactionId only goes into the profiles sent to it.
 
-Layout: this module is the thin asyncio driver (leases, the stream loop, per-site queues);
-`intake` routes stream events to a site's queue, `pacing` spaces the whole-site passes and runs
-K15's timers, `work` names the queue items; `budget` states the site-limit rule and holds every
-policy that keeps it (counting, ordering, scaling, churn filter, K17, fair shares);
+Layout: this module is the thin asyncio driver (the stream loop, per-site queues); `leases`
+takes and renews the site leases, `intake` routes stream events to a site's queue, `pacing`
+spaces the whole-site passes and runs K15's timers, `work` names the queue items; `budget`
+states the site-limit rule and holds every policy that keeps it (counting, ordering, scaling,
+churn filter, K17, fair shares);
 `conversion` turns limits into payloads and answers into what counts; `actions` and `safety`
 are the steps for one site; `sending` sends profiles and records answers; all reads and writes
 go through the store port (`evfleet.store.port`).
@@ -42,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +58,7 @@ from csms.smart_charging import (
     conversion,
     defaults,
     intake,
+    leases,
     metered,
     pacing,
     provisional,
@@ -68,6 +69,7 @@ from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.decoding import DecodeMemo, decode_all
 from csms.smart_charging.evse import EvseInfo, ev_plan_series
 from csms.smart_charging.inflight import InFlight
+from csms.smart_charging.leases import LEASE_RECHECK_S
 from csms.smart_charging.planner import Series
 from csms.smart_charging.work import Work
 from csms.smart_charging.writes import WriteGroup
@@ -82,10 +84,6 @@ from evfleet.tasks import raise_if_cancelling
 __all__ = ["EvseInfo", "SmartChargingService", "Work", "ev_plan_series", "run"]
 
 log = logging.getLogger(__name__)
-
-LEASE_RECHECK_S = 1.0
-"""How long a node takes another node's site lease as held without asking Redis again."""
-
 
 @dataclass
 class _Site:
@@ -171,57 +169,14 @@ class SmartChargingService:
             EventType.TX_ENDED: self._on_tx_ended, EventType.EV_CHARGING_SCHEDULE: self._on_ev_schedule,
         }
 
-    # --- leases -------------------------------------------------------------------------
+    # --- leases (`leases`) ----------------------------------------------------------------
     async def holds(self, site_id: str, renew: bool = False) -> bool:
-        """True if this node holds (or just took) the site's lease.
-
-        A lease renewed less than a third of its TTL ago counts as held without asking Redis (it
-        cannot have expired: it runs a full TTL from before the renewal), so the stream loop does
-        not pay a round trip per event; `renew` always asks (the renewal loop, every TTL / 3). A lease
-        another node holds is asked for again only after `LEASE_RECHECK_S` (the idle node's stream
-        loop asked Redis for every event of the other node's sites: 4 % of its CPU at 4,000
-        stations); a take-over after a node died is thus at most that much later."""
-        mono = time.monotonic()
-        if not renew and site_id in self.held and mono < self._lease_fresh_until.get(site_id, 0.0):
-            return True
-        if not renew and site_id not in self.held and mono < self._lease_taken_until.get(site_id, 0.0):
-            return False
-        if await self.store.hold_lease(site_id, self.node_id, int(self.lease_ttl_s * 1000)):
-            self._lease_fresh_until[site_id] = mono + self.lease_ttl_s / 3
-            if site_id not in self.held:  # taken or handed to this node: bring the site to its limit
-                self.held.add(site_id)
-                self.enqueue(site_id, Work.RECONCILE, None)
-            return True
-        self._lease_lost(site_id)
-        self._lease_taken_until[site_id] = mono + self.lease_recheck_s
-        return False
-
-    async def _renew_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl_s / 3)
-            await self.renew_leases()
+        """True if this node holds (or just took) the site's lease (`leases.holds`)."""
+        return await leases.holds(self, site_id, renew)
 
     async def renew_leases(self) -> None:
-        """Renew every held lease in one batch (`StateStore.hold_leases`: a few round trips for all
-        the node's sites, so a busy node renews them well within the TTL); a lease found lost is
-        dropped as `holds` drops it."""
-        sites = sorted(self.held)
-        if not sites:
-            return
-        mono = time.monotonic()  # before asking: a renewed lease runs a full TTL from after this
-        kept = await self.store.hold_leases(sites, self.node_id, int(self.lease_ttl_s * 1000))
-        for site_id in sites:
-            if site_id in kept:
-                self._lease_fresh_until[site_id] = mono + self.lease_ttl_s / 3
-            else:
-                self._lease_lost(site_id)
-                self._lease_taken_until[site_id] = mono + self.lease_recheck_s
-
-    def _lease_lost(self, site_id: str) -> None:
-        """Another node acts for the site now: its calls beside the site task stop (`aside`)."""
-        self.held.discard(site_id)
-        self._lease_fresh_until.pop(site_id, None)
-        self.aside.cancel(site_id)
+        """Renew every held lease in one batch (`leases.renew_leases`)."""
+        await leases.renew_leases(self)
 
     async def _watchdog(self) -> None:
         """Every `watchdog_interval_s`: a metered check of each held site (`safety.tick`)."""
@@ -464,7 +419,7 @@ class SmartChargingService:
     # --- main loop ------------------------------------------------------------------------
     async def run(self) -> None:
         """Follow the event stream until cancelled."""
-        renew = asyncio.create_task(self._renew_leases())
+        renew = asyncio.create_task(leases.renew_loop(self))
         watchdog = asyncio.create_task(self._watchdog())
         # start at the current tail id (not "$" on every call: no event lost between two reads)
         last_id = await self.store.events_tail()
