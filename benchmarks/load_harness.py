@@ -38,239 +38,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-
-import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-STATIONS_PY = str(Path(__file__).with_name("load_stations.py"))
-PASSWORD = "load-harness-secret-0123456789"  # machine-generated length: the fast hash scheme
-HAPROXY_MAX_PER_PROC = 9_900
 
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc); 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_rss_mb(pid: int) -> float:
-    """Resident set size of a process in MB; 0 when it is gone."""
-    with suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of values, nan when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def provision(redis_url: str, n: int, site_size: int = 0) -> None:
-    """N stations with one credential (one salt for all: a benchmark shortcut): all on the default
-    site (`site_size` 0), or `site_size` stations per site (sites S0000, S0001, ...)."""
-    import redis
-
-    from csms.core.security import hash_password
-    from evfleet.keys import Keys
-    from evfleet.store.client import hmap
-
-    keys = Keys()
-    cred = hmap({**hash_password(PASSWORD).to_fields(), "security_profile": "1"})
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    pipe = r.pipeline(transaction=False)
-    for i in range(n):
-        sid = f"L{i:05d}"
-        pipe.sadd(keys.stations(), sid)
-        pipe.hset(keys.station_credentials(sid), mapping=cred)
-        pipe.hset(keys.station(sid), mapping={"compat": "0", "online": "0",
-                                              "last_boot": "2026-01-01T00:00:00+00:00"})
-        if site_size:  # as `provision_station` does it (csms.store.provisioning)
-            site = f"S{i // site_size:04d}"
-            pipe.hset(keys.station(sid), "site_id", site)
-            pipe.sadd(keys.site_stations(site), sid)
-            pipe.hsetnx(keys.site(site), "name", site)
-            pipe.sadd(keys.sites(), site)
-        if i % 2000 == 1999:
-            pipe.execute()
-    pipe.execute()
-    r.close()
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    """Until GET url answers 200 (SystemExit when `proc` dies or time is up)."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: process exited with {proc.returncode}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"{url} not healthy within {timeout_s:.0f} s")
-
-
-def start_nodes(stack: ExitStack, m: int, args: argparse.Namespace, tmp: Path,
-                redis_url: str) -> list[SimpleNamespace]:
-    """M csms nodes on free ports (killed when `stack` closes)."""
-    from csms.store.embedded import free_port
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "EVFLEET_LOG_LEVEL": "WARNING",
-           "EVFLEET_OCPP_MAX_CONNECTIONS": str(args.max_per_node), "HOME": str(tmp)}
-    env.update(dict(kv.split("=", 1) for kv in args.node_env))
-    nodes = []
-    for i in range(1, m + 1):
-        node = SimpleNamespace(node_id=f"node-{i}", ocpp_port=free_port(), api_port=free_port())
-        log = (tmp / f"{node.node_id}.log").open("ab")
-        node.proc = subprocess.Popen(
-            [sys.executable, "-m", "csms", "--redis-url", redis_url, "--host", "127.0.0.1", "--port",
-             str(node.ocpp_port), "--api-port", str(node.api_port), "--node-id", node.node_id,
-             "--no-api-auth"], env=env, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(_stop, node.proc)
-        nodes.append(node)
-    for node in nodes:
-        wait_http(f"http://127.0.0.1:{node.api_port}/healthz", node.proc)
-    return nodes
-
-
-def start_workers(stack: ExitStack, count: int, tmp: Path, redis_url: str,
-                  log_level: str = "WARNING") -> list[int]:
-    """`count` `evfleet optimizer` workers on the run's Redis, as production runs them (killed when
-    `stack` closes): plans arrive, so the sites leave fallback mode. Returns their pids."""
-    pids = []
-    for i in range(1, count + 1):
-        log = (tmp / f"optimizer-{i}.log").open("ab")
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("evfleet")), "optimizer", "--redis-url",
-                                 redis_url, "--consumer", f"optimizer-{i}", "--log-level", log_level],
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=log,
-                                stderr=subprocess.STDOUT)
-        stack.callback(_stop, proc)
-        pids.append(proc.pid)
-    return pids
-
-
-def start_haproxy(stack: ExitStack, nodes: list[SimpleNamespace], procs: int,
-                  tmp: Path) -> tuple[str, list[int]]:
-    """`procs` HAProxy processes on one port (SO_REUSEPORT) in front of `nodes`: (url, pids)."""
-    from csms.store.embedded import free_port
-    from tests.scale.topology import HAPROXY, haproxy_config
-
-    port, api_port, stats_port = free_port(), free_port(), free_port()
-    text = haproxy_config(port, nodes, stats_port, api_port)  # type: ignore[arg-type]
-    text = text.replace("maxconn 8000", f"maxconn {HAPROXY_MAX_PER_PROC}")
-    cfg = tmp / "haproxy.cfg"
-    cfg.write_text(text)
-    pids = []
-    for i in range(procs):
-        log = (tmp / f"haproxy-{i}.log").open("ab")
-        proc = subprocess.Popen([HAPROXY, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(_stop, proc)
-        wait_http(f"http://127.0.0.1:{stats_port}/healthz", proc)
-        pids.append(proc.pid)
-    time.sleep(1.5)  # first health checks (rise 2, inter 500 ms)
-    return f"ws://127.0.0.1:{port}/ocpp/", pids
-
-
-def start_bare(stack: ExitStack, tmp: Path) -> tuple[str, int]:
-    """The bare `ocpp`-library server: (url, pid)."""
-    port_file = tmp / "bare.port"
-    proc = subprocess.Popen([sys.executable, STATIONS_PY, "bare", str(port_file)], cwd=str(REPO))
-    stack.callback(_stop, proc)
-    deadline = time.time() + 30
-    while not (port_file.exists() and port_file.read_text()):
-        if time.time() > deadline or proc.poll() is not None:
-            raise SystemExit("bare server did not start")
-        time.sleep(0.05)
-    return f"ws://127.0.0.1:{port_file.read_text()}/ocpp/", proc.pid
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with suppress(ProcessLookupError):
-        proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-SMART_CHARGING_COUNTERS = ("evfleet_smart_charging_profiles_sent_total", "evfleet_k16_replans_skipped_total",
-                           "evfleet_smart_charging_passes_total", "evfleet_noncompliant_marked_total")
-
-
-def smart_charging_stats(metrics_urls: list[str]) -> dict[str, float]:
-    """Summed over the nodes' /metrics: TxProfiles sent by kind, K16 skips, whole-site passes by
-    cause (`SMART_CHARGING_COUNTERS`, one entry per label set); empty when a node does not answer."""
-    out: dict[str, float] = {}
-    for url in metrics_urls:
-        try:
-            reply = httpx.get(url, timeout=30)
-        except httpx.HTTPError:
-            return {}
-        if reply.status_code != 200:
-            return {}
-        for line in reply.text.splitlines():
-            if line.startswith(SMART_CHARGING_COUNTERS):
-                name, value = line.rsplit(" ", 1)
-                name = name.replace("evfleet_", "").replace("_total", "")
-                out[name] = out.get(name, 0.0) + float(value)
-    return out
-
-
-def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
-    """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause;
-    longest gen-0/gen-1 pause, longest event-loop lag observed (`evfleet_event_loop_lag_seconds`
-    bucket bound), slow callbacks and busy loop turns logged (nodes run with `slow_callback_ms`);
-    CPU seconds of young collections, and collections of >= 10 ms CPU (any generation)."""
-    out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0, "gen0_max_ms": 0.0,
-           "gen1_max_ms": 0.0, "slow_callbacks": 0.0, "young_collections": 0.0, "young_seconds": 0.0,
-           "young_cpu_seconds": 0.0, "gc_stalls": 0.0, "slow_turns": 0.0}
-    for url in metrics_urls:
-        try:
-            reply = httpx.get(url, timeout=30)
-        except httpx.HTTPError:
-            reply = None
-        if reply is None or reply.status_code != 200:  # a node too busy: no figure, not a wrong one
-            return {k: float("nan") for k in out}
-        for line in reply.text.splitlines():
-            if line.startswith("evfleet_event_loop_slow_callbacks_total"):
-                out["slow_callbacks"] += float(line.rsplit(" ", 1)[1])
-            if line.startswith("evfleet_event_loop_slow_turns_total"):
-                out["slow_turns"] += float(line.rsplit(" ", 1)[1])
-            if line.startswith("evfleet_gc_stalls_total"):  # collections of >= 10 ms CPU, any generation
-                out["gc_stalls"] += float(line.rsplit(" ", 1)[1])
-            if line.startswith("evfleet_gc_pause_cpu_seconds_total") and 'generation="2"' not in line:
-                out["young_cpu_seconds"] += float(line.rsplit(" ", 1)[1])
-            for young in ("0", "1"):
-                if line.startswith(f'evfleet_gc_pause_max_seconds{{generation="{young}"}}'):
-                    pause_ms = float(line.rsplit(" ", 1)[1]) * 1000
-                    out[f"gen{young}_max_ms"] = max(out[f"gen{young}_max_ms"], pause_ms)
-            if line.startswith(("evfleet_gc_collections_total", "evfleet_gc_pause_seconds_total")) \
-                    and 'generation="2"' not in line:
-                young = "young_collections" if line.startswith("evfleet_gc_collections") else "young_seconds"
-                out[young] += float(line.rsplit(" ", 1)[1])
-            if 'generation="2"' not in line:
-                continue
-            name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
-            if name == "evfleet_gc_collections_total":
-                out["gen2_collections"] += value
-            elif name == "evfleet_gc_pause_seconds_total":
-                out["gen2_seconds"] += value
-            elif name == "evfleet_gc_pause_max_seconds":
-                out["gen2_max_ms"] = max(out["gen2_max_ms"], value * 1000)
-    return out
+from benchlib import pct, proc_cpu_s, proc_rss_mb  # noqa: E402
+from load_harness_metrics import gc_stats, smart_charging_stats  # noqa: E402
+from load_harness_procs import (  # noqa: E402
+    HAPROXY_MAX_PER_PROC,
+    PASSWORD,
+    STATIONS_PY,
+    provision,
+    start_bare,
+    start_haproxy,
+    start_nodes,
+    start_workers,
+)
 
 
 def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int]],
