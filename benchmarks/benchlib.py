@@ -1,15 +1,21 @@
-"""Helpers shared by the benchmarks (not a benchmark): a process's CPU time and RSS, a percentile.
+"""Helpers shared by the benchmarks (not a benchmark): a process's CPU time and RSS, redis-server's
+CPU time, a percentile, and which checkout's code a benchmark measures.
 
-Imported as a sibling module (`python benchmarks/X.py` puts benchmarks/ first on sys.path)."""
+Imported as a sibling module (`python benchmarks/X.py` puts benchmarks/ first on sys.path); it
+imports nothing of the project, so a benchmark can still choose the checkout (`use_checkout`)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int | str = "self") -> float:
     """User + system CPU seconds of a process (Linux /proc); 0 when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -18,7 +24,7 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_rss_mb(pid: int) -> float:
+def proc_rss_mb(pid: int | str = "self") -> float:
     """Resident set size of a process in MB; 0 when it is gone."""
     with suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -27,9 +33,23 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def redis_cpu_s(redis: Any) -> float:
+    """redis-server's user + system CPU seconds (`INFO cpu`, through a synchronous client)."""
+    info = redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (nearest rank) of values, nan when empty."""
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def use_checkout(repo: str | Path | None = None) -> Path:
+    """Put the checkout whose code the benchmark measures first on sys.path: `repo` (a benchmark's
+    `--repo`, for A/B runs against another worktree) or this one. Returns its path."""
+    path = Path(repo).resolve() if repo else REPO
+    sys.path.insert(0, str(path))
+    return path

@@ -37,6 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import pct, proc_cpu_s  # noqa: E402
+
 MESSAGES = ("Heartbeat", "MeterValues", "TransactionEvent")
 PASSWORD = "bench-password-1"
 OCPP_CHOICES = ("2.0.1", "1.6", "mixed")
@@ -187,22 +189,6 @@ async def _client_main(args: argparse.Namespace) -> None:
 
 
 # --- orchestrator ---------------------------------------------------------------------------
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _provision(redis_url: str, n: int, iterations: int) -> None:
     import redis
 
@@ -316,9 +302,9 @@ def main() -> None:
         cpu: dict[str, tuple[float, float]] = {}
         for phase in plan:
             time.sleep(max(0.0, t0 + phase["start"] - time.time()))
-            a_csms, a_redis = _cpu_s(csms_proc.pid), _cpu_s(redis_pid)
+            a_csms, a_redis = proc_cpu_s(csms_proc.pid), proc_cpu_s(redis_pid)
             time.sleep(max(0.0, t0 + phase["end"] - time.time()))
-            cpu[phase["name"]] = (_cpu_s(csms_proc.pid) - a_csms, _cpu_s(redis_pid) - a_redis)
+            cpu[phase["name"]] = (proc_cpu_s(csms_proc.pid) - a_csms, proc_cpu_s(redis_pid) - a_redis)
         outputs = [json.loads(c.communicate(timeout=len(plan) * (args.duration + 1) + 120)[0])
                    for c in clients]
         merged: dict[str, list[float]] = {}
@@ -341,8 +327,8 @@ def main() -> None:
                     "phase": phase["name"] + (f" {v}" if len(versions) > 1 else ""), "ocpp": v,
                     "messages": len(lat), "errors": errors.get(f"{phase['name']}|{v}", 0),
                     "msg_per_s": len(lat) / args.duration,
-                    "p50_ms": _pct(lat, 0.50) * 1000, "p95_ms": _pct(lat, 0.95) * 1000,
-                    "p99_ms": _pct(lat, 0.99) * 1000, "max_ms": max(lat) * 1000 if lat else float("nan"),
+                    "p50_ms": pct(lat, 0.50) * 1000, "p95_ms": pct(lat, 0.95) * 1000,
+                    "p99_ms": pct(lat, 0.99) * 1000, "max_ms": max(lat) * 1000 if lat else float("nan"),
                     "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
                     "csms_cpu_us_per_msg": cpu[phase["name"]][0] / total * 1e6 if total else float("nan"),
                     "redis_cpu_us_per_msg": cpu[phase["name"]][1] / total * 1e6 if total else float("nan"),

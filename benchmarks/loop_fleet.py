@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ocpp.messages  # noqa: E402
+from benchlib import pct as nearest_rank  # noqa: E402
+from benchlib import proc_cpu_s  # noqa: E402
 
 from csms.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 from csms.store.provisioning import provision_station  # noqa: E402
@@ -55,12 +57,6 @@ from evse_sim.scenarios import Scenario, random_fleet  # noqa: E402
 
 PASSWORD = "bench-password-1"
 K = Keys()
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scenario(n: int, arrive_after_s: float, seed: int) -> Scenario:
@@ -137,11 +133,8 @@ def start_fleet(scen: Scenario, clock: ScaledClock, url: str, ramp_per_s: float,
 
 
 def pct(values: list[float], q: float) -> float | None:
-    """q-quantile (0..1) or None."""
-    if not values:
-        return None
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+    """q-quantile (0..1) rounded to ms, or None."""
+    return round(nearest_rank(values, q), 3) if values else None
 
 
 async def applied_sum_w(redis: Any, pairs: list[tuple[str, int]], now_s: float) -> float:
@@ -271,14 +264,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         fleet_at = clock.now()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        cpu0 = [cpu_s(p.pid) for p in procs]
+        cpu0 = [proc_cpu_s(p.pid) for p in procs]
         max_sum = 0.0
         samples = 0
         while loop.time() - t0 < ramp_s + 60 + args.window:
             await asyncio.sleep(0.5)
             max_sum = max(max_sum, await applied_sum_w(redis, pairs, clock.timestamp()))
             samples += 1
-        cpu1 = [cpu_s(p.pid) for p in procs]
+        cpu1 = [proc_cpu_s(p.pid) for p in procs]
         elapsed = loop.time() - t0
         fleet_cpu_s = fleet.stop()
         events = await redis.xrange(K.events())

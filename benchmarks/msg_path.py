@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from benchlib import redis_cpu_s  # noqa: E402
 from load_stations import DEFAULT_MIX, Charger  # noqa: E402
 
 
@@ -43,11 +44,6 @@ class FakeConnection:
         if message.startswith("[4"):
             raise RuntimeError(f"CALLERROR: {message}")
         self.sent += 1
-
-
-def _redis_cpu_s(redis: Any) -> float:
-    info = redis.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
@@ -96,7 +92,7 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         await asyncio.gather(*(one(h, c) for h, c in zip(handlers, chargers, strict=True)))
     count.clear()
     profile = cProfile.Profile(time.process_time) if args.profile else None
-    r0, t0 = _redis_cpu_s(sync), time.process_time()
+    r0, t0 = redis_cpu_s(sync), time.process_time()
     if profile:
         profile.enable()
     sem = asyncio.Semaphore(args.concurrency)
@@ -110,7 +106,7 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     if profile:
         profile.disable()
         profile.dump_stats(str(args.profile))
-    total_cpu, redis_cpu = time.process_time() - t0, _redis_cpu_s(sync) - r0
+    total_cpu, redis_cpu = time.process_time() - t0, redis_cpu_s(sync) - r0
     n = sum(count.values())
     await redis.aclose()
     return {"messages": n, "node_us_per_msg": 1e6 * total_cpu / n, "redis_us_per_msg": 1e6 * redis_cpu / n,
@@ -135,16 +131,13 @@ def main() -> None:
 
     runs = []
     for _ in range(args.repeat):
-        srv = EmbeddedRedis().start()
-        try:
+        with EmbeddedRedis() as srv:
             if args.uvloop:
                 import uvloop
 
                 runs.append(uvloop.run(_run(args, srv.url)))
             else:
                 runs.append(asyncio.run(_run(args, srv.url)))
-        finally:
-            srv.stop()
         print(f"  {runs[-1]['messages']} msgs: node {runs[-1]['node_us_per_msg']:.0f} us/msg, "
               f"redis {runs[-1]['redis_us_per_msg']:.0f} us/msg", flush=True)
     node = statistics.median(r["node_us_per_msg"] for r in runs)

@@ -311,11 +311,8 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
         await redis.aclose()
         return out
 
-    server = EmbeddedRedis().start()
-    try:
+    with EmbeddedRedis() as server:
         med = median_of(asyncio.run(run(server.url)))
-    finally:
-        server.stop()
     print(f"\nOptimizerWorker.solve_site, {n} sessions on a private Redis (read + solve + write), "
           f"re-plans with the previous plan, median of {runs} [s]: wall {med['wall']:.3f} "
           f"(CPU {med['cpu']:.3f}; solve {med['solve_s']:.3f}); standing plan kept (unchanged limit): wall "

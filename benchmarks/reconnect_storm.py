@@ -39,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import proc_cpu_s  # noqa: E402
+
 PASSWORD = "storm-password-0123456789"  # 25 characters: a machine-generated station secret
 
 
@@ -145,14 +147,6 @@ async def _bare_main(port_file: Path) -> None:
 
 
 # --- orchestrator -------------------------------------------------------------------------
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _provision(redis_url: str, n: int, pbkdf2: int | None) -> None:
     import redis
 
@@ -230,12 +224,12 @@ def _storm(url: str, server_pids: list[int], args: argparse.Namespace) -> dict[s
         c.stdin.write(json.dumps({"url": url, "start": start}) + "\n")
         c.stdin.flush()
     time.sleep(max(0.0, start - time.time()))
-    cpu0 = [_cpu_s(pid) for pid in server_pids]
+    cpu0 = [proc_cpu_s(pid) for pid in server_pids]
     outs = []
     for c in clients:
         assert c.stdout is not None
         outs.append(json.loads(c.stdout.readline()))
-    cpu = [_cpu_s(pid) - c0 for pid, c0 in zip(server_pids, cpu0, strict=True)]
+    cpu = [proc_cpu_s(pid) - c0 for pid, c0 in zip(server_pids, cpu0, strict=True)]
     for c in clients:
         assert c.stdin is not None
         c.stdin.write("go\n")

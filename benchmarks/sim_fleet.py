@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import ocpp.messages  # noqa: E402
+from benchlib import proc_cpu_s, proc_rss_mb  # noqa: E402
 
 from csms.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 from csms.store.provisioning import provision_station  # noqa: E402
@@ -51,21 +52,6 @@ from evse_sim.fleet import FleetConfig, FleetRunner  # noqa: E402
 from evse_sim.scenarios import Scenario, random_fleet  # noqa: E402
 
 PASSWORD = "bench-password-1"
-
-
-def rss_mb(pid: int | str = "self") -> float:
-    """Resident set size [MB] of a process (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def cpu_s(pid: int | str = "self") -> float:
-    """User + system CPU seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def bench_scenario(n: int, ramp_s: float, seed: int) -> Scenario:
@@ -165,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 backoff_max_s=10.0,
             ),
         )
-        rss_before = rss_mb()
+        rss_before = proc_rss_mb()
         run_task = asyncio.create_task(runner.run(timedelta(days=1)))
         loop = asyncio.get_running_loop()
         t_start = loop.time()
@@ -180,7 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while runner.stats().plugged < len(scenario.evs) * 0.98 and loop.time() < deadline:
             await asyncio.sleep(0.5)
         await asyncio.sleep(2.0)
-        s0, c0, cc0, w0 = runner.stats(), cpu_s(), cpu_s(csms_proc.pid), loop.time()
+        s0, c0, cc0, w0 = runner.stats(), proc_cpu_s(), proc_cpu_s(csms_proc.pid), loop.time()
         samples = []
         while loop.time() - w0 < args.steady:
             await asyncio.sleep(5.0)
@@ -191,10 +177,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "sent": s.sent,
                     "queued": s.queued,
                     "charging": s.charging,
-                    "rss_mb": round(rss_mb(), 1),
+                    "rss_mb": round(proc_rss_mb(), 1),
                 }
             )
-        s1, c1, cc1, w1 = runner.stats(), cpu_s(), cpu_s(csms_proc.pid), loop.time()
+        s1, c1, cc1, w1 = runner.stats(), proc_cpu_s(), proc_cpu_s(csms_proc.pid), loop.time()
         window = w1 - w0
         result = {
             "stations": n,
@@ -227,10 +213,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "power_kw": round(s1.power_kw, 1),
             "errors": s1.errors,
             "sim_rss_mb_before": round(rss_before, 1),
-            "sim_rss_mb": round(rss_mb(), 1),
-            "sim_rss_kb_per_station": round((rss_mb() - rss_before) * 1024 / n, 1),
+            "sim_rss_mb": round(proc_rss_mb(), 1),
+            "sim_rss_kb_per_station": round((proc_rss_mb() - rss_before) * 1024 / n, 1),
             "sim_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "csms_rss_mb": round(rss_mb(csms_proc.pid), 1),
+            "csms_rss_mb": round(proc_rss_mb(csms_proc.pid), 1),
             "sim_cpu_share": round((c1 - c0) / window, 2),
             "csms_cpu_share": round((cc1 - cc0) / window, 2),
             "load_avg_1m": os.getloadavg()[0],

@@ -17,9 +17,10 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
+
+from benchlib import redis_cpu_s, use_checkout
 
 
 def populate(url: str, sites: int, size: int) -> None:
@@ -37,12 +38,6 @@ def populate(url: str, sites: int, size: int) -> None:
         pipe.hset(k.station(sid), mapping={"site_id": site, "online": "1", "node": "csms-1", "vendor": "Sim"})
     pipe.execute()
     r.close()
-
-
-def redis_cpu_s(r: object) -> float:
-    """redis-server's user + system CPU seconds."""
-    info = r.info("cpu")  # type: ignore[attr-defined]
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def measure(url: str, sites: int, rounds: int) -> dict[str, float]:
@@ -77,20 +72,17 @@ def main() -> None:
     p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     p.add_argument("--url", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    sys.path.insert(0, str(args.repo.resolve()))
+    use_checkout(args.repo)
     if args.url:
         print(json.dumps(asyncio.run(measure(args.url, args.sites, args.rounds))))
         return
     from csms.store.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis().start()
-    try:
+    with EmbeddedRedis() as server:
         populate(server.url, args.sites, args.site_size)
         out = asyncio.run(measure(server.url, args.sites, args.rounds))
         print(json.dumps({"repo": str(args.repo), "sites": args.sites, "site_size": args.site_size, **out,
                           "load": os.getloadavg()[0]}))
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import use_checkout
+
 SITE = "big"
 
 
@@ -178,19 +180,15 @@ def main() -> None:
                         "no profile; 22 x stations: every arrival gets a profile, the cost of sending)")
     p.add_argument("--repo", default=None, help="checkout whose code is measured (default: this one)")
     args = p.parse_args()
-    here = Path(__file__).resolve().parent
-    sys.path.insert(0, args.repo or str(here.parent))
-    sys.path.insert(1, str(here))
+    use_checkout(args.repo)
+    sys.path.insert(1, str(Path(__file__).resolve().parent))
     from site_read import populate
 
     from csms.store.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis().start()
-    try:
+    with EmbeddedRedis() as server:
         populate(server.url, args.stations)
         asyncio.run(measure(server.url, args.stations, args.arrivals, args.runs, args.limit_kw))
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

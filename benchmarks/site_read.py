@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
-from pathlib import Path
+
+from benchlib import use_checkout
 
 SITE = "big"
 
@@ -99,15 +99,12 @@ def main() -> None:
     p.add_argument("--stations", type=int, default=10_000)
     p.add_argument("--repo", default=None, help="checkout whose code is measured (default: this one)")
     args = p.parse_args()
-    sys.path.insert(0, args.repo or str(Path(__file__).resolve().parents[1]))
+    use_checkout(args.repo)
     from csms.store.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis().start()
-    try:
+    with EmbeddedRedis() as server:
         populate(server.url, args.stations)
         asyncio.run(measure(server.url, args.stations))
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+
+from benchlib import use_checkout
 
 
 def populate(url: str, n: int, site_size: int, now: datetime) -> list[str]:
@@ -124,15 +124,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--repo", default=None, help="checkout whose code is measured (default: this one)")
     args = p.parse_args()
-    sys.path.insert(0, args.repo or str(Path(__file__).resolve().parents[1]))
+    use_checkout(args.repo)
     from csms.store.embedded import EmbeddedRedis
 
-    server = EmbeddedRedis().start()
-    try:
+    with EmbeddedRedis() as server:
         sites = populate(server.url, args.stations, args.site_size, datetime.now(UTC))
         asyncio.run(measure(server.url, sites, args.rounds))
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":
