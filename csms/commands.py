@@ -18,6 +18,10 @@ holding one connection for up to its timeout) never take connections from the OC
 handlers' pool. A node passes its own reply client (csms/app.py, closed on shutdown);
 without one the client opens a dedicated pool on the same server at the first call
 (`REPLY_MAX_CONNECTIONS`, waiting calls queue for a connection) and `aclose()` closes it.
+A call cancelled while it waits (a site's calls when its lease is lost, a shutdown) does not
+cancel its BRPOP, which would make redis-py drop that connection (and the next call open
+another): it pushes a wake-up onto its own reply key, the BRPOP returns at once and its
+connection goes back to the pool (`_await_reply`).
 
 Errors (all `CommandError`): `StationOfflineError` (station not connected or its node is
 gone), `CommandTimeoutError` (no answer in time), `StationCallError` (station answered with
@@ -29,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from csms.command_types import (  # noqa: F401 (re-exported: the protocol's value types)
@@ -51,7 +57,11 @@ from evfleet.keys import Keys
 from evfleet.store.client import as_str
 from evfleet.store.client import dedicated_client as store_dedicated_client
 
+log = logging.getLogger(__name__)
+
 REPLY_TTL_S = 60
+WAKE_UP = "caller-gone"
+"""Pushed onto a cancelled call's own reply key to end its BRPOP (never read as a reply)."""
 CALLER_GRACE_S = 5.0
 REPLY_MAX_CONNECTIONS = 1024
 """Connections a reply client opens at most (one per call waiting for its reply); more calls
@@ -71,6 +81,8 @@ class CommandClient:
         self._reply_redis = reply_redis
         self._owns_reply_redis = False
         self.reply_max_connections = reply_max_connections
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        """BRPOPs of cancelled calls and their wake-ups, still out (`_await_reply`)."""
 
     @property
     def reply_redis(self) -> Redis:
@@ -82,6 +94,8 @@ class CommandClient:
 
     async def aclose(self) -> None:
         """Close the reply client if this CommandClient opened it (a given one stays open)."""
+        if self._abandoned:  # BRPOPs of cancelled calls: woken, they end within a round trip
+            await asyncio.wait(set(self._abandoned), timeout=1.0)
         if self._owns_reply_redis and self._reply_redis is not None:
             await self._reply_redis.aclose()
             self._reply_redis = None
@@ -119,7 +133,7 @@ class CommandClient:
         wait_s = timeout_s + CALLER_GRACE_S
         try:
             async with asyncio.timeout(wait_s + 1.0):
-                got = await reply_redis.brpop([reply_to], timeout=wait_s)
+                got = await self._await_reply(reply_redis, reply_to, wait_s)
         except (TimeoutError, RedisTimeoutError):
             got = None
         if got is None:
@@ -127,10 +141,44 @@ class CommandClient:
                                f"no reply from node {node} within {wait_s:g} s")
         return CommandReply.model_validate(json.loads(got[1]))
 
+    async def _await_reply(self, reply_redis: Redis, reply_to: str, wait_s: float) -> Any:
+        """BRPOP the call's reply. When the caller is cancelled (or the bound around this runs out)
+        the BRPOP is left running, not cancelled: a wake-up pushed onto the reply key (by the shared
+        client) ends it within a round trip, and its connection goes back to the pool whole."""
+        read = asyncio.ensure_future(reply_redis.brpop([reply_to], timeout=wait_s))
+        try:
+            return await asyncio.shield(read)
+        except asyncio.CancelledError:
+            if not read.done():
+                self._keep(read)
+                self._keep(asyncio.ensure_future(self._wake(reply_to)))
+            raise
+
+    async def _wake(self, reply_to: str) -> None:
+        """End a cancelled call's BRPOP (its reply key expires as a reply's would)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(reply_to, WAKE_UP)
+                pipe.expire(reply_to, REPLY_TTL_S)
+                await pipe.execute()
+        except RedisError as err:  # Redis gone: the BRPOP ends with its connection, or at its timeout
+            log.debug("wake-up of a cancelled call's BRPOP not sent: %s", err)
+
+    def _keep(self, future: asyncio.Future[Any]) -> None:
+        self._abandoned.add(future)
+        future.add_done_callback(_forget_outcome)
+        future.add_done_callback(self._abandoned.discard)
+
     async def call_checked(self, station_id: str, action: str, payload: dict[str, Any],
                            timeout_s: float | None = None) -> dict[str, Any]:
         """Like `call`, but return the station's payload or raise a typed CommandError."""
         return (await self.call(station_id, action, payload, timeout_s)).raise_for_outcome()
+
+
+def _forget_outcome(future: asyncio.Future[Any]) -> None:
+    """A cancelled call's BRPOP or wake-up: its result or error is nobody's (retrieved, not logged)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def dedicated_client(redis: Redis, max_connections: int = REPLY_MAX_CONNECTIONS) -> Redis:

@@ -146,3 +146,40 @@ async def test_command_failing_on_an_unavailable_store_is_one_line_and_still_ans
         assert all(t.done() and t.exception() is None for t in executor._workers.values())
     finally:
         await down.aclose()
+
+
+async def test_a_cancelled_call_gives_its_reply_connection_back(redis_url: str, redis: Redis,
+                                                               keys: Keys) -> None:
+    """A call cancelled while it waits for its reply (a site's calls when its lease is lost, a pass
+    cancelled, a shutdown): redis-py drops a connection whose read is cancelled, so each cancel cost
+    a new connection (TCP + CLIENT SETNAME) for the next call. The reply connection goes back to the
+    pool whole instead: ten calls cancelled one after the other use one connection, not ten."""
+    await redis.hset(keys.station("CP-MUTE"), mapping={"online": "1", "node": "mute-node"})
+    await redis.set(keys.node("mute-node"), "{}")  # a live node that never answers
+    reply_redis = connect_redis(redis_url, client_name="reply-test")
+    client = CommandClient(redis, keys, reply_redis=reply_redis)
+
+    async def blocked() -> int:
+        return int((await redis.info("clients"))["blocked_clients"])
+
+    async def waiting() -> bool:  # the call's BRPOP is in flight
+        return await blocked() == 1
+
+    async def settled() -> bool:  # no BRPOP of a cancelled call still blocks
+        return await blocked() == 0
+
+    try:
+        reply_connections: set[str] = set()  # CLIENT LIST ids of the reply client's connections
+        for _ in range(10):
+            call = asyncio.create_task(client.call("CP-MUTE", "ClearCache", {}, timeout_s=30))
+            await wait_for(waiting, timeout=10)
+            rows = await redis.client_list()
+            reply_connections.update(c["id"] for c in rows if c.get("name") == "reply-test")
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await wait_for(settled, timeout=10)
+        assert len(reply_connections) == 1, reply_connections
+        assert await redis.llen(keys.node_commands("mute-node")) == 10  # the requests went out
+    finally:
+        await reply_redis.aclose()
