@@ -157,7 +157,7 @@ class _Protocol(asyncio.Protocol):
         """Every `check_s`: drop the connection if commands waited through a whole `reply_timeout_s`
         with no data from the server; send a PING after `idle_ping_s` without commands."""
         self._timer = None
-        if self.lost is not None:
+        if self.lost is not None or self._transport is None or self._transport.is_closing():
             return
         sent, received, waited = self._seen
         waiting = bool(self._waiters)
