@@ -208,7 +208,7 @@ async def test_a_connection_that_stops_answering_is_dropped_and_replaced(
     """A half-open connection: the waiting command fails as unavailable (its TransactionEvent is not
     answered) instead of waiting for ever, and the next command gets a new connection."""
     proxy = SilencingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
-    client = LeanRedis.from_url(await proxy.start(), reply_timeout_s=0.5, check_s=0.1, idle_ping_s=60)
+    client = LeanRedis.from_url(await proxy.start(), reply_timeout_s=1.0, check_s=0.1, idle_ping_s=60)
     assert client is not None
     try:
         assert await client.execute("SET", "half-open", "1") == "OK"
@@ -229,12 +229,12 @@ async def test_an_idle_connection_found_dead_is_replaced_before_the_next_command
     """The idle PING: a connection that died while nothing was sent is replaced, so the first
     command after the quiet spell is answered (without it, that command waited on the dead one)."""
     proxy = SilencingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
-    client = LeanRedis.from_url(await proxy.start(), reply_timeout_s=0.5, check_s=0.1, idle_ping_s=0.2)
+    client = LeanRedis.from_url(await proxy.start(), reply_timeout_s=1.0, check_s=0.1, idle_ping_s=0.2)
     assert client is not None
     try:
         assert await client.execute("SET", "idle", "1") == "OK"
         proxy.silence()
-        for _ in range(100):  # until the PING went unanswered for the reply timeout
+        for _ in range(200):  # until the PING went unanswered for the reply timeout
             if proxy.silenced[0] and client._protocol is not None and client._protocol.lost is not None:
                 break
             await asyncio.sleep(0.05)
