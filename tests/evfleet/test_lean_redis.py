@@ -203,14 +203,26 @@ class SilencingProxy:
             self._server.close()
 
 
+@contextlib.asynccontextmanager
+async def behind_proxy(redis_server: EmbeddedRedis, idle_ping_s: float) -> AsyncIterator[
+        tuple[SilencingProxy, LeanRedis]]:
+    """A lean client (1 s reply timeout) of the real Redis through a `SilencingProxy`."""
+    proxy = SilencingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
+    url = await proxy.start()
+    client = LeanRedis.from_url(url, reply_timeout_s=1.0, check_s=0.1, idle_ping_s=idle_ping_s)
+    assert client is not None
+    try:
+        yield proxy, client
+    finally:
+        await client.aclose()
+        await proxy.stop()
+
+
 async def test_a_connection_that_stops_answering_is_dropped_and_replaced(
         redis_server: EmbeddedRedis) -> None:
     """A half-open connection: the waiting command fails as unavailable (its TransactionEvent is not
     answered) instead of waiting for ever, and the next command gets a new connection."""
-    proxy = SilencingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
-    client = LeanRedis.from_url(await proxy.start(), reply_timeout_s=1.0, check_s=0.1, idle_ping_s=60)
-    assert client is not None
-    try:
+    async with behind_proxy(redis_server, idle_ping_s=60) as (proxy, client):
         assert await client.execute("SET", "half-open", "1") == "OK"
         proxy.silence()
         async with asyncio.timeout(10):  # without the reply timeout: TimeoutError here, not ConnectionError
@@ -219,19 +231,13 @@ async def test_a_connection_that_stops_answering_is_dropped_and_replaced(
         assert store_unavailable(dropped.value)
         assert await client.execute("GET", "half-open") == "1"
         assert proxy.connections == 2
-    finally:
-        await client.aclose()
-        await proxy.stop()
 
 
 async def test_an_idle_connection_found_dead_is_replaced_before_the_next_command(
         redis_server: EmbeddedRedis) -> None:
     """The idle PING: a connection that died while nothing was sent is replaced, so the first
     command after the quiet spell is answered (without it, that command waited on the dead one)."""
-    proxy = SilencingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
-    client = LeanRedis.from_url(await proxy.start(), reply_timeout_s=1.0, check_s=0.1, idle_ping_s=0.2)
-    assert client is not None
-    try:
+    async with behind_proxy(redis_server, idle_ping_s=0.2) as (proxy, client):
         assert await client.execute("SET", "idle", "1") == "OK"
         proxy.silence()
         for _ in range(200):  # until the PING went unanswered for the reply timeout
@@ -242,9 +248,6 @@ async def test_an_idle_connection_found_dead_is_replaced_before_the_next_command
         async with asyncio.timeout(10):
             assert await client.execute("GET", "idle") == "1"
         assert proxy.connections == 2
-    finally:
-        await client.aclose()
-        await proxy.stop()
 
 
 async def test_one_connection_attempt_is_shared_and_bounded() -> None:
