@@ -15,8 +15,10 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -250,3 +252,45 @@ async def test_redis_refusing_writes_gives_no_answer_then_recovers() -> None:
     finally:
         await admin.aclose()
         server.stop(signal.SIGKILL)
+
+
+async def test_a_transaction_event_on_a_silent_lean_connection_is_not_answered(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's per-message connection (`evfleet.store.lean`) goes silent (a half-open connection)
+    while redis-py's stay fine: the TransactionEvent written on it is not answered, the station is
+    closed 1013 as on any outage (not left waiting for ever), and its resend on a new connection is
+    stored exactly once."""
+    import csms.app
+    from csms.store.provisioning import provision_station
+    from evfleet.store.lean import LeanRedis
+    from tests.evfleet.test_lean_redis import SilencingProxy
+
+    proxy = SilencingProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    proxied = await proxy.start()
+    monkeypatch.setattr(csms.app, "LeanRedis", SimpleNamespace(
+        from_url=lambda _url: LeanRedis.from_url(proxied, reply_timeout_s=1.0, check_s=0.1)))
+    admin = connect_redis(redis_url)
+    try:
+        await provision_station(admin, KEYS, "RQ-MUTE", PASSWORD, iterations=TEST_ITERATIONS)
+        async with running_csms(make_settings(redis_url), services=[]) as node:
+            st = await RawStation.connect(node.url, "RQ-MUTE", PASSWORD)
+            await st.ok("Heartbeat", {})  # through the lean connection
+            assert proxy.connections == 1
+            event = {"eventType": "Started", "timestamp": "2026-03-02T17:00:00Z",
+                     "triggerReason": "Authorized", "seqNo": 0,
+                     "transactionInfo": {"transactionId": "TX-MUTE"}, "evse": {"id": 1, "connectorId": 1}}
+            proxy.silence()
+            with contextlib.suppress(ConnectionError):  # at main: no answer and no close (TimeoutError)
+                answer = await st.call("TransactionEvent", event, timeout=15)
+                raise AssertionError(f"answered while its write went unanswered: {answer}")
+            await asyncio.wait_for(st.ws.wait_closed(), 5)
+            assert st.ws.close_code == 1013 and st.unsolicited == []
+            st = await RawStation.connect(node.url, "RQ-MUTE", PASSWORD)
+            await st.ok("TransactionEvent", event)  # the station's resend, on a new lean connection
+            await st.close()
+            assert proxy.connections == 2
+        stored = await admin.lrange(KEYS.transaction_events(tx_ref("RQ-MUTE", "TX-MUTE")), 0, -1)
+        assert [json.loads(raw)["seqNo"] for raw in stored] == [0]
+    finally:
+        await admin.aclose()
+        await proxy.stop()
