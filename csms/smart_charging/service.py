@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -138,6 +139,8 @@ class SmartChargingService:
         self._plan_view: dict[str, provisional.PlanView] = {}
         """site -> its current plan's sessions and prices (`safety.current_plan`)."""
         self._decoded: DecodeMemo = {}
+        self.stream_read_interval_s = pacing.STREAM_READ_INTERVAL_S
+        """Shortest time between two reads of the event stream while it keeps up (`pacing.read_pause_s`)."""
         """`decode_all`'s memo: the last decode of each EVSE read and its inputs."""
         self._provisional_due: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs whose charging needs arrived: a provisional share goes out first thing."""
@@ -428,9 +431,18 @@ class SmartChargingService:
             sites.add(self.settings.default_site)
             for site_id in sorted(sites):
                 await self.holds(site_id)
+            skipped = [0]  # entries of the read passed over unparsed (they count towards a full read)
+
+            def skip(fields: Mapping[str, str]) -> bool:
+                if self.foreign_power_event(fields):
+                    skipped[0] += 1
+                    return True
+                return False
+
             while True:
+                started, skipped[0] = time.monotonic(), 0
                 last_id, events = await self.store.read_events(
-                    last_id, count=STREAM_READ_COUNT, block_ms=1000, skip=self.foreign_power_event)
+                    last_id, count=STREAM_READ_COUNT, block_ms=1000, skip=skip)
                 raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
                 self.flag_needs(events)
                 batch = StoreWrite()  # the read's session bookkeeping in one write, not one per event
@@ -438,6 +450,11 @@ class SmartChargingService:
                     await self.dispatch(event, batch)
                 if batch:
                     await self.store.write(batch)
+                # batch the stream's tail: not one round trip per event or two (pacing.read_pause_s)
+                pause_s = pacing.read_pause_s(started, time.monotonic(), len(events) + skipped[0],
+                                              STREAM_READ_COUNT, self.stream_read_interval_s)
+                if pause_s > 0:
+                    await asyncio.sleep(pause_s)
         finally:
             renew.cancel()
             watchdog.cancel()
