@@ -264,6 +264,7 @@ def worker_replan(n: int, runs: int) -> dict[str, float]:
         pipe.sadd(keys.site_stations("depot"), sid)  # the site index, as provisioning writes it
         pipe.hset(keys.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": tx})
         pipe.sadd(keys.active_for(sid), tx)
+        pipe.sadd(keys.station_active(sid), tx)
         pipe.hset(keys.transaction(tx), mapping={
             "station_id": sid, "evse_id": "1", "state": "Started", "id_token": f"T{i}",
             "started_at": (now - timedelta(minutes=i % 90)).isoformat(), "energy_wh": str(500 * (i % 9))})

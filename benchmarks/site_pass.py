@@ -85,6 +85,7 @@ def start_sessions(url: str, first: int, count: int, tag: str) -> None:
         pipe.hset(k.station_evse(sid, 1), mapping={"tx_ref": ref, "transaction_id": f"tx-{i}-{tag}"})
         pipe.hset(k.transaction(ref), mapping={"station_id": sid, "evse_id": "1", "energy_wh": "0"})
         pipe.sadd(k.active_for(sid), ref)
+        pipe.sadd(k.station_active(sid), ref)
     pipe.execute()
     r.close()
 

@@ -43,6 +43,7 @@ def populate(url: str, n: int) -> None:
                   '{"status": "Occupied", "updated_at": "2027-01-15T08:00:00Z"}')
         pipe.hset(k.transaction(ref), mapping={"station_id": sid, "evse_id": "1", "energy_wh": "1200"})
         pipe.sadd(k.active_for(sid), ref)
+        pipe.sadd(k.station_active(sid), ref)
         pipe.hset(k.station_evse(sid, 1), mapping={
             "max_power_w": "22000", "phases": "3", "voltage_v": "230", "tx_ref": ref,
             "transaction_id": f"tx-{i}", "default_limit_w": "0.0", "applied_limit_w": "4140.0",

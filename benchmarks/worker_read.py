@@ -52,6 +52,7 @@ def populate(url: str, n: int, site_size: int, now: datetime) -> list[str]:
             evse |= {"tx_ref": ref, "transaction_id": tx, "applied_limit_w": "4140.0",
                      "metered_max_w": "4100.0"}
             pipe.sadd(k.active_for(sid), ref)
+            pipe.sadd(k.station_active(sid), ref)
             pipe.hset(k.transaction(ref), mapping={
                 "station_id": sid, "transaction_id": tx, "evse_id": "1", "state": "Updated",
                 "id_token": token, "started_at": started.isoformat(), "updated_at": now.isoformat(),

@@ -183,6 +183,13 @@ class Keys:
         """One per-shard key (`transactions_active`, `transactions_by_start` or `events`) of every shard."""
         return [getattr(self, name)(shard) for shard in self.shard_ids()]
 
+    def station_active(self, station_id: str) -> str:
+        """SET: the station's members of `active_for(station_id)` (its transactions not yet Ended),
+        written by the same scripts in the same slot, so a site's read takes its stations' sets
+        (`evfleet.store.shards.active_refs_of`), not the fleet's `tx:active`
+        (`evfleet.store.active_index`)."""
+        return f"{self._st(station_id)}:station:{station_id}:tx-active"
+
     def transaction_generations(self, station_id: str) -> str:
         """HASH transactionId -> latest generation (only ids the station reused after an Ended)."""
         return f"{self._st(station_id)}:station:{station_id}:tx-generations"

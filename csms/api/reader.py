@@ -11,7 +11,7 @@ from typing import Any
 from csms.api import views
 from evfleet.clock import Clock
 from evfleet.keys import Keys, tx_ref
-from evfleet.store.shards import active_refs, is_active, refs_by_start
+from evfleet.store.shards import active_refs, active_refs_of, is_active, refs_by_start
 from evfleet.store.sites import pipelined, positive_kw, site_station_ids
 from evfleet.store.stream import read_new_events, stream_tail_id
 
@@ -159,9 +159,8 @@ class StateReader:
         for tx in tx_ids:
             pipe.hgetall(self.keys.transaction(tx))
         txs = [sdict(r) for r in await pipe.execute()]
-        known = await self.all_station_sites()
-        station_ids = sorted({t.get("station_id", "") for t in txs if t.get("station_id")} - set(known))
-        sites = {**known, **await self.station_sites(station_ids)}
+        # the sites of these sessions' stations only, not of the fleet (`all_station_sites`)
+        sites = await self.station_sites(sorted({t["station_id"] for t in txs if t.get("station_id")}))
         pipe = self.redis.pipeline(transaction=False)
         has_evse = []
         for t in txs:
@@ -234,6 +233,22 @@ class StateReader:
             loads[site] = (kw + (power_w or 0.0) / 1000.0, n + 1)
         return loads
 
+    async def own_counts_and_loads(self, site_ids: list[str]) -> tuple[dict[str, int],
+                                                                       dict[str, tuple[float, int]]]:
+        """Per site: its number of stations and (live session power in kW, live sessions), read from
+        its own station index and its stations' active sets (`evfleet.store.active_index`), not by a
+        scan of the fleet: what `sites` of a few sites needs."""
+        k = self.keys
+        counts: dict[str, int] = {}
+        loads: dict[str, tuple[float, int]] = {}
+        for site in dict.fromkeys(site_ids):
+            stations = await self.site_station_ids(site)
+            counts[site] = len(stations)
+            refs = await active_refs_of(self.redis, k, stations)
+            rows = await pipelined(self.redis, refs, lambda p, tx: p.hget(k.transaction(tx), "power_w"))
+            loads[site] = (sum(views.to_float(s(w)) or 0.0 for w in rows) / 1000.0, len(refs))
+        return counts, loads
+
     async def site_station_ids(self, site_id: str) -> list[str]:
         """Stations on a site, as the csms budget and the optimizer count them (its index,
         `evfleet.store.sites.site_station_ids`)."""
@@ -242,11 +257,14 @@ class StateReader:
     async def sites(self, site_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Site documents: limit, current load, planned load now, optimizer status, prices."""
         ids = await self.site_ids() if site_ids is None else site_ids
-        site_of = await self.all_station_sites()
-        loads = await self.site_loads(site_of)
-        counts: dict[str, int] = {}
-        for site in site_of.values():
-            counts[site] = counts.get(site, 0) + 1
+        if site_ids is None:  # every site: one scan of the fleet (cached) and its live sessions
+            site_of = await self.all_station_sites()
+            loads = await self.site_loads(site_of)
+            counts: dict[str, int] = {}
+            for site in site_of.values():
+                counts[site] = counts.get(site, 0) + 1
+        else:
+            counts, loads = await self.own_counts_and_loads(ids)
         pipe = self.redis.pipeline(transaction=False)
         for site in ids:
             pipe.hgetall(self.keys.site(site))

@@ -25,7 +25,7 @@ from evfleet.store.client import as_str, as_str_dict
 log = logging.getLogger(__name__)
 
 # KEYS: old tx, old seqnos, old events, old meter, old loop, new tx, new seqnos, new events, new meter,
-#       new loop, active set, by-start zset, evse hash (= new tx when unknown)
+#       new loop, active set, by-start zset, evse hash (= new tx when unknown), the station's active set
 # ARGV: old id, ref
 _MOVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
@@ -53,7 +53,10 @@ for _, seq in ipairs(old_seqnos) do  -- payloads without seqNo/eventType (OCPP 1
   end
 end
 redis.call('HSET', KEYS[6], 'tx_ref', ARGV[2], 'generation', '1')
-if redis.call('SREM', KEYS[11], ARGV[1]) == 1 then redis.call('SADD', KEYS[11], ARGV[2]) end
+if redis.call('SREM', KEYS[11], ARGV[1]) == 1 then
+  redis.call('SADD', KEYS[11], ARGV[2])
+  redis.call('SADD', KEYS[14], ARGV[2])
+end
 local score = redis.call('ZSCORE', KEYS[12], ARGV[1])
 if score then
   redis.call('ZREM', KEYS[12], ARGV[1])
@@ -114,7 +117,8 @@ async def migrate_legacy_transactions(redis: Redis, keys: Keys) -> int:
             keys.transaction(txid), keys.transaction_seqnos(txid), keys.transaction_events(txid),
             keys.transaction_meter(txid), keys.session_loop(txid),
             new_tx, keys.transaction_seqnos(ref), keys.transaction_events(ref), keys.transaction_meter(ref),
-            keys.session_loop(ref), keys.transactions_active(), keys.transactions_by_start(), evse_key],
+            keys.session_loop(ref), keys.transactions_active(), keys.transactions_by_start(), evse_key,
+            keys.station_active(station_id)],
             args=[txid, ref])
         if not done:
             continue

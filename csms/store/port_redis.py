@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
-from evfleet.store.shards import active_refs
+from evfleet.store.shards import active_refs_of
 from evfleet.store.sites import own_limit_kw, pipelined, positive_kw, site_station_ids
 from evfleet.store.slots import slot_groups
 from evfleet.store.stream import read_new_events, stream_tail_id
@@ -161,12 +161,11 @@ class RedisStateStore:
 
     async def site_evses(self, site_id: str, default_site: str) -> list[StoredEvse]:
         """EVSEs of the site: ids from the connectors hash and from active transactions (only the
-        transactions of the site's stations are read: a ref starts with its station id)."""
+        site's stations' active sets are read, `evfleet.store.active_index`)."""
         k = self.keys
         stations = await site_station_ids(self.redis, k, site_id, default_site)
         raw = await self._read([[k.station(sid), k.station_connectors(sid)] for sid in stations], "HK")
-        members = set(stations)
-        active = [ref for ref in await active_refs(self.redis, k) if ref.split(":", 1)[0] in members]
+        active = await active_refs_of(self.redis, k, stations)  # the site's stations' sets only
         tx_evses: dict[str, set[int]] = {}
         for [sid_eid] in await self._read([[k.transaction(ref)] for ref in active], "T"):
             if sid_eid[0] and str(sid_eid[1] or "").isdigit():

@@ -65,7 +65,8 @@ return {redis.call('HGETALL', KEYS[2]), redis.call('SISMEMBER', KEYS[3], ARGV[2]
 """
 
 # KEYS: tx, seqnos, events list, meter list, active set, by-start zset, evse hash, station hash, stream,
-#       superseded tx (the EVSE's previous, never ended transaction; = KEYS[1] if none), generations hash
+#       superseded tx (the EVSE's previous, never ended transaction; = KEYS[1] if none), generations hash,
+#       the station's active set (`Keys.station_active`: changed with the active set, member for member)
 # ARGV: member count seen by the reader, seqnos member, JSON spec (StateStore._tx_write_spec),
 #       transactionId, generation seen by the reader
 _WRITE_TX = """
@@ -80,6 +81,7 @@ if s.supersede and (redis.call('HGET', KEYS[7], 'tx_ref') or '') ~= s.supersede.
   return 0  -- the EVSE's transaction changed since the read: read and decide again
 end
 if s.generation then redis.call('HSET', KEYS[11], ARGV[4], s.generation) end
+if s.supersede then redis.call('SREM', KEYS[12], s.supersede.ref) end
 if s.supersede and redis.call('SREM', KEYS[5], s.supersede.ref) == 1 then
   local sh = {}
   for k, v in pairs(s.supersede.fields) do sh[#sh + 1] = k; sh[#sh + 1] = v end
@@ -95,8 +97,8 @@ redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('RPUSH', KEYS[3], s.raw)
 if s.sample then redis.call('RPUSH', KEYS[4], s.sample) end
 if s.start_score then redis.call('ZADD', KEYS[6], s.start_score, s.ref) end
-if s.activate then redis.call('SADD', KEYS[5], s.ref) end
-if s.ended then redis.call('SREM', KEYS[5], s.ref) end
+if s.activate then redis.call('SADD', KEYS[5], s.ref); redis.call('SADD', KEYS[12], s.ref) end
+if s.ended then redis.call('SREM', KEYS[5], s.ref); redis.call('SREM', KEYS[12], s.ref) end
 if s.evse then
   if s.ended then
     redis.call('HSET', KEYS[7], 'last_tx_ref', s.ref, 'last_transaction_id', s.txid)
@@ -308,7 +310,7 @@ class StateStore:
             done = await self._write_tx(
                 keys=[tx_key, k.transaction_seqnos(ref), k.transaction_events(ref), k.transaction_meter(ref),
                       k.active_for(station_id), k.by_start_for(station_id), evse_key, k.station(station_id),
-                      k.station_events(station_id), superseded_key, gen_key],
+                      k.station_events(station_id), superseded_key, gen_key, k.station_active(station_id)],
                 args=[str(stored), member, _dumps(spec), txid, str(latest)])
             if done:
                 if evse_id is not None and (decision.ended_now or decision.first_seen):

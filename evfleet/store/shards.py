@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from evfleet.keys import Keys, ref_station
+from evfleet.store.active_index import site_active_refs
 
 
 def _str(value: Any) -> str:
@@ -24,21 +25,10 @@ async def active_refs(redis: Any, keys: Keys) -> list[str]:
 
 
 async def active_refs_of(redis: Any, keys: Keys, station_ids: Iterable[str]) -> list[str]:
-    """Refs of the transactions not yet Ended of `station_ids` only: the `tx:active` sets of their
-    shards, filtered by the station a ref names (`evfleet.keys.ref_station`). A site's read needs
-    its own sessions, not the fleet's (whose hashes a reader would fetch and drop)."""
-    members = set(station_ids)
-    if not members:
-        return []
-    pipe = redis.pipeline(transaction=False)
-    for key in sorted({keys.active_for(sid) for sid in members}):
-        pipe.smembers(key)
-    out: list[str] = []
-    for refs in await pipe.execute():
-        texts = refs if all(isinstance(ref, str) for ref in refs) else [_str(ref) for ref in refs]
-        # `ref_station` inlined: one call per active transaction of the fleet was most of this read
-        out += [ref for ref in texts if ref.partition(":")[0] in members]
-    return out
+    """Refs of the transactions not yet Ended of `station_ids` only: the union of their stations'
+    active sets (`evfleet.store.active_index.site_active_refs`), not the fleet's `tx:active`. A
+    site's read needs its own sessions, not the fleet's."""
+    return await site_active_refs(redis, keys, station_ids)
 
 
 async def is_active(redis: Any, keys: Keys, ref: str) -> bool:

@@ -117,6 +117,7 @@ async def seed_session(redis: Redis, txid: str, sid: str, eid: int = 1, *, power
             "current_a": 16, "soc": 40 + i}))
     if live:
         await redis.sadd(KEYS.transactions_active(), ref)
+        await redis.sadd(KEYS.station_active(sid), ref)
         await redis.hset(KEYS.station_evse(sid, eid), mapping={"transaction_id": txid, "tx_ref": ref})
         departure = datetime.now(UTC) + timedelta(hours=4)
         await redis.set(KEYS.charging_needs(sid, eid), json.dumps({

@@ -65,6 +65,7 @@ async def seed_fleet(redis: Any, keys: Keys, n_stations: int, now: datetime, *, 
                 "power_w": f"{rng.uniform(3000, 11000):.0f}", "current_a": "16",
                 "soc": f"{rng.uniform(10, 90):.0f}"})
             pipe.sadd(keys.transactions_active(), tx)
+            pipe.sadd(keys.station_active(sid), tx)
             pipe.zadd(keys.transactions_by_start(), {tx: start.timestamp()})
             pipe.set(keys.charging_needs(sid, eid), json.dumps({
                 "transaction_id": txid, "tx_ref": tx,

@@ -48,6 +48,7 @@ async def _seed_depot(redis: Redis, n: int = 3) -> None:
         await redis.hset(K.station_evse(sid, 1), mapping={"max_power_w": "22080", "transaction_id": "1",
                                                           "tx_ref": tx})
         await redis.sadd(K.transactions_active(), tx)
+        await redis.sadd(K.station_active(sid), tx)
         await redis.hset(K.transaction(tx), mapping={
             "station_id": sid, "transaction_id": "1", "tx_ref": tx, "evse_id": "1", "state": "Started",
             "id_token": f"T{i}", "started_at": now.isoformat(), "energy_wh": "0"})

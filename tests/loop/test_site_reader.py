@@ -38,6 +38,7 @@ async def _station(redis: Redis, site: str, sid: str, *, online: bool = True) ->
     await redis.hset(K.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": "1",
                                                       "tx_ref": ref})
     await redis.sadd(K.active_for(sid), ref)
+    await redis.sadd(K.station_active(sid), ref)
     await redis.hset(K.transaction(ref), mapping={
         "station_id": sid, "transaction_id": "1", "evse_id": "1", "state": "Started", "id_token": f"T-{sid}",
         "started_at": (NOW - timedelta(hours=1)).isoformat(), "energy_wh": "1000"})

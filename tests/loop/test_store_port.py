@@ -135,6 +135,7 @@ async def test_redis_reads_a_session_evse_without_connectors_and_only_the_sites_
             await redis.hset(k.station(sid), mapping={"online": "1", "site_id": site})
             await redis.hset(k.transaction(f"{sid}:tx-9"), mapping={"station_id": sid, "evse_id": "3"})
             await redis.sadd(k.active_for(sid), f"{sid}:tx-9")
+            await redis.sadd(k.station_active(sid), f"{sid}:tx-9")
         await redis.hset(k.station_connectors("CP-1"), mapping={"1/1": "Available"})
         await redis.hset(k.station_evse("CP-1", 3), mapping={"tx_ref": "CP-1:tx-9", "max_power_w": "22000"})
         await redis.set(k.applied_profile("CP-1", 3), '{"tx_ref": "CP-1:tx-9"}')

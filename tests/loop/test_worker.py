@@ -45,6 +45,7 @@ async def _seed(redis: Redis, n: int = 2, limit_kw: float = 20.0, prices: bool =
         await redis.hset(K.station_evse(sid, 1), mapping={"max_power_w": "11040", "transaction_id": "1",
                                                           "tx_ref": tx})
         await redis.sadd(K.transactions_active(), tx)
+        await redis.sadd(K.station_active(sid), tx)
         await redis.hset(K.transaction(tx), mapping={
             "station_id": sid, "transaction_id": "1", "tx_ref": tx, "evse_id": "1", "state": "Started",
             "id_token": f"T{i}",
@@ -88,6 +89,7 @@ async def test_no_prices_no_sales_tariff_and_stale_schedule_removed(redis: Redis
     await worker.solve_site("depot")
     assert json.loads(await redis.get(K.site_plan("depot")))["prices"] is None
     await redis.srem(K.transactions_active(), "CP-2:1")
+    await redis.srem(K.station_active("CP-2"), "CP-2:1")
     await redis.hset(K.transaction("CP-2:1"), "state", "Ended")
     await worker.solve_site("depot")
     assert await redis.get(K.planned_schedule("CP-2", 1)) is None

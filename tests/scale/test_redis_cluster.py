@@ -256,6 +256,7 @@ def test_every_key_kind_has_its_sharded_name() -> None:
         "station": ("CP-1",), "station_credentials": ("CP-1",), "station_connectors": ("CP-1",),
         "station_evse": ("CP-1", 2), "station_tx_counter": ("CP-1",), "station_tx_start": ("CP-1", "ab"),
         "station_quota": ("CP-1", 5), "station_violations": ("CP-1",), "station_site_lock": ("CP-1",),
+        "station_active": ("CP-1",),
         "transaction": ("CP-1:7:2",),
         "transaction_seqnos": ("CP-1:7",), "transaction_events": ("CP-1:7",),
         "transaction_meter": ("CP-1:7",),
