@@ -325,6 +325,26 @@ async def test_a_worker_behind_drains_the_stream_and_solves_the_longest_waiting_
     assert solved == ["S2"] and worker._due() == ["S1", "S0"]
 
 
+async def test_a_plan_whose_first_step_ended_makes_its_site_due_and_a_new_plan_moves_it(redis: Redis) -> None:
+    """Rolling horizon: `_due` marks a site once its plan's first step has ended (the end parsed once
+    per plan, `_SiteState.first_step_end`); a new plan document is parsed again."""
+    worker = _worker(redis, debounce_s=0.0)
+    now = datetime.now(UTC)
+    worker.mark_dirty("depot", "startup")
+    st = worker.sites["depot"]
+    st.first_dirty = st.last_dirty = None
+    st.reasons = set()
+    st.plan = {"start": (now - timedelta(minutes=10)).isoformat(), "step_s": 900}
+    assert worker._due() == [] and st.first_dirty is None  # 5 minutes of the first step left
+    st.plan = {"start": (now - timedelta(minutes=16)).isoformat(), "step_s": 900}
+    worker._due()  # marks it (dirty from this instant: due from the next call on)
+    assert worker._due() == ["depot"] and st.reasons == {"rolling_horizon"}
+    st.first_dirty = st.last_dirty = None
+    st.reasons = set()
+    st.plan = {"start": now.isoformat(), "step_s": 900}
+    assert worker._due() == [] and st.first_step_end() == now + timedelta(seconds=900)
+
+
 async def test_an_ev_turning_suspended_re_plans_once_and_a_full_car_gets_nothing(redis: Redis) -> None:
     """A transaction's change to SuspendedEV re-plans its site at once (not at the next 15-minute step):
     the silent car (no needs) is full and planned at 0. A periodic sample that repeats the state, or a
