@@ -11,8 +11,10 @@ solve (HiGHS interior point, no crossover), extract (column values -> (EV, step)
 `--per-charger` also times it with one binary per charger instead of per charger class.
 Targets (issue 4, 2-core machine): 1,000 EVs < 1 s total, 10,000 EVs < 10 s, seed 003 MILP < 10 s.
 
-Beside it, on the same instance, **direct highspy**: the plain fleet LP (charge power columns, one
-energy row per EV, one site row per step, price x Δt on the power) built with numpy and solved by
+Beside it, on the same instance, **direct highspy**: the fleet LP we solve (charge power columns, one
+energy row per EV, one site row per step, price x Δt on the power; and where our default tie-break adds
+it, `optimizer.model.ties`, the same peak column, its weight and the limit rows below the highest limit)
+built with numpy and solved by
 `highspy` three ways: HiGHS's defaults (`hs default`), interior point without crossover (`hs ipm`), and
 with our options (`hs same`: interior point, no crossover, no presolve, our tolerance), each timed from
 the Instance (the same data preparation as ours) to the optimum; `ratio` is our build+solve (what
@@ -47,8 +49,14 @@ from optimizer.cases.seed001 import fleet  # noqa: E402
 from optimizer.cases.seed003 import company_fleet  # noqa: E402
 from optimizer.evaluate import make_schedule  # noqa: E402
 from optimizer.model.data import build_data  # noqa: E402
-from optimizer.model.highs_lp import IPM_OPTIMALITY_TOLERANCE, build_lp  # noqa: E402
+from optimizer.model.highs_lp import (  # noqa: E402
+    IPM_OPTIMALITY_TOLERANCE,
+    LARGE_LP_COLUMNS,
+    STICKY_IPM_OPTIMALITY_TOLERANCE,
+    build_lp,
+)
 from optimizer.model.highs_solve import assign_lp_solution, solve_lp_model  # noqa: E402
+from optimizer.model.ties import lp_tie_break_weight  # noqa: E402
 from optimizer.problem import Instance, SolveStatus  # noqa: E402
 from optimizer.solve import solve  # noqa: E402
 
@@ -105,13 +113,39 @@ def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
     d = build_data(inst)
     pe, pt = np.nonzero(d.p_max_kw > 0)
     n, steps, n_ev = len(pe), d.steps, d.n_ev
+    # the peak term `evfleet optimize` adds by default (optimizer.model.ties; 0 above its size limit): the
+    # same LP as ours, Σ_e p[e,t] − peak ≤ −base[t], peak ≤ the highest limit, and Σ_e p[e,t] ≤ limit[t] −
+    # base[t] where the limit is lower (`add_lean_peak_rows`); without it the site rows bound Σ_e p
+    peak_cost = d.peak_price_per_kw + lp_tie_break_weight(d) * d.dt_h
+    top = float(d.import_limit_kw.max())
+    below = np.flatnonzero(d.import_limit_kw < top) if peak_cost > 0 else np.zeros(0, dtype=np.int64)
+    cap_row = np.full(steps, -1, dtype=np.int64)
+    cap_row[below] = n_ev + steps + np.arange(len(below))
+    has_cap = cap_row[pt] >= 0
     # column-wise (HiGHS's own storage, no transpose in passModel): column j is p[pe[j], pt[j]], with
-    # entries in its EV's energy row and its step's site row (already in row order: no sort)
-    start = np.arange(0, 2 * n + 1, 2, dtype=np.int32)
-    index = np.column_stack([pe, n_ev + pt]).astype(np.int32).ravel()
-    vals = np.column_stack([d.efficiency[pe] * d.step_h[pt], np.ones(n)]).ravel()
-    row_lo = np.concatenate([d.need_kwh, np.full(steps, -highspy.kHighsInf)])
-    row_hi = np.concatenate([d.capacity_kwh - d.initial_kwh, d.import_limit_kw - d.base_load_kw])
+    # entries in its EV's energy row, its step's site row and, where the peak term has one, its step's
+    # limit row (in row order: no sort)
+    counts = 2 + has_cap.astype(np.int64)
+    start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    index = np.full((n, 3), -1, dtype=np.int64)
+    index[:, 0], index[:, 1], index[:, 2] = pe, n_ev + pt, cap_row[pt]
+    vals = np.column_stack([d.efficiency[pe] * d.step_h[pt], np.ones(n), np.ones(n)])
+    keep = index >= 0
+    index, vals = index[keep], vals[keep]
+    row_lo = np.concatenate([d.need_kwh, np.full(steps + len(below), -highspy.kHighsInf)])
+    site_hi = d.import_limit_kw - d.base_load_kw if peak_cost <= 0 else -d.base_load_kw
+    cap_hi = d.import_limit_kw[below] - d.base_load_kw[below]
+    row_hi = np.concatenate([d.capacity_kwh - d.initial_kwh, site_hi, cap_hi])
+    cost, col_lo, col_hi = d.import_price[pt] * d.step_h[pt], np.zeros(n), d.p_max_kw[pe, pt]
+    n_col = n
+    if peak_cost > 0:  # the peak column: −1 in every step's site row
+        start = np.append(start, start[-1] + steps)
+        index = np.concatenate([index, n_ev + np.arange(steps)])
+        vals = np.concatenate([vals, -np.ones(steps)])
+        cost, col_lo = np.append(cost, peak_cost), np.append(col_lo, 0.0)
+        col_hi = np.append(col_hi, max(top, 0.0))
+        n_col += 1
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
@@ -123,16 +157,21 @@ def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
         h.setOptionValue("presolve", "off")
     if solver == "same":  # the options optimizer.model.highs_solve uses for this LP
         h.setOptionValue("presolve", "off")
-        h.setOptionValue("ipm_optimality_tolerance", IPM_OPTIMALITY_TOLERANCE)
-    h.passModel(n, n_ev + steps, 2 * n, 1, 1, float(d.import_price * d.step_h @ d.base_load_kw),
-                d.import_price[pt] * d.step_h[pt], np.zeros(n), d.p_max_kw[pe, pt], row_lo, row_hi, start,
-                index, vals, np.zeros(n, dtype=np.int32))
+        small_peak = peak_cost > 0 and n_col <= LARGE_LP_COLUMNS
+        h.setOptionValue("ipm_optimality_tolerance",
+                         STICKY_IPM_OPTIMALITY_TOLERANCE if small_peak else IPM_OPTIMALITY_TOLERANCE)
+    h.passModel(n_col, n_ev + steps + len(below), len(vals), 1, 1,
+                float(d.import_price * d.step_h @ d.base_load_kw), cost, col_lo, col_hi, row_lo, row_hi,
+                start.astype(np.int32), index.astype(np.int32), vals, np.zeros(n_col, dtype=np.int32))
     h.run()
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise RuntimeError(f"direct highspy: {h.modelStatusToString(h.getModelStatus())}")
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    grid = d.base_load_kw + np.bincount(pt, np.asarray(h.getSolution().col_value), steps)
-    return {"wall": wall, "cpu": cpu, "objective": float(h.getInfo().objective_function_value),
+    x = np.asarray(h.getSolution().col_value)
+    grid = d.base_load_kw + np.bincount(pt, x[:n], steps)
+    # the cost, as ours reports it: without the tie-break's share of the peak term
+    tie = float(x[n]) * (peak_cost - d.peak_price_per_kw) if n_col > n else 0.0
+    return {"wall": wall, "cpu": cpu, "objective": float(h.getInfo().objective_function_value) - tie,
             "peak": float(grid.max())}
 
 

@@ -157,10 +157,12 @@ class Objective(_Model):
     )
     tie_break: NonNegativeFloat | None = Field(
         default=None,
-        description="Relative weight of the secondary terms (lower peak, then earlier charging) that make "
-        "equal-cost optima stable between re-solves; 0 disables them. null = automatic: 1e-4 for models "
-        "solved to a vertex (simplex, MILP), 0 for the large LP solved by interior point (its central "
-        "solution is already flat and stable, see docs/optimizer.md).",
+        description="Weight of the secondary terms (lower peak; earlier charging on vertex models) that pick "
+        "among equal-cost optima, relative to the largest price; 0 disables them, a value may trade a price "
+        "difference below it. null = automatic: 1e-4 for models solved to a vertex (simplex, MILP); for the "
+        "direct LP the lowest peak at a weight that cannot change the cost optimum (half the smallest price "
+        "gap, at most 1e-2), off with V2G, storage, stickiness references, a demand charge or above 20,000 "
+        "charge columns (optimizer.model.ties, docs/optimizer.md).",
     )
     stickiness: NonNegativeFloat = Field(
         default=1e-3,
