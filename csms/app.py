@@ -376,6 +376,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
 async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Event) -> None:
     """Run a node until `stop` is set (SIGINT/SIGTERM in the CLI)."""
     tune_gc(settings.gc_thresholds)
+    GC_PAUSES.profile_over_s = settings.gc_profile_ms / 1000 if settings.gc_profile_ms > 0 else None
     slow = SlowCallbacks(settings.slow_callback_ms / 1000) if settings.slow_callback_ms > 0 else None
     if slow is not None:
         slow.install()

@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
+import traceback
+from collections import Counter as Tally
 from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
@@ -48,9 +51,15 @@ class GcPauses:
         self.installed = False
         self.log_over_s: float | None = None
         """Log every collection longer than this (`slow_callback_ms` sets it; None: none)."""
+        self.profile_over_s: float | None = None
+        """Log what a collection that used this much CPU walked: object types, dict key sets and
+        the stack that started it (`gc_profile_ms`; None: off; costs a walk of the generations)."""
+        self._profile: tuple[list[str], Tally[str], Tally[str]] | None = None
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if self.profile_over_s is not None:
+                self._profile = _walked(int(info.get("generation", 0)))
             self.started = time.perf_counter()
             self.started_cpu = time.thread_time()
             return
@@ -61,6 +70,12 @@ class GcPauses:
             log.warning("gc: generation %d collection took %.0f ms (%.0f ms CPU), %d objects collected, "
                         "%d uncollectable; counts now %s", generation, pause * 1000, cpu * 1000,
                         info.get("collected", 0), info.get("uncollectable", 0), gc.get_count())
+        if self._profile is not None and self.profile_over_s is not None and cpu >= self.profile_over_s:
+            stack, types, dicts = self._profile
+            log.warning("gc profile: generation %d, %.0f ms CPU, %d collected; walked (1 in %d sampled) "
+                        "%s; dict keys %s; started at\n%s", generation, cpu * 1000, info.get("collected", 0),
+                        PROFILE_SAMPLE, types.most_common(25), dicts.most_common(15), "".join(stack))
+        self._profile = None
         label = str(generation)
         GC_PAUSE_SECONDS.labels(label).inc(pause)
         GC_PAUSE_CPU_SECONDS.labels(label).inc(cpu)
@@ -79,6 +94,25 @@ class GcPauses:
 
 
 GC_PAUSES = GcPauses()
+
+PROFILE_SAMPLE = 10
+
+
+def _walked(generation: int) -> tuple[list[str], Tally[str], Tally[str]]:
+    """The stack that started a collection of `generation`, and a sample (1 in `PROFILE_SAMPLE`) of
+    the objects it walks: type names, and the first keys of dicts."""
+    stack = traceback.format_list(traceback.extract_stack(sys._getframe(2))[-12:])
+    types: Tally[str] = Tally()
+    dicts: Tally[str] = Tally()
+    for gen in range(generation + 1):
+        for obj in gc.get_objects(generation=gen)[::PROFILE_SAMPLE]:
+            name = type(obj).__qualname__
+            if isinstance(obj, dict):
+                dicts[",".join(map(str, list(obj)[:4]))[:80]] += 1
+            elif isinstance(obj, (list, tuple)):
+                name = f"{name}[{min(len(obj), 9)}]"
+            types[name] += 1
+    return stack, types, dicts
 
 
 def tune_gc(thresholds: tuple[int, int, int] | None) -> None:

@@ -102,6 +102,9 @@ class CsmsSettings(CommandSettings):
     gc_freeze: bool = Field(
         True, description="after start-up, move every live object to the permanent generation "
                           "(gc.freeze): full collections no longer walk modules, schemas and settings")
+    gc_profile_ms: float = Field(
+        0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
+                               "types, dict keys) and the stack that started it (0 = off; a debugging aid)")
     slow_callback_ms: float = Field(
         0.0, ge=0, description="log every event-loop callback that runs longer than this, with the stack "
                                "sampled while it ran (0 = off; the standard event loop only)")

@@ -15,11 +15,10 @@ commands: redis-py's packing and per-reply parsing were most of a fallback re-sh
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from evfleet.events import Event
 from evfleet.keys import Keys
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 STREAM_MAXLEN = 100_000
 
 DOC_MEMO_MAX = 200_000
@@ -44,7 +45,7 @@ READ_CHUNK = 600
 (in one event-loop callback: 1,800 keys were 10-20 ms of it at 800 stations, issue 14)."""
 
 STORED_CHUNK = 100
-"""EVSE records built per event-loop callback (`_stored`: the JSON of their applied profile and
+"""EVSE records built per event-loop callback (`_read_each`: the JSON of their applied profile and
 charging needs parsed); all of a site's in one callback were 15-24 ms at 800 EVSEs (issue 14)."""
 
 _READ = """
@@ -67,12 +68,15 @@ def _json(raw: Any) -> dict[str, Any] | None:
 
 
 def _reply(op: str, raw: Any) -> Any:
-    """One key's part of a `_READ` reply as redis-py would return its command's (nil -> None)."""
+    """One key's part of a `_READ` reply as redis-py would return its command's (nil -> None),
+    lists of strings as tuples (which the garbage collector stops tracking, issue 14)."""
     if op == "H":
         it = iter(raw)
         return dict(zip(it, it, strict=True))
     if op == "T":
-        return [None if v is False else v for v in raw]
+        return tuple(None if v is False else v for v in raw)
+    if op == "K":
+        return tuple(raw)
     return raw
 
 
@@ -164,10 +168,11 @@ class RedisStateStore:
         site's stations' active sets are read, `evfleet.store.active_index`)."""
         k = self.keys
         stations = await site_station_ids(self.redis, k, site_id, default_site)
-        raw = await self._read([[k.station(sid), k.station_connectors(sid)] for sid in stations], "HK")
+        raw = await self._read([key for s in stations for key in (k.station(s), k.station_connectors(s))],
+                               "HK")
         active = await active_refs_of(self.redis, k, stations)  # the site's stations' sets only
         tx_evses: dict[str, set[int]] = {}
-        for [sid_eid] in await self._read([[k.transaction(ref)] for ref in active], "T"):
+        for [sid_eid] in await self._read([k.transaction(ref) for ref in active], "T"):
             if sid_eid[0] and str(sid_eid[1] or "").isdigit():
                 tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
         triples: list[tuple[str, int, dict[str, str]]] = []
@@ -178,35 +183,30 @@ class RedisStateStore:
         return await self._records(triples)
 
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
-        """Station hash, EVSE hash, applied profile and charging needs of each EVSE (`_read`)."""
+        """Station hash, EVSE hash, applied profile and charging needs of each EVSE (`_read_each`)."""
         k = self.keys
-        items = [[k.station(sid), k.station_evse(sid, eid), k.applied_profile(sid, eid),
-                  k.charging_needs(sid, eid)] for sid, eid in evses]
-        raw = await self._read(items, "HHGG")
-        return await self._stored((sid, eid, station, evse, item[2], profile, item[3], needs)
-                                  for (sid, eid), item, (station, evse, profile, needs)
-                                  in zip(evses, items, raw, strict=True))
+        keys = [key for sid, eid in evses for key in (
+            k.station(sid), k.station_evse(sid, eid), k.applied_profile(sid, eid),
+            k.charging_needs(sid, eid))]
+
+        def stored(i: int, raw: Sequence[Any]) -> StoredEvse:
+            sid, eid = evses[i]
+            return StoredEvse(sid, eid, _reply("H", raw[0]), _reply("H", raw[1]),
+                              self._doc(keys[4 * i + 2], raw[2]), self._doc(keys[4 * i + 3], raw[3]))
+
+        return await self._read_each(keys, "HHGG", stored, STORED_CHUNK)
 
     async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
         k = self.keys
-        items = [[k.station_evse(sid, eid), k.applied_profile(sid, eid), k.charging_needs(sid, eid)]
-                 for sid, eid, _ in triples]
-        raw = await self._read(items, "HGG")
-        return await self._stored((sid, eid, station, evse, item[1], profile, item[2], needs)
-                                  for (sid, eid, station), item, (evse, profile, needs)
-                                  in zip(triples, items, raw, strict=True))
+        keys = [key for sid, eid, _ in triples for key in (
+            k.station_evse(sid, eid), k.applied_profile(sid, eid), k.charging_needs(sid, eid))]
 
-    async def _stored(self, rows: Iterable[tuple[str, int, dict[str, str], dict[str, str], str, Any, str,
-                                                  Any]]) -> list[StoredEvse]:
-        """`StoredEvse` of each (station id, EVSE id, station hash, EVSE hash, profile key and JSON,
-        needs key and JSON) (`_doc`), yielding to the event loop every `STORED_CHUNK` records."""
-        out: list[StoredEvse] = []
-        for n, (sid, eid, station, evse, profile_key, profile, needs_key, needs) in enumerate(rows):
-            if n and n % STORED_CHUNK == 0:
-                await asyncio.sleep(0)
-            out.append(StoredEvse(sid, eid, station, evse, self._doc(profile_key, profile),
-                                  self._doc(needs_key, needs)))
-        return out
+        def stored(i: int, raw: Sequence[Any]) -> StoredEvse:
+            sid, eid, station = triples[i]
+            return StoredEvse(sid, eid, station, _reply("H", raw[0]), self._doc(keys[3 * i + 1], raw[1]),
+                              self._doc(keys[3 * i + 2], raw[2]))
+
+        return await self._read_each(keys, "HGG", stored, STORED_CHUNK)
 
     def _doc(self, key: str, raw: str | None) -> dict[str, Any] | None:
         """The JSON document `raw` read at `key`, parsed, or a copy of the one parsed from the same
@@ -227,25 +227,39 @@ class RedisStateStore:
         self._docs[key] = (raw, doc)
         return dict(doc)
 
-    async def _read(self, items: Sequence[Sequence[str]], ops: str) -> list[list[Any]]:
+    async def _read(self, keys: Sequence[str], ops: str) -> list[tuple[Any, ...]]:
         """The replies of each item's keys, read by `ops` (one letter per key of an item: H HGETALL
-        -> dict, K HKEYS, G GET, T HMGET station_id evse_id), in order.
+        -> dict, K HKEYS, G GET, T HMGET station_id evse_id), in order, a tuple per item
+        (`_read_each`)."""
+        return await self._read_each(keys, ops, lambda _i, raw: tuple(map(_reply, ops, raw)), READ_CHUNK)
+
+    async def _read_each(self, keys: Sequence[str], ops: str,
+                         build: Callable[[int, Sequence[Any]], T], most: int) -> list[T]:
+        """`build(i, replies)` of each item i, from the raw replies of its keys read by `ops` (see
+        `_read`), at most `most` items per event-loop callback, in order. `keys` holds the items'
+        keys in a row, `len(ops)` per item (no container per item: see below).
 
         One Lua script call per `READ_CHUNK` keys of one slot (every key of an item shares its
         station's hash tag), not one pipelined command per key: redis-py packs a command and parses
         its reply in Python, hiredis parses one script reply in C, which made most of a whole-site
         pass. Each call is one round trip and its reply one event-loop callback, so other callbacks
         run between chunks, as with `pipelined`. Like it, the chunks are not one snapshot.
+
+        The item's result is built in the callback that receives its replies: no per-item list of
+        replies outlives it. A whole-site read holds every result until it returns, and a young
+        garbage collection walks every container alive then (issue 14: 20 per EVSE at 20,000 made
+        each collection during a pass 20-80 ms of CPU).
         """
-        out: list[list[Any]] = [[] for _ in items]
-        per_call = max(1, READ_CHUNK // len(ops))
-        for group in slot_groups(self.redis, [item[0] for item in items]):
+        width = len(ops)
+        out: list[Any] = [None] * (len(keys) // width)
+        per_call = max(1, min(most, READ_CHUNK // width))
+        for group in slot_groups(self.redis, keys[::width]):
             for lo in range(0, len(group), per_call):
                 part = group[lo:lo + per_call]
-                replies = await self._script(keys=[key for i in part for key in items[i]], args=list(ops))
+                replies = await self._script(keys=[keys[i * width + j] for i in part for j in range(width)],
+                                             args=list(ops))
                 for n, i in enumerate(part):
-                    out[i] = [_reply(op, r) for op, r in zip(ops, replies[n * len(ops):(n + 1) * len(ops)],
-                                                             strict=True)]
+                    out[i] = build(i, replies[n * width:(n + 1) * width])
         return out
 
     async def applied_profile(self, evse: EvseId) -> dict[str, Any] | None:

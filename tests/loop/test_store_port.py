@@ -189,3 +189,61 @@ async def test_redis_reparses_a_changed_document_and_hands_out_copies(redis_url:
         assert gone.profile is None
     finally:
         await redis.aclose()
+
+
+@pytest.mark.parametrize("shards", [0, 3])
+async def test_redis_whole_site_read_in_many_callbacks_gives_each_evse_its_own_current_state(
+        redis_url: str, shards: int) -> None:
+    """A whole-site read builds each EVSE's record in the callback that received its replies
+    (`RedisStateStore._read_each`, several round trips and slot groups here): every EVSE gets its
+    own hash, profile and needs, in order, and a second read shows every change made in between
+    (a changed, a new and a deleted document, a changed hash), never the first read's."""
+    k = Keys("evfleet", shards=shards)
+    redis = connect_redis(redis_url)
+    n = 250  # > STORED_CHUNK and > READ_CHUNK / 3: several calls per slot group
+    sids = [f"CP-{i:03d}" for i in range(n)]
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for i, sid in enumerate(sids):
+            pipe.sadd(k.stations(), sid)
+            pipe.hset(k.station(sid), mapping={"online": str(i % 2), "site_id": SITE})
+            pipe.sadd(k.site_stations(SITE), sid)
+            pipe.hset(k.station_connectors(sid), "1/1", "Occupied")
+            pipe.hset(k.station_evse(sid, 1), mapping={"max_power_w": str(1000 + i)})
+            pipe.set(k.applied_profile(sid, 1), f'{{"limit_w": {i}.0, "applied_series_w": [[0, {i}.0]]}}')
+            if i % 3 == 0:
+                pipe.set(k.charging_needs(sid, 1), f'{{"ev_max_power_w": {i}}}')
+        await pipe.execute()
+        store = RedisStateStore(redis, k)
+        first = await store.site_evses(SITE, "default")
+        assert [(e.station_id, e.evse_id) for e in first] == [(sid, 1) for sid in sids]
+        for i, e in enumerate(first):
+            assert e.station == {"online": str(i % 2), "site_id": SITE}
+            assert e.evse == {"max_power_w": str(1000 + i)}
+            assert e.profile == {"limit_w": float(i), "applied_series_w": [[0, float(i)]]}
+            assert e.needs == ({"ev_max_power_w": i} if i % 3 == 0 else None)
+        pipe = redis.pipeline(transaction=False)
+        for i, sid in enumerate(sids):
+            if i % 7 == 0:
+                pipe.set(k.applied_profile(sid, 1), f'{{"limit_w": {-i}.0, "applied_series_w": []}}')
+            if i % 3 == 0 and i % 2 == 0:
+                pipe.delete(k.charging_needs(sid, 1))
+            if i % 5 == 0:
+                pipe.set(k.charging_needs(sid, 1), f'{{"ev_max_power_w": {-i}}}')
+                pipe.hset(k.station_evse(sid, 1), "tx_ref", f"{sid}:tx")
+        await pipe.execute()
+        again = {(e.station_id, e.evse_id): e for e in await store.site_evses(SITE, "default")}
+        by_record = {(e.station_id, e.evse_id): e
+                     for e in await store.evse_records([(sid, 1) for sid in reversed(sids)])}
+        for read in (again, by_record):
+            for i, sid in enumerate(sids):
+                e = read[(sid, 1)]
+                assert e.profile == ({"limit_w": float(-i), "applied_series_w": []} if i % 7 == 0 else
+                                     {"limit_w": float(i), "applied_series_w": [[0, float(i)]]})
+                needs = ({"ev_max_power_w": -i} if i % 5 == 0 else None if i % 6 == 0 else
+                         {"ev_max_power_w": i} if i % 3 == 0 else None)
+                assert e.needs == needs
+                assert e.evse == ({"max_power_w": str(1000 + i), "tx_ref": f"{sid}:tx"} if i % 5 == 0
+                                  else {"max_power_w": str(1000 + i)})
+    finally:
+        await redis.aclose()

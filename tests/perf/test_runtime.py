@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 
 import pytest
 
@@ -92,6 +93,32 @@ def test_a_long_collection_is_logged_with_its_size(caplog: pytest.LogCaptureFixt
     caplog.clear()
     gc.collect()
     assert not [r for r in caplog.records if "collection took" in r.getMessage()]  # off: nothing
+
+
+class _Marker:
+    """A type only this test makes, to find in the profile."""
+
+
+def test_the_gc_profile_names_what_a_collection_walked_and_where_it_started(
+        caplog: pytest.LogCaptureFixture) -> None:
+    tune_gc(None)
+    gc.collect()
+    gc.disable()  # the young generation holds the markers when ours starts
+    try:
+        markers = [_Marker() for _ in range(5_000)]
+        GC_PAUSES.profile_over_s = 0.0
+        with caplog.at_level("WARNING", logger="csms.runtime"):
+            gc.collect(0)
+    finally:
+        GC_PAUSES.profile_over_s = None
+        gc.enable()
+    lines = [r.getMessage() for r in caplog.records if "gc profile: generation 0" in r.getMessage()]
+    sampled = re.search(r"\('_Marker', (\d+)\)", lines[0]) if lines else None
+    assert sampled and 490 <= int(sampled.group(1)) <= 510  # 1 in PROFILE_SAMPLE of 5,000
+    assert "test_the_gc_profile_names_what_a_collection_walked" in lines[0]  # the stack that started it
+    caplog.clear()
+    gc.collect(0)
+    assert len(markers) == 5_000 and not [r for r in caplog.records if "gc profile" in r.getMessage()]
 
 
 def test_a_collection_counts_its_cpu_time_and_one_over_10_ms_of_cpu_is_a_stall() -> None:
