@@ -60,7 +60,9 @@ async def run(n_stations: int, repeat: int) -> dict[str, Any]:
         token, _ = await TokenStore(redis, keys, clock).create("bench", "viewer")
         headers = {"Authorization": f"Bearer {token}"}
         results: dict[str, Any] = {"stations": n_stations, "live_sessions": len(tx_ids)}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(deps)),
+        app = create_app(deps)
+        app.state.site_metrics.min_interval_s = 0.0  # every GET /metrics reads Redis: what a scrape costs
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://bench") as http:
             for name, path in (("GET stations limit=1000", "/api/v1/stations?limit=1000"),
                                ("GET sessions limit=1000", "/api/v1/sessions?limit=1000"),

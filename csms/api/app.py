@@ -130,6 +130,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                               "`evfleet tokens create NAME --role viewer|operator`.",
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.deps = deps
+    app.state.site_metrics = site_metrics  # benchmarks/api_scale.py times every refresh (min_interval_s 0)
     install_error_handlers(app)
     metrics.load_ocpp_metrics()
 
