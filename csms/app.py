@@ -347,7 +347,8 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         api_socket = _start_services(ctx, services, service_backoff_s, tasks)
         node = CsmsNode(ctx=ctx, server=server, registry=registry, executor=executor, redis_url=redis_url,
                         embedded=embedded, tasks=tasks)
-        log.info("csms node %s up: OCPP on port %s", node_id, server.port)
+        log.info("csms node %s up: OCPP on port %s, event loop %s", node_id, server.port,
+                 type(asyncio.get_running_loop()).__module__.split(".")[0])
         started = True
         yield node
     finally:

@@ -118,7 +118,7 @@ def serve(settings: Any) -> None:
     """`evfleet csms` with resolved settings: logging, the node until SIGINT/SIGTERM, one-line errors."""
     from redis.exceptions import RedisError
 
-    from csms.runtime import new_event_loop
+    from csms.runtime import event_loop_kind, new_event_loop
     from evfleet.clock import ClockConflict
     from evfleet.logs import configure_logging, redact
     from evfleet.store.layout import LayoutMismatch
@@ -138,7 +138,8 @@ def serve(settings: Any) -> None:
         await run_csms(settings, None, stop)
 
     try:
-        with asyncio.Runner(loop_factory=new_event_loop(settings.event_loop)) as runner:
+        loop_kind = event_loop_kind(settings.event_loop, settings.slow_callback_ms)
+        with asyncio.Runner(loop_factory=new_event_loop(loop_kind)) as runner:
             runner.run(main())
     except RedisError as err:  # unreachable, refused, wrong password: one line, no traceback
         _fail(f"cannot use Redis at {redact(settings.redis_url or 'the embedded Redis')}: {err}", 1)

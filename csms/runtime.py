@@ -1,6 +1,6 @@
 """Process-level tuning of a csms node: garbage collector and event loop.
 
-Public names: `tune_gc`, `freeze_after_start`, `GcPauses`, `GC_PAUSES`, `new_event_loop`.
+Public names: `tune_gc`, `freeze_after_start`, `GcPauses`, `GC_PAUSES`, `event_loop_kind`, `new_event_loop`.
 
 A node holds thousands of long-lived connection objects. CPython's full (generation-2)
 collection walks every tracked object, and at the default thresholds (700, 10, 10) it ran every
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import logging
 import sys
 import time
@@ -129,6 +130,16 @@ def freeze_after_start() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def event_loop_kind(setting: str, slow_callback_ms: float) -> str:
+    """The loop `evfleet csms` runs for the `event_loop` setting: "auto" is uvloop when it can be
+    imported and no callback watch (`slow_callback_ms`, standard loop only) is asked for."""
+    if setting != "auto":
+        return setting
+    if slow_callback_ms > 0 or importlib.util.find_spec("uvloop") is None:
+        return "asyncio"
+    return "uvloop"
 
 
 def new_event_loop(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -108,8 +108,10 @@ class CsmsSettings(CommandSettings):
     slow_callback_ms: float = Field(
         0.0, ge=0, description="log every event-loop callback that runs longer than this, with the stack "
                                "sampled while it ran (0 = off; the standard event loop only)")
-    event_loop: Literal["asyncio", "uvloop"] = Field(
-        "asyncio", description="event loop of `evfleet csms`: uvloop needs the uvloop package")
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="event loop of `evfleet csms`: auto = uvloop when it is installed (a dependency "
+                            "except on Windows) and slow_callback_ms is 0 (the callback watch needs the "
+                            "standard loop), else asyncio")
     clock_speed: float = Field(
         1.0, gt=0, description="1 = real time; another value runs this deployment on a simulated clock "
                                "that many times faster (what-if studies), shared through Redis")

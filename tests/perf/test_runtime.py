@@ -12,10 +12,12 @@ from csms.runtime import (
     GC_PAUSE_CPU_SECONDS,
     GC_PAUSES,
     GC_STALLS,
+    event_loop_kind,
     freeze_after_start,
     new_event_loop,
     tune_gc,
 )
+from csms.settings import CsmsSettings
 
 
 def test_tune_gc_sets_thresholds_and_times_collections() -> None:
@@ -39,6 +41,16 @@ def test_freeze_moves_live_objects_out_of_the_collectors_reach() -> None:
         assert gc.get_count()[2] == 0
     finally:
         gc.unfreeze()
+
+
+def test_auto_event_loop_is_uvloop_unless_the_callback_watch_needs_the_standard_one() -> None:
+    """`event_loop = auto` (the default) runs uvloop, a dependency; a callback watch asks for asyncio."""
+    pytest.importorskip("uvloop")
+    assert CsmsSettings().event_loop == "auto"
+    assert event_loop_kind("auto", 0.0) == "uvloop"
+    assert event_loop_kind("auto", 50.0) == "asyncio"
+    assert event_loop_kind("asyncio", 0.0) == "asyncio"
+    assert event_loop_kind("uvloop", 50.0) == "uvloop"
 
 
 def test_event_loop_choice() -> None:
