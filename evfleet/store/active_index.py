@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from evfleet.keys import Keys, ref_station
+from evfleet.store.now_and_then import Checks, new_checks, now_and_then
 from evfleet.store.slots import slot_groups
 
 log = logging.getLogger(__name__)
@@ -114,24 +113,11 @@ async def check_active_index(redis: Any, keys: Keys) -> dict[str, list[str]]:
     return fixed
 
 
-_checked: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], tuple[float, asyncio.Future[Any]]]] = (
-    weakref.WeakKeyDictionary())
+_checked: Checks = new_checks()
 
 
 async def _check_now_and_then(redis: Any, keys: Keys) -> None:
     """`check_active_index` on the first call for a client, then at most every `INDEX_CHECK_S`; a call
     while a check runs waits for it (the first check of a Redis without the sets builds them)."""
-    per_client = _checked.setdefault(redis, {})
-    key = (keys.prefix, keys.shards)
-    now = time.monotonic()
-    last = per_client.get(key)
-    if last is not None:
-        at, running = last
-        if not running.done():
-            await asyncio.shield(running)
-            return
-        if not running.cancelled() and running.exception() is None and now - at < INDEX_CHECK_S:
-            return  # a failed check is not a check: run it again
-    check = asyncio.ensure_future(check_active_index(redis, keys))
-    per_client[key] = (now, check)  # before the await: concurrent reads wait for this one
-    await asyncio.shield(check)
+    await now_and_then(_checked, redis, (keys.prefix, keys.shards), INDEX_CHECK_S,
+                       lambda: check_active_index(redis, keys))

@@ -18,14 +18,12 @@ an event loop stays responsive while they run.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from evfleet.store.now_and_then import Checks, new_checks, now_and_then
 from evfleet.store.slots import slot_groups
 
 if TYPE_CHECKING:
@@ -213,27 +211,14 @@ async def check_site_index(redis: Redis, keys: Keys, default_site: str = "defaul
 
 INDEX_CHECK_S = 60.0
 """How often (per Redis client, key prefix and default site) `site_station_ids` checks the indexes."""
-_checked: weakref.WeakKeyDictionary[Any, dict[tuple[str, int, str], tuple[float, asyncio.Future[Any]]]] = (
-    weakref.WeakKeyDictionary())
+_checked: Checks = new_checks()
 
 
 async def _check_now_and_then(redis: Redis, keys: Keys, default_site: str) -> None:
     """`check_site_index` on the first call for a client, then at most every `INDEX_CHECK_S`; a call
     while a check runs waits for it (the first check of a Redis without the index builds it)."""
-    per_client = _checked.setdefault(redis, {})
-    key = (keys.prefix, keys.shards, default_site)
-    now = time.monotonic()
-    last = per_client.get(key)
-    if last is not None:
-        at, running = last
-        if not running.done():
-            await asyncio.shield(running)
-            return
-        if not running.cancelled() and running.exception() is None and now - at < INDEX_CHECK_S:
-            return  # a failed check is not a check: run it again
-    check = asyncio.ensure_future(check_site_index(redis, keys, default_site))
-    per_client[key] = (now, check)  # before the await: concurrent passes wait for this one
-    await asyncio.shield(check)
+    await now_and_then(_checked, redis, (keys.prefix, keys.shards, default_site), INDEX_CHECK_S,
+                       lambda: check_site_index(redis, keys, default_site))
 
 
 _CHUNK = 2000

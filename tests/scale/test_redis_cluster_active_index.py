@@ -6,7 +6,6 @@ each station's set equals its members of `tx:active`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,16 +14,10 @@ from redis.crc import key_slot
 
 from evfleet.keys import Keys
 from tests.csms.test_active_index import OP, STATIONS, Op, run_ops
-from tests.scale.redis_cluster import REDIS_SERVER, redis_cluster
+from tests.scale.redis_cluster import REDIS_SERVER
 
 pytestmark = pytest.mark.skipif(not REDIS_SERVER, reason="redis-server not installed")
 K = Keys("evfleet", 4)
-
-
-@pytest.fixture(scope="module")
-def cluster_url() -> Iterator[str]:
-    with redis_cluster(3) as ports:
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
 
 
 def test_each_set_shares_its_stations_slot_and_the_stations_span_masters() -> None:

@@ -6,7 +6,6 @@ removals, no station is missing from its site's index, and the reader agrees wit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,16 +17,10 @@ from evfleet.store import site_index
 from evfleet.store.client import connect_redis
 from evfleet.store.site_index import change_site
 from tests.csms.test_site_index import OP, SITES, STATIONS, assert_index_complete, run_ops
-from tests.scale.redis_cluster import REDIS_SERVER, redis_cluster
+from tests.scale.redis_cluster import REDIS_SERVER
 
 pytestmark = pytest.mark.skipif(not REDIS_SERVER, reason="redis-server not installed")
 K = Keys("evfleet", 4)
-
-
-@pytest.fixture(scope="module")
-def cluster_url() -> Iterator[str]:
-    with redis_cluster(3) as ports:
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
 
 
 def test_the_sites_and_stations_are_in_several_slots() -> None:
