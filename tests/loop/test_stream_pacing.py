@@ -5,8 +5,9 @@ a read that returned a full batch, skipped entries included, is followed at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
 from csms.settings import CsmsSettings
@@ -48,6 +49,20 @@ def _service(store: RecordingStore, interval_s: float) -> SmartChargingService:
     return svc
 
 
+@contextlib.asynccontextmanager
+async def _running(svc: SmartChargingService, store: RecordingStore) -> AsyncIterator[None]:
+    """Run the service until the block ends, from its first read of the stream on."""
+    task = asyncio.create_task(svc.run())
+    try:
+        async with asyncio.timeout(5):
+            while not store.reads:  # the service reads from the tail on: events after its first read
+                await asyncio.sleep(0.01)
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_read_pause_fills_the_interval_only_after_a_partial_read() -> None:
     assert abs(pacing.read_pause_s(10.0, 10.01, got=3, count=100, interval_s=0.05) - 0.04) < 1e-9
     assert pacing.read_pause_s(10.0, 10.01, got=0, count=100, interval_s=0.05) > 0
@@ -59,20 +74,13 @@ async def test_partial_reads_start_at_least_the_interval_apart() -> None:
     """Fails if the service reads again at once after a read that kept up (one XREAD per event)."""
     store = RecordingStore()
     svc = _service(store, interval_s=0.1)
-    task = asyncio.create_task(svc.run())
-    try:
-        async with asyncio.timeout(5):
-            while not store.reads:  # the service reads from the tail on: events after its first read
-                await asyncio.sleep(0.01)
+    async with _running(svc, store):
         for i in range(6):  # events keep arriving, a few at a time
             store.events.append(event_fields(EventType.STATION_CONNECTED, T0, station_id=f"CP-{i}"))
             await asyncio.sleep(0.1)
         async with asyncio.timeout(5):
             while sum(n for _, n in store.reads) < 6:  # every event is read
                 await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     starts = [t for t, _ in store.reads]
     assert 3 <= len(starts) <= 10, starts
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
@@ -84,11 +92,7 @@ async def test_a_full_read_of_skipped_entries_is_followed_at_once() -> None:
     so the next one follows without the pause (fails if only parsed events counted: 30 s wait)."""
     store = RecordingStore()
     svc = _service(store, interval_s=0.05)
-    task = asyncio.create_task(svc.run())
-    try:
-        async with asyncio.timeout(5):
-            while not store.reads:  # the service reads from the tail on: events after its first read
-                await asyncio.sleep(0.01)
+    async with _running(svc, store):
         for i in range(STREAM_READ_COUNT):
             store.events.append(event_fields(EventType.METER_VALUES, T0, station_id=f"CP-{i}", evse_id=1,
                                              ref=f"CP-{i}:tx:1", site_id="held-elsewhere",
@@ -99,8 +103,5 @@ async def test_a_full_read_of_skipped_entries_is_followed_at_once() -> None:
         async with asyncio.timeout(5):
             while sum(n for _, n in store.reads) < 1:
                 await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     reads = store.reads[first:]
     assert [n for _, n in reads] == [0, 1]  # the full read (every entry skipped), then the last event
