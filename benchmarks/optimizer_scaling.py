@@ -21,12 +21,15 @@ the Instance (the same data preparation as ours) to the optimum; `ratio` is our 
 `evfleet optimize` reports) over the fastest of the three (issue 12 target: <= 1.3 at every size).
 CPU seconds are shown too (less sensitive than wall time to other load on the machine); our CPU is the
 whole `solve()` call, metrics and Schedule included; `vs same CPU` is ours over `hs same` (the same
-method). The peaks (site import, kW) show what the method returns among equal-cost optima: HiGHS's
-default below ~300 EVs is dual simplex, a vertex (higher peak); the interior point's central solution
-is flat. A fourth variant is shown for information, outside `ratio`: dual simplex without presolve
-(`hs splx-np`), the fastest way highspy solves these LPs (about 3x HiGHS's default at 20-278 EVs), but
-to a vertex: its peak is 1.2-2x the interior point's at the same cost, the schedule the live loop must
-not send (lowest peak among equal-cost plans). `ratio CPU any` is ours over the fastest of all four.
+method). The peaks (site import, kW) show what the method returns among equal-cost optima (with the
+default peak tie-break, up to 20,000 charge columns, every method returns the lowest peak). A fourth
+variant is shown outside `ratio`: dual simplex without presolve (`hs splx-np`), the fastest way highspy
+solves these LPs below ~100 EVs (20 EVs: about 2 ms of HiGHS's run against 3.3 ms for the interior
+point), but to a vertex of the equal-cost face. `ratio CPU any` is ours over the fastest of all four.
+`1 kWh moves ours / splx-np` is why we do not take the vertex (up to MOVES_MAX_EVS): re-planned from
+scratch after one EV's need grew by 1 kWh, the other EVs moved by more than 0.5 kW (the K16 re-send
+threshold), and their mean move in kW (`benchmarks/direct_highspy.py`): a vertex jumps across the face,
+typically every EV by its full power; the central solution moves a few by about a kW.
 Then a worker re-plan of `--replan` sessions (site state -> instance -> solve with the previous plan
 as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000, and
 the same through `OptimizerWorker.solve_site` on a private Redis (read, solve, write): re-solved with
@@ -45,22 +48,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from direct_highspy import direct_highspy, one_ev_change, ours_ev_kw, vertex_ev_kw  # noqa: E402
+
 from optimizer.cases.seed001 import fleet  # noqa: E402
 from optimizer.cases.seed003 import company_fleet  # noqa: E402
 from optimizer.evaluate import make_schedule  # noqa: E402
 from optimizer.model.data import build_data  # noqa: E402
-from optimizer.model.highs_lp import (  # noqa: E402
-    IPM_OPTIMALITY_TOLERANCE,
-    LARGE_LP_COLUMNS,
-    STICKY_IPM_OPTIMALITY_TOLERANCE,
-    build_lp,
-)
+from optimizer.model.highs_lp import build_lp  # noqa: E402
 from optimizer.model.highs_solve import assign_lp_solution, solve_lp_model  # noqa: E402
-from optimizer.model.ties import lp_tie_break_weight  # noqa: E402
 from optimizer.problem import Instance, SolveStatus  # noqa: E402
 from optimizer.solve import solve  # noqa: E402
 
 STAGES = ("data", "build", "translate", "solve", "extract", "schedule")
+MOVES_MAX_EVS = 1000
+"""Sizes up to which side by side also re-plans after one EV's change (4 more solves per size)."""
 
 
 def load_average() -> str:
@@ -103,78 +104,6 @@ def lp_stages(inst: Instance) -> dict[str, float]:
     return out
 
 
-def direct_highspy(inst: Instance, solver: str) -> dict[str, float]:
-    """The plain fleet LP straight into highspy (`solver`: choose = HiGHS's default; ipm = no crossover;
-    same = our options; vertex = dual simplex without presolve)."""
-    import highspy
-    import numpy as np
-
-    w0, c0 = time.perf_counter(), time.process_time()
-    d = build_data(inst)
-    pe, pt = np.nonzero(d.p_max_kw > 0)
-    n, steps, n_ev = len(pe), d.steps, d.n_ev
-    # the peak term `evfleet optimize` adds by default (optimizer.model.ties; 0 above its size limit): the
-    # same LP as ours, Σ_e p[e,t] − peak ≤ −base[t], peak ≤ the highest limit, and Σ_e p[e,t] ≤ limit[t] −
-    # base[t] where the limit is lower (`add_lean_peak_rows`); without it the site rows bound Σ_e p
-    peak_cost = d.peak_price_per_kw + lp_tie_break_weight(d) * d.dt_h
-    top = float(d.import_limit_kw.max())
-    below = np.flatnonzero(d.import_limit_kw < top) if peak_cost > 0 else np.zeros(0, dtype=np.int64)
-    cap_row = np.full(steps, -1, dtype=np.int64)
-    cap_row[below] = n_ev + steps + np.arange(len(below))
-    has_cap = cap_row[pt] >= 0
-    # column-wise (HiGHS's own storage, no transpose in passModel): column j is p[pe[j], pt[j]], with
-    # entries in its EV's energy row, its step's site row and, where the peak term has one, its step's
-    # limit row (in row order: no sort)
-    counts = 2 + has_cap.astype(np.int64)
-    start = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=start[1:])
-    index = np.full((n, 3), -1, dtype=np.int64)
-    index[:, 0], index[:, 1], index[:, 2] = pe, n_ev + pt, cap_row[pt]
-    vals = np.column_stack([d.efficiency[pe] * d.step_h[pt], np.ones(n), np.ones(n)])
-    keep = index >= 0
-    index, vals = index[keep], vals[keep]
-    row_lo = np.concatenate([d.need_kwh, np.full(steps + len(below), -highspy.kHighsInf)])
-    site_hi = d.import_limit_kw - d.base_load_kw if peak_cost <= 0 else -d.base_load_kw
-    cap_hi = d.import_limit_kw[below] - d.base_load_kw[below]
-    row_hi = np.concatenate([d.capacity_kwh - d.initial_kwh, site_hi, cap_hi])
-    cost, col_lo, col_hi = d.import_price[pt] * d.step_h[pt], np.zeros(n), d.p_max_kw[pe, pt]
-    n_col = n
-    if peak_cost > 0:  # the peak column: −1 in every step's site row
-        start = np.append(start, start[-1] + steps)
-        index = np.concatenate([index, n_ev + np.arange(steps)])
-        vals = np.concatenate([vals, -np.ones(steps)])
-        cost, col_lo = np.append(cost, peak_cost), np.append(col_lo, 0.0)
-        col_hi = np.append(col_hi, max(top, 0.0))
-        n_col += 1
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    if solver in ("ipm", "same"):
-        h.setOptionValue("solver", "ipm")
-        h.setOptionValue("run_crossover", "off")
-    if solver == "vertex":
-        h.setOptionValue("solver", "simplex")
-        h.setOptionValue("presolve", "off")
-    if solver == "same":  # the options optimizer.model.highs_solve uses for this LP
-        h.setOptionValue("presolve", "off")
-        small_peak = peak_cost > 0 and n_col <= LARGE_LP_COLUMNS
-        h.setOptionValue("ipm_optimality_tolerance",
-                         STICKY_IPM_OPTIMALITY_TOLERANCE if small_peak else IPM_OPTIMALITY_TOLERANCE)
-    h.passModel(n_col, n_ev + steps + len(below), len(vals), 1, 1,
-                float(d.import_price * d.step_h @ d.base_load_kw), cost, col_lo, col_hi, row_lo, row_hi,
-                start.astype(np.int32), index.astype(np.int32), vals, np.zeros(n_col, dtype=np.int32))
-    h.run()
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        raise RuntimeError(f"direct highspy: {h.modelStatusToString(h.getModelStatus())}")
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    x = np.asarray(h.getSolution().col_value)
-    grid = d.base_load_kw + np.bincount(pt, x[:n], steps)
-    # the cost, as ours reports it: without the tie-break's share of the peak term
-    tie = float(x[n]) * (peak_cost - d.peak_price_per_kw) if n_col > n else 0.0
-    return {"wall": wall, "cpu": cpu, "objective": float(h.getInfo().objective_function_value) - tie,
-            "peak": float(grid.max())}
-
-
 def ours(inst: Instance) -> dict[str, float]:
     """`optimizer.solve` as `evfleet optimize` runs it: build+solve as it reports them, wall and CPU."""
     w0, c0 = time.perf_counter(), time.process_time()
@@ -192,7 +121,7 @@ def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
     print(f"{'EVs':>6} {'ours':>7} {'ours CPU':>8} {'hs default':>10} {'hs ipm':>7} {'hs same':>7} "
           f"{'hs CPU':>7} {'ratio':>6} {'ratio CPU':>9} {'vs same CPU':>11} {'obj rel diff':>12} "
           f"{'peak ours / hs default / hs same [kW]':>37} {'hs splx-np':>10} {'its CPU':>7} {'its peak':>8} "
-          f"{'ratio CPU any':>13} {'load':>5}")
+          f"{'ratio CPU any':>13} {'1 kWh moves ours / splx-np':>26} {'load':>5}")
     out: dict[int, dict[str, float]] = {}
     for n in sizes:
         inst = fleet(n)
@@ -218,13 +147,20 @@ def side_by_side(sizes: list[int], runs: int) -> dict[int, dict[str, float]]:
                "peak_highspy_same_kw": hs["same"]["peak"], "highspy_vertex": vertex["wall"],
                "highspy_vertex_cpu": vertex["cpu"], "peak_highspy_vertex_kw": vertex["peak"],
                "ratio_cpu_any": mine["cpu"] / min(best_cpu, vertex["cpu"])}
+        moves = "-"
+        if n <= MOVES_MAX_EVS:  # an offline re-plan after one EV's need grew by 1 kWh (direct_highspy.py)
+            ours_moves, vertex_moves = one_ev_change(inst, ours_ev_kw), one_ev_change(inst, vertex_ev_kw)
+            row.update({f"one_ev_change_ours_{k}": v for k, v in ours_moves.items()})
+            row.update({f"one_ev_change_vertex_{k}": v for k, v in vertex_moves.items()})
+            moves = (f"{ours_moves['evs_moved']:.0f} ({ours_moves['mean_kw']:.3f}) / "
+                     f"{vertex_moves['evs_moved']:.0f} ({vertex_moves['mean_kw']:.3f})")
         out[n] = row
         peaks = f"{mine['peak']:.1f} / {hs['choose']['peak']:.1f} / {hs['same']['peak']:.1f}"
         print(f"{n:>6} {mine['build_solve']:>7.3f} {mine['cpu']:>8.3f} {hs['choose']['wall']:>10.3f} "
               f"{hs['ipm']['wall']:>7.3f} {hs['same']['wall']:>7.3f} {best_cpu:>7.3f} {row['ratio']:>6.2f} "
               f"{row['ratio_cpu']:>9.2f} {row['ratio_same_cpu']:>11.2f} {rel:>12.1e} {peaks:>37} "
               f"{vertex['wall']:>10.3f} {vertex['cpu']:>7.3f} {vertex['peak']:>8.1f} "
-              f"{row['ratio_cpu_any']:>13.2f} "
+              f"{row['ratio_cpu_any']:>13.2f} {moves:>26} "
               f"{load_average():>5}")
         sys.stdout.flush()
     return out
