@@ -23,13 +23,16 @@ CPU seconds are shown too (less sensitive than wall time to other load on the ma
 whole `solve()` call, metrics and Schedule included; `vs same CPU` is ours over `hs same` (the same
 method). The peaks (site import, kW) show what the method returns among equal-cost optima (with the
 default peak tie-break, up to 20,000 charge columns, every method returns the lowest peak). A fourth
-variant is shown outside `ratio`: dual simplex without presolve (`hs splx-np`), the fastest way highspy
-solves these LPs below ~100 EVs (20 EVs: about 2 ms of HiGHS's run against 3.3 ms for the interior
-point), but to a vertex of the equal-cost face. `ratio CPU any` is ours over the fastest of all four.
-`1 kWh moves ours / splx-np` is why we do not take the vertex (up to MOVES_MAX_EVS): re-planned from
-scratch after one EV's need grew by 1 kWh, the other EVs moved by more than 0.5 kW (the K16 re-send
-threshold), and their mean move in kW (`benchmarks/direct_highspy.py`): a vertex jumps across the face,
-typically every EV by its full power; the central solution moves a few by about a kW.
+variant is shown outside `ratio`: dual simplex without presolve (`hs splx-np`), faster than the interior
+point at 20 EVs (HiGHS's run about 2 ms against 3.3 ms) and at 1,000 (0.07 s against 0.14 s CPU), but
+to a vertex: with the default peak tie-break (up to 20,000 charge columns) at our cost and peak; above
+it (1,000 EVs and more) at the same cost and a 1.1-1.2x higher peak (its own column, `its peak`).
+`ratio CPU any` is ours over the fastest of all four.
+`1 kWh moves ours / splx-np` (up to MOVES_MAX_EVS EVs): re-planned from scratch after one EV's need grew
+by 1 kWh, how many other EVs moved by more than 0.5 kW (the K16 re-send threshold), and their mean move
+in kW (`benchmarks/direct_highspy.py`). Where the peaks are equal (20-278 EVs) this is why we do not
+take the vertex: it jumps across the equal-cost face, most EVs by their full power (20 EVs: 19 of 19),
+where the central solution moves none or a few.
 Then a worker re-plan of `--replan` sessions (site state -> instance -> solve with the previous plan
 as reference -> plan documents; optimizer.worker's pure path, no Redis), target < 0.5 s at 1,000, and
 the same through `OptimizerWorker.solve_site` on a private Redis (read, solve, write): re-solved with

@@ -27,7 +27,7 @@ K16_KW = 0.5
 
 
 def _vertex(inst: Instance) -> tuple[float, float]:
-    """Cost and site peak [kW] of the same LP by dual simplex without presolve (fastest below ~100 EVs)."""
+    """Cost and site peak [kW] of the same LP by dual simplex without presolve (fastest at 20 EVs)."""
     data = build_data(inst)
     lp = build_lp(data)
     start, index, vals = csc_arrays(lp)
