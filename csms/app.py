@@ -50,6 +50,7 @@ from csms.protocol.env import NodeEnv
 from csms.protocol.framing import warm_up as warm_up_schemas
 from csms.protocol.registry import Registry
 from csms.protocol.server import OcppServer
+from csms.refreeze import REFREEZER
 from csms.runtime import GC_PAUSES, freeze_after_start, tune_gc
 from csms.settings import CsmsSettings
 from csms.store.embedded import EmbeddedRedis
@@ -384,6 +385,7 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
         slow.watch_turns(asyncio.get_running_loop())
         GC_PAUSES.log_over_s = slow.threshold_s  # a collection is a stall too: logged with its size
     lag = asyncio.create_task(LoopLag().run(), name="loop-lag")
+    refreezer: asyncio.Task[None] | None = None
     try:
         async with running_csms(settings, clock=clock) as node:
             log.info("stations connect to %s{station_id}", node.url)
@@ -392,8 +394,14 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
             if settings.gc_freeze:
                 await asyncio.sleep(0.5)  # let the services start (they import and compile what they use)
                 log.info("gc: %d objects frozen after start-up", freeze_after_start())
+                if settings.gc_refreeze:
+                    REFREEZER.start(settings.gc_thaw_growth, settings.gc_thaw_after_closed)
+                    refreezer = asyncio.create_task(REFREEZER.run(), name="gc-refreeze")
             await stop.wait()
     finally:
+        REFREEZER.stop()
+        if refreezer is not None:
+            refreezer.cancel()
         lag.cancel()
         if slow is not None:
             slow.uninstall()

@@ -102,6 +102,17 @@ class CsmsSettings(CommandSettings):
     gc_freeze: bool = Field(
         True, description="after start-up, move every live object to the permanent generation "
                           "(gc.freeze): full collections no longer walk modules, schemas and settings")
+    gc_refreeze: bool = Field(
+        True, description="with gc_freeze: move the survivors of every young collection to the permanent "
+                          "generation too, so the objects made after start-up (connections, transactions) "
+                          "are not walked again by generation-1 collections; a full collection ('thaw') "
+                          "frees the frozen garbage (csms.refreeze)")
+    gc_thaw_after_closed: int = Field(
+        1000, ge=1, description="with gc_refreeze: thaw once this many station connections closed since the "
+                                "last full collection (a closed connection is a frozen cycle until then)")
+    gc_thaw_growth: float = Field(
+        1.0, gt=0, description="with gc_refreeze: thaw once the frozen objects grew to (1 + this) x the live "
+                               "objects of the last full collection (bounds any other frozen garbage)")
     gc_profile_ms: float = Field(
         0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
                                "types, dict keys) and the stack that started it (0 = off; a debugging aid)")

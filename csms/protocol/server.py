@@ -49,6 +49,7 @@ from csms.protocol.registry import Registry
 from csms.protocol.station import FloodError, StationConnection, StationHandler
 from csms.protocol.v16.station import StationHandler16
 from csms.protocol.versions import SUBPROTOCOLS, choose_subprotocol
+from csms.refreeze import REFREEZER
 from csms.store.provisioning import ProvisioningError, validate_station_id
 from evfleet.logs import log_context
 from evfleet.store.client import StoreUnavailable, store_unavailable
@@ -295,6 +296,7 @@ class OcppServer:
                 if watchdog is not None:
                     watchdog.cancel()
                 self.registry.remove(handler)
+                REFREEZER.connection_closed()  # its objects are now a cycle, maybe frozen: a thaw frees it
                 if conn.close_code is not None:
                     code, reason = conn.close_code, conn.close_reason or ""
                 try:

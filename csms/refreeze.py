@@ -1,0 +1,125 @@
+"""Keep a node's long-lived objects out of the young garbage collections (issue 14).
+
+Public names: `Refreezer`, `REFREEZER`.
+
+`csms.runtime.freeze_after_start` freezes what start-up made. Everything made after it (the
+connection wave: about 90 tracked objects per station connection; then each station's transaction
+state) survives the young (generation-0) collections into generation 1, and CPython's generation-1
+collection, every 21st young one, walks all of it at once: at 20,000 stations on 2 nodes, 0.5-1 s
+of CPU per collection, an event-loop stall (measured with `gc_profile_ms`).
+
+`Refreezer` (installed by `evfleet csms` when `gc_refreeze` is on) moves the survivors of every
+young collection straight to the permanent generation (`gc.freeze`, a list splice, O(1)): a
+surviving object is walked once, by the collection it survived, and never again. Reference
+counting still frees a frozen object the moment it is unreferenced (it leaves the permanent
+generation then). What no collection sees is frozen *cyclic* garbage: objects frozen while alive
+that later become an unreachable cycle. A closed station connection is such a cycle (handler,
+WebSocket connection, transport, socket: about 106 objects). So memory stays bounded by a thaw:
+`gc.unfreeze`, a full collection, `gc.freeze` again, run from the event loop when either
+
+- `thaw_after_closed` connections closed since the last full collection (each left its cycle), or
+- the frozen objects grew to `1 + thaw_growth` times the live objects the last full collection
+  found (any other frozen garbage: at most `thaw_growth` times the live objects, as CPython's own
+  rule bounds the gen-2 garbage at a quarter).
+
+A thaw is one full collection (a stall of about 0.3-1 s at 10,000 connections), as rare as the
+disconnections that make it necessary; CPython's own gen-2 collections walk the same objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger(__name__)
+
+GC_REFREEZES = Counter("evfleet_gc_refreezes", "Young-collection survivors moved to the permanent generation")
+GC_THAWS = Counter("evfleet_gc_thaws", "Full collections of the frozen objects (unfreeze, collect, freeze)",
+                   ["reason"])
+GC_THAW_COLLECTED = Counter("evfleet_gc_thaw_collected_objects", "Objects the thaws' full collections freed")
+GC_FROZEN = Gauge("evfleet_gc_frozen_objects", "Objects in the permanent generation (gc.get_freeze_count)")
+
+
+class Refreezer:
+    """A `gc.callbacks` hook that freezes the survivors of every young collection, and the thaw
+    that bounds the garbage it may freeze (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.installed = False
+        self.thaw_growth = 1.0
+        """Thaw when the frozen objects reach (1 + this) x the live objects of the last full collection."""
+        self.thaw_after_closed = 1000
+        """Thaw when this many connections closed since the last full collection."""
+        self.live_after_full = 0
+        """Frozen objects right after the last full collection (all live)."""
+        self.closed_since_full = 0
+        self.refreezes = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and self.active and int(info.get("generation", 0)) < 2:
+            gc.freeze()  # the collection is over: its survivors are in generation 1; splice them out
+            self.refreezes += 1
+            GC_REFREEZES.inc()
+
+    def start(self, thaw_growth: float, thaw_after_closed: int) -> None:
+        """Install the hook (once) and start freezing; call after `freeze_after_start` (which set
+        the permanent generation to the live objects of a full collection)."""
+        self.thaw_growth = thaw_growth
+        self.thaw_after_closed = thaw_after_closed
+        self.live_after_full = gc.get_freeze_count()
+        self.closed_since_full = 0
+        if not self.installed:
+            gc.callbacks.append(self)
+            self.installed = True
+        self.active = True
+        GC_FROZEN.set(self.live_after_full)
+
+    def stop(self) -> None:
+        """Stop freezing (the frozen objects stay frozen; `gc.unfreeze` returns them)."""
+        self.active = False
+
+    def connection_closed(self) -> None:
+        """Count one closed station connection (its objects are a cycle, frozen if it was old)."""
+        self.closed_since_full += 1
+
+    def thaw_due(self) -> str | None:
+        """Why a thaw is due now ("closed" or "growth"), or None."""
+        if not self.active:
+            return None
+        if self.closed_since_full >= self.thaw_after_closed:
+            return "closed"
+        if gc.get_freeze_count() > (1 + self.thaw_growth) * self.live_after_full:
+            return "growth"
+        return None
+
+    def thaw(self, reason: str = "asked") -> int:
+        """Unfreeze, collect everything, freeze the survivors again; returns the objects freed."""
+        started, frozen = time.perf_counter(), gc.get_freeze_count()
+        gc.unfreeze()
+        collected = gc.collect()
+        gc.freeze()
+        self.live_after_full = gc.get_freeze_count()
+        self.closed_since_full = 0
+        GC_THAWS.labels(reason).inc()
+        GC_THAW_COLLECTED.inc(collected)
+        GC_FROZEN.set(self.live_after_full)
+        log.info("gc thaw (%s): %d frozen objects, %d freed, %d live; %.0f ms", reason, frozen, collected,
+                 self.live_after_full, (time.perf_counter() - started) * 1000)
+        return collected
+
+    async def run(self, check_s: float = 1.0) -> None:
+        """Check every `check_s` whether a thaw is due and run it (until cancelled)."""
+        while True:
+            await asyncio.sleep(check_s)
+            GC_FROZEN.set(gc.get_freeze_count())
+            reason = self.thaw_due()
+            if reason is not None:
+                self.thaw(reason)
+
+
+REFREEZER = Refreezer()
