@@ -41,7 +41,8 @@ GC_REFREEZES = Counter("evfleet_gc_refreezes", "Young-collection survivors moved
 GC_THAWS = Counter("evfleet_gc_thaws", "Full collections of the frozen objects (unfreeze, collect, freeze)",
                    ["reason"])
 GC_THAW_COLLECTED = Counter("evfleet_gc_thaw_collected_objects", "Objects the thaws' full collections freed")
-GC_FROZEN = Gauge("evfleet_gc_frozen_objects", "Objects in the permanent generation (gc.get_freeze_count)")
+GC_FROZEN = Gauge("evfleet_gc_frozen_objects", "Objects in the permanent generation (an upper bound between "
+                  "exact counts: Refreezer.frozen_bound)")
 
 
 class Refreezer:
@@ -59,19 +60,27 @@ class Refreezer:
         """Frozen objects right after the last full collection (all live)."""
         self.closed_since_full = 0
         self.refreezes = 0
+        self.frozen_bound = 0
+        """At least the frozen objects: the last exact count plus every survivor frozen since (frees
+        are not subtracted). `gc.get_freeze_count` walks the whole permanent generation (tens of ms
+        at 2 million objects), so it is only read when this bound reaches the thaw's threshold."""
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "stop" and self.active and int(info.get("generation", 0)) < 2:
-            gc.freeze()  # the collection is over: its survivors are in generation 1; splice them out
+            # the collection is over: its survivors are in generation 1 (2 after a generation-1
+            # collection), and only they (everything older is frozen); count and splice them out
+            self.frozen_bound += len(gc.get_objects(generation=1)) + len(gc.get_objects(generation=2))
+            gc.freeze()
             self.refreezes += 1
             GC_REFREEZES.inc()
+            GC_FROZEN.set(self.frozen_bound)
 
     def start(self, thaw_growth: float, thaw_after_closed: int) -> None:
         """Install the hook (once) and start freezing; call after `freeze_after_start` (which set
         the permanent generation to the live objects of a full collection)."""
         self.thaw_growth = thaw_growth
         self.thaw_after_closed = thaw_after_closed
-        self.live_after_full = gc.get_freeze_count()
+        self.live_after_full = self.frozen_bound = gc.get_freeze_count()
         self.closed_since_full = 0
         if not self.installed:
             gc.callbacks.append(self)
@@ -93,8 +102,12 @@ class Refreezer:
             return None
         if self.closed_since_full >= self.thaw_after_closed:
             return "closed"
-        if gc.get_freeze_count() > (1 + self.thaw_growth) * self.live_after_full:
-            return "growth"
+        threshold = (1 + self.thaw_growth) * self.live_after_full
+        if self.frozen_bound > threshold:
+            self.frozen_bound = gc.get_freeze_count()  # exact, now that it may matter
+            GC_FROZEN.set(self.frozen_bound)
+            if self.frozen_bound > threshold:
+                return "growth"
         return None
 
     def thaw(self, reason: str = "asked") -> int:
@@ -103,12 +116,12 @@ class Refreezer:
         gc.unfreeze()
         collected = gc.collect()
         gc.freeze()
-        self.live_after_full = gc.get_freeze_count()
+        self.live_after_full = self.frozen_bound = gc.get_freeze_count()
         self.closed_since_full = 0
         GC_THAWS.labels(reason).inc()
         GC_THAW_COLLECTED.inc(collected)
         GC_FROZEN.set(self.live_after_full)
-        log.info("gc thaw (%s): %d frozen objects, %d freed, %d live; %.0f ms", reason, frozen, collected,
+        log.warning("gc thaw (%s): %d frozen objects, %d freed, %d live; %.0f ms", reason, frozen, collected,
                  self.live_after_full, (time.perf_counter() - started) * 1000)
         return collected
 
@@ -116,7 +129,6 @@ class Refreezer:
         """Check every `check_s` whether a thaw is due and run it (until cancelled)."""
         while True:
             await asyncio.sleep(check_s)
-            GC_FROZEN.set(gc.get_freeze_count())
             reason = self.thaw_due()
             if reason is not None:
                 self.thaw(reason)
