@@ -111,8 +111,9 @@ class CsmsSettings(CommandSettings):
         1000, ge=1, description="with gc_refreeze: thaw once this many station connections closed since the "
                                 "last full collection (a closed connection is a frozen cycle until then)")
     gc_thaw_growth: float = Field(
-        1.0, gt=0, description="with gc_refreeze: thaw once the frozen objects grew to (1 + this) x the live "
-                               "objects of the last full collection (bounds any other frozen garbage)")
+        2.0, gt=0, description="with gc_refreeze: thaw once the frozen objects grew by this x the live "
+                               "objects of the last full collection, at least 1.5 million (bounds any other "
+                               "frozen garbage)")
     gc_profile_ms: float = Field(
         0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
                                "types, dict keys) and the stack that started it (0 = off; a debugging aid)")

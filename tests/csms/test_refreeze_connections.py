@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from csms.app import running_csms
-from csms.refreeze import GC_THAWS, REFREEZER
+from csms.refreeze import GC_THAWS, REFREEZER, THAW_MIN_INTERVAL_S
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation
 
@@ -21,11 +21,12 @@ BOOT = {"reason": "PowerUp", "chargingStation": {"model": "M1", "vendorName": "V
 def refreezer() -> Iterator[None]:
     gc.collect()
     gc.freeze()
-    REFREEZER.start(thaw_growth=1.0, thaw_after_closed=1000)
+    REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
     try:
         yield
     finally:
         REFREEZER.stop()
+        REFREEZER.min_interval_s = THAW_MIN_INTERVAL_S
         gc.unfreeze()
         gc.collect()
 
@@ -52,6 +53,7 @@ async def test_connections_that_come_and_go_leave_no_frozen_garbage_after_the_th
         await _round(node.url, count)  # warms every lazy cache of the node
         await asyncio.sleep(0.5)
         REFREEZER.thaw()
+        REFREEZER.min_interval_s = 0.0
         base = gc.get_freeze_count()
         REFREEZER.thaw_after_closed = 10 * count  # no thaw yet
         for _ in range(3):
@@ -77,3 +79,26 @@ async def test_connections_that_come_and_go_leave_no_frozen_garbage_after_the_th
         assert left < min(leaked // 8, 2_000), (leaked, left)
 
 
+
+
+async def test_a_node_with_gc_freeze_refreezes_until_it_stops(redis_url: str) -> None:
+    """`evfleet csms` (run_csms) starts the refreezer after its start-up freeze and stops it on exit."""
+    from csms.app import run_csms
+
+    thresholds = gc.get_threshold()
+    stop = asyncio.Event()
+    node = asyncio.create_task(run_csms(make_settings(redis_url, run_services=False, gc_thaw_after_closed=7),
+                                        None, stop))
+    try:
+        for _ in range(400):
+            if REFREEZER.active:
+                break
+            await asyncio.sleep(0.05)
+        assert REFREEZER.active and REFREEZER.thaw_after_closed == 7
+        assert REFREEZER.live_after_full > 1000 and REFREEZER in gc.callbacks
+    finally:
+        stop.set()
+        await node
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+    assert not REFREEZER.active

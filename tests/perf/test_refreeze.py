@@ -24,7 +24,7 @@ class Cycle:
 def refreezer() -> Iterator[None]:
     gc.collect()
     gc.freeze()
-    REFREEZER.start(thaw_growth=1.0, thaw_after_closed=1000)
+    REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
     try:
         yield
     finally:
@@ -35,7 +35,7 @@ def refreezer() -> Iterator[None]:
 
 def test_the_defaults_refreeze_with_a_thaw_after_1000_closed_connections() -> None:
     s = CsmsSettings()
-    assert s.gc_freeze and s.gc_refreeze and s.gc_thaw_after_closed == 1000 and s.gc_thaw_growth == 1.0
+    assert s.gc_freeze and s.gc_refreeze and s.gc_thaw_after_closed == 1000 and s.gc_thaw_growth == 2.0
 
 
 def test_survivors_of_a_young_collection_are_frozen_and_refcounting_still_frees_them(refreezer: None) -> None:
@@ -61,4 +61,9 @@ def test_the_thaw_frees_cycles_frozen_while_they_were_alive(refreezer: None) -> 
     assert REFREEZER.thaw("growth") >= 5_000 * 2
     assert gc.get_freeze_count() < base + 500
     assert abs(REFREEZER.live_after_full - gc.get_freeze_count()) < 100
-    assert REFREEZER.thaw_due() is None
+    cycles = [Cycle() for _ in range(5_000)]
+    gc.collect(0)
+    del cycles
+    assert REFREEZER.thaw_due() is None  # due, but the last thaw was less than a minute ago
+    REFREEZER.last_thaw_s -= REFREEZER.min_interval_s
+    assert REFREEZER.thaw_due() == "growth"
