@@ -142,9 +142,12 @@ async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = ""
                                  planner.total([applied[k] for k in movable], points), budget_w)
     if not movable or factor is None:
         return {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
-    target = dict(applied)
+    target: dict[str, Series] = {}  # only the changes: `next_batch` counts the others at `applied`
     payloads: dict[str, dict[str, Any]] = {}
-    for key in movable:
+    for n, key in enumerate(movable):
+        await sending.pause_every(n)  # pure work on this pass's read: yielding changes no decision
+        if all(w <= planner.TOLERANCE_W for _, w in applied[key]):
+            continue  # at 0 W already: nothing to lower (no profile built, 20,000 on a full site)
         info = evses[key]
         scaled = [(t, w * factor) for t, w in applied[key]]
         base = (info.record or {}).get("accepted_profile") if info.has_profile() else None

@@ -47,6 +47,7 @@ a TxProfile (fair share or plan), so no plug-in can take the site over its limit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -116,39 +117,73 @@ def fair_shares(budget_w: float, caps_w: Mapping[K, float], mins_w: Mapping[K, f
     largest minimums first, so no session is held below its minimum while another gets more
     than the level. Sum of shares <= `budget_w`.
 
-    Exact in O(N log N): the sum of clamp(L, minimum, cap) is piecewise linear in L, with its
-    bends at the minimums and caps; the level is found on the segment where the sum reaches the
-    budget (one sort and a sweep, not a bisection over all sessions), then lowered if rounding
+    Exact in O(N + G log G) for G distinct (minimum, cap) pairs: the sum of clamp(L, minimum, cap)
+    is piecewise linear in L, with its bends at the minimums and caps; the level is found on the
+    segment where the sum reaches the budget (a sweep over the distinct pairs, each weighted by
+    how many sessions have it: a site's sessions have few distinct pairs, and a sort of 20,000
+    sessions held the event loop for 90 ms per re-share, issue 14), then lowered if rounding
     left the sum above the budget.
     """
-    mins = {k: min(max(0.0, (mins_w or {}).get(k, 0.0)), caps_w[k]) for k in caps_w}
+    lows = mins_w or {}
+    mins = {k: min(max(0.0, lows.get(k, 0.0)), cap) for k, cap in caps_w.items()}
     budget = max(0.0, budget_w)
-    admitted = sorted(caps_w, key=lambda k: (mins[k], str(k)))
-    floor_w = sum(mins[k] for k in admitted)
-    while admitted and floor_w > budget + 1e-9:
-        floor_w -= mins[admitted.pop()]  # the largest minimum that does not fit waits (paused)
+    paused = _paused(mins, budget)
     out: dict[K, float] = dict.fromkeys(caps_w, 0.0)
-    if not admitted:
+    bounds: dict[tuple[float, float], int] = {}
+    for k, cap in caps_w.items():
+        if k not in paused:
+            pair = (mins[k], cap)
+            bounds[pair] = bounds.get(pair, 0) + 1
+    if not bounds:
         return out
-    level = _level(budget, [(mins[k], caps_w[k]) for k in admitted])
-    for k in admitted:
-        out[k] = min(caps_w[k], max(mins[k], level))
+    level, before = _level(budget, bounds), math.inf
+    for _ in range(64):  # the shares' own sum (the pairs' was n x share): never above the budget
+        for k, cap in caps_w.items():
+            if k not in paused:
+                out[k] = min(cap, max(mins[k], level))
+        excess = sum(out.values()) - budget
+        if excess <= 0.0 or excess >= before:  # fits, or only minimums left (within 1e-9, `_paused`)
+            break
+        before, level = excess, _lowered(level, excess, bounds)
     return out
 
 
-def _level(budget_w: float, bounds: Sequence[tuple[float, float]]) -> float:
-    """The highest level L with sum(clamp(L, lo, hi) for lo, hi in `bounds`) <= `budget_w`, capped
-    at the largest hi (every lo <= hi, sum of the lo <= budget_w + 1e-9)."""
+def _lowered(level: float, excess_w: float, bounds: Mapping[tuple[float, float], int]) -> float:
+    """`level` lowered so the sessions following it (minimum < level <= cap) give back about
+    `excess_w` (float rounding of a sum; at least a few ulps of the level)."""
+    following = sum(n for (lo, hi), n in bounds.items() if lo < level <= hi)
+    return max(0.0, level - max(excess_w / max(1, following), 1e-12 * max(1.0, level)))
+
+
+def _paused(mins: Mapping[K, float], budget_w: float) -> set[K]:
+    """The sessions whose minimum does not fit (`fair_shares`): while the minimums sum above
+    `budget_w`, the largest minimum (ties: the largest key as a string) waits."""
+    if sum(mins.values()) <= budget_w + 1e-9:
+        return set()  # every minimum fits: no sort
+    ordered = sorted(mins, key=lambda k: (mins[k], str(k)))
+    floor_w, fit = 0.0, 0
+    for k in ordered:  # the smallest first: a sum of the admitted, not a difference (no cancellation)
+        if floor_w + mins[k] > budget_w + 1e-9:
+            break
+        floor_w += mins[k]
+        fit += 1
+    return set(ordered[fit:])
+
+
+def _level(budget_w: float, bounds: Mapping[tuple[float, float], int]) -> float:
+    """The highest level L with sum(n x clamp(L, lo, hi) for (lo, hi), n in `bounds`) <= `budget_w`,
+    capped at the largest hi (every lo <= hi, the sum of the n x lo <= budget_w + 1e-9)."""
     top = max(hi for _, hi in bounds)
 
     def used(level: float) -> float:
-        return sum(min(hi, max(lo, level)) for lo, hi in bounds)
+        return sum(n * min(hi, max(lo, level)) for (lo, hi), n in bounds.items())
 
     if used(top) <= budget_w:
         return top
-    # bends: at lo a session starts following L (slope +1), at hi it stops (slope -1)
-    bends = sorted([(lo, 1) for lo, hi in bounds if lo < hi] + [(hi, -1) for lo, hi in bounds if lo < hi])
-    prev, total, slope, level = 0.0, sum(lo for lo, _ in bounds), 0, 0.0
+    # bends: at lo n sessions start following L (slope +n), at hi they stop (slope -n)
+    bends = sorted([(lo, n) for (lo, hi), n in bounds.items() if lo < hi]
+                   + [(hi, -n) for (lo, hi), n in bounds.items() if lo < hi])
+    prev, total, slope, level = 0.0, sum(n * lo for (lo, _), n in bounds.items()), 0, 0.0
     for point, step in bends:
         reach = total + slope * (point - prev)
         if reach >= budget_w and slope > 0:
@@ -158,11 +193,11 @@ def _level(budget_w: float, bounds: Sequence[tuple[float, float]]) -> float:
     else:
         level = prev
     level = max(0.0, min(level, top))
-    for _ in range(64):  # float rounding: never hand out more than the budget
+    for _ in range(64):  # float rounding: never hand out more than the budget (steps of a few ulps)
         excess = used(level) - budget_w
         if excess <= 0.0:
             return level
-        level = max(0.0, level - max(excess, 1e-9 * max(1.0, level)))
+        level = _lowered(level, excess, bounds)
     return 0.0
 
 

@@ -60,6 +60,10 @@ class DefaultsState:
     """site -> its known EVSEs (how many share the reservation)."""
     inflight: dict[str, set[EvseId]] = field(default_factory=dict)
     """site -> EVSEs whose default is out (sent, not answered)."""
+    limit_out_w: dict[EvseId, float] = field(default_factory=dict)
+    """EVSE -> the limit (W) of its default that is out (`pending_w`)."""
+    accepted_w: dict[EvseId, float] = field(default_factory=dict)
+    """EVSE -> the limit (W) of the last default it accepted from this node (`pending_w`)."""
     queued: set[str] = field(default_factory=set)
     done_queued: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -70,6 +74,21 @@ class DefaultsState:
         self.site_evses[site_id] = {i.ident for i in infos.values()} | self.new.get(site_id, set())
         for info in infos.values():
             self.evses_of.setdefault(info.station_id, set()).add(info.evse_id)
+
+    def pending_w(self, site_id: str, evse: EvseId) -> float | None:
+        """The limit (W) the EVSE's default that is out sets once Accepted, else that of the last
+        default it accepted from this node (None: neither). A whole-site share leaves an EVSE without
+        a profile of its session alone when its share is that limit (`safety._changes`): the
+        default's answer brings it there (one call instead of two per new EVSE; also when the
+        answer came after the pass read the EVSE, which then still counts at its maximum)."""
+        if evse in self.inflight.get(site_id, ()):
+            return self.limit_out_w.get(evse)
+        return self.accepted_w.get(evse)
+
+    def answered(self, site_id: str, evse: EvseId) -> None:
+        """The EVSE's default is no longer out (answered, failed or never sent)."""
+        self.inflight.get(site_id, set()).discard(evse)
+        self.limit_out_w.pop(evse, None)
 
     def note_new(self, site_id: str, evse: EvseId) -> None:
         """An EVSE seen for the first time (a connector status)."""
@@ -125,6 +144,7 @@ async def ensure(svc: SmartChargingService, site_id: str, force: frozenset[str] 
             due.append((info, target_w))
     if due:
         svc.defaults.inflight.setdefault(site_id, set()).update(info.ident for info, _ in due)
+        svc.defaults.limit_out_w.update((info.ident, w) for info, w in due)
         task = asyncio.create_task(_send(svc, site_id, due), name=f"defaults:{site_id}")
         svc.defaults.tasks.add(task)
         task.add_done_callback(svc.defaults.tasks.discard)
@@ -165,7 +185,7 @@ async def _send(svc: SmartChargingService, site_id: str, due: list[tuple[EvseInf
         except Exception as err:  # the store is down: the EVSEs keep counting at their maximum
             log.error("site %s: defaults failed: %r", site_id, err)
             for info, _ in due[start:]:
-                svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+                svc.defaults.answered(site_id, info.ident)
             return
 
 
@@ -194,7 +214,7 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
                                         timeout_s=svc.settings.call_timeout_s)
     except Exception as err:  # noqa: BLE001 (one call must not stop the others; counted at max)
         log.error("default profile to %s failed: %r", info.key, err)
-        svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+        svc.defaults.answered(site_id, info.ident)
         return
     zero = planner.constant(0.0)
     accepted, steerable, _ = conversion.outcome(reply, zero, zero, 0.0)
@@ -203,6 +223,9 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
     fields: dict[str, str] = {}
     if accepted:  # since when it holds (a reading stored before shows nothing about it: safety.tick)
         fields.update({"default_limit_w": repr(counted_w), "default_at": repr(svc.clock.timestamp())})
+        svc.defaults.accepted_w[info.ident] = counted_w
+    else:
+        svc.defaults.accepted_w.pop(info.ident, None)
         if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
             fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
             info.steerable, info.refusals = True, 0
@@ -216,7 +239,7 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
     try:
         await svc.store.write(w)
     finally:
-        svc.defaults.inflight.get(site_id, set()).discard(info.ident)
+        svc.defaults.answered(site_id, info.ident)
     _after_answer(svc, site_id, info, reply, not steerable)
 
 

@@ -82,7 +82,8 @@ def headroom_shares(others: Sequence[Series], budget_w: float, caps_w: Mapping[K
     load = planner.total(list(others), points)
     out: dict[K, Series] = {k: [] for k in caps_w}
     for t, used in zip(points, load, strict=True):
-        caps_t = {k: min(c, planner.value_at(masks[k], t)) if k in masks else c for k, c in caps_w.items()}
+        caps_t = caps_w if not masks else {
+            k: min(c, planner.value_at(masks[k], t)) if k in masks else c for k, c in caps_w.items()}
         shares = budget.fair_shares(budget_w - used, caps_t, mins_w)
         for k, w in shares.items():
             series = out[k]

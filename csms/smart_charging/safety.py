@@ -181,47 +181,32 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
                  kind: str, now_s: float, plan: provisional.PlanView | None,
                  between: Between | None = None) -> int:
     """Give `sharers` their headroom shares (decreases first, `_execute`); profiles accepted."""
-    applied = {k: e.applied(now_s) for k, e in evses.items()}
-    if between is not None:  # count at least what the longer pass counts (a change of unknown outcome)
-        for k, series in between.applied.items():
-            applied[k] = planner.pointwise(applied[k], series, now_s, "max") if k in applied else series
+    slices = sending.Slices()  # the per-EVSE loops below yield every few ms (a 20,000-EVSE site)
+    applied = await _counted(evses, now_s, between, slices)
     sharing = set(sharers)  # `k in` a list of 10,000 sharers per EVSE was most of a fallback re-share
     others = [applied[k] for k in applied if k not in sharing]
     budget_w = await svc.site_budget_w(site_id)
     caps, mins = {}, {}
+    masks = {}  # the optimizer is alive: only its cheapest steps (module provisional)
     for k in sharers:
+        if slices.due():
+            await slices.pause()
         caps[k], mins[k] = ev_caps_w(evses[k])
         if svc.settings.fallback_limit_kw is not None:
             caps[k] = min(caps[k], svc.settings.fallback_limit_kw * 1000.0)
-    masks = {}  # the optimizer is alive: only its cheapest steps (module provisional)
-    for k in sharers:
         mask = None if plan is None else provisional.cheap_mask(
             plan.prices, plan.start_s, plan.step_s, now_s, _departure_s(evses[k]), caps[k])
         if mask is not None:
             masks[k] = mask
+    if slices.due():
+        await slices.pause()
     shares = provisional.headroom_shares(others, budget_w, caps, mins, now_s, masks)
     if kind == "provisional":  # no headroom now (e.g. defaults still out): 0 W, shares again later
         starved = {evses[k].ident for k in sharers if planner.value_at(shares[k], now_s) < 1.0
                    and (k not in masks or planner.value_at(masks[k], now_s) > 0.0)}
         if starved:
             svc._starved.setdefault(site_id, set()).update(starved)
-    target: dict[str, Series] = dict(applied)
-    payloads: dict[str, dict[str, Any]] = {}
-    for n, k in enumerate(sharers):
-        await sending.pause_every(n)  # pure work on this pass's read: yielding changes no decision
-        info = evses[k]
-        if _holds_share(info, applied[k], shares[k], now_s, svc.settings.replan_threshold_kw * 1000.0):
-            continue  # already holds this share: no profile built (a 20,000-session re-share)
-        try:
-            payload = _share_payload(svc, info, shares[k], now_s)
-        except Exception as err:  # one EVSE's profile must not stop the others
-            log.error("site %s: no %s profile for %s: %r", site_id, kind, k, err)
-            continue
-        new = svc._abs_series(payload, info)
-        if info.has_profile() and (info.record or {}).get("kind", "").startswith(("interim", "provisional")) \
-                and planner.max_abs_diff_w(applied[k], new, now_s) <= planner.TOLERANCE_W:
-            continue
-        payloads[k], target[k] = payload, new
+    target, payloads = await _changes(svc, site_id, evses, sharers, shares, applied, kind, now_s, slices)
     if not payloads:
         return 0
     plan_id = f"{kind}-{int(now_s)}"
@@ -232,8 +217,92 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     if between is not None:
         between.done.update({k: (evses[k], applied[k]) for k in payloads})
     log.info("site %s: %s shares (limit %.0f W, %d others): %s -> %s", site_id, kind, budget_w,
-             len(others), {k: round(planner.value_at(v, now_s)) for k, v in shares.items()}, stats)
+             len(others), _summary(shares, now_s), stats)
     return stats["accepted"]
+
+
+async def _counted(evses: Mapping[str, EvseInfo], now_s: float, between: Between | None,
+                   slices: sending.Slices) -> dict[str, Series]:
+    """What each EVSE of the pass counts now (`EvseInfo.applied`), at least what a longer pass
+    counts for it (`between`: a change of unknown outcome), in time slices."""
+    applied: dict[str, Series] = {}
+    for k, e in evses.items():
+        if slices.due():
+            await slices.pause()  # pure work on this pass's read: yielding changes no decision
+        applied[k] = e.applied(now_s)
+    if between is not None:
+        for k, series in between.applied.items():
+            applied[k] = planner.pointwise(applied[k], series, now_s, "max") if k in applied else series
+    return applied
+
+
+async def _changes(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo], sharers: list[str],
+                   shares: Mapping[str, Series], applied: Mapping[str, Series], kind: str, now_s: float,
+                   slices: sending.Slices) -> tuple[dict[str, Series], dict[str, dict[str, Any]]]:
+    """(target, payload) of each sharer whose share changes what it counts; the others are left
+    out, so the pass's ordering (`budget.next_batch`) counts them at what they count now.
+
+    Only the changes get a profile built: what a share allows once built (rounded to the EVSE's
+    rate unit, capped by the EV) is worked out once per (share, EVSE electrical data, EV limits)
+    in the pass (`allowed`), and a sharer whose share allows what it counts already is skipped
+    before any profile is built (on a 20,000-session site most of them, every pass: issue 14). Also
+    skipped: a share the EVSE holds already (`_holds_share`: K16's threshold for rises), and a
+    share equal to the limit of the EVSE's default that is out (`defaults.DefaultsState.pending_w`:
+    its answer brings the EVSE there; until then it counts what it counts now, its maximum).
+    Skipping never lets the sum exceed the budget: a skipped EVSE counts at what it counts now, and
+    the ordering checks every increase against that. A provisional share is never skipped for
+    being equal (its EV gets an answer, `_answer_unchanged`)."""
+    target: dict[str, Series] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    allowed: dict[tuple[Any, ...], Series] = {}
+    threshold_w = svc.settings.replan_threshold_kw * 1000.0
+    for k in sharers:
+        if slices.due():
+            await slices.pause()  # pure work on this pass's read: yielding changes no decision
+        info, share = evses[k], shares[k]
+        if _holds_share(info, applied[k], share, now_s, threshold_w):
+            continue  # already holds this share: no profile built (a 20,000-session re-share)
+        memo = (tuple(share), info.electrical, info.ev_limits())
+        new, payload = allowed.get(memo), None
+        try:
+            if new is None:
+                payload = _share_payload(svc, info, share, now_s)
+                allowed[memo] = new = svc._abs_series(payload, info)
+            if kind != "provisional" and _unchanged(svc, site_id, info, applied[k], new, now_s):
+                continue
+            if payload is None:  # sent: built for this EVSE (its own ids and start), counted as built
+                payload = _share_payload(svc, info, share, now_s)
+                new = svc._abs_series(payload, info)
+        except Exception as err:  # one EVSE's profile must not stop the others
+            log.error("site %s: no %s profile for %s: %r", site_id, kind, k, err)
+            continue
+        if info.has_profile() and (info.record or {}).get("kind", "").startswith(("interim", "provisional")) \
+                and planner.max_abs_diff_w(applied[k], new, now_s) <= planner.TOLERANCE_W:
+            continue
+        payloads[k], target[k] = payload, new
+    return target, payloads
+
+
+def _unchanged(svc: SmartChargingService, site_id: str, info: EvseInfo, applied: Series, new: Series,
+               now_s: float) -> bool:
+    """A share that changes nothing the EVSE counts (`_changes`): what it counts already, or the
+    limit of its default that is out (what it counts once that is answered)."""
+    if planner.max_abs_diff_w(applied, new, now_s) <= planner.TOLERANCE_W:
+        return True
+    if info.has_profile():  # its session's own profile: a default does not replace it
+        return False
+    pending_w = svc.defaults.pending_w(site_id, info.ident)
+    return pending_w is not None and planner.max_abs_diff_w(planner.constant(pending_w, now_s), new,
+                                                            now_s) <= planner.TOLERANCE_W
+
+
+def _summary(shares: Mapping[str, Series], now_s: float, listed: int = 20) -> str:
+    """The shares now for a log line: each of a few sessions, else how many and their range (a
+    20,000-session dict was built and formatted on every pass)."""
+    if len(shares) <= listed:
+        return str({k: round(planner.value_at(v, now_s)) for k, v in shares.items()})
+    now_w = [planner.value_at(v, now_s) for v in shares.values()]
+    return f"{len(now_w)} sessions, {min(now_w):.0f}-{max(now_w):.0f} W now"
 
 
 def _holds_share(info: EvseInfo, applied: Series, share: Series, now_s: float, threshold_w: float) -> bool:

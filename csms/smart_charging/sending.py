@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,6 +48,32 @@ async def pause_every(n: int, chunk: int = PASS_CHUNK) -> None:
     """Yield to the event loop when `n` (a loop's index) is a non-zero multiple of `chunk`."""
     if n and n % chunk == 0:
         await asyncio.sleep(0)
+
+
+SLICE_S = 0.004
+"""Longest a whole-site loop of a pass holds the event loop in one stretch (`Slices`)."""
+
+
+class Slices:
+    """Time slices of a pass's per-EVSE loop: `due()` is True once `slice_s` has passed since the
+    last yield (a clock read, no coroutine per EVSE); then `await pause()`. A loop whose items cost
+    from 1 us (nothing to do for an EVSE) to 200 us (a profile built) yields after 4 ms either way,
+    where a count (`pause_every`) would hold the loop for 0.1-20 ms."""
+
+    __slots__ = ("_until", "slice_s")
+
+    def __init__(self, slice_s: float | None = None) -> None:
+        self.slice_s = SLICE_S if slice_s is None else slice_s
+        self._until = time.perf_counter() + self.slice_s
+
+    def due(self) -> bool:
+        """The current slice is used up."""
+        return time.perf_counter() >= self._until
+
+    async def pause(self) -> None:
+        """Yield to the event loop; a new slice starts."""
+        await asyncio.sleep(0)
+        self._until = time.perf_counter() + self.slice_s
 
 
 def event(svc: SmartChargingService, etype: EventType, site_id: str, data: Mapping[str, Any],
