@@ -195,10 +195,12 @@ async def measure(url: str, n: int, waves: int, limit_kw: float, answer_s: float
         tot_sent += sent
         worst = max(worst, tick.worst_s)
         label = f"wave {w + 1}" if w < waves else "again"
-        print(f"{label:>10}{min(n, (w + 1) * per):>10}{sent:>6}{defaults:>6}{cpu * 1000:>8.0f}{tick.worst_s * 1000:>14.1f}"
+        print(f"{label:>10}{min(n, (w + 1) * per):>10}{sent:>6}{defaults:>6}{cpu * 1000:>8.0f}"
+              f"{tick.worst_s * 1000:>14.1f}"
               f"{tick.over_20ms:>7}{tick.worst_wall_s * 1000:>9.1f}{watch.young:>9}", flush=True)
     budget_w = await svc.site_budget_w(SITE)
-    print(f"total: {tot_sent:.0f} TxProfiles ({stations.defaults} defaults), {tot_cpu:.2f} CPU s, worst stall {worst * 1000:.1f} ms; "
+    print(f"total: {tot_sent:.0f} TxProfiles ({stations.defaults} defaults), {tot_cpu:.2f} CPU s, "
+          f"worst stall {worst * 1000:.1f} ms CPU; "
           f"stations' side: sum of limits last sent {sum(stations.limit_w.values()):.0f} W, peak "
           f"{stations.peak_sum_w:.0f} W, budget {budget_w:.0f} W", flush=True)
     await redis.aclose()

@@ -224,11 +224,11 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
     if accepted:  # since when it holds (a reading stored before shows nothing about it: safety.tick)
         fields.update({"default_limit_w": repr(counted_w), "default_at": repr(svc.clock.timestamp())})
         svc.defaults.accepted_w[info.ident] = counted_w
-    else:
-        svc.defaults.accepted_w.pop(info.ident, None)
         if info.refusals or not info.steerable:  # a probe after a refusal: steerable again
             fields.update({"steerable": "1", "refusals": "0", "retry_after": "0"})
             info.steerable, info.refusals = True, 0
+    else:
+        svc.defaults.accepted_w.pop(info.ident, None)
     if not steerable:
         fields.update(refusal(svc, site_id, info))
     w = StoreWrite(events=[event(svc, EventType.PROFILE_ANSWERED, site_id, {

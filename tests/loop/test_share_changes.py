@@ -102,7 +102,8 @@ async def test_a_share_equal_to_the_default_out_is_left_to_that_default() -> Non
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "10"}
     for i in range(5):  # idle EVSEs holding a 2 kW reservation: fixed loads
-        store.add_evse(f"IDLE-{i}", 1, site_id=SITE, max_power_w="22000", rate_unit="W", default_limit_w="2000.0")
+        store.add_evse(f"IDLE-{i}", 1, site_id=SITE, max_power_w="22000", rate_unit="W",
+                       default_limit_w="2000.0")
     stations = Stations(clock, 10_000.0)
     svc = _service(store, stations, clock)
     _new_session(store, "CP-NEW", default_w=None)
@@ -125,7 +126,8 @@ async def test_a_share_equal_to_the_default_out_is_left_to_that_default() -> Non
 
 def test_total_adds_constants_without_sampling_them_and_equals_the_sampled_sum() -> None:
     t0 = T0.timestamp()
-    series = [planner.constant(1_000.0, t0), [(t0, 500.0), (t0 + 900, 2_000.0)], planner.constant(250.0, t0 + 60)]
+    series = [planner.constant(1_000.0, t0), [(t0, 500.0), (t0 + 900, 2_000.0)],
+              planner.constant(250.0, t0 + 60)]
     points = planner.grid(series, t0)
     assert points == [t0, t0 + 60, t0 + 900]
     sampled = [sum(planner.sample(s, [p])[0] for s in series) for p in points]
