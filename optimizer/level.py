@@ -39,8 +39,10 @@ MOVE_WEIGHT = 1e-3
 """Cost of moving 1 kWh away from the input plan, per kW of peak: moving a plan's whole night to cut
 the peak by 1 kW costs far less than that kW (the peak always wins), and nothing moves for nothing."""
 TOLERANCE_KW = 1e-6
-MAX_MOVES = 2_000
+MAX_MOVES = 500
 """Whole-step moves of EVs with a minimum (`_shift_blocks`) at most per plan."""
+LEVEL_TOLERANCE = 0.01
+"""A plan within this fraction of the cost LP's own peak is not levelled (`level_peak`'s `bound_kw`)."""
 MIN_GAIN_KW = 0.05
 """A levelled plan whose peak is not at least this much lower is not worth the moves (the input is kept)."""
 
@@ -49,8 +51,22 @@ def _per_step(value: float | list[float], steps: int) -> np.ndarray:
     return np.array(value, dtype=float) if isinstance(value, list) else np.full(steps, float(value))
 
 
-def level_peak(instance: Instance, schedule: Schedule, min_kw: Mapping[str, float]) -> Schedule:
-    """`schedule` re-spread to the lowest site peak at the same energies, cost and on/off pattern (module doc).
+def site_peak_kw(instance: Instance, schedule: Schedule) -> float:
+    """Highest site load [kW] of `schedule` (fixed load + every EV and storage) over the horizon."""
+    steps = instance.steps
+    load = _per_step(instance.site.base_load_kw, steps) - _per_step(instance.site.pv_kw, steps)
+    for row in [*schedule.ev_power_kw.values(), *schedule.storage_power_kw.values()]:
+        load = load + np.array(row[:steps], dtype=float)
+    return float(load.max()) if steps else 0.0
+
+
+def level_peak(instance: Instance, schedule: Schedule, min_kw: Mapping[str, float],
+               bound_kw: float | None = None) -> Schedule:
+    """`schedule` re-spread to the lowest site peak at the same energies and cost (module doc).
+
+    `bound_kw`: the peak of the cost LP's own plan (before the minimum power; `site_peak_kw`): a plan whose
+    peak is within LEVEL_TOLERANCE of it is flat enough and kept as it is, so a re-plan that stays on the
+    standing plan moves nothing (K16).
 
     Only a plan with at least one EV in `min_kw` charging is levelled (the cost LP's own peak term levels
     the others); plans with storage, V2G or above MAX_CELLS cells are returned unchanged.
@@ -60,6 +76,8 @@ def level_peak(instance: Instance, schedule: Schedule, min_kw: Mapping[str, floa
             or not any(min_kw.get(i, 0.0) > 0 and max(schedule.ev_power_kw[i], default=0.0) > TOLERANCE_KW
                        for i in ids)
             or any(p < -TOLERANCE_KW for i in ids for p in schedule.ev_power_kw[i])):
+        return schedule
+    if bound_kw is not None and site_peak_kw(instance, schedule) <= bound_kw * (1.0 + LEVEL_TOLERANCE) + 1e-6:
         return schedule
     steps = instance.steps
     hours = np.array(instance.step_hours())
@@ -73,8 +91,8 @@ def level_peak(instance: Instance, schedule: Schedule, min_kw: Mapping[str, floa
     blocks = _shift_blocks(instance, ids, p0, min_kw, fixed, limit, price, hours)
     lo, hi = _bounds(instance, ids, blocks, min_kw)
     free = hi > TOLERANCE_KW
-    out = _solve(blocks, lo, hi, free, hours, fixed, limit, price, blocks)
-    if out is None or not _acceptable(out, p0, lo, hi, hours, fixed, limit):
+    out = _solve(blocks, lo, hi, free, hours, fixed, limit, price)
+    if out is None or not _acceptable(out, p0, lo, hi, hours, fixed, limit, price):
         return schedule
     power = dict(schedule.ev_power_kw)
     for i, row in zip(ids, out.tolist(), strict=True):
@@ -105,77 +123,53 @@ def _bounds(instance: Instance, ids: list[str], p0: np.ndarray, min_kw: Mapping[
     return lo, hi
 
 
-def _anchor(instance: Instance, ids: list[str], plan: np.ndarray) -> np.ndarray:
-    """What the LP stays close to: each EV's previous plan (`reference_kw`, the standing plan) where it has
-    one, else `plan`: among the flattest plans, the one that re-sends the fewest profiles (K16)."""
-    evs = {ev.id: ev for ev in instance.evs}
-    anchor = plan.copy()
-    for e, ev_id in enumerate(ids):
-        ref = evs[ev_id].reference_kw or []
-        for t, r in enumerate(ref[:plan.shape[1]]):
-            if r is not None:
-                anchor[e, t] = r
-    return anchor
-
-
 def _shift_blocks(instance: Instance, ids: list[str], p0: np.ndarray, min_kw: Mapping[str, float],
                   fixed: np.ndarray, limit: np.ndarray, price: np.ndarray, hours: np.ndarray) -> np.ndarray:
     """`p0` with whole charging steps of EVs with a minimum moved from the highest site steps to lower
     ones (the LP keeps an EV's on/off pattern; this changes it).
 
     A move takes an EV's power p in step a (the highest site load it can lower) to a step b of its stay
-    where it does not charge, no dearer, with load_b + p ≤ load_a − MIN_GAIN_KW and within the site limit:
-    the sorted site loads fall lexicographically at every move, so it ends (at most MAX_MOVES)."""
+    where it does not charge, no dearer and as long, with load_b + p ≤ load_a − MIN_GAIN_KW and within the
+    site limit, into the least loaded such step: the sorted site loads fall lexicographically at every
+    move, so it ends (at most MAX_MOVES)."""
     evs = {ev.id: ev for ev in instance.evs}
+    blocky = np.array([e for e, i in enumerate(ids) if min_kw.get(i, 0.0) > 0], dtype=int)
     plan = p0.copy()
+    if not len(blocky):
+        return plan
     steps = plan.shape[1]
     load = plan.sum(axis=0) + fixed
-    blocky = [e for e, i in enumerate(ids) if min_kw.get(i, 0.0) > 0]
-    stays = {e: (evs[ids[e]].arrival, min(evs[ids[e]].departure, steps)) for e in blocky}
+    t = np.arange(steps)
+    stay = np.array([(t >= evs[ids[e]].arrival) & (t < evs[ids[e]].departure) for e in blocky])
     for _ in range(MAX_MOVES):
-        moved = False
         for a in np.argsort(-load, kind="stable").tolist():
-            move = _best_move(plan, blocky, stays, load, limit, price, hours, a)
-            if move is not None:
-                e, b = move
-                p = plan[e, a]
-                plan[e, b], plan[e, a] = p, 0.0
-                load[a] -= p
-                load[b] += p
-                moved = True
+            p = plan[blocky, a][:, None]  # (B, 1): each EV's power in step a
+            after = load[None, :] + p
+            ok = (stay & (plan[blocky] <= TOLERANCE_KW) & (p > TOLERANCE_KW)
+                  & (price <= price[a] + 1e-12)[None, :] & (hours == hours[a])[None, :]
+                  & (after <= load[a] - MIN_GAIN_KW) & (after <= limit[None, :] + 1e-9))
+            if ok.any():
+                k, b = np.unravel_index(int(np.argmin(np.where(ok, load[None, :], np.inf))), ok.shape)
+                e = int(blocky[k])
+                moved = plan[e, a]
+                plan[e, b], plan[e, a] = moved, 0.0
+                load[a] -= moved
+                load[b] += moved
                 break
-        if not moved:
+        else:
             break
     return plan
 
 
-def _best_move(plan: np.ndarray, blocky: list[int], stays: dict[int, tuple[int, int]], load: np.ndarray,
-               limit: np.ndarray, price: np.ndarray, hours: np.ndarray, a: int) -> tuple[int, int] | None:
-    """(EV, target step) of the move that lowers step `a` into the least loaded step, or None."""
-    best: tuple[float, int, int] | None = None
-    for e in blocky:
-        p = plan[e, a]
-        if p <= TOLERANCE_KW:
-            continue
-        lo, hi = stays[e]
-        for b in range(lo, hi):
-            if (b == a or plan[e, b] > TOLERANCE_KW or price[b] > price[a] + 1e-12 or hours[b] != hours[a]
-                    or load[b] + p > load[a] - MIN_GAIN_KW or load[b] + p > limit[b] + 1e-9):
-                continue
-            if best is None or load[b] < best[0]:
-                best = (float(load[b]), e, b)
-    return None if best is None else (best[1], best[2])
-
-
 def _solve(p0: np.ndarray, lo: np.ndarray, hi: np.ndarray, free: np.ndarray, hours: np.ndarray,
-           fixed: np.ndarray, limit: np.ndarray, price: np.ndarray, anchor: np.ndarray) -> np.ndarray | None:
+           fixed: np.ndarray, limit: np.ndarray, price: np.ndarray) -> np.ndarray | None:
     """The levelling LP (module doc) over the `free` cells; the new plan or None when HiGHS fails."""
     inf = highspy.kHighsInf
     n_ev, steps = p0.shape
     se, st = np.nonzero(free)
     n = len(se)
     h = hours[st]
-    # columns: p (n), d+ (n), d- (n), peak (1); rows: energy (n_ev), site (steps), peak (steps), cost, move (n)
+    # columns: p, d+, d- (n each), peak; rows: energy (n_ev), site, peak (steps each), cost, move (n)
     peak = 3 * n
     energy = (p0 * hours[None, :]).sum(axis=1)
     cost = float((p0.sum(axis=0) * hours * price).sum())
@@ -187,9 +181,9 @@ def _solve(p0: np.ndarray, lo: np.ndarray, hi: np.ndarray, free: np.ndarray, hou
     vals = np.concatenate([h, np.ones(n), np.ones(n), price[st] * h, np.ones(n), -np.ones(n), np.ones(n),
                            -np.ones(steps)])
     room = np.maximum(limit - fixed, 0.0)
-    row_lo = np.concatenate([energy, np.full(steps, -inf), np.full(steps, -inf), [-inf], anchor[se, st]])
+    row_lo = np.concatenate([energy, np.full(steps, -inf), np.full(steps, -inf), [-inf], p0[se, st]])
     row_hi = np.concatenate([energy, np.maximum(room, p0.sum(axis=0)), -fixed,
-                             [cost + 1e-7 * max(1.0, abs(cost))], anchor[se, st]])
+                             [cost + 1e-7 * max(1.0, abs(cost))], p0[se, st]])
     n_row = r_move + n
     order = np.lexsort((cols, rows))
     start = np.zeros(n_row + 1, dtype=np.int32)
@@ -212,12 +206,14 @@ def _solve(p0: np.ndarray, lo: np.ndarray, hi: np.ndarray, free: np.ndarray, hou
 
 
 def _acceptable(out: np.ndarray, p0: np.ndarray, lo: np.ndarray, hi: np.ndarray, hours: np.ndarray,
-                fixed: np.ndarray, limit: np.ndarray) -> bool:
+                fixed: np.ndarray, limit: np.ndarray, price: np.ndarray) -> bool:
     """The levelled plan keeps the site limit where the input did, every cell's bounds and every EV's
-    energy, and lowers the peak by at least MIN_GAIN_KW."""
+    energy, costs no more, and lowers the peak by at least MIN_GAIN_KW."""
     site_new, site_old = out.sum(axis=0) + fixed, p0.sum(axis=0) + fixed
     within = site_new <= np.maximum(limit, site_old) + 1e-6
     bounded = (out >= lo - 1e-6).all() and (out <= hi + 1e-6).all()
     energy_kept = np.allclose((out * hours).sum(axis=1), (p0 * hours).sum(axis=1), atol=1e-4)
     lower = site_new.max() <= site_old.max() - MIN_GAIN_KW
-    return bool(within.all() and bounded and energy_kept and lower)
+    cost_old = float((site_old * hours * price).sum())
+    no_dearer = float((site_new * hours * price).sum()) <= cost_old + 1e-6 * max(1.0, abs(cost_old))
+    return bool(within.all() and bounded and energy_kept and lower and no_dearer)
