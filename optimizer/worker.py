@@ -48,7 +48,7 @@ from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from evfleet.tasks import stop_tasks
 from optimizer import consumer, peers, plan_json
 from optimizer.consumer import GROUP
-from optimizer.level import level_peak, site_peak_kw
+from optimizer.level import level_peak
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.problem import Schedule
 from optimizer.publish import plan_documents, planned_kw_at, write_plan
@@ -324,10 +324,10 @@ class OptimizerWorker:
         else:
             snap = with_references(snap, previous, self.cfg.stickiness)
             t0 = time.perf_counter()
-            raw = await self._solve(snap)
-            schedule = enforce_min_power(snap.instance, raw, min_kw)  # 0 or >= EV minimum
-            # the blocks' sum as flat as the LP's own plan, same cost and energies (site limit: an LP row)
-            schedule = level_peak(snap.instance, schedule, min_kw, site_peak_kw(snap.instance, raw))
+            schedule = await self._solve(snap)
+            schedule = enforce_min_power(snap.instance, schedule, min_kw)  # 0 or >= EV minimum
+            # the blocks' sum flat, same cost and energies (site limit: a row of its LP, re-checked)
+            schedule = level_peak(snap.instance, schedule, min_kw)
             solve_s = time.perf_counter() - t0
             plan, per_evse = plan_documents(site_id, snap, schedule, plan_id=plan_id, limit_kw=state.limit_kw,
                                             computed_at=self.clock.now(), solve_s=solve_s,

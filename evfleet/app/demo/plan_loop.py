@@ -27,7 +27,7 @@ from evfleet.app.demo import components
 from evfleet.app.demo.config import DemoConfig
 from evfleet.app.demo.replay import CarSpec
 from evfleet.isotime import parse_iso
-from optimizer.level import level_peak, site_peak_kw
+from optimizer.level import level_peak
 from optimizer.min_peak import Session, min_peak
 from optimizer.min_power import enforce_min_power, ev_min_kw
 from optimizer.publish import plan_documents, planned_kw_at
@@ -121,9 +121,8 @@ def replan(loop: Loop, site: SiteState, now: datetime, cfg: SnapshotConfig, stic
     else:
         snap = with_references(snap, loop.plan, stickiness)
         c0 = time.process_time()
-        raw = solve(snap.instance, "cost", 10.0)
-        schedule = enforce_min_power(snap.instance, raw, floor_kw)
-        schedule = level_peak(snap.instance, schedule, floor_kw, site_peak_kw(snap.instance, raw))
+        schedule = enforce_min_power(snap.instance, solve(snap.instance, "cost", 10.0), floor_kw)
+        schedule = level_peak(snap.instance, schedule, floor_kw)  # as the worker
         loop.solve_cpu_s += time.process_time() - c0
         loop.solves += 1
         doc, _ = plan_documents("demo", snap, schedule, plan_id="p", limit_kw=site.limit_kw, computed_at=now,
