@@ -10,14 +10,26 @@ from optimizer.worker import WorkerConfig
 def test_the_demo_peak_is_within_1_1x_the_min_peak_of_the_same_cars_at_the_same_cost() -> None:
     """`evfleet demo`'s default cars (40 stations, seed 1), every car drawing its plan at once: the peak is
     at most 1.1x the lowest peak the same cars could have had for the same cost, nobody leaves short and
-    few plans change (1.068x, 57 EVSE re-sends over the day when written). Without the live tie-break
-    (objective.tie_break 0, the planner before issue 12's lowest-peak rule) the same day is 1.12x.
-    About 3 s CPU."""
+    few plans change (1.068x, 57 EVSE re-sends over the day when written; 1.065x and 83 with the peak
+    levelled after the EV minimum power, `optimizer.level`, whose moves are the difference). Without the
+    live tie-break (objective.tie_break 0, the planner before issue 12's lowest-peak rule) the same day is
+    1.12x. About 3 s CPU."""
     r = run(40, 1, SnapshotConfig().tie_break, WorkerConfig().stickiness)
     assert r.ratio <= 1.1, (r.peak_kw, r.min_peak_kw)
     assert r.short_kwh < 0.5
-    assert r.plan_changes <= 80
+    assert r.plan_changes <= 100
     assert max(r.load_kw) <= 1000.0 * 40 / 278  # the demo's site limit: 1 MW x 40 of seed 001's 278 cars
+
+
+def test_with_every_need_known_the_peak_is_the_min_peak() -> None:
+    """The same day with the cars without ISO 15118 announcing their true energy (not their departure): with
+    nothing left to estimate, the peak is the lowest of the same cars at the same cost (1.001x when written,
+    39 EVSE re-sends). Without `optimizer.level` the ISO cars' blocks at their 4.14 kW minimum, carried from
+    plan to plan by stickiness, kept 35.7 and 40.0 kW steps side by side all night: 1.056x. About 3 s CPU."""
+    r = run(40, 1, SnapshotConfig().tie_break, WorkerConfig().stickiness, known_needs=True)
+    assert r.ratio <= 1.02, (r.peak_kw, r.min_peak_kw)
+    assert r.short_kwh < 0.5
+    assert r.plan_changes <= 60
 
 
 def test_a_slow_loop_buys_nothing_at_the_evening_price() -> None:
