@@ -47,12 +47,6 @@ SOON_STEPS = 8
 further ahead is levelled once it comes this close: every arrival of the evening re-levelled the whole
 night before (350 EVSE moves over the demo's day against 56, for a night peak only 0.01x lower), and the
 night is re-planned anyway before it comes."""
-FROZEN_STEPS = 2
-"""Steps from now the levelling leaves as they are (30 min of 15): a move that starts sooner meets the csms's
-order (decreases confirmed before increases are sent) and its latency, which the demo's 720x makes 10-13
-simulated minutes under load: the EV that gives its block stops at once, the one that takes it starts
-late, and the energy missed was made up later at a higher level (the demo's 30-kW dips at 23:00 and
-04:15 of one run, each after a re-plan that moved 13-14 EVSEs)."""
 MIN_GAIN_KW = 0.2
 """A levelled plan that does not lower the next SOON_STEPS' highest load by at least this much is not worth
 its moves (the input is kept: each move is a TxProfile, and an ISO 15118 renegotiation)."""
@@ -102,8 +96,7 @@ def level_peak(instance: Instance, schedule: Schedule, min_kw: Mapping[str, floa
 
 def _bounds(instance: Instance, ids: list[str], p0: np.ndarray, min_kw: Mapping[str, float]
             ) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) power per cell: an EV with a minimum keeps its on/off pattern, others their stay; the
-    first FROZEN_STEPS as they are."""
+    """(lower, upper) power per cell: an EV with a minimum keeps its on/off pattern, others their stay."""
     evs = {ev.id: ev for ev in instance.evs}
     charger_max = {c.id: c.max_kw for c in instance.chargers}
     lo, hi = np.zeros_like(p0), np.zeros_like(p0)
@@ -119,7 +112,6 @@ def _bounds(instance: Instance, ids: list[str], p0: np.ndarray, min_kw: Mapping[
             hi[e] = np.where(on, np.maximum(top, p0[e]), 0.0)
         else:
             hi[e] = np.where(stay | (p0[e] > TOLERANCE_KW), np.maximum(top, p0[e]), 0.0)
-    lo[:, :FROZEN_STEPS] = hi[:, :FROZEN_STEPS] = p0[:, :FROZEN_STEPS]
     return lo, hi
 
 
@@ -140,12 +132,9 @@ def _shift_blocks(instance: Instance, ids: list[str], p0: np.ndarray, min_kw: Ma
     steps = plan.shape[1]
     load = plan.sum(axis=0) + fixed
     t = np.arange(steps)
-    stay = np.array([(t >= max(evs[ids[e]].arrival, FROZEN_STEPS)) & (t < evs[ids[e]].departure)
-                     for e in blocky])
+    stay = np.array([(t >= evs[ids[e]].arrival) & (t < evs[ids[e]].departure) for e in blocky])
     for _ in range(MAX_MOVES):
         for a in np.argsort(-load, kind="stable").tolist():
-            if a < FROZEN_STEPS:
-                continue
             p = plan[blocky, a][:, None]  # (B, 1): each EV's power in step a
             after = load[None, :] + p
             ok = (stay & (plan[blocky] <= TOLERANCE_KW) & (p > TOLERANCE_KW)
@@ -216,9 +205,9 @@ def _acceptable(out: np.ndarray, p0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     within = site_new <= np.maximum(limit, site_old) + 1e-6
     bounded = (out >= lo - 1e-6).all() and (out <= hi + 1e-6).all()
     energy_kept = np.allclose((out * hours).sum(axis=1), (p0 * hours).sum(axis=1), atol=1e-4)
-    soon = slice(FROZEN_STEPS, max(FROZEN_STEPS + 1, SOON_STEPS))
-    lower = (len(site_new) > FROZEN_STEPS and site_new.max() <= site_old.max() + 1e-6
-             and site_new[soon].max() <= site_old[soon].max() - MIN_GAIN_KW)
+    soon = min(SOON_STEPS, len(site_new))
+    lower = (site_new.max() <= site_old.max() + 1e-6
+             and site_new[:soon].max() <= site_old[:soon].max() - MIN_GAIN_KW)
     cost_old = float((site_old * hours * price).sum())
     no_dearer = float((site_new * hours * price).sum()) <= cost_old + 1e-6 * max(1.0, abs(cost_old))
     return bool(within.all() and bounded and energy_kept and lower and no_dearer)

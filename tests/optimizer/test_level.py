@@ -17,18 +17,18 @@ from optimizer.problem import Instance, Schedule
 from optimizer.solve import solve
 
 START = datetime(2026, 3, 2, 22, tzinfo=UTC)
-PRICES = [0.3, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1, 0.3]  # the first two steps are left as they are (FROZEN_STEPS)
+PRICES = [0.3, 0.1, 0.1, 0.1, 0.1, 0.3]
 MIN_KW = {"a": 4.14, "b": 4.14, "c": 4.14}  # ISO 15118 EVs (6 A on three phases); d has no minimum
 
 
 def instance(limit_kw: float | list[float] = 40.0) -> Instance:
-    """Eight 1 h steps, four cheap ones; four EVs of 10 kWh on their own 11 kW chargers."""
+    """Six 1 h steps, four cheap ones; four EVs of 10 kWh on their own 11 kW chargers."""
     return Instance.model_validate({
-        "start": START, "step_minutes": 60, "steps": 8,
+        "start": START, "step_minutes": 60, "steps": 6,
         "site": {"import_limit_kw": limit_kw},
         "tariff": {"import_price": PRICES},
         "chargers": [{"id": c, "max_kw": 11} for c in "ABCD"],
-        "evs": [{"id": e, "charger": e.upper(), "arrival": 0, "departure": 8, "energy_kwh": 10, "max_kw": 11,
+        "evs": [{"id": e, "charger": e.upper(), "arrival": 0, "departure": 6, "energy_kwh": 10, "max_kw": 11,
                  "capacity_kwh": 60} for e in "abcd"],
     })
 
@@ -39,7 +39,7 @@ def with_power(inst: Instance, power: dict[str, list[float]]) -> Schedule:
 
 
 def site(s: Schedule) -> list[float]:
-    return [sum(p[t] for p in s.ev_power_kw.values()) for t in range(8)]
+    return [sum(p[t] for p in s.ev_power_kw.values()) for t in range(6)]
 
 
 def cost(s: Schedule) -> float:
@@ -48,13 +48,13 @@ def cost(s: Schedule) -> float:
 
 def lowest_peak() -> float:
     """The lowest peak of the same four EVs at the same cost, no minimum power (`optimizer.min_peak`)."""
-    sessions = [Session(START, START + timedelta(hours=8), 10.0, 11.0) for _ in "abcd"]
-    return min_peak(sessions, START, START + timedelta(hours=8), 3600.0, PRICES, 40.0).peak_kw
+    sessions = [Session(START, START + timedelta(hours=6), 10.0, 11.0) for _ in "abcd"]
+    return min_peak(sessions, START, START + timedelta(hours=6), 3600.0, PRICES, 40.0).peak_kw
 
 
 # a, b and c each in two blocks of 5 kW, all in the same two cheap hours: 15 + 2.5 kW there, 2.5 kW after
-LUMPY = {"a": [0, 0, 0, 5, 5, 0, 0, 0], "b": [0, 0, 0, 5, 5, 0, 0, 0], "c": [0, 0, 0, 5, 5, 0, 0, 0],
-         "d": [0, 0, 0, 2.5, 2.5, 2.5, 2.5, 0]}
+LUMPY = {"a": [0, 5, 5, 0, 0, 0], "b": [0, 5, 5, 0, 0, 0], "c": [0, 5, 5, 0, 0, 0],
+         "d": [0, 2.5, 2.5, 2.5, 2.5, 0]}
 
 
 def test_blocks_piled_into_the_same_steps_are_spread_to_the_lowest_peak_at_the_same_cost() -> None:
@@ -73,24 +73,12 @@ def test_blocks_piled_into_the_same_steps_are_spread_to_the_lowest_peak_at_the_s
     assert "levelled" in out.message
 
 
-def test_the_next_half_hour_is_left_as_it_is() -> None:
-    """A move that starts within FROZEN_STEPS would meet the csms's decrease-before-increase order and its
-    latency: the EV giving its block stops at once, the one taking it starts late. So the same lump one
-    step from now stays, and only the later cheap steps are levelled."""
-    inst = instance()
-    soon = {"a": [0, 5, 0, 5, 0, 0, 0, 0], "b": [0, 5, 0, 5, 0, 0, 0, 0], "c": [0, 5, 0, 5, 0, 0, 0, 0],
-            "d": [0, 0, 0, 0, 5, 5, 0, 0]}
-    out = level_peak(inst, with_power(inst, soon), MIN_KW)
-    assert [p[1] for p in out.ev_power_kw.values()] == [5, 5, 5, 0]
-    assert max(site(out)[2:]) < 15.0  # the lump at step 3 is spread
-
-
 def test_the_site_limit_holds_while_levelling() -> None:
     # 8 kW in the third cheap hour: the levelled plan fills it up to the limit and no further
-    limit = [40.0, 40.0, 40.0, 40.0, 40.0, 8.0, 40.0, 40.0]
+    limit = [40.0, 40.0, 40.0, 8.0, 40.0, 40.0]
     inst = instance(limit_kw=limit)
-    lumpy = {"a": [0, 0, 0, 5, 5, 0, 0, 0], "b": [0, 0, 0, 5, 5, 0, 0, 0], "c": [0, 0, 0, 0, 0, 5, 5, 0],
-             "d": [0, 0, 0, 2.5, 0, 2.5, 5, 0]}
+    lumpy = {"a": [0, 5, 5, 0, 0, 0], "b": [0, 5, 5, 0, 0, 0], "c": [0, 0, 0, 5, 5, 0],
+             "d": [0, 2.5, 0, 2.5, 5, 0]}
     before = with_power(inst, lumpy)
     out = level_peak(inst, before, MIN_KW)
     assert max(site(before)) == pytest.approx(12.5)
@@ -101,8 +89,8 @@ def test_the_site_limit_holds_while_levelling() -> None:
 def test_a_flat_plan_is_returned_unchanged() -> None:
     """Nothing to gain, nothing moved: a re-plan on a flat standing plan re-sends no profile (K16)."""
     inst = instance()
-    flat = with_power(inst, {"a": [0, 0, 0, 5, 5, 0, 0, 0], "b": [0, 0, 0, 0, 0, 5, 5, 0],
-                             "c": [0, 0, 0, 5, 0, 5, 0, 0], "d": [0, 0, 0, 0, 5, 0, 5, 0]})
+    flat = with_power(inst, {"a": [0, 5, 5, 0, 0, 0], "b": [0, 0, 0, 5, 5, 0], "c": [0, 5, 0, 5, 0, 0],
+                             "d": [0, 0, 5, 0, 5, 0]})
     assert max(site(flat)) == pytest.approx(10.0)
     assert level_peak(inst, flat, MIN_KW) is flat
 
