@@ -72,7 +72,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
                "connect_rate": args.connect_rate / args.clients, "connect_tries": 20,
                "interval_s": args.interval, "duration_s": args.duration, "answer_timeout_s": 30.0,
                "mix": args.mix.split(","), "tx_events": args.tx_events, "warmup_s": args.warmup,
-               "ignore_limits": args.ignore_limits}
+               "ignore_limits": args.ignore_limits, "boot_status": not args.no_boot_status}
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(cfg) + "\n")
         proc.stdin.flush()
@@ -273,6 +273,11 @@ def main() -> None:
     p.add_argument("--site-size", type=int, default=0,
                    help="stations per site (0: all on the default site, one site of N stations; without an "
                         "optimizer every pass of its fallback sharing reads all N EVSEs)")
+    p.add_argument("--no-boot-status", action="store_true",
+                   help="stations send no StatusNotification after BootNotification (the harness before 7 "
+                        "December 07:00 UTC: each EVSE is first seen when its first session starts, draws "
+                        "unlimited until its interim share arrives); by default each reports its connector "
+                        "Available once accepted, as a real charger does")
     p.add_argument("--ignore-limits", action="store_true",
                    help="stations meter 7.2 kW whatever profile they accepted (the behaviour before this "
                         "option: every station is marked non-compliant and the site re-shared on every "
@@ -337,6 +342,7 @@ def main() -> None:
         "load_before_1m": load_before[0], "load_after_1m_5m": load[:2], "interval_s": args.interval,
         "duration_s": args.duration, "warmup_s": args.warmup, "clients": args.clients, "mix": args.mix,
         "site_size": args.site_size, "ignore_limits": args.ignore_limits, "optimizer_workers": args.optimizer,
+        "boot_status": not args.no_boot_status,
         "node_env": args.node_env,
         "command": " ".join(sys.argv), "largest_held": found, "p99_ms_bound": args.p99_ms,
         "runs": rows}, indent=2))

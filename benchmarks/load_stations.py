@@ -1,14 +1,16 @@
 """Client side of benchmarks/load_harness.py: simulated OCPP 2.0.1 stations, and the bare-library anchor.
 
-A client process (`python benchmarks/load_stations.py client`) reads one JSON line (its config)
-from stdin, opens its share of the stations (raw WebSockets, HTTP Basic, subprotocol ocpp2.0.1,
-about `connect_rate` handshakes per second, retrying a refused handshake after its Retry-After
-or 1-3 s), BootNotifies, prints `{"ready": n}`, reads the start time from stdin, then every
-station sends one message every `interval_s` seconds (its first at a random offset inside the
-interval, so the offered load is smooth; from `warmup_s` before the start time on, measured only
-from the start time on) until the window ends, and prints its results as one
-JSON line. A station answers the csms's own calls like a charger that has no device-model
-report (GetBaseReport NotSupported), accepts charging profiles and says NotImplemented to the rest.
+A client process (`python benchmarks/load_stations.py client`) reads one JSON line (its config) from
+stdin, opens its share of the stations (raw WebSockets, HTTP Basic, subprotocol ocpp2.0.1, about
+`connect_rate` handshakes per second, retrying a refused handshake after its Retry-After or 1-3 s),
+BootNotifies, reports its connector Available (StatusNotification, as a real charger does once
+accepted; the csms then sends its TxDefaultProfile before any session starts; not with `boot_status`
+false, the harness's `--no-boot-status`), prints `{"ready": n}`, reads the start time from stdin,
+then every station sends one message every `interval_s` seconds (its first at a random offset inside
+the interval, so the offered load is smooth; from `warmup_s` before the start time on, measured only
+from the start time on) until the window ends, and prints its results as one JSON line. A station
+answers the csms's own calls like a charger that has no device-model report (GetBaseReport
+NotSupported), accepts charging profiles and says NotImplemented to the rest.
 
 A station obeys the profiles it accepts, as a real charger does (`Limits`): its metered power is
 min(`DRAW_W`, the limit in force now: the TxProfile of its running transaction, else its
@@ -190,6 +192,9 @@ class Station:
         asyncio.create_task(self._reader())
         await self.call("BootNotification", {"reason": "PowerUp",
                                              "chargingStation": {"model": "L", "vendorName": "L"}})
+        if self.cfg.get("boot_status", True):  # a real charger reports each connector once accepted (G01)
+            await self.call("StatusNotification", {"timestamp": _ts(), "connectorStatus": "Available",
+                                                   "evseId": 1, "connectorId": 1})
 
     async def _reader(self) -> None:
         with contextlib.suppress(Exception):
@@ -285,6 +290,10 @@ async def bare_main(port_file: Path) -> None:
         @on("BootNotification")
         async def on_boot(self, **_: Any) -> call_result.BootNotification:
             return call_result.BootNotification(current_time=_ts(), interval=300, status="Accepted")
+
+        @on("StatusNotification")
+        async def on_status(self, **_: Any) -> call_result.StatusNotification:
+            return call_result.StatusNotification()
 
         @on("Heartbeat")
         async def on_heartbeat(self) -> call_result.Heartbeat:
