@@ -457,8 +457,15 @@ def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float)
     e.g. before its first default). After a boot wave a station metering every 30 s had a reading
     taken before its 0 W default arrived judged against that default for longer than
     `noncompliant_after_s`, and was marked (324 of 5,000 stations in one harness run). A station
-    above both its old and its new limit is still over; its next reading is judged on the new one."""
-    allowed = planner.value_at(info.allowed(now_s), now_s)
+    above both its old and its new limit is still over; its next reading is judged on the new one.
+    A reading taken under an earlier period of the profile in force (a step profile that steps
+    down later) is judged against the higher of that period and now: a station metering every
+    30 s that obeyed a 3.6 A period was marked against the 2.8 A period that followed (482 marks
+    in a 5,000-station harness run whose stations report their connectors at boot)."""
+    series = info.allowed(now_s)
+    allowed = planner.value_at(series, now_s)
+    if taken_at_s is not None and taken_at_s < now_s:
+        allowed = max(allowed, planner.value_at(series, taken_at_s))
     since = info.limit_since_s()
     if taken_at_s is None or since is None or taken_at_s >= since:
         return allowed

@@ -300,3 +300,28 @@ async def test_a_reading_before_a_new_limit_still_marks_a_station_above_the_old_
         await asyncio.sleep(0.15)
     assert store.evses[("CP-1", 1)].get("noncompliant_w") == "11000.0"
     assert "noncompliant_w" not in store.evses[("CP-2", 1)]
+
+
+async def test_a_reading_under_an_earlier_period_of_a_step_profile_is_judged_against_that_period() -> None:
+    """A step profile: 2,484 W (3.6 A) until T0 + 10 s, then 1,932 W (2.8 A). CP-1 metered 2,484 W at
+    T0, within the period then in force, and sends its next reading 30 s later; the watchdog judges the
+    stored reading after the step: CP-1 is not marked however long it waits (fails on the old code,
+    which judged it against 1,932 W: 482 such marks in one 5,000-station harness run). CP-2 metered
+    3,000 W at T0, above both periods: it is marked."""
+    clock, store = FixedClock(), CountingStore()
+    store.sites[SITE] = {"limit_kw": "1000"}
+    refs = {sid: _session(store, sid, 2_484.0) for sid in ("CP-1", "CP-2")}
+    for sid in refs:
+        store.profiles[(sid, 1)].update({
+            "applied_series_w": [[T0.timestamp() - 60, 2_484.0], [T0.timestamp() + 10, 1_932.0]],
+            "answered_at": (T0 - timedelta(seconds=59)).isoformat()})
+    svc = _service(store, Stations(clock, 1_000_000.0), clock)
+    svc._noncompliant = budget.Persistence(0.2)
+    await svc.dispatch(_reading("CP-1", refs["CP-1"], 2_484.0))  # taken at T0
+    await svc.dispatch(_reading("CP-2", refs["CP-2"], 3_000.0))
+    clock.t += timedelta(seconds=20)  # after the step down, before the next readings
+    for _ in range(3):
+        await safety.tick(svc, SITE)
+        await asyncio.sleep(0.15)
+    assert "noncompliant_w" not in store.evses[("CP-1", 1)]
+    assert store.evses[("CP-2", 1)].get("noncompliant_w") == "3000.0"
