@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.runners
+import gc
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from csms.refreeze import REFREEZER, THAW_MIN_INTERVAL_S
 from csms.store.embedded import EmbeddedRedis, free_port
 
 ARTIFACTS = Path(os.environ.get("EVFLEET_TEST_ARTIFACTS", "test-artifacts"))
@@ -176,3 +178,18 @@ def artifacts_dir() -> Path:
     """Directory for test artifacts (screenshots, reports)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def refreezer() -> Iterator[None]:
+    """csms.refreeze running on a frozen heap for one test, undone after it (thaw interval restored)."""
+    gc.collect()
+    gc.freeze()
+    REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
+    try:
+        yield
+    finally:
+        REFREEZER.stop()
+        REFREEZER.min_interval_s = THAW_MIN_INTERVAL_S
+        gc.unfreeze()
+        gc.collect()

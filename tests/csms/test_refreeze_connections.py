@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable, Iterator
-
-import pytest
+from collections.abc import Awaitable, Callable
 
 from csms.app import running_csms
-from csms.refreeze import GC_THAWS, REFREEZER, THAW_MIN_INTERVAL_S
+from csms.refreeze import GC_THAWS, REFREEZER
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation
 
 BOOT = {"reason": "PowerUp", "chargingStation": {"model": "M1", "vendorName": "V1"}}
-
-
-@pytest.fixture
-def refreezer() -> Iterator[None]:
-    gc.collect()
-    gc.freeze()
-    REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
-    try:
-        yield
-    finally:
-        REFREEZER.stop()
-        REFREEZER.min_interval_s = THAW_MIN_INTERVAL_S
-        gc.unfreeze()
-        gc.collect()
 
 
 async def _round(url: str, count: int) -> None:

@@ -4,9 +4,6 @@ cyclic garbage frozen that way, so memory stays bounded (issue 14)."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-
-import pytest
 
 from csms.refreeze import REFREEZER
 from csms.settings import CsmsSettings
@@ -18,19 +15,6 @@ class Cycle:
     def __init__(self) -> None:
         self.me = self
         self.payload = [0] * 4
-
-
-@pytest.fixture
-def refreezer() -> Iterator[None]:
-    gc.collect()
-    gc.freeze()
-    REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
-    try:
-        yield
-    finally:
-        REFREEZER.stop()
-        gc.unfreeze()
-        gc.collect()
 
 
 def test_the_defaults_refreeze_with_a_thaw_after_1000_closed_connections() -> None:
