@@ -144,7 +144,7 @@ class GcCount:
 
 
 async def measure(url: str, n: int, waves: int, limit_kw: float, answer_s: float, unknown: bool,
-                  profile: bool) -> None:
+                  profile: bool, singles: int = 0) -> None:
     """Run the waves (module doc) and print one line per pass."""
     from csms.settings import CsmsSettings
     from csms.smart_charging import safety
@@ -198,12 +198,36 @@ async def measure(url: str, n: int, waves: int, limit_kw: float, answer_s: float
         print(f"{label:>10}{min(n, (w + 1) * per):>10}{sent:>6}{defaults:>6}{cpu * 1000:>8.0f}"
               f"{tick.worst_s * 1000:>14.1f}"
               f"{tick.over_20ms:>7}{tick.worst_wall_s * 1000:>9.1f}{watch.young:>9}", flush=True)
+    for j in range(singles):  # one session starts: the service's path (event, then its re-share)
+        await _single(svc, url, n + j, stations)
     budget_w = await svc.site_budget_w(SITE)
     print(f"total: {tot_sent:.0f} TxProfiles ({stations.defaults} defaults), {tot_cpu:.2f} CPU s, "
           f"worst stall {worst * 1000:.1f} ms CPU; "
           f"stations' side: sum of limits last sent {sum(stations.limit_w.values()):.0f} W, peak "
           f"{stations.peak_sum_w:.0f} W, budget {budget_w:.0f} W", flush=True)
     await redis.aclose()
+
+
+async def _single(svc: Any, url: str, i: int, stations: Stations) -> None:
+    """Station i starts a session: its TransactionEvent's event through the site's handler, then the
+    re-share it asks for (`Work.RESHARE`, as the site's task runs it), timed as one line."""
+    from datetime import UTC, datetime
+
+    from csms.smart_charging.work import Work
+    from evfleet.events import Event, EventType
+
+    start_sessions(url, i, 1)
+    sid = f"L{i:05d}"
+    event = Event(type=EventType.TX_STARTED, station_id=sid, evse_id=1, transaction_id=f"{sid}-0",
+                  tx_ref=f"{sid}:{sid}-0", site_id=SITE, ts=datetime.now(UTC))
+    svc.pacing.reshare_queued.add(SITE)  # queued here below, not by the service's timer
+    sent0, cpu = stations.calls, time.process_time()
+    with Ticker() as tick:
+        await svc._handle(SITE, EventType.TX_STARTED.value, event)
+        await svc._handle(SITE, Work.RESHARE, None)
+    cpu = time.process_time() - cpu
+    print(f"{'start ' + sid:>10}{'+1':>10}{stations.calls - sent0:>6}{0:>6}{cpu * 1000:>8.0f}"
+          f"{tick.worst_s * 1000:>14.1f}{tick.over_20ms:>7}{tick.worst_wall_s * 1000:>9.1f}", flush=True)
 
 
 def main() -> None:
@@ -214,6 +238,9 @@ def main() -> None:
     p.add_argument("--limit-kw", type=float, default=100.0)
     p.add_argument("--answer-ms", type=float, default=2.0, help="stations' answer delay")
     p.add_argument("--unknown", action="store_true", help="EVSEs first seen with their session (module doc)")
+    p.add_argument("--singles", type=int, default=0,
+                   help="then N more stations start one session each, one re-share after each (the service's "
+                        "path: Work.RESHARE after the TX_STARTED event)")
     p.add_argument("--profile", action="store_true", help="cProfile of the last two passes")
     p.add_argument("--repo", default=None, help="checkout whose code is measured (default: this one)")
     args = p.parse_args()
@@ -222,9 +249,9 @@ def main() -> None:
     from csms.store.embedded import EmbeddedRedis
 
     with EmbeddedRedis() as server:
-        populate(server.url, args.stations)
+        populate(server.url, args.stations + args.singles)
         asyncio.run(measure(server.url, args.stations, args.waves, args.limit_kw, args.answer_ms / 1000,
-                            args.unknown, args.profile))
+                            args.unknown, args.profile, args.singles))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from csms.smart_charging import safety
+from csms.smart_charging import quiet, safety
 from csms.smart_charging.work import Work
 from evfleet.events import Event
 
@@ -97,6 +97,9 @@ async def interim_pass(svc: SmartChargingService, site_id: str) -> None:
     pacing = svc.pacing
     started, cpu = time.monotonic(), time.thread_time()
     pacing.interim_last[site_id] = started
+    if await quiet.skip(svc, site_id, svc._interim_due.get(site_id, {})):
+        svc._interim_due.pop(site_id, None)  # each due session counts 0 W, and its share allows that
+        return
     await svc.send_interims(site_id)
     pacing.note_pass(site_id, cpu)
     if site_id in svc._fallback:  # in fallback mode this pass re-shared every session
@@ -109,6 +112,8 @@ async def reshare_pass(svc: SmartChargingService, site_id: str) -> None:
     pacing.reshare_queued.discard(site_id)
     if pacing.reshare_last.get(site_id, -RESHARE_MIN_S) >= pacing.reshare_asked.pop(site_id, 0.0):
         return  # an interim pass re-shared every session after the last start or end
+    if await quiet.skip(svc, site_id):
+        return  # it would send nothing (`quiet`)
     pacing.reshare_last[site_id], cpu = time.monotonic(), time.thread_time()
     await safety.share_fairly(svc, site_id)
     pacing.note_pass(site_id, cpu)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from csms.smart_charging import planner, probes, provisional, sending
+from csms.smart_charging import planner, probes, provisional, quiet, sending
 from csms.smart_charging.actions import PASSES
 from csms.smart_charging.evse import EvseInfo, ev_caps_w
 from csms.smart_charging.planner import Series
@@ -73,6 +73,8 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     """
     if not due and not arrivals and site_id not in svc._fallback:
         return 0
+    if between is None:
+        quiet.drop(svc, site_id)  # this pass may change what EVSEs count; `_share` notes it again
     if between is not None and between.evses is not None and site_id not in svc._refused:
         # between two rounds: the longer pass's read (it counts at least that, `Between.applied`),
         # only the arrivals read afresh; a whole-site read per arrival batch was most of the
@@ -207,6 +209,8 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
         if starved:
             svc._starved.setdefault(site_id, set()).update(starved)
     target, payloads = await _changes(svc, site_id, evses, sharers, shares, applied, kind, now_s, slices)
+    if not payloads and kind == "interim" and plan is None and between is None:  # silent: nothing sent
+        quiet.note(svc, site_id, sharers, shares, applied, caps, mins, budget_w)
     if not payloads:
         return 0
     plan_id = f"{kind}-{int(now_s)}"
@@ -441,6 +445,8 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
     if site_id in svc._fallback and site_id not in svc._silent and provisional.optimizer_silent(
             svc._late_since.get(site_id), mono, svc.settings.optimizer_silent_after_s, svc.plan_seen_any):
         changed = True  # the optimizer went silent: every session re-shares (share_fairly)
+    if changed or cleared or refusing:  # what EVSEs count may change: the next re-share reads the site
+        quiet.drop(svc, site_id)
     if changed:
         await svc.enforce_limit(site_id, "watchdog")
         await share_fairly(svc, site_id)

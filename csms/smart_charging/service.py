@@ -63,6 +63,7 @@ from csms.smart_charging import (
     metered,
     pacing,
     provisional,
+    quiet,
     safety,
     sending,
 )
@@ -159,6 +160,8 @@ class SmartChargingService:
         self._over = budget.Persistence(settings.over_limit_after_s)
         self._alarmed: set[str] = set()
         self._tick_queued: set[str] = set()
+        self.quiet: dict[str, quiet.Quiet] = {}
+        """Silent fallback sites whose re-shares can be skipped (`quiet`)."""
         self.pacing = pacing.Pacing()
         """When each site's next fallback re-share and interim pass may run (`pacing`)."""
         self._refusing: dict[str, set[tuple[str, int]]] = {}
@@ -244,6 +247,7 @@ class SmartChargingService:
                 log.exception("smart charging: %s on site %s failed", kind, site_id)
 
     async def _handle(self, site_id: str, kind: str, payload: Any) -> None:
+        quiet.keep_for(self, site_id, kind)
         handler = self._handlers.get(kind)
         if handler is not None:
             await handler(site_id, payload)
@@ -254,6 +258,7 @@ class SmartChargingService:
         if site_id in self.defaults.queued and kind != Work.DEFAULTS:
             # a station booted or an EVSE appeared: its default profile goes before queued work
             # (until it holds one it counts at its maximum, and a plug-in there would draw that)
+            quiet.drop(self, site_id)
             await self._on_defaults(site_id, None)
         arrivals = self._provisional_due.pop(site_id, None)
         if arrivals:  # needs arrived meanwhile: their provisional share goes before queued work
@@ -302,10 +307,12 @@ class SmartChargingService:
     async def _on_interim(self, site_id: str, _: Any) -> None:
         await pacing.interim_pass(self, site_id)
 
-    async def _on_tx_started(self, site_id: str, _: Any) -> None:
+    async def _on_tx_started(self, site_id: str, event: Event) -> None:
+        quiet.touch(self, site_id, event.station_id, event.evse_id)
         self.reshare_soon(site_id)  # in fallback mode: re-share
 
     async def _on_tx_ended(self, site_id: str, event: Event) -> None:
+        quiet.touch(self, site_id, event.station_id, event.evse_id)
         await actions.tx_ended(self, event)
         self.reshare_soon(site_id)
 
