@@ -87,7 +87,9 @@ def headroom_shares(others: Sequence[Series], budget_w: float, caps_w: Mapping[K
         shares = budget.fair_shares(budget_w - used, caps_t, mins_w)
         for k, w in shares.items():
             series = out[k]
-            if not series or abs(series[-1][1] - w) > 1e-6:
+            # a rise within 1e-6 W is not a new point (float noise), a fall always is: a share
+            # kept above what the headroom leaves would exceed the budget (by microwatts)
+            if not series or w - series[-1][1] > 1e-6 or w < series[-1][1]:
                 series.append((t, w))
     return out
 
