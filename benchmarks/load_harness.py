@@ -117,7 +117,8 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
     lat: list[float] = []
     stats: dict[str, int] = {}
     for proc in clients:
-        out = json.loads(proc.communicate(timeout=args.duration + 120)[0])
+        # the end-of-window figures are read: now the stations may close (load_stations.client_main)
+        out = json.loads(proc.communicate(input="close\n", timeout=args.duration + 120)[0])
         lat += out["latencies"]
         for k, v in out["stats"].items():
             stats[k] = stats.get(k, 0) + v
@@ -149,6 +150,8 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "gc_gen0_gen1_cpu_ms_in_window":
             round((gc1["young_cpu_seconds"] - gc0["young_cpu_seconds"]) * 1000, 1),
         "gc_stalls_10ms_cpu_in_window": gc1["gc_stalls"] - gc0["gc_stalls"],
+        "gc_thaws_in_window": {k.split(":", 1)[1]: v - gc0.get(k, 0.0) for k, v in gc1.items()
+                               if k.startswith("thaws:") and v - gc0.get(k, 0.0)},
         "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
         "slow_turns_in_window": gc1["slow_turns"] - gc0["slow_turns"],
     }

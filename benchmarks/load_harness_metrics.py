@@ -32,7 +32,8 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
     """Summed over the nodes' /metrics: gen-2 collections, seconds in gen-2, longest gen-2 pause;
     longest gen-0/gen-1 pause, longest event-loop lag observed (`evfleet_event_loop_lag_seconds`
     bucket bound), slow callbacks and busy loop turns logged (nodes run with `slow_callback_ms`);
-    CPU seconds of young collections, and collections of >= 10 ms CPU (any generation)."""
+    CPU seconds of young collections, and collections of >= 10 ms CPU (any generation); csms.refreeze
+    thaws by rule ("thaws:REASON")."""
     out = {"gen2_collections": 0.0, "gen2_seconds": 0.0, "gen2_max_ms": 0.0, "gen0_max_ms": 0.0,
            "gen1_max_ms": 0.0, "slow_callbacks": 0.0, "young_collections": 0.0, "young_seconds": 0.0,
            "young_cpu_seconds": 0.0, "gc_stalls": 0.0, "slow_turns": 0.0}
@@ -48,6 +49,9 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
                 out["slow_callbacks"] += float(line.rsplit(" ", 1)[1])
             if line.startswith("evfleet_event_loop_slow_turns_total"):
                 out["slow_turns"] += float(line.rsplit(" ", 1)[1])
+            if line.startswith("evfleet_gc_thaws_total{"):  # csms.refreeze thaws, by the rule that fired
+                reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                out[f"thaws:{reason}"] = out.get(f"thaws:{reason}", 0.0) + float(line.rsplit(" ", 1)[1])
             if line.startswith("evfleet_gc_stalls_total"):  # collections of >= 10 ms CPU, any generation
                 out["gc_stalls"] += float(line.rsplit(" ", 1)[1])
             if line.startswith("evfleet_gc_pause_cpu_seconds_total") and 'generation="2"' not in line:

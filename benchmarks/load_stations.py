@@ -276,6 +276,10 @@ async def client_main() -> None:
     lat: list[float] = []
     await asyncio.gather(*(st.run(t0, lat) for st in ready), return_exceptions=True)
     print(json.dumps({"latencies": lat, "stats": stats}), flush=True)
+    # the stations stay connected until the harness has read the nodes' end-of-window figures (a line
+    # or EOF on stdin): their 5,000 closes fired a node's gc thaw that its /metrics then counted in
+    # the window although it ran seconds after it
+    await loop.run_in_executor(None, sys.stdin.readline)
     await asyncio.gather(*(st.ws.close() for st in ready), return_exceptions=True)
 
 
