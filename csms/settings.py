@@ -109,11 +109,13 @@ class CsmsSettings(CommandSettings):
                           "frees the frozen garbage (csms.refreeze)")
     gc_thaw_after_closed: int = Field(
         1000, ge=1, description="with gc_refreeze: thaw once this many station connections closed since the "
-                                "last full collection (a closed connection is a frozen cycle until then)")
+                                "last full collection and the closes paused for 5 s, or 4 x this many (a "
+                                "closed connection is a frozen cycle until then)")
     gc_thaw_growth: float = Field(
         2.0, gt=0, description="with gc_refreeze: thaw once the frozen objects grew by this x the live "
                                "objects of the last full collection, at least 1.5 million (bounds any other "
-                               "frozen garbage)")
+                               "frozen garbage); doubled after each growth thaw that freed little, up to "
+                               "16 x")
     gc_profile_ms: float = Field(
         0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
                                "types, dict keys) and the stack that started it (0 = off; a debugging aid)")

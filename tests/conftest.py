@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from csms.refreeze import REFREEZER, THAW_MIN_INTERVAL_S
+from csms.refreeze import REFREEZER, THAW_FLOOR_OBJECTS, THAW_MIN_INTERVAL_S, THAW_SETTLE_S
 from csms.store.embedded import EmbeddedRedis, free_port
 
 ARTIFACTS = Path(os.environ.get("EVFLEET_TEST_ARTIFACTS", "test-artifacts"))
@@ -182,7 +182,8 @@ def artifacts_dir() -> Path:
 
 @pytest.fixture
 def refreezer() -> Iterator[None]:
-    """csms.refreeze running on a frozen heap for one test, undone after it (thaw interval restored)."""
+    """csms.refreeze running on a frozen heap for one test, undone after it (thaw interval, settle time and
+    growth floor restored)."""
     gc.collect()
     gc.freeze()
     REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
@@ -191,5 +192,7 @@ def refreezer() -> Iterator[None]:
     finally:
         REFREEZER.stop()
         REFREEZER.min_interval_s = THAW_MIN_INTERVAL_S
+        REFREEZER.settle_s = THAW_SETTLE_S
+        REFREEZER.floor_objects = THAW_FLOOR_OBJECTS
         gc.unfreeze()
         gc.collect()

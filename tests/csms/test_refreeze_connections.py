@@ -48,6 +48,8 @@ async def test_connections_that_come_and_go_leave_no_frozen_garbage_after_the_th
         assert leaked >= 3 * count * 50, leaked  # closed connections stay frozen (the hazard is real)
         assert REFREEZER.closed_since_full == 3 * count and REFREEZER.thaw_due() is None
         REFREEZER.thaw_after_closed = 3 * count
+        assert REFREEZER.thaw_due() is None  # the closes have not paused for settle_s yet
+        REFREEZER.last_close_s -= REFREEZER.settle_s
         assert REFREEZER.thaw_due() == "closed"
         thaws = GC_THAWS.labels("closed")._value.get()
         checker = asyncio.create_task(REFREEZER.run(check_s=0.05))

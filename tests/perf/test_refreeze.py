@@ -4,8 +4,11 @@ cyclic garbage frozen that way, so memory stays bounded (issue 14)."""
 from __future__ import annotations
 
 import gc
+import logging
 
-from csms.refreeze import REFREEZER
+import pytest
+
+from csms.refreeze import GC_THAW_COLLECTED, REFREEZER
 from csms.settings import CsmsSettings
 
 
@@ -51,3 +54,50 @@ def test_the_thaw_frees_cycles_frozen_while_they_were_alive(refreezer: None) -> 
     assert REFREEZER.thaw_due() is None  # due, but the last thaw was less than a minute ago
     REFREEZER.last_thaw_s -= REFREEZER.min_interval_s
     assert REFREEZER.thaw_due() == "growth"
+
+
+def test_a_wave_of_closes_is_thawed_once_it_pauses_not_in_its_middle(refreezer: None) -> None:
+    """A disconnection wave (a network blip, the load harness's end of run) is freed by one thaw after
+    it: thawing at the 1,000th close left the rest of the wave frozen for a minute or more."""
+    REFREEZER.min_interval_s = 0.0
+    REFREEZER.thaw_after_closed = 10
+    for _ in range(10):
+        REFREEZER.connection_closed()
+    assert REFREEZER.thaw_due() is None  # closes still arriving (the last one just now)
+    REFREEZER.last_close_s -= REFREEZER.settle_s
+    assert REFREEZER.thaw_due() == "closed"
+    assert "10 connections closed" in REFREEZER.why
+    for _ in range(30):  # a steady trickle never pauses: 4 x thaw_after_closed bound it
+        REFREEZER.connection_closed()
+    assert REFREEZER.thaw_due() == "closed"
+
+
+def test_growth_found_alive_backs_off_and_growth_found_garbage_resets(
+        refreezer: None, caplog: pytest.LogCaptureFixture) -> None:
+    """A growth thaw that freed little (the growth was live state: a connection wave, transactions)
+    doubles the growth the next needs, so a steady node is not collected in full again and again; one
+    that freed garbage resets it, so frozen garbage stays bounded. Each thaw logs and counts its rule."""
+    REFREEZER.min_interval_s = 0.0
+    REFREEZER.thaw("asked")
+    live = REFREEZER.live_after_full
+    REFREEZER.floor_objects = 0
+    REFREEZER.thaw_growth = 0.05
+    kept = [[i] for i in range(live // 10)]  # +10 % live objects
+    gc.collect(0)
+    assert REFREEZER.thaw_due() == "growth"
+    freed = GC_THAW_COLLECTED.labels("growth")._value.get()
+    with caplog.at_level(logging.WARNING, logger="csms.refreeze"):
+        assert REFREEZER.thaw("growth") < live // 40
+    assert "gc thaw (growth: " in caplog.text and " frozen > " in caplog.text
+    assert GC_THAW_COLLECTED.labels("growth")._value.get() >= freed
+    assert REFREEZER.growth_factor == 0.1  # backed off
+    kept += [[i] for i in range(REFREEZER.live_after_full // 14)]  # +7 %: under the doubled factor
+    gc.collect(0)
+    assert REFREEZER.thaw_due() is None
+    cycles = [Cycle() for _ in range(REFREEZER.live_after_full // 10)]  # +20 % frozen, cyclic garbage
+    gc.collect(0)
+    del cycles
+    assert REFREEZER.thaw_due() == "growth"
+    assert REFREEZER.thaw("growth") >= REFREEZER.live_after_full // 10
+    assert REFREEZER.growth_factor == 0.05  # it freed garbage: back to gc_thaw_growth
+    del kept
