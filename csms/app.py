@@ -396,6 +396,7 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
                 log.info("gc: %d objects frozen after start-up", freeze_after_start())
                 if settings.gc_refreeze:
                     REFREEZER.start(settings.gc_thaw_growth, settings.gc_thaw_after_closed)
+                    REFREEZER.profile_garbage = settings.gc_profile_ms > 0
                     refreezer = asyncio.create_task(REFREEZER.run(), name="gc-refreeze")
             await stop.wait()
     finally:

@@ -51,6 +51,8 @@ import asyncio
 import gc
 import logging
 import time
+import types
+from collections import Counter as Tally
 
 from prometheus_client import Counter, Gauge
 
@@ -114,6 +116,8 @@ class Refreezer:
         at 2 million objects), so it is only read when this bound reaches the thaw's threshold."""
         self.why = ""
         """The figures of the rule that fired last (logged with its thaw)."""
+        self.profile_garbage = False
+        """Log what each thaw frees, by type (`gc_profile_ms` > 0; costs a second full collection)."""
 
     @property
     def thaw_growth(self) -> float:
@@ -191,7 +195,10 @@ class Refreezer:
         started, started_cpu = time.perf_counter(), time.thread_time()
         frozen, live_before = gc.get_freeze_count(), self.live_after_full
         gc.unfreeze()
-        collected = gc.collect()
+        if self.profile_garbage:
+            collected = _collect_and_profile()
+        else:
+            collected = gc.collect()
         gc.freeze()
         self.live_after_full = self.frozen_bound = gc.get_freeze_count()
         cpu_s = time.thread_time() - started_cpu
@@ -222,6 +229,32 @@ class Refreezer:
             reason = self.thaw_due()
             if reason is not None:
                 self.thaw(reason)
+
+
+def _collect_and_profile() -> int:
+    """`gc.collect()`, logging what it freed by type (coroutines and frames by code name, dicts by their
+    first keys); the garbage is kept in `gc.garbage` to be counted, then freed by a second collection."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        collected = gc.collect()
+    finally:
+        gc.set_debug(0)
+    kinds: Tally[str] = Tally()
+    for obj in gc.garbage:
+        name = type(obj).__qualname__
+        if isinstance(obj, types.FrameType):
+            name = f"frame {obj.f_code.co_qualname}"
+        elif isinstance(obj, types.CoroutineType):
+            name = f"coroutine {obj.__qualname__}"
+        elif isinstance(obj, dict):
+            name = "dict " + ",".join(map(str, list(obj)[:4]))[:60]
+        elif isinstance(obj, types.FunctionType):
+            name = f"function {obj.__qualname__}"
+        kinds[name] += 1
+    gc.garbage.clear()
+    log.warning("gc thaw freed %d objects; by type: %s", collected, kinds.most_common(40))
+    gc.collect()  # now unreachable again (no longer saved): freed
+    return collected
 
 
 REFREEZER = Refreezer()

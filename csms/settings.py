@@ -118,7 +118,8 @@ class CsmsSettings(CommandSettings):
                                "16 x")
     gc_profile_ms: float = Field(
         0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
-                               "types, dict keys) and the stack that started it (0 = off; a debugging aid)")
+                               "types, dict keys) and the stack that started it, and what each gc_refreeze "
+                               "thaw freed, by type (0 = off; a debugging aid)")
     slow_callback_ms: float = Field(
         0.0, ge=0, description="log every event-loop callback that runs longer than this, with the stack "
                                "sampled while it ran (0 = off; the standard event loop only)")

@@ -182,8 +182,8 @@ def artifacts_dir() -> Path:
 
 @pytest.fixture
 def refreezer() -> Iterator[None]:
-    """csms.refreeze running on a frozen heap for one test, undone after it (thaw interval, settle time and
-    growth floor restored)."""
+    """csms.refreeze running on a frozen heap for one test, undone after it (thaw interval, settle time,
+    growth floor and garbage profile restored)."""
     gc.collect()
     gc.freeze()
     REFREEZER.start(thaw_growth=2.0, thaw_after_closed=1000)
@@ -194,5 +194,6 @@ def refreezer() -> Iterator[None]:
         REFREEZER.min_interval_s = THAW_MIN_INTERVAL_S
         REFREEZER.settle_s = THAW_SETTLE_S
         REFREEZER.floor_objects = THAW_FLOOR_OBJECTS
+        REFREEZER.profile_garbage = False
         gc.unfreeze()
         gc.collect()

@@ -101,3 +101,17 @@ def test_growth_found_alive_backs_off_and_growth_found_garbage_resets(
     assert REFREEZER.thaw("growth") >= REFREEZER.live_after_full // 10
     assert REFREEZER.growth_factor == 0.05  # it freed garbage: back to gc_thaw_growth
     del kept
+
+
+def test_a_profiled_thaw_logs_what_it_freed_by_type_and_still_frees_it(
+        refreezer: None, caplog: pytest.LogCaptureFixture) -> None:
+    """`gc_profile_ms` > 0: a thaw names its garbage (to find what makes frozen cycles), and frees it."""
+    base = gc.get_freeze_count()
+    cycles = [Cycle() for _ in range(3_000)]
+    gc.collect(0)
+    del cycles
+    REFREEZER.profile_garbage = True
+    with caplog.at_level(logging.WARNING, logger="csms.refreeze"):
+        assert REFREEZER.thaw() >= 3_000
+    assert "('Cycle', 3000)" in caplog.text
+    assert not gc.garbage and gc.get_freeze_count() < base + 500
