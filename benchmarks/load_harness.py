@@ -72,7 +72,9 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
                "connect_rate": args.connect_rate / args.clients, "connect_tries": 20,
                "interval_s": args.interval, "duration_s": args.duration, "answer_timeout_s": 30.0,
                "mix": args.mix.split(","), "tx_events": args.tx_events, "warmup_s": args.warmup,
-               "ignore_limits": args.ignore_limits, "boot_status": not args.no_boot_status}
+               "ignore_limits": args.ignore_limits, "boot_status": not args.no_boot_status,
+               "trace": f"{args.trace}.{len(clients)}" if args.trace else None,
+               "trace_sids": args.trace_station}
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(cfg) + "\n")
         proc.stdin.flush()
@@ -299,6 +301,11 @@ def main() -> None:
                    help="log level of the optimizer workers (INFO logs every plan; with --logs)")
     p.add_argument("--logs", type=Path, default=None, metavar="DIR",
                    help="keep the node and HAProxy logs of each run in DIR/TARGET-N")
+    p.add_argument("--trace", type=Path, default=None, metavar="FILE",
+                   help="trace the stations' profiles and readings (JSON lines, FILE.0, FILE.1, ... one per "
+                        "client; load_stations.py); all stations unless --trace-station")
+    p.add_argument("--trace-station", action="append", default=[], metavar="SID",
+                   help="with --trace: trace only this station (repeatable)")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record every server process with py-spy (collapsed stacks) into DIR/PID.txt")
     p.add_argument("--search", action="store_true",

@@ -24,6 +24,11 @@ Heartbeat, TransactionEvent, MeterValues, i.e. half TransactionEvents with three
 values, a third MeterValues, a sixth Heartbeats); a transaction is Started, Updated and Ended
 after `tx_events` events, then the next one starts.
 
+With `trace` in the config (a file path; the harness's `--trace FILE`), the stations named in
+`trace_sids` (all when empty; the harness's `--trace-station SID`) write one JSON line per
+SetChargingProfile/ClearChargingProfile they get (what they accepted) and per meter reading they
+send (the power and the profile it obeyed), to find out what a station held when the csms marked it.
+
 `python benchmarks/load_stations.py bare PORT_FILE` is the anchor: the `ocpp` library's
 ChargePoint (its own JSON-schema validation, no storage, no authentication) behind
 `websockets.serve`, answering the same messages.
@@ -154,11 +159,33 @@ _ANSWERS = {"GetBaseReport": {"status": "NotSupported"}, "SetChargingProfile": {
             "ClearChargingProfile": {"status": "Accepted"}}
 
 
+class Trace:
+    """The opt-in per-station trace (module doc): JSON lines appended to one file per client."""
+
+    def __init__(self, path: str | None, sids: list[str]) -> None:
+        self.file = open(path, "a", buffering=1) if path else None  # noqa: SIM115 (closed at exit)
+        self.sids = set(sids)
+
+    def on(self, sid: str) -> bool:
+        """Whether `sid` is traced."""
+        return self.file is not None and (not self.sids or sid in self.sids)
+
+    def write(self, sid: str, kind: str, **fields: Any) -> None:
+        """One line: time, station, kind and `fields`."""
+        if self.file is not None:
+            line = {"t": round(time.time(), 3), "sid": sid, "kind": kind, **fields}
+            self.file.write(json.dumps(line) + "\n")
+
+
+NO_TRACE = Trace(None, [])
+
+
 class Station:
     """One WebSocket connection: calls with round-trip times, answers the csms's calls."""
 
-    def __init__(self, sid: str, cfg: dict[str, Any], stats: dict[str, Any]) -> None:
+    def __init__(self, sid: str, cfg: dict[str, Any], stats: dict[str, Any], trace: Trace = NO_TRACE) -> None:
         self.sid, self.cfg, self.stats = sid, cfg, stats
+        self.trace = trace if trace.on(sid) else NO_TRACE
         self.ws: Any = None
         self.pending: dict[str, asyncio.Future[Any]] = {}
         self.counter = 0
@@ -202,6 +229,8 @@ class Station:
                 msg = json.loads(raw)
                 if msg[0] == 2:
                     answer = _ANSWERS.get(msg[2])
+                    if msg[2] in ("SetChargingProfile", "ClearChargingProfile"):
+                        self.trace.write(self.sid, msg[2], uid=msg[1], payload=msg[3])
                     if msg[2] == "SetChargingProfile" and self.limits is not None:
                         self.limits.accept(msg[3])
                     elif msg[2] == "ClearChargingProfile" and self.limits is not None:
@@ -234,6 +263,16 @@ class Station:
             raise RuntimeError(f"{action}: {msg}")
         return time.perf_counter() - start
 
+    def _trace_reading(self, action: str, payload: dict[str, Any]) -> None:
+        """Trace a reading: its power, transaction and the schedules the station held then."""
+        sampled = payload["meterValue"][0]["sampledValue"]
+        power_w = next(v["value"] for v in sampled if v["measurand"] == "Power.Active.Import") * 1000.0
+        limits = self.limits
+        self.trace.write(self.sid, action, power_w=power_w, event=payload.get("eventType"),
+                         tx=(payload.get("transactionInfo") or {}).get("transactionId"),
+                         default=limits.default if limits else None,
+                         tx_profiles=limits.tx if limits else None)
+
     async def run(self, t0: float, lat: list[float]) -> None:
         """Send one message every interval between t0 and t0 + duration."""
         interval, end = self.cfg["interval_s"], t0 + self.cfg["duration_s"]
@@ -245,6 +284,8 @@ class Station:
                 return
             next_at += interval
             action, payload = self.charger.next(self.limits)
+            if self.trace is not NO_TRACE and action != "Heartbeat":
+                self._trace_reading(action, payload)
             try:
                 rtt = await self.call(action, payload)
                 if time.time() - rtt >= t0:  # sent inside the window (not during the warm-up)
@@ -262,7 +303,8 @@ async def client_main() -> None:
     loop = asyncio.get_running_loop()
     cfg = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
     stats: dict[str, Any] = {"refused": 0, "closed": 0, "csms_calls": 0}
-    stations = [Station(sid, cfg, stats) for sid in cfg["sids"]]
+    trace = Trace(cfg.get("trace"), cfg.get("trace_sids") or [])
+    stations = [Station(sid, cfg, stats, trace) for sid in cfg["sids"]]
     gap = 1.0 / cfg["connect_rate"]
     tasks = []
     for st in stations:
