@@ -456,7 +456,8 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
         await probes.probe_refusing(svc, site_id, refusing, infos, now_s)
 
 
-def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float) -> float:
+def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float,
+                         held_w: float | None = None) -> float:
     """What the EVSE was allowed when a reading stored at `taken_at_s` was taken: its limit now, or,
     for a reading stored before that limit was answered (`EvseInfo.limit_since_s`), the higher of
     it and the limit before (the record's `previous_series_w`; its maximum when that is unknown,
@@ -467,9 +468,16 @@ def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float)
     A reading taken under an earlier period of the profile in force (a step profile that steps
     down later) is judged against the higher of that period and now: a station metering every
     30 s that obeyed a 3.6 A period was marked against the 2.8 A period that followed (482 marks
-    in a 5,000-station harness run whose stations report their connectors at boot)."""
+    in a 5,000-station harness run whose stations report their connectors at boot).
+    `held_w` (`MeteredState.held_at`): the highest limit among the session's profiles the station may
+    have applied when it took the reading (every one sent by then and not yet replaced), however many
+    were answered since: the record keeps only the one before the last, and a reading followed by two
+    lower profiles before the next one (a re-share, then another) was judged against the second
+    (15-487 marks per 5,000-station harness run whose stations report their connectors at boot)."""
     series = info.allowed(now_s)
     allowed = planner.value_at(series, now_s)
+    if held_w is not None:
+        allowed = max(allowed, held_w)
     if taken_at_s is not None and taken_at_s < now_s:
         allowed = max(allowed, planner.value_at(series, taken_at_s))
     since = info.limit_since_s()
@@ -489,7 +497,8 @@ async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn:
     its limit again, less), None if nothing changed."""
     if not info.steerable or not info.online:
         return None
-    allowed = allowed_when_taken_w(info, taken_at_s, now_s)
+    held_w = svc.metered.held_at(info.ident, info.tx_ref, taken_at_s) if taken_at_s is not None else None
+    allowed = allowed_when_taken_w(info, taken_at_s, now_s, held_w)
     over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
     if info.noncompliant_w is None:
         if svc._noncompliant.update(info.key, over, mono):
@@ -524,7 +533,9 @@ async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float,
             seen = svc.metered.power.get(info.ident)
             if seen is None or seen[0] != info.tx_ref or not info.steerable or not info.online:
                 continue
-            allowed = allowed_when_taken_w(info, svc.metered.taken_at.get(info.ident), now_s)
+            taken_at = svc.metered.taken_at.get(info.ident)
+            held_w = svc.metered.held_at(info.ident, info.tx_ref, taken_at) if taken_at is not None else None
+            allowed = allowed_when_taken_w(info, taken_at, now_s, held_w)
             if info.noncompliant_w is None and seen[1] > allowed + svc.settings.noncompliance_tolerance_w:
                 await _set_noncompliant(svc, site_id, info, seen[1], allowed)
         return True

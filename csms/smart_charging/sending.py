@@ -272,6 +272,8 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
         "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}, info, ref))
     await svc.writes.write(w)
     info.record = record
+    if accepted:  # the watchdog judges a reading against every profile in force when it was taken
+        svc.metered.hold(info.ident, ref, now_s, svc.clock.timestamp(), counted)
     svc.metered.recheck(info.ident)  # its limit changed: the watchdog compares its reading again
     if not steerable:
         log.warning("station %s EVSE %s refused a profile (%s): budgeted at its maximum, retry in %.0f s",
