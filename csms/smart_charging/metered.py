@@ -140,12 +140,10 @@ class MeteredState:
     def held_at(self, evse: EvseId, tx_ref: str, taken_at_s: float) -> float | None:
         """The highest limit (W) among the TxProfiles of session `tx_ref` the station may have
         applied when it took a reading stored at `taken_at_s`: each one sent by then and not
-        replaced (its successor answered) before `READING_LAG_S` earlier. None when that is not
-        known here: no profile remembered, or the reading predates the first one remembered (its
-        predecessor is unknown here: a lease taken over, or the session's first profile)."""
+        replaced (its successor answered) before `READING_LAG_S` earlier. None when none is known
+        here. The one before the first remembered (a lease taken over, the session's default) is
+        not known here: the caller's record-based rule covers it (`safety.allowed_when_taken_w`)."""
         held = [h for h in self.held.get(evse, ()) if h.tx_ref == tx_ref]
-        if not held or taken_at_s - READING_LAG_S < held[0].answered_s:
-            return None
         best = -math.inf
         for i, h in enumerate(held):
             replaced_s = held[i + 1].answered_s if i + 1 < len(held) else math.inf

@@ -32,7 +32,10 @@ def test_held_at_counts_every_profile_in_force_since_the_reading() -> None:
     assert state.held_at(EVSE, "ref", t0) == 3_600.0  # two answers since: the first still counts
     assert state.held_at(EVSE, "ref", t0 + 9 + READING_LAG_S / 2) == 2_900.0  # replaced at t0 + 9: lag
     assert state.held_at(EVSE, "ref", t0 + 9 + READING_LAG_S + 1) == 2_300.0
-    assert state.held_at(EVSE, "ref", t0 - 100) is None  # before anything remembered: not known here
+    assert state.held_at(EVSE, "ref", t0 - 100) is None  # before anything was sent: not known here
+    state.hold(("CP-2", 1), "ref", t0, t0 + 1, [(t0, 2_553.0)])  # its first profile, answered at t0 + 1
+    state.hold(("CP-2", 1), "ref", t0 + 3, t0 + 3, [(t0 + 3, 1_932.0)])
+    assert state.held_at(("CP-2", 1), "ref", t0 + 0.5) == 2_553.0  # applied before its answer was recorded
     assert state.held_at(EVSE, "other", t0) is None  # another session's profiles never count
     state.hold(EVSE, "ref", t0 + 2 * HOLD_KEEP_S, t0 + 2 * HOLD_KEEP_S, [(t0, 1_000.0)])
     assert [h.answered_s for h in state.held[EVSE]] == [t0 + 9, t0 + 2 * HOLD_KEEP_S]
