@@ -38,6 +38,18 @@ def _new_session(store: InMemoryStateStore, sid: str, default_w: float | None = 
     return ref
 
 
+def _five_sessions(limit_kw: float) -> tuple[FixedClock, InMemoryStateStore, Stations, list[str]]:
+    """A site of `limit_kw` with five sessions holding 2 kW interim shares, the stations at 2 kW."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": f"{limit_kw:g}"}
+    old = [f"CP-{i}" for i in range(5)]
+    for sid in old:
+        _session(store, sid, 2_000.0, kind="interim")
+    stations = Stations(clock, limit_kw * 1000.0)
+    stations.limits_w = dict.fromkeys(old, 2_000.0)
+    return clock, store, stations, old
+
+
 def _counting_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     built: list[str] = []
     build = safety._share_payload
@@ -55,13 +67,7 @@ async def test_one_more_session_sends_only_its_own_share_when_the_others_keep_th
     """Shares capped at 2 kW (fallback_limit_kw) on a 100 kW site: a sixth session changes no one
     else's share, so only it gets a profile, and no profile is built for the five others (fails if
     every sharer gets a profile built, or one sent, per pass)."""
-    clock, store = FixedClock(), InMemoryStateStore()
-    store.sites[SITE] = {"limit_kw": "100"}
-    old = [f"CP-{i}" for i in range(5)]
-    for sid in old:
-        _session(store, sid, 2_000.0, kind="interim")
-    stations = Stations(clock, 100_000.0)
-    stations.limits_w = dict.fromkeys(old, 2_000.0)
+    clock, store, stations, _ = _five_sessions(100.0)
     svc = _service(store, stations, clock, fallback_limit_kw=2.0)
     built = _counting_builds(monkeypatch)
     _new_session(store, "CP-NEW")
@@ -77,13 +83,7 @@ async def test_one_more_session_on_a_full_site_lowers_the_others_first_within_th
     site: the five decreases are answered before the increase goes out, and the stations' sum never
     exceeds the limit (fails if the pass's changes were ordered without counting the EVSEs it
     leaves alone, e.g. if `next_batch` did not count every EVSE of the site)."""
-    clock, store = FixedClock(), InMemoryStateStore()
-    store.sites[SITE] = {"limit_kw": "10"}
-    old = [f"CP-{i}" for i in range(5)]
-    for sid in old:
-        _session(store, sid, 2_000.0, kind="interim")
-    stations = Stations(clock, 10_000.0)
-    stations.limits_w = dict.fromkeys(old, 2_000.0)
+    clock, store, stations, old = _five_sessions(10.0)
     svc = _service(store, stations, clock)
     _new_session(store, "CP-NEW")
     await safety.share_fairly(svc, SITE)
