@@ -26,7 +26,7 @@ packs into a cheap window later does not stop a new EV from charging now.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -77,21 +77,40 @@ def headroom_shares(others: Sequence[Series], budget_w: float, caps_w: Mapping[K
     leaves its part to the others. Sum of the shares + others <= `budget_w` at every instant
     from `now_s` on (where the others alone already exceed it, the shares are 0).
     """
+    out: dict[K, Series] = {}
+    for _ in headroom_shares_steps(others, budget_w, caps_w, mins_w, now_s, masks, out):
+        pass
+    return out
+
+
+def headroom_shares_steps(others: Sequence[Series], budget_w: float, caps_w: Mapping[K, float],
+                          mins_w: Mapping[K, float], now_s: float, masks: Mapping[K, Series] | None,
+                          out: dict[K, Series]) -> Iterator[None]:
+    """`headroom_shares` into `out`, a step (a `yield`) after every `budget.STEP_KEYS` sharers of its
+    per-sharer loops (`budget.fair_shares_steps`): an async caller leaves the event loop between
+    steps (20,000 sharers were 25-75 ms in one stretch, issue 14). The same arithmetic in the same
+    order as in one go: the shares are the same however the steps are spread."""
     masks = masks or {}
     points = planner.grid([*others, *masks.values()], now_s)
     load = planner.total(list(others), points)
-    out: dict[K, Series] = {k: [] for k in caps_w}
+    keys = list(caps_w)
+    out.clear()
+    out.update({k: [] for k in keys})
+    step = budget.STEP_KEYS
     for t, used in zip(points, load, strict=True):
         caps_t = caps_w if not masks else {
             k: min(c, planner.value_at(masks[k], t)) if k in masks else c for k, c in caps_w.items()}
-        shares = budget.fair_shares(budget_w - used, caps_t, mins_w)
-        for k, w in shares.items():
-            series = out[k]
-            # a rise within 1e-6 W is not a new point (float noise), a fall always is: a share
-            # kept above what the headroom leaves would exceed the budget (by microwatts)
-            if not series or w - series[-1][1] > 1e-6 or w < series[-1][1]:
-                series.append((t, w))
-    return out
+        shares: dict[K, float] = {}
+        yield from budget.fair_shares_steps(budget_w - used, caps_t, mins_w, shares)
+        items = list(shares.items())
+        for lo in range(0, len(items), step):
+            for k, w in items[lo:lo + step]:
+                series = out[k]
+                # a rise within 1e-6 W is not a new point (float noise), a fall always is: a share
+                # kept above what the headroom leaves would exceed the budget (by microwatts)
+                if not series or w - series[-1][1] > 1e-6 or w < series[-1][1]:
+                    series.append((t, w))
+            yield
 
 
 @dataclass(frozen=True)

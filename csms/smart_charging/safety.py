@@ -22,7 +22,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,9 +111,14 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
         svc._silent.add(site_id)
         PASSES.labels("silent").inc()
     now_s = svc.clock.timestamp()
-    candidates = {k: e.has_profile() and plan.refs.get(k) == e.tx_ref for k, e in evses.items()
-                  if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None
-                  and not svc.aside.busy(e)}  # a call out (`aside`): it counts max(old, new), waits
+    slices = sending.Slices()  # the per-EVSE loops of the pass yield every few ms (a 20,000-EVSE site)
+    candidates: dict[str, bool] = {}
+    for k, e in evses.items():
+        if slices.due():
+            await slices.pause()  # as before `_share`'s loops: a call out since counts in `_execute`
+        if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None \
+                and not svc.aside.busy(e):  # a call out (`aside`): it counts max(old, new), waits
+            candidates[k] = e.has_profile() and plan.refs.get(k) == e.tx_ref
     for ident in arrivals or ():
         info = evses.get(f"{ident[0]}/{ident[1]}")
         if info is not None and svc.aside.busy(info):  # its share once that call is answered
@@ -124,7 +129,7 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
     if not sharers:
         return 0
     kind = "interim" if fallback else "provisional"
-    return await _share(svc, site_id, evses, sharers, kind, now_s, None if silent else plan, between)
+    return await _share(svc, site_id, evses, sharers, kind, now_s, None if silent else plan, between, slices)
 
 
 @dataclass
@@ -181,9 +186,10 @@ async def serve_arrivals(svc: SmartChargingService, site_id: str, evses: dict[st
 
 async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo], sharers: list[str],
                  kind: str, now_s: float, plan: provisional.PlanView | None,
-                 between: Between | None = None) -> int:
-    """Give `sharers` their headroom shares (decreases first, `_execute`); profiles accepted."""
-    slices = sending.Slices()  # the per-EVSE loops below yield every few ms (a 20,000-EVSE site)
+                 between: Between | None = None, slices: sending.Slices | None = None) -> int:
+    """Give `sharers` their headroom shares (decreases first, `_execute`); profiles accepted.
+    `slices`: the pass's time slices (its loops yield every few ms: a 20,000-EVSE site)."""
+    slices = slices or sending.Slices()
     applied = await _counted(evses, now_s, between, slices)
     sharing = set(sharers)  # `k in` a list of 10,000 sharers per EVSE was most of a fallback re-share
     others = [applied[k] for k in applied if k not in sharing]
@@ -202,7 +208,9 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
             masks[k] = mask
     if slices.due():
         await slices.pause()
-    shares = provisional.headroom_shares(others, budget_w, caps, mins, now_s, masks)
+    shares: dict[str, Series] = {}  # in steps: pure work on this pass's read, the same shares
+    await _stepped(provisional.headroom_shares_steps(others, budget_w, caps, mins, now_s, masks, shares),
+                   slices)
     if kind == "provisional":  # no headroom now (e.g. defaults still out): 0 W, shares again later
         starved = {evses[k].ident for k in sharers if planner.value_at(shares[k], now_s) < 1.0
                    and (k not in masks or planner.value_at(masks[k], now_s) > 0.0)}
@@ -223,6 +231,14 @@ async def _share(svc: SmartChargingService, site_id: str, evses: dict[str, EvseI
     log.info("site %s: %s shares (limit %.0f W, %d others): %s -> %s", site_id, kind, budget_w,
              len(others), _summary(shares, now_s), stats)
     return stats["accepted"]
+
+
+async def _stepped(steps: Iterator[None], slices: sending.Slices) -> None:
+    """Run a pure computation's steps (`provisional.headroom_shares_steps`), leaving the event
+    loop between two of them once the current slice is used up."""
+    for _ in steps:
+        if slices.due():
+            await slices.pause()
 
 
 async def _counted(evses: Mapping[str, EvseInfo], now_s: float, between: Between | None,

@@ -174,8 +174,13 @@ class RedisStateStore:
         site's stations' active sets are read, `evfleet.store.active_index`)."""
         k = self.keys
         stations = await site_station_ids(self.redis, k, site_id, default_site)
-        raw = await self._read([key for s in stations for key in (k.station(s), k.station_connectors(s))],
-                               "HK")
+        keys: list[str] = []
+        for start in range(0, len(stations), SITE_CHUNK):  # 40,000 keys were 20 ms in one stretch
+            if start:
+                await asyncio.sleep(0)
+            keys += [key for s in stations[start:start + SITE_CHUNK]
+                     for key in (k.station(s), k.station_connectors(s))]
+        raw = await self._read(keys, "HK")
         active = await active_refs_of(self.redis, k, stations)  # the site's stations' sets only
         tx_evses: dict[str, set[int]] = {}
         for [sid_eid] in await self._read([k.transaction(ref) for ref in active], "T"):
