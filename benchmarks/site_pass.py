@@ -130,7 +130,7 @@ async def timed(label: str, run: Callable[[], Awaitable[Any]], before: Callable[
 async def measure(url: str, n: int, arrivals: int, runs: int, limit_kw: float) -> None:
     """Build the service, run every pass once to warm its memos, time them."""
     from csms.settings import CsmsSettings
-    from csms.smart_charging import safety
+    from csms.smart_charging import safety, watchdog
     from csms.smart_charging.service import SmartChargingService
     from csms.store.port_redis import RedisStateStore
     from evfleet.clock import RealClock
@@ -165,7 +165,7 @@ async def measure(url: str, n: int, arrivals: int, runs: int, limit_kw: float) -
             if i % 30 == rep % 30:
                 svc.metered.note(info.ident, SITE, info.tx_ref, 0.0)
 
-    await timed("tick (1 in 30)", lambda: safety.tick(svc, SITE), meter, runs)
+    await timed("tick (1 in 30)", lambda: watchdog.tick(svc, SITE), meter, runs)
     print(f"profiles sent in all (set-up included): {stations.calls}")
     await redis.aclose()
 

@@ -1,4 +1,4 @@
-"""CPU of one metered-watchdog pass (`safety.tick`) on a site of N sessions (not a test).
+"""CPU of one metered-watchdog pass (`watchdog.tick`) on a site of N sessions (not a test).
 
     .venv/bin/python benchmarks/watchdog_cost.py [--sessions 20000] [--repo PATH]
 
@@ -19,7 +19,7 @@ import time
 
 async def measure(n: int) -> None:
     """Build the site, time the passes, print the medians."""
-    from csms.smart_charging import safety
+    from csms.smart_charging import watchdog
     from evfleet.events import Event, EventType
     from evfleet.store.memory import InMemoryStateStore
     from tests.loop.test_service_unit import SITE, T0, FixedClock, Stations, _service, _session
@@ -36,7 +36,7 @@ async def measure(n: int) -> None:
                     await svc.dispatch(Event(type=EventType.METER_VALUES, station_id=sid, evse_id=1,
                                              tx_ref=ref, site_id=SITE, ts=T0, data={"power_w": 9000.0}))
             t = time.process_time()
-            await safety.tick(svc, SITE)
+            await watchdog.tick(svc, SITE)
             times.append(time.process_time() - t)
         print(f"{n} sessions, {label}: {sorted(times)[1] * 1000:.0f} ms CPU per pass (median of 3)")
 

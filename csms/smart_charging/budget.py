@@ -16,7 +16,7 @@ stays <= the site budget: the site limit minus the site margin (`site_margin_kw`
 beside the default limit, `evfleet.store.sites.budget_kw`; the optimizer plans with the same
 figure). The margin is never handed out: it absorbs a draw nobody allowed (a station that ignores
 its limits, e.g. draws its maximum from plug-in while it was allowed 0 W) until the watchdog
-(`safety.tick`) marks the station non-compliant and the others are lowered. So the site limit
+(`watchdog.tick`) marks the station non-compliant and the others are lowered. So the site limit
 itself holds at every instant as long as the power drawn without permission stays within the
 margin; with a margin of the largest EVSE maximum that is any one misbehaving station ("N-1").
 With the default margin of 0 such a station takes the site over until it is found

@@ -138,7 +138,7 @@ def needs_default(svc: SmartChargingService, site_id: str, info: EvseInfo, targe
     if not info.steerable:
         svc._refusing.setdefault(site_id, set()).add(info.ident)
         if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
-            return False  # a refusing EVSE with a session is probed with a TxProfile (safety.tick)
+            return False  # a refusing EVSE with a session is probed with a TxProfile (watchdog.tick)
     return not (info.steerable and info.station_id not in force and info.default_w is not None
                 and info.default_w <= target_w + 1.0)
 
@@ -242,7 +242,7 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
     status = conversion.answer_status(reply)
     PROFILES_ANSWERED.labels(str(status)).inc()
     fields: dict[str, str] = {}
-    if accepted:  # since when it holds (a reading stored before shows nothing about it: safety.tick)
+    if accepted:  # since when it holds (a reading stored before shows nothing about it: watchdog.tick)
         fields.update({"default_limit_w": repr(counted_w), "default_at": repr(svc.clock.timestamp())})
         svc.defaults.accepted_w[info.ident] = counted_w
         if info.refusals or not info.steerable:  # a probe after a refusal: steerable again

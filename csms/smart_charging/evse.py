@@ -86,7 +86,7 @@ class EvseInfo:
     def limit_since_s(self) -> float | None:
         """When the limit it is allowed now was answered (its TxProfile's answer, else its accepted
         default's while a session runs); None when unknown or at its maximum. A metered reading
-        stored before then shows nothing about that limit (`safety.tick`)."""
+        stored before then shows nothing about that limit (`watchdog.tick`)."""
         if self.has_profile():
             answered = (self.record or {}).get("answered_at")
             try:

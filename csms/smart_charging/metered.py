@@ -1,6 +1,6 @@
 """What the metered watchdog knows between its passes, kept up to date by events (pure, no I/O).
 
-The watchdog (`safety.tick`, every `watchdog_interval_s`) used to read and decode every metered
+The watchdog (`watchdog.tick`, every `watchdog_interval_s`) used to read and decode every metered
 EVSE of the site each second: 20,000 records a second on a 20,000-station site. It now works
 from this state, maintained as events arrive:
 
@@ -75,7 +75,7 @@ class MeteredState:
     taken_at: dict[EvseId, float] = field(default_factory=dict)
     """(station, evse) -> when its last reading was stored (the event's time, unix s): a reading
     stored before the limit now in force was answered shows nothing about that limit
-    (`safety.tick`)."""
+    (`watchdog.tick`)."""
     site_of: dict[EvseId, str] = field(default_factory=dict)
     members: dict[str, set[EvseId]] = field(default_factory=dict)
     """site -> EVSEs with a current reading."""
@@ -88,7 +88,7 @@ class MeteredState:
     """(station, evse) -> the TxProfiles it accepted lately, oldest first (`hold`, `held_at`)."""
     probe_at: dict[str, tuple[frozenset[EvseId], float]] = field(default_factory=dict)
     """site -> (its refusing EVSEs when last read, their earliest retry time): read again only when
-    that set changes or a retry falls due (`safety.tick` probes them then)."""
+    that set changes or a retry falls due (`watchdog.tick` probes them then)."""
 
     def note(self, evse: EvseId, site_id: str | None, tx_ref: str, power_w: float,
              at_s: float | None = None) -> None:
@@ -142,7 +142,7 @@ class MeteredState:
         applied when it took a reading stored at `taken_at_s`: each one sent by then and not
         replaced (its successor answered) before `READING_LAG_S` earlier. None when none is known
         here. The one before the first remembered (a lease taken over, the session's default) is
-        not known here: the caller's record-based rule covers it (`safety.allowed_when_taken_w`)."""
+        not known here: the caller's record-based rule covers it (`watchdog.allowed_when_taken_w`)."""
         held = [h for h in self.held.get(evse, ()) if h.tx_ref == tx_ref]
         best = -math.inf
         for i, h in enumerate(held):

@@ -1,4 +1,4 @@
-"""Probes of refusing EVSEs (steerable=0), run by the watchdog (`safety.tick`): once an EVSE's
+"""Probes of refusing EVSEs (steerable=0), run by the watchdog (`watchdog.tick`): once an EVSE's
 backoff has passed it is tried again, idle with its default (`defaults`), with a session with a
 TxProfile at its maximum, sent beside the site's task (`aside`). A probe never raises the budget:
 the EVSE counts at its maximum while it refuses, and the probe limits it to at most that."""

@@ -38,7 +38,7 @@ MAX_ROUNDS = 8
 
 PASS_CHUNK = 100
 """EVSEs a site pass handles per event-loop callback in its per-EVSE loops (`execute`'s batch,
-`safety.tick`'s verdicts, `safety._share`'s profiles): each loop yields to the event loop after
+`watchdog.tick`'s verdicts, `safety._share`'s profiles): each loop yields to the event loop after
 every `PASS_CHUNK` EVSEs (`pause_every`), so station messages are answered between the chunks of
 a pass over a large site, not after it (issue 14: 20-30 ms callbacks at 400-800 EVSEs a site,
 every watchdog pass). What a pass decides is unchanged: its inputs are read before the loop."""

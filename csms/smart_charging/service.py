@@ -66,6 +66,7 @@ from csms.smart_charging import (
     quiet,
     safety,
     sending,
+    watchdog,
 )
 from csms.smart_charging.calls import Caller, LocalFirst
 from csms.smart_charging.decoding import DecodeMemo, decode_all
@@ -185,7 +186,7 @@ class SmartChargingService:
         await leases.renew_leases(self)
 
     async def _watchdog(self) -> None:
-        """Every `watchdog_interval_s`: a metered check of each held site (`safety.tick`)."""
+        """Every `watchdog_interval_s`: a metered check of each held site (`watchdog.tick`)."""
         while True:
             await asyncio.sleep(self.settings.watchdog_interval_s)
             for site_id in list(self.held):
@@ -271,7 +272,7 @@ class SmartChargingService:
 
     async def _on_tick(self, site_id: str, _: Any) -> None:
         self._tick_queued.discard(site_id)
-        await safety.tick(self, site_id)
+        await watchdog.tick(self, site_id)
 
     async def _on_plan(self, site_id: str, _: Any) -> None:
         safety.plan_arrived(self, site_id)

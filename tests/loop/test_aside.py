@@ -159,7 +159,7 @@ async def test_the_probe_of_a_silent_refusing_station_does_not_hold_the_watchdog
     its maximum, and CP-1 does not answer. The watchdog pass ends at once (fails when it awaits the
     probe: up to the call timeout per refusing EVSE), and a second pass sends no second probe while
     the first is out."""
-    from csms.smart_charging import safety
+    from csms.smart_charging import watchdog
 
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "40"}
@@ -169,9 +169,9 @@ async def test_the_probe_of_a_silent_refusing_station_does_not_hold_the_watchdog
     svc = _service(store, stations, clock)
     svc.held.add(SITE)
     svc._refusing[SITE] = {("CP-1", 1)}
-    await asyncio.wait_for(safety.tick(svc, SITE), 1)
+    await asyncio.wait_for(watchdog.tick(svc, SITE), 1)
     await asyncio.wait_for(stations.out.wait(), 1)  # the probe is at CP-1, unanswered
-    await asyncio.wait_for(safety.tick(svc, SITE), 1)
+    await asyncio.wait_for(watchdog.tick(svc, SITE), 1)
     assert [sid for sid, _ in stations.sent] == ["CP-1"]
     stations.release.set()
     await svc.aside.settled(SITE)

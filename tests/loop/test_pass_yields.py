@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from csms.smart_charging import safety, sending
+from csms.smart_charging import safety, sending, watchdog
 from csms.smart_charging.sending import PASS_CHUNK, pause_every
 from evfleet.store.memory import InMemoryStateStore
 from tests.interleave import alongside
@@ -65,16 +65,16 @@ async def test_a_watchdog_pass_judges_the_site_in_chunks_and_the_same(
     for sid, ref in refs.items():
         await svc.dispatch(_reading(sid, ref, 9_000.0))
     log: list[str] = []
-    judge = safety._judge
+    judge = watchdog._judge
 
     async def judged(*args: Any, **kwargs: Any) -> Any:
         log.append("j")
         return await judge(*args, **kwargs)
 
-    monkeypatch.setattr(safety, "_judge", judged)
-    await alongside(safety.tick(svc, SITE), log)
+    monkeypatch.setattr(watchdog, "_judge", judged)
+    await alongside(watchdog.tick(svc, SITE), log)
     assert _runs(log, "j") == [PASS_CHUNK, PASS_CHUNK, PASS_CHUNK // 2]  # others ran between chunks
-    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == N * 9.0  # every reading counted
+    assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == N * 9.0  # every reading counted
 
 
 async def test_a_re_share_builds_and_sends_in_chunks_within_the_site_limit(

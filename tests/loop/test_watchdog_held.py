@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from csms.smart_charging import budget, safety, sending
+from csms.smart_charging import budget, sending, watchdog
 from csms.smart_charging.metered import HOLD_KEEP_S, READING_LAG_S, MeteredState
 from csms.smart_charging.service import SmartChargingService
 from evfleet.txprofile import EvLimits, build_tx_profile
@@ -69,15 +69,15 @@ async def test_a_reading_followed_by_two_lower_profiles_is_judged_against_the_on
     clock.t = T0
     await svc.dispatch(_reading("CP-1", refs["CP-1"], 3_657.0))  # stored at T0
     await svc.dispatch(_reading("CP-2", refs["CP-2"], 4_500.0))
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     for at_s, limit_w in ((1, 2_967.0), (10, 2_346.0), (16, 2_346.0)):
         clock.t = T0 + timedelta(seconds=at_s)
         for sid in refs:
             await _accept(svc, clock, sid, limit_w)
         for _ in range(2):
-            await safety.tick(svc, SITE)
+            await watchdog.tick(svc, SITE)
             await asyncio.sleep(0.15)
     clock.t = T0 + timedelta(seconds=28)
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     assert "noncompliant_w" not in store.evses[("CP-1", 1)]
     assert store.evses[("CP-2", 1)].get("noncompliant_w") == "4500.0"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from csms.settings import CsmsSettings
-from csms.smart_charging import budget, safety
+from csms.smart_charging import budget, safety, watchdog
 from csms.smart_charging.metered import MeteredState
 from csms.smart_charging.pacing import RESHARE_MIN_S, pass_gap_s
 from csms.smart_charging.service import SmartChargingService, Work
@@ -68,17 +68,17 @@ async def test_a_pass_reads_only_new_readings_and_still_marks_a_silent_overdraw(
     svc._noncompliant = budget.Persistence(0.2)
     for sid, ref in refs.items():  # everyone within its limit, CP-0 draws 15 kW on a 10 kW limit
         await svc.dispatch(_reading(sid, ref, 15_000.0 if sid == "CP-0" else 9_000.0))
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     assert len(store.read) == 50
-    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 15.0 + 49 * 9.0
+    assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == 15.0 + 49 * 9.0
     store.read.clear()
     await svc.dispatch(_reading("CP-7", refs["CP-7"], 8_000.0))
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     assert sorted(store.read) == [("CP-0", 1), ("CP-7", 1)]  # the new reading and CP-0's running clock
-    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 15.0 + 48 * 9.0 + 8.0
+    assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == 15.0 + 48 * 9.0 + 8.0
     await asyncio.sleep(0.3)  # CP-0 sends nothing new, but its clock runs out
     store.read.clear()
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     assert store.read[0] == ("CP-0", 1) and len(store.read) == 51  # then the site's enforcement pass
     assert store.evses[("CP-0", 1)].get("noncompliant_w") == "15000.0"
     marked = [e for e in store.typed_events() if e.type == EventType.EVSE_NONCOMPLIANT]
@@ -97,16 +97,16 @@ async def test_a_cleared_mark_waits_for_the_paced_re_share_instead_of_reading_th
     svc._noncompliant, svc._compliant = budget.Persistence(0.0), budget.Persistence(0.0)
     for sid, ref in refs.items():
         await svc.dispatch(_reading(sid, ref, 15_000.0 if sid == "CP-0" else 9_000.0))
-    await safety.tick(svc, SITE)  # CP-0's clock starts
+    await watchdog.tick(svc, SITE)  # CP-0's clock starts
     await asyncio.sleep(0.01)
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     assert store.evses[("CP-0", 1)].get("noncompliant_w") == "15000.0"
     svc._fallback.add(SITE)
     await svc.dispatch(_reading("CP-0", refs["CP-0"], 9_000.0))  # within its limit again
     store.read.clear()
-    await safety.tick(svc, SITE)  # its compliance clock starts
+    await watchdog.tick(svc, SITE)  # its compliance clock starts
     await asyncio.sleep(0.01)
-    await safety.tick(svc, SITE)
+    await watchdog.tick(svc, SITE)
     assert "noncompliant_w" not in store.evses[("CP-0", 1)]
     assert set(store.read) == {("CP-0", 1)}  # no whole-site pass (the old code read all 50)
     assert SITE in svc.pacing.reshare_queued  # the freed power goes out with the paced re-share
@@ -118,12 +118,12 @@ async def test_an_ended_session_no_longer_counts() -> None:
     ref = _session(store, "CP-1", 10_000.0)
     svc = _service(store, Stations(clock, 1_000_000.0), clock)
     await svc.dispatch(_reading("CP-1", ref, 9_000.0))
-    await safety.tick(svc, SITE)
-    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 9.0
+    await watchdog.tick(svc, SITE)
+    assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == 9.0
     store.evses[("CP-1", 1)].update(tx_ref="", transaction_id="")  # the record no longer shows it
     await svc.dispatch(_reading("CP-1", ref, 9_000.0))
-    await safety.tick(svc, SITE)
-    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 0.0
+    await watchdog.tick(svc, SITE)
+    assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == 0.0
     assert ("CP-1", 1) not in svc.metered.power
 
 
@@ -143,8 +143,8 @@ async def test_a_session_dropped_while_the_pass_reads_is_skipped() -> None:
     svc = _service(store, Stations(clock, 1_000_000.0), clock)
     for sid, ref in refs.items():
         await svc.dispatch(_reading(sid, ref, 9_000.0))
-    await safety.tick(svc, SITE)
-    assert safety.SITE_METERED_KW.labels(SITE)._value.get() == 9.0  # CP-2 still judged and counted
+    await watchdog.tick(svc, SITE)
+    assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == 9.0  # CP-2 still judged and counted
     assert ("CP-1", 1) not in svc.metered.power
 
 
@@ -268,14 +268,14 @@ async def test_a_reading_stored_before_the_default_arrived_marks_no_one_the_next
     await asyncio.gather(*svc.defaults.tasks)
     assert store.evses[("CP-1", 1)]["default_limit_w"] == "0.0"
     for _ in range(3):
-        await safety.tick(svc, SITE)
+        await watchdog.tick(svc, SITE)
         await asyncio.sleep(0.15)
     assert "noncompliant_w" not in store.evses[("CP-1", 1)]
     clock.t += timedelta(seconds=30)  # its next reading: still 7.2 kW against the 0 W default
     await svc.dispatch(Event(type=EventType.METER_VALUES, station_id="CP-1", evse_id=1, tx_ref=ref,
                              site_id=SITE, ts=clock.t, data={"power_w": 7_200.0}))
     for _ in range(3):
-        await safety.tick(svc, SITE)
+        await watchdog.tick(svc, SITE)
         await asyncio.sleep(0.15)
     assert store.evses[("CP-1", 1)].get("noncompliant_w") == "7200.0"
 
@@ -296,7 +296,7 @@ async def test_a_reading_before_a_new_limit_still_marks_a_station_above_the_old_
     await svc.dispatch(_reading("CP-1", refs["CP-1"], 11_000.0))  # stored at T0
     await svc.dispatch(_reading("CP-2", refs["CP-2"], 5_800.0))
     for _ in range(3):
-        await safety.tick(svc, SITE)
+        await watchdog.tick(svc, SITE)
         await asyncio.sleep(0.15)
     assert store.evses[("CP-1", 1)].get("noncompliant_w") == "11000.0"
     assert "noncompliant_w" not in store.evses[("CP-2", 1)]
@@ -321,7 +321,7 @@ async def test_a_reading_under_an_earlier_period_of_a_step_profile_is_judged_aga
     await svc.dispatch(_reading("CP-2", refs["CP-2"], 3_000.0))
     clock.t += timedelta(seconds=20)  # after the step down, before the next readings
     for _ in range(3):
-        await safety.tick(svc, SITE)
+        await watchdog.tick(svc, SITE)
         await asyncio.sleep(0.15)
     assert "noncompliant_w" not in store.evses[("CP-1", 1)]
     assert store.evses[("CP-2", 1)].get("noncompliant_w") == "3000.0"
