@@ -16,6 +16,7 @@ import pytest
 
 from csms.smart_charging import safety, sending, watchdog
 from csms.smart_charging.sending import PASS_CHUNK, pause_every
+from csms.smart_charging.service import SmartChargingService
 from evfleet.store.memory import InMemoryStateStore
 from tests.interleave import alongside
 from tests.loop.test_service_unit import SITE, FixedClock, Stations, _service, _session
@@ -77,18 +78,26 @@ async def test_a_watchdog_pass_judges_the_site_in_chunks_and_the_same(
     assert watchdog.SITE_METERED_KW.labels(SITE)._value.get() == N * 9.0  # every reading counted
 
 
+def _fallback_site(n: int) -> tuple[InMemoryStateStore, Stations, SmartChargingService]:
+    """A site of `n` sessions in fallback mode (no plan), alternately at 1 and 4 kW, the limit their sum
+    at 4 kW each; the stations hold those limits."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    limit_w = n * 4_000.0
+    store.sites[SITE] = {"limit_kw": str(limit_w / 1000.0)}
+    for i in range(n):
+        _session(store, f"CP-{i:03d}", 4_000.0 if i % 2 else 1_000.0)
+    stations = Stations(clock, limit_w)
+    stations.limits_w = {f"CP-{i:03d}": 4_000.0 if i % 2 else 1_000.0 for i in range(n)}
+    svc = _service(store, stations, clock)
+    svc._fallback.add(SITE)
+    return store, stations, svc
+
+
 async def test_a_re_share_builds_and_sends_in_chunks_within_the_site_limit(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Fallback mode, no plan: every session of the site re-shares (a profile each)."""
-    clock, store = FixedClock(), InMemoryStateStore()
+    _, stations, svc = _fallback_site(N)
     limit_w = N * 4_000.0
-    store.sites[SITE] = {"limit_kw": str(limit_w / 1000.0)}
-    for i in range(N):
-        _session(store, f"CP-{i:03d}", 4_000.0 if i % 2 else 1_000.0)
-    stations = Stations(clock, limit_w)
-    stations.limits_w = {f"CP-{i:03d}": 4_000.0 if i % 2 else 1_000.0 for i in range(N)}
-    svc = _service(store, stations, clock)
-    svc._fallback.add(SITE)
     log: list[str] = []
     monkeypatch.setattr(sending, "SLICE_S", 0.0)  # a time slice per EVSE: every loop yields each time
     monkeypatch.setattr(safety, "_share_payload", _logging(log, "p", safety._share_payload))

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from csms.smart_charging import budget, defaults, safety, sending, service
-from evfleet.store.memory import InMemoryStateStore
 from tests.interleave import TURN, alongside
-from tests.loop.test_pass_yields import _logging, _runs
-from tests.loop.test_service_unit import SITE, FixedClock, Stations, _service, _session
+from tests.loop.test_pass_yields import _fallback_site, _logging, _runs
+from tests.loop.test_service_unit import SITE
 
 N = 250
 STEP = 10
@@ -32,15 +31,8 @@ def _turns_between(log: list[str], first: str, then: str) -> int:
 
 async def test_a_whole_site_share_yields_between_the_steps_of_its_site_wide_work(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    clock, store = FixedClock(), InMemoryStateStore()
+    _, stations, svc = _fallback_site(N)
     limit_w = N * 4_000.0
-    store.sites[SITE] = {"limit_kw": str(limit_w / 1000.0)}
-    for i in range(N):
-        _session(store, f"CP-{i:03d}", 4_000.0 if i % 2 else 1_000.0)
-    stations = Stations(clock, limit_w)
-    stations.limits_w = {f"CP-{i:03d}": 4_000.0 if i % 2 else 1_000.0 for i in range(N)}
-    svc = _service(store, stations, clock)
-    svc._fallback.add(SITE)
     log: list[str] = []
     monkeypatch.setattr(sending, "SLICE_S", 0.0)  # every loop of the pass yields at each due step
     monkeypatch.setattr(budget, "STEP_KEYS", STEP, raising=False)
