@@ -125,8 +125,7 @@ def fair_shares(budget_w: float, caps_w: Mapping[K, float], mins_w: Mapping[K, f
     left the sum above the budget.
     """
     out: dict[K, float] = {}
-    for _ in fair_shares_steps(budget_w, caps_w, mins_w, out):
-        pass
+    planner.drain(fair_shares_steps(budget_w, caps_w, mins_w, out))
     return out
 
 

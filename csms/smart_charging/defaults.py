@@ -76,8 +76,7 @@ class DefaultsState:
     def note_read(self, site_id: str, infos: dict[str, EvseInfo]) -> None:
         """A whole-site read: the site's EVSEs and each station's EVSE ids. EVSEs noted new and not
         yet passed stay known: the read may have started before their records were stored."""
-        for _ in self.note_read_steps(site_id, infos):
-            pass
+        planner.drain(self.note_read_steps(site_id, infos))
 
     def note_read_steps(self, site_id: str, infos: dict[str, EvseInfo]) -> Iterator[None]:
         """`note_read`, a step (a `yield`) after every `NOTE_CHUNK` EVSEs: an async caller leaves

@@ -12,12 +12,18 @@ K17) are in `csms.smart_charging.budget`, the module that states the site-limit 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 Series = list[tuple[float, float]]
 
 TOLERANCE_W = 1.0
 """Differences below this many watts are equal (rounding of A limits, float noise)."""
+
+
+def drain(steps: Iterator[None]) -> None:
+    """Run a stepped pure computation (one of the `*_steps` generators) to its end at once."""
+    for _ in steps:
+        pass
 
 
 def constant(limit_w: float, start_s: float = 0.0) -> Series:

@@ -78,8 +78,7 @@ def headroom_shares(others: Sequence[Series], budget_w: float, caps_w: Mapping[K
     from `now_s` on (where the others alone already exceed it, the shares are 0).
     """
     out: dict[K, Series] = {}
-    for _ in headroom_shares_steps(others, budget_w, caps_w, mins_w, now_s, masks, out):
-        pass
+    planner.drain(headroom_shares_steps(others, budget_w, caps_w, mins_w, now_s, masks, out))
     return out
 
 
