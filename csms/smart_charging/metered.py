@@ -16,7 +16,17 @@ from this state, maintained as events arrive:
 
 - `held`: the TxProfiles each EVSE accepted lately (`HeldProfile`: sent, answered, the series it
   allows, for `HOLD_KEEP_S`): which limits a station may have applied when it took a reading
-  (`held_at`), however many answers came between that reading and its judgement.
+  (`held_at`), however many answers came between that reading and its judgement. They are also
+  stored in the EVSE's applied-profile record (`HELD_FIELD`, written with it: `encode_held`), so
+  a node that takes the site's lease over judges with what the previous one sent (`adopt`, from
+  the record the watchdog reads anyway: no read of its own);
+- `caps`: a reading taken before the session's latest accepted profile (`READING_LAG_S`) shows
+  what the station drew under an earlier limit: the site's metered sum counts it at most at the
+  limit now in force until a fresh reading comes (`total_w`), unless the station is marked
+  non-compliant (`untrusted`: it has shown it does not obey). A mass re-share confirms the
+  decreases before the increases, but the lowered stations' last readings (taken before) stayed
+  in the sum beside the raised ones' new readings: false over-limit alarms (32 in one loaded run).
+  A station that keeps drawing above its new limit shows it in its next reading, counted in full.
 
 An EVSE whose reading did not change and whose limit did not change is not compared again: the
 comparison would give the same answer as last time. So a station is judged on its readings, each
@@ -27,7 +37,10 @@ before (every current reading of the site, stale sessions excluded).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from csms.smart_charging import planner
 from csms.smart_charging.planner import Series
@@ -45,6 +58,8 @@ READING_LAG_S = 2.0
 reading when its event is stored: it was in the station's queue, in flight and in the node's
 buffer before). A profile answered up to this long after a reading was stored may have come after
 the reading was taken, so the one it replaced may still have been in force."""
+HELD_FIELD = "held"
+"""The applied-profile record's field with the session's held profiles (`encode_held`)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,11 @@ class HeldProfile:
     answered_s: float
     series: Series
 
+    @cached_property
+    def text(self) -> str:
+        """This profile as the record stores it (`encode_held`), built once."""
+        return ",".join([repr(self.sent_s), repr(self.answered_s)] + [f"{t!r}:{w!r}" for t, w in self.series])
+
 
 def window(series: Series, start_s: float, end_s: float) -> Series:
     """`series` between `start_s` and `end_s` (the value at `start_s` first): what a held profile
@@ -64,6 +84,38 @@ def window(series: Series, start_s: float, end_s: float) -> Series:
     out = [(start_s, planner.value_at(series, start_s))]
     out += [(t, w) for t, w in series if start_s < t <= end_s]
     return out
+
+
+def encode_held(held: list[HeldProfile]) -> str:
+    """`held` (one session's) as the record stores it: `sent,answered,t:w,t:w;...` (floats as repr,
+    exact both ways; one string, not a container per point, in every record a node keeps)."""
+    return ";".join(h.text for h in held)
+
+
+def decode_held(text: str, tx_ref: str) -> list[HeldProfile]:
+    """The held profiles of session `tx_ref` stored as `text` (`encode_held`); a malformed entry is
+    skipped (the record-based rule of `watchdog.allowed_when_taken_w` still covers the reading)."""
+    out = []
+    for entry in text.split(";"):
+        parts = entry.split(",")
+        try:
+            series = [(float(t), float(w)) for t, w in (p.split(":") for p in parts[2:])]
+            if series:
+                out.append(HeldProfile(tx_ref, float(parts[0]), float(parts[1]), series))
+        except ValueError:
+            continue
+    return out
+
+
+def _pruned(held: list[HeldProfile]) -> list[HeldProfile]:
+    """The newest session's profiles, oldest first, without those replaced longer ago than any
+    reading still judged was taken (`HOLD_KEEP_S`, `HOLD_KEEP_MIN`, `HOLD_MAX`)."""
+    held.sort(key=lambda h: h.answered_s)
+    ref, newest_s = held[-1].tx_ref, held[-1].answered_s
+    kept = [h for h in held if h.tx_ref == ref]
+    while len(kept) > HOLD_MAX or (len(kept) > HOLD_KEEP_MIN and kept[1].answered_s < newest_s - HOLD_KEEP_S):
+        kept.pop(0)
+    return kept
 
 
 @dataclass
@@ -86,6 +138,12 @@ class MeteredState:
     stale: dict[str, set[EvseId]] = field(default_factory=dict)
     held: dict[EvseId, list[HeldProfile]] = field(default_factory=dict)
     """(station, evse) -> the TxProfiles it accepted lately, oldest first (`hold`, `held_at`)."""
+    held_src: dict[EvseId, str] = field(default_factory=dict)
+    """(station, evse) -> its record's `HELD_FIELD` text last merged into `held` or written (`adopt`)."""
+    caps: dict[EvseId, Series] = field(default_factory=dict)
+    """(station, evse) -> the limit its last reading, taken before it, counts at most in the site's sum."""
+    untrusted: set[EvseId] = field(default_factory=set)
+    """EVSEs marked non-compliant: their readings count in full (`watchdog.tick` keeps it)."""
     probe_at: dict[str, tuple[frozenset[EvseId], float]] = field(default_factory=dict)
     """site -> (its refusing EVSEs when last read, their earliest retry time): read again only when
     that set changes or a retry falls due (`watchdog.tick` probes them then)."""
@@ -98,6 +156,8 @@ class MeteredState:
             self.taken_at.pop(evse, None)
         else:
             self.taken_at[evse] = at_s
+        if evse in self.caps:
+            self._recap(evse)
         if site_id is None:
             site_id = self.site_of.get(evse)
         if site_id is None:
@@ -120,6 +180,9 @@ class MeteredState:
         self.power.pop(evse, None)
         self.taken_at.pop(evse, None)
         self.held.pop(evse, None)
+        self.held_src.pop(evse, None)
+        self.caps.pop(evse, None)
+        self.untrusted.discard(evse)
         self.unsited.discard(evse)
         site_id = self.site_of.get(evse)
         if site_id is not None:
@@ -129,13 +192,48 @@ class MeteredState:
     def hold(self, evse: EvseId, tx_ref: str, sent_s: float, answered_s: float, series: Series) -> None:
         """The EVSE accepted a TxProfile of session `tx_ref` (sent at `sent_s`, answer recorded at
         `answered_s`) allowing `series`; those of other sessions and old ones are forgotten."""
+        sent_s, answered_s = round(sent_s, 3), round(answered_s, 3)  # ms, W/10: short in the record
         kept = [h for h in self.held.get(evse, ()) if h.tx_ref == tx_ref]
-        kept.append(HeldProfile(tx_ref, sent_s, answered_s, window(series, sent_s, answered_s + HOLD_KEEP_S)))
-        kept.sort(key=lambda h: h.answered_s)
-        while len(kept) > HOLD_MAX or (len(kept) > HOLD_KEEP_MIN
-                                       and kept[1].answered_s < answered_s - HOLD_KEEP_S):
-            kept.pop(0)  # replaced longer ago than any reading still judged was taken
-        self.held[evse] = kept
+        kept.append(HeldProfile(tx_ref, sent_s, answered_s, [(round(t, 3), round(w, 1)) for t, w in window(
+            series, sent_s, answered_s + HOLD_KEEP_S)]))
+        self.held[evse] = _pruned(kept)
+        self._recap(evse)
+
+    def adopt(self, evse: EvseId, record: Mapping[str, Any] | None) -> None:
+        """Merge the held profiles stored in the EVSE's applied-profile record (`HELD_FIELD`, written
+        by whichever node sent them) into `held`: a node that took the site's lease over judges with
+        what the previous one sent. Nothing to do when the text is what this node last merged or
+        wrote (a string comparison: no parse per reading)."""
+        text = record.get(HELD_FIELD) if record else None
+        if not text or not isinstance(text, str) or self.held_src.get(evse) == text:
+            return
+        self.held_src[evse] = text
+        stored = decode_held(text, str(record.get("tx_ref") or "")) if record else []
+        mine = self.held.get(evse, [])
+        known = {(h.tx_ref, h.sent_s, h.answered_s) for h in mine}
+        merged = mine + [h for h in stored if (h.tx_ref, h.sent_s, h.answered_s) not in known]
+        if merged:
+            self.held[evse] = _pruned(merged)
+            self._recap(evse)
+
+    def held_text(self, evse: EvseId, tx_ref: str) -> str:
+        """The held profiles of session `tx_ref` as its record stores them (`encode_held`), noted as
+        written (`adopt` does not merge them back)."""
+        text = encode_held([h for h in self.held.get(evse, ()) if h.tx_ref == tx_ref])
+        if text:
+            self.held_src[evse] = text
+        return text
+
+    def _recap(self, evse: EvseId) -> None:
+        """Whether the EVSE's last reading was taken before its latest accepted profile (module doc):
+        then the site's sum counts it at most at that profile (`caps`). A reading with no store time
+        counts in full."""
+        seen, held, taken = self.power.get(evse), self.held.get(evse), self.taken_at.get(evse)
+        if (seen is None or not held or held[-1].tx_ref != seen[0] or taken is None
+                or taken >= held[-1].answered_s + READING_LAG_S):
+            self.caps.pop(evse, None)
+        else:
+            self.caps[evse] = held[-1].series
 
     def held_at(self, evse: EvseId, tx_ref: str, taken_at_s: float) -> float | None:
         """The highest limit (W) among the TxProfiles of session `tx_ref` the station may have
@@ -164,11 +262,23 @@ class MeteredState:
         due |= self.stale.get(site_id, set())
         return {e for e in due if e in self.power}
 
-    def total_w(self, site_id: str) -> float:
-        """Metered power of the site: every current reading, stale sessions excluded."""
+    def total_w(self, site_id: str, now_s: float, capped: bool = True) -> float:
+        """Metered power of the site at `now_s`: every current reading, stale sessions excluded; a
+        reading taken before the session's latest accepted profile counts at most at the limit that
+        profile sets now (`caps`, module doc), unless the station is marked non-compliant or
+        `capped` is False (every reading as taken)."""
         stale = self.stale.get(site_id, set())
-        power = self.power
-        return sum(power[e][1] for e in self.members.get(site_id, ()) if e not in stale and e in power)
+        power, caps, untrusted = self.power, self.caps, self.untrusted
+        total = 0.0
+        for e in self.members.get(site_id, ()):
+            if e in stale or e not in power:
+                continue
+            w = power[e][1]
+            cap = caps.get(e) if capped else None
+            if cap is not None and e not in untrusted:
+                w = min(w, planner.value_at(cap, now_s))
+            total += w
+        return total
 
     def all_of(self, site_id: str) -> list[EvseId]:
         """Every EVSE of the site with a current reading (the corrective pass of an alarm)."""

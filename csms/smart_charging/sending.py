@@ -20,6 +20,7 @@ from prometheus_client import Counter
 
 from csms.smart_charging import budget, conversion, planner
 from csms.smart_charging.evse import EvseInfo
+from csms.smart_charging.metered import HELD_FIELD
 from csms.smart_charging.planner import Series
 from evfleet.events import EventType, event_fields
 from evfleet.records import stored_float
@@ -226,6 +227,10 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
     status = conversion.answer_status(reply)
     PROFILES_ANSWERED.labels(str(status)).inc()
     prev = info.record or {}
+    answered_s = svc.clock.timestamp()
+    svc.metered.adopt(info.ident, prev)  # what the node before this one sent (a lease taken over)
+    if accepted:  # the watchdog judges a reading against every profile in force when it was taken
+        svc.metered.hold(info.ident, ref, now_s, answered_s, counted)
     renegotiates = accepted and planner.max_abs_diff_w(old, counted, now_s) > 1.0
     if renegotiates:  # an ISO 15118 EV (it sent needs) that already has a schedule renegotiates
         needs_n, plans_n = await svc.store.session_fields(ref, ["needs_received", "ev_plans_received"])
@@ -252,6 +257,9 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
     }
     if not accepted and prev.get("tx_ref") != ref:
         record["kind"] = ""
+    held_text = svc.metered.held_text(info.ident, ref)
+    if held_text:  # stored with the record: a node that takes the site over judges with them (`metered`)
+        record[HELD_FIELD] = held_text
     w = StoreWrite(profiles={info.ident: record})
     evse_fields: dict[str, str] = {"applied_limit_w": repr(record["limit_w"])}
     if not steerable:
@@ -272,8 +280,6 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
         "error": reply.error, "steerable": steerable, "limit_w": record["limit_w"]}, info, ref))
     await svc.writes.write(w)
     info.record = record
-    if accepted:  # the watchdog judges a reading against every profile in force when it was taken
-        svc.metered.hold(info.ident, ref, now_s, svc.clock.timestamp(), counted)
     svc.metered.recheck(info.ident)  # its limit changed: the watchdog compares its reading again
     if not steerable:
         log.warning("station %s EVSE %s refused a profile (%s): budgeted at its maximum, retry in %.0f s",

@@ -80,11 +80,14 @@ async def tick(svc: SmartChargingService, site_id: str) -> None:
         cleared |= verdict == "cleared"
         if info.noncompliant_w is not None:
             flagged += 1
+            state.untrusted.add(evse)  # it has shown it does not obey: its readings count in full
+        else:
+            state.untrusted.discard(evse)
         if info.noncompliant_w is not None or info.key in svc._noncompliant or info.key in svc._compliant:
             pending.add(evse)  # a clock runs (or may run out): judged every pass, reading or not
     state.pending[site_id], state.stale[site_id] = pending, stale
     await svc.store.write(peaks)
-    metered_w = state.total_w(site_id)
+    metered_w = state.total_w(site_id, now_s)
     NONCOMPLIANT.labels(site_id).set(flagged)
     SITE_METERED_KW.labels(site_id).set(metered_w / 1000.0)
     changed |= await _over_limit(svc, site_id, metered_w, limit_w, mono)
@@ -136,6 +139,16 @@ def allowed_when_taken_w(info: EvseInfo, taken_at_s: float | None, now_s: float,
     return max(allowed, planner.value_at([(float(t), float(w)) for t, w in before], taken_at_s))
 
 
+def held_w(svc: SmartChargingService, info: EvseInfo, taken_at_s: float | None) -> float | None:
+    """`MeteredState.held_at` for the EVSE's reading stored at `taken_at_s`, after merging the held
+    profiles its record carries (`MeteredState.adopt`: sent by the node that held the site's lease
+    before this one)."""
+    if taken_at_s is None:
+        return None
+    svc.metered.adopt(info.ident, info.record)
+    return svc.metered.held_at(info.ident, info.tx_ref, taken_at_s)
+
+
 async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn: float, now_s: float,
                  mono: float, taken_at_s: float | None = None) -> str | None:
     """One metered EVSE against what it is allowed: "raised" if it is newly marked non-compliant
@@ -143,8 +156,7 @@ async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn:
     its limit again, less), None if nothing changed."""
     if not info.steerable or not info.online:
         return None
-    held_w = svc.metered.held_at(info.ident, info.tx_ref, taken_at_s) if taken_at_s is not None else None
-    allowed = allowed_when_taken_w(info, taken_at_s, now_s, held_w)
+    allowed = allowed_when_taken_w(info, taken_at_s, now_s, held_w(svc, info, taken_at_s))
     over = drawn > allowed + max(svc.settings.noncompliance_tolerance_w, 0.05 * allowed)
     if info.noncompliant_w is None:
         if svc._noncompliant.update(info.key, over, mono):
@@ -162,9 +174,17 @@ async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn:
 
 async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float, limit_w: float,
                       mono: float) -> bool:
-    """Raise or clear the site's over-limit alarm; True if stations were newly marked."""
-    over = metered_w > limit_w + max(100.0, 0.005 * limit_w)
+    """Raise or clear the site's over-limit alarm; True if stations were newly marked.
+
+    `metered_w` counts a reading taken before its session's latest accepted profile at most at that
+    profile (`MeteredState.total_w`): it raises the alarm. The alarm is cleared on the readings as
+    taken: not while the readings that raised it still show more, only because lower limits were
+    answered since (the corrective pass's own decreases would clear it until the next readings)."""
+    tolerance_w = max(100.0, 0.005 * limit_w)
+    over = metered_w > limit_w + tolerance_w
     lasting = svc._over.update(site_id, over, mono)
+    if not over and site_id in svc._alarmed:
+        over = svc.metered.total_w(site_id, svc.clock.timestamp(), capped=False) > limit_w + tolerance_w
     OVER_LIMIT.labels(site_id).set(1 if over else 0)
     if lasting and site_id not in svc._alarmed:
         svc._alarmed.add(site_id)
@@ -180,8 +200,7 @@ async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float,
             if seen is None or seen[0] != info.tx_ref or not info.steerable or not info.online:
                 continue
             taken_at = svc.metered.taken_at.get(info.ident)
-            held_w = svc.metered.held_at(info.ident, info.tx_ref, taken_at) if taken_at is not None else None
-            allowed = allowed_when_taken_w(info, taken_at, now_s, held_w)
+            allowed = allowed_when_taken_w(info, taken_at, now_s, held_w(svc, info, taken_at))
             if info.noncompliant_w is None and seen[1] > allowed + svc.settings.noncompliance_tolerance_w:
                 await _set_noncompliant(svc, site_id, info, seen[1], allowed)
         return True
@@ -215,6 +234,10 @@ async def _set_noncompliant(svc: SmartChargingService, site_id: str, info: EvseI
                         "what it draws", info.key, drawn, allowed)
         w.evse_fields[info.ident] = {"noncompliant_w": repr(drawn)}
     info.noncompliant_w = drawn
+    if drawn is None:  # counted in the site's sum as metered, even a reading taken before a decrease
+        svc.metered.untrusted.discard(info.ident)
+    else:
+        svc.metered.untrusted.add(info.ident)
     w.events.append(svc._fields(EventType.EVSE_NONCOMPLIANT, site_id, {
         "noncompliant": drawn is not None, "drawn_w": drawn, "allowed_w": round(allowed, 1)},
         info=info))

@@ -50,14 +50,14 @@ def test_the_state_counts_every_reading_and_hands_out_each_once() -> None:
     state.note(("B", 1), None, "ref-b", 500.0)  # site not known yet
     assert state.take(SITE) == {("A", 1)} and state.unsited == {("B", 1)}
     state.place(("B", 1), SITE)
-    assert state.total_w(SITE) == 1500.0
+    assert state.total_w(SITE, 0.0) == 1500.0
     assert state.take(SITE) == set()  # nothing new: nothing to read
     state.recheck(("A", 1))  # its limit changed
     assert state.take(SITE) == {("A", 1)}
     state.stale[SITE] = {("B", 1)}
-    assert state.total_w(SITE) == 1000.0 and state.take(SITE) == {("B", 1)}
+    assert state.total_w(SITE, 0.0) == 1000.0 and state.take(SITE) == {("B", 1)}
     state.drop(("A", 1))
-    assert state.total_w(SITE) == 0.0 and state.all_of(SITE) == [("B", 1)]
+    assert state.total_w(SITE, 0.0) == 0.0 and state.all_of(SITE) == [("B", 1)]
 
 
 async def test_a_pass_reads_only_new_readings_and_still_marks_a_silent_overdraw() -> None:
