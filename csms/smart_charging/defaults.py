@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from csms.command_types import CommandReply, Outcome
 from csms.smart_charging import budget, conversion, planner
 from csms.smart_charging.evse import EvseInfo
-from csms.smart_charging.sending import PROFILES_ANSWERED, PROFILES_SENT, event, refusal
+from csms.smart_charging.sending import PROFILES_SENT, count_answer, event, refusal
 from evfleet.events import EventType
 from evfleet.store.port import EvseId, StoreWrite
 
@@ -238,8 +238,7 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
         return
     zero = planner.constant(0.0)
     accepted, steerable, _ = conversion.outcome(reply, zero, zero, 0.0)
-    status = conversion.answer_status(reply)
-    PROFILES_ANSWERED.labels(str(status)).inc()
+    status = count_answer(reply, info.station_id, "default")
     fields: dict[str, str] = {}
     if accepted:  # since when it holds (a reading stored before shows nothing about it: watchdog.tick)
         fields.update({"default_limit_w": repr(counted_w), "default_at": repr(svc.clock.timestamp())})

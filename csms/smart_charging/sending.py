@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import Counter
 
-from csms.smart_charging import budget, conversion, planner
+from csms.command_types import CommandReply, Outcome
+from csms.smart_charging import budget, conversion, planner, timeouts
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.metered import HELD_FIELD
 from csms.smart_charging.planner import Series
@@ -224,8 +225,7 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
     reply = await svc.commands.call(info.station_id, "SetChargingProfile", payload,
                                     timeout_s=svc.settings.call_timeout_s)
     accepted, steerable, counted = conversion.outcome(reply, old, new, now_s)
-    status = conversion.answer_status(reply)
-    PROFILES_ANSWERED.labels(str(status)).inc()
+    status = count_answer(reply, info.station_id, kind)
     prev = info.record or {}
     answered_s = svc.clock.timestamp()
     svc.metered.adopt(info.ident, prev)  # what the node before this one sent (a lease taken over)
@@ -287,6 +287,16 @@ async def _send_one(svc: SmartChargingService, site_id: str, info: EvseInfo, pay
     elif accepted and kind == "probe":
         info.steerable = True
     return accepted, counted
+
+
+def count_answer(reply: CommandReply, station_id: str, kind: str) -> Any:
+    """The answer's status (`conversion.answer_status`), counted; a timeout is also logged, with
+    the others of its second (`timeouts`)."""
+    status = conversion.answer_status(reply)
+    PROFILES_ANSWERED.labels(str(status)).inc()
+    if reply.outcome is Outcome.TIMEOUT:
+        timeouts.LOG.note(station_id, kind, reply.error)
+    return status
 
 
 def refusal(svc: SmartChargingService, site_id: str, info: EvseInfo) -> dict[str, str]:
