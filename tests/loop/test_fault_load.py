@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -38,7 +37,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +46,12 @@ from ocpp.v201 import call
 
 from csms.store.embedded import EmbeddedRedis, free_port
 from csms.store.provisioning import provision_station
-from evfleet.clock import RealClock
 from evfleet.keys import Keys
 from evfleet.store.client import connect_redis
-from evse_sim.ev import Ev, EvSpec
-from evse_sim.evse import EvseSpec
-from evse_sim.hlc import BasicHlc
-from evse_sim.station import ConnectionConfig, SimStation, StationConfig
+from evse_sim.ev import Ev
+from evse_sim.station import SimStation
 from tests.conftest import MqttBroker
+from tests.sim_stations import charging_ev, sim_station
 
 K = Keys("evfleet")
 SITE = "depot"
@@ -149,12 +145,7 @@ class Rig:
         proc.wait(10)
 
     def add_station(self, sid: str, quirks: frozenset[str] = frozenset()) -> SimStation:
-        cfg = StationConfig(sid, (EvseSpec.ac(11.0),), tx_updated_interval_s=1, aligned_interval_s=0,
-                            quirks=quirks)
-        conn = ConnectionConfig(f"ws://127.0.0.1:{self.ocpp_port}/ocpp", password=PASSWORD,
-                                backoff_base_s=0.2, backoff_max_s=1.0, response_timeout_s=10)
-        st = SimStation(cfg, conn, RealClock(), hlc=BasicHlc(max_schedule_tuples=8),
-                        rng=random.Random(len(self.stations)))
+        st = sim_station(sid, f"ws://127.0.0.1:{self.ocpp_port}/ocpp", PASSWORD, len(self.stations), quirks)
         push = st.core.outbox.push
 
         def recording(payload: Any, persistent: bool = False, on_result: Any = None) -> bool:
@@ -205,12 +196,6 @@ class Rig:
         elif limit_w > self.limit_w:
             self.bound_w = limit_w
         self.limit_w = limit_w
-
-
-def _ev(n: int, kwh: float = 40.0) -> Ev:
-    now = datetime.now(UTC)
-    return Ev(EvSpec(f"EV-{n}", "Test", 77.0, 0.2, 0.2 + kwh / 77.0, 11.0, 50.0, now,
-                     now + timedelta(hours=4), hlc=True, id_token=f"TOK-{n}"))
 
 
 async def _until(pred: Any, timeout: float, what: str) -> None:
@@ -315,10 +300,10 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         await redis.aclose()
         r.phase = "plug-ins"
         for i in range(1, 6):
-            r.plug(f"FL-{i}", _ev(i))
+            r.plug(f"FL-{i}", charging_ev(i))
             await asyncio.sleep(1.0)
         r.phase = "rejecting station"
-        r.plug("FL-REJ", _ev(20))
+        r.plug("FL-REJ", charging_ev(20))
         await asyncio.sleep(8.0)
         r.phase = "limit by CLI"
         proc = await asyncio.create_subprocess_exec(
@@ -342,8 +327,8 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         await asyncio.sleep(8.0)
         r.phase = "optimizer SIGKILL"
         r.kill("optimizer")
-        r.plug("FL-6", _ev(6))
-        r.plug("FL-7", _ev(7))
+        r.plug("FL-6", charging_ev(6))
+        r.plug("FL-7", charging_ev(7))
         await asyncio.sleep(3.0)
         # the steered session drawing the most leaves: at least one EV minimum (4.1 kW) is freed
         # (the site's ~15 kW steered budget is shared by at most three sessions)
@@ -357,7 +342,7 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         r.phase = "csms SIGKILL"
         r.kill("csms")
         await asyncio.sleep(1.0)
-        r.plug("FL-8", _ev(8))
+        r.plug("FL-8", charging_ev(8))
         await asyncio.sleep(2.0)
         r.start_csms()
         await _until(lambda: _port_open(r.ocpp_port), 30, "csms back")
@@ -370,7 +355,7 @@ async def test_fault_and_load_zero_seconds_over_the_site_limit(mqtt_broker: Mqtt
         await _until(lambda: nc.online, 20, "FL-NC online")
         await asyncio.sleep(1.0)
         t_nc = time.monotonic()
-        r.plug("FL-NC", _ev(30))
+        r.plug("FL-NC", charging_ev(30))
         await asyncio.sleep(10.0)
         r.phase = "end"
         redis = connect_redis(r.redis_srv.url)

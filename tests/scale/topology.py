@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,10 +159,12 @@ async def _until_healthy(url: str, timeout_s: float = 30.0) -> None:
 
 @contextlib.asynccontextmanager
 async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0, tls_nodes: int = 0,
-                   tls_args: tuple[str, ...] = ()) -> AsyncIterator[Topology]:
+                   tls_args: tuple[str, ...] = (), extra_env: Mapping[str, str] | None = None
+                   ) -> AsyncIterator[Topology]:
     """Start HAProxy, `nodes` csms nodes, `tls_nodes` TLS csms nodes (`tls_args`: their `--tls-*`
-    flags) and `workers` optimizer workers; stop them all after."""
-    env = {**os.environ, "HOME": str(tmp), "EVFLEET_LOG_LEVEL": "INFO"}
+    flags) and `workers` optimizer workers (every process with `extra_env` in its environment); stop
+    them all after."""
+    env = {**os.environ, "HOME": str(tmp), "EVFLEET_LOG_LEVEL": "INFO", **(extra_env or {})}
     topo = Topology(redis_url, free_port(), free_port(), tmp=tmp, env=env, tls_port=free_port())
     try:
         for prefix, count, extra, into in (("node", nodes, (), topo.nodes),
