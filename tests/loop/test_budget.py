@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -104,7 +105,10 @@ def _bisected_fair_shares(budget_w: float, caps_w: dict[str, float],
     mins = {k: min(max(0.0, mins_w.get(k, 0.0)), caps_w[k]) for k in caps_w}
     budget = max(0.0, budget_w)
     admitted = sorted(caps_w, key=lambda k: (mins[k], str(k)))
-    while admitted and sum(mins[k] for k in admitted) > budget + 1e-9:
+    # drop the largest minimums while they do not fit: the same sums as summing what is left each
+    # time (left to right), kept as prefix sums (re-summing was quadratic: 31 s at 20,000 sessions)
+    prefix = list(itertools.accumulate(mins[k] for k in admitted))
+    while admitted and prefix[len(admitted) - 1] > budget + 1e-9:
         admitted.pop()
     out = dict.fromkeys(caps_w, 0.0)
     if not admitted:
