@@ -6,12 +6,14 @@ from __future__ import annotations
 import httpx
 
 SMART_CHARGING_COUNTERS = ("evfleet_smart_charging_profiles_sent_total", "evfleet_k16_replans_skipped_total",
-                           "evfleet_smart_charging_passes_total", "evfleet_noncompliant_marked_total")
+                           "evfleet_smart_charging_passes_total", "evfleet_noncompliant_marked_total",
+                           "evfleet_smart_charging_profile_answers_total")
 
 
 def smart_charging_stats(metrics_urls: list[str]) -> dict[str, float]:
     """Summed over the nodes' /metrics: TxProfiles sent by kind, K16 skips, whole-site passes by
-    cause (`SMART_CHARGING_COUNTERS`, one entry per label set); empty when a node does not answer."""
+    cause, non-compliance marks, answers to SetChargingProfile by status (`timeout` among them)
+    (`SMART_CHARGING_COUNTERS`, one entry per label set); empty when a node does not answer."""
     out: dict[str, float] = {}
     for url in metrics_urls:
         try:
