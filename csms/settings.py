@@ -160,6 +160,13 @@ class CsmsSettings(CommandSettings):
 
     # --- smart charging ----------------------------------------------------------------
     smart_charging: bool = True
+    smart_charging_alive_ttl_s: float = Field(
+        10.0, ge=2.0, description="TTL of a node's smart-charging liveness key: a dead node's sites are "
+                                  "taken over within about this + 0.3 s of its death, and a node whose "
+                                  "event loop stalls longer than this - 0.25 s loses its sites to another "
+                                  "(csms/smart_charging/leases.py). 10 s keeps the stall tolerance of the "
+                                  "15 s site lease; 4.5 s takes over within 5 s on nodes that never stall "
+                                  "4 s (gc thaws at 20,000 stations on a loaded machine took 7.5-7.8 s)")
     interim_profile_after_s: float = Field(
         5.0, gt=0, description="send a safe interim profile if no plan arrives within this time")
     optimizer_silent_after_s: float = Field(

@@ -288,6 +288,12 @@ class Keys:
         """STRING with TTL: a live csms node's heartbeat."""
         return f"{self.prefix}:node:{node_id}"
 
+    def node_alive(self, node_id: str) -> str:
+        """STRING (PX a few s, refreshed several times a second): the node's smart-charging
+        liveness token (csms.smart_charging.leases); its loss lets another node take the node's
+        site leases before they expire."""
+        return f"{self.prefix}:node:{node_id}:alive"
+
     def node_commands(self, node_id: str) -> str:
         """LIST: outbound-call requests for stations held by that node (LPUSH / BRPOP)."""
         return f"{self.prefix}:node:{node_id}:commands"

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from csms.smart_charging import actions
+from csms.smart_charging import actions, leases
 from csms.smart_charging.work import Work
 from evfleet.events import Event, EventType
 from evfleet.store.port import StoreWrite
@@ -78,7 +78,7 @@ def flag_needs(svc: SmartChargingService, events: Sequence[Event]) -> None:
                 or event.data.get("status") in ("Rejected", "Repeated")):
             continue
         site_id = event.site_id or svc._station_site.get(event.station_id)
-        if site_id in svc.held and mono < svc._lease_fresh_until.get(site_id or "", 0.0):
+        if site_id is not None and leases.trusted(svc, site_id, mono):
             svc.needs_due(site_id or "", (event.station_id, int(event.evse_id)))
             flagged.add(site_id or "")
     for site_id in flagged:  # served after the site's current work (`_handle`), or at once

@@ -117,6 +117,8 @@ class SmartChargingService:
         self.lease_recheck_s = LEASE_RECHECK_S
         self._lease_taken_until: dict[str, float] = {}
         """site -> monotonic time until which a lease another node holds is not asked for again."""
+        self.liveness = leases.Liveness(node_id, ttl_s=settings.smart_charging_alive_ttl_s)
+        """The node's liveness token (the value of its leases) and the other holders' (`leases`)."""
         self.defaults = defaults.DefaultsState()
         self._starved: dict[str, set[tuple[str, int]]] = {}
         """site -> sessions that got no provisional share for want of headroom (re-shared after a wave)."""
@@ -241,7 +243,8 @@ class SmartChargingService:
             except TimeoutError:
                 return
             try:
-                await self._handle(site_id, kind, payload)
+                if await leases.may_act(self, site_id):
+                    await self._handle(site_id, kind, payload)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad event must not stop the site's loop; it is logged with context
@@ -433,7 +436,8 @@ class SmartChargingService:
     # --- main loop ------------------------------------------------------------------------
     async def run(self) -> None:
         """Follow the event stream until cancelled."""
-        renew = asyncio.create_task(leases.renew_loop(self))
+        await leases.ensure_alive(self)
+        renew = asyncio.create_task(leases.lease_loops(self))
         watchdog = asyncio.create_task(self._watchdog())
         # start at the current tail id (not "$" on every call: no event lost between two reads)
         last_id = await self.store.events_tail()
@@ -477,7 +481,7 @@ class SmartChargingService:
             self.aside.cancel()
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
-                    await self.store.release_lease(site_id, self.node_id)
+                    await self.store.release_lease(site_id, self.liveness.token)
 
 
 STREAM_READ_COUNT = 100

@@ -64,6 +64,19 @@ return out
 """
 
 
+_CAS_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return false
+"""
+"""`steal_leases`: take the lease only from the holder it was seen with."""
+
+_CAS_PEXPIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+"""`refresh_alive`: extend the liveness key only while it holds the node's token."""
+
+
 SITE_CHUNK = 2000
 """Stations (EVSEs) a whole-site read handles between two yields to the event loop while it builds
 its keys and EVSE lists (`site_evses`, `_records`): 20,000 of them held the loop for 20-30 ms."""
@@ -93,19 +106,46 @@ class RedisStateStore:
         self.redis = redis
         self.keys = keys
         self._script = redis.register_script(_READ)
+        self._refresh = redis.register_script(_CAS_PEXPIRE)
         self._docs: dict[str, tuple[str, dict[str, Any]]] = {}  # `_doc`: key -> (raw text, parsed)
 
-    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int) -> bool:
+    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int,
+                         seen: dict[str, str] | None = None) -> bool:
         """SET NX PX, or PEXPIRE when this node already holds it."""
         key = self.keys.smart_charging_lease(site_id)
         if await self.redis.set(key, node_id, nx=True, px=ttl_ms):
             return True
-        if await self.redis.get(key) == node_id:
+        holder: Any = await self.redis.get(key)
+        if holder == node_id:
             await self.redis.pexpire(key, ttl_ms)
             return True
+        if holder and seen is not None:
+            seen[site_id] = str(holder)
         return False
 
-    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+    async def steal_leases(self, leases: Mapping[str, str], node_id: str, ttl_ms: int) -> set[str]:
+        """One compare-and-set script per lease key (one key: one slot on a Redis Cluster),
+        pipelined."""
+        sites = sorted(leases)
+        replies = await pipelined(self.redis, sites, lambda pipe, s: pipe.eval(
+            _CAS_SET, 1, self.keys.smart_charging_lease(s), leases[s], node_id, ttl_ms))
+        return {s for s, ok in zip(sites, replies, strict=True) if ok}
+
+    async def announce_alive(self, node_id: str, token: str, ttl_ms: int) -> None:
+        """SET PX."""
+        await self.redis.set(self.keys.node_alive(node_id), token, px=ttl_ms)
+
+    async def refresh_alive(self, node_id: str, token: str, ttl_ms: int) -> bool:
+        """PEXPIRE if the key still holds `token` (a one-key script)."""
+        return bool(await self._refresh(keys=[self.keys.node_alive(node_id)], args=[token, ttl_ms]))
+
+    async def alive_tokens(self, node_ids: Sequence[str]) -> dict[str, str]:
+        """GET of each node's liveness key, pipelined."""
+        replies = await pipelined(self.redis, node_ids, lambda pipe, n: pipe.get(self.keys.node_alive(n)))
+        return {n: t for n, t in zip(node_ids, replies, strict=True) if t}
+
+    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int,
+                          seen: dict[str, str] | None = None) -> set[str]:
         """`hold_lease` of every site in two pipelined round trips (SET NX PX and GET of each, then
         PEXPIRE of those this node holds), not two or three round trips per site one after the other:
         a node renewing 50 leases that way under load took longer than their TTL, lost some to the
@@ -122,6 +162,9 @@ class RedisStateStore:
                  if s not in taken and replies[2 * i + 1] == node_id]
         renewed = await pipelined(self.redis, renew, lambda pipe, key: pipe.pexpire(key, ttl_ms))
         held = dict(zip(renew, renewed, strict=True))
+        if seen is not None:
+            seen.update((s, replies[2 * i + 1]) for i, s in enumerate(site_ids)
+                        if s not in taken and replies[2 * i + 1] and replies[2 * i + 1] != node_id)
         return taken | {s for s, k in zip(site_ids, keys, strict=True) if held.get(k)}
 
     async def release_lease(self, site_id: str, node_id: str) -> None:

@@ -40,6 +40,8 @@ class InMemoryStateStore:
     """tx_ref -> loop counters (`tx:{ref}:loop`), values as str like Redis."""
     events: list[dict[str, str]] = field(default_factory=list)
     leases: dict[str, str] = field(default_factory=dict)
+    alive: dict[str, str] = field(default_factory=dict)
+    """node id -> liveness token (`Keys.node_alive`)."""
     writes: int = 0
     """Number of `write` calls (each one is atomic)."""
 
@@ -58,14 +60,40 @@ class InMemoryStateStore:
         return [Event.from_fields(f) for f in self.events]
 
     # --- StateStore ------------------------------------------------------------------------
-    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int) -> bool:
+    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int,
+                         seen: dict[str, str] | None = None) -> bool:
         """Take a free lease or keep our own."""
-        owner = self.leases.setdefault(site_id, node_id)
-        return owner == node_id
+        return bool(await self.hold_leases([site_id], node_id, ttl_ms, seen))
 
-    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int,
+                          seen: dict[str, str] | None = None) -> set[str]:
         """`hold_lease` of each site."""
-        return {s for s in site_ids if self.leases.setdefault(s, node_id) == node_id}
+        held = set()
+        for s in site_ids:
+            owner = self.leases.setdefault(s, node_id)
+            if owner == node_id:
+                held.add(s)
+            elif seen is not None:
+                seen[s] = owner
+        return held
+
+    async def steal_leases(self, leases: Mapping[str, str], node_id: str, ttl_ms: int) -> set[str]:
+        """Take each lease still held by the holder it was seen with."""
+        taken = {s for s, old in leases.items() if self.leases.get(s) == old}
+        self.leases.update(dict.fromkeys(taken, node_id))
+        return taken
+
+    async def announce_alive(self, node_id: str, token: str, ttl_ms: int) -> None:
+        """`alive[node_id] = token` (no expiry clock: a test deletes it to let it lapse)."""
+        self.alive[node_id] = token
+
+    async def refresh_alive(self, node_id: str, token: str, ttl_ms: int) -> bool:
+        """True while `alive[node_id]` is still `token`."""
+        return self.alive.get(node_id) == token
+
+    async def alive_tokens(self, node_ids: Sequence[str]) -> dict[str, str]:
+        """`alive` of those nodes."""
+        return {n: self.alive[n] for n in node_ids if n in self.alive}
 
     async def release_lease(self, site_id: str, node_id: str) -> None:
         """Drop the lease if `node_id` holds it."""

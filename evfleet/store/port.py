@@ -72,17 +72,39 @@ class StateStore(Protocol):
     """Reads and writes of the smart-charging service (one site's view of the shared state)."""
 
     # --- leases (one node acts for a site) -------------------------------------------
-    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int) -> bool:
-        """Take the site's lease if free, or renew it if `node_id` holds it; True if it does."""
+    async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int,
+                         seen: dict[str, str] | None = None) -> bool:
+        """Take the site's lease if free, or renew it if `node_id` (the holder's token) holds it;
+        True if it does. A lease another holder has is recorded in `seen` (site -> holder)."""
         ...
 
     async def release_lease(self, site_id: str, node_id: str) -> None:
         """Give the lease up if `node_id` holds it."""
         ...
 
-    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+    async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int,
+                          seen: dict[str, str] | None = None) -> set[str]:
         """`hold_lease` for many sites at once (a few round trips, whatever their number); returns
         the sites `node_id` holds."""
+        ...
+
+    async def steal_leases(self, leases: Mapping[str, str], node_id: str, ttl_ms: int) -> set[str]:
+        """Take each site's lease (site -> the holder it was seen with) only if that holder still
+        has it (compare-and-set on the one lease key); returns the sites taken."""
+        ...
+
+    # --- node liveness (csms.smart_charging.leases) ------------------------------------
+    async def announce_alive(self, node_id: str, token: str, ttl_ms: int) -> None:
+        """Set the node's liveness key to `token` for `ttl_ms`."""
+        ...
+
+    async def refresh_alive(self, node_id: str, token: str, ttl_ms: int) -> bool:
+        """Extend the node's liveness key by `ttl_ms` only if it still holds `token` (it never
+        comes back once expired); False if it lapsed."""
+        ...
+
+    async def alive_tokens(self, node_ids: Sequence[str]) -> dict[str, str]:
+        """The liveness token of each node that has one."""
         ...
 
     # --- events --------------------------------------------------------------------------

@@ -216,7 +216,7 @@ async def test_needs_in_a_read_of_the_stream_are_flagged_before_the_read_is_disp
     clock, store = FixedClock(), InMemoryStateStore()
     svc = _service(store, Stations(clock, 30_000.0), clock)
     svc.held.add(SITE)
-    svc._lease_fresh_until[SITE] = time.monotonic() + 5.0
+    svc._lease_fresh_until[SITE] = svc.liveness.fresh_until = time.monotonic() + 5.0
 
     def needs(sid: str, site: str = SITE, status: str = "Processing") -> Event:
         return Event(type=EventType.EV_CHARGING_NEEDS, station_id=sid, evse_id=1, tx_ref=f"{sid}:tx",

@@ -532,11 +532,11 @@ async def test_the_renewal_asks_for_every_held_lease_at_once_and_drops_a_lost_on
     batches: list[list[str]] = []
     hold_many = store.hold_leases
 
-    async def counted(site_ids: Sequence[str], node_id: str, ttl_ms: int) -> set[str]:
+    async def counted(site_ids: Sequence[str], node_id: str, ttl_ms: int, seen: Any = None) -> set[str]:
         batches.append(list(site_ids))
-        return await hold_many(site_ids, node_id, ttl_ms)
+        return await hold_many(site_ids, node_id, ttl_ms, seen)
 
-    async def one(site_id: str, node_id: str, ttl_ms: int) -> bool:
+    async def one(site_id: str, node_id: str, ttl_ms: int, seen: Any = None) -> bool:
         raise AssertionError("the renewal asked for one lease at a time")
 
     store.hold_leases = counted  # type: ignore[method-assign]
@@ -560,9 +560,9 @@ async def test_a_fresh_lease_is_not_asked_for_on_every_event() -> None:
     asked: list[str] = []
     hold = store.hold_lease
 
-    async def counted(site_id: str, node_id: str, ttl_ms: int) -> bool:
+    async def counted(site_id: str, node_id: str, ttl_ms: int, seen: Any = None) -> bool:
         asked.append(site_id)
-        return await hold(site_id, node_id, ttl_ms)
+        return await hold(site_id, node_id, ttl_ms, seen)
 
     store.hold_lease = counted  # type: ignore[method-assign]
     assert await svc.holds(SITE) and await svc.holds(SITE) and asked == [SITE]

@@ -269,7 +269,8 @@ def test_every_key_kind_has_its_sharded_name() -> None:
     for name, args in samples.items():
         before, after = getattr(old, name)(*args), getattr(new, name)(*args)
         assert before != after and sharded_name(before, new) == after, name
-    for name, args in {"site_defaults": (), "node": ("n1",), "node_commands": ("n1",), "clock": (),
+    for name, args in {"site_defaults": (), "node": ("n1",), "node_alive": ("n1",), "node_commands": ("n1",),
+                       "clock": (),
                        "command_reply": ("r",), "energy_history": ("T1",), "optimizer_lease": ("depot",),
                        "service_lease": ("mqtt",), "smart_charging_lease": ("depot",)}.items():
         key = getattr(old, name)(*args)
@@ -278,7 +279,8 @@ def test_every_key_kind_has_its_sharded_name() -> None:
     helpers = {"shard_of_station", "shard_of_site", "shard_prefix", "shard_ids", "transactions_active",
                "transactions_by_start", "active_for", "by_start_for", "shard_keys", "events", "event_streams",
                "station_events", "site_events", "shard_of_event", "optimizer_alive", "optimizer_rescue"}
-    covered = set(samples) | helpers | {"site_defaults", "node", "node_commands", "clock", "command_reply",
+    covered = set(samples) | helpers | {"site_defaults", "node", "node_alive", "node_commands", "clock",
+                                        "command_reply",
                                         "energy_history", "optimizer_lease", "service_lease",
                                         "smart_charging_lease"}
     assert built <= covered, f"a key kind without a migration check: {built - covered}"
