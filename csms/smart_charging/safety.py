@@ -83,14 +83,6 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
             svc._late_since[site_id] = time.monotonic()
             PASSES.labels("fallback").inc()
     fallback = site_id in svc._fallback and between is None  # between two rounds: arrivals only
-    silent = fallback and provisional.optimizer_silent(
-        svc._late_since.get(site_id), time.monotonic(), svc.settings.optimizer_silent_after_s,
-        svc.plan_seen_any)
-    if silent and site_id not in svc._silent:
-        log.warning("site %s: no plan for %.0f s: the optimizer is taken as silent, every session "
-                    "shares the headroom fairly", site_id, svc.settings.optimizer_silent_after_s)
-        svc._silent.add(site_id)
-        PASSES.labels("silent").inc()
     now_s = svc.clock.timestamp()
     slices = sending.Slices()  # the per-EVSE loops of the pass yield every few ms (a 20,000-EVSE site)
     candidates: dict[str, bool] = {}
@@ -105,12 +97,49 @@ async def share_fairly(svc: SmartChargingService, site_id: str,
         if info is not None and svc.aside.busy(info):  # its share once that call is answered
             svc._starved.setdefault(site_id, set()).add(ident)
             svc.aside.note_held(svc, site_id, ident)
+    silent = fallback and await _silent(svc, site_id, evses, candidates)
     arrived = None if fallback else frozenset(f"{sid}/{eid}" for sid, eid in arrivals or ())
     sharers = provisional.sharers(candidates, arrived, silent)
     if not sharers:
         return 0
     kind = "interim" if fallback else "provisional"
     return await _share(svc, site_id, evses, sharers, kind, now_s, None if silent else plan, between, slices)
+
+
+async def _silent(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo],
+                  candidates: Mapping[str, bool]) -> bool:
+    """The site's optimizer is taken as silent (`provisional.optimizer_silent`), unless the site's
+    stored plan already covers every candidate session without a profile of the current plan.
+
+    An optimizer that has planned every session has nothing more to say: it writes no new plan
+    until something changes, and plans for other sites stop too once they are all planned. Such a
+    site is late only on this node (its plan event still queued behind a long pass or a stream
+    read that fell behind, or the session's profile not answered): re-sharing every session then
+    undid the plan, a TxProfile per session (issue 14: 25 of 100 sites, 3,171 profiles in a
+    minute, the worker idle). So past the bound the stored plan is read afresh (not this node's
+    view of the last plan it handled): if it covers them, the site is not silent and its lateness
+    counts again from now (a plan read per bound, at most). Sessions no stored plan covers (new
+    ones, with the optimizer gone) make it silent as before."""
+    if site_id in svc._silent:
+        return True
+    mono = time.monotonic()
+    bound_s = svc.settings.optimizer_silent_after_s
+    if not provisional.optimizer_silent(svc._late_since.get(site_id), mono, bound_s, svc.plan_seen_any):
+        return False
+    late = [k for k, planned in candidates.items() if not planned]
+    refs = (await svc.store.site_plan(site_id) or {}).get("transactions")
+    if isinstance(refs, dict) and all(refs.get(k) == evses[k].tx_ref for k in late):
+        log.info("site %s: late for %.0f s, but its stored plan covers its %d session(s) without a "
+                 "plan profile: this node is behind, the optimizer is not silent", site_id,
+                 mono - svc._late_since.get(site_id, mono), len(late))
+        svc._late_since[site_id] = mono
+        PASSES.labels("behind").inc()
+        return False
+    log.warning("site %s: no plan for %.0f s: the optimizer is taken as silent, every session "
+                "shares the headroom fairly", site_id, bound_s)
+    svc._silent.add(site_id)
+    PASSES.labels("silent").inc()
+    return True
 
 
 @dataclass
