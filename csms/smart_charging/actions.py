@@ -39,7 +39,8 @@ K17_VIOLATIONS = Counter("evfleet_k17_schedule_violations_total",
 PASSES = Counter("evfleet_smart_charging_passes_total",
                  "Smart-charging passes over a site, by what ran: plan (a plan applied), limit:CAUSE (the "
                  "applied limits exceeded the site limit and sessions were scaled down), fallback/silent "
-                 "(a site entered fallback or silent mode), share (a whole-site headroom share), "
+                 "(a site entered fallback or silent mode), behind (a late site whose stored plan covers its "
+                 "late sessions: not silent), share (a whole-site headroom share), "
                  "share-skipped (one that could not change anything, `quiet`)",
                  ["pass"])
 CHURN_SKIPPED = Counter("evfleet_k16_replans_skipped_total",
