@@ -136,6 +136,12 @@ def _for_tx(doc: Any, ref: str) -> dict[str, Any] | None:
     return doc
 
 
+def _applied_view(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The applied-profile record without the watchdog's encoded memory of held profiles (`held`:
+    internal to csms.smart_charging.metered, not part of the API)."""
+    return None if record is None else {k: v for k, v in record.items() if k != "held"}
+
+
 def tx_identity(ref: str, record: dict[str, str] | None = None) -> dict[str, Any]:
     """`station_id`, `transaction_id` (the station's own id), `generation` and `tx_ref` of a ref
     (a member left by a version before refs is shown with its stored station)."""
@@ -183,7 +189,7 @@ def session_view(ref: str, tx: dict[str, str], live: bool, site_id: str,
         "progress": progress,
         "charging_needs": needs_doc,
         "planned_schedule": _for_tx(planned, ref) if live else None,
-        "applied_profile": _for_tx(profile, ref) if live else None,
+        "applied_profile": _applied_view(_for_tx(profile, ref)) if live else None,
         "ev_schedule": _for_tx(ev_schedule, ref) if live else None,
     }
 

@@ -131,7 +131,7 @@ async def seed_session(redis: Redis, txid: str, sid: str, eid: int = 1, *, power
         await redis.set(KEYS.applied_profile(sid, eid), json.dumps({
             "plan_id": "p1", "transaction_id": txid, "tx_ref": ref, "profile": {"id": 1},
             "status": "Accepted", "sent_at": iso(start),
-            "answered_at": iso(start), "limit_w": 11000}))
+            "answered_at": iso(start), "limit_w": 11000, "held": "1.0,1.5,0:11000"}))
 
 
 async def seed_site(redis: Redis, site: str = "depot", limit_kw: float = 50.0, *,

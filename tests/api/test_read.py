@@ -90,6 +90,7 @@ async def test_session_detail_has_schedule_profile_needs_and_meter(
         "CS1", "TX1", 1, "CS1:TX1")
     assert doc["planned_schedule"]["limits_kw"] == [11.0, 7.0, 7.0, 3.5]
     assert doc["applied_profile"]["status"] == "Accepted"
+    assert "held" not in doc["applied_profile"]  # the watchdog's internal memory stays internal
     assert doc["charging_needs"]["energy_amount_wh"] == 20000
     assert len(doc["meter"]) == 3 and doc["meter"][-1]["soc"] == 42
     assert (await client.get("/api/v1/sessions/CS1/NOPE", headers=tokens.viewer)).status_code == 404
