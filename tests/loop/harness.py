@@ -223,8 +223,10 @@ class Loop:
         """
         bound_w, seen_w, lowered_at = 0.0, 0.0, -1e9
         while True:
-            now = datetime.now(UTC)
             limit_w = await self.site_limit_w()
+            # after the await: a profile accepted during it may start after an earlier `now`, and
+            # before its start `limit_w_at` falls back to the default (a false 11,040 W, seen at load 10)
+            now = datetime.now(UTC)
             loop_now = asyncio.get_running_loop().time()
             if limit_w < seen_w:
                 lowered_at = loop_now
