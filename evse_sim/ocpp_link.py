@@ -255,7 +255,8 @@ class StationLink(ChargePoint):
                     seq_no=seq,
                     report_data=part or None,
                     tbc=True if seq < len(parts) - 1 else None,
-                )
+                ),
+                on_link=True,  # the CSMS asks right after its boot answer, before `link_up`
             )
         return call_result.GetBaseReport(status="Accepted")
 

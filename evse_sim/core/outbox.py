@@ -28,10 +28,21 @@ class Outbox:
         self._msgs: deque[OutMsg] = deque()
 
     def push(
-        self, payload: Any, persistent: bool = False, on_result: Callable[[Any], None] | None = None
+        self,
+        payload: Any,
+        persistent: bool = False,
+        on_result: Callable[[Any], None] | None = None,
+        on_link: bool = False,
     ) -> bool:
-        """Queue a CALL; a non-persistent one is dropped while offline. True if queued."""
-        if not persistent and not self.online:
+        """Queue a CALL; a non-persistent one is dropped while offline. True if queued.
+
+        `on_link`: queued in answer to a CSMS request on the open connection (NotifyReport after
+        GetBaseReport): kept even before the boot is accepted (`online`); the CSMS may send such a
+        request right after its BootNotification answer, before the station has marked itself online,
+        and the report was then lost (every demo station's EVSE maximum stayed unknown). The sender
+        starts after the boot, and `link_down` drops it with the connection like any non-persistent
+        message."""
+        if not persistent and not self.online and not on_link:
             return False
         self._msgs.append(OutMsg(payload, persistent, on_result))
         if self.on_push is not None:

@@ -94,10 +94,15 @@ class StationState:
         return self.outbox.online
 
     def queue(
-        self, payload: Any, persistent: bool = False, on_result: Callable[[Any], None] | None = None
+        self,
+        payload: Any,
+        persistent: bool = False,
+        on_result: Callable[[Any], None] | None = None,
+        on_link: bool = False,
     ) -> None:
-        """Queue an outbound CALL; non-persistent messages are dropped while offline."""
-        self.outbox.push(payload, persistent, on_result)
+        """Queue an outbound CALL; non-persistent messages are dropped while offline (`on_link`: an
+        answer to a request on the open connection, kept before the boot is accepted, `Outbox.push`)."""
+        self.outbox.push(payload, persistent, on_result, on_link=on_link)
 
     @property
     def queued(self) -> int:

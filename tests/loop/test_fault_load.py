@@ -148,10 +148,11 @@ class Rig:
         st = sim_station(sid, f"ws://127.0.0.1:{self.ocpp_port}/ocpp", PASSWORD, len(self.stations), quirks)
         push = st.core.outbox.push
 
-        def recording(payload: Any, persistent: bool = False, on_result: Any = None) -> bool:
+        def recording(payload: Any, persistent: bool = False, on_result: Any = None,
+                      on_link: bool = False) -> bool:
             if isinstance(payload, call.TransactionEvent):
                 self.tx_sent.append((sid, str(payload.transaction_info["transaction_id"]), payload.seq_no))
-            return push(payload, persistent, on_result)
+            return push(payload, persistent, on_result, on_link=on_link)
 
         st.core.outbox.push = recording  # type: ignore[method-assign]
         self.stations[sid] = st

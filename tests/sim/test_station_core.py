@@ -240,3 +240,29 @@ def test_offline_every_periodic_sample_is_kept() -> None:
         core.tick(clock.now())
     assert sum(1 for m in core.outbox if type(m.payload) is call.TransactionEvent
                and m.payload.trigger_reason == "MeterValuePeriodic") == 4
+
+
+def test_get_base_report_during_boot_keeps_its_notify_report() -> None:
+    """The csms asks for the device model right after its BootNotification answer; the link's reader can
+    serve that GetBaseReport before the driver marks the station online (`link_up`). The NotifyReport
+    must still go out after the boot: it was dropped as "offline" and the csms planned every demo EVSE
+    (11 kW) at its 22 kW default. A station that is really offline still drops what it queues."""
+    from evse_sim.ocpp_link import StationLink
+
+    core, clock = _core(online=False)
+    link = StationLink(core, SimpleNamespace(), response_timeout_s=1.0)
+    assert core.boot_answered(SimpleNamespace(status="Accepted", interval=0, current_time=None)) is None
+    link.on_get_base_report(request_id=5, report_base="FullInventory")  # before link_up
+    core.queue(call.Heartbeat())  # an ordinary non-persistent message: dropped while offline
+    core.link_up(clock.now())
+    sent = _send_all(core)
+    reports = [p for p in sent if isinstance(p, call.NotifyReport)]
+    assert reports and not any(isinstance(p, call.Heartbeat) for p in sent)
+    power = [d for p in reports for d in p.report_data or []
+             if d["component"]["name"] == "EVSE" and d["variable"]["name"] == "Power"]
+    assert [d["variable_characteristics"]["max_limit"] for d in power] == [11000.0]
+
+    core.link_down()
+    link.on_get_base_report(request_id=6, report_base="FullInventory")
+    core.link_down()  # the connection went away before the sender ran: gone with it
+    assert not any(isinstance(m.payload, call.NotifyReport) for m in core.outbox)
