@@ -192,6 +192,12 @@ class CsmsSettings(CommandSettings):
     refusal_backoff_s: float = Field(
         30.0, gt=0, description="first wait before a station that refused a profile is tried again "
                                 "(doubles per refusal, at most 1 h; a reboot retries at once)")
+    default_timeout_backoff_s: float = Field(
+        15.0, gt=0, description="a TxDefaultProfile call that timed out is sent again after a wait drawn "
+                                "up to this (doubling per timeout in a row, full jitter, at least 2 s); "
+                                "any answer or a reboot starts again")
+    default_timeout_backoff_max_s: float = Field(
+        300.0, gt=0, description="the longest wait before a timed-out TxDefaultProfile is sent again")
     noncompliant_after_s: float = Field(
         10.0, gt=0, description="metered power above the accepted limit for longer marks an EVSE "
                                 "non-compliant (budgeted at what it draws)")

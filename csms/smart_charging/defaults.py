@@ -15,7 +15,13 @@ applied sum exceed the site budget; it only decides how soon headroom appears. H
   default, or reserve x EVSEs within the budget). Otherwise, and on lease take-over, limit changes
   and probes, it reads the whole site as before;
 - **once at a time**: an EVSE with a default in flight gets no second one (unless its station
-  booted again); one that timed out is tried again in the next pass;
+  booted again); one that timed out is tried again after a per-EVSE backoff (`TimeoutBackoff`:
+  `evfleet.backoff`, full jitter from `default_timeout_backoff_s` doubling up to
+  `default_timeout_backoff_max_s`), not in every pass: re-sending at once to a station whose node
+  is behind was a retry storm at start-up (up to 6 defaults per EVSE, issue 14). The backoff is
+  reset by any answer and by the station booting. Meanwhile the EVSE counts as after any timeout:
+  at the default it last accepted (defaults are only installed or lowered, so that is the higher
+  of the two it may hold), or at its maximum if it has none; the backoff only delays the re-send;
 - **in bounded batches** (`DEFAULTS_BATCH` calls out at a time, the next batch once they are
   answered): a boot wave of 20,000 EVSEs does not start 20,000 calls in one callback, and the
   node's stations are answered between the batches;
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from csms.command_types import CommandReply, Outcome
 from csms.smart_charging import budget, conversion, planner
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.sending import PROFILES_SENT, count_answer, event, refusal
+from evfleet.backoff import Backoff
 from evfleet.events import EventType
 from evfleet.store.port import EvseId, StoreWrite
 
@@ -49,6 +57,40 @@ log = logging.getLogger(__name__)
 
 NOTE_CHUNK = 2000
 """EVSEs `DefaultsState.note_read_steps` notes per step."""
+
+TIMEOUT_RETRY_MIN_S = 2.0
+"""The shortest wait before a timed-out default is sent again (full jitter may draw ~0)."""
+
+
+@dataclass
+class TimeoutBackoff:
+    """Per EVSE: when its timed-out default may be sent again (`evfleet.backoff.Backoff` each)."""
+
+    base_s: float
+    max_s: float
+    rng: random.Random = field(default_factory=random.Random)
+    waits: dict[EvseId, Backoff] = field(default_factory=dict)
+    retry_at: dict[EvseId, float] = field(default_factory=dict)
+    """EVSE -> the time (clock timestamp) before which its default is not sent again."""
+
+    def timed_out(self, evse: EvseId, now_s: float) -> float:
+        """The EVSE's default timed out: the seconds until it may be sent again (doubling per
+        timeout in a row, with full jitter, at least `TIMEOUT_RETRY_MIN_S` or `base_s`)."""
+        wait = self.waits.get(evse)
+        if wait is None:
+            wait = self.waits[evse] = Backoff(self.base_s, self.max_s, self.rng)
+        delay = max(min(TIMEOUT_RETRY_MIN_S, self.base_s), wait.next_delay())
+        self.retry_at[evse] = now_s + delay
+        return delay
+
+    def waiting(self, evse: EvseId, now_s: float) -> bool:
+        """Whether the EVSE's default is held back (it timed out and its wait is not over)."""
+        return self.retry_at.get(evse, 0.0) > now_s
+
+    def reset(self, evse: EvseId) -> None:
+        """The station answered (or booted): the next timeout waits from `base_s` again."""
+        self.waits.pop(evse, None)
+        self.retry_at.pop(evse, None)
 
 
 @dataclass
@@ -69,6 +111,8 @@ class DefaultsState:
     """EVSE -> the limit (W) of its default that is out (`pending_w`)."""
     accepted_w: dict[EvseId, float] = field(default_factory=dict)
     """EVSE -> the limit (W) of the last default it accepted from this node (`pending_w`)."""
+    timeouts: TimeoutBackoff = field(default_factory=lambda: TimeoutBackoff(15.0, 300.0))
+    """Timed-out defaults held back (`TimeoutBackoff`; the service sets it from its settings)."""
     queued: set[str] = field(default_factory=set)
     done_queued: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -132,8 +176,9 @@ def needs_default(svc: SmartChargingService, site_id: str, info: EvseInfo, targe
     state = svc.defaults
     if not info.online:
         return False
-    if info.ident in state.inflight.get(site_id, ()) and info.station_id not in force:
-        return False
+    if info.station_id not in force and (info.ident in state.inflight.get(site_id, ())
+                                         or state.timeouts.waiting(info.ident, now_s)):
+        return False  # out, or timed out and waiting (`TimeoutBackoff`): it counts as before
     if not info.steerable:
         svc._refusing.setdefault(site_id, set()).add(info.ident)
         if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
@@ -178,6 +223,9 @@ async def run_pass(svc: SmartChargingService, site_id: str) -> int:
     state.queued.discard(site_id)
     booted = frozenset(state.booted.pop(site_id, set()))
     new = state.new.pop(site_id, set())
+    for sid in booted:  # a boot starts the timeout backoff again (its default goes now: `force`)
+        for eid in state.evses_of.get(sid, ()):
+            state.timeouts.reset((sid, eid))
     known = state.site_evses.get(site_id)
     reserve_w = svc.settings.reserve_kw_per_evse * 1000.0
     if known is None or (reserve_w > 0 and reserve_w * len(known) > await svc.site_budget_w(site_id)):
@@ -264,12 +312,22 @@ async def _one(svc: SmartChargingService, site_id: str, info: EvseInfo, payload:
 
 def _after_answer(svc: SmartChargingService, site_id: str, info: EvseInfo, reply: CommandReply,
                   refused: bool) -> None:
-    """A timeout is tried again in the next pass; the site wakes once its last default is answered
-    (the wave is over: one re-share, not one per confirmation) or at once on a refusal."""
+    """A timeout is tried again after its backoff (`TimeoutBackoff`), any other answer resets it;
+    the site wakes once its last default is answered (the wave is over: one re-share, not one per
+    confirmation) or at once on a refusal."""
     if reply.outcome is Outcome.TIMEOUT:
-        svc.defaults.new.setdefault(site_id, set()).add(info.ident)
-        svc.defaults_due(site_id, None)
+        delay = svc.defaults.timeouts.timed_out(info.ident, svc.clock.timestamp())
+        asyncio.get_running_loop().call_later(delay + 0.01, _retry, svc, site_id, info.ident)
+    else:
+        svc.defaults.timeouts.reset(info.ident)
     wave_over = not svc.defaults.inflight.get(site_id)
     if (wave_over or refused) and site_id not in svc.defaults.done_queued:
         svc.defaults.done_queued.add(site_id)
         svc.enqueue(site_id, "defaults-done", None)
+
+
+def _retry(svc: SmartChargingService, site_id: str, evse: EvseId) -> None:
+    """A timed-out default's wait is over: a pass for it (`needs_default` decides whether it
+    still needs one)."""
+    svc.defaults.new.setdefault(site_id, set()).add(evse)
+    svc.defaults_due(site_id, None)

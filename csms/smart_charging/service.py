@@ -119,7 +119,8 @@ class SmartChargingService:
         """site -> monotonic time until which a lease another node holds is not asked for again."""
         self.liveness = leases.Liveness(node_id, ttl_s=settings.smart_charging_alive_ttl_s)
         """The node's liveness token (the value of its leases) and the other holders' (`leases`)."""
-        self.defaults = defaults.DefaultsState()
+        self.defaults = defaults.DefaultsState(timeouts=defaults.TimeoutBackoff(
+            settings.default_timeout_backoff_s, settings.default_timeout_backoff_max_s))
         self._starved: dict[str, set[tuple[str, int]]] = {}
         """site -> sessions that got no provisional share for want of headroom (re-shared after a wave)."""
         self._plan_blocked: set[str] = set()

@@ -5,7 +5,8 @@ They were counted (`evfleet_smart_charging_profile_answers_total{result="timeout
 logged: 1,180 in one start-up wave between nodes showed nowhere in the logs. A wave of them is
 one event for an operator (a node or its Redis link slow, stations gone), so it is one line a
 second while it lasts. What each one counts is unchanged: a TxProfile that timed out counts the
-higher of its old and new limit (`conversion.outcome`), a default is sent again next pass.
+higher of its old and new limit (`conversion.outcome`), a default is sent again after its backoff
+(`defaults.TimeoutBackoff`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class TimeoutLog:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.kinds.items()))
         more = f" and {total - len(self.stations)} more" if total > len(self.stations) else ""
         log.warning("%d SetChargingProfile call(s) timed out in the last %.0f s (%s), e.g. %s%s%s; "
-                    "each counts the higher of its old and new limit, defaults are sent again",
+                    "each counts the higher of its old and new limit, defaults are sent again later",
                     total, self.window_s, kinds, ", ".join(self.stations), more,
                     f" ({self.reason})" if self.reason else "")
         self.kinds.clear()
