@@ -19,9 +19,10 @@ applied sum exceed the site budget; it only decides how soon headroom appears. H
   `evfleet.backoff`, full jitter from `default_timeout_backoff_s` doubling up to
   `default_timeout_backoff_max_s`), not in every pass: re-sending at once to a station whose node
   is behind was a retry storm at start-up (up to 6 defaults per EVSE, issue 14). The backoff is
-  reset by any answer and by the station booting. Meanwhile the EVSE counts as after any timeout:
-  at the default it last accepted (defaults are only installed or lowered, so that is the higher
-  of the two it may hold), or at its maximum if it has none; the backoff only delays the re-send;
+  reset by any answer and by the station booting or reconnecting. Meanwhile the EVSE counts as
+  after any timeout: at the default it last accepted (defaults are only installed or lowered, so
+  that is the higher of the two it may hold), or at its maximum if it has none; the backoff only
+  delays the re-send;
 - **in bounded batches** (`DEFAULTS_BATCH` calls out at a time, the next batch once they are
   answered): a boot wave of 20,000 EVSEs does not start 20,000 calls in one callback, and the
   node's stations are answered between the batches;
@@ -46,7 +47,7 @@ from csms.smart_charging import budget, conversion, planner
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.sending import PROFILES_SENT, count_answer, event, refusal
 from evfleet.backoff import Backoff
-from evfleet.events import EventType
+from evfleet.events import Event, EventType
 from evfleet.store.port import EvseId, StoreWrite
 
 if TYPE_CHECKING:
@@ -324,6 +325,21 @@ def _after_answer(svc: SmartChargingService, site_id: str, info: EvseInfo, reply
     if (wave_over or refused) and site_id not in svc.defaults.done_queued:
         svc.defaults.done_queued.add(site_id)
         svc.enqueue(site_id, "defaults-done", None)
+
+
+async def reconnected(svc: SmartChargingService, event: Event) -> None:
+    """A station (re)connected: its timed-out defaults wait no longer (`TimeoutBackoff.reset`) and
+    go in the next pass of its site (a boot that follows sends them at once anyway)."""
+    state, sid = svc.defaults, event.station_id
+    waiting = [(sid, eid) for eid in state.evses_of.get(sid, ()) if (sid, eid) in state.timeouts.waits]
+    if not waiting:
+        return
+    for evse in waiting:
+        state.timeouts.reset(evse)
+    site_id = await svc.site_of(event)
+    if await svc.holds(site_id):
+        state.new.setdefault(site_id, set()).update(waiting)
+        svc.defaults_due(site_id, None)
 
 
 def _retry(svc: SmartChargingService, site_id: str, evse: EvseId) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from csms.smart_charging import actions, leases
+from csms.smart_charging import actions, defaults, leases
 from csms.smart_charging.work import Work
 from evfleet.events import Event, EventType
 from evfleet.store.port import StoreWrite
@@ -34,6 +34,9 @@ async def dispatch(svc: SmartChargingService, event: Event, batch: StoreWrite | 
         return
     if event.type == EventType.CONNECTOR_STATUS:
         await _note_evse(svc, event)
+        return
+    if event.type == EventType.STATION_CONNECTED:
+        await defaults.reconnected(svc, event)
         return
     if event.type not in RELEVANT:
         return

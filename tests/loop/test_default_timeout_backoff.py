@@ -13,7 +13,7 @@ from csms.command_types import CommandReply, Outcome
 from csms.settings import CsmsSettings
 from csms.smart_charging import defaults
 from csms.smart_charging.service import SmartChargingService
-from evfleet.events import EventType
+from evfleet.events import Event, EventType
 from evfleet.store.memory import InMemoryStateStore
 from tests.loop.test_service_unit import SITE, FixedClock, Stations, _until
 
@@ -42,19 +42,30 @@ async def _counted_w(svc: SmartChargingService, clock: FixedClock) -> float:
     return max(w for _, w in info.applied(clock.timestamp()))
 
 
-async def test_a_timed_out_default_waits_for_its_backoff_and_counts_at_the_higher_limit() -> None:
+async def _timed_out(backoff_s: float) -> tuple[FixedClock, InMemoryStateStore, Unanswering,
+                                                 SmartChargingService]:
+    """CP-1 holds an 11 kW default; the reservation (0 W per idle EVSE) lowers it; that call times out."""
     clock, store = FixedClock(), InMemoryStateStore()
     store.sites[SITE] = {"limit_kw": "20"}
-    # it holds an 11 kW default; the reservation (0 W per idle EVSE) lowers it
     store.add_evse("CP-1", 1, site_id=SITE, max_power_w="22000", rate_unit="W", default_limit_w="11000.0")
     stations = Unanswering(clock)
-    settings = CsmsSettings(default_site=SITE, call_timeout_s=0.05, default_timeout_backoff_s=0.3,
-                            default_timeout_backoff_max_s=0.3)
+    settings = CsmsSettings(default_site=SITE, call_timeout_s=0.05, default_timeout_backoff_s=backoff_s,
+                            default_timeout_backoff_max_s=backoff_s)
     svc = SmartChargingService(store, clock, settings, "node-a", stations)  # type: ignore[arg-type]
+    assert await svc.ensure_defaults(SITE) == 1
+    await _until(lambda: any(e.type == EventType.PROFILE_ANSWERED for e in store.typed_events()), "timed out")
+    return clock, store, stations, svc
+
+
+def _stop(svc: SmartChargingService) -> None:
+    for site in svc.sites.values():
+        if site.task:
+            site.task.cancel()
+
+
+async def test_a_timed_out_default_waits_for_its_backoff_and_counts_at_the_higher_limit() -> None:
+    clock, store, stations, svc = await _timed_out(0.3)
     try:
-        assert await svc.ensure_defaults(SITE) == 1
-        await _until(lambda: any(e.type == EventType.PROFILE_ANSWERED for e in store.typed_events()),
-                     "timed out")
         await asyncio.sleep(0.1)  # the old code re-sent at once (a pass queued by the timeout)
         for _ in range(3):  # passes during the backoff (boots, new EVSEs, limit changes) skip it
             assert await svc.ensure_defaults(SITE) == 0
@@ -72,9 +83,21 @@ async def test_a_timed_out_default_waits_for_its_backoff_and_counts_at_the_highe
         assert await _counted_w(svc, clock) == 0.0
         assert await svc.ensure_defaults(SITE) == 0 and len(stations.sent) == 2
     finally:
-        for site in svc.sites.values():
-            if site.task:
-                site.task.cancel()
+        _stop(svc)
+
+
+async def test_a_reconnect_ends_the_wait() -> None:
+    """The station reconnects (maybe to a node that answers): its default goes in the next pass."""
+    clock, store, stations, svc = await _timed_out(600.0)
+    try:
+        assert len(stations.sent) == 1 and svc.defaults.timeouts.waiting(EVSE, clock.timestamp())
+        stations.silent = False
+        connected = Event(type=EventType.STATION_CONNECTED, station_id="CP-1", site_id=SITE, ts=clock.now())
+        await svc.dispatch(connected)
+        await _until(lambda: store.evses[EVSE].get("default_limit_w") == "0.0", "sent and accepted")
+        assert len(stations.sent) == 2
+    finally:
+        _stop(svc)
 
 
 async def test_the_wait_doubles_with_jitter_up_to_its_cap_and_an_answer_resets_it() -> None:
