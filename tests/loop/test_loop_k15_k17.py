@@ -197,7 +197,11 @@ async def test_default_profiles_keep_new_sessions_within_limit_before_any_plan(r
         await lp.wait_for(lambda: all(default_a(c) == 9.6 for c in (cp1, cp2, cp3)), what="defaults 9.6 A")
         assert cp1.defaults[-1]["chargingProfile"]["chargingProfilePurpose"] == "TxDefaultProfile"
         assert cp1.defaults[-1]["chargingProfile"]["stackLevel"] == 0
-        assert await lp.redis.hget(lp.keys.station_evse("CP-1", 1), "default_limit_w") == repr(9.6 * 690)
+        # the record follows the station's Accepted answer, so it may land a moment after the call
+        async def recorded_w() -> bool:
+            return await lp.redis.hget(lp.keys.station_evse("CP-1", 1), "default_limit_w") == repr(9.6 * 690)
+
+        await lp.wait_for(recorded_w, timeout=5.0, what="default_limit_w 6624 W recorded from the answer")
         for i, cp in enumerate((cp1, cp2, cp3), start=1):
             await cp.start_tx(f"tx-{i}", token=f"T{i}")
             lp.active[cp.id] = True
