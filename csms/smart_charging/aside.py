@@ -1,6 +1,6 @@
 """Single-EVSE calls that run beside a site's task, not in it: K17 re-sends and probes.
 
-A site's task (`service._site_loop`) does its work one item at a time. A call to one station
+A site's task (`site_task.serve`) does its work one item at a time. A call to one station
 that it awaited inline (the K17 re-send of our profile, the probe of a refusing EVSE) held every
 other piece of the site's work (a new session's provisional share, a plan, the watchdog) for as
 long as that one station took to answer: up to the call timeout, 30 s by default. These calls
@@ -149,7 +149,7 @@ class Aside:
             self.out.pop(info.ident, None)  # after the answer's write (`sending.send`), see `mark`
             self.site_of.pop(info.ident, None)
             # a pass left it alone meanwhile, or it refused (it counts at its maximum now: the site
-            # task's next turn lowers the others, `service._handle`): wake the site
+            # task's next turn lowers the others, `site_task.handle`): wake the site
             wake = info.ident in self.held or site_id in svc._refused
             self.held.discard(info.ident)
             if wake and not cancelled and site_id in svc.held:

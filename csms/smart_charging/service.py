@@ -25,7 +25,8 @@ interleave.
 A session is identified by its `tx_ref` (station, transactionId, generation) in plans, records
 and events; the station's own transactionId only goes into the profiles sent to it.
 
-Layout: this module is the thin asyncio driver (the stream loop, per-site queues); `leases`
+Layout: this module is the thin asyncio driver (the service's state, the stream loop);
+`site_task` runs each site's queue (the step per item, what goes before the next), `leases`
 takes and renews the site leases, `intake` routes stream events to a site's queue, `pacing`
 spaces the whole-site passes and runs K15's timers, `work` names the queue items; `budget`
 states the site-limit rule and holds every policy that keeps it (counting, ordering, scaling,
@@ -44,8 +45,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +66,7 @@ from csms.smart_charging import (
     quiet,
     safety,
     sending,
+    site_task,
     watchdog,
 )
 from csms.smart_charging.calls import Caller, LocalFirst
@@ -88,14 +89,10 @@ __all__ = ["EvseInfo", "SmartChargingService", "Work", "ev_plan_series", "run"]
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class _Site:
-    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
-
 
 class SmartChargingService:
-    """The service's state and loop (one per csms node); the steps are in `actions`/`safety`."""
+    """The service's state and stream loop (one per csms node); each site's queue runs in
+    `site_task`, the steps are in `actions`/`safety`."""
 
     def __init__(self, store: StateStore, clock: Clock, settings: CsmsSettings, node_id: str,
                  commands: Caller, lease_ttl_s: float = 15.0) -> None:
@@ -107,7 +104,8 @@ class SmartChargingService:
         self.writes = WriteGroup(store)
         """The sends' store writes of one event-loop turn, applied together (`writes`)."""
         self.lease_ttl_s = lease_ttl_s
-        self.sites: dict[str, _Site] = {}
+        self.sites: dict[str, site_task.SiteQueue] = {}
+        """site -> its queue of work and the task serving it (`site_task`)."""
         self.held: set[str] = set()
         self._station_site: dict[str, str] = {}
         self._timers: set[asyncio.Task[None]] = set()
@@ -144,9 +142,9 @@ class SmartChargingService:
         self._plan_view: dict[str, provisional.PlanView] = {}
         """site -> its current plan's sessions and prices (`safety.current_plan`)."""
         self._decoded: DecodeMemo = {}
+        """`decode_all`'s memo: the last decode of each EVSE read and its inputs."""
         self.stream_read_interval_s = pacing.STREAM_READ_INTERVAL_S
         """Shortest time between two reads of the event stream while it keeps up (`pacing.read_pause_s`)."""
-        """`decode_all`'s memo: the last decode of each EVSE read and its inputs."""
         self._provisional_due: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs whose charging needs arrived: a provisional share goes out first thing."""
         self.metered = metered.MeteredState()
@@ -170,14 +168,6 @@ class SmartChargingService:
         """When each site's next fallback re-share and interim pass may run (`pacing`)."""
         self._refusing: dict[str, set[tuple[str, int]]] = {}
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
-        self._handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
-            Work.RECONCILE: self._on_reconcile, Work.TICK: self._on_tick, Work.DEFAULTS: self._on_defaults,
-            Work.DEFAULTS_DONE: self._on_defaults_done, Work.ASIDE_DONE: self._on_aside_done,
-            Work.INTERIM: self._on_interim, Work.RESHARE: self._on_reshare,
-            EventType.SCHEDULE_PLANNED: self._on_plan,
-            EventType.SITE_LIMIT: self._on_site_limit, EventType.TX_STARTED: self._on_tx_started,
-            EventType.TX_ENDED: self._on_tx_ended, EventType.EV_CHARGING_SCHEDULE: self._on_ev_schedule,
-        }
 
     # --- leases (`leases`) ----------------------------------------------------------------
     async def holds(self, site_id: str, renew: bool = False) -> bool:
@@ -187,15 +177,6 @@ class SmartChargingService:
     async def renew_leases(self) -> None:
         """Renew every held lease in one batch (`leases.renew_leases`)."""
         await leases.renew_leases(self)
-
-    async def _watchdog(self) -> None:
-        """Every `watchdog_interval_s`: a metered check of each held site (`watchdog.tick`)."""
-        while True:
-            await asyncio.sleep(self.settings.watchdog_interval_s)
-            for site_id in list(self.held):
-                if site_id not in self._tick_queued:  # a slow site gets one tick at a time
-                    self._tick_queued.add(site_id)
-                    self.enqueue(site_id, Work.TICK, None)
 
     # --- event intake -------------------------------------------------------------------
     async def station_site(self, station_id: str) -> str:
@@ -210,11 +191,12 @@ class SmartChargingService:
         return event.site_id or await self.station_site(event.station_id)
 
     def enqueue(self, site_id: str, kind: str, payload: Any) -> None:
-        """Hand work to the site's serial task."""
-        site = self.sites.setdefault(site_id, _Site())
-        site.queue.put_nowait((kind, payload))
-        if site.task is None or site.task.done():
-            site.task = asyncio.create_task(self._site_loop(site_id, site), name=f"smart-charging:{site_id}")
+        """Hand work to the site's serial task (`site_task.enqueue`)."""
+        site_task.enqueue(self, site_id, kind, payload)
+
+    async def _handle(self, site_id: str, kind: str, payload: Any) -> None:
+        """One queue item as the site's task runs it (`site_task.handle`)."""
+        await site_task.handle(self, site_id, kind, payload)
 
     async def dispatch(self, event: Event, batch: StoreWrite | None = None) -> None:
         """Route one stream event to its site's task (`intake.dispatch`)."""
@@ -236,94 +218,6 @@ class SmartChargingService:
         if waker is not None:
             waker.set()
 
-    async def _site_loop(self, site_id: str, site: _Site) -> None:
-        while True:
-            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                async with asyncio.timeout(60):
-                    kind, payload = await site.queue.get()
-            except TimeoutError:
-                return
-            try:
-                if await leases.may_act(self, site_id):
-                    await self._handle(site_id, kind, payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad event must not stop the site's loop; it is logged with context
-                log.exception("smart charging: %s on site %s failed", kind, site_id)
-
-    async def _handle(self, site_id: str, kind: str, payload: Any) -> None:
-        quiet.keep_for(self, site_id, kind)
-        handler = self._handlers.get(kind)
-        if handler is not None:
-            await handler(site_id, payload)
-        if site_id in self._refused:  # a station refused: it now counts at its maximum
-            self._refused.discard(site_id)
-            await self.enforce_limit(site_id, "refused")
-            await safety.share_fairly(self, site_id)
-        if site_id in self.defaults.queued and kind != Work.DEFAULTS:
-            # a station booted or an EVSE appeared: its default profile goes before queued work
-            # (until it holds one it counts at its maximum, and a plug-in there would draw that)
-            quiet.drop(self, site_id)
-            await self._on_defaults(site_id, None)
-        arrivals = self._provisional_due.pop(site_id, None)
-        if arrivals:  # needs arrived meanwhile: their provisional share goes before queued work
-            await safety.share_fairly(self, site_id, arrivals=arrivals)
-
-    async def _on_reconcile(self, site_id: str, _: Any) -> None:
-        await self.ensure_defaults(site_id)
-        await self.enforce_limit(site_id, "reconcile")
-        await self.apply_plan(site_id)
-
-    async def _on_tick(self, site_id: str, _: Any) -> None:
-        self._tick_queued.discard(site_id)
-        await watchdog.tick(self, site_id)
-
-    async def _on_plan(self, site_id: str, _: Any) -> None:
-        safety.plan_arrived(self, site_id)
-        self._starved.pop(site_id, None)
-        await self.apply_plan(site_id)
-
-    async def _on_site_limit(self, site_id: str, _: Any) -> None:
-        await self.enforce_limit(site_id, "site_limit")
-        await self.ensure_defaults(site_id)
-        await safety.share_fairly(self, site_id)
-
-    async def _on_defaults(self, site_id: str, _: Any) -> None:
-        """Stations booted / EVSEs appeared since the last pass (one pass, `defaults.run_pass`)."""
-        await defaults.run_pass(self, site_id)
-
-    async def _on_defaults_done(self, site_id: str, _: Any) -> None:
-        """A wave of defaults answered: more headroom. Sessions held at 0 W for want of it share again,
-        and a plan whose increases were blocked is applied again (`defaults` module doc)."""
-        self.defaults.done_queued.discard(site_id)
-        await self._retry_blocked(site_id)
-
-    async def _on_aside_done(self, site_id: str, _: Any) -> None:
-        """A call beside the site's task was answered after a pass left its EVSE alone (`aside`)."""
-        await self._retry_blocked(site_id)
-
-    async def _retry_blocked(self, site_id: str) -> None:
-        if site_id in self._plan_blocked:
-            await self.apply_plan(site_id)
-        starved = self._starved.pop(site_id, None)
-        if starved:
-            await safety.share_fairly(self, site_id, arrivals=starved)
-
-    async def _on_interim(self, site_id: str, _: Any) -> None:
-        await pacing.interim_pass(self, site_id)
-
-    async def _on_tx_started(self, site_id: str, event: Event) -> None:
-        quiet.touch(self, site_id, event.station_id, event.evse_id)
-        self.reshare_soon(site_id)  # in fallback mode: re-share
-
-    async def _on_tx_ended(self, site_id: str, event: Event) -> None:
-        quiet.touch(self, site_id, event.station_id, event.evse_id)
-        await actions.tx_ended(self, event)
-        self.reshare_soon(site_id)
-
-    async def _on_reshare(self, site_id: str, _: Any) -> None:
-        await pacing.reshare_pass(self, site_id)
-
     def reshare_soon(self, site_id: str) -> None:
         """In fallback mode, sessions started or ended: one re-share soon (`pacing.reshare_soon`)."""
         pacing.reshare_soon(self, site_id)
@@ -331,9 +225,6 @@ class SmartChargingService:
     def start_interim_timer(self, site_id: str, event: Event) -> None:
         """K15's interim timer of a session (`pacing.start_interim_timer`)."""
         pacing.start_interim_timer(self, site_id, event)
-
-    async def _on_ev_schedule(self, site_id: str, event: Event) -> None:
-        await self.check_ev_schedule(site_id, event)
 
     def defaults_due(self, site_id: str, booted: str | None) -> None:
         """Queue one default-profile pass for the site (boots at fleet start coalesce into one)."""
@@ -439,7 +330,7 @@ class SmartChargingService:
         """Follow the event stream until cancelled."""
         await leases.ensure_alive(self)
         renew = asyncio.create_task(leases.lease_loops(self))
-        watchdog = asyncio.create_task(self._watchdog())
+        ticks = asyncio.create_task(watchdog.queue_ticks(self))
         # start at the current tail id (not "$" on every call: no event lost between two reads)
         last_id = await self.store.events_tail()
         try:
@@ -473,7 +364,7 @@ class SmartChargingService:
                     await asyncio.sleep(pause_s)
         finally:
             renew.cancel()
-            watchdog.cancel()
+            ticks.cancel()
             for site in self.sites.values():
                 if site.task:
                     site.task.cancel()

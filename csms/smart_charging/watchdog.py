@@ -10,6 +10,7 @@ only the EVSEs with a new reading or a changed limit, a running clock, or a retr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from csms.smart_charging import planner, probes, provisional, quiet, sending
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.safety import share_fairly
+from csms.smart_charging.work import Work
 from evfleet.events import EventType
 from evfleet.store.port import StoreWrite
 
@@ -37,6 +39,18 @@ NONCOMPLIANT = Gauge("evfleet_noncompliant_evses", "EVSEs drawing more than thei
                      ["site"])
 NONCOMPLIANT_MARKED = Counter("evfleet_noncompliant_marked_total",
                               "EVSEs marked non-compliant (drew above their accepted limit too long)")
+
+
+async def queue_ticks(svc: SmartChargingService) -> None:
+    """Every `watchdog_interval_s`: a metered check (`Work.TICK` -> `tick`) of each held site,
+    one at a time per site (a slow site is not queued a second tick)."""
+    while True:
+        await asyncio.sleep(svc.settings.watchdog_interval_s)
+        for site_id in list(svc.held):
+            if site_id not in svc._tick_queued:  # a slow site gets one tick at a time
+                svc._tick_queued.add(site_id)
+                svc.enqueue(site_id, Work.TICK, None)
+
 
 async def tick(svc: SmartChargingService, site_id: str) -> None:
     """The metered watchdog of one site (module doc).
