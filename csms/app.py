@@ -177,6 +177,8 @@ async def _heartbeat(redis: Redis, keys: Keys, node_id: str, info: dict[str, obj
 
 
 def _start_embedded(settings: CsmsSettings) -> EmbeddedRedis:
+    """Start the embedded redis-server: persistent under `data_dir/redis` (its URL written to
+    `data_dir/redis.url`) when a data dir is set, else in memory."""
     if settings.data_dir is not None:
         data_dir = Path(settings.data_dir) / "redis"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,24 @@ def _start_embedded(settings: CsmsSettings) -> EmbeddedRedis:
         (Path(settings.data_dir) / EMBEDDED_URL_FILE).write_text(server.url + "\n")
         return server
     return EmbeddedRedis().start()
+
+
+def _stop_embedded(embedded: EmbeddedRedis, settings: CsmsSettings) -> None:
+    """Stop the embedded redis-server and remove the URL file `_start_embedded` wrote."""
+    embedded.stop()
+    if settings.data_dir is not None:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(settings.data_dir) / EMBEDDED_URL_FILE).unlink()
+
+
+async def _redis_server(settings: CsmsSettings) -> tuple[EmbeddedRedis | None, str]:
+    """The node's Redis URL: `redis_url`, else an embedded redis-server started here (returned,
+    to be stopped on exit)."""
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        embedded = await asyncio.to_thread(_start_embedded, settings)
+        log.info("embedded redis-server at %s", embedded.url)
+    return embedded, settings.redis_url or (embedded.url if embedded else "")
 
 
 async def _mark_offline(redis: Redis, keys: Keys, now: str, node_id: str | None = None) -> int:
@@ -244,6 +264,23 @@ async def _node_clock(redis: Redis, keys: Keys, settings: CsmsSettings, node_id:
     return clock
 
 
+async def _join_redis(redis: Redis, settings: CsmsSettings, node_id: str, clock: Clock | None,
+                      tasks: list[asyncio.Task[None]]) -> tuple[Keys, Clock]:
+    """Join the deployment's Redis before serving: its key layout, its clock (a simulated one kept
+    alive by a task appended to `tasks`), transaction keys of earlier versions migrated, this node's
+    site defaults published. The keys and the node's clock."""
+    await redis.ping()
+    keys = await resolve_keys(redis, settings.redis_prefix, settings.redis_shards)
+    clock = await _node_clock(redis, keys, settings, node_id, clock)
+    if isinstance(clock, ScaledClock):
+        tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
+                                         name="clock-heartbeat"))
+    if not keys.shards:  # the sharded layout starts from `evfleet redis migrate-keys`, already current
+        await migrate_legacy_transactions(redis, keys)  # before serving: tx keys of earlier versions
+    await _publish_defaults(redis, keys, settings, node_id, clock)
+    return keys, clock
+
+
 async def _publish_defaults(redis: Redis, keys: Keys, settings: CsmsSettings, node_id: str,
                             clock: Clock) -> None:
     """Publish `default_site_limit_kw`, the limit every reader uses for sites without one, and
@@ -296,11 +333,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
                        reply_max_connections: int = REPLY_MAX_CONNECTIONS) -> AsyncIterator[CsmsNode]:
     """Start a node, yield it, stop it cleanly (see module docstring)."""
     node_id = settings.node_id or default_node_id()
-    embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
-        embedded = await asyncio.to_thread(_start_embedded, settings)
-        log.info("embedded redis-server at %s", embedded.url)
-    redis_url = settings.redis_url or (embedded.url if embedded else "")
+    embedded, redis_url = await _redis_server(settings)
     redis = connect_redis(redis_url, max_connections=redis_max_connections)
     # callers bound their own wait (CommandClient.call), so no pool timeout here
     reply_redis = connect_redis(redis_url, max_connections=reply_max_connections, pool_timeout_s=None,
@@ -314,15 +347,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     started = False
     fast: LeanRedis | None = None
     try:
-        await redis.ping()
-        keys = await resolve_keys(redis, settings.redis_prefix, settings.redis_shards)
-        clock = await _node_clock(redis, keys, settings, node_id, clock)
-        if isinstance(clock, ScaledClock):
-            tasks.append(asyncio.create_task(keep_clock_alive(redis, keys.clock(), clock.spec()),
-                                             name="clock-heartbeat"))
-        if not keys.shards:  # the sharded layout starts from `evfleet redis migrate-keys`, already current
-            await migrate_legacy_transactions(redis, keys)  # before serving: tx keys of earlier versions
-        await _publish_defaults(redis, keys, settings, node_id, clock)
+        keys, clock = await _join_redis(redis, settings, node_id, clock, tasks)
         quota = EventQuota(redis, keys, clock, settings.station_event_quota_per_hour,
                            settings.station_event_max_bytes)
         fast = LeanRedis.from_url(redis_url)  # None for a cluster, TLS or a Unix socket: redis-py
@@ -367,10 +392,7 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
         await reply_redis.aclose()
         await redis.aclose()
         if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-            if settings.data_dir is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    (Path(settings.data_dir) / EMBEDDED_URL_FILE).unlink()
+            await asyncio.to_thread(_stop_embedded, embedded, settings)
         if started:
             log.info("csms node %s stopped", node_id)
 
