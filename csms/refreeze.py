@@ -131,6 +131,7 @@ class Refreezer:
         GC_THAW_GROWTH.set(value)
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The `gc.callbacks` hook: after each young collection, freeze its survivors."""
         if phase == "stop" and self.active and int(info.get("generation", 0)) < 2:
             # the collection is over: its survivors are in generation 1 (2 after a generation-1
             # collection), and only they (everything older is frozen); count and splice them out

@@ -58,6 +58,8 @@ class GcPauses:
         self._profile: tuple[list[str], Tally[str], Tally[str]] | None = None
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The `gc.callbacks` hook: times a collection from its start to its stop (metrics, and the
+        slow-collection and profile logs)."""
         if phase == "start":
             if self.profile_over_s is not None:
                 self._profile = _walked(int(info.get("generation", 0)))
