@@ -4,7 +4,6 @@ plan and the API for a site without a limit of its own (real Redis, a real csms 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -20,18 +19,10 @@ from csms.store.provisioning import publish_site_defaults
 from evfleet.clock import RealClock
 from evfleet.events import Event, EventType
 from evfleet.keys import Keys
-from evfleet.store.client import connect_redis
 from evfleet.store.sites import budget_kw, limit_in_force, margin_kw
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 K = Keys("evfleet")
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _seed_depot(redis: Redis, n: int = 3) -> None:

@@ -12,7 +12,6 @@ writes the plans to a real Redis and the node reads them through its Redis store
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,20 +22,12 @@ from csms.smart_charging import safety
 from csms.smart_charging.service import SmartChargingService
 from csms.store.port_redis import RedisStateStore
 from evfleet.clock import RealClock
-from evfleet.store.client import connect_redis
 from optimizer.worker import OptimizerWorker, WorkerConfig
 from tests.loop.test_service_unit import FixedClock, Stations
 from tests.loop.test_worker import K, _seed
 
 SITE = "depot"
 LIMIT_W = 22_000.0
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _sessions(redis: Redis, n: int) -> None:

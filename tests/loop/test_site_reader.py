@@ -5,7 +5,7 @@ and decoded every active transaction of the fleet)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,19 +13,11 @@ import pytest
 from redis.asyncio import Redis
 
 from evfleet.keys import Keys, tx_ref
-from evfleet.store.client import connect_redis
 from optimizer import site_reader
 from optimizer.site_reader import ReadMemo, read_site
 
 K = Keys("evfleet")
 NOW = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _station(redis: Redis, site: str, sid: str, *, online: bool = True) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,18 +15,10 @@ from redis.asyncio import Redis
 from evfleet.clock import RealClock
 from evfleet.events import Event, EventType, event_fields
 from evfleet.keys import Keys
-from evfleet.store.client import connect_redis
 from optimizer.problem import Instance, Schedule
 from optimizer.worker import OptimizerWorker, WorkerConfig
 
 K = Keys("evfleet")
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def _seed(redis: Redis, n: int = 2, limit_kw: float = 20.0, prices: bool = True) -> None:
