@@ -16,18 +16,10 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from evfleet.store.owned import DEL_IF_OWNED, PEXPIRE_IF_OWNED
 from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger(__name__)
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class LeaseLost(RuntimeError):
@@ -62,7 +54,7 @@ async def _run_while_held(redis: Redis, key: str, holder: str, ttl_ms: int,
             done, _ = await asyncio.wait({task}, timeout=ttl_ms / 3000)
             if done:
                 break
-            renewed = await redis.eval(_RENEW, 1, key, holder, str(ttl_ms))
+            renewed = await redis.eval(PEXPIRE_IF_OWNED, 1, key, holder, str(ttl_ms))
             raise_if_cancelling()
             if not renewed:
                 raise LeaseLost(key)
@@ -78,6 +70,6 @@ async def _as_coroutine(service: Callable[[], Awaitable[None]]) -> None:
 
 async def _release(redis: Redis, key: str, holder: str) -> None:
     try:
-        await asyncio.shield(redis.eval(_RELEASE, 1, key, holder))
+        await asyncio.shield(redis.eval(DEL_IF_OWNED, 1, key, holder))
     except RedisError as err:
         log.info("lease %s not released (it expires by itself): %s", key, err)

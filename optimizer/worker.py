@@ -44,6 +44,7 @@ from evfleet.events import Event, EventType
 from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from evfleet.logs import log_context
+from evfleet.store.owned import DEL_IF_OWNED
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from evfleet.tasks import stop_tasks
 from optimizer import consumer, peers, plan_json
@@ -96,12 +97,6 @@ SNAPSHOT_SKEW_MS = 1000
 that stamp stream ids and the one that answered TIME before a snapshot; an event stamped less than
 this before the snapshot's read started still re-plans its site (a re-plan too many, never one too
 few). With one stream (one server) ids and TIME come from one clock: no margin."""
-
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -172,7 +167,7 @@ class OptimizerWorker:
         self._ignored_stale: ClockSpec | None = None
         self.sites: dict[str, _SiteState] = {}
         self._station_site: dict[str, str] = {}
-        self._release = redis.register_script(_RELEASE)
+        self._release = redis.register_script(DEL_IF_OWNED)
         self._read_memo = ReadMemo()
         self.solves = 0
         self.fallbacks = 0

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from evfleet.events import Event
 from evfleet.keys import Keys
+from evfleet.store.owned import PEXPIRE_IF_OWNED
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.shards import active_refs_of
 from evfleet.store.sites import own_limit_kw, pipelined, positive_kw, site_station_ids
@@ -70,12 +71,6 @@ return false
 """
 """`steal_leases`: take the lease only from the holder it was seen with."""
 
-_CAS_PEXPIRE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-"""`refresh_alive`: extend the liveness key only while it holds the node's token."""
-
 
 SITE_CHUNK = 2000
 """Stations (EVSEs) a whole-site read handles between two yields to the event loop while it builds
@@ -106,7 +101,7 @@ class RedisStateStore:
         self.redis = redis
         self.keys = keys
         self._script = redis.register_script(_READ)
-        self._refresh = redis.register_script(_CAS_PEXPIRE)
+        self._refresh = redis.register_script(PEXPIRE_IF_OWNED)  # `refresh_alive`
         self._docs: dict[str, tuple[str, dict[str, Any]]] = {}  # `_doc`: key -> (raw text, parsed)
 
     async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int,

@@ -35,6 +35,7 @@ from redis.exceptions import WatchError
 from evfleet.keys import Keys
 from evfleet.store.client import as_str, is_cluster
 from evfleet.store.multi import SlotMulti
+from evfleet.store.owned import DEL_IF_OWNED
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,6 @@ class UnknownStation(LookupError):
 
 class SiteChangeBusy(RuntimeError):
     """Another site change of the same station held its lock for longer than `SITE_LOCK_WAIT_S`."""
-
-
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 async def change_site(redis: Any, keys: Keys, station_id: str, site_id: str | None, *,
@@ -181,4 +179,4 @@ class _site_lock:  # noqa: N801 (used as `async with _site_lock(...)`)
             await asyncio.sleep(0.02)
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._redis.eval(_UNLOCK, 1, self._key, self._token)
+        await self._redis.eval(DEL_IF_OWNED, 1, self._key, self._token)
