@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchlib import pct, proc_cpu_s, proc_rss_mb  # noqa: E402
-from load_harness_metrics import gc_stats, smart_charging_stats  # noqa: E402
+from load_harness_metrics import StreamLagSampler, gc_stats, smart_charging_stats  # noqa: E402
 from load_harness_procs import (  # noqa: E402
     HAPROXY_MAX_PER_PROC,
     PASSWORD,
@@ -60,8 +60,9 @@ from load_harness_procs import (  # noqa: E402
 
 
 def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int]],
-          metrics_urls: list[str]) -> dict[str, Any]:
-    """Connect N stations with the client processes, run the window, measure `groups` of pids."""
+          metrics_urls: list[str], worker_urls: list[str] | None = None) -> dict[str, Any]:
+    """Connect N stations with the client processes, run the window, measure `groups` of pids;
+    the stream lag is sampled on the nodes' and the workers' (`worker_urls`) /metrics."""
     clients = []
     per = [n // args.clients + (1 if i < n % args.clients else 0) for i in range(args.clients)]
     first = 0
@@ -107,9 +108,12 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
                                            str(pid), "-d", str(int(args.duration)), "-r", "200", "-f", "raw",
                                            "--nonblocking", "-o", str(args.py_spy / f"{pid}.txt")],
                                           stdout=subprocess.DEVNULL))
-    each0 = {p: proc_cpu_s(p) for pids in groups.values() for p in pids}
-    gc0, sc0 = gc_stats(metrics_urls), smart_charging_stats(metrics_urls)
-    time.sleep(max(0.0, t0 + args.duration - time.time()))
+    # the stream lag of every consumer, sampled through the window (nodes, then workers); started
+    # first: a busy node may take most of the window to answer gc_stats' full scrape
+    with StreamLagSampler([*metrics_urls, *(worker_urls or [])], args.lag_every) as lag_sampler:
+        each0 = {p: proc_cpu_s(p) for pids in groups.values() for p in pids}
+        gc0, sc0 = gc_stats(metrics_urls), smart_charging_stats(metrics_urls)
+        time.sleep(max(0.0, t0 + args.duration - time.time()))
     cpu_each = {g: [proc_cpu_s(p) - each0.get(p, 0.0) for p in pids] for g, pids in groups.items()}
     cpu = {g: sum(v) for g, v in cpu_each.items()}
     gc1, sc1 = gc_stats(metrics_urls), smart_charging_stats(metrics_urls)
@@ -156,6 +160,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
                                if k.startswith("thaws:") and v - gc0.get(k, 0.0)},
         "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
         "slow_turns_in_window": gc1["slow_turns"] - gc0["slow_turns"],
+        "stream_lag_in_window": lag_sampler.summary(),
     }
     servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy", "optimizer"))
     row["rss_mb_servers"] = round(servers, 1)
@@ -169,6 +174,7 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
 
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="evfleet-load-") as tmpdir:
         tmp = Path(tmpdir)
+        worker_urls: list[str] = []  # the optimizer workers' /metrics (stream lag only)
         if args.logs is not None:  # kept: node and HAProxy logs of each run
             tmp = args.logs / f"{target}-{n}"
             tmp.mkdir(parents=True, exist_ok=True)
@@ -186,7 +192,7 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             metrics_urls = [f"http://127.0.0.1:{nd.api_port}/metrics" for nd in nodes]
             if args.optimizer:
                 groups["optimizer"] = start_workers(stack, args.optimizer, tmp, redis_srv.url,
-                                                    args.optimizer_log_level)
+                                                    args.optimizer_log_level, worker_urls)
             if m >= 2 or args.haproxy:
                 procs = args.haproxy_procs or max(1, -(-n // HAPROXY_MAX_PER_PROC))
                 url, groups["haproxy"] = start_haproxy(stack, nodes, procs, tmp)
@@ -195,7 +201,7 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         name = target if target == "bare" else f"{target} node{'s' if target != '1' else ''}" + (
             " + HAProxy" if "haproxy" in groups else "")
         print(f"{name}: {n} stations, one message per {args.interval:g} s each", flush=True)
-        row = drive(url, n, args, groups, metrics_urls)
+        row = drive(url, n, args, groups, metrics_urls, worker_urls)
         row["target"] = name
         return row
 
@@ -254,6 +260,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{us.get('haproxy') or 0:>7}{us.get('clients') or 0:>7}{r['rss_mb_servers']:>8.0f}"
               f"{r['rss_mb_per_1000'] or 0:>7.1f}{r['gc_gen2_in_window']:>5.0f}"
               f"{r['gc_gen2_ms_in_window']:>8.0f}")
+    for r in rows:
+        for consumer, lag in (r.get("stream_lag_in_window") or {}).items():
+            if "max_s" in lag:  # (the "scrapes" entry counts the sampler's rounds and failures)
+                print(f"  {r['target']} {r['stations']}: stream lag of {consumer}: max {lag['max_s']:.1f} s, "
+                      f"median {lag['median_s']:.1f} s ({lag['samples']} samples; max of each node, then "
+                      f"worker: {lag['max_s_each']})")
     print("(us: CPU microseconds per answered message of all server processes / redis-server / HAProxy /"
           " the client processes; RSS MB: servers + Redis + HAProxy at the end of the window; gc2: full"
           " garbage collections in the window, all nodes, and the ms they took)")
@@ -306,6 +318,8 @@ def main() -> None:
                         "client; load_stations.py); all stations unless --trace-station")
     p.add_argument("--trace-station", action="append", default=[], metavar="SID",
                    help="with --trace: trace only this station (repeatable)")
+    p.add_argument("--lag-every", type=float, default=2.0, metavar="S",
+                   help="sample the nodes' evfleet_stream_lag_seconds every S seconds in the window")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record every server process with py-spy (collapsed stacks) into DIR/PID.txt")
     p.add_argument("--search", action="store_true",

@@ -3,6 +3,8 @@ counters and garbage-collection / event-loop figures (benchmarks/load_harness.py
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 SMART_CHARGING_COUNTERS = ("evfleet_smart_charging_profiles_sent_total", "evfleet_k16_replans_skipped_total",
@@ -76,3 +78,72 @@ def gc_stats(metrics_urls: list[str]) -> dict[str, float]:
             elif name == "evfleet_gc_pause_max_seconds":
                 out["gen2_max_ms"] = max(out["gen2_max_ms"], value * 1000)
     return out
+
+
+LAG_SERIES = "evfleet_stream_lag_seconds"
+
+
+class StreamLagSampler:
+    """Samples the nodes' `evfleet_stream_lag_seconds{consumer}` every `every_s` in a thread, through
+    `/metrics?name[]=...` (no Redis read on the node: `csms.api.metrics.needs_refresh`); `summary()`
+    gives, per consumer, the max and median over every sample of every process and each process's
+    max (in the order of `metrics_urls`: the nodes, then the optimizer workers)."""
+
+    def __init__(self, metrics_urls: list[str], every_s: float = 2.0) -> None:
+        import threading
+
+        self.urls = metrics_urls
+        self.every_s = every_s
+        self.samples: dict[str, list[list[float]]] = {}
+        """consumer -> per node, its samples."""
+        self.failed = 0
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream-lag-sampler", daemon=True)
+
+    def __enter__(self) -> StreamLagSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                for i, url in enumerate(self.urls):
+                    self._sample(client, i, url)
+                self.rounds += 1
+                self._stop.wait(max(0.0, self.every_s - (time.monotonic() - started)))
+
+    def _sample(self, client: httpx.Client, node: int, url: str) -> None:
+        try:
+            reply = client.get(url, params={"name[]": LAG_SERIES})
+        except httpx.HTTPError:
+            self.failed += 1
+            return
+        if reply.status_code != 200:
+            self.failed += 1
+            return
+        for line in reply.text.splitlines():
+            if line.startswith(LAG_SERIES + "{"):
+                consumer = line.split('consumer="', 1)[1].split('"', 1)[0]
+                per_node = self.samples.setdefault(consumer, [[] for _ in self.urls])
+                per_node[node].append(float(line.rsplit(" ", 1)[1]))
+
+    def summary(self) -> dict[str, dict[str, object]]:  # called after __exit__
+        """Per consumer: max and median seconds over all samples, each process's max, samples taken."""
+        import statistics
+
+        out: dict[str, dict[str, object]] = {}
+        for consumer, per_node in sorted(self.samples.items()):
+            every = [v for node in per_node for v in node]
+            if not every:
+                continue
+            out[consumer] = {"max_s": round(max(every), 2), "median_s": round(statistics.median(every), 2),
+                             "max_s_each": [round(max(node), 2) if node else None for node in per_node],
+                             "samples": len(every)}
+        out["scrapes"] = {"rounds": self.rounds, "failed": self.failed}
+        return out

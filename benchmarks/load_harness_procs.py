@@ -88,14 +88,21 @@ def start_nodes(stack: ExitStack, m: int, args: argparse.Namespace, tmp: Path,
 
 
 def start_workers(stack: ExitStack, count: int, tmp: Path, redis_url: str,
-                  log_level: str = "WARNING") -> list[int]:
+                  log_level: str = "WARNING", metrics_urls: list[str] | None = None) -> list[int]:
     """`count` `evfleet optimizer` workers on the run's Redis, as production runs them (killed when
-    `stack` closes): plans arrive, so the sites leave fallback mode. Returns their pids."""
+    `stack` closes): plans arrive, so the sites leave fallback mode. Returns their pids; each serves
+    /metrics (`--metrics-port`), whose URLs are appended to `metrics_urls`."""
+    from csms.store.embedded import free_port
+
     pids = []
     for i in range(1, count + 1):
         log = (tmp / f"optimizer-{i}.log").open("ab")
+        port = free_port()
+        if metrics_urls is not None:
+            metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
         proc = subprocess.Popen([str(Path(sys.executable).with_name("evfleet")), "optimizer", "--redis-url",
-                                 redis_url, "--consumer", f"optimizer-{i}", "--log-level", log_level],
+                                 redis_url, "--consumer", f"optimizer-{i}", "--log-level", log_level,
+                                 "--metrics-port", str(port)],
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=str(REPO), stdout=log,
                                 stderr=subprocess.STDOUT)
         stack.callback(stop, proc)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from evfleet.events import Event
+from evfleet.store.lag import StreamLag, entry_ms, read_span
 from evfleet.store.stream import POLL_S
 from evfleet.tasks import raise_if_cancelling
 
@@ -34,12 +35,6 @@ DRAIN_READS = 20
 
 Handler = Callable[[Event, "int | None"], Awaitable[None]]
 """What `read_events` calls with each event and the ms of its stream id (None if it has none)."""
-
-
-def entry_ms(entry_id: Any) -> int | None:
-    """The millisecond part of a stream entry id ("1700000000000-0"); None if it has none."""
-    head = str(entry_id).split("-", 1)[0]
-    return int(head) if head.isdigit() else None
 
 
 async def ensure_group(redis: Redis, keys: Keys) -> None:
@@ -70,21 +65,27 @@ async def ack_stale(redis: Redis, keys: Keys, consumer: str, min_idle_ms: int = 
 
 
 async def read_events(redis: Redis, keys: Keys, consumer: str, block_ms: int, handle: Handler,
-                      block: bool = True) -> None:
+                      block: bool = True, lag: StreamLag | None = None) -> None:
     """Handle the new entries: one read (blocking if `block`), then more without blocking while
     reads come back full, up to `DRAIN_READS` reads (a worker behind catches up on the stream
-    before its next solve instead of reading `READ_COUNT` entries per solve)."""
+    before its next solve instead of reading `READ_COUNT` entries per solve). `lag` sees the ids
+    of each read (`evfleet.store.lag`)."""
     for _ in range(DRAIN_READS):
-        if await read_once(redis, keys, consumer, block_ms, handle, block) < READ_COUNT:
+        if await read_once(redis, keys, consumer, block_ms, handle, block, lag) < READ_COUNT:
             return
         block = False
 
 
 async def read_once(redis: Redis, keys: Keys, consumer: str, block_ms: int, handle: Handler,
-                    block: bool) -> int:
+                    block: bool, lag: StreamLag | None = None) -> int:
     """One XREADGROUP's entries handled and acknowledged; returns the most entries of one stream."""
+    if lag is not None:
+        lag.reading()
     resp = await _xreadgroup(redis, keys, consumer, block_ms if block else None)
     raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
+    if lag is not None:
+        lag.answered(*read_span([[entry_id for entry_id, _ in entries] for _, entries in resp or []],
+                                READ_COUNT))
     most = 0
     for stream, entries in resp or []:
         most = max(most, len(entries))

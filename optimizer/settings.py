@@ -52,6 +52,10 @@ class WorkerSettings(CommandSettings):
     stickiness: float = Field(
         1e-3, ge=0.0, description="K16: cost per kWh, relative to the largest price, of moving an EV off "
                                   "its previous plan (0 = re-plan from scratch)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="serve Prometheus /metrics (stream lag) on this port (default: off)")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics binds to (with --metrics-port)")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="JSON log lines")
 

@@ -44,6 +44,7 @@ from evfleet.events import Event, EventType
 from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from evfleet.logs import log_context
+from evfleet.store.lag import GroupLagPoll, StreamLag, track
 from evfleet.store.owned import DEL_IF_OWNED
 from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from evfleet.tasks import stop_tasks
@@ -121,6 +122,9 @@ class WorkerConfig:
     block_ms: int = 200
     stickiness: float = 1e-3
     """K16: cost per kWh (relative to the largest price) of moving an EV away from its previous plan."""
+    group_lag: bool = False
+    """Read the consumer group's lag (XINFO GROUPS, every `GROUP_POLL_S`) for /metrics (set when the
+    worker serves /metrics: `metrics_port`)."""
 
     def snapshot_config(self) -> SnapshotConfig:
         """The instance-building settings."""
@@ -173,6 +177,9 @@ class OptimizerWorker:
         self.fallbacks = 0
         self.stale_skipped = 0
         """Events not acted on: the site's last snapshot had already seen them (`seen_by_snapshot`)."""
+        self.stream_lag = StreamLag("optimizer")
+        """How far the worker is behind the stream (exposed while `run` runs: `evfleet.store.lag`)."""
+        self._group_lag = GroupLagPoll()
 
     # -- setup ---------------------------------------------------------------------------
     async def refresh_clock(self) -> None:
@@ -365,6 +372,7 @@ class OptimizerWorker:
         presence = asyncio.create_task(peers.keep_alive(self.redis, self.keys, self.cfg.consumer),
                                        name="optimizer-presence")
         watched = asyncio.get_running_loop().time()
+        self.stream_lag = track("optimizer")
         try:
             while stop is None or not stop.is_set():
                 # a site due: read what is there without waiting, solve one, read again (module doc)
@@ -372,8 +380,11 @@ class OptimizerWorker:
                 if asyncio.get_running_loop().time() - watched >= peers.WATCH_S:
                     watched = asyncio.get_running_loop().time()
                     await self._take_over_dead_peers()
+                if self.cfg.group_lag:  # XINFO GROUPS, at most once per GROUP_POLL_S
+                    await self._group_lag.poll(self.redis, self.keys.event_streams())
                 await self._solve_due(limit=1)
         finally:  # bounded: a Redis command can lose a cancellation (evfleet.tasks)
+            self.stream_lag.close()
             await stop_tasks([presence], what="optimizer presence")
 
     async def _take_over_dead_peers(self) -> None:
@@ -387,12 +398,12 @@ class OptimizerWorker:
     async def _read_events(self, block: bool = True) -> None:
         """Handle the new entries (`optimizer.consumer.read_events`: drains a backlog)."""
         await consumer.read_events(self.redis, self.keys, self.cfg.consumer, self.cfg.block_ms, self.handle,
-                                   block)
+                                   block, self.stream_lag)
 
     async def _read_once(self, block: bool) -> int:
         """One XREADGROUP's entries handled and acknowledged; returns the most entries of one stream."""
         return await consumer.read_once(self.redis, self.keys, self.cfg.consumer, self.cfg.block_ms,
-                                        self.handle, block)
+                                        self.handle, block, self.stream_lag)
 
     def _due(self) -> list[str]:
         """Sites to solve now (quiet for `debounce_s` or dirty for `max_delay_s`), the longest

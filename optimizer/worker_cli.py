@@ -34,7 +34,7 @@ def worker_config(s: WorkerSettings) -> Any:
         sites=tuple(s.site), strategy=s.strategy, horizon_steps=s.horizon_steps, step_minutes=s.step_minutes,
         debounce_s=s.debounce_s, max_delay_s=max(5.0, s.debounce_s * 5), solve_timeout_s=s.solve_timeout_s,
         meter_drift_kw=s.meter_drift_kw, stickiness=s.stickiness,
-        consumer=s.consumer or f"{os.uname().nodename}-{os.getpid()}",
+        consumer=s.consumer or f"{os.uname().nodename}-{os.getpid()}", group_lag=s.metrics_port is not None,
     )
 
 
@@ -59,6 +59,8 @@ def optimizer_worker(
     meter_drift_kw: float = option(S, "meter_drift_kw", min=0.0),
     consumer: str | None = option(S, "consumer"),
     stickiness: float = option(S, "stickiness", min=0.0),
+    metrics_port: int | None = option(S, "metrics_port", min=0, max=65535),
+    metrics_host: str = option(S, "metrics_host"),
     log_level: str = option(S, "log_level"),
     log_json: bool = option(S, "log_json", "--log-json/--log-text"),
 ) -> None:
@@ -75,6 +77,10 @@ def optimizer_worker(
         raise typer.Exit(2)
     cfg = worker_config(s)
     configure_logging(s.log_level, s.log_json, node_id=cfg.consumer)
+    if s.metrics_port is not None:  # stream lag gauges (evfleet.store.lag), in a thread of its own
+        from prometheus_client import start_http_server
+
+        start_http_server(s.metrics_port, s.metrics_host)
     try:
         asyncio.run(_run(s.redis_url, s.redis_prefix, cfg, s.redis_shards))
     except KeyboardInterrupt:

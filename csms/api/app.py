@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import (
     FileResponse,
@@ -151,10 +151,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def prometheus() -> Response:
-        """OCPP, operator and optimizer series in the Prometheus text format."""
-        await site_metrics.refresh()
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def prometheus(names: list[str] | None = Query(None, alias="name[]")) -> Response:
+        """OCPP, operator and optimizer series in the Prometheus text format; with `name[]` only
+        those series (Redis is read only for the series read from it: `metrics.needs_refresh`)."""
+        if metrics.needs_refresh(names):
+            await site_metrics.refresh()
+        return Response(metrics.render(names=names), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz", tags=["metrics"], summary="Liveness: Redis reachable", response_model=Health,
              responses={503: {"model": ErrorResponse, "description": "Redis does not answer"}})

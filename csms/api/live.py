@@ -23,6 +23,7 @@ from typing import Any
 from csms.api.reader import StateReader, read_new_events
 from csms.api.views import session_summary
 from evfleet.events import Event
+from evfleet.store.lag import StreamLag, track
 from evfleet.store.stream import stream_tail_id
 from evfleet.tasks import raise_if_cancelling, stop_tasks
 
@@ -90,6 +91,8 @@ class LiveHub:
         self._pending = Pending()
         self._task: asyncio.Task[None] | None = None
         self._ticks = 0
+        self.lag = StreamLag("live_feed")
+        """How far the reader is behind the stream (exposed while `run` runs: `evfleet.store.lag`)."""
 
     def ensure_started(self) -> None:
         """Start the reader task if it is not running (lazy start for embedded use)."""
@@ -117,6 +120,13 @@ class LiveHub:
 
     async def run(self) -> None:
         """Read the stream forever; flush once per tick."""
+        self.lag = track("live_feed")  # evfleet_stream_lag_seconds (evfleet.store.lag)
+        try:
+            await self._run()
+        finally:
+            self.lag.close()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while True:
@@ -144,10 +154,11 @@ class LiveHub:
         if not self.subscribers:  # one may have come during the sleep: then read from the old tail
             self.last_id = tail
             self._pending = Pending()
+            self.lag.at_end()
 
     async def _read(self, block_ms: int) -> None:
         self.last_id, events = await read_new_events(self.reader.redis, self.reader.keys.event_streams(),
-                                                     self.last_id, block_ms)
+                                                     self.last_id, block_ms, lag=self.lag)
         self.events_seen += len(events)
         for entry_id, event in events:
             self._pending.add(entry_id, event)

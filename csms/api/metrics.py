@@ -5,7 +5,9 @@ per site) are refreshed right before a scrape by `refresh_site_metrics` (through
 `SiteMetricsRefresh`: at most once per `REFRESH_MIN_S`, so scrapes close together share one
 read) and exposed by one collector registered on the default registry. The OCPP metrics of `csms.metrics`
 (connected stations, messages by action and result, handler latency) live in the same
-registry when that module is imported.
+registry when that module is imported, and so do the event stream's lag gauges
+(`evfleet.store.lag`: `evfleet_stream_lag_seconds{consumer}` of this node's readers, computed at
+scrape time from ids they already hold, and the consumer groups' unread entries).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import importlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from csms.api.reader import StateReader
 from csms.api.views import parse_time
+from evfleet.store.lag import GroupLagPoll
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +112,16 @@ def load_ocpp_metrics() -> bool:
 
 
 async def refresh_site_metrics(reader: StateReader) -> None:
-    """Read the operator values from Redis into the collector."""
+    """Read the operator values from Redis into the collector, and the event streams' consumer
+    groups (`evfleet.store.lag`: the optimizer's unread entries, at most once per `GROUP_POLL_S`)."""
     sites = await reader.sites()
     active = len(await reader.active_tx_ids())
     COLLECTOR.snapshot = SiteSnapshot(active_sessions=active, sites=sites, now_ts=reader.clock.timestamp())
+    await GROUP_LAG.poll(reader.redis, reader.keys.event_streams())
+
+
+GROUP_LAG = GroupLagPoll()
+"""XINFO GROUPS of the event streams for /metrics (one per process: the gauges are the process's)."""
 
 
 REFRESH_MIN_S = 5.0
@@ -141,6 +150,17 @@ class SiteMetricsRefresh:
             return True
 
 
-def render(registry: CollectorRegistry = REGISTRY) -> bytes:
-    """Prometheus text exposition of the registry."""
-    return generate_latest(registry)
+READ_FROM_REDIS = ("evfleet_active_sessions", "evfleet_site_", "evfleet_optimizer_", "evfleet_stream_group_")
+"""Prefixes of the series `refresh_site_metrics` reads from Redis."""
+
+
+def needs_refresh(names: Sequence[str] | None) -> bool:
+    """Whether a scrape of `names` (None: every series) needs `refresh_site_metrics` (`READ_FROM_REDIS`):
+    a scrape of, say, `evfleet_stream_lag_seconds` alone costs the node no Redis read (load_harness
+    samples it every few seconds)."""
+    return not names or any(name.startswith(READ_FROM_REDIS) for name in names)
+
+
+def render(registry: CollectorRegistry = REGISTRY, names: Sequence[str] | None = None) -> bytes:
+    """Prometheus text exposition of the registry (only the series `names`, if given)."""
+    return generate_latest(registry.restricted_registry(names) if names else registry)

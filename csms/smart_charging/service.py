@@ -81,6 +81,7 @@ from csms.store.port_redis import RedisStateStore
 from evfleet.clock import Clock
 from evfleet.events import Event, EventType
 from evfleet.records import stored_float
+from evfleet.store.lag import StreamLag, track
 from evfleet.store.port import StateStore, StoreWrite
 from evfleet.store.sites import budget_kw, margin_kw
 from evfleet.tasks import raise_if_cancelling
@@ -143,6 +144,8 @@ class SmartChargingService:
         """site -> its current plan's sessions and prices (`safety.current_plan`)."""
         self._decoded: DecodeMemo = {}
         """`decode_all`'s memo: the last decode of each EVSE read and its inputs."""
+        self.stream_lag: StreamLag | None = None
+        """How far `run` is behind the event stream (`evfleet.store.lag`; set while it runs)."""
         self.stream_read_interval_s = pacing.STREAM_READ_INTERVAL_S
         """Shortest time between two reads of the event stream while it keeps up (`pacing.read_pause_s`)."""
         self._provisional_due: dict[str, set[tuple[str, int]]] = {}
@@ -333,6 +336,7 @@ class SmartChargingService:
         ticks = asyncio.create_task(watchdog.queue_ticks(self))
         # start at the current tail id (not "$" on every call: no event lost between two reads)
         last_id = await self.store.events_tail()
+        self.stream_lag = lag = track("smart_charging")  # evfleet_stream_lag_seconds (evfleet.store.lag)
         try:
             sites = await self.store.site_ids()
             sites.add(self.settings.default_site)
@@ -349,7 +353,7 @@ class SmartChargingService:
             while True:
                 started, skipped[0] = time.monotonic(), 0
                 last_id, events = await self.store.read_events(
-                    last_id, count=STREAM_READ_COUNT, block_ms=1000, skip=skip)
+                    last_id, count=STREAM_READ_COUNT, block_ms=1000, skip=skip, lag=lag)
                 raise_if_cancelling()  # redis-py can swallow a cancellation: evfleet.tasks
                 self.flag_needs(events)
                 batch = StoreWrite()  # the read's session bookkeeping in one write, not one per event
@@ -363,6 +367,7 @@ class SmartChargingService:
                 if pause_s > 0:
                     await asyncio.sleep(pause_s)
         finally:
+            lag.close()
             renew.cancel()
             ticks.cancel()
             for site in self.sites.values():

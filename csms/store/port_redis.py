@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from evfleet.events import Event
 from evfleet.keys import Keys
+from evfleet.store.lag import StreamLag
 from evfleet.store.owned import PEXPIRE_IF_OWNED
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.shards import active_refs_of
@@ -173,11 +174,12 @@ class RedisStateStore:
         return await stream_tail_id(self.redis, self.keys.event_streams())
 
     async def read_events(self, last_id: str, count: int, block_ms: int,
-                          skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
+                          skip: Callable[[Mapping[str, str]], bool] | None = None,
+                          lag: StreamLag | None = None) -> tuple[str, list[Event]]:
         """XREAD after `last_id` (malformed entries are logged and skipped, and so are, unparsed,
-        entries whose raw fields `skip` says to)."""
+        entries whose raw fields `skip` says to); `lag` sees the ids read (`evfleet.store.lag`)."""
         streams = self.keys.event_streams()
-        last_id, pairs = await read_new_events(self.redis, streams, last_id, block_ms, count, skip)
+        last_id, pairs = await read_new_events(self.redis, streams, last_id, block_ms, count, skip, lag)
         return last_id, [event for _id, event in pairs]
 
     async def site_ids(self) -> set[str]:

@@ -48,6 +48,7 @@ from csms.telemetry.topics import (
 )
 from evfleet.backoff import Backoff
 from evfleet.events import Event
+from evfleet.store.lag import StreamLag, track
 from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 log = logging.getLogger(__name__)
@@ -239,12 +240,20 @@ class MqttBridge:
         loop = asyncio.get_running_loop()
         next_flush = loop.time()
         next_sites = loop.time() + self.site_every_s
+        lag = track("mqtt_bridge")  # evfleet_stream_lag_seconds (evfleet.store.lag)
+        try:
+            await self._read_loop(lag, next_flush, next_sites)
+        finally:
+            lag.close()
+
+    async def _read_loop(self, lag: StreamLag, next_flush: float, next_sites: float) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             raise_if_cancelling()
             try:
                 block_ms = max(1, int((next_flush - loop.time()) * 1000))
                 self.last_id, events = await read_new_events(
-                    self.reader.redis, self.reader.keys.event_streams(), self.last_id, block_ms)
+                    self.reader.redis, self.reader.keys.event_streams(), self.last_id, block_ms, lag=lag)
                 for _entry_id, event in events:
                     self.note(event)
                 now = loop.time()

@@ -12,11 +12,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evfleet.events import Event
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.sites import own_limit_kw, positive_kw
+
+if TYPE_CHECKING:
+    from evfleet.store.lag import StreamLag
 
 
 @dataclass
@@ -105,10 +108,14 @@ class InMemoryStateStore:
         return f"{len(self.events)}-0"
 
     async def read_events(self, last_id: str, count: int, block_ms: int,
-                          skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
-        """Events after `last_id` (no blocking); entries `skip` rejects are passed over unparsed."""
+                          skip: Callable[[Mapping[str, str]], bool] | None = None,
+                          lag: StreamLag | None = None) -> tuple[str, list[Event]]:
+        """Events after `last_id` (no blocking); entries `skip` rejects are passed over unparsed.
+        The ids here are indexes, not times: `lag` sees each read as at the stream's end."""
         start = int(last_id.split("-", 1)[0])
         new = self.events[start:start + count]
+        if lag is not None:
+            lag.answered(None, None, len(new))
         return f"{start + len(new)}-0", [Event.from_fields(f) for f in new if skip is None or not skip(f)]
 
     async def site_ids(self) -> set[str]:

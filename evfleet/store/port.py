@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evfleet.events import Event
+
+if TYPE_CHECKING:
+    from evfleet.store.lag import StreamLag
 
 EvseId = tuple[str, int]
 """(station id, EVSE id)."""
@@ -113,9 +116,11 @@ class StateStore(Protocol):
         ...
 
     async def read_events(self, last_id: str, count: int, block_ms: int,
-                          skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
+                          skip: Callable[[Mapping[str, str]], bool] | None = None,
+                          lag: StreamLag | None = None) -> tuple[str, list[Event]]:
         """Events after `last_id` (waiting up to `block_ms`), and the new last id; an entry for
-        whose raw string fields `skip` returns True is passed over without being parsed."""
+        whose raw string fields `skip` returns True is passed over without being parsed. `lag`
+        is told when the read starts and which entry ids it returned (`evfleet.store.lag`)."""
         ...
 
     # --- reads ---------------------------------------------------------------------------

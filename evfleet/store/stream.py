@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from evfleet.events import Event
+from evfleet.store.lag import StreamLag, read_span
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +56,22 @@ async def stream_tail_id(redis: Any, key: str | Sequence[str]) -> str:
 
 async def read_new_events(redis: Any, key: str | Sequence[str], last_id: str, block_ms: int,
                           count: int = 2000, skip: Callable[[Mapping[Any, Any]], bool] | None = None,
-                          ) -> tuple[str, list[tuple[str, Event]]]:
+                          lag: StreamLag | None = None) -> tuple[str, list[tuple[str, Event]]]:
     """Events after `last_id` ("$" = from now on, without gaps), blocking up to `block_ms`.
 
     Returns the new last id (cursor) and (entry id, event) pairs. Malformed entries are logged and
     skipped, and so are, unparsed, entries whose raw fields `skip` says to (the cursor moves past both).
+    `lag` (the caller's `evfleet.store.lag.StreamLag`) is told when the read starts and which ids
+    it returned (skipped and malformed entries included).
     """
     streams = _keys(key)
+    if lag is not None:
+        lag.reading()
     if last_id == "$":
         last_id = await stream_tail_id(redis, streams)
     if len(streams) == 1:
         reply = await redis.xread({streams[0]: last_id}, count=count, block=block_ms)
-        return _parse(reply, {streams[0]: last_id}, skip)
+        return _parse(reply, {streams[0]: last_id}, skip, lag, count)
     cursor = dict(zip(streams, last_id.split(","), strict=True)) if last_id.count(",") == len(streams) - 1 \
         else dict.fromkeys(streams, last_id)
     deadline = time.monotonic() + block_ms / 1000
@@ -76,19 +81,21 @@ async def read_new_events(redis: Any, key: str | Sequence[str], last_id: str, bl
             pipe.xread({stream: after}, count=count)
         replies = await pipe.execute()
         if any(replies) or block_ms <= 0 or time.monotonic() >= deadline:
-            return _parse([item for reply in replies for item in reply or []], cursor, skip)
+            return _parse([item for reply in replies for item in reply or []], cursor, skip, lag, count)
         await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def _parse(reply: Any, cursor: dict[str, str], skip: Callable[[Mapping[Any, Any]], bool] | None,
-           ) -> tuple[str, list[tuple[str, Event]]]:
-    """(cursor after `reply`, parsed events in id order)."""
+           lag: StreamLag | None = None, count: int = 0) -> tuple[str, list[tuple[str, Event]]]:
+    """(cursor after `reply`, parsed events in id order); `lag` told the ids read (`read_span`)."""
     cursor = dict(cursor)
     raw: list[tuple[str, Any, str]] = []
     for stream, entries in reply or []:
         for entry_id, fields in entries:
             cursor[_str(stream)] = _str(entry_id)
             raw.append((_str(entry_id), fields, _str(stream)))
+    if lag is not None:
+        lag.answered(*read_span([[entry_id for entry_id, _ in entries] for _, entries in reply or []], count))
     if len(cursor) > 1:
         raw.sort(key=lambda item: _id_order(item[0]))
     events: list[tuple[str, Event]] = []

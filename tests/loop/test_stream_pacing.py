@@ -15,6 +15,7 @@ from csms.smart_charging import pacing
 from csms.smart_charging.service import STREAM_READ_COUNT, SmartChargingService
 from evfleet.clock import RealClock
 from evfleet.events import Event, EventType, event_fields
+from evfleet.store.lag import StreamLag
 from evfleet.store.memory import InMemoryStateStore
 
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
@@ -28,10 +29,11 @@ class RecordingStore(InMemoryStateStore):
         self.reads: list[tuple[float, int]] = []
 
     async def read_events(self, last_id: str, count: int, block_ms: int,
-                          skip: Callable[[Mapping[str, str]], bool] | None = None) -> tuple[str, list[Event]]:
+                          skip: Callable[[Mapping[str, str]], bool] | None = None,
+                          lag: StreamLag | None = None) -> tuple[str, list[Event]]:
         started = time.monotonic()
         await asyncio.sleep(0)  # a real read yields to the loop
-        last_id, events = await super().read_events(last_id, count, block_ms, skip)
+        last_id, events = await super().read_events(last_id, count, block_ms, skip, lag)
         self.reads.append((started, len(events)))
         return last_id, events
 
