@@ -145,15 +145,45 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
     return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-async def _until_healthy(url: str, timeout_s: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
+START_CPU_S = 20.0
+"""CPU seconds a process may use before its /healthz answers. Two `evfleet csms` nodes started at
+once need 2.0-2.6 s of CPU each here (7-10 s of wall time at load 11, 2026-12-07); HAProxy far
+less. A start-up that works 8x that without answering is broken, whatever the load."""
+START_BACKSTOP_S = 180.0
+"""Wall seconds after which a process that is neither healthy nor over its CPU budget counts as hung
+(6x the fixed 30 s bound this replaces: a node waiting on nothing fails here)."""
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _until_healthy(url: str, proc: subprocess.Popen[bytes], log: Path | None = None,
+                         cpu_budget_s: float = START_CPU_S, backstop_s: float = START_BACKSTOP_S) -> None:
+    """Poll `url` until it answers 200; fail at once if `proc` exits, or once it has used
+    `cpu_budget_s` of CPU (or `backstop_s` of wall time) without answering.
+
+    The bound is the work the process did, not the wall time: on the 2-core CI machine at load 12-16
+    a node's start-up takes several times its quiet wall time for the same CPU (a node not healthy
+    within a fixed 30 s failed the suite there while it was still starting)."""
+    t0 = asyncio.get_running_loop().time()
     async with httpx.AsyncClient() as client:
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(url, timeout=2)).status_code == 200:
                     return
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{url} not healthy within {timeout_s} s")
+            where = f" (log: {log})" if log is not None else ""
+            if (code := proc.poll()) is not None:
+                raise RuntimeError(f"{url}: the process exited with {code} before it was healthy{where}")
+            cpu_s, wall_s = proc_cpu_s(proc.pid), asyncio.get_running_loop().time() - t0
+            if cpu_s > cpu_budget_s or wall_s > backstop_s:
+                raise TimeoutError(f"{url} not healthy after {cpu_s:.1f} s of its CPU, {wall_s:.0f} s of "
+                                   f"wall time (budget {cpu_budget_s:g} s CPU, {backstop_s:g} s wall){where}")
             await asyncio.sleep(0.2)
 
 
@@ -176,7 +206,7 @@ async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0, 
                                "--no-api-auth", *extra], tmp / f"{node_id}.log", env)
                 into.append(Node(node_id, ocpp_port, api_port, proc))
         for node in topo.nodes + topo.tls_nodes:
-            await _until_healthy(f"{node.api}/healthz")
+            await _until_healthy(f"{node.api}/healthz", node.proc, tmp / f"{node.node_id}.log")
         for i in range(1, workers + 1):
             topo.start_worker(f"worker-{i}")
         stats_port = free_port()
@@ -184,7 +214,7 @@ async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0, 
         cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port, topo.api_port,
                                       topo.tls_port, topo.tls_nodes))
         topo.haproxy = _spawn([HAPROXY, "-f", str(cfg), "-db"], tmp / "haproxy.log", env)
-        await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz")
+        await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz", topo.haproxy, tmp / "haproxy.log")
         yield topo
     finally:
         procs = [n.proc for n in topo.nodes + topo.tls_nodes] + [w.proc for w in topo.workers]
