@@ -13,7 +13,7 @@ from csms.store.provisioning import add_id_token
 from evfleet.keys import Keys
 from evfleet.store.client import as_str
 from tests.csms.conftest import PASSWORD, make_settings
-from tests.csms.helpers import RawStation, stream_events
+from tests.csms.helpers import RawStation, stream_events, wait_for
 
 NOW = "2026-01-01T08:00:00+00:00"
 
@@ -247,11 +247,11 @@ async def test_connect_and_disconnect_mark_online(node: CsmsNode, redis: Redis,
     await st.ok("Heartbeat", {})
     assert await redis.hget("evfleet:station:CP-4", "online") == "1"
     await st.close()
-    for _ in range(100):
-        if await redis.hget("evfleet:station:CP-4", "online") == "0":
-            break
-        import asyncio
-        await asyncio.sleep(0.02)
+
+    async def offline() -> bool:
+        return await redis.hget("evfleet:station:CP-4", "online") == "0"
+
+    await wait_for(offline, timeout=10.0)  # the csms handles the close a moment after the station's side
     assert await redis.hget("evfleet:station:CP-4", "online") == "0"
     types = [e["type"] for e in await stream_events(redis) if e["station_id"] == "CP-4"]
     assert types[0] == "station.connected" and types[-1] == "station.disconnected"

@@ -458,6 +458,9 @@ async def test_a_slow_default_does_not_hold_up_the_first_answer_and_never_lends_
         assert svc._starved[SITE] == {("CP-9", 1)}
         stations.gate.set()  # CP-1 confirms: the site wakes up and CP-9 shares again
         await _until(lambda: stations.limits_w.get("CP-9") == pytest.approx(20_000.0), "CP-9 re-shared")
+        # the record follows the station's answer: written a few steps after the station saw the call
+        await _until(lambda: store.profiles.get(("CP-9", 1), {}).get("limit_w") == pytest.approx(20_000.0),
+                     "CP-9's 20 kW share recorded from its answer")
         assert store.profiles[("CP-9", 1)]["kind"] == "provisional"
         assert stations.raised_over == []  # no raise while an unconfirmed EVSE could take the site over
         assert stations.potential_w(["CP-1", "CP-2", "CP-9"]) <= 20_000.0 + 1.0

@@ -163,18 +163,37 @@ async def _is(value: Any, expected: str) -> bool:
     return bool(await value == expected)
 
 
+async def _meter_until(draws_w: dict[LoopStation, Any], done: Any, rounds: int,
+                       timeout_s: float, what: str) -> None:
+    """Each station meters its draw (W, or a function of now) every 0.2 s: at least `rounds` times,
+    then until `done()` (an async predicate on what the csms recorded) holds; fail after `timeout_s`.
+
+    The csms judges the readings from its event stream a moment after they are stored: a check
+    right after a fixed number of rounds read the record before it was written (the same race as
+    the default limit read the instant the station saw the call, 167b191)."""
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while n < rounds or not await done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s ({n} readings each) waiting for {what}")
+        now = datetime.now(UTC)
+        for cp, draw_w in draws_w.items():
+            await cp.meter(cp.tx_id, draw_w(now) if callable(draw_w) else draw_w)
+        n += 1
+        await asyncio.sleep(0.2)
+
+
 async def test_noncompliant_station_is_budgeted_at_its_draw_and_site_alarm_raised(redis_url: str) -> None:
     async with closed_loop(redis_url, limit_kw=16.0, worker=False, interim_profile_after_s=0.3,
                            noncompliant_after_s=1.0, over_limit_after_s=1.0, watchdog_interval_s=0.2) as lp:
         cp1, cp2 = await _charging(lp, 2, 16.0)
         cp2.ignore_limits = True  # accepts profiles, draws 11 kW anyway
         h = lp.keys.station_evse("CP-2", 1)
-        t_end = time.monotonic() + 6
-        while time.monotonic() < t_end and not await lp.redis.hget(h, "noncompliant_w"):
-            now = datetime.now(UTC)
-            await cp1.meter("tx-1", cp1.limit_w_at(now))
-            await cp2.meter("tx-2", 11_000.0)
-            await asyncio.sleep(0.2)
+
+        async def marked() -> bool:
+            return bool(await lp.redis.hget(h, "noncompliant_w"))
+
+        await _meter_until({cp1: cp1.limit_w_at, cp2: 11_000.0}, marked, 1, 15.0, "CP-2 marked non-compliant")
         assert float(await lp.redis.hget(h, "noncompliant_w") or 0) == 11_000.0
         # budgeted at its draw: CP-1 gets what is left (16 - 11 kW)
         await lp.wait_for(lambda: cp1.limit_w_at(datetime.now(UTC)) <= 5_000 + 1, timeout=5,
@@ -184,10 +203,11 @@ async def test_noncompliant_station_is_budgeted_at_its_draw_and_site_alarm_raise
         assert events and events[0]["noncompliant"] is True
         # the site as metered: 11 kW + CP-1's draw over 16 kW for > 1 s -> alarm (already raised
         # while CP-2 was being detected; kept up here)
-        for _ in range(12):
-            await cp1.meter("tx-1", 9_000.0)
-            await cp2.meter("tx-2", 11_000.0)
-            await asyncio.sleep(0.2)
+
+        async def alarm_is(value: str) -> bool:
+            return await lp.redis.hget(lp.keys.site(SITE), "over_limit") == value
+
+        await _meter_until({cp1: 9_000.0, cp2: 11_000.0}, lambda: alarm_is("1"), 12, 15.0, "the alarm")
         alarms = [json.loads(f["data"]) for _, f in await lp.redis.xrange(lp.keys.events())
                   if f["type"] == "site.over_limit"]
         assert alarms and alarms[0]["state"] == "over" and alarms[0]["metered_kw"] > 16.0
@@ -195,10 +215,9 @@ async def test_noncompliant_station_is_budgeted_at_its_draw_and_site_alarm_raise
         from prometheus_client import REGISTRY
 
         assert (REGISTRY.get_sample_value("evfleet_site_over_limit", {"site": SITE}) or 0) == 1
-        for _ in range(6):
-            await cp1.meter("tx-1", 4_000.0)
-            await cp2.meter("tx-2", 11_000.0)
-            await asyncio.sleep(0.2)
+        # metered under the limit again (4 + 11 kW): the alarm clears
+        await _meter_until({cp1: 4_000.0, cp2: 11_000.0}, lambda: alarm_is("0"), 6, 15.0,
+                           "the alarm cleared")
         assert await lp.redis.hget(lp.keys.site(SITE), "over_limit") == "0"
 
 
