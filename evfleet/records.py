@@ -143,6 +143,8 @@ class TransactionRecord:
     power_w: float = 0.0
     soc: float | None = None
     charging_state: str = ""
+    metered_at: datetime | None = None
+    """When the stored `energy_wh` / `power_w` were read at the station (None: unknown)."""
 
     @property
     def ended(self) -> bool:
@@ -162,6 +164,7 @@ class TransactionRecord:
             power_w=stored_float(fields.get("power_w"), 0.0),
             soc=_optional_float(fields.get("soc")),
             charging_state=str(fields.get("charging_state") or ""),
+            metered_at=parse_iso_or_none(fields.get("metered_at")),
         )
 
 

@@ -117,7 +117,7 @@ async def read_site(redis: Redis, keys: Keys, site_id: str, now: datetime,
             id_token=tx.id_token, energy_wh=tx.energy_wh, power_w=tx.power_w, soc=tx.soc,
             needs=needs.raw if needs is not None else None,
             energy_at_needs_wh=stored_float(at_needs.get(txid), 0.0) if needs is not None else None,
-            charging_state=tx.charging_state,
+            charging_state=tx.charging_state, metered_at=tx.metered_at,
         ))
     history = await _read_history(redis, keys, {s.id_token for s in sessions if s.id_token}, memo)
     return SiteState(site_id=site_id, limit_kw=limit_kw, evses=evses, sessions=sessions, prices=prices,

@@ -175,6 +175,8 @@ def decide_transaction_event(current: Mapping[str, str], seq_seen: bool, ev: TxE
                 value = getattr(ev.sample, name)
                 if value is not None:
                     f[name] = repr(float(value))
+            if ev.sample.energy_wh is not None or ev.sample.power_w is not None:
+                f["metered_at"] = ev.sample.ts or ts  # when they were read (the optimizer plans from now)
     if ev.sample is not None and not ev.sample.is_empty():
         d.store_sample = True
     if ev.event_type is TxState.ENDED:

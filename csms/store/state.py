@@ -392,6 +392,8 @@ class StateStore:
         sample_json = _dumps(sample.to_dict())
         vals = [item for n in ("energy_wh", "power_w", "current_a", "soc") if getattr(sample, n) is not None
                 for item in (n, repr(float(getattr(sample, n))))]
+        if sample.ts and (sample.energy_wh is not None or sample.power_w is not None):
+            vals += ["metered_at", sample.ts]  # when they were read (the optimizer plans from now)
         voltage = repr(float(sample.voltage_v)) if sample.voltage_v is not None else ""
         hint = self._evse_ref.setdefault(station_id, {})
         ref = hint.get(evse_id, "")

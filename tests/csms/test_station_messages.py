@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from csms.app import CsmsNode, running_csms
 from csms.store.provisioning import add_id_token
+from evfleet.isotime import parse_iso
 from evfleet.keys import Keys
 from evfleet.store.client import as_str
 from tests.csms.conftest import PASSWORD, make_settings
@@ -152,6 +153,12 @@ async def test_meter_values_go_to_the_active_transaction(station: RawStation, re
         {"value": 230, "measurand": "Voltage"}]}]})
     tx = await redis.hgetall("evfleet:tx:CP-1:tx-m")
     assert tx["energy_wh"] == "3300.0" and tx["power_w"] == "11000.0"
+    assert parse_iso(tx["metered_at"]) == parse_iso(NOW)  # when they were read: the optimizer plans from now
+    # a TransactionEvent's meter values carry their own reading time too
+    await station.ok("TransactionEvent", tx_event("Updated", 1, txid="tx-m", ts="2026-01-01T08:05:00Z",
+                                                  energy_kwh=4.0, power_w=9000.0))
+    tx = await redis.hgetall("evfleet:tx:CP-1:tx-m")
+    assert tx["energy_wh"] == "4000.0" and parse_iso(tx["metered_at"]) == parse_iso("2026-01-01T08:05:00Z")
     assert await redis.hget("evfleet:station:CP-1:evse:1", "voltage_v") == "230.0"
     ev = (await stream_events(redis, {"meter.values"}))[-1]
     assert ev["transaction_id"] == "tx-m" and ev["data"]["power_w"] == 11000.0

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from optimizer.snapshot import (
+    METER_EXTRAPOLATION_MAX_S,
     EvseState,
     SessionState,
     SiteState,
@@ -220,3 +221,30 @@ def test_sessions_without_needs_get_the_site_typical_energy() -> None:
     assert evs["tx6"].energy_kwh == pytest.approx(tail)
     assert evs["tx7"].energy_kwh == pytest.approx(tail)
     assert snap.notes["tx7"].endswith("energy=site_typical")
+
+
+def test_a_need_counts_what_the_ev_drew_since_its_last_reading() -> None:
+    """The horizon starts at now: energy drawn between the last meter reading and now is not needed
+    any more. 45 s at 8 kW since the reading: 0.1 kWh less (fails if the need is taken as of the
+    reading: 2.0 kWh, the shortfall that moved a tight plan's last step past K16's threshold and
+    renegotiated an EV that was on plan). Only from the needs' arrival if they came after the
+    reading; never more than METER_EXTRAPOLATION_MAX_S; nothing at 0 W or without a reading time."""
+    needs = {"energy_amount_wh": 5_000, "departure_time": "2026-01-06T06:00:00Z",
+             "received_at": (NOW - timedelta(hours=1)).isoformat()}
+
+    def energy(**kw: object) -> float:
+        session = SessionState("t", "a", 1, NOW - timedelta(hours=2), energy_wh=4_000,
+                               energy_at_needs_wh=1_000, needs=needs, **kw)  # type: ignore[arg-type]
+        snap = build_instance(SiteState("s", 50, [EvseState("a", 1)], [session]), NOW, SnapshotConfig())
+        return snap.instance.evs[0].energy_kwh
+
+    assert energy(power_w=8_000.0, metered_at=NOW - timedelta(seconds=45)) == pytest.approx(1.9)
+    assert energy(power_w=8_000.0) == pytest.approx(2.0)  # no reading time: as read
+    assert energy(power_w=0.0, metered_at=NOW - timedelta(seconds=45)) == pytest.approx(2.0)
+    assert energy(power_w=8_000.0, metered_at=NOW - timedelta(hours=3)) == pytest.approx(
+        2.0 - 8.0 * METER_EXTRAPOLATION_MAX_S / 3600)
+    late = {**needs, "received_at": (NOW - timedelta(seconds=9)).isoformat()}
+    session = SessionState("t", "a", 1, NOW - timedelta(hours=2), energy_wh=1_000, energy_at_needs_wh=1_000,
+                           needs=late, power_w=8_000.0, metered_at=NOW - timedelta(seconds=45))
+    snap = build_instance(SiteState("s", 50, [EvseState("a", 1)], [session]), NOW, SnapshotConfig())
+    assert snap.instance.evs[0].energy_kwh == pytest.approx(5.0 - 0.02)  # 9 s since the needs, not 45
