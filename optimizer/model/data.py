@@ -93,6 +93,8 @@ class ProblemData:
     """(E, T): power a previous solve planned (NaN = no reference)."""
     stickiness: float
     """Cost per kWh of deviation from `reference_kw`, relative to prices (0 = off; `stickiness_weight`)."""
+    estimated: BoolArray
+    """(E,): the EV's energy is the operator's estimate, not a need it reported (`EV.energy_estimated`)."""
 
     @cached_property
     def charge_cells(self) -> tuple[IntArray, IntArray]:
@@ -246,6 +248,7 @@ def build_data(inst: Instance) -> ProblemData:
         tie_break=obj.tie_break,
         reference_kw=_references(evs, steps),
         stickiness=obj.stickiness,
+        estimated=np.array([e.energy_estimated for e in evs], dtype=bool),
     )
 
 

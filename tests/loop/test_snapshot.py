@@ -196,7 +196,7 @@ def test_sessions_without_needs_get_the_site_typical_energy() -> None:
         return SessionState(f"tx{i}", f"cs{i}", 1, NOW, needs={"energy_amount_wh": kwh * 1000},
                             energy_at_needs_wh=before_wh)
 
-    cfg = SnapshotConfig()
+    cfg = SnapshotConfig(estimate_share=1.0)  # the whole estimate (the default plans 0.85 of it: below)
     four = [announced(1, 4.0), announced(2, 6.0), announced(3, 8.0), announced(4, 10.0, before_wh=2_000)]
     assert site_energies_kwh(four, cfg) is None  # fewer than 5 announced: the default
     five = [*four, announced(5, 2.0)]
@@ -221,6 +221,9 @@ def test_sessions_without_needs_get_the_site_typical_energy() -> None:
     assert evs["tx6"].energy_kwh == pytest.approx(tail)
     assert evs["tx7"].energy_kwh == pytest.approx(tail)
     assert snap.notes["tx7"].endswith("energy=site_typical")
+    assert evs["tx7"].energy_estimated and not evs["tx1"].energy_estimated
+    default = build_instance(SiteState("s", 100, evses, [fresh, drew, big, *five]), NOW, SnapshotConfig())
+    assert {e.id: e.energy_kwh for e in default.instance.evs}["tx0"] == pytest.approx(0.85 * 6.4)
 
 
 def test_a_need_counts_what_the_ev_drew_since_its_last_reading() -> None:
