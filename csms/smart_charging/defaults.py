@@ -337,7 +337,7 @@ async def reconnected(svc: SmartChargingService, event: Event) -> None:
     for evse in waiting:
         state.timeouts.reset(evse)
     site_id = await svc.site_of(event)
-    if await svc.holds(site_id):
+    if await svc.holds(site_id, aside=True):
         state.new.setdefault(site_id, set()).update(waiting)
         svc.defaults_due(site_id, None)
 

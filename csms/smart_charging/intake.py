@@ -54,7 +54,7 @@ async def dispatch(svc: SmartChargingService, event: Event, batch: StoreWrite | 
     if event.type == EventType.SCHEDULE_PLANNED:  # of any site: the optimizer is at work
         svc.plan_seen_any = time.monotonic()
     site_id = await svc.site_of(event)
-    if not await svc.holds(site_id):
+    if not await svc.holds(site_id, aside=True):
         return
     if event.type == EventType.STATION_BOOTED:
         svc.defaults_due(site_id, event.station_id)
@@ -94,7 +94,7 @@ async def _note_evse(svc: SmartChargingService, event: Event) -> None:
     if evse[1] and evse not in svc._known_evses:
         svc._known_evses.add(evse)
         site_id = await svc.site_of(event)
-        if await svc.holds(site_id):
+        if await svc.holds(site_id, aside=True):
             svc.defaults.note_new(site_id, evse)
             svc.defaults_due(site_id, None)
 

@@ -116,6 +116,8 @@ class SmartChargingService:
         self.lease_recheck_s = LEASE_RECHECK_S
         self._lease_taken_until: dict[str, float] = {}
         """site -> monotonic time until which a lease another node holds is not asked for again."""
+        self.lease_rechecks: dict[str, asyncio.Task[bool]] = {}
+        """site -> the task asking for a lease another node held (`leases.recheck_aside`)."""
         self.liveness = leases.Liveness(node_id, ttl_s=settings.smart_charging_alive_ttl_s)
         """The node's liveness token (the value of its leases) and the other holders' (`leases`)."""
         self.defaults = defaults.DefaultsState(timeouts=defaults.TimeoutBackoff(
@@ -173,9 +175,9 @@ class SmartChargingService:
         """site -> EVSEs with steerable=0 (probed after their backoff; filled on refusal and reconcile)."""
 
     # --- leases (`leases`) ----------------------------------------------------------------
-    async def holds(self, site_id: str, renew: bool = False) -> bool:
+    async def holds(self, site_id: str, renew: bool = False, aside: bool = False) -> bool:
         """True if this node holds (or just took) the site's lease (`leases.holds`)."""
-        return await leases.holds(self, site_id, renew)
+        return await leases.holds(self, site_id, renew, aside)
 
     async def renew_leases(self) -> None:
         """Renew every held lease in one batch (`leases.renew_leases`)."""
@@ -373,7 +375,7 @@ class SmartChargingService:
             for site in self.sites.values():
                 if site.task:
                     site.task.cancel()
-            for t in [*self._timers, *self.defaults.tasks]:
+            for t in [*self._timers, *self.defaults.tasks, *self.lease_rechecks.values()]:
                 t.cancel()
             self.aside.cancel()
             with contextlib.suppress(Exception):

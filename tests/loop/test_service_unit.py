@@ -617,3 +617,50 @@ async def test_a_record_changed_since_the_last_read_is_counted_as_it_is_now() ->
     assert infos["CP-1/1"].online and infos["CP-1/1"].noncompliant_w is None
     infos["CP-1/1"].steerable = False  # what a refusal does to the caller's copy
     assert (await svc.site_evses(SITE))["CP-1/1"].steerable is True
+
+
+async def test_the_stream_loop_never_waits_to_ask_for_another_nodes_lease() -> None:
+    """A lease another node held, due to be asked for again, is asked for beside the stream loop
+    (`leases.recheck_aside`): the event is passed over at once, one ask runs per site at a time, and
+    a lease found free is taken there and the site brought to its limit (RECONCILE)."""
+    clock, store = FixedClock(), InMemoryStateStore()
+    store.sites[SITE] = {"limit_kw": "20"}
+    ref = _session(store, "CP-1", 10_000.0)
+    svc = _service(store, Stations(clock, 20_000.0), clock)
+    svc.lease_recheck_s = 0.0
+    store.leases[SITE] = "node-b"
+    ended = Event(type=EventType.TX_ENDED, station_id="CP-1", evse_id=1, transaction_id="tx-CP-1", tx_ref=ref,
+                  site_id=SITE, ts=T0, data={})
+    await svc.dispatch(ended)  # first sight of the site: asked in line, held by node-b
+    assert SITE not in svc.held
+    gate, asked = asyncio.Event(), [0]
+    hold = store.hold_lease
+
+    async def slow(site_id: str, node_id: str, ttl_ms: int, seen: Any = None) -> bool:
+        asked[0] += 1
+        await gate.wait()  # a busy node: the answer comes many event-loop turns later
+        return await hold(site_id, node_id, ttl_ms, seen)
+
+    store.hold_lease = slow  # type: ignore[method-assign]
+    queued: list[tuple[str, object]] = []
+    enqueue = svc.enqueue
+
+    def noted(site_id: str, kind: Any, event: Any) -> None:
+        queued.append((site_id, kind))
+        enqueue(site_id, kind, event)
+
+    svc.enqueue = noted  # type: ignore[method-assign]
+    del store.leases[SITE]  # node-b released it
+    for _ in range(3):  # the stream loop goes on without waiting for the answer
+        await asyncio.wait_for(svc.dispatch(ended), timeout=0.5)
+    await asyncio.sleep(0)
+    assert asked == [1] and SITE not in svc.held  # one ask at a time, not one per event
+    gate.set()
+    for _ in range(50):
+        if not svc.lease_rechecks:
+            break
+        await asyncio.sleep(0.01)
+    assert SITE in svc.held and (SITE, Work.RECONCILE) in queued
+    for site in svc.sites.values():
+        if site.task:
+            site.task.cancel()
