@@ -17,8 +17,11 @@ set-up), each pass `--runs` times (median):
 - `tick`: a watchdog pass with 1 in 30 sessions metered since the last pass.
 
 For each: CPU ms, young (generation 0/1) and full collections during the pass and the ms they took
-(wall), and the most container objects the pass held alive at once (`gc.get_count` with the
-collector off, sampled every event-loop turn, in a separate run): what young collections walk.
+(wall), the longest event-loop turn during the pass (`LoopLag`: CPU ms, and wall ms, between two
+turns of a sampler task, the most of the timed runs; what a station message waits at worst behind
+the pass, collections included), and the most container objects the pass held alive at once
+(`gc.get_count` with the collector off, sampled every event-loop turn, in a separate run): what
+young collections walk.
 `--repo` runs another checkout's code on the same data, as an A/B in one run.
 """
 
@@ -90,17 +93,52 @@ def start_sessions(url: str, first: int, count: int, tag: str) -> None:
     r.close()
 
 
+class LoopLag:
+    """Longest stretch between two turns of the event loop while running (a sampler task that
+    yields every turn: the gap it sees is one turn's callbacks, a pass's longest synchronous
+    stretch included), in wall time and in this thread's CPU time (on a loaded machine the wall
+    time of a stretch includes the time the process waited for a core)."""
+
+    def __init__(self) -> None:
+        self.most_s = self.most_cpu_s = 0.0
+        self._task: asyncio.Future[None] | None = None
+
+    async def _sample(self) -> None:
+        last, last_cpu = time.perf_counter(), time.thread_time()
+        while True:
+            await asyncio.sleep(0)
+            now, now_cpu = time.perf_counter(), time.thread_time()
+            self.most_s = max(self.most_s, now - last)
+            self.most_cpu_s = max(self.most_cpu_s, now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
+
+    def start(self) -> None:
+        """Start sampling (from a coroutine)."""
+        self._task = asyncio.ensure_future(self._sample())
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        if self._task is not None:
+            self._task.cancel()
+
+
 async def timed(label: str, run: Callable[[], Awaitable[Any]], before: Callable[[int], None],
                 runs: int) -> None:
     """Time `run` `runs` times (each after `before(rep)`); print the medians."""
-    cpu, young, young_ms, full, full_ms = [], [], [], [], []
+    cpu, young, young_ms, full, full_ms, lag_ms, lag_cpu_ms = [], [], [], [], [], [], []
     for rep in range(runs):
         before(rep)
         watch = GcWatch()
         gc.callbacks.append(watch)
+        lag = LoopLag()
+        lag.start()
+        await asyncio.sleep(0)  # the sampler's first turn: its gaps are the pass's turns
         t = time.process_time()
         await run()
         cpu.append(time.process_time() - t)
+        lag.stop()
+        lag_ms.append(lag.most_s * 1000)
+        lag_cpu_ms.append(lag.most_cpu_s * 1000)
         gc.callbacks.remove(watch)
         young.append(watch.young)
         young_ms.append(watch.young_s * 1000)
@@ -123,7 +161,9 @@ async def timed(label: str, run: Callable[[], Awaitable[Any]], before: Callable[
     med = statistics.median
     print(f"{label:18s} CPU {med(cpu) * 1000:7.0f} ms  young GCs {med(young):3.0f} "
           f"({med(young_ms):5.0f} ms wall)  "
-          f"full {med(full):2.0f} ({med(full_ms):4.0f} ms)  peak containers alive +{peak:,}  "
+          f"full {med(full):2.0f} ({med(full_ms):4.0f} ms)  longest loop turn {max(lag_cpu_ms):5.1f} ms CPU "
+          f"({max(lag_ms):5.1f} wall)  "
+          f"peak containers alive +{peak:,}  "
           f"[CPU all: {', '.join(f'{x * 1000:.0f}' for x in cpu)}]", flush=True)
 
 
