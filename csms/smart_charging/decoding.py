@@ -20,9 +20,9 @@ stall every watchdog pass over a site of 800 metering EVSEs: issue 14)."""
 DECODE_MEMO_MAX = 100_000
 """EVSEs whose last decode `decode_all` keeps (cleared when full: EVSEs that left stay no longer)."""
 
-DecodeMemo = dict[str, tuple[tuple[str | None, dict[str, str], dict[str, Any] | None], EvseInfo]]
+DecodeMemo = dict[str, tuple[tuple[str | None, dict[str, str], dict[str, Any] | None], EvseInfo, StoredEvse]]
 """`sid/eid` -> (the inputs `decode_evse` derives fields from: `online`, the EVSE hash, the needs
-document; the `EvseInfo` decoded from them)."""
+document; the `EvseInfo` decoded from them; the last record seen with those inputs)."""
 
 
 async def decode_all(records: Sequence[StoredEvse], memo: DecodeMemo | None = None) -> dict[str, EvseInfo]:
@@ -31,7 +31,9 @@ async def decode_all(records: Sequence[StoredEvse], memo: DecodeMemo | None = No
 
     With `memo`, a record whose inputs equal those of its last decode gets a copy of that
     decode (`_memo_decode`): every record is still read in full, only unchanged ones skip the
-    parsing of their fields, so no decode is ever staler than its read.
+    parsing of their fields, so no decode is ever staler than its read. Each `EvseInfo` holds
+    top-level copies of its record's documents (a store may hand out the same record object again,
+    `RedisStateStore._stored`; the service sets fields of the records it rewrites).
     """
     out: dict[str, EvseInfo] = {}
     for start in range(0, len(records), DECODE_CHUNK):
@@ -51,19 +53,33 @@ def _memo_decode(rec: StoredEvse, memo: DecodeMemo) -> EvseInfo:
     read's). The memo keeps copies of those inputs, so what callers do with their
     `EvseInfo` (steerable, refusals, record are set after answers) never reaches it."""
     key = f"{rec.station_id}/{rec.evse_id}"
-    inputs = (rec.station.get("online"), rec.evse, rec.needs)
     hit = memo.get(key)
+    if hit is not None and hit[2] is rec:  # the very record its decode came from: the same inputs
+        return _copied(hit[1], rec)  # (a store hands a record out again only for equal raw replies)
+    inputs = (rec.station.get("online"), rec.evse, rec.needs)
     if hit is not None and hit[0] == inputs:
-        info = _clone(hit[1])
-        info.record, info.needs = rec.profile, rec.needs
-        return info
+        memo[key] = (hit[0], hit[1], rec)
+        return _copied(hit[1], rec)
     info = decode_evse(rec)
     ev_caps_w(info)  # a function of the decode's inputs: carried by every hit (a share asks it of all)
     if len(memo) >= DECODE_MEMO_MAX:
         memo.clear()
     memo[key] = ((inputs[0], dict(rec.evse), None if rec.needs is None else copy.deepcopy(rec.needs)),
-                 _clone(info))
+                 _clone(info), rec)
+    info.record, info.needs = _top_copy(rec.profile), _top_copy(rec.needs)
     return info
+
+
+def _copied(info: EvseInfo, rec: StoredEvse) -> EvseInfo:
+    """A clone of the memo's decode carrying top-level copies of this read's documents."""
+    new = _clone(info)
+    new.record, new.needs = _top_copy(rec.profile), _top_copy(rec.needs)
+    return new
+
+
+def _top_copy(doc: Any) -> Any:
+    """A top-level copy of a stored document (None stays None)."""
+    return dict(doc) if isinstance(doc, dict) else doc
 
 
 def _clone(info: EvseInfo) -> EvseInfo:

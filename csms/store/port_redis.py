@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from evfleet.events import Event
 from evfleet.keys import Keys
+from evfleet.records import EVSE_DECODED_FIELDS
 from evfleet.store.lag import StreamLag
 from evfleet.store.owned import PEXPIRE_IF_OWNED
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.shards import active_refs_of
-from evfleet.store.sites import own_limit_kw, pipelined, positive_kw, site_station_ids
+from evfleet.store.sites import own_limit_kw, pipelined, positive_kw, site_stations_online
 from evfleet.store.slots import slot_groups
 from evfleet.store.stream import read_new_events, stream_tail_id
 
@@ -40,30 +41,35 @@ T = TypeVar("T")
 
 STREAM_MAXLEN = 100_000
 
-DOC_MEMO_MAX = 200_000
-"""Parsed documents `_doc` keeps (two per EVSE of the sites read; cleared when full)."""
+EVSE_MEMO_MAX = 100_000
+"""EVSE records `_stored` keeps with the raw replies they were built from (cleared when full)."""
 
 READ_CHUNK = 600
 """Keys per Lua read (`RedisStateStore._read`): one short script run in Redis, one reply to parse
 (in one event-loop callback: 1,800 keys were 10-20 ms of it at 800 stations, issue 14)."""
 
-STORED_CHUNK = 100
+STORED_CHUNK = 200
 """EVSE records built per event-loop callback (`_read_each`: the JSON of their applied profile and
-charging needs parsed); all of a site's in one callback were 15-24 ms at 800 EVSEs (issue 14)."""
+charging needs parsed unless unchanged since the last read, `_stored`); all of a site's in one
+callback were 15-24 ms at 800 EVSEs (issue 14). 200 EVSEs are `READ_CHUNK` keys, one call; most
+records of a pass are unchanged since the last one and not parsed again."""
 
 _READ = """
+local evse_fields = {EVSE_FIELDS}
 local out = {}
 local n = #ARGV
 for i = 1, #KEYS do
   local op = ARGV[((i - 1) % n) + 1]
   if op == 'H' then out[i] = redis.call('HGETALL', KEYS[i])
+  elseif op == 'O' then out[i] = redis.call('HMGET', KEYS[i], 'online')
+  elseif op == 'E' then out[i] = redis.call('HMGET', KEYS[i], unpack(evse_fields))
   elseif op == 'K' then out[i] = redis.call('HKEYS', KEYS[i])
   elseif op == 'G' then out[i] = redis.call('GET', KEYS[i])
   elseif op == 'T' then out[i] = redis.call('HMGET', KEYS[i], 'station_id', 'evse_id')
   else return redis.error_reply('unknown read ' .. op) end
 end
 return out
-"""
+""".replace("EVSE_FIELDS", ", ".join(f"'{f}'" for f in EVSE_DECODED_FIELDS))
 
 
 _CAS_SET = """
@@ -82,12 +88,30 @@ def _json(raw: Any) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+def _parsed(raw: str | None) -> Any:
+    """A stored JSON document's text parsed (None if none)."""
+    return json.loads(raw) if raw else None
+
+
+def _top_copy(doc: Any) -> Any:
+    """A top-level copy of a parsed document (the service sets fields of records it rewrites,
+    never inside their nested values, which the copies share)."""
+    return dict(doc) if isinstance(doc, dict) else doc
+
+
 def _reply(op: str, raw: Any) -> Any:
     """One key's part of a `_READ` reply as redis-py would return its command's (nil -> None),
-    lists of strings as tuples (which the garbage collector stops tracking, issue 14)."""
+    lists of strings as tuples (which the garbage collector stops tracking, issue 14); `O` (the
+    station's `online`) and `E` (the decoded fields of an EVSE hash) as the hash's dict of those
+    fields that exist."""
     if op == "H":
         it = iter(raw)
         return dict(zip(it, it, strict=True))
+    if op == "O":
+        return {} if raw[0] is None or raw[0] is False else {"online": raw[0]}
+    if op == "E":
+        return {f: v for f, v in zip(EVSE_DECODED_FIELDS, raw, strict=True)
+                if v is not None and v is not False}
     if op == "T":
         return tuple(None if v is False else v for v in raw)
     if op == "K":
@@ -103,7 +127,9 @@ class RedisStateStore:
         self.keys = keys
         self._script = redis.register_script(_READ)
         self._refresh = redis.register_script(PEXPIRE_IF_OWNED)  # `refresh_alive`
-        self._docs: dict[str, tuple[str, dict[str, Any]]] = {}  # `_doc`: key -> (raw text, parsed)
+        self._evses: dict[bytes, tuple[tuple[Any, ...], StoredEvse]] = {}  # `_stored`: key -> (raw, record)
+        self._keys_of_station: dict[str, tuple[bytes, bytes]] = {}
+        self._keys_of_evse: dict[tuple[str, int], tuple[bytes, bytes, bytes]] = {}
 
     async def hold_lease(self, site_id: str, node_id: str, ttl_ms: int,
                          seen: dict[str, str] | None = None) -> bool:
@@ -213,86 +239,117 @@ class RedisStateStore:
         """EVSEs of the site: ids from the connectors hash and from active transactions (only the
         site's stations' active sets are read, `evfleet.store.active_index`)."""
         k = self.keys
-        stations = await site_station_ids(self.redis, k, site_id, default_site)
-        keys: list[str] = []
+        # the station's `online` (the one field of its hash decode_evse reads) comes with the check
+        # of its `site_id`, in the same read of the hash
+        online = await site_stations_online(self.redis, k, site_id, default_site)
+        stations = [sid for sid, _ in online]
+        keys: list[bytes] = []
         for start in range(0, len(stations), SITE_CHUNK):  # 40,000 keys were 20 ms in one stretch
             if start:
                 await asyncio.sleep(0)
-            keys += [key for s in stations[start:start + SITE_CHUNK]
-                     for key in (k.station(s), k.station_connectors(s))]
-        raw = await self._read(keys, "HK")
+            keys += [self._station_keys(s)[1] for s in stations[start:start + SITE_CHUNK]]
+        raw = await self._read(keys, "K")
         active = await active_refs_of(self.redis, k, stations)  # the site's stations' sets only
         tx_evses: dict[str, set[int]] = {}
         for [sid_eid] in await self._read([k.transaction(ref) for ref in active], "T"):
             if sid_eid[0] and str(sid_eid[1] or "").isdigit():
                 tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
         triples: list[tuple[str, int, dict[str, str]]] = []
-        for n, (sid, (station, connectors)) in enumerate(zip(stations, raw, strict=True)):
+        for n, ((sid, on), (connectors,)) in enumerate(zip(online, raw, strict=True)):
             if n and n % SITE_CHUNK == 0:  # a 20,000-station site: the loop is not held for one pass
                 await asyncio.sleep(0)
+            station = {} if on is None else {"online": on}
             eids = {int(f.split("/", 1)[0]) for f in connectors if f.split("/", 1)[0].isdigit()}
             eids |= tx_evses.get(sid, set())
             triples += [(sid, eid, station) for eid in sorted(eids) if eid > 0]
         return await self._records(triples)
 
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
-        """Station hash, EVSE hash, applied profile and charging needs of each EVSE (`_read_each`)."""
-        k = self.keys
-        keys = [key for sid, eid in evses for key in (
-            k.station(sid), k.station_evse(sid, eid), k.applied_profile(sid, eid),
-            k.charging_needs(sid, eid))]
+        """The station's `online`, the EVSE hash's decoded fields, applied profile and charging needs
+        of each EVSE (`_read_each`, `_stored`)."""
+        keys = [key for sid, eid in evses for key in (self._station_keys(sid)[0], *self._evse_keys(sid, eid))]
 
-        def stored(i: int, raw: Sequence[Any]) -> StoredEvse:
+        def stored(i: int, raw: Sequence[Any], at: int) -> StoredEvse:
             sid, eid = evses[i]
-            return StoredEvse(sid, eid, _reply("H", raw[0]), _reply("H", raw[1]),
-                              self._doc(keys[4 * i + 2], raw[2]), self._doc(keys[4 * i + 3], raw[3]))
+            return self._stored(keys[4 * i + 1], sid, eid, _reply("O", raw[at]), raw[at + 1], raw[at + 2],
+                                raw[at + 3])
 
-        return await self._read_each(keys, "HHGG", stored, STORED_CHUNK)
+        return await self._read_each(keys, "OEGG", stored, STORED_CHUNK)
+
+    def _station_keys(self, sid: str) -> tuple[bytes, bytes]:
+        """(station hash, connectors hash) keys of a station, built and encoded once (a whole-site
+        read sends them for every station each pass: redis-py encodes a str key per command)."""
+        hit = self._keys_of_station.get(sid)
+        if hit is None:
+            if len(self._keys_of_station) >= EVSE_MEMO_MAX:
+                self._keys_of_station.clear()
+            hit = self._keys_of_station[sid] = (self.keys.station(sid).encode(),
+                                                self.keys.station_connectors(sid).encode())
+        return hit
+
+    def _evse_keys(self, sid: str, eid: int) -> tuple[bytes, bytes, bytes]:
+        """(EVSE hash, applied profile, charging needs) keys of an EVSE, built and encoded once."""
+        hit = self._keys_of_evse.get((sid, eid))
+        if hit is None:
+            if len(self._keys_of_evse) >= EVSE_MEMO_MAX:
+                self._keys_of_evse.clear()
+            k = self.keys
+            hit = self._keys_of_evse[(sid, eid)] = (
+                k.station_evse(sid, eid).encode(), k.applied_profile(sid, eid).encode(),
+                k.charging_needs(sid, eid).encode())
+        return hit
 
     async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
-        k = self.keys
-        keys: list[str] = []
+        keys: list[bytes] = []
         for start in range(0, len(triples), SITE_CHUNK):
             if start:
                 await asyncio.sleep(0)
-            keys += [key for sid, eid, _ in triples[start:start + SITE_CHUNK] for key in (
-                k.station_evse(sid, eid), k.applied_profile(sid, eid), k.charging_needs(sid, eid))]
+            keys += [key for sid, eid, _ in triples[start:start + SITE_CHUNK]
+                     for key in self._evse_keys(sid, eid)]
 
-        def stored(i: int, raw: Sequence[Any]) -> StoredEvse:
+        def stored(i: int, raw: Sequence[Any], at: int) -> StoredEvse:
             sid, eid, station = triples[i]
-            return StoredEvse(sid, eid, station, _reply("H", raw[0]), self._doc(keys[3 * i + 1], raw[1]),
-                              self._doc(keys[3 * i + 2], raw[2]))
+            return self._stored(keys[3 * i], sid, eid, station, raw[at], raw[at + 1], raw[at + 2])
 
-        return await self._read_each(keys, "HGG", stored, STORED_CHUNK)
+        return await self._read_each(keys, "EGG", stored, STORED_CHUNK)
 
-    def _doc(self, key: str, raw: str | None) -> dict[str, Any] | None:
-        """The JSON document `raw` read at `key`, parsed, or a copy of the one parsed from the same
-        text the last time `key` was read (the text is read every time: never staler than the
-        read). Copies are top-level (`dict(...)`): the service sets fields of records it rewrites,
-        never inside their nested values, which the copies share with the memo."""
-        if not raw:
-            self._docs.pop(key, None)
-            return None
-        hit = self._docs.get(key)
-        if hit is not None and hit[0] == raw:
-            return dict(hit[1])
-        doc = _json(raw)
-        if not isinstance(doc, dict):
-            return doc
-        if len(self._docs) >= DOC_MEMO_MAX:
-            self._docs.clear()
-        self._docs[key] = (raw, doc)
-        return dict(doc)
+    def _stored(self, key: bytes, sid: str, eid: int, station: Mapping[str, str], evse: Sequence[Any],
+                profile: str | None, needs: str | None) -> StoredEvse:
+        """The record of one EVSE from this read's raw replies (its station's fields, the `E` reply
+        of its hash, the texts of its applied-profile record and charging needs).
 
-    async def _read(self, keys: Sequence[str], ops: str) -> list[tuple[Any, ...]]:
+        Everything is read every time and compared: when this read's raw replies equal those the
+        EVSE's last record was built from, that record (the same object) is returned, else a new
+        one is built (parsed) and kept. So a record is never staler than the read, and a decode
+        memo knows an unchanged one by identity (`csms.smart_charging.decoding`). The record and
+        its documents are shared between reads: readers never change them (the service's
+        `EvseInfo` gets top-level copies of the documents, `decoding.decode_all`). `key`: the EVSE
+        hash's key, the memo's."""
+        online = station.get("online")
+        hit = self._evses.get(key)
+        if hit is not None:  # compared one by one: no tuple per EVSE per pass (young collections)
+            was = hit[0]
+            if was[0] == online and was[1] == evse and was[2] == profile and was[3] == needs:
+                return hit[1]
+        raw = (online, evse, profile, needs)
+        record = StoredEvse(sid, eid, station, _reply("E", evse), _parsed(profile), _parsed(needs))
+        if len(self._evses) >= EVSE_MEMO_MAX:
+            self._evses.clear()
+        self._evses[key] = (raw, record)
+        return record
+
+    async def _read(self, keys: Sequence[str | bytes], ops: str) -> list[tuple[Any, ...]]:
         """The replies of each item's keys, read by `ops` (one letter per key of an item: H HGETALL
-        -> dict, K HKEYS, G GET, T HMGET station_id evse_id), in order, a tuple per item
+        -> dict, O HMGET online -> dict, E HMGET of `EVSE_DECODED_FIELDS` -> dict, K HKEYS, G GET,
+        T HMGET station_id evse_id), in order, a tuple per item
         (`_read_each`)."""
-        return await self._read_each(keys, ops, lambda _i, raw: tuple(map(_reply, ops, raw)), READ_CHUNK)
+        width = len(ops)
+        return await self._read_each(
+            keys, ops, lambda _i, raw, at: tuple(map(_reply, ops, raw[at:at + width])), READ_CHUNK)
 
-    async def _read_each(self, keys: Sequence[str], ops: str,
-                         build: Callable[[int, Sequence[Any]], T], most: int) -> list[T]:
-        """`build(i, replies)` of each item i, from the raw replies of its keys read by `ops` (see
+    async def _read_each(self, keys: Sequence[str | bytes], ops: str,
+                         build: Callable[[int, Sequence[Any], int], T], most: int) -> list[T]:
+        """`build(i, replies, at)` of each item i, from the raw replies of its keys read by `ops` (see
         `_read`), at most `most` items per event-loop callback, in order. `keys` holds the items'
         keys in a row, `len(ops)` per item (no container per item: see below).
 
@@ -316,7 +373,7 @@ class RedisStateStore:
                 replies = await self._script(keys=[keys[i * width + j] for i in part for j in range(width)],
                                              args=list(ops))
                 for n, i in enumerate(part):
-                    out[i] = build(i, replies[n * width:(n + 1) * width])
+                    out[i] = build(i, replies, n * width)
         return out
 
     async def applied_profile(self, evse: EvseId) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evfleet.events import Event
+from evfleet.records import EVSE_DECODED_FIELDS
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
 from evfleet.store.sites import own_limit_kw, positive_kw
 
@@ -148,8 +149,11 @@ class InMemoryStateStore:
         return await self.evse_records(keys)
 
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
-        """Copies of the stored facts of each EVSE."""
-        return [StoredEvse(sid, eid, dict(self.stations.get(sid, {})), dict(self.evses.get((sid, eid), {})),
+        """Copies of the stored facts of each EVSE (of its hash, the decoded fields only, as the Redis
+        adapter reads them)."""
+        return [StoredEvse(sid, eid, dict(self.stations.get(sid, {})),
+                           {f: v for f, v in self.evses.get((sid, eid), {}).items()
+                            if f in EVSE_DECODED_FIELDS},
                            copy.deepcopy(self.profiles.get((sid, eid))),
                            copy.deepcopy(self.needs.get((sid, eid)))) for sid, eid in evses]
 

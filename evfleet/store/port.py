@@ -36,9 +36,11 @@ class StoredEvse:
     station_id: str
     evse_id: int
     station: Mapping[str, str]
-    """The station hash (`online`, `site_id`, ...)."""
+    """The station hash, at least `online` (the one field the service decodes; the Redis adapter
+    reads only that one)."""
     evse: Mapping[str, str]
-    """The EVSE hash (`steerable`, `max_power_w`, `tx_ref`, `default_limit_w`, ...)."""
+    """The EVSE hash's fields the service decodes (`evfleet.records.EVSE_DECODED_FIELDS`: `steerable`,
+    `max_power_w`, `tx_ref`, `default_limit_w`, ...); the others are not read."""
     profile: dict[str, Any] | None
     """The applied-profile record (`profile:{sid}:{eid}`), None if none."""
     needs: dict[str, Any] | None

@@ -161,26 +161,40 @@ async def site_station_ids(redis: Redis, keys: Keys, site_id: str,
     against a scan of the fleet and adds what is missing (`check_site_index`), so a station written
     by something that bypassed the index is counted within that bound, and logged.
     """
+    return [sid for sid, _online in await site_stations_online(redis, keys, site_id, default_site)]
+
+
+async def site_stations_online(redis: Redis, keys: Keys, site_id: str,
+                               default_site: str = "default") -> list[tuple[str, str | None]]:
+    """`site_station_ids`, each with its station hash's `online` field (None when unset), read in
+    the same script call that checks the member's `site_id` (a whole-site pass reads both)."""
     await _check_now_and_then(redis, keys, default_site)
     members = sorted({str(m) for m in await redis.smembers(keys.site_stations(site_id))})
-    sites = await station_sites(redis, keys, members)
-    return [sid for sid, site in zip(members, sites, strict=True)
-            if site is not None and (site or default_site) == site_id]
+    sites = await _station_fields(redis, keys, members, _SITE_IDS_ONLINE)
+    return [(sid, None if got[1] is None else str(got[1])) for sid, got in zip(members, sites, strict=True)
+            if got is not None and (str(got[0] or "") or default_site) == site_id]
 
 
 async def station_sites(redis: Redis, keys: Keys, station_ids: Sequence[str]) -> list[str | None]:
     """The `site_id` of each station ('' when unset, None when its hash does not exist), read by
     one script per chunk of keys of one slot."""
-    out: list[str | None] = [None] * len(station_ids)
+    return [None if site is None else str(site)
+            for site in await _station_fields(redis, keys, station_ids, _SITE_IDS)]
+
+
+async def _station_fields(redis: Redis, keys: Keys, station_ids: Sequence[str], text: str) -> list[Any]:
+    """Each station's reply to the script `text` (one per chunk of keys of one slot)."""
+    out: list[Any] = [None] * len(station_ids)
     if not station_ids:
         return out
-    script = redis.register_script(_SITE_IDS)
-    for group in slot_groups(redis, [keys.station(sid) for sid in station_ids]):  # one script per slot
+    script = redis.register_script(text)
+    station_keys = [keys.station(sid).encode() for sid in station_ids]
+    for group in slot_groups(redis, station_keys):  # one script per slot
         for lo in range(0, len(group), _CHUNK):  # one reply per chunk, not one per station
             part = group[lo:lo + _CHUNK]
-            sites = await script(keys=[keys.station(station_ids[i]).encode() for i in part])
-            for i, site in zip(part, sites, strict=True):
-                out[i] = None if site is None else str(site)
+            replies = await script(keys=[station_keys[i] for i in part])
+            for i, reply in zip(part, replies, strict=True):
+                out[i] = reply
     return out
 
 
@@ -227,6 +241,17 @@ local out = {}
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     out[i] = redis.call('HGET', KEYS[i], 'site_id') or ''
+  else
+    out[i] = false
+  end
+end
+return out
+"""
+_SITE_IDS_ONLINE = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[i] = redis.call('HMGET', KEYS[i], 'site_id', 'online')
   else
     out[i] = false
   end

@@ -99,13 +99,13 @@ async def test_a_site_pass_reads_its_own_stations_not_the_fleet(
         pipe.sadd(K.stations(), f"S{i:03d}")
     await pipe.execute()
     looked_up: list[int] = []
-    real = sites_mod.station_sites
+    real = sites_mod._station_fields  # what the check (`station_sites`) and the read look up through
 
-    async def counting(r: Any, keys: Keys, ids: Any) -> list[str | None]:
+    async def counting(r: Any, keys: Keys, ids: Any, text: str) -> list[Any]:
         looked_up.append(len(ids))
-        return await real(r, keys, ids)
+        return await real(r, keys, ids, text)
 
-    monkeypatch.setattr(sites_mod, "station_sites", counting)
+    monkeypatch.setattr(sites_mod, "_station_fields", counting)
     assert await site_station_ids(redis, K, "small") == [f"S{i:03d}" for i in range(5)]
     assert looked_up == [200, 5]  # the first call per client checks the index against the fleet
     looked_up.clear()

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from csms.smart_charging.decoding import DecodeMemo, decode_all
 from csms.store.port_redis import RedisStateStore
 from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
@@ -77,7 +78,8 @@ async def test_the_fake_reads_what_redis_reads(store: StateStore) -> None:
 
 async def test_a_write_is_read_back_the_same_in_both(store: StateStore) -> None:
     record = {"tx_ref": "CP-1:tx-1", "kind": "plan", "applied_series_w": [[T0.timestamp(), 6000.0]]}
-    w = StoreWrite(profiles={("CP-1", 1): record}, evse_fields={("CP-1", 1): {"applied_limit_w": "6000.0"}},
+    w = StoreWrite(profiles={("CP-1", 1): record},
+                   evse_fields={("CP-1", 1): {"applied_limit_w": "6000.0", "metered_max_w": "7000.0"}},
                    evse_deleted={("CP-1", 1): ["max_power_w"]},
                    session_fields={"CP-1:tx-1": {"last_plan_id": "p1"}},
                    ev_schedules={("CP-1", 1): {"within_limits": True}},
@@ -93,7 +95,8 @@ async def test_a_write_is_read_back_the_same_in_both(store: StateStore) -> None:
     fields = await store.session_fields("CP-1:tx-1", ["schedules_sent", "last_plan_id", "nope"])
     assert fields == ["2", "p1", None]
     [evse] = await store.evse_records([("CP-1", 1)])
-    assert dict(evse.evse) == {"tx_ref": "CP-1:tx-1", "applied_limit_w": "6000.0"}
+    # the EVSE hash as the service reads it: the fields it decodes (not `applied_limit_w`)
+    assert dict(evse.evse) == {"tx_ref": "CP-1:tx-1", "metered_max_w": "7000.0"}
     _, events = await store.read_events(tail, count=10, block_ms=10)
     assert [(e.type, e.station_id, e.tx_ref) for e in events] == [
         (EventType.PROFILE_SENT, "CP-1", "CP-1:tx-1")]
@@ -132,7 +135,8 @@ async def test_redis_reads_a_session_evse_without_connectors_and_only_the_sites_
     try:
         for sid, site in (("CP-1", SITE), ("CP-2", "other")):
             await redis.sadd(k.stations(), sid)
-            await redis.hset(k.station(sid), mapping={"online": "1", "site_id": site})
+            online = "1" if sid == "CP-1" else "0"
+            await redis.hset(k.station(sid), mapping={"online": online, "site_id": site})
             await redis.hset(k.transaction(f"{sid}:tx-9"), mapping={"station_id": sid, "evse_id": "3"})
             await redis.sadd(k.active_for(sid), f"{sid}:tx-9")
             await redis.sadd(k.station_active(sid), f"{sid}:tx-9")
@@ -144,10 +148,10 @@ async def test_redis_reads_a_session_evse_without_connectors_and_only_the_sites_
         assert [(e.station_id, e.evse_id) for e in evses] == [("CP-1", 1), ("CP-1", 3)]
         assert evses[1].evse == {"tx_ref": "CP-1:tx-9", "max_power_w": "22000"}
         assert evses[1].profile == {"tx_ref": "CP-1:tx-9"} and evses[1].needs is None
-        assert evses[0].evse == {} and evses[0].station == {"online": "1", "site_id": SITE}
-        assert [(e.station_id, e.evse_id, e.station.get("site_id"), e.profile)
+        assert evses[0].evse == {} and evses[0].station == {"online": "1"}  # the field it decodes
+        assert [(e.station_id, e.evse_id, e.station.get("online"), e.profile)
                 for e in await store.evse_records([("CP-2", 3), ("CP-1", 3)])] == [
-            ("CP-2", 3, "other", None), ("CP-1", 3, SITE, {"tx_ref": "CP-1:tx-9"})]
+            ("CP-2", 3, "0", None), ("CP-1", 3, "1", {"tx_ref": "CP-1:tx-9"})]
     finally:
         await redis.aclose()
 
@@ -165,9 +169,11 @@ async def test_leases_are_renewed_in_one_batch_and_another_nodes_lease_stays_its
 
 
 async def test_redis_reparses_a_changed_document_and_hands_out_copies(redis_url: str) -> None:
-    """`RedisStateStore._doc` reuses a parse only for the same text at the same key; a caller
-    changing its record does not change the next read's."""
+    """`RedisStateStore._stored` reuses a record only for the same raw replies of the same EVSE;
+    a caller changing its `EvseInfo.record` (the service sets fields of a record it rewrites) does
+    not change the next read's (`decode_all` hands out top-level copies)."""
     redis = connect_redis(redis_url)
+    memo: DecodeMemo = {}
     try:
         await redis.sadd(K.stations(), "CP-1")
         await redis.hset(K.station("CP-1"), mapping={"online": "1", "site_id": SITE})
@@ -175,11 +181,11 @@ async def test_redis_reparses_a_changed_document_and_hands_out_copies(redis_url:
         await redis.set(K.applied_profile("CP-1", 1),
                         '{"limit_w": 6000.0, "applied_series_w": [[0, 6000.0]]}')
         store = RedisStateStore(redis, K)
-        [first] = await store.site_evses(SITE, "default")
-        assert first.profile is not None and first.profile["limit_w"] == 6000.0
-        first.profile["limit_w"] = 1.0  # the service sets fields of a record it rewrites
-        [again] = await store.evse_records([("CP-1", 1)])
-        assert again.profile == {"limit_w": 6000.0, "applied_series_w": [[0, 6000.0]]}
+        first = (await decode_all(await store.site_evses(SITE, "default"), memo))["CP-1/1"]
+        assert first.record is not None and first.record["limit_w"] == 6000.0
+        first.record["limit_w"] = 1.0
+        again = (await decode_all(await store.evse_records([("CP-1", 1)]), memo))["CP-1/1"]
+        assert again.record == {"limit_w": 6000.0, "applied_series_w": [[0, 6000.0]]}
         await redis.set(K.applied_profile("CP-1", 1),
                         '{"limit_w": 11000.0, "applied_series_w": [[0, 11000.0]]}')
         [changed] = await store.site_evses(SITE, "default")
@@ -218,7 +224,7 @@ async def test_redis_whole_site_read_in_many_callbacks_gives_each_evse_its_own_c
         first = await store.site_evses(SITE, "default")
         assert [(e.station_id, e.evse_id) for e in first] == [(sid, 1) for sid in sids]
         for i, e in enumerate(first):
-            assert e.station == {"online": str(i % 2), "site_id": SITE}
+            assert e.station == {"online": str(i % 2)}  # the one field decoded
             assert e.evse == {"max_power_w": str(1000 + i)}
             assert e.profile == {"limit_w": float(i), "applied_series_w": [[0, float(i)]]}
             assert e.needs == ({"ev_max_power_w": i} if i % 3 == 0 else None)
