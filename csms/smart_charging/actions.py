@@ -82,7 +82,7 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     PASSES.labels("plan").inc()
     now_s = svc.clock.timestamp()
     evses = await svc.site_evses(site_id)
-    applied = {k: e.applied(now_s) for k, e in evses.items()}
+    applied = await sending.counted(evses, now_s, sending.Slices())
     payloads, planned = _plan_payloads(svc, plan, evses)
     site_w = await svc.site_budget_w(site_id)
     budget_w = min(plan.limit_kw * 1000.0 or site_w, site_w)
@@ -131,7 +131,8 @@ async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = ""
     evses = await svc.site_evses(site_id)
     now_s = svc.clock.timestamp()
     budget_w = await svc.site_budget_w(site_id)
-    applied = {k: e.applied(now_s) for k, e in evses.items()}
+    slices = sending.Slices()
+    applied = await sending.counted(evses, now_s, slices)
     # a non-compliant EVSE draws what it draws: it is a fixed load, lowering its profile frees nothing
     # nor is one with a call out beside the site's task (`aside`): it keeps max(before, that profile)
     movable = [k for k, e in evses.items()

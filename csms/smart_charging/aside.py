@@ -86,7 +86,7 @@ class Aside:
 
     def busy(self, info: EvseInfo) -> bool:
         """A call to this EVSE is out, or was when it was read."""
-        return info.out_series is not None or info.ident in self.out
+        return info.out_series is not None or (bool(self.out) and info.ident in self.out)
 
     def hold(self, svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo],
              applied: Mapping[str, Series], target: dict[str, Series]) -> int:

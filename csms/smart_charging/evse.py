@@ -49,15 +49,15 @@ class EvseInfo:
     """A single-EVSE call to it was out when it was read (`aside`): it counts at least this,
     max(before, the profile), until the answer is recorded."""
 
-    @property
-    def key(self) -> str:
-        """`sid/eid`."""
-        return f"{self.station_id}/{self.evse_id}"
+    key: str = field(init=False, repr=False, compare=False)
+    """`sid/eid` (set once from the ids, which never change; a decode memo's clone carries it)."""
+    ident: tuple[str, int] = field(init=False, repr=False, compare=False)
+    """(station id, EVSE id): its key in the store (built once: a whole-site pass asks it of every
+    EVSE several times)."""
 
-    @property
-    def ident(self) -> tuple[str, int]:
-        """(station id, EVSE id): its key in the store."""
-        return self.station_id, self.evse_id
+    def __post_init__(self) -> None:
+        self.key = f"{self.station_id}/{self.evse_id}"
+        self.ident = (self.station_id, self.evse_id)
 
     def applied(self, now_s: float) -> Series:
         """The series counted against the site limit now (`budget.counted_series`; at least

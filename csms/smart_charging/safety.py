@@ -255,11 +255,7 @@ async def _counted(evses: Mapping[str, EvseInfo], now_s: float, between: Between
                    slices: sending.Slices) -> dict[str, Series]:
     """What each EVSE of the pass counts now (`EvseInfo.applied`), at least what a longer pass
     counts for it (`between`: a change of unknown outcome), in time slices."""
-    applied: dict[str, Series] = {}
-    for k, e in evses.items():
-        if slices.due():
-            await slices.pause()  # pure work on this pass's read: yielding changes no decision
-        applied[k] = e.applied(now_s)
+    applied = await sending.counted(evses, now_s, slices)  # pure work on this pass's read
     if between is not None:
         for k, series in between.applied.items():
             applied[k] = planner.pointwise(applied[k], series, now_s, "max") if k in applied else series
