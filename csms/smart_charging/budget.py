@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from csms.smart_charging import planner
 from csms.smart_charging.planner import Series
@@ -61,9 +61,10 @@ REFUSAL_BACKOFF_MAX_S = 3600.0
 """Longest wait before a station that refused profiles is tried again."""
 
 
-@dataclass(frozen=True)
-class EvseBudgetState:
-    """The facts about one EVSE that decide what it counts (see module doc)."""
+class EvseBudgetState(NamedTuple):
+    """The facts about one EVSE that decide what it counts (see module doc). Immutable; a named
+    tuple, not a frozen dataclass: a whole-site pass builds one per EVSE, and a frozen dataclass's
+    `__init__` (one `object.__setattr__` per field) was most of `EvseInfo.applied` (issue 14)."""
 
     transaction_id: str
     online: bool

@@ -86,5 +86,5 @@ def _clone(info: EvseInfo) -> EvseInfo:
     """A shallow copy of `info` (what `copy.copy` makes, without its generic protocol: a whole-site
     read clones every EVSE)."""
     new = object.__new__(EvseInfo)
-    new.__dict__.update(info.__dict__)
+    new.__dict__ = info.__dict__.copy()  # one allocation (an update grows an empty dict step by step)
     return new

@@ -75,11 +75,13 @@ class EvseInfo:
 
     def _budget_state(self, noncompliant_w: float | None) -> budget.EvseBudgetState:
         rec = self.record or {}
-        series = rec.get("applied_series_w")
+        record_tx = str(rec.get("tx_ref") or "")
+        # the record's series counts only for this session (`budget.counted_series`): parsed then only
+        series = rec.get("applied_series_w") if record_tx == self.tx_ref else None
         return budget.EvseBudgetState(
             transaction_id=self.tx_ref, online=self.online, steerable=self.steerable,
             max_power_w=self.electrical.max_power_w, metered_max_w=self.metered_max_w,
-            record_tx=str(rec.get("tx_ref") or ""),
+            record_tx=record_tx,
             record_series=[(float(t), float(v)) for t, v in series] if series else None,
             default_w=self.default_w, noncompliant_w=noncompliant_w)
 

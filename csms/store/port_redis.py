@@ -254,15 +254,21 @@ class RedisStateStore:
         for [sid_eid] in await self._read([k.transaction(ref) for ref in active], "T"):
             if sid_eid[0] and str(sid_eid[1] or "").isdigit():
                 tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
-        triples: list[tuple[str, int, dict[str, str]]] = []
+        # the EVSEs in three columns (no tuple per EVSE: a young collection walks what a pass holds)
+        sids: list[str] = []
+        eids: list[int] = []
+        ons: list[str | None] = []
         for n, ((sid, on), (connectors,)) in enumerate(zip(online, raw, strict=True)):
             if n and n % SITE_CHUNK == 0:  # a 20,000-station site: the loop is not held for one pass
                 await asyncio.sleep(0)
-            station = {} if on is None else {"online": on}
-            eids = {int(f.split("/", 1)[0]) for f in connectors if f.split("/", 1)[0].isdigit()}
-            eids |= tx_evses.get(sid, set())
-            triples += [(sid, eid, station) for eid in sorted(eids) if eid > 0]
-        return await self._records(triples)
+            ids = {int(f.split("/", 1)[0]) for f in connectors if f.split("/", 1)[0].isdigit()}
+            ids |= tx_evses.get(sid, set())
+            for eid in sorted(ids):
+                if eid > 0:
+                    sids.append(sid)
+                    eids.append(eid)
+                    ons.append(on)
+        return await self._records(sids, eids, ons)
 
     async def evse_records(self, evses: Sequence[EvseId]) -> list[StoredEvse]:
         """The station's `online`, the EVSE hash's decoded fields, applied profile and charging needs
@@ -271,8 +277,8 @@ class RedisStateStore:
 
         def stored(i: int, raw: Sequence[Any], at: int) -> StoredEvse:
             sid, eid = evses[i]
-            return self._stored(keys[4 * i + 1], sid, eid, _reply("O", raw[at]), raw[at + 1], raw[at + 2],
-                                raw[at + 3])
+            return self._stored(keys[4 * i + 1], sid, eid, _reply("O", raw[at]).get("online"), raw[at + 1],
+                                raw[at + 2], raw[at + 3])
 
         return await self._read_each(keys, "OEGG", stored, STORED_CHUNK)
 
@@ -299,23 +305,23 @@ class RedisStateStore:
                 k.charging_needs(sid, eid).encode())
         return hit
 
-    async def _records(self, triples: list[tuple[str, int, dict[str, str]]]) -> list[StoredEvse]:
+    async def _records(self, sids: list[str], eids: list[int], ons: list[str | None]) -> list[StoredEvse]:
+        """The record of each EVSE (station, EVSE id, the station's `online`), `_stored`."""
         keys: list[bytes] = []
-        for start in range(0, len(triples), SITE_CHUNK):
+        for start in range(0, len(sids), SITE_CHUNK):
             if start:
                 await asyncio.sleep(0)
-            keys += [key for sid, eid, _ in triples[start:start + SITE_CHUNK]
-                     for key in self._evse_keys(sid, eid)]
+            keys += [key for sid, eid in zip(sids[start:start + SITE_CHUNK], eids[start:start + SITE_CHUNK],
+                                              strict=True) for key in self._evse_keys(sid, eid)]
 
         def stored(i: int, raw: Sequence[Any], at: int) -> StoredEvse:
-            sid, eid, station = triples[i]
-            return self._stored(keys[3 * i], sid, eid, station, raw[at], raw[at + 1], raw[at + 2])
+            return self._stored(keys[3 * i], sids[i], eids[i], ons[i], raw[at], raw[at + 1], raw[at + 2])
 
         return await self._read_each(keys, "EGG", stored, STORED_CHUNK)
 
-    def _stored(self, key: bytes, sid: str, eid: int, station: Mapping[str, str], evse: Sequence[Any],
+    def _stored(self, key: bytes, sid: str, eid: int, online: str | None, evse: Sequence[Any],
                 profile: str | None, needs: str | None) -> StoredEvse:
-        """The record of one EVSE from this read's raw replies (its station's fields, the `E` reply
+        """The record of one EVSE from this read's raw replies (its station's `online`, the `E` reply
         of its hash, the texts of its applied-profile record and charging needs).
 
         Everything is read every time and compared: when this read's raw replies equal those the
@@ -325,13 +331,13 @@ class RedisStateStore:
         its documents are shared between reads: readers never change them (the service's
         `EvseInfo` gets top-level copies of the documents, `decoding.decode_all`). `key`: the EVSE
         hash's key, the memo's."""
-        online = station.get("online")
         hit = self._evses.get(key)
         if hit is not None:  # compared one by one: no tuple per EVSE per pass (young collections)
             was = hit[0]
             if was[0] == online and was[1] == evse and was[2] == profile and was[3] == needs:
                 return hit[1]
         raw = (online, evse, profile, needs)
+        station = {} if online is None else {"online": online}
         record = StoredEvse(sid, eid, station, _reply("E", evse), _parsed(profile), _parsed(needs))
         if len(self._evses) >= EVSE_MEMO_MAX:
             self._evses.clear()
