@@ -2,15 +2,23 @@
 with the liveness timings scaled down 7.5 x (TTL 0.6 s, refresh 0.05 s, trust 0.15 s, poll 0.05 s):
 
 - a holder that stalls for less than TTL - refresh keeps its site, and acts again on resume;
-- a holder that stops refreshing (dead) loses the site to the other node within TTL + poll, and
-  never before its own trust ran out;
+- a holder that stops refreshing (dead) loses the site to the other node at the first liveness
+  poll that finds its key gone, which is at the latest the first poll sent TTL after the holder's
+  last refresh returned; and never before its own trust ran out;
 - the dead holder, resuming, does not act for the site (its liveness lapsed: it asks Redis).
+
+The take-over is bounded in the nodes' own steps, not in wall time: under CPU starvation (a CI
+runner at load 12-18) the poller's 50 ms sleeps stretch and a wall-clock bound (TTL + poll + 0.4 s,
+1.05 s) was missed with nothing wrong. The test records when the holder's refreshes and the
+poller's liveness reads were sent and answered (monotonic time) and checks the rule on those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -38,6 +46,40 @@ def _node(store: RedisStateStore, node_id: str) -> SmartChargingService:
     return svc
 
 
+Call = tuple[float, float, Any]
+"""(monotonic time sent, monotonic time answered, answer) of one store call."""
+
+
+class Recorded:
+    """Every call of a store's async method (`Call`s, in order); with `stop` set, the calling task
+    is cancelled once the next call was answered (it stops between two calls, none in flight)."""
+
+    def __init__(self, store: RedisStateStore, name: str) -> None:
+        self.calls: list[Call] = []
+        self.stop = False
+        self._method: Callable[..., Awaitable[Any]] = getattr(store, name)
+        setattr(store, name, self._recorded)
+
+    async def _recorded(self, *args: Any, **kwargs: Any) -> Any:
+        sent = time.monotonic()
+        answer = await self._method(*args, **kwargs)
+        self.calls.append((sent, time.monotonic(), answer))
+        if self.stop:
+            self.stop = False
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # raised at its next await: the answer is used first
+        return answer
+
+
+async def _stop_after_refresh(refreshes: Recorded, alive: asyncio.Task[None]) -> Call:
+    """Stop the node's liveness loop right after its next refresh was answered; that refresh."""
+    refreshes.stop = True
+    await asyncio.gather(alive, return_exceptions=True)
+    assert alive.cancelled() and not refreshes.stop
+    return refreshes.calls[-1]
+
+
 async def _wait(cond: object, timeout_s: float) -> float:
     """Seconds until `cond()` holds (pytest.fail after `timeout_s`)."""
     t0 = time.monotonic()
@@ -52,15 +94,20 @@ async def test_an_alive_holder_keeps_its_site_and_a_dead_ones_is_taken_within_th
         redis_url: str) -> None:
     redis = connect_redis(redis_url)
     a, b = _node(RedisStateStore(redis, K), "node-a"), _node(RedisStateStore(redis, K), "node-b")
+    refreshes = Recorded(a.store, "refresh_alive")  # type: ignore[arg-type]
+    reads, steals = Recorded(b.store, "alive_tokens"), Recorded(b.store, "steal_leases")  # type: ignore[arg-type]
     a_alive = asyncio.create_task(leases.alive_loop(a))
     b_loops = [asyncio.create_task(leases.alive_loop(b)), asyncio.create_task(leases.steal_loop(b))]
     try:
         assert await a.holds(SITE) and not await b.holds(SITE)
         assert b.liveness.holders == {SITE: "node-a"}
         await asyncio.sleep(3 * POLL_S)  # B has seen A's liveness key
-        # A stalls for 0.45 s (< TTL - refresh): its trust runs out, its site stays its own
-        a_alive.cancel()
-        await asyncio.sleep(0.45)
+        # A stalls for 0.3 s from its last refresh (trust 0.15 s < 0.3 s < TTL - refresh 0.55 s,
+        # 0.3 s spare for a starved event loop): its trust runs out, its site stays its own
+        stall_from, _, _ = await _stop_after_refresh(refreshes, a_alive)
+        await asyncio.sleep(0.3)
+        stalled_s = time.monotonic() - stall_from
+        assert stalled_s < TTL_S - 0.01 or not b.held, f"starved: a {stalled_s:.2f} s stall, not 0.3 s"
         assert await redis.get(K.smart_charging_lease(SITE)) == "node-a" and not b.held
         assert not leases.trusted(a, SITE, time.monotonic())  # on resume it asks first ...
         assert await a.holds(SITE) and a.liveness.token == "node-a"  # ... and still holds it
@@ -69,11 +116,25 @@ async def test_an_alive_holder_keeps_its_site_and_a_dead_ones_is_taken_within_th
         assert await redis.get(K.smart_charging_lease(SITE)) == "node-a" and not b.held
         # A dies (stops refreshing): B takes the site within TTL + poll, after A's trust ended
         await asyncio.sleep(REFRESH_S / 2)
-        a_alive.cancel()
+        last_sent, last_answered, kept = await _stop_after_refresh(refreshes, a_alive)
         trust_end = a.liveness.fresh_until
-        took = await _wait(lambda: SITE in b.held, TTL_S + POLL_S + 0.4)
-        assert took >= TTL_S - REFRESH_S - 0.01
-        assert time.monotonic() - trust_end >= TTL_S - TRUST_S - REFRESH_S  # the invariant's margin
+        assert kept and last_sent - 0.01 <= trust_end - TRUST_S <= last_sent
+        n_reads = len(reads.calls)
+        await _wait(lambda: SITE in b.held, 10.0)  # taken at all (the bound is checked below)
+        after = reads.calls[n_reads:]
+        gone = next(i for i, (_, _, tokens) in enumerate(after) if tokens.get("node-a") != "node-a")
+        # the key lived its TTL from the last refresh: no read answered before then found it gone ...
+        assert after[gone][1] >= last_sent + TTL_S - 0.01
+        assert after[gone][1] - trust_end >= TTL_S - TRUST_S - 0.01  # the invariant's margin
+        # ... and it was gone for every read sent a TTL after that refresh returned (Redis expires
+        # on its own clock; 10 ms for the clocks): the poller saw it at its first poll after that
+        due = [i for i, (sent, _, _) in enumerate(after) if sent > last_answered + TTL_S + 0.01]
+        assert not due or gone <= due[0], (gone, due[0], after[gone], last_answered)
+        # that same poll took the site: one steal, sent after the read found the key gone and
+        # before the next read (steal_dead: read, then compare-and-set)
+        assert [answer for _, _, answer in steals.calls] == [{SITE}]
+        next_sent = after[gone + 1][0] if gone + 1 < len(after) else float("inf")
+        assert after[gone][1] <= steals.calls[0][0] <= next_sent
         assert await redis.get(K.smart_charging_lease(SITE)) == "node-b"
         assert b.enqueued == [(SITE, Work.RECONCILE)]  # brought to its limit
         # A resumes: its trust is gone, its liveness lapsed; it does not act for the site
