@@ -6,6 +6,7 @@ Public names: `ProvisioningBlock`, `evse_facts_from_report`.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,10 +17,15 @@ from ocpp.v201.enums import Action
 from csms.protocol.base import BlockBase
 from evfleet.events import EventType
 
+SUPPLY_PHASES = frozenset({0, 1, 2, 3})
+"""`EVSE.SupplyPhases` values an EVSE can report (0: DC)."""
+
 
 def evse_facts_from_report(report_data: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, str]]:
     """EVSE hardware facts from NotifyReport data: `EVSE.Power` maxLimit -> max_power_w,
-    `EVSE.SupplyPhases` -> phases, 0 (DC) -> rate unit W (camelCase reportData entries)."""
+    `EVSE.SupplyPhases` -> phases, 0 (DC) -> rate unit W (camelCase reportData entries). A value no
+    EVSE can have (a maximum that is not a positive finite number, phases outside 0-3, text) is
+    passed over: that EVSE keeps the default, and the rest of the report counts."""
     facts: dict[int, dict[str, str]] = {}
     for item in report_data:
         comp = item.get("component") or {}
@@ -33,16 +39,21 @@ def evse_facts_from_report(report_data: Iterable[Mapping[str, Any]]) -> dict[int
                        if a.get("type", "Actual") == "Actual"), None)
         try:
             if name == "Power" and chars.get("maxLimit") is not None:
-                facts.setdefault(eid, {})["max_power_w"] = repr(float(chars["maxLimit"]))
+                max_power_w = float(chars["maxLimit"])
+                if not math.isfinite(max_power_w) or max_power_w <= 0:  # no power the csms could budget
+                    continue
+                facts.setdefault(eid, {})["max_power_w"] = repr(max_power_w)
             elif name == "SupplyPhases" and actual not in (None, ""):
                 phases = int(float(actual))
+                if phases not in SUPPLY_PHASES:  # "7", "-3": no EVSE has them; the default stays
+                    continue
                 if phases == 0:  # OCPP 2.0.1 device model: 0 = DC. Its profiles go in W: amperes of a DC
                     # EVSE depend on the battery voltage, which the csms does not know (at the 230 V
                     # default a 400 V DC EVSE would draw 1.74x the power the csms counts)
                     facts.setdefault(eid, {}).update({"phases": "1", "rate_unit": "W"})
                 else:
                     facts.setdefault(eid, {})["phases"] = str(phases)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # "abc", "nan", "inf": the default stays
             continue
     return facts
 

@@ -31,3 +31,17 @@ def test_a_dc_session_gets_watts_even_before_the_device_model_is_known() -> None
     assert not dc_session(needs, "CP-1:tx-2:1")  # an earlier session's needs do not count
     assert not dc_session({**needs, "requested_energy_transfer": "AC_three_phase"}, "CP-1:tx-1:1")
     assert not dc_session(None, "CP-1:tx-1:1") and not dc_session(needs, "")
+
+
+def test_values_no_evse_can_have_are_passed_over_and_the_rest_of_the_report_counts() -> None:
+    """One EVSE's impossible figures never reach the budget (NaN/inf watts, negative or 7 phases)
+    nor stop the report: the EVSE keeps the defaults, the others get their facts."""
+    facts = evse_facts_from_report([
+        _item(1, "SupplyPhases", "inf"), _item(1, "Power", "0", maxLimit=float("nan")),
+        _item(2, "SupplyPhases", "-3"), _item(2, "Power", "0", maxLimit=-11000),
+        _item(3, "SupplyPhases", "7"), _item(3, "Power", "0", maxLimit=float("inf")),
+        _item(4, "SupplyPhases", "abc"), _item(4, "Power", "0", maxLimit=0),
+        _item(5, "SupplyPhases", "1"), _item(5, "Power", "0", maxLimit=7400),
+    ])
+    assert facts == {5: {"phases": "1", "max_power_w": "7400.0"}}
+    assert EvseRecord.decode({}).phases == 3  # what 1-4 keep
