@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -24,6 +24,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
+from pydantic import StringConstraints
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
@@ -51,6 +52,11 @@ from evfleet.store.client import dedicated_client
 log = logging.getLogger(__name__)
 
 STATIC_DIR = resources.files("csms.api") / "static"
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", max_length=200)]
+"""A Prometheus metric name (`GET /metrics?name[]=`)."""
+METRICS_422 = {"description": "a `name[]` that is not a metric name",
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+"""/metrics answers in text, its errors in JSON (the API's one error body)."""
 SSE_PING_S = 15.0
 SSE_RECHECK_S = 1.0
 """How often an open live feed re-checks its token: a revoked token's feed ends within this."""
@@ -150,8 +156,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return StreamingResponse(_sse(request, deps_of(request), token), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def prometheus(names: list[str] | None = Query(None, alias="name[]")) -> Response:
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics", response_class=PlainTextResponse,
+             responses={422: METRICS_422})
+    async def prometheus(names: list[MetricName] | None = Query(None, alias="name[]")) -> Response:
         """OCPP, operator and optimizer series in the Prometheus text format; with `name[]` only
         those series (Redis is read only for the series read from it: `metrics.needs_refresh`)."""
         if metrics.needs_refresh(names):

@@ -68,6 +68,20 @@ async def test_metrics_from_a_running_node_count_ocpp_messages(redis_url: str) -
     assert any(s.labels["action"] == "BootNotification" for s in handled)
 
 
+async def test_metrics_by_name_renders_those_series_and_refuses_what_is_no_metric_name(
+    client: httpx.AsyncClient,
+) -> None:
+    wanted = ["evfleet_connected_stations", "evfleet_ocpp_messages_total"]  # sample names
+    r = await client.get("/metrics", params={"name[]": wanted})
+    assert r.status_code == 200
+    assert {f.name for f in text_string_to_metric_families(r.text)} == {"evfleet_connected_stations",
+                                                                        "evfleet_ocpp_messages"}
+    for bad in ("", "a b", "1abc", "x" * 201):
+        r = await client.get("/metrics", params={"name[]": bad})
+        assert r.status_code == 422, bad
+        assert r.json()["error"]["code"] == "validation_error"
+
+
 async def test_live_hub_aggregates_changes_once_per_tick(deps: ApiDeps, redis: Redis) -> None:
     await seed_site(redis, "depot")
     await seed_station(redis, "CS1")

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from csms.api import metrics
+from evfleet.keys import Keys
 
 
 class CountingReader:
@@ -29,6 +30,13 @@ class CountingReader:
         @staticmethod
         def timestamp() -> float:
             return 0.0
+
+    keys = Keys()
+
+    class redis:  # noqa: N801 - the reader's client: no consumer group yet (evfleet.store.lag.GroupLagPoll)
+        @staticmethod
+        async def xinfo_groups(stream: str) -> list[dict[str, Any]]:
+            return []
 
 
 def _limit_kw() -> float | None:

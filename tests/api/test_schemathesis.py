@@ -115,6 +115,10 @@ def test_api_conforms_to_its_openapi(live_api: LiveApi) -> None:
             continue
         name = f"{operation.method.upper()} {operation.path}"
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            if operation.path == "/metrics" and mode == schemathesis.GenerationMode.NEGATIVE:
+                # its one parameter is a list of strings: every "wrong type" schemathesis makes
+                # (name[]=true) is a string again in a query; bad names: test_metrics_live.py
+                continue
 
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
             @hypothesis.settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True,
