@@ -84,19 +84,9 @@ SITE_CHUNK = 2000
 its keys and EVSE lists (`site_evses`, `_records`): 20,000 of them held the loop for 20-30 ms."""
 
 
-def _json(raw: Any) -> dict[str, Any] | None:
-    return json.loads(raw) if raw else None
-
-
-def _parsed(raw: str | None) -> Any:
+def _parsed(raw: str | bytes | None) -> Any:
     """A stored JSON document's text parsed (None if none)."""
     return json.loads(raw) if raw else None
-
-
-def _top_copy(doc: Any) -> Any:
-    """A top-level copy of a parsed document (the service sets fields of records it rewrites,
-    never inside their nested values, which the copies share)."""
-    return dict(doc) if isinstance(doc, dict) else doc
 
 
 def _reply(op: str, raw: Any) -> Any:
@@ -233,7 +223,7 @@ class RedisStateStore:
 
     async def site_plan(self, site_id: str) -> dict[str, Any] | None:
         """`site:{id}:plan`."""
-        return _json(await self.redis.get(self.keys.site_plan(site_id)))
+        return _parsed(await self.redis.get(self.keys.site_plan(site_id)))
 
     async def site_evses(self, site_id: str, default_site: str) -> list[StoredEvse]:
         """EVSEs of the site: ids from the connectors hash and from active transactions (only the
@@ -384,11 +374,11 @@ class RedisStateStore:
 
     async def applied_profile(self, evse: EvseId) -> dict[str, Any] | None:
         """`profile:{sid}:{eid}`."""
-        return _json(await self.redis.get(self.keys.applied_profile(*evse)))
+        return _parsed(await self.redis.get(self.keys.applied_profile(*evse)))
 
     async def ev_schedule(self, evse: EvseId) -> dict[str, Any] | None:
         """The EV's schedule record of the EVSE."""
-        return _json(await self.redis.get(self.keys.ev_schedule(*evse)))
+        return _parsed(await self.redis.get(self.keys.ev_schedule(*evse)))
 
     async def tx_energy_wh(self, tx_ref: str) -> str | None:
         """`energy_wh` of the transaction hash."""
