@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,7 @@ from csms.command_types import (  # noqa: F401 (re-exported: the protocol's valu
 )
 from evfleet.clock import Clock
 from evfleet.keys import Keys
+from evfleet.logs import LineBudget
 from evfleet.store.client import as_str
 from evfleet.store.client import dedicated_client as store_dedicated_client
 
@@ -63,6 +65,8 @@ REPLY_TTL_S = 60
 WAKE_UP = "caller-gone"
 """Pushed onto a cancelled call's own reply key to end its BRPOP (never read as a reply)."""
 CALLER_GRACE_S = 5.0
+TIMEOUT_LINES = LineBudget()
+"""Budget of the per-call WARNINGs of calls that got no reply in time (`LineBudget`)."""
 REPLY_MAX_CONNECTIONS = 1024
 """Connections a reply client opens at most (one per call waiting for its reply); more calls
 in flight queue for a free connection, within their own timeout."""
@@ -115,6 +119,7 @@ class CommandClient:
         """Ask for one CALL (camelCase payload) and wait for the reply (never raises for outcomes)."""
         timeout_s = timeout_s or self.default_timeout_s
         request_id = str(uuid.uuid4())
+        asked = time.monotonic()
         raw_online, raw_node = await self.redis.hmget(self.keys.station(station_id), ["online", "node"])
         online, node = as_str(raw_online), as_str(raw_node)
         if online != "1" or not node:
@@ -137,6 +142,12 @@ class CommandClient:
         except (TimeoutError, RedisTimeoutError):
             got = None
         if got is None:
+            skipped = TIMEOUT_LINES.take(time.monotonic())
+            if skipped is not None:
+                log.warning("%s (request %s) to station %s through node %s: no reply within %.1f s (that "
+                            "node's own WARNING says whether the station did not answer)%s", action,
+                            request_id, station_id, node, time.monotonic() - asked,
+                            f" ({skipped} more such lines passed over before this one)" if skipped else "")
             return self._local(request_id, station_id, action, Outcome.TIMEOUT,
                                f"no reply from node {node} within {wait_s:g} s")
         return CommandReply.model_validate(json.loads(got[1]))

@@ -7,7 +7,7 @@ are JSON keys, never dict text inside `msg`: the context (`station_id`, `message
 field of a call (`log.info("plan applied", extra={"site": "depot", "plan_id": p})`).
 
 Public names: `configure_logging`, `station_id_var`, `message_id_var`, `transaction_id_var`,
-`site_var`, `JsonFormatter`, `log_context`, `redact`, `RedactFilter`.
+`site_var`, `JsonFormatter`, `log_context`, `redact`, `RedactFilter`, `LineBudget`.
 Stdlib only: the formatter is a few lines over `logging`, and the filters (context, redaction)
 are needed with any formatter library.
 
@@ -150,3 +150,28 @@ def log_context(station_id: str | None = None, message_id: str | None = None,
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+class LineBudget:
+    """At most `per_window` lines per `window_s` for one kind of per-event WARNING (a timed-out
+    call, a late answer): a wave of thousands (a node gone with its stations' calls in flight) is
+    not thousands of lines. `take(now)` says whether to log this one and how many were passed over
+    since the last line logged (so that line can say so)."""
+
+    def __init__(self, per_window: int = 20, window_s: float = 1.0) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self._start = float("-inf")
+        self._used = 0
+        self._skipped = 0
+
+    def take(self, now: float) -> int | None:
+        """None: do not log this one; else log it, with this many passed over before it."""
+        if now - self._start >= self.window_s:
+            self._start, self._used = now, 0
+        if self._used >= self.per_window:
+            self._skipped += 1
+            return None
+        self._used += 1
+        skipped, self._skipped = self._skipped, 0
+        return skipped

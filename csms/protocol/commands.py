@@ -29,6 +29,7 @@ import json
 import logging
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,13 +47,15 @@ from csms.protocol.v16.configuration import fetch_configuration
 from csms.protocol.v16.station import StationHandler16
 from evfleet.events import EventType, event_fields
 from evfleet.keys import Keys
-from evfleet.logs import log_context
+from evfleet.logs import LineBudget, log_context
 from evfleet.store.client import as_str, store_unavailable
 from evfleet.store.multi import SlotMulti
 
 log = logging.getLogger(__name__)
 
 DISCONNECT_ACTION = "_Disconnect"
+TIMEOUT_LINES = LineBudget()
+"""Budget of the per-call WARNINGs of calls a station left unanswered (`LineBudget`)."""
 CLOSE_REMOVED = 1008  # policy violation: the station is no longer provisioned
 
 
@@ -83,6 +86,8 @@ class CommandExecutor:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._closers: set[asyncio.Task[None]] = set()
         self._local: dict[str, asyncio.Future[CommandReply]] = {}
+        self._queued_at: dict[str, float] = {}
+        """request id -> monotonic time it joined its station's queue (until it is sent)."""
         self._refused_report: set[str] = set()  # stations whose GetBaseReport refusal was logged
         self.stopping = False  # set by the node at shutdown (the loop also ends on cancellation)
 
@@ -141,6 +146,7 @@ class CommandExecutor:
                 "code": "offline", "description": f"station not connected to node {self.env.node_id}"})
             return
         queue = self._queues.setdefault(req.station_id, asyncio.Queue())
+        self._queued_at[req.request_id] = time.monotonic()
         queue.put_nowait(req)
         worker = self._workers.get(req.station_id)
         if worker is None or worker.done():
@@ -249,6 +255,7 @@ class CommandExecutor:
         await self.reply(req, Outcome.RESULT, payload={"status": "Disconnected"})
 
     async def _execute(self, req: CommandRequest) -> None:
+        queued_s = time.monotonic() - self._queued_at.pop(req.request_id, time.monotonic())
         handler = self.registry.get(req.station_id)
         if handler is None:
             await self.reply(req, Outcome.OFFLINE, error={
@@ -261,12 +268,32 @@ class CommandExecutor:
             await self.reply(req, Outcome.OFFLINE, error={
                 "code": "offline", "description": "connection closed before the station answered"})
             return
-        metrics.OUTBOUND_CALL_SECONDS.labels(req.action).observe(time.perf_counter() - started)
+        elapsed_s = time.perf_counter() - started
+        metrics.OUTBOUND_CALL_SECONDS.labels(req.action).observe(elapsed_s)
+        if out.outcome == "timeout":
+            self._log_timeout(req, out.message_id, queued_s, elapsed_s)
         error = None
         if out.outcome != "result":
             error = {"code": out.error_code or out.outcome, "description": out.error_description,
                      "details": out.error_details or {}}
         await self.reply(req, Outcome(out.outcome), payload=out.payload, error=error)
+
+    def _log_timeout(self, req: CommandRequest, message_id: str, queued_s: float, elapsed_s: float) -> None:
+        """One WARNING per CALL the station left unanswered: station, message id, node, delays."""
+        via = "from another process through Redis" if req.reply_to else "from this node"
+        transit = ""
+        if req.sent_at and req.reply_to:
+            with contextlib.suppress(ValueError):
+                sent = datetime.fromisoformat(req.sent_at)
+                redis_s = (self.env.clock.now() - sent).total_seconds() - queued_s - elapsed_s
+                transit = f", {redis_s:.1f} s in Redis"
+        skipped = TIMEOUT_LINES.take(time.monotonic())
+        if skipped is None:
+            return
+        log.warning("%s %s (request %s, %s) to station %s on node %s: no answer within %.1f s "
+                    "(%.1f s in the station's queue before it was sent%s)%s", req.action, message_id,
+                    req.request_id, via, req.station_id, self.env.node_id, elapsed_s, queued_s, transit,
+                    f" ({skipped} more such lines passed over before this one)" if skipped else "")
 
     async def reply(self, req: CommandRequest, outcome: Outcome, payload: dict[str, Any] | None = None,
                     error: dict[str, Any] | None = None) -> None:

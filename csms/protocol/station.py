@@ -64,7 +64,7 @@ from csms.protocol.meter_values import MeterValuesBlock
 from csms.protocol.provisioning import ProvisioningBlock
 from csms.protocol.smart_charging import SmartChargingBlock
 from csms.protocol.transactions import TransactionsBlock
-from evfleet.logs import log_context
+from evfleet.logs import LineBudget, log_context
 from evfleet.store.client import StoreUnavailable, store_unavailable
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,15 @@ class CallOutcome:
     error_code: str = ""
     error_description: str = ""
     error_details: dict[str, Any] | None = None
+    message_id: str = ""
+    """The CALL's OCPP message id (empty if it was not sent)."""
+
+
+LATE_LINES = LineBudget()
+"""Budget of the WARNINGs of late answers (`LineBudget`)."""
+LATE_KEPT = 64
+"""Timed-out CALLs a connection remembers, so that an answer arriving after its timeout is
+logged as late (with its delay), not as answering nothing."""
 
 
 class StationConnection(BlockBase, BaseChargePoint):
@@ -198,6 +207,8 @@ class StationConnection(BlockBase, BaseChargePoint):
         self._bucket = TokenBucket(s.rate_limit_per_s, s.rate_limit_burst, s.flood_disconnect_after,
                                    time.monotonic())
         self._pending: dict[str, asyncio.Future[ResultFrame | ErrorFrame]] = {}
+        self._late: dict[str, tuple[str, float, float]] = {}
+        """Timed-out CALLs: message id -> (action, monotonic time sent, timeout); `LATE_KEPT` at most."""
         self._after_answer: list[Callable[[], None]] = []
         self._call_lock = asyncio.Lock()
 
@@ -242,6 +253,16 @@ class StationConnection(BlockBase, BaseChargePoint):
                 await self._handle_call_frame(frame)
         else:
             fut = self._pending.get(frame.unique_id)
+            if fut is None and frame.unique_id in self._late:
+                action, sent, timeout_s = self._late.pop(frame.unique_id)
+                metrics.OCPP_PROTOCOL_ERRORS.labels("LateResponse").inc()
+                now, skipped = time.monotonic(), LATE_LINES.take(time.monotonic())
+                if skipped is not None:
+                    log.warning("answer to %s %s from station %s on node %s came %.1f s after it was sent, "
+                                "%.1f s after its %g s timeout; ignored%s", action, frame.unique_id, self.id,
+                                self.env.node_id, now - sent, now - sent - timeout_s, timeout_s,
+                                f" ({skipped} more passed over before this one)" if skipped else "")
+                return
             if fut is None or fut.done():
                 metrics.OCPP_PROTOCOL_ERRORS.labels("UnmatchedResponse").inc()
                 log.warning("response %s answers no outstanding CALL; ignored", frame.unique_id)
@@ -333,12 +354,15 @@ class StationConnection(BlockBase, BaseChargePoint):
             unique_id = str(uuid.uuid4())
             fut: asyncio.Future[ResultFrame | ErrorFrame] = asyncio.get_running_loop().create_future()
             self._pending[unique_id] = fut
+            sent = time.monotonic()
             try:
                 await self._send(call_json(unique_id, action, payload))
                 async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancel (evfleet.tasks)
                     answer = await fut
             except TimeoutError:
-                return CallOutcome("timeout", error_description=f"no answer within {timeout_s:g} s")
+                self._note_late(unique_id, action, sent, timeout_s)
+                return CallOutcome("timeout", error_description=f"no answer within {timeout_s:g} s",
+                                   message_id=unique_id)
             except ConnectionClosed as err:
                 raise StationClosed(self.id) from err
             finally:
@@ -351,7 +375,13 @@ class StationConnection(BlockBase, BaseChargePoint):
             return CallOutcome("call_error", payload=answer.payload,
                                error_code=self.wire_code(violation.code),
                                error_description=f"station answer breaks the schema: {violation.description}")
-        return CallOutcome("result", payload=answer.payload)
+        return CallOutcome("result", payload=answer.payload, message_id=unique_id)
+
+    def _note_late(self, unique_id: str, action: str, sent: float, timeout_s: float) -> None:
+        """Remember a timed-out CALL (`_late`), so that its answer, if it comes, is logged as late."""
+        if len(self._late) >= LATE_KEPT:
+            del self._late[next(iter(self._late))]
+        self._late[unique_id] = (action, sent, timeout_s)
 
     async def send_command(self, action: str, payload: dict[str, Any], timeout_s: float) -> CallOutcome:
         """A command of the command protocol (validated by the executor): `call_raw` here; a
