@@ -335,9 +335,12 @@ async def running_csms(settings: CsmsSettings, clock: Clock | None = None,
     node_id = settings.node_id or default_node_id()
     embedded, redis_url = await _redis_server(settings)
     redis = connect_redis(redis_url, max_connections=redis_max_connections)
-    # callers bound their own wait (CommandClient.call), so no pool timeout here
+    # callers bound their own wait (CommandClient.call), so no pool timeout and no socket read
+    # timeout here: redis-py's default (5 s) cut every BRPOP of a reply at 5 s, so a call to a station
+    # held by another node that took longer was counted as timed out and its answer lost (issue 14:
+    # every SetChargingProfile timeout of the production-topology run, 5.6-9.4 s after the call)
     reply_redis = connect_redis(redis_url, max_connections=reply_max_connections, pool_timeout_s=None,
-                                client_name="evfleet-replies")
+                                client_name="evfleet-replies", socket_timeout=None)
     keys = Keys(settings.redis_prefix)
     server: OcppServer | None = None
     executor: CommandExecutor | None = None
