@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchlib import pct, proc_cpu_s, proc_rss_mb  # noqa: E402
-from load_harness_metrics import StreamLagSampler, gc_stats, smart_charging_stats  # noqa: E402
+from load_harness_metrics import StreamLagSampler, gc_stats, lease_spread, smart_charging_stats  # noqa: E402
 from load_harness_procs import (  # noqa: E402
     HAPROXY_MAX_PER_PROC,
     PASSWORD,
@@ -60,7 +60,8 @@ from load_harness_procs import (  # noqa: E402
 
 
 def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int]],
-          metrics_urls: list[str], worker_urls: list[str] | None = None) -> dict[str, Any]:
+          metrics_urls: list[str], worker_urls: list[str] | None = None,
+          redis_url: str | None = None) -> dict[str, Any]:
     """Connect N stations with the client processes, run the window, measure `groups` of pids;
     the stream lag is sampled on the nodes' and the workers' (`worker_urls`) /metrics."""
     clients = []
@@ -118,6 +119,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
     cpu = {g: sum(v) for g, v in cpu_each.items()}
     gc1, sc1 = gc_stats(metrics_urls), smart_charging_stats(metrics_urls)
     rss = {g: [round(proc_rss_mb(p), 1) for p in pids] for g, pids in groups.items()}
+    spread = lease_spread(redis_url, [f"L{i:05d}" for i in range(n)]) if redis_url else {}
     for spy in spies:
         spy.wait(60)
     lat: list[float] = []
@@ -161,6 +163,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "slow_callbacks_in_window": gc1["slow_callbacks"] - gc0["slow_callbacks"],
         "slow_turns_in_window": gc1["slow_turns"] - gc0["slow_turns"],
         "stream_lag_in_window": lag_sampler.summary(),
+        "smart_charging_leases_at_end": spread,
     }
     servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy", "optimizer"))
     row["rss_mb_servers"] = round(servers, 1)
@@ -178,6 +181,7 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.logs is not None:  # kept: node and HAProxy logs of each run
             tmp = args.logs / f"{target}-{n}"
             tmp.mkdir(parents=True, exist_ok=True)
+        redis_url: str | None = None
         if target == "bare":
             url, pid = start_bare(stack, tmp)
             groups, metrics_urls = {"server": [pid]}, []
@@ -186,6 +190,7 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
             redis_srv = EmbeddedRedis().start()
             stack.callback(redis_srv.stop)
             provision(redis_srv.url, n, args.site_size)
+            redis_url = redis_srv.url
             nodes = start_nodes(stack, m, args, tmp, redis_srv.url)
             groups = {"server": [nd.proc.pid for nd in nodes],
                       "redis": [redis_srv._proc.pid if redis_srv._proc else 0]}
@@ -201,8 +206,12 @@ def run_target(target: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
         name = target if target == "bare" else f"{target} node{'s' if target != '1' else ''}" + (
             " + HAProxy" if "haproxy" in groups else "")
         print(f"{name}: {n} stations, one message per {args.interval:g} s each", flush=True)
-        row = drive(url, n, args, groups, metrics_urls, worker_urls)
+        row = drive(url, n, args, groups, metrics_urls, worker_urls, redis_url)
         row["target"] = name
+        if row["smart_charging_leases_at_end"]:
+            answers = {k: v for k, v in row["smart_charging_in_window"].items() if "answers" in k}
+            print(f"  {name} {n}: smart-charging leases at the end: {row['smart_charging_leases_at_end']}; "
+                  f"SetChargingProfile answers in the window: {answers}", flush=True)
         return row
 
 

@@ -4,6 +4,7 @@ counters and garbage-collection / event-loop figures (benchmarks/load_harness.py
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 
@@ -147,3 +148,34 @@ class StreamLagSampler:
                              "samples": len(every)}
         out["scrapes"] = {"rounds": self.rounds, "failed": self.failed}
         return out
+
+
+def lease_spread(redis_url: str, station_ids: list[str]) -> dict[str, Any]:
+    """Who acts for which site at the end of the window: smart-charging site leases per node, and
+    the share of stations whose site is held by the node they are connected to (their calls go in
+    process there, the others' through Redis: `csms.smart_charging.calls`)."""
+    import redis
+
+    from evfleet.keys import Keys
+
+    keys = Keys()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        prefix = keys.smart_charging_lease("")
+        holders = {k[len(prefix):]: client.get(k) for k in client.scan_iter(prefix + "*", count=1000)}
+        pipe = client.pipeline(transaction=False)
+        for sid in station_ids:
+            pipe.hmget(keys.station(sid), ["site_id", "node"])
+        rows = pipe.execute()
+    finally:
+        client.close()
+    per_node: dict[str, int] = {}
+    for token in holders.values():
+        if token:
+            node = token.split("~", 1)[0]
+            per_node[node] = per_node.get(node, 0) + 1
+    local = sum(1 for site, node in rows
+                if site and node and (holders.get(site) or "").split("~", 1)[0] == node)
+    return {"sites_per_node": dict(sorted(per_node.items())),
+            "sites_unheld": sum(1 for t in holders.values() if not t),
+            "stations_on_site_holder": round(local / len(station_ids), 3) if station_ids else None}
