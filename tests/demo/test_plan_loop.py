@@ -55,3 +55,29 @@ def test_cars_without_iso15118_estimated_too_high_hold_no_peak() -> None:
     assert r.ratio <= 1.15, (r.peak_kw, r.min_peak_kw)
     assert r.short_kwh < 0.5
     assert r.plan_changes <= 200
+
+
+def test_known_departures_tell_the_planner_the_departure_only() -> None:
+    """`benchmarks/live_peak.py --known-departures`: a car without ISO 15118 announces its true departure and
+    no energy, so the planner estimates only its energy (the site's typical energy) and the cars with ISO
+    15118 keep their own needs. No day is run (about 1 s)."""
+    from datetime import date
+
+    from evfleet.app.demo import components
+    from evfleet.app.demo.config import DemoConfig
+    from evfleet.app.demo.plan_loop import Loop, site_state
+    from optimizer.snapshot import build_instance
+
+    plan = components.build_plan(DemoConfig(stations=40, seed=4, today=date(2026, 3, 2)))
+    now = plan.start.replace(hour=23)
+    prices = plan.prices.repeated(3).to_json()
+    site = site_state(Loop(list(plan.cars), known_departures=True), now, plan.site_limit_kw, 0.0, prices)
+    cars = {c.car_id: c for c in plan.cars}
+    silent = [s for s in site.sessions if not cars[s.tx_ref].iso15118]
+    assert silent and all(s.needs == {"departure_time": cars[s.tx_ref].departure.isoformat()} for s in silent)
+    notes = build_instance(site, now, SnapshotConfig()).notes
+    assert all(notes[s.tx_ref] == "departure=needs energy=site_typical" for s in silent)
+    estimated = site_state(Loop(list(plan.cars)), now, plan.site_limit_kw, 0.0, prices)
+    assert all(s.needs is None for s in estimated.sessions if not cars[s.tx_ref].iso15118)
+    iso = {s.tx_ref: s.needs for s in estimated.sessions if cars[s.tx_ref].iso15118}
+    assert iso and iso == {s.tx_ref: s.needs for s in site.sessions if cars[s.tx_ref].iso15118}

@@ -12,7 +12,9 @@ without ISO 15118 announce nothing and report SuspendedEV when full, as in the d
 It separates the planner from the loop's latency (the demo's own figure adds the csms's and the stations'
 delays), and, with `known_needs`, the planner from what it cannot know: the cars without ISO 15118 then
 announce their true energy (not their departure), so the planner no longer estimates it from the cars
-that announce (`optimizer.snapshot.typical_rest_kwh`). `benchmarks/live_peak.py` is the CLI.
+that announce (`optimizer.snapshot.typical_rest_kwh`); with `known_departures`, the cars without ISO 15118
+announce their true departure (not their energy), so the planner no longer estimates that
+(`optimizer.snapshot.site_dwell_h`). `benchmarks/live_peak.py` is the CLI.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Loop:
 
     cars: list[CarSpec]
     known_needs: bool = False
+    known_departures: bool = False
     delivered: dict[str, float] = field(default_factory=dict)
     full: set[str] = field(default_factory=set)
     plan: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +106,8 @@ def site_state(loop: Loop, now: datetime, limit_kw: float, reserve_w: float,
                      "ev_min_current_a": 6, "ev_max_current_a": 16}
         elif loop.known_needs:
             needs = {"energy_amount_wh": car.need_kwh * 1000.0}
+        if not car.iso15118 and loop.known_departures:
+            needs = {**(needs or {}), "departure_time": car.departure.isoformat()}
         sessions.append(SessionState(car.car_id, car.station_id, car.evse_id, car.arrival,
                                      id_token=f"DEMO-{car.car_id}",
                                      energy_wh=loop.delivered.get(car.car_id, 0.0) * 1000.0, needs=needs,
@@ -184,7 +189,7 @@ def _note_estimate(loop: Loop, now: datetime) -> None:
 
 def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
         known_needs: bool = False, window_start_h: int = 23, delay_min: int = 0,
-        full_replans: bool = True) -> LoopResult:
+        full_replans: bool = True, known_departures: bool = False) -> LoopResult:
     """One day of the demo's cars (`evfleet demo --stations --seed`) in the ideal loop.
 
     `delay_min`: simulated minutes from a re-plan to its limits at the stations (the loop's real
@@ -192,14 +197,16 @@ def run(stations: int, seed: int, tie_break: float | None, stickiness: float, *,
     draws the demo's reservation (`components.reserve_kw_per_evse`).
 
     `full_replans` False: a car filling up is no re-plan trigger (as in the worker, where a TransactionEvent
-    with SuspendedEV is not one): it is seen at the next arrival, departure or 15-minute step."""
+    with SuspendedEV is not one): it is seen at the next arrival, departure or 15-minute step.
+
+    `known_needs` / `known_departures`: the cars without ISO 15118 announce their true energy / departure."""
     plan = components.build_plan(DemoConfig(stations=stations, seed=seed, today=date(2026, 3, 2)))
     start, end = plan.start, plan.start + timedelta(hours=24)
     prices = plan.prices.repeated(3).to_json()
     reserve_w = min(components.reserve_kw_per_evse(plan), plan.site_limit_kw / len(plan.station_ids)) * 1000.0
     cheapest = min(plan.prices.import_price)
     cfg = SnapshotConfig(tie_break=tie_break)
-    loop = Loop(list(plan.cars), known_needs=known_needs)
+    loop = Loop(list(plan.cars), known_needs=known_needs, known_departures=known_departures)
     load_kw: list[float] = []
     seen: tuple[frozenset[str], frozenset[str]] | None = None
     now = start
