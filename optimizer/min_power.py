@@ -109,10 +109,19 @@ class _Site:
         return self.limit[t] - self.used[t]
 
 
+def site_excess_kw(instance: Instance, schedule: Schedule, tol_kw: float = 1e-3) -> dict[int, float]:
+    """{step: kW above the site's import limit} where `schedule` exceeds it (fixed load, PV and storage
+    counted as planned); empty when it holds at every step."""
+    site = _Site.of(instance, schedule)
+    return {t: used - limit for t, (used, limit) in enumerate(zip(site.used, site.limit, strict=True))
+            if used > limit + tol_kw}
+
+
 def _repair_near(site: _Site, ev: EV, floor_kw: float, ev_max: float) -> bool:
     """Round a plan that stays near its reference (the standing plan, already at 0 or >= the minimum).
 
-    A step below the minimum goes to the minimum where the reference charges there, else to 0; the
+    A step below the minimum goes to the minimum where the reference charges there and the site has
+    room for it, else to 0; the
     energy this moves is taken from or given to the plan's other charging steps within the EV's
     minimum, its maximum and the site limit: given to the cheapest steps first, taken from the
     costliest first, and within one price back toward the reference first, then levelled
@@ -132,7 +141,8 @@ def _repair_near(site: _Site, ev: EV, floor_kw: float, ev_max: float) -> bool:
     for t, p in enumerate(plan):
         if TOLERANCE_KW < p < floor_kw - TOLERANCE_KW:
             r = ref[t] if t < len(ref) else None
-            new[t] = floor_kw if r is not None and r >= floor_kw - 1e-3 else 0.0
+            fits = site.room(t) + p >= floor_kw - TOLERANCE_KW  # the site without this EV has room
+            new[t] = floor_kw if fits and r is not None and r >= floor_kw - 1e-3 else 0.0
         elif p <= TOLERANCE_KW:
             new[t] = 0.0
     extra: float = sum((a - b) * h for a, b, h in zip(plan, new, hours, strict=True))  # to put back [kWh]
@@ -202,13 +212,20 @@ def level_fill(load_kw: np.ndarray, cap_kw: np.ndarray, hours: np.ndarray, energ
     and load_t + cap_t: evaluated there and interpolated (no iteration)."""
     points = np.unique(np.concatenate([load_kw, load_kw + cap_kw]))
     added = (np.clip(points[:, None] - load_kw[None, :], 0.0, cap_kw[None, :]) * hours[None, :]).sum(axis=1)
-    rising = np.concatenate([[True], np.diff(added) > 0])  # the first point of each flat stretch
-    level = float(np.interp(energy_kwh, added[rising], points[rising]))
+    # the two ends of each rising stretch (a flat stretch between two is skipped): interpolating from
+    # a flat stretch's first point put the level inside it, so less than `energy_kwh` was added
+    up = np.diff(added) > 0
+    ends = np.concatenate([up, [False]]) | np.concatenate([[False], up])
+    if not ends.any():
+        return np.zeros_like(load_kw)  # no room anywhere
+    level = float(np.interp(energy_kwh, added[ends], points[ends]))
     return np.clip(level - load_kw, 0.0, cap_kw)
 
 
 def _place(site: _Site, ev: EV, energy_kwh: float, floor_kw: float, ev_max: float, nominal_h: float) -> None:
-    """Put `energy_kwh` into the EV's cheapest steps at one level at or just above its minimum."""
+    """Put `energy_kwh` into the EV's cheapest steps at one level at or just above its minimum; where
+    fewer steps have room for that level than it needs, the steps it got are raised (lowest site load
+    first, within the EV's maximum and the site limit) so the energy is kept."""
     plan = [0.0] * site.steps
     window = range(ev.arrival, min(ev.departure, site.steps))
     fills = max(1, int(energy_kwh / (floor_kw * nominal_h) + 1e-9))  # steps it fills at the minimum
@@ -223,6 +240,14 @@ def _place(site: _Site, ev: EV, energy_kwh: float, floor_kw: float, ev_max: floa
         plan[t] = p
         site.used[t] += p
         energy_kwh -= p * site.hours[t]
+    on = [t for t in window if plan[t] > 0]
+    if energy_kwh > TOLERANCE_KW and on:  # fewer steps with room than it fills at the level: raise those
+        cap = np.array([max(0.0, min(ev_max - plan[t], site.room(t))) for t in on])
+        added = level_fill(np.array([site.used[t] for t in on]), cap,
+                           np.array([site.hours[t] for t in on]), energy_kwh)
+        for t, a in zip(on, added.tolist(), strict=True):
+            plan[t] += a
+            site.used[t] += a
     site.power[ev.id] = plan
 
 

@@ -50,11 +50,11 @@ from evfleet.store.sites import DEFAULT_SITE_LIMIT_KW
 from evfleet.tasks import stop_tasks
 from optimizer import consumer, peers, plan_json
 from optimizer.consumer import GROUP
-from optimizer.level import level_peak
-from optimizer.min_power import enforce_min_power, ev_min_kw
+from optimizer.min_power import ev_min_kw
 from optimizer.problem import Schedule
 from optimizer.publish import plan_documents, planned_kw_at, write_plan
 from optimizer.reference import with_references
+from optimizer.shaping import shape
 from optimizer.site_reader import ReadMemo, read_site
 from optimizer.snapshot import Snapshot, SnapshotConfig, build_instance
 from optimizer.standing import kept_documents, plan_inputs, standing_plan_holds
@@ -326,10 +326,13 @@ class OptimizerWorker:
         else:
             snap = with_references(snap, previous, self.cfg.stickiness)
             t0 = time.perf_counter()
-            schedule = await self._solve(snap)
-            schedule = enforce_min_power(snap.instance, schedule, min_kw)  # 0 or >= EV minimum
-            # the blocks' sum flat, same cost and energies (site limit: a row of its LP, re-checked)
-            schedule = level_peak(snap.instance, schedule, min_kw)
+            # 0 or >= each EV's minimum, then the blocks' sum flat at the same cost and energies;
+            # checked against the site limit (`optimizer.shaping`)
+            schedule, refused = shape(snap.instance, await self._solve(snap), min_kw)
+            if refused:
+                log.error("site %s: the plan shaped to the EV minimum power exceeds the site limit %.1f kW "
+                          "at %d step(s) (first: step %d, %.2f kW over); publishing the LP's schedule",
+                          site_id, state.limit_kw, len(refused), min(refused), refused[min(refused)])
             solve_s = time.perf_counter() - t0
             plan, per_evse = plan_documents(site_id, snap, schedule, plan_id=plan_id, limit_kw=state.limit_kw,
                                             computed_at=self.clock.now(), solve_s=solve_s,

@@ -33,6 +33,22 @@ def schedule(a: list[float], b: list[float]) -> Schedule:
     return solved.model_copy(update={"ev_power_kw": {"a": a, "b": b}, "message": ""})
 
 
+def full_site(a_update: dict[str, object]) -> Instance:
+    """24 kW, flat prices, EV `a` (updated) and two more, `b` and `c`, on chargers B and C."""
+    inst = instance(limit_kw=24.0, prices=[0.1] * 6)
+    c = inst.evs[1].model_copy(update={"id": "c", "charger": "C"})
+    charger_c = inst.chargers[1].model_copy(update={"id": "C"})
+    return inst.model_copy(update={"chargers": [*inst.chargers, charger_c],
+                                   "evs": [inst.evs[0].model_copy(update=a_update), inst.evs[1], c]})
+
+
+def full_site_schedule(a: list[float]) -> Schedule:
+    """`a`, and two urgent EVs `b` and `c` filling the first three steps (20.3 kW of 24)."""
+    urgent = [9.92, 10.15, 10.15, 0, 0, 0]
+    lp = schedule(a, urgent)
+    return lp.model_copy(update={"ev_power_kw": {**lp.ev_power_kw, "c": list(urgent)}})
+
+
 def test_thin_plan_is_packed_into_the_cheapest_steps_at_the_minimum_or_more() -> None:
     inst = instance()
     out = enforce_min_power(inst, schedule([0, 2, 2, 2, 2, 0], [0, 7.5, 7.5, 7.5, 7.5, 0]), {"a": 4.14})
@@ -109,6 +125,34 @@ def test_a_plan_near_its_reference_is_rounded_to_it_not_reshaped() -> None:
     assert sum(shifted.ev_power_kw["a"]) == pytest.approx(15.0)
 
 
+def test_a_plan_near_its_reference_is_not_rounded_up_where_the_site_is_full() -> None:
+    """A re-plan near the standing plan (4.3 kW, above the 4.14 kW minimum) leaves a thin 3.7 kW where
+    two new urgent EVs fill the site to its 24 kW limit: that step goes to 0, not up to the minimum, and
+    its energy moves to steps with room. Rounding it up made plans of 24.45 kW on a 24 kW site; the csms
+    rightly blocked their increases, and a session that started during a failover stayed at 0 W."""
+    inst = full_site({"reference_kw": [4.34] * 6, "energy_kwh": 27})
+    lp = full_site_schedule([4.15, 3.69, 3.69, 5.0, 5.0, 5.0])
+    out = enforce_min_power(inst, lp, {"a": 4.14})
+    a, b, c = (out.ev_power_kw[k] for k in "abc")
+    assert all(a[t] + b[t] + c[t] <= 24.0 + 1e-9 for t in range(6)), a  # the site limit holds
+    assert all(p == 0 or p >= 4.14 for p in a)
+    assert a[1] == 0 and a[2] == 0  # no room for the minimum there: paused
+    assert sum(a) == pytest.approx(sum(lp.ev_power_kw["a"]))  # its energy moved, not lost
+
+
+def test_a_reshaped_plan_keeps_its_energy_when_few_steps_have_room_for_the_minimum() -> None:
+    """29.5 kWh at a 4.14 kW minimum fills 7 steps at about 4.2 kW, but only 4 of the 6 steps have room
+    for the minimum (two new EVs fill the others): those 4 take it all, within the site limit (the
+    level of 7 steps in 4 lost 12.7 kWh)."""
+    inst = full_site({"energy_kwh": 30})
+    lp = full_site_schedule([4.15, 3.69, 3.69, 6.0, 6.0, 6.0])
+    out = enforce_min_power(inst, lp, {"a": 4.14})
+    a, b, c = (out.ev_power_kw[k] for k in "abc")
+    assert sum(a) == pytest.approx(29.53)
+    assert all(p == 0 or 4.14 <= p <= 11.0 for p in a)
+    assert all(a[t] + b[t] + c[t] <= 24.0 + 1e-9 for t in range(6))
+
+
 def test_level_fill_raises_the_lowest_loads_to_one_level() -> None:
     one_h = np.ones(3)
     added = level_fill(np.array([10.0, 12.0, 14.0]), np.full(3, 5.0), one_h, 4.0)
@@ -117,6 +161,17 @@ def test_level_fill_raises_the_lowest_loads_to_one_level() -> None:
         == pytest.approx([1.0, 2.5, 0.5])  # the first capped at +1: the others to 14.5
     assert level_fill(np.zeros(3), np.ones(3), one_h, 10.0).tolist() == [1.0, 1.0, 1.0]  # more than fits
     assert level_fill(np.array([1.0, 2.0]), np.ones(2), np.array([0.5, 0.25]), 0.0).tolist() == [0.0, 0.0]
+
+
+def test_level_fill_adds_the_energy_asked_across_a_flat_stretch() -> None:
+    """Between two loads whose caps leave a gap (no step can take power there), the level jumps the gap:
+    7 kWh into loads 0 and 10 capped at 5 each is 5 + 2 (it gave 5: the level was put inside the gap)."""
+    one_h = np.ones(2)
+    assert level_fill(np.array([0.0, 10.0]), np.full(2, 5.0), one_h, 7.0).tolist() == pytest.approx([5, 2])
+    taken = level_fill(np.array([-24.44, -23.99, -5.0, -5.0, -5.0]), np.array([0.0, 0.0, 0.31, 0.31, 0.31]),
+                       np.ones(5), 0.9)  # taking 0.9 kWh, as `_repair_near` does (negated loads)
+    assert taken.sum() == pytest.approx(0.9)
+    assert level_fill(np.array([1.0, 2.0]), np.zeros(2), np.ones(2), 3.0).tolist() == [0.0, 0.0]  # no room
 
 
 def test_energy_a_repair_puts_back_goes_where_the_site_draws_least_not_into_the_first_step() -> None:

@@ -29,11 +29,11 @@ from evfleet.app.demo import components
 from evfleet.app.demo.config import DemoConfig
 from evfleet.app.demo.replay import CarSpec
 from evfleet.isotime import parse_iso
-from optimizer.level import level_peak
 from optimizer.min_peak import Session, min_peak
-from optimizer.min_power import enforce_min_power, ev_min_kw
+from optimizer.min_power import ev_min_kw
 from optimizer.publish import plan_documents, planned_kw_at
 from optimizer.reference import with_references
+from optimizer.shaping import shape
 from optimizer.snapshot import EvseState, SessionState, SiteState, SnapshotConfig, build_instance
 from optimizer.solve import solve
 from optimizer.standing import kept_documents, plan_inputs, standing_plan_holds
@@ -126,8 +126,7 @@ def replan(loop: Loop, site: SiteState, now: datetime, cfg: SnapshotConfig, stic
     else:
         snap = with_references(snap, loop.plan, stickiness)
         c0 = time.process_time()
-        schedule = enforce_min_power(snap.instance, solve(snap.instance, "cost", 10.0), floor_kw)
-        schedule = level_peak(snap.instance, schedule, floor_kw)  # as the worker
+        schedule, _ = shape(snap.instance, solve(snap.instance, "cost", 10.0), floor_kw)  # as the worker
         loop.solve_cpu_s += time.process_time() - c0
         loop.solves += 1
         doc, _ = plan_documents("demo", snap, schedule, plan_id="p", limit_kw=site.limit_kw, computed_at=now,
