@@ -139,7 +139,11 @@ def start_interim_timer(svc: SmartChargingService, site_id: str, event: Event) -
     interim pass (one for every interim that falls due meanwhile, spaced by `pass_gap_s`)."""
     if event.evse_id is None or not event.tx_ref:
         return
-    key, txid = (event.station_id, int(event.evse_id)), event.tx_ref
+    start_interim_timer_for(svc, site_id, (event.station_id, int(event.evse_id)), event.tx_ref)
+
+
+def start_interim_timer_for(svc: SmartChargingService, site_id: str, key: tuple[str, int], txid: str) -> None:
+    """`start_interim_timer` of the session `txid` on EVSE `key` (station id, EVSE id)."""
 
     async def fire() -> None:
         await asyncio.sleep(svc.settings.interim_profile_after_s)

@@ -91,10 +91,15 @@ async def handle(svc: SmartChargingService, site_id: str, kind: str, payload: An
 
 # --- the steps, one per kind of item ------------------------------------------------------
 async def _on_reconcile(svc: SmartChargingService, site_id: str, _: Any) -> None:
-    """Lease taken: defaults, the limit in force, then the latest plan."""
+    """Lease taken: defaults, the limit in force, then the latest plan; then K15's interim timer for
+    every session still without a profile (one that started while no node held the site got none:
+    its start event was passed over, `intake.dispatch`)."""
     await svc.ensure_defaults(site_id)
     await svc.enforce_limit(site_id, "reconcile")
     await svc.apply_plan(site_id)
+    for info in (await svc.site_evses(site_id)).values():
+        if info.tx_ref and info.online and info.steerable and not info.has_profile():
+            pacing.start_interim_timer_for(svc, site_id, (info.station_id, info.evse_id), info.tx_ref)
 
 
 async def _on_tick(svc: SmartChargingService, site_id: str, _: Any) -> None:
