@@ -89,7 +89,7 @@ def counted_series(e: EvseBudgetState, now_s: float) -> Series:
     elif not e.transaction_id:
         series = planner.constant(min(e.default_w, top_w) if e.default_w is not None else top_w, now_s)
     elif e.record_tx == e.transaction_id and e.record_series:
-        series = list(e.record_series)
+        series = e.record_series  # not copied (a whole-site pass counts every EVSE): never changed in place
     elif e.default_w is not None:  # the session draws at most the station's default until admitted
         series = planner.constant(min(e.default_w, top_w), now_s)
     else:

@@ -31,9 +31,11 @@ async def decode_all(records: Sequence[StoredEvse], memo: DecodeMemo | None = No
 
     With `memo`, a record whose inputs equal those of its last decode gets a copy of that
     decode (`_memo_decode`): every record is still read in full, only unchanged ones skip the
-    parsing of their fields, so no decode is ever staler than its read. Each `EvseInfo` holds
-    top-level copies of its record's documents (a store may hand out the same record object again,
-    `RedisStateStore._stored`; the service sets fields of the records it rewrites).
+    parsing of their fields, so no decode is ever staler than its read. Each `EvseInfo` is its
+    read's own (callers set its fields after answers); its `record` and `needs` are the record's
+    documents themselves, not copies: read-only (`EvseInfo`; a store may hand out the same record
+    object again, `RedisStateStore._stored`, and a copy of each per EVSE per pass was two of the
+    objects a young garbage collection walks, issue 14).
     """
     out: dict[str, EvseInfo] = {}
     for start in range(0, len(records), DECODE_CHUNK):
@@ -50,41 +52,22 @@ def _memo_decode(rec: StoredEvse, memo: DecodeMemo) -> EvseInfo:
     """`decode_evse(rec)`, or a copy of the memo's decode when `online`, the EVSE hash and the
     needs document equal the ones it was decoded from (`decode_evse` is a pure function of those
     and of the ids; the applied-profile record is not decoded, only carried: the copy carries this
-    read's). The memo keeps copies of those inputs, so what callers do with their
-    `EvseInfo` (steerable, refusals, record are set after answers) never reaches it."""
+    read's). The memo keeps its own `EvseInfo` and copies of those inputs, so what callers do with
+    theirs (steerable, refusals, record are set after answers) never reaches it."""
     key = f"{rec.station_id}/{rec.evse_id}"
     hit = memo.get(key)
     if hit is not None and hit[2] is rec:  # the very record its decode came from: the same inputs
-        return _copied(hit[1], rec)  # (a store hands a record out again only for equal raw replies)
+        return hit[1].clone()  # (a store hands a record out again only for equal raw replies)
     inputs = (rec.station.get("online"), rec.evse, rec.needs)
     if hit is not None and hit[0] == inputs:
         memo[key] = (hit[0], hit[1], rec)
-        return _copied(hit[1], rec)
+        hit[1].record, hit[1].needs = rec.profile, rec.needs  # this read's documents: its clones'
+        hit[1].parsed = [None, None]  # series is parsed once, by the first that asks (`EvseInfo`)
+        return hit[1].clone()
     info = decode_evse(rec)
     ev_caps_w(info)  # a function of the decode's inputs: carried by every hit (a share asks it of all)
     if len(memo) >= DECODE_MEMO_MAX:
         memo.clear()
     memo[key] = ((inputs[0], dict(rec.evse), None if rec.needs is None else copy.deepcopy(rec.needs)),
-                 _clone(info), rec)
-    info.record, info.needs = _top_copy(rec.profile), _top_copy(rec.needs)
+                 info.clone(), rec)
     return info
-
-
-def _copied(info: EvseInfo, rec: StoredEvse) -> EvseInfo:
-    """A clone of the memo's decode carrying top-level copies of this read's documents."""
-    new = _clone(info)
-    new.record, new.needs = _top_copy(rec.profile), _top_copy(rec.needs)
-    return new
-
-
-def _top_copy(doc: Any) -> Any:
-    """A top-level copy of a stored document (None stays None)."""
-    return dict(doc) if isinstance(doc, dict) else doc
-
-
-def _clone(info: EvseInfo) -> EvseInfo:
-    """A shallow copy of `info` (what `copy.copy` makes, without its generic protocol: a whole-site
-    read clones every EVSE)."""
-    new = object.__new__(EvseInfo)
-    new.__dict__ = info.__dict__.copy()  # one allocation (an update grows an empty dict step by step)
-    return new

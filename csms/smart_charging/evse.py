@@ -16,9 +16,15 @@ from evfleet.store.port import StoredEvse
 from evfleet.txprofile import EvLimits, EvseElectrical, parse_ts
 
 
-@dataclass
+@dataclass(slots=True)
 class EvseInfo:
-    """What the service needs to know about one EVSE right now."""
+    """What the service needs to know about one EVSE right now.
+
+    Slotted: a whole-site pass holds one per EVSE (20,000 on the load harness's site), and each
+    instance with a `__dict__` was two objects for a young garbage collection to walk, not one
+    (issue 14). `record` and `needs` are the store's parsed documents, shared with the store's
+    read memo and every other read of the same stored text: read-only (a caller that changes
+    what an EVSE holds assigns a new document, as `sending.send` does)."""
 
     station_id: str
     evse_id: int
@@ -49,6 +55,11 @@ class EvseInfo:
     """A single-EVSE call to it was out when it was read (`aside`): it counts at least this,
     max(before, the profile), until the answer is recorded."""
 
+    parsed: list[Any] = field(init=False, repr=False, compare=False)
+    """[a record document, its `applied_series_w` as a series] (`_record_series`: parsed once per
+    document, which is held, so compared by identity); shared by a decode and its clones
+    (`clone`), so the decode memo's clones of the next passes find it parsed."""
+
     key: str = field(init=False, repr=False, compare=False)
     """`sid/eid` (set once from the ids, which never change; a decode memo's clone carries it)."""
     ident: tuple[str, int] = field(init=False, repr=False, compare=False)
@@ -58,6 +69,23 @@ class EvseInfo:
     def __post_init__(self) -> None:
         self.key = f"{self.station_id}/{self.evse_id}"
         self.ident = (self.station_id, self.evse_id)
+        self.parsed = [None, None]
+
+    def clone(self) -> EvseInfo:
+        """A shallow copy (what `copy.copy` makes, without its generic protocol: a whole-site read
+        clones every EVSE from its decode memo). Every slot is listed here (a test checks it)."""
+        new = object.__new__(EvseInfo)
+        new.station_id, new.evse_id, new.online, new.steerable = (
+            self.station_id, self.evse_id, self.online, self.steerable)
+        new.electrical, new.transaction_id, new.record, new.needs = (
+            self.electrical, self.transaction_id, self.record, self.needs)
+        new.default_w, new.tx_ref, new.metered_max_w, new.noncompliant_w = (
+            self.default_w, self.tx_ref, self.metered_max_w, self.noncompliant_w)
+        new.refusals, new.retry_after_s, new.caps_w, new.default_at_s = (
+            self.refusals, self.retry_after_s, self.caps_w, self.default_at_s)
+        new.out_series, new.parsed = self.out_series, self.parsed
+        new.key, new.ident = self.key, self.ident
+        return new
 
     def applied(self, now_s: float) -> Series:
         """The series counted against the site limit now (`budget.counted_series`; at least
@@ -77,13 +105,32 @@ class EvseInfo:
         rec = self.record or {}
         record_tx = str(rec.get("tx_ref") or "")
         # the record's series counts only for this session (`budget.counted_series`): parsed then only
-        series = rec.get("applied_series_w") if record_tx == self.tx_ref else None
+        series = self._record_series() if record_tx == self.tx_ref else None
         return budget.EvseBudgetState(
             transaction_id=self.tx_ref, online=self.online, steerable=self.steerable,
             max_power_w=self.electrical.max_power_w, metered_max_w=self.metered_max_w,
-            record_tx=record_tx,
-            record_series=[(float(t), float(v)) for t, v in series] if series else None,
+            record_tx=record_tx, record_series=series,
             default_w=self.default_w, noncompliant_w=noncompliant_w)
+
+    def _record_series(self) -> Series | None:
+        """`record`'s `applied_series_w` as a series (None if none), parsed once per record document
+        and carried by the decode memo's clones: a whole-site pass asks it of every EVSE, and the
+        document is read-only (class doc). Callers never change a series in place
+        (`budget.counted_series` hands this one out)."""
+        rec = self.record
+        if not rec:
+            return None
+        parsed = self.parsed
+        if rec is parsed[0]:
+            series: Series | None = parsed[1]
+            return series
+        raw = rec.get("applied_series_w")
+        series = [(float(t), float(v)) for t, v in raw] if raw else None
+        if parsed[0] is None:  # this decode's first: its clones share it
+            parsed[0], parsed[1] = rec, series
+        else:  # another document (assigned after an answer): this EVSE's own from now on
+            self.parsed = [rec, series]
+        return series
 
     def limit_since_s(self) -> float | None:
         """When the limit it is allowed now was answered (its TxProfile's answer, else its accepted

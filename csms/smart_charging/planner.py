@@ -99,6 +99,8 @@ def max_abs_diff_w(a: Series, b: Series, now_s: float) -> float:
     every EVSE of the site, and most keep their series)."""
     if _equal(a, b):
         return 0.0
+    if len(a) == 1 and len(b) == 1:  # two constants (most of a site's): one value each at every point
+        return abs(a[0][1] - b[0][1])
     points = grid([a, b], now_s)
     return max(abs(x - y) for x, y in zip(sample(a, points), sample(b, points), strict=True))
 
@@ -107,6 +109,8 @@ def is_below(a: Series, b: Series, now_s: float, tol_w: float = TOLERANCE_W) -> 
     """a <= b (+tol) at every instant from `now_s` on."""
     if tol_w >= 0 and _equal(a, b):
         return True
+    if len(a) == 1 and len(b) == 1:  # two constants: one value each at every point (no sampling)
+        return a[0][1] <= b[0][1] + tol_w
     points = grid([a, b], now_s)
     return all(x <= y + tol_w for x, y in zip(sample(a, points), sample(b, points), strict=True))
 

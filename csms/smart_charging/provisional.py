@@ -92,8 +92,11 @@ def headroom_shares_steps(others: Sequence[Series], budget_w: float, caps_w: Map
     masks = masks or {}
     points = planner.grid([*others, *masks.values()], now_s)
     load = planner.total(list(others), points)
-    keys = list(caps_w)
     out.clear()
+    if len(points) == 1 and not masks:  # one instant (every other EVSE counts a constant)
+        yield from _constant_shares(points[0], budget_w - load[0], caps_w, mins_w, out)
+        return
+    keys = list(caps_w)
     out.update({k: [] for k in keys})
     step = budget.STEP_KEYS
     for t, used in zip(points, load, strict=True):
@@ -101,15 +104,36 @@ def headroom_shares_steps(others: Sequence[Series], budget_w: float, caps_w: Map
             k: min(c, planner.value_at(masks[k], t)) if k in masks else c for k, c in caps_w.items()}
         shares: dict[K, float] = {}
         yield from budget.fair_shares_steps(budget_w - used, caps_t, mins_w, shares)
-        items = list(shares.items())
-        for lo in range(0, len(items), step):
-            for k, w in items[lo:lo + step]:
-                series = out[k]
+        ordered = list(shares)  # keys only: a (key, share) tuple each was 20,000 objects alive
+        for lo in range(0, len(ordered), step):
+            for k in ordered[lo:lo + step]:
+                w, series = shares[k], out[k]
                 # a rise within 1e-6 W is not a new point (float noise), a fall always is: a share
                 # kept above what the headroom leaves would exceed the budget (by microwatts)
                 if not series or w - series[-1][1] > 1e-6 or w < series[-1][1]:
                     series.append((t, w))
             yield
+
+
+def _constant_shares(t: float, headroom_w: float, caps_w: Mapping[K, float], mins_w: Mapping[K, float],
+                     out: dict[K, Series]) -> Iterator[None]:
+    """`headroom_shares_steps` at a single point `t` (no mask: a mask's change points are points):
+    each share is the one-point series [(t, its fair share)], the same as the loop there appends,
+    and sharers with equal shares get the same series object (read-only, as every series: on a
+    full site most of 20,000 sharers share 0 W, one list and one tuple each per pass, issue 14)."""
+    shares: dict[K, float] = {}
+    yield from budget.fair_shares_steps(headroom_w, caps_w, mins_w, shares)
+    of_w: dict[float, Series] = {}
+    ordered = list(shares)
+    for lo in range(0, len(ordered), budget.STEP_KEYS):
+        for k in ordered[lo:lo + budget.STEP_KEYS]:
+            w = shares[k]
+            series = of_w.get(w)
+            if series is None or (w == 0.0 and math.copysign(1.0, w) != math.copysign(1.0, series[0][1])):
+                series = [(t, w)]  # (-0.0 and 0.0 are one key: each keeps its own sign)
+                of_w.setdefault(w, series)
+            out[k] = series
+        yield
 
 
 @dataclass(frozen=True)

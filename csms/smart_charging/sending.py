@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -81,12 +82,24 @@ class Slices:
 async def counted(evses: Mapping[str, EvseInfo], now_s: float, slices: Slices) -> dict[str, Series]:
     """What each EVSE of a pass counts now (`EvseInfo.applied`), in time slices: 20,000 of them were
     one 40-100 ms stretch of the event loop (issue 14). Pure work on the pass's read: yielding
-    changes no decision (an EVSE whose call went out meanwhile is held by `execute`)."""
+    changes no decision (an EVSE whose call went out meanwhile is held by `execute`).
+
+    EVSEs that count one value from now on (idle, or in a session without a profile: a start-up
+    wave's 20,000) share one series object per value: read-only, as every series; a list and a
+    tuple per EVSE alive through the pass were as many objects for each young collection to walk
+    (issue 14)."""
     applied: dict[str, Series] = {}
+    constants: dict[float, Series] = {}
     for k, e in evses.items():
         if slices.due():
             await slices.pause()
-        applied[k] = e.applied(now_s)
+        series = e.applied(now_s)
+        if len(series) == 1 and series[0][0] == now_s:
+            w = series[0][1]
+            shared = constants.setdefault(w, series)
+            if math.copysign(1.0, shared[0][1]) == math.copysign(1.0, w):  # 0.0 and -0.0: one key
+                series = shared
+        applied[k] = series
     return applied
 
 

@@ -238,17 +238,24 @@ class RedisStateStore:
             if start:
                 await asyncio.sleep(0)
             keys += [self._station_keys(s)[1] for s in stations[start:start + SITE_CHUNK]]
-        raw = await self._read(keys, "K")
+        # one reply per station, not wrapped in a tuple per item (`_read`): 20,000 stations' were
+        # 40,000 tuples alive at once, for young collections to walk (issue 14)
+        raw = await self._read_each(keys, "K", lambda _i, reply, at: _reply("K", reply[at]), READ_CHUNK)
         active = await active_refs_of(self.redis, k, stations)  # the site's stations' sets only
         tx_evses: dict[str, set[int]] = {}
-        for [sid_eid] in await self._read([k.transaction(ref) for ref in active], "T"):
-            if sid_eid[0] and str(sid_eid[1] or "").isdigit():
-                tx_evses.setdefault(sid_eid[0], set()).add(int(sid_eid[1]))
+
+        def tx_evse(_i: int, reply: Sequence[Any], at: int) -> None:
+            """A transaction's (station, EVSE) into `tx_evses` as its reply arrives (kept: none)."""
+            sid, eid = _reply("T", reply[at])
+            if sid and str(eid or "").isdigit():
+                tx_evses.setdefault(sid, set()).add(int(eid))
+
+        await self._read_each([k.transaction(ref) for ref in active], "T", tx_evse, READ_CHUNK)
         # the EVSEs in three columns (no tuple per EVSE: a young collection walks what a pass holds)
         sids: list[str] = []
         eids: list[int] = []
         ons: list[str | None] = []
-        for n, ((sid, on), (connectors,)) in enumerate(zip(online, raw, strict=True)):
+        for n, ((sid, on), connectors) in enumerate(zip(online, raw, strict=True)):
             if n and n % SITE_CHUNK == 0:  # a 20,000-station site: the loop is not held for one pass
                 await asyncio.sleep(0)
             ids = {int(f.split("/", 1)[0]) for f in connectors if f.split("/", 1)[0].isdigit()}
@@ -319,8 +326,8 @@ class RedisStateStore:
         one is built (parsed) and kept. So a record is never staler than the read, and a decode
         memo knows an unchanged one by identity (`csms.smart_charging.decoding`). The record and
         its documents are shared between reads: readers never change them (the service's
-        `EvseInfo` gets top-level copies of the documents, `decoding.decode_all`). `key`: the EVSE
-        hash's key, the memo's."""
+        `EvseInfo` holds these documents themselves, read-only, `decoding.decode_all`). `key`: the
+        EVSE hash's key, the memo's."""
         hit = self._evses.get(key)
         if hit is not None:  # compared one by one: no tuple per EVSE per pass (young collections)
             was = hit[0]

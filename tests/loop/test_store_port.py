@@ -168,10 +168,11 @@ async def test_leases_are_renewed_in_one_batch_and_another_nodes_lease_stays_its
     assert await store.hold_leases([], "node-a", 5_000) == set()
 
 
-async def test_redis_reparses_a_changed_document_and_hands_out_copies(redis_url: str) -> None:
+async def test_redis_reparses_a_changed_document_and_shares_an_unchanged_one(redis_url: str) -> None:
     """`RedisStateStore._stored` reuses a record only for the same raw replies of the same EVSE;
-    a caller changing its `EvseInfo.record` (the service sets fields of a record it rewrites) does
-    not change the next read's (`decode_all` hands out top-level copies)."""
+    each read's `EvseInfo` is its own, with the unchanged documents themselves (read-only, not
+    copied per pass: issue 14): a caller assigning its `EvseInfo.record` a new document (as
+    `sending.send` does after an answer) does not change the next read's."""
     redis = connect_redis(redis_url)
     memo: DecodeMemo = {}
     try:
@@ -183,8 +184,10 @@ async def test_redis_reparses_a_changed_document_and_hands_out_copies(redis_url:
         store = RedisStateStore(redis, K)
         first = (await decode_all(await store.site_evses(SITE, "default"), memo))["CP-1/1"]
         assert first.record is not None and first.record["limit_w"] == 6000.0
-        first.record["limit_w"] = 1.0
+        shared = first.record
+        first.record = {**first.record, "limit_w": 1.0}
         again = (await decode_all(await store.evse_records([("CP-1", 1)]), memo))["CP-1/1"]
+        assert again is not first and again.record is shared
         assert again.record == {"limit_w": 6000.0, "applied_series_w": [[0, 6000.0]]}
         await redis.set(K.applied_profile("CP-1", 1),
                         '{"limit_w": 11000.0, "applied_series_w": [[0, 11000.0]]}')
