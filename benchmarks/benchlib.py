@@ -53,3 +53,42 @@ def use_checkout(repo: str | Path | None = None) -> Path:
     path = Path(repo).resolve() if repo else REPO
     sys.path.insert(0, str(path))
     return path
+
+
+class GcCount:
+    """A `gc.callbacks` counter, installed with `with`: young (generation 0/1) and full collections
+    while installed, and the container objects allocated net (allocations minus deallocations of
+    objects the collector tracks: what fills generation 0 and starts a young collection), from
+    generation 0's count when each collection starts and when it is left. Meaningful for work
+    that returns what it built (a read); a pass that frees everything it built nets about
+    `young` x the threshold."""
+
+    def __init__(self) -> None:
+        self.young = self.full = 0
+        self.allocated = 0
+        self._count0 = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        import gc
+
+        if phase != "start":
+            return
+        self.allocated += gc.get_count()[0] - self._count0
+        self._count0 = 0  # a collection empties generation 0's count
+        if info.get("generation", 0) == 2:
+            self.full += 1
+        else:
+            self.young += 1
+
+    def __enter__(self) -> GcCount:
+        import gc
+
+        self._count0 = gc.get_count()[0]
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self)
+        self.allocated += gc.get_count()[0] - self._count0

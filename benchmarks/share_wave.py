@@ -11,8 +11,9 @@ start their sessions in `--waves` equal waves; after each wave one re-share runs
 stand-in that accepts every profile after `--answer-ms`. Per pass: profiles sent, this process's
 CPU, the longest the event loop was held in one stretch (a ticker task measures the gaps between
 its turns), young garbage collections (the node's thresholds (50000, 20, 100), `gc.freeze` after
-set-up). At the end, the sum of the limits the stations were last sent (and the budget): the site
-limit from the stations' side. `--repo` runs another checkout's code on the same data (A/B).
+set-up; `benchlib.GcCount`). At the end, the sum of the limits the stations were last sent (and
+the budget): the site limit from the stations' side. `--repo` runs another checkout's code on the
+same data (A/B).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pstats
 import time
 from typing import Any
 
-from benchlib import use_checkout
+from benchlib import GcCount, use_checkout
 
 SITE = "big"
 
@@ -132,17 +133,6 @@ class Ticker:
         self._task.cancel()
 
 
-class GcCount:
-    """Young collections while installed."""
-
-    def __init__(self) -> None:
-        self.young = 0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "stop" and info.get("generation", 0) < 2:
-            self.young += 1
-
-
 async def measure(url: str, n: int, waves: int, limit_kw: float, answer_s: float, unknown: bool,
                   profile: bool, singles: int = 0) -> None:
     """Run the waves (module doc) and print one line per pass."""
@@ -176,11 +166,10 @@ async def measure(url: str, n: int, waves: int, limit_kw: float, answer_s: float
             start_sessions(url, w * per, per, unknown)
             if unknown:  # the service's defaults pass goes before queued work (answers come later)
                 await svc.ensure_defaults(SITE)
-        sent0, defaults0, watch = stations.calls, stations.defaults, GcCount()
-        gc.callbacks.append(watch)
+        sent0, defaults0 = stations.calls, stations.defaults
         cpu = time.process_time()
         prof = cProfile.Profile() if profile and w >= waves - 1 else None
-        with Ticker() as tick:
+        with GcCount() as watch, Ticker() as tick:
             if prof is not None:
                 prof.enable()
             await safety.share_fairly(svc, SITE)
@@ -188,7 +177,6 @@ async def measure(url: str, n: int, waves: int, limit_kw: float, answer_s: float
                 prof.disable()
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
         cpu = time.process_time() - cpu
-        gc.callbacks.remove(watch)
         defaults = stations.defaults - defaults0
         sent = stations.calls - sent0 - defaults
         tot_cpu += cpu

@@ -8,7 +8,9 @@ Every station is online, has a connector, an active transaction, an EVSE hash, a
 applied-profile record (with its accepted TxProfile, as the csms stores it) and the EV's charging
 needs: what each fallback re-share and interim pass of the load harness's one big site reads.
 A read is timed 5 times on one service (this process's CPU, median; Redis's CPU is not counted;
-the first read of a service decodes every record, the later ones find them unchanged). `--repo` runs
+the first read of a service decodes every record, the later ones find them unchanged), with the
+young collections during each later read (the node's collector settings) and the container
+objects it allocated net (`benchlib.GcCount`: what starts young collections). `--repo` runs
 another checkout's code (e.g. the commit before) on the same data, as an A/B in one run.
 """
 
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import time
 
-from benchlib import use_checkout
+from benchlib import GcCount, use_checkout
 
 SITE = "big"
 
@@ -83,15 +86,25 @@ async def measure(url: str, n: int) -> None:
     redis = connect_redis(url)
     svc = SmartChargingService(RedisStateStore(redis, Keys("evfleet")), RealClock(), CsmsSettings(),
                                "bench", None)  # type: ignore[arg-type]  # reads only, no calls
-    times = []
-    for _ in range(5):
-        t = time.process_time()
-        infos = await svc.site_evses(SITE)
-        times.append(time.process_time() - t)
+    times, young, alloc = [], [], []
+    for i in range(5):
+        if i == 1:  # the node's collector settings after its set-up (the first read decodes all)
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
+        infos = None  # the last read's are garbage before the next (as a pass's when it ends)
+        with GcCount() as watch:
+            t = time.process_time()
+            infos = await svc.site_evses(SITE)
+            times.append(time.process_time() - t)
+        young.append(watch.young)
+        alloc.append(watch.allocated)
         assert len(infos) == n and all(i.tx_ref and i.record for i in infos.values())
     await redis.aclose()
     print(f"{n} stations: {sorted(times)[2] * 1000:.0f} ms CPU per whole-site read + decode "
-          f"(median of 5; all: {', '.join(f'{x * 1000:.0f}' for x in times)})")
+          f"(median of 5; all: {', '.join(f'{x * 1000:.0f}' for x in times)}); later reads: young GCs "
+          f"{', '.join(map(str, young[1:]))}, containers allocated net "
+          f"{', '.join(f'{a:,}' for a in alloc[1:])}")
 
 
 def main() -> None:
