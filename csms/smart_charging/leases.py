@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from csms.smart_charging.work import Work
+from evfleet.tasks import raise_if_cancelling
 
 if TYPE_CHECKING:
     from csms.smart_charging.service import SmartChargingService
@@ -175,6 +176,7 @@ async def renew_loop(svc: SmartChargingService) -> None:
     while True:
         await asyncio.sleep(svc.lease_ttl_s / 3)
         await renew_leases(svc)
+        raise_if_cancelling()  # redis-py can swallow a cancellation (evfleet.tasks)
 
 
 async def renew_leases(svc: SmartChargingService) -> None:
@@ -218,6 +220,7 @@ async def alive_loop(svc: SmartChargingService) -> None:
                 await _refresh(svc, time.monotonic())
         except Exception:  # Redis unreachable: trust runs out and `holds` asks again
             log.exception("smart charging: liveness refresh of %s failed", svc.node_id)
+        raise_if_cancelling()  # redis-py can swallow a cancellation: the loop outlived its node
         await asyncio.sleep(svc.liveness.refresh_s)
 
 
@@ -251,6 +254,7 @@ async def steal_loop(svc: SmartChargingService) -> None:
             await steal_dead(svc)
         except Exception:  # Redis unreachable: the next poll asks again
             log.exception("smart charging: liveness poll of %s failed", svc.node_id)
+        raise_if_cancelling()
 
 
 async def steal_dead(svc: SmartChargingService) -> set[str]:

@@ -84,7 +84,7 @@ from evfleet.records import stored_float
 from evfleet.store.lag import StreamLag, track
 from evfleet.store.port import StateStore, StoreWrite
 from evfleet.store.sites import budget_kw, margin_kw
-from evfleet.tasks import raise_if_cancelling
+from evfleet.tasks import raise_if_cancelling, stop_tasks
 
 __all__ = ["EvseInfo", "SmartChargingService", "Work", "ev_plan_series", "run"]
 
@@ -381,6 +381,9 @@ class SmartChargingService:
             with contextlib.suppress(Exception):
                 for site_id in list(self.held):
                     await self.store.release_lease(site_id, self.liveness.token)
+            # awaited, not only cancelled: a lease loop that outlived the service (a cancellation
+            # swallowed by redis-py) refreshed the liveness of a stopped node against a closed Redis
+            await stop_tasks([renew, ticks], timeout_s=5.0, what="smart-charging lease loops")
 
 
 STREAM_READ_COUNT = 100
