@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from csms.commands import REPLY_MAX_CONNECTIONS, CommandClient
 from csms.context import CsmsContext, Service
+from csms.gccensus import GC_CENSUS
 from csms.loopwatch import LoopLag, SlowCallbacks
 from csms.protocol.commands import CommandExecutor
 from csms.protocol.env import NodeEnv
@@ -423,9 +424,12 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
                     REFREEZER.start(settings.gc_thaw_growth, settings.gc_thaw_after_closed)
                     REFREEZER.profile_garbage = settings.gc_profile_ms > 0
                     refreezer = asyncio.create_task(REFREEZER.run(), name="gc-refreeze")
+            if settings.gc_census:
+                GC_CENSUS.install(settings.gc_census, settings.gc_census_after_s)
             await stop.wait()
     finally:
         REFREEZER.stop()
+        GC_CENSUS.uninstall()
         if refreezer is not None:
             refreezer.cancel()
         lag.cancel()

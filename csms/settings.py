@@ -120,6 +120,12 @@ class CsmsSettings(CommandSettings):
         0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
                                "types, dict keys) and the stack that started it, and what each gc_refreeze "
                                "thaw freed, by type (0 = off; a debugging aid)")
+    gc_census: int = Field(
+        0, ge=0, description="log a census of the next N young garbage collections after start-up: what "
+                             "each walked, freed (cyclic garbage) and kept, by type, with the allocating "
+                             "lines under PYTHONTRACEMALLOC (0 = off; a debugging aid, csms.gccensus)")
+    gc_census_after_s: float = Field(
+        0.0, ge=0, description="with gc_census: start the census this many seconds after start-up")
     slow_callback_ms: float = Field(
         0.0, ge=0, description="log every event-loop callback that runs longer than this, with the stack "
                                "sampled while it ran (0 = off; the standard event loop only)")
