@@ -37,7 +37,7 @@ from ocpp.routing import routables
 from ocpp.v201 import ChargePoint
 from ocpp.v201.enums import Action
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from csms import metrics
 from csms.core.ratelimit import TokenBucket
@@ -217,7 +217,13 @@ class StationConnection(BlockBase, BaseChargePoint):
         """Receive and route messages until the connection closes or the station floods."""
         with log_context(station_id=self.id):
             try:
-                async for raw in self._connection:
+                while True:
+                    # recv(), not `async for`: websockets' async iterator leaves an asend object per
+                    # message alive until the next one, walked by every young collection (issue 14)
+                    try:
+                        raw = await self._connection.recv()
+                    except ConnectionClosedOK:
+                        break
                     decision = self._bucket.take(time.monotonic())
                     if decision.wait_s > 0:
                         metrics.OCPP_THROTTLED.inc()
@@ -336,12 +342,13 @@ class StationConnection(BlockBase, BaseChargePoint):
         await self._send(call_result_json(frame.unique_id, response))
         metrics.OCPP_MESSAGES.labels(action, "accepted" if violation is None else "compat").inc()
         metrics.OCPP_HANDLER_SECONDS.labels(action).observe(time.perf_counter() - started)
-        callbacks, self._after_answer = self._after_answer, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # a follow-up must never break the receive loop
-                log.exception("follow-up of %s failed", action)
+        if self._after_answer:  # (most messages have none: no new list per message, issue 14)
+            callbacks, self._after_answer = self._after_answer, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:  # a follow-up must never break the receive loop
+                    log.exception("follow-up of %s failed", action)
 
     async def _compat_mode(self) -> bool:
         value = await self.env.store.redis.hget(self.env.keys.station(self.id), "compat")
@@ -367,6 +374,9 @@ class StationConnection(BlockBase, BaseChargePoint):
                 raise StationClosed(self.id) from err
             finally:
                 self._pending.pop(unique_id, None)
+                # a StationClosed that the receive loop set on `fut` carries a traceback through this
+                # frame, which holds `fut`: a reference cycle only the collector would free
+                del fut
         if isinstance(answer, ErrorFrame):
             return CallOutcome("call_error", error_code=answer.code, error_description=answer.description,
                                error_details=answer.details)
