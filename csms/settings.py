@@ -173,6 +173,14 @@ class CsmsSettings(CommandSettings):
                                   "(csms/smart_charging/leases.py). 10 s keeps the stall tolerance of the "
                                   "15 s site lease; 4.5 s takes over within 5 s on nodes that never stall "
                                   "4 s (gc thaws at 20,000 stations on a loaded machine took 7.5-7.8 s)")
+    smart_charging_balance_s: float = Field(
+        0.5, ge=0, description="how often a node compares its share of the site leases with the other "
+                               "live nodes' and, holding more than ceil(sites / nodes) + "
+                               "smart_charging_lease_slack, hands one site to the least loaded node "
+                               "(csms/smart_charging/balance.py); 0 = never (the first node to start "
+                               "keeps every site it took)")
+    smart_charging_lease_slack: int = Field(
+        1, ge=0, description="sites a node may hold above its fair share before it hands one over")
     interim_profile_after_s: float = Field(
         5.0, gt=0, description="send a safe interim profile if no plan arrives within this time")
     optimizer_silent_after_s: float = Field(

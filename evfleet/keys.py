@@ -334,3 +334,9 @@ class Keys:
     def smart_charging_lease(self, site_id: str) -> str:
         """STRING (PX TTL): the csms node that applies a site's plans."""
         return f"{self.prefix}:lease:smart-charging:{site_id}"
+
+    def smart_charging_nodes(self) -> str:
+        """SET: ids of the csms nodes that announced a smart-charging liveness key (`node_alive`);
+        those whose key is gone are removed by the next node that lists them (site-lease balancing,
+        csms/smart_charging/balance.py)."""
+        return f"{self.prefix}:smart-charging:nodes"

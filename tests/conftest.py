@@ -88,6 +88,8 @@ ALONE = frozenset({
     "tests/scale/test_site_limit_failover.py",
     # an answer after redis-py's 5 s default socket timeout (about 6 s of real time by its nature)
     "tests/csms/test_slow_remote_answer.py",
+    # a site lease handed over under 20 ms sampling of the stations' limits (1 s grace, real time)
+    "tests/loop/test_lease_handover.py",
 })
 """Test files marked `alone`: with EVFLEET_TEST_WORKERS > 1, scripts/test.sh runs them after the parallel
 run, one at a time, so that no other test takes a core from them (in a 2-worker run of everything at

@@ -54,6 +54,10 @@ async def dispatch(svc: SmartChargingService, event: Event, batch: StoreWrite | 
     if event.type == EventType.SCHEDULE_PLANNED:  # of any site: the optimizer is at work
         svc.plan_seen_any = time.monotonic()
     site_id = await svc.site_of(event)
+    if event.type == EventType.SITE_LIMIT and site_id not in svc.held:
+        # a site another node may have just handed to this one (`balance`): asked now, beside the
+        # stream loop, not after `LEASE_RECHECK_S`; taken, its RECONCILE enforces the new limit
+        leases.recheck_aside(svc, site_id, time.monotonic())
     if not await svc.holds(site_id, aside=True):
         return
     if event.type == EventType.STATION_BOOTED:

@@ -55,6 +55,7 @@ from csms.settings import CsmsSettings
 from csms.smart_charging import (
     actions,
     aside,
+    balance,
     budget,
     conversion,
     defaults,
@@ -120,6 +121,14 @@ class SmartChargingService:
         """site -> the task asking for a lease another node held (`leases.recheck_aside`)."""
         self.liveness = leases.Liveness(node_id, ttl_s=settings.smart_charging_alive_ttl_s)
         """The node's liveness token (the value of its leases) and the other holders' (`leases`)."""
+        self.balance_s = settings.smart_charging_balance_s
+        """How often the node compares its share of the site leases (`balance`; 0: never)."""
+        self.lease_slack = settings.smart_charging_lease_slack
+        """Sites held above the fair share before one is handed over (`balance`)."""
+        self.handing: str | None = None
+        """The site whose hand-over is queued or running (`balance`: one at a time)."""
+        self.handover_after: dict[str, float] = {}
+        """site -> monotonic time before which it is not chosen again (its last hand-over was left)."""
         self.defaults = defaults.DefaultsState(timeouts=defaults.TimeoutBackoff(
             settings.default_timeout_backoff_s, settings.default_timeout_backoff_max_s))
         self._starved: dict[str, set[tuple[str, int]]] = {}
@@ -335,6 +344,7 @@ class SmartChargingService:
         """Follow the event stream until cancelled."""
         await leases.ensure_alive(self)
         renew = asyncio.create_task(leases.lease_loops(self))
+        balancer = asyncio.create_task(balance.balance_loop(self), name="smart-charging:balance")
         ticks = asyncio.create_task(watchdog.queue_ticks(self))
         # start at the current tail id (not "$" on every call: no event lost between two reads)
         last_id = await self.store.events_tail()
@@ -371,6 +381,7 @@ class SmartChargingService:
         finally:
             lag.close()
             renew.cancel()
+            balancer.cancel()
             ticks.cancel()
             for site in self.sites.values():
                 if site.task:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from csms.smart_charging import actions, defaults, leases, pacing, quiet, safety, watchdog
+from csms.smart_charging import actions, balance, defaults, leases, pacing, quiet, safety, watchdog
 from csms.smart_charging.work import Work
 from evfleet.events import Event, EventType
 
@@ -75,6 +75,8 @@ async def handle(svc: SmartChargingService, site_id: str, kind: str, payload: An
     handler = HANDLERS.get(kind)
     if handler is not None:
         await handler(svc, site_id, payload)
+    if site_id not in svc.held and site_id in svc._lease_taken_until:
+        return  # the lease went during the item (handed over, lost): what follows is the holder's
     if site_id in svc._refused:  # a station refused: it now counts at its maximum
         svc._refused.discard(site_id)
         await svc.enforce_limit(site_id, "refused")
@@ -100,6 +102,11 @@ async def _on_reconcile(svc: SmartChargingService, site_id: str, _: Any) -> None
     for info in (await svc.site_evses(site_id)).values():
         if info.tx_ref and info.online and info.steerable and not info.has_profile():
             pacing.start_interim_timer_for(svc, site_id, (info.station_id, info.evse_id), info.tx_ref)
+
+
+async def _on_handover(svc: SmartChargingService, site_id: str, taker: Any) -> None:
+    """Balancing: the site's lease goes to a less loaded node (`balance.hand_over`)."""
+    await balance.hand_over(svc, site_id, taker)
 
 
 async def _on_tick(svc: SmartChargingService, site_id: str, _: Any) -> None:
@@ -182,7 +189,7 @@ Handler = Callable[["SmartChargingService", str, Any], Awaitable[None]]
 HANDLERS: dict[str, Handler] = {
     Work.RECONCILE: _on_reconcile, Work.TICK: _on_tick, Work.DEFAULTS: _on_defaults,
     Work.DEFAULTS_DONE: _on_defaults_done, Work.ASIDE_DONE: _on_aside_done,
-    Work.INTERIM: _on_interim, Work.RESHARE: _on_reshare,
+    Work.INTERIM: _on_interim, Work.RESHARE: _on_reshare, Work.HANDOVER: _on_handover,
     EventType.SCHEDULE_PLANNED: _on_plan,
     EventType.SITE_LIMIT: _on_site_limit, EventType.TX_STARTED: _on_tx_started,
     EventType.TX_ENDED: _on_tx_ended, EventType.EV_CHARGING_SCHEDULE: _on_ev_schedule,

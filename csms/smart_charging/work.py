@@ -20,5 +20,7 @@ class Work(StrEnum):
     INTERIM = "interim"
     RESHARE = "reshare"
     """Sessions started or ended on a site in fallback mode: one re-share (`reshare_soon`)."""
+    HANDOVER = "handover"
+    """Hand the site's lease to a less loaded node (`balance`; payload: that node's token)."""
     ARRIVALS = "arrivals"
     """Needs flagged from a read of the stream (`flag_needs`): an idle site task serves them now."""

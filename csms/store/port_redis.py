@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from evfleet.events import Event
 from evfleet.keys import Keys
 from evfleet.records import EVSE_DECODED_FIELDS
+from evfleet.store.client import as_str
 from evfleet.store.lag import StreamLag
 from evfleet.store.owned import PEXPIRE_IF_OWNED
 from evfleet.store.port import EvseId, StoredEvse, StoreWrite
@@ -144,8 +145,10 @@ class RedisStateStore:
         return {s for s, ok in zip(sites, replies, strict=True) if ok}
 
     async def announce_alive(self, node_id: str, token: str, ttl_ms: int) -> None:
-        """SET PX."""
+        """SET PX, then SADD to the announced nodes (in that order: a node listed there without
+        its key has lapsed, `live_nodes`)."""
         await self.redis.set(self.keys.node_alive(node_id), token, px=ttl_ms)
+        await self.redis.sadd(self.keys.smart_charging_nodes(), node_id)
 
     async def refresh_alive(self, node_id: str, token: str, ttl_ms: int) -> bool:
         """PEXPIRE if the key still holds `token` (a one-key script)."""
@@ -155,6 +158,22 @@ class RedisStateStore:
         """GET of each node's liveness key, pipelined."""
         replies = await pipelined(self.redis, node_ids, lambda pipe, n: pipe.get(self.keys.node_alive(n)))
         return {n: t for n, t in zip(node_ids, replies, strict=True) if t}
+
+    async def live_nodes(self) -> dict[str, str]:
+        """SMEMBERS of the announced nodes, GET of their liveness keys; SREM of those whose key is
+        gone (one that announces itself again is listed again: it sets its key first)."""
+        nodes = sorted(as_str(n) for n in await self.redis.smembers(self.keys.smart_charging_nodes()))
+        tokens = await self.alive_tokens(nodes)
+        gone = [n for n in nodes if n not in tokens]
+        if gone:
+            await self.redis.srem(self.keys.smart_charging_nodes(), *gone)
+        return tokens
+
+    async def lease_holders(self, site_ids: Sequence[str]) -> dict[str, str]:
+        """GET of each site's lease key, pipelined."""
+        replies = await pipelined(self.redis, site_ids,
+                                  lambda pipe, s: pipe.get(self.keys.smart_charging_lease(s)))
+        return {s: t or "" for s, t in zip(site_ids, replies, strict=True)}
 
     async def hold_leases(self, site_ids: Sequence[str], node_id: str, ttl_ms: int,
                           seen: dict[str, str] | None = None) -> set[str]:

@@ -99,6 +99,14 @@ class InMemoryStateStore:
         """`alive` of those nodes."""
         return {n: self.alive[n] for n in node_ids if n in self.alive}
 
+    async def live_nodes(self) -> dict[str, str]:
+        """`alive` (every node in it announced itself)."""
+        return dict(self.alive)
+
+    async def lease_holders(self, site_ids: Sequence[str]) -> dict[str, str]:
+        """`leases` of those sites ("" if none)."""
+        return {s: self.leases.get(s, "") for s in site_ids}
+
     async def release_lease(self, site_id: str, node_id: str) -> None:
         """Drop the lease if `node_id` holds it."""
         if self.leases.get(site_id) == node_id:

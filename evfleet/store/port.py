@@ -100,7 +100,7 @@ class StateStore(Protocol):
 
     # --- node liveness (csms.smart_charging.leases) ------------------------------------
     async def announce_alive(self, node_id: str, token: str, ttl_ms: int) -> None:
-        """Set the node's liveness key to `token` for `ttl_ms`."""
+        """Set the node's liveness key to `token` for `ttl_ms`, and list the node as announced."""
         ...
 
     async def refresh_alive(self, node_id: str, token: str, ttl_ms: int) -> bool:
@@ -110,6 +110,15 @@ class StateStore(Protocol):
 
     async def alive_tokens(self, node_ids: Sequence[str]) -> dict[str, str]:
         """The liveness token of each node that has one."""
+        ...
+
+    async def live_nodes(self) -> dict[str, str]:
+        """Every announced node whose liveness key is there: node id -> its token (the others
+        are dropped from the list of announced nodes)."""
+        ...
+
+    async def lease_holders(self, site_ids: Sequence[str]) -> dict[str, str]:
+        """The holder's token of each site's lease ("" if none)."""
         ...
 
     # --- events --------------------------------------------------------------------------
