@@ -9,15 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from csms.app import running_csms
-from csms.commands import Outcome
+from csms.commands import CommandRequest, Outcome
 from csms.protocol import commands as executor_module
 from csms.protocol import station as station_module
+from csms.protocol.commands import CommandExecutor
+from csms.protocol.env import NodeEnv
+from csms.protocol.registry import Registry
+from csms.settings import CsmsSettings
+from csms.store.state import StateStore
+from evfleet.clock import RealClock
+from evfleet.keys import Keys
 from evfleet.logs import LineBudget
 from tests.csms.conftest import PASSWORD, make_settings
 from tests.csms.helpers import RawStation
@@ -62,3 +71,36 @@ def test_a_wave_of_lines_is_bounded_per_window() -> None:
     assert budget.take(10.5) is None
     assert budget.take(11.0) == 3  # the next window's first line says how many were passed over
     assert budget.take(11.1) == 0
+
+
+async def test_a_burst_of_requests_is_taken_in_a_few_round_trips(redis_url: str, redis: Redis) -> None:
+    """The node takes a burst from its command list with one BRPOP and one RPOP of up to
+    `INTAKE_BATCH`, not one BRPOP (and one event-loop turn) per request, in their order."""
+    keys, clock = Keys(f"intake-{uuid.uuid4().hex[:8]}"), RealClock()
+    env = NodeEnv(settings=CsmsSettings(), clock=clock, keys=keys, store=StateStore(redis, keys, clock, "n"),
+                  node_id="n")
+    executor = CommandExecutor(env, Registry(), redis)
+    requests = [CommandRequest(request_id=f"r{i}", station_id="CP-AWAY", action="GetBaseReport",
+                               payload={"requestId": i, "reportBase": "FullInventory"}, timeout_s=5,
+                               reply_to=keys.command_reply(f"r{i}")) for i in range(60)]
+    await redis.lpush(keys.node_commands("n"), *(r.model_dump_json() for r in requests))
+    brpops = 0
+    brpop = redis.brpop
+
+    async def counted(keys_: list[str], *args: Any, **kwargs: Any) -> Any:
+        nonlocal brpops
+        brpops += keys_ == [keys.node_commands("n")]
+        return await brpop(keys_, *args, **kwargs)
+
+    redis.brpop = counted  # type: ignore[method-assign]
+    run = asyncio.create_task(executor.run())
+    try:
+        for r in requests:  # every one answered (offline: the station is not connected here)
+            got = await redis.brpop([r.reply_to], timeout=5)
+            assert got is not None and json.loads(got[1])["outcome"] == "offline"
+        assert brpops <= 2
+        events = await redis.xrange(keys.station_events("CP-AWAY"))
+        assert [json.loads(f["data"])["request_id"] for _, f in events] == [r.request_id for r in requests]
+    finally:
+        executor.stopping = True
+        await asyncio.wait_for(run, 5)
