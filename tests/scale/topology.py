@@ -187,6 +187,70 @@ async def _until_healthy(url: str, proc: subprocess.Popen[bytes], log: Path | No
             await asyncio.sleep(0.2)
 
 
+BIND_TRIES = 3
+"""Starts of a process whose port was taken between `free_port()` and its bind (another test's
+clients or a harness run beside it use ephemeral ports), each on fresh ports."""
+
+
+def _lost_a_port(log: Path, offset: int) -> bool:
+    """The start logged from `offset` on could not bind a port (it was taken meanwhile)."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return b"address already in use" in f.read().lower()
+    except OSError:
+        return False
+
+
+def _log_size(log: Path) -> int:
+    return log.stat().st_size if log.exists() else 0
+
+
+def _spawn_node(node_id: str, redis_url: str, extra: tuple[str, ...], tmp: Path,
+                env: dict[str, str]) -> tuple[Node, int]:
+    """Start an `evfleet csms` node on fresh ports (not waiting for it); with its log's size before."""
+    ocpp_port, api_port = free_port(), free_port()
+    log = tmp / f"{node_id}.log"
+    offset = _log_size(log)
+    proc = _spawn([EVFLEET, "csms", "--redis-url", redis_url, "--host", "127.0.0.1", "--port", str(ocpp_port),
+                   "--api-port", str(api_port), "--node-id", node_id, "--no-api-auth", *extra], log, env)
+    return Node(node_id, ocpp_port, api_port, proc), offset
+
+
+async def _healthy_node(nodes: list[Node], n: int, offset: int, redis_url: str, extra: tuple[str, ...],
+                        tmp: Path, env: dict[str, str]) -> None:
+    """Wait for `nodes[n]` (started by `_spawn_node`, its log `offset` before); one that lost a port
+    is replaced there by a new start on fresh ports (so the topology stops whatever runs)."""
+    for attempt in range(1, BIND_TRIES + 1):
+        node = nodes[n]
+        log = tmp / f"{node.node_id}.log"
+        try:
+            await _until_healthy(f"{node.api}/healthz", node.proc, log)
+            return
+        except RuntimeError:
+            if attempt == BIND_TRIES or not _lost_a_port(log, offset):
+                raise
+        nodes[n], offset = _spawn_node(node.node_id, redis_url, extra, tmp, env)
+
+
+async def _start_haproxy(topo: Topology, tmp: Path, env: dict[str, str]) -> None:
+    """HAProxy in front of the topology's nodes; started again on fresh ports if one was taken."""
+    log = tmp / "haproxy.log"
+    for attempt in range(1, BIND_TRIES + 1):
+        offset, stats_port = _log_size(log), free_port()
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port, topo.api_port,
+                                      topo.tls_port, topo.tls_nodes))
+        topo.haproxy = _spawn([HAPROXY, "-f", str(cfg), "-db"], log, env)
+        try:
+            await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz", topo.haproxy, log)
+            return
+        except RuntimeError:
+            if attempt == BIND_TRIES or not _lost_a_port(log, offset):
+                raise
+        topo.ocpp_port, topo.api_port, topo.tls_port = free_port(), free_port(), free_port()
+
+
 @contextlib.asynccontextmanager
 async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0, tls_nodes: int = 0,
                    tls_args: tuple[str, ...] = (), extra_env: Mapping[str, str] | None = None
@@ -199,22 +263,16 @@ async def topology(redis_url: str, tmp: Path, nodes: int = 2, workers: int = 0, 
     try:
         for prefix, count, extra, into in (("node", nodes, (), topo.nodes),
                                            ("tls", tls_nodes, tls_args, topo.tls_nodes)):
+            offsets = []
             for i in range(1, count + 1):
-                node_id, ocpp_port, api_port = f"{prefix}-{i}", free_port(), free_port()
-                proc = _spawn([EVFLEET, "csms", "--redis-url", redis_url, "--host", "127.0.0.1",
-                               "--port", str(ocpp_port), "--api-port", str(api_port), "--node-id", node_id,
-                               "--no-api-auth", *extra], tmp / f"{node_id}.log", env)
-                into.append(Node(node_id, ocpp_port, api_port, proc))
-        for node in topo.nodes + topo.tls_nodes:
-            await _until_healthy(f"{node.api}/healthz", node.proc, tmp / f"{node.node_id}.log")
+                node, offset = _spawn_node(f"{prefix}-{i}", redis_url, extra, tmp, env)
+                into.append(node)
+                offsets.append(offset)
+            for n, offset in enumerate(offsets):
+                await _healthy_node(into, n, offset, redis_url, extra, tmp, env)
         for i in range(1, workers + 1):
             topo.start_worker(f"worker-{i}")
-        stats_port = free_port()
-        cfg = tmp / "haproxy.cfg"
-        cfg.write_text(haproxy_config(topo.ocpp_port, topo.nodes, stats_port, topo.api_port,
-                                      topo.tls_port, topo.tls_nodes))
-        topo.haproxy = _spawn([HAPROXY, "-f", str(cfg), "-db"], tmp / "haproxy.log", env)
-        await _until_healthy(f"http://127.0.0.1:{stats_port}/healthz", topo.haproxy, tmp / "haproxy.log")
+        await _start_haproxy(topo, tmp, env)
         yield topo
     finally:
         procs = [n.proc for n in topo.nodes + topo.tls_nodes] + [w.proc for w in topo.workers]
