@@ -57,6 +57,7 @@ from prometheus_client import Counter as MetricCounter
 
 from csms.smart_charging import leases
 from csms.smart_charging.work import Work
+from evfleet.tasks import raise_if_cancelling
 
 if TYPE_CHECKING:
     from csms.smart_charging.service import SmartChargingService
@@ -87,6 +88,7 @@ async def balance_loop(svc: SmartChargingService) -> None:
             await balance(svc)
         except Exception:  # Redis unreachable: the next round asks again
             log.exception("smart charging: lease balancing of %s failed", svc.node_id)
+        raise_if_cancelling()  # redis-py can swallow a cancellation (evfleet.tasks)
 
 
 async def balance(svc: SmartChargingService) -> str | None:

@@ -394,7 +394,7 @@ class SmartChargingService:
                     await self.store.release_lease(site_id, self.liveness.token)
             # awaited, not only cancelled: a lease loop that outlived the service (a cancellation
             # swallowed by redis-py) refreshed the liveness of a stopped node against a closed Redis
-            await stop_tasks([renew, ticks], timeout_s=5.0, what="smart-charging lease loops")
+            await stop_tasks([renew, balancer, ticks], timeout_s=5.0, what="smart-charging lease loops")
 
 
 STREAM_READ_COUNT = 100

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from csms.smart_charging import leases
+from csms.smart_charging import balance, leases
 from evfleet.store.memory import InMemoryStateStore
 from tests.loop.test_service_unit import SITE, FixedClock, Stations, _service
 
@@ -30,15 +30,24 @@ class SwallowingStore(InMemoryStateStore):
             pass  # swallowed: the task carries on, only `cancelling()` remembers
         return await super().refresh_alive(node_id, token, ttl_ms)
 
+    async def live_nodes(self) -> dict[str, str]:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass
+        return await super().live_nodes()
 
-@pytest.mark.parametrize("loop_name", ["alive_loop", "lease_loops"])
+
+@pytest.mark.parametrize("loop_name", ["alive_loop", "lease_loops", "balance_loop"])
 async def test_lease_loops_end_when_a_refresh_swallows_the_cancellation(loop_name: str) -> None:
     clock, store = FixedClock(), SwallowingStore()
     store.sites[SITE] = {"limit_kw": "20"}
     svc = _service(store, Stations(clock, 20_000.0), clock)
     svc.liveness.refresh_s = 0.0  # refresh back to back: a cancel lands inside a refresh
     await leases.ensure_alive(svc)
-    task = asyncio.create_task(getattr(leases, loop_name)(svc))
+    svc.balance_s = 0.001  # balance back to back as well
+    loop = getattr(balance, loop_name) if loop_name == "balance_loop" else getattr(leases, loop_name)
+    task = asyncio.create_task(loop(svc))
     await asyncio.sleep(0.12)
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=1.0)
