@@ -272,7 +272,8 @@ def test_every_key_kind_has_its_sharded_name() -> None:
     for name, args in {"site_defaults": (), "node": ("n1",), "node_alive": ("n1",), "node_commands": ("n1",),
                        "clock": (),
                        "command_reply": ("r",), "energy_history": ("T1",), "optimizer_lease": ("depot",),
-                       "service_lease": ("mqtt",), "smart_charging_lease": ("depot",)}.items():
+                       "service_lease": ("mqtt",), "smart_charging_lease": ("depot",),
+                       "smart_charging_nodes": ()}.items():
         key = getattr(old, name)(*args)
         assert getattr(new, name)(*args) == key and sharded_name(key, new) is None, name
     built = {n for n in dir(Keys) if not n.startswith("_") and callable(getattr(Keys, n))}
@@ -282,5 +283,5 @@ def test_every_key_kind_has_its_sharded_name() -> None:
     covered = set(samples) | helpers | {"site_defaults", "node", "node_alive", "node_commands", "clock",
                                         "command_reply",
                                         "energy_history", "optimizer_lease", "service_lease",
-                                        "smart_charging_lease"}
+                                        "smart_charging_lease", "smart_charging_nodes"}
     assert built <= covered, f"a key kind without a migration check: {built - covered}"
