@@ -44,18 +44,16 @@ from load_harness_procs import PASSWORD, STATIONS_PY, provision  # noqa: E402
 TOP = 25
 
 
+def _repo_path(path: str) -> str:
+    """A source path relative to the repository (or to site-packages)."""
+    return path.replace(str(REPO) + "/", "").split("site-packages/")[-1]
+
+
 def _sites(objs: list[Any]) -> list[tuple[str, int]]:
     """Allocating lines (innermost first, 3 frames, repository-relative) of `objs`, counted."""
-    sites: Tally[str] = Tally()
-    for obj in objs:
-        tb = tracemalloc.get_object_traceback(obj)
-        if tb is None:
-            sites["?"] += 1
-            continue
-        frames = [f"{f.filename.replace(str(REPO) + '/', '').split('site-packages/')[-1]}:{f.lineno}"
-                  for f in tb]
-        sites[" < ".join(frames[-1:-4:-1])] += 1
-    return sites.most_common(TOP)
+    from csms.gccensus import allocation_sites
+
+    return allocation_sites(objs, TOP, _repo_path)
 
 
 def _answered() -> float:

@@ -36,6 +36,7 @@ import traceback
 import tracemalloc
 import types
 from collections import Counter as Tally
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,15 @@ def label(obj: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _sites(objs: list[Any]) -> list[tuple[str, int]]:
-    """The allocating line (innermost frame outside this module) of each object, counted, when
-    tracemalloc traces; else []."""
+def file_name(path: str) -> str:
+    """The last component of a source path (how a census names an allocating file)."""
+    return path.rsplit("/", 1)[-1]
+
+
+def allocation_sites(objs: list[Any], top: int = TOP,
+                     short: Callable[[str], str] = file_name) -> list[tuple[str, int]]:
+    """The allocating lines of `objs` (innermost first, 3 frames, files named by `short`), counted,
+    the `top` most common; [] when tracemalloc does not trace."""
     if not tracemalloc.is_tracing():
         return []
     sites: Tally[str] = Tally()
@@ -86,9 +93,9 @@ def _sites(objs: list[Any]) -> list[tuple[str, int]]:
         if tb is None:
             sites["?"] += 1
             continue
-        frames = [f"{f.filename.rsplit('/', 2)[-2:][-1]}:{f.lineno}" for f in tb]
+        frames = [f"{short(f.filename)}:{f.lineno}" for f in tb]
         sites[" < ".join(frames[-1:-4:-1])] += 1
-    return sites.most_common(TOP)
+    return sites.most_common(top)
 
 
 class GcCensus:
@@ -138,7 +145,7 @@ class GcCensus:
         if phase == "start":
             young = gc.get_objects(generation=0)
             self.walked = Tally(map(label, young))
-            self.walked_sites = _sites(young)
+            self.walked_sites = allocation_sites(young)
             self.stack = " < ".join(f"{f.name}:{f.lineno}" for f in
                                     reversed(traceback.extract_stack(sys._getframe(2))[-8:]))
             del young
@@ -157,8 +164,8 @@ class GcCensus:
             "survived %s; freed allocated at %s; survivors allocated at %s; walked allocated at %s; "
             "started at %s", self.censuses, sum(self.walked.values()), len(garbage), len(survivors),
             self.frozen_before, self.walked.most_common(TOP), Tally(map(label, garbage)).most_common(TOP),
-            Tally(map(label, survivors)).most_common(TOP), _sites(garbage), _sites(survivors),
-            self.walked_sites, self.stack)
+            Tally(map(label, survivors)).most_common(TOP), allocation_sites(garbage),
+            allocation_sites(survivors), self.walked_sites, self.stack)
         del garbage, survivors
 
 
