@@ -12,7 +12,7 @@ from csms.api import views
 from evfleet.clock import Clock
 from evfleet.keys import Keys, tx_ref
 from evfleet.store.shards import active_refs, active_refs_of, is_active, refs_by_start
-from evfleet.store.sites import pipelined, positive_kw, site_station_ids
+from evfleet.store.sites import hash_fields, positive_kw, site_station_ids
 from evfleet.store.sites import station_sites as store_station_sites
 from evfleet.store.stream import read_new_events, stream_tail_id
 
@@ -221,20 +221,32 @@ class StateReader:
         return sorted(ids)
 
     async def site_loads(self, site_of: dict[str, str] | None = None) -> dict[str, tuple[float, int]]:
-        """Per site: (sum of live session power in kW, number of live sessions)."""
+        """Per site: (sum of live session power in kW, number of live sessions). The sessions'
+        station and power are read by one script per 2,000 (`evfleet.store.sites.hash_fields`) and
+        summed chunk by chunk, no row kept per session (issue 14: 20,000 pipelined HMGETs and their
+        rows were the longest callback of the node holding the site-power lease, and enough new
+        containers to start a young collection); a station missing from `site_of` is looked up."""
         active = sorted(await self.active_tx_ids())
-        k = self.keys
-        rows = [(s(a), views.to_float(s(b))) for a, b in await pipelined(
-            self.redis, active, lambda p, tx: p.hmget(k.transaction(tx), ["station_id", "power_w"]))]
         known = site_of or {}
-        unknown = sorted({sid for sid, _ in rows if sid and sid not in known})
-        sites = {**known, **await self.station_sites(unknown)}
-        loads: dict[str, tuple[float, int]] = {}
-        for sid, power_w in rows:
-            site = sites.get(sid, self.default_site)
-            kw, n = loads.get(site, (0.0, 0))
-            loads[site] = (kw + (power_w or 0.0) / 1000.0, n + 1)
-        return loads
+        kw: dict[str, float] = {}
+        count: dict[str, int] = {}
+        unknown: list[tuple[str, float]] = []  # stations `site_of` does not know (rare): looked up after
+        tx_keys = [self.keys.transaction(tx) for tx in active]
+        async for _, values in hash_fields(self.redis, tx_keys, ("station_id", "power_w")):
+            for i in range(0, len(values), 2):
+                sid, power_w = s(values[i]), views.to_float(s(values[i + 1])) or 0.0
+                site = known.get(sid) if sid else self.default_site
+                if site is None:
+                    unknown.append((sid, power_w))
+                    continue
+                kw[site] = kw.get(site, 0.0) + power_w / 1000.0
+                count[site] = count.get(site, 0) + 1
+        looked_up = await self.station_sites(sorted({sid for sid, _ in unknown}))
+        for sid, power_w in unknown:
+            site = looked_up.get(sid, self.default_site)
+            kw[site] = kw.get(site, 0.0) + power_w / 1000.0
+            count[site] = count.get(site, 0) + 1
+        return {site: (kw[site], count[site]) for site in kw}
 
     async def own_counts_and_loads(self, site_ids: list[str]) -> tuple[dict[str, int],
                                                                        dict[str, tuple[float, int]]]:
@@ -248,8 +260,10 @@ class StateReader:
             stations = await self.site_station_ids(site)
             counts[site] = len(stations)
             refs = await active_refs_of(self.redis, k, stations)
-            rows = await pipelined(self.redis, refs, lambda p, tx: p.hget(k.transaction(tx), "power_w"))
-            loads[site] = (sum(views.to_float(s(w)) or 0.0 for w in rows) / 1000.0, len(refs))
+            total_w = 0.0
+            async for _, values in hash_fields(self.redis, [k.transaction(tx) for tx in refs], ("power_w",)):
+                total_w += sum(views.to_float(s(w)) or 0.0 for w in values)
+            loads[site] = (total_w / 1000.0, len(refs))
         return counts, loads
 
     async def site_station_ids(self, site_id: str) -> list[str]:

@@ -73,3 +73,24 @@ async def test_a_site_change_waits_for_the_stations_lock(cluster_url: str,
         assert not await redis.exists(K.station_site_lock("CP-1"))  # released by its holder
     finally:
         await redis.aclose()
+
+
+async def test_the_fleet_loads_are_read_by_slot_on_a_cluster(cluster_url: str) -> None:
+    """`StateReader.site_loads` reads the sessions' hashes by one script per slot (`hash_fields`):
+    on three masters every session is counted at its site, none lost to a cross-slot script."""
+    from csms.api.reader import StateReader
+    from evfleet.clock import RealClock
+
+    redis = connect_redis(cluster_url)
+    try:
+        await redis.flushall()
+        refs = [f"CP-{i}:t{i}" for i in range(40)]
+        assert len({key_slot(K.transaction(ref).encode()) for ref in refs}) > 1
+        for i, ref in enumerate(refs):
+            await redis.hset(K.transaction(ref), mapping={"station_id": f"CP-{i}", "power_w": "1000"})
+            await redis.sadd(K.active_for(f"CP-{i}"), ref)
+        site_of = {f"CP-{i}": SITES[i % 2] for i in range(40)}
+        loads = await StateReader(redis, K, RealClock()).site_loads(site_of)
+        assert loads == {SITES[0]: (20.0, 20), SITES[1]: (20.0, 20)}
+    finally:
+        await redis.aclose()
