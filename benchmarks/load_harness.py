@@ -124,10 +124,12 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         spy.wait(60)
     lat: list[float] = []
     stats: dict[str, int] = {}
+    loops: list[dict[str, Any]] = []
     for proc in clients:
         # the end-of-window figures are read: now the stations may close (load_stations.client_main)
         out = json.loads(proc.communicate(input="close\n", timeout=args.duration + 120)[0])
         lat += out["latencies"]
+        loops.append(out.get("loop") or {})
         for k, v in out["stats"].items():
             stats[k] = stats.get(k, 0) + v
     answered = len(lat)
@@ -164,6 +166,7 @@ def drive(url: str, n: int, args: argparse.Namespace, groups: dict[str, list[int
         "slow_turns_in_window": gc1["slow_turns"] - gc0["slow_turns"],
         "stream_lag_in_window": lag_sampler.summary(),
         "smart_charging_leases_at_end": spread,
+        "client_loops_in_window": loops,
     }
     servers = sum(sum(rss.get(g, [])) for g in ("server", "redis", "haproxy", "optimizer"))
     row["rss_mb_servers"] = round(servers, 1)
@@ -275,6 +278,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 print(f"  {r['target']} {r['stations']}: stream lag of {consumer}: max {lag['max_s']:.1f} s, "
                       f"median {lag['median_s']:.1f} s ({lag['samples']} samples; max of each node, then "
                       f"worker: {lag['max_s_each']})")
+    for r in rows:
+        loops = [lp for lp in r.get("client_loops_in_window") or [] if lp]
+        if loops:
+            print(f"  {r['target']} {r['stations']}: client loops in the window (what a client adds to the "
+                  f"round trips it measures): lag max {[lp['lag_max_ms'] for lp in loops]} ms, p99 "
+                  f"{[lp['lag_p99_ms'] for lp in loops]} ms, samples > 50 ms "
+                  f"{sum(lp['lags_over_50ms'] for lp in loops)} of {sum(lp['samples'] for lp in loops)}; "
+                  f"collections {sum(lp['gcs'] for lp in loops)}, "
+                  f"{sum(lp['gc_ms'] for lp in loops):.0f} ms in "
+                  f"all, longest {max(lp['gc_max_ms'] for lp in loops):.0f} ms")
     print("(us: CPU microseconds per answered message of all server processes / redis-server / HAProxy /"
           " the client processes; RSS MB: servers + Redis + HAProxy at the end of the window; gc2: full"
           " garbage collections in the window, all nodes, and the ms they took)")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import math
 import random
@@ -298,6 +299,45 @@ class Station:
                     return
 
 
+class ClientLoop:
+    """The client's own event loop in the window: how late a task sleeping `every_s` wakes up, and
+    the client's garbage collections. A round trip is measured here, so a client whose loop is late
+    (its CPU, a collection, other processes) adds that to the latencies it reports."""
+
+    def __init__(self, every_s: float = 0.01) -> None:
+        self.every_s = every_s
+        self.lags_s: list[float] = []
+        self.gc_s: list[float] = []
+        self._gc_start = 0.0
+
+    def _on_gc(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_s.append(time.perf_counter() - self._gc_start)
+
+    async def run(self, t0: float, end: float) -> None:
+        """Sample from `t0` to `end` (epoch s)."""
+        await asyncio.sleep(max(0.0, t0 - time.time()))
+        gc.callbacks.append(self._on_gc)
+        try:
+            while time.time() < end:
+                asked = time.perf_counter()
+                await asyncio.sleep(self.every_s)
+                self.lags_s.append(max(0.0, time.perf_counter() - asked - self.every_s))
+        finally:
+            gc.callbacks.remove(self._on_gc)
+
+    def summary(self) -> dict[str, Any]:
+        """Lag max / p99 (ms), samples later than 50 ms, collections (count, ms in all, longest)."""
+        lags = sorted(self.lags_s)
+        return {"lag_max_ms": round(lags[-1] * 1000, 1) if lags else None,
+                "lag_p99_ms": round(lags[int(0.99 * len(lags))] * 1000, 1) if lags else None,
+                "lags_over_50ms": sum(1 for x in lags if x > 0.05), "samples": len(lags),
+                "gcs": len(self.gc_s), "gc_ms": round(sum(self.gc_s) * 1000, 1),
+                "gc_max_ms": round(max(self.gc_s, default=0.0) * 1000, 1)}
+
+
 async def client_main() -> None:
     """One client process (see module docstring)."""
     loop = asyncio.get_running_loop()
@@ -316,8 +356,11 @@ async def client_main() -> None:
     print(json.dumps({"ready": len(ready), "connect_failures": fails[:3]}), flush=True)
     t0 = float(await loop.run_in_executor(None, sys.stdin.readline))
     lat: list[float] = []
+    watch = ClientLoop()
+    watching = asyncio.create_task(watch.run(t0, t0 + cfg["duration_s"]))
     await asyncio.gather(*(st.run(t0, lat) for st in ready), return_exceptions=True)
-    print(json.dumps({"latencies": lat, "stats": stats}), flush=True)
+    await watching
+    print(json.dumps({"latencies": lat, "stats": stats, "loop": watch.summary()}), flush=True)
     # the stations stay connected until the harness has read the nodes' end-of-window figures (a line
     # or EOF on stdin): their 5,000 closes fired a node's gc thaw that its /metrics then counted in
     # the window although it ran seconds after it
