@@ -13,6 +13,7 @@ functions read the state, call them and send through `sending`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -120,21 +121,77 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
 
 
 # --- fail-safe: a lower site limit is honoured at once, optimizer or not ----------------------
+ENFORCE_ROUNDS = 8
+"""Rounds of one enforcement pass at most (each lowers the stations that answered further)."""
+CONFIRM_GAP_S = 0.3
+"""An enforcement round awaits its decreases until every one is answered or none has been for
+this long (the answers stopped coming: the rest are slow, silent or gone)."""
+
+
 async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = "") -> dict[str, int]:
     """If the applied limits exceed the (new) site limit, scale the steerable ones down now.
 
     Every steerable, online session's applied series is multiplied by one factor
     (`budget.scale_factor`) so the sum fits the site limit at every instant (fixed loads, i.e.
-    unsteerable and offline EVSEs, count as they are). All changes are decreases, sent in one
-    batch; the optimizer's next plan then redistributes the power.
+    unsteerable and offline EVSEs and those with a call out, count as they are). All changes are
+    decreases; they go out together, beside the site's task (`aside`), and are awaited until
+    every one is answered or their answers stop for `CONFIRM_GAP_S`. Then the site is read
+    again: a station that refused now counts at its maximum, one whose decrease is still out at
+    its old limit (a decrease counts max(old, new) = old until confirmed, `aside`), so if the sum
+    is still over, the stations that answered are scaled down further, at once, not after the
+    silent ones' call timeout. Their calls stay out beside the site's task; their answers are
+    recorded as usual. The optimizer's next plan (or the fair share) then redistributes the
+    power. Returns counters: `blocked` = decreases still unanswered when the pass ended.
     """
-    evses = await svc.site_evses(site_id)
-    now_s = svc.clock.timestamp()
+    stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
+    sent: list[asyncio.Task[bool | None]] = []
+    for _ in range(ENFORCE_ROUNDS):
+        evses = await svc.site_evses(site_id)  # the answers so far, and the calls still out
+        now_s = svc.clock.timestamp()
+        payloads = await _decreases(svc, site_id, evses, now_s, cause)
+        if not payloads:
+            break
+        plan_id = f"limit-{int(now_s)}"
+        for key, payload in payloads.items():
+            task = svc.aside.start(svc, site_id, evses[key], payload, plan_id, "limit", batch=True)
+            if task is not None:
+                sent.append(task)
+        stats["sent"] += len(payloads)
+        await _confirmations([t for t in sent if not t.done()])
+    for task in sent:
+        if not task.done():
+            stats["blocked"] += 1
+        elif not task.cancelled() and task.result():
+            stats["accepted"] += 1
+        else:
+            stats["failed"] += 1
+    if stats["blocked"]:
+        log.warning("site %s: %d of %d limit decreases unanswered after %.1f s without an answer; "
+                    "they count at their old limits, the stations that answered were lowered for them",
+                    site_id, stats["blocked"], stats["sent"], CONFIRM_GAP_S)
+    return stats
+
+
+async def _confirmations(tasks: list[asyncio.Task[bool | None]]) -> None:
+    """Wait until every task is done or none finished for `CONFIRM_GAP_S` (`enforce_limit`)."""
+    pending = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=CONFIRM_GAP_S,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            return
+
+
+async def _decreases(svc: SmartChargingService, site_id: str, evses: dict[str, EvseInfo], now_s: float,
+                     cause: str) -> dict[str, dict[str, Any]]:
+    """The profiles that scale the movable sessions down so the site fits (`enforce_limit`);
+    empty if it fits already or nothing can move."""
     budget_w = await svc.site_budget_w(site_id)
     slices = sending.Slices()
     applied = await sending.counted(evses, now_s, slices)
     # a non-compliant EVSE draws what it draws: it is a fixed load, lowering its profile frees nothing
-    # nor is one with a call out beside the site's task (`aside`): it keeps max(before, that profile)
+    # nor is one with a call out beside the site's task (`aside`, a decrease of this pass among them):
+    # it keeps max(before, that profile)
     movable = [k for k, e in evses.items()
                if e.tx_ref and e.online and e.steerable and e.noncompliant_w is None
                and not svc.aside.busy(e)]
@@ -144,8 +201,7 @@ async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = ""
     factor = budget.scale_factor(planner.total(fixed, points),
                                  planner.total([applied[k] for k in movable], points), budget_w)
     if not movable or factor is None:
-        return {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
-    target: dict[str, Series] = {}  # only the changes: `next_batch` counts the others at `applied`
+        return {}
     payloads: dict[str, dict[str, Any]] = {}
     for n, key in enumerate(movable):
         await sending.pause_every(n)  # pure work on this pass's read: yielding changes no decision
@@ -157,13 +213,15 @@ async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = ""
         if base is None:
             base = conversion.build(info, info.transaction_id, svc.clock.now(), 900, [0.0])
         payload = conversion.step_payload(info, scaled, base, svc.clock.timestamp())
+        if planner.max_abs_diff_w(applied[key], conversion.abs_series(payload, info.electrical),
+                                  now_s) <= planner.TOLERANCE_W:
+            continue  # rounded to what it holds: sending it lowers nothing
         payloads[key] = payload
-        target[key] = conversion.abs_series(payload, info.electrical)
-    PASSES.labels(f"limit:{cause}").inc()
-    log.warning("site %s: applied limits exceed the site limit %.0f W; scaling sessions by %.3f now (%s)",
-                site_id, budget_w, factor, cause)
-    return await sending.execute(svc, site_id, evses, applied, target, payloads, budget_w,
-                                 f"limit-{int(now_s)}", "limit")
+    if payloads:
+        PASSES.labels(f"limit:{cause}").inc()
+        log.warning("site %s: applied limits exceed the site limit %.0f W; scaling sessions by %.3f "
+                    "now (%s)", site_id, budget_w, factor, cause)
+    return payloads
 
 
 # --- session bookkeeping ------------------------------------------------------------------------

@@ -1,11 +1,15 @@
-"""Single-EVSE calls that run beside a site's task, not in it: K17 re-sends and probes.
+"""Single-EVSE calls that run beside a site's task, not in it: K17 re-sends, probes and the
+decreases of a limit enforcement (`actions.enforce_limit`).
 
 A site's task (`site_task.serve`) does its work one item at a time. A call to one station
 that it awaited inline (the K17 re-send of our profile, the probe of a refusing EVSE) held every
 other piece of the site's work (a new session's provisional share, a plan, the watchdog) for as
 long as that one station took to answer: up to the call timeout, 30 s by default. These calls
 now go out as tracked tasks (`start`), so the site's task goes on at once; a pass's own batches
-(`sending.execute`) are still awaited by their pass, which serves arrivals meanwhile.
+(`sending.execute`) are still awaited by their pass, which serves arrivals meanwhile. An
+enforcement pass awaits its decreases only until their answers stop coming, then lowers the
+stations that answered further for those that did not (they count at their old limit), and
+leaves their calls out here.
 
 The site limit holds by the rule a batch keeps (`budget.next_batch`: a change in flight counts
 at max(old, new); `safety.serve_arrivals`: needs on an EVSE with a profile out wait for its
@@ -25,8 +29,9 @@ answer):
 - at most `ASIDE_MAX` such calls are out per service (`Aside.slots`; each also takes one of
   the service's `inflight` slots); one EVSE has at most one. A lost lease or shutdown cancels
   the site's calls (`cancel`); a cancelled call writes nothing, so its EVSE goes on counting its
-  record, which for both kinds is already at least what the profile allows (module `safety`,
-  `actions`). Every failure is logged with the site, EVSE and kind.
+  record, which for every kind is already at least what the profile allows (module `safety`,
+  `actions`; a decrease's record is its old, higher limit). Every failure is logged with the
+  site, EVSE and kind.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class Aside:
     out: dict[EvseId, Series] = field(default_factory=dict)
     """EVSE -> what it counts while its call is out: max(before, the profile)."""
     site_of: dict[EvseId, str] = field(default_factory=dict)
-    tasks: dict[str, set[asyncio.Task[None]]] = field(default_factory=dict)
+    tasks: dict[str, set[asyncio.Task[bool | None]]] = field(default_factory=dict)
     """site -> its calls out (cancelled with its lease)."""
     held: set[EvseId] = field(default_factory=set)
     """EVSEs a pass left as they were because their call was out: the answer wakes their site."""
@@ -113,30 +118,40 @@ class Aside:
             svc.enqueue(site_id, Work.ASIDE_DONE, None)
 
     def start(self, svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],
-              plan_id: str, kind: str) -> bool:
-        """Send one profile beside the site's task (`sending.send`, answer recorded as usual);
-        False if a call to this EVSE is already out (nothing started)."""
+              plan_id: str, kind: str, batch: bool = False) -> asyncio.Task[bool | None] | None:
+        """Send one profile beside the site's task (`sending.send`, answer recorded as usual); the
+        task's result is whether the station accepted it (None: the call failed). None if a call to
+        this EVSE is already out (nothing started).
+
+        `batch`: one of an enforcement pass's decreases (`actions.enforce_limit`), which awaits
+        them itself for a moment: it takes no `ASIDE_MAX` slot (their number is bounded by the
+        site's EVSEs, one call each; a slot behind a silent station's call would hold a decrease
+        for the call timeout) and logs no line per answer (the pass logs its rounds)."""
         if self.busy(info):
-            return False
+            return None
         now_s = svc.clock.timestamp()
         old = info.applied(now_s)
         new = conversion.abs_series(payload, info.electrical)
         self.out[info.ident] = planner.pointwise(old, new, now_s, "max")
         self.site_of[info.ident] = site_id
-        task = asyncio.create_task(self._run(svc, site_id, info, payload, plan_id, kind),
+        task = asyncio.create_task(self._run(svc, site_id, info, payload, plan_id, kind, batch),
                                    name=f"smart-charging:{kind}:{info.key}")
         self.tasks.setdefault(site_id, set()).add(task)
         task.add_done_callback(lambda t: self._done(site_id, t))
-        return True
+        return task
 
     async def _run(self, svc: SmartChargingService, site_id: str, info: EvseInfo,
-                   payload: dict[str, Any], plan_id: str, kind: str) -> None:
+                   payload: dict[str, Any], plan_id: str, kind: str, batch: bool) -> bool | None:
         cancelled = False
         try:
-            async with self.slots:
+            if batch:
                 accepted, _ = await sending.send(svc, site_id, info, payload, plan_id, kind)
-            log.info("site %s: %s profile to %s answered beside the site's task (accepted=%s)",
-                     site_id, kind, info.key, accepted)
+            else:
+                async with self.slots:
+                    accepted, _ = await sending.send(svc, site_id, info, payload, plan_id, kind)
+                log.info("site %s: %s profile to %s answered beside the site's task (accepted=%s)",
+                         site_id, kind, info.key, accepted)
+            return accepted
         except asyncio.CancelledError:
             cancelled = True  # nothing more for this site here (its lease is gone, or the node stops)
             log.info("site %s: %s profile to %s cancelled (lease lost or shutdown); it counts its record",
@@ -145,17 +160,21 @@ class Aside:
         except Exception:  # one station's call must not stop anything else; its record is unchanged
             log.exception("site %s: %s profile to %s failed; it counts its record (at least this "
                           "profile's limits)", site_id, kind, info.key)
+            return None
         finally:
             self.out.pop(info.ident, None)  # after the answer's write (`sending.send`), see `mark`
             self.site_of.pop(info.ident, None)
             # a pass left it alone meanwhile, or it refused (it counts at its maximum now: the site
-            # task's next turn lowers the others, `site_task.handle`): wake the site
-            wake = info.ident in self.held or site_id in svc._refused
+            # task's next turn lowers the others, `site_task.handle`): wake the site. A batch's
+            # call wakes it for its own refusal only: one refusal among a cut's 20,000 decreases
+            # is one wake-up, not one per answer after it
+            refused = not info.steerable if batch else site_id in svc._refused
+            wake = info.ident in self.held or refused
             self.held.discard(info.ident)
             if wake and not cancelled and site_id in svc.held:
                 svc.enqueue(site_id, Work.ASIDE_DONE, None)
 
-    def _done(self, site_id: str, task: asyncio.Task[None]) -> None:
+    def _done(self, site_id: str, task: asyncio.Task[bool | None]) -> None:
         tasks = self.tasks.get(site_id)
         if tasks is not None:
             tasks.discard(task)
