@@ -94,9 +94,10 @@ class EvseRecord:
 
 EVSE_DECODED_FIELDS: tuple[str, ...] = (
     "max_power_w", "phases", "voltage_v", "rate_unit", "steerable", "transaction_id", "tx_ref",
-    "default_limit_w", "metered_max_w", "noncompliant_w", "refusals", "retry_after", "default_at")
+    "default_limit_w", "metered_max_w", "noncompliant_w", "refusals", "retry_after", "default_at",
+    "booted_at")
 """Every field of the EVSE hash the smart-charging service decodes (`EvseRecord.decode`, and
-`default_at` in `csms.smart_charging.evse.decode_evse`): a whole-site read fetches these only
+`default_at` and `booted_at` in `csms.smart_charging.evse.decode_evse`): a whole-site read fetches these only
 (HMGET), not the whole hash. A field added to either decoder must be added here (a test checks)."""
 
 

@@ -26,7 +26,7 @@ from csms.smart_charging import budget, conversion, planner, sending
 from csms.smart_charging.evse import EvseInfo, ev_plan_series, planned_before, planned_in_flight
 from csms.smart_charging.planner import Series
 from evfleet.events import Event
-from evfleet.records import SitePlan, stored_float
+from evfleet.records import SitePlan
 from evfleet.store.port import StoreWrite
 from evfleet.txprofile import ProfileError, energy_report
 
@@ -73,8 +73,10 @@ def _plan_payloads(svc: SmartChargingService, plan: SitePlan, evses: dict[str, E
     return payloads, planned
 
 
-async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
-    """Bring the stations of a site to its latest plan, safely ordered. Returns counters."""
+async def apply_plan(svc: SmartChargingService, site_id: str,
+                     seen: list[dict[str, EvseInfo]] | None = None) -> dict[str, int]:
+    """Bring the stations of a site to its latest plan, safely ordered. Returns counters. Its read
+    of the site goes into `seen` when given (the answers recorded into it as they came)."""
     plan = SitePlan.decode(await svc.store.site_plan(site_id))  # None: no plan, or not readable
     stats = {"sent": 0, "accepted": 0, "skipped": 0, "blocked": 0, "failed": 0}
     if plan is None:
@@ -83,6 +85,8 @@ async def apply_plan(svc: SmartChargingService, site_id: str) -> dict[str, int]:
     PASSES.labels("plan").inc()
     now_s = svc.clock.timestamp()
     evses = await svc.site_evses(site_id)
+    if seen is not None:
+        seen.append(evses)
     applied = await sending.counted(evses, now_s, sending.Slices())
     payloads, planned = _plan_payloads(svc, plan, evses)
     site_w = await svc.site_budget_w(site_id)
@@ -128,8 +132,10 @@ CONFIRM_GAP_S = 0.3
 this long (the answers stopped coming: the rest are slow, silent or gone)."""
 
 
-async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = "") -> dict[str, int]:
-    """If the applied limits exceed the (new) site limit, scale the steerable ones down now.
+async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = "",
+                        seen: list[dict[str, EvseInfo]] | None = None) -> dict[str, int]:
+    """If the applied limits exceed the (new) site limit, scale the steerable ones down now (each
+    round's read of the site goes into `seen` when given, as `apply_plan`'s).
 
     Every steerable, online session's applied series is multiplied by one factor
     (`budget.scale_factor`) so the sum fits the site limit at every instant (fixed loads, i.e.
@@ -147,6 +153,8 @@ async def enforce_limit(svc: SmartChargingService, site_id: str, cause: str = ""
     sent: list[asyncio.Task[bool | None]] = []
     for _ in range(ENFORCE_ROUNDS):
         evses = await svc.site_evses(site_id)  # the answers so far, and the calls still out
+        if seen is not None:
+            seen.append(evses)
         now_s = svc.clock.timestamp()
         payloads = await _decreases(svc, site_id, evses, now_s, cause)
         if not payloads:
@@ -227,19 +235,14 @@ async def _decreases(svc: SmartChargingService, site_id: str, evses: dict[str, E
 # --- session bookkeeping ------------------------------------------------------------------------
 async def needs_received(svc: SmartChargingService, event: Event, batch: StoreWrite | None = None) -> None:
     """Count the EV's charging needs on its session (K15 bookkeeping); into `batch` when given
-    (the stream loop writes a read's bookkeeping at once, `SmartChargingService.dispatch`)."""
+    (the stream loop writes a read's bookkeeping at once, `SmartChargingService.dispatch`). The
+    session's needs fields (`energy_at_needs_wh`, ...) are written with the needs
+    (`csms.store.state.StateStore.charging_needs`), whichever node acts for the site."""
     txid = event.tx_ref
     if not txid:
         return
-    energy = event.data.get("meter_wh")  # metered when the needs came (the csms node wrote it)
-    if energy is None:
-        energy = await svc.store.tx_energy_wh(txid)
     w = StoreWrite() if batch is None else batch
     w.incr(txid, "needs_received")
-    w.session_fields[txid] = {
-        "needs_received_at": event.ts.isoformat(), "energy_at_needs_wh": str(stored_float(energy, 0.0)),
-        "departure_time": str(event.data.get("departure_time") or ""),
-        "energy_amount_wh": str(event.data.get("energy_amount_wh") or "")}
     if batch is None:
         await svc.store.write(w)
 
@@ -257,6 +260,30 @@ async def tx_ended(svc: SmartChargingService, event: Event) -> None:
     record.update({"kind": "ended", "applied_series_w": [[now_s, 0.0]], "limit_w": 0.0})
     await svc.store.write(StoreWrite(profiles={ident: record},
                                      evse_fields={ident: {"applied_limit_w": "0.0"}}))
+
+
+async def ended_unseen(svc: SmartChargingService, evses: dict[str, EvseInfo]) -> int:
+    """What `tx_ended` does, for every session of a whole-site read that ended without it: its
+    `tx.ended` came while no node acted for the site (a take-over, a hand-over: `intake.dispatch`
+    passes over the events of sites the node does not hold). Found in the stored state: a
+    non-compliance mark on an EVSE without a session (it counted at what it drew, for good: the
+    watchdog judges only EVSEs with readings), an applied record of another session than the
+    EVSE's running one not yet marked ended. Returns the EVSEs written (the infos updated too)."""
+    now_s = svc.clock.timestamp()
+    w = StoreWrite()
+    for info in evses.values():
+        if info.noncompliant_w is not None and not info.tx_ref:
+            w.evse_deleted[info.ident] = ["noncompliant_w"]
+            info.noncompliant_w = None
+        rec = info.record
+        if rec and rec.get("tx_ref") and rec.get("tx_ref") != info.tx_ref and rec.get("kind") != "ended":
+            record = {**rec, "kind": "ended", "applied_series_w": [[now_s, 0.0]], "limit_w": 0.0}
+            w.profiles[info.ident] = record
+            w.evse_fields[info.ident] = {"applied_limit_w": "0.0"}
+            info.record = record  # a new document (`EvseInfo`: records are read-only)
+    if w:
+        await svc.store.write(w)
+    return len(set(w.evse_deleted) | set(w.profiles))
 
 
 # --- K17 ------------------------------------------------------------------------------------------

@@ -39,9 +39,10 @@ as soon as the taker reads its `site.limit` event (its stream lag + a round trip
 if it read the event before the compare-and-set, at its next balance round (`BALANCE_S`); one
 lowered before the hand-over step ran is enforced by the giver (its queue was not empty). Other
 events of the site that arrive in between reach neither node's site queue; RECONCILE rereads what
-they changed (state in Redis), as at any take-over. A taker that dies before it picks the site up
-leaves a lease holding its token, which the other nodes take when its liveness lapses
-(`leases.steal_dead`), as any lease of a dead node.
+they changed (state in Redis), as at any take-over (`site_task._on_reconcile` lists each kind: a
+station that booted meanwhile gets its default again from its stored `booted_at`). A taker that
+dies before it picks the site up leaves a lease holding its token, which the other nodes take when
+its liveness lapses (`leases.steal_dead`), as any lease of a dead node.
 """
 
 from __future__ import annotations

@@ -173,7 +173,10 @@ def limit_w(svc: SmartChargingService, info: EvseInfo, budget_w: float, count: i
 
 def needs_default(svc: SmartChargingService, site_id: str, info: EvseInfo, target_w: float,
                   force: frozenset[str], now_s: float) -> bool:
-    """Whether the EVSE gets a default now (installed or lowered; refusing EVSEs after their backoff)."""
+    """Whether the EVSE gets a default now (installed or lowered; refusing EVSEs after their backoff;
+    again if its station booted since it accepted its last one: `EvseInfo.booted_since_default`,
+    from the stored EVSE, so a boot whose event no node handled, during a take-over or a hand-over,
+    is found by the next whole-site pass: the RECONCILE of the node taking the site)."""
     state = svc.defaults
     if not info.online:
         return False
@@ -185,7 +188,7 @@ def needs_default(svc: SmartChargingService, site_id: str, info: EvseInfo, targe
         if info.tx_ref or (info.retry_after_s > now_s and info.station_id not in force):
             return False  # a refusing EVSE with a session is probed with a TxProfile (watchdog.tick)
     return not (info.steerable and info.station_id not in force and info.default_w is not None
-                and info.default_w <= target_w + 1.0)
+                and info.default_w <= target_w + 1.0 and not info.booted_since_default())
 
 
 async def ensure(svc: SmartChargingService, site_id: str, force: frozenset[str] = frozenset(),

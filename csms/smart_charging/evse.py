@@ -51,6 +51,9 @@ class EvseInfo:
     when the record is decoded and never changed after (a decode memo hit carries it)."""
     default_at_s: float | None = None
     """When the station accepted its TxDefaultProfile (`default_at`, unix s; None if unknown)."""
+    booted_at_s: float | None = None
+    """When the station last booted (`booted_at`, unix s, written with its BootNotification; None
+    if it never booted since it reported this EVSE)."""
     out_series: Series | None = None
     """A single-EVSE call to it was out when it was read (`aside`): it counts at least this,
     max(before, the profile), until the answer is recorded."""
@@ -83,6 +86,7 @@ class EvseInfo:
             self.default_w, self.tx_ref, self.metered_max_w, self.noncompliant_w)
         new.refusals, new.retry_after_s, new.caps_w, new.default_at_s = (
             self.refusals, self.retry_after_s, self.caps_w, self.default_at_s)
+        new.booted_at_s = self.booted_at_s
         new.out_series, new.parsed = self.out_series, self.parsed
         new.key, new.ident = self.key, self.ident
         return new
@@ -143,6 +147,13 @@ class EvseInfo:
             except ValueError:
                 return None
         return self.default_at_s if self.tx_ref and self.default_w is not None else None
+
+    def booted_since_default(self) -> bool:
+        """The station booted after it last accepted its TxDefaultProfile (or it has none known to
+        be accepted since): it may have lost it, so it gets it again (`defaults.needs_default`).
+        Read from the stored EVSE, so the node that takes a site over finds boots it never saw."""
+        booted = self.booted_at_s
+        return booted is not None and (self.default_at_s is None or self.default_at_s <= booted)
 
     def has_profile(self) -> bool:
         """An accepted profile for the running transaction exists."""
@@ -209,7 +220,8 @@ def decode_evse(rec: StoredEvse) -> EvseInfo:
         transaction_id=h.transaction_id, record=rec.profile, needs=rec.needs, default_w=h.default_limit_w,
         tx_ref=h.tx_ref, metered_max_w=h.metered_max_w, noncompliant_w=h.noncompliant_w,
         refusals=h.refusals, retry_after_s=h.retry_after_s,
-        default_at_s=_float_or_none(rec.evse.get("default_at")))
+        default_at_s=_float_or_none(rec.evse.get("default_at")),
+        booted_at_s=_float_or_none(rec.evse.get("booted_at")))
 
 
 def _float_or_none(raw: str | None) -> float | None:

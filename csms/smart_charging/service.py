@@ -283,14 +283,15 @@ class SmartChargingService:
         return infos
 
     # --- the steps (actions, sending, conversion) -----------------------------------------
-    async def apply_plan(self, site_id: str) -> dict[str, int]:
-        """Bring the stations of a site to its latest plan (`actions.apply_plan`)."""
-        return await actions.apply_plan(self, site_id)
+    async def apply_plan(self, site_id: str, seen: list[dict[str, EvseInfo]] | None = None) -> dict[str, int]:
+        """Bring the stations of a site to its latest plan (`actions.apply_plan`; its read into `seen`)."""
+        return await actions.apply_plan(self, site_id, seen)
 
-    async def enforce_limit(self, site_id: str, cause: str = "") -> dict[str, int]:
+    async def enforce_limit(self, site_id: str, cause: str = "",
+                            seen: list[dict[str, EvseInfo]] | None = None) -> dict[str, int]:
         """Scale the steerable sessions down if the site limit is exceeded (`actions.enforce_limit`;
-        `cause` labels the pass in `evfleet_smart_charging_passes_total`)."""
-        return await actions.enforce_limit(self, site_id, cause)
+        `cause` labels the pass in `evfleet_smart_charging_passes_total`; its read into `seen`)."""
+        return await actions.enforce_limit(self, site_id, cause, seen)
 
     async def ensure_defaults(self, site_id: str, force: frozenset[str] = frozenset()) -> int:
         """The reservation on every EVSE of the site, answers in the background (`defaults.ensure`)."""

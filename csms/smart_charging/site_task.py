@@ -93,13 +93,29 @@ async def handle(svc: SmartChargingService, site_id: str, kind: str, payload: An
 
 # --- the steps, one per kind of item ------------------------------------------------------
 async def _on_reconcile(svc: SmartChargingService, site_id: str, _: Any) -> None:
-    """Lease taken: defaults, the limit in force, then the latest plan; then K15's interim timer for
-    every session still without a profile (one that started while no node held the site got none:
-    its start event was passed over, `intake.dispatch`)."""
-    await svc.ensure_defaults(site_id)
-    await svc.enforce_limit(site_id, "reconcile")
-    await svc.apply_plan(site_id)
-    for info in (await svc.site_evses(site_id)).values():
+    """Lease taken (a take-over, a hand-over, a first start): the site is brought to what its stored
+    state asks for, since the events that came while no node acted for it reached no site queue
+    (`intake.dispatch`) and none is replayed. Each kind, and where this step finds it:
+
+    - `station.booted`: the station's EVSEs carry `booted_at`; one booted since it accepted its
+      default gets it again (`defaults.needs_default`);
+    - `tx.ended`: the ended session's record and non-compliance mark (`actions.ended_unseen`);
+    - `connector.status` of a new EVSE: the whole-site read has it; no default yet, it gets one;
+    - `site.limit`: the limit in force (`enforce_limit`), the defaults at the new reservation;
+    - `schedule.planned`: the latest plan (`apply_plan`);
+    - `tx.started`, `ev.charging_needs`: K15's interim timer for every session still without a
+      profile (the needs' provisional share comes with it, `interim_profile_after_s` later);
+      the needs' session fields are written with the needs (`csms.store.state`).
+
+    One read serves the bookkeeping and the defaults; the interim step reuses the last pass's read
+    (its answers recorded into it), not a fourth whole-site read."""
+    evses = await svc.site_evses(site_id)
+    await actions.ended_unseen(svc, evses)
+    await defaults.ensure(svc, site_id, evses=evses, count=len(evses))
+    seen = [evses]
+    await svc.enforce_limit(site_id, "reconcile", seen)
+    await svc.apply_plan(site_id, seen)
+    for info in seen[-1].values():
         if info.tx_ref and info.online and info.steerable and not info.has_profile():
             pacing.start_interim_timer_for(svc, site_id, (info.station_id, info.evse_id), info.tx_ref)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -39,6 +40,7 @@ from evfleet.clock import Clock
 from evfleet.events import EventType, event_fields
 from evfleet.jsonsafe import dumps_compact
 from evfleet.keys import Keys, parse_tx_ref, tx_ref
+from evfleet.records import stored_float
 from evfleet.store.client import as_str, as_str_dict, hmap
 from evfleet.store.lean import LeanRedis
 
@@ -137,6 +139,15 @@ return {1, ref}
 """
 
 
+def needs_fields(record: Mapping[str, Any], at: datetime) -> dict[str, str]:
+    """A session's loop fields of new charging needs (`Keys.session_loop`, docs/redis-schema.md):
+    when they came, the energy metered then (0 when unknown), departure and energy asked."""
+    return {"needs_received_at": at.isoformat(),
+            "energy_at_needs_wh": str(stored_float(record.get("meter_wh"), 0.0)),
+            "departure_time": str(record.get("departure_time") or ""),
+            "energy_amount_wh": str(record.get("energy_amount_wh") or "")}
+
+
 def _dumps(value: Any) -> str:
     return dumps_compact(value)
 
@@ -218,13 +229,25 @@ class StateStore:
     # --- B: provisioning ----------------------------------------------------------
     async def boot(self, station_id: str, site_id: str, info: Mapping[str, str], reason: str,
                    heartbeat_interval_s: int) -> None:
-        """Store a BootNotification (vendor, model, serial, firmware, reason)."""
-        now = self.clock.now().isoformat()
+        """Store a BootNotification (vendor, model, serial, firmware, reason).
+
+        Each EVSE the station reported before gets `booted_at` (clock seconds): the station may
+        have lost its TxDefaultProfile, so the node acting for its site forces it again while
+        `booted_at` is not older than the `default_at` of its last accepted default
+        (`csms.smart_charging.defaults.needs_default`). Stored, not only sent as the event: a boot
+        while no node acts for the site (a take-over, a hand-over) is found by the taker's
+        RECONCILE, which reads the site."""
+        stamp = self.clock.now()
+        now = stamp.isoformat()
         fields = {k: v for k, v in info.items() if v is not None}
+        connectors = await self.redis.hkeys(self.keys.station_connectors(station_id))
+        evse_ids = {int(head) for f in connectors if (head := as_str(f).split("/", 1)[0]).isdigit()}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.station(station_id), mapping=hmap({
             **fields, "boot_reason": reason, "last_boot": now, "last_seen": now,
             "heartbeat_interval_s": str(heartbeat_interval_s)}))
+        for evse_id in sorted(e for e in evse_ids if e > 0):
+            pipe.hset(self.keys.station_evse(station_id, evse_id), "booted_at", repr(stamp.timestamp()))
         self._event(pipe, EventType.STATION_BOOTED, station_id, site_id, data={**fields, "reason": reason})
         await pipe.execute()
 
@@ -441,10 +464,17 @@ class StateStore:
         """Store an EV's charging needs and emit `ev.charging_needs` (`txid`: the session's tx_ref);
         a repeated request (same as the stored one, see `csms.core.charging_needs.is_repeated_request`)
         is only recorded as an event with status `Repeated`: the stored request and its energy
-        accounting stay."""
+        accounting stay.
+
+        New needs also set the session's loop fields the optimizer reads (`energy_at_needs_wh`:
+        the energy asked is counted from there) and the API shows, here with the needs, not by the
+        node acting for the site: needs that came while no node acted for it (a take-over, a
+        hand-over) reached no site queue, and the energy asked was counted from the session's start."""
         pipe = self.redis.pipeline(transaction=True)
         if not repeated:
             pipe.set(self.keys.charging_needs(station_id, evse_id), _dumps(record))
+            if txid:
+                pipe.hset(self.keys.session_loop(txid), mapping=hmap(needs_fields(record, self.clock.now())))
         data = {k: v for k, v in record.items() if k != "raw"}
         self._event(pipe, EventType.EV_CHARGING_NEEDS, station_id, site_id, evse_id, txid, data)
         await pipe.execute()

@@ -102,6 +102,14 @@ class LoopStation(ChargePoint):
                                                 connector_status="Available", evse_id=1, connector_id=1),
                         suppress=False)
 
+    async def reboot(self) -> None:
+        """A power cycle that loses every profile (a station that keeps none across a reboot), then
+        BootNotification + StatusNotification on the same connection."""
+        self.profiles.clear()
+        self.defaults.clear()
+        self.tx_id = ""
+        await self.boot()
+
     async def start_tx(self, txid: str, token: str = "TOKEN-1") -> None:
         """TransactionEvent Started on EVSE 1 (the station draws from before it reports the start)."""
         self.tx_id = txid
