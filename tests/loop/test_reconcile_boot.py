@@ -17,7 +17,8 @@ the liveness lapses. Sampled at the stations every 20 ms: the sum of what each w
 limit in force, for an idle one what a car plugged in now could draw), which must stay within the
 site limit from the moment CP-2 holds its default again (forced by the take-over's RECONCILE).
 
-The second test: a session that ends and one that starts and sends its charging needs meanwhile.
+The second test: the same boot during a hand-over to a live node (which takes the lease on the
+boot event itself and passes that event over). The third: a session that ends and one that starts and sends its charging needs meanwhile.
 The ended session's record was left as it was (its `tx.ended` reached no site queue) with its
 non-compliance mark, counted for good at what it drew; the needs' session fields the optimizer
 counts the energy asked from (`energy_at_needs_wh`) were never written. Now RECONCILE finds the
@@ -32,6 +33,8 @@ import json
 import time
 from datetime import UTC, datetime
 
+from csms.app import running_csms
+from csms.settings import CsmsSettings
 from csms.smart_charging.service import SmartChargingService
 from csms.smart_charging.work import Work
 from tests.loop.harness import SITE, Loop, LoopStation, closed_loop, later
@@ -123,6 +126,52 @@ async def _interim_share(lp: Loop, cp1: LoopStation, cp2: LoopStation) -> None:
 async def _ended(lp: Loop, station_id: str) -> bool:
     raw = await lp.redis.get(lp.keys.applied_profile(station_id, 1))
     return raw is not None and json.loads(raw).get("kind") == "ended"
+
+
+async def test_a_station_booted_during_a_hand_over_gets_its_default_from_the_taker(redis_url: str) -> None:
+    """A live taker: the giver hands the site over; the taker (balancing off: it learns of the lease
+    only from the site's next event) takes the lease on CP-2's boot event, which itself is passed over
+    (`leases.holds(aside=True)` asks beside the stream loop and answers False)."""
+    async with closed_loop(redis_url, limit_kw=LIMIT_KW, worker=False, interim_profile_after_s=0.3,
+                           smart_charging_balance_s=0) as lp:
+        cp1, cp2 = await lp.add_station("CP-1"), await lp.add_station("CP-2")
+        giver: SmartChargingService = await lp.wait_for(lambda: lp.node.ctx.extras.get("smart_charging"),
+                                                        timeout=5, what="the service")
+        await _interim_share(lp, cp1, cp2)
+        other = CsmsSettings(redis_url=redis_url, host="127.0.0.1", port=0, node_id="node-taker",
+                             api_enabled=False, heartbeat_interval_s=60, interim_profile_after_s=0.3,
+                             call_timeout_s=5.0, smart_charging_balance_s=0)
+        async with running_csms(other, services=["csms.smart_charging.service:run"]) as node_b:
+            taker: SmartChargingService = await lp.wait_for(lambda: node_b.ctx.extras.get("smart_charging"),
+                                                            timeout=5, what="its service")
+            live = await lp.wait_for(lambda: _both_live(giver), timeout=5, what="both nodes live")
+            # the taker asked for the lease at its start and was refused: asked again on the site's
+            # next event once this is past (`LEASE_RECHECK_S`)
+            await lp.wait_for(lambda: time.monotonic() > taker._lease_taken_until.get(SITE, 0.0) > 0,
+                              timeout=5, what="the taker's recheck due")
+            samples: list[tuple[float, float]] = []
+            sampler = asyncio.create_task(_sample(lp, samples))
+            try:
+                await _hand_over(lp, giver, live["node-taker"])
+                assert SITE not in taker.held
+                handed_at = time.monotonic()
+                await cp2.reboot()
+                await lp.wait_for(lambda: SITE in taker.held, timeout=5, what="the taker took the site")
+                await lp.wait_for(lambda: cp2.defaults, timeout=3, what="CP-2's default forced by the taker")
+                forced_at = time.monotonic()
+                await asyncio.sleep(0.3)
+            finally:
+                sampler.cancel()
+            over = [w for t, w in samples if t > forced_at and w > LIMIT_KW * 1000 + 1]
+            print(f"CP-2's default forced by the taker {forced_at - handed_at:.2f} s after the hand-over; "
+                  f"{len(samples)} samples, {len(over)} over the limit after")
+            assert SITE not in giver.held and over == [], over[:3]
+    assert lp.violations == [], lp.violations[:3]
+
+
+async def _both_live(svc: SmartChargingService) -> dict[str, str] | None:
+    live = await svc.store.live_nodes()
+    return live if {"loop-node", "node-taker"} <= set(live) else None
 
 
 async def _hand_over(lp: Loop, svc: SmartChargingService, token: str) -> None:
