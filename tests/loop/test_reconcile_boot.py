@@ -17,13 +17,14 @@ the liveness lapses. Sampled at the stations every 20 ms: the sum of what each w
 limit in force, for an idle one what a car plugged in now could draw), which must stay within the
 site limit from the moment CP-2 holds its default again (forced by the take-over's RECONCILE).
 
-The second test: the same boot during a hand-over to a live node (which takes the lease on the
-boot event itself and passes that event over). The third: a session that ends and one that starts and sends its charging needs meanwhile.
-The ended session's record was left as it was (its `tx.ended` reached no site queue) with its
-non-compliance mark, counted for good at what it drew; the needs' session fields the optimizer
-counts the energy asked from (`energy_at_needs_wh`) were never written. Now RECONCILE finds the
-ended session in the store (`csms.smart_charging.actions.ended_unseen`) and the needs' fields are
-written with the needs (`csms.store.state.StateStore.charging_needs`).
+The second test: the same boot during a hand-over to a live node (which takes the lease on the boot
+event itself and passes that event over). The third: a session that ends and one that starts and
+sends its charging needs meanwhile. The ended session's record was left as it was (its `tx.ended`
+reached no site queue) with its non-compliance mark, counted for good at what it drew; the needs'
+session fields the optimizer counts the energy asked from (`energy_at_needs_wh`) were never
+written. Now RECONCILE finds the ended session in the store
+(`csms.smart_charging.actions.ended_unseen`) and the needs' fields are written with the needs
+(`csms.store.state.StateStore.charging_needs`).
 """
 
 from __future__ import annotations
