@@ -22,7 +22,10 @@ Josev 0.31.2 quirks designed around here:
   `PowerDelivery.process_message` is wrapped to forward it;
 - the SECC never sets EVSENotification=ReNegotiation itself; `ChargingStatus` is wrapped
   so that `get_ac_evse_status` raises it only in a ChargingStatusRes;
-- the Java codec is slow when cold: `warm_up_codec` runs a few encode/decode cycles first.
+- the Java codec is slow when cold: `warm_up_codec` runs a few encode/decode cycles first;
+- a busy SECC that answers SDP late could strand the EV (`josev_sdp.py`): the SECC keeps its
+  listening TCP server across repeated SDPRequests, the EVCC sends another SDPRequest when an
+  SDPResponse gave no session.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 
 if __package__:  # imported as a package module (the main venv's tools)
     from evse_sim.iso15118.josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states
+    from evse_sim.iso15118.josev_sdp import patch_evcc_sdp, patch_secc_sdp
     from evse_sim.iso15118.josev_v20 import (
         encode_v20,
         patch_evcc_v20_states,
@@ -59,6 +63,7 @@ if __package__:  # imported as a package module (the main venv's tools)
     )
 else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
     from josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states  # type: ignore[no-redef]
+    from josev_sdp import patch_evcc_sdp, patch_secc_sdp  # type: ignore[no-redef]
     from josev_v20 import (  # type: ignore[no-redef]
         encode_v20,
         patch_evcc_v20_states,
@@ -244,6 +249,7 @@ async def run_secc(args: argparse.Namespace) -> None:
 
     patch_secc_states()
     patch_secc_v20_states()
+    patch_secc_sdp()
     codec = ExificientEXICodec()
     quiet_josev_logs()
     log.info("SECC codec warm-up took %.2f s", warm_up_codec(codec))
@@ -349,6 +355,7 @@ async def run_evcc(args: argparse.Namespace) -> None:
 
     patch_evcc_states()
     patch_evcc_v20_states()
+    patch_evcc_sdp()
     codec = ExificientEXICodec()
     quiet_josev_logs()
     log.info("EVCC codec warm-up took %.2f s", warm_up_codec(codec))

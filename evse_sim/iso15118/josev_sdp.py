@@ -1,0 +1,76 @@
+"""SDP robustness for Josev 0.31.2 (SECC and EVCC), in the Josev venv. NOT for the main venv.
+
+Like `josev_runner.py` (its only user), this runs under `.iso15118-venv/bin/python` and imports only
+the standard library and `iso15118`.
+
+The stranded-EV race (docs/iso15118.md, "A slow SDP answer"): an EVCC waits 250 ms for each
+SDPResponse and sends another SDPRequest on every timeout. A busy SECC then finds several requests
+queued and, for each, Josev's `start_tcp_server` closes its listening TCP server and opens it again.
+The EVCC connects with the first response, often while the server is closed for the next one, gets
+ConnectionRefusedError, and Josev's EVCC `start_comm_session` only logs it: no new SDPRequest, no
+session, the EV waits forever (the process stays up). Two fixes, one per side:
+
+- SECC (`patch_secc_sdp`): a repeated SDPRequest while the TCP server is listening is answered with
+  that server's address; the server is not restarted (a charger has one TCP server per EVSE).
+- EVCC (`patch_evcc_sdp`): when no session came out of an SDPResponse (the TCP connect or the
+  SupportedAppProtocolReq failed), the EV sends its next SDPRequest, within Josev's own bound of 50
+  requests per cycle, as after an SDP timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("evfleet.josev")
+_patched: set[str] = set()
+
+
+def keeps_listening_server(handler: Any, with_tls: bool) -> bool:
+    """Whether the SECC handler's TCP server already listens as asked (same TLS): answer with it."""
+    task, server = getattr(handler, "tcp_server_handler", None), getattr(handler, "tcp_server", None)
+    listening = getattr(server, "server", None)
+    return (task is not None and not task.done() and listening is not None and listening.is_serving()
+            and bool(getattr(server, "is_tls_enabled", False)) == bool(with_tls))
+
+
+def patch_secc_sdp() -> None:
+    """Keep the SECC's listening TCP server across repeated SDPRequests (see the module docstring)."""
+    if "secc" in _patched:
+        return
+    _patched.add("secc")
+    from iso15118.secc.comm_session_handler import CommunicationSessionHandler
+
+    original = CommunicationSessionHandler.start_tcp_server
+
+    async def start_tcp_server(self: Any, with_tls: bool) -> None:
+        if keeps_listening_server(self, with_tls):
+            log.info("SDPRequest again: the TCP server on port %s keeps listening", self.tcp_server.port)
+            return
+        await original(self, with_tls)
+
+    CommunicationSessionHandler.start_tcp_server = start_tcp_server
+
+
+def patch_evcc_sdp() -> None:
+    """The EVCC sends its next SDPRequest when an SDPResponse gave no session (module docstring)."""
+    if "evcc" in _patched:
+        return
+    _patched.add("evcc")
+    from iso15118.evcc.comm_session_handler import CommunicationSessionHandler
+    from iso15118.shared.exceptions import SDPFailedError
+
+    original = CommunicationSessionHandler.start_comm_session
+
+    async def start_comm_session(self: Any, host: Any, port: int, is_tls: bool) -> None:
+        before = getattr(self, "comm_session", None)
+        await original(self, host, port, is_tls)
+        if getattr(self, "comm_session", None) is not before:
+            return  # a session started
+        log.warning("no session with the SECC at port %s: sending the next SDPRequest", port)
+        try:
+            await self.restart_sdp(False)
+        except SDPFailedError as err:  # Josev's bound (50 requests) reached: it gives up, as on timeouts
+            log.error("SDP gave up: %s", err)
+
+    CommunicationSessionHandler.start_comm_session = start_comm_session
