@@ -30,6 +30,8 @@ from this state, maintained as events arrive:
   decreases before the increases, but the lowered stations' last readings (taken before) stayed
   in the sum beside the raised ones' new readings: false over-limit alarms (32 in one loaded run).
   A station that keeps drawing above its new limit shows it in its next reading, counted in full.
+  A reading is capped so whether it is noted before or after that answer (the event stream may lag
+  the answers): the alarm's decision is `site_alarm`.
 
 An EVSE whose reading did not change and whose limit did not change is not compared again: the
 comparison would give the same answer as last time. So a station is judged on its readings, each
@@ -169,7 +171,7 @@ class MeteredState:
             self.taken_at.pop(evse, None)
         else:
             self.taken_at[evse] = at_s
-        if evse in self.caps:
+        if evse in self.held:  # also a reading that reaches this node after the answer it predates
             self._recap(evse)
         if site_id is None:
             site_id = self.site_of.get(evse)

@@ -67,6 +67,7 @@ from csms.smart_charging import (
     quiet,
     safety,
     sending,
+    site_alarm,
     site_task,
     watchdog,
 )
@@ -173,8 +174,8 @@ class SmartChargingService:
         """site -> set when needs arrive while its pass awaits answers (`sending.await_answers`)."""
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
-        self._over = budget.Persistence(settings.over_limit_after_s)
-        self._alarmed: set[str] = set()
+        self.alarms = site_alarm.SiteAlarms(settings.over_limit_after_s)
+        """The over-limit alarm of each held site: since when over, raised or not (`site_alarm`)."""
         self._tick_queued: set[str] = set()
         self.quiet: dict[str, quiet.Quiet] = {}
         """Silent fallback sites whose re-shares can be skipped (`quiet`)."""

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from csms.smart_charging import planner, probes, provisional, quiet, sending
 from csms.smart_charging.evse import EvseInfo
 from csms.smart_charging.safety import share_fairly
+from csms.smart_charging.site_alarm import Verdict
 from csms.smart_charging.work import Work
 from evfleet.events import EventType
 from evfleet.store.port import StoreWrite
@@ -188,40 +189,39 @@ async def _judge(svc: SmartChargingService, site_id: str, info: EvseInfo, drawn:
 
 async def _over_limit(svc: SmartChargingService, site_id: str, metered_w: float, limit_w: float,
                       mono: float) -> bool:
-    """Raise or clear the site's over-limit alarm; True if stations were newly marked.
-
-    `metered_w` counts a reading taken before its session's latest accepted profile at most at that
-    profile (`MeteredState.total_w`): it raises the alarm. The alarm is cleared on the readings as
-    taken: not while the readings that raised it still show more, only because lower limits were
-    answered since (the corrective pass's own decreases would clear it until the next readings)."""
-    tolerance_w = max(100.0, 0.005 * limit_w)
-    over = metered_w > limit_w + tolerance_w
-    lasting = svc._over.update(site_id, over, mono)
-    if not over and site_id in svc._alarmed:
-        over = svc.metered.total_w(site_id, svc.clock.timestamp(), capped=False) > limit_w + tolerance_w
-    OVER_LIMIT.labels(site_id).set(1 if over else 0)
-    if lasting and site_id not in svc._alarmed:
-        svc._alarmed.add(site_id)
+    """Raise or clear the site's over-limit alarm (`site_alarm`: the decision); True if stations
+    were newly marked. `metered_w` counts a reading taken before its session's latest accepted
+    profile at most at that profile (`MeteredState.total_w`); a raised alarm is cleared on the
+    readings as taken."""
+    alarms = svc.alarms
+    as_taken_w = (svc.metered.total_w(site_id, svc.clock.timestamp(), capped=False)
+                  if site_id in alarms.raised else metered_w)
+    decision = alarms.judge(site_id, metered_w, as_taken_w, limit_w, mono)
+    OVER_LIMIT.labels(site_id).set(1 if decision.over else 0)
+    if decision.verdict is Verdict.RAISE:
         OVER_LIMIT_ALARMS.labels(site_id).inc()
         log.error("site %s: metered %.1f kW above the limit %.1f kW for more than %.0f s",
-                  site_id, metered_w / 1000, limit_w / 1000, svc.settings.over_limit_after_s)
+                  site_id, metered_w / 1000, limit_w / 1000, alarms.after_s)
         await _site_alarm(svc, site_id, "over", metered_w, limit_w)
-        # corrective: whoever draws above its limit is budgeted at its draw now (every metered EVSE
-        # of the site is read for it: an alarm is rare)
-        now_s = svc.clock.timestamp()
-        for info in (await svc.evse_infos(svc.metered.all_of(site_id))).values():
-            seen = svc.metered.power.get(info.ident)
-            if seen is None or seen[0] != info.tx_ref or not info.steerable or not info.online:
-                continue
-            taken_at = svc.metered.taken_at.get(info.ident)
-            allowed = allowed_when_taken_w(info, taken_at, now_s, held_w(svc, info, taken_at))
-            if info.noncompliant_w is None and seen[1] > allowed + svc.settings.noncompliance_tolerance_w:
-                await _set_noncompliant(svc, site_id, info, seen[1], allowed)
+        await _mark_overdrawing(svc, site_id)
         return True
-    if not over and site_id in svc._alarmed:
-        svc._alarmed.discard(site_id)
+    if decision.verdict is Verdict.CLEAR:
         await _site_alarm(svc, site_id, "cleared", metered_w, limit_w)
     return False
+
+
+async def _mark_overdrawing(svc: SmartChargingService, site_id: str) -> None:
+    """The alarm's corrective pass: whoever draws above its limit is budgeted at its draw now (every
+    metered EVSE of the site is read for it: an alarm is rare)."""
+    now_s = svc.clock.timestamp()
+    for info in (await svc.evse_infos(svc.metered.all_of(site_id))).values():
+        seen = svc.metered.power.get(info.ident)
+        if seen is None or seen[0] != info.tx_ref or not info.steerable or not info.online:
+            continue
+        taken_at = svc.metered.taken_at.get(info.ident)
+        allowed = allowed_when_taken_w(info, taken_at, now_s, held_w(svc, info, taken_at))
+        if info.noncompliant_w is None and seen[1] > allowed + svc.settings.noncompliance_tolerance_w:
+            await _set_noncompliant(svc, site_id, info, seen[1], allowed)
 
 
 async def _site_alarm(svc: SmartChargingService, site_id: str, state: str, metered_w: float,

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from csms.smart_charging import budget, watchdog
+from csms.smart_charging import watchdog
 from csms.smart_charging.metered import READING_LAG_S, MeteredState
 from csms.smart_charging.service import SmartChargingService
+from csms.smart_charging.site_alarm import SiteAlarms
 from tests.loop.test_service_unit import SITE, T0, FixedClock, Stations, _service, _session
 from tests.loop.test_watchdog_held import _accept
 from tests.loop.test_watchdog_incremental import CountingStore
@@ -52,7 +53,7 @@ async def _reshared(sids: tuple[str, ...]) -> tuple[FixedClock, CountingStore, S
     store.sites[SITE] = {"limit_kw": str(LIMIT_W / 1000)}
     refs = {sid: _session(store, sid, w) for sid, w in zip(sids, (8_000.0, 2_000.0), strict=True)}
     svc = _service(store, Stations(clock, LIMIT_W), clock)
-    svc._over = budget.Persistence(0.1)
+    svc.alarms = SiteAlarms(0.1)
     clock.t = T0 - timedelta(seconds=60)
     for sid, w in zip(sids, (8_000.0, 2_000.0), strict=True):
         await _accept(svc, clock, sid, w)
