@@ -58,6 +58,9 @@ __all__ = ["JosevHlc", "needs_from_josev", "tuples_from_json", "tuples_to_json"]
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 STAGGER_S = 0.5  # minimum gap between two Josev process starts (each starts a JVM: CPU-heavy)
+MAX_EV_RESTARTS = 3
+"""Times per plug-in the station restarts an EV's communication that gave up (`JosevHlc._restart_ev`);
+after that the EV charges without HLC (basic charging under the composite limit)."""
 
 
 class _Stagger:
@@ -154,6 +157,8 @@ class JosevHlc(EvSide):
         self.needs_source: Callable[[], EvNeeds | None] | None = None  # what the EV still needs, now
         self.failed = False  # the HLC session failed: the EV dropped its plan (basic charging)
         self.restarts = 0  # failed sessions the EVCC replaced by a new one that reached PowerDelivery
+        self.ev_restarts = 0  # this plug-in's EVCCs the station restarted after they gave up or ended
+        self._evcc_pid: int | None = None  # the EVCC process of this plug-in (None while restarting)
         self.state = "idle"
         self.plan: EvPlan | None = None
         self.plan_time_base = 0.0
@@ -211,6 +216,7 @@ class JosevHlc(EvSide):
         self.needs = needs
         self.needs_set_at = self.clock.timestamp()
         self.stop_requested = False
+        self.ev_restarts = 0
         self.failed = False
         self.plan = None
         self.needs_ref = None
@@ -230,7 +236,26 @@ class JosevHlc(EvSide):
                            protocol=JOSEV_PROTOCOL[self.protocol])
         await _stagger.wait()
         self._record("evcc_spawn", {})
-        await self.holder.spawn(argv, self.workdir / f"evcc-{len(self.plans)}.log")
+        self._evcc_pid = await self.holder.spawn(argv, self.workdir / f"evcc-{len(self.plans)}.log")
+
+    def _restart_ev(self, reason: str) -> None:
+        """The EV's HLC is down while plugged in (Josev's EVCC gave up, or its process ended): restart
+        it as a charger does by re-initialising the control pilot (the EV starts SDP from scratch;
+        here a new EVCC process), at most MAX_EV_RESTARTS times per plug-in."""
+        if self.stop_requested or self._evcc_pid is None or self.ev_restarts >= MAX_EV_RESTARTS:
+            return
+        self.ev_restarts += 1
+        self._record("ev_restart", {"reason": reason[:200], "count": self.ev_restarts})
+        self._spawn_task(self._respawn_evcc(self._evcc_pid))
+
+    async def _respawn_evcc(self, pid: int) -> None:
+        self._evcc_pid = None  # its connection ending is not another failure
+        assert self.holder is not None
+        how = await self.holder.stop_child(pid)
+        log.info("ISO 15118 %s: EVCC %d %s; starting a new one", self.name, pid, how)
+        if not self.stop_requested:
+            self._evcc_ready.clear()
+            await self._start_evcc()
 
     async def wait_evcc_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the EVCC process connected to the bridge."""
@@ -301,12 +326,13 @@ class JosevHlc(EvSide):
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn(reader, writer)
         role = ""
+        pid = None
         try:
             while line := await reader.readline():
                 msg = json.loads(line)
                 op = msg.get("op")
                 if op == "hello":
-                    role = msg.get("role", "")
+                    role, pid = msg.get("role", ""), msg.get("pid")
                     if role == "secc":
                         self._secc = conn
                     else:
@@ -326,6 +352,8 @@ class JosevHlc(EvSide):
                 self._record("evcc_gone", {})
                 if not self.stop_requested and self.state not in ("stopped", "idle"):
                     self._fail(f"EVCC process ended in state {self.state}")
+                if pid is not None and pid == self._evcc_pid:
+                    self._restart_ev("EVCC process ended")
 
     async def _answer(self, conn: _Conn, msg: dict[str, Any]) -> None:
         op = msg["op"]
@@ -449,6 +477,9 @@ class JosevHlc(EvSide):
                 self.state = "renegotiating"
             elif progress == "Stop":
                 self.state = "stopped"
+        elif op == "hlc_gave_up":  # Josev's EVCC stopped trying: a charger restarts the communication
+            self._fail(f"EV gave up: {msg.get('reason')}")
+            self._restart_ev(str(msg.get("reason")))
         elif op == "session_ended":
             self.ended = str(msg.get("reason"))
             if not self.stop_requested and self.state != "stopped":

@@ -355,7 +355,6 @@ async def run_evcc(args: argparse.Namespace) -> None:
 
     patch_evcc_states()
     patch_evcc_v20_states()
-    patch_evcc_sdp()
     codec = ExificientEXICodec()
     quiet_josev_logs()
     log.info("EVCC codec warm-up took %.2f s", warm_up_codec(codec))
@@ -363,6 +362,7 @@ async def run_evcc(args: argparse.Namespace) -> None:
     dc = args.energy_mode.startswith("DC")
     bridge = BridgeClient(args.bridge, "evcc", name)
     await bridge.connect()
+    patch_evcc_sdp(lambda reason: bridge.notify("hlc_gave_up", reason=reason))  # the station restarts us
     config = EVCCConfig(**{"supportedProtocols": [args.protocol],
                            "supportedEnergyServices": ["DC" if dc else "AC"],
                            "useTls": False, "enforceTls": False, "isCertInstallNeeded": False,

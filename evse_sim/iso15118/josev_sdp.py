@@ -15,15 +15,21 @@ session, the EV waits forever (the process stays up). Two fixes, one per side:
 - EVCC (`patch_evcc_sdp`): when no session came out of an SDPResponse (the TCP connect or the
   SupportedAppProtocolReq failed), the EV sends its next SDPRequest, within Josev's own bound of 50
   requests per cycle, as after an SDP timeout.
+
+When Josev's EVCC gives up for good (50 SDPRequests unanswered, or its SDP retry cycles used up by
+sessions that failed, e.g. on its 2 s timeouts at a busy SECC: "Unplug and plug in the cable again"),
+`on_give_up` tells the station, which restarts the EV's communication as a charger does (bridge.py).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("evfleet.josev")
 _patched: set[str] = set()
+_on_give_up: list[Callable[[str], None]] = []
 
 
 def keeps_listening_server(handler: Any, with_tls: bool) -> bool:
@@ -52,8 +58,10 @@ def patch_secc_sdp() -> None:
     CommunicationSessionHandler.start_tcp_server = start_tcp_server
 
 
-def patch_evcc_sdp() -> None:
-    """The EVCC sends its next SDPRequest when an SDPResponse gave no session (module docstring)."""
+def patch_evcc_sdp(on_give_up: Callable[[str], None] | None = None) -> None:
+    """The EVCC sends its next SDPRequest when an SDPResponse gave no session, and calls `on_give_up`
+    with Josev's reason when it gives up (module docstring)."""
+    _on_give_up[:] = [on_give_up] if on_give_up is not None else []
     if "evcc" in _patched:
         return
     _patched.add("evcc")
@@ -61,6 +69,15 @@ def patch_evcc_sdp() -> None:
     from iso15118.shared.exceptions import SDPFailedError
 
     original = CommunicationSessionHandler.start_comm_session
+    original_restart = CommunicationSessionHandler.restart_sdp
+
+    async def restart_sdp(self: Any, new_sdp_cycle: bool) -> None:
+        try:
+            await original_restart(self, new_sdp_cycle)
+        except SDPFailedError as err:
+            for hook in _on_give_up:
+                hook(str(err))
+            raise
 
     async def start_comm_session(self: Any, host: Any, port: int, is_tls: bool) -> None:
         before = getattr(self, "comm_session", None)
@@ -74,3 +91,4 @@ def patch_evcc_sdp() -> None:
             log.error("SDP gave up: %s", err)
 
     CommunicationSessionHandler.start_comm_session = start_comm_session
+    CommunicationSessionHandler.restart_sdp = restart_sdp

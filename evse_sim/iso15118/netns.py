@@ -11,11 +11,14 @@ namespace and spawns the SECC and EVCC processes there on request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +163,18 @@ class NetnsHolder:
         if self.proc is None or self.proc.returncode is not None:
             return "the namespace holder exited"
         return child_exit(pid)
+
+    async def stop_child(self, pid: int, timeout_s: float = 5.0) -> str:
+        """End the holder's child `pid` (SIGTERM, then SIGKILL after `timeout_s`); return how it ended."""
+        deadline = time.monotonic() + timeout_s
+        sig = signal.SIGTERM
+        while (how := self.exited(pid)) is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if time.monotonic() > deadline:
+                sig = signal.SIGKILL
+            await asyncio.sleep(0.1)
+        return how
 
     async def close(self) -> None:
         """Stop the children and the namespace (the veth pairs vanish with it)."""
