@@ -11,8 +11,10 @@ never (`silent`), after `--slow-s` (`slow`), with a CALLERROR (`callerror`), Rej
 (`rejected`), or close their connection when one arrives (`drop`)) and the limit is cut to
 `--to-kw` with `set_site_limit` (the README's `evfleet sites set`). With `--busy-before S` an earlier
 cut to `--pre-cut-kw` comes S seconds before it (an operator lowering in steps, a grid signal every
-few seconds), so the site is still in that cut's passes when the second comes. Measured from the cut, sampled
-every 10 ms at the stations' side:
+few seconds), so the site is still in that cut's passes when the second comes. With
+`--plan-before S` a plan lowering every station by 1 kW is published S seconds before the cut (the
+benchmark as the optimizer): its pass awaits the faulty stations when the cut comes.
+Measured from the cut, sampled every 10 ms at the stations' side:
 
 - `answering_s`: until the sum of the limits in force at the stations that answer normally is
   under the new limit less what the csms must count for the others (the silent and slow ones at
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from csms.store.embedded import EmbeddedRedis  # noqa: E402
-from tests.loop.faulty import FAULTS, FaultyStation  # noqa: E402
+from tests.loop.faulty import FAULTS, FaultyStation, publish_plan  # noqa: E402
 from tests.loop.harness import Loop, closed_loop  # noqa: E402
 
 
@@ -70,6 +72,11 @@ async def one_run(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.busy_before:  # an earlier cut: its pass (and the re-share after it) is out at the cut
             await lp.set_limit(args.pre_cut_kw)
             await asyncio.sleep(args.busy_before)
+        if args.plan_before:  # a plan 1 kW below the shares: its pass awaits the faulty stations
+            now = datetime.now(UTC)
+            await publish_plan(lp, {sid: max(0.0, cp.limit_w_at(now) / 1000.0 - 1.0)
+                                    for sid, cp in lp.stations.items()}, args.from_kw)
+            await asyncio.sleep(args.plan_before)
         answering = [sid for sid, cp in lp.stations.items() if not cp.fault]  # type: ignore[attr-defined]
         others = [cp.id for cp, fault in zip(cps, plan, strict=True) if fault]
         limit_w = args.to_kw * 1000.0
@@ -133,6 +140,8 @@ async def main() -> None:
     parser.add_argument("--busy-before", type=float, default=0.0,
                         help="an earlier cut to --pre-cut-kw this long before the cut")
     parser.add_argument("--pre-cut-kw", type=float, default=50.0)
+    parser.add_argument("--plan-before", type=float, default=0.0,
+                        help="a plan (every station 1 kW lower) this long before the cut")
     parser.add_argument("--trace", action="store_true", help="the sums every 0.5 s over the window")
     parser.add_argument("--log", action="store_true", help="the csms's WARNINGs with their times")
     args = parser.parse_args()

@@ -127,7 +127,7 @@ async def apply_plan(svc: SmartChargingService, site_id: str,
 # --- fail-safe: a lower site limit is honoured at once, optimizer or not ----------------------
 ENFORCE_ROUNDS = 8
 """Rounds of one enforcement pass at most (each lowers the stations that answered further)."""
-CONFIRM_GAP_S = 0.3
+CONFIRM_GAP_S = sending.CONFIRM_GAP_S
 """An enforcement round awaits its decreases until every one is answered or none has been for
 this long (the answers stopped coming: the rest are slow, silent or gone)."""
 

@@ -9,7 +9,8 @@ now go out as tracked tasks (`start`), so the site's task goes on at once; a pas
 (`sending.execute`) are still awaited by their pass, which serves arrivals meanwhile. An
 enforcement pass awaits its decreases only until their answers stop coming, then lowers the
 stations that answered further for those that did not (they count at their old limit), and
-leaves their calls out here.
+leaves their calls out here; a pass stopped by a limit change hands over its calls still out
+(`adopt`, `sending.execute`).
 
 The site limit holds by the rule a batch keeps (`budget.next_batch`: a change in flight counts
 at max(old, new); `safety.serve_arrivals`: needs on an EVSE with a profile out wait for its
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,21 +135,38 @@ class Aside:
         new = conversion.abs_series(payload, info.electrical)
         self.out[info.ident] = planner.pointwise(old, new, now_s, "max")
         self.site_of[info.ident] = site_id
-        task = asyncio.create_task(self._run(svc, site_id, info, payload, plan_id, kind, batch),
+        return self._track(svc, site_id, info,
+                           lambda: sending.send(svc, site_id, info, payload, plan_id, kind), kind, batch)
+
+    def adopt(self, svc: SmartChargingService, site_id: str, info: EvseInfo,
+              call: asyncio.Future[tuple[bool, Series]], counted: Series, kind: str) -> None:
+        """A pass's call still out when the pass stopped for a limit change (`sending.execute`): it
+        goes on beside the site's task, the EVSE counting `counted` (what the pass counted for it,
+        max(old, new)) until its answer is recorded; the answer wakes the site (`Work.ASIDE_DONE`:
+        a plan whose changes the stop left undone is applied again)."""
+        self.out[info.ident] = counted
+        self.site_of[info.ident] = site_id
+        self.held.add(info.ident)
+        self._track(svc, site_id, info, lambda: call, kind, True)
+
+    def _track(self, svc: SmartChargingService, site_id: str, info: EvseInfo,
+               call: Callable[[], Awaitable[tuple[bool, Series]]], kind: str,
+               batch: bool) -> asyncio.Task[bool | None]:
+        task = asyncio.create_task(self._run(svc, site_id, info, call, kind, batch),
                                    name=f"smart-charging:{kind}:{info.key}")
         self.tasks.setdefault(site_id, set()).add(task)
         task.add_done_callback(lambda t: self._done(site_id, t))
         return task
 
     async def _run(self, svc: SmartChargingService, site_id: str, info: EvseInfo,
-                   payload: dict[str, Any], plan_id: str, kind: str, batch: bool) -> bool | None:
+                   call: Callable[[], Awaitable[tuple[bool, Series]]], kind: str, batch: bool) -> bool | None:
         cancelled = False
         try:
             if batch:
-                accepted, _ = await sending.send(svc, site_id, info, payload, plan_id, kind)
+                accepted, _ = await call()
             else:
                 async with self.slots:
-                    accepted, _ = await sending.send(svc, site_id, info, payload, plan_id, kind)
+                    accepted, _ = await call()
                 log.info("site %s: %s profile to %s answered beside the site's task (accepted=%s)",
                          site_id, kind, info.key, accepted)
             return accepted

@@ -5,6 +5,9 @@ timeout); needs that arrive meanwhile get their provisional share during that wa
 (`sending.await_answers`). Until 2026-12-06 a pass could go on without slow answers, counting
 them at max(old, new) in a ledger laid over every read; that path failed
 `tests/iso15118/test_fleet_hlc.py` at a short patience and was removed (commit a54044a gives the runs).
+One case remains: when the site's limit changes, a pass stops and hands the calls whose answers
+stopped coming to `aside` (`sending.execute`), where no other profile goes to their EVSEs until
+their answers are recorded.
 """
 
 from __future__ import annotations

@@ -69,6 +69,8 @@ async def dispatch(svc: SmartChargingService, event: Event, batch: StoreWrite | 
             if event.evse_id is not None and event.tx_ref:  # fast first answer (provisional)
                 svc.needs_due(site_id, (event.station_id, int(event.evse_id)))
         svc.start_interim_timer(site_id, event)
+    if event.type == EventType.SITE_LIMIT:  # a pass awaiting answers must not hold the enforcement
+        svc.limit_changed(site_id)
     svc.enqueue(site_id, event.type.value, event)
 
 

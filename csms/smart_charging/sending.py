@@ -39,6 +39,11 @@ PROFILES_ANSWERED = Counter("evfleet_smart_charging_profile_answers_total", "Ans
 
 MAX_ROUNDS = 8
 
+CONFIRM_GAP_S = 0.3
+"""Once a site's limit changed, a pass awaits answers only while they keep coming: when none came
+for this long the rest are slow, silent or gone (`await_answers`; `actions.enforce_limit`'s rounds
+alike), and the site's enforcement does not wait for them."""
+
 PASS_CHUNK = 100
 """EVSEs a site pass handles per event-loop callback in its per-EVSE loops (`execute`'s batch,
 `watchdog.tick`'s verdicts, `safety._share`'s profiles): each loop yields to the event loop after
@@ -120,7 +125,12 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
     """Send batches from `budget.next_batch` until nothing more can move; between two batches, and
     while a batch's answers are awaited, the provisional shares of needs that arrived meanwhile go
     out (`safety.serve_arrivals`). Every answer of a batch is awaited (each call is bounded by the
-    call timeout) before the next batch is chosen."""
+    call timeout) before the next batch is chosen.
+
+    When the site's limit changes meanwhile (`svc.limit_changed`) the pass stops after its batch:
+    no later batch (increases chosen for the old limit) goes out, and the calls still out once
+    their answers stop coming go on beside the site's task (`_leave`), so the site's enforcement
+    runs next without waiting for a silent station. Its changes not made count as blocked."""
     stats = {"sent": 0, "accepted": 0, "blocked": 0, "failed": 0}
     # an EVSE with a call out beside the site's task (`aside`) keeps what it counts, max(old, new)
     held = svc.aside.hold(svc, site_id, evses, applied, target)
@@ -163,12 +173,31 @@ async def execute(svc: SmartChargingService, site_id: str, evses: dict[str, Evse
         async def serve(busy: set[tuple[str, int]]) -> None:
             await svc.between_rounds(site_id, evses, applied, target, payloads, busy)
 
-        await await_answers(svc, site_id, {t: (c, evses[c.key].ident) for t, c in sends.items()},
-                            answered, serve)
+        left = await await_answers(svc, site_id, {t: (c, evses[c.key].ident) for t, c in sends.items()},
+                                   answered, serve)
+        if left:  # the site limit changed: the pass stops, its calls still out go on beside it
+            _leave(svc, site_id, evses, applied, {t: sends[t] for t in left}, now_s, kind)
+            break
+        if site_id in svc._limit_changed:  # its next batch was chosen for the old limit: not sent
+            break
     now_s = svc.clock.timestamp()
     stats["blocked"] = held + sum(1 for k in target
                                   if planner.max_abs_diff_w(applied[k], target[k], now_s) > 1.0)
     return stats
+
+
+def _leave(svc: SmartChargingService, site_id: str, evses: Mapping[str, EvseInfo], applied: dict[str, Series],
+           out: Mapping[asyncio.Future[tuple[bool, Series]], budget.Change[str]], now_s: float,
+           kind: str) -> None:
+    """A pass stops for a limit change (`await_answers`): each call still out goes on beside the
+    site's task (`aside.adopt`), its EVSE counting max(old, new) as the pass did (`next_batch`),
+    so the site's enforcement reads and counts it as such, and sends it nothing until its answer."""
+    for fut, change in out.items():
+        counted = planner.pointwise(applied[change.key], change.series, now_s, "max")
+        applied[change.key] = counted
+        svc.aside.adopt(svc, site_id, evses[change.key], fut, counted, kind)
+    log.warning("site %s: its limit changed while a %s pass awaited %d answer(s): the pass stops, "
+                "they are awaited beside the site's task", site_id, kind, len(out))
 
 
 T = TypeVar("T")
@@ -178,14 +207,19 @@ R = TypeVar("R")
 async def await_answers(svc: SmartChargingService, site_id: str,
                         sends: Mapping[asyncio.Future[R], tuple[T, tuple[str, int]]],
                         answered: Callable[[T, R | BaseException], None],
-                        serve: Callable[[set[tuple[str, int]]], Awaitable[None]] | None = None) -> None:
+                        serve: Callable[[set[tuple[str, int]]], Awaitable[None]] | None = None,
+                        ) -> set[asyncio.Future[R]]:
     """Wait for every send's answer (`answered` for each, a result or the exception; each call is
     bounded by the call timeout). Meanwhile, whenever needs arrive (`svc.wake`), `serve` gives
     them their provisional share, told which EVSEs still have a profile out (the caller counts
     those at max(old, new) there and holds their needs until the answer, `safety.serve_arrivals`).
-    Not while serving: the site's pass between rounds does not nest."""
+    Not while serving: the site's pass between rounds does not nest.
+
+    With `serve` (a site's pass, not nested): once the site's limit changed (`svc.limit_changed`),
+    the wait ends when no answer came for `CONFIRM_GAP_S` and returns the sends still out (not
+    cancelled: the caller hands them over); otherwise it returns an empty set."""
     if not sends:
-        return
+        return set()
     signal = asyncio.Event()
     finished: list[asyncio.Future[R]] = []
 
@@ -206,7 +240,14 @@ async def await_answers(svc: SmartChargingService, site_id: str,
         svc.wakers[site_id] = signal
     try:
         while pending:
-            await signal.wait()
+            if outer and site_id in svc._limit_changed:  # answers that keep coming are still taken
+                try:
+                    async with asyncio.timeout(CONFIRM_GAP_S):
+                        await signal.wait()
+                except TimeoutError:
+                    return set(pending)  # they stopped: the site's enforcement does not wait for them
+            else:
+                await signal.wait()
             signal.clear()
             while finished:
                 fut = finished.pop()
@@ -234,6 +275,7 @@ async def await_answers(svc: SmartChargingService, site_id: str,
             del svc.wakers[site_id]
         for fut in sends:
             fut.remove_done_callback(note)
+    return set()
 
 
 async def send(svc: SmartChargingService, site_id: str, info: EvseInfo, payload: dict[str, Any],

@@ -171,7 +171,11 @@ class SmartChargingService:
         self.aside = aside.Aside()
         """Single-EVSE calls (K17 re-sends, probes) out beside the site tasks (`aside`)."""
         self.wakers: dict[str, asyncio.Event] = {}
-        """site -> set when needs arrive while its pass awaits answers (`sending.await_answers`)."""
+        """site -> set when needs arrive (or its limit changes) while its pass awaits answers
+        (`sending.await_answers`)."""
+        self._limit_changed: set[str] = set()
+        """Sites with a `site.limit` event not yet taken by their task: a pass awaiting answers
+        there stops once they stop coming (`limit_changed`)."""
         self._noncompliant = budget.Persistence(settings.noncompliant_after_s)
         self._compliant = budget.Persistence(settings.noncompliant_after_s)
         self.alarms = site_alarm.SiteAlarms(settings.over_limit_after_s)
@@ -229,6 +233,17 @@ class SmartChargingService:
         """New charging needs on `evse`: its provisional share goes out as the next thing the
         site's task does, or at once if that task is awaiting answers (`sending.await_answers`)."""
         self._provisional_due.setdefault(site_id, set()).add(evse)
+        waker = self.wakers.get(site_id)
+        if waker is not None:
+            waker.set()
+
+    def limit_changed(self, site_id: str) -> None:
+        """A `site.limit` event for a site this node holds: a pass of the site awaiting answers
+        stops once they stop coming (`sending.await_answers`; its calls still out go on beside the
+        site's task), so the site's task reaches the enforcement without waiting for a silent
+        station's call timeout, and no increase of the pass goes out under the old limit. Cleared
+        when the task takes the event (`site_task.serve`)."""
+        self._limit_changed.add(site_id)
         waker = self.wakers.get(site_id)
         if waker is not None:
             waker.set()

@@ -60,6 +60,8 @@ async def serve(svc: SmartChargingService, site_id: str, site: SiteQueue) -> Non
                 kind, payload = await site.queue.get()
         except TimeoutError:
             return
+        if kind == EventType.SITE_LIMIT.value:  # taken: the passes after it wait for answers again
+            svc._limit_changed.discard(site_id)
         try:
             if await leases.may_act(svc, site_id):
                 await handle(svc, site_id, kind, payload)

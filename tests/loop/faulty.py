@@ -8,11 +8,16 @@
 - `callerror`: answers with a CALLERROR InternalError (applies nothing);
 - `rejected`: answers Rejected (applies nothing);
 - `drop`: closes its WebSocket when the call arrives (applies nothing; stays offline).
+
+`publish_plan`: a plan and its event as the optimizer worker writes them (a test as the optimizer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.exceptions import InternalError
@@ -20,7 +25,9 @@ from ocpp.messages import Call, MessageType, unpack
 from ocpp.routing import on
 from ocpp.v201.enums import Action
 
-from tests.loop.harness import LoopStation
+from evfleet.events import EventType, event_fields
+from evfleet.records import SitePlan
+from tests.loop.harness import SITE, Loop, LoopStation
 
 FAULTS = ("silent", "slow", "callerror", "rejected", "drop")
 
@@ -66,3 +73,17 @@ class FaultyStation(LoopStation):
         if self.fault == "rejected":
             self.refuse_with = "Rejected"
         return await super().on_set_charging_profile(evse_id, charging_profile, **kw)
+
+
+async def publish_plan(lp: Loop, limits_kw: dict[str, float], limit_kw: float = 40.0) -> None:
+    """Write a plan (each station's limit for the next hour) and its `schedule.planned` event, as the
+    optimizer worker does (optimizer/publish.py)."""
+    now = datetime.now(UTC)
+    refs = {sid: await lp.redis.hget(lp.keys.station_evse(sid, 1), "tx_ref") for sid in limits_kw}
+    plan = SitePlan(plan_id=f"p-{time.time_ns()}", site_id=SITE, start=now, step_s=900,
+                    planned_kw=[sum(limits_kw.values())] * 4, limit_kw=limit_kw, computed_at=now,
+                    evses={f"{sid}/1": [kw] * 4 for sid, kw in limits_kw.items()},
+                    transactions={f"{sid}/1": str(ref) for sid, ref in refs.items()})
+    await lp.redis.set(lp.keys.site_plan(SITE), json.dumps(plan.encode()))
+    await lp.redis.xadd(lp.keys.site_events(SITE), event_fields(  # type: ignore[arg-type]
+        EventType.SCHEDULE_PLANNED, now, site_id=SITE, data={"plan_id": plan.plan_id, "status": "optimal"}))

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 
 from csms.smart_charging.service import SmartChargingService
-from tests.loop.faulty import FaultyStation
+from tests.loop.faulty import FaultyStation, publish_plan
 from tests.loop.harness import SITE, Loop, closed_loop
 
 BOUND_S = 2.0
@@ -73,3 +73,42 @@ async def test_answering_stations_are_under_a_cut_within_2_s_while_one_is_silent
         assert silent.ignored >= 1  # its decrease went out and is unanswered
         assert await _counted_w(svc, f"{silent.id}/1") >= silent_w - 1.0
         assert await _counted_w(svc, f"{refusing.id}/1") >= MAX_W - 1.0
+
+
+async def test_a_cut_during_a_plan_awaiting_a_silent_station_is_enforced_within_2_s(redis_url: str) -> None:
+    """8 stations at 5 kW each (40 kW), CP-1 silent. A plan lowers everyone to 4 kW: its pass
+    awaits CP-1's answer (call timeout 10 s). The limit is cut to 20 kW meanwhile: CP-1 counts at
+    5 kW (its decrease unconfirmed), so the 7 answering stations must hold at most 15 kW within
+    2 s. Before, the cut waited in the site's queue for the plan's pass, i.e. CP-1's timeout."""
+    async with closed_loop(redis_url, limit_kw=40.0, worker=False, interim_profile_after_s=0.3,
+                           call_timeout_s=10.0) as lp:
+        cps = [await lp.add_station(f"CP-{i}", FaultyStation) for i in range(1, 9)]
+        await lp.wait_for(lambda: all(cp.defaults for cp in cps), what="default profiles")
+        for i, cp in enumerate(cps, start=1):
+            await cp.start_tx(f"tx-{i}", token=f"T{i}")
+        await lp.wait_for(lambda: _sum_w(lp, list(lp.stations)) > 39_000, timeout=10, what="sharing 40 kW")
+        await asyncio.sleep(0.5)  # settled: no pass of the site out
+        silent = cps[0]
+        assert isinstance(silent, FaultyStation)
+        silent.fault = "silent"
+        silent_w = silent.limit_w_at(datetime.now(UTC))
+        answering = [cp.id for cp in cps[1:]]
+        await publish_plan(lp, {cp.id: 4.0 for cp in cps})
+        await lp.wait_for(lambda: _sum_w(lp, answering) <= 7 * 4_000.0 + 1.0 and silent.ignored, timeout=5,
+                          what="the plan applied to the answering stations, CP-1's call out")
+        t0 = time.monotonic()
+        await lp.set_limit(20.0)
+        left_w = 20_000.0 - silent_w
+        under_at, samples = None, []
+        while time.monotonic() - t0 < min(BOUND_S, under_at or BOUND_S) + 0.5:  # every 0.1 s
+            answering_w = _sum_w(lp, answering)
+            samples.append((round(time.monotonic() - t0, 2), round(answering_w)))
+            if under_at is None and answering_w <= left_w + 1.0:
+                under_at = time.monotonic() - t0
+            await asyncio.sleep(0.1)
+        assert under_at is not None and under_at <= BOUND_S, (
+            f"answering stations above the {left_w:.0f} W left for them: {samples}")
+        assert _sum_w(lp, answering) <= left_w + 1.0, samples
+        svc: SmartChargingService = lp.node.ctx.extras["smart_charging"]
+        assert await _counted_w(svc, f"{silent.id}/1") >= silent_w - 1.0  # its decrease is unconfirmed
+
