@@ -10,8 +10,10 @@ import httpx
 
 SMART_CHARGING_COUNTERS = ("evfleet_smart_charging_profiles_sent_total", "evfleet_k16_replans_skipped_total",
                            "evfleet_smart_charging_passes_total", "evfleet_noncompliant_marked_total",
-                           "evfleet_smart_charging_profile_answers_total",
-                           "evfleet_site_over_limit_alarms_total")
+                           "evfleet_smart_charging_profile_answers_total")
+"""Asked by name: none starts with a prefix of `csms.api.metrics.READ_FROM_REDIS` (`evfleet_site_`, ...),
+so the scrape makes the node read nothing from Redis (the over-limit alarms, evfleet_site_..., are
+counted from the node logs instead: benchmarks/loop_stalls.py)."""
 
 
 GC_SERIES = ("evfleet_event_loop_slow_callbacks_total", "evfleet_event_loop_slow_turns_total",
@@ -28,8 +30,7 @@ def _scrape(url: str, names: tuple[str, ...]) -> httpx.Response:
 
 def smart_charging_stats(metrics_urls: list[str]) -> dict[str, float]:
     """Summed over the nodes' /metrics: TxProfiles sent by kind, K16 skips, whole-site passes by
-    cause, non-compliance marks, answers to SetChargingProfile by status (`timeout` among them),
-    over-limit alarms (whether the start-up wave's alarm and corrective pass fell in the window)
+    cause, non-compliance marks, answers to SetChargingProfile by status (`timeout` among them)
     (`SMART_CHARGING_COUNTERS`, one entry per label set); empty when a node does not answer."""
     out: dict[str, float] = {}
     for url in metrics_urls:

@@ -11,7 +11,10 @@ and the window of its JSON (`window_utc`), and prints per node, for the records 
   (`csms.runtime` "gc: generation N collection took", ending within the callback): what is left,
   "own CPU", is the stall's non-GC part;
 - busy loop turns, by the name that used most of their CPU;
-- garbage collections logged (count, wall, CPU).
+- garbage collections logged (count, wall, CPU);
+- the smart-charging start-up events logged in the window (over-limit alarm, optimizer taken as
+  silent, sessions without a plan): each is followed by a whole-site pass on the lease holder, and
+  whether they fall inside or before the window changes a run's tail.
 
 A callback with far less CPU than wall time was pre-empted by other processes (a loaded machine),
 not slow in itself.
@@ -32,6 +35,9 @@ RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) \[[^\]
 BLOCKED = re.compile(r"event loop blocked (\d+) ms \((\d+) ms CPU\) by (.*)")
 TURN = re.compile(r"event loop turn busy (\d+) ms \((\d+) ms CPU\), (\d+) callbacks; most CPU: (.*)")
 GC = re.compile(r"gc: generation (\d) collection took (\d+) ms \((\d+) ms CPU\)")
+STARTUP = {"over-limit alarm": re.compile(r"above the limit .* for more than"),
+           "optimizer silent": re.compile(r"the optimizer is taken as silent"),
+           "no plan": re.compile(r"no plan for \d+ session")}
 
 
 def records(path: Path) -> Iterator[tuple[float, str, list[str]]]:
@@ -71,9 +77,13 @@ def node_stalls(path: Path, start: float, end: float) -> dict[str, Any]:
     turns: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     gcs: list[tuple[float, float, float]] = []  # (end epoch s, wall ms, CPU ms)
     blocked: list[tuple[float, int, int, str]] = []
+    events: dict[str, int] = defaultdict(int)
     for at, msg, stack in records(path):
         if not start <= at < end:
             continue
+        for name, pattern in STARTUP.items():
+            if pattern.search(msg):
+                events[name] += 1
         if m := GC.match(msg):
             gcs.append((at, float(m.group(2)), float(m.group(3))))
         elif m := BLOCKED.match(msg):
@@ -91,7 +101,7 @@ def node_stalls(path: Path, start: float, end: float) -> dict[str, Any]:
         c[1] += wall
         c[2] += cpu
         c[3] += min(in_gc, cpu)
-    return {"callbacks": dict(cbs), "turns": dict(turns),
+    return {"callbacks": dict(cbs), "turns": dict(turns), "events": dict(events),
             "gc": [len(gcs), sum(g[1] for g in gcs), sum(g[2] for g in gcs)]}
 
 
@@ -113,7 +123,8 @@ def main() -> None:
               f"{sum(c[1] for c in cbs.values()):.0f} ms wall, {sum(c[2] for c in cbs.values()):.0f} ms CPU "
               f"({sum(c[3] for c in cbs.values()):.0f} of it in collections); "
               f"{sum(t[0] for t in s['turns'].values())} busy turns; collections logged "
-              f"{s['gc'][0]} ({s['gc'][1]:.0f} ms wall, {s['gc'][2]:.0f} ms CPU)")
+              f"{s['gc'][0]} ({s['gc'][1]:.0f} ms wall, {s['gc'][2]:.0f} ms CPU); start-up events "
+              f"{s['events'] or 'none'}")
         for src, (n, wall, cpu, in_gc) in sorted(cbs.items(), key=lambda kv: -(kv[1][2] - kv[1][3])):
             print(f"  callbacks {n:3d} {wall:6.0f} ms wall {cpu:5.0f} ms CPU, own CPU {cpu - in_gc:5.0f} ms"
                   f"  {src}")
