@@ -405,6 +405,7 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
     """Run a node until `stop` is set (SIGINT/SIGTERM in the CLI)."""
     tune_gc(settings.gc_thresholds)
     GC_PAUSES.profile_over_s = settings.gc_profile_ms / 1000 if settings.gc_profile_ms > 0 else None
+    GC_PAUSES.log_over_s = settings.gc_log_ms / 1000 if settings.gc_log_ms > 0 else None
     slow = SlowCallbacks(settings.slow_callback_ms / 1000) if settings.slow_callback_ms > 0 else None
     if slow is not None:
         slow.install()
@@ -423,6 +424,7 @@ async def run_csms(settings: CsmsSettings, clock: Clock | None, stop: asyncio.Ev
                 if settings.gc_refreeze:
                     REFREEZER.start(settings.gc_thaw_growth, settings.gc_thaw_after_closed)
                     REFREEZER.profile_garbage = settings.gc_profile_ms > 0
+                    REFREEZER.freeze_young_s = settings.gc_freeze_young_s
                     refreezer = asyncio.create_task(REFREEZER.run(), name="gc-refreeze")
             if settings.gc_census:
                 GC_CENSUS.install(settings.gc_census, settings.gc_census_after_s)

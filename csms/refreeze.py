@@ -59,6 +59,8 @@ from prometheus_client import Counter, Gauge
 log = logging.getLogger(__name__)
 
 GC_REFREEZES = Counter("evfleet_gc_refreezes", "Young-collection survivors moved to the permanent generation")
+GC_YOUNG_FREEZES = Counter("evfleet_gc_young_freezes", "Freezes of the new objects without a collection "
+                           "(gc_freeze_young_s)")
 GC_THAWS = Counter("evfleet_gc_thaws", "Full collections of the frozen objects (unfreeze, collect, "
                    "freeze), by the rule that fired (closed, growth; asked: called directly)", ["reason"])
 GC_THAW_COLLECTED = Counter("evfleet_gc_thaw_collected_objects", "Objects the thaws' full collections "
@@ -118,6 +120,9 @@ class Refreezer:
         """The figures of the rule that fired last (logged with its thaw)."""
         self.profile_garbage = False
         """Log what each thaw frees, by type (`gc_profile_ms` > 0; costs a second full collection)."""
+        self.freeze_young_s = 0.0
+        """Freeze every new object this often without a collection (`gc_freeze_young_s`; 0: off)."""
+        self.young_freezes = 0
 
     @property
     def thaw_growth(self) -> float:
@@ -154,6 +159,20 @@ class Refreezer:
             self.installed = True
         self.active = True
         GC_FROZEN.set(self.live_after_full)
+
+    def freeze_young(self) -> int:
+        """Move every object made since the last freeze or collection to the permanent generation
+        without walking it (`gc.freeze`, O(1)); returns how many. Garbage among them that is not a
+        cycle still frees itself (reference counting); a cycle waits for a thaw, as any frozen one."""
+        if not self.active:
+            return 0
+        young = sum(len(gc.get_objects(generation=gen)) for gen in range(3))
+        gc.freeze()  # also zeroes the young count: no collection for the next threshold's growth
+        self.frozen_bound += young
+        self.young_freezes += 1
+        GC_YOUNG_FREEZES.inc()
+        GC_FROZEN.set(self.frozen_bound)
+        return young
 
     def stop(self) -> None:
         """Stop freezing (the frozen objects stay frozen; `gc.unfreeze` returns them)."""
@@ -224,9 +243,12 @@ class Refreezer:
         return collected
 
     async def run(self, check_s: float = 1.0) -> None:
-        """Check every `check_s` whether a thaw is due and run it (until cancelled)."""
+        """Check every `check_s` whether a thaw is due and run it (until cancelled); with
+        `freeze_young_s`, freeze the new objects every `freeze_young_s` too (`freeze_young`)."""
         while True:
-            await asyncio.sleep(check_s)
+            await asyncio.sleep(min(check_s, self.freeze_young_s) if self.freeze_young_s > 0 else check_s)
+            if self.freeze_young_s > 0:
+                self.freeze_young()
             reason = self.thaw_due()
             if reason is not None:
                 self.thaw(reason)

@@ -70,7 +70,7 @@ class GcPauses:
         cpu = time.thread_time() - self.started_cpu
         generation = int(info.get("generation", 0))
         if self.log_over_s is not None and pause >= self.log_over_s:
-            log.warning("gc: generation %d collection took %.0f ms (%.0f ms CPU), %d objects collected, "
+            log.warning("gc: generation %d collection took %.1f ms (%.1f ms CPU), %d objects collected, "
                         "%d uncollectable; counts now %s", generation, pause * 1000, cpu * 1000,
                         info.get("collected", 0), info.get("uncollectable", 0), gc.get_count())
         if self._profile is not None and self.profile_over_s is not None and cpu >= self.profile_over_s:

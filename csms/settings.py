@@ -116,10 +116,19 @@ class CsmsSettings(CommandSettings):
                                "objects of the last full collection, at least 1.5 million (bounds any other "
                                "frozen garbage); doubled after each growth thaw that freed little, up to "
                                "16 x")
+    gc_freeze_young_s: float = Field(
+        0.0, ge=0, description="with gc_refreeze: every this many seconds, move the objects made since the "
+                               "last freeze to the permanent generation without a young collection (which "
+                               "walks them all: an event-loop stall); cyclic garbage among them waits for a "
+                               "thaw (0 = off)")
     gc_profile_ms: float = Field(
         0.0, ge=0, description="log what each garbage collection that used this much CPU walked (object "
                                "types, dict keys) and the stack that started it, and what each gc_refreeze "
                                "thaw freed, by type (0 = off; a debugging aid)")
+    gc_log_ms: float = Field(
+        0.0, ge=0, description="log every garbage collection that took this long (wall), with its CPU time "
+                               "and objects collected; any event loop (0 = off; slow_callback_ms sets it "
+                               "too)")
     gc_census: int = Field(
         0, ge=0, description="log a census of the next N young garbage collections after start-up: what "
                              "each walked, freed (cyclic garbage) and kept, by type, with the allocating "

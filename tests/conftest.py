@@ -207,5 +207,6 @@ def refreezer() -> Iterator[None]:
         REFREEZER.settle_s = THAW_SETTLE_S
         REFREEZER.floor_objects = THAW_FLOOR_OBJECTS
         REFREEZER.profile_garbage = False
+        REFREEZER.freeze_young_s = 0.0
         gc.unfreeze()
         gc.collect()

@@ -3,12 +3,14 @@ cyclic garbage frozen that way, so memory stays bounded (issue 14)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
 import pytest
 
 from csms.refreeze import GC_THAW_COLLECTED, REFREEZER
+from csms.runtime import GC_PAUSES, tune_gc
 from csms.settings import CsmsSettings
 
 
@@ -115,3 +117,32 @@ def test_a_profiled_thaw_logs_what_it_freed_by_type_and_still_frees_it(
         assert REFREEZER.thaw() >= 3_000
     assert "('Cycle', 3000)" in caplog.text
     assert not gc.garbage and gc.get_freeze_count() < base + 500
+
+
+async def test_freeze_young_moves_new_objects_out_without_a_collection(refreezer: None) -> None:
+    """`gc_freeze_young_s`: the refreezer's loop freezes what was made since its last tick without a
+    young collection (which would walk it all: an event-loop stall at 20,000 stations); what is not a
+    cycle still frees itself, and a frozen cycle is freed by the thaw."""
+    thresholds = gc.get_threshold()
+    tune_gc((50_000, 20, 100))  # a node's: the objects below start no collection of their own
+    assert GC_PAUSES in gc.callbacks
+    young_collections = gc.get_stats()[0]["collections"]
+    base = gc.get_freeze_count()
+    REFREEZER.freeze_young_s = 0.05
+    loop = asyncio.create_task(REFREEZER.run())
+    try:
+        kept = [[i] for i in range(20_000)]
+        cycles = [Cycle() for _ in range(2_000)]
+        await asyncio.sleep(0.2)
+        assert REFREEZER.young_freezes >= 1
+        assert gc.get_freeze_count() >= base + 20_000 + 2_000 * 2
+        assert len(gc.get_objects(generation=0)) < 1000 and gc.get_count()[0] < 1000
+        assert gc.get_stats()[0]["collections"] == young_collections  # frozen, not collected
+        del kept  # not a cycle: freed at once, out of the permanent generation
+        assert gc.get_freeze_count() < base + 2_000 * 2 + 1000
+        del cycles  # frozen cyclic garbage: the thaw frees it
+        assert REFREEZER.thaw() >= 2_000 * 2
+    finally:
+        loop.cancel()
+        gc.set_threshold(*thresholds)
+    assert gc.get_freeze_count() < base + 1000
