@@ -89,6 +89,9 @@ class Liveness:
     announced: bool = False
     fresh_until: float = 0.0
     """Monotonic time until which the node trusts its liveness key is there."""
+    refreshed_at: float = 0.0
+    """Monotonic time the last successful refresh (or announce) was sent: a lapse says how long
+    before it the key was last extended, and how long the refresh that found it gone took."""
     holders: dict[str, str] = field(default_factory=dict)
     """site -> the token another holder had when last asked."""
     seen_alive: set[str] = field(default_factory=set)
@@ -231,10 +234,15 @@ async def _refresh(svc: SmartChargingService, mono: float) -> None:
     ttl_ms = int(live.ttl_s * 1000)
     if live.announced and await svc.store.refresh_alive(live.node_id, live.token, ttl_ms):
         live.fresh_until = mono + live.trust_s
+        live.refreshed_at = mono
         return
     if live.announced:
-        log.warning("smart charging: liveness of %s lapsed (a stall over %.1f s?): its %d site leases "
-                    "are dropped and taken again under a new token", svc.node_id, live.ttl_s, len(svc.held))
+        # how long since the last extension, and how long this round trip took: an event-loop stall
+        # shows as a long gap with a short round trip, Redis or its connection pool as a long one
+        log.warning("smart charging: liveness of %s lapsed (a stall over %.1f s?): last extended %.1f s "
+                    "before this refresh, which took %.1f s; its %d site leases are dropped and taken "
+                    "again under a new token", svc.node_id, live.ttl_s, mono - live.refreshed_at,
+                    time.monotonic() - mono, len(svc.held))
         for site_id in list(svc.held):
             lease_lost(svc, site_id)
             live.holders[site_id] = live.token  # its own old token: taken back by `steal_loop`
@@ -244,6 +252,7 @@ async def _refresh(svc: SmartChargingService, mono: float) -> None:
     live.announced = True
     live.seen_alive.add(live.token)
     live.fresh_until = mono + live.trust_s
+    live.refreshed_at = mono
 
 
 async def steal_loop(svc: SmartChargingService) -> None:
