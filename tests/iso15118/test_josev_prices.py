@@ -68,6 +68,9 @@ load 7-12 went wrong early in the window (an EV ~1 simulated minute behind its t
 re-plan changed its profile and it renegotiated; both EVCCs dropping their TCP sessions), probably
 while the csms still worked off the 300x stretch; 15 s real to settle, as before."""
 PEAK, CHEAP = 0.40, 0.10
+SESSION_DROPS = ("session ended: ", "EV gave up: ", "EVCC process ended")
+"""`JosevHlc.errors` of an HLC session that ended while the EV was plugged in (the EVCC or the station
+starts a new one: `restarts`, `ev_restarts`)."""
 MATERIAL_WH = 40.0
 """An EV that drew this much more or less than the plan in force gave it until a re-plan needs
 another plan: K16 (0.5 kW) lets the change through once it is left fewer than 5 minutes to make up.
@@ -253,13 +256,18 @@ async def test_real_josev_evs_charge_in_the_cheap_window_fully_without_churn(
                     eid, hlc.renegotiations_requested, setup, material)
                 asked_s = asked_at[eid][setup[eid]:]  # sampled: at or after the request, so after its cause
                 assert _unexplained(asked_s, material) == [], (eid, asked_s, material)
-                assert hlc.errors == [], hlc.errors
+                # a dropped session (on a loaded machine: Josev's 2 s timeouts) is no error if a new one
+                # took over and charged to departure; anything else the bridge saw is
+                assert not hlc.failed, hlc.errors
+                assert [e for e in hlc.errors if not e.startswith(SESSION_DROPS)] == [], hlc.errors
             print("figures:", {eid: {"delivered_pct": round(100 * evs[eid].delivered_wh / needs_wh[eid], 1),
                                      "in_cheap_window_pct": round(100 * _energy_between(
                                          samples[eid], cheap_from.timestamp(), cheap_to.timestamp())
                                          / max(1.0, evs[eid].delivered_wh), 1),
                                      "renegotiations": link.sessions[eid].renegotiations_requested,
                                      "default_offers": link.sessions[eid].default_offers,
+                                     "session_drops": len(link.sessions[eid].errors),
+                                     "ev_restarts": link.sessions[eid].ev_restarts,
                                      "needs_sent": link.sessions[eid].needs_sent,
                                      "needs_repeated": link.sessions[eid].needs_repeated,
                                      "material_changes": _material_changes(
