@@ -308,6 +308,7 @@ class JosevHlc(EvSide):
 
     async def close(self) -> None:
         """Stop the Josev processes and the namespace, remove the socket."""
+        self._evcc_pid = None  # the EVCC ending now is no reason to restart it
         for task in list(self._tasks):
             task.cancel()
         if self.holder is not None:

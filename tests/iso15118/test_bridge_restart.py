@@ -91,3 +91,19 @@ async def test_no_restart_once_the_ev_stopped(tmp_path: Path, monkeypatch: pytes
         assert hlc.ev_restarts == 0 and len(_evcc_pids(hlc)) == 1
     finally:
         await hlc.close()
+
+
+async def test_no_restart_when_the_station_closes_the_link(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hlc = await _run(tmp_path, monkeypatch, "stays")
+    closed = False
+    try:
+        hlc.start(EvNeeds(departure_time_s=3600, energy_wh=10_000, ev_max_current_a=16))
+        await hlc.wait_evcc_ready(20)
+        await hlc.close()  # the EV still plugged in: its EVCC ends with the namespace
+        closed = True
+        await asyncio.sleep(0.5)
+        assert hlc.ev_restarts == 0 and hlc.errors == [], (hlc.ev_restarts, hlc.errors)
+    finally:
+        if not closed:
+            await hlc.close()
