@@ -117,7 +117,7 @@ class CsmsSettings(CommandSettings):
                                "frozen garbage); doubled after each growth thaw that freed little, up to "
                                "16 x")
     gc_freeze_young_s: float = Field(
-        0.0, ge=0, description="with gc_refreeze: every this many seconds, move the objects made since the "
+        1.0, ge=0, description="with gc_refreeze: every this many seconds, move the objects made since the "
                                "last freeze to the permanent generation without a young collection (which "
                                "walks them all: an event-loop stall); cyclic garbage among them waits for a "
                                "thaw (0 = off)")

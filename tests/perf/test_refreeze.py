@@ -25,6 +25,7 @@ class Cycle:
 def test_the_defaults_refreeze_with_a_thaw_after_1000_closed_connections() -> None:
     s = CsmsSettings()
     assert s.gc_freeze and s.gc_refreeze and s.gc_thaw_after_closed == 1000 and s.gc_thaw_growth == 2.0
+    assert s.gc_freeze_young_s == 1.0  # new objects frozen every second, not walked by young collections
 
 
 def test_survivors_of_a_young_collection_are_frozen_and_refcounting_still_frees_them(refreezer: None) -> None:
