@@ -34,7 +34,7 @@ from typing import Any
 RECORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) (\S+) \[[^\]]*\] (.*)")
 BLOCKED = re.compile(r"event loop blocked (\d+) ms \((\d+) ms CPU\) by (.*)")
 TURN = re.compile(r"event loop turn busy (\d+) ms \((\d+) ms CPU\), (\d+) callbacks; most CPU: (.*)")
-GC = re.compile(r"gc: generation (\d) collection took (\d+) ms \((\d+) ms CPU\)")
+GC = re.compile(r"gc: generation (\d) collection took ([\d.]+) ms \(([\d.]+) ms CPU\)")
 STARTUP = {"over-limit alarm": re.compile(r"above the limit .* for more than"),
            "optimizer silent": re.compile(r"the optimizer is taken as silent"),
            "no plan": re.compile(r"no plan for \d+ session")}
