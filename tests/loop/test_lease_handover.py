@@ -44,15 +44,19 @@ async def test_a_handed_over_site_keeps_its_limit_and_a_cut_meanwhile_is_enforce
             giver.enqueue(SITE, Work.HANDOVER, live["node-taker"])
             await lp.wait_for(lambda: SITE not in giver.held, timeout=5, what="the giver let the lease go")
             assert SITE not in taker.held  # nobody acts for the site now
-            t0 = time.monotonic()
+            t0, samples_at_cut = time.monotonic(), lp.samples
             await lp.set_limit(CUT_KW)
             took_s = await _enforced_within(lp, CUT_KW * 1000, t0)
+            # the monitor went on sampling through and after the cut (a count, not a rate: a loaded
+            # machine slows the 20 ms sampler, 19 samples in all at load 17)
+            await lp.wait_for(lambda: lp.samples >= samples_at_cut + 10, timeout=10,
+                              what="10 samples at the stations since the cut")
             assert SITE in taker.held and SITE not in giver.held
             assert await lp.redis.get(lp.keys.smart_charging_lease(SITE)) == taker.liveness.token
             assert balance.HANDOVERS.labels("handed")._value.get() >= 1
             print(f"cut during the hand-over enforced by the taker in {took_s:.2f} s")
             assert took_s < 1.0
-    assert lp.samples > 20 and lp.violations == [], lp.violations[:3]
+    assert lp.violations == [], lp.violations[:3]
 
 
 async def _both_live(svc: SmartChargingService) -> dict[str, str] | None:
