@@ -113,11 +113,14 @@ def _reply(op: str, raw: Any) -> Any:
 class RedisStateStore:
     """The smart-charging store port on Redis (see module doc)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, alive_redis: Redis | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.alive_redis = alive_redis or redis
+        """The client of `announce_alive` / `refresh_alive` (the node's liveness): a connection of its
+        own in a node (`evfleet.store.client.own_connection`), not queued behind station traffic."""
         self._script = redis.register_script(_READ)
-        self._refresh = redis.register_script(PEXPIRE_IF_OWNED)  # `refresh_alive`
+        self._refresh = self.alive_redis.register_script(PEXPIRE_IF_OWNED)  # `refresh_alive`
         self._evses: dict[bytes, tuple[tuple[Any, ...], StoredEvse]] = {}  # `_stored`: key -> (raw, record)
         self._keys_of_station: dict[str, tuple[bytes, bytes]] = {}
         self._keys_of_evse: dict[tuple[str, int], tuple[bytes, bytes, bytes]] = {}
@@ -147,8 +150,8 @@ class RedisStateStore:
     async def announce_alive(self, node_id: str, token: str, ttl_ms: int) -> None:
         """SET PX, then SADD to the announced nodes (in that order: a node listed there without
         its key has lapsed, `live_nodes`)."""
-        await self.redis.set(self.keys.node_alive(node_id), token, px=ttl_ms)
-        await self.redis.sadd(self.keys.smart_charging_nodes(), node_id)
+        await self.alive_redis.set(self.keys.node_alive(node_id), token, px=ttl_ms)
+        await self.alive_redis.sadd(self.keys.smart_charging_nodes(), node_id)
 
     async def refresh_alive(self, node_id: str, token: str, ttl_ms: int) -> bool:
         """PEXPIRE if the key still holds `token` (a one-key script)."""
