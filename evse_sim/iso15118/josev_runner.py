@@ -43,7 +43,7 @@ from typing import Any
 
 if __package__:  # imported as a package module (the main venv's tools)
     from evse_sim.iso15118.josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states
-    from evse_sim.iso15118.josev_sdp import patch_evcc_sdp, patch_secc_sdp
+    from evse_sim.iso15118.josev_sdp import patch_evcc_sdp, patch_evcc_session_stop, patch_secc_sdp
     from evse_sim.iso15118.josev_v20 import (
         encode_v20,
         patch_evcc_v20_states,
@@ -63,7 +63,7 @@ if __package__:  # imported as a package module (the main venv's tools)
     )
 else:  # run as a script in the Josev venv: the sibling module is on sys.path[0]
     from josev_dc import dc_ev_class, dc_secc_class, patch_evcc_states  # type: ignore[no-redef]
-    from josev_sdp import patch_evcc_sdp, patch_secc_sdp  # type: ignore[no-redef]
+    from josev_sdp import patch_evcc_sdp, patch_evcc_session_stop, patch_secc_sdp  # type: ignore[no-redef]
     from josev_v20 import (  # type: ignore[no-redef]
         encode_v20,
         patch_evcc_v20_states,
@@ -363,6 +363,7 @@ async def run_evcc(args: argparse.Namespace) -> None:
     bridge = BridgeClient(args.bridge, "evcc", name)
     await bridge.connect()
     patch_evcc_sdp(lambda reason: bridge.notify("hlc_gave_up", reason=reason))  # the station restarts us
+    patch_evcc_session_stop(lambda reason: bridge.notify("ev_session_stopped", reason=reason[:300]))
     config = EVCCConfig(**{"supportedProtocols": [args.protocol],
                            "supportedEnergyServices": ["DC" if dc else "AC"],
                            "useTls": False, "enforceTls": False, "isCertInstallNeeded": False,

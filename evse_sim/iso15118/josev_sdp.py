@@ -92,3 +92,26 @@ def patch_evcc_sdp(on_give_up: Callable[[str], None] | None = None) -> None:
 
     CommunicationSessionHandler.start_comm_session = start_comm_session
     CommunicationSessionHandler.restart_sdp = restart_sdp
+
+
+_on_stop: list[Callable[[str], None]] = []
+
+
+def patch_evcc_session_stop(on_stop: Callable[[str], None]) -> None:
+    """Call `on_stop` with the EVCC's reason each time its V2G session stops (e.g. Josev's "TimeoutError
+    occurred. Waited for 2 s after sending last message: ChargingStatusReq"). The SECC only sees the
+    TCP connection close; the station needs the EV's reason to tell a timeout from an error."""
+    _on_stop[:] = [on_stop]
+    if "evcc_stop" in _patched:
+        return
+    _patched.add("evcc_stop")
+    from iso15118.evcc.comm_session_handler import EVCCCommunicationSession
+
+    original = EVCCCommunicationSession.stop
+
+    async def stop(self: Any, reason: str) -> None:
+        for hook in _on_stop:
+            hook(str(reason))
+        await original(self, reason)
+
+    EVCCCommunicationSession.stop = stop

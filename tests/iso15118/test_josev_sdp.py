@@ -7,7 +7,8 @@ and Josev's EVCC never sent another SDPRequest. Checked here on Josev's own hand
 Josev venv, with our patches applied as the runners apply them (no JVM, no namespace):
 
 - the SECC answers a repeated SDPRequest with its listening server: the server task keeps running;
-- an EVCC whose TCP connect is refused sends its next SDPRequest.
+- an EVCC whose TCP connect is refused sends its next SDPRequest;
+- the EVCC's reason for a stopped session (e.g. its 2 s timeout) is handed to the station's hook.
 """
 
 from __future__ import annotations
@@ -64,7 +65,18 @@ async def evcc_retries_sdp() -> int:
     await handler.start_comm_session("fe80::1", 50000, False)
     return len(sdp_requests)
 
-results = {}
+async def evcc_stop_reasons() -> list:
+    from iso15118.shared.comm_session import V2GCommunicationSession
+    async def stopped(self, reason):  # Josev's own stop closes the socket: not needed here
+        return None
+    V2GCommunicationSession.stop = stopped
+    reasons = []
+    josev_sdp.patch_evcc_session_stop(reasons.append)
+    session = evcc.EVCCCommunicationSession.__new__(evcc.EVCCCommunicationSession)
+    await session.stop(reason="TimeoutError occurred. Waited for 2 s")
+    return reasons
+
+results = {"stop_reasons": asyncio.run(evcc_stop_reasons())}
 for mode in ("plain", "patched"):
     if mode == "patched":
         josev_sdp.patch_secc_sdp()
@@ -84,3 +96,5 @@ def test_repeated_sdp_request_keeps_the_server_and_a_refused_connect_sends_the_n
     results = json.loads(out.stdout.strip().splitlines()[-1])
     assert results["patched"] == {"secc_keeps_server": True, "evcc_sdp_requests": 1}
     assert results["plain"] == {"secc_keeps_server": False, "evcc_sdp_requests": 0}
+    # the EV's own reason for a stopped session reaches the station (the SECC sees only the TCP close)
+    assert results["stop_reasons"] == ["TimeoutError occurred. Waited for 2 s"]
