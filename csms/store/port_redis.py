@@ -409,11 +409,6 @@ class RedisStateStore:
         """The EV's schedule record of the EVSE."""
         return _parsed(await self.redis.get(self.keys.ev_schedule(*evse)))
 
-    async def tx_energy_wh(self, tx_ref: str) -> str | None:
-        """`energy_wh` of the transaction hash."""
-        value = await self.redis.hget(self.keys.transaction(tx_ref), "energy_wh")
-        return None if value is None else str(value)
-
     async def session_fields(self, tx_ref: str, names: Sequence[str]) -> list[str | None]:
         """HMGET on `tx:{ref}:loop`."""
         values = await self.redis.hmget(self.keys.session_loop(tx_ref), list(names))

@@ -39,7 +39,6 @@ class InMemoryStateStore:
     profiles: dict[EvseId, dict[str, Any]] = field(default_factory=dict)
     needs: dict[EvseId, dict[str, Any]] = field(default_factory=dict)
     ev_schedules: dict[EvseId, dict[str, Any]] = field(default_factory=dict)
-    transactions: dict[str, dict[str, str]] = field(default_factory=dict)
     sessions: dict[str, dict[str, str]] = field(default_factory=dict)
     """tx_ref -> loop counters (`tx:{ref}:loop`), values as str like Redis."""
     events: list[dict[str, str]] = field(default_factory=list)
@@ -172,10 +171,6 @@ class InMemoryStateStore:
     async def ev_schedule(self, evse: EvseId) -> dict[str, Any] | None:
         """A copy of the EV's schedule record."""
         return copy.deepcopy(self.ev_schedules.get(evse))
-
-    async def tx_energy_wh(self, tx_ref: str) -> str | None:
-        """`energy_wh` of the transaction."""
-        return self.transactions.get(tx_ref, {}).get("energy_wh")
 
     async def session_fields(self, tx_ref: str, names: Sequence[str]) -> list[str | None]:
         """Fields of the session's loop counters."""

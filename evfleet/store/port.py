@@ -172,10 +172,6 @@ class StateStore(Protocol):
         """The EV's last charging schedule record on the EVSE (with our K17 verdict)."""
         ...
 
-    async def tx_energy_wh(self, tx_ref: str) -> str | None:
-        """The transaction's metered `energy_wh`."""
-        ...
-
     async def session_fields(self, tx_ref: str, names: Sequence[str]) -> list[str | None]:
         """Fields of the session's loop counters (`tx:{ref}:loop`)."""
         ...

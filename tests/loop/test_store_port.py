@@ -34,7 +34,6 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
         mem.add_evse("CP-1", 2, site_id=SITE)
         mem.add_evse("CP-2", 1, site_id="other")
         mem.needs[("CP-1", 1)] = {"tx_ref": "CP-1:tx-1", "ev_max_power_w": 7400}
-        mem.transactions["CP-1:tx-1"] = {"energy_wh": "1200"}
         yield mem
         return
     redis = connect_redis(request.getfixturevalue("redis_url"))
@@ -47,7 +46,6 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     await redis.hset(K.station_connectors("CP-2"), mapping={"1/1": "Available"})
     await redis.hset(K.station_evse("CP-1", 1), mapping={"max_power_w": "11000", "tx_ref": "CP-1:tx-1"})
     await redis.set(K.charging_needs("CP-1", 1), '{"tx_ref": "CP-1:tx-1", "ev_max_power_w": 7400}')
-    await redis.hset(K.transaction("CP-1:tx-1"), "energy_wh", "1200")
     try:
         yield RedisStateStore(redis, K)
     finally:
@@ -61,7 +59,6 @@ async def _reads(store: StateStore) -> dict[str, Any]:
                   for e in evses],
         "limit": await store.site_limit_kw(SITE),
         "site": await store.station_site("CP-2"),
-        "energy": await store.tx_energy_wh("CP-1:tx-1"),
         "sites": await store.site_ids(),
     }
 
@@ -72,7 +69,7 @@ async def test_the_fake_reads_what_redis_reads(store: StateStore) -> None:
         "evses": [("CP-1", 1, "1", {"max_power_w": "11000", "tx_ref": "CP-1:tx-1"}, None,
                    {"tx_ref": "CP-1:tx-1", "ev_max_power_w": 7400}),
                   ("CP-1", 2, "1", {}, None, None)],
-        "limit": "30.0", "site": "other", "energy": "1200", "sites": {SITE},
+        "limit": "30.0", "site": "other", "sites": {SITE},
     }
 
 
